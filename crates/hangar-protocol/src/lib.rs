@@ -1,0 +1,43 @@
+//! Hangar's wire contract.
+//!
+//! Everything that crosses a process boundary is defined here: identifiers, run
+//! states, the REST request and response bodies (field names and enum values
+//! follow the Oz Agent API so the official Oz SDKs work unchanged), RFC 7807
+//! problems, the worker ⇄ server WebSocket messages, the agent's session stream
+//! and the OpenAI-compatible LLM gateway types.
+//!
+//! This crate depends on serde only and on no other hangar crate.
+
+pub mod envelope;
+pub mod ids;
+pub mod llm;
+pub mod problem;
+pub mod run;
+pub mod session;
+pub mod timestamp;
+pub mod worker;
+
+pub use envelope::{Envelope, EnvelopeError};
+pub use ids::{ExecutionId, RunId, WorkerId};
+pub use problem::{PlatformErrorCode, Problem};
+pub use run::*;
+pub use timestamp::Timestamp;
+
+/// Environment variable that carries the run-scoped token into a task.
+pub const ENV_RUN_TOKEN: &str = "HANGAR_RUN_TOKEN";
+/// Environment variable that carries the run id into a task.
+pub const ENV_RUN_ID: &str = "HANGAR_RUN_ID";
+/// Environment variable that carries the execution id into a task.
+pub const ENV_EXECUTION_ID: &str = "HANGAR_EXECUTION_ID";
+/// Environment variable naming the control plane's base URL.
+pub const ENV_SERVER_URL: &str = "HANGAR_SERVER_URL";
+/// Environment variable holding an API key for CLI and worker.
+pub const ENV_API_KEY: &str = "HANGAR_API_KEY";
+
+/// Prefix of every API key (`hk_…`).
+pub const API_KEY_PREFIX: &str = "hk_";
+/// Prefix of every run-scoped token (`hr_…`).
+pub const RUN_TOKEN_PREFIX: &str = "hr_";
+
+/// Path of the worker WebSocket, relative to the server's base URL.
+pub const WORKER_WS_PATH: &str = "/api/v1/selfhosted/worker/ws";

@@ -1,0 +1,475 @@
+//! Run resources of the REST API (`/api/v1/agent/runs`), shaped after the Oz Agent API.
+
+use crate::Timestamp;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// State of a run. Names and meanings come from the Oz API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RunState {
+    /// Waiting for a worker.
+    Queued,
+    /// Being prepared.
+    Pending,
+    /// A worker accepted the assignment.
+    Claimed,
+    /// The sandbox is ready and the agent is working.
+    #[serde(rename = "INPROGRESS")]
+    InProgress,
+    /// Finished successfully.
+    Succeeded,
+    /// Finished unsuccessfully because of the task (agent failure, setup failure, …).
+    Failed,
+    /// Waiting for a person.
+    Blocked,
+    /// Finished because of the platform (infrastructure, lost worker, …).
+    Error,
+    /// Cancelled by a user.
+    Cancelled,
+}
+
+impl RunState {
+    /// Every state, in lifecycle order.
+    pub const ALL: [RunState; 9] = [
+        RunState::Queued,
+        RunState::Pending,
+        RunState::Claimed,
+        RunState::InProgress,
+        RunState::Succeeded,
+        RunState::Failed,
+        RunState::Blocked,
+        RunState::Error,
+        RunState::Cancelled,
+    ];
+
+    /// Terminal states never reopen.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            RunState::Succeeded | RunState::Failed | RunState::Error | RunState::Cancelled
+        )
+    }
+
+    /// The wire name, e.g. `INPROGRESS`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Queued => "QUEUED",
+            RunState::Pending => "PENDING",
+            RunState::Claimed => "CLAIMED",
+            RunState::InProgress => "INPROGRESS",
+            RunState::Succeeded => "SUCCEEDED",
+            RunState::Failed => "FAILED",
+            RunState::Blocked => "BLOCKED",
+            RunState::Error => "ERROR",
+            RunState::Cancelled => "CANCELLED",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<RunState> {
+        RunState::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for RunState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What created a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RunSourceType {
+    /// Linear integration.
+    Linear,
+    /// REST API.
+    Api,
+    /// Slack integration.
+    Slack,
+    /// An unmanaged local `agent run`.
+    Local,
+    /// A schedule.
+    ScheduledAgent,
+    /// The dashboard.
+    WebApp,
+    /// A GitHub action or comment.
+    GithubAction,
+    /// Cloud mode.
+    CloudMode,
+    /// The CLI.
+    Cli,
+}
+
+impl RunSourceType {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunSourceType::Linear => "LINEAR",
+            RunSourceType::Api => "API",
+            RunSourceType::Slack => "SLACK",
+            RunSourceType::Local => "LOCAL",
+            RunSourceType::ScheduledAgent => "SCHEDULED_AGENT",
+            RunSourceType::WebApp => "WEB_APP",
+            RunSourceType::GithubAction => "GITHUB_ACTION",
+            RunSourceType::CloudMode => "CLOUD_MODE",
+            RunSourceType::Cli => "CLI",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        serde_json::from_value(serde_json::Value::String(s.to_owned())).ok()
+    }
+}
+
+/// Where a run executed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RunExecutionLocation {
+    /// On the caller's machine (unmanaged `agent run`).
+    Local,
+    /// On a managed worker.
+    Remote,
+}
+
+impl RunExecutionLocation {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunExecutionLocation::Local => "LOCAL",
+            RunExecutionLocation::Remote => "REMOTE",
+        }
+    }
+}
+
+/// MCP server configuration: exactly one of `command` or `url` (or a `warp_id` reference).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpServerConfig {
+    /// Reference to a shared server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warp_id: Option<String>,
+    /// Stdio transport: command to run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// Stdio transport: arguments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
+    /// Streamable HTTP transport: server URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Environment for the server process (`${VAR}` expands).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<BTreeMap<String, String>>,
+    /// HTTP headers for the HTTP transport.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<BTreeMap<String, String>>,
+}
+
+/// Execution harness.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Harness {
+    /// `oz` (built-in, default), `claude`, `codex`, `opencode`, `gemini`.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+}
+
+/// Secrets for third-party harnesses.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HarnessAuthSecrets {
+    /// Secret name for the Claude Code harness.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claude_auth_secret_name: Option<String>,
+}
+
+/// Run configuration (`AmbientAgentConfig` in the Oz API).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Label for grouping and filtering.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Model id, `provider/model`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_id: Option<String>,
+    /// Extra system instructions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_prompt: Option<String>,
+    /// Environment to run in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment_id: Option<String>,
+    /// Skill spec (`owner/repo:path`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skill_spec: Option<String>,
+    /// MCP servers by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp_servers: Option<BTreeMap<String, McpServerConfig>>,
+    /// Computer use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub computer_use_enabled: Option<bool>,
+    /// Minutes to keep the sandbox after completion (1–60).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_minutes: Option<i32>,
+    /// Self-hosted worker id that must execute the run (exact match).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_host: Option<String>,
+    /// Harness selection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub harness: Option<Harness>,
+    /// Harness secrets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub harness_auth_secrets: Option<HarnessAuthSecrets>,
+}
+
+/// A file attached to a run request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttachmentInput {
+    /// File name.
+    pub file_name: String,
+    /// MIME type.
+    pub mime_type: String,
+    /// Base64 content.
+    pub data: String,
+}
+
+/// `POST /agent/runs` body.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunAgentRequest {
+    /// The instruction; required unless a skill is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    /// Skill spec used as the base prompt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skill: Option<String>,
+    /// Run configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<AgentConfig>,
+    /// Title (derived from the prompt when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// Team-owned run (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<bool>,
+    /// Agent identity to run as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_identity_uid: Option<String>,
+    /// Conversation to continue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation_id: Option<String>,
+    /// Attachments (max 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachments: Option<Vec<AttachmentInput>>,
+    /// Parent run in an orchestration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_run_id: Option<String>,
+    /// Interactive run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interactive: Option<bool>,
+}
+
+/// `POST /agent/runs` response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunAgentResponse {
+    /// The new run.
+    pub run_id: String,
+    /// Same as `run_id` (deprecated in the Oz API).
+    pub task_id: String,
+    /// Its state right after creation.
+    pub state: RunState,
+    /// Whether no worker had a free slot when the run was created.
+    #[serde(default)]
+    pub at_capacity: bool,
+}
+
+/// Status message of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunStatusMessage {
+    /// Human-readable message.
+    pub message: String,
+    /// Error code for terminal error states.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<crate::PlatformErrorCode>,
+    /// Whether retrying may succeed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retryable: Option<bool>,
+}
+
+/// Resource usage of a run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RequestUsage {
+    /// Inference cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inference_cost: Option<f64>,
+    /// Compute cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compute_cost: Option<f64>,
+}
+
+/// Who created a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunCreatorInfo {
+    /// `user` or `service_account`.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Creator id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    /// Display name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// Email.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+}
+
+/// Ownership scope.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Scope {
+    /// `User` or `Team`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Owner id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+}
+
+/// A run as returned by `GET /agent/runs/{id}` and in lists.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunItem {
+    /// Run id.
+    pub run_id: String,
+    /// Same as `run_id`.
+    pub task_id: String,
+    /// Title.
+    pub title: String,
+    /// State.
+    pub state: RunState,
+    /// Where it executes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_location: Option<RunExecutionLocation>,
+    /// Prompt.
+    pub prompt: String,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// Last update.
+    pub updated_at: Timestamp,
+    /// When the agent started working.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Timestamp>,
+    /// Status message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_message: Option<RunStatusMessage>,
+    /// Source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<RunSourceType>,
+    /// Session id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// Link to watch the session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_link: Option<String>,
+    /// Link to what triggered the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger_url: Option<String>,
+    /// Creator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creator: Option<RunCreatorInfo>,
+    /// Usage and cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_usage: Option<RequestUsage>,
+    /// Resolved configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_config: Option<AgentConfig>,
+    /// Conversation id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation_id: Option<String>,
+    /// Parent run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_run_id: Option<String>,
+    /// Whether a sandbox is currently live for this run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_sandbox_running: Option<bool>,
+    /// Artifacts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifacts: Option<Vec<serde_json::Value>>,
+    /// Scope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<Scope>,
+}
+
+/// Cursor paging.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PageInfo {
+    /// More results exist.
+    pub has_next_page: bool,
+    /// Cursor for the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// `GET /agent/runs` response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListRunsResponse {
+    /// The page.
+    pub runs: Vec<RunItem>,
+    /// Paging.
+    pub page_info: PageInfo,
+}
+
+/// **(extension)** `POST /api-keys` body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApiKeyRequest {
+    /// Name to recognise the key by.
+    pub name: String,
+    /// Optional expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Timestamp>,
+}
+
+/// **(extension)** An API key; `key` is present only in the creation response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiKeyItem {
+    /// Key id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Visible prefix, e.g. `hk_AbCd`.
+    pub prefix: String,
+    /// The full key, shown once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// Expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Timestamp>,
+    /// Revocation time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// **(extension)** A stored session event as served by `GET /agent/runs/{id}/transcript`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TranscriptResponse {
+    /// Run id.
+    pub run_id: String,
+    /// Events in order (execution, then sequence number).
+    pub events: Vec<TranscriptEvent>,
+}
+
+/// One stored event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TranscriptEvent {
+    /// Execution that produced it.
+    pub execution_id: String,
+    /// The event as the agent sent it.
+    #[serde(flatten)]
+    pub event: crate::session::SessionEvent,
+}

@@ -1,0 +1,348 @@
+//! Worker ⇄ server WebSocket messages (PROTOCOL.md §2).
+//!
+//! Frames are [`Envelope`](crate::Envelope)s. The Oz message set is kept exactly;
+//! `worker_hello`, `task_started` and `worker_draining` are Hangar extensions that
+//! an Oz-only worker simply never sends. Every worker → server message carries
+//! `execution_id` so the server can fence off stale executions.
+
+use crate::{AgentConfig, Envelope, EnvelopeError, Timestamp};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Owner of a task; keys are capitalised as in the Oz protocol.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskOwner {
+    /// `USER` or `TEAM`.
+    #[serde(rename = "Type")]
+    pub kind: String,
+    /// Numeric owner id.
+    #[serde(rename = "Id")]
+    pub id: i64,
+}
+
+/// The prompt of a task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskDefinition {
+    /// The instruction.
+    pub prompt: String,
+}
+
+/// The task inside an assignment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    /// Run id.
+    pub id: String,
+    /// Title.
+    pub title: String,
+    /// Prompt.
+    pub task_definition: TaskDefinition,
+    /// Created.
+    pub created_at: Timestamp,
+    /// Updated.
+    pub updated_at: Timestamp,
+    /// Owner.
+    pub owner: TaskOwner,
+    /// Configuration snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_config_snapshot: Option<AgentConfig>,
+    /// Conversation to continue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_conversation_id: Option<String>,
+}
+
+/// An extra sidecar container.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sidecar {
+    /// Image.
+    pub image: String,
+    /// Where it is mounted.
+    pub mount_path: String,
+    /// Writable mount.
+    #[serde(default)]
+    pub read_write: bool,
+}
+
+/// Requested instance size.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct InstanceShape {
+    /// CPUs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vcpus: Option<f64>,
+    /// Memory in GB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_gb: Option<f64>,
+}
+
+/// `task_assignment`: run this execution.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskAssignment {
+    /// Run id.
+    pub task_id: String,
+    /// Execution id (one per assignment).
+    #[serde(default)]
+    pub execution_id: String,
+    /// The task.
+    pub task: Task,
+    /// Image for container backends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_image: Option<String>,
+    /// Sidecar carrying the agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sidecar_image: Option<String>,
+    /// Environment for the task, including the run token and secrets.
+    #[serde(default)]
+    pub env_vars: BTreeMap<String, String>,
+    /// Extra sidecars.
+    #[serde(default)]
+    pub additional_sidecars: Vec<Sidecar>,
+    /// Extra arguments for `agent run`.
+    #[serde(default)]
+    pub additional_oz_args: Vec<String>,
+    /// Instance size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_shape: Option<InstanceShape>,
+}
+
+/// `task_cancellation`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskCancellation {
+    /// Run id.
+    pub task_id: String,
+}
+
+/// A still-running execution announced in `worker_hello`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RunningTask {
+    /// Run id.
+    pub task_id: String,
+    /// Execution id.
+    pub execution_id: String,
+}
+
+/// **(extension)** First frame after connecting.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerHello {
+    /// Worker version.
+    pub version: String,
+    /// Backend name.
+    pub backend: String,
+    /// Capacity; 0 = unlimited.
+    pub max_concurrent_tasks: u32,
+    /// Free-form labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Executions still running on this worker, to reattach.
+    #[serde(default)]
+    pub running: Vec<RunningTask>,
+}
+
+/// `task_claimed`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskClaimed {
+    /// Run id.
+    pub task_id: String,
+    /// Worker id.
+    pub worker_id: String,
+    /// Execution id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_id: Option<String>,
+}
+
+/// `task_rejected`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRejected {
+    /// Run id.
+    pub task_id: String,
+    /// Why.
+    #[serde(default)]
+    pub reason: String,
+    /// Execution id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_id: Option<String>,
+}
+
+/// **(extension)** `task_started`: the sandbox is ready and the agent launched.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskStarted {
+    /// Run id.
+    pub task_id: String,
+    /// Execution id.
+    pub execution_id: String,
+}
+
+/// `task_completed`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskCompleted {
+    /// Run id.
+    pub task_id: String,
+    /// Message.
+    #[serde(default)]
+    pub message: String,
+    /// `CANCELLED` after a user cancel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_state: Option<String>,
+    /// Execution id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_id: Option<String>,
+}
+
+/// Why a task failed (the Oz worker's label set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[allow(missing_docs)]
+pub enum FailureReason {
+    Unknown,
+    TaskTimeout,
+    TaskCancelled,
+    GracefulShutdown,
+    ImagePull,
+    SidecarPrep,
+    ContainerCreate,
+    ContainerStart,
+    ContainerWait,
+    ContainerExit,
+    ContainerOom,
+    WorkspaceSetup,
+    SetupCommand,
+    AgentInvocation,
+    TeardownCommand,
+    DispatchCommand,
+    DispatchTimeout,
+    CancelCommand,
+    JobCreate,
+    JobWatch,
+    JobFailed,
+    Evicted,
+    PodWatch,
+    Unschedulable,
+    VolumeMount,
+    InitContainer,
+    InvalidImage,
+    ActiveDeadline,
+    Cleanup,
+}
+
+/// `task_failed`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskFailed {
+    /// Run id.
+    pub task_id: String,
+    /// User-facing message.
+    #[serde(default)]
+    pub message: String,
+    /// Failure label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<FailureReason>,
+    /// Exit code (128+signal for signal deaths).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// Execution id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_id: Option<String>,
+}
+
+/// Server → worker messages.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServerToWorker {
+    /// Run this.
+    TaskAssignment(Box<TaskAssignment>),
+    /// Stop this.
+    TaskCancellation(TaskCancellation),
+}
+
+/// Worker → server messages.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WorkerToServer {
+    /// Capacity and running executions.
+    WorkerHello(WorkerHello),
+    /// Accepted.
+    TaskClaimed(TaskClaimed),
+    /// Refused (run stays queued).
+    TaskRejected(TaskRejected),
+    /// Sandbox ready.
+    TaskStarted(TaskStarted),
+    /// Finished.
+    TaskCompleted(TaskCompleted),
+    /// Failed.
+    TaskFailed(TaskFailed),
+    /// Taking no new work.
+    WorkerDraining,
+}
+
+impl ServerToWorker {
+    /// Encodes into a frame.
+    pub fn to_envelope(&self) -> Envelope {
+        match self {
+            ServerToWorker::TaskAssignment(a) => Envelope::new("task_assignment", a),
+            ServerToWorker::TaskCancellation(c) => Envelope::new("task_cancellation", c),
+        }
+    }
+
+    /// Decodes a frame; `Ok(None)` for a message type this version does not know.
+    pub fn from_envelope(env: Envelope) -> Result<Option<Self>, EnvelopeError> {
+        Ok(Some(match env.kind.as_str() {
+            "task_assignment" => ServerToWorker::TaskAssignment(Box::new(env.decode()?)),
+            "task_cancellation" => ServerToWorker::TaskCancellation(env.decode()?),
+            _ => return Ok(None),
+        }))
+    }
+}
+
+impl WorkerToServer {
+    /// Encodes into a frame.
+    pub fn to_envelope(&self) -> Envelope {
+        match self {
+            WorkerToServer::WorkerHello(m) => Envelope::new("worker_hello", m),
+            WorkerToServer::TaskClaimed(m) => Envelope::new("task_claimed", m),
+            WorkerToServer::TaskRejected(m) => Envelope::new("task_rejected", m),
+            WorkerToServer::TaskStarted(m) => Envelope::new("task_started", m),
+            WorkerToServer::TaskCompleted(m) => Envelope::new("task_completed", m),
+            WorkerToServer::TaskFailed(m) => Envelope::new("task_failed", m),
+            WorkerToServer::WorkerDraining => Envelope {
+                kind: "worker_draining".to_owned(),
+                data: serde_json::json!({}),
+            },
+        }
+    }
+
+    /// Decodes a frame; `Ok(None)` for a message type this version does not know.
+    pub fn from_envelope(env: Envelope) -> Result<Option<Self>, EnvelopeError> {
+        Ok(Some(match env.kind.as_str() {
+            "worker_hello" => WorkerToServer::WorkerHello(env.decode()?),
+            "task_claimed" => WorkerToServer::TaskClaimed(env.decode()?),
+            "task_rejected" => WorkerToServer::TaskRejected(env.decode()?),
+            "task_started" => WorkerToServer::TaskStarted(env.decode()?),
+            "task_completed" => WorkerToServer::TaskCompleted(env.decode()?),
+            "task_failed" => WorkerToServer::TaskFailed(env.decode()?),
+            "worker_draining" => WorkerToServer::WorkerDraining,
+            _ => return Ok(None),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_types_are_ignored_not_errors() {
+        let env = Envelope::parse(r#"{"type":"heartbeat"}"#).unwrap();
+        assert!(WorkerToServer::from_envelope(env).unwrap().is_none());
+    }
+
+    #[test]
+    fn cancellation_round_trips_with_oz_shape() {
+        let msg = ServerToWorker::TaskCancellation(TaskCancellation { task_id: "r1".into() });
+        let text = msg.to_envelope().to_text();
+        assert_eq!(text, r#"{"type":"task_cancellation","data":{"task_id":"r1"}}"#);
+        let back = ServerToWorker::from_envelope(Envelope::parse(&text).unwrap()).unwrap();
+        assert_eq!(back, Some(msg));
+    }
+
+    #[test]
+    fn bad_payload_names_the_type() {
+        let env = Envelope::parse(r#"{"type":"task_claimed","data":{"task_id":5}}"#).unwrap();
+        let err = WorkerToServer::from_envelope(env).unwrap_err();
+        assert!(err.to_string().contains("task_claimed"), "{err}");
+    }
+}
