@@ -6,8 +6,8 @@
 //! worker, the agent and the tests. Depends only on `hangar-protocol`.
 
 use hangar_protocol::{
-    ApiKeyItem, CreateApiKeyRequest, ListRunsResponse, Problem, RunAgentRequest,
-    RunAgentResponse, RunItem, TranscriptResponse,
+    ApiKeyItem, CreateApiKeyRequest, ListRunsResponse, Problem, RunAgentRequest, RunAgentResponse,
+    RunItem, TranscriptResponse,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -79,13 +79,19 @@ pub struct Client {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client").field("base", &self.base.as_str()).field("token", &"***").finish()
+        f.debug_struct("Client")
+            .field("base", &self.base.as_str())
+            .field("token", &"***")
+            .finish()
     }
 }
 
 /// Parses and normalises a server base URL (`http(s)://host:port[/prefix]`).
 pub fn parse_server_url(raw: &str) -> Result<Url, ClientError> {
-    let bad = |reason: &str| ClientError::BadUrl { url: raw.to_owned(), reason: reason.to_owned() };
+    let bad = |reason: &str| ClientError::BadUrl {
+        url: raw.to_owned(),
+        reason: reason.to_owned(),
+    };
     let mut url = Url::parse(raw.trim()).map_err(|e| bad(&e.to_string()))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(bad("the scheme must be http or https"));
@@ -105,7 +111,11 @@ impl Client {
             .connect_timeout(Duration::from_secs(10))
             .tcp_nodelay(true)
             .build()?;
-        Ok(Client { base, token: token.into(), http })
+        Ok(Client {
+            base,
+            token: token.into(),
+            http,
+        })
     }
 
     /// The server's base URL.
@@ -120,16 +130,24 @@ impl Client {
 
     /// Absolute URL for an API path such as `api/v1/agent/runs`.
     pub fn url(&self, path: &str) -> Result<Url, ClientError> {
-        self.base.join(path.trim_start_matches('/')).map_err(|e| ClientError::BadUrl {
-            url: format!("{}{}", self.base, path),
-            reason: e.to_string(),
-        })
+        self.base
+            .join(path.trim_start_matches('/'))
+            .map_err(|e| ClientError::BadUrl {
+                url: format!("{}{}", self.base, path),
+                reason: e.to_string(),
+            })
     }
 
-    async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T, ClientError> {
+    async fn send<T: DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<T, ClientError> {
         let resp = req.bearer_auth(&self.token).send().await.map_err(|e| {
             if e.is_connect() {
-                ClientError::Connect { url: self.base.to_string(), source: e }
+                ClientError::Connect {
+                    url: self.base.to_string(),
+                    source: e,
+                }
             } else {
                 ClientError::Http(e)
             }
@@ -167,31 +185,57 @@ impl Client {
         self.post_json("api/v1/agent/runs", req).await
     }
 
+    /// `POST /api/v1/agent/runs` recording where the run came from (`CLI`, `WEB_APP`, …).
+    pub async fn create_run_from(
+        &self,
+        req: &RunAgentRequest,
+        source: &str,
+    ) -> Result<RunAgentResponse, ClientError> {
+        let builder = self
+            .http
+            .post(self.url("api/v1/agent/runs")?)
+            .header("x-hangar-source", source)
+            .json(req);
+        self.send(builder).await
+    }
+
     /// `GET /api/v1/agent/runs/{id}`.
     pub async fn get_run(&self, run_id: &str) -> Result<RunItem, ClientError> {
-        self.get_json(&format!("api/v1/agent/runs/{}", encode(run_id))).await
+        self.get_json(&format!("api/v1/agent/runs/{}", encode(run_id)))
+            .await
     }
 
     /// `GET /api/v1/agent/runs` with raw query pairs.
-    pub async fn list_runs(&self, query: &[(&str, String)]) -> Result<ListRunsResponse, ClientError> {
+    pub async fn list_runs(
+        &self,
+        query: &[(&str, String)],
+    ) -> Result<ListRunsResponse, ClientError> {
         let mut url = self.url("api/v1/agent/runs")?;
-        url.query_pairs_mut().extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
+        url.query_pairs_mut()
+            .extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
         self.send(self.http.get(url)).await
     }
 
     /// `POST /api/v1/agent/runs/{id}/cancel`.
-    pub async fn cancel_run(&self, run_id: &str) -> Result<RunItem, ClientError> {
-        self.post_json(&format!("api/v1/agent/runs/{}/cancel", encode(run_id)), &serde_json::json!({}))
-            .await
+    pub async fn cancel_run(&self, run_id: &str) -> Result<String, ClientError> {
+        self.post_json(
+            &format!("api/v1/agent/runs/{}/cancel", encode(run_id)),
+            &serde_json::json!({}),
+        )
+        .await
     }
 
     /// `GET /api/v1/agent/runs/{id}/transcript`.
     pub async fn transcript(&self, run_id: &str) -> Result<TranscriptResponse, ClientError> {
-        self.get_json(&format!("api/v1/agent/runs/{}/transcript", encode(run_id))).await
+        self.get_json(&format!("api/v1/agent/runs/{}/transcript", encode(run_id)))
+            .await
     }
 
     /// `POST /api/v1/api-keys`.
-    pub async fn create_api_key(&self, req: &CreateApiKeyRequest) -> Result<ApiKeyItem, ClientError> {
+    pub async fn create_api_key(
+        &self,
+        req: &CreateApiKeyRequest,
+    ) -> Result<ApiKeyItem, ClientError> {
         self.post_json("api/v1/api-keys", req).await
     }
 
@@ -214,18 +258,22 @@ pub async fn connect_websocket(url: &Url, token: &str) -> Result<WebSocket, Clie
         "https" | "wss" => "wss",
         _ => "ws",
     };
-    ws_url.set_scheme(scheme).map_err(|()| ClientError::BadUrl {
-        url: url.to_string(),
-        reason: "cannot use as a WebSocket URL".to_owned(),
-    })?;
+    ws_url
+        .set_scheme(scheme)
+        .map_err(|()| ClientError::BadUrl {
+            url: url.to_string(),
+            reason: "cannot use as a WebSocket URL".to_owned(),
+        })?;
     let mut request = ws_url
         .as_str()
         .into_client_request()
         .map_err(|e| ClientError::WebSocket(Box::new(e)))?;
-    let value = format!("Bearer {token}").parse().map_err(|_| ClientError::BadUrl {
-        url: url.to_string(),
-        reason: "the token contains characters not allowed in a header".to_owned(),
-    })?;
+    let value = format!("Bearer {token}")
+        .parse()
+        .map_err(|_| ClientError::BadUrl {
+            url: url.to_string(),
+            reason: "the token contains characters not allowed in a header".to_owned(),
+        })?;
     request.headers_mut().insert("authorization", value);
     let (ws, _resp) = tokio_tungstenite::connect_async_with_config(request, None, true)
         .await

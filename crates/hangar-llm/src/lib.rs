@@ -9,13 +9,68 @@
 //! The internal stream format is OpenAI's `chat.completion.chunk`
 //! ([`ChatChunk`]); providers with another wire format translate into it.
 //! Used by the server's gateway and by the agent when it talks to a provider
-//! directly. Depends only on `hangar-protocol`.
+//! directly. Depends only on `hangar-protocol`; it must not depend on the
+//! server, the agent or the store.
+//!
+//! Main entry types:
+//! - [`OpenAiProvider`] / [`OpenAiConfig`]: `POST {base_url}/chat/completions`
+//!   with SSE streaming (or a plain JSON answer from servers that ignore
+//!   `stream`).
+//! - [`AnthropicProvider`] / [`AnthropicConfig`]: `POST {base_url}/v1/messages`,
+//!   translating requests and SSE events to and from the OpenAI shapes.
+//! - [`RetryPolicy`]: both providers retry retryable failures (429, 5xx,
+//!   transport errors, timeouts) that happen before the first chunk, with
+//!   exponential backoff, jitter and `Retry-After`.
+//! - [`ProviderRegistry`] / [`ProvidersConfig`]: typed provider config and
+//!   `provider/model` resolution.
+//! - [`collect`]: a [`ChunkStream`] folded into a [`llm::ChatResponse`].
+//! - [`SecretString`]: API keys that print as `***`.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), hangar_llm::LlmError> {
+//! use hangar_llm::llm::{ChatMessage, ChatRequest, Role};
+//! use hangar_llm::{ModelProvider, ProviderRegistry, collect};
+//!
+//! let registry = ProviderRegistry::from_env()?;
+//! let (provider, model) = registry.resolve("openai/gpt-5")?;
+//! let request = ChatRequest {
+//!     model,
+//!     messages: vec![ChatMessage::text(Role::User, "hello")],
+//!     tools: None,
+//!     tool_choice: None,
+//!     stream: None,
+//!     stream_options: None,
+//!     temperature: None,
+//!     max_tokens: None,
+//!     max_completion_tokens: None,
+//!     extra: Default::default(),
+//! };
+//! let response = collect(provider.chat_stream(request).await?).await?;
+//! # let _ = response;
+//! # Ok(())
+//! # }
+//! ```
 
 use futures::Stream;
 use hangar_protocol::llm::{ChatChunk, ChatRequest};
 use std::pin::Pin;
 
 pub use hangar_protocol::llm;
+
+mod anthropic;
+mod collect;
+mod http;
+mod openai;
+mod registry;
+mod retry;
+mod secret;
+
+pub use anthropic::{AnthropicConfig, AnthropicProvider};
+pub use collect::collect;
+pub use openai::{OpenAiConfig, OpenAiProvider};
+pub use registry::{ProviderConfig, ProviderKind, ProviderRegistry, ProvidersConfig};
+pub use retry::RetryPolicy;
+pub use secret::SecretString;
 
 /// A stream of response chunks.
 pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<ChatChunk, LlmError>> + Send>>;
@@ -50,6 +105,14 @@ pub enum LlmError {
     /// The request or the stream went idle past its timeout.
     #[error("provider timed out after {0:?}")]
     Timeout(std::time::Duration),
+    /// A provider's configuration is unusable (bad name, unset key variable).
+    #[error("provider `{provider}` is misconfigured: {reason}")]
+    Config {
+        /// The provider's name in the config.
+        provider: String,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 impl LlmError {
@@ -58,7 +121,9 @@ impl LlmError {
         match self {
             LlmError::Status { retryable, .. } => *retryable,
             LlmError::Transport(_) | LlmError::Timeout(_) => true,
-            LlmError::UnknownModel { .. } | LlmError::Malformed(_) => false,
+            LlmError::UnknownModel { .. } | LlmError::Malformed(_) | LlmError::Config { .. } => {
+                false
+            }
         }
     }
 }

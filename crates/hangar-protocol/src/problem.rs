@@ -46,9 +46,7 @@ impl PlatformErrorCode {
         match self {
             PlatformErrorCode::InsufficientCredits => "insufficient_credits",
             PlatformErrorCode::FeatureNotAvailable => "feature_not_available",
-            PlatformErrorCode::ExternalAuthenticationRequired => {
-                "external_authentication_required"
-            }
+            PlatformErrorCode::ExternalAuthenticationRequired => "external_authentication_required",
             PlatformErrorCode::NotAuthorized => "not_authorized",
             PlatformErrorCode::InvalidRequest => "invalid_request",
             PlatformErrorCode::ResourceNotFound => "resource_not_found",
@@ -97,7 +95,12 @@ pub struct Problem {
 
 impl Problem {
     /// A problem for `code` with a detail message.
-    pub fn new(status: u16, code: PlatformErrorCode, title: &str, detail: impl Into<String>) -> Self {
+    pub fn new(
+        status: u16,
+        code: PlatformErrorCode,
+        title: &str,
+        detail: impl Into<String>,
+    ) -> Self {
         Problem {
             kind: format!("{PROBLEM_TYPE_BASE}{}", code.as_str()),
             title: title.to_owned(),

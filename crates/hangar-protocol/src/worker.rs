@@ -332,9 +332,14 @@ mod tests {
 
     #[test]
     fn cancellation_round_trips_with_oz_shape() {
-        let msg = ServerToWorker::TaskCancellation(TaskCancellation { task_id: "r1".into() });
+        let msg = ServerToWorker::TaskCancellation(TaskCancellation {
+            task_id: "r1".into(),
+        });
         let text = msg.to_envelope().to_text();
-        assert_eq!(text, r#"{"type":"task_cancellation","data":{"task_id":"r1"}}"#);
+        assert_eq!(
+            text,
+            r#"{"type":"task_cancellation","data":{"task_id":"r1"}}"#
+        );
         let back = ServerToWorker::from_envelope(Envelope::parse(&text).unwrap()).unwrap();
         assert_eq!(back, Some(msg));
     }

@@ -1,1 +1,421 @@
-//! hangar-server (skeleton).
+//! Hangar's control plane.
+//!
+//! Owns: the REST API ([`api`]), the worker WebSocket ([`gateway`]), the
+//! [`dispatch::Dispatcher`], the agent session hub ([`sessions`]), the LLM
+//! gateway ([`llm_gateway`]), authentication ([`auth`]) and first-start
+//! bootstrap. Storage comes from `hangar-store`, model providers from
+//! `hangar-llm`; this crate never depends on the worker, the agent or the CLI.
+//!
+//! Entry point: [`Server::start`] with a [`ServerConfig`].
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod dispatch;
+pub mod error;
+pub mod gateway;
+pub mod llm_gateway;
+pub mod sessions;
+
+pub use config::{ConfigError, ServerConfig};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use dispatch::Dispatcher;
+use error::{ApiError, PROBLEM_JSON, REQUEST_PATH};
+use hangar_llm::ProviderRegistry;
+use hangar_store::{NewUser, SqliteStore, Store};
+use serde::Serialize;
+use sessions::SessionHub;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState(Arc<AppInner>);
+
+/// What [`AppState`] holds.
+pub struct AppInner {
+    /// Storage.
+    pub store: Arc<dyn Store>,
+    /// Dispatcher.
+    pub dispatcher: Arc<Dispatcher>,
+    /// Agent sessions.
+    pub sessions: Arc<SessionHub>,
+    /// Model providers.
+    pub llm: Arc<ProviderRegistry>,
+    /// Model for runs that name none.
+    pub default_model: Option<String>,
+    /// Effective configuration.
+    pub config: ServerConfig,
+    /// Base URL for links and tasks.
+    pub public_url: String,
+    /// Fires on shutdown; long-lived connections watch it.
+    pub shutdown: CancellationToken,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppInner;
+    fn deref(&self) -> &AppInner {
+        &self.0
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The data directory could not be prepared.
+    #[error("cannot use data directory {path}: {source}")]
+    DataDir {
+        /// Directory.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The database could not be opened or migrated.
+    #[error("cannot open the database: {0}")]
+    Store(#[from] hangar_store::StoreError),
+    /// A provider is misconfigured.
+    #[error("model provider configuration: {0}")]
+    Providers(#[from] hangar_llm::LlmError),
+    /// The listen address is unusable.
+    #[error(
+        "cannot listen on {addr}: {source} (is another server running there? choose another with --listen)"
+    )]
+    Listen {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Anything else.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Credentials created on the first start.
+#[derive(Debug, Clone, Serialize)]
+pub struct Bootstrap {
+    /// Team created.
+    pub team: String,
+    /// Admin API key (shown once).
+    pub api_key: String,
+    /// Where the CLI credentials were written, if anywhere.
+    pub cli_config_path: Option<PathBuf>,
+}
+
+/// The file the local CLI reads its server and key from.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct CliCredentials {
+    /// Server base URL.
+    pub server_url: String,
+    /// API key.
+    pub api_key: String,
+}
+
+/// A running server.
+pub struct Server {
+    addr: SocketAddr,
+    state: AppState,
+    tasks: TaskTracker,
+    bootstrap: Option<Bootstrap>,
+}
+
+/// Turns framework rejections (plain-text 4xx from extractors, 404/405 from
+/// routing) into problem+json, and records the request path for `instance`.
+async fn problem_layer(req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_owned();
+    let resp = REQUEST_PATH.scope(path.clone(), next.run(req)).await;
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let is_problem = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with(PROBLEM_JSON) || ct.starts_with("application/json"));
+    if is_problem {
+        return resp;
+    }
+    let bytes = axum::body::to_bytes(resp.into_body(), 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes).trim().to_owned();
+    let err = match status {
+        StatusCode::NOT_FOUND => ApiError::NotFound(format!(
+            "no route for `{path}`; the API lives under /api/v1"
+        )),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            ApiError::MethodNotAllowed(format!("`{path}` does not support this method"))
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(
+            "the request body is larger than the server's limit (`max_body_bytes`)".to_owned(),
+        ),
+        s if s.is_server_error() => ApiError::Internal(if text.is_empty() {
+            "internal error".into()
+        } else {
+            text
+        }),
+        _ => ApiError::BadRequest(if text.is_empty() {
+            status.to_string()
+        } else {
+            text
+        }),
+    };
+    let mut problem = err.problem();
+    problem.instance = Some(path);
+    error::problem_response(&problem)
+}
+
+async fn fallback() -> Response {
+    StatusCode::NOT_FOUND.into_response()
+}
+
+async fn bootstrap(
+    store: &dyn Store,
+    config: &ServerConfig,
+    url: &str,
+) -> Result<Option<Bootstrap>, ServerError> {
+    if store.team_count().await? > 0 {
+        return Ok(None);
+    }
+    let team = store.create_team(&RunIdLike::new(), "default").await?;
+    let user = store
+        .create_user(NewUser {
+            uid: RunIdLike::new(),
+            team_id: team.id,
+            email: None,
+            display_name: "admin".to_owned(),
+            role: "admin".to_owned(),
+        })
+        .await?;
+    let (_, key) = auth::issue_api_key(store, team.id, Some(user.id), "bootstrap admin key", None)
+        .await
+        .map_err(|e| ServerError::Other(format!("cannot create the admin key: {e}")))?;
+    let path = match &config.cli_config_path {
+        Some(p) if p.as_os_str().is_empty() => None,
+        Some(p) => Some(p.clone()),
+        None => config::default_cli_config_path(),
+    };
+    let written = match path {
+        Some(p) => match write_cli_credentials(&p, url, &key) {
+            Ok(()) => Some(p),
+            Err(e) => {
+                tracing::warn!(path = %p.display(), error = %e, "could not save CLI credentials");
+                None
+            }
+        },
+        None => None,
+    };
+    Ok(Some(Bootstrap {
+        team: team.name,
+        api_key: key,
+        cli_config_path: written,
+    }))
+}
+
+/// Writes `{server_url, api_key}` with mode 0600.
+pub fn write_cli_credentials(path: &std::path::Path, url: &str, key: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let body = serde_json::to_vec_pretty(&CliCredentials {
+        server_url: url.to_owned(),
+        api_key: key.to_owned(),
+    })
+    .map_err(std::io::Error::other)?;
+    let tmp = path.with_extension("json.tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(&body)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+struct RunIdLike;
+impl RunIdLike {
+    fn new() -> String {
+        hangar_protocol::RunId::generate().0
+    }
+}
+
+impl Server {
+    /// Opens the store, bootstraps on first start, binds and serves.
+    pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
+        config.validate()?;
+        create_private_dir(&config.data_dir)?;
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&config.data_dir.join("hangar.db")).await?);
+        let llm = llm_gateway::build_registry(&config.providers, config.providers_from_env)?;
+        let default_model = config.default_model.clone().or_else(|| llm.default_model());
+        if let Some(m) = &default_model {
+            llm.resolve(m)
+                .map_err(|e| ServerError::Other(format!("default_model: {e}")))?;
+        }
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ServerError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| ServerError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+        let public_url = config.public_url_for(addr);
+        let bootstrap = bootstrap(store.as_ref(), &config, &public_url).await?;
+
+        let shutdown = CancellationToken::new();
+        let dispatcher = Dispatcher::new(
+            store.clone(),
+            public_url.clone(),
+            config.worker_lost_timeout,
+        );
+        dispatcher.recover().await?;
+        let state = AppState(Arc::new(AppInner {
+            store,
+            dispatcher: dispatcher.clone(),
+            sessions: SessionHub::new(),
+            llm: Arc::new(llm),
+            default_model,
+            config: config.clone(),
+            public_url,
+            shutdown: shutdown.clone(),
+        }));
+
+        let app = Router::new()
+            .route("/healthz", get(api::health::healthz))
+            .route("/readyz", get(api::health::readyz))
+            .nest("/api/v1", api::routes())
+            .fallback(fallback)
+            .layer(DefaultBodyLimit::max(config.max_body_bytes))
+            .layer(axum::middleware::from_fn(problem_layer))
+            .with_state(state.clone());
+
+        let tasks = TaskTracker::new();
+        tasks.spawn(dispatcher.run(shutdown.clone()));
+        let serve_shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            use axum::serve::ListenerExt;
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { serve_shutdown.cancelled().await })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "HTTP server stopped with an error");
+            }
+        });
+        tasks.close();
+        tracing::info!(%addr, "hangar server listening");
+        Ok(Server {
+            addr,
+            state,
+            tasks,
+            bootstrap,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The base URL clients and workers use.
+    pub fn url(&self) -> &str {
+        &self.state.public_url
+    }
+
+    /// Credentials created by this start, if it was the first.
+    pub fn bootstrap(&self) -> Option<&Bootstrap> {
+        self.bootstrap.as_ref()
+    }
+
+    /// Handler state (tests and in-process embedding).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Issues a fresh API key for an in-process worker (`hangar up`),
+    /// revoking earlier keys of the same name so they do not pile up.
+    pub async fn issue_local_key(&self, name: &str) -> Result<String, ServerError> {
+        let store = self.state.store.as_ref();
+        let now = hangar_protocol::Timestamp::now().unix_millis();
+        // The first team is the bootstrap team.
+        let team = store.team(1).await?;
+        for key in store.list_api_keys(team.id).await? {
+            if key.name == name && key.revoked_at.is_none() {
+                store.revoke_api_key(team.id, &key.id, now).await?;
+            }
+        }
+        let (_, secret) = auth::issue_api_key(store, team.id, None, name, None)
+            .await
+            .map_err(|e| ServerError::Other(e.to_string()))?;
+        Ok(secret)
+    }
+
+    /// A token that stops the server when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.state.shutdown.clone()
+    }
+
+    /// Stops accepting work, closes connections and the store.
+    pub async fn shutdown(self) {
+        self.state.shutdown.cancel();
+        self.tasks.wait().await;
+        self.state.store.close().await;
+    }
+
+    /// Waits until the shutdown token fires, then shuts down.
+    pub async fn run_until_stopped(self) {
+        self.state.shutdown.cancelled().await;
+        self.shutdown().await;
+    }
+}
+
+fn create_private_dir(path: &std::path::Path) -> Result<(), ServerError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let err = |source| ServerError::DataDir {
+        path: path.to_owned(),
+        source,
+    };
+    if !path.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(path)
+            .map_err(err)?;
+    }
+    if !path.is_dir() {
+        return Err(err(std::io::Error::other("not a directory")));
+    }
+    Ok(())
+}
+
+/// An empty body (helper for handlers).
+pub fn empty() -> Body {
+    Body::empty()
+}

@@ -1,1 +1,202 @@
-//! hangar-store (skeleton).
+//! Hangar's storage.
+//!
+//! Owns: one storage trait per aggregate ([`TeamStore`], [`ApiKeyStore`],
+//! [`RunStore`], [`EventStore`]), the [`Store`] trait that bundles them, the
+//! records they return, and the implementations: [`SqliteStore`] (embedded
+//! default, WAL, `synchronous=FULL`). PostgreSQL implements the same traits in a
+//! later change and runs the same conformance suite.
+//!
+//! Every state change of a run is a conditional update that names the
+//! execution it comes from, so a stale execution can never overwrite a newer
+//! one (fencing) and terminal states never reopen.
+//!
+//! Depends on `hangar-protocol` only (plus sqlx).
+
+mod records;
+mod sqlite;
+
+pub use records::*;
+pub use sqlite::SqliteStore;
+
+use async_trait::async_trait;
+use hangar_protocol::session::SessionEvent;
+use hangar_protocol::{ExecutionId, RunId, RunState};
+
+/// Errors from a store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The object does not exist (or belongs to another team).
+    #[error("not found")]
+    NotFound,
+    /// The change conflicts with the current state.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The database is out of space or otherwise temporarily unusable.
+    #[error("storage unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    /// Any other database error.
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+    /// Stored data did not decode (a bug or a corrupted row).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// Migrations failed.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &e {
+            // SQLITE_FULL (13), SQLITE_IOERR (10), SQLITE_BUSY (5): transient.
+            if let Some(code) = db.code()
+                && matches!(code.as_ref(), "13" | "10" | "5" | "517" | "266")
+            {
+                return StoreError::Unavailable(e);
+            }
+        }
+        match e {
+            sqlx::Error::RowNotFound => StoreError::NotFound,
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => StoreError::Unavailable(e),
+            other => StoreError::Database(other),
+        }
+    }
+}
+
+/// Result alias.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Teams and users.
+#[async_trait]
+pub trait TeamStore: Send + Sync {
+    /// Number of teams (0 on a fresh database).
+    async fn team_count(&self) -> StoreResult<i64>;
+    /// Creates a team.
+    async fn create_team(&self, uid: &str, name: &str) -> StoreResult<TeamRecord>;
+    /// Creates a user in a team.
+    async fn create_user(&self, user: NewUser) -> StoreResult<UserRecord>;
+    /// A team by numeric id.
+    async fn team(&self, id: i64) -> StoreResult<TeamRecord>;
+    /// A user by numeric id.
+    async fn user(&self, id: i64) -> StoreResult<UserRecord>;
+}
+
+/// API keys (hashed at rest).
+#[async_trait]
+pub trait ApiKeyStore: Send + Sync {
+    /// Stores a new key.
+    async fn create_api_key(&self, key: NewApiKey) -> StoreResult<ApiKeyRecord>;
+    /// Finds a key by the hash of its secret.
+    async fn api_key_by_hash(&self, hash: &[u8]) -> StoreResult<Option<ApiKeyRecord>>;
+    /// Revokes a key of a team (idempotent).
+    async fn revoke_api_key(&self, team_id: i64, id: &str, at: i64) -> StoreResult<()>;
+    /// Keys of a team.
+    async fn list_api_keys(&self, team_id: i64) -> StoreResult<Vec<ApiKeyRecord>>;
+}
+
+/// Runs and their executions.
+#[async_trait]
+pub trait RunStore: Send + Sync {
+    /// Stores a new `QUEUED` run.
+    async fn create_run(&self, run: NewRun) -> StoreResult<RunRecord>;
+    /// A run of a team.
+    async fn run(&self, team_id: i64, id: &RunId) -> StoreResult<RunRecord>;
+    /// A run regardless of team (internal use: dispatch, run tokens).
+    async fn run_any_team(&self, id: &RunId) -> StoreResult<RunRecord>;
+    /// One page of a team's runs.
+    async fn list_runs(&self, team_id: i64, query: &RunQuery) -> StoreResult<RunPage>;
+    /// Runs waiting for a worker (no live execution), oldest first.
+    async fn queued_runs(&self, limit: i64) -> StoreResult<Vec<RunRecord>>;
+
+    /// Records an assignment: inserts the execution and makes it the run's
+    /// current one, only if the run is still `QUEUED` without a live execution.
+    async fn assign(&self, exec: NewExecution) -> StoreResult<Transition>;
+    /// The worker accepted: `QUEUED` → `CLAIMED`.
+    async fn claim(&self, run: &RunId, exec: &ExecutionId, at: i64) -> StoreResult<Transition>;
+    /// The worker refused: the execution ends and the run is free to dispatch again.
+    async fn reject(
+        &self,
+        run: &RunId,
+        exec: &ExecutionId,
+        reason: &str,
+        at: i64,
+    ) -> StoreResult<Transition>;
+    /// The sandbox is ready: → `INPROGRESS`.
+    async fn start(&self, run: &RunId, exec: &ExecutionId, at: i64) -> StoreResult<Transition>;
+    /// The agent reported its outcome; the run becomes terminal (the sandbox may still run).
+    async fn report_outcome(
+        &self,
+        run: &RunId,
+        exec: &ExecutionId,
+        outcome: &Outcome,
+    ) -> StoreResult<Transition>;
+    /// The worker reported the end of the execution: it ends, and the run becomes
+    /// terminal with `outcome` unless it already is.
+    async fn finish_execution(
+        &self,
+        run: &RunId,
+        exec: &ExecutionId,
+        end: &ExecutionEnd,
+    ) -> StoreResult<Transition>;
+    /// Cancels a run of a team that is not terminal; returns the run as it was
+    /// before, so the caller can notify the worker running it.
+    async fn cancel_run(
+        &self,
+        team_id: i64,
+        id: &RunId,
+        message: &str,
+        at: i64,
+    ) -> StoreResult<RunRecord>;
+    /// Adds token usage and cost to a run.
+    async fn add_usage(
+        &self,
+        run: &RunId,
+        prompt: u64,
+        completion: u64,
+        cost: f64,
+    ) -> StoreResult<()>;
+
+    /// An execution.
+    async fn execution(&self, id: &ExecutionId) -> StoreResult<ExecutionRecord>;
+    /// Resolves a run token (by hash) to its live execution.
+    async fn execution_by_token(&self, token_hash: &[u8]) -> StoreResult<Option<ExecutionRecord>>;
+    /// Executions that have not ended on a worker.
+    async fn live_executions(&self, worker_id: &str) -> StoreResult<Vec<ExecutionRecord>>;
+    /// Every execution that has not ended, with its run's team.
+    async fn all_live_executions(&self) -> StoreResult<Vec<(i64, ExecutionRecord)>>;
+}
+
+/// The session transcript.
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    /// Stores events of one execution; already-stored sequence numbers are
+    /// ignored. Returns the highest contiguous stored seq.
+    async fn append_events(
+        &self,
+        run: &RunId,
+        exec: &ExecutionId,
+        events: &[SessionEvent],
+    ) -> StoreResult<u64>;
+    /// Highest contiguous stored seq of an execution (0 when none).
+    async fn last_seq(&self, run: &RunId, exec: &ExecutionId) -> StoreResult<u64>;
+    /// Every event of a run: executions in creation order, then by seq.
+    async fn run_events(&self, run: &RunId) -> StoreResult<Vec<(ExecutionId, SessionEvent)>>;
+}
+
+/// Everything the server needs.
+#[async_trait]
+pub trait Store: TeamStore + ApiKeyStore + RunStore + EventStore + Send + Sync {
+    /// Whether the database answers.
+    async fn ping(&self) -> StoreResult<()>;
+    /// Closes connections (flushes the WAL).
+    async fn close(&self);
+}
+
+/// Convenience: the state a run ends in, plus message and error code.
+pub fn terminal(state: RunState, message: impl Into<String>) -> Outcome {
+    Outcome {
+        state,
+        message: message.into(),
+        error_code: None,
+    }
+}

@@ -1,1 +1,11 @@
-//! hangar-testkit (skeleton).
+//! Test support for Hangar: fake services that speak the real wire formats,
+//! and harnesses that start real hangar processes. Used only from
+//! dev-dependencies; nothing in a release build may depend on this crate.
+//!
+//! - [`fake_llm`]: a fake OpenAI / Anthropic model server with scripted
+//!   turns that checks every tool call is answered.
+//! - [`cluster`]: a [`cluster::TestCluster`] of real `hangar server` and
+//!   `hangar worker` processes on random loopback ports.
+
+pub mod cluster;
+pub mod fake_llm;

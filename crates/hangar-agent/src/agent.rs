@@ -1,0 +1,586 @@
+//! The model ↔ tools loop.
+
+mod turn;
+
+use crate::error::AgentError;
+use crate::event::EventSink;
+use crate::tools::{ToolContext, ToolOutput, ToolRegistry, parse_arguments};
+use futures::StreamExt;
+use hangar_llm::{LlmError, ModelProvider};
+use hangar_protocol::RunState;
+use hangar_protocol::llm::{ChatMessage, ChatRequest, Role, ToolSpec};
+use hangar_protocol::session::{EventBody, Followup};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use turn::{Turn, TurnAccumulator};
+
+/// Model calls allowed per run before it counts as failed.
+pub const DEFAULT_MAX_TURNS: u32 = 100;
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// The model gave a final answer.
+    Succeeded {
+        /// The final answer.
+        message: String,
+    },
+    /// The model failed, a tool failed fatally, or the turn limit was reached.
+    Failed {
+        /// Why.
+        message: String,
+    },
+    /// The run was cancelled.
+    Cancelled,
+}
+
+impl RunOutcome {
+    /// The run state this outcome reports.
+    pub fn state(&self) -> RunState {
+        match self {
+            RunOutcome::Succeeded { .. } => RunState::Succeeded,
+            RunOutcome::Failed { .. } => RunState::Failed,
+            RunOutcome::Cancelled => RunState::Cancelled,
+        }
+    }
+
+    /// The outcome's message.
+    pub fn message(&self) -> &str {
+        match self {
+            RunOutcome::Succeeded { message } | RunOutcome::Failed { message } => message,
+            RunOutcome::Cancelled => "cancelled",
+        }
+    }
+
+    /// Whether the run succeeded.
+    pub fn is_success(&self) -> bool {
+        matches!(self, RunOutcome::Succeeded { .. })
+    }
+}
+
+/// What the loop needs besides a provider and tools.
+#[derive(Debug, Clone)]
+pub struct LoopConfig {
+    /// Model name as the provider expects it (for the gateway: `provider/model`).
+    pub model: String,
+    /// System prompt (see [`system_prompt`]).
+    pub system_prompt: String,
+    /// Workspace the tools work in.
+    pub workdir: PathBuf,
+    /// Model calls allowed before the run fails.
+    pub max_turns: u32,
+}
+
+impl LoopConfig {
+    /// A configuration with the default system prompt and turn limit.
+    pub fn new(
+        model: impl Into<String>,
+        workdir: impl Into<PathBuf>,
+        base_prompt: Option<&str>,
+    ) -> Self {
+        let workdir = workdir.into();
+        LoopConfig {
+            model: model.into(),
+            system_prompt: system_prompt(&workdir, base_prompt),
+            workdir,
+            max_turns: DEFAULT_MAX_TURNS,
+        }
+    }
+}
+
+/// The default system prompt, followed by the run's `base_prompt` if any.
+pub fn system_prompt(workdir: &Path, base_prompt: Option<&str>) -> String {
+    let mut prompt = format!(
+        "You are Hangar's coding agent, working autonomously in the workspace at {}.\n\
+         Use the tools to inspect and change files and to run commands; work in small, \
+         verifiable steps and check your work (build, tests) when you can. Nobody answers \
+         questions while you work: make reasonable assumptions and state them.\n\
+         When the task is done, reply without calling a tool, with a concise summary of what \
+         you did and anything left open.",
+        workdir.display()
+    );
+    if let Some(extra) = base_prompt.map(str::trim).filter(|p| !p.is_empty()) {
+        prompt.push_str("\n\n");
+        prompt.push_str(extra);
+    }
+    prompt
+}
+
+/// The agent loop: call the model, run the tools it asks for, repeat until it
+/// answers without tool calls.
+pub struct Agent {
+    provider: Arc<dyn ModelProvider>,
+    tools: ToolRegistry,
+    config: LoopConfig,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("tools", &self.tools)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl Agent {
+    /// An agent using `provider` and `tools`.
+    pub fn new(provider: Arc<dyn ModelProvider>, tools: ToolRegistry, config: LoopConfig) -> Self {
+        Agent {
+            provider,
+            tools,
+            config,
+        }
+    }
+
+    /// Works on `prompt` until the model gives a final answer, the run fails or
+    /// `cancel` fires. Every step is reported to `sink`, ending with a
+    /// `status` event carrying the outcome. Messages arriving on `followups`
+    /// become user messages at the next turn boundary.
+    ///
+    /// `Err` only when the sink fails; everything else is an outcome.
+    pub async fn run(
+        &self,
+        prompt: &str,
+        sink: &dyn EventSink,
+        followups: &mut mpsc::Receiver<Followup>,
+        cancel: &CancellationToken,
+    ) -> Result<RunOutcome, AgentError> {
+        let outcome = self.converse(prompt, sink, followups, cancel).await?;
+        tracing::info!(state = ?outcome.state(), "agent run finished");
+        sink.emit(EventBody::Status {
+            state: Some(outcome.state()),
+            message: outcome.message().to_owned(),
+        })
+        .await?;
+        Ok(outcome)
+    }
+
+    async fn converse(
+        &self,
+        prompt: &str,
+        sink: &dyn EventSink,
+        followups: &mut mpsc::Receiver<Followup>,
+        cancel: &CancellationToken,
+    ) -> Result<RunOutcome, AgentError> {
+        let mut messages = vec![
+            ChatMessage::text(Role::System, &self.config.system_prompt),
+            ChatMessage::text(Role::User, prompt),
+        ];
+        sink.emit(EventBody::UserMessage {
+            text: prompt.to_owned(),
+        })
+        .await?;
+        let specs = self.tools.specs();
+        for turn_no in 1..=self.config.max_turns {
+            if turn_no > 1 {
+                take_followups(followups, &mut messages, sink).await?;
+            }
+            if cancel.is_cancelled() {
+                return Ok(RunOutcome::Cancelled);
+            }
+            tracing::debug!(
+                turn = turn_no,
+                messages = messages.len(),
+                "calling the model"
+            );
+            let turn = match self.call_model(&messages, &specs, turn_no, cancel).await {
+                Ok(Some(turn)) => turn,
+                Ok(None) => return Ok(RunOutcome::Cancelled),
+                Err(e) => {
+                    let message = format!("model call failed: {e}");
+                    tracing::warn!(turn = turn_no, error = %e, "model call failed");
+                    sink.emit(EventBody::Error {
+                        message: message.clone(),
+                    })
+                    .await?;
+                    return Ok(RunOutcome::Failed { message });
+                }
+            };
+            self.report_turn(&turn, sink).await?;
+            messages.push(turn.assistant_message());
+
+            if turn.calls.is_empty() {
+                // Someone steered while the model was finishing: keep going.
+                if take_followups(followups, &mut messages, sink).await? > 0 {
+                    continue;
+                }
+                return Ok(RunOutcome::Succeeded { message: turn.text });
+            }
+
+            let outputs = futures::future::join_all(turn.calls.iter().map(|call| {
+                let ctx = ToolContext {
+                    workdir: self.config.workdir.clone(),
+                    cancel: cancel.clone(),
+                    call_id: call.id.clone(),
+                };
+                async move { self.tools.dispatch(&call.name, &call.arguments, &ctx).await }
+            }))
+            .await;
+            let mut fatal = None;
+            for (call, output) in turn.calls.iter().zip(outputs) {
+                let output = output.unwrap_or_else(|e| {
+                    let output = ToolOutput::error(e.to_string());
+                    fatal.get_or_insert(e);
+                    output
+                });
+                sink.emit(EventBody::ToolResult {
+                    call_id: call.id.clone(),
+                    name: call.name.clone(),
+                    output: output.text.clone(),
+                    is_error: output.is_error,
+                })
+                .await?;
+                messages.push(ChatMessage::tool_result(&call.id, output.text));
+            }
+            if let Some(e) = fatal {
+                let message = e.to_string();
+                sink.emit(EventBody::Error {
+                    message: message.clone(),
+                })
+                .await?;
+                return Ok(RunOutcome::Failed { message });
+            }
+            if cancel.is_cancelled() {
+                return Ok(RunOutcome::Cancelled);
+            }
+        }
+        Ok(RunOutcome::Failed {
+            message: format!(
+                "no final answer after {} model calls",
+                self.config.max_turns
+            ),
+        })
+    }
+
+    /// One streamed model call; `None` when cancelled.
+    async fn call_model(
+        &self,
+        messages: &[ChatMessage],
+        specs: &[ToolSpec],
+        turn_no: u32,
+        cancel: &CancellationToken,
+    ) -> Result<Option<Turn>, LlmError> {
+        let request = ChatRequest {
+            model: self.config.model.clone(),
+            messages: messages.to_vec(),
+            tools: (!specs.is_empty()).then(|| specs.to_vec()),
+            tool_choice: None,
+            stream: Some(true),
+            stream_options: Some(serde_json::json!({"include_usage": true})),
+            temperature: None,
+            max_tokens: None,
+            max_completion_tokens: None,
+            extra: Default::default(),
+        };
+        let mut stream = tokio::select! {
+            stream = self.provider.chat_stream(request) => stream?,
+            () = cancel.cancelled() => return Ok(None),
+        };
+        let mut acc = TurnAccumulator::default();
+        loop {
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => return Ok(None),
+                item = stream.next() => match item {
+                    Some(chunk) => acc.push(chunk?),
+                    None => break,
+                },
+            }
+        }
+        Ok(Some(acc.finish(turn_no)))
+    }
+
+    async fn report_turn(&self, turn: &Turn, sink: &dyn EventSink) -> Result<(), AgentError> {
+        if let Some(usage) = turn.usage {
+            sink.emit(EventBody::Usage {
+                model: self.config.model.clone(),
+                prompt_tokens: usage.prompt_tokens,
+                completion_tokens: usage.completion_tokens,
+            })
+            .await?;
+        }
+        if !turn.reasoning.is_empty() {
+            sink.emit(EventBody::Reasoning {
+                text: turn.reasoning.clone(),
+            })
+            .await?;
+        }
+        if !turn.text.is_empty() {
+            sink.emit(EventBody::AssistantMessage {
+                text: turn.text.clone(),
+            })
+            .await?;
+        }
+        for call in &turn.calls {
+            let arguments = parse_arguments(&call.arguments)
+                .unwrap_or_else(|_| serde_json::Value::String(call.arguments.clone()));
+            sink.emit(EventBody::ToolCall {
+                call_id: call.id.clone(),
+                name: call.name.clone(),
+                arguments,
+            })
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Moves queued follow-ups into the conversation; returns how many.
+async fn take_followups(
+    followups: &mut mpsc::Receiver<Followup>,
+    messages: &mut Vec<ChatMessage>,
+    sink: &dyn EventSink,
+) -> Result<usize, AgentError> {
+    let mut taken = 0;
+    while let Ok(followup) = followups.try_recv() {
+        tracing::info!(from = %followup.from, "follow-up joins the conversation");
+        sink.emit(EventBody::UserMessage {
+            text: followup.message.clone(),
+        })
+        .await?;
+        messages.push(ChatMessage::text(Role::User, followup.message));
+        taken += 1;
+    }
+    Ok(taken)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::SinkError;
+    use hangar_llm::ChunkStream;
+    use hangar_protocol::llm::ChatChunk;
+    use serde_json::json;
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    /// Answers each request with the next scripted chunk list.
+    struct Scripted {
+        turns: Mutex<VecDeque<Result<Vec<serde_json::Value>, LlmError>>>,
+        requests: Mutex<Vec<ChatRequest>>,
+    }
+
+    impl Scripted {
+        fn new(turns: Vec<Result<Vec<serde_json::Value>, LlmError>>) -> Arc<Self> {
+            Arc::new(Scripted {
+                turns: Mutex::new(turns.into()),
+                requests: Mutex::default(),
+            })
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ModelProvider for Scripted {
+        async fn chat_stream(&self, request: ChatRequest) -> Result<ChunkStream, LlmError> {
+            self.requests.lock().unwrap().push(request);
+            let next = self.turns.lock().unwrap().pop_front();
+            match next {
+                Some(Ok(chunks)) => {
+                    let chunks: Vec<Result<ChatChunk, LlmError>> = chunks
+                        .into_iter()
+                        .map(|c| Ok(serde_json::from_value(c).unwrap()))
+                        .collect();
+                    Ok(Box::pin(futures::stream::iter(chunks)))
+                }
+                Some(Err(e)) => Err(e),
+                None => Ok(Box::pin(futures::stream::pending())),
+            }
+        }
+    }
+
+    fn text(t: &str) -> Vec<serde_json::Value> {
+        vec![json!({"choices":[{"index":0,"delta":{"content":t},"finish_reason":"stop"}]})]
+    }
+
+    fn call(id: &str, name: &str, args: &str) -> Vec<serde_json::Value> {
+        vec![json!({"choices":[{"index":0,"delta":{"tool_calls":[
+            {"index":0,"id":id,"type":"function","function":{"name":name,"arguments":args}}]},"finish_reason":"tool_calls"}],
+            "usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7}})]
+    }
+
+    #[derive(Default)]
+    struct VecSink(Mutex<Vec<EventBody>>);
+
+    #[async_trait::async_trait]
+    impl EventSink for VecSink {
+        async fn emit(&self, event: EventBody) -> Result<(), SinkError> {
+            self.0.lock().unwrap().push(event);
+            Ok(())
+        }
+    }
+
+    impl VecSink {
+        fn kinds(&self) -> Vec<String> {
+            self.0
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|e| {
+                    serde_json::to_value(e).unwrap()["kind"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned()
+                })
+                .collect()
+        }
+    }
+
+    fn agent(provider: Arc<Scripted>, dir: &Path, max_turns: u32) -> Agent {
+        let mut config = LoopConfig::new("openai/test", dir, Some("Be brief."));
+        config.max_turns = max_turns;
+        Agent::new(provider, ToolRegistry::with_builtins(), config)
+    }
+
+    #[tokio::test]
+    async fn tool_errors_go_back_to_the_model() {
+        let dir = tempfile::tempdir().unwrap();
+        let provider = Scripted::new(vec![
+            Ok(call("c1", "nope", "{}")),
+            Ok(call("c2", "shell", "{oops")),
+            Ok(text("gave up")),
+        ]);
+        let sink = VecSink::default();
+        let (_tx, mut rx) = mpsc::channel(1);
+        let outcome = agent(provider.clone(), dir.path(), 10)
+            .run("do it", &sink, &mut rx, &CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(
+            outcome,
+            RunOutcome::Succeeded {
+                message: "gave up".into()
+            }
+        );
+        let events = sink.0.lock().unwrap().clone();
+        let errors: Vec<_> = events
+            .iter()
+            .filter_map(|e| match e {
+                EventBody::ToolResult {
+                    is_error: true,
+                    output,
+                    ..
+                } => Some(output.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(errors.len(), 2, "{events:?}");
+        assert!(
+            matches!(&events[2], EventBody::ToolCall { arguments, .. } if arguments == &json!({}))
+        );
+        assert!(
+            matches!(&events[5], EventBody::ToolCall { arguments, .. } if arguments == &json!("{oops"))
+        );
+        let requests = provider.requests.lock().unwrap();
+        assert_eq!(requests.len(), 3);
+        let system = requests[0].messages[0].content.as_ref().unwrap().text();
+        assert!(system.ends_with("Be brief."), "{system}");
+        assert_eq!(requests[0].stream, Some(true));
+        let last = requests[2].messages.last().unwrap();
+        assert_eq!(last.role, Role::Tool);
+        assert_eq!(last.tool_call_id.as_deref(), Some("c2"));
+    }
+
+    #[tokio::test]
+    async fn turn_limit_fails_the_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let provider = Scripted::new(
+            (0..3)
+                .map(|_| Ok(call("c1", "shell", r#"{"command":"true"}"#)))
+                .collect(),
+        );
+        let sink = VecSink::default();
+        let (_tx, mut rx) = mpsc::channel(1);
+        let outcome = agent(provider, dir.path(), 2)
+            .run("loop", &sink, &mut rx, &CancellationToken::new())
+            .await
+            .unwrap();
+        assert!(
+            matches!(outcome, RunOutcome::Failed { ref message } if message.contains("2 model calls"))
+        );
+        assert_eq!(sink.kinds().last().map(String::as_str), Some("status"));
+    }
+
+    #[tokio::test]
+    async fn model_error_is_reported_and_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let provider = Scripted::new(vec![Err(LlmError::Status {
+            status: 500,
+            body: "down".into(),
+            retryable: true,
+        })]);
+        let sink = VecSink::default();
+        let (_tx, mut rx) = mpsc::channel(1);
+        let outcome = agent(provider, dir.path(), 5)
+            .run("x", &sink, &mut rx, &CancellationToken::new())
+            .await
+            .unwrap();
+        assert!(matches!(outcome, RunOutcome::Failed { .. }));
+        assert_eq!(sink.kinds(), ["user_message", "error", "status"]);
+        let last = sink.0.lock().unwrap().last().cloned().unwrap();
+        assert!(matches!(
+            last,
+            EventBody::Status {
+                state: Some(RunState::Failed),
+                ..
+            }
+        ));
+    }
+
+    #[tokio::test]
+    async fn cancel_stops_a_hanging_model_call() {
+        let dir = tempfile::tempdir().unwrap();
+        // No scripted turn: the stream never yields.
+        let provider = Scripted::new(vec![]);
+        let sink = VecSink::default();
+        let (_tx, mut rx) = mpsc::channel(1);
+        let cancel = CancellationToken::new();
+        let agent = agent(provider, dir.path(), 5);
+        let run = agent.run("x", &sink, &mut rx, &cancel);
+        let (outcome, ()) = tokio::join!(run, async {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            cancel.cancel();
+        });
+        assert_eq!(outcome.unwrap(), RunOutcome::Cancelled);
+        assert_eq!(sink.kinds(), ["user_message", "status"]);
+    }
+
+    #[tokio::test]
+    async fn followup_after_final_answer_continues() {
+        let dir = tempfile::tempdir().unwrap();
+        let provider = Scripted::new(vec![Ok(text("first")), Ok(text("second"))]);
+        let sink = VecSink::default();
+        let (tx, mut rx) = mpsc::channel(4);
+        tx.send(Followup {
+            message: "also this".into(),
+            from: "ana".into(),
+        })
+        .await
+        .unwrap();
+        let outcome = agent(provider.clone(), dir.path(), 5)
+            .run("x", &sink, &mut rx, &CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(
+            outcome,
+            RunOutcome::Succeeded {
+                message: "second".into()
+            }
+        );
+        assert_eq!(
+            sink.kinds(),
+            [
+                "user_message",
+                "assistant_message",
+                "user_message",
+                "assistant_message",
+                "status"
+            ]
+        );
+        let requests = provider.requests.lock().unwrap();
+        let last = requests[1].messages.last().unwrap();
+        assert_eq!(last.content.as_ref().unwrap().text(), "also this");
+    }
+}

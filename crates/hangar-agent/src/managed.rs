@@ -1,0 +1,168 @@
+//! A managed run: launched by a worker with a run token, reporting to the server.
+
+use crate::agent::{Agent, LoopConfig, RunOutcome};
+use crate::error::AgentError;
+use crate::session::{SessionConfig, SessionStream, spool_path};
+use crate::tools::ToolRegistry;
+use hangar_client::Client;
+use hangar_llm::{ModelProvider, OpenAiConfig, OpenAiProvider};
+use hangar_protocol::RunItem;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Environment variable overriding the spool directory (default `<workdir>/.hangar`).
+pub const ENV_SPOOL_DIR: &str = "HANGAR_SPOOL_DIR";
+/// The server's OpenAI-compatible LLM gateway, relative to the server URL.
+pub const GATEWAY_PATH: &str = "api/v1/llm";
+/// How long a finished run waits for the server to acknowledge its last events.
+pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Attempts at fetching the run before giving up (transport errors and 5xx only).
+const FETCH_ATTEMPTS: u32 = 5;
+/// Delay after the first failed fetch; doubles per attempt.
+const FETCH_RETRY_DELAY: Duration = Duration::from_millis(250);
+
+/// Everything a managed run needs; see [`run_managed`].
+#[derive(Clone)]
+pub struct ManagedRun {
+    /// The control plane's base URL.
+    pub server_url: String,
+    /// The run to work on (`--task-id`).
+    pub run_id: String,
+    /// This execution of the run (env `HANGAR_EXECUTION_ID`).
+    pub execution_id: String,
+    /// Run-scoped bearer token (env `HANGAR_RUN_TOKEN`).
+    pub run_token: String,
+    /// Workspace the tools work in.
+    pub workdir: PathBuf,
+    /// Model to use instead of the run's `agent_config.model_id` (`provider/model`).
+    pub model_override: Option<String>,
+    /// Spool directory (env [`ENV_SPOOL_DIR`]); `None` means `<workdir>/.hangar`.
+    pub spool_dir: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for ManagedRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ManagedRun")
+            .field("server_url", &self.server_url)
+            .field("run_id", &self.run_id)
+            .field("execution_id", &self.execution_id)
+            .field("run_token", &"***")
+            .field("workdir", &self.workdir)
+            .field("model_override", &self.model_override)
+            .field("spool_dir", &self.spool_dir)
+            .finish()
+    }
+}
+
+impl ManagedRun {
+    /// Fills the token, execution id and spool directory from the environment
+    /// the worker sets (`HANGAR_RUN_TOKEN`, `HANGAR_EXECUTION_ID`,
+    /// `HANGAR_SPOOL_DIR`). `None` names the first missing variable.
+    pub fn from_env(
+        server_url: impl Into<String>,
+        run_id: impl Into<String>,
+        workdir: impl Into<PathBuf>,
+    ) -> Result<Self, &'static str> {
+        let var = |name: &'static str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        Ok(ManagedRun {
+            server_url: server_url.into(),
+            run_id: run_id.into(),
+            execution_id: var(hangar_protocol::ENV_EXECUTION_ID)
+                .ok_or(hangar_protocol::ENV_EXECUTION_ID)?,
+            run_token: var(hangar_protocol::ENV_RUN_TOKEN).ok_or(hangar_protocol::ENV_RUN_TOKEN)?,
+            workdir: workdir.into(),
+            model_override: None,
+            spool_dir: var(ENV_SPOOL_DIR).map(PathBuf::from),
+        })
+    }
+}
+
+/// Carries a managed run to its outcome: fetches the run, opens the session
+/// stream, runs the [`Agent`] with the built-in tools against the server's LLM
+/// gateway (`{server_url}/api/v1/llm`, the run token as API key, the run's
+/// `provider/model` id as model), reports the outcome as the final `status`
+/// event and waits up to [`FLUSH_TIMEOUT`] for the server to acknowledge it.
+///
+/// `cancel` (SIGTERM in the CLI; the server's `cancel` frame fires it too)
+/// stops the model call and the running tool; the outcome is then
+/// [`RunOutcome::Cancelled`].
+pub async fn run_managed(
+    opts: ManagedRun,
+    cancel: CancellationToken,
+) -> Result<RunOutcome, AgentError> {
+    let client =
+        Client::new(&opts.server_url, opts.run_token.clone()).map_err(AgentError::Client)?;
+    let run = fetch_run(&client, &opts.run_id).await?;
+    let config = run.agent_config.unwrap_or_default();
+    let model = opts
+        .model_override
+        .clone()
+        .or(config.model_id)
+        .filter(|m| !m.trim().is_empty())
+        .ok_or_else(|| AgentError::NoModel(opts.run_id.clone()))?;
+    let provider = gateway_provider(&client)?;
+    let spool_dir = opts
+        .spool_dir
+        .clone()
+        .unwrap_or_else(|| opts.workdir.join(".hangar"));
+    tracing::info!(run_id = %opts.run_id, execution_id = %opts.execution_id, %model, "managed run starting");
+
+    let (session, mut followups) = SessionStream::start(
+        SessionConfig {
+            client,
+            run_id: opts.run_id.clone(),
+            execution_id: opts.execution_id.clone(),
+            spool_path: spool_path(&spool_dir, &opts.execution_id),
+        },
+        cancel.clone(),
+    )
+    .await?;
+    let agent = Agent::new(
+        provider,
+        ToolRegistry::with_builtins(),
+        LoopConfig::new(model, &opts.workdir, config.base_prompt.as_deref()),
+    );
+    let outcome = agent
+        .run(&run.prompt, &session, &mut followups, &cancel)
+        .await;
+    let report = session.finish(FLUSH_TIMEOUT).await;
+    tracing::info!(
+        last_seq = report.last_seq,
+        acked_seq = report.acked_seq,
+        "session stream closed"
+    );
+    outcome
+}
+
+/// The server's LLM gateway as a provider, authenticated like `client`.
+pub fn gateway_provider(client: &Client) -> Result<Arc<dyn ModelProvider>, AgentError> {
+    let url = client.url(GATEWAY_PATH).map_err(AgentError::Client)?;
+    let config = OpenAiConfig::new(url.as_str().trim_end_matches('/')).with_api_key(client.token());
+    let provider = OpenAiProvider::new(config).map_err(AgentError::Provider)?;
+    Ok(Arc::new(provider))
+}
+
+/// `GET /api/v1/agent/runs/{id}`, retrying transport errors and 5xx.
+async fn fetch_run(client: &Client, run_id: &str) -> Result<RunItem, AgentError> {
+    let mut delay = FETCH_RETRY_DELAY;
+    let mut attempt = 1;
+    loop {
+        match client.get_run(run_id).await {
+            Ok(run) => return Ok(run),
+            Err(e) if attempt < FETCH_ATTEMPTS && e.status().is_none_or(|s| s >= 500) => {
+                tracing::warn!(error = %e, attempt, "cannot fetch the run; retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+                attempt += 1;
+            }
+            Err(source) => {
+                return Err(AgentError::FetchRun {
+                    run_id: run_id.to_owned(),
+                    source,
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,511 @@
+//! The durable session stream (PROTOCOL.md §4).
+//!
+//! [`SessionStream`] is an [`EventSink`] backed by one task that owns the
+//! spool file and the WebSocket. For every event it: assigns the next `seq`
+//! (from 1), appends it to the spool and fsyncs, then confirms to the emitter
+//! and sends it if the socket is up. The server acknowledges committed events
+//! (`ack {seq}`); after every (re)connect it first sends its highest committed
+//! seq, and the task resends every spooled event above it, in order. So a
+//! dropped connection loses nothing, and nothing is sent twice on one
+//! connection. Reconnects back off from 100 ms to 5 s with jitter.
+//!
+//! The same socket carries `followup` (queued for the loop) and `cancel`
+//! (fires the run's cancellation token).
+
+mod backoff;
+mod spool;
+
+use crate::error::AgentError;
+use crate::event::{EventSink, SinkError};
+use backoff::Backoff;
+use futures::{SinkExt, StreamExt};
+use hangar_client::{Client, WebSocket};
+use hangar_protocol::session::{AgentToServer, EventBody, Followup, ServerToAgent, SessionEvent};
+use hangar_protocol::{Envelope, Timestamp};
+use spool::Spool;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
+
+pub use backoff::{BACKOFF_MAX, BACKOFF_MIN};
+
+/// Events the loop may hand over before it waits for the stream task.
+pub const INTAKE_CAPACITY: usize = 64;
+/// Follow-ups queued for the loop; more are dropped with a warning (the loop
+/// takes them at every turn boundary, so this only fills if a person floods).
+pub const FOLLOWUP_CAPACITY: usize = 64;
+/// How long to wait for the server's first `ack` after connecting.
+pub const INITIAL_ACK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Ping period on an idle socket.
+pub const PING_INTERVAL: Duration = Duration::from_secs(15);
+/// A socket with no frame from the server for this long is considered dead.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// Where and how to stream one execution's session.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Client authenticated with the run token.
+    pub client: Client,
+    /// Run id.
+    pub run_id: String,
+    /// Execution id.
+    pub execution_id: String,
+    /// Spool file (see [`spool_path`]).
+    pub spool_path: PathBuf,
+}
+
+/// The spool file for `execution_id` in `dir`: `session-<execution_id>.ndjson`
+/// (characters other than ASCII alphanumerics, `-` and `_` become `_`).
+pub fn spool_path(dir: &Path, execution_id: &str) -> PathBuf {
+    let safe: String = execution_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    dir.join(format!("session-{safe}.ndjson"))
+}
+
+/// What the stream achieved when it was shut down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionReport {
+    /// Highest sequence number produced.
+    pub last_seq: u64,
+    /// Highest sequence number the server acknowledged.
+    pub acked_seq: u64,
+}
+
+impl SessionReport {
+    /// Whether the server acknowledged every event.
+    pub fn is_complete(&self) -> bool {
+        self.acked_seq >= self.last_seq
+    }
+}
+
+struct Intake {
+    body: EventBody,
+    spooled: oneshot::Sender<std::io::Result<u64>>,
+}
+
+/// The agent's durable session stream. Emit events through [`EventSink`];
+/// end with [`SessionStream::finish`].
+pub struct SessionStream {
+    intake: mpsc::Sender<Intake>,
+    stop: CancellationToken,
+    task: AbortOnDropHandle<SessionReport>,
+    spool_path: PathBuf,
+}
+
+impl std::fmt::Debug for SessionStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionStream")
+            .field("spool_path", &self.spool_path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionStream {
+    /// Opens the spool and starts the stream task. A `cancel` frame from the
+    /// server fires `cancel_run`; follow-ups arrive on the returned receiver.
+    /// Events already in the spool (an agent restarted within the same
+    /// execution) are resent if unacknowledged, and numbering continues after them.
+    pub async fn start(
+        config: SessionConfig,
+        cancel_run: CancellationToken,
+    ) -> Result<(SessionStream, mpsc::Receiver<Followup>), AgentError> {
+        let (spool, existing) =
+            Spool::open(&config.spool_path)
+                .await
+                .map_err(|source| AgentError::Spool {
+                    path: config.spool_path.clone(),
+                    source,
+                })?;
+        let mut pending = VecDeque::with_capacity(existing.len());
+        let mut last_seq = 0;
+        for event in existing {
+            last_seq = event.seq;
+            pending.push_back((
+                event.seq,
+                AgentToServer::Event(event).to_envelope().to_text(),
+            ));
+        }
+        let (intake_tx, intake_rx) = mpsc::channel(INTAKE_CAPACITY);
+        let (followup_tx, followup_rx) = mpsc::channel(FOLLOWUP_CAPACITY);
+        let stop = CancellationToken::new();
+        let ws_path = format!(
+            "api/v1/agent/runs/{}/session?execution_id={}",
+            hangar_client::encode(&config.run_id),
+            hangar_client::encode(&config.execution_id)
+        );
+        let worker = StreamTask {
+            client: config.client,
+            ws_path,
+            spool,
+            next_seq: last_seq + 1,
+            acked: 0,
+            pending,
+            intake: intake_rx,
+            intake_open: true,
+            followups: followup_tx,
+            cancel_run,
+            stop: stop.clone(),
+            backoff: Backoff::default(),
+        };
+        let task = AbortOnDropHandle::new(tokio::spawn(worker.run()));
+        let stream = SessionStream {
+            intake: intake_tx,
+            stop,
+            task,
+            spool_path: config.spool_path,
+        };
+        Ok((stream, followup_rx))
+    }
+
+    /// The spool file.
+    pub fn spool_path(&self) -> &Path {
+        &self.spool_path
+    }
+
+    /// Stops taking events and waits up to `timeout` until the server has
+    /// acknowledged all of them; then stops the task. Unacknowledged events
+    /// stay in the spool.
+    pub async fn finish(self, timeout: Duration) -> SessionReport {
+        let SessionStream {
+            intake,
+            stop,
+            mut task,
+            spool_path,
+        } = self;
+        drop(intake);
+        let joined = match tokio::time::timeout(timeout, &mut task).await {
+            Ok(joined) => joined,
+            Err(_) => {
+                stop.cancel();
+                task.await
+            }
+        };
+        match joined {
+            Ok(report) => {
+                if !report.is_complete() {
+                    tracing::warn!(
+                        last_seq = report.last_seq,
+                        acked_seq = report.acked_seq,
+                        spool = %spool_path.display(),
+                        "session events left unacknowledged"
+                    );
+                }
+                report
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "session stream task failed");
+                SessionReport {
+                    last_seq: u64::MAX,
+                    acked_seq: 0,
+                }
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl EventSink for SessionStream {
+    async fn emit(&self, body: EventBody) -> Result<(), SinkError> {
+        let (spooled, confirmation) = oneshot::channel();
+        self.intake
+            .send(Intake { body, spooled })
+            .await
+            .map_err(|_| SinkError::Closed)?;
+        match confirmation.await {
+            Ok(Ok(_seq)) => Ok(()),
+            Ok(Err(e)) => Err(SinkError::Spool(e)),
+            Err(_) => Err(SinkError::Closed),
+        }
+    }
+}
+
+/// Why a connection ended.
+#[derive(Debug, thiserror::Error)]
+enum Disconnect {
+    #[error("closed by the server")]
+    Closed,
+    #[error("no initial ack within {0:?}")]
+    NoInitialAck(Duration),
+    #[error("no frame from the server within {0:?}")]
+    Idle(Duration),
+    #[error(transparent)]
+    Transport(#[from] tokio_tungstenite::tungstenite::Error),
+}
+
+/// The task behind a [`SessionStream`].
+struct StreamTask {
+    client: Client,
+    ws_path: String,
+    spool: Spool,
+    next_seq: u64,
+    acked: u64,
+    /// Spooled, not yet acknowledged: `(seq, frame text)`, in seq order.
+    pending: VecDeque<(u64, String)>,
+    intake: mpsc::Receiver<Intake>,
+    intake_open: bool,
+    followups: mpsc::Sender<Followup>,
+    cancel_run: CancellationToken,
+    stop: CancellationToken,
+    backoff: Backoff,
+}
+
+impl StreamTask {
+    /// The loop is done and the server has everything.
+    fn drained(&self) -> bool {
+        !self.intake_open && self.pending.is_empty()
+    }
+
+    fn report(&self) -> SessionReport {
+        SessionReport {
+            last_seq: self.next_seq - 1,
+            acked_seq: self.acked.min(self.next_seq - 1),
+        }
+    }
+
+    async fn run(mut self) -> SessionReport {
+        loop {
+            let client = self.client.clone();
+            let path = self.ws_path.clone();
+            match self
+                .drive(async move { client.websocket(&path).await })
+                .await
+            {
+                None => break,
+                Some(Ok(ws)) => match self.serve(ws).await {
+                    Ok(()) => break,
+                    Err(reason) => tracing::warn!(
+                        %reason,
+                        unacked = self.pending.len(),
+                        "session stream disconnected; reconnecting"
+                    ),
+                },
+                Some(Err(error)) => tracing::warn!(%error, "cannot connect the session stream"),
+            }
+            let delay = self.backoff.next_delay();
+            if self.drive(tokio::time::sleep(delay)).await.is_none() {
+                break;
+            }
+        }
+        self.report()
+    }
+
+    /// Runs `fut` while still taking events from the loop (spooled, sent
+    /// later). `None` when stopped, or when everything is done meanwhile.
+    async fn drive<F: Future>(&mut self, fut: F) -> Option<F::Output> {
+        tokio::pin!(fut);
+        loop {
+            if self.drained() {
+                return None;
+            }
+            tokio::select! {
+                out = &mut fut => return Some(out),
+                item = self.intake.recv(), if self.intake_open => match item {
+                    Some(intake) => {
+                        self.accept(intake).await;
+                    }
+                    None => self.intake_open = false,
+                },
+                () = self.stop.cancelled() => return None,
+            }
+        }
+    }
+
+    /// One connection: initial ack, resend, then live. `Ok` when finished or stopped.
+    async fn serve(&mut self, mut ws: WebSocket) -> Result<(), Disconnect> {
+        let mut synced = false;
+        let ack_deadline = tokio::time::sleep(INITIAL_ACK_TIMEOUT);
+        tokio::pin!(ack_deadline);
+        let mut ping =
+            tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_heard = Instant::now();
+        loop {
+            if synced && self.drained() {
+                let _ = ws.close(None).await;
+                return Ok(());
+            }
+            tokio::select! {
+                frame = ws.next() => {
+                    last_heard = Instant::now();
+                    match frame {
+                        None | Some(Ok(Message::Close(_))) => return Err(Disconnect::Closed),
+                        Some(Err(e)) => return Err(e.into()),
+                        Some(Ok(Message::Text(text))) => {
+                            if self.on_frame(text.as_str()) && !synced {
+                                synced = true;
+                                self.backoff.reset();
+                                let resend: Vec<String> = self.pending.iter().map(|(_, t)| t.clone()).collect();
+                                tracing::debug!(acked = self.acked, resend = resend.len(), "session stream synced");
+                                for text in resend {
+                                    ws.feed(Message::text(text)).await?;
+                                }
+                                ws.flush().await?;
+                            }
+                        }
+                        Some(Ok(_)) => {}
+                    }
+                }
+                item = self.intake.recv(), if self.intake_open => match item {
+                    Some(intake) => {
+                        if let Some(text) = self.accept(intake).await.filter(|_| synced) {
+                            ws.send(Message::text(text)).await?;
+                        }
+                    }
+                    None => self.intake_open = false,
+                },
+                () = &mut ack_deadline, if !synced => return Err(Disconnect::NoInitialAck(INITIAL_ACK_TIMEOUT)),
+                _ = ping.tick() => {
+                    if last_heard.elapsed() > IDLE_TIMEOUT {
+                        return Err(Disconnect::Idle(IDLE_TIMEOUT));
+                    }
+                    ws.send(Message::Ping(Default::default())).await?;
+                }
+                () = self.stop.cancelled() => {
+                    let _ = ws.close(None).await;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Numbers, spools and queues one event; returns its frame when spooled.
+    async fn accept(&mut self, intake: Intake) -> Option<String> {
+        let seq = self.next_seq;
+        let event = SessionEvent {
+            seq,
+            at: Timestamp::now(),
+            body: intake.body,
+        };
+        if let Err(e) = self.spool.append(&event).await {
+            tracing::error!(error = %e, spool = %self.spool.path().display(), seq, "cannot spool session event");
+            let _ = intake.spooled.send(Err(e));
+            return None;
+        }
+        self.next_seq += 1;
+        let text = AgentToServer::Event(event).to_envelope().to_text();
+        self.pending.push_back((seq, text.clone()));
+        let _ = intake.spooled.send(Ok(seq));
+        Some(text)
+    }
+
+    /// Handles one server frame; `true` for an ack.
+    fn on_frame(&mut self, text: &str) -> bool {
+        let message = Envelope::parse(text).and_then(ServerToAgent::from_envelope);
+        match message {
+            Ok(Some(ServerToAgent::Ack(ack))) => {
+                self.on_ack(ack.seq);
+                true
+            }
+            Ok(Some(ServerToAgent::Followup(followup))) => {
+                match self.followups.try_send(followup) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        tracing::warn!(
+                            capacity = FOLLOWUP_CAPACITY,
+                            "follow-up queue full; follow-up dropped"
+                        );
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        tracing::warn!("follow-up arrived after the run ended; dropped");
+                    }
+                }
+                false
+            }
+            Ok(Some(ServerToAgent::Cancel)) => {
+                tracing::info!("cancel requested by the server");
+                self.cancel_run.cancel();
+                false
+            }
+            Ok(None) => {
+                tracing::debug!("ignoring unknown session frame");
+                false
+            }
+            Err(error) => {
+                tracing::warn!(%error, "ignoring malformed session frame");
+                false
+            }
+        }
+    }
+
+    fn on_ack(&mut self, seq: u64) {
+        if seq >= self.next_seq {
+            // The server holds events this spool does not (it was lost or
+            // replaced). Number new events after them so they are not taken
+            // for duplicates.
+            tracing::warn!(
+                acked = seq,
+                next_seq = self.next_seq,
+                "server acknowledged events this agent never spooled"
+            );
+            self.next_seq = seq + 1;
+        }
+        self.acked = self.acked.max(seq);
+        while self.pending.front().is_some_and(|(s, _)| *s <= self.acked) {
+            self.pending.pop_front();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spool_path_is_safe() {
+        assert_eq!(
+            spool_path(Path::new("/w/.hangar"), "01-ab_C/../x"),
+            PathBuf::from("/w/.hangar/session-01-ab_C____x.ndjson")
+        );
+    }
+
+    async fn task(dir: &Path, pending: &[u64], next_seq: u64) -> StreamTask {
+        let (_, intake) = mpsc::channel(1);
+        let (followups, _) = mpsc::channel(1);
+        StreamTask {
+            client: Client::new("http://127.0.0.1:9", "t").unwrap(),
+            ws_path: String::new(),
+            spool: Spool::open(&dir.join("s")).await.unwrap().0,
+            next_seq,
+            acked: 0,
+            pending: pending.iter().map(|s| (*s, s.to_string())).collect(),
+            intake,
+            intake_open: true,
+            followups,
+            cancel_run: CancellationToken::new(),
+            stop: CancellationToken::new(),
+            backoff: Backoff::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn ack_trims_pending_and_frames_are_dispatched() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = task(dir.path(), &[1, 2, 3], 4).await;
+        assert!(t.on_frame(r#"{"type":"ack","data":{"seq":2}}"#));
+        assert_eq!(
+            t.pending.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+            vec![3]
+        );
+        assert!(!t.on_frame(r#"{"type":"ack","data":{"seq":"x"}}"#));
+        assert!(!t.on_frame("not json"));
+        assert!(!t.on_frame(r#"{"type":"mystery"}"#));
+        assert!(!t.on_frame(r#"{"type":"cancel","data":{}}"#));
+        assert!(t.cancel_run.is_cancelled());
+        assert!(t.on_frame(r#"{"type":"ack","data":{"seq":9}}"#));
+        assert!(t.pending.is_empty());
+        assert_eq!(t.next_seq, 10);
+    }
+}

@@ -1,0 +1,11 @@
+//! hangar-agent integration tests: the managed runner against an in-process
+//! fake Hangar server (run API, session WebSocket, scripted LLM gateway).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
+mod suite {
+    mod fake_hangar;
+    mod managed;
+    mod session;
+    mod tools;
+}

@@ -1,0 +1,67 @@
+//! One module per noun.
+
+pub mod agent;
+pub mod api_key;
+pub mod run;
+pub mod server;
+pub mod up;
+pub mod worker;
+
+use crate::output::OutputFormat;
+use tokio_util::sync::CancellationToken;
+
+/// Flags every client command shares.
+#[derive(Debug, Clone)]
+pub struct Global {
+    /// `--api-key`.
+    pub api_key: Option<String>,
+    /// `--server-url`.
+    pub server_url: Option<String>,
+    /// `--output-format`.
+    pub output: OutputFormat,
+}
+
+impl Global {
+    /// A client for the configured server.
+    pub fn client(&self) -> anyhow::Result<hangar_client::Client> {
+        crate::credentials::client(self.api_key.as_deref(), self.server_url.as_deref())
+    }
+}
+
+/// Logs to stderr; `RUST_LOG` overrides `default`.
+pub fn init_logging(default: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .try_init();
+}
+
+/// Two tokens fired by signals: the first SIGINT/SIGTERM fires `first`, the
+/// next one fires `second` (graceful, then forced).
+pub fn signal_tokens() -> (CancellationToken, CancellationToken) {
+    let first = CancellationToken::new();
+    let second = CancellationToken::new();
+    let (f, s) = (first.clone(), second.clone());
+    // Owned by the runtime for the life of the process: it only waits on signals.
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return;
+        };
+        for token in [f, s] {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            token.cancel();
+        }
+    });
+    (first, second)
+}

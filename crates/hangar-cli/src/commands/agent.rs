@@ -1,0 +1,172 @@
+//! `hangar agent run` (the agent runtime, launched by workers) and
+//! `hangar agent run-cloud` (create a run on the server).
+
+use crate::commands::Global;
+use crate::output::OutputFormat;
+use anyhow::{Result, bail};
+use hangar_agent::{CancellationToken, ManagedRun, RunOutcome};
+use hangar_protocol::{AgentConfig, RunAgentRequest};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// `hangar agent …`.
+#[derive(Debug, clap::Args)]
+pub struct AgentCommand {
+    #[command(subcommand)]
+    sub: AgentSub,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum AgentSub {
+    /// Run the agent on a task (as a worker launches it: `--task-id RUN --server-url URL`).
+    Run(RunArgs),
+    /// Create a run on the server and print its id.
+    #[command(name = "run-cloud")]
+    RunCloud(RunCloudArgs),
+}
+
+/// Flags of `hangar agent run`.
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Run to work on (managed mode); the run token comes from $HANGAR_RUN_TOKEN.
+    #[arg(long, value_name = "RUN")]
+    task_id: Option<String>,
+    /// Server URL (managed mode).
+    #[arg(
+        long,
+        alias = "server-root-url",
+        env = "HANGAR_SERVER_URL",
+        value_name = "URL"
+    )]
+    server_url: Option<String>,
+    /// Set by workers: the agent runs inside a sandbox.
+    #[arg(long)]
+    sandboxed: bool,
+    /// Model (`provider/model`), overriding the run's.
+    #[arg(long, value_name = "MODEL")]
+    model: Option<String>,
+    /// Working directory [default: the current directory].
+    #[arg(short = 'C', long = "cwd", value_name = "DIR")]
+    cwd: Option<PathBuf>,
+    /// Keep the sandbox alive this long after finishing (accepted for Oz compatibility).
+    #[arg(long, value_name = "DURATION", num_args = 0..=1, default_missing_value = "45m")]
+    idle_on_complete: Option<String>,
+    /// Prompt for an unmanaged run.
+    #[arg(short = 'p', long, value_name = "PROMPT")]
+    prompt: Option<String>,
+}
+
+/// Flags of `hangar agent run-cloud`.
+#[derive(Debug, clap::Args)]
+struct RunCloudArgs {
+    /// What the agent should do.
+    #[arg(short = 'p', long, value_name = "PROMPT")]
+    prompt: String,
+    /// Model (`provider/model`, e.g. `openai/gpt-5`) [default: the server's].
+    #[arg(long, value_name = "MODEL")]
+    model: Option<String>,
+    /// Worker that must run it (its `--worker-id`, exact match).
+    #[arg(long, value_name = "WORKER")]
+    host: Option<String>,
+    /// Run title [default: the prompt's first line].
+    #[arg(long, value_name = "TITLE")]
+    title: Option<String>,
+    /// Label for grouping and filtering runs.
+    #[arg(short = 'n', long, value_name = "NAME")]
+    name: Option<String>,
+}
+
+/// Dispatches `hangar agent …`.
+pub async fn run(cmd: AgentCommand, global: &Global) -> Result<ExitCode> {
+    match cmd.sub {
+        AgentSub::Run(args) => agent_run(args).await,
+        AgentSub::RunCloud(args) => run_cloud(args, global).await,
+    }
+}
+
+async fn agent_run(args: RunArgs) -> Result<ExitCode> {
+    crate::commands::init_logging("warn,hangar_agent=info");
+    let Some(task_id) = args.task_id else {
+        if args.prompt.is_some() {
+            bail!(
+                "unmanaged runs (`hangar agent run -p …` without a server) are not in this build yet; \
+                 create a run on a server with `hangar agent run-cloud -p …`"
+            );
+        }
+        bail!("`hangar agent run` needs --task-id RUN and --server-url URL (workers pass both)");
+    };
+    let Some(server_url) = args.server_url else {
+        bail!("--server-url (or HANGAR_SERVER_URL) is required with --task-id");
+    };
+    let workdir = match args.cwd {
+        Some(d) => d,
+        None => std::env::current_dir()?,
+    };
+    let mut opts = match ManagedRun::from_env(server_url, task_id, workdir) {
+        Ok(o) => o,
+        Err(missing) => {
+            bail!("environment variable {missing} is not set; workers set it for each task")
+        }
+    };
+    opts.model_override = args.model;
+    let cancel = CancellationToken::new();
+    let (first, _) = crate::commands::signal_tokens();
+    let outcome = tokio::select! {
+        o = hangar_agent::run_managed(opts, cancel.clone()) => o,
+        _ = async {
+            first.cancelled().await;
+            cancel.cancel();
+            // Keep polling the run so it can report the cancellation; the
+            // worker SIGKILLs after its grace anyway.
+            std::future::pending::<()>().await
+        } => unreachable_outcome(),
+    };
+    match outcome {
+        Ok(RunOutcome::Succeeded { .. }) => Ok(ExitCode::SUCCESS),
+        Ok(RunOutcome::Failed { message }) => {
+            eprintln!("run failed: {message}");
+            Ok(ExitCode::from(1))
+        }
+        Ok(RunOutcome::Cancelled) => Ok(ExitCode::from(130)),
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+fn unreachable_outcome() -> Result<RunOutcome, hangar_agent::AgentError> {
+    Ok(RunOutcome::Cancelled)
+}
+
+async fn run_cloud(args: RunCloudArgs, global: &Global) -> Result<ExitCode> {
+    let client = global.client()?;
+    if args.prompt.trim().is_empty() {
+        bail!("the prompt is empty: pass what the agent should do with -p");
+    }
+    let config = AgentConfig {
+        name: args.name,
+        model_id: args.model,
+        worker_host: args.host,
+        ..AgentConfig::default()
+    };
+    let req = RunAgentRequest {
+        prompt: Some(args.prompt),
+        config: Some(config),
+        title: args.title,
+        ..RunAgentRequest::default()
+    };
+    let resp = client.create_run_from(&req, "CLI").await?;
+    match global.output {
+        OutputFormat::Pretty => {
+            println!("Created run {} ({}).", resp.run_id, resp.state);
+            if resp.at_capacity {
+                println!("No worker has a free slot right now; it starts when one does.");
+            }
+            println!("Follow it with: hangar run get {}", resp.run_id);
+        }
+        OutputFormat::Text => println!("{}", resp.run_id),
+        f => crate::output::print_json(&resp, f),
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,129 @@
+//! `hangar run list|get|cancel|transcript`.
+
+use crate::commands::Global;
+use crate::output::{OutputFormat, print_json, print_run, print_run_table};
+use anyhow::Result;
+use std::process::ExitCode;
+
+/// `hangar run …`.
+#[derive(Debug, clap::Args)]
+pub struct RunCommand {
+    #[command(subcommand)]
+    sub: RunSub,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum RunSub {
+    /// List runs, most recently updated first.
+    List {
+        /// Only runs in this state (repeatable): QUEUED, CLAIMED, INPROGRESS, SUCCEEDED, …
+        #[arg(long, value_name = "STATE")]
+        state: Vec<String>,
+        /// Page size (1–500).
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Continue from a previous page's cursor.
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// Show one run.
+    Get {
+        /// Run id.
+        run_id: String,
+    },
+    /// Cancel a queued or running run.
+    Cancel {
+        /// Run id.
+        run_id: String,
+    },
+    /// Print a run's stored session events.
+    Transcript {
+        /// Run id.
+        run_id: String,
+    },
+}
+
+/// Dispatches `hangar run …`.
+pub async fn run(cmd: RunCommand, global: &Global) -> Result<ExitCode> {
+    let client = global.client()?;
+    match cmd.sub {
+        RunSub::List {
+            state,
+            limit,
+            cursor,
+        } => {
+            let mut query: Vec<(&str, String)> = vec![("limit", limit.to_string())];
+            query.extend(state.into_iter().map(|s| ("state", s.to_uppercase())));
+            if let Some(c) = cursor {
+                query.push(("cursor", c));
+            }
+            let page = client.list_runs(&query).await?;
+            match global.output {
+                OutputFormat::Pretty => {
+                    print_run_table(&page.runs);
+                    if let Some(c) = &page.page_info.next_cursor {
+                        println!("More: hangar run list --cursor {c}");
+                    }
+                }
+                OutputFormat::Text => page.runs.iter().for_each(|r| println!("{}", r.run_id)),
+                OutputFormat::Ndjson => page
+                    .runs
+                    .iter()
+                    .for_each(|r| print_json(r, OutputFormat::Ndjson)),
+                OutputFormat::Json => print_json(&page, OutputFormat::Json),
+            }
+        }
+        RunSub::Get { run_id } => {
+            let run = client.get_run(&run_id).await?;
+            match global.output {
+                OutputFormat::Pretty => print_run(&run),
+                OutputFormat::Text => println!("{}", run.state),
+                f => print_json(&run, f),
+            }
+        }
+        RunSub::Cancel { run_id } => {
+            let id = client.cancel_run(&run_id).await?;
+            match global.output {
+                OutputFormat::Pretty => println!("Cancelled run {id}."),
+                OutputFormat::Text => println!("{id}"),
+                f => print_json(
+                    &serde_json::json!({ "run_id": id, "state": "CANCELLED" }),
+                    f,
+                ),
+            }
+        }
+        RunSub::Transcript { run_id } => {
+            let t = client.transcript(&run_id).await?;
+            match global.output {
+                OutputFormat::Pretty | OutputFormat::Text => {
+                    for e in &t.events {
+                        let v = serde_json::to_value(&e.event).unwrap_or_default();
+                        let kind = v["kind"].as_str().unwrap_or("?");
+                        let detail = v
+                            .get("text")
+                            .or_else(|| v.get("output"))
+                            .or_else(|| v.get("message"))
+                            .or_else(|| v.get("arguments"))
+                            .map(|d| match d.as_str() {
+                                Some(s) => s.to_owned(),
+                                None => d.to_string(),
+                            })
+                            .unwrap_or_default();
+                        println!(
+                            "{:>4}  {:<18} {}",
+                            e.event.seq,
+                            kind,
+                            detail.lines().next().unwrap_or("")
+                        );
+                    }
+                }
+                OutputFormat::Ndjson => t
+                    .events
+                    .iter()
+                    .for_each(|e| print_json(e, OutputFormat::Ndjson)),
+                OutputFormat::Json => print_json(&t, OutputFormat::Json),
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

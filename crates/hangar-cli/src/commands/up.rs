@@ -1,0 +1,108 @@
+//! `hangar up`: server, SQLite, a worker named `local` and the dashboard, in one process.
+
+use anyhow::{Context, Result, bail};
+use hangar_server::{Server, ServerConfig};
+use hangar_worker::{BackendKind, WorkerArgs};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Name of the in-process worker; runs with `--host local` go to it.
+pub const LOCAL_WORKER: &str = "local";
+
+/// Flags of `hangar up`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct UpArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:7420", value_name = "ADDR")]
+    pub listen: SocketAddr,
+    /// Data directory [default: $XDG_DATA_HOME/hangar].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Backend of the local worker.
+    #[arg(long, value_enum, default_value = "direct")]
+    pub backend: BackendKind,
+    /// Server config file (providers, timeouts, …).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Keep task workspaces after runs end.
+    #[arg(long)]
+    pub no_cleanup: bool,
+    /// Tasks the local worker runs at once (0 = unlimited).
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub max_concurrent_tasks: u32,
+}
+
+/// Starts everything and waits for Ctrl-C.
+pub async fn run(args: UpArgs) -> Result<ExitCode> {
+    crate::commands::init_logging("info,hangar_server=info,hangar_worker=info");
+    let mut config = match &args.config {
+        Some(p) => ServerConfig::from_file(p)?,
+        None => ServerConfig::default(),
+    };
+    config.listen = args.listen;
+    if let Some(d) = &args.data_dir {
+        config.data_dir = d.clone();
+    }
+    let server = Server::start(config.clone()).await?;
+    crate::commands::server::print_bootstrap(&server);
+
+    let key = server.issue_local_key("hangar up: local worker").await?;
+    let worker_args = WorkerArgs {
+        worker_id: Some(LOCAL_WORKER.to_owned()),
+        api_key: Some(key),
+        server_url: Some(server.url().to_owned()),
+        backend: Some(args.backend),
+        no_cleanup: args.no_cleanup,
+        max_concurrent_tasks: Some(args.max_concurrent_tasks),
+        workspace_root: Some(config.data_dir.join("workspaces")),
+        ..WorkerArgs::default()
+    };
+    let worker_config = worker_args
+        .resolve()
+        .context("local worker configuration")?;
+    let worker = match hangar_worker::Worker::new(worker_config) {
+        Ok(w) => w,
+        Err(e) => {
+            server.shutdown().await;
+            bail!("cannot start the local worker: {e}");
+        }
+    };
+
+    let url = server.url().to_owned();
+    println!();
+    println!("Hangar is up.");
+    println!("  Dashboard   {url}/");
+    println!("  API         {url}/api/v1");
+    println!(
+        "  Worker      `{LOCAL_WORKER}` ({} backend)",
+        args.backend.as_str()
+    );
+    match crate::credentials::saved_path() {
+        Some(p) => println!("  API key     saved in {}", p.display()),
+        None => println!("  API key     printed above on first start"),
+    }
+    println!("  Data        {}", config.data_dir.display());
+    println!();
+    println!(
+        "Try:  hangar agent run-cloud -p \"List the files in the workspace and summarise them\""
+    );
+    println!("Stop: Ctrl-C (twice to cancel running tasks)");
+
+    let (graceful, forced) = crate::commands::signal_tokens();
+    let worker_task = worker.run(graceful.clone(), forced.clone());
+    let server_token = server.shutdown_token();
+    let result = tokio::select! {
+        r = worker_task => r,
+        _ = server_token.cancelled() => Ok(()),
+    };
+    if let Err(e) = &result {
+        eprintln!("error: local worker stopped: {e}");
+    }
+    server.shutdown().await;
+    Ok(if result.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -1,0 +1,3 @@
+//! System tests: real `hangar` server and worker processes, a fake model.
+
+mod suite;

@@ -1,0 +1,50 @@
+//! Shared helpers for the system tests.
+
+use hangar_testkit::cluster::{ClusterOptions, TestCluster};
+use hangar_testkit::fake_llm::FakeLlm;
+use std::path::{Path, PathBuf};
+
+/// The binary under test.
+pub fn hangar_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_hangar"))
+}
+
+/// A cluster whose server uses `llm` as provider `fake` (default model `fake/test-model`).
+pub async fn cluster_with(llm: &FakeLlm) -> TestCluster {
+    TestCluster::start(
+        &hangar_bin(),
+        ClusterOptions::default().with_fake_llm(&llm.base_url()),
+    )
+    .await
+    .expect("start cluster")
+}
+
+/// Processes whose working directory is inside `root` (the tasks of a worker).
+pub fn processes_under(root: &Path) -> Vec<(i32, String)> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cwd) = std::fs::read_link(entry.path().join("cwd")) else {
+            continue;
+        };
+        if cwd.starts_with(root) {
+            let cmd = std::fs::read(entry.path().join("cmdline"))
+                .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+                .unwrap_or_default();
+            found.push((pid, cmd));
+        }
+    }
+    found
+}
+
+/// Entries of a directory (empty when it does not exist).
+pub fn dir_entries(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+}

@@ -1,0 +1,6 @@
+//! Server + worker + agent processes end to end.
+
+mod api_errors;
+mod cancel;
+mod lifecycle;
+mod routing;

@@ -1,0 +1,13 @@
+//! Integration tests of hangar-llm against the fake model server of
+//! hangar-testkit, over real HTTP and SSE. One binary; modules in `suite/`.
+
+// Helpers outside `#[test]` functions panic on purpose, as tests do.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod suite {
+    mod anthropic;
+    mod common;
+    mod openai;
+    mod registry;
+    mod retry;
+}

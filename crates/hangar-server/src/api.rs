@@ -1,0 +1,55 @@
+//! REST routes under `/api/v1`, one module per resource.
+
+pub mod health;
+pub mod keys;
+pub mod runs;
+pub mod workers;
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+use axum::Router;
+use axum::body::Bytes;
+use axum::routing::{get, post};
+use serde::de::DeserializeOwned;
+
+/// Parses a JSON body with an error that says what is wrong and where.
+pub fn parse_json<T: DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
+    if body.is_empty() {
+        return Err(ApiError::BadRequest(
+            "the request body is empty; send a JSON object".into(),
+        ));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        let what = match e.classify() {
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                "the body is not valid JSON"
+            }
+            serde_json::error::Category::Data => "the body has an invalid field",
+            serde_json::error::Category::Io => "the body could not be read",
+        };
+        ApiError::BadRequest(format!("{what}: {e}"))
+    })
+}
+
+/// The `/api/v1` routes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/agent/runs", post(runs::create).get(runs::list))
+        .route("/agent/run", post(runs::create))
+        .route("/agent/runs/{run_id}", get(runs::get_one))
+        .route("/agent/runs/{run_id}/cancel", post(runs::cancel))
+        .route("/agent/runs/{run_id}/transcript", get(runs::transcript))
+        .route(
+            "/agent/runs/{run_id}/session",
+            get(crate::sessions::session_socket),
+        )
+        .route("/api-keys", post(keys::create).get(keys::list))
+        .route("/api-keys/{key_id}/expire", post(keys::expire))
+        .route("/workers", get(workers::list))
+        .route(
+            "/llm/chat/completions",
+            post(crate::llm_gateway::chat_completions),
+        )
+        .route("/llm/models", get(crate::llm_gateway::models))
+        .route("/selfhosted/worker/ws", get(crate::gateway::worker_socket))
+}

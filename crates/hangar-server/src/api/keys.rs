@@ -1,0 +1,99 @@
+//! `/api/v1/api-keys`: create (the secret is returned once), list, expire.
+
+use crate::AppState;
+use crate::api::parse_json;
+use crate::auth::{authenticate, issue_api_key};
+use crate::error::{ApiError, ApiResult};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use hangar_protocol::{ApiKeyItem, CreateApiKeyRequest, Timestamp};
+use hangar_store::ApiKeyRecord;
+
+fn item(r: &ApiKeyRecord, key: Option<String>) -> ApiKeyItem {
+    ApiKeyItem {
+        id: r.id.clone(),
+        name: r.name.clone(),
+        prefix: r.prefix.clone(),
+        key,
+        created_at: Timestamp::from_unix_millis(r.created_at),
+        expires_at: r.expires_at.map(Timestamp::from_unix_millis),
+        revoked_at: r.revoked_at.map(Timestamp::from_unix_millis),
+    }
+}
+
+/// Creates a key.
+pub async fn create(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<ApiKeyItem>> {
+    let (team, user) = authenticate(app.store.as_ref(), &headers)
+        .await?
+        .require_api_key()?;
+    let req: CreateApiKeyRequest = parse_json(&body)?;
+    let name = req.name.trim();
+    if name.is_empty() || name.len() > 100 {
+        return Err(ApiError::BadRequest(
+            "`name` must be 1 to 100 characters".into(),
+        ));
+    }
+    let now = Timestamp::now();
+    if let Some(exp) = req.expires_at
+        && exp <= now
+    {
+        return Err(ApiError::BadRequest(
+            "`expires_at` must be in the future".into(),
+        ));
+    }
+    let (record, secret) = issue_api_key(
+        app.store.as_ref(),
+        team,
+        user,
+        name,
+        req.expires_at.map(|t| t.unix_millis()),
+    )
+    .await?;
+    tracing::info!(key_id = %record.id, name, "API key created");
+    Ok(Json(item(&record, Some(secret))))
+}
+
+/// Lists keys (never their secrets).
+pub async fn list(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+) -> ApiResult<Json<serde_json::Value>> {
+    let (team, _) = authenticate(app.store.as_ref(), &headers)
+        .await?
+        .require_api_key()?;
+    let keys: Vec<ApiKeyItem> = app
+        .store
+        .list_api_keys(team)
+        .await?
+        .iter()
+        .map(|r| item(r, None))
+        .collect();
+    Ok(Json(serde_json::json!({ "api_keys": keys })))
+}
+
+/// Expires (revokes) a key immediately.
+pub async fn expire(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(key_id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let (team, _) = authenticate(app.store.as_ref(), &headers)
+        .await?
+        .require_api_key()?;
+    app.store
+        .revoke_api_key(team, &key_id, Timestamp::now().unix_millis())
+        .await
+        .map_err(|e| match e {
+            hangar_store::StoreError::NotFound => {
+                ApiError::NotFound(format!("API key `{key_id}` does not exist"))
+            }
+            other => other.into(),
+        })?;
+    Ok(Json(serde_json::json!({ "id": key_id, "revoked": true })))
+}

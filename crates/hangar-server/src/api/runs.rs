@@ -1,0 +1,453 @@
+//! `/api/v1/agent/runs`: create, list, get, cancel, transcript.
+
+use crate::AppState;
+use crate::api::parse_json;
+use crate::auth::{Principal, authenticate};
+use crate::error::{ApiError, ApiResult};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderMap;
+use hangar_protocol::{
+    ListRunsResponse, PageInfo, RequestUsage, RunAgentRequest, RunAgentResponse, RunCreatorInfo,
+    RunExecutionLocation, RunId, RunItem, RunSourceType, RunState, RunStatusMessage, Scope,
+    Timestamp, TranscriptEvent, TranscriptResponse,
+};
+use hangar_store::{NewRun, RunQuery, RunRecord, RunSort};
+
+/// Longest accepted prompt, in bytes.
+pub const MAX_PROMPT_BYTES: usize = 256 * 1024;
+/// Most attachments per run.
+pub const MAX_ATTACHMENTS: usize = 5;
+
+/// Header a first-party client sets to record where a run came from (`CLI`, `WEB_APP`, …).
+pub const SOURCE_HEADER: &str = "x-hangar-source";
+
+/// Converts a stored run to its API shape.
+pub fn run_item(app: &AppState, r: &RunRecord) -> RunItem {
+    let status_message = r.status_message.as_ref().map(|m| RunStatusMessage {
+        message: m.clone(),
+        error_code: r
+            .error_code
+            .as_deref()
+            .and_then(|c| serde_json::from_value(serde_json::Value::String(c.to_owned())).ok()),
+        retryable: r
+            .error_code
+            .as_deref()
+            .map(|c| c == "resource_unavailable" || c == "internal_error"),
+    });
+    RunItem {
+        run_id: r.id.0.clone(),
+        task_id: r.id.0.clone(),
+        title: r.title.clone(),
+        state: r.state,
+        execution_location: Some(r.execution_location),
+        prompt: r.prompt.clone(),
+        created_at: Timestamp::from_unix_millis(r.created_at),
+        updated_at: Timestamp::from_unix_millis(r.updated_at),
+        started_at: r.started_at.map(Timestamp::from_unix_millis),
+        status_message,
+        source: Some(r.source),
+        session_id: Some(r.id.0.clone()),
+        session_link: Some(format!("{}/runs/{}", app.public_url, r.id)),
+        trigger_url: None,
+        creator: r.creator_user_id.map(|uid| RunCreatorInfo {
+            kind: Some("user".to_owned()),
+            uid: Some(uid.to_string()),
+            display_name: None,
+            email: None,
+        }),
+        request_usage: Some(RequestUsage {
+            inference_cost: Some(r.inference_cost),
+            compute_cost: Some(0.0),
+        }),
+        agent_config: Some(r.config.clone()),
+        conversation_id: None,
+        parent_run_id: None,
+        is_sandbox_running: Some(r.sandbox_running),
+        artifacts: Some(Vec::new()),
+        scope: Some(Scope {
+            kind: "Team".to_owned(),
+            uid: Some(r.team_id.to_string()),
+        }),
+    }
+}
+
+fn derive_title(prompt: &str) -> String {
+    let line = prompt
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("Agent run");
+    let mut title: String = line.chars().take(80).collect();
+    if line.chars().count() > 80 {
+        title.push('…');
+    }
+    title
+}
+
+fn validate_host(host: &str) -> ApiResult<()> {
+    if host.is_empty() || host.len() > 128 || host.chars().any(|c| c.is_whitespace() || c == '/') {
+        return Err(ApiError::BadRequest(format!(
+            "`config.worker_host` `{host}` is invalid: it must equal a worker's `--worker-id` (no spaces or `/`)"
+        )));
+    }
+    Ok(())
+}
+
+/// `POST /agent/runs` and `POST /agent/run`.
+pub async fn create(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<RunAgentResponse>> {
+    let (team_id, user_id) = authenticate(app.store.as_ref(), &headers)
+        .await?
+        .require_api_key()?;
+    let req: RunAgentRequest = parse_json(&body)?;
+    let mut config = req.config.clone().unwrap_or_default();
+    if let Some(skill) = &req.skill {
+        config.skill_spec = Some(skill.clone());
+    }
+    let prompt = req.prompt.as_deref().map(str::trim).unwrap_or("");
+    if prompt.is_empty() && config.skill_spec.is_none() {
+        return Err(ApiError::BadRequest(
+            "`prompt` is required (or name a skill with `skill` or `config.skill_spec`)".into(),
+        ));
+    }
+    if prompt.len() > MAX_PROMPT_BYTES {
+        return Err(ApiError::BadRequest(format!(
+            "`prompt` is {} bytes; the limit is {MAX_PROMPT_BYTES}",
+            prompt.len()
+        )));
+    }
+    if req
+        .attachments
+        .as_ref()
+        .is_some_and(|a| a.len() > MAX_ATTACHMENTS)
+    {
+        return Err(ApiError::BadRequest(format!(
+            "at most {MAX_ATTACHMENTS} attachments are allowed"
+        )));
+    }
+    if let Some(m) = config.idle_timeout_minutes
+        && !(1..=60).contains(&m)
+    {
+        return Err(ApiError::BadRequest(format!(
+            "`config.idle_timeout_minutes` is {m}; it must be between 1 and 60"
+        )));
+    }
+    if let Some(host) = &config.worker_host {
+        validate_host(host)?;
+    }
+    if let Some(title) = &req.title
+        && title.chars().count() > 200
+    {
+        return Err(ApiError::BadRequest(
+            "`title` must be at most 200 characters".into(),
+        ));
+    }
+    // Resolve the model now so a typo fails here, not minutes later in a sandbox.
+    match &config.model_id {
+        Some(model) => {
+            app.llm
+                .resolve(model)
+                .map_err(|e| ApiError::BadRequest(format!("`config.model_id`: {e}")))?;
+        }
+        None => {
+            let default = app.default_model.clone().ok_or_else(|| {
+                ApiError::BadRequest(
+                    "no model given and no default model is configured: set `config.model_id` \
+                     (e.g. `openai/gpt-5`), or configure a provider on the server \
+                     (OPENAI_API_KEY, ANTHROPIC_API_KEY, or `providers:` in the config file)"
+                        .into(),
+                )
+            })?;
+            config.model_id = Some(default);
+        }
+    }
+    let source = match headers.get(SOURCE_HEADER).and_then(|v| v.to_str().ok()) {
+        Some(s) => RunSourceType::parse(s).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "header `{SOURCE_HEADER}: {s}` is not a run source type"
+            ))
+        })?,
+        None => RunSourceType::Api,
+    };
+    let title = req
+        .title
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .unwrap_or_else(|| derive_title(prompt));
+    let host = config.worker_host.clone();
+    let run = app
+        .store
+        .create_run(NewRun {
+            id: RunId::generate(),
+            team_id,
+            creator_user_id: user_id,
+            title,
+            prompt: prompt.to_owned(),
+            source,
+            execution_location: RunExecutionLocation::Remote,
+            config,
+            created_at: Timestamp::now().unix_millis(),
+        })
+        .await?;
+    let at_capacity = app.dispatcher.at_capacity(team_id, host.as_deref());
+    app.dispatcher.wake();
+    tracing::info!(run_id = %run.id, team_id, worker_host = host.as_deref().unwrap_or("-"), "run created");
+    Ok(Json(RunAgentResponse {
+        run_id: run.id.0.clone(),
+        task_id: run.id.0,
+        state: RunState::Queued,
+        at_capacity,
+    }))
+}
+
+fn encode_cursor(key: i64, id: &str) -> String {
+    hex::encode(format!("{key}:{id}"))
+}
+
+fn decode_cursor(cursor: &str) -> ApiResult<(i64, String)> {
+    let bad = || ApiError::BadRequest("`cursor` is not a cursor returned by this API".into());
+    let raw = String::from_utf8(hex::decode(cursor).map_err(|_| bad())?).map_err(|_| bad())?;
+    let (key, id) = raw.split_once(':').ok_or_else(bad)?;
+    Ok((key.parse().map_err(|_| bad())?, id.to_owned()))
+}
+
+/// Query parameters of the Oz spec this version does not filter on yet.
+const UNSUPPORTED_FILTERS: &[&str] = &[
+    "name",
+    "model_id",
+    "creator",
+    "execution_location",
+    "created_after",
+    "created_before",
+    "updated_after",
+    "environment_id",
+    "skill",
+    "skill_spec",
+    "schedule_id",
+    "ancestor_run_id",
+    "artifact_type",
+    "q",
+];
+
+fn parse_list_query(raw: Option<&str>) -> ApiResult<RunQuery> {
+    let mut q = RunQuery {
+        limit: 20,
+        ..RunQuery::default()
+    };
+    for (k, v) in url::form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+        match k.as_ref() {
+            "limit" => {
+                let n: i64 = v.parse().map_err(|_| {
+                    ApiError::BadRequest(format!(
+                        "`limit` must be a number from 1 to 500, got `{v}`"
+                    ))
+                })?;
+                if !(1..=500).contains(&n) {
+                    return Err(ApiError::BadRequest(format!(
+                        "`limit` must be from 1 to 500, got {n}"
+                    )));
+                }
+                q.limit = n;
+            }
+            "cursor" => q.after = Some(decode_cursor(&v)?),
+            "state" => {
+                for part in v.split(',') {
+                    let state = RunState::parse(part.trim()).ok_or_else(|| {
+                        ApiError::BadRequest(format!(
+                            "`state` value `{part}` is unknown; use one of QUEUED, PENDING, CLAIMED, INPROGRESS, SUCCEEDED, FAILED, BLOCKED, ERROR, CANCELLED"
+                        ))
+                    })?;
+                    q.states.push(state);
+                }
+            }
+            "source" => {
+                q.source = Some(RunSourceType::parse(&v).ok_or_else(|| {
+                    ApiError::BadRequest(format!("`source` value `{v}` is not a run source type"))
+                })?);
+            }
+            "sort_by" => {
+                q.sort = match v.as_ref() {
+                    "updated_at" => RunSort::UpdatedAt,
+                    "created_at" => RunSort::CreatedAt,
+                    other => {
+                        return Err(ApiError::BadRequest(format!(
+                            "`sort_by` value `{other}` is not supported; use `updated_at` or `created_at`"
+                        )));
+                    }
+                }
+            }
+            "sort_order" => {
+                q.ascending = match v.as_ref() {
+                    "asc" => true,
+                    "desc" => false,
+                    other => {
+                        return Err(ApiError::BadRequest(format!(
+                            "`sort_order` must be `asc` or `desc`, got `{other}`"
+                        )));
+                    }
+                }
+            }
+            other if UNSUPPORTED_FILTERS.contains(&other) => {
+                return Err(ApiError::BadRequest(format!(
+                    "the `{other}` filter is not supported by this server version yet"
+                )));
+            }
+            other => {
+                return Err(ApiError::BadRequest(format!(
+                    "unknown query parameter `{other}`"
+                )));
+            }
+        }
+    }
+    Ok(q)
+}
+
+/// `GET /agent/runs`.
+pub async fn list(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Json<ListRunsResponse>> {
+    let (team_id, _) = authenticate(app.store.as_ref(), &headers)
+        .await?
+        .require_api_key()?;
+    let query = parse_list_query(raw.as_deref())?;
+    let page = app.store.list_runs(team_id, &query).await?;
+    Ok(Json(ListRunsResponse {
+        runs: page.runs.iter().map(|r| run_item(&app, r)).collect(),
+        page_info: PageInfo {
+            has_next_page: page.next.is_some(),
+            next_cursor: page.next.map(|(k, id)| encode_cursor(k, &id)),
+        },
+    }))
+}
+
+async fn load_visible(app: &AppState, principal: &Principal, run_id: &str) -> ApiResult<RunRecord> {
+    let id = RunId(run_id.to_owned());
+    let run = app
+        .store
+        .run(principal.team_id(), &id)
+        .await
+        .map_err(|e| match e {
+            hangar_store::StoreError::NotFound => ApiError::run_not_found(run_id),
+            other => other.into(),
+        })?;
+    if !principal.can_read_run(run.team_id, &run.id) {
+        return Err(ApiError::run_not_found(run_id));
+    }
+    Ok(run)
+}
+
+/// `GET /agent/runs/{id}`.
+pub async fn get_one(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(run_id): Path<String>,
+) -> ApiResult<Json<RunItem>> {
+    let principal = authenticate(app.store.as_ref(), &headers).await?;
+    let run = load_visible(&app, &principal, &run_id).await?;
+    Ok(Json(run_item(&app, &run)))
+}
+
+/// `POST /agent/runs/{id}/cancel`: answers the run id, as the Oz API does.
+pub async fn cancel(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(run_id): Path<String>,
+) -> ApiResult<Json<String>> {
+    let (team_id, _) = authenticate(app.store.as_ref(), &headers)
+        .await?
+        .require_api_key()?;
+    let id = RunId(run_id.clone());
+    let before = app
+        .store
+        .cancel_run(
+            team_id,
+            &id,
+            "Cancelled by user request.",
+            Timestamp::now().unix_millis(),
+        )
+        .await
+        .map_err(|e| match e {
+            hangar_store::StoreError::NotFound => ApiError::run_not_found(&run_id),
+            hangar_store::StoreError::Conflict(m) => {
+                ApiError::BadRequest(format!("{m}; only queued or running runs can be cancelled"))
+            }
+            other => other.into(),
+        })?;
+    if let Some(exec_id) = &before.current_execution_id {
+        let exec = app.store.execution(exec_id).await?;
+        let key = (team_id, exec.worker_id.clone());
+        if exec.ended_at.is_some() {
+            // Assigned but never claimed: nothing runs, free the slot.
+            app.dispatcher.release(&key, &exec.id);
+        } else {
+            app.dispatcher.send_cancellation(team_id, &exec);
+            app.sessions.cancel(&id);
+        }
+    }
+    tracing::info!(run_id = %id, from = %before.state, "run cancelled");
+    Ok(Json(run_id))
+}
+
+/// `GET /agent/runs/{id}/transcript`: every stored session event, in order.
+pub async fn transcript(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(run_id): Path<String>,
+) -> ApiResult<Json<TranscriptResponse>> {
+    let principal = authenticate(app.store.as_ref(), &headers).await?;
+    let run = load_visible(&app, &principal, &run_id).await?;
+    let events = app
+        .store
+        .run_events(&run.id)
+        .await?
+        .into_iter()
+        .map(|(exec, event)| TranscriptEvent {
+            execution_id: exec.0,
+            event,
+        })
+        .collect();
+    Ok(Json(TranscriptResponse {
+        run_id: run.id.0,
+        events,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_query_rejects_bad_values_with_reasons() {
+        let err = |q: &str| parse_list_query(Some(q)).unwrap_err().to_string();
+        assert!(err("limit=0").contains("1 to 500"));
+        assert!(err("limit=abc").contains("abc"));
+        assert!(err("state=DONE").contains("DONE"));
+        assert!(err("cursor=zz").contains("cursor"));
+        assert!(err("sort_order=up").contains("asc"));
+        assert!(err("bogus=1").contains("bogus"));
+        let q = parse_list_query(Some("state=QUEUED&state=INPROGRESS&limit=5")).unwrap();
+        assert_eq!(q.states, vec![RunState::Queued, RunState::InProgress]);
+        assert_eq!(q.limit, 5);
+    }
+
+    #[test]
+    fn cursors_round_trip() {
+        let c = encode_cursor(42, "abc-def");
+        assert_eq!(decode_cursor(&c).unwrap(), (42, "abc-def".to_owned()));
+    }
+
+    #[test]
+    fn titles_come_from_the_first_line() {
+        assert_eq!(derive_title("\n  Fix the bug\nmore"), "Fix the bug");
+        assert_eq!(derive_title(&"x".repeat(100)).chars().count(), 81);
+    }
+}

@@ -1,0 +1,187 @@
+//! Credentials: API keys (`hk_…`, team-scoped, hashed at rest) and run tokens
+//! (`hr_…`, scoped to one execution of one run, dead once it ends).
+
+use crate::error::{ApiError, ApiResult};
+use axum::http::HeaderMap;
+use hangar_protocol::{API_KEY_PREFIX, ExecutionId, RUN_TOKEN_PREFIX, RunId, Timestamp};
+use hangar_store::{NewApiKey, Store};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+/// Who is calling.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Principal {
+    /// A team API key.
+    ApiKey {
+        /// Team.
+        team_id: i64,
+        /// User the key belongs to, if personal or created by a user.
+        user_id: Option<i64>,
+        /// Key id.
+        key_id: String,
+    },
+    /// An agent holding a run token.
+    RunToken {
+        /// Team of the run.
+        team_id: i64,
+        /// The run.
+        run_id: RunId,
+        /// The execution the token was issued for.
+        execution_id: ExecutionId,
+    },
+}
+
+impl Principal {
+    /// The caller's team.
+    pub fn team_id(&self) -> i64 {
+        match self {
+            Principal::ApiKey { team_id, .. } | Principal::RunToken { team_id, .. } => *team_id,
+        }
+    }
+
+    /// Requires an API key (run tokens may only touch their own run).
+    pub fn require_api_key(&self) -> ApiResult<(i64, Option<i64>)> {
+        match self {
+            Principal::ApiKey {
+                team_id, user_id, ..
+            } => Ok((*team_id, *user_id)),
+            Principal::RunToken { .. } => Err(ApiError::Forbidden(
+                "a run token can only read its own run and use its session and the LLM gateway"
+                    .to_owned(),
+            )),
+        }
+    }
+
+    /// Whether this principal may read `run` of `team`.
+    pub fn can_read_run(&self, team: i64, run: &RunId) -> bool {
+        match self {
+            Principal::ApiKey { team_id, .. } => *team_id == team,
+            Principal::RunToken {
+                team_id, run_id, ..
+            } => *team_id == team && run_id == run,
+        }
+    }
+}
+
+/// SHA-256 of a secret. Keys and tokens carry 256 bits of randomness, so a
+/// fast hash is enough (no password stretching needed).
+pub fn hash_secret(secret: &str) -> Vec<u8> {
+    Sha256::digest(secret.as_bytes()).to_vec()
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buf);
+    hex::encode(buf)
+}
+
+/// A fresh run token and its hash.
+pub fn new_run_token() -> (String, Vec<u8>) {
+    let token = format!("{RUN_TOKEN_PREFIX}{}", random_hex(32));
+    let hash = hash_secret(&token);
+    (token, hash)
+}
+
+/// Creates and stores an API key; returns the record and the secret (shown once).
+pub async fn issue_api_key(
+    store: &dyn Store,
+    team_id: i64,
+    user_id: Option<i64>,
+    name: &str,
+    expires_at: Option<i64>,
+) -> ApiResult<(hangar_store::ApiKeyRecord, String)> {
+    let secret = format!("{API_KEY_PREFIX}{}", random_hex(32));
+    let record = store
+        .create_api_key(NewApiKey {
+            id: uuid_like(),
+            team_id,
+            user_id,
+            name: name.to_owned(),
+            prefix: secret.chars().take(API_KEY_PREFIX.len() + 8).collect(),
+            hash: hash_secret(&secret),
+            created_at: Timestamp::now().unix_millis(),
+            expires_at,
+        })
+        .await?;
+    Ok((record, secret))
+}
+
+fn uuid_like() -> String {
+    // Time-ordered ids look like run ids.
+    hangar_protocol::RunId::generate().0
+}
+
+/// Extracts the bearer credential.
+pub fn bearer(headers: &HeaderMap) -> ApiResult<&str> {
+    let value = headers.get(axum::http::header::AUTHORIZATION).ok_or_else(|| {
+        ApiError::Unauthenticated(
+            "missing `Authorization: Bearer <key>` header; create a key with `hangar api-key create`"
+                .to_owned(),
+        )
+    })?;
+    let text = value.to_str().map_err(|_| {
+        ApiError::Unauthenticated("the Authorization header is not valid text".to_owned())
+    })?;
+    let token = text
+        .strip_prefix("Bearer ")
+        .or_else(|| text.strip_prefix("bearer "))
+        .ok_or_else(|| {
+            ApiError::Unauthenticated("the Authorization header must be `Bearer <key>`".to_owned())
+        })?
+        .trim();
+    if token.is_empty() {
+        return Err(ApiError::Unauthenticated(
+            "the bearer token is empty".to_owned(),
+        ));
+    }
+    Ok(token)
+}
+
+/// Resolves a bearer credential.
+pub async fn authenticate(store: &dyn Store, headers: &HeaderMap) -> ApiResult<Principal> {
+    let token = bearer(headers)?;
+    authenticate_token(store, token).await
+}
+
+/// Resolves a credential string.
+pub async fn authenticate_token(store: &dyn Store, token: &str) -> ApiResult<Principal> {
+    let now = Timestamp::now().unix_millis();
+    if token.starts_with(RUN_TOKEN_PREFIX) {
+        let exec = store.execution_by_token(&hash_secret(token)).await?;
+        let Some(exec) = exec.filter(|e| e.ended_at.is_none()) else {
+            return Err(ApiError::Unauthenticated(
+                "the run token is invalid or its execution has ended".to_owned(),
+            ));
+        };
+        let run = store.run_any_team(&exec.run_id).await?;
+        return Ok(Principal::RunToken {
+            team_id: run.team_id,
+            run_id: exec.run_id,
+            execution_id: exec.id,
+        });
+    }
+    if !token.starts_with(API_KEY_PREFIX) {
+        return Err(ApiError::Unauthenticated(format!(
+            "the API key is malformed: keys start with `{API_KEY_PREFIX}`"
+        )));
+    }
+    let key = store.api_key_by_hash(&hash_secret(token)).await?;
+    match key {
+        Some(k) if k.is_active(now) => Ok(Principal::ApiKey {
+            team_id: k.team_id,
+            user_id: k.user_id,
+            key_id: k.id,
+        }),
+        Some(k) if k.revoked_at.is_some() => Err(ApiError::Unauthenticated(format!(
+            "the API key `{}…` was revoked",
+            k.prefix
+        ))),
+        Some(k) => Err(ApiError::Unauthenticated(format!(
+            "the API key `{}…` has expired",
+            k.prefix
+        ))),
+        None => Err(ApiError::Unauthenticated(
+            "the API key is not valid".to_owned(),
+        )),
+    }
+}

@@ -1,0 +1,209 @@
+//! Server configuration: typed, with defaults, loaded from an optional YAML file.
+//! Precedence: defaults → file → flags (the CLI applies flags on top).
+
+use hangar_llm::ProvidersConfig;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Everything `hangar server` needs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Where the database and server files live.
+    pub data_dir: PathBuf,
+    /// URL clients and workers use to reach this server (default: from `listen`).
+    pub public_url: Option<String>,
+    /// Model providers by name; a model id is `<name>/<model>`.
+    pub providers: ProvidersConfig,
+    /// Model used when a run does not name one.
+    pub default_model: Option<String>,
+    /// Interval between WebSocket pings to workers and agents.
+    #[serde(with = "humantime_serde_compat")]
+    pub heartbeat_interval: Duration,
+    /// A worker that sent nothing for this long is disconnected.
+    #[serde(with = "humantime_serde_compat")]
+    pub read_timeout: Duration,
+    /// A disconnected worker that has not come back after this long is lost:
+    /// its running executions end in `ERROR`.
+    #[serde(with = "humantime_serde_compat")]
+    pub worker_lost_timeout: Duration,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Write the bootstrap credentials for the local CLI here (default: the
+    /// XDG config dir's `hangar/cli.json`). Set to an empty path to skip.
+    pub cli_config_path: Option<PathBuf>,
+    /// Whether the first start also reads `OPENAI_API_KEY`/`ANTHROPIC_API_KEY`.
+    pub providers_from_env: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7420)),
+            data_dir: default_data_dir(),
+            public_url: None,
+            providers: ProvidersConfig::default(),
+            default_model: None,
+            heartbeat_interval: Duration::from_secs(30),
+            read_timeout: Duration::from_secs(60),
+            worker_lost_timeout: Duration::from_secs(120),
+            max_body_bytes: 1024 * 1024,
+            cli_config_path: None,
+            providers_from_env: true,
+        }
+    }
+}
+
+/// `$XDG_DATA_HOME/hangar` (or `./.hangar` when no home is known).
+pub fn default_data_dir() -> PathBuf {
+    dirs::data_dir()
+        .map(|d| d.join("hangar"))
+        .unwrap_or_else(|| PathBuf::from(".hangar"))
+}
+
+/// `$XDG_CONFIG_HOME/hangar/cli.json`: where the local CLI finds its server and key.
+pub fn default_cli_config_path() -> Option<PathBuf> {
+    dirs::config_dir().map(|d| d.join("hangar").join("cli.json"))
+}
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// File.
+        path: PathBuf,
+        /// What serde said, with line and column.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl ServerConfig {
+    /// Loads a YAML file over the defaults.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config: ServerConfig =
+            serde_norway::from_str(&text).map_err(|e| ConfigError::Parse {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks ranges and relationships.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.heartbeat_interval.is_zero() {
+            return Err(ConfigError::Invalid(
+                "heartbeat_interval must be above zero".into(),
+            ));
+        }
+        if self.read_timeout <= self.heartbeat_interval {
+            return Err(ConfigError::Invalid(format!(
+                "read_timeout ({}) must be longer than heartbeat_interval ({})",
+                humantime::format_duration(self.read_timeout),
+                humantime::format_duration(self.heartbeat_interval)
+            )));
+        }
+        if self.max_body_bytes < 1024 {
+            return Err(ConfigError::Invalid(
+                "max_body_bytes must be at least 1024".into(),
+            ));
+        }
+        if let Some(url) = &self.public_url {
+            let parsed = url::Url::parse(url)
+                .map_err(|e| ConfigError::Invalid(format!("public_url `{url}`: {e}")))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(ConfigError::Invalid(format!(
+                    "public_url `{url}` must start with http:// or https://"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The base URL workers and clients should use.
+    pub fn public_url_for(&self, bound: SocketAddr) -> String {
+        match &self.public_url {
+            Some(u) => u.trim_end_matches('/').to_owned(),
+            None => {
+                let host = if bound.ip().is_unspecified() {
+                    "127.0.0.1".to_owned()
+                } else if bound.is_ipv6() {
+                    format!("[{}]", bound.ip())
+                } else {
+                    bound.ip().to_string()
+                };
+                format!("http://{host}:{}", bound.port())
+            }
+        }
+    }
+}
+
+/// `"30s"`-style durations in the config file.
+mod humantime_serde_compat {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "`{text}` is not a duration like `30s` or `5m`: {e}"
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.yaml");
+        std::fs::write(&path, "listen: 127.0.0.1:9000\nlisten_port: 3\n").unwrap();
+        let err = ServerConfig::from_file(&path).unwrap_err().to_string();
+        assert!(err.contains("listen_port"), "{err}");
+    }
+
+    #[test]
+    fn durations_parse_and_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.yaml");
+        std::fs::write(&path, "heartbeat_interval: 2s\nread_timeout: 6s\n").unwrap();
+        let c = ServerConfig::from_file(&path).unwrap();
+        assert_eq!(c.heartbeat_interval, Duration::from_secs(2));
+        std::fs::write(&path, "heartbeat_interval: 10s\nread_timeout: 5s\n").unwrap();
+        let err = ServerConfig::from_file(&path).unwrap_err().to_string();
+        assert!(err.contains("read_timeout"), "{err}");
+        std::fs::write(&path, "heartbeat_interval: soon\n").unwrap();
+        let err = ServerConfig::from_file(&path).unwrap_err().to_string();
+        assert!(err.contains("soon"), "{err}");
+    }
+}

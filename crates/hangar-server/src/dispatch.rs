@@ -1,0 +1,571 @@
+//! The dispatcher: matches queued runs to connected workers and applies what
+//! workers report.
+//!
+//! Routing is by team and exact `worker_host` (a run without a host goes to
+//! any worker of its team). A worker's advertised capacity is respected; a run
+//! with no matching worker stays `QUEUED` and is dispatched the moment one
+//! connects or frees a slot. Each assignment is an execution with its own id and
+//! run token; reports name their execution and a stale one changes nothing.
+
+use crate::auth::new_run_token;
+use hangar_protocol::worker::{
+    RunningTask, ServerToWorker, Task, TaskAssignment, TaskCancellation, TaskDefinition, TaskOwner,
+    WorkerHello,
+};
+use hangar_protocol::{
+    ENV_EXECUTION_ID, ENV_RUN_ID, ENV_RUN_TOKEN, ENV_SERVER_URL, ExecutionId, RunId, RunState,
+    Timestamp,
+};
+use hangar_store::{
+    ExecutionEnd, ExecutionRecord, ExecutionState, NewExecution, Outcome, RunRecord, Store,
+    StoreResult, Transition,
+};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+/// Frames queued to one worker connection.
+pub const WORKER_OUTBOX: usize = 1024;
+/// Queued runs examined per dispatch pass.
+const DISPATCH_BATCH: i64 = 256;
+
+/// A worker is identified by its team and its self-chosen id.
+pub type WorkerKey = (i64, String);
+
+/// What the server knows about a connected worker.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WorkerInfo {
+    /// Worker id.
+    pub worker_id: String,
+    /// Backend it runs tasks on.
+    pub backend: String,
+    /// Version it reported.
+    pub version: String,
+    /// Capacity (0 = unlimited).
+    pub max_concurrent_tasks: u32,
+    /// Executions it is running.
+    pub running_tasks: usize,
+    /// Taking no new work.
+    pub draining: bool,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Connection time.
+    pub connected_at: Timestamp,
+}
+
+struct Slot {
+    conn_id: u64,
+    tx: mpsc::Sender<ServerToWorker>,
+    capacity: u32,
+    active: HashSet<ExecutionId>,
+    draining: bool,
+    /// The worker refused for capacity: assign nothing until one of its executions ends.
+    refused: bool,
+    backend: String,
+    version: String,
+    labels: BTreeMap<String, String>,
+    connected_at: Timestamp,
+}
+
+impl Slot {
+    fn has_room(&self) -> bool {
+        !self.draining
+            && !self.refused
+            && (self.capacity == 0 || (self.active.len() as u32) < self.capacity)
+    }
+}
+
+#[derive(Default)]
+struct Registry {
+    workers: HashMap<WorkerKey, Slot>,
+    /// Workers that disconnected while running executions, and since when.
+    away: HashMap<WorkerKey, Instant>,
+    next_conn: u64,
+}
+
+/// Matches runs to workers. Shared by the REST API, the worker gateway and the dispatch loop.
+pub struct Dispatcher {
+    store: Arc<dyn Store>,
+    registry: Mutex<Registry>,
+    wake: Notify,
+    public_url: String,
+    lost_timeout: Duration,
+}
+
+/// A registered connection; dropping it does not unregister (call [`Dispatcher::disconnect`]).
+#[derive(Debug, Clone)]
+pub struct Registration {
+    /// The worker.
+    pub key: WorkerKey,
+    /// This connection's id (a reconnect gets a new one).
+    pub conn_id: u64,
+}
+
+impl Dispatcher {
+    /// A dispatcher over `store`; `public_url` is handed to tasks as the server URL.
+    pub fn new(store: Arc<dyn Store>, public_url: String, lost_timeout: Duration) -> Arc<Self> {
+        Arc::new(Dispatcher {
+            store,
+            registry: Mutex::new(Registry::default()),
+            wake: Notify::new(),
+            public_url,
+            lost_timeout,
+        })
+    }
+
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        // A panic while holding the lock cannot leave the maps half-updated in a
+        // way that matters more than losing dispatch entirely, so recover.
+        self.registry.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Asks the loop to look at the queue now.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Connected workers of a team.
+    pub fn workers(&self, team_id: i64) -> Vec<WorkerInfo> {
+        let reg = self.registry();
+        let mut list: Vec<WorkerInfo> = reg
+            .workers
+            .iter()
+            .filter(|((team, _), _)| *team == team_id)
+            .map(|((_, id), s)| WorkerInfo {
+                worker_id: id.clone(),
+                backend: s.backend.clone(),
+                version: s.version.clone(),
+                max_concurrent_tasks: s.capacity,
+                running_tasks: s.active.len(),
+                draining: s.draining,
+                labels: s.labels.clone(),
+                connected_at: s.connected_at,
+            })
+            .collect();
+        list.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
+        list
+    }
+
+    /// Whether no worker of the team that could take `host` has room.
+    pub fn at_capacity(&self, team_id: i64, host: Option<&str>) -> bool {
+        let reg = self.registry();
+        !reg.workers
+            .iter()
+            .any(|((team, id), s)| *team == team_id && host.is_none_or(|h| h == id) && s.has_room())
+    }
+
+    /// Registers a connection, replacing an older one of the same worker, and
+    /// reconciles the executions the store thinks it runs with what it reports.
+    pub async fn connect(
+        &self,
+        team_id: i64,
+        worker_id: &str,
+        tx: mpsc::Sender<ServerToWorker>,
+        hello: Option<WorkerHello>,
+    ) -> StoreResult<Registration> {
+        let key: WorkerKey = (team_id, worker_id.to_owned());
+        let live: Vec<ExecutionRecord> = {
+            let mut mine = Vec::new();
+            for exec in self.store.live_executions(worker_id).await? {
+                let run = self.store.run_any_team(&exec.run_id).await?;
+                if run.team_id == team_id {
+                    mine.push((exec, run));
+                }
+            }
+            let reported: Option<HashSet<&str>> = hello
+                .as_ref()
+                .map(|h| h.running.iter().map(|r| r.execution_id.as_str()).collect());
+            let now = Timestamp::now().unix_millis();
+            let mut keep = Vec::new();
+            for (exec, run) in mine {
+                let still_running = reported
+                    .as_ref()
+                    .is_none_or(|r| r.contains(exec.id.as_str()));
+                if still_running {
+                    if run.state.is_terminal() {
+                        // Cancelled while the worker was away: tell it now.
+                        let _ = tx.try_send(ServerToWorker::TaskCancellation(TaskCancellation {
+                            task_id: run.id.0.clone(),
+                        }));
+                    }
+                    keep.push(exec);
+                } else if exec.state == ExecutionState::Assigned {
+                    // Never claimed, and the worker does not have it: queue the run again.
+                    self.store
+                        .reject(&exec.run_id, &exec.id, "worker restarted", now)
+                        .await?;
+                } else {
+                    let end = ExecutionEnd {
+                        outcome: Outcome {
+                            state: RunState::Error,
+                            message: format!(
+                                "worker `{worker_id}` restarted and no longer runs this task"
+                            ),
+                            error_code: Some("resource_unavailable".to_owned()),
+                        },
+                        exit_code: None,
+                        failure_reason: Some("unknown".to_owned()),
+                        at: now,
+                    };
+                    self.store
+                        .finish_execution(&exec.run_id, &exec.id, &end)
+                        .await?;
+                }
+            }
+            // Executions the worker still runs but the server already ended: stop them.
+            if let Some(h) = &hello {
+                let known: HashSet<&str> = keep.iter().map(|e| e.id.as_str()).collect();
+                for RunningTask {
+                    task_id,
+                    execution_id,
+                } in &h.running
+                {
+                    if !known.contains(execution_id.as_str()) {
+                        let _ = tx.try_send(ServerToWorker::TaskCancellation(TaskCancellation {
+                            task_id: task_id.clone(),
+                        }));
+                    }
+                }
+            }
+            keep
+        };
+        let mut reg = self.registry();
+        reg.next_conn += 1;
+        let conn_id = reg.next_conn;
+        let (capacity, backend, version, labels) = match hello {
+            Some(h) => (h.max_concurrent_tasks, h.backend, h.version, h.labels),
+            None => (
+                0,
+                "unknown".to_owned(),
+                "unknown".to_owned(),
+                BTreeMap::new(),
+            ),
+        };
+        reg.away.remove(&key);
+        reg.workers.insert(
+            key.clone(),
+            Slot {
+                conn_id,
+                tx,
+                capacity,
+                active: live.into_iter().map(|e| e.id).collect(),
+                draining: false,
+                refused: false,
+                backend,
+                version,
+                labels,
+                connected_at: Timestamp::now(),
+            },
+        );
+        drop(reg);
+        tracing::info!(team_id, worker_id, conn_id, capacity, "worker connected");
+        self.wake();
+        Ok(Registration { key, conn_id })
+    }
+
+    /// Unregisters a connection (unless a newer one replaced it). Its live
+    /// executions are kept; they are lost only if it stays away too long.
+    pub fn disconnect(&self, reg_: &Registration) {
+        let mut reg = self.registry();
+        let current = reg.workers.get(&reg_.key).map(|s| s.conn_id);
+        if current == Some(reg_.conn_id) {
+            if let Some(slot) = reg.workers.remove(&reg_.key)
+                && !slot.active.is_empty()
+            {
+                reg.away.insert(reg_.key.clone(), Instant::now());
+            }
+            tracing::info!(worker_id = %reg_.key.1, conn_id = reg_.conn_id, "worker disconnected");
+        }
+    }
+
+    /// Marks a worker as draining: it gets no new work.
+    pub fn set_draining(&self, key: &WorkerKey) {
+        if let Some(slot) = self.registry().workers.get_mut(key) {
+            slot.draining = true;
+        }
+    }
+
+    /// Remembers workers that had live executions before a restart, so they
+    /// are declared lost if they never come back.
+    pub async fn recover(&self) -> StoreResult<()> {
+        let live = self.store.all_live_executions().await?;
+        let mut reg = self.registry();
+        for (team, exec) in live {
+            reg.away
+                .entry((team, exec.worker_id.clone()))
+                .or_insert_with(Instant::now);
+        }
+        Ok(())
+    }
+
+    /// Sends a cancellation to the worker running `exec`, if connected.
+    pub fn send_cancellation(&self, team_id: i64, exec: &ExecutionRecord) {
+        let reg = self.registry();
+        if let Some(slot) = reg.workers.get(&(team_id, exec.worker_id.clone())) {
+            let msg = ServerToWorker::TaskCancellation(TaskCancellation {
+                task_id: exec.run_id.0.clone(),
+            });
+            if slot.tx.try_send(msg).is_err() {
+                tracing::warn!(worker_id = %exec.worker_id, run_id = %exec.run_id, "cancellation not delivered: worker outbox full or closed; it is resent when the worker reconnects");
+            }
+        }
+    }
+
+    /// Frees the slot held by an execution that ended.
+    pub fn release(&self, key: &WorkerKey, exec: &ExecutionId) {
+        let mut reg = self.registry();
+        if let Some(slot) = reg.workers.get_mut(key) {
+            slot.active.remove(exec);
+            slot.refused = false;
+        }
+        drop(reg);
+        self.wake();
+    }
+
+    /// The worker refused an assignment for capacity: stop assigning to it until a slot frees.
+    pub fn refused(&self, key: &WorkerKey, exec: &ExecutionId) {
+        let mut reg = self.registry();
+        if let Some(slot) = reg.workers.get_mut(key) {
+            slot.active.remove(exec);
+            slot.refused = true;
+        }
+        drop(reg);
+        self.wake();
+    }
+
+    /// Runs the dispatch loop until `shutdown`.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let tick =
+            (self.lost_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+        let mut failures = 0u32;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(tick) => {
+                    if let Err(e) = self.sweep_lost().await {
+                        tracing::warn!(error = %e, "lost-worker sweep failed");
+                    }
+                }
+            }
+            match self.dispatch_pending().await {
+                Ok(()) => failures = 0,
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    tracing::warn!(error = %e, "dispatch pass failed; retrying");
+                    let backoff = Duration::from_millis(50u64 << failures.min(6));
+                    tokio::time::sleep(backoff).await;
+                    self.wake();
+                }
+            }
+        }
+    }
+
+    fn any_room(&self) -> bool {
+        self.registry().workers.values().any(Slot::has_room)
+    }
+
+    /// Picks a worker for `run` and reserves a slot on it.
+    fn reserve(
+        &self,
+        run: &RunRecord,
+        exec: &ExecutionId,
+    ) -> Option<(String, mpsc::Sender<ServerToWorker>)> {
+        let mut reg = self.registry();
+        let key = match run.worker_host() {
+            Some(host) => {
+                let key = (run.team_id, host.to_owned());
+                reg.workers.get(&key).filter(|s| s.has_room())?;
+                key
+            }
+            None => reg
+                .workers
+                .iter()
+                .filter(|((team, _), s)| *team == run.team_id && s.has_room())
+                .min_by_key(|(_, s)| s.active.len())
+                .map(|(k, _)| k.clone())?,
+        };
+        let slot = reg.workers.get_mut(&key)?;
+        slot.active.insert(exec.clone());
+        Some((key.1, slot.tx.clone()))
+    }
+
+    async fn dispatch_pending(&self) -> StoreResult<()> {
+        loop {
+            if !self.any_room() {
+                return Ok(());
+            }
+            let queued = self.store.queued_runs(DISPATCH_BATCH).await?;
+            let full_batch = queued.len() as i64 == DISPATCH_BATCH;
+            let mut assigned = 0usize;
+            for run in queued {
+                let exec_id = ExecutionId::generate();
+                let Some((worker_id, tx)) = self.reserve(&run, &exec_id) else {
+                    continue;
+                };
+                let key = (run.team_id, worker_id.clone());
+                let (token, token_hash) = new_run_token();
+                let now = Timestamp::now();
+                let placed = self
+                    .store
+                    .assign(NewExecution {
+                        id: exec_id.clone(),
+                        run_id: run.id.clone(),
+                        worker_id: worker_id.clone(),
+                        token_hash,
+                        created_at: now.unix_millis(),
+                    })
+                    .await;
+                match placed {
+                    Ok(Transition::Applied) => {
+                        let assignment = self.assignment(&run, &exec_id, token);
+                        if tx
+                            .try_send(ServerToWorker::TaskAssignment(Box::new(assignment)))
+                            .is_err()
+                        {
+                            // The connection went away between reserve and send; the
+                            // lost-worker sweep queues the run again if it does not return.
+                            tracing::warn!(run_id = %run.id, worker_id, "assignment not delivered");
+                        }
+                        tracing::debug!(run_id = %run.id, execution_id = %exec_id, worker_id, "assigned");
+                        assigned += 1;
+                    }
+                    Ok(_) => self.unreserve(&key, &exec_id),
+                    Err(e) => {
+                        self.unreserve(&key, &exec_id);
+                        return Err(e);
+                    }
+                }
+            }
+            if assigned == 0 || !full_batch {
+                return Ok(());
+            }
+        }
+    }
+
+    fn unreserve(&self, key: &WorkerKey, exec: &ExecutionId) {
+        if let Some(slot) = self.registry().workers.get_mut(key) {
+            slot.active.remove(exec);
+        }
+    }
+
+    fn assignment(&self, run: &RunRecord, exec: &ExecutionId, token: String) -> TaskAssignment {
+        let created = Timestamp::from_unix_millis(run.created_at);
+        let mut env = BTreeMap::new();
+        env.insert(ENV_RUN_TOKEN.to_owned(), token);
+        env.insert(ENV_RUN_ID.to_owned(), run.id.0.clone());
+        env.insert(ENV_EXECUTION_ID.to_owned(), exec.0.clone());
+        env.insert(ENV_SERVER_URL.to_owned(), self.public_url.clone());
+        env.insert("GIT_TERMINAL_PROMPT".to_owned(), "0".to_owned());
+        env.insert("GH_PROMPT_DISABLED".to_owned(), "1".to_owned());
+        TaskAssignment {
+            task_id: run.id.0.clone(),
+            execution_id: exec.0.clone(),
+            task: Task {
+                id: run.id.0.clone(),
+                title: run.title.clone(),
+                task_definition: TaskDefinition {
+                    prompt: run.prompt.clone(),
+                },
+                created_at: created,
+                updated_at: Timestamp::from_unix_millis(run.updated_at),
+                owner: TaskOwner {
+                    kind: "TEAM".to_owned(),
+                    id: run.team_id,
+                },
+                agent_config_snapshot: Some(run.config.clone()),
+                agent_conversation_id: None,
+            },
+            docker_image: None,
+            sidecar_image: None,
+            env_vars: env,
+            additional_sidecars: Vec::new(),
+            additional_oz_args: Vec::new(),
+            instance_shape: None,
+        }
+    }
+
+    /// Declares workers lost that stayed away longer than the timeout.
+    async fn sweep_lost(&self) -> StoreResult<()> {
+        let expired: Vec<WorkerKey> = {
+            let reg = self.registry();
+            reg.away
+                .iter()
+                .filter(|(k, since)| {
+                    !reg.workers.contains_key(*k) && since.elapsed() >= self.lost_timeout
+                })
+                .map(|(k, _)| k.clone())
+                .collect()
+        };
+        for key in expired {
+            let (team_id, worker_id) = &key;
+            let now = Timestamp::now().unix_millis();
+            for exec in self.store.live_executions(worker_id).await? {
+                let run = self.store.run_any_team(&exec.run_id).await?;
+                if run.team_id != *team_id {
+                    continue;
+                }
+                if exec.state == ExecutionState::Assigned {
+                    self.store
+                        .reject(&exec.run_id, &exec.id, "worker lost before claiming", now)
+                        .await?;
+                    continue;
+                }
+                let end = ExecutionEnd {
+                    outcome: Outcome {
+                        state: RunState::Error,
+                        message: format!(
+                            "lost contact with worker `{worker_id}` for more than {}",
+                            humantime::format_duration(self.lost_timeout)
+                        ),
+                        error_code: Some("resource_unavailable".to_owned()),
+                    },
+                    exit_code: None,
+                    failure_reason: Some("unknown".to_owned()),
+                    at: now,
+                };
+                self.store
+                    .finish_execution(&exec.run_id, &exec.id, &end)
+                    .await?;
+                tracing::warn!(run_id = %exec.run_id, worker_id, "worker lost; run marked ERROR");
+            }
+            self.registry().away.remove(&key);
+        }
+        self.wake();
+        Ok(())
+    }
+
+    /// Resolves the execution a worker report refers to: the one it names, or
+    /// (for Oz workers that do not send it) the run's current one. Only
+    /// executions of this worker are accepted.
+    pub async fn resolve_execution(
+        &self,
+        key: &WorkerKey,
+        task_id: &str,
+        execution_id: Option<&str>,
+    ) -> StoreResult<Option<ExecutionRecord>> {
+        let exec_id = match execution_id.filter(|e| !e.is_empty()) {
+            Some(e) => ExecutionId(e.to_owned()),
+            None => match self.store.run_any_team(&RunId(task_id.to_owned())).await {
+                Ok(run) => match run.current_execution_id {
+                    Some(e) => e,
+                    None => return Ok(None),
+                },
+                Err(hangar_store::StoreError::NotFound) => return Ok(None),
+                Err(e) => return Err(e),
+            },
+        };
+        let exec = match self.store.execution(&exec_id).await {
+            Ok(e) => e,
+            Err(hangar_store::StoreError::NotFound) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if exec.worker_id != key.1 || exec.run_id.0 != task_id {
+            return Ok(None);
+        }
+        let run = self.store.run_any_team(&exec.run_id).await?;
+        Ok((run.team_id == key.0).then_some(exec))
+    }
+}

@@ -1,0 +1,238 @@
+//! The session hub: agents stream their events here
+//! (`GET /api/v1/agent/runs/{id}/session?execution_id=…`, run token), the
+//! server commits each event once per `(run, execution, seq)` and acks it, and
+//! control messages (`cancel`, `followup`) go back down the same socket.
+
+use crate::AppState;
+use crate::auth::{Principal, authenticate};
+use crate::error::ApiError;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use futures::{SinkExt, StreamExt};
+use hangar_protocol::session::{Ack, AgentToServer, EventBody, ServerToAgent, SessionEvent};
+use hangar_protocol::{Envelope, ExecutionId, RunId};
+use hangar_store::Outcome;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::mpsc;
+
+/// Control frames queued to one agent.
+const SESSION_OUTBOX: usize = 256;
+/// Largest frame accepted from an agent.
+const MAX_FRAME_BYTES: usize = 4 * 1024 * 1024;
+
+struct Attached {
+    conn_id: u64,
+    execution_id: ExecutionId,
+    tx: mpsc::Sender<ServerToAgent>,
+}
+
+/// Live agent connections by run.
+#[derive(Default)]
+pub struct SessionHub {
+    agents: Mutex<HashMap<RunId, Attached>>,
+    next_conn: std::sync::atomic::AtomicU64,
+}
+
+impl SessionHub {
+    /// A new hub.
+    pub fn new() -> Arc<Self> {
+        Arc::new(SessionHub::default())
+    }
+
+    fn agents(&self) -> MutexGuard<'_, HashMap<RunId, Attached>> {
+        self.agents.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Tells the run's agent to stop, if it is connected.
+    pub fn cancel(&self, run: &RunId) {
+        if let Some(a) = self.agents().get(run) {
+            let _ = a.tx.try_send(ServerToAgent::Cancel);
+        }
+    }
+
+    /// Forgets the run's agent (its execution ended).
+    pub fn close(&self, run: &RunId) {
+        self.agents().remove(run);
+    }
+
+    fn attach(
+        &self,
+        run: &RunId,
+        execution_id: ExecutionId,
+        tx: mpsc::Sender<ServerToAgent>,
+    ) -> u64 {
+        let conn_id = self
+            .next_conn
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.agents().insert(
+            run.clone(),
+            Attached {
+                conn_id,
+                execution_id,
+                tx,
+            },
+        );
+        conn_id
+    }
+
+    fn detach(&self, run: &RunId, conn_id: u64) {
+        let mut agents = self.agents();
+        if agents.get(run).is_some_and(|a| a.conn_id == conn_id) {
+            agents.remove(run);
+        }
+    }
+
+    /// The execution whose agent is connected for a run.
+    pub fn connected_execution(&self, run: &RunId) -> Option<ExecutionId> {
+        self.agents().get(run).map(|a| a.execution_id.clone())
+    }
+}
+
+/// Upgrades an agent's session stream.
+pub async fn session_socket(
+    State(app): State<AppState>,
+    Path(run_id): Path<String>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let principal = match authenticate(app.store.as_ref(), &headers).await {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let Principal::RunToken {
+        run_id: token_run,
+        execution_id,
+        ..
+    } = principal
+    else {
+        return ApiError::Forbidden(
+            "the session stream is written by the run's agent with its run token".into(),
+        )
+        .into_response();
+    };
+    if token_run.0 != run_id {
+        return ApiError::run_not_found(&run_id).into_response();
+    }
+    if let Some(asked) = query.get("execution_id")
+        && asked != execution_id.as_str()
+    {
+        return ApiError::Forbidden(format!(
+            "the run token belongs to execution `{execution_id}`, not `{asked}`"
+        ))
+        .into_response();
+    }
+    let Ok(ws) = ws else {
+        return ApiError::BadRequest("this endpoint speaks WebSocket".into()).into_response();
+    };
+    ws.max_message_size(MAX_FRAME_BYTES)
+        .on_upgrade(move |socket| agent_connection(app, token_run, execution_id, socket))
+}
+
+async fn agent_connection(app: AppState, run: RunId, exec: ExecutionId, socket: WebSocket) {
+    let (mut sink, mut stream) = socket.split();
+    let last = match app.store.last_seq(&run, &exec).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, run_id = %run, "cannot read session position");
+            let _ = sink.send(Message::Close(None)).await;
+            return;
+        }
+    };
+    let (tx, mut rx) = mpsc::channel::<ServerToAgent>(SESSION_OUTBOX);
+    if tx.try_send(ServerToAgent::Ack(Ack { seq: last })).is_err() {
+        return;
+    }
+    let conn_id = app.sessions.attach(&run, exec.clone(), tx.clone());
+    // Cancelled before the agent connected: tell it at once.
+    if let Ok(r) = app.store.run_any_team(&run).await
+        && r.state == hangar_protocol::RunState::Cancelled
+    {
+        let _ = tx.try_send(ServerToAgent::Cancel);
+    }
+
+    let heartbeat = app.config.heartbeat_interval;
+    let writer = tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(heartbeat);
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                msg = rx.recv() => {
+                    let Some(msg) = msg else { break };
+                    if sink.send(Message::Text(msg.to_envelope().to_text().into())).await.is_err() { break; }
+                }
+                _ = ticker.tick() => {
+                    if sink.send(Message::Ping(Vec::new().into())).await.is_err() { break; }
+                }
+            }
+        }
+        let _ = sink.close().await;
+    });
+
+    let read_timeout = app.config.read_timeout;
+    loop {
+        let next = tokio::select! {
+            n = tokio::time::timeout(read_timeout, stream.next()) => n,
+            _ = app.shutdown.cancelled() => break,
+        };
+        let text = match next {
+            Ok(Some(Ok(Message::Text(text)))) => text,
+            Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) | Err(_) => break,
+            Ok(Some(Ok(_))) => continue,
+        };
+        let event = match Envelope::parse(&text).and_then(AgentToServer::from_envelope) {
+            Ok(Some(AgentToServer::Event(e))) => e,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, run_id = %run, "ignoring undecodable session frame");
+                continue;
+            }
+        };
+        match commit(&app, &run, &exec, event).await {
+            Ok(seq) => {
+                if tx.send(ServerToAgent::Ack(Ack { seq })).await.is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                // Not acked: the agent keeps it spooled and resends after reconnecting.
+                tracing::error!(error = %e, run_id = %run, "could not store session event");
+                break;
+            }
+        }
+    }
+    app.sessions.detach(&run, conn_id);
+    drop(tx);
+    let _ = writer.await;
+}
+
+async fn commit(
+    app: &AppState,
+    run: &RunId,
+    exec: &ExecutionId,
+    event: SessionEvent,
+) -> hangar_store::StoreResult<u64> {
+    let outcome = match &event.body {
+        EventBody::Status {
+            state: Some(state),
+            message,
+        } if state.is_terminal() => Some(Outcome {
+            state: *state,
+            message: message.clone(),
+            error_code: None,
+        }),
+        _ => None,
+    };
+    let seq = app
+        .store
+        .append_events(run, exec, std::slice::from_ref(&event))
+        .await?;
+    if let Some(outcome) = outcome {
+        let t = app.store.report_outcome(run, exec, &outcome).await?;
+        tracing::info!(run_id = %run, state = %outcome.state, transition = ?t, "agent reported outcome");
+    }
+    Ok(seq)
+}

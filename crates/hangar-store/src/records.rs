@@ -1,0 +1,317 @@
+//! Records stored and returned by the store traits.
+
+use hangar_protocol::{
+    AgentConfig, ExecutionId, RunExecutionLocation, RunId, RunSourceType, RunState,
+};
+
+/// A team.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TeamRecord {
+    /// Numeric id.
+    pub id: i64,
+    /// Public id.
+    pub uid: String,
+    /// Name.
+    pub name: String,
+}
+
+/// A new user.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    /// Public id.
+    pub uid: String,
+    /// Team.
+    pub team_id: i64,
+    /// Email.
+    pub email: Option<String>,
+    /// Display name.
+    pub display_name: String,
+    /// `admin` or `member`.
+    pub role: String,
+}
+
+/// A user.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserRecord {
+    /// Numeric id.
+    pub id: i64,
+    /// Public id.
+    pub uid: String,
+    /// Team.
+    pub team_id: i64,
+    /// Email.
+    pub email: Option<String>,
+    /// Display name.
+    pub display_name: String,
+    /// Role.
+    pub role: String,
+}
+
+/// A new API key (only its hash is stored).
+#[derive(Debug, Clone)]
+pub struct NewApiKey {
+    /// Key id.
+    pub id: String,
+    /// Team.
+    pub team_id: i64,
+    /// Owning user, for personal keys.
+    pub user_id: Option<i64>,
+    /// Name.
+    pub name: String,
+    /// Visible prefix.
+    pub prefix: String,
+    /// SHA-256 of the secret.
+    pub hash: Vec<u8>,
+    /// Creation (ms).
+    pub created_at: i64,
+    /// Expiry (ms).
+    pub expires_at: Option<i64>,
+}
+
+/// A stored API key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiKeyRecord {
+    /// Key id.
+    pub id: String,
+    /// Team.
+    pub team_id: i64,
+    /// Owning user.
+    pub user_id: Option<i64>,
+    /// Name.
+    pub name: String,
+    /// Visible prefix.
+    pub prefix: String,
+    /// Creation (ms).
+    pub created_at: i64,
+    /// Expiry (ms).
+    pub expires_at: Option<i64>,
+    /// Revocation (ms).
+    pub revoked_at: Option<i64>,
+}
+
+impl ApiKeyRecord {
+    /// Whether the key may be used at `now` (ms).
+    pub fn is_active(&self, now: i64) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|e| e > now)
+    }
+}
+
+/// A run to create.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    /// Id.
+    pub id: RunId,
+    /// Team.
+    pub team_id: i64,
+    /// Creator.
+    pub creator_user_id: Option<i64>,
+    /// Title.
+    pub title: String,
+    /// Prompt.
+    pub prompt: String,
+    /// Source.
+    pub source: RunSourceType,
+    /// Location.
+    pub execution_location: RunExecutionLocation,
+    /// Resolved configuration (model filled in).
+    pub config: AgentConfig,
+    /// Creation (ms).
+    pub created_at: i64,
+}
+
+/// A stored run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRecord {
+    /// Id.
+    pub id: RunId,
+    /// Team.
+    pub team_id: i64,
+    /// Creator.
+    pub creator_user_id: Option<i64>,
+    /// Title.
+    pub title: String,
+    /// Prompt.
+    pub prompt: String,
+    /// State.
+    pub state: RunState,
+    /// Source.
+    pub source: RunSourceType,
+    /// Location.
+    pub execution_location: RunExecutionLocation,
+    /// Configuration.
+    pub config: AgentConfig,
+    /// Creation (ms).
+    pub created_at: i64,
+    /// Last change (ms).
+    pub updated_at: i64,
+    /// Start of work (ms).
+    pub started_at: Option<i64>,
+    /// Status message.
+    pub status_message: Option<String>,
+    /// Error code for error states.
+    pub error_code: Option<String>,
+    /// Current (latest) execution.
+    pub current_execution_id: Option<ExecutionId>,
+    /// Whether the current execution's sandbox is live.
+    pub sandbox_running: bool,
+    /// Prompt tokens used.
+    pub prompt_tokens: i64,
+    /// Completion tokens used.
+    pub completion_tokens: i64,
+    /// Inference cost.
+    pub inference_cost: f64,
+}
+
+impl RunRecord {
+    /// The worker a run must go to, if any.
+    pub fn worker_host(&self) -> Option<&str> {
+        self.config.worker_host.as_deref()
+    }
+}
+
+/// Sort field of a run listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RunSort {
+    /// Last update (default).
+    #[default]
+    UpdatedAt,
+    /// Creation.
+    CreatedAt,
+}
+
+/// Filters and paging of a run listing.
+#[derive(Debug, Clone, Default)]
+pub struct RunQuery {
+    /// Match any of these states (empty = all).
+    pub states: Vec<RunState>,
+    /// Source.
+    pub source: Option<RunSourceType>,
+    /// Sort field.
+    pub sort: RunSort,
+    /// Ascending instead of descending.
+    pub ascending: bool,
+    /// Page size.
+    pub limit: i64,
+    /// Continue after this (sort key, id).
+    pub after: Option<(i64, String)>,
+}
+
+/// One page of runs.
+#[derive(Debug, Clone)]
+pub struct RunPage {
+    /// The runs.
+    pub runs: Vec<RunRecord>,
+    /// Key of the last run when more exist.
+    pub next: Option<(i64, String)>,
+}
+
+/// An assignment to record.
+#[derive(Debug, Clone)]
+pub struct NewExecution {
+    /// Execution id.
+    pub id: ExecutionId,
+    /// Run.
+    pub run_id: RunId,
+    /// Worker.
+    pub worker_id: String,
+    /// SHA-256 of the run token.
+    pub token_hash: Vec<u8>,
+    /// Time (ms).
+    pub created_at: i64,
+}
+
+/// Lifecycle of one execution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecutionState {
+    /// Sent to a worker.
+    Assigned,
+    /// Worker accepted.
+    Claimed,
+    /// Agent running.
+    Started,
+    /// Over.
+    Ended,
+}
+
+impl ExecutionState {
+    /// Storage name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutionState::Assigned => "assigned",
+            ExecutionState::Claimed => "claimed",
+            ExecutionState::Started => "started",
+            ExecutionState::Ended => "ended",
+        }
+    }
+
+    /// Parses a storage name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "assigned" => ExecutionState::Assigned,
+            "claimed" => ExecutionState::Claimed,
+            "started" => ExecutionState::Started,
+            "ended" => ExecutionState::Ended,
+            _ => return None,
+        })
+    }
+}
+
+/// A stored execution.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecutionRecord {
+    /// Id.
+    pub id: ExecutionId,
+    /// Run.
+    pub run_id: RunId,
+    /// Worker.
+    pub worker_id: String,
+    /// State.
+    pub state: ExecutionState,
+    /// Creation (ms).
+    pub created_at: i64,
+    /// End (ms).
+    pub ended_at: Option<i64>,
+    /// Exit code.
+    pub exit_code: Option<i32>,
+    /// Failure label.
+    pub failure_reason: Option<String>,
+    /// Message.
+    pub message: Option<String>,
+}
+
+/// A terminal outcome for a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// Terminal state.
+    pub state: RunState,
+    /// Status message.
+    pub message: String,
+    /// Error code (`PlatformErrorCode` name) for failures.
+    pub error_code: Option<String>,
+}
+
+/// How an execution ended, as the worker reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecutionEnd {
+    /// Outcome for the run, if it is not terminal yet.
+    pub outcome: Outcome,
+    /// Exit code.
+    pub exit_code: Option<i32>,
+    /// Failure label.
+    pub failure_reason: Option<String>,
+    /// Time (ms).
+    pub at: i64,
+}
+
+/// What a conditional state change did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// The change happened.
+    Applied,
+    /// The execution is not the run's current one; nothing changed.
+    Stale,
+    /// The run is already in a terminal state; nothing changed.
+    AlreadyTerminal,
+    /// Nothing to do (already in that state, duplicate report).
+    Unchanged,
+}

@@ -1,0 +1,856 @@
+//! The embedded SQLite store: WAL journal, `synchronous=FULL`, one file in the data directory.
+
+use crate::*;
+use hangar_protocol::session::SessionEvent;
+use hangar_protocol::{RunExecutionLocation, RunSourceType, Timestamp};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{AssertSqlSafe, Row, SqlSafeStr};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "init",
+    include_str!("../migrations/sqlite/0001_init.sql"),
+)];
+
+const RUN_COLUMNS: &str = "id, team_id, creator_user_id, title, prompt, state, source, \
+    execution_location, config, created_at, updated_at, started_at, status_message, error_code, \
+    current_execution_id, sandbox_running, prompt_tokens, completion_tokens, inference_cost";
+
+const EXECUTION_COLUMNS: &str =
+    "id, run_id, worker_id, state, created_at, ended_at, exit_code, failure_reason, message";
+
+/// SQLite implementation of [`Store`].
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+fn migrator() -> Migrator {
+    let migrations = MIGRATIONS
+        .iter()
+        .map(|(version, name, sql)| {
+            Migration::new(
+                *version,
+                (*name).into(),
+                MigrationType::Simple,
+                sql.into_sql_str(),
+                false,
+            )
+        })
+        .collect();
+    Migrator::with_migrations(migrations)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and runs migrations.
+    pub async fn open(path: &Path) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        Self::with_options(options, 8).await
+    }
+
+    /// An in-memory database (tests).
+    pub async fn in_memory() -> StoreResult<Self> {
+        let options = SqliteConnectOptions::from_str("sqlite::memory:")
+            .map_err(StoreError::Database)?
+            .foreign_keys(true);
+        // One connection: every connection to `:memory:` is a separate database.
+        Self::with_options(options, 1).await
+    }
+
+    async fn with_options(options: SqliteConnectOptions, max: u32) -> StoreResult<Self> {
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        migrator().run(&pool).await?;
+        Ok(SqliteStore { pool })
+    }
+}
+
+fn parse_state(s: &str) -> StoreResult<RunState> {
+    RunState::parse(s).ok_or_else(|| StoreError::Corrupt(format!("unknown run state `{s}`")))
+}
+
+fn run_from_row(row: &SqliteRow) -> StoreResult<RunRecord> {
+    let state: String = row.try_get("state")?;
+    let source: String = row.try_get("source")?;
+    let location: String = row.try_get("execution_location")?;
+    let config: String = row.try_get("config")?;
+    let current: Option<String> = row.try_get("current_execution_id")?;
+    Ok(RunRecord {
+        id: RunId(row.try_get("id")?),
+        team_id: row.try_get("team_id")?,
+        creator_user_id: row.try_get("creator_user_id")?,
+        title: row.try_get("title")?,
+        prompt: row.try_get("prompt")?,
+        state: parse_state(&state)?,
+        source: RunSourceType::parse(&source)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown source `{source}`")))?,
+        execution_location: if location == "LOCAL" {
+            RunExecutionLocation::Local
+        } else {
+            RunExecutionLocation::Remote
+        },
+        config: serde_json::from_str(&config)
+            .map_err(|e| StoreError::Corrupt(format!("run config: {e}")))?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        started_at: row.try_get("started_at")?,
+        status_message: row.try_get("status_message")?,
+        error_code: row.try_get("error_code")?,
+        current_execution_id: current.map(ExecutionId),
+        sandbox_running: row.try_get::<i64, _>("sandbox_running")? != 0,
+        prompt_tokens: row.try_get("prompt_tokens")?,
+        completion_tokens: row.try_get("completion_tokens")?,
+        inference_cost: row.try_get("inference_cost")?,
+    })
+}
+
+fn execution_from_row(row: &SqliteRow) -> StoreResult<ExecutionRecord> {
+    let state: String = row.try_get("state")?;
+    Ok(ExecutionRecord {
+        id: ExecutionId(row.try_get("id")?),
+        run_id: RunId(row.try_get("run_id")?),
+        worker_id: row.try_get("worker_id")?,
+        state: ExecutionState::parse(&state)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown execution state `{state}`")))?,
+        created_at: row.try_get("created_at")?,
+        ended_at: row.try_get("ended_at")?,
+        exit_code: row.try_get("exit_code")?,
+        failure_reason: row.try_get("failure_reason")?,
+        message: row.try_get("message")?,
+    })
+}
+
+fn api_key_from_row(row: &SqliteRow) -> StoreResult<ApiKeyRecord> {
+    Ok(ApiKeyRecord {
+        id: row.try_get("id")?,
+        team_id: row.try_get("team_id")?,
+        user_id: row.try_get("user_id")?,
+        name: row.try_get("name")?,
+        prefix: row.try_get("prefix")?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
+impl SqliteStore {
+    /// Explains why a conditional run update matched no row.
+    async fn why_not(&self, run: &RunId, exec: &ExecutionId) -> StoreResult<Transition> {
+        let row = sqlx::query("SELECT state, current_execution_id FROM runs WHERE id = ?")
+            .bind(run.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else {
+            return Err(StoreError::NotFound);
+        };
+        let state = parse_state(&row.try_get::<String, _>("state")?)?;
+        let current: Option<String> = row.try_get("current_execution_id")?;
+        Ok(if current.as_deref() != Some(exec.as_str()) {
+            Transition::Stale
+        } else if state.is_terminal() {
+            Transition::AlreadyTerminal
+        } else {
+            Transition::Unchanged
+        })
+    }
+}
+
+#[async_trait]
+impl TeamStore for SqliteStore {
+    async fn team_count(&self) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM teams")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn create_team(&self, uid: &str, name: &str) -> StoreResult<TeamRecord> {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO teams (uid, name, created_at) VALUES (?, ?, ?) RETURNING id",
+        )
+        .bind(uid)
+        .bind(name)
+        .bind(Timestamp::now().unix_millis())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(TeamRecord {
+            id,
+            uid: uid.to_owned(),
+            name: name.to_owned(),
+        })
+    }
+
+    async fn create_user(&self, user: NewUser) -> StoreResult<UserRecord> {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO users (uid, team_id, email, display_name, role, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(&user.uid)
+        .bind(user.team_id)
+        .bind(&user.email)
+        .bind(&user.display_name)
+        .bind(&user.role)
+        .bind(Timestamp::now().unix_millis())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(UserRecord {
+            id,
+            uid: user.uid,
+            team_id: user.team_id,
+            email: user.email,
+            display_name: user.display_name,
+            role: user.role,
+        })
+    }
+
+    async fn team(&self, id: i64) -> StoreResult<TeamRecord> {
+        let row = sqlx::query("SELECT id, uid, name FROM teams WHERE id = ?")
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(TeamRecord {
+            id: row.try_get("id")?,
+            uid: row.try_get("uid")?,
+            name: row.try_get("name")?,
+        })
+    }
+
+    async fn user(&self, id: i64) -> StoreResult<UserRecord> {
+        let row = sqlx::query(
+            "SELECT id, uid, team_id, email, display_name, role FROM users WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(UserRecord {
+            id: row.try_get("id")?,
+            uid: row.try_get("uid")?,
+            team_id: row.try_get("team_id")?,
+            email: row.try_get("email")?,
+            display_name: row.try_get("display_name")?,
+            role: row.try_get("role")?,
+        })
+    }
+}
+
+#[async_trait]
+impl ApiKeyStore for SqliteStore {
+    async fn create_api_key(&self, key: NewApiKey) -> StoreResult<ApiKeyRecord> {
+        sqlx::query(
+            "INSERT INTO api_keys (id, team_id, user_id, name, prefix, hash, created_at, expires_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&key.id)
+        .bind(key.team_id)
+        .bind(key.user_id)
+        .bind(&key.name)
+        .bind(&key.prefix)
+        .bind(&key.hash)
+        .bind(key.created_at)
+        .bind(key.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(ApiKeyRecord {
+            id: key.id,
+            team_id: key.team_id,
+            user_id: key.user_id,
+            name: key.name,
+            prefix: key.prefix,
+            created_at: key.created_at,
+            expires_at: key.expires_at,
+            revoked_at: None,
+        })
+    }
+
+    async fn api_key_by_hash(&self, hash: &[u8]) -> StoreResult<Option<ApiKeyRecord>> {
+        let row = sqlx::query(
+            "SELECT id, team_id, user_id, name, prefix, created_at, expires_at, revoked_at \
+             FROM api_keys WHERE hash = ?",
+        )
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(api_key_from_row).transpose()
+    }
+
+    async fn revoke_api_key(&self, team_id: i64, id: &str, at: i64) -> StoreResult<()> {
+        let done = sqlx::query(
+            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ? AND team_id = ?",
+        )
+        .bind(at)
+        .bind(id)
+        .bind(team_id)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn list_api_keys(&self, team_id: i64) -> StoreResult<Vec<ApiKeyRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, team_id, user_id, name, prefix, created_at, expires_at, revoked_at \
+             FROM api_keys WHERE team_id = ? ORDER BY created_at",
+        )
+        .bind(team_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(api_key_from_row).collect()
+    }
+}
+
+#[async_trait]
+impl RunStore for SqliteStore {
+    async fn create_run(&self, run: NewRun) -> StoreResult<RunRecord> {
+        let config = serde_json::to_string(&run.config)
+            .map_err(|e| StoreError::Corrupt(format!("run config: {e}")))?;
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO runs (id, team_id, creator_user_id, title, prompt, state, source, \
+             execution_location, worker_host, config, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, 'QUEUED', ?, ?, ?, ?, ?, ?) RETURNING {RUN_COLUMNS}"
+        )))
+        .bind(run.id.as_str())
+        .bind(run.team_id)
+        .bind(run.creator_user_id)
+        .bind(&run.title)
+        .bind(&run.prompt)
+        .bind(run.source.as_str())
+        .bind(run.execution_location.as_str())
+        .bind(&run.config.worker_host)
+        .bind(config)
+        .bind(run.created_at)
+        .bind(run.created_at)
+        .fetch_one(&self.pool)
+        .await?;
+        run_from_row(&row)
+    }
+
+    async fn run(&self, team_id: i64, id: &RunId) -> StoreResult<RunRecord> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE id = ? AND team_id = ?"
+        )))
+        .bind(id.as_str())
+        .bind(team_id)
+        .fetch_one(&self.pool)
+        .await?;
+        run_from_row(&row)
+    }
+
+    async fn run_any_team(&self, id: &RunId) -> StoreResult<RunRecord> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE id = ?"
+        )))
+        .bind(id.as_str())
+        .fetch_one(&self.pool)
+        .await?;
+        run_from_row(&row)
+    }
+
+    async fn list_runs(&self, team_id: i64, query: &RunQuery) -> StoreResult<RunPage> {
+        let key = match query.sort {
+            RunSort::UpdatedAt => "updated_at",
+            RunSort::CreatedAt => "created_at",
+        };
+        let (dir, cmp) = if query.ascending {
+            ("ASC", ">")
+        } else {
+            ("DESC", "<")
+        };
+        let mut sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE team_id = ?");
+        if !query.states.is_empty() {
+            let marks = vec!["?"; query.states.len()].join(", ");
+            sql.push_str(&format!(" AND state IN ({marks})"));
+        }
+        if query.source.is_some() {
+            sql.push_str(" AND source = ?");
+        }
+        if query.after.is_some() {
+            sql.push_str(&format!(" AND ({key}, id) {cmp} (?, ?)"));
+        }
+        sql.push_str(&format!(" ORDER BY {key} {dir}, id {dir} LIMIT ?"));
+        let mut q = sqlx::query(AssertSqlSafe(sql)).bind(team_id);
+        for s in &query.states {
+            q = q.bind(s.as_str());
+        }
+        if let Some(source) = query.source {
+            q = q.bind(source.as_str());
+        }
+        if let Some((k, id)) = &query.after {
+            q = q.bind(*k).bind(id.clone());
+        }
+        let limit = query.limit.max(1);
+        let rows = q.bind(limit + 1).fetch_all(&self.pool).await?;
+        let mut runs = rows
+            .iter()
+            .map(run_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        let next = if runs.len() as i64 > limit {
+            runs.truncate(limit as usize);
+            runs.last().map(|r| {
+                let k = match query.sort {
+                    RunSort::UpdatedAt => r.updated_at,
+                    RunSort::CreatedAt => r.created_at,
+                };
+                (k, r.id.0.clone())
+            })
+        } else {
+            None
+        };
+        Ok(RunPage { runs, next })
+    }
+
+    async fn queued_runs(&self, limit: i64) -> StoreResult<Vec<RunRecord>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE state = 'QUEUED' AND current_execution_id IS NULL \
+             ORDER BY created_at, id LIMIT ?"
+        )))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    async fn assign(&self, exec: NewExecution) -> StoreResult<Transition> {
+        let mut tx = self.pool.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE runs SET current_execution_id = ?, updated_at = ? \
+             WHERE id = ? AND state = 'QUEUED' AND current_execution_id IS NULL",
+        )
+        .bind(exec.id.as_str())
+        .bind(exec.created_at)
+        .bind(exec.run_id.as_str())
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(Transition::Stale);
+        }
+        sqlx::query(
+            "INSERT INTO executions (id, run_id, worker_id, state, token_hash, created_at, updated_at) \
+             VALUES (?, ?, ?, 'assigned', ?, ?, ?)",
+        )
+        .bind(exec.id.as_str())
+        .bind(exec.run_id.as_str())
+        .bind(&exec.worker_id)
+        .bind(&exec.token_hash)
+        .bind(exec.created_at)
+        .bind(exec.created_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Transition::Applied)
+    }
+
+    async fn claim(&self, run: &RunId, exec: &ExecutionId, at: i64) -> StoreResult<Transition> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE runs SET state = 'CLAIMED', updated_at = ? \
+             WHERE id = ? AND current_execution_id = ? AND state IN ('QUEUED', 'PENDING')",
+        )
+        .bind(at)
+        .bind(run.as_str())
+        .bind(exec.as_str())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE executions SET state = 'claimed', updated_at = ? WHERE id = ? AND state = 'assigned'",
+        )
+        .bind(at)
+        .bind(exec.as_str())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        if done.rows_affected() == 1 {
+            Ok(Transition::Applied)
+        } else {
+            self.why_not(run, exec).await
+        }
+    }
+
+    async fn reject(
+        &self,
+        run: &RunId,
+        exec: &ExecutionId,
+        reason: &str,
+        at: i64,
+    ) -> StoreResult<Transition> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE executions SET state = 'ended', ended_at = ?, updated_at = ?, message = ? \
+             WHERE id = ? AND ended_at IS NULL",
+        )
+        .bind(at)
+        .bind(at)
+        .bind(reason)
+        .bind(exec.as_str())
+        .execute(&mut *tx)
+        .await?;
+        let done = sqlx::query(
+            "UPDATE runs SET current_execution_id = NULL, updated_at = ? \
+             WHERE id = ? AND current_execution_id = ? AND state IN ('QUEUED', 'PENDING')",
+        )
+        .bind(at)
+        .bind(run.as_str())
+        .bind(exec.as_str())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        if done.rows_affected() == 1 {
+            Ok(Transition::Applied)
+        } else {
+            self.why_not(run, exec).await
+        }
+    }
+
+    async fn start(&self, run: &RunId, exec: &ExecutionId, at: i64) -> StoreResult<Transition> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE executions SET state = 'started', updated_at = ? \
+             WHERE id = ? AND state IN ('assigned', 'claimed')",
+        )
+        .bind(at)
+        .bind(exec.as_str())
+        .execute(&mut *tx)
+        .await?;
+        let done = sqlx::query(
+            "UPDATE runs SET state = 'INPROGRESS', started_at = COALESCE(started_at, ?), \
+             sandbox_running = 1, updated_at = ? \
+             WHERE id = ? AND current_execution_id = ? AND state IN ('QUEUED', 'PENDING', 'CLAIMED')",
+        )
+        .bind(at)
+        .bind(at)
+        .bind(run.as_str())
+        .bind(exec.as_str())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        if done.rows_affected() == 1 {
+            Ok(Transition::Applied)
+        } else {
+            self.why_not(run, exec).await
+        }
+    }
+
+    async fn report_outcome(
+        &self,
+        run: &RunId,
+        exec: &ExecutionId,
+        outcome: &Outcome,
+    ) -> StoreResult<Transition> {
+        let done = sqlx::query(
+            "UPDATE runs SET state = ?, status_message = ?, error_code = ?, updated_at = ? \
+             WHERE id = ? AND current_execution_id = ? \
+             AND state NOT IN ('SUCCEEDED', 'FAILED', 'ERROR', 'CANCELLED')",
+        )
+        .bind(outcome.state.as_str())
+        .bind(&outcome.message)
+        .bind(&outcome.error_code)
+        .bind(Timestamp::now().unix_millis())
+        .bind(run.as_str())
+        .bind(exec.as_str())
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 1 {
+            Ok(Transition::Applied)
+        } else {
+            self.why_not(run, exec).await
+        }
+    }
+
+    async fn finish_execution(
+        &self,
+        run: &RunId,
+        exec: &ExecutionId,
+        end: &ExecutionEnd,
+    ) -> StoreResult<Transition> {
+        let mut tx = self.pool.begin().await?;
+        let ended = sqlx::query(
+            "UPDATE executions SET state = 'ended', ended_at = ?, updated_at = ?, exit_code = ?, \
+             failure_reason = ?, message = ? WHERE id = ? AND run_id = ? AND ended_at IS NULL",
+        )
+        .bind(end.at)
+        .bind(end.at)
+        .bind(end.exit_code)
+        .bind(&end.failure_reason)
+        .bind(&end.outcome.message)
+        .bind(exec.as_str())
+        .bind(run.as_str())
+        .execute(&mut *tx)
+        .await?;
+        if ended.rows_affected() == 0 {
+            tx.rollback().await?;
+            // Unknown or already ended: a duplicate or stale report.
+            let known = sqlx::query("SELECT 1 FROM executions WHERE id = ? AND run_id = ?")
+                .bind(exec.as_str())
+                .bind(run.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+            return Ok(if known.is_some() {
+                Transition::Unchanged
+            } else {
+                Transition::Stale
+            });
+        }
+        sqlx::query(
+            "UPDATE runs SET sandbox_running = 0, updated_at = ? WHERE id = ? AND current_execution_id = ?",
+        )
+        .bind(end.at)
+        .bind(run.as_str())
+        .bind(exec.as_str())
+        .execute(&mut *tx)
+        .await?;
+        let done = sqlx::query(
+            "UPDATE runs SET state = ?, status_message = ?, error_code = ?, updated_at = ? \
+             WHERE id = ? AND current_execution_id = ? \
+             AND state NOT IN ('SUCCEEDED', 'FAILED', 'ERROR', 'CANCELLED')",
+        )
+        .bind(end.outcome.state.as_str())
+        .bind(&end.outcome.message)
+        .bind(&end.outcome.error_code)
+        .bind(end.at)
+        .bind(run.as_str())
+        .bind(exec.as_str())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        if done.rows_affected() == 1 {
+            Ok(Transition::Applied)
+        } else {
+            self.why_not(run, exec).await
+        }
+    }
+
+    async fn cancel_run(
+        &self,
+        team_id: i64,
+        id: &RunId,
+        message: &str,
+        at: i64,
+    ) -> StoreResult<RunRecord> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE id = ? AND team_id = ?"
+        )))
+        .bind(id.as_str())
+        .bind(team_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Err(StoreError::NotFound);
+        };
+        let before = run_from_row(&row)?;
+        if before.state.is_terminal() {
+            return Err(StoreError::Conflict(format!(
+                "run {} already ended in state {}",
+                id, before.state
+            )));
+        }
+        sqlx::query(
+            "UPDATE runs SET state = 'CANCELLED', status_message = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(message)
+        .bind(at)
+        .bind(id.as_str())
+        .execute(&mut *tx)
+        .await?;
+        // An assignment that was never claimed has no sandbox: end it now.
+        sqlx::query(
+            "UPDATE executions SET state = 'ended', ended_at = ?, updated_at = ?, message = ? \
+             WHERE run_id = ? AND ended_at IS NULL AND state = 'assigned'",
+        )
+        .bind(at)
+        .bind(at)
+        .bind(message)
+        .bind(id.as_str())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(before)
+    }
+
+    async fn add_usage(
+        &self,
+        run: &RunId,
+        prompt: u64,
+        completion: u64,
+        cost: f64,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE runs SET prompt_tokens = prompt_tokens + ?, \
+             completion_tokens = completion_tokens + ?, inference_cost = inference_cost + ? WHERE id = ?",
+        )
+        .bind(prompt as i64)
+        .bind(completion as i64)
+        .bind(cost)
+        .bind(run.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn execution(&self, id: &ExecutionId) -> StoreResult<ExecutionRecord> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {EXECUTION_COLUMNS} FROM executions WHERE id = ?"
+        )))
+        .bind(id.as_str())
+        .fetch_one(&self.pool)
+        .await?;
+        execution_from_row(&row)
+    }
+
+    async fn execution_by_token(&self, token_hash: &[u8]) -> StoreResult<Option<ExecutionRecord>> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {EXECUTION_COLUMNS} FROM executions WHERE token_hash = ?"
+        )))
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(execution_from_row).transpose()
+    }
+
+    async fn live_executions(&self, worker_id: &str) -> StoreResult<Vec<ExecutionRecord>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {EXECUTION_COLUMNS} FROM executions WHERE worker_id = ? AND ended_at IS NULL"
+        )))
+        .bind(worker_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(execution_from_row).collect()
+    }
+
+    async fn all_live_executions(&self) -> StoreResult<Vec<(i64, ExecutionRecord)>> {
+        let rows = sqlx::query(
+            "SELECT r.team_id AS team_id, x.id AS id, x.run_id AS run_id, x.worker_id AS worker_id, \
+             x.state AS state, x.created_at AS created_at, x.ended_at AS ended_at, \
+             x.exit_code AS exit_code, x.failure_reason AS failure_reason, x.message AS message \
+             FROM executions x JOIN runs r ON r.id = x.run_id WHERE x.ended_at IS NULL",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("team_id")?, execution_from_row(row)?)))
+            .collect()
+    }
+}
+
+#[async_trait]
+impl EventStore for SqliteStore {
+    async fn append_events(
+        &self,
+        run: &RunId,
+        exec: &ExecutionId,
+        events: &[SessionEvent],
+    ) -> StoreResult<u64> {
+        let mut tx = self.pool.begin().await?;
+        for event in events {
+            let body = serde_json::to_value(event)
+                .map_err(|e| StoreError::Corrupt(format!("event: {e}")))?;
+            let kind = body
+                .get("kind")
+                .and_then(|k| k.as_str())
+                .unwrap_or("unknown")
+                .to_owned();
+            sqlx::query(
+                "INSERT INTO run_events (run_id, execution_id, seq, at, kind, body) \
+                 VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            )
+            .bind(run.as_str())
+            .bind(exec.as_str())
+            .bind(event.seq as i64)
+            .bind(event.at.unix_millis())
+            .bind(kind)
+            .bind(body.to_string())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        self.last_seq(run, exec).await
+    }
+
+    async fn last_seq(&self, run: &RunId, exec: &ExecutionId) -> StoreResult<u64> {
+        // Highest seq such that 1..=seq are all stored: count == max when there is no gap.
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, COALESCE(MAX(seq), 0) AS m FROM run_events \
+             WHERE run_id = ? AND execution_id = ?",
+        )
+        .bind(run.as_str())
+        .bind(exec.as_str())
+        .fetch_one(&self.pool)
+        .await?;
+        let n: i64 = row.try_get("n")?;
+        let m: i64 = row.try_get("m")?;
+        if n == m {
+            return Ok(m as u64);
+        }
+        // A gap: find the first missing seq.
+        let first_gap: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(MIN(e.seq + 1), 1) FROM run_events e \
+             WHERE e.run_id = ?1 AND e.execution_id = ?2 AND NOT EXISTS \
+             (SELECT 1 FROM run_events f WHERE f.run_id = ?1 AND f.execution_id = ?2 AND f.seq = e.seq + 1)",
+        )
+        .bind(run.as_str())
+        .bind(exec.as_str())
+        .fetch_one(&self.pool)
+        .await?;
+        let has_first: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM run_events WHERE run_id = ? AND execution_id = ? AND seq = 1",
+        )
+        .bind(run.as_str())
+        .bind(exec.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(if has_first.is_none() {
+            0
+        } else {
+            (first_gap - 1).max(0) as u64
+        })
+    }
+
+    async fn run_events(&self, run: &RunId) -> StoreResult<Vec<(ExecutionId, SessionEvent)>> {
+        let rows = sqlx::query(
+            "SELECT e.execution_id AS execution_id, e.body AS body FROM run_events e \
+             LEFT JOIN executions x ON x.id = e.execution_id \
+             WHERE e.run_id = ? ORDER BY COALESCE(x.created_at, 0), e.execution_id, e.seq",
+        )
+        .bind(run.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let body: String = row.try_get("body")?;
+                let event = serde_json::from_str(&body)
+                    .map_err(|e| StoreError::Corrupt(format!("event: {e}")))?;
+                Ok((ExecutionId(row.try_get("execution_id")?), event))
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}

@@ -1,0 +1,344 @@
+//! A cluster of real `hangar` processes for system tests.
+//!
+//! [`TestCluster::start`] launches `hangar server` on a random loopback port
+//! with its own data directory and config file, waits until it answers
+//! `/readyz`, and reads the bootstrap API key it saved. Workers are real
+//! `hangar worker` processes. Every process is killed when the cluster drops;
+//! logs stay in the cluster's temporary directory and are printed when a
+//! test panics.
+
+use anyhow::{Context, Result, bail};
+use hangar_client::Client;
+use hangar_protocol::{RunItem, RunState};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::process::{Child, Command};
+
+/// How a cluster's server is configured.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// Extra YAML appended to the server config (e.g. `providers:`).
+    pub extra_config: String,
+    /// Heartbeat interval (server pings).
+    pub heartbeat: Duration,
+    /// Worker lost after this long away.
+    pub lost_timeout: Duration,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            extra_config: String::new(),
+            heartbeat: Duration::from_secs(2),
+            lost_timeout: Duration::from_secs(6),
+        }
+    }
+}
+
+impl ClusterOptions {
+    /// Configures one OpenAI-compatible provider named `fake` at `base_url`
+    /// with default model `fake/test-model`.
+    pub fn with_fake_llm(mut self, base_url: &str) -> Self {
+        self.extra_config.push_str(&format!(
+            "providers:\n  fake:\n    kind: openai\n    base_url: {base_url}\n    api_key: test-key\n    default_model: test-model\n"
+        ));
+        self
+    }
+}
+
+/// A `hangar worker` process.
+pub struct WorkerProcess {
+    /// Worker id.
+    pub id: String,
+    /// Its workspace root.
+    pub workspace_root: PathBuf,
+    /// The process.
+    pub child: Child,
+    /// Log file.
+    pub log: PathBuf,
+}
+
+impl WorkerProcess {
+    /// Process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Sends a signal.
+    pub fn signal(&self, sig: nix::sys::signal::Signal) -> Result<()> {
+        let pid = self.pid().context("worker already exited")?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig)?;
+        Ok(())
+    }
+}
+
+/// Real server and worker processes.
+pub struct TestCluster {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    server: Option<Child>,
+    /// Server base URL.
+    pub url: String,
+    /// Admin API key from bootstrap.
+    pub api_key: String,
+    workers: Vec<WorkerProcess>,
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for (name, path) in self.log_files() {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(60).collect();
+                eprintln!("----- {name} log (last {} lines) -----", tail.len());
+                for line in tail.iter().rev() {
+                    eprintln!("{line}");
+                }
+            }
+        }
+        for w in &mut self.workers {
+            let _ = w.child.start_kill();
+        }
+        if let Some(s) = &mut self.server {
+            let _ = s.start_kill();
+        }
+    }
+}
+
+fn log_file(path: &Path) -> Result<Stdio> {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    Ok(Stdio::from(f))
+}
+
+impl TestCluster {
+    /// Starts a server from the `hangar` binary at `bin`.
+    pub async fn start(bin: &Path, options: ClusterOptions) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let cli_json = dir.path().join("cli.json");
+        let config = format!(
+            "heartbeat_interval: {}ms\nread_timeout: {}ms\nworker_lost_timeout: {}ms\nproviders_from_env: false\ncli_config_path: {}\n{}",
+            options.heartbeat.as_millis(),
+            options.heartbeat.as_millis() * 3,
+            options.lost_timeout.as_millis(),
+            cli_json.display(),
+            options.extra_config
+        );
+        std::fs::write(dir.path().join("server.yaml"), config)?;
+        let mut cluster = TestCluster {
+            dir,
+            bin: bin.to_owned(),
+            server: None,
+            url: String::new(),
+            api_key: String::new(),
+            workers: Vec::new(),
+        };
+        cluster.start_server("127.0.0.1:0").await?;
+        let creds: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cli_json)?)?;
+        cluster.url = creds["server_url"]
+            .as_str()
+            .context("server_url")?
+            .to_owned();
+        cluster.api_key = creds["api_key"].as_str().context("api_key")?.to_owned();
+        cluster.wait_ready().await?;
+        Ok(cluster)
+    }
+
+    async fn start_server(&mut self, listen: &str) -> Result<()> {
+        let dir = self.dir.path();
+        let log = dir.join("server.log");
+        let child = Command::new(&self.bin)
+            .args(["server", "--listen", listen, "--data-dir"])
+            .arg(dir.join("data"))
+            .arg("--config")
+            .arg(dir.join("server.yaml"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", dir)
+            .env("XDG_CONFIG_HOME", dir.join("xdg-config"))
+            .env("RUST_LOG", "info,hangar_server=debug")
+            .stdout(log_file(&log)?)
+            .stderr(log_file(&log)?)
+            .kill_on_drop(true)
+            .spawn()
+            .context("spawn hangar server")?;
+        self.server = Some(child);
+        if self.url.is_empty() {
+            let cli_json = dir.join("cli.json");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !cli_json.exists() {
+                self.check_server_alive()?;
+                if Instant::now() > deadline {
+                    bail!("server did not bootstrap within 30 s");
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        Ok(())
+    }
+
+    fn check_server_alive(&mut self) -> Result<()> {
+        if let Some(s) = &mut self.server
+            && let Some(status) = s.try_wait()?
+        {
+            let log =
+                std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
+            bail!("server exited with {status}:\n{log}");
+        }
+        Ok(())
+    }
+
+    async fn wait_ready(&mut self) -> Result<()> {
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            self.check_server_alive()?;
+            if let Ok(r) = http.get(format!("{}/readyz", self.url)).send().await
+                && r.status().is_success()
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("server at {} not ready within 30 s", self.url);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Kills the server with SIGKILL.
+    pub async fn kill_server(&mut self) -> Result<()> {
+        if let Some(mut s) = self.server.take() {
+            s.kill().await?;
+        }
+        Ok(())
+    }
+
+    /// Restarts the server on the same port and data directory.
+    pub async fn restart_server(&mut self) -> Result<()> {
+        self.kill_server().await?;
+        let listen = self.url.trim_start_matches("http://").to_owned();
+        self.start_server(&listen).await?;
+        self.wait_ready().await
+    }
+
+    /// The cluster's temporary directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A client with the admin key.
+    pub fn client(&self) -> Client {
+        // The URL came from the server itself; it always parses.
+        Client::new(&self.url, self.api_key.clone()).unwrap_or_else(|e| panic!("client: {e}"))
+    }
+
+    /// Starts `hangar worker --worker-id ID` with extra flags; waits until the server lists it.
+    pub async fn start_worker(&mut self, id: &str, extra: &[&str]) -> Result<&mut WorkerProcess> {
+        let root = self.dir.path().join(format!("ws-{id}"));
+        let log = self.dir.path().join(format!("worker-{id}.log"));
+        let child = Command::new(&self.bin)
+            .args([
+                "worker",
+                "--worker-id",
+                id,
+                "--server-url",
+                &self.url,
+                "--backend",
+                "direct",
+            ])
+            .arg("--workspace-root")
+            .arg(&root)
+            .args(extra)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .env("HANGAR_API_KEY", &self.api_key)
+            .env("RUST_LOG", "info,hangar_worker=debug")
+            .stdout(log_file(&log)?)
+            .stderr(log_file(&log)?)
+            .kill_on_drop(true)
+            .spawn()
+            .context("spawn hangar worker")?;
+        self.workers.push(WorkerProcess {
+            id: id.to_owned(),
+            workspace_root: root,
+            child,
+            log,
+        });
+        self.wait_worker(id, true).await?;
+        self.workers.last_mut().context("worker")
+    }
+
+    /// The worker process with this id.
+    pub fn worker(&mut self, id: &str) -> Option<&mut WorkerProcess> {
+        self.workers.iter_mut().find(|w| w.id == id)
+    }
+
+    /// Waits until the server lists (or no longer lists) worker `id`.
+    pub async fn wait_worker(&self, id: &str, present: bool) -> Result<()> {
+        let client = self.client();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let list: serde_json::Value = client.get_json("api/v1/workers").await?;
+            let found = list["workers"]
+                .as_array()
+                .is_some_and(|ws| ws.iter().any(|w| w["worker_id"] == id));
+            if found == present {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("worker {id} present={found}, wanted {present} after 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Polls a run until `done(run)` holds; returns the run.
+    pub async fn wait_run(
+        &self,
+        run_id: &str,
+        timeout: Duration,
+        done: impl Fn(&RunItem) -> bool,
+    ) -> Result<RunItem> {
+        let client = self.client();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let run = client.get_run(run_id).await?;
+            if done(&run) {
+                return Ok(run);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "run {run_id} still {} after {timeout:?}: {:?}",
+                    run.state,
+                    run.status_message
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until a run reaches a terminal state and its sandbox is gone.
+    pub async fn wait_finished(&self, run_id: &str, timeout: Duration) -> Result<RunItem> {
+        self.wait_run(run_id, timeout, |r| {
+            r.state.is_terminal() && r.is_sandbox_running != Some(true)
+        })
+        .await
+    }
+
+    /// States a run went through, as seen by polling (for diagnostics).
+    pub fn is_terminal(state: RunState) -> bool {
+        state.is_terminal()
+    }
+
+    fn log_files(&self) -> Vec<(String, PathBuf)> {
+        let mut logs = vec![("server".to_owned(), self.dir.path().join("server.log"))];
+        for w in &self.workers {
+            logs.push((format!("worker {}", w.id), w.log.clone()));
+        }
+        logs
+    }
+}

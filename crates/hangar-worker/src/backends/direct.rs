@@ -1,0 +1,692 @@
+//! The direct backend: each execution is a process group on the host, in its
+//! own workspace directory, with a minimal environment.
+//!
+//! Guarantees (ARCHITECTURE.md, security model; TESTING.md S7, D8):
+//! - the agent sees only `HOME`, `TMPDIR`, `PATH`, the assignment's
+//!   `env_vars`, the configured env and `GIT_CONFIG_GLOBAL` — never the
+//!   worker's API key;
+//! - every process of an execution is in one process group that is signalled
+//!   as a whole (SIGTERM, then SIGKILL after the grace) and SIGKILLed once the
+//!   agent is gone, so nothing is left running;
+//! - only the execution's own workspace is ever removed.
+
+use super::{Backend, BackendError, Execution, ExitStatus, TaskSpec};
+use async_trait::async_trait;
+use hangar_protocol::worker::FailureReason;
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use std::collections::BTreeMap;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Longest agent output line logged; the rest of a longer line is dropped.
+const MAX_LOG_LINE: usize = 16 * 1024;
+/// Limit for the teardown command.
+const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long output readers may take to drain after the process group is gone.
+const READER_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// Variables taken from the worker's own environment.
+const HOST_ENV_ALLOWED: [&str; 3] = ["HOME", "TMPDIR", "PATH"];
+/// Variables that identify the run; only the assignment may set them.
+const RUN_IDENTITY_ENV: [&str; 3] = [
+    hangar_protocol::ENV_RUN_TOKEN,
+    hangar_protocol::ENV_RUN_ID,
+    hangar_protocol::ENV_EXECUTION_ID,
+];
+
+/// Settings of the direct backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectConfig {
+    /// Parent of the per-execution workspaces (created 0700 if missing).
+    pub workspace_root: PathBuf,
+    /// Run every agent in this existing directory instead (shared, never removed).
+    pub target_dir: Option<PathBuf>,
+    /// The binary launched as `<agent_path> agent run …`.
+    pub agent_path: PathBuf,
+    /// Passed to the agent as `--server-url`.
+    pub server_url: String,
+    /// `/bin/sh -c` before the agent, in the workspace.
+    pub setup_command: Option<String>,
+    /// `/bin/sh -c` after the agent, whatever the outcome.
+    pub teardown_command: Option<String>,
+    /// Extra environment for tasks; wins over the assignment's except for the run identity.
+    pub env: Vec<(String, String)>,
+    /// Remove the workspace after the task.
+    pub cleanup: bool,
+    /// Default `--idle-on-complete` for the agent.
+    pub idle_on_complete: Option<String>,
+    /// SIGTERM → SIGKILL grace for setup and teardown commands.
+    pub kill_grace: Duration,
+}
+
+/// The direct backend.
+#[derive(Debug, Clone)]
+pub struct Direct {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    config: DirectConfig,
+    /// `HOME`, `TMPDIR`, `PATH` of the worker, captured once.
+    host_env: Vec<(String, String)>,
+}
+
+impl Direct {
+    /// Checks the configuration and creates the workspace root (mode 0700).
+    pub fn new(config: DirectConfig) -> Result<Self, BackendError> {
+        let setup = |msg: String| BackendError::new(FailureReason::WorkspaceSetup, msg);
+        if let Some(dir) = &config.target_dir
+            && !dir.is_dir()
+        {
+            return Err(setup(format!(
+                "target dir {} does not exist or is not a directory",
+                dir.display()
+            )));
+        }
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&config.workspace_root)
+            .map_err(|e| {
+                BackendError::with_source(
+                    FailureReason::WorkspaceSetup,
+                    format!(
+                        "cannot create workspace root {}: {e}; set --workspace-root to a writable directory",
+                        config.workspace_root.display()
+                    ),
+                    e,
+                )
+            })?;
+        if !config.agent_path.is_file() {
+            return Err(BackendError::new(
+                FailureReason::AgentInvocation,
+                format!(
+                    "agent binary {} does not exist; set --agent-path",
+                    config.agent_path.display()
+                ),
+            ));
+        }
+        let host_env = HOST_ENV_ALLOWED
+            .iter()
+            .filter_map(|k| std::env::var(k).ok().map(|v| ((*k).to_owned(), v)))
+            .collect();
+        Ok(Direct {
+            shared: Arc::new(Shared { config, host_env }),
+        })
+    }
+
+    /// The settings in use.
+    pub fn config(&self) -> &DirectConfig {
+        &self.shared.config
+    }
+}
+
+#[async_trait]
+impl Backend for Direct {
+    fn name(&self) -> &'static str {
+        "direct"
+    }
+
+    fn execution(&self, spec: TaskSpec) -> Result<Box<dyn Execution>, BackendError> {
+        if !is_safe_segment(&spec.execution_id) {
+            return Err(BackendError::new(
+                FailureReason::WorkspaceSetup,
+                format!(
+                    "execution id {:?} cannot be used as a directory name (allowed: A-Z a-z 0-9 . _ -)",
+                    spec.execution_id
+                ),
+            ));
+        }
+        let private_dir = self.shared.config.workspace_root.join(&spec.execution_id);
+        let cwd = self
+            .shared
+            .config
+            .target_dir
+            .clone()
+            .unwrap_or_else(|| private_dir.clone());
+        Ok(Box::new(DirectExecution {
+            shared: self.shared.clone(),
+            spec,
+            private_dir,
+            cwd,
+            created: false,
+            agent: None,
+            readers: JoinSet::new(),
+        }))
+    }
+}
+
+/// Whether `id` is a single, harmless path segment.
+fn is_safe_segment(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 200
+        && id != "."
+        && id != ".."
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// A process group; dropping it SIGKILLs whatever is left in it, so even an
+/// aborted task leaves nothing running.
+#[derive(Debug)]
+struct ProcessGroup {
+    pgid: Pid,
+    armed: bool,
+}
+
+impl ProcessGroup {
+    /// Sends `sig` to every process of the group; false when none is left.
+    fn signal(&self, sig: Signal) -> bool {
+        match killpg(self.pgid, sig) {
+            Ok(()) => true,
+            Err(Errno::ESRCH) => false,
+            Err(e) => {
+                tracing::warn!(pgid = self.pgid.as_raw(), signal = %sig, error = %e, "cannot signal process group");
+                false
+            }
+        }
+    }
+
+    /// SIGKILLs stragglers and stops guarding the group.
+    fn kill_and_disarm(&mut self) {
+        if self.signal(Signal::SIGKILL) {
+            tracing::debug!(
+                pgid = self.pgid.as_raw(),
+                "killed processes left in the task's group"
+            );
+        }
+        self.armed = false;
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = killpg(self.pgid, Signal::SIGKILL);
+        }
+    }
+}
+
+/// A spawned child leading its own process group.
+struct Spawned {
+    child: Child,
+    group: ProcessGroup,
+}
+
+impl Spawned {
+    /// SIGTERM to the group, SIGKILL after `grace`; returns how the leader ended.
+    async fn terminate(&mut self, grace: Duration) -> std::io::Result<std::process::ExitStatus> {
+        self.group.signal(Signal::SIGTERM);
+        let status = match tokio::time::timeout(grace, self.child.wait()).await {
+            Ok(status) => status,
+            Err(_elapsed) => {
+                tracing::info!(
+                    pgid = self.group.pgid.as_raw(),
+                    ?grace,
+                    "process group ignored SIGTERM; sending SIGKILL"
+                );
+                self.group.signal(Signal::SIGKILL);
+                self.child.wait().await
+            }
+        };
+        self.group.kill_and_disarm();
+        status
+    }
+}
+
+/// Labels attached to captured output.
+#[derive(Debug, Clone)]
+struct LogCtx {
+    task_id: String,
+    execution_id: String,
+    source: &'static str,
+}
+
+struct DirectExecution {
+    shared: Arc<Shared>,
+    spec: TaskSpec,
+    /// `<workspace_root>/<execution_id>`: the workspace, or (with a target dir)
+    /// the execution's private state such as its git config.
+    private_dir: PathBuf,
+    /// Where the agent runs.
+    cwd: PathBuf,
+    created: bool,
+    agent: Option<Spawned>,
+    /// Output pumps of every process this execution started.
+    readers: JoinSet<()>,
+}
+
+impl DirectExecution {
+    fn config(&self) -> &DirectConfig {
+        &self.shared.config
+    }
+
+    /// The task's complete environment.
+    fn env(&self) -> BTreeMap<String, String> {
+        let mut env: BTreeMap<String, String> = self.shared.host_env.iter().cloned().collect();
+        env.extend(
+            self.spec
+                .assignment
+                .env_vars
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
+        for (k, v) in &self.config().env {
+            if RUN_IDENTITY_ENV.contains(&k.as_str())
+                && self.spec.assignment.env_vars.contains_key(k)
+            {
+                continue;
+            }
+            env.insert(k.clone(), v.clone());
+        }
+        env.insert(
+            "GIT_CONFIG_GLOBAL".to_owned(),
+            self.private_dir
+                .join(".gitconfig")
+                .to_string_lossy()
+                .into_owned(),
+        );
+        if env.remove(hangar_protocol::ENV_API_KEY).is_some() {
+            tracing::warn!(
+                task_id = %self.spec.task_id,
+                execution_id = %self.spec.execution_id,
+                "dropped {} from the task environment: tasks never get an API key",
+                hangar_protocol::ENV_API_KEY
+            );
+        }
+        env
+    }
+
+    fn agent_args(&self) -> Vec<String> {
+        let a = &self.spec.assignment;
+        let mut args: Vec<String> = vec![
+            "agent".into(),
+            "run".into(),
+            "--task-id".into(),
+            self.spec.task_id.clone(),
+            "--server-url".into(),
+            self.config().server_url.clone(),
+            "--sandboxed".into(),
+        ];
+        let snapshot = a.task.agent_config_snapshot.as_ref();
+        if let Some(model) = snapshot
+            .and_then(|s| s.model_id.as_deref())
+            .filter(|m| !m.is_empty())
+        {
+            args.push("--model".into());
+            args.push(model.to_owned());
+        }
+        let idle = snapshot
+            .and_then(|s| s.idle_timeout_minutes)
+            .filter(|m| *m > 0)
+            .map(|m| format!("{m}m"))
+            .or_else(|| self.config().idle_on_complete.clone());
+        if let Some(idle) = idle {
+            args.push("--idle-on-complete".into());
+            args.push(idle);
+        }
+        args.extend(a.additional_oz_args.iter().cloned());
+        args
+    }
+
+    /// Spawns `program args` in the workspace, in a new process group, with
+    /// the task environment and captured output.
+    fn spawn(
+        &mut self,
+        program: &Path,
+        args: &[String],
+        source: &'static str,
+    ) -> std::io::Result<Spawned> {
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .current_dir(&self.cwd)
+            .env_clear()
+            .envs(self.env())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            // Backstop if the future is dropped; the group guard kills the rest.
+            .kill_on_drop(true);
+        let mut child = cmd.spawn()?;
+        let pid = child
+            .id()
+            .ok_or_else(|| std::io::Error::other("child exited before its pid was read"))?;
+        let group = ProcessGroup {
+            pgid: Pid::from_raw(pid as i32),
+            armed: true,
+        };
+        let ctx = LogCtx {
+            task_id: self.spec.task_id.clone(),
+            execution_id: self.spec.execution_id.clone(),
+            source,
+        };
+        if let Some(out) = child.stdout.take() {
+            self.readers.spawn(pump_lines(out, ctx.clone()));
+        }
+        if let Some(err) = child.stderr.take() {
+            self.readers.spawn(pump_lines(
+                err,
+                LogCtx {
+                    source: stderr_label(source),
+                    ..ctx
+                },
+            ));
+        }
+        Ok(Spawned { child, group })
+    }
+
+    /// Runs a `/bin/sh -c` hook; `None` when `stop` fired or `limit` passed first.
+    async fn run_hook(
+        &mut self,
+        command: &str,
+        source: &'static str,
+        stop: Option<&CancellationToken>,
+        limit: Option<Duration>,
+    ) -> std::io::Result<Option<ExitStatus>> {
+        let args = vec!["-c".to_owned(), command.to_owned()];
+        let mut hook = self.spawn(Path::new("/bin/sh"), &args, source)?;
+        let never = CancellationToken::new();
+        let stop = stop.unwrap_or(&never);
+        let grace = self.config().kill_grace;
+        tokio::select! {
+            status = hook.child.wait() => {
+                hook.group.kill_and_disarm();
+                Ok(Some(status?.into()))
+            }
+            _ = stop.cancelled() => {
+                hook.terminate(grace).await?;
+                Ok(None)
+            }
+            _ = sleep_or_forever(limit) => {
+                tracing::warn!(task_id = %self.spec.task_id, execution_id = %self.spec.execution_id, hook = source, ?limit, "hook timed out; stopping it");
+                hook.terminate(grace).await?;
+                Ok(None)
+            }
+        }
+    }
+}
+
+async fn sleep_or_forever(limit: Option<Duration>) {
+    match limit {
+        Some(limit) => tokio::time::sleep(limit).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn stderr_label(source: &'static str) -> &'static str {
+    match source {
+        "agent" => "agent-stderr",
+        "setup" => "setup-stderr",
+        "teardown" => "teardown-stderr",
+        _ => "stderr",
+    }
+}
+
+#[async_trait]
+impl Execution for DirectExecution {
+    async fn prepare(&mut self, stop: &CancellationToken) -> Result<(), BackendError> {
+        let setup_err = |msg: String, e: std::io::Error| {
+            BackendError::with_source(FailureReason::WorkspaceSetup, msg, e)
+        };
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&self.private_dir)
+            .map_err(|e| {
+                setup_err(
+                    format!(
+                        "cannot create workspace {}: {e}",
+                        self.private_dir.display()
+                    ),
+                    e,
+                )
+            })?;
+        self.created = true;
+        // The umask cannot widen 0700, but be explicit about it.
+        std::fs::set_permissions(&self.private_dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| {
+                setup_err(
+                    format!(
+                        "cannot restrict workspace {}: {e}",
+                        self.private_dir.display()
+                    ),
+                    e,
+                )
+            })?;
+        tracing::debug!(task_id = %self.spec.task_id, execution_id = %self.spec.execution_id, workspace = %self.cwd.display(), "workspace ready");
+
+        if let Some(setup) = self.config().setup_command.clone() {
+            let status = self
+                .run_hook(&setup, "setup", Some(stop), None)
+                .await
+                .map_err(|e| {
+                    BackendError::with_source(
+                        FailureReason::SetupCommand,
+                        format!("cannot run the setup command: {e}"),
+                        e,
+                    )
+                })?;
+            match status {
+                None => return Err(BackendError::cancelled()),
+                Some(s) if !s.success() => {
+                    return Err(BackendError::new(
+                        FailureReason::SetupCommand,
+                        format!("the setup command failed with {s}"),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        if stop.is_cancelled() {
+            return Err(BackendError::cancelled());
+        }
+        Ok(())
+    }
+
+    async fn launch(&mut self) -> Result<(), BackendError> {
+        let program = self.config().agent_path.clone();
+        let args = self.agent_args();
+        let spawned = self.spawn(&program, &args, "agent").map_err(|e| {
+            BackendError::with_source(
+                FailureReason::AgentInvocation,
+                format!("cannot start the agent {}: {e}", program.display()),
+                e,
+            )
+        })?;
+        tracing::info!(
+            task_id = %self.spec.task_id,
+            execution_id = %self.spec.execution_id,
+            pid = spawned.group.pgid.as_raw(),
+            workspace = %self.cwd.display(),
+            "agent started"
+        );
+        self.agent = Some(spawned);
+        Ok(())
+    }
+
+    async fn wait(&mut self) -> Result<ExitStatus, BackendError> {
+        let Some(agent) = self.agent.as_mut() else {
+            return Err(BackendError::new(
+                FailureReason::AgentInvocation,
+                "the agent was never started",
+            ));
+        };
+        let status = agent.child.wait().await.map_err(|e| {
+            BackendError::with_source(
+                FailureReason::AgentInvocation,
+                format!("cannot wait for the agent: {e}"),
+                e,
+            )
+        })?;
+        // The agent is gone; whatever it left in its group goes with it.
+        agent.group.kill_and_disarm();
+        Ok(status.into())
+    }
+
+    async fn cancel(&mut self, grace: Duration) -> Result<ExitStatus, BackendError> {
+        let Some(agent) = self.agent.as_mut() else {
+            return Err(BackendError::cancelled());
+        };
+        let status = agent.terminate(grace).await.map_err(|e| {
+            BackendError::with_source(
+                FailureReason::AgentInvocation,
+                format!("cannot stop the agent: {e}"),
+                e,
+            )
+        })?;
+        Ok(status.into())
+    }
+
+    async fn cleanup(&mut self) -> Result<(), BackendError> {
+        if let Some(mut agent) = self.agent.take() {
+            // Normally already done by wait/cancel; covers an abandoned wait.
+            if agent.group.armed {
+                let _ = agent.terminate(Duration::ZERO).await;
+            }
+        }
+        let mut result = Ok(());
+        if self.created
+            && let Some(teardown) = self.config().teardown_command.clone()
+        {
+            match self
+                .run_hook(&teardown, "teardown", None, Some(TEARDOWN_TIMEOUT))
+                .await
+            {
+                Ok(Some(s)) if s.success() => {}
+                Ok(Some(s)) => {
+                    tracing::warn!(task_id = %self.spec.task_id, execution_id = %self.spec.execution_id, status = %s, "teardown command failed");
+                    result = Err(BackendError::new(
+                        FailureReason::TeardownCommand,
+                        format!("the teardown command failed with {s}"),
+                    ));
+                }
+                Ok(None) => {
+                    result = Err(BackendError::new(
+                        FailureReason::TeardownCommand,
+                        "the teardown command timed out",
+                    ));
+                }
+                Err(e) => {
+                    tracing::warn!(task_id = %self.spec.task_id, execution_id = %self.spec.execution_id, error = %e, "cannot run the teardown command");
+                    result = Err(BackendError::with_source(
+                        FailureReason::TeardownCommand,
+                        format!("cannot run the teardown command: {e}"),
+                        e,
+                    ));
+                }
+            }
+        }
+        // Output pumps end once every writer of the pipes is dead; a process that
+        // escaped the group (setsid) could hold them open, so bound the wait.
+        let drained = tokio::time::timeout(READER_DRAIN_TIMEOUT, async {
+            while self.readers.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(task_id = %self.spec.task_id, execution_id = %self.spec.execution_id, "task output still open after its process group was killed (a process left the group?)");
+            self.readers.abort_all();
+        }
+
+        if self.created {
+            if self.config().cleanup {
+                if let Err(e) = tokio::fs::remove_dir_all(&self.private_dir).await {
+                    tracing::warn!(task_id = %self.spec.task_id, execution_id = %self.spec.execution_id, workspace = %self.private_dir.display(), error = %e, "cannot remove workspace");
+                    if result.is_ok() {
+                        result = Err(BackendError::with_source(
+                            FailureReason::Cleanup,
+                            format!("cannot remove workspace: {e}"),
+                            e,
+                        ));
+                    }
+                }
+            } else {
+                tracing::info!(task_id = %self.spec.task_id, execution_id = %self.spec.execution_id, workspace = %self.private_dir.display(), "cleanup disabled; workspace kept");
+            }
+        }
+        result
+    }
+}
+
+/// Forwards a stream line by line into the worker's log (debug level; output
+/// may contain secrets, so never at info).
+async fn pump_lines<R: AsyncRead + Unpin>(reader: R, ctx: LogCtx) {
+    let mut reader = BufReader::new(reader);
+    let mut line: Vec<u8> = Vec::new();
+    let mut truncated = false;
+    let emit = |line: &mut Vec<u8>, truncated: &mut bool| {
+        let text = String::from_utf8_lossy(line);
+        let text = text.trim_end_matches('\r');
+        tracing::debug!(
+            task_id = %ctx.task_id,
+            execution_id = %ctx.execution_id,
+            source = ctx.source,
+            truncated = *truncated,
+            "{text}"
+        );
+        line.clear();
+        *truncated = false;
+    };
+    while let Ok(buf) = reader.fill_buf().await {
+        if buf.is_empty() {
+            if !line.is_empty() {
+                emit(&mut line, &mut truncated);
+            }
+            break;
+        }
+        let (chunk, consumed, complete) = match buf.iter().position(|b| *b == b'\n') {
+            Some(i) => (&buf[..i], i + 1, true),
+            None => (buf, buf.len(), false),
+        };
+        let room = MAX_LOG_LINE.saturating_sub(line.len());
+        if chunk.len() > room {
+            truncated = true;
+        }
+        line.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        reader.consume(consumed);
+        if complete {
+            emit(&mut line, &mut truncated);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn safe_segments() {
+        assert!(is_safe_segment("0193a7b2-5c1e-7d3e-9f00-123456789abc"));
+        assert!(is_safe_segment("exec_1.a"));
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "../x",
+            "a\\b",
+            "a b",
+            "a\0b",
+            &"x".repeat(201),
+        ] {
+            assert!(!is_safe_segment(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn exit_status_codes() {
+        assert_eq!(ExitStatus::Code(3).code(), 3);
+        assert_eq!(ExitStatus::Signal(9).code(), 137);
+        assert!(ExitStatus::Code(0).success());
+        assert!(!ExitStatus::Signal(15).success());
+    }
+}

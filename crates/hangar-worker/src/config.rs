@@ -1,0 +1,865 @@
+//! Worker configuration: command-line flags, the YAML file, and the resolved
+//! [`WorkerConfig`] (PROTOCOL.md §3).
+//!
+//! Precedence is flags > file > defaults. [`WorkerArgs::resolve`] is the one
+//! loader; `hangar up` skips it and fills a [`WorkerConfig`] directly.
+
+use clap::ValueEnum;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Default control-plane URL (a local `hangar server` / `hangar up`).
+pub const DEFAULT_SERVER_URL: &str = "http://127.0.0.1:7420";
+/// Default number of tasks run at once. Unlimited (0) is a foot-gun on the
+/// direct backend, where every task is a process tree on the host.
+pub const DEFAULT_MAX_CONCURRENT_TASKS: u32 = 4;
+/// Default WebSocket ping interval.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
+/// Default read deadline: the connection is dead when nothing arrives for this long.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default time between SIGTERM and SIGKILL when stopping a task.
+pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(10);
+
+/// An API key. `Debug` and `Display` print `***` so it never reaches a log.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    /// Wraps a key.
+    pub fn new(key: impl Into<String>) -> Self {
+        ApiKey(key.into())
+    }
+
+    /// The key itself, for the `Authorization` header only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether no key was given.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Where tasks run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum BackendKind {
+    /// A container per task (the documented default; not in this build yet).
+    #[default]
+    Docker,
+    /// A Kubernetes Job per task (not in this build yet).
+    Kubernetes,
+    /// A process per task in a workspace directory on the host.
+    Direct,
+    /// Hand the task to an operator command (not in this build yet).
+    Command,
+}
+
+impl BackendKind {
+    /// The name used on the command line, in the file and in `worker_hello`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            BackendKind::Docker => "docker",
+            BackendKind::Kubernetes => "kubernetes",
+            BackendKind::Direct => "direct",
+            BackendKind::Command => "command",
+        }
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Log verbosity; the binary installs the subscriber.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    /// Everything, including agent output.
+    Debug,
+    /// Lifecycle events.
+    #[default]
+    Info,
+    /// Problems that the worker recovers from.
+    Warn,
+    /// Problems that need an operator.
+    Error,
+}
+
+impl LogLevel {
+    /// The level as a `tracing` filter directive.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+}
+
+/// Flags of `hangar worker` (names as in oz-agent-worker). Flatten into the
+/// subcommand and call [`WorkerArgs::resolve`].
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct WorkerArgs {
+    /// Name of this worker; runs created with `--host <ID>` go to it (exact match).
+    /// Required here or as `worker_id` in the config file.
+    #[arg(long, value_name = "ID")]
+    pub worker_id: Option<String>,
+
+    /// Team API key the worker authenticates with. Never passed into tasks.
+    #[arg(
+        long,
+        env = "HANGAR_API_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    pub api_key: Option<String>,
+
+    /// Base URL of the control plane [default: http://127.0.0.1:7420].
+    #[arg(long, env = "HANGAR_SERVER_URL", value_name = "URL")]
+    pub server_url: Option<String>,
+
+    /// YAML config file (PROTOCOL.md §3); flags override it.
+    #[arg(long, value_name = "PATH")]
+    pub config_file: Option<PathBuf>,
+
+    /// Execution backend [default: docker, or the one configured in the file].
+    #[arg(long, value_enum)]
+    pub backend: Option<BackendKind>,
+
+    /// Log verbosity [default: info].
+    #[arg(long, value_enum)]
+    pub log_level: Option<LogLevel>,
+
+    /// Keep workspaces, containers and Jobs after tasks end (for debugging).
+    #[arg(long)]
+    pub no_cleanup: bool,
+
+    /// Volume for task containers, `HOST:CONTAINER[:ro|rw]` (docker; repeatable; no comma splitting).
+    #[arg(short = 'v', long = "volumes", value_name = "HOST:CTR[:MODE]")]
+    pub volumes: Vec<String>,
+
+    /// Environment variable for tasks: `KEY=VALUE`, or `KEY` to pass the host's value (repeatable).
+    #[arg(short = 'e', long = "env", value_name = "KEY[=VALUE]")]
+    pub env: Vec<String>,
+
+    /// Tasks run at once; 0 = unlimited [default: 4].
+    #[arg(long, value_name = "N")]
+    pub max_concurrent_tasks: Option<u32>,
+
+    /// How long the agent stays up after finishing, e.g. `10m` (passed to the agent).
+    #[arg(long, value_name = "DURATION")]
+    pub idle_on_complete: Option<String>,
+
+    /// Direct backend: run every task in this existing directory (shared, never cleaned).
+    #[arg(long, value_name = "DIR")]
+    pub target_dir: Option<PathBuf>,
+
+    /// WebSocket ping interval.
+    #[arg(long, hide = true, value_parser = parse_duration, value_name = "DURATION")]
+    pub heartbeat_interval: Option<Duration>,
+
+    /// The connection is considered dead when nothing is read for this long.
+    #[arg(long, hide = true, value_parser = parse_duration, value_name = "DURATION")]
+    pub read_timeout: Option<Duration>,
+
+    /// Time between SIGTERM and SIGKILL when stopping a task.
+    #[arg(long, hide = true, value_parser = parse_duration, value_name = "DURATION")]
+    pub kill_grace: Option<Duration>,
+
+    /// Direct backend: where per-task workspaces are created.
+    #[arg(long, hide = true, value_name = "DIR")]
+    pub workspace_root: Option<PathBuf>,
+
+    /// Binary launched for tasks as `<PATH> agent run …` [default: this executable].
+    #[arg(long, hide = true, value_name = "PATH")]
+    pub agent_path: Option<PathBuf>,
+}
+
+/// Direct-backend settings of a [`WorkerConfig`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DirectSettings {
+    /// Parent of the per-execution workspaces; `None` = `$XDG_DATA_HOME/hangar/workspaces`.
+    pub workspace_root: Option<PathBuf>,
+    /// Run every task in this existing directory instead (shared, never removed).
+    pub target_dir: Option<PathBuf>,
+    /// `/bin/sh -c` command run in the workspace before the agent.
+    pub setup_command: Option<String>,
+    /// `/bin/sh -c` command run in the workspace after the agent, whatever the outcome.
+    pub teardown_command: Option<String>,
+}
+
+/// The resolved worker configuration. Build it with [`WorkerArgs::resolve`] or
+/// fill it directly (`hangar up`), starting from `WorkerConfig::default()`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerConfig {
+    /// Name of this worker (exact match for `--host`).
+    pub worker_id: String,
+    /// Team API key; only ever sent in the `Authorization` header.
+    pub api_key: ApiKey,
+    /// Base URL of the control plane.
+    pub server_url: String,
+    /// Execution backend.
+    pub backend: BackendKind,
+    /// Log verbosity (applied by the binary).
+    pub log_level: LogLevel,
+    /// Remove sandboxes after tasks end.
+    pub cleanup: bool,
+    /// Docker volumes (`HOST:CTR[:ro|rw]`).
+    pub volumes: Vec<String>,
+    /// Extra environment for every task, in order; later entries win.
+    pub env: Vec<(String, String)>,
+    /// Tasks run at once; 0 = unlimited.
+    pub max_concurrent_tasks: u32,
+    /// Passed to the agent as `--idle-on-complete`.
+    pub idle_on_complete: Option<String>,
+    /// Free-form labels announced in `worker_hello`.
+    pub labels: BTreeMap<String, String>,
+    /// WebSocket ping interval.
+    pub heartbeat_interval: Duration,
+    /// Read deadline of the connection.
+    pub read_timeout: Duration,
+    /// Time between SIGTERM and SIGKILL.
+    pub kill_grace: Duration,
+    /// Limit for the WebSocket handshake.
+    pub connect_timeout: Duration,
+    /// First reconnect delay (before jitter); doubles up to `reconnect_max`.
+    pub reconnect_initial: Duration,
+    /// Cap of the reconnect delay.
+    pub reconnect_max: Duration,
+    /// A connection that stayed up this long resets the reconnect delay.
+    pub reconnect_reset_after: Duration,
+    /// Binary launched for tasks; `None` = the current executable.
+    pub agent_path: Option<PathBuf>,
+    /// Direct-backend settings.
+    pub direct: DirectSettings,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            worker_id: String::new(),
+            api_key: ApiKey::default(),
+            server_url: DEFAULT_SERVER_URL.to_owned(),
+            backend: BackendKind::default(),
+            log_level: LogLevel::default(),
+            cleanup: true,
+            volumes: Vec::new(),
+            env: Vec::new(),
+            max_concurrent_tasks: DEFAULT_MAX_CONCURRENT_TASKS,
+            idle_on_complete: None,
+            labels: BTreeMap::new(),
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            read_timeout: DEFAULT_READ_TIMEOUT,
+            kill_grace: DEFAULT_KILL_GRACE,
+            connect_timeout: Duration::from_secs(30),
+            reconnect_initial: Duration::from_secs(1),
+            reconnect_max: Duration::from_secs(60),
+            reconnect_reset_after: Duration::from_secs(10),
+            agent_path: None,
+            direct: DirectSettings::default(),
+        }
+    }
+}
+
+/// What is wrong with the configuration, and how to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {}: {source}", path.display())]
+    ReadFile {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The config file is not valid YAML for the schema.
+    #[error(
+        "invalid config file {}{}: {source} (see PROTOCOL.md §3 for the schema)",
+        path.display(),
+        location.map(|(l, c)| format!(" at line {l}, column {c}")).unwrap_or_default()
+    )]
+    ParseFile {
+        /// The file.
+        path: PathBuf,
+        /// Line and column, when serde knows them.
+        location: Option<(usize, usize)>,
+        /// Cause.
+        #[source]
+        source: serde_norway::Error,
+    },
+    /// Any other invalid setting.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn invalid(msg: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid(msg.into())
+}
+
+/// The config file (PROTOCOL.md §3). Unknown keys are errors.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Worker id.
+    pub worker_id: Option<String>,
+    /// Remove sandboxes after tasks (default true).
+    pub cleanup: Option<bool>,
+    /// Concurrency; 0 = unlimited.
+    pub max_concurrent_tasks: Option<u32>,
+    /// Passed to the agent.
+    pub idle_on_complete: Option<String>,
+    /// Exactly one backend section.
+    pub backend: Option<FileBackend>,
+}
+
+/// `backend:` of the config file: exactly one section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileBackend {
+    /// Docker settings.
+    pub docker: Option<FileDocker>,
+    /// Direct settings.
+    pub direct: Option<FileDirect>,
+    /// Kubernetes settings.
+    pub kubernetes: Option<FileKubernetes>,
+    /// Command settings.
+    pub command: Option<FileCommand>,
+}
+
+/// An environment entry; no `value` inherits the host's.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileEnvVar {
+    /// Variable name.
+    pub name: String,
+    /// Value; absent = inherit from the worker's environment.
+    pub value: Option<String>,
+}
+
+/// `backend.docker`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileDocker {
+    /// `HOST:CTR[:ro|rw]` volumes.
+    #[serde(default)]
+    pub volumes: Vec<String>,
+    /// Task environment.
+    #[serde(default)]
+    pub environment: Vec<FileEnvVar>,
+    /// Image when the environment names none.
+    pub default_image: Option<String>,
+    /// Docker network for task containers.
+    pub network: Option<String>,
+}
+
+/// `backend.direct`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileDirect {
+    /// Parent of per-task workspaces.
+    pub workspace_root: Option<PathBuf>,
+    /// Shared directory for every task.
+    pub target_dir: Option<PathBuf>,
+    /// Run before the agent.
+    pub setup_command: Option<String>,
+    /// Run after the agent.
+    pub teardown_command: Option<String>,
+    /// Task environment.
+    #[serde(default)]
+    pub environment: Vec<FileEnvVar>,
+}
+
+/// `backend.kubernetes` (parsed and validated; the backend comes in a later build).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct FileKubernetes {
+    pub namespace: Option<String>,
+    pub kubeconfig: Option<PathBuf>,
+    pub default_image: Option<String>,
+    pub image_pull_policy: Option<String>,
+    pub preflight_image: Option<String>,
+    pub setup_command: Option<String>,
+    pub teardown_command: Option<String>,
+    #[serde(default)]
+    pub extra_labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub extra_annotations: BTreeMap<String, String>,
+    pub active_deadline_seconds: Option<u64>,
+    pub ttl_seconds_after_finished: Option<u64>,
+    pub workspace_size_limit: Option<String>,
+    pub unschedulable_timeout: Option<String>,
+    pub pod_template: Option<serde_norway::Value>,
+}
+
+/// `backend.command` (parsed and validated; the backend comes in a later build).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct FileCommand {
+    pub dispatch_command: Option<String>,
+    pub cancel_command: Option<String>,
+    pub dispatch_timeout: Option<String>,
+    #[serde(default)]
+    pub environment: Vec<FileEnvVar>,
+}
+
+impl FileConfig {
+    /// Reads and parses a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses config text; `path` is only used in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        // An empty file is a valid "no settings" file.
+        if text.trim().is_empty() {
+            return Ok(FileConfig::default());
+        }
+        serde_norway::from_str(text).map_err(|source| ConfigError::ParseFile {
+            path: path.to_owned(),
+            location: source.location().map(|l| (l.line(), l.column())),
+            source,
+        })
+    }
+
+    /// The backend section named in the file, if any.
+    fn backend_kind(&self, path: &Path) -> Result<Option<BackendKind>, ConfigError> {
+        let Some(b) = &self.backend else {
+            return Ok(None);
+        };
+        let mut present = Vec::new();
+        if b.docker.is_some() {
+            present.push(BackendKind::Docker);
+        }
+        if b.direct.is_some() {
+            present.push(BackendKind::Direct);
+        }
+        if b.kubernetes.is_some() {
+            present.push(BackendKind::Kubernetes);
+        }
+        if b.command.is_some() {
+            present.push(BackendKind::Command);
+        }
+        match present.as_slice() {
+            [one] => Ok(Some(*one)),
+            [] => Err(invalid(format!(
+                "invalid config file {}: `backend` must contain exactly one of docker, direct, kubernetes, command; it has none",
+                path.display()
+            ))),
+            many => Err(invalid(format!(
+                "invalid config file {}: `backend` must contain exactly one of docker, direct, kubernetes, command; it has {}",
+                path.display(),
+                many.iter()
+                    .map(|k| k.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
+    }
+}
+
+impl WorkerArgs {
+    /// Resolves flags > file > defaults into a [`WorkerConfig`], reading inherited
+    /// `-e KEY` values from the process environment.
+    pub fn resolve(&self) -> Result<WorkerConfig, ConfigError> {
+        self.resolve_with_env(|k| std::env::var(k).ok())
+    }
+
+    /// Like [`resolve`](Self::resolve) with an explicit lookup for inherited variables.
+    pub fn resolve_with_env(
+        &self,
+        host_env: impl Fn(&str) -> Option<String>,
+    ) -> Result<WorkerConfig, ConfigError> {
+        let (file, file_path) = match &self.config_file {
+            Some(path) => (FileConfig::load(path)?, path.clone()),
+            None => (FileConfig::default(), PathBuf::from("<none>")),
+        };
+        let file_backend = file.backend_kind(&file_path)?;
+        let worker_id = match (&self.worker_id, &file.worker_id) {
+            (Some(id), _) | (None, Some(id)) => id.clone(),
+            (None, None) => {
+                return Err(invalid(
+                    "no worker id: pass --worker-id <ID> or set `worker_id` in the config file",
+                ));
+            }
+        };
+        validate_worker_id(&worker_id)?;
+        let mut cfg = WorkerConfig {
+            worker_id,
+            ..WorkerConfig::default()
+        };
+
+        cfg.api_key = match &self.api_key {
+            Some(k) if !k.trim().is_empty() => ApiKey::new(k.trim()),
+            _ => {
+                return Err(invalid(
+                    "no API key: pass --api-key <KEY> or set HANGAR_API_KEY (create one with `hangar api-key create`)",
+                ));
+            }
+        };
+        if let Some(url) = &self.server_url {
+            cfg.server_url = url.clone();
+        }
+        hangar_client::parse_server_url(&cfg.server_url)
+            .map_err(|e| invalid(format!("--server-url: {e}")))?;
+
+        cfg.backend = match (self.backend, file_backend) {
+            (Some(flag), Some(in_file)) if flag != in_file => {
+                return Err(invalid(format!(
+                    "--backend {flag} conflicts with `backend.{in_file}` in {}: remove one of them",
+                    file_path.display()
+                )));
+            }
+            (Some(k), _) | (None, Some(k)) => k,
+            (None, None) => BackendKind::default(),
+        };
+        if cfg.backend != BackendKind::Direct {
+            return Err(invalid(format!(
+                "the {} backend is not supported yet in this build: use --backend direct \
+                 (or a `backend.direct` section in the config file)",
+                cfg.backend
+            )));
+        }
+
+        cfg.log_level = self.log_level.unwrap_or_default();
+        cfg.cleanup = !self.no_cleanup && file.cleanup.unwrap_or(true);
+        cfg.max_concurrent_tasks = self
+            .max_concurrent_tasks
+            .or(file.max_concurrent_tasks)
+            .unwrap_or(DEFAULT_MAX_CONCURRENT_TASKS);
+        cfg.idle_on_complete = self
+            .idle_on_complete
+            .clone()
+            .or(file.idle_on_complete.clone());
+        if let Some(d) = &cfg.idle_on_complete {
+            parse_duration(d).map_err(|e| invalid(format!("idle_on_complete: {e}")))?;
+        }
+
+        let backend = file.backend.clone().unwrap_or_default();
+        let file_env = match cfg.backend {
+            BackendKind::Docker => backend.docker.as_ref().map(|d| d.environment.clone()),
+            BackendKind::Direct => backend.direct.as_ref().map(|d| d.environment.clone()),
+            BackendKind::Command => backend.command.as_ref().map(|d| d.environment.clone()),
+            BackendKind::Kubernetes => None,
+        }
+        .unwrap_or_default();
+        let mut env: Vec<(String, String)> = Vec::new();
+        for var in &file_env {
+            let spec = match &var.value {
+                Some(v) => format!("{}={v}", var.name),
+                None => var.name.clone(),
+            };
+            let entry = parse_env_spec(&spec, &host_env).map_err(|e| {
+                invalid(format!(
+                    "{} backend.{}.environment: {e}",
+                    file_path.display(),
+                    cfg.backend
+                ))
+            })?;
+            set_env(&mut env, entry);
+        }
+        for spec in &self.env {
+            let entry =
+                parse_env_spec(spec, &host_env).map_err(|e| invalid(format!("-e/--env: {e}")))?;
+            set_env(&mut env, entry);
+        }
+        cfg.env = env;
+
+        let mut volumes = backend
+            .docker
+            .as_ref()
+            .map(|d| d.volumes.clone())
+            .unwrap_or_default();
+        volumes.extend(self.volumes.iter().cloned());
+        for v in &volumes {
+            validate_volume(v)?;
+        }
+        cfg.volumes = volumes;
+
+        if let Some(d) = self.heartbeat_interval {
+            cfg.heartbeat_interval = d;
+        }
+        if let Some(d) = self.read_timeout {
+            cfg.read_timeout = d;
+        }
+        if let Some(d) = self.kill_grace {
+            cfg.kill_grace = d;
+        }
+        cfg.agent_path = self.agent_path.clone();
+
+        let direct = backend.direct.unwrap_or_default();
+        cfg.direct = DirectSettings {
+            workspace_root: self.workspace_root.clone().or(direct.workspace_root),
+            target_dir: self.target_dir.clone().or(direct.target_dir),
+            setup_command: direct.setup_command,
+            teardown_command: direct.teardown_command,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+impl WorkerConfig {
+    /// Checks invariants that hold however the config was built.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate_worker_id(&self.worker_id)?;
+        if self.api_key.is_empty() {
+            return Err(invalid(
+                "no API key: pass --api-key <KEY> or set HANGAR_API_KEY",
+            ));
+        }
+        hangar_client::parse_server_url(&self.server_url)
+            .map_err(|e| invalid(format!("server URL: {e}")))?;
+        if self.heartbeat_interval.is_zero() || self.read_timeout.is_zero() {
+            return Err(invalid(
+                "--heartbeat-interval and --read-timeout must be greater than zero",
+            ));
+        }
+        if self.read_timeout <= self.heartbeat_interval {
+            return Err(invalid(format!(
+                "--read-timeout ({:?}) must be longer than --heartbeat-interval ({:?}), \
+                 otherwise a healthy idle connection is declared dead",
+                self.read_timeout, self.heartbeat_interval
+            )));
+        }
+        for (key, _) in &self.env {
+            if key == hangar_protocol::ENV_API_KEY {
+                return Err(invalid(format!(
+                    "refusing to pass {key} into tasks: tasks get a run-scoped token, never the worker's key"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A worker id is non-empty and has no whitespace or `/`.
+pub fn validate_worker_id(id: &str) -> Result<(), ConfigError> {
+    if id.is_empty() {
+        return Err(invalid("the worker id is empty: pass --worker-id <ID>"));
+    }
+    if id
+        .chars()
+        .any(|c| c.is_whitespace() || c == '/' || c.is_control())
+    {
+        return Err(invalid(format!(
+            "invalid worker id {id:?}: it must not contain whitespace, control characters or `/`"
+        )));
+    }
+    Ok(())
+}
+
+/// Parses `KEY=VALUE`, or `KEY` (value taken from `host_env`).
+pub fn parse_env_spec(
+    spec: &str,
+    host_env: &impl Fn(&str) -> Option<String>,
+) -> Result<(String, String), ConfigError> {
+    let (key, value) = match spec.split_once('=') {
+        Some((k, v)) => (k, Some(v.to_owned())),
+        None => (spec, None),
+    };
+    if key.is_empty() || key.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(invalid(format!(
+            "invalid environment entry {spec:?}: expected KEY=VALUE or KEY, with a non-empty KEY without whitespace"
+        )));
+    }
+    let value = match value {
+        Some(v) => v,
+        None => host_env(key).ok_or_else(|| {
+            invalid(format!(
+                "{key} is to be inherited from the worker's environment, but it is not set there: \
+                 set it, or pass {key}=VALUE"
+            ))
+        })?,
+    };
+    Ok((key.to_owned(), value))
+}
+
+/// Sets `key` in an ordered env list, replacing an earlier value in place.
+fn set_env(env: &mut Vec<(String, String)>, (key, value): (String, String)) {
+    match env.iter_mut().find(|(k, _)| *k == key) {
+        Some(slot) => slot.1 = value,
+        None => env.push((key, value)),
+    }
+}
+
+fn validate_volume(spec: &str) -> Result<(), ConfigError> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let ok = match parts.as_slice() {
+        [host, ctr] => !host.is_empty() && !ctr.is_empty(),
+        [host, ctr, mode] => !host.is_empty() && !ctr.is_empty() && matches!(*mode, "ro" | "rw"),
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "invalid volume {spec:?}: expected HOST:CONTAINER[:ro|rw]"
+        )))
+    }
+}
+
+/// Parses a duration such as `500ms`, `30s`, `10m`, `1h30m`; a bare number is seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let s = text.trim();
+    if s.is_empty() {
+        return Err("empty duration".to_owned());
+    }
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let bad = || format!("invalid duration {text:?}: expected e.g. 500ms, 30s, 10m, 1h30m");
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        if digits == 0 {
+            return Err(bad());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.saturating_mul(60)),
+            "h" => Duration::from_secs(n.saturating_mul(3600)),
+            _ => return Err(bad()),
+        };
+        total = total.saturating_add(unit);
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("30").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("2m5s").unwrap(), Duration::from_secs(125));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("5 minutes").is_err());
+        assert!(parse_duration("m").is_err());
+        assert!(parse_duration("10x").is_err());
+    }
+
+    #[test]
+    fn env_specs() {
+        assert_eq!(
+            parse_env_spec("A=b=c", &no_env).unwrap(),
+            ("A".into(), "b=c".into())
+        );
+        assert_eq!(
+            parse_env_spec("A=", &no_env).unwrap(),
+            ("A".into(), String::new())
+        );
+        let host = |k: &str| (k == "HOSTY").then(|| "from-host".to_owned());
+        assert_eq!(parse_env_spec("HOSTY", &host).unwrap().1, "from-host");
+        let err = parse_env_spec("MISSING_ONE", &host)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("MISSING_ONE"), "{err}");
+        assert!(parse_env_spec("=x", &no_env).is_err());
+        assert!(parse_env_spec("A B=x", &no_env).is_err());
+    }
+
+    #[test]
+    fn worker_ids() {
+        assert!(validate_worker_id("my-worker.1").is_ok());
+        assert!(validate_worker_id("").is_err());
+        assert!(validate_worker_id("a b").is_err());
+        assert!(validate_worker_id("a/b").is_err());
+        assert!(validate_worker_id("a\tb").is_err());
+    }
+
+    #[test]
+    fn api_key_is_redacted() {
+        let key = ApiKey::new("hk_secret");
+        assert_eq!(format!("{key:?}"), "***");
+        assert_eq!(format!("{key}"), "***");
+        let cfg = WorkerConfig {
+            api_key: key,
+            ..Default::default()
+        };
+        assert!(!format!("{cfg:?}").contains("hk_secret"));
+    }
+
+    #[test]
+    fn volumes_are_checked() {
+        assert!(validate_volume("/a:/b").is_ok());
+        assert!(validate_volume("/a:/b:ro").is_ok());
+        assert!(validate_volume("/a:/b:xx").is_err());
+        assert!(validate_volume("/a").is_err());
+    }
+
+    #[test]
+    fn backend_section_must_be_exactly_one() {
+        let p = Path::new("w.yaml");
+        let f = FileConfig::parse("backend: {}\n", p).unwrap();
+        assert!(
+            f.backend_kind(p)
+                .unwrap_err()
+                .to_string()
+                .contains("exactly one")
+        );
+        let f = FileConfig::parse("backend: {direct: {}, docker: {}}\n", p).unwrap();
+        let err = f.backend_kind(p).unwrap_err().to_string();
+        assert!(err.contains("docker, direct"), "{err}");
+        let f = FileConfig::parse("backend:\n  kubernetes:\n    namespace: x\n", p).unwrap();
+        assert_eq!(f.backend_kind(p).unwrap(), Some(BackendKind::Kubernetes));
+    }
+
+    #[test]
+    fn full_schema_parses() {
+        let text = r#"
+worker_id: my-worker
+cleanup: true
+max_concurrent_tasks: 4
+backend:
+  kubernetes: {namespace: default, kubeconfig: /k, default_image: img, image_pull_policy: IfNotPresent,
+               preflight_image: p, setup_command: s, teardown_command: t, extra_labels: {a: b}, extra_annotations: {},
+               active_deadline_seconds: 28800, ttl_seconds_after_finished: 86400, workspace_size_limit: 10Gi,
+               unschedulable_timeout: 30s, pod_template: {containers: []}}
+"#;
+        FileConfig::parse(text, Path::new("k.yaml")).unwrap();
+        let text = "backend:\n  docker: {volumes: [], environment: [{name: FOO, value: bar}, {name: INHERITED}], default_image: x, network: y}\n";
+        FileConfig::parse(text, Path::new("d.yaml")).unwrap();
+        let text = "backend:\n  command: {dispatch_command: a, cancel_command: b, dispatch_timeout: 60s, environment: []}\n";
+        FileConfig::parse(text, Path::new("c.yaml")).unwrap();
+    }
+}

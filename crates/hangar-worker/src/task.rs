@@ -1,0 +1,245 @@
+//! One execution from claim to terminal report: drives the backend's
+//! [`Execution`] and turns its outcome into exactly one `task_completed` or
+//! `task_failed`.
+
+use crate::backends::{Backend, BackendError, Execution, ExitStatus, TaskSpec};
+use crate::connection::Outbox;
+use hangar_protocol::worker::FailureReason;
+use hangar_protocol::worker::{TaskCompleted, TaskFailed, TaskStarted, WorkerToServer};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// `task_state` of a user-cancelled task.
+pub const CANCELLED_STATE: &str = "CANCELLED";
+/// Message of a user-cancelled task (Oz wording).
+pub const CANCELLED_MESSAGE: &str = "Task cancelled by user request.";
+/// Message of a successful task.
+pub const COMPLETED_MESSAGE: &str = "Task completed successfully.";
+
+/// Why a task is being stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StopCause {
+    /// `task_cancellation` from the server.
+    User,
+    /// The worker is shutting down hard.
+    Shutdown,
+}
+
+/// Stops one execution; the first cause wins.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TaskControl {
+    token: CancellationToken,
+    cause: Arc<OnceLock<StopCause>>,
+}
+
+impl TaskControl {
+    pub(crate) fn stop(&self, cause: StopCause) {
+        let _ = self.cause.set(cause);
+        self.token.cancel();
+    }
+
+    fn cause(&self) -> Option<StopCause> {
+        self.cause.get().copied()
+    }
+}
+
+/// Everything `drive` needs about one execution.
+pub(crate) struct TaskRun {
+    pub backend: Arc<dyn Backend>,
+    pub spec: TaskSpec,
+    pub control: TaskControl,
+    pub outbox: Outbox,
+    pub kill_grace: Duration,
+}
+
+enum Outcome {
+    /// The agent ended by itself.
+    Exited(ExitStatus),
+    /// Stopped on request; the status when the agent had started.
+    Stopped(Option<ExitStatus>),
+    /// The backend failed.
+    Failed(BackendError),
+}
+
+/// Runs the execution to the end and queues its terminal report.
+pub(crate) async fn drive(run: TaskRun) {
+    let task_id = run.spec.task_id.clone();
+    let execution_id = run.spec.execution_id.clone();
+    let outcome = match run.backend.execution(run.spec) {
+        Ok(mut exec) => {
+            let outcome = lifecycle(
+                exec.as_mut(),
+                &run.control,
+                &run.outbox,
+                &task_id,
+                &execution_id,
+                run.kill_grace,
+            )
+            .await;
+            if let Err(e) = exec.cleanup().await {
+                tracing::warn!(task_id = %task_id, execution_id = %execution_id, reason = ?e.reason, error = %e, "cleanup failed");
+            }
+            outcome
+        }
+        Err(e) => Outcome::Failed(e),
+    };
+    let report = report(outcome, run.control.cause(), &task_id, &execution_id);
+    run.outbox.send(report).await;
+}
+
+async fn lifecycle(
+    exec: &mut dyn Execution,
+    control: &TaskControl,
+    outbox: &Outbox,
+    task_id: &str,
+    execution_id: &str,
+    grace: Duration,
+) -> Outcome {
+    if let Err(e) = exec.prepare(&control.token).await {
+        if control.token.is_cancelled() {
+            return Outcome::Stopped(None);
+        }
+        return Outcome::Failed(e);
+    }
+    if control.token.is_cancelled() {
+        return Outcome::Stopped(None);
+    }
+    if let Err(e) = exec.launch().await {
+        return Outcome::Failed(e);
+    }
+    outbox
+        .send(WorkerToServer::TaskStarted(TaskStarted {
+            task_id: task_id.to_owned(),
+            execution_id: execution_id.to_owned(),
+        }))
+        .await;
+    tokio::select! {
+        status = exec.wait() => match status {
+            Ok(status) => Outcome::Exited(status),
+            Err(e) => Outcome::Failed(e),
+        },
+        _ = control.token.cancelled() => {
+            tracing::info!(task_id = %task_id, execution_id = %execution_id, cause = ?control.cause(), ?grace, "stopping task");
+            match exec.cancel(grace).await {
+                Ok(status) => Outcome::Stopped(Some(status)),
+                Err(e) => {
+                    tracing::warn!(task_id = %task_id, execution_id = %execution_id, error = %e, "stopping the task failed");
+                    Outcome::Stopped(None)
+                }
+            }
+        }
+    }
+}
+
+fn report(
+    outcome: Outcome,
+    cause: Option<StopCause>,
+    task_id: &str,
+    execution_id: &str,
+) -> WorkerToServer {
+    let completed = |message: &str, task_state: Option<&str>| {
+        WorkerToServer::TaskCompleted(TaskCompleted {
+            task_id: task_id.to_owned(),
+            message: message.to_owned(),
+            task_state: task_state.map(str::to_owned),
+            execution_id: Some(execution_id.to_owned()),
+        })
+    };
+    let failed = |reason: FailureReason, message: String, exit_code: Option<i32>| {
+        WorkerToServer::TaskFailed(TaskFailed {
+            task_id: task_id.to_owned(),
+            message,
+            failure_reason: Some(reason),
+            exit_code,
+            execution_id: Some(execution_id.to_owned()),
+        })
+    };
+    let msg = match (outcome, cause) {
+        (Outcome::Exited(status), _) if status.success() => completed(COMPLETED_MESSAGE, None),
+        (Outcome::Exited(status), _) => failed(
+            FailureReason::AgentInvocation,
+            format!("The agent exited with {status}."),
+            Some(status.code()),
+        ),
+        (Outcome::Stopped(_), Some(StopCause::User)) => {
+            completed(CANCELLED_MESSAGE, Some(CANCELLED_STATE))
+        }
+        (Outcome::Stopped(status), Some(StopCause::Shutdown) | None) => failed(
+            FailureReason::GracefulShutdown,
+            "The worker shut down before the task finished.".to_owned(),
+            status.map(|s| s.code()),
+        ),
+        (Outcome::Failed(e), _) => failed(e.reason, e.message, None),
+    };
+    let kind = match &msg {
+        WorkerToServer::TaskCompleted(m) => m
+            .task_state
+            .as_deref()
+            .unwrap_or("completed")
+            .to_lowercase(),
+        WorkerToServer::TaskFailed(m) => format!("failed ({:?})", m.failure_reason),
+        _ => String::new(),
+    };
+    tracing::info!(task_id = %task_id, execution_id = %execution_id, result = %kind, "task finished");
+    msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_map_outcomes() {
+        let r = report(Outcome::Exited(ExitStatus::Signal(9)), None, "t", "e");
+        let WorkerToServer::TaskFailed(f) = r else {
+            panic!("{r:?}")
+        };
+        assert_eq!(
+            (f.failure_reason, f.exit_code),
+            (Some(FailureReason::AgentInvocation), Some(137))
+        );
+
+        let r = report(
+            Outcome::Stopped(Some(ExitStatus::Signal(9))),
+            Some(StopCause::User),
+            "t",
+            "e",
+        );
+        let WorkerToServer::TaskCompleted(c) = r else {
+            panic!("{r:?}")
+        };
+        assert_eq!(c.task_state.as_deref(), Some("CANCELLED"));
+        assert_eq!(c.message, CANCELLED_MESSAGE);
+
+        let r = report(Outcome::Stopped(None), Some(StopCause::Shutdown), "t", "e");
+        let WorkerToServer::TaskFailed(f) = r else {
+            panic!("{r:?}")
+        };
+        assert_eq!(f.failure_reason, Some(FailureReason::GracefulShutdown));
+
+        // An agent that finished before the cancel landed succeeded.
+        let r = report(
+            Outcome::Exited(ExitStatus::Code(0)),
+            Some(StopCause::User),
+            "t",
+            "e",
+        );
+        assert!(matches!(
+            r,
+            WorkerToServer::TaskCompleted(TaskCompleted {
+                task_state: None,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn first_stop_cause_wins() {
+        let c = TaskControl::default();
+        c.stop(StopCause::User);
+        c.stop(StopCause::Shutdown);
+        assert_eq!(c.cause(), Some(StopCause::User));
+        assert!(c.token.is_cancelled());
+    }
+}

@@ -1,0 +1,469 @@
+//! The worker core: accepts or rejects assignments, owns every running task,
+//! and drains on shutdown.
+
+use crate::backends::direct::{Direct, DirectConfig};
+use crate::backends::{Backend, BackendError, TaskSpec};
+use crate::config::{BackendKind, ConfigError, WorkerConfig};
+use crate::connection::{self, Greeting, INBOX_CAPACITY, Outbox, Settings};
+use crate::task::{self, StopCause, TaskControl, TaskRun};
+use hangar_protocol::worker::{
+    RunningTask, ServerToWorker, TaskAssignment, TaskCancellation, TaskClaimed, TaskRejected,
+    WorkerHello, WorkerToServer,
+};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Reason sent in `task_rejected` when every slot is taken.
+pub const REJECT_AT_CAPACITY: &str = "worker at maximum concurrency";
+/// Reason sent in `task_rejected` while draining.
+pub const REJECT_DRAINING: &str = "worker is draining";
+/// Extra time, after the kill grace, that stopped tasks get to clean up and report.
+const HARD_SHUTDOWN_MARGIN: Duration = Duration::from_secs(5);
+/// Limit for flushing the outbox and closing the socket at the end.
+const CLOSE_DEADLINE: Duration = Duration::from_secs(15);
+
+/// Why the worker could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The backend is not in this build.
+    #[error("the {0} backend is not supported yet in this build; use the direct backend")]
+    UnsupportedBackend(BackendKind),
+    /// The backend could not start.
+    #[error("cannot start the {backend} backend: {source}")]
+    Backend {
+        /// Backend name.
+        backend: BackendKind,
+        /// Cause.
+        #[source]
+        source: BackendError,
+    },
+    /// The agent binary could not be determined.
+    #[error("cannot determine the agent binary (this executable): {0}; set --agent-path")]
+    AgentPath(#[source] std::io::Error),
+    /// No place for workspaces.
+    #[error(
+        "no data directory for workspaces ($XDG_DATA_HOME and $HOME are unset); set --workspace-root"
+    )]
+    NoWorkspaceRoot,
+    /// The server URL is unusable.
+    #[error(transparent)]
+    ServerUrl(#[from] hangar_client::ClientError),
+    /// The connection task stopped unexpectedly.
+    #[error("the connection task stopped unexpectedly: {0}")]
+    Connection(#[source] tokio::task::JoinError),
+}
+
+/// The default workspace root: `$XDG_DATA_HOME/hangar/workspaces`.
+pub fn default_workspace_root() -> Option<PathBuf> {
+    dirs::data_dir().map(|d| d.join("hangar").join("workspaces"))
+}
+
+/// Executions on this worker, shared with the connection's greeting.
+#[derive(Debug, Default)]
+struct Registry {
+    running: BTreeMap<String, Entry>,
+    draining: bool,
+}
+
+#[derive(Debug)]
+struct Entry {
+    task_id: String,
+    control: TaskControl,
+}
+
+type Shared = Arc<Mutex<Registry>>;
+
+fn lock(reg: &Shared) -> MutexGuard<'_, Registry> {
+    // A panic while holding this lock cannot leave the map half-updated
+    // (single inserts/removes), so the data is still sound.
+    reg.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Removes an execution from the registry when its task ends, even by panic.
+struct Deregister {
+    registry: Shared,
+    execution_id: String,
+}
+
+impl Drop for Deregister {
+    fn drop(&mut self) {
+        lock(&self.registry).running.remove(&self.execution_id);
+    }
+}
+
+/// A worker daemon: one connection to the control plane and the tasks it runs.
+///
+/// ```no_run
+/// # async fn f(config: hangar_worker::WorkerConfig) -> Result<(), hangar_worker::WorkerError> {
+/// use tokio_util::sync::CancellationToken;
+/// let (shutdown, hard) = (CancellationToken::new(), CancellationToken::new());
+/// hangar_worker::Worker::new(config)?.run(shutdown, hard).await
+/// # }
+/// ```
+pub struct Worker {
+    config: WorkerConfig,
+    backend: Arc<dyn Backend>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("config", &self.config)
+            .field("backend", &self.backend.name())
+            .finish()
+    }
+}
+
+impl Worker {
+    /// Validates the configuration and starts the backend (for direct: creates
+    /// the workspace root). Nothing is connected yet.
+    pub fn new(config: WorkerConfig) -> Result<Self, WorkerError> {
+        config.validate()?;
+        let backend: Arc<dyn Backend> = match config.backend {
+            BackendKind::Direct => {
+                let workspace_root = match &config.direct.workspace_root {
+                    Some(root) => root.clone(),
+                    None => default_workspace_root().ok_or(WorkerError::NoWorkspaceRoot)?,
+                };
+                let agent_path = match &config.agent_path {
+                    Some(p) => p.clone(),
+                    None => std::env::current_exe().map_err(WorkerError::AgentPath)?,
+                };
+                let direct = Direct::new(DirectConfig {
+                    workspace_root,
+                    target_dir: config.direct.target_dir.clone(),
+                    agent_path,
+                    server_url: config.server_url.clone(),
+                    setup_command: config.direct.setup_command.clone(),
+                    teardown_command: config.direct.teardown_command.clone(),
+                    env: config.env.clone(),
+                    cleanup: config.cleanup,
+                    idle_on_complete: config.idle_on_complete.clone(),
+                    kill_grace: config.kill_grace,
+                })
+                .map_err(|source| WorkerError::Backend {
+                    backend: BackendKind::Direct,
+                    source,
+                })?;
+                Arc::new(direct)
+            }
+            other => return Err(WorkerError::UnsupportedBackend(other)),
+        };
+        Ok(Worker { config, backend })
+    }
+
+    /// A worker over an already-built backend (other backends, tests).
+    pub fn with_backend(
+        config: WorkerConfig,
+        backend: Arc<dyn Backend>,
+    ) -> Result<Self, WorkerError> {
+        config.validate()?;
+        Ok(Worker { config, backend })
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &WorkerConfig {
+        &self.config
+    }
+
+    /// Runs until shut down.
+    ///
+    /// - `shutdown` fired: drain — send `worker_draining`, reject new work,
+    ///   keep heartbeating, let running tasks finish and report, close the
+    ///   socket with 1000, return.
+    /// - `hard_shutdown` fired (alone or after `shutdown`): additionally stop
+    ///   running tasks (reported as `graceful_shutdown`) and return once they
+    ///   are cleaned up, abandoning any still busy after the kill grace plus a
+    ///   short margin.
+    pub async fn run(
+        self,
+        shutdown: CancellationToken,
+        hard_shutdown: CancellationToken,
+    ) -> Result<(), WorkerError> {
+        let cfg = &self.config;
+        let url = connection::worker_ws_url(&cfg.server_url, &cfg.worker_id)?;
+        let registry: Shared = Arc::default();
+        let (outbox, outbox_rx) = Outbox::new();
+        let (inbox_tx, inbox) = mpsc::channel(INBOX_CAPACITY);
+        let close = CancellationToken::new();
+        let settings = Settings {
+            url,
+            api_key: cfg.api_key.clone(),
+            worker_id: cfg.worker_id.clone(),
+            heartbeat_interval: cfg.heartbeat_interval,
+            read_timeout: cfg.read_timeout,
+            connect_timeout: cfg.connect_timeout,
+            reconnect_initial: cfg.reconnect_initial,
+            reconnect_max: cfg.reconnect_max,
+            reconnect_reset_after: cfg.reconnect_reset_after,
+        };
+        let greeting = self.greeting(registry.clone());
+        // Owned: awaited (or aborted) below before run() returns.
+        let conn = tokio::spawn(connection::run(
+            settings,
+            greeting,
+            outbox_rx,
+            inbox_tx,
+            close.clone(),
+        ));
+        tracing::info!(
+            worker_id = %cfg.worker_id,
+            backend = self.backend.name(),
+            max_concurrent_tasks = cfg.max_concurrent_tasks,
+            server_url = %cfg.server_url,
+            "worker starting"
+        );
+        let mut core = Core {
+            worker: &self,
+            registry,
+            outbox,
+            inbox,
+            tasks: JoinSet::new(),
+            draining: false,
+        };
+        let result = core.run_loop(&shutdown, &hard_shutdown, conn, &close).await;
+        self.backend.shutdown().await;
+        tracing::info!(worker_id = %self.config.worker_id, "worker stopped");
+        result
+    }
+
+    fn greeting(&self, registry: Shared) -> Greeting {
+        let backend = self.backend.name().to_owned();
+        let max = self.config.max_concurrent_tasks;
+        let labels = self.config.labels.clone();
+        Arc::new(move || {
+            let reg = lock(&registry);
+            let running = reg
+                .running
+                .iter()
+                .map(|(execution_id, e)| RunningTask {
+                    task_id: e.task_id.clone(),
+                    execution_id: execution_id.clone(),
+                })
+                .collect();
+            let mut frames = vec![WorkerToServer::WorkerHello(WorkerHello {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                backend: backend.clone(),
+                max_concurrent_tasks: max,
+                labels: labels.clone(),
+                running,
+            })];
+            if reg.draining {
+                frames.push(WorkerToServer::WorkerDraining);
+            }
+            frames
+        })
+    }
+}
+
+/// The state of one `run`.
+struct Core<'a> {
+    worker: &'a Worker,
+    registry: Shared,
+    outbox: Outbox,
+    inbox: mpsc::Receiver<ServerToWorker>,
+    /// Every running task; nothing is spawned outside it.
+    tasks: JoinSet<()>,
+    draining: bool,
+}
+
+impl Core<'_> {
+    async fn run_loop(
+        &mut self,
+        shutdown: &CancellationToken,
+        hard_shutdown: &CancellationToken,
+        mut conn: tokio::task::JoinHandle<()>,
+        close: &CancellationToken,
+    ) -> Result<(), WorkerError> {
+        let mut hard_deadline: Option<Instant> = None;
+        let mut conn_result: Option<Result<(), tokio::task::JoinError>> = None;
+        let mut inbox_open = true;
+        loop {
+            if self.draining && self.tasks.is_empty() {
+                break;
+            }
+            tokio::select! {
+                biased;
+                _ = hard_shutdown.cancelled(), if hard_deadline.is_none() => {
+                    hard_deadline = Some(Instant::now() + self.worker.config.kill_grace + HARD_SHUTDOWN_MARGIN);
+                    self.start_drain().await;
+                    self.stop_all(StopCause::Shutdown);
+                }
+                _ = shutdown.cancelled(), if !self.draining => self.start_drain().await,
+                Some(joined) = self.tasks.join_next() => {
+                    if let Err(e) = joined {
+                        tracing::error!(worker_id = %self.worker.config.worker_id, error = %e, "a task panicked; its report is lost");
+                    }
+                }
+                msg = self.inbox.recv(), if inbox_open => match msg {
+                    Some(msg) => self.handle(msg).await,
+                    // The connection task owned the sender and ended; handled below.
+                    None => inbox_open = false,
+                },
+                r = &mut conn, if conn_result.is_none() => {
+                    tracing::error!(worker_id = %self.worker.config.worker_id, "the connection task stopped; stopping all tasks");
+                    conn_result = Some(r);
+                    if hard_deadline.is_none() {
+                        hard_deadline = Some(Instant::now() + self.worker.config.kill_grace + HARD_SHUTDOWN_MARGIN);
+                    }
+                    self.draining = true;
+                    self.stop_all(StopCause::Shutdown);
+                }
+                _ = sleep_until_opt(hard_deadline) => {
+                    tracing::error!(
+                        worker_id = %self.worker.config.worker_id,
+                        remaining = self.tasks.len(),
+                        "tasks did not stop within the kill grace; abandoning them"
+                    );
+                    break;
+                }
+            }
+        }
+        // Nothing reads the inbox any more: let the connection fail fast on it.
+        self.inbox.close();
+        // Aborts only tasks abandoned at the hard deadline.
+        self.tasks.shutdown().await;
+        close.cancel();
+        match conn_result {
+            Some(Ok(())) => Ok(()),
+            Some(Err(e)) => Err(WorkerError::Connection(e)),
+            None => match tokio::time::timeout(CLOSE_DEADLINE, &mut conn).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(WorkerError::Connection(e)),
+                Err(_) => {
+                    tracing::warn!(worker_id = %self.worker.config.worker_id, "closing the connection took too long; dropping it");
+                    conn.abort();
+                    Ok(())
+                }
+            },
+        }
+    }
+
+    async fn start_drain(&mut self) {
+        if self.draining {
+            return;
+        }
+        self.draining = true;
+        lock(&self.registry).draining = true;
+        tracing::info!(worker_id = %self.worker.config.worker_id, running = self.tasks.len(), "draining: taking no new tasks");
+        self.outbox.send(WorkerToServer::WorkerDraining).await;
+    }
+
+    fn stop_all(&self, cause: StopCause) {
+        for entry in lock(&self.registry).running.values() {
+            entry.control.stop(cause);
+        }
+    }
+
+    async fn handle(&mut self, msg: ServerToWorker) {
+        match msg {
+            ServerToWorker::TaskAssignment(a) => self.assign(*a).await,
+            ServerToWorker::TaskCancellation(c) => self.cancel(c),
+        }
+    }
+
+    async fn assign(&mut self, mut assignment: TaskAssignment) {
+        let cfg = &self.worker.config;
+        let task_id = assignment.task_id.clone();
+        if assignment.execution_id.is_empty() {
+            // Oz servers may omit it; the run id then names the execution.
+            assignment.execution_id = task_id.clone();
+        }
+        let execution_id = assignment.execution_id.clone();
+        let decision = {
+            let mut reg = lock(&self.registry);
+            if reg.running.contains_key(&execution_id) {
+                None
+            } else if self.draining {
+                Some(Err(REJECT_DRAINING))
+            } else if cfg.max_concurrent_tasks > 0
+                && reg.running.len() >= cfg.max_concurrent_tasks as usize
+            {
+                Some(Err(REJECT_AT_CAPACITY))
+            } else {
+                let control = TaskControl::default();
+                reg.running.insert(
+                    execution_id.clone(),
+                    Entry {
+                        task_id: task_id.clone(),
+                        control: control.clone(),
+                    },
+                );
+                Some(Ok(control))
+            }
+        };
+        match decision {
+            None => {
+                tracing::info!(task_id = %task_id, execution_id = %execution_id, "duplicate assignment ignored; the execution is already running");
+            }
+            Some(Err(reason)) => {
+                tracing::info!(task_id = %task_id, execution_id = %execution_id, reason, "task rejected");
+                self.outbox
+                    .send(WorkerToServer::TaskRejected(TaskRejected {
+                        task_id,
+                        reason: reason.to_owned(),
+                        execution_id: Some(execution_id),
+                    }))
+                    .await;
+            }
+            Some(Ok(control)) => {
+                tracing::info!(task_id = %task_id, execution_id = %execution_id, worker_id = %cfg.worker_id, "task claimed");
+                self.outbox
+                    .send(WorkerToServer::TaskClaimed(TaskClaimed {
+                        task_id: task_id.clone(),
+                        worker_id: cfg.worker_id.clone(),
+                        execution_id: Some(execution_id.clone()),
+                    }))
+                    .await;
+                let guard = Deregister {
+                    registry: self.registry.clone(),
+                    execution_id: execution_id.clone(),
+                };
+                let run = TaskRun {
+                    backend: self.worker.backend.clone(),
+                    spec: TaskSpec {
+                        task_id,
+                        execution_id,
+                        assignment,
+                    },
+                    control,
+                    outbox: self.outbox.clone(),
+                    kill_grace: cfg.kill_grace,
+                };
+                self.tasks.spawn(async move {
+                    let _guard = guard;
+                    task::drive(run).await;
+                });
+            }
+        }
+    }
+
+    fn cancel(&self, c: TaskCancellation) {
+        let reg = lock(&self.registry);
+        let mut found = false;
+        for (execution_id, entry) in reg.running.iter().filter(|(_, e)| e.task_id == c.task_id) {
+            tracing::info!(task_id = %c.task_id, execution_id = %execution_id, "cancellation requested");
+            entry.control.stop(StopCause::User);
+            found = true;
+        }
+        if !found {
+            tracing::warn!(task_id = %c.task_id, "cancellation for a task that is not running here; ignored");
+        }
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,13 @@
+//! The single integration-test binary of hangar-worker.
+
+// Test helpers fail loudly by design.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod suite {
+    pub mod common;
+    mod config;
+    mod connection;
+    mod direct;
+    mod drain;
+    mod lifecycle;
+}
