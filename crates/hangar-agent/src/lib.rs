@@ -36,8 +36,9 @@ pub use managed::{
     ENV_SPOOL_DIR, FLUSH_TIMEOUT, GATEWAY_PATH, ManagedRun, gateway_provider, run_managed,
 };
 pub use session::{
-    BACKOFF_MAX, BACKOFF_MIN, FOLLOWUP_CAPACITY, IDLE_TIMEOUT, INITIAL_ACK_TIMEOUT,
-    INTAKE_CAPACITY, PING_INTERVAL, SessionConfig, SessionReport, SessionStream, spool_path,
+    BACKOFF_MAX, BACKOFF_MIN, CONNECT_TIMEOUT, FOLLOWUP_CAPACITY, IDLE_TIMEOUT,
+    INITIAL_ACK_TIMEOUT, INTAKE_CAPACITY, PING_INTERVAL, SessionConfig, SessionReport,
+    SessionStream, spool_path,
 };
 pub use tools::{ToolContext, ToolError, ToolHandler, ToolOutput, ToolRegistry};
 

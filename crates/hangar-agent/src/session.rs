@@ -39,6 +39,8 @@ pub const INTAKE_CAPACITY: usize = 64;
 /// Follow-ups queued for the loop; more are dropped with a warning (the loop
 /// takes them at every turn boundary, so this only fills if a person floods).
 pub const FOLLOWUP_CAPACITY: usize = 64;
+/// Bound on one connection attempt (TCP + TLS + WebSocket handshake).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for the server's first `ack` after connecting.
 pub const INITIAL_ACK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Ping period on an idle socket.
@@ -206,6 +208,8 @@ impl SessionStream {
                 report
             }
             Err(e) => {
+                // The task panicked: what reached the server is unknown, so
+                // report it as incomplete.
                 tracing::error!(error = %e, "session stream task failed");
                 SessionReport {
                     last_seq: u64::MAX,
@@ -279,12 +283,14 @@ impl StreamTask {
         loop {
             let client = self.client.clone();
             let path = self.ws_path.clone();
-            match self
-                .drive(async move { client.websocket(&path).await })
-                .await
-            {
+            let connect =
+                async move { tokio::time::timeout(CONNECT_TIMEOUT, client.websocket(&path)).await };
+            match self.drive(connect).await {
                 None => break,
-                Some(Ok(ws)) => match self.serve(ws).await {
+                Some(Err(_elapsed)) => {
+                    tracing::warn!(timeout = ?CONNECT_TIMEOUT, "session stream connect timed out");
+                }
+                Some(Ok(Ok(ws))) => match self.serve(ws).await {
                     Ok(()) => break,
                     Err(reason) => tracing::warn!(
                         %reason,
@@ -292,7 +298,9 @@ impl StreamTask {
                         "session stream disconnected; reconnecting"
                     ),
                 },
-                Some(Err(error)) => tracing::warn!(%error, "cannot connect the session stream"),
+                Some(Ok(Err(error))) => {
+                    tracing::warn!(%error, "cannot connect the session stream");
+                }
             }
             let delay = self.backoff.next_delay();
             if self.drive(tokio::time::sleep(delay)).await.is_none() {

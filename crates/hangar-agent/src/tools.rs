@@ -9,7 +9,7 @@ mod output;
 mod shell;
 
 pub use output::{CappedOutput, DEFAULT_HEAD_BYTES, DEFAULT_TAIL_BYTES};
-pub use shell::{DEFAULT_SHELL_TIMEOUT, KILL_GRACE, ShellTool};
+pub use shell::{DEFAULT_SHELL_TIMEOUT, KILL_GRACE, MAX_SHELL_TIMEOUT, ShellTool};
 
 use hangar_protocol::llm::{FunctionDef, ToolSpec};
 use std::collections::BTreeMap;

@@ -75,8 +75,8 @@ pub fn print_run_table(runs: &[RunItem]) {
         .unwrap_or(5)
         .max(5);
     println!(
-        "{:<36}  {:<10}  {:<title_width$}  {}",
-        "RUN", "STATE", "TITLE", "UPDATED"
+        "{:<36}  {:<10}  {:<title_width$}  UPDATED",
+        "RUN", "STATE", "TITLE"
     );
     for r in runs {
         let mut title: String = r.title.chars().take(48).collect();

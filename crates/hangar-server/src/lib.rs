@@ -193,10 +193,10 @@ async fn bootstrap(
     if store.team_count().await? > 0 {
         return Ok(None);
     }
-    let team = store.create_team(&RunIdLike::new(), "default").await?;
+    let team = store.create_team(&new_uid(), "default").await?;
     let user = store
         .create_user(NewUser {
-            uid: RunIdLike::new(),
+            uid: new_uid(),
             team_id: team.id,
             email: None,
             display_name: "admin".to_owned(),
@@ -252,11 +252,9 @@ pub fn write_cli_credentials(path: &std::path::Path, url: &str, key: &str) -> st
     std::fs::rename(&tmp, path)
 }
 
-struct RunIdLike;
-impl RunIdLike {
-    fn new() -> String {
-        hangar_protocol::RunId::generate().0
-    }
+/// A fresh time-ordered public id.
+fn new_uid() -> String {
+    hangar_protocol::RunId::generate().0
 }
 
 impl Server {
@@ -306,6 +304,7 @@ impl Server {
         }));
 
         let app = Router::new()
+            .route("/", get(api::health::home))
             .route("/healthz", get(api::health::healthz))
             .route("/readyz", get(api::health::readyz))
             .nest("/api/v1", api::routes())

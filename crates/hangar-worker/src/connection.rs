@@ -228,7 +228,15 @@ impl Connection {
         while let Ok(m) = self.outbox.try_recv() {
             self.retry.push_back(m);
         }
-        if self.retry.is_empty() {
+        let terminal = |m: &WorkerToServer| {
+            matches!(
+                m,
+                WorkerToServer::TaskCompleted(_) | WorkerToServer::TaskFailed(_)
+            )
+        };
+        // Claims, rejections and `worker_draining` mean nothing once the worker
+        // is gone; only terminal reports are worth waiting for.
+        if !self.retry.iter().any(terminal) {
             return;
         }
         let deadline = Instant::now() + FINAL_FLUSH_DEADLINE;

@@ -68,10 +68,7 @@ pub async fn run(cmd: ApiKeyCommand, global: &Global) -> Result<ExitCode> {
             let body: serde_json::Value = client.get_json("api/v1/api-keys").await?;
             match global.output {
                 OutputFormat::Pretty | OutputFormat::Text => {
-                    println!(
-                        "{:<36}  {:<28}  {:<12}  {}",
-                        "ID", "NAME", "PREFIX", "STATUS"
-                    );
+                    println!("{:<36}  {:<28}  {:<12}  STATUS", "ID", "NAME", "PREFIX");
                     for k in body["api_keys"].as_array().cloned().unwrap_or_default() {
                         let status = if k.get("revoked_at").is_some_and(|v| !v.is_null()) {
                             "revoked"

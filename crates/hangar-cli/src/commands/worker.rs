@@ -55,8 +55,8 @@ async fn list(global: &Global) -> Result<ExitCode> {
                 println!("No workers connected. Start one with: hangar worker --worker-id NAME");
             } else {
                 println!(
-                    "{:<24}  {:<10}  {:<9}  {:<8}  {}",
-                    "WORKER", "BACKEND", "RUNNING", "DRAINING", "CONNECTED"
+                    "{:<24}  {:<10}  {:<9}  {:<8}  CONNECTED",
+                    "WORKER", "BACKEND", "RUNNING", "DRAINING"
                 );
                 for w in workers {
                     let cap = w["max_concurrent_tasks"].as_u64().unwrap_or(0);

@@ -52,7 +52,15 @@ async fn bad_requests_get_clear_problems_never_500() {
     let key = cluster.api_key.clone();
     let runs = format!("{}/api/v1/agent/runs", cluster.url);
 
-    let cases: Vec<(Method, String, Option<&str>, Option<&str>, u16, &str)> = vec![
+    type Case<'a> = (
+        Method,
+        String,
+        Option<&'a str>,
+        Option<&'a str>,
+        u16,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
         (
             Method::POST,
             runs.clone(),

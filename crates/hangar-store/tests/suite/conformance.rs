@@ -1,0 +1,399 @@
+//! Behaviour every [`Store`] must have: fencing by execution, terminal states
+//! that never reopen, idempotent event appends, team scoping.
+
+use hangar_protocol::session::{EventBody, SessionEvent};
+use hangar_protocol::{
+    AgentConfig, ExecutionId, RunExecutionLocation, RunId, RunSourceType, RunState, Timestamp,
+};
+use hangar_store::*;
+
+async fn team(store: &dyn Store, name: &str) -> TeamRecord {
+    store.create_team(&RunId::generate().0, name).await.unwrap()
+}
+
+async fn new_run(store: &dyn Store, team_id: i64, host: Option<&str>) -> RunRecord {
+    store
+        .create_run(NewRun {
+            id: RunId::generate(),
+            team_id,
+            creator_user_id: None,
+            title: "t".into(),
+            prompt: "p".into(),
+            source: RunSourceType::Api,
+            execution_location: RunExecutionLocation::Remote,
+            config: AgentConfig {
+                worker_host: host.map(str::to_owned),
+                ..Default::default()
+            },
+            created_at: Timestamp::now().unix_millis(),
+        })
+        .await
+        .unwrap()
+}
+
+async fn assign(store: &dyn Store, run: &RunRecord, worker: &str) -> ExecutionId {
+    let id = ExecutionId::generate();
+    let t = store
+        .assign(NewExecution {
+            id: id.clone(),
+            run_id: run.id.clone(),
+            worker_id: worker.into(),
+            token_hash: id.0.as_bytes().to_vec(),
+            created_at: Timestamp::now().unix_millis(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(t, Transition::Applied);
+    id
+}
+
+fn end(state: RunState) -> ExecutionEnd {
+    ExecutionEnd {
+        outcome: terminal(state, "done"),
+        exit_code: None,
+        failure_reason: None,
+        at: Timestamp::now().unix_millis(),
+    }
+}
+
+fn event(seq: u64) -> SessionEvent {
+    SessionEvent {
+        seq,
+        at: Timestamp::now(),
+        body: EventBody::AssistantMessage {
+            text: format!("e{seq}"),
+        },
+    }
+}
+
+pub async fn run_all(store: &dyn Store) {
+    lifecycle_and_fencing(store).await;
+    rejected_runs_return_to_the_queue(store).await;
+    cancel_rules(store).await;
+    events_are_stored_once_in_order(store).await;
+    runs_are_team_scoped_and_paged(store).await;
+    api_keys(store).await;
+}
+
+async fn lifecycle_and_fencing(store: &dyn Store) {
+    let t = team(store, "fencing").await;
+    let run = new_run(store, t.id, Some("a")).await;
+    assert_eq!(run.state, RunState::Queued);
+    assert!(
+        store
+            .queued_runs(1000)
+            .await
+            .unwrap()
+            .iter()
+            .any(|r| r.id == run.id)
+    );
+
+    let e1 = assign(store, &run, "a").await;
+    // A live execution takes the run off the queue and blocks a second assignment.
+    assert!(
+        !store
+            .queued_runs(1000)
+            .await
+            .unwrap()
+            .iter()
+            .any(|r| r.id == run.id)
+    );
+    let dup = store
+        .assign(NewExecution {
+            id: ExecutionId::generate(),
+            run_id: run.id.clone(),
+            worker_id: "a".into(),
+            token_hash: b"other".to_vec(),
+            created_at: 0,
+        })
+        .await
+        .unwrap();
+    assert_eq!(dup, Transition::Stale);
+
+    let now = Timestamp::now().unix_millis();
+    assert_eq!(
+        store.claim(&run.id, &e1, now).await.unwrap(),
+        Transition::Applied
+    );
+    assert_eq!(
+        store.run(t.id, &run.id).await.unwrap().state,
+        RunState::Claimed
+    );
+    assert_eq!(
+        store.start(&run.id, &e1, now).await.unwrap(),
+        Transition::Applied
+    );
+    let r = store.run(t.id, &run.id).await.unwrap();
+    assert_eq!(r.state, RunState::InProgress);
+    assert!(r.sandbox_running && r.started_at.is_some());
+
+    // A report from an execution that is not the current one changes nothing.
+    let stranger = ExecutionId::generate();
+    assert_eq!(
+        store
+            .finish_execution(&run.id, &stranger, &end(RunState::Failed))
+            .await
+            .unwrap(),
+        Transition::Stale
+    );
+    assert_eq!(
+        store
+            .report_outcome(&run.id, &stranger, &terminal(RunState::Failed, "x"))
+            .await
+            .unwrap(),
+        Transition::Stale
+    );
+    assert_eq!(
+        store.run(t.id, &run.id).await.unwrap().state,
+        RunState::InProgress
+    );
+
+    // The agent's outcome makes the run terminal; the worker's report then only ends the execution.
+    assert_eq!(
+        store
+            .report_outcome(&run.id, &e1, &terminal(RunState::Succeeded, "ok"))
+            .await
+            .unwrap(),
+        Transition::Applied
+    );
+    assert_eq!(
+        store
+            .finish_execution(&run.id, &e1, &end(RunState::Failed))
+            .await
+            .unwrap(),
+        Transition::AlreadyTerminal
+    );
+    let r = store.run(t.id, &run.id).await.unwrap();
+    assert_eq!(r.state, RunState::Succeeded, "terminal states never reopen");
+    assert_eq!(r.status_message.as_deref(), Some("ok"));
+    assert!(!r.sandbox_running);
+    // Duplicate terminal report: unchanged.
+    assert_eq!(
+        store
+            .finish_execution(&run.id, &e1, &end(RunState::Error))
+            .await
+            .unwrap(),
+        Transition::Unchanged
+    );
+    assert!(store.execution(&e1).await.unwrap().ended_at.is_some());
+    assert!(
+        store
+            .execution_by_token(e1.0.as_bytes())
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+async fn rejected_runs_return_to_the_queue(store: &dyn Store) {
+    let t = team(store, "reject").await;
+    let run = new_run(store, t.id, None).await;
+    let e1 = assign(store, &run, "w").await;
+    let now = Timestamp::now().unix_millis();
+    assert_eq!(
+        store.reject(&run.id, &e1, "full", now).await.unwrap(),
+        Transition::Applied
+    );
+    let r = store.run(t.id, &run.id).await.unwrap();
+    assert_eq!(r.state, RunState::Queued);
+    assert!(r.current_execution_id.is_none());
+    assert!(
+        store
+            .queued_runs(1000)
+            .await
+            .unwrap()
+            .iter()
+            .any(|q| q.id == run.id)
+    );
+    // The rejected execution can no longer claim.
+    let e2 = assign(store, &run, "w2").await;
+    assert_eq!(
+        store.claim(&run.id, &e1, now).await.unwrap(),
+        Transition::Stale
+    );
+    assert_eq!(
+        store.claim(&run.id, &e2, now).await.unwrap(),
+        Transition::Applied
+    );
+    assert!(
+        store
+            .live_executions("w2")
+            .await
+            .unwrap()
+            .iter()
+            .any(|e| e.id == e2)
+    );
+    assert!(
+        !store
+            .live_executions("w")
+            .await
+            .unwrap()
+            .iter()
+            .any(|e| e.id == e1)
+    );
+}
+
+async fn cancel_rules(store: &dyn Store) {
+    let t = team(store, "cancel").await;
+    let other = team(store, "other").await;
+    let run = new_run(store, t.id, None).await;
+    let now = Timestamp::now().unix_millis();
+    assert!(matches!(
+        store.cancel_run(other.id, &run.id, "x", now).await,
+        Err(StoreError::NotFound)
+    ));
+    let e1 = assign(store, &run, "w").await;
+    let before = store.cancel_run(t.id, &run.id, "stop", now).await.unwrap();
+    assert_eq!(before.state, RunState::Queued);
+    assert_eq!(before.current_execution_id.as_ref(), Some(&e1));
+    // An unclaimed assignment ends with the cancel.
+    assert!(store.execution(&e1).await.unwrap().ended_at.is_some());
+    assert_eq!(
+        store.run(t.id, &run.id).await.unwrap().state,
+        RunState::Cancelled
+    );
+    assert!(matches!(
+        store.cancel_run(t.id, &run.id, "again", now).await,
+        Err(StoreError::Conflict(_))
+    ));
+    // Late claims and successes cannot resurrect it.
+    assert_eq!(
+        store.claim(&run.id, &e1, now).await.unwrap(),
+        Transition::AlreadyTerminal
+    );
+    assert_eq!(
+        store
+            .report_outcome(&run.id, &e1, &terminal(RunState::Succeeded, "late"))
+            .await
+            .unwrap(),
+        Transition::AlreadyTerminal
+    );
+    assert_eq!(
+        store.run(t.id, &run.id).await.unwrap().state,
+        RunState::Cancelled
+    );
+}
+
+async fn events_are_stored_once_in_order(store: &dyn Store) {
+    let t = team(store, "events").await;
+    let run = new_run(store, t.id, None).await;
+    let e1 = assign(store, &run, "w").await;
+    assert_eq!(store.last_seq(&run.id, &e1).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .append_events(&run.id, &e1, &[event(1), event(2)])
+            .await
+            .unwrap(),
+        2
+    );
+    // A gap: 4 arrives before 3; the contiguous position stays at 2.
+    assert_eq!(
+        store
+            .append_events(&run.id, &e1, &[event(4)])
+            .await
+            .unwrap(),
+        2
+    );
+    // Resent events are ignored, and 3 closes the gap.
+    assert_eq!(
+        store
+            .append_events(&run.id, &e1, &[event(2), event(3)])
+            .await
+            .unwrap(),
+        4
+    );
+    let all = store.run_events(&run.id).await.unwrap();
+    let seqs: Vec<u64> = all.iter().map(|(_, e)| e.seq).collect();
+    assert_eq!(seqs, vec![1, 2, 3, 4]);
+    assert_eq!(all[1].1, event_with_text(&all[1].1, "e2"));
+}
+
+fn event_with_text(e: &SessionEvent, text: &str) -> SessionEvent {
+    SessionEvent {
+        seq: e.seq,
+        at: e.at,
+        body: EventBody::AssistantMessage { text: text.into() },
+    }
+}
+
+async fn runs_are_team_scoped_and_paged(store: &dyn Store) {
+    let t = team(store, "paging").await;
+    let other = team(store, "paging-other").await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(new_run(store, t.id, None).await.id);
+    }
+    let foreign = new_run(store, other.id, None).await;
+    assert!(matches!(
+        store.run(t.id, &foreign.id).await,
+        Err(StoreError::NotFound)
+    ));
+    let mut seen = Vec::new();
+    let mut query = RunQuery {
+        limit: 2,
+        sort: RunSort::CreatedAt,
+        ..Default::default()
+    };
+    loop {
+        let page = store.list_runs(t.id, &query).await.unwrap();
+        assert!(page.runs.len() <= 2);
+        seen.extend(page.runs.iter().map(|r| r.id.clone()));
+        match page.next {
+            Some(next) => query.after = Some(next),
+            None => break,
+        }
+    }
+    ids.reverse();
+    assert_eq!(
+        seen, ids,
+        "every run once, newest first, none of the other team"
+    );
+    let queued = RunQuery {
+        limit: 50,
+        states: vec![RunState::Succeeded],
+        ..Default::default()
+    };
+    assert!(
+        store
+            .list_runs(t.id, &queued)
+            .await
+            .unwrap()
+            .runs
+            .is_empty()
+    );
+}
+
+async fn api_keys(store: &dyn Store) {
+    let t = team(store, "keys").await;
+    let now = Timestamp::now().unix_millis();
+    let key = store
+        .create_api_key(NewApiKey {
+            id: RunId::generate().0,
+            team_id: t.id,
+            user_id: None,
+            name: "ci".into(),
+            prefix: "hk_abcd".into(),
+            hash: vec![7; 32],
+            created_at: now,
+            expires_at: None,
+        })
+        .await
+        .unwrap();
+    let found = store.api_key_by_hash(&[7; 32]).await.unwrap().unwrap();
+    assert!(found.is_active(now));
+    assert!(store.api_key_by_hash(&[8; 32]).await.unwrap().is_none());
+    let other = team(store, "keys-other").await;
+    assert!(matches!(
+        store.revoke_api_key(other.id, &key.id, now).await,
+        Err(StoreError::NotFound)
+    ));
+    store.revoke_api_key(t.id, &key.id, now).await.unwrap();
+    assert!(
+        !store
+            .api_key_by_hash(&[7; 32])
+            .await
+            .unwrap()
+            .unwrap()
+            .is_active(now)
+    );
+}
