@@ -34,6 +34,10 @@ pub const ENV_SERVER_URL: &str = "HANGAR_SERVER_URL";
 /// Environment variable holding an API key for CLI and worker.
 pub const ENV_API_KEY: &str = "HANGAR_API_KEY";
 
+/// Environment variable listing (comma-separated) the names of the task's
+/// environment variables whose values are secrets and must be redacted.
+pub const ENV_SECRET_NAMES: &str = "HANGAR_SECRET_NAMES";
+
 /// Prefix of every API key (`hk_…`).
 pub const API_KEY_PREFIX: &str = "hk_";
 /// Prefix of every run-scoped token (`hr_…`).

@@ -73,6 +73,66 @@ pub struct InstanceShape {
     pub memory_gb: Option<f64>,
 }
 
+/// A repository to clone into the workspace before the agent starts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepoSpec {
+    /// Clone URL (`https://…` or a local path/`file://` URL in tests).
+    pub url: String,
+    /// Branch, tag or commit to check out (default: the remote's HEAD).
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "ref")]
+    pub git_ref: Option<String>,
+    /// Name of an environment variable in `env_vars` holding an HTTPS token for this clone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+    /// Directory under the workspace (default: the repository name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+/// Egress policy of a task's network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
+pub enum NetworkPolicy {
+    /// Unrestricted egress.
+    #[default]
+    Full,
+    /// No network at all.
+    None,
+    /// Only these host names (through an egress proxy).
+    Allowlist {
+        /// Host names (exact, or `*.example.com`).
+        hosts: Vec<String>,
+    },
+}
+
+/// **(extension)** The resolved environment of a run, sent with the assignment
+/// so the worker can prepare the sandbox (image, repositories, setup).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct EnvironmentSpec {
+    /// Environment id.
+    #[serde(default)]
+    pub id: String,
+    /// Name.
+    #[serde(default)]
+    pub name: String,
+    /// Image (also in `docker_image`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_image: Option<String>,
+    /// Repositories to clone, in order.
+    #[serde(default)]
+    pub repos: Vec<RepoSpec>,
+    /// Commands run in order in the workspace before the agent starts.
+    #[serde(default)]
+    pub setup_commands: Vec<String>,
+    /// Egress policy.
+    #[serde(default)]
+    pub network_policy: NetworkPolicy,
+    /// Names of `env_vars` entries that are secrets (redacted from transcripts and logs).
+    #[serde(default)]
+    pub secret_names: Vec<String>,
+}
+
 /// `task_assignment`: run this execution.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskAssignment {
@@ -101,6 +161,9 @@ pub struct TaskAssignment {
     /// Instance size.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_shape: Option<InstanceShape>,
+    /// **(extension)** The run's environment, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<EnvironmentSpec>,
 }
 
 /// `task_cancellation`.

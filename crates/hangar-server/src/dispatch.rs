@@ -484,6 +484,7 @@ impl Dispatcher {
             additional_sidecars: Vec::new(),
             additional_oz_args: Vec::new(),
             instance_shape: None,
+            environment: None,
         }
     }
 

@@ -421,6 +421,7 @@ impl TestWorker {
             additional_sidecars: vec![],
             additional_oz_args: vec![],
             instance_shape: None,
+            environment: None,
         }
     }
 
