@@ -24,3 +24,10 @@ pub trait EventSink: Send + Sync {
     /// persist); an error ends the run.
     async fn emit(&self, event: EventBody) -> Result<(), SinkError>;
 }
+
+#[async_trait::async_trait]
+impl<T: EventSink + ?Sized> EventSink for &T {
+    async fn emit(&self, event: EventBody) -> Result<(), SinkError> {
+        (**self).emit(event).await
+    }
+}

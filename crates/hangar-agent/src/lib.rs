@@ -25,16 +25,26 @@
 mod agent;
 mod error;
 mod event;
+pub mod local;
 mod managed;
+pub mod mcp;
+pub mod redact;
 mod session;
+pub mod skills;
 pub mod tools;
 
-pub use agent::{Agent, DEFAULT_MAX_TURNS, LoopConfig, RunOutcome, system_prompt};
+pub use agent::{
+    Agent, COMPACT_AT_PERCENT, COMPACTION_PREFIX, DEFAULT_KEEP_RECENT_MESSAGES,
+    DEFAULT_MAX_TOOL_OUTPUT_BYTES, DEFAULT_MAX_TURNS, DEFAULT_MODEL_ATTEMPTS, LoopConfig,
+    RunOutcome, cap_tool_output, context_window_for, estimate_tokens, system_prompt,
+};
 pub use error::AgentError;
 pub use event::{EventSink, SinkError};
+pub use local::{LocalReport, LocalRun, LocalRunError, TeeSink, TrackingServer, run_local};
 pub use managed::{
     ENV_SPOOL_DIR, FLUSH_TIMEOUT, GATEWAY_PATH, ManagedRun, gateway_provider, run_managed,
 };
+pub use redact::{REDACTED, RedactingSink, Redactor, StreamRedactor};
 pub use session::{
     BACKOFF_MAX, BACKOFF_MIN, CONNECT_TIMEOUT, FOLLOWUP_CAPACITY, IDLE_TIMEOUT,
     INITIAL_ACK_TIMEOUT, INTAKE_CAPACITY, PING_INTERVAL, SessionConfig, SessionReport,

@@ -5,11 +5,23 @@
 //! bad arguments, an unknown tool, a command that timed out. Only
 //! [`ToolError::Fatal`] ends the run.
 
+mod artifact;
+mod fs;
+mod grep;
+mod list;
 mod output;
 mod shell;
+mod workspace;
 
+pub use artifact::{ARTIFACT_TOOL, ReportArtifactTool};
+pub use fs::{EditFileTool, MAX_READ_BYTES, ReadFileTool, WriteFileTool};
+pub use grep::{GrepTool, MAX_GREP_MATCHES, grep_workspace};
+pub use list::{ListFilesTool, MAX_LISTED_FILES};
 pub use output::{CappedOutput, DEFAULT_HEAD_BYTES, DEFAULT_TAIL_BYTES};
 pub use shell::{DEFAULT_SHELL_TIMEOUT, KILL_GRACE, MAX_SHELL_TIMEOUT, ShellTool};
+pub use workspace::resolve_in_workspace;
+
+use crate::redact::Redactor;
 
 use hangar_protocol::llm::{FunctionDef, ToolSpec};
 use std::collections::BTreeMap;
@@ -26,6 +38,24 @@ pub struct ToolContext {
     pub cancel: CancellationToken,
     /// The model's id for this call.
     pub call_id: String,
+    /// Secrets to blank out of streamed output before it is capped.
+    pub redactor: Arc<Redactor>,
+}
+
+impl ToolContext {
+    /// A context with no secrets to redact.
+    pub fn new(
+        workdir: impl Into<PathBuf>,
+        cancel: CancellationToken,
+        call_id: impl Into<String>,
+    ) -> Self {
+        ToolContext {
+            workdir: workdir.into(),
+            cancel,
+            call_id: call_id.into(),
+            redactor: Arc::default(),
+        }
+    }
 }
 
 /// How a tool call failed.
@@ -111,11 +141,33 @@ impl ToolRegistry {
         Self::default()
     }
 
-    /// A registry with the built-in tools (`shell`).
+    /// A registry with the built-in tools: `shell`, `read_file`,
+    /// `write_file`, `edit_file`, `list_files`, `grep` and `report_artifact`.
     pub fn with_builtins() -> Self {
         let mut registry = Self::new();
         registry.register(Arc::new(ShellTool::default()));
+        registry.register(Arc::new(ReadFileTool));
+        registry.register(Arc::new(WriteFileTool));
+        registry.register(Arc::new(EditFileTool));
+        registry.register(Arc::new(ListFilesTool));
+        registry.register(Arc::new(GrepTool));
+        registry.register(Arc::new(ReportArtifactTool));
         registry
+    }
+
+    /// Whether a tool named `name` is registered.
+    pub fn contains(&self, name: &str) -> bool {
+        self.tools.contains_key(name)
+    }
+
+    /// Number of tools.
+    pub fn len(&self) -> usize {
+        self.tools.len()
+    }
+
+    /// Whether there are no tools.
+    pub fn is_empty(&self) -> bool {
+        self.tools.is_empty()
     }
 
     /// Adds a tool, replacing one with the same name.
@@ -223,11 +275,7 @@ mod tests {
     }
 
     fn ctx() -> ToolContext {
-        ToolContext {
-            workdir: std::env::temp_dir(),
-            cancel: CancellationToken::new(),
-            call_id: "c1".into(),
-        }
+        ToolContext::new(std::env::temp_dir(), CancellationToken::new(), "c1")
     }
 
     #[tokio::test]
@@ -274,10 +322,22 @@ mod tests {
     #[test]
     fn specs_describe_every_tool() {
         let specs = ToolRegistry::with_builtins().specs();
-        assert_eq!(specs.len(), 1);
-        assert_eq!(specs[0].function.name, "shell");
+        let names: Vec<&str> = specs.iter().map(|s| s.function.name.as_str()).collect();
         assert_eq!(
-            specs[0].function.parameters["required"],
+            names,
+            [
+                "edit_file",
+                "grep",
+                "list_files",
+                "read_file",
+                "report_artifact",
+                "shell",
+                "write_file"
+            ]
+        );
+        let shell = specs.iter().find(|s| s.function.name == "shell").unwrap();
+        assert_eq!(
+            shell.function.parameters["required"],
             serde_json::json!(["command"])
         );
     }

@@ -36,6 +36,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/agent/runs", post(runs::create).get(runs::list))
         .route("/agent/run", post(runs::create))
+        .route("/agent/runs/local", post(runs::create_local))
         .route("/agent/runs/{run_id}", get(runs::get_one))
         .route("/agent/runs/{run_id}/cancel", post(runs::cancel))
         .route("/agent/runs/{run_id}/transcript", get(runs::transcript))

@@ -30,6 +30,8 @@ use tokio_util::sync::CancellationToken;
 pub const WORKER_OUTBOX: usize = 1024;
 /// Queued runs examined per dispatch pass.
 const DISPATCH_BATCH: i64 = 256;
+/// Freshly created runs waiting for the fast path; when full, runs are found by a scan.
+const FRESH_CAPACITY: usize = 4096;
 
 /// A worker is identified by its team and its self-chosen id.
 pub type WorkerKey = (i64, String);
@@ -90,6 +92,8 @@ pub struct Dispatcher {
     store: Arc<dyn Store>,
     registry: Mutex<Registry>,
     wake: Notify,
+    fresh_tx: mpsc::Sender<RunRecord>,
+    fresh_rx: Mutex<Option<mpsc::Receiver<RunRecord>>>,
     public_url: String,
     lost_timeout: Duration,
 }
@@ -106,10 +110,13 @@ pub struct Registration {
 impl Dispatcher {
     /// A dispatcher over `store`; `public_url` is handed to tasks as the server URL.
     pub fn new(store: Arc<dyn Store>, public_url: String, lost_timeout: Duration) -> Arc<Self> {
+        let (fresh_tx, fresh_rx) = mpsc::channel(FRESH_CAPACITY);
         Arc::new(Dispatcher {
             store,
             registry: Mutex::new(Registry::default()),
             wake: Notify::new(),
+            fresh_tx,
+            fresh_rx: Mutex::new(Some(fresh_rx)),
             public_url,
             lost_timeout,
         })
@@ -124,6 +131,14 @@ impl Dispatcher {
     /// Asks the loop to look at the queue now.
     pub fn wake(&self) {
         self.wake.notify_one();
+    }
+
+    /// Hands a just-created run to the loop, which places it without scanning
+    /// the queue (the common case: a worker has room).
+    pub fn submit(&self, run: RunRecord) {
+        if self.fresh_tx.try_send(run).is_err() {
+            self.wake();
+        }
     }
 
     /// Connected workers of a team.
@@ -293,6 +308,9 @@ impl Dispatcher {
         let live = self.store.all_live_executions().await?;
         let mut reg = self.registry();
         for (team, exec) in live {
+            if exec.worker_id == hangar_store::LOCAL_WORKER_ID {
+                continue;
+            }
             reg.away
                 .entry((team, exec.worker_id.clone()))
                 .or_insert_with(Instant::now);
@@ -340,9 +358,24 @@ impl Dispatcher {
         let tick =
             (self.lost_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
         let mut failures = 0u32;
+        let taken = self
+            .fresh_rx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let Some(mut fresh) = taken else {
+            tracing::error!("dispatcher loop started twice; the second one exits");
+            return;
+        };
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
+                Some(run) = fresh.recv() => {
+                    match self.place(&run).await {
+                        Ok(_) => continue,
+                        Err(e) => tracing::warn!(error = %e, run_id = %run.id, "fast dispatch failed; falling back to a scan"),
+                    }
+                }
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(tick) => {
                     if let Err(e) = self.sweep_lost().await {
@@ -401,46 +434,55 @@ impl Dispatcher {
             let full_batch = queued.len() as i64 == DISPATCH_BATCH;
             let mut assigned = 0usize;
             for run in queued {
-                let exec_id = ExecutionId::generate();
-                let Some((worker_id, tx)) = self.reserve(&run, &exec_id) else {
-                    continue;
-                };
-                let key = (run.team_id, worker_id.clone());
-                let (token, token_hash) = new_run_token();
-                let now = Timestamp::now();
-                let placed = self
-                    .store
-                    .assign(NewExecution {
-                        id: exec_id.clone(),
-                        run_id: run.id.clone(),
-                        worker_id: worker_id.clone(),
-                        token_hash,
-                        created_at: now.unix_millis(),
-                    })
-                    .await;
-                match placed {
-                    Ok(Transition::Applied) => {
-                        let assignment = self.assignment(&run, &exec_id, token);
-                        if tx
-                            .try_send(ServerToWorker::TaskAssignment(Box::new(assignment)))
-                            .is_err()
-                        {
-                            // The connection went away between reserve and send; the
-                            // lost-worker sweep queues the run again if it does not return.
-                            tracing::warn!(run_id = %run.id, worker_id, "assignment not delivered");
-                        }
-                        tracing::debug!(run_id = %run.id, execution_id = %exec_id, worker_id, "assigned");
-                        assigned += 1;
-                    }
-                    Ok(_) => self.unreserve(&key, &exec_id),
-                    Err(e) => {
-                        self.unreserve(&key, &exec_id);
-                        return Err(e);
-                    }
+                if self.place(&run).await? {
+                    assigned += 1;
                 }
             }
             if assigned == 0 || !full_batch {
                 return Ok(());
+            }
+        }
+    }
+
+    /// Assigns one queued run to a worker with room, if any. Returns whether it was assigned.
+    async fn place(&self, run: &RunRecord) -> StoreResult<bool> {
+        let exec_id = ExecutionId::generate();
+        let Some((worker_id, tx)) = self.reserve(run, &exec_id) else {
+            return Ok(false);
+        };
+        let key = (run.team_id, worker_id.clone());
+        let (token, token_hash) = new_run_token();
+        let placed = self
+            .store
+            .assign(NewExecution {
+                id: exec_id.clone(),
+                run_id: run.id.clone(),
+                worker_id: worker_id.clone(),
+                token_hash,
+                created_at: Timestamp::now().unix_millis(),
+            })
+            .await;
+        match placed {
+            Ok(Transition::Applied) => {
+                let assignment = self.assignment(run, &exec_id, token);
+                if tx
+                    .try_send(ServerToWorker::TaskAssignment(Box::new(assignment)))
+                    .is_err()
+                {
+                    // The connection went away between reserve and send; the
+                    // lost-worker sweep queues the run again if it does not return.
+                    tracing::warn!(run_id = %run.id, worker_id, "assignment not delivered");
+                }
+                tracing::debug!(run_id = %run.id, execution_id = %exec_id, worker_id, "assigned");
+                Ok(true)
+            }
+            Ok(_) => {
+                self.unreserve(&key, &exec_id);
+                Ok(false)
+            }
+            Err(e) => {
+                self.unreserve(&key, &exec_id);
+                Err(e)
             }
         }
     }

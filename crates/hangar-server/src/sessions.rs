@@ -233,6 +233,17 @@ async fn commit(
     if let Some(outcome) = outcome {
         let t = app.store.report_outcome(run, exec, &outcome).await?;
         tracing::info!(run_id = %run, state = %outcome.state, transition = ?t, "agent reported outcome");
+        // An unmanaged run has no worker to end its execution: the outcome does.
+        let record = app.store.execution(exec).await?;
+        if record.worker_id == hangar_store::LOCAL_WORKER_ID {
+            let end = hangar_store::ExecutionEnd {
+                outcome,
+                exit_code: None,
+                failure_reason: None,
+                at: hangar_protocol::Timestamp::now().unix_millis(),
+            };
+            app.store.finish_execution(run, exec, &end).await?;
+        }
     }
     Ok(seq)
 }

@@ -3,8 +3,9 @@
 //! Owns: one storage trait per aggregate ([`TeamStore`], [`ApiKeyStore`],
 //! [`RunStore`], [`EventStore`]), the [`Store`] trait that bundles them, the
 //! records they return, and the implementations: [`SqliteStore`] (embedded
-//! default, WAL, `synchronous=FULL`). PostgreSQL implements the same traits in a
-//! later change and runs the same conformance suite.
+//! default, WAL, `synchronous=FULL`) and [`PostgresStore`] (several replicas on
+//! one database, with [`Notifier`] signals between them); [`open`] picks one
+//! from a URL. Both pass the same conformance suite.
 //!
 //! Every state change of a run is a conditional update that names the
 //! execution it comes from, so a stale execution can never overwrite a newer
@@ -12,9 +13,15 @@
 //!
 //! Depends on `hangar-protocol` only (plus sqlx).
 
+mod notify;
+mod open;
+mod postgres;
 mod records;
 mod sqlite;
 
+pub use notify::{CANCEL_CHANNEL, DISPATCH_CHANNEL, Notifier, Signal, SignalListener};
+pub use open::{DatabaseLocation, OpenedStore, open, open_with_notifier};
+pub use postgres::{PgSignalListener, PostgresConfig, PostgresStore, redact_url};
 pub use records::*;
 pub use sqlite::SqliteStore;
 
@@ -99,6 +106,10 @@ pub trait ApiKeyStore: Send + Sync {
 pub trait RunStore: Send + Sync {
     /// Stores a new `QUEUED` run.
     async fn create_run(&self, run: NewRun) -> StoreResult<RunRecord>;
+    /// Stores a run that executes outside any worker (an unmanaged `hangar agent
+    /// run`): the run and its execution are created together, already
+    /// `INPROGRESS`, so the dispatcher never sees it queued.
+    async fn create_local_run(&self, run: NewRun, exec: NewExecution) -> StoreResult<RunRecord>;
     /// A run of a team.
     async fn run(&self, team_id: i64, id: &RunId) -> StoreResult<RunRecord>;
     /// A run regardless of team (internal use: dispatch, run tokens).
@@ -191,6 +202,10 @@ pub trait Store: TeamStore + ApiKeyStore + RunStore + EventStore + Send + Sync {
     /// Closes connections (flushes the WAL).
     async fn close(&self);
 }
+
+/// Worker id recorded on executions of unmanaged runs; such executions are
+/// never tracked as a worker's.
+pub const LOCAL_WORKER_ID: &str = "local:unmanaged";
 
 /// Convenience: the state a run ends in, plus message and error code.
 pub fn terminal(state: RunState, message: impl Into<String>) -> Outcome {

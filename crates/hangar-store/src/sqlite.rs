@@ -342,6 +342,47 @@ impl RunStore for SqliteStore {
         run_from_row(&row)
     }
 
+    async fn create_local_run(&self, run: NewRun, exec: NewExecution) -> StoreResult<RunRecord> {
+        let config = serde_json::to_string(&run.config)
+            .map_err(|e| StoreError::Corrupt(format!("run config: {e}")))?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO runs (id, team_id, creator_user_id, title, prompt, state, source, \
+             execution_location, worker_host, config, created_at, updated_at, started_at, \
+             current_execution_id, sandbox_running) \
+             VALUES (?, ?, ?, ?, ?, 'INPROGRESS', ?, ?, ?, ?, ?, ?, ?, ?, 1)",
+        )
+        .bind(run.id.as_str())
+        .bind(run.team_id)
+        .bind(run.creator_user_id)
+        .bind(&run.title)
+        .bind(&run.prompt)
+        .bind(run.source.as_str())
+        .bind(run.execution_location.as_str())
+        .bind(&run.config.worker_host)
+        .bind(config)
+        .bind(run.created_at)
+        .bind(run.created_at)
+        .bind(run.created_at)
+        .bind(exec.id.as_str())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO executions (id, run_id, worker_id, state, token_hash, created_at, updated_at) \
+             VALUES (?, ?, ?, 'started', ?, ?, ?)",
+        )
+        .bind(exec.id.as_str())
+        .bind(run.id.as_str())
+        .bind(&exec.worker_id)
+        .bind(&exec.token_hash)
+        .bind(exec.created_at)
+        .bind(exec.created_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.run_any_team(&run.id).await
+    }
+
     async fn run(&self, team_id: i64, id: &RunId) -> StoreResult<RunRecord> {
         let row = sqlx::query(AssertSqlSafe(format!(
             "SELECT {RUN_COLUMNS} FROM runs WHERE id = ? AND team_id = ?"

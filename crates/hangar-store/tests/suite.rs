@@ -1,2 +1,4 @@
 mod conformance;
+mod dump;
+mod postgres;
 mod sqlite;

@@ -6,6 +6,9 @@
 //!   turns that checks every tool call is answered.
 //! - [`cluster`]: a [`cluster::TestCluster`] of real `hangar server` and
 //!   `hangar worker` processes on random loopback ports.
+//! - [`images`]: Docker images built locally (a Debian minbase from
+//!   `mmdebstrap`, and our files on top), cached by tag.
 
 pub mod cluster;
 pub mod fake_llm;
+pub mod images;

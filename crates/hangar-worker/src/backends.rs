@@ -9,15 +9,20 @@
 //! ```
 //!
 //! Describing a task ([`TaskSpec`]) is separate from running it ([`Execution`]).
-//! `direct` is in this build; `docker`, `kubernetes` and `command` plug in here
-//! with the same shape (`XConfig` + `X`), and [`Backend::reattach`] lets durable
-//! backends pick up executions that outlived a worker restart.
+//! `direct` and `docker` are in this build; `kubernetes` and `command` plug in
+//! here with the same shape (`XConfig` + `X`). [`Backend::start`] checks the
+//! backend once before connecting, and [`Backend::recover`] lets durable
+//! backends pick up executions that outlived a worker restart (reported in
+//! `worker_hello.running`).
 
 pub mod direct;
+pub mod docker;
+mod repos;
 
 use async_trait::async_trait;
 use hangar_protocol::worker::FailureReason;
-use hangar_protocol::worker::{RunningTask, TaskAssignment};
+use hangar_protocol::worker::TaskAssignment;
+use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -131,18 +136,122 @@ pub trait Backend: Send + Sync + 'static {
     /// Validates `spec` and describes its execution; must not start anything.
     fn execution(&self, spec: TaskSpec) -> Result<Box<dyn Execution>, BackendError>;
 
-    /// Finds an execution that survived a worker restart (durable backends).
-    /// Host-process backends return `Ok(None)`.
-    async fn reattach(
-        &self,
-        _running: &RunningTask,
-    ) -> Result<Option<Box<dyn Execution>>, BackendError> {
-        Ok(None)
+    /// Checks the backend before the worker connects (e.g. pings the Docker
+    /// daemon); an error stops the worker with a message for the operator.
+    async fn start(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    /// Executions of this worker that survived a restart (durable backends).
+    /// Each is driven from `wait` on (it already runs, or already ended and
+    /// only its result is reported) and then cleaned up. Host-process
+    /// backends return nothing.
+    async fn recover(&self) -> Result<Vec<Recovered>, BackendError> {
+        Ok(Vec::new())
     }
 
     /// Called once when the worker stops, after every execution was cleaned up.
     /// Must never touch data of executions it does not own.
     async fn shutdown(&self) {}
+}
+
+/// An execution found by [`Backend::recover`].
+pub struct Recovered {
+    /// Run id.
+    pub task_id: String,
+    /// Execution id.
+    pub execution_id: String,
+    /// Already launched: the worker calls `wait` (or `cancel`), then `cleanup`.
+    pub execution: Box<dyn Execution>,
+}
+
+impl std::fmt::Debug for Recovered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recovered")
+            .field("task_id", &self.task_id)
+            .field("execution_id", &self.execution_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Variables that identify the run; only the assignment may set them.
+pub(crate) const RUN_IDENTITY_ENV: [&str; 3] = [
+    hangar_protocol::ENV_RUN_TOKEN,
+    hangar_protocol::ENV_RUN_ID,
+    hangar_protocol::ENV_EXECUTION_ID,
+];
+
+/// The task environment every backend passes: the assignment's `env_vars`,
+/// then the worker's configured env (which cannot override the run identity),
+/// never the worker's API key.
+pub(crate) fn task_env(
+    spec: &TaskSpec,
+    configured: &[(String, String)],
+) -> BTreeMap<String, String> {
+    let mut env: BTreeMap<String, String> = spec.assignment.env_vars.clone();
+    for (k, v) in configured {
+        if RUN_IDENTITY_ENV.contains(&k.as_str()) && spec.assignment.env_vars.contains_key(k) {
+            continue;
+        }
+        env.insert(k.clone(), v.clone());
+    }
+    if env.remove(hangar_protocol::ENV_API_KEY).is_some() {
+        tracing::warn!(
+            task_id = %spec.task_id,
+            execution_id = %spec.execution_id,
+            "dropped {} from the task environment: tasks never get an API key",
+            hangar_protocol::ENV_API_KEY
+        );
+    }
+    env
+}
+
+/// Arguments after the agent binary: `agent run --task-id … --server-url … --sandboxed …`.
+pub(crate) fn agent_args(
+    spec: &TaskSpec,
+    server_url: &str,
+    idle_on_complete: Option<&str>,
+) -> Vec<String> {
+    let a = &spec.assignment;
+    let mut args: Vec<String> = vec![
+        "agent".into(),
+        "run".into(),
+        "--task-id".into(),
+        spec.task_id.clone(),
+        "--server-url".into(),
+        server_url.to_owned(),
+        "--sandboxed".into(),
+    ];
+    let snapshot = a.task.agent_config_snapshot.as_ref();
+    if let Some(model) = snapshot
+        .and_then(|s| s.model_id.as_deref())
+        .filter(|m| !m.is_empty())
+    {
+        args.push("--model".into());
+        args.push(model.to_owned());
+    }
+    let idle = snapshot
+        .and_then(|s| s.idle_timeout_minutes)
+        .filter(|m| *m > 0)
+        .map(|m| format!("{m}m"))
+        .or_else(|| idle_on_complete.map(str::to_owned));
+    if let Some(idle) = idle {
+        args.push("--idle-on-complete".into());
+        args.push(idle);
+    }
+    args.extend(a.additional_oz_args.iter().cloned());
+    args
+}
+
+/// Whether `id` is a single, harmless path segment (also a valid container-name part).
+pub(crate) fn is_safe_segment(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 200
+        && id != "."
+        && id != ".."
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 /// One execution on a backend. The worker calls `prepare`, `launch`, `wait`

@@ -189,7 +189,15 @@ pub struct WorkerArgs {
     #[arg(long, hide = true, value_parser = parse_duration, value_name = "DURATION")]
     pub kill_grace: Option<Duration>,
 
-    /// Direct backend: where per-task workspaces are created.
+    /// Docker backend: when to pull task images [default: if-not-present].
+    #[arg(long, value_enum, value_name = "POLICY")]
+    pub image_pull_policy: Option<PullPolicy>,
+
+    /// Docker backend: image when the run's environment names none [default: ubuntu:24.04].
+    #[arg(long, value_name = "IMAGE")]
+    pub default_image: Option<String>,
+
+    /// Direct/docker backend: where per-task workspaces are created.
     #[arg(long, hide = true, value_name = "DIR")]
     pub workspace_root: Option<PathBuf>,
 
@@ -209,6 +217,48 @@ pub struct DirectSettings {
     pub setup_command: Option<String>,
     /// `/bin/sh -c` command run in the workspace after the agent, whatever the outcome.
     pub teardown_command: Option<String>,
+}
+
+/// When the docker backend pulls the task image.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PullPolicy {
+    /// Pull before every task (fails when the registry is unreachable).
+    #[serde(alias = "Always")]
+    Always,
+    /// Pull only when the image is missing locally.
+    #[default]
+    #[serde(alias = "IfNotPresent")]
+    IfNotPresent,
+    /// Never pull; a missing image fails the task with `image_pull`.
+    #[serde(alias = "Never")]
+    Never,
+}
+
+/// Docker-backend settings of a [`WorkerConfig`]. `None` fields take the
+/// backend's defaults (see `backends::docker`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DockerSettings {
+    /// Image when the environment names none [default: `ubuntu:24.04`].
+    pub default_image: Option<String>,
+    /// When to pull task images.
+    pub image_pull_policy: PullPolicy,
+    /// Docker network for task containers [default: `bridge`]. `host` is an
+    /// explicit relaxation (host network namespace).
+    pub network: Option<String>,
+    /// Where per-task workspaces (bind-mounted at `/workspace`) are created;
+    /// `None` = `$XDG_DATA_HOME/hangar/docker-workspaces`.
+    pub workspace_root: Option<PathBuf>,
+    /// CPU limit when the run has no instance shape.
+    pub cpus: Option<f64>,
+    /// Memory limit in MiB when the run has no instance shape.
+    pub memory_mb: Option<u64>,
+    /// Process limit.
+    pub pids_limit: Option<i64>,
+    /// Capabilities granted after dropping ALL; `None` = the documented minimal set.
+    pub cap_add: Option<Vec<String>>,
+    /// URL the agent inside the container uses for the server; `None` = the worker's server URL.
+    pub agent_server_url: Option<String>,
 }
 
 /// The resolved worker configuration. Build it with [`WorkerArgs::resolve`] or
@@ -255,6 +305,8 @@ pub struct WorkerConfig {
     pub agent_path: Option<PathBuf>,
     /// Direct-backend settings.
     pub direct: DirectSettings,
+    /// Docker-backend settings.
+    pub docker: DockerSettings,
 }
 
 impl Default for WorkerConfig {
@@ -280,6 +332,7 @@ impl Default for WorkerConfig {
             reconnect_reset_after: Duration::from_secs(10),
             agent_path: None,
             direct: DirectSettings::default(),
+            docker: DockerSettings::default(),
         }
     }
 }
@@ -375,10 +428,10 @@ impl WorkerArgs {
             (Some(k), _) | (None, Some(k)) => k,
             (None, None) => BackendKind::default(),
         };
-        if cfg.backend != BackendKind::Direct {
+        if !matches!(cfg.backend, BackendKind::Direct | BackendKind::Docker) {
             return Err(invalid(format!(
-                "the {} backend is not supported yet in this build: use --backend direct \
-                 (or a `backend.direct` section in the config file)",
+                "the {} backend is not supported yet in this build: use --backend docker or direct \
+                 (or a `backend.docker` / `backend.direct` section in the config file)",
                 cfg.backend
             )));
         }
@@ -455,6 +508,21 @@ impl WorkerArgs {
             target_dir: self.target_dir.clone().or(direct.target_dir),
             setup_command: direct.setup_command,
             teardown_command: direct.teardown_command,
+        };
+        let docker = backend.docker.unwrap_or_default();
+        cfg.docker = DockerSettings {
+            default_image: self.default_image.clone().or(docker.default_image),
+            image_pull_policy: self
+                .image_pull_policy
+                .or(docker.image_pull_policy)
+                .unwrap_or_default(),
+            network: docker.network,
+            workspace_root: self.workspace_root.clone().or(docker.workspace_root),
+            cpus: docker.cpus,
+            memory_mb: docker.memory_mb,
+            pids_limit: docker.pids_limit,
+            cap_add: docker.cap_add,
+            agent_server_url: docker.agent_server_url,
         };
         cfg.validate()?;
         Ok(cfg)

@@ -28,7 +28,8 @@ mod task;
 mod worker;
 
 pub use config::{
-    ApiKey, BackendKind, ConfigError, DirectSettings, LogLevel, WorkerArgs, WorkerConfig,
+    ApiKey, BackendKind, ConfigError, DirectSettings, DockerSettings, LogLevel, PullPolicy,
+    WorkerArgs, WorkerConfig,
 };
 pub use connection::{INBOX_CAPACITY, OUTBOX_CAPACITY, worker_ws_url};
 pub use task::{CANCELLED_MESSAGE, CANCELLED_STATE, COMPLETED_MESSAGE};

@@ -2,7 +2,7 @@
 //! [`Execution`] and turns its outcome into exactly one `task_completed` or
 //! `task_failed`.
 
-use crate::backends::{Backend, BackendError, Execution, ExitStatus, TaskSpec};
+use crate::backends::{Backend, BackendError, Execution, ExitStatus, Recovered, TaskSpec};
 use crate::connection::Outbox;
 use hangar_protocol::worker::FailureReason;
 use hangar_protocol::worker::{TaskCompleted, TaskFailed, TaskStarted, WorkerToServer};
@@ -88,6 +88,59 @@ pub(crate) async fn drive(run: TaskRun) {
     run.outbox.send(report).await;
 }
 
+/// Drives an execution that survived a worker restart: it is already
+/// launched, so only wait (or cancel), cleanup and the report remain.
+pub(crate) async fn drive_recovered(
+    r: Recovered,
+    control: TaskControl,
+    outbox: Outbox,
+    kill_grace: Duration,
+) {
+    let Recovered {
+        task_id,
+        execution_id,
+        mut execution,
+    } = r;
+    let outcome = wait_or_stop(
+        execution.as_mut(),
+        &control,
+        &task_id,
+        &execution_id,
+        kill_grace,
+    )
+    .await;
+    if let Err(e) = execution.cleanup().await {
+        tracing::warn!(task_id = %task_id, execution_id = %execution_id, reason = ?e.reason, error = %e, "cleanup failed");
+    }
+    let report = report(outcome, control.cause(), &task_id, &execution_id);
+    outbox.send(report).await;
+}
+
+async fn wait_or_stop(
+    exec: &mut dyn Execution,
+    control: &TaskControl,
+    task_id: &str,
+    execution_id: &str,
+    grace: Duration,
+) -> Outcome {
+    tokio::select! {
+        status = exec.wait() => match status {
+            Ok(status) => Outcome::Exited(status),
+            Err(e) => Outcome::Failed(e),
+        },
+        _ = control.token.cancelled() => {
+            tracing::info!(task_id = %task_id, execution_id = %execution_id, cause = ?control.cause(), ?grace, "stopping task");
+            match exec.cancel(grace).await {
+                Ok(status) => Outcome::Stopped(Some(status)),
+                Err(e) => {
+                    tracing::warn!(task_id = %task_id, execution_id = %execution_id, error = %e, "stopping the task failed");
+                    Outcome::Stopped(None)
+                }
+            }
+        }
+    }
+}
+
 async fn lifecycle(
     exec: &mut dyn Execution,
     control: &TaskControl,
@@ -114,22 +167,7 @@ async fn lifecycle(
             execution_id: execution_id.to_owned(),
         }))
         .await;
-    tokio::select! {
-        status = exec.wait() => match status {
-            Ok(status) => Outcome::Exited(status),
-            Err(e) => Outcome::Failed(e),
-        },
-        _ = control.token.cancelled() => {
-            tracing::info!(task_id = %task_id, execution_id = %execution_id, cause = ?control.cause(), ?grace, "stopping task");
-            match exec.cancel(grace).await {
-                Ok(status) => Outcome::Stopped(Some(status)),
-                Err(e) => {
-                    tracing::warn!(task_id = %task_id, execution_id = %execution_id, error = %e, "stopping the task failed");
-                    Outcome::Stopped(None)
-                }
-            }
-        }
-    }
+    wait_or_stop(exec, control, task_id, execution_id, grace).await
 }
 
 fn report(

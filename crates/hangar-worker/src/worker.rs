@@ -2,6 +2,7 @@
 //! and drains on shutdown.
 
 use crate::backends::direct::{Direct, DirectConfig};
+use crate::backends::docker::{self, Docker, DockerConfig};
 use crate::backends::{Backend, BackendError, TaskSpec};
 use crate::config::{BackendKind, ConfigError, WorkerConfig};
 use crate::connection::{self, Greeting, INBOX_CAPACITY, Outbox, Settings};
@@ -156,6 +157,48 @@ impl Worker {
                 })?;
                 Arc::new(direct)
             }
+            BackendKind::Docker => {
+                let d = &config.docker;
+                let workspace_root = match &d.workspace_root {
+                    Some(root) => root.clone(),
+                    None => dirs::data_dir()
+                        .map(|p| p.join("hangar").join("docker-workspaces"))
+                        .ok_or(WorkerError::NoWorkspaceRoot)?,
+                };
+                let agent_path = match &config.agent_path {
+                    Some(p) => p.clone(),
+                    None => std::env::current_exe().map_err(WorkerError::AgentPath)?,
+                };
+                let server_url = d
+                    .agent_server_url
+                    .clone()
+                    .unwrap_or_else(|| config.server_url.clone());
+                let mut dc = DockerConfig::new(
+                    config.worker_id.clone(),
+                    workspace_root,
+                    agent_path,
+                    server_url,
+                );
+                dc.default_image = d.default_image.clone();
+                dc.pull_policy = d.image_pull_policy;
+                dc.network = d.network.clone();
+                dc.volumes = config.volumes.clone();
+                dc.env = config.env.clone();
+                dc.cleanup = config.cleanup;
+                dc.idle_on_complete = config.idle_on_complete.clone();
+                dc.kill_grace = config.kill_grace;
+                dc.cpus = d.cpus.unwrap_or(docker::DEFAULT_CPUS);
+                dc.memory_mb = d.memory_mb.unwrap_or(docker::DEFAULT_MEMORY_MB);
+                dc.pids_limit = d.pids_limit.unwrap_or(docker::DEFAULT_PIDS_LIMIT);
+                if let Some(caps) = &d.cap_add {
+                    dc.cap_add = caps.clone();
+                }
+                let backend = Docker::new(dc).map_err(|source| WorkerError::Backend {
+                    backend: BackendKind::Docker,
+                    source,
+                })?;
+                Arc::new(backend)
+            }
             other => return Err(WorkerError::UnsupportedBackend(other)),
         };
         Ok(Worker { config, backend })
@@ -191,8 +234,36 @@ impl Worker {
     ) -> Result<(), WorkerError> {
         let cfg = &self.config;
         let url = connection::worker_ws_url(&cfg.server_url, &cfg.worker_id)?;
+        let backend_err = |source| WorkerError::Backend {
+            backend: cfg.backend,
+            source,
+        };
+        self.backend.start().await.map_err(backend_err)?;
+        let recovered = self.backend.recover().await.map_err(backend_err)?;
         let registry: Shared = Arc::default();
         let (outbox, outbox_rx) = Outbox::new();
+        let mut tasks = JoinSet::new();
+        for r in recovered {
+            let control = TaskControl::default();
+            lock(&registry).running.insert(
+                r.execution_id.clone(),
+                Entry {
+                    task_id: r.task_id.clone(),
+                    control: control.clone(),
+                },
+            );
+            tracing::info!(task_id = %r.task_id, execution_id = %r.execution_id, "reattached to an execution from before the restart");
+            let guard = Deregister {
+                registry: registry.clone(),
+                execution_id: r.execution_id.clone(),
+            };
+            let outbox = outbox.clone();
+            let kill_grace = cfg.kill_grace;
+            tasks.spawn(async move {
+                let _guard = guard;
+                task::drive_recovered(r, control, outbox, kill_grace).await;
+            });
+        }
         let (inbox_tx, inbox) = mpsc::channel(INBOX_CAPACITY);
         let close = CancellationToken::new();
         let settings = Settings {
@@ -227,7 +298,7 @@ impl Worker {
             registry,
             outbox,
             inbox,
-            tasks: JoinSet::new(),
+            tasks,
             draining: false,
         };
         let result = core.run_loop(&shutdown, &hard_shutdown, conn, &close).await;

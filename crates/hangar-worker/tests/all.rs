@@ -8,6 +8,7 @@ mod suite {
     mod config;
     mod connection;
     mod direct;
+    mod docker;
     mod drain;
     mod lifecycle;
 }

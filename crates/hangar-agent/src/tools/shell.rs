@@ -143,6 +143,9 @@ impl ShellTool {
             .map_err(|e| ToolError::Fatal(Box::new(e)))?;
 
         let mut output = CappedOutput::new(self.head_bytes, self.tail_bytes);
+        // Secrets are blanked before capping: a value straddling the cut
+        // between head and tail would otherwise leak in two halves.
+        let mut redact = ctx.redactor.stream();
         let mut buf = vec![0u8; READ_CHUNK];
         let mut eof = false;
         let deadline = tokio::time::sleep(timeout);
@@ -151,7 +154,7 @@ impl ShellTool {
             tokio::select! {
                 read = reader.read(&mut buf), if !eof => match read {
                     Ok(0) | Err(_) => eof = true,
-                    Ok(n) => output.push(&buf[..n]),
+                    Ok(n) => output.push(&redact.push(&buf[..n])),
                 },
                 status = child.wait() => break match status {
                     Ok(status) => End::Exited(status),
@@ -165,8 +168,9 @@ impl ShellTool {
             kill_group(pgid, &mut child).await;
         }
         if !eof {
-            drain(&mut reader, &mut output, &mut buf).await;
+            drain(&mut reader, &mut output, &mut redact, &mut buf).await;
         }
+        output.push(&redact.finish());
         let text = output.render();
         let text = if text.is_empty() {
             "(no output)".to_owned()
@@ -188,12 +192,17 @@ impl ShellTool {
 }
 
 /// Reads what is left in the pipe, for a bounded time.
-async fn drain(reader: &mut pipe::Receiver, output: &mut CappedOutput, buf: &mut [u8]) {
+async fn drain(
+    reader: &mut pipe::Receiver,
+    output: &mut CappedOutput,
+    redact: &mut crate::redact::StreamRedactor,
+    buf: &mut [u8],
+) {
     let _ = tokio::time::timeout(OUTPUT_DRAIN_TIMEOUT, async {
         loop {
             match reader.read(buf).await {
                 Ok(0) | Err(_) => break,
-                Ok(n) => output.push(&buf[..n]),
+                Ok(n) => output.push(&redact.push(&buf[..n])),
             }
         }
     })
@@ -263,11 +272,7 @@ mod tests {
     use tokio_util::sync::CancellationToken;
 
     fn ctx(dir: &Path) -> ToolContext {
-        ToolContext {
-            workdir: dir.to_path_buf(),
-            cancel: CancellationToken::new(),
-            call_id: "call_1".into(),
-        }
+        ToolContext::new(dir, CancellationToken::new(), "call_1")
     }
 
     /// Whether a process is gone (or a zombie waiting for a reaper that is not us).

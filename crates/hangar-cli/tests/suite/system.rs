@@ -3,4 +3,5 @@
 mod api_errors;
 mod cancel;
 mod lifecycle;
+mod local_runs;
 mod routing;

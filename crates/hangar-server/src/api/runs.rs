@@ -95,16 +95,16 @@ fn validate_host(host: &str) -> ApiResult<()> {
     Ok(())
 }
 
-/// `POST /agent/runs` and `POST /agent/run`.
-pub async fn create(
-    State(app): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> ApiResult<Json<RunAgentResponse>> {
-    let (team_id, user_id) = authenticate(app.store.as_ref(), &headers)
-        .await?
-        .require_api_key()?;
-    let req: RunAgentRequest = parse_json(&body)?;
+/// Validates a create request into a run to store (model resolved, title derived).
+fn validated_run(
+    app: &AppState,
+    headers: &HeaderMap,
+    body: &Bytes,
+    team_id: i64,
+    user_id: Option<i64>,
+    location: RunExecutionLocation,
+) -> ApiResult<NewRun> {
+    let req: RunAgentRequest = parse_json(body)?;
     let mut config = req.config.clone().unwrap_or_default();
     if let Some(skill) = &req.skill {
         config.skill_spec = Some(skill.clone());
@@ -155,15 +155,16 @@ pub async fn create(
                 .map_err(|e| ApiError::BadRequest(format!("`config.model_id`: {e}")))?;
         }
         None => {
-            let default = app.default_model.clone().ok_or_else(|| {
-                ApiError::BadRequest(
+            if let Some(default) = app.default_model.clone() {
+                config.model_id = Some(default);
+            } else if location == RunExecutionLocation::Remote {
+                return Err(ApiError::BadRequest(
                     "no model given and no default model is configured: set `config.model_id` \
                      (e.g. `openai/gpt-5`), or configure a provider on the server \
                      (OPENAI_API_KEY, ANTHROPIC_API_KEY, or `providers:` in the config file)"
                         .into(),
-                )
-            })?;
-            config.model_id = Some(default);
+                ));
+            }
         }
     }
     let source = match headers.get(SOURCE_HEADER).and_then(|v| v.to_str().ok()) {
@@ -172,6 +173,7 @@ pub async fn create(
                 "header `{SOURCE_HEADER}: {s}` is not a run source type"
             ))
         })?,
+        None if location == RunExecutionLocation::Local => RunSourceType::Local,
         None => RunSourceType::Api,
     };
     let title = req
@@ -181,29 +183,98 @@ pub async fn create(
         .filter(|t| !t.is_empty())
         .map(str::to_owned)
         .unwrap_or_else(|| derive_title(prompt));
-    let host = config.worker_host.clone();
-    let run = app
-        .store
-        .create_run(NewRun {
-            id: RunId::generate(),
-            team_id,
-            creator_user_id: user_id,
-            title,
-            prompt: prompt.to_owned(),
-            source,
-            execution_location: RunExecutionLocation::Remote,
-            config,
-            created_at: Timestamp::now().unix_millis(),
-        })
-        .await?;
+    Ok(NewRun {
+        id: RunId::generate(),
+        team_id,
+        creator_user_id: user_id,
+        title,
+        prompt: prompt.to_owned(),
+        source,
+        execution_location: location,
+        config,
+        created_at: Timestamp::now().unix_millis(),
+    })
+}
+
+/// `POST /agent/runs` and `POST /agent/run`.
+pub async fn create(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<RunAgentResponse>> {
+    let (team_id, user_id) = authenticate(app.store.as_ref(), &headers)
+        .await?
+        .require_api_key()?;
+    let new = validated_run(
+        &app,
+        &headers,
+        &body,
+        team_id,
+        user_id,
+        RunExecutionLocation::Remote,
+    )?;
+    let host = new.config.worker_host.clone();
+    let run = app.store.create_run(new).await?;
     let at_capacity = app.dispatcher.at_capacity(team_id, host.as_deref());
-    app.dispatcher.wake();
+    app.dispatcher.submit(run.clone());
     tracing::info!(run_id = %run.id, team_id, worker_host = host.as_deref().unwrap_or("-"), "run created");
     Ok(Json(RunAgentResponse {
         run_id: run.id.0.clone(),
         task_id: run.id.0,
         state: RunState::Queued,
         at_capacity,
+    }))
+}
+
+/// **(extension)** Answer of `POST /agent/runs/local`.
+#[derive(Debug, serde::Serialize)]
+pub struct LocalRunResponse {
+    /// The tracked run.
+    pub run_id: String,
+    /// Its only execution.
+    pub execution_id: String,
+    /// Run token for the session stream and the LLM gateway (shown once).
+    pub run_token: String,
+    /// `INPROGRESS`.
+    pub state: RunState,
+}
+
+/// **(extension)** `POST /agent/runs/local`: registers a run that an unmanaged
+/// `hangar agent run` executes itself (`execution_location: LOCAL`). The
+/// caller streams its session with the returned run token; its terminal
+/// `status` event ends the run.
+pub async fn create_local(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<LocalRunResponse>> {
+    let (team_id, user_id) = authenticate(app.store.as_ref(), &headers)
+        .await?
+        .require_api_key()?;
+    let new = validated_run(
+        &app,
+        &headers,
+        &body,
+        team_id,
+        user_id,
+        RunExecutionLocation::Local,
+    )?;
+    let (token, token_hash) = crate::auth::new_run_token();
+    let exec = hangar_store::NewExecution {
+        id: hangar_protocol::ExecutionId::generate(),
+        run_id: new.id.clone(),
+        worker_id: hangar_store::LOCAL_WORKER_ID.to_owned(),
+        token_hash,
+        created_at: new.created_at,
+    };
+    let execution_id = exec.id.0.clone();
+    let run = app.store.create_local_run(new, exec).await?;
+    tracing::info!(run_id = %run.id, team_id, "local run registered");
+    Ok(Json(LocalRunResponse {
+        run_id: run.id.0,
+        execution_id,
+        run_token: token,
+        state: run.state,
     }))
 }
 

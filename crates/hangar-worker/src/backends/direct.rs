@@ -10,7 +10,7 @@
 //!   agent is gone, so nothing is left running;
 //! - only the execution's own workspace is ever removed.
 
-use super::{Backend, BackendError, Execution, ExitStatus, TaskSpec};
+use super::{Backend, BackendError, Execution, ExitStatus, TaskSpec, is_safe_segment, repos};
 use async_trait::async_trait;
 use hangar_protocol::worker::FailureReason;
 use nix::errno::Errno;
@@ -35,12 +35,6 @@ const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(300);
 const READER_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// Variables taken from the worker's own environment.
 const HOST_ENV_ALLOWED: [&str; 3] = ["HOME", "TMPDIR", "PATH"];
-/// Variables that identify the run; only the assignment may set them.
-const RUN_IDENTITY_ENV: [&str; 3] = [
-    hangar_protocol::ENV_RUN_TOKEN,
-    hangar_protocol::ENV_RUN_ID,
-    hangar_protocol::ENV_EXECUTION_ID,
-];
 
 /// Settings of the direct backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,17 +159,6 @@ impl Backend for Direct {
     }
 }
 
-/// Whether `id` is a single, harmless path segment.
-fn is_safe_segment(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 200
-        && id != "."
-        && id != ".."
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-}
-
 /// A process group; dropping it SIGKILLs whatever is left in it, so even an
 /// aborted task leaves nothing running.
 #[derive(Debug)]
@@ -274,21 +257,7 @@ impl DirectExecution {
     /// The task's complete environment.
     fn env(&self) -> BTreeMap<String, String> {
         let mut env: BTreeMap<String, String> = self.shared.host_env.iter().cloned().collect();
-        env.extend(
-            self.spec
-                .assignment
-                .env_vars
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone())),
-        );
-        for (k, v) in &self.config().env {
-            if RUN_IDENTITY_ENV.contains(&k.as_str())
-                && self.spec.assignment.env_vars.contains_key(k)
-            {
-                continue;
-            }
-            env.insert(k.clone(), v.clone());
-        }
+        env.extend(super::task_env(&self.spec, &self.config().env));
         env.insert(
             "GIT_CONFIG_GLOBAL".to_owned(),
             self.private_dir
@@ -296,47 +265,15 @@ impl DirectExecution {
                 .to_string_lossy()
                 .into_owned(),
         );
-        if env.remove(hangar_protocol::ENV_API_KEY).is_some() {
-            tracing::warn!(
-                task_id = %self.spec.task_id,
-                execution_id = %self.spec.execution_id,
-                "dropped {} from the task environment: tasks never get an API key",
-                hangar_protocol::ENV_API_KEY
-            );
-        }
         env
     }
 
     fn agent_args(&self) -> Vec<String> {
-        let a = &self.spec.assignment;
-        let mut args: Vec<String> = vec![
-            "agent".into(),
-            "run".into(),
-            "--task-id".into(),
-            self.spec.task_id.clone(),
-            "--server-url".into(),
-            self.config().server_url.clone(),
-            "--sandboxed".into(),
-        ];
-        let snapshot = a.task.agent_config_snapshot.as_ref();
-        if let Some(model) = snapshot
-            .and_then(|s| s.model_id.as_deref())
-            .filter(|m| !m.is_empty())
-        {
-            args.push("--model".into());
-            args.push(model.to_owned());
-        }
-        let idle = snapshot
-            .and_then(|s| s.idle_timeout_minutes)
-            .filter(|m| *m > 0)
-            .map(|m| format!("{m}m"))
-            .or_else(|| self.config().idle_on_complete.clone());
-        if let Some(idle) = idle {
-            args.push("--idle-on-complete".into());
-            args.push(idle);
-        }
-        args.extend(a.additional_oz_args.iter().cloned());
-        args
+        super::agent_args(
+            &self.spec,
+            &self.config().server_url,
+            self.config().idle_on_complete.as_deref(),
+        )
     }
 
     /// Spawns `program args` in the workspace, in a new process group, with
@@ -465,7 +402,15 @@ impl Execution for DirectExecution {
             })?;
         tracing::debug!(task_id = %self.spec.task_id, execution_id = %self.spec.execution_id, workspace = %self.cwd.display(), "workspace ready");
 
-        if let Some(setup) = self.config().setup_command.clone() {
+        if let Some(environment) = self.spec.assignment.environment.clone() {
+            let env = self.env();
+            repos::clone_all(&self.cwd, &environment.repos, &env, stop, &self.spec).await?;
+        }
+        let mut setup_commands: Vec<String> = self.config().setup_command.iter().cloned().collect();
+        if let Some(environment) = &self.spec.assignment.environment {
+            setup_commands.extend(environment.setup_commands.iter().cloned());
+        }
+        for setup in setup_commands {
             let status = self
                 .run_hook(&setup, "setup", Some(stop), None)
                 .await
@@ -481,7 +426,7 @@ impl Execution for DirectExecution {
                 Some(s) if !s.success() => {
                     return Err(BackendError::new(
                         FailureReason::SetupCommand,
-                        format!("the setup command failed with {s}"),
+                        format!("the setup command `{setup}` failed with {s}"),
                     ));
                 }
                 Some(_) => {}

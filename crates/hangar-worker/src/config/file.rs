@@ -59,6 +59,20 @@ pub struct FileDocker {
     pub default_image: Option<String>,
     /// Docker network for task containers.
     pub network: Option<String>,
+    /// `always`, `if_not_present` (default) or `never`.
+    pub image_pull_policy: Option<super::PullPolicy>,
+    /// Parent of per-task workspaces.
+    pub workspace_root: Option<PathBuf>,
+    /// CPU limit without an instance shape.
+    pub cpus: Option<f64>,
+    /// Memory limit (MiB) without an instance shape.
+    pub memory_mb: Option<u64>,
+    /// Process limit per task.
+    pub pids_limit: Option<i64>,
+    /// Capabilities granted after dropping ALL (explicit relaxation).
+    pub cap_add: Option<Vec<String>>,
+    /// Server URL as seen from inside task containers.
+    pub agent_server_url: Option<String>,
 }
 
 /// `backend.direct`.

@@ -312,6 +312,16 @@ case "${MODE:-}" in
   self_kill)
     kill -KILL $$
     ;;
+  fork_bomb)
+    touch "$out.ready"
+    bomb() { bomb | bomb & }
+    bomb 2>/dev/null
+    while true; do sleep 1; done
+    ;;
+  mem_hog)
+    touch "$out.ready"
+    exec tail /dev/zero
+    ;;
 esac
 if [ -n "${GATE:-}" ]; then
   touch "$out.ready"

@@ -1,0 +1,367 @@
+//! Unmanaged runs: `hangar agent run -p …` in a directory, with no worker.
+//!
+//! The model comes from a provider configured in the environment
+//! (`OPENAI_API_KEY`/`OPENAI_BASE_URL`, `ANTHROPIC_API_KEY`, see
+//! [`ProviderRegistry::from_env`]). With a server URL and API key the run is
+//! also *tracked*: it is registered with `POST /api/v1/agent/runs/local`
+//! (`execution_location: LOCAL`), its events go to the server through the
+//! normal durable session stream with the returned run token, and when no
+//! local provider serves the model the server's LLM gateway does. Every
+//! event also goes to a caller-supplied sink (the CLI's printer).
+
+use crate::agent::{Agent, LoopConfig, RunOutcome};
+use crate::error::AgentError;
+use crate::event::{EventSink, SinkError};
+use crate::managed::{FLUSH_TIMEOUT, gateway_provider};
+use crate::mcp::{DEFAULT_MCP_STARTUP_TIMEOUT, McpError, McpOptions, McpServers};
+use crate::redact::Redactor;
+use crate::session::{SessionConfig, SessionStream, spool_path};
+use crate::skills::{
+    LoadSkillTool, discover_skills, prompt_with_skill, resolve_skill, skills_prompt,
+};
+use crate::tools::ToolRegistry;
+use hangar_client::Client;
+use hangar_llm::{ModelProvider, ProviderRegistry};
+use hangar_protocol::session::{EventBody, Followup};
+use hangar_protocol::{AgentConfig, McpServerConfig, RunAgentRequest, RunState};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Where tracked unmanaged runs are registered, relative to the server URL.
+pub const LOCAL_RUNS_PATH: &str = "api/v1/agent/runs/local";
+
+/// The server's answer to `POST /api/v1/agent/runs/local`.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct LocalRunRegistration {
+    /// The tracked run.
+    pub run_id: String,
+    /// Its execution.
+    pub execution_id: String,
+    /// Run token (session stream, gateway).
+    pub run_token: String,
+    /// `INPROGRESS`.
+    pub state: RunState,
+}
+
+/// A Hangar server to register the run with.
+#[derive(Clone)]
+pub struct TrackingServer {
+    /// Base URL.
+    pub url: String,
+    /// API key.
+    pub api_key: String,
+    /// `--share` values, kept for when sharing lands (not sent yet).
+    pub share: Vec<String>,
+}
+
+impl std::fmt::Debug for TrackingServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrackingServer")
+            .field("url", &self.url)
+            .field("api_key", &"***")
+            .field("share", &self.share)
+            .finish()
+    }
+}
+
+/// Everything an unmanaged run needs.
+#[derive(Debug, Clone)]
+pub struct LocalRun {
+    /// The task (may be empty with `skill`).
+    pub prompt: String,
+    /// `provider/model`; default: the first configured provider's default.
+    pub model: Option<String>,
+    /// Workspace.
+    pub workdir: PathBuf,
+    /// Extra system prompt (`base_prompt` of a run config file).
+    pub base_prompt: Option<String>,
+    /// Run name (label).
+    pub name: Option<String>,
+    /// `--skill`.
+    pub skill: Option<String>,
+    /// MCP servers.
+    pub mcp_servers: BTreeMap<String, McpServerConfig>,
+    /// `--strict-mcp-startup`.
+    pub strict_mcp_startup: bool,
+    /// Bound on starting one MCP server.
+    pub mcp_startup_timeout: Duration,
+    /// Register the run with this server.
+    pub server: Option<TrackingServer>,
+    /// Spool directory of a tracked run (default `<workdir>/.hangar`).
+    pub spool_dir: Option<PathBuf>,
+    /// Model calls allowed.
+    pub max_turns: Option<u32>,
+}
+
+impl LocalRun {
+    /// A run of `prompt` in `workdir` with defaults for everything else.
+    pub fn new(prompt: impl Into<String>, workdir: impl Into<PathBuf>) -> Self {
+        LocalRun {
+            prompt: prompt.into(),
+            model: None,
+            workdir: workdir.into(),
+            base_prompt: None,
+            name: None,
+            skill: None,
+            mcp_servers: BTreeMap::new(),
+            strict_mcp_startup: false,
+            mcp_startup_timeout: DEFAULT_MCP_STARTUP_TIMEOUT,
+            server: None,
+            spool_dir: None,
+            max_turns: None,
+        }
+    }
+}
+
+/// How an unmanaged run ended.
+#[derive(Debug, Clone)]
+pub struct LocalReport {
+    /// The outcome.
+    pub outcome: RunOutcome,
+    /// The tracked run's id, if registered.
+    pub run_id: Option<String>,
+    /// The model used.
+    pub model: String,
+}
+
+/// Why an unmanaged run could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalRunError {
+    /// No provider and no server to reach a model.
+    #[error(
+        "no model provider: set OPENAI_API_KEY (and OPENAI_BASE_URL for an OpenAI-compatible \
+         server) or ANTHROPIC_API_KEY, or HANGAR_SERVER_URL and HANGAR_API_KEY to use the server's gateway"
+    )]
+    NoProvider,
+    /// The model id does not resolve.
+    #[error(transparent)]
+    Model(#[from] hangar_llm::LlmError),
+    /// Registering with the server failed.
+    #[error("cannot register the run with the server: {0}")]
+    Register(#[source] hangar_client::ClientError),
+    /// A skill is missing.
+    #[error("{0}")]
+    Skill(String),
+    /// Neither a prompt nor a skill.
+    #[error("nothing to do: pass a prompt with -p (or a skill with --skill)")]
+    NoPrompt,
+    /// MCP setup failed.
+    #[error(transparent)]
+    Mcp(#[from] McpError),
+    /// The agent runtime failed.
+    #[error(transparent)]
+    Agent(#[from] AgentError),
+}
+
+/// Sends every event to each of its sinks, in order.
+pub struct TeeSink<'a>(pub Vec<&'a dyn EventSink>);
+
+#[async_trait::async_trait]
+impl EventSink for TeeSink<'_> {
+    async fn emit(&self, event: EventBody) -> Result<(), SinkError> {
+        if let Some((last, rest)) = self.0.split_last() {
+            for sink in rest {
+                sink.emit(event.clone()).await?;
+            }
+            last.emit(event).await?;
+        }
+        Ok(())
+    }
+}
+
+/// What [`prepare`] sets up for a run: tools (built-ins, skills, MCP), the
+/// effective prompt and system prompt addition.
+pub struct Prepared {
+    /// Tools to offer.
+    pub tools: ToolRegistry,
+    /// The first user message.
+    pub prompt: String,
+    /// Extra system prompt (base prompt + skills list).
+    pub base_prompt: Option<String>,
+    /// Connected MCP servers (shut down after the run).
+    pub mcp: McpServers,
+}
+
+/// Sets up tools, skills and MCP servers for a run in `workdir`.
+pub async fn prepare(
+    workdir: &Path,
+    prompt: &str,
+    base_prompt: Option<&str>,
+    skill: Option<&str>,
+    mcp_servers: &BTreeMap<String, McpServerConfig>,
+    mcp_options: &McpOptions,
+) -> Result<Prepared, LocalRunError> {
+    let mut tools = ToolRegistry::with_builtins();
+    let skills = discover_skills(workdir);
+    let prompt = match skill.map(str::trim).filter(|s| !s.is_empty()) {
+        Some(spec) => {
+            let skill = resolve_skill(spec, &skills).map_err(LocalRunError::Skill)?;
+            prompt_with_skill(skill, Some(prompt))
+        }
+        None if prompt.trim().is_empty() => return Err(LocalRunError::NoPrompt),
+        None => prompt.to_owned(),
+    };
+    let mut extra: Vec<String> = base_prompt
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .into_iter()
+        .collect();
+    if let Some(text) = skills_prompt(&skills) {
+        extra.push(text);
+        tools.register(Arc::new(LoadSkillTool::new(skills)));
+    }
+    let mcp = McpServers::start(mcp_servers, mcp_options).await?;
+    for tool in mcp.tools() {
+        tools.register(tool.clone());
+    }
+    Ok(Prepared {
+        tools,
+        prompt,
+        base_prompt: (!extra.is_empty()).then(|| extra.join("\n\n")),
+        mcp,
+    })
+}
+
+/// Runs `opts` to its outcome, reporting every event to `sink` (and to the
+/// server when tracked). `cancel` stops it (the outcome is then `Cancelled`).
+pub async fn run_local(
+    opts: LocalRun,
+    sink: &dyn EventSink,
+    cancel: CancellationToken,
+) -> Result<LocalReport, LocalRunError> {
+    let registry = ProviderRegistry::from_env()?;
+    let model = opts
+        .model
+        .clone()
+        .filter(|m| !m.trim().is_empty())
+        .or_else(|| registry.default_model());
+    let mut redactor = Redactor::from_env();
+
+    let registration = match &opts.server {
+        Some(server) => {
+            let client = Client::new(&server.url, server.api_key.clone())
+                .map_err(LocalRunError::Register)?;
+            let request = RunAgentRequest {
+                prompt: Some(opts.prompt.clone()).filter(|p| !p.trim().is_empty()),
+                skill: opts.skill.clone(),
+                config: Some(AgentConfig {
+                    name: opts.name.clone(),
+                    model_id: model.clone(),
+                    base_prompt: opts.base_prompt.clone(),
+                    mcp_servers: (!opts.mcp_servers.is_empty()).then(|| opts.mcp_servers.clone()),
+                    ..AgentConfig::default()
+                }),
+                ..RunAgentRequest::default()
+            };
+            if !server.share.is_empty() {
+                tracing::warn!(share = ?server.share, "--share is not applied yet: sharing lands with the sharing feature");
+            }
+            let reg: LocalRunRegistration = client
+                .post_json(LOCAL_RUNS_PATH, &request)
+                .await
+                .map_err(LocalRunError::Register)?;
+            tracing::info!(run_id = %reg.run_id, "tracked local run registered");
+            redactor = redactor.with([reg.run_token.clone(), server.api_key.clone()]);
+            Some((server.url.clone(), reg))
+        }
+        None => None,
+    };
+
+    // A local provider when one serves the model, else the server's gateway.
+    let (provider, model_name, model): (Arc<dyn ModelProvider>, String, String) =
+        match (model, &registration) {
+            (Some(model), reg) => match registry.resolve(&model) {
+                Ok((provider, local)) => (provider, local, model),
+                Err(e) => match reg {
+                    Some((url, reg)) => {
+                        let client = Client::new(url, reg.run_token.clone())
+                            .map_err(LocalRunError::Register)?;
+                        (gateway_provider(&client)?, model.clone(), model)
+                    }
+                    None => return Err(e.into()),
+                },
+            },
+            (None, Some(_)) => {
+                return Err(LocalRunError::Model(hangar_llm::LlmError::UnknownModel {
+                    model: String::new(),
+                    reason: "pass --model provider/model".into(),
+                }));
+            }
+            (None, None) => return Err(LocalRunError::NoProvider),
+        };
+
+    let mcp_options = McpOptions {
+        startup_timeout: opts.mcp_startup_timeout,
+        strict: opts.strict_mcp_startup,
+        workdir: opts.workdir.clone(),
+    };
+    let prepared = prepare(
+        &opts.workdir,
+        &opts.prompt,
+        opts.base_prompt.as_deref(),
+        opts.skill.as_deref(),
+        &opts.mcp_servers,
+        &mcp_options,
+    )
+    .await?;
+    let mut config = LoopConfig::new(model_name, &opts.workdir, prepared.base_prompt.as_deref());
+    config.context_window = crate::agent::context_window_for(&model);
+    if let Some(max) = opts.max_turns {
+        config.max_turns = max;
+    }
+    let agent = Agent::new(provider, prepared.tools, config).with_redactor(Arc::new(redactor));
+
+    let result = match registration {
+        Some((url, reg)) => {
+            let client =
+                Client::new(&url, reg.run_token.clone()).map_err(LocalRunError::Register)?;
+            let spool_dir = opts
+                .spool_dir
+                .clone()
+                .unwrap_or_else(|| opts.workdir.join(".hangar"));
+            let (session, mut followups) = SessionStream::start(
+                SessionConfig {
+                    client,
+                    run_id: reg.run_id.clone(),
+                    execution_id: reg.execution_id.clone(),
+                    spool_path: spool_path(&spool_dir, &reg.execution_id),
+                },
+                cancel.clone(),
+            )
+            .await?;
+            let tee = TeeSink(vec![&session, sink]);
+            let outcome = agent
+                .run(&prepared.prompt, &tee, &mut followups, &cancel)
+                .await;
+            drop(tee);
+            let report = session.finish(FLUSH_TIMEOUT).await;
+            if !report.is_complete() {
+                tracing::warn!(
+                    last_seq = report.last_seq,
+                    acked_seq = report.acked_seq,
+                    "the server did not acknowledge every event"
+                );
+            }
+            outcome.map(|outcome| (outcome, Some(reg.run_id)))
+        }
+        None => {
+            let (_tx, mut followups) = mpsc::channel::<Followup>(1);
+            agent
+                .run(&prepared.prompt, sink, &mut followups, &cancel)
+                .await
+                .map(|outcome| (outcome, None))
+        }
+    };
+    prepared.mcp.shutdown().await;
+    let (outcome, run_id) = result?;
+    Ok(LocalReport {
+        outcome,
+        run_id,
+        model,
+    })
+}

@@ -1,0 +1,655 @@
+//! Docker backend against the real engine (TESTING.md, Docker row): images
+//! are built locally by `hangar_testkit::images` (nothing is pulled). These
+//! tests fail, never skip, when Docker is unreachable. Each test uses its own
+//! worker id, so reconcile never touches another test's containers.
+//!
+//! The fake agent (a bash script) is mounted at `/agent/hangar` exactly as the
+//! real binary would be; the test's temp dir is bind-mounted at the same path
+//! so the agent's output files and gates work as with the direct backend.
+
+use super::common::*;
+use hangar_protocol::worker::{
+    EnvironmentSpec, FailureReason, NetworkPolicy, RepoSpec, TaskCompleted, TaskFailed,
+    WorkerToServer,
+};
+use hangar_worker::{BackendKind, PullPolicy, WorkerConfig};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+async fn base_image() -> String {
+    tokio::task::spawn_blocking(hangar_testkit::images::base_image)
+        .await
+        .unwrap()
+        .expect("cannot build the Debian base image (is Docker running?)")
+}
+
+/// Switches a test config to the docker backend with a unique worker id.
+fn docker(c: &mut WorkerConfig, worker_id: &str, image: &str) {
+    let root = c.direct.workspace_root.clone().unwrap();
+    let dir = root.parent().unwrap().to_path_buf();
+    c.worker_id = worker_id.to_owned();
+    c.backend = BackendKind::Docker;
+    c.docker.workspace_root = Some(root);
+    c.docker.default_image = Some(image.to_owned());
+    c.docker.image_pull_policy = PullPolicy::Never;
+    c.docker.memory_mb = Some(256);
+    c.docker.pids_limit = Some(128);
+    c.docker.cpus = Some(1.0);
+    c.volumes = vec![format!("{}:{}:rw", dir.display(), dir.display())];
+}
+
+fn container_name(worker: &str, exec: &str) -> String {
+    format!("hangar-{worker}-{exec}")
+}
+
+fn inspect(name: &str) -> Option<serde_json::Value> {
+    let out = Command::new("docker")
+        .args(["inspect", "--type", "container", name])
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v.as_array().and_then(|a| a.first()).cloned()
+}
+
+/// Containers labelled with this worker id (any state).
+fn containers_of(worker: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=dev.hangar.worker={worker}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "docker ps failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Removes leftovers if a test failed half-way (never hides a leak: the
+/// assertions run before this).
+struct Sweep(String);
+impl Drop for Sweep {
+    fn drop(&mut self) {
+        for id in containers_of(&self.0) {
+            let _ = Command::new("docker").args(["rm", "-fv", &id]).output();
+        }
+    }
+}
+
+fn env_spec(setup: &[&str]) -> EnvironmentSpec {
+    EnvironmentSpec {
+        id: "env-1".into(),
+        name: "test env".into(),
+        setup_commands: setup.iter().map(|s| (*s).to_owned()).collect(),
+        ..Default::default()
+    }
+}
+
+async fn wait_until(mut f: impl FnMut() -> bool, what: &str) {
+    let deadline = Instant::now() + WAIT;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn docker_s1_hardened_run_succeeds_in_unmodified_debian_image() {
+    let image = base_image().await;
+    let worker = "dk-s1";
+    let _sweep = Sweep(worker.into());
+    let mut server = FakeServer::start().await;
+    let w = TestWorker::start(&server, |c| docker(c, worker, &image));
+    let mut conn = server.accept().await;
+    let hello = conn.hello().await;
+    assert_eq!(hello.backend, "docker");
+    let gate = w.gate("s1");
+    conn.assign(w.assignment("run-s1", "exec-s1", &[("GATE", gate.to_str().unwrap())]));
+    conn.recv_until(|m| matches!(m, WorkerToServer::TaskStarted(_)))
+        .await;
+    wait_for_file(&w.out_file("exec-s1", "ready")).await;
+
+    let c = inspect(&container_name(worker, "exec-s1")).expect("task container exists");
+    let hc = &c["HostConfig"];
+    assert_eq!(hc["CapDrop"], serde_json::json!(["ALL"]));
+    let caps: Vec<&str> = hc["CapAdd"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    for forbidden in ["SYS_ADMIN", "NET_RAW", "NET_ADMIN", "SYS_PTRACE", "MKNOD"] {
+        assert!(!caps.iter().any(|c| c.ends_with(forbidden)), "{caps:?}");
+    }
+    let secopt = hc["SecurityOpt"].to_string();
+    assert!(secopt.contains("no-new-privileges"), "{secopt}");
+    assert_eq!(hc["Privileged"], false);
+    assert_eq!(hc["PidsLimit"], 128);
+    assert_eq!(hc["Memory"], 256 * 1024 * 1024);
+    assert_eq!(hc["MemorySwap"], 256 * 1024 * 1024);
+    assert_eq!(hc["NanoCpus"], 1_000_000_000i64);
+    assert_eq!(hc["Init"], true);
+    for ns in ["PidMode", "IpcMode", "UTSMode", "UsernsMode", "NetworkMode"] {
+        assert_ne!(hc[ns], "host", "{ns}");
+    }
+    let mounts = c["Mounts"].to_string();
+    assert!(!mounts.contains("docker.sock"), "{mounts}");
+    let agent_mount = c["Mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["Destination"] == "/agent")
+        .expect("/agent mount");
+    assert_eq!(agent_mount["RW"], false, "/agent is read-only");
+    let labels = &c["Config"]["Labels"];
+    assert_eq!(labels["dev.hangar.worker"], worker);
+    assert_eq!(labels["dev.hangar.run"], "run-s1");
+    assert_eq!(labels["dev.hangar.execution"], "exec-s1");
+    assert_eq!(c["Config"]["Image"], image.as_str());
+    assert_eq!(c["Config"]["WorkingDir"], "/workspace");
+
+    // The agent ran as /agent/hangar agent run … inside the container, with
+    // the run's env and never the worker's key.
+    let args = w.read_out("exec-s1", "args");
+    assert!(
+        args.starts_with("agent\nrun\n--task-id\nrun-s1\n--server-url\n"),
+        "{args}"
+    );
+    assert!(args.contains("--sandboxed"));
+    assert_eq!(w.read_out("exec-s1", "pwd").trim(), "/workspace");
+    let env = w.read_out("exec-s1", "env");
+    assert!(env.contains("HANGAR_RUN_TOKEN=hr_run_token"));
+    assert!(!env.contains(API_KEY) && !env.contains("HANGAR_API_KEY"));
+    // Capability sets of the agent process itself.
+    let status = std::fs::read_to_string(w.out_file("exec-s1", "env")).unwrap();
+    assert!(!status.is_empty());
+
+    w.open_gate(&gate);
+    let done = conn
+        .recv_until(|m| {
+            matches!(
+                m,
+                WorkerToServer::TaskCompleted(_) | WorkerToServer::TaskFailed(_)
+            )
+        })
+        .await;
+    assert!(
+        matches!(
+            &done,
+            WorkerToServer::TaskCompleted(TaskCompleted {
+                task_state: None,
+                ..
+            })
+        ),
+        "{done:?}"
+    );
+    wait_until(|| containers_of(worker).is_empty(), "container removal").await;
+    wait_for_removal(&w.workspace_root.join("exec-s1")).await;
+}
+
+#[tokio::test]
+async fn docker_setup_commands_run_in_order_and_failure_is_setup_command() {
+    let image = base_image().await;
+    let worker = "dk-setup";
+    let _sweep = Sweep(worker.into());
+    let mut server = FakeServer::start().await;
+    let w = TestWorker::start(&server, |c| docker(c, worker, &image));
+    let mut conn = server.accept().await;
+    conn.hello().await;
+
+    // Success: both commands ran, in order, before the agent, in /workspace,
+    // and what they left stays for the agent.
+    let mut ok = w.assignment("run-ok", "exec-ok", &[]);
+    ok.environment = Some(env_spec(&[
+        "echo one > order",
+        "echo two >> order && touch /root/installed",
+    ]));
+    conn.assign(ok);
+    let done = conn
+        .recv_until(|m| {
+            matches!(
+                m,
+                WorkerToServer::TaskCompleted(_) | WorkerToServer::TaskFailed(_)
+            )
+        })
+        .await;
+    assert!(matches!(done, WorkerToServer::TaskCompleted(_)), "{done:?}");
+    assert_eq!(w.read_out("exec-ok", "pwd").trim(), "/workspace");
+
+    // Failure: the second command fails; the agent never starts.
+    let mut bad = w.assignment("run-bad", "exec-bad", &[]);
+    bad.environment = Some(env_spec(&[
+        "echo preparing",
+        "echo boom-output >&2; exit 3",
+        "echo never",
+    ]));
+    conn.assign(bad);
+    let done = conn
+        .recv_until(|m| {
+            matches!(
+                m,
+                WorkerToServer::TaskCompleted(_) | WorkerToServer::TaskFailed(_)
+            )
+        })
+        .await;
+    let WorkerToServer::TaskFailed(TaskFailed {
+        failure_reason,
+        message,
+        ..
+    }) = done
+    else {
+        panic!("{done:?}")
+    };
+    assert_eq!(failure_reason, Some(FailureReason::SetupCommand));
+    assert!(message.contains("exit 3"), "{message}");
+    assert!(message.contains("boom-output"), "{message}");
+    assert!(message.contains("preparing"), "{message}");
+    assert!(!message.contains("never\n"), "{message}");
+    assert!(
+        !w.out_file("exec-bad", "args").exists(),
+        "the agent must not start"
+    );
+    wait_until(|| containers_of(worker).is_empty(), "container removal").await;
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let st = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .status()
+        .unwrap();
+    assert!(st.success(), "git {args:?}");
+}
+
+#[tokio::test]
+async fn docker_clones_a_local_repository_into_workspace_without_git_in_image() {
+    let image = base_image().await;
+    // The image really has no git.
+    let out = Command::new("docker")
+        .args([
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            &image,
+            "sh",
+            "-c",
+            "command -v git",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the base image must not contain git");
+
+    let repo_dir = tempfile::tempdir().unwrap();
+    let repo = repo_dir.path().join("app");
+    std::fs::create_dir(&repo).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    std::fs::write(repo.join("README.md"), "from-main\n").unwrap();
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-qm", "main"]);
+    git(&repo, &["checkout", "-qb", "feature"]);
+    std::fs::write(repo.join("README.md"), "from-feature\n").unwrap();
+    git(&repo, &["commit", "-qam", "feature"]);
+    git(&repo, &["checkout", "-q", "main"]);
+
+    let worker = "dk-clone";
+    let _sweep = Sweep(worker.into());
+    let mut server = FakeServer::start().await;
+    let w = TestWorker::start(&server, |c| docker(c, worker, &image));
+    let mut conn = server.accept().await;
+    conn.hello().await;
+    let mut a = w.assignment("run-git", "exec-git", &[]);
+    let mut env = env_spec(&[
+        "grep -q from-feature app/README.md",
+        "test -f lib/README.md",
+    ]);
+    env.repos = vec![
+        RepoSpec {
+            url: format!("file://{}", repo.display()),
+            git_ref: Some("feature".into()),
+            token_env: None,
+            path: None,
+        },
+        RepoSpec {
+            url: repo.display().to_string(),
+            git_ref: None,
+            token_env: None,
+            path: Some("lib".into()),
+        },
+    ];
+    a.environment = Some(env);
+    conn.assign(a);
+    let done = conn
+        .recv_until(|m| {
+            matches!(
+                m,
+                WorkerToServer::TaskCompleted(_) | WorkerToServer::TaskFailed(_)
+            )
+        })
+        .await;
+    assert!(matches!(done, WorkerToServer::TaskCompleted(_)), "{done:?}");
+    wait_until(|| containers_of(worker).is_empty(), "container removal").await;
+}
+
+#[tokio::test]
+async fn docker_d8_cancel_sigterm_then_sigkill_leaves_nothing() {
+    let image = base_image().await;
+    let worker = "dk-d8";
+    let _sweep = Sweep(worker.into());
+    let mut server = FakeServer::start().await;
+    let grace = Duration::from_millis(1500);
+    let w = TestWorker::start(&server, |c| {
+        docker(c, worker, &image);
+        c.kill_grace = grace;
+    });
+    let mut conn = server.accept().await;
+    conn.hello().await;
+    conn.assign(w.assignment("run-d8", "exec-d8", &[("MODE", "ignore_term")]));
+    wait_for_file(&w.out_file("exec-d8", "ready")).await;
+    let cancelled_at = Instant::now();
+    conn.cancel("run-d8");
+    let done = conn
+        .recv_until(|m| {
+            matches!(
+                m,
+                WorkerToServer::TaskCompleted(_) | WorkerToServer::TaskFailed(_)
+            )
+        })
+        .await;
+    let elapsed = cancelled_at.elapsed();
+    let WorkerToServer::TaskCompleted(c) = done else {
+        panic!("{done:?}")
+    };
+    assert_eq!(c.task_state.as_deref(), Some("CANCELLED"));
+    // SIGTERM reached the agent (through the container's init) and was ignored…
+    wait_for_file(&w.out_file("exec-d8", "signals")).await;
+    assert!(w.read_out("exec-d8", "signals").contains("term"));
+    // …so only SIGKILL after the grace ended it.
+    assert!(elapsed >= grace, "{elapsed:?} < {grace:?}");
+    wait_until(|| containers_of(worker).is_empty(), "container removal").await;
+}
+
+#[tokio::test]
+async fn docker_d9_drain_finishes_the_running_task() {
+    let image = base_image().await;
+    let worker = "dk-d9";
+    let _sweep = Sweep(worker.into());
+    let mut server = FakeServer::start().await;
+    let mut w = TestWorker::start(&server, |c| docker(c, worker, &image));
+    let mut conn = server.accept().await;
+    conn.hello().await;
+    let gate = w.gate("d9");
+    conn.assign(w.assignment("run-d9", "exec-d9", &[("GATE", gate.to_str().unwrap())]));
+    wait_for_file(&w.out_file("exec-d9", "ready")).await;
+    w.shutdown.cancel();
+    conn.recv_until(|m| matches!(m, WorkerToServer::WorkerDraining))
+        .await;
+    conn.assign(w.assignment("run-d9b", "exec-d9b", &[]));
+    let r = conn
+        .recv_until(|m| matches!(m, WorkerToServer::TaskRejected(_)))
+        .await;
+    assert!(matches!(r, WorkerToServer::TaskRejected(_)));
+    assert!(
+        inspect(&container_name(worker, "exec-d9")).is_some(),
+        "still running while draining"
+    );
+    w.open_gate(&gate);
+    let done = conn
+        .recv_until(|m| {
+            matches!(
+                m,
+                WorkerToServer::TaskCompleted(_) | WorkerToServer::TaskFailed(_)
+            )
+        })
+        .await;
+    assert!(
+        matches!(
+            done,
+            WorkerToServer::TaskCompleted(TaskCompleted {
+                task_state: None,
+                ..
+            })
+        ),
+        "{done:?}"
+    );
+    w.join().await.unwrap();
+    assert!(containers_of(worker).is_empty());
+}
+
+#[tokio::test]
+async fn docker_d2_worker_killed_and_restarted_reconciles_by_label() {
+    let image = base_image().await;
+    let worker = "dk-d2";
+    let _sweep = Sweep(worker.into());
+    let mut server = FakeServer::start().await;
+    let mut w = TestWorker::start(&server, |c| docker(c, worker, &image));
+    let mut conn = server.accept().await;
+    conn.hello().await;
+    let gate_run = w.gate("d2-running");
+    let gate_done = w.gate("d2-done");
+    conn.assign(w.assignment("run-a", "exec-a", &[("GATE", gate_run.to_str().unwrap())]));
+    conn.assign(w.assignment(
+        "run-b",
+        "exec-b",
+        &[("GATE", gate_done.to_str().unwrap()), ("EXIT_CODE", "4")],
+    ));
+    wait_for_file(&w.out_file("exec-a", "ready")).await;
+    wait_for_file(&w.out_file("exec-b", "ready")).await;
+
+    // "kill -9": the worker's future is dropped; nothing is cleaned up.
+    w.handle.take().unwrap().abort();
+    conn.drop_connection();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        containers_of(worker).len(),
+        2,
+        "containers outlive the worker"
+    );
+    // exec-b ends while no worker is there.
+    w.open_gate(&gate_done);
+    wait_until(
+        || {
+            inspect(&container_name(worker, "exec-b"))
+                .map(|c| c["State"]["Running"] == false)
+                .unwrap_or(false)
+        },
+        "exec-b to exit",
+    )
+    .await;
+
+    // A new worker with the same id and directories.
+    let root = w.workspace_root.clone();
+    let dir = w.dir.path().to_path_buf();
+    let (shutdown, hard) = (
+        tokio_util::sync::CancellationToken::new(),
+        tokio_util::sync::CancellationToken::new(),
+    );
+    let mut config = test_config(&server.url, &dir);
+    config.direct.workspace_root = Some(root.clone());
+    docker(&mut config, worker, &image);
+    let handle = tokio::spawn(
+        hangar_worker::Worker::new(config)
+            .unwrap()
+            .run(shutdown.clone(), hard.clone()),
+    );
+    // The aborted worker's connection task may still reconnect (empty hello): skip it.
+    let (mut conn2, hello) = loop {
+        let mut c = server.accept().await;
+        let h = c.hello().await;
+        if !h.running.is_empty() {
+            break (c, h);
+        }
+    };
+    let mut running: Vec<String> = hello
+        .running
+        .iter()
+        .map(|r| r.execution_id.clone())
+        .collect();
+    running.sort();
+    assert_eq!(running, ["exec-a", "exec-b"], "both reported for reattach");
+
+    // The ended one is reported with its real exit code and removed.
+    let b = conn2
+        .recv_until(|m| matches!(m, WorkerToServer::TaskFailed(f) if f.task_id == "run-b"))
+        .await;
+    let WorkerToServer::TaskFailed(f) = b else {
+        unreachable!()
+    };
+    assert_eq!(f.exit_code, Some(4));
+    assert_eq!(f.execution_id.as_deref(), Some("exec-b"));
+    assert!(f.message.contains('4'), "{}", f.message);
+    wait_until(
+        || inspect(&container_name(worker, "exec-b")).is_none(),
+        "exec-b removal",
+    )
+    .await;
+
+    // The running one is waited on again and finishes normally.
+    w.open_gate(&gate_run);
+    let a = conn2
+        .recv_until(|m| matches!(m, WorkerToServer::TaskCompleted(c) if c.task_id == "run-a"))
+        .await;
+    assert!(matches!(
+        a,
+        WorkerToServer::TaskCompleted(TaskCompleted {
+            task_state: None,
+            ..
+        })
+    ));
+    wait_until(
+        || containers_of(worker).is_empty(),
+        "all containers removed",
+    )
+    .await;
+    assert!(
+        !root.join("exec-a").exists() && !root.join("exec-b").exists(),
+        "workspaces removed"
+    );
+    shutdown.cancel();
+    hard.cancel();
+    let _ = tokio::time::timeout(WAIT, handle).await;
+}
+
+#[tokio::test]
+async fn docker_s3_fork_bomb_and_memory_hog_are_contained() {
+    let image = base_image().await;
+    let worker = "dk-s3";
+    let _sweep = Sweep(worker.into());
+    let mut server = FakeServer::start().await;
+    let w = TestWorker::start(&server, |c| {
+        docker(c, worker, &image);
+        c.docker.pids_limit = Some(64);
+        c.docker.memory_mb = Some(64);
+        c.kill_grace = Duration::from_millis(300);
+    });
+    let mut conn = server.accept().await;
+    conn.hello().await;
+
+    // Memory hog: OOM-killed inside its limit, reported as container_oom.
+    conn.assign(w.assignment("run-mem", "exec-mem", &[("MODE", "mem_hog")]));
+    let done = conn
+        .recv_until(|m| {
+            matches!(
+                m,
+                WorkerToServer::TaskCompleted(_) | WorkerToServer::TaskFailed(_)
+            )
+        })
+        .await;
+    let WorkerToServer::TaskFailed(f) = done else {
+        panic!("{done:?}")
+    };
+    assert_eq!(
+        f.failure_reason,
+        Some(FailureReason::ContainerOom),
+        "{}",
+        f.message
+    );
+
+    // Fork bomb: the process count stops at the limit; the worker stays
+    // responsive (it handles a cancel) and nothing is left.
+    conn.assign(w.assignment("run-fork", "exec-fork", &[("MODE", "fork_bomb")]));
+    wait_for_file(&w.out_file("exec-fork", "ready")).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let c = inspect(&container_name(worker, "exec-fork")).expect("container");
+    let id = c["Id"].as_str().unwrap();
+    let pids: u64 = ["/sys/fs/cgroup/pids/docker", "/sys/fs/cgroup/system.slice"]
+        .iter()
+        .filter_map(|base| {
+            std::fs::read_to_string(format!("{base}/{id}/pids.current"))
+                .or_else(|_| {
+                    std::fs::read_to_string(format!("{base}/docker-{id}.scope/pids.current"))
+                })
+                .ok()
+        })
+        .next()
+        .map(|s| s.trim().parse().unwrap())
+        .expect("pids cgroup of the container");
+    assert!(pids <= 64, "pids {pids} over the limit");
+    // The host can still start processes.
+    assert!(Command::new("true").status().unwrap().success());
+    let asked = Instant::now();
+    conn.cancel("run-fork");
+    let done = conn
+        .recv_until(|m| {
+            matches!(
+                m,
+                WorkerToServer::TaskCompleted(_) | WorkerToServer::TaskFailed(_)
+            )
+        })
+        .await;
+    assert!(
+        matches!(&done, WorkerToServer::TaskCompleted(c) if c.task_state.as_deref() == Some("CANCELLED")),
+        "{done:?}"
+    );
+    assert!(asked.elapsed() < WAIT);
+    wait_until(|| containers_of(worker).is_empty(), "container removal").await;
+}
+
+#[tokio::test]
+async fn docker_network_none_has_no_interface_but_loopback() {
+    let image = base_image().await;
+    let worker = "dk-net";
+    let _sweep = Sweep(worker.into());
+    let mut server = FakeServer::start().await;
+    let w = TestWorker::start(&server, |c| docker(c, worker, &image));
+    let mut conn = server.accept().await;
+    conn.hello().await;
+    let mut a = w.assignment("run-net", "exec-net", &[]);
+    let mut env = env_spec(&[&format!(
+        "cat /proc/net/dev > {}",
+        w.out_file("exec-net", "netdev").display()
+    )]);
+    env.network_policy = NetworkPolicy::None;
+    a.environment = Some(env);
+    conn.assign(a);
+    let done = conn
+        .recv_until(|m| {
+            matches!(
+                m,
+                WorkerToServer::TaskCompleted(_) | WorkerToServer::TaskFailed(_)
+            )
+        })
+        .await;
+    assert!(matches!(done, WorkerToServer::TaskCompleted(_)), "{done:?}");
+    let netdev = w.read_out("exec-net", "netdev");
+    let ifaces: Vec<&str> = netdev
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next())
+        .map(str::trim)
+        .collect();
+    assert_eq!(ifaces, ["lo"], "{netdev}");
+    wait_until(|| containers_of(worker).is_empty(), "container removal").await;
+}
