@@ -3,7 +3,12 @@
 use crate::agent::{Agent, LoopConfig, RunOutcome};
 use crate::error::AgentError;
 use crate::session::{SessionConfig, SessionStream, spool_path};
-use crate::tools::ToolRegistry;
+use crate::event::EventSink;
+use crate::local::prepare;
+use crate::mcp::{DEFAULT_MCP_STARTUP_TIMEOUT, McpOptions};
+use crate::redact::{RedactingSink, Redactor};
+use hangar_protocol::RunState;
+use hangar_protocol::session::EventBody;
 use hangar_client::Client;
 use hangar_llm::{ModelProvider, OpenAiConfig, OpenAiProvider};
 use hangar_protocol::RunItem;
@@ -119,14 +124,56 @@ pub async fn run_managed(
         cancel.clone(),
     )
     .await?;
-    let agent = Agent::new(
-        provider,
-        ToolRegistry::with_builtins(),
-        LoopConfig::new(model, &opts.workdir, config.base_prompt.as_deref()),
-    );
-    let outcome = agent
-        .run(&run.prompt, &session, &mut followups, &cancel)
-        .await;
+    let mcp_options = McpOptions {
+        startup_timeout: DEFAULT_MCP_STARTUP_TIMEOUT,
+        strict: false,
+        workdir: opts.workdir.clone(),
+    };
+    let prepared = prepare(
+        &opts.workdir,
+        &run.prompt,
+        config.base_prompt.as_deref(),
+        config.skill_spec.as_deref(),
+        &config.mcp_servers.clone().unwrap_or_default(),
+        &mcp_options,
+    )
+    .await;
+    let redactor = Arc::new(Redactor::from_env().with([opts.run_token.clone()]));
+    let outcome = match prepared {
+        Ok(prepared) => {
+            let agent = Agent::new(
+                provider,
+                prepared.tools,
+                LoopConfig::new(model, &opts.workdir, prepared.base_prompt.as_deref()),
+            )
+            .with_redactor(redactor);
+            let outcome = agent
+                .run(&prepared.prompt, &session, &mut followups, &cancel)
+                .await;
+            prepared.mcp.shutdown().await;
+            outcome
+        }
+        Err(e) => {
+            let message = format!("cannot start the run: {e}");
+            tracing::warn!(error = %e, "run setup failed");
+            let sink = RedactingSink::new(&session, redactor);
+            let reported = async {
+                sink.emit(EventBody::Error {
+                    message: message.clone(),
+                })
+                .await?;
+                sink.emit(EventBody::Status {
+                    state: Some(RunState::Failed),
+                    message: message.clone(),
+                })
+                .await
+            }
+            .await;
+            reported
+                .map(|()| RunOutcome::Failed { message })
+                .map_err(AgentError::from)
+        }
+    };
     let report = session.finish(FLUSH_TIMEOUT).await;
     tracing::info!(
         last_seq = report.last_seq,

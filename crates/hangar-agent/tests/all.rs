@@ -3,9 +3,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
+mod support {
+    pub mod mcp_server;
+}
+
 mod suite {
     mod fake_hangar;
     mod managed;
+    mod mcp;
+    mod runtime;
     mod session;
     mod tools;
 }

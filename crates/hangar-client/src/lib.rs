@@ -180,6 +180,20 @@ impl Client {
         self.send(self.http.post(self.url(path)?).json(body)).await
     }
 
+    /// DELETE a resource.
+    pub async fn send_delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.send(self.http.delete(self.url(path)?)).await
+    }
+
+    /// PUT a JSON body.
+    pub async fn put_json<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        self.send(self.http.put(self.url(path)?).json(body)).await
+    }
+
     /// `POST /api/v1/agent/runs`.
     pub async fn create_run(&self, req: &RunAgentRequest) -> Result<RunAgentResponse, ClientError> {
         self.post_json("api/v1/agent/runs", req).await

@@ -9,10 +9,12 @@
 //! This crate depends on serde only and on no other hangar crate.
 
 pub mod envelope;
+pub mod environment;
 pub mod ids;
 pub mod llm;
 pub mod problem;
 pub mod run;
+pub mod schedule;
 pub mod session;
 pub mod timestamp;
 pub mod worker;
@@ -21,6 +23,7 @@ pub use envelope::{Envelope, EnvelopeError};
 pub use ids::{ExecutionId, RunId, WorkerId};
 pub use problem::{PlatformErrorCode, Problem};
 pub use run::*;
+pub use schedule::*;
 pub use timestamp::Timestamp;
 
 /// Environment variable that carries the run-scoped token into a task.

@@ -401,6 +401,9 @@ pub struct RunItem {
     /// Scope.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<Scope>,
+    /// The schedule that created the run (scheduled runs only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<crate::ScheduleInfo>,
 }
 
 /// Cursor paging.

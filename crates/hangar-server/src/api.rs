@@ -1,8 +1,11 @@
 //! REST routes under `/api/v1`, one module per resource.
 
+pub mod environments;
 pub mod health;
 pub mod keys;
 pub mod runs;
+pub mod schedules;
+pub mod secrets;
 pub mod workers;
 
 use crate::AppState;
@@ -44,9 +47,43 @@ pub fn routes() -> Router<AppState> {
             "/agent/runs/{run_id}/session",
             get(crate::sessions::session_socket),
         )
+        .route(
+            "/agent/schedules",
+            post(schedules::create).get(schedules::list),
+        )
+        .route(
+            "/agent/schedules/{schedule_id}",
+            get(schedules::get_one)
+                .put(schedules::replace)
+                .delete(schedules::delete),
+        )
+        .route(
+            "/agent/schedules/{schedule_id}/pause",
+            post(schedules::pause),
+        )
+        .route(
+            "/agent/schedules/{schedule_id}/resume",
+            post(schedules::resume),
+        )
         .route("/api-keys", post(keys::create).get(keys::list))
         .route("/api-keys/{key_id}/expire", post(keys::expire))
         .route("/workers", get(workers::list))
+        .route("/agent/environments", get(environments::oz_list))
+        .route(
+            "/environments",
+            post(environments::create).get(environments::list),
+        )
+        .route(
+            "/environments/{env_id}",
+            get(environments::get_one)
+                .put(environments::update)
+                .delete(environments::delete),
+        )
+        .route("/secrets", post(secrets::create).get(secrets::list))
+        .route(
+            "/secrets/{name}",
+            axum::routing::put(secrets::update).delete(secrets::delete),
+        )
         .route(
             "/llm/chat/completions",
             post(crate::llm_gateway::chat_completions),

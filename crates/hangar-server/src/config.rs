@@ -36,8 +36,13 @@ pub struct ServerConfig {
     /// Write the bootstrap credentials for the local CLI here (default: the
     /// XDG config dir's `hangar/cli.json`). Set to an empty path to skip.
     pub cli_config_path: Option<PathBuf>,
+    /// File holding the 32-byte hex master key that encrypts secrets (default:
+    /// `<data_dir>/master.key`, created on first start). `HANGAR_MASTER_KEY` wins.
+    pub master_key_file: Option<PathBuf>,
     /// Whether the first start also reads `OPENAI_API_KEY`/`ANTHROPIC_API_KEY`.
     pub providers_from_env: bool,
+    /// Runs for cron slots missed while no server ran: `one` (default) or `none`.
+    pub schedule_catch_up: crate::schedule::CatchUp,
 }
 
 impl Default for ServerConfig {
@@ -53,7 +58,9 @@ impl Default for ServerConfig {
             worker_lost_timeout: Duration::from_secs(120),
             max_body_bytes: 1024 * 1024,
             cli_config_path: None,
+            master_key_file: None,
             providers_from_env: true,
+            schedule_catch_up: crate::schedule::CatchUp::One,
         }
     }
 }

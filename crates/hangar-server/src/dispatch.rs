@@ -96,6 +96,7 @@ pub struct Dispatcher {
     fresh_rx: Mutex<Option<mpsc::Receiver<RunRecord>>>,
     public_url: String,
     lost_timeout: Duration,
+    secrets: crate::secrets::SecretBox,
 }
 
 /// A registered connection; dropping it does not unregister (call [`Dispatcher::disconnect`]).
@@ -109,7 +110,12 @@ pub struct Registration {
 
 impl Dispatcher {
     /// A dispatcher over `store`; `public_url` is handed to tasks as the server URL.
-    pub fn new(store: Arc<dyn Store>, public_url: String, lost_timeout: Duration) -> Arc<Self> {
+    pub fn new(
+        store: Arc<dyn Store>,
+        public_url: String,
+        lost_timeout: Duration,
+        secrets: crate::secrets::SecretBox,
+    ) -> Arc<Self> {
         let (fresh_tx, fresh_rx) = mpsc::channel(FRESH_CAPACITY);
         Arc::new(Dispatcher {
             store,
@@ -119,6 +125,7 @@ impl Dispatcher {
             fresh_rx: Mutex::new(Some(fresh_rx)),
             public_url,
             lost_timeout,
+            secrets,
         })
     }
 
@@ -446,6 +453,14 @@ impl Dispatcher {
 
     /// Assigns one queued run to a worker with room, if any. Returns whether it was assigned.
     async fn place(&self, run: &RunRecord) -> StoreResult<bool> {
+        let environment = match &run.config.environment_id {
+            Some(_) => match self.store.run_environment(&run.id).await? {
+                Some(spec) => Some(spec),
+                // Its snapshot is being written; the next pass picks it up.
+                None => return Ok(false),
+            },
+            None => None,
+        };
         let exec_id = ExecutionId::generate();
         let Some((worker_id, tx)) = self.reserve(run, &exec_id) else {
             return Ok(false);
@@ -464,7 +479,10 @@ impl Dispatcher {
             .await;
         match placed {
             Ok(Transition::Applied) => {
-                let assignment = self.assignment(run, &exec_id, token);
+                let mut assignment = self.assignment(run, &exec_id, token);
+                if let Some(spec) = environment {
+                    self.attach_environment(run, &spec, &mut assignment).await?;
+                }
                 if tx
                     .try_send(ServerToWorker::TaskAssignment(Box::new(assignment)))
                     .is_err()
@@ -528,6 +546,73 @@ impl Dispatcher {
             instance_shape: None,
             environment: None,
         }
+    }
+
+    /// Adds a run's environment to its assignment: image, repositories, setup
+    /// commands, network policy, variables and decrypted secrets.
+    async fn attach_environment(
+        &self,
+        run: &RunRecord,
+        snapshot: &str,
+        assignment: &mut TaskAssignment,
+    ) -> StoreResult<()> {
+        use hangar_protocol::environment::EnvironmentRequest;
+        use hangar_protocol::worker::{EnvironmentSpec, RepoSpec};
+        let env: EnvironmentRequest = serde_json::from_str(snapshot)
+            .map_err(|e| hangar_store::StoreError::Corrupt(format!("environment snapshot: {e}")))?;
+        let mut secret_names: Vec<String> = env.secrets.clone();
+        secret_names.extend(env.repos.iter().filter_map(|r| r.token_secret.clone()));
+        secret_names.sort();
+        secret_names.dedup();
+        for (k, v) in &env.env {
+            assignment.env_vars.insert(k.clone(), v.clone());
+        }
+        let mut injected = Vec::new();
+        for name in &secret_names {
+            match self.store.secret(run.team_id, name).await? {
+                Some(s) => match self
+                    .secrets
+                    .open(run.team_id, name, &s.nonce, &s.ciphertext)
+                {
+                    Some(value) => {
+                        assignment.env_vars.insert(name.clone(), value);
+                        injected.push(name.clone());
+                    }
+                    None => {
+                        tracing::error!(run_id = %run.id, secret = %name, "secret does not decrypt with this master key; not injected")
+                    }
+                },
+                None => {
+                    tracing::warn!(run_id = %run.id, secret = %name, "secret was deleted after the run was created; not injected")
+                }
+            }
+        }
+        if !injected.is_empty() {
+            assignment.env_vars.insert(
+                hangar_protocol::ENV_SECRET_NAMES.to_owned(),
+                injected.join(","),
+            );
+        }
+        assignment.docker_image = env.docker_image.clone();
+        assignment.environment = Some(EnvironmentSpec {
+            id: run.config.environment_id.clone().unwrap_or_default(),
+            name: env.name.clone(),
+            docker_image: env.docker_image.clone(),
+            repos: env
+                .repos
+                .iter()
+                .map(|r| RepoSpec {
+                    url: r.url.clone(),
+                    git_ref: r.git_ref.clone(),
+                    token_env: r.token_secret.clone(),
+                    path: r.path.clone(),
+                })
+                .collect(),
+            setup_commands: env.setup_commands.clone(),
+            network_policy: env.network_policy.clone(),
+            secret_names: injected,
+        });
+        Ok(())
     }
 
     /// Declares workers lost that stayed away longer than the timeout.

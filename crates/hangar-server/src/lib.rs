@@ -15,6 +15,8 @@ pub mod dispatch;
 pub mod error;
 pub mod gateway;
 pub mod llm_gateway;
+pub mod schedule;
+pub mod secrets;
 pub mod sessions;
 
 pub use config::{ConfigError, ServerConfig};
@@ -54,6 +56,8 @@ pub struct AppInner {
     pub llm: Arc<ProviderRegistry>,
     /// Model for runs that name none.
     pub default_model: Option<String>,
+    /// Encrypts secret values at rest.
+    pub secrets: secrets::SecretBox,
     /// Effective configuration.
     pub config: ServerConfig,
     /// Base URL for links and tasks.
@@ -264,6 +268,12 @@ impl Server {
         create_private_dir(&config.data_dir)?;
         let store: Arc<dyn Store> =
             Arc::new(SqliteStore::open(&config.data_dir.join("hangar.db")).await?);
+        let master_key_file = config
+            .master_key_file
+            .clone()
+            .unwrap_or_else(|| config.data_dir.join("master.key"));
+        let secret_box = secrets::SecretBox::load(&master_key_file)
+            .map_err(|e| ServerError::Other(format!("secrets master key: {e}")))?;
         let llm = llm_gateway::build_registry(&config.providers, config.providers_from_env)?;
         let default_model = config.default_model.clone().or_else(|| llm.default_model());
         if let Some(m) = &default_model {
@@ -290,6 +300,7 @@ impl Server {
             store.clone(),
             public_url.clone(),
             config.worker_lost_timeout,
+            secret_box.clone(),
         );
         dispatcher.recover().await?;
         let state = AppState(Arc::new(AppInner {
@@ -298,6 +309,7 @@ impl Server {
             sessions: SessionHub::new(),
             llm: Arc::new(llm),
             default_model,
+            secrets: secret_box.clone(),
             config: config.clone(),
             public_url,
             shutdown: shutdown.clone(),
@@ -315,6 +327,7 @@ impl Server {
 
         let tasks = TaskTracker::new();
         tasks.spawn(dispatcher.run(shutdown.clone()));
+        tasks.spawn(schedule::Scheduler::for_server(&state).run(shutdown.clone()));
         let serve_shutdown = shutdown.clone();
         tasks.spawn(async move {
             use axum::serve::ListenerExt;

@@ -13,16 +13,20 @@
 //!
 //! Depends on `hangar-protocol` only (plus sqlx).
 
+mod environments;
 mod notify;
 mod open;
 mod postgres;
 mod records;
+mod schedules;
 mod sqlite;
 
+pub use environments::{EnvironmentRecord, EnvironmentStore, SecretRecord, SecretStore};
 pub use notify::{CANCEL_CHANNEL, DISPATCH_CHANNEL, Notifier, Signal, SignalListener};
 pub use open::{DatabaseLocation, OpenedStore, open, open_with_notifier};
 pub use postgres::{PgSignalListener, PostgresConfig, PostgresStore, redact_url};
 pub use records::*;
+pub use schedules::*;
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
@@ -196,7 +200,11 @@ pub trait EventStore: Send + Sync {
 
 /// Everything the server needs.
 #[async_trait]
-pub trait Store: TeamStore + ApiKeyStore + RunStore + EventStore + Send + Sync {
+pub trait Store:
+    TeamStore + ApiKeyStore + RunStore + EventStore + EnvironmentStore + SecretStore + ScheduleStore
+    + Send
+    + Sync
+{
     /// Whether the database answers.
     async fn ping(&self) -> StoreResult<()>;
     /// Closes connections (flushes the WAL).

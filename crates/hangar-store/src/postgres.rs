@@ -9,7 +9,9 @@
 //! assigning right now (`FOR UPDATE SKIP LOCKED`). Cross-replica signals:
 //! [`Notifier`](crate::Notifier), implemented in [`notify`].
 
+mod environments;
 mod notify;
+mod schedules;
 
 pub use notify::PgSignalListener;
 
@@ -23,15 +25,16 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../migrations/postgres/0001_init.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("../migrations/postgres/0001_init.sql")),
+    (2, "schedules", include_str!("../migrations/postgres/0002_schedules.sql")),
+    (3, "environments", include_str!("../migrations/postgres/0003_environments.sql")),
+];
 
 const RUN_COLUMNS: &str = "id, team_id, creator_user_id, title, prompt, state, source, \
     execution_location, config, created_at, updated_at, started_at, status_message, error_code, \
-    current_execution_id, sandbox_running, prompt_tokens, completion_tokens, inference_cost";
+    current_execution_id, sandbox_running, prompt_tokens, completion_tokens, inference_cost, \
+    schedule_id, schedule_name, schedule_cron";
 
 const EXECUTION_COLUMNS: &str =
     "id, run_id, worker_id, state, created_at, ended_at, exit_code, failure_reason, message";
@@ -291,6 +294,7 @@ fn run_from_row(row: &PgRow) -> StoreResult<RunRecord> {
         prompt_tokens: row.try_get("prompt_tokens")?,
         completion_tokens: row.try_get("completion_tokens")?,
         inference_cost: row.try_get("inference_cost")?,
+        schedule: schedules::run_schedule(row)?,
     })
 }
 
@@ -587,6 +591,9 @@ impl RunStore for PostgresStore {
         if query.source.is_some() {
             sql.push_str(&format!(" AND source = ${}", next_param()));
         }
+        if query.schedule_id.is_some() {
+            sql.push_str(&format!(" AND schedule_id = ${}", next_param()));
+        }
         if query.after.is_some() {
             let (k, id) = (next_param(), next_param());
             sql.push_str(&format!(" AND ({key}, id) {cmp} (${k}, ${id})"));
@@ -602,6 +609,9 @@ impl RunStore for PostgresStore {
         }
         if let Some(source) = query.source {
             q = q.bind(source.as_str());
+        }
+        if let Some(schedule) = &query.schedule_id {
+            q = q.bind(schedule.clone());
         }
         if let Some((k, id)) = &query.after {
             q = q.bind(*k).bind(id.clone());

@@ -160,6 +160,8 @@ pub struct RunRecord {
     pub completion_tokens: i64,
     /// Inference cost.
     pub inference_cost: f64,
+    /// The schedule that created the run, for `SCHEDULED_AGENT` runs.
+    pub schedule: Option<hangar_protocol::ScheduleInfo>,
 }
 
 impl RunRecord {
@@ -186,6 +188,8 @@ pub struct RunQuery {
     pub states: Vec<RunState>,
     /// Source.
     pub source: Option<RunSourceType>,
+    /// Only runs created by this schedule.
+    pub schedule_id: Option<String>,
     /// Sort field.
     pub sort: RunSort,
     /// Ascending instead of descending.

@@ -1,5 +1,7 @@
 //! The embedded SQLite store: WAL journal, `synchronous=FULL`, one file in the data directory.
 
+mod environments;
+mod schedules;
 use crate::*;
 use hangar_protocol::session::SessionEvent;
 use hangar_protocol::{RunExecutionLocation, RunSourceType, Timestamp};
@@ -13,15 +15,17 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../migrations/sqlite/0001_init.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("../migrations/sqlite/0001_init.sql")),
+    (2, "schedules", include_str!("../migrations/sqlite/0002_schedules.sql")),
+    (3, "environments", include_str!("../migrations/sqlite/0003_environments.sql")),
+    (4, "run_listing_index", include_str!("../migrations/sqlite/0004_run_listing_index.sql")),
+];
 
 const RUN_COLUMNS: &str = "id, team_id, creator_user_id, title, prompt, state, source, \
     execution_location, config, created_at, updated_at, started_at, status_message, error_code, \
-    current_execution_id, sandbox_running, prompt_tokens, completion_tokens, inference_cost";
+    current_execution_id, sandbox_running, prompt_tokens, completion_tokens, inference_cost, \
+    schedule_id, schedule_name, schedule_cron";
 
 const EXECUTION_COLUMNS: &str =
     "id, run_id, worker_id, state, created_at, ended_at, exit_code, failure_reason, message";
@@ -118,6 +122,7 @@ fn run_from_row(row: &SqliteRow) -> StoreResult<RunRecord> {
         prompt_tokens: row.try_get("prompt_tokens")?,
         completion_tokens: row.try_get("completion_tokens")?,
         inference_cost: row.try_get("inference_cost")?,
+        schedule: schedules::run_schedule(row)?,
     })
 }
 
@@ -422,6 +427,9 @@ impl RunStore for SqliteStore {
         if query.source.is_some() {
             sql.push_str(" AND source = ?");
         }
+        if query.schedule_id.is_some() {
+            sql.push_str(" AND schedule_id = ?");
+        }
         if query.after.is_some() {
             sql.push_str(&format!(" AND ({key}, id) {cmp} (?, ?)"));
         }
@@ -432,6 +440,9 @@ impl RunStore for SqliteStore {
         }
         if let Some(source) = query.source {
             q = q.bind(source.as_str());
+        }
+        if let Some(schedule) = &query.schedule_id {
+            q = q.bind(schedule.clone());
         }
         if let Some((k, id)) = &query.after {
             q = q.bind(*k).bind(id.clone());

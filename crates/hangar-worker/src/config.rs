@@ -64,7 +64,7 @@ impl fmt::Display for ApiKey {
 /// Where tasks run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
 pub enum BackendKind {
-    /// A container per task (the documented default; not in this build yet).
+    /// A container per task (the documented default).
     #[default]
     Docker,
     /// A Kubernetes Job per task (not in this build yet).

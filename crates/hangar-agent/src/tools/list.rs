@@ -38,7 +38,12 @@ pub(crate) fn walker(
         let overrides = overrides
             .build()
             .map_err(|e| ToolError::Model(format!("invalid glob `{glob}`: {e}")))?;
-        builder.overrides(overrides);
+        // A filter, not `WalkBuilder::overrides`: overrides would also
+        // override `.gitignore` and hidden-file rules.
+        builder.filter_entry(move |entry| {
+            entry.file_type().is_some_and(|t| t.is_dir())
+                || overrides.matched(entry.path(), false).is_whitelist()
+        });
     }
     Ok(builder)
 }

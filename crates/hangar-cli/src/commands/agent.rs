@@ -1,6 +1,8 @@
 //! `hangar agent run` (the agent runtime, launched by workers) and
 //! `hangar agent run-cloud` (create a run on the server).
 
+mod local;
+
 use crate::commands::Global;
 use crate::output::OutputFormat;
 use anyhow::{Result, bail};
@@ -51,9 +53,30 @@ struct RunArgs {
     /// Keep the sandbox alive this long after finishing (accepted for Oz compatibility).
     #[arg(long, value_name = "DURATION", num_args = 0..=1, default_missing_value = "45m")]
     idle_on_complete: Option<String>,
-    /// Prompt for an unmanaged run.
+    /// What the agent should do (unmanaged run in the current directory or -C).
     #[arg(short = 'p', long, value_name = "PROMPT")]
     prompt: Option<String>,
+    /// Run config file (YAML/JSON: name, environment_id, model_id, base_prompt, mcp_servers, host).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    file: Option<PathBuf>,
+    /// Start with this skill (`name` or `owner/repo:name`).
+    #[arg(long, value_name = "SKILL")]
+    skill: Option<String>,
+    /// Run name (label).
+    #[arg(short = 'n', long, value_name = "NAME")]
+    name: Option<String>,
+    /// Share a tracked run (team, team:view, team:edit, user@x[:view|edit], public:view); repeatable.
+    #[arg(long, value_name = "WHO")]
+    share: Vec<String>,
+    /// MCP server: inline JSON, a JSON file, or a server name; repeatable.
+    #[arg(long, value_name = "SPEC")]
+    mcp: Vec<String>,
+    /// Fail when an MCP server does not start (default: continue without it).
+    #[arg(long)]
+    strict_mcp_startup: bool,
+    /// Seconds an MCP server may take to start.
+    #[arg(long, value_name = "SECS")]
+    mcp_startup_timeout: Option<u64>,
 }
 
 /// Flags of `hangar agent run-cloud`.
@@ -79,22 +102,38 @@ struct RunCloudArgs {
 /// Dispatches `hangar agent …`.
 pub async fn run(cmd: AgentCommand, global: &Global) -> Result<ExitCode> {
     match cmd.sub {
-        AgentSub::Run(args) => agent_run(args).await,
+        AgentSub::Run(args) => agent_run(args, global).await,
         AgentSub::RunCloud(args) => run_cloud(args, global).await,
     }
 }
 
-async fn agent_run(args: RunArgs) -> Result<ExitCode> {
-    crate::commands::init_logging("warn,hangar_agent=info");
+async fn agent_run(args: RunArgs, global: &Global) -> Result<ExitCode> {
     let Some(task_id) = args.task_id else {
-        if args.prompt.is_some() {
+        crate::commands::init_logging("warn");
+        if args.prompt.is_none() && args.skill.is_none() {
             bail!(
-                "unmanaged runs (`hangar agent run -p …` without a server) are not in this build yet; \
-                 create a run on a server with `hangar agent run-cloud -p …`"
+                "`hangar agent run` needs -p PROMPT (an unmanaged run here) or --task-id RUN \
+                 --server-url URL (as workers launch it)"
             );
         }
-        bail!("`hangar agent run` needs --task-id RUN and --server-url URL (workers pass both)");
+        return local::run(local::LocalArgs {
+            prompt: args.prompt.unwrap_or_default(),
+            model: args.model,
+            cwd: args.cwd,
+            file: args.file,
+            skill: args.skill,
+            name: args.name,
+            share: args.share,
+            mcp: args.mcp,
+            strict_mcp_startup: args.strict_mcp_startup,
+            mcp_startup_timeout: args.mcp_startup_timeout.map(std::time::Duration::from_secs),
+            server_url: args.server_url.or_else(|| global.server_url.clone()),
+            api_key: global.api_key.clone(),
+            output: global.output,
+        })
+        .await;
     };
+    crate::commands::init_logging("warn,hangar_agent=info");
     let Some(server_url) = args.server_url else {
         bail!("--server-url (or HANGAR_SERVER_URL) is required with --task-id");
     };

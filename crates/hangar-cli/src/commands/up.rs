@@ -58,9 +58,20 @@ pub async fn run(args: UpArgs) -> Result<ExitCode> {
         workspace_root: Some(config.data_dir.join("workspaces")),
         ..WorkerArgs::default()
     };
-    let worker_config = worker_args
+    let mut worker_config = worker_args
         .resolve()
         .context("local worker configuration")?;
+    if args.backend == BackendKind::Docker && args.listen.ip().is_loopback() {
+        // The server listens on loopback only, which a container on a bridge
+        // network cannot reach: share the host network (an explicit, printed
+        // relaxation of the docker hardening; listen on a non-loopback address
+        // to keep task containers on the default bridge).
+        worker_config.docker.network = Some("host".to_owned());
+        println!(
+            "note: docker tasks use the host network so they can reach {} (listen on a non-loopback address to avoid this)",
+            server.url()
+        );
+    }
     let worker = match hangar_worker::Worker::new(worker_config) {
         Ok(w) => w,
         Err(e) => {

@@ -2,6 +2,7 @@
 
 mod api_errors;
 mod cancel;
+mod environments;
 mod lifecycle;
 mod local_runs;
 mod routing;

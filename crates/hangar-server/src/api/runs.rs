@@ -70,6 +70,7 @@ pub fn run_item(app: &AppState, r: &RunRecord) -> RunItem {
             kind: "Team".to_owned(),
             uid: Some(r.team_id.to_string()),
         }),
+        schedule: r.schedule.clone(),
     }
 }
 
@@ -196,6 +197,29 @@ fn validated_run(
     })
 }
 
+/// Checks the run's environment exists in the team, normalises a name to its
+/// id, and returns the configuration snapshot to store with the run.
+async fn resolve_environment(
+    app: &AppState,
+    team_id: i64,
+    run: &mut NewRun,
+) -> ApiResult<Option<String>> {
+    let Some(id) = run.config.environment_id.clone() else {
+        return Ok(None);
+    };
+    let env = crate::api::environments::load(app, team_id, &id)
+        .await
+        .map_err(|e| match e {
+            ApiError::NotFound(_) => ApiError::BadRequest(format!(
+                "`config.environment_id`: environment `{id}` does not exist; list them with `hangar environment list`"
+            )),
+            other => other,
+        })?;
+    run.config.environment_id = Some(env.id.clone());
+    let spec = serde_json::to_string(&env.spec).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(Some(spec))
+}
+
 /// `POST /agent/runs` and `POST /agent/run`.
 pub async fn create(
     State(app): State<AppState>,
@@ -205,7 +229,7 @@ pub async fn create(
     let (team_id, user_id) = authenticate(app.store.as_ref(), &headers)
         .await?
         .require_api_key()?;
-    let new = validated_run(
+    let mut new = validated_run(
         &app,
         &headers,
         &body,
@@ -213,8 +237,12 @@ pub async fn create(
         user_id,
         RunExecutionLocation::Remote,
     )?;
+    let snapshot = resolve_environment(&app, team_id, &mut new).await?;
     let host = new.config.worker_host.clone();
     let run = app.store.create_run(new).await?;
+    if let Some(spec) = snapshot {
+        app.store.save_run_environment(&run.id, &spec).await?;
+    }
     let at_capacity = app.dispatcher.at_capacity(team_id, host.as_deref());
     app.dispatcher.submit(run.clone());
     tracing::info!(run_id = %run.id, team_id, worker_host = host.as_deref().unwrap_or("-"), "run created");
@@ -251,7 +279,7 @@ pub async fn create_local(
     let (team_id, user_id) = authenticate(app.store.as_ref(), &headers)
         .await?
         .require_api_key()?;
-    let new = validated_run(
+    let mut new = validated_run(
         &app,
         &headers,
         &body,
@@ -259,6 +287,7 @@ pub async fn create_local(
         user_id,
         RunExecutionLocation::Local,
     )?;
+    let snapshot = resolve_environment(&app, team_id, &mut new).await?;
     let (token, token_hash) = crate::auth::new_run_token();
     let exec = hangar_store::NewExecution {
         id: hangar_protocol::ExecutionId::generate(),
@@ -269,6 +298,9 @@ pub async fn create_local(
     };
     let execution_id = exec.id.0.clone();
     let run = app.store.create_local_run(new, exec).await?;
+    if let Some(spec) = snapshot {
+        app.store.save_run_environment(&run.id, &spec).await?;
+    }
     tracing::info!(run_id = %run.id, team_id, "local run registered");
     Ok(Json(LocalRunResponse {
         run_id: run.id.0,
@@ -301,7 +333,6 @@ const UNSUPPORTED_FILTERS: &[&str] = &[
     "environment_id",
     "skill",
     "skill_spec",
-    "schedule_id",
     "ancestor_run_id",
     "artifact_type",
     "q",
@@ -338,6 +369,7 @@ fn parse_list_query(raw: Option<&str>) -> ApiResult<RunQuery> {
                     q.states.push(state);
                 }
             }
+            "schedule_id" => q.schedule_id = Some(v.into_owned()),
             "source" => {
                 q.source = Some(RunSourceType::parse(&v).ok_or_else(|| {
                     ApiError::BadRequest(format!("`source` value `{v}` is not a run source type"))

@@ -26,6 +26,11 @@
 //!   privileged, no host PID/IPC/UTS/user namespace, no Docker socket (a
 //!   configured volume that names it is refused). `network: host` is allowed
 //!   only when configured explicitly.
+//! - **network policy** (per environment): `full` uses the configured network
+//!   (default bridge); `none` gives the container only loopback, so the agent
+//!   cannot reach the server either (suits only self-contained tasks);
+//!   `allowlist` is refused (fails closed) until the egress proxy on an
+//!   internal task network exists.
 //! - **lifecycle**: cancel is SIGTERM, then SIGKILL after the grace (D8);
 //!   the container and workspace are removed after the task unless cleanup is
 //!   off. On start the worker lists its own containers by label and
@@ -729,6 +734,7 @@ impl DockerExecution {
             // No interface but loopback: the agent cannot reach the server
             // either, which only suits agents that need no server (documented).
             NetworkPolicy::None => Some("none".to_owned()),
+            // Allowlist is refused in prepare (fails closed) until the egress proxy exists.
             NetworkPolicy::Full | NetworkPolicy::Allowlist { .. } => cfg.network.clone(),
         };
         ContainerCreateBody {
@@ -969,6 +975,19 @@ impl DockerExecution {
 impl Execution for DockerExecution {
     async fn prepare(&mut self, stop: &CancellationToken) -> Result<(), BackendError> {
         let spec = self.spec()?.clone();
+        if let Some(NetworkPolicy::Allowlist { hosts }) =
+            spec.assignment.environment.as_ref().map(|e| &e.network_policy)
+        {
+            // Fail closed: without the egress proxy an allowlist would mean full egress.
+            return Err(BackendError::new(
+                FailureReason::ContainerCreate,
+                format!(
+                    "network_policy allowlist ({} hosts) is not enforced by this worker yet; \
+                     use full or none",
+                    hosts.len()
+                ),
+            ));
+        }
         let image = Self::image(&spec, self.config());
         self.ensure_image(&image, stop).await?;
         self.create_dirs()?;
@@ -1092,18 +1111,18 @@ impl Execution for DockerExecution {
         if drained.is_err() {
             self.readers.abort_all();
         }
-        if self.created_dir && self.config().cleanup {
-            if let Err(e) = tokio::fs::remove_dir_all(&self.dir).await
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                tracing::warn!(task_id = %self.task_id, execution_id = %self.execution_id, dir = %self.dir.display(), error = %e, "cannot remove workspace");
-                if result.is_ok() {
-                    result = Err(BackendError::with_source(
-                        FailureReason::Cleanup,
-                        format!("cannot remove workspace: {e}"),
-                        e,
-                    ));
-                }
+        if self.created_dir
+            && self.config().cleanup
+            && let Err(e) = tokio::fs::remove_dir_all(&self.dir).await
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(task_id = %self.task_id, execution_id = %self.execution_id, dir = %self.dir.display(), error = %e, "cannot remove workspace");
+            if result.is_ok() {
+                result = Err(BackendError::with_source(
+                    FailureReason::Cleanup,
+                    format!("cannot remove workspace: {e}"),
+                    e,
+                ));
             }
         }
         result

@@ -236,11 +236,36 @@ fn missing_or_bad_settings_say_how_to_fix_them() {
 
     let a = WorkerArgs {
         worker_id: Some("w".into()),
-        backend: Some(BackendKind::Docker),
+        backend: Some(BackendKind::Kubernetes),
         ..base.clone()
     };
     let err = a.resolve_with_env(no_env).unwrap_err().to_string();
     assert!(err.contains("not supported yet in this build"), "{err}");
+
+    // Docker is supported; its file settings resolve.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("w.yaml");
+    std::fs::write(
+        &file,
+        "backend:\n  docker: {default_image: img:1, image_pull_policy: never, pids_limit: 64, memory_mb: 512, cpus: 1.5}\n",
+    )
+    .unwrap();
+    let a = WorkerArgs {
+        worker_id: Some("w".into()),
+        config_file: Some(file),
+        ..base.clone()
+    };
+    let cfg = a.resolve_with_env(no_env).unwrap();
+    assert_eq!(cfg.backend, BackendKind::Docker);
+    assert_eq!(cfg.docker.default_image.as_deref(), Some("img:1"));
+    assert_eq!(
+        cfg.docker.image_pull_policy,
+        hangar_worker::PullPolicy::Never
+    );
+    assert_eq!(
+        (cfg.docker.pids_limit, cfg.docker.memory_mb, cfg.docker.cpus),
+        (Some(64), Some(512), Some(1.5))
+    );
 
     let a = WorkerArgs {
         worker_id: Some("w".into()),

@@ -653,3 +653,35 @@ async fn docker_network_none_has_no_interface_but_loopback() {
     assert_eq!(ifaces, ["lo"], "{netdev}");
     wait_until(|| containers_of(worker).is_empty(), "container removal").await;
 }
+
+#[tokio::test]
+async fn docker_network_allowlist_fails_closed_until_the_egress_proxy_exists() {
+    let image = base_image().await;
+    let worker = "dk-allow";
+    let _sweep = Sweep(worker.into());
+    let mut server = FakeServer::start().await;
+    let w = TestWorker::start(&server, |c| docker(c, worker, &image));
+    let mut conn = server.accept().await;
+    conn.hello().await;
+    let mut a = w.assignment("run-allow", "exec-allow", &[]);
+    let mut env = env_spec(&[]);
+    env.network_policy = NetworkPolicy::Allowlist {
+        hosts: vec!["example.com".into()],
+    };
+    a.environment = Some(env);
+    conn.assign(a);
+    let done = conn
+        .recv_until(|m| {
+            matches!(
+                m,
+                WorkerToServer::TaskCompleted(_) | WorkerToServer::TaskFailed(_)
+            )
+        })
+        .await;
+    let WorkerToServer::TaskFailed(f) = done else {
+        panic!("{done:?}")
+    };
+    assert!(f.message.contains("allowlist"), "{}", f.message);
+    assert!(!w.out_file("exec-allow", "args").exists());
+    assert!(containers_of(worker).is_empty());
+}

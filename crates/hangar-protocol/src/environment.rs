@@ -1,0 +1,171 @@
+//! Environments and secrets of the REST API: **(extension)** `/environments`
+//! and `/secrets`, plus the Oz `/agent/environments` listing.
+
+use crate::worker::NetworkPolicy;
+use crate::{Scope, Timestamp};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A repository an environment clones into the workspace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentRepo {
+    /// Clone URL.
+    pub url: String,
+    /// Branch, tag or commit.
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub git_ref: Option<String>,
+    /// Name of a team secret holding an HTTPS token for the clone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_secret: Option<String>,
+    /// Directory under the workspace (default: the repository name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+/// Create or replace an environment (`POST /environments`, `PUT /environments/{id}`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentRequest {
+    /// Unique name within the team.
+    pub name: String,
+    /// Description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Image tasks run in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_image: Option<String>,
+    /// Repositories cloned in order.
+    #[serde(default)]
+    pub repos: Vec<EnvironmentRepo>,
+    /// Setup commands run in order before the agent starts.
+    #[serde(default)]
+    pub setup_commands: Vec<String>,
+    /// Plain environment variables.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Team secrets injected as environment variables of the same name.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    /// Egress policy.
+    #[serde(default)]
+    pub network_policy: NetworkPolicy,
+}
+
+/// A stored environment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnvironmentItem {
+    /// Id.
+    pub id: String,
+    /// Configuration.
+    #[serde(flatten)]
+    pub spec: EnvironmentRequest,
+    /// Creation.
+    pub created_at: Timestamp,
+    /// Last update.
+    pub updated_at: Timestamp,
+}
+
+/// `GET /environments`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnvironmentList {
+    /// Environments, by name.
+    pub environments: Vec<EnvironmentItem>,
+}
+
+/// A GitHub repository in the Oz environment shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GitHubRepo {
+    /// Owner.
+    pub owner: String,
+    /// Name.
+    pub repo: String,
+}
+
+/// `CloudEnvironmentConfig` of the Oz API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CloudEnvironmentConfig {
+    /// Name.
+    pub name: String,
+    /// Description.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_image: Option<String>,
+    /// GitHub repositories (only those with a github.com URL).
+    #[serde(default)]
+    pub github_repos: Vec<GitHubRepo>,
+    /// Setup commands.
+    #[serde(default)]
+    pub setup_commands: Vec<String>,
+}
+
+/// `CloudEnvironment` of the Oz API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CloudEnvironment {
+    /// Id.
+    pub uid: String,
+    /// Configuration.
+    pub config: CloudEnvironmentConfig,
+    /// Last update.
+    pub last_updated: Timestamp,
+    /// Whether the latest task failed in setup.
+    pub setup_failed: bool,
+    /// Ownership.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<Scope>,
+}
+
+/// `GET /agent/environments`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListEnvironmentsResponse {
+    /// Environments.
+    pub environments: Vec<CloudEnvironment>,
+}
+
+/// Create a secret (`POST /secrets`).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSecretRequest {
+    /// Name; also the environment variable it is injected as.
+    pub name: String,
+    /// Value (write-only).
+    pub value: String,
+}
+
+/// Replace a secret's value (`PUT /secrets/{name}`).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateSecretRequest {
+    /// New value.
+    pub value: String,
+}
+
+impl std::fmt::Debug for CreateSecretRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreateSecretRequest")
+            .field("name", &self.name)
+            .field("value", &"***")
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for UpdateSecretRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpdateSecretRequest")
+            .field("value", &"***")
+            .finish()
+    }
+}
+
+/// A secret as the API shows it: never its value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SecretItem {
+    /// Name.
+    pub name: String,
+    /// Creation.
+    pub created_at: Timestamp,
+    /// Last update.
+    pub updated_at: Timestamp,
+}

@@ -1,0 +1,326 @@
+//! Environments: **(extension)** `/environments` CRUD, and the Oz
+//! `GET /agent/environments` listing.
+
+use crate::AppState;
+use crate::api::parse_json;
+use crate::auth::authenticate;
+use crate::error::{ApiError, ApiResult};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderMap;
+use hangar_protocol::environment::{
+    CloudEnvironment, CloudEnvironmentConfig, EnvironmentItem, EnvironmentList, EnvironmentRequest,
+    GitHubRepo, ListEnvironmentsResponse,
+};
+use hangar_protocol::worker::NetworkPolicy;
+use hangar_protocol::{Scope, Timestamp};
+use hangar_store::{EnvironmentRecord, StoreError};
+
+/// Whether `name` can be an environment variable name.
+pub fn valid_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= 128
+}
+
+/// Variables Hangar sets for every task; environments may not override them.
+pub fn reserved_env_name(name: &str) -> bool {
+    name.starts_with("HANGAR_") || name == "GIT_CONFIG_GLOBAL"
+}
+
+fn validate(app_secrets: &[String], req: &EnvironmentRequest) -> ApiResult<()> {
+    let bad = |m: String| Err(ApiError::BadRequest(m));
+    let name = req.name.trim();
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return bad(format!(
+            "environment name `{}` is invalid: use 1 to 64 letters, digits, `-`, `_` or `.`",
+            req.name
+        ));
+    }
+    if let Some(image) = &req.docker_image
+        && (image.trim().is_empty() || image.chars().any(char::is_whitespace))
+    {
+        return bad(format!(
+            "`docker_image` `{image}` is not an image reference"
+        ));
+    }
+    for (i, repo) in req.repos.iter().enumerate() {
+        if repo.url.trim().is_empty() || repo.url.chars().any(char::is_whitespace) {
+            return bad(format!(
+                "`repos[{i}].url` must be a clone URL without spaces"
+            ));
+        }
+        if let Some(p) = &repo.path
+            && (p.starts_with('/') || p.split('/').any(|s| s == ".."))
+        {
+            return bad(format!(
+                "`repos[{i}].path` `{p}` must be relative and stay inside the workspace"
+            ));
+        }
+        if let Some(s) = &repo.token_secret
+            && !app_secrets.contains(s)
+        {
+            return bad(format!(
+                "`repos[{i}].token_secret` names secret `{s}`, which does not exist; create it with `hangar secret create {s}`"
+            ));
+        }
+    }
+    for (i, c) in req.setup_commands.iter().enumerate() {
+        if c.trim().is_empty() {
+            return bad(format!("`setup_commands[{i}]` is empty"));
+        }
+    }
+    for key in req.env.keys() {
+        if !valid_env_name(key) {
+            return bad(format!(
+                "`env` key `{key}` is not a valid environment variable name"
+            ));
+        }
+        if reserved_env_name(key) {
+            return bad(format!("`env` key `{key}` is reserved by Hangar"));
+        }
+    }
+    for s in &req.secrets {
+        if !app_secrets.contains(s) {
+            return bad(format!(
+                "`secrets` names `{s}`, which does not exist; create it with `hangar secret create {s}`"
+            ));
+        }
+    }
+    if let NetworkPolicy::Allowlist { hosts } = &req.network_policy {
+        if hosts.is_empty() {
+            return bad(
+                "`network_policy.hosts` must list at least one host for mode `allowlist`".into(),
+            );
+        }
+        for h in hosts {
+            let plain = h.strip_prefix("*.").unwrap_or(h);
+            if plain.is_empty()
+                || !plain
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.'))
+            {
+                return bad(format!(
+                    "`network_policy.hosts` entry `{h}` is not a host name"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn item(r: &EnvironmentRecord) -> ApiResult<EnvironmentItem> {
+    let spec: EnvironmentRequest = serde_json::from_str(&r.spec)
+        .map_err(|e| ApiError::Internal(format!("stored environment does not decode: {e}")))?;
+    Ok(EnvironmentItem {
+        id: r.id.clone(),
+        spec,
+        created_at: Timestamp::from_unix_millis(r.created_at),
+        updated_at: Timestamp::from_unix_millis(r.updated_at),
+    })
+}
+
+async fn secret_names(app: &AppState, team: i64) -> ApiResult<Vec<String>> {
+    Ok(app
+        .store
+        .list_secrets(team)
+        .await?
+        .into_iter()
+        .map(|s| s.name)
+        .collect())
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::NotFound(format!(
+        "environment `{id}` does not exist or is not visible to this team"
+    ))
+}
+
+/// Loads an environment of a team by id or name, with a clear 404.
+pub async fn load(app: &AppState, team: i64, id: &str) -> ApiResult<EnvironmentItem> {
+    match app.store.environment(team, id).await {
+        Ok(r) => item(&r),
+        Err(StoreError::NotFound) => Err(not_found(id)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `POST /environments`.
+pub async fn create(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<EnvironmentItem>> {
+    let (team, _) = authenticate(app.store.as_ref(), &headers)
+        .await?
+        .require_api_key()?;
+    let mut req: EnvironmentRequest = parse_json(&body)?;
+    req.name = req.name.trim().to_owned();
+    validate(&secret_names(&app, team).await?, &req)?;
+    let now = Timestamp::now().unix_millis();
+    let spec = serde_json::to_string(&req).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let record = app
+        .store
+        .create_environment(EnvironmentRecord {
+            id: hangar_protocol::RunId::generate().0,
+            team_id: team,
+            name: req.name.clone(),
+            spec,
+            created_at: now,
+            updated_at: now,
+        })
+        .await?;
+    Ok(Json(item(&record)?))
+}
+
+/// `GET /environments`.
+pub async fn list(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+) -> ApiResult<Json<EnvironmentList>> {
+    let (team, _) = authenticate(app.store.as_ref(), &headers)
+        .await?
+        .require_api_key()?;
+    let records = app.store.list_environments(team).await?;
+    Ok(Json(EnvironmentList {
+        environments: records.iter().map(item).collect::<ApiResult<_>>()?,
+    }))
+}
+
+/// `GET /environments/{id}` (id or name).
+pub async fn get_one(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<EnvironmentItem>> {
+    let (team, _) = authenticate(app.store.as_ref(), &headers)
+        .await?
+        .require_api_key()?;
+    Ok(Json(load(&app, team, &id).await?))
+}
+
+/// `PUT /environments/{id}`: full replace.
+pub async fn update(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<EnvironmentItem>> {
+    let (team, _) = authenticate(app.store.as_ref(), &headers)
+        .await?
+        .require_api_key()?;
+    let mut req: EnvironmentRequest = parse_json(&body)?;
+    req.name = req.name.trim().to_owned();
+    validate(&secret_names(&app, team).await?, &req)?;
+    let current = load(&app, team, &id).await?;
+    let spec = serde_json::to_string(&req).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let record = app
+        .store
+        .update_environment(EnvironmentRecord {
+            id: current.id,
+            team_id: team,
+            name: req.name.clone(),
+            spec,
+            created_at: current.created_at.unix_millis(),
+            updated_at: Timestamp::now().unix_millis(),
+        })
+        .await?;
+    Ok(Json(item(&record)?))
+}
+
+/// `DELETE /environments/{id}`.
+pub async fn delete(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let (team, _) = authenticate(app.store.as_ref(), &headers)
+        .await?
+        .require_api_key()?;
+    let current = load(&app, team, &id).await?;
+    app.store.delete_environment(team, &current.id).await?;
+    Ok(Json(
+        serde_json::json!({ "id": current.id, "deleted": true }),
+    ))
+}
+
+fn github_repo(url: &str) -> Option<GitHubRepo> {
+    let rest = url
+        .strip_prefix("https://github.com/")
+        .or_else(|| url.strip_prefix("git@github.com:"))?;
+    let mut parts = rest.trim_end_matches(".git").splitn(2, '/');
+    Some(GitHubRepo {
+        owner: parts.next()?.to_owned(),
+        repo: parts.next()?.to_owned(),
+    })
+}
+
+/// `GET /agent/environments` (Oz shape).
+pub async fn oz_list(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Json<ListEnvironmentsResponse>> {
+    let (team, _) = authenticate(app.store.as_ref(), &headers)
+        .await?
+        .require_api_key()?;
+    let mut by_name = false;
+    for (k, v) in url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+        match (k.as_ref(), v.as_ref()) {
+            ("sort_by", "name") => by_name = true,
+            ("sort_by", "last_updated") => by_name = false,
+            ("sort_by", other) => {
+                return Err(ApiError::BadRequest(format!(
+                    "`sort_by` must be `name` or `last_updated`, got `{other}`"
+                )));
+            }
+            (other, _) => {
+                return Err(ApiError::BadRequest(format!(
+                    "unknown query parameter `{other}`"
+                )));
+            }
+        }
+    }
+    let mut items: Vec<EnvironmentItem> = app
+        .store
+        .list_environments(team)
+        .await?
+        .iter()
+        .map(item)
+        .collect::<ApiResult<_>>()?;
+    if !by_name {
+        items.sort_by(|a, b| b.updated_at.cmp(&a.updated_at));
+    }
+    let environments = items
+        .into_iter()
+        .map(|e| CloudEnvironment {
+            uid: e.id,
+            config: CloudEnvironmentConfig {
+                name: e.spec.name,
+                description: e.spec.description,
+                docker_image: e.spec.docker_image,
+                github_repos: e
+                    .spec
+                    .repos
+                    .iter()
+                    .filter_map(|r| github_repo(&r.url))
+                    .collect(),
+                setup_commands: e.spec.setup_commands,
+            },
+            last_updated: e.updated_at,
+            setup_failed: false,
+            scope: Some(Scope {
+                kind: "Team".into(),
+                uid: Some(team.to_string()),
+            }),
+        })
+        .collect();
+    Ok(Json(ListEnvironmentsResponse { environments }))
+}
