@@ -25,6 +25,7 @@
 mod agent;
 mod error;
 mod event;
+pub mod harness;
 pub mod local;
 mod managed;
 pub mod mcp;

@@ -12,6 +12,7 @@
 use crate::agent::{Agent, LoopConfig, RunOutcome};
 use crate::error::AgentError;
 use crate::event::{EventSink, SinkError};
+use crate::harness::{HarnessKind, run_harness};
 use crate::managed::{FLUSH_TIMEOUT, gateway_provider};
 use crate::mcp::{DEFAULT_MCP_STARTUP_TIMEOUT, McpError, McpOptions, McpServers};
 use crate::redact::Redactor;
@@ -95,6 +96,10 @@ pub struct LocalRun {
     pub spool_dir: Option<PathBuf>,
     /// Model calls allowed.
     pub max_turns: Option<u32>,
+    /// `--harness`: run this third-party CLI instead of the built-in loop.
+    pub harness: Option<String>,
+    /// The harness program (default: found in `PATH`).
+    pub harness_program: Option<PathBuf>,
 }
 
 impl LocalRun {
@@ -113,6 +118,8 @@ impl LocalRun {
             server: None,
             spool_dir: None,
             max_turns: None,
+            harness: None,
+            harness_program: None,
         }
     }
 }
@@ -146,6 +153,9 @@ pub enum LocalRunError {
     /// A skill is missing.
     #[error("{0}")]
     Skill(String),
+    /// `--harness` names an unknown CLI.
+    #[error("{0}")]
+    Harness(String),
     /// Neither a prompt nor a skill.
     #[error("nothing to do: pass a prompt with -p (or a skill with --skill)")]
     NoPrompt,
@@ -272,6 +282,39 @@ pub async fn run_local(
         None => None,
     };
 
+    let harness = opts
+        .harness
+        .as_deref()
+        .filter(|h| !h.trim().is_empty() && h.trim() != "oz")
+        .map(HarnessKind::parse)
+        .transpose()
+        .map_err(LocalRunError::Harness)?;
+    if let Some(kind) = harness {
+        let redactor = Arc::new(redactor);
+        let program = opts.harness_program.as_deref();
+        let (prompt, workdir) = (opts.prompt.as_str(), opts.workdir.as_path());
+        let (outcome, run_id) = match registration {
+            Some((url, reg)) => {
+                let (session, _followups) = open_session(&url, &reg, &opts).await?;
+                let tee = TeeSink(vec![&session, sink]);
+                let outcome =
+                    run_harness(kind, program, prompt, workdir, &tee, redactor, &cancel).await;
+                drop(tee);
+                close_session(session).await;
+                (outcome?, Some(reg.run_id))
+            }
+            None => (
+                run_harness(kind, program, prompt, workdir, sink, redactor, &cancel).await?,
+                None,
+            ),
+        };
+        return Ok(LocalReport {
+            outcome,
+            run_id,
+            model: kind.program().to_owned(),
+        });
+    }
+
     // A local provider when one serves the model, else the server's gateway.
     let (provider, model_name, model): (Arc<dyn ModelProvider>, String, String) =
         match (model, &registration) {
@@ -318,35 +361,13 @@ pub async fn run_local(
 
     let result = match registration {
         Some((url, reg)) => {
-            let client =
-                Client::new(&url, reg.run_token.clone()).map_err(LocalRunError::Register)?;
-            let spool_dir = opts
-                .spool_dir
-                .clone()
-                .unwrap_or_else(|| opts.workdir.join(".hangar"));
-            let (session, mut followups) = SessionStream::start(
-                SessionConfig {
-                    client,
-                    run_id: reg.run_id.clone(),
-                    execution_id: reg.execution_id.clone(),
-                    spool_path: spool_path(&spool_dir, &reg.execution_id),
-                },
-                cancel.clone(),
-            )
-            .await?;
+            let (session, mut followups) = open_session(&url, &reg, &opts).await?;
             let tee = TeeSink(vec![&session, sink]);
             let outcome = agent
                 .run(&prepared.prompt, &tee, &mut followups, &cancel)
                 .await;
             drop(tee);
-            let report = session.finish(FLUSH_TIMEOUT).await;
-            if !report.is_complete() {
-                tracing::warn!(
-                    last_seq = report.last_seq,
-                    acked_seq = report.acked_seq,
-                    "the server did not acknowledge every event"
-                );
-            }
+            close_session(session).await;
             outcome.map(|outcome| (outcome, Some(reg.run_id)))
         }
         None => {
@@ -364,4 +385,39 @@ pub async fn run_local(
         run_id,
         model,
     })
+}
+
+/// Opens the tracked run's session stream (its `cancel` frame is not wired
+/// to the local run: people stop a local run where it runs).
+async fn open_session(
+    url: &str,
+    reg: &LocalRunRegistration,
+    opts: &LocalRun,
+) -> Result<(SessionStream, mpsc::Receiver<Followup>), LocalRunError> {
+    let client = Client::new(url, reg.run_token.clone()).map_err(LocalRunError::Register)?;
+    let spool_dir = opts
+        .spool_dir
+        .clone()
+        .unwrap_or_else(|| opts.workdir.join(".hangar"));
+    Ok(SessionStream::start(
+        SessionConfig {
+            client,
+            run_id: reg.run_id.clone(),
+            execution_id: reg.execution_id.clone(),
+            spool_path: spool_path(&spool_dir, &reg.execution_id),
+        },
+        CancellationToken::new(),
+    )
+    .await?)
+}
+
+async fn close_session(session: SessionStream) {
+    let report = session.finish(FLUSH_TIMEOUT).await;
+    if !report.is_complete() {
+        tracing::warn!(
+            last_seq = report.last_seq,
+            acked_seq = report.acked_seq,
+            "the server did not acknowledge every event"
+        );
+    }
 }

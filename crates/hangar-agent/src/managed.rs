@@ -2,16 +2,16 @@
 
 use crate::agent::{Agent, LoopConfig, RunOutcome};
 use crate::error::AgentError;
-use crate::session::{SessionConfig, SessionStream, spool_path};
 use crate::event::EventSink;
 use crate::local::prepare;
 use crate::mcp::{DEFAULT_MCP_STARTUP_TIMEOUT, McpOptions};
 use crate::redact::{RedactingSink, Redactor};
-use hangar_protocol::RunState;
-use hangar_protocol::session::EventBody;
+use crate::session::{SessionConfig, SessionStream, spool_path};
 use hangar_client::Client;
 use hangar_llm::{ModelProvider, OpenAiConfig, OpenAiProvider};
 use hangar_protocol::RunItem;
+use hangar_protocol::RunState;
+use hangar_protocol::session::EventBody;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -139,8 +139,38 @@ pub async fn run_managed(
     )
     .await;
     let redactor = Arc::new(Redactor::from_env().with([opts.run_token.clone()]));
-    let outcome = match prepared {
-        Ok(prepared) => {
+    let harness = config
+        .harness
+        .as_ref()
+        .and_then(|h| h.kind.as_deref())
+        .filter(|k| !k.trim().is_empty() && k.trim() != "oz")
+        .map(crate::harness::HarnessKind::parse);
+    let outcome = match (harness, prepared) {
+        (Some(Ok(kind)), Ok(prepared)) => {
+            prepared.mcp.shutdown().await;
+            crate::harness::run_harness(
+                kind,
+                None,
+                &prepared.prompt,
+                &opts.workdir,
+                &session,
+                redactor,
+                &cancel,
+            )
+            .await
+        }
+        (Some(Err(reason)), _) => {
+            let message = format!("cannot start the run: {reason}");
+            let sink = RedactingSink::new(&session, redactor);
+            sink.emit(EventBody::Status {
+                state: Some(RunState::Failed),
+                message: message.clone(),
+            })
+            .await
+            .map(|()| RunOutcome::Failed { message })
+            .map_err(AgentError::from)
+        }
+        (None, Ok(prepared)) => {
             let agent = Agent::new(
                 provider,
                 prepared.tools,
@@ -153,7 +183,7 @@ pub async fn run_managed(
             prepared.mcp.shutdown().await;
             outcome
         }
-        Err(e) => {
+        (_, Err(e)) => {
             let message = format!("cannot start the run: {e}");
             tracing::warn!(error = %e, "run setup failed");
             let sink = RedactingSink::new(&session, redactor);

@@ -9,6 +9,7 @@ mod support {
 
 mod suite {
     mod fake_hangar;
+    mod harness;
     mod managed;
     mod mcp;
     mod runtime;

@@ -2,7 +2,11 @@
 
 pub mod agent;
 pub mod api_key;
+pub mod auth;
+pub mod environment;
 pub mod run;
+pub mod schedule;
+pub mod secret;
 pub mod server;
 pub mod up;
 pub mod worker;

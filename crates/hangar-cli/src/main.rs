@@ -49,9 +49,26 @@ enum Command {
     Agent(commands::agent::AgentCommand),
     /// Inspect and control runs.
     Run(commands::run::RunCommand),
+    /// Manage scheduled agents (cron).
+    Schedule(commands::schedule::ScheduleCommand),
     /// Manage API keys.
     #[command(name = "api-key")]
     ApiKey(commands::api_key::ApiKeyCommand),
+    /// Manage environments (image, repositories, setup commands, variables, secrets).
+    Environment(commands::environment::EnvironmentCommand),
+    /// Manage secrets (values are write-only).
+    Secret(commands::secret::SecretCommand),
+    /// Save a server URL and API key for later commands (`--server-url`, `--api-key`).
+    Login,
+    /// Forget the saved server URL and API key.
+    Logout,
+    /// Show the team and user of the current credentials.
+    Whoami,
+    /// Print shell completions.
+    Completions {
+        /// Shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> ExitCode {
@@ -88,6 +105,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Worker(cmd) => commands::worker::run(cmd, &global).await,
         Command::Agent(cmd) => commands::agent::run(cmd, &global).await,
         Command::Run(cmd) => commands::run::run(cmd, &global).await,
+        Command::Schedule(cmd) => commands::schedule::run(cmd, &global).await,
         Command::ApiKey(cmd) => commands::api_key::run(cmd, &global).await,
+        Command::Environment(cmd) => commands::environment::run(cmd, &global).await,
+        Command::Secret(cmd) => commands::secret::run(cmd, &global).await,
+        Command::Login => commands::auth::login(&global).await,
+        Command::Logout => commands::auth::logout(&global).await,
+        Command::Whoami => commands::auth::whoami(&global).await,
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "hangar", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }

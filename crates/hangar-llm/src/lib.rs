@@ -68,7 +68,7 @@ mod secret;
 pub use anthropic::{AnthropicConfig, AnthropicProvider};
 pub use collect::collect;
 pub use openai::{OpenAiConfig, OpenAiProvider};
-pub use registry::{ProviderConfig, ProviderKind, ProviderRegistry, ProvidersConfig};
+pub use registry::{ModelPrice, ProviderConfig, ProviderKind, ProviderRegistry, ProvidersConfig};
 pub use retry::RetryPolicy;
 pub use secret::SecretString;
 

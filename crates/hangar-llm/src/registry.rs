@@ -3,7 +3,7 @@
 use crate::anthropic::{AnthropicConfig, AnthropicProvider, DEFAULT_ANTHROPIC_BASE_URL};
 use crate::openai::{DEFAULT_OPENAI_BASE_URL, OpenAiConfig, OpenAiProvider};
 use crate::{LlmError, ModelProvider, SecretString};
-use hangar_protocol::llm::ModelEntry;
+use hangar_protocol::llm::{ModelEntry, Usage};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -59,6 +59,28 @@ pub struct ProviderConfig {
     /// Provider-local model name used when a run names no model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_model: Option<String>,
+    /// Prices per provider-local model name, for metering cost.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub prices: BTreeMap<String, ModelPrice>,
+}
+
+/// What a model costs, in dollars per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelPrice {
+    /// Dollars per million prompt (input) tokens.
+    pub input_per_mtok: f64,
+    /// Dollars per million completion (output) tokens.
+    pub output_per_mtok: f64,
+}
+
+impl ModelPrice {
+    /// The cost of `usage` in dollars.
+    pub fn cost(&self, usage: &Usage) -> f64 {
+        (usage.prompt_tokens as f64 * self.input_per_mtok
+            + usage.completion_tokens as f64 * self.output_per_mtok)
+            / 1_000_000.0
+    }
 }
 
 impl ProviderConfig {
@@ -71,6 +93,7 @@ impl ProviderConfig {
             api_key_env: None,
             models: Vec::new(),
             default_model: None,
+            prices: BTreeMap::new(),
         }
     }
 }
@@ -87,6 +110,7 @@ struct Entry {
     provider: Arc<dyn ModelProvider>,
     models: Vec<String>,
     default_model: Option<String>,
+    prices: BTreeMap<String, ModelPrice>,
 }
 
 /// Maps `provider/model` ids to providers.
@@ -172,6 +196,7 @@ impl ProviderRegistry {
                 provider.models.clone(),
                 provider.default_model.clone(),
             );
+            registry.set_prices(name, provider.prices.clone());
         }
         Ok(registry)
     }
@@ -226,8 +251,29 @@ impl ProviderRegistry {
                 provider,
                 models,
                 default_model,
+                prices: BTreeMap::new(),
             },
         );
+    }
+
+    /// Sets the price table (provider-local model names) of provider `name`;
+    /// does nothing when no such provider exists.
+    pub fn set_prices(&mut self, name: &str, prices: BTreeMap<String, ModelPrice>) {
+        if let Some(entry) = self.providers.get_mut(name) {
+            entry.prices = prices;
+        }
+    }
+
+    /// The price of a `provider/model` id, if configured.
+    pub fn price(&self, model: &str) -> Option<ModelPrice> {
+        let (name, local) = model.split_once('/')?;
+        self.providers.get(name)?.prices.get(local).copied()
+    }
+
+    /// The cost in dollars of `usage` on the `provider/model` id; `None`
+    /// when the model has no configured price.
+    pub fn cost(&self, model: &str, usage: &Usage) -> Option<f64> {
+        self.price(model).map(|price| price.cost(usage))
     }
 
     /// Resolves `provider/model` to the provider and the provider-local model
@@ -364,6 +410,30 @@ claude:
         );
         let ids: Vec<String> = registry.models().into_iter().map(|m| m.id).collect();
         assert_eq!(ids, ["claude/claude-opus-4", "local/Qwen/Qwen2.5-Coder"]);
+    }
+
+    #[test]
+    fn prices_compute_cost() {
+        let yaml = "
+openai:
+  kind: openai
+  api_key: k
+  prices:
+    gpt-5: {input_per_mtok: 1.25, output_per_mtok: 10.0}
+";
+        let config: ProvidersConfig = serde_norway::from_str(yaml).unwrap();
+        let registry = ProviderRegistry::from_config_with_env(&config, env(&[])).unwrap();
+        let usage = Usage {
+            prompt_tokens: 2_000_000,
+            completion_tokens: 500_000,
+            ..Usage::default()
+        };
+        let cost = registry.cost("openai/gpt-5", &usage).unwrap();
+        assert!((cost - 7.5).abs() < 1e-9, "{cost}");
+        assert_eq!(registry.cost("openai/gpt-4o", &usage), None);
+        assert_eq!(registry.cost("nope/gpt-5", &usage), None);
+        let bad = "openai:\n  kind: openai\n  prices: {m: {input: 1}}\n";
+        assert!(serde_norway::from_str::<ProvidersConfig>(bad).is_err());
     }
 
     #[test]

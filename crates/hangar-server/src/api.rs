@@ -6,6 +6,7 @@ pub mod keys;
 pub mod runs;
 pub mod schedules;
 pub mod secrets;
+pub mod whoami;
 pub mod workers;
 
 use crate::AppState;
@@ -68,6 +69,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api-keys", post(keys::create).get(keys::list))
         .route("/api-keys/{key_id}/expire", post(keys::expire))
         .route("/workers", get(workers::list))
+        .route("/whoami", get(whoami::whoami))
         .route("/agent/environments", get(environments::oz_list))
         .route(
             "/environments",

@@ -44,7 +44,10 @@ pub struct SecretRecord {
 
 impl std::fmt::Debug for SecretRecord {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SecretRecord").field("team_id", &self.team_id).field("name", &self.name).finish()
+        f.debug_struct("SecretRecord")
+            .field("team_id", &self.team_id)
+            .field("name", &self.name)
+            .finish()
     }
 }
 

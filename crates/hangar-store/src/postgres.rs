@@ -26,9 +26,21 @@ use std::str::FromStr;
 use std::time::Duration;
 
 const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (1, "init", include_str!("../migrations/postgres/0001_init.sql")),
-    (2, "schedules", include_str!("../migrations/postgres/0002_schedules.sql")),
-    (3, "environments", include_str!("../migrations/postgres/0003_environments.sql")),
+    (
+        1,
+        "init",
+        include_str!("../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        "schedules",
+        include_str!("../migrations/postgres/0002_schedules.sql"),
+    ),
+    (
+        3,
+        "environments",
+        include_str!("../migrations/postgres/0003_environments.sql"),
+    ),
 ];
 
 const RUN_COLUMNS: &str = "id, team_id, creator_user_id, title, prompt, state, source, \

@@ -16,10 +16,26 @@ use std::str::FromStr;
 use std::time::Duration;
 
 const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (1, "init", include_str!("../migrations/sqlite/0001_init.sql")),
-    (2, "schedules", include_str!("../migrations/sqlite/0002_schedules.sql")),
-    (3, "environments", include_str!("../migrations/sqlite/0003_environments.sql")),
-    (4, "run_listing_index", include_str!("../migrations/sqlite/0004_run_listing_index.sql")),
+    (
+        1,
+        "init",
+        include_str!("../migrations/sqlite/0001_init.sql"),
+    ),
+    (
+        2,
+        "schedules",
+        include_str!("../migrations/sqlite/0002_schedules.sql"),
+    ),
+    (
+        3,
+        "environments",
+        include_str!("../migrations/sqlite/0003_environments.sql"),
+    ),
+    (
+        4,
+        "run_listing_index",
+        include_str!("../migrations/sqlite/0004_run_listing_index.sql"),
+    ),
 ];
 
 const RUN_COLUMNS: &str = "id, team_id, creator_user_id, title, prompt, state, source, \

@@ -1,4 +1,5 @@
 mod conformance;
 mod dump;
 mod postgres;
+mod schedules;
 mod sqlite;

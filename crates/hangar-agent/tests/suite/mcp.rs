@@ -15,10 +15,21 @@ use std::time::Duration;
 fn stdio_server_bin() -> PathBuf {
     // target/<profile>/deps/all-<hash> → target/<profile>/examples/mcp_stdio_server
     let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().parent().unwrap().join("examples/mcp_stdio_server");
+    let bin = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples/mcp_stdio_server");
     if !bin.exists() {
         let status = std::process::Command::new(env!("CARGO"))
-            .args(["build", "-p", "hangar-agent", "--example", "mcp_stdio_server"])
+            .args([
+                "build",
+                "-p",
+                "hangar-agent",
+                "--example",
+                "mcp_stdio_server",
+            ])
             .status()
             .unwrap();
         assert!(status.success());
@@ -29,7 +40,11 @@ fn stdio_server_bin() -> PathBuf {
 
 async fn http_server() -> (String, tokio::task::JoinHandle<()>) {
     let service = StreamableHttpService::new(
-        || Ok(TestMcp { prefix: "http:".into() }),
+        || {
+            Ok(TestMcp {
+                prefix: "http:".into(),
+            })
+        },
         LocalSessionManager::default().into(),
         StreamableHttpServerConfig::default(),
     );
@@ -43,7 +58,11 @@ async fn http_server() -> (String, tokio::task::JoinHandle<()>) {
 }
 
 fn options(dir: &std::path::Path, strict: bool) -> McpOptions {
-    McpOptions { startup_timeout: Duration::from_secs(20), strict, workdir: dir.to_path_buf() }
+    McpOptions {
+        startup_timeout: Duration::from_secs(20),
+        strict,
+        workdir: dir.to_path_buf(),
+    }
 }
 
 #[tokio::test]
@@ -58,10 +77,22 @@ async fn stdio_and_http_servers_serve_tools_to_the_agent() {
     })
     .to_string();
     let servers = parse_mcp_spec(&spec).unwrap();
-    let mcp = McpServers::start(&servers, &options(dir.path(), true)).await.unwrap();
+    let mcp = McpServers::start(&servers, &options(dir.path(), true))
+        .await
+        .unwrap();
     let mut names: Vec<String> = mcp.tools().iter().map(|t| t.name().to_owned()).collect();
     names.sort();
-    assert_eq!(names, ["local__add", "local__echo", "local__fail", "web__add", "web__echo", "web__fail"]);
+    assert_eq!(
+        names,
+        [
+            "local__add",
+            "local__echo",
+            "local__fail",
+            "web__add",
+            "web__echo",
+            "web__fail"
+        ]
+    );
 
     let mut tools = ToolRegistry::with_builtins();
     for tool in mcp.tools() {
@@ -76,20 +107,32 @@ async fn stdio_and_http_servers_serve_tools_to_the_agent() {
         Turn::text("ok"),
     ])
     .await;
-    let agent = Agent::new(provider(&llm, Wire::OpenAi), tools, LoopConfig::new("m", dir.path(), None));
+    let agent = Agent::new(
+        provider(&llm, Wire::OpenAi),
+        tools,
+        LoopConfig::new("m", dir.path(), None),
+    );
     let sink = VecSink::default();
     let (_tx, mut rx) = tokio::sync::mpsc::channel(1);
-    let outcome = agent.run("use mcp", &sink, &mut rx, &CancellationToken::new()).await.unwrap();
+    let outcome = agent
+        .run("use mcp", &sink, &mut rx, &CancellationToken::new())
+        .await
+        .unwrap();
     assert!(outcome.is_success());
     let home = std::env::var("HOME").unwrap_or_default();
     let results = sink.results();
-    assert_eq!(results[0], ("local__echo".into(), format!("{home}:hi"), false));
+    assert_eq!(
+        results[0],
+        ("local__echo".into(), format!("{home}:hi"), false)
+    );
     assert_eq!(results[1], ("web__add".into(), "3".into(), false));
     assert_eq!(results[2], ("web__fail".into(), "it broke".into(), true));
     let first = &llm.requests()[0]["tools"];
     assert!(first.to_string().contains("local__echo"));
 
-    tokio::time::timeout(Duration::from_secs(10), mcp.shutdown()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), mcp.shutdown())
+        .await
+        .unwrap();
     server.abort();
 }
 
@@ -104,12 +147,16 @@ async fn a_server_that_does_not_start_is_skipped_unless_strict() {
         .to_string(),
     )
     .unwrap();
-    let mcp = McpServers::start(&servers, &options(dir.path(), false)).await.unwrap();
+    let mcp = McpServers::start(&servers, &options(dir.path(), false))
+        .await
+        .unwrap();
     assert_eq!(mcp.tools().len(), 3);
     assert_eq!(mcp.failures().len(), 1);
     assert_eq!(mcp.failures()[0].0, "broken");
     mcp.shutdown().await;
 
-    let err = McpServers::start(&servers, &options(dir.path(), true)).await.unwrap_err();
+    let err = McpServers::start(&servers, &options(dir.path(), true))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("`broken` did not start"), "{err}");
 }

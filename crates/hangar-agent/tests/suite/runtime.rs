@@ -31,12 +31,18 @@ pub fn provider(llm: &FakeLlm, wire: Wire) -> Arc<dyn ModelProvider> {
     };
     match wire {
         Wire::OpenAi => Arc::new(
-            OpenAiProvider::new(OpenAiConfig::new(llm.base_url()).with_api_key("sk").with_retry(retry))
-                .unwrap(),
+            OpenAiProvider::new(
+                OpenAiConfig::new(llm.base_url())
+                    .with_api_key("sk")
+                    .with_retry(retry),
+            )
+            .unwrap(),
         ),
         Wire::Anthropic => Arc::new(
             AnthropicProvider::new(
-                AnthropicConfig::new(llm.anthropic_base_url()).with_api_key("sk").with_retry(retry),
+                AnthropicConfig::new(llm.anthropic_base_url())
+                    .with_api_key("sk")
+                    .with_retry(retry),
             )
             .unwrap(),
         ),
@@ -61,14 +67,24 @@ impl VecSink {
     pub fn kinds(&self) -> Vec<String> {
         self.events()
             .iter()
-            .map(|e| serde_json::to_value(e).unwrap()["kind"].as_str().unwrap().to_owned())
+            .map(|e| {
+                serde_json::to_value(e).unwrap()["kind"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
             .collect()
     }
     pub fn results(&self) -> Vec<(String, String, bool)> {
         self.events()
             .into_iter()
             .filter_map(|e| match e {
-                EventBody::ToolResult { name, output, is_error, .. } => Some((name, output, is_error)),
+                EventBody::ToolResult {
+                    name,
+                    output,
+                    is_error,
+                    ..
+                } => Some((name, output, is_error)),
                 _ => None,
             })
             .collect()
@@ -76,13 +92,20 @@ impl VecSink {
 }
 
 pub fn agent(llm: &FakeLlm, wire: Wire, dir: &Path, tools: ToolRegistry) -> Agent {
-    Agent::new(provider(llm, wire), tools, LoopConfig::new("fake-model", dir, None))
+    Agent::new(
+        provider(llm, wire),
+        tools,
+        LoopConfig::new("fake-model", dir, None),
+    )
 }
 
 pub async fn run(agent: &Agent, prompt: &str) -> (RunOutcome, VecSink) {
     let sink = VecSink::default();
     let (_tx, mut rx) = mpsc::channel(4);
-    let outcome = agent.run(prompt, &sink, &mut rx, &CancellationToken::new()).await.unwrap();
+    let outcome = agent
+        .run(prompt, &sink, &mut rx, &CancellationToken::new())
+        .await
+        .unwrap();
     (outcome, sink)
 }
 
@@ -98,24 +121,39 @@ async fn multi_turn_and_parallel_tool_calls() {
         let llm = FakeLlm::start(vec![
             Turn::tool_calls([
                 ("write_file", json!({"path": "a.txt", "content": "alpha\n"})),
-                ("write_file", json!({"path": "src/b.txt", "content": "beta\n"})),
+                (
+                    "write_file",
+                    json!({"path": "src/b.txt", "content": "beta\n"}),
+                ),
             ]),
             Turn::tool_calls([
                 ("list_files", json!({})),
                 ("grep", json!({"pattern": "^b"})),
             ]),
-            Turn::tool_call("edit_file", json!({"path": "a.txt", "old_string": "alpha", "new_string": "ALPHA"})),
+            Turn::tool_call(
+                "edit_file",
+                json!({"path": "a.txt", "old_string": "alpha", "new_string": "ALPHA"}),
+            ),
             Turn::tool_call("read_file", json!({"path": "a.txt"})),
             Turn::text("Done."),
         ])
         .await;
         let a = agent(&llm, wire, dir.path(), ToolRegistry::with_builtins());
         let (outcome, sink) = run(&a, "write files").await;
-        assert_eq!(outcome, RunOutcome::Succeeded { message: "Done.".into() }, "{wire:?}");
+        assert_eq!(
+            outcome,
+            RunOutcome::Succeeded {
+                message: "Done.".into()
+            },
+            "{wire:?}"
+        );
         check(&llm);
         let results = sink.results();
         assert_eq!(results.len(), 6, "{wire:?}: {results:?}");
-        assert!(results.iter().all(|(_, _, err)| !err), "{wire:?}: {results:?}");
+        assert!(
+            results.iter().all(|(_, _, err)| !err),
+            "{wire:?}: {results:?}"
+        );
         assert_eq!(results[2].1, "a.txt\nsrc/b.txt\n");
         assert_eq!(results[3].1, "src/b.txt:1:beta\n");
         assert_eq!(results[5].1, "ALPHA\n");
@@ -138,13 +176,27 @@ async fn rate_limit_then_success_and_a_cut_stream_is_retried() {
         .await;
         let a = agent(&llm, wire, dir.path(), ToolRegistry::with_builtins());
         let (outcome, sink) = run(&a, "go").await;
-        assert_eq!(outcome, RunOutcome::Succeeded { message: "ok".into() }, "{wire:?}");
+        assert_eq!(
+            outcome,
+            RunOutcome::Succeeded {
+                message: "ok".into()
+            },
+            "{wire:?}"
+        );
         check(&llm);
         assert_eq!(llm.requests().len(), 4);
         // The cut answer left nothing half-reported.
         assert_eq!(
             sink.kinds(),
-            ["user_message", "usage", "tool_call", "tool_result", "usage", "assistant_message", "status"],
+            [
+                "user_message",
+                "usage",
+                "tool_call",
+                "tool_result",
+                "usage",
+                "assistant_message",
+                "status"
+            ],
             "{wire:?}"
         );
     }
@@ -167,19 +219,33 @@ async fn compaction_replaces_old_turns_with_a_summary() {
         config.keep_recent_messages = 2;
         let a = Agent::new(provider(&llm, wire), ToolRegistry::with_builtins(), config);
         let (outcome, sink) = run(&a, "read it").await;
-        assert_eq!(outcome, RunOutcome::Succeeded { message: "finished".into() }, "{wire:?}");
+        assert_eq!(
+            outcome,
+            RunOutcome::Succeeded {
+                message: "finished".into()
+            },
+            "{wire:?}"
+        );
         check(&llm);
         let requests = llm.requests();
         assert_eq!(requests.len(), 4);
         // The summary call offers no tools and carries the old turns.
-        assert!(requests[2].get("tools").is_none_or(|t| t.as_array().is_none_or(Vec::is_empty)));
+        assert!(
+            requests[2]
+                .get("tools")
+                .is_none_or(|t| t.as_array().is_none_or(Vec::is_empty))
+        );
         assert!(requests[2].to_string().contains("xxxx"), "{wire:?}");
         // The next call has the summary instead of the first exchange.
         let last = requests[3].to_string();
         assert!(last.contains(COMPACTION_PREFIX), "{wire:?}: {last}");
         assert!(last.contains("SUMMARY: read big.txt twice"));
         assert!(last.contains("read it"), "the task is kept");
-        assert_eq!(last.matches(&"x".repeat(4000)).count(), 1, "one big output left: {wire:?}");
+        assert_eq!(
+            last.matches(&"x".repeat(4000)).count(),
+            1,
+            "one big output left: {wire:?}"
+        );
         assert!(sink.events().iter().any(
             |e| matches!(e, EventBody::Status { state: None, message } if message.contains("compacted"))
         ));
@@ -191,7 +257,10 @@ async fn a_followup_sent_mid_run_joins_at_the_next_turn() {
     for wire in WIRES {
         let dir = tempfile::tempdir().unwrap();
         let llm = FakeLlm::start(vec![
-            Turn::delayed(Duration::from_millis(300), Turn::tool_call("shell", json!({"command": "true"}))),
+            Turn::delayed(
+                Duration::from_millis(300),
+                Turn::tool_call("shell", json!({"command": "true"})),
+            ),
             Turn::text("did both"),
         ])
         .await;
@@ -201,7 +270,12 @@ async fn a_followup_sent_mid_run_joins_at_the_next_turn() {
         let cancel = CancellationToken::new();
         let (outcome, ()) = tokio::join!(a.run("first", &sink, &mut rx, &cancel), async {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            tx.send(Followup { message: "also the docs".into(), from: "ana".into() }).await.unwrap();
+            tx.send(Followup {
+                message: "also the docs".into(),
+                from: "ana".into(),
+            })
+            .await
+            .unwrap();
         });
         assert!(outcome.unwrap().is_success());
         check(&llm);
@@ -209,7 +283,16 @@ async fn a_followup_sent_mid_run_joins_at_the_next_turn() {
         assert!(second.contains("also the docs"), "{wire:?}: {second}");
         assert_eq!(
             sink.kinds(),
-            ["user_message", "usage", "tool_call", "tool_result", "user_message", "usage", "assistant_message", "status"]
+            [
+                "user_message",
+                "usage",
+                "tool_call",
+                "tool_result",
+                "user_message",
+                "usage",
+                "assistant_message",
+                "status"
+            ]
         );
     }
 }
@@ -224,19 +307,36 @@ async fn s6_file_tools_refuse_escapes() {
     let llm = FakeLlm::start(vec![
         Turn::tool_calls([
             ("read_file", json!({"path": "../secret.txt"})),
-            ("read_file", json!({"path": outside.path().join("secret.txt")})),
+            (
+                "read_file",
+                json!({"path": outside.path().join("secret.txt")}),
+            ),
             ("read_file", json!({"path": "link/secret.txt"})),
             ("write_file", json!({"path": target, "content": "x"})),
-            ("write_file", json!({"path": "link/new.txt", "content": "x"})),
-            ("edit_file", json!({"path": "link/secret.txt", "old_string": "top", "new_string": "no"})),
+            (
+                "write_file",
+                json!({"path": "link/new.txt", "content": "x"}),
+            ),
+            (
+                "edit_file",
+                json!({"path": "link/secret.txt", "old_string": "top", "new_string": "no"}),
+            ),
             ("list_files", json!({"path": "link"})),
             ("grep", json!({"pattern": "secret", "path": "../"})),
-            ("report_artifact", json!({"type": "file", "path": "link/secret.txt"})),
+            (
+                "report_artifact",
+                json!({"type": "file", "path": "link/secret.txt"}),
+            ),
         ]),
         Turn::text("refused"),
     ])
     .await;
-    let a = agent(&llm, Wire::OpenAi, dir.path(), ToolRegistry::with_builtins());
+    let a = agent(
+        &llm,
+        Wire::OpenAi,
+        dir.path(),
+        ToolRegistry::with_builtins(),
+    );
     let (outcome, sink) = run(&a, "escape").await;
     assert!(outcome.is_success());
     let results = sink.results();
@@ -248,7 +348,10 @@ async fn s6_file_tools_refuse_escapes() {
     }
     assert!(!target.exists());
     assert!(!outside.path().join("new.txt").exists());
-    assert_eq!(std::fs::read_to_string(outside.path().join("secret.txt")).unwrap(), "top secret");
+    assert_eq!(
+        std::fs::read_to_string(outside.path().join("secret.txt")).unwrap(),
+        "top secret"
+    );
 }
 
 #[tokio::test]
@@ -263,14 +366,22 @@ async fn c6_secrets_never_reach_the_transcript() {
         Turn::tool_calls([
             ("shell", json!({"command": split})),
             ("shell", json!({"command": at_cut})),
-            ("write_file", json!({"path": "leak.txt", "content": format!("key={SECRET}")})),
+            (
+                "write_file",
+                json!({"path": "leak.txt", "content": format!("key={SECRET}")}),
+            ),
         ]),
         Turn::tool_call("read_file", json!({"path": "leak.txt"})),
         Turn::text(format!("the key is {SECRET}")),
     ])
     .await;
-    let a = agent(&llm, Wire::OpenAi, dir.path(), ToolRegistry::with_builtins())
-        .with_redactor(Arc::new(Redactor::new([SECRET])));
+    let a = agent(
+        &llm,
+        Wire::OpenAi,
+        dir.path(),
+        ToolRegistry::with_builtins(),
+    )
+    .with_redactor(Arc::new(Redactor::new([SECRET])));
     let (outcome, sink) = run(&a, "leak it").await;
     assert!(outcome.is_success());
     let transcript = serde_json::to_string(&sink.events()).unwrap();
@@ -291,7 +402,10 @@ async fn c6_secrets_never_reach_the_transcript() {
         .map(|m| m["content"].to_string())
         .collect();
     assert_eq!(tool_messages.len(), 4);
-    assert!(tool_messages.iter().all(|m| !m.contains(SECRET)), "{tool_messages:?}");
+    assert!(
+        tool_messages.iter().all(|m| !m.contains(SECRET)),
+        "{tool_messages:?}"
+    );
 }
 
 #[tokio::test]
@@ -300,14 +414,25 @@ async fn report_artifact_records_an_artifact_event() {
     std::fs::write(dir.path().join("plan.md"), "# plan").unwrap();
     let llm = FakeLlm::start(vec![
         Turn::tool_calls([
-            ("report_artifact", json!({"type": "pull_request", "url": "https://git.example/pr/1", "title": "Fix"})),
-            ("report_artifact", json!({"type": "plan", "path": "plan.md"})),
+            (
+                "report_artifact",
+                json!({"type": "pull_request", "url": "https://git.example/pr/1", "title": "Fix"}),
+            ),
+            (
+                "report_artifact",
+                json!({"type": "plan", "path": "plan.md"}),
+            ),
             ("report_artifact", json!({"type": "pull_request"})),
         ]),
         Turn::text("ok"),
     ])
     .await;
-    let a = agent(&llm, Wire::OpenAi, dir.path(), ToolRegistry::with_builtins());
+    let a = agent(
+        &llm,
+        Wire::OpenAi,
+        dir.path(),
+        ToolRegistry::with_builtins(),
+    );
     let (_, sink) = run(&a, "ship").await;
     let artifacts: Vec<EventBody> = sink
         .events()
@@ -323,7 +448,12 @@ async fn report_artifact_records_an_artifact_event() {
                 path: None,
                 title: Some("Fix".into())
             },
-            EventBody::Artifact { artifact_type: "plan".into(), url: None, path: Some("plan.md".into()), title: None },
+            EventBody::Artifact {
+                artifact_type: "plan".into(),
+                url: None,
+                path: Some("plan.md".into()),
+                title: None
+            },
         ]
     );
     assert!(sink.results()[2].2, "a PR without url is a tool error");
@@ -341,20 +471,40 @@ async fn read_file_pages_and_refuses_binaries() {
     let llm = FakeLlm::start(vec![
         Turn::tool_calls([
             ("read_file", json!({"path": "bin"})),
-            ("read_file", json!({"path": "lines", "offset": 2, "limit": 2})),
-            ("edit_file", json!({"path": "dup", "old_string": "x", "new_string": "y"})),
-            ("edit_file", json!({"path": "dup", "old_string": "z", "new_string": "y"})),
-            ("edit_file", json!({"path": "dup", "old_string": "x", "new_string": "y", "replace_all": true})),
+            (
+                "read_file",
+                json!({"path": "lines", "offset": 2, "limit": 2}),
+            ),
+            (
+                "edit_file",
+                json!({"path": "dup", "old_string": "x", "new_string": "y"}),
+            ),
+            (
+                "edit_file",
+                json!({"path": "dup", "old_string": "z", "new_string": "y"}),
+            ),
+            (
+                "edit_file",
+                json!({"path": "dup", "old_string": "x", "new_string": "y", "replace_all": true}),
+            ),
             ("list_files", json!({"glob": "*"})),
         ]),
         Turn::text("ok"),
     ])
     .await;
-    let a = agent(&llm, Wire::OpenAi, dir.path(), ToolRegistry::with_builtins());
+    let a = agent(
+        &llm,
+        Wire::OpenAi,
+        dir.path(),
+        ToolRegistry::with_builtins(),
+    );
     let (_, sink) = run(&a, "files").await;
     let r = sink.results();
     assert!(r[0].2 && r[0].1.contains("binary file"), "{:?}", r[0]);
-    assert_eq!(r[1].1, "2\n3\n[… lines 2-3 of 4 shown; read more with offset=4]\n");
+    assert_eq!(
+        r[1].1,
+        "2\n3\n[… lines 2-3 of 4 shown; read more with offset=4]\n"
+    );
     assert!(r[2].2 && r[2].1.contains("occurs 2 times"), "{:?}", r[2]);
     assert!(r[3].2 && r[3].1.contains("not found"), "{:?}", r[3]);
     assert_eq!(r[4].1, "replaced 2 occurrences in dup");

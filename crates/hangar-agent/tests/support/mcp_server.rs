@@ -42,14 +42,22 @@ impl ServerHandler for TestMcp {
             Tool::new(
                 "echo",
                 "Echoes its text.",
-                schema(serde_json::json!({"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]})),
+                schema(
+                    serde_json::json!({"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}),
+                ),
             ),
             Tool::new(
                 "add",
                 "Adds two numbers.",
-                schema(serde_json::json!({"type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}}})),
+                schema(
+                    serde_json::json!({"type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}}}),
+                ),
             ),
-            Tool::new("fail", "Always fails.", schema(serde_json::json!({"type": "object"}))),
+            Tool::new(
+                "fail",
+                "Always fails.",
+                schema(serde_json::json!({"type": "object"})),
+            ),
         ]))
     }
 
@@ -61,12 +69,24 @@ impl ServerHandler for TestMcp {
         let args = request.arguments.unwrap_or_default();
         match request.name.as_ref() {
             "echo" => {
-                let text = args.get("text").and_then(|t| t.as_str()).unwrap_or_default();
-                Ok(CallToolResult::success(vec![Content::text(format!("{}{text}", self.prefix))]))
+                let text = args
+                    .get("text")
+                    .and_then(|t| t.as_str())
+                    .unwrap_or_default();
+                Ok(CallToolResult::success(vec![Content::text(format!(
+                    "{}{text}",
+                    self.prefix
+                ))]))
             }
             "add" => {
-                let n = |k: &str| args.get(k).and_then(serde_json::Value::as_f64).unwrap_or(0.0);
-                Ok(CallToolResult::success(vec![Content::text((n("a") + n("b")).to_string())]))
+                let n = |k: &str| {
+                    args.get(k)
+                        .and_then(serde_json::Value::as_f64)
+                        .unwrap_or(0.0)
+                };
+                Ok(CallToolResult::success(vec![Content::text(
+                    (n("a") + n("b")).to_string(),
+                )]))
             }
             "fail" => Ok(CallToolResult::error(vec![Content::text("it broke")])),
             other => Err(ErrorData::invalid_params(format!("no tool {other}"), None)),

@@ -77,6 +77,9 @@ struct RunArgs {
     /// Seconds an MCP server may take to start.
     #[arg(long, value_name = "SECS")]
     mcp_startup_timeout: Option<u64>,
+    /// Run a third-party CLI instead of the built-in agent: claude, codex, opencode or gemini.
+    #[arg(long, value_name = "CLI")]
+    harness: Option<String>,
 }
 
 /// Flags of `hangar agent run-cloud`.
@@ -127,6 +130,7 @@ async fn agent_run(args: RunArgs, global: &Global) -> Result<ExitCode> {
             mcp: args.mcp,
             strict_mcp_startup: args.strict_mcp_startup,
             mcp_startup_timeout: args.mcp_startup_timeout.map(std::time::Duration::from_secs),
+            harness: args.harness,
             server_url: args.server_url.or_else(|| global.server_url.clone()),
             api_key: global.api_key.clone(),
             output: global.output,

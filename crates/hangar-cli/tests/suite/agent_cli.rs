@@ -38,7 +38,14 @@ async fn unmanaged_run_edits_a_file_and_prints_json() {
     let out = hangar_agent(
         dir.path(),
         &llm,
-        &["-p", "Greet hangar instead of the world", "--model", "openai/fake-model", "--output-format", "json"],
+        &[
+            "-p",
+            "Greet hangar instead of the world",
+            "--model",
+            "openai/fake-model",
+            "--output-format",
+            "json",
+        ],
     )
     .await;
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -57,18 +64,34 @@ async fn unmanaged_run_edits_a_file_and_prints_json() {
     assert_eq!(llm.remaining(), 0);
     let requests = llm.requests();
     assert_eq!(requests[0]["model"], "fake-model");
-    let tool = requests[1]["messages"].as_array().unwrap().last().unwrap().clone();
+    let tool = requests[1]["messages"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
     assert_eq!(tool["content"], "hello world\n");
 }
 
 #[tokio::test]
 async fn output_formats_and_failure_exit_status() {
     let dir = tempfile::tempdir().unwrap();
-    let llm = FakeLlm::start(vec![Turn::text("All good."), Turn::error(400, "bad request")]).await;
+    let llm = FakeLlm::start(vec![
+        Turn::text("All good."),
+        Turn::error(400, "bad request"),
+    ])
+    .await;
     let out = hangar_agent(
         dir.path(),
         &llm,
-        &["-p", "hi", "--model", "openai/m", "--output-format", "ndjson"],
+        &[
+            "-p",
+            "hi",
+            "--model",
+            "openai/m",
+            "--output-format",
+            "ndjson",
+        ],
     )
     .await;
     assert!(out.status.success());
@@ -77,17 +100,30 @@ async fn output_formats_and_failure_exit_status() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     let kinds: Vec<&str> = lines.iter().map(|l| l["kind"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["user_message", "usage", "assistant_message", "status"]);
+    assert_eq!(
+        kinds,
+        ["user_message", "usage", "assistant_message", "status"]
+    );
     assert_eq!(lines[3]["state"], "SUCCEEDED");
     assert_eq!(lines[3]["seq"], 4);
 
     // A failed run exits non-zero; text prints the final message.
-    let out = hangar_agent(dir.path(), &llm, &["-p", "hi", "--model", "openai/m", "--output-format", "text"]).await;
+    let out = hangar_agent(
+        dir.path(),
+        &llm,
+        &["-p", "hi", "--model", "openai/m", "--output-format", "text"],
+    )
+    .await;
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("model call failed"));
 
     // A bare --mcp name is explained, not silently ignored.
-    let out = hangar_agent(dir.path(), &llm, &["-p", "hi", "--model", "openai/m", "--mcp", "github"]).await;
+    let out = hangar_agent(
+        dir.path(),
+        &llm,
+        &["-p", "hi", "--model", "openai/m", "--mcp", "github"],
+    )
+    .await;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not available yet"));
 }

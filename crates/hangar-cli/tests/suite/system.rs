@@ -2,7 +2,9 @@
 
 mod api_errors;
 mod cancel;
+mod cli;
 mod environments;
 mod lifecycle;
 mod local_runs;
 mod routing;
+mod schedules;

@@ -52,9 +52,10 @@ impl EnvironmentStore for PostgresStore {
         .await;
         match done {
             Ok(_) => Ok(env),
-            Err(e) if unique_violation(&e) => {
-                Err(StoreError::Conflict(format!("an environment named `{}` already exists", env.name)))
-            }
+            Err(e) if unique_violation(&e) => Err(StoreError::Conflict(format!(
+                "an environment named `{}` already exists",
+                env.name
+            ))),
             Err(e) => Err(e.into()),
         }
     }
@@ -98,9 +99,10 @@ impl EnvironmentStore for PostgresStore {
         match done {
             Ok(r) if r.rows_affected() == 0 => Err(StoreError::NotFound),
             Ok(_) => self.environment(env.team_id, &env.id).await,
-            Err(e) if unique_violation(&e) => {
-                Err(StoreError::Conflict(format!("an environment named `{}` already exists", env.name)))
-            }
+            Err(e) if unique_violation(&e) => Err(StoreError::Conflict(format!(
+                "an environment named `{}` already exists",
+                env.name
+            ))),
             Err(e) => Err(e.into()),
         }
     }
@@ -127,10 +129,12 @@ impl EnvironmentStore for PostgresStore {
     }
 
     async fn run_environment(&self, run: &RunId) -> StoreResult<Option<String>> {
-        Ok(sqlx::query_scalar("SELECT spec FROM run_environments WHERE run_id = $1")
-            .bind(run.as_str())
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT spec FROM run_environments WHERE run_id = $1")
+                .bind(run.as_str())
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 }
 
@@ -151,9 +155,10 @@ impl SecretStore for PostgresStore {
         .await;
         match done {
             Ok(_) => Ok(()),
-            Err(e) if unique_violation(&e) => {
-                Err(StoreError::Conflict(format!("a secret named `{}` already exists", s.name)))
-            }
+            Err(e) if unique_violation(&e) => Err(StoreError::Conflict(format!(
+                "a secret named `{}` already exists",
+                s.name
+            ))),
             Err(e) => Err(e.into()),
         }
     }

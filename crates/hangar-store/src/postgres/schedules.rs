@@ -178,7 +178,7 @@ impl ScheduleStore for PostgresStore {
             .bind(team_id)
             .execute(&self.pool)
             .await
-        .map_err(pg_error)?;
+            .map_err(pg_error)?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }

@@ -975,8 +975,11 @@ impl DockerExecution {
 impl Execution for DockerExecution {
     async fn prepare(&mut self, stop: &CancellationToken) -> Result<(), BackendError> {
         let spec = self.spec()?.clone();
-        if let Some(NetworkPolicy::Allowlist { hosts }) =
-            spec.assignment.environment.as_ref().map(|e| &e.network_policy)
+        if let Some(NetworkPolicy::Allowlist { hosts }) = spec
+            .assignment
+            .environment
+            .as_ref()
+            .map(|e| &e.network_policy)
         {
             // Fail closed: without the egress proxy an allowlist would mean full egress.
             return Err(BackendError::new(

@@ -253,6 +253,7 @@ fn missing_or_bad_settings_say_how_to_fix_them() {
     let a = WorkerArgs {
         worker_id: Some("w".into()),
         config_file: Some(file),
+        backend: None,
         ..base.clone()
     };
     let cfg = a.resolve_with_env(no_env).unwrap();

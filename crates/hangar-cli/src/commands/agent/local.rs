@@ -4,7 +4,9 @@
 use crate::output::OutputFormat;
 use anyhow::{Context, Result, bail};
 use hangar_agent::mcp::{DEFAULT_MCP_STARTUP_TIMEOUT, parse_mcp_spec};
-use hangar_agent::{CancellationToken, EventBody, EventSink, LocalRun, RunOutcome, SinkError, TrackingServer};
+use hangar_agent::{
+    CancellationToken, EventBody, EventSink, LocalRun, RunOutcome, SinkError, TrackingServer,
+};
 use hangar_protocol::McpServerConfig;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -67,6 +69,7 @@ pub struct LocalArgs {
     pub mcp: Vec<String>,
     pub strict_mcp_startup: bool,
     pub mcp_startup_timeout: Option<Duration>,
+    pub harness: Option<String>,
     pub server_url: Option<String>,
     pub api_key: Option<String>,
     pub output: OutputFormat,
@@ -119,34 +122,69 @@ impl Printer {
             EventBody::UserMessage { text } => writeln!(out, "› {text}"),
             EventBody::AssistantMessage { text } => writeln!(out, "{text}"),
             EventBody::Reasoning { text } => writeln!(out, "  (thinking) {}", first_line(text)),
-            EventBody::ToolCall { name, arguments, .. } => {
+            EventBody::ToolCall {
+                name, arguments, ..
+            } => {
                 writeln!(out, "⚙ {name} {}", shorten(&arguments.to_string(), 160))
             }
-            EventBody::ToolResult { output, is_error, .. } => {
+            EventBody::ToolResult {
+                output, is_error, ..
+            } => {
                 let mark = if *is_error { "✗" } else { "✓" };
-                writeln!(out, "  {mark} {}", shorten(output.trim_end(), 400).replace('\n', "\n    "))
+                writeln!(
+                    out,
+                    "  {mark} {}",
+                    shorten(output.trim_end(), 400).replace('\n', "\n    ")
+                )
             }
-            EventBody::Status { state: Some(state), message } => {
+            EventBody::Status {
+                state: Some(state),
+                message,
+            } => {
                 writeln!(out, "── {state}: {}", first_line(message))
             }
-            EventBody::Status { state: None, message } => writeln!(out, "· {message}"),
-            EventBody::Artifact { artifact_type, url, path, title } => writeln!(
+            EventBody::Status {
+                state: None,
+                message,
+            } => writeln!(out, "· {message}"),
+            EventBody::Artifact {
+                artifact_type,
+                url,
+                path,
+                title,
+            } => writeln!(
                 out,
                 "★ {artifact_type}: {}",
-                title.as_ref().or(url.as_ref()).or(path.as_ref()).cloned().unwrap_or_default()
+                title
+                    .as_ref()
+                    .or(url.as_ref())
+                    .or(path.as_ref())
+                    .cloned()
+                    .unwrap_or_default()
             ),
             EventBody::Usage { .. } => Ok(()),
             EventBody::Error { message } => writeln!(out, "error: {message}"),
         };
         let _ = out.flush();
         drop(out);
-        if matches!(event, EventBody::UserMessage { .. } | EventBody::ToolResult { .. }) {
+        if matches!(
+            event,
+            EventBody::UserMessage { .. } | EventBody::ToolResult { .. }
+        ) {
             self.thinking();
         }
     }
 
-    fn summary(&self, outcome: &RunOutcome, run_id: Option<&str>, model: &str) -> serde_json::Value {
-        let state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    fn summary(
+        &self,
+        outcome: &RunOutcome,
+        run_id: Option<&str>,
+        model: &str,
+    ) -> serde_json::Value {
+        let state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         serde_json::json!({
             "state": outcome.state(),
             "success": outcome.is_success(),
@@ -180,14 +218,23 @@ impl Printer {
     fn print(&self, event: EventBody) {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         {
-            let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut state = self
+                .state
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             match &event {
-                EventBody::Usage { prompt_tokens, completion_tokens, .. } => {
+                EventBody::Usage {
+                    prompt_tokens,
+                    completion_tokens,
+                    ..
+                } => {
                     state.prompt_tokens += prompt_tokens;
                     state.completion_tokens += completion_tokens;
                 }
                 EventBody::Artifact { .. } => {
-                    state.artifacts.push(serde_json::to_value(&event).unwrap_or_default());
+                    state
+                        .artifacts
+                        .push(serde_json::to_value(&event).unwrap_or_default());
                 }
                 EventBody::AssistantMessage { text } => state.last_answer.clone_from(text),
                 _ => {}
@@ -199,7 +246,8 @@ impl Printer {
             OutputFormat::Ndjson => {
                 let mut line = serde_json::to_value(&event).unwrap_or_default();
                 line["seq"] = seq.into();
-                line["at"] = serde_json::to_value(hangar_protocol::Timestamp::now()).unwrap_or_default();
+                line["at"] =
+                    serde_json::to_value(hangar_protocol::Timestamp::now()).unwrap_or_default();
                 println!("{line}");
             }
             OutputFormat::Json | OutputFormat::Text => {}
@@ -258,8 +306,11 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode> {
     opts.skill = args.skill.clone();
     opts.mcp_servers = mcp_servers;
     opts.strict_mcp_startup = args.strict_mcp_startup;
-    opts.mcp_startup_timeout = args.mcp_startup_timeout.unwrap_or(DEFAULT_MCP_STARTUP_TIMEOUT);
+    opts.mcp_startup_timeout = args
+        .mcp_startup_timeout
+        .unwrap_or(DEFAULT_MCP_STARTUP_TIMEOUT);
     opts.server = server;
+    opts.harness = args.harness.clone();
 
     let printer = Printer::new(args.output);
     let cancel = CancellationToken::new();
