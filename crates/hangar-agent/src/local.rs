@@ -295,7 +295,7 @@ pub async fn run_local(
         let (prompt, workdir) = (opts.prompt.as_str(), opts.workdir.as_path());
         let (outcome, run_id) = match registration {
             Some((url, reg)) => {
-                let (session, _followups) = open_session(&url, &reg, &opts).await?;
+                let (session, _followups) = open_session(&url, &reg, &opts, &cancel).await?;
                 let tee = TeeSink(vec![&session, sink]);
                 let outcome =
                     run_harness(kind, program, prompt, workdir, &tee, redactor, &cancel).await;
@@ -361,7 +361,7 @@ pub async fn run_local(
 
     let result = match registration {
         Some((url, reg)) => {
-            let (session, mut followups) = open_session(&url, &reg, &opts).await?;
+            let (session, mut followups) = open_session(&url, &reg, &opts, &cancel).await?;
             let tee = TeeSink(vec![&session, sink]);
             let outcome = agent
                 .run(&prepared.prompt, &tee, &mut followups, &cancel)
@@ -387,12 +387,13 @@ pub async fn run_local(
     })
 }
 
-/// Opens the tracked run's session stream (its `cancel` frame is not wired
-/// to the local run: people stop a local run where it runs).
+/// Opens the tracked run's session stream; a `cancel` frame from the server
+/// fires `cancel`.
 async fn open_session(
     url: &str,
     reg: &LocalRunRegistration,
     opts: &LocalRun,
+    cancel: &CancellationToken,
 ) -> Result<(SessionStream, mpsc::Receiver<Followup>), LocalRunError> {
     let client = Client::new(url, reg.run_token.clone()).map_err(LocalRunError::Register)?;
     let spool_dir = opts
@@ -406,7 +407,7 @@ async fn open_session(
             execution_id: reg.execution_id.clone(),
             spool_path: spool_path(&spool_dir, &reg.execution_id),
         },
-        CancellationToken::new(),
+        cancel.clone(),
     )
     .await?)
 }

@@ -10,6 +10,7 @@ mod support {
 mod suite {
     mod fake_hangar;
     mod harness;
+    mod local;
     mod managed;
     mod mcp;
     mod runtime;

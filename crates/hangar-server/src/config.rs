@@ -15,6 +15,11 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Where the database and server files live.
     pub data_dir: PathBuf,
+    /// Database: `postgres://user:pass@host/db` for several replicas, or
+    /// `sqlite:PATH`; default: SQLite at `<data_dir>/hangar.db`.
+    pub database_url: Option<String>,
+    /// PostgreSQL schema for Hangar's tables (created if missing).
+    pub database_schema: Option<String>,
     /// URL clients and workers use to reach this server (default: from `listen`).
     pub public_url: Option<String>,
     /// Model providers by name; a model id is `<name>/<model>`.
@@ -50,6 +55,8 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7420)),
             data_dir: default_data_dir(),
+            database_url: None,
+            database_schema: None,
             public_url: None,
             providers: ProvidersConfig::default(),
             default_model: None,

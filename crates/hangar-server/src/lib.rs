@@ -15,6 +15,7 @@ pub mod dispatch;
 pub mod error;
 pub mod gateway;
 pub mod llm_gateway;
+pub mod replicas;
 pub mod schedule;
 pub mod secrets;
 pub mod sessions;
@@ -266,8 +267,7 @@ impl Server {
     pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
         config.validate()?;
         create_private_dir(&config.data_dir)?;
-        let store: Arc<dyn Store> =
-            Arc::new(SqliteStore::open(&config.data_dir.join("hangar.db")).await?);
+        let (store, notifier) = open_store(&config).await?;
         let master_key_file = config
             .master_key_file
             .clone()
@@ -327,6 +327,9 @@ impl Server {
 
         let tasks = TaskTracker::new();
         tasks.spawn(dispatcher.run(shutdown.clone()));
+        if let Some(notifier) = notifier {
+            tasks.spawn(replicas::listen(state.clone(), notifier, shutdown.clone()));
+        }
         tasks.spawn(schedule::Scheduler::for_server(&state).run(shutdown.clone()));
         let serve_shutdown = shutdown.clone();
         tasks.spawn(async move {
@@ -406,6 +409,25 @@ impl Server {
         self.state.shutdown.cancelled().await;
         self.shutdown().await;
     }
+}
+
+/// Opens the configured database: PostgreSQL when `database_url` says so
+/// (with the cross-replica notifier), else SQLite in the data directory.
+async fn open_store(
+    config: &ServerConfig,
+) -> Result<(Arc<dyn Store>, Option<Arc<dyn hangar_store::Notifier>>), ServerError> {
+    let Some(url) = &config.database_url else {
+        let store = SqliteStore::open(&config.data_dir.join("hangar.db")).await?;
+        return Ok((Arc::new(store), None));
+    };
+    if let Some(schema) = &config.database_schema {
+        let mut pg = hangar_store::PostgresConfig::new(url.clone());
+        pg.schema = Some(schema.clone());
+        let store = Arc::new(hangar_store::PostgresStore::connect_with(&pg).await?);
+        return Ok((store.clone(), Some(store)));
+    }
+    let opened = hangar_store::open_with_notifier(url).await?;
+    Ok((opened.store, opened.notifier))
 }
 
 fn create_private_dir(path: &std::path::Path) -> Result<(), ServerError> {

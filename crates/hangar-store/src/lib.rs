@@ -58,23 +58,23 @@ pub enum StoreError {
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
-        if let sqlx::Error::Database(db) = &e {
-            if let Some(code) = db.code() {
-                let code = code.as_ref();
-                // SQLite: SQLITE_FULL (13), SQLITE_IOERR (10), SQLITE_BUSY (5) and extended codes.
-                let sqlite_transient = matches!(code, "13" | "10" | "5" | "517" | "266");
-                // PostgreSQL SQLSTATEs: 08 connection, 53 insufficient resources (disk
-                // full, memory, connections), 57P0x shutdown, 40001/40P01 serialization
-                // failure and deadlock (retry the transaction).
-                let pg_transient = code.len() == 5
-                    && (code.starts_with("08")
-                        || code.starts_with("53")
-                        || code.starts_with("57P0")
-                        || code == "40001"
-                        || code == "40P01");
-                if sqlite_transient || pg_transient {
-                    return StoreError::Unavailable(e);
-                }
+        if let sqlx::Error::Database(db) = &e
+            && let Some(code) = db.code()
+        {
+            let code = code.as_ref();
+            // SQLite: SQLITE_FULL (13), SQLITE_IOERR (10), SQLITE_BUSY (5) and extended codes.
+            let sqlite_transient = matches!(code, "13" | "10" | "5" | "517" | "266");
+            // PostgreSQL SQLSTATEs: 08 connection, 53 insufficient resources (disk
+            // full, memory, connections), 57P0x shutdown, 40001/40P01 serialization
+            // failure and deadlock (retry the transaction).
+            let pg_transient = code.len() == 5
+                && (code.starts_with("08")
+                    || code.starts_with("53")
+                    || code.starts_with("57P0")
+                    || code == "40001"
+                    || code == "40P01");
+            if sqlite_transient || pg_transient {
+                return StoreError::Unavailable(e);
             }
         }
         match e {

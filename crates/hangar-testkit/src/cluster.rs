@@ -24,6 +24,8 @@ pub struct ClusterOptions {
     pub heartbeat: Duration,
     /// Worker lost after this long away.
     pub lost_timeout: Duration,
+    /// PostgreSQL `(url, schema)` instead of SQLite, for replica tests.
+    pub postgres: Option<(String, String)>,
 }
 
 impl Default for ClusterOptions {
@@ -32,6 +34,7 @@ impl Default for ClusterOptions {
             extra_config: String::new(),
             heartbeat: Duration::from_secs(2),
             lost_timeout: Duration::from_secs(6),
+            postgres: None,
         }
     }
 }
@@ -83,6 +86,7 @@ pub struct TestCluster {
     /// Admin API key from bootstrap.
     pub api_key: String,
     workers: Vec<WorkerProcess>,
+    replicas: Vec<(String, Child, PathBuf)>,
 }
 
 impl Drop for TestCluster {
@@ -99,6 +103,9 @@ impl Drop for TestCluster {
         }
         for w in &mut self.workers {
             let _ = w.child.start_kill();
+        }
+        for (_, r, _) in &mut self.replicas {
+            let _ = r.start_kill();
         }
         if let Some(s) = &mut self.server {
             let _ = s.start_kill();
@@ -119,14 +126,18 @@ impl TestCluster {
     pub async fn start(bin: &Path, options: ClusterOptions) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let cli_json = dir.path().join("cli.json");
-        let config = format!(
-            "heartbeat_interval: {}ms\nread_timeout: {}ms\nworker_lost_timeout: {}ms\nproviders_from_env: false\ncli_config_path: {}\n{}",
+        let mut config = format!(
+            "heartbeat_interval: {}ms\nread_timeout: {}ms\nworker_lost_timeout: {}ms\nproviders_from_env: false\ncli_config_path: {}\nmaster_key_file: {}\n{}",
             options.heartbeat.as_millis(),
             options.heartbeat.as_millis() * 3,
             options.lost_timeout.as_millis(),
             cli_json.display(),
+            dir.path().join("master.key").display(),
             options.extra_config
         );
+        if let Some((url, schema)) = &options.postgres {
+            config.push_str(&format!("database_url: {url}\ndatabase_schema: {schema}\n"));
+        }
         std::fs::write(dir.path().join("server.yaml"), config)?;
         let mut cluster = TestCluster {
             dir,
@@ -135,6 +146,7 @@ impl TestCluster {
             url: String::new(),
             api_key: String::new(),
             workers: Vec::new(),
+            replicas: Vec::new(),
         };
         cluster.start_server("127.0.0.1:0").await?;
         let creds: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cli_json)?)?;
@@ -208,6 +220,107 @@ impl TestCluster {
         }
     }
 
+    /// Starts another `hangar server` replica with the same config file (so the
+    /// same database and master key) on its own port and data directory; returns its URL.
+    pub async fn start_replica(&mut self, name: &str) -> Result<String> {
+        let dir = self.dir.path();
+        let log = dir.join(format!("server-{name}.log"));
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+            l.local_addr()?.port()
+        };
+        let child = Command::new(&self.bin)
+            .args([
+                "server",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--data-dir",
+            ])
+            .arg(dir.join(format!("data-{name}")))
+            .arg("--config")
+            .arg(dir.join("server.yaml"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", dir)
+            .env("RUST_LOG", "info,hangar_server=debug")
+            .stdout(log_file(&log)?)
+            .stderr(log_file(&log)?)
+            .kill_on_drop(true)
+            .spawn()
+            .context("spawn replica")?;
+        self.replicas.push((name.to_owned(), child, log));
+        let url = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = http.get(format!("{url}/readyz")).send().await
+                && r.status().is_success()
+            {
+                return Ok(url);
+            }
+            if Instant::now() > deadline {
+                bail!("replica {name} not ready within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Starts a worker connected to the server at `url` (e.g. a replica).
+    pub async fn start_worker_on(
+        &mut self,
+        url: &str,
+        id: &str,
+        extra: &[&str],
+    ) -> Result<PathBuf> {
+        let root = self.dir.path().join(format!("ws-{id}"));
+        let log = self.dir.path().join(format!("worker-{id}.log"));
+        let child = Command::new(&self.bin)
+            .args([
+                "worker",
+                "--worker-id",
+                id,
+                "--server-url",
+                url,
+                "--backend",
+                "direct",
+            ])
+            .arg("--workspace-root")
+            .arg(&root)
+            .args(extra)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .env("HANGAR_API_KEY", &self.api_key)
+            .env("RUST_LOG", "info,hangar_worker=debug")
+            .stdout(log_file(&log)?)
+            .stderr(log_file(&log)?)
+            .kill_on_drop(true)
+            .spawn()
+            .context("spawn hangar worker")?;
+        self.workers.push(WorkerProcess {
+            id: id.to_owned(),
+            workspace_root: root.clone(),
+            child,
+            log,
+        });
+        // Each replica lists the workers connected to it.
+        let client = Client::new(url, self.api_key.clone())?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let list: serde_json::Value = client.get_json("api/v1/workers").await?;
+            if list["workers"]
+                .as_array()
+                .is_some_and(|ws| ws.iter().any(|w| w["worker_id"] == id))
+            {
+                return Ok(root);
+            }
+            if Instant::now() > deadline {
+                bail!("worker {id} did not connect to {url} within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
     /// Kills the server with SIGKILL.
     pub async fn kill_server(&mut self) -> Result<()> {
         if let Some(mut s) = self.server.take() {
@@ -262,6 +375,51 @@ impl TestCluster {
             .kill_on_drop(true)
             .spawn()
             .context("spawn hangar worker")?;
+        self.workers.push(WorkerProcess {
+            id: id.to_owned(),
+            workspace_root: root,
+            child,
+            log,
+        });
+        self.wait_worker(id, true).await?;
+        self.workers.last_mut().context("worker")
+    }
+
+    /// Starts `hangar worker --worker-id ID --backend BACKEND` with extra
+    /// flags (e.g. `--config-file`); waits until the server lists it. The
+    /// workspace root is `ws-ID` in the cluster directory, as for
+    /// [`start_worker`](Self::start_worker).
+    pub async fn start_worker_with(
+        &mut self,
+        id: &str,
+        backend: &str,
+        extra: &[&str],
+    ) -> Result<&mut WorkerProcess> {
+        let root = self.dir.path().join(format!("ws-{id}"));
+        let log = self.dir.path().join(format!("worker-{id}.log"));
+        let child = Command::new(&self.bin)
+            .args([
+                "worker",
+                "--worker-id",
+                id,
+                "--server-url",
+                &self.url,
+                "--backend",
+                backend,
+            ])
+            .arg("--workspace-root")
+            .arg(&root)
+            .args(extra)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .env("HANGAR_API_KEY", &self.api_key)
+            .env("RUST_LOG", "info,hangar_worker=debug")
+            .stdout(log_file(&log)?)
+            .stderr(log_file(&log)?)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("spawn hangar worker --backend {backend}"))?;
         self.workers.push(WorkerProcess {
             id: id.to_owned(),
             workspace_root: root,
@@ -338,6 +496,9 @@ impl TestCluster {
         let mut logs = vec![("server".to_owned(), self.dir.path().join("server.log"))];
         for w in &self.workers {
             logs.push((format!("worker {}", w.id), w.log.clone()));
+        }
+        for (name, _, log) in &self.replicas {
+            logs.push((format!("replica {name}"), log.clone()));
         }
         logs
     }

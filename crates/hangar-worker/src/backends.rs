@@ -17,6 +17,7 @@
 
 pub mod direct;
 pub mod docker;
+mod egress;
 mod repos;
 
 use async_trait::async_trait;

@@ -259,6 +259,12 @@ pub struct DockerSettings {
     pub cap_add: Option<Vec<String>>,
     /// URL the agent inside the container uses for the server; `None` = the worker's server URL.
     pub agent_server_url: Option<String>,
+    /// `NAME:IP` entries for every task container's `/etc/hosts`; the egress
+    /// proxy of allowlist tasks resolves these names the same way.
+    pub extra_hosts: Vec<String>,
+    /// Allowlist tasks: install host firewall rules on the task network's
+    /// bridge (fail closed when impossible); `Some(false)` is a relaxation.
+    pub egress_host_firewall: Option<bool>,
 }
 
 /// The resolved worker configuration. Build it with [`WorkerArgs::resolve`] or
@@ -523,6 +529,8 @@ impl WorkerArgs {
             pids_limit: docker.pids_limit,
             cap_add: docker.cap_add,
             agent_server_url: docker.agent_server_url,
+            extra_hosts: docker.extra_hosts,
+            egress_host_firewall: docker.egress_host_firewall,
         };
         cfg.validate()?;
         Ok(cfg)

@@ -193,6 +193,9 @@ impl Worker {
                 if let Some(caps) = &d.cap_add {
                     dc.cap_add = caps.clone();
                 }
+                dc.extra_hosts = d.extra_hosts.clone();
+                dc.egress_server_url = config.server_url.clone();
+                dc.egress_host_firewall = d.egress_host_firewall.unwrap_or(true);
                 let backend = Docker::new(dc).map_err(|source| WorkerError::Backend {
                     backend: BackendKind::Docker,
                     source,

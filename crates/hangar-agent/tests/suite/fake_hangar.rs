@@ -100,6 +100,7 @@ impl FakeHangar {
             prompt: prompt.to_owned(),
         });
         let app = Router::new()
+            .route("/api/v1/agent/runs/local", post(register_local))
             .route("/api/v1/agent/runs/{id}", get(get_run))
             .route("/api/v1/agent/runs/{id}/session", get(session))
             .route("/api/v1/llm/chat/completions", post(chat))
@@ -395,3 +396,26 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
         .body(Body::from_stream(upstream.bytes_stream()))
         .unwrap()
 }
+
+/// `POST /api/v1/agent/runs/local` (API key `hk_test`): registers a tracked
+/// unmanaged run; the body must be a `RunAgentRequest` with the prompt.
+async fn register_local(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    axum::Json(body): axum::Json<hangar_protocol::RunAgentRequest>,
+) -> Response {
+    let key_ok = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == format!("Bearer {API_KEY}"));
+    if !key_ok || body.prompt.as_deref() != Some(shared.prompt.as_str()) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    axum::Json(serde_json::json!({
+        "run_id": RUN_ID, "execution_id": EXECUTION_ID, "run_token": TOKEN, "state": "INPROGRESS"
+    }))
+    .into_response()
+}
+
+/// The API key `register_local` accepts.
+pub const API_KEY: &str = "hk_test";

@@ -18,6 +18,14 @@ pub struct ServerArgs {
     /// YAML config file (providers, timeouts, …).
     #[arg(long, visible_alias = "config-file", value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Database URL: `postgres://…` to run several replicas, or `sqlite:PATH` [default: SQLite in the data directory].
+    #[arg(
+        long,
+        env = "HANGAR_DATABASE_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub database_url: Option<String>,
     /// URL workers and clients use to reach this server [default: from --listen].
     #[arg(long, value_name = "URL")]
     pub public_url: Option<String>,
@@ -37,6 +45,9 @@ pub fn load_config(args: &ServerArgs) -> Result<ServerConfig> {
     }
     if let Some(d) = &args.data_dir {
         config.data_dir = d.clone();
+    }
+    if let Some(u) = &args.database_url {
+        config.database_url = Some(u.clone());
     }
     if let Some(u) = &args.public_url {
         config.public_url = Some(u.clone());

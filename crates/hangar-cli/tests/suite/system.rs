@@ -3,8 +3,10 @@
 mod api_errors;
 mod cancel;
 mod cli;
+mod docker_system;
 mod environments;
 mod lifecycle;
 mod local_runs;
+mod replicas;
 mod routing;
 mod schedules;

@@ -296,7 +296,7 @@ pub async fn oz_list(
         .map(item)
         .collect::<ApiResult<_>>()?;
     if !by_name {
-        items.sort_by(|a, b| b.updated_at.cmp(&a.updated_at));
+        items.sort_by_key(|e| std::cmp::Reverse(e.updated_at));
     }
     let environments = items
         .into_iter()

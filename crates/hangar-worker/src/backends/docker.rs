@@ -29,8 +29,9 @@
 //! - **network policy** (per environment): `full` uses the configured network
 //!   (default bridge); `none` gives the container only loopback, so the agent
 //!   cannot reach the server either (suits only self-contained tasks);
-//!   `allowlist` is refused (fails closed) until the egress proxy on an
-//!   internal task network exists.
+//!   `allowlist` puts the container alone on an internal network of its own
+//!   with an egress proxy and a server relay served by the worker on the
+//!   network's gateway, plus host firewall rules (see [`super::egress`]).
 //! - **lifecycle**: cancel is SIGTERM, then SIGKILL after the grace (D8);
 //!   the container and workspace are removed after the task unless cleanup is
 //!   off. On start the worker lists its own containers by label and
@@ -143,6 +144,15 @@ pub struct DockerConfig {
     pub pids_limit: i64,
     /// Capabilities added after dropping ALL.
     pub cap_add: Vec<String>,
+    /// `NAME:IP` entries added to every container's `/etc/hosts`; the egress
+    /// proxy resolves these names the same way.
+    pub extra_hosts: Vec<String>,
+    /// The server as the worker itself reaches it: the egress relay of
+    /// allowlist tasks connects here. Defaults to `server_url`.
+    pub egress_server_url: String,
+    /// Allowlist tasks: install host firewall rules on the task network's
+    /// bridge, failing closed when impossible. `false` is a relaxation.
+    pub egress_host_firewall: bool,
 }
 
 impl DockerConfig {
@@ -157,12 +167,14 @@ impl DockerConfig {
             .parent()
             .map(|p| p.join("agent-cache"))
             .unwrap_or_else(|| workspace_root.join(".agent-cache"));
+        let server_url = server_url.into();
         DockerConfig {
             worker_id: worker_id.into(),
             workspace_root,
             agent_cache,
             agent_path,
-            server_url: server_url.into(),
+            egress_server_url: server_url.clone(),
+            server_url,
             default_image: None,
             pull_policy: PullPolicy::default(),
             network: None,
@@ -178,6 +190,8 @@ impl DockerConfig {
                 .iter()
                 .map(|c| (*c).to_owned())
                 .collect(),
+            extra_hosts: Vec::new(),
+            egress_host_firewall: true,
         }
     }
 }
@@ -277,6 +291,8 @@ impl Docker {
                 ));
             }
         }
+        super::egress::parse_extra_hosts(&config.extra_hosts)
+            .map_err(|e| BackendError::new(FailureReason::ContainerCreate, e))?;
         if config.network.as_deref() == Some("host") {
             tracing::warn!(worker_id = %config.worker_id, "task containers share the host network namespace (network: host, configured explicitly)");
         }
@@ -462,6 +478,7 @@ impl Backend for Docker {
             started: false,
             early_exit: None,
             readers: JoinSet::new(),
+            egress: None,
         }))
     }
 
@@ -520,6 +537,7 @@ impl Backend for Docker {
                 started,
                 early_exit: None,
                 readers: JoinSet::new(),
+                egress: None,
             };
             found.push(Recovered {
                 task_id,
@@ -550,6 +568,8 @@ struct DockerExecution {
     early_exit: Option<ExitStatus>,
     /// Output pump of the container.
     readers: JoinSet<()>,
+    /// Egress proxy and task network of an allowlist run.
+    egress: Option<super::egress::Egress>,
 }
 
 impl DockerExecution {
@@ -691,8 +711,15 @@ impl DockerExecution {
         let mut env = super::task_env(spec, &cfg.env);
         env.entry("HOME".to_owned())
             .or_insert_with(|| "/root".to_owned());
+        if let Some(egress) = &self.egress {
+            env.extend(egress.env.iter().cloned());
+        }
         let env: Vec<String> = env.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let args = super::agent_args(spec, &cfg.server_url, cfg.idle_on_complete.as_deref());
+        let server_url = self
+            .egress
+            .as_ref()
+            .map_or(cfg.server_url.as_str(), |e| e.agent_server_url.as_str());
+        let args = super::agent_args(spec, server_url, cfg.idle_on_complete.as_deref());
         let entrypoint = if with_setup {
             vec!["/bin/sh".to_owned(), format!("{CTL_MOUNT}/setup.sh")]
         } else {
@@ -730,12 +757,17 @@ impl DockerExecution {
             .as_ref()
             .map(|e| e.network_policy.clone())
             .unwrap_or_default();
-        let network_mode = match policy {
+        let (network_mode, extra_hosts) = match (&policy, &self.egress) {
             // No interface but loopback: the agent cannot reach the server
             // either, which only suits agents that need no server (documented).
-            NetworkPolicy::None => Some("none".to_owned()),
-            // Allowlist is refused in prepare (fails closed) until the egress proxy exists.
-            NetworkPolicy::Full | NetworkPolicy::Allowlist { .. } => cfg.network.clone(),
+            (NetworkPolicy::None, _) => (Some("none".to_owned()), Vec::new()),
+            // Alone on its internal network; names map as the proxy sees them.
+            (NetworkPolicy::Allowlist { .. }, Some(egress)) => {
+                (Some(egress.network.clone()), egress.extra_hosts.clone())
+            }
+            // prepare() always sets up the egress first; never fall back to full.
+            (NetworkPolicy::Allowlist { .. }, None) => (Some("none".to_owned()), Vec::new()),
+            (NetworkPolicy::Full, _) => (cfg.network.clone(), cfg.extra_hosts.clone()),
         };
         ContainerCreateBody {
             image: Some(image),
@@ -756,6 +788,7 @@ impl DockerExecution {
                 memory_swap: Some(memory),
                 nano_cpus: Some((cpus * 1e9) as i64),
                 network_mode,
+                extra_hosts: (!extra_hosts.is_empty()).then_some(extra_hosts),
                 ..Default::default()
             }),
             ..Default::default()
@@ -975,25 +1008,39 @@ impl DockerExecution {
 impl Execution for DockerExecution {
     async fn prepare(&mut self, stop: &CancellationToken) -> Result<(), BackendError> {
         let spec = self.spec()?.clone();
+        let image = Self::image(&spec, self.config());
+        self.ensure_image(&image, stop).await?;
+        self.create_dirs()?;
         if let Some(NetworkPolicy::Allowlist { hosts }) = spec
             .assignment
             .environment
             .as_ref()
             .map(|e| &e.network_policy)
         {
-            // Fail closed: without the egress proxy an allowlist would mean full egress.
-            return Err(BackendError::new(
-                FailureReason::ContainerCreate,
-                format!(
-                    "network_policy allowlist ({} hosts) is not enforced by this worker yet; \
-                     use full or none",
-                    hosts.len()
-                ),
-            ));
+            let cfg = self.config();
+            let labels = HashMap::from([
+                (LABEL_MANAGED.to_owned(), "true".to_owned()),
+                (LABEL_WORKER.to_owned(), cfg.worker_id.clone()),
+                (LABEL_RUN.to_owned(), spec.task_id.clone()),
+                (LABEL_EXECUTION.to_owned(), spec.execution_id.clone()),
+            ]);
+            let egress = super::egress::Egress::start(
+                self.client(),
+                format!("{}-egress", self.name),
+                labels,
+                super::egress::EgressRequest {
+                    worker_id: &cfg.worker_id,
+                    task_id: &spec.task_id,
+                    execution_id: &spec.execution_id,
+                    hosts,
+                    extra_hosts: &cfg.extra_hosts,
+                    server_url: &cfg.egress_server_url,
+                    host_firewall: cfg.egress_host_firewall,
+                },
+            )
+            .await?;
+            self.egress = Some(egress);
         }
-        let image = Self::image(&spec, self.config());
-        self.ensure_image(&image, stop).await?;
-        self.create_dirs()?;
         let environment = spec.assignment.environment.clone().unwrap_or_default();
         if !environment.repos.is_empty() {
             let env = super::task_env(&spec, &self.config().env);
@@ -1113,6 +1160,9 @@ impl Execution for DockerExecution {
         .await;
         if drained.is_err() {
             self.readers.abort_all();
+        }
+        if let Some(mut egress) = self.egress.take() {
+            egress.stop(self.client()).await;
         }
         if self.created_dir
             && self.config().cleanup

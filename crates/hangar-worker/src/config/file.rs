@@ -73,6 +73,11 @@ pub struct FileDocker {
     pub cap_add: Option<Vec<String>>,
     /// Server URL as seen from inside task containers.
     pub agent_server_url: Option<String>,
+    /// `NAME:IP` entries for task containers' `/etc/hosts` (and the egress proxy).
+    #[serde(default)]
+    pub extra_hosts: Vec<String>,
+    /// Allowlist tasks: install host firewall rules (default true; false is a relaxation).
+    pub egress_host_firewall: Option<bool>,
 }
 
 /// `backend.direct`.

@@ -654,21 +654,96 @@ async fn docker_network_none_has_no_interface_but_loopback() {
     wait_until(|| containers_of(worker).is_empty(), "container removal").await;
 }
 
+/// A global address of this host (reachable from the host itself, and from
+/// a container only through a route out of its network).
+fn host_address() -> String {
+    let out = Command::new("hostname").arg("-I").output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .find(|a| {
+            a.parse::<std::net::Ipv4Addr>()
+                .is_ok_and(|ip| !ip.is_loopback())
+        })
+        .expect("a global IPv4 address of this host")
+        .to_owned()
+}
+
+/// Answers every connection with one HTTP response naming `body`.
+async fn http_server(body: &'static str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let msg = format!(
+                    "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(msg.as_bytes()).await;
+                let _ = conn.shutdown().await;
+            });
+        }
+    });
+    port
+}
+
 #[tokio::test]
-async fn docker_network_allowlist_fails_closed_until_the_egress_proxy_exists() {
+async fn docker_egress_allowlist_reaches_listed_hosts_only() {
     let image = base_image().await;
     let worker = "dk-allow";
     let _sweep = Sweep(worker.into());
+    let host_ip = host_address();
+    let port = http_server("allowed-body").await;
     let mut server = FakeServer::start().await;
-    let w = TestWorker::start(&server, |c| docker(c, worker, &image));
+    let w = TestWorker::start(&server, |c| {
+        docker(c, worker, &image);
+        c.docker.extra_hosts = vec![
+            format!("allowed.test:{host_ip}"),
+            format!("denied.test:{host_ip}"),
+        ];
+    });
     let mut conn = server.accept().await;
     conn.hello().await;
+    let report = w.out_file("exec-allow", "egress");
+    // bash only (no curl in the image): raw requests over /dev/tcp.
+    let script = format!(
+        r#"P={port}; H={host_ip}; OUT={out}
+PX=${{HTTP_PROXY#http://}}; GW=${{PX%:*}}; PP=${{PX##*:}}
+echo "proxy=$HTTP_PROXY https=$HTTPS_PROXY no_proxy=$NO_PROXY" >> $OUT
+direct() {{ if timeout 3 bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null; then echo "direct $3 open" >> $OUT; else echo "direct $3 blocked" >> $OUT; fi; }}
+direct allowed.test $P name; direct $GW $P gateway; direct $H $P hostip; direct 8.8.8.8 53 internet
+ask() {{ exec 3<>/dev/tcp/$GW/$PP; printf "$2" >&3; echo "$1: $(timeout 5 cat <&3 | tr '\r\n' '  ')" >> $OUT; exec 3>&-; }}
+ask connect-allowed "CONNECT allowed.test:$P HTTP/1.1\r\nHost: allowed.test\r\n\r\nGET / HTTP/1.0\r\n\r\n"
+ask get-allowed "GET http://allowed.test:$P/x HTTP/1.1\r\nHost: allowed.test\r\n\r\n"
+ask connect-denied "CONNECT denied.test:$P HTTP/1.1\r\n\r\n"
+ask connect-ip "CONNECT $H:$P HTTP/1.1\r\n\r\n"
+ask get-denied "GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n"
+timeout 5 getent hosts example.com >/dev/null && echo "dns open" >> $OUT || echo "dns blocked" >> $OUT
+"#,
+        out = report.display()
+    );
+    let script_path = w.dir.path().join("egress-probe.sh");
+    std::fs::write(&script_path, script).unwrap();
     let mut a = w.assignment("run-allow", "exec-allow", &[]);
-    let mut env = env_spec(&[]);
+    let mut env = env_spec(&[&format!("bash {}", script_path.display())]);
     env.network_policy = NetworkPolicy::Allowlist {
-        hosts: vec!["example.com".into()],
+        hosts: vec!["allowed.test".into(), "*.other.test".into()],
     };
     a.environment = Some(env);
+    let started = Instant::now();
     conn.assign(a);
     let done = conn
         .recv_until(|m| {
@@ -678,10 +753,75 @@ async fn docker_network_allowlist_fails_closed_until_the_egress_proxy_exists() {
             )
         })
         .await;
-    let WorkerToServer::TaskFailed(f) = done else {
-        panic!("{done:?}")
+    eprintln!("allowlist task done in {:?}", started.elapsed());
+    assert!(matches!(done, WorkerToServer::TaskCompleted(_)), "{done:?}");
+    let r = std::fs::read_to_string(&report).unwrap();
+    eprintln!("{r}");
+    let line = |key: &str| -> String {
+        r.lines()
+            .find(|l| l.starts_with(key))
+            .unwrap_or_else(|| panic!("no {key} in {r}"))
+            .to_owned()
     };
-    assert!(f.message.contains("allowlist"), "{}", f.message);
-    assert!(!w.out_file("exec-allow", "args").exists());
-    assert!(containers_of(worker).is_empty());
+    assert!(line("proxy=").contains("proxy=http://"), "{r}");
+    // Direct connections: nowhere, not even the host's own addresses.
+    for what in ["name", "gateway", "hostip", "internet"] {
+        assert_eq!(
+            line(&format!("direct {what} ")),
+            format!("direct {what} blocked"),
+            "{r}"
+        );
+    }
+    // Through the proxy: the allowlisted host only.
+    let ok = line("connect-allowed:");
+    assert!(
+        ok.contains("200 Connection established") && ok.contains("allowed-body"),
+        "{r}"
+    );
+    let ok = line("get-allowed:");
+    assert!(ok.contains("200 OK") && ok.contains("allowed-body"), "{r}");
+    for key in ["connect-denied:", "connect-ip:", "get-denied:"] {
+        let l = line(key);
+        assert!(
+            l.contains("403") && !l.contains("allowed-body"),
+            "{key} {r}"
+        );
+    }
+    assert_eq!(line("dns "), "dns blocked", "{r}");
+    // The agent talks to the server through the relay on the gateway.
+    let args = w.read_out("exec-allow", "args");
+    let url = args
+        .lines()
+        .skip_while(|l| *l != "--server-url")
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    assert!(
+        url.starts_with("http://") && !url.contains("127.0.0.1"),
+        "{url}"
+    );
+    // Nothing left: container, network, firewall rules.
+    wait_until(|| containers_of(worker).is_empty(), "container removal").await;
+    let nets = Command::new("docker")
+        .args([
+            "network",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("label=dev.hangar.worker={worker}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&nets.stdout).trim().is_empty(),
+        "network left"
+    );
+    let rules = Command::new("iptables")
+        .args(["-S", "INPUT"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&rules.stdout).contains("hangar-egress"),
+        "firewall rules left"
+    );
 }

@@ -1,0 +1,120 @@
+//! Two `hangar server` replicas on one PostgreSQL database behave as one.
+
+use crate::suite::common::{hangar_bin, processes_under};
+use hangar_protocol::{AgentConfig, RunAgentRequest, RunState};
+use hangar_testkit::cluster::{ClusterOptions, TestCluster};
+use hangar_testkit::fake_llm::{FakeLlm, Turn};
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+/// A fresh schema in the test database, dropped at the end.
+struct Schema {
+    url: String,
+    name: String,
+}
+
+impl Schema {
+    fn new() -> Self {
+        let url = std::env::var("HANGAR_TEST_DATABASE_URL").unwrap_or_else(|_| {
+            panic!("HANGAR_TEST_DATABASE_URL is not set: run `eval \"$(scripts/pg-test-env)\"` or scripts/test")
+        });
+        Schema {
+            url,
+            name: format!("hangar_rep_{}", uuid::Uuid::new_v4().simple()),
+        }
+    }
+
+    async fn drop_it(&self) {
+        let store = hangar_store::PostgresStore::connect(&self.url)
+            .await
+            .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS {} CASCADE",
+            self.name
+        )))
+        .execute(store.pool())
+        .await
+        .unwrap();
+    }
+}
+
+fn for_host(prompt: &str, host: &str) -> RunAgentRequest {
+    RunAgentRequest {
+        prompt: Some(prompt.into()),
+        config: Some(AgentConfig {
+            worker_host: Some(host.into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_replicas_on_postgres_dispatch_and_cancel_across_each_other() {
+    let schema = Schema::new();
+    let llm = FakeLlm::start(vec![
+        Turn::text("done on b"),
+        Turn::tool_call(
+            "shell",
+            json!({"command": "sleep 300", "timeout_ms": 600000}),
+        ),
+    ])
+    .await;
+    let mut options = ClusterOptions::default().with_fake_llm(&llm.base_url());
+    options.postgres = Some((schema.url.clone(), schema.name.clone()));
+    let mut cluster = TestCluster::start(&hangar_bin(), options).await.unwrap();
+    let url_b = cluster.start_replica("b").await.unwrap();
+    let client_a = cluster.client();
+    let client_b = hangar_client::Client::new(&url_b, cluster.api_key.clone()).unwrap();
+
+    // A run created through A reaches a worker connected to B.
+    cluster.start_worker_on(&url_b, "on-b", &[]).await.unwrap();
+    let run = client_a
+        .create_run(&for_host("hello", "on-b"))
+        .await
+        .unwrap();
+    let done = cluster
+        .wait_finished(&run.run_id, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(done.state, RunState::Succeeded, "{:?}", done.status_message);
+    assert_eq!(
+        client_b.get_run(&run.run_id).await.unwrap().state,
+        RunState::Succeeded
+    );
+
+    // A cancel through B reaches a worker connected to A.
+    let root_a = cluster
+        .start_worker_on(&cluster.url.clone(), "on-a", &["--kill-grace", "2s"])
+        .await
+        .unwrap();
+    let long = client_b
+        .create_run(&for_host("sleep", "on-a"))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !processes_under(&root_a)
+        .iter()
+        .any(|(_, cmd)| cmd.starts_with("sleep 300"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the tool never started on worker on-a"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    client_b.cancel_run(&long.run_id).await.unwrap();
+    let ended = cluster
+        .wait_finished(&long.run_id, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(ended.state, RunState::Cancelled);
+    assert!(
+        processes_under(&root_a).is_empty(),
+        "{:?}",
+        processes_under(&root_a)
+    );
+
+    drop(cluster);
+    schema.drop_it().await;
+}

@@ -1,0 +1,699 @@
+//! Egress allowlist for docker tasks (`network_policy: allowlist{hosts}`).
+//!
+//! Per execution the worker creates an **internal** Docker network of its
+//! own (no route out of the host: Docker drops forwarded traffic from its
+//! bridge) and attaches the task container to it only. On the network's
+//! gateway address, which is an address of this host, the worker serves:
+//!
+//! - an **HTTP proxy** (`CONNECT host:port` and absolute-form `http://` requests)
+//!   that connects only to the allowlisted hosts (`name` exactly, `*.suffix`
+//!   for any name under `suffix`; IP literals only when listed literally) and
+//!   answers `403` to anything else. Host names are resolved by the worker
+//!   (`extra_hosts` first), never by the task. The task gets `HTTP_PROXY`,
+//!   `HTTPS_PROXY` (both cases), `NO_PROXY` for the server, and no DNS for
+//!   outside names (Docker's resolver does not forward on internal networks);
+//! - a **server relay**: a TCP relay to the worker's own server URL, which the
+//!   agent uses as its `--server-url` (TLS, if any, stays end to end: a server
+//!   host name is mapped to the gateway in the container's `/etc/hosts`).
+//!
+//! Internal networks still let a container reach **this host** (through the
+//! gateway address, and any other host address, via the INPUT chain). The
+//! worker therefore installs, with `iptables`, rules on the network's bridge
+//! interface (`hg…`) that accept only the proxy and relay ports and reject
+//! everything else; if it cannot (no `iptables`, no `CAP_NET_ADMIN`), the run
+//! fails closed unless `egress_host_firewall: false` is configured (explicit
+//! relaxation: host services listening on all interfaces stay reachable).
+//!
+//! Everything (listeners, rules, network) is removed when the execution is
+//! cleaned up.
+
+use super::BackendError;
+use bollard::models::NetworkCreateRequest;
+use hangar_protocol::worker::FailureReason;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Largest request head the proxy reads.
+const MAX_HEAD: usize = 16 * 1024;
+/// Limit for reading a request head and for connecting upstream.
+const IO_TIMEOUT: Duration = Duration::from_secs(15);
+/// Comment on every firewall rule the worker installs.
+const RULE_COMMENT: &str = "hangar-egress";
+
+/// Which destinations the proxy accepts.
+#[derive(Debug, Clone, Default)]
+pub struct Allowlist {
+    exact: Vec<String>,
+    suffixes: Vec<String>,
+}
+
+impl Allowlist {
+    /// `hosts` as in the environment: `name` or `*.suffix`.
+    pub fn new(hosts: &[String]) -> Self {
+        let mut list = Allowlist::default();
+        for h in hosts {
+            let h = normalise_host(h);
+            match h.strip_prefix("*.") {
+                Some(suffix) if !suffix.is_empty() => list.suffixes.push(format!(".{suffix}")),
+                _ if !h.is_empty() => list.exact.push(h),
+                _ => {}
+            }
+        }
+        list
+    }
+
+    /// Whether `host` (a name or an IP literal) may be reached.
+    pub fn allows(&self, host: &str) -> bool {
+        let host = normalise_host(host);
+        if host.is_empty() {
+            return false;
+        }
+        if self.exact.contains(&host) {
+            return true;
+        }
+        // Wildcards never match IP literals.
+        host.parse::<IpAddr>().is_err() && self.suffixes.iter().any(|s| host.ends_with(s.as_str()))
+    }
+}
+
+/// Lower case, no trailing dot, no IPv6 brackets.
+fn normalise_host(h: &str) -> String {
+    h.trim()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .trim_end_matches('.')
+        .to_ascii_lowercase()
+}
+
+/// Parses `extra_hosts` entries (`name:ip`) into a resolver map.
+pub fn parse_extra_hosts(entries: &[String]) -> Result<HashMap<String, IpAddr>, String> {
+    let mut map = HashMap::new();
+    for e in entries {
+        let (name, ip) = e
+            .split_once(':')
+            .ok_or_else(|| format!("extra_hosts entry {e:?} must be NAME:IP"))?;
+        let ip: IpAddr = ip
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .map_err(|_| format!("extra_hosts entry {e:?}: {ip:?} is not an IP address"))?;
+        map.insert(normalise_host(name), ip);
+    }
+    Ok(map)
+}
+
+/// What the proxy enforces.
+#[derive(Debug)]
+struct Policy {
+    allow: Allowlist,
+    hosts: HashMap<String, IpAddr>,
+}
+
+impl Policy {
+    async fn resolve(&self, host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+        let host = normalise_host(host);
+        if let Some(ip) = self.hosts.get(&host) {
+            return Ok(vec![SocketAddr::new(*ip, port)]);
+        }
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return Ok(vec![SocketAddr::new(ip, port)]);
+        }
+        Ok(tokio::net::lookup_host((host.as_str(), port))
+            .await?
+            .collect())
+    }
+}
+
+/// A running egress setup of one execution.
+#[derive(Debug)]
+pub struct Egress {
+    /// Docker network the task container is attached to (only).
+    pub network: String,
+    /// The network's gateway (this host).
+    pub gateway: IpAddr,
+    /// Port of the HTTP proxy on the gateway.
+    pub proxy_port: u16,
+    /// Port of the server relay on the gateway.
+    pub relay_port: u16,
+    /// `--server-url` for the agent (through the relay).
+    pub agent_server_url: String,
+    /// `/etc/hosts` entries for the container (`name:ip`).
+    pub extra_hosts: Vec<String>,
+    /// Proxy variables for the task.
+    pub env: Vec<(String, String)>,
+    firewall: Vec<Vec<String>>,
+    stop: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+/// Inputs of [`Egress::start`].
+#[derive(Debug, Clone)]
+pub struct EgressRequest<'a> {
+    /// Worker id (labels, interface name).
+    pub worker_id: &'a str,
+    /// Run id (label).
+    pub task_id: &'a str,
+    /// Execution id (names, labels).
+    pub execution_id: &'a str,
+    /// Allowlisted hosts of the environment.
+    pub hosts: &'a [String],
+    /// Configured `extra_hosts` (`name:ip`), also used by the proxy's resolver.
+    pub extra_hosts: &'a [String],
+    /// The server as the worker reaches it; the relay connects here.
+    pub server_url: &'a str,
+    /// Install the host firewall rules (fail closed when impossible).
+    pub host_firewall: bool,
+}
+
+fn err(message: impl Into<String>) -> BackendError {
+    BackendError::new(FailureReason::ContainerCreate, message)
+}
+
+/// Network interface name of an execution's egress bridge (≤ 15 bytes).
+pub fn bridge_name(worker_id: &str, execution_id: &str) -> String {
+    let digest = Sha256::digest(format!("{worker_id}\0{execution_id}").as_bytes());
+    format!("hg{}", &hex::encode(digest)[..12])
+}
+
+impl Egress {
+    /// Creates the internal network, the listeners and the firewall rules.
+    /// On error, whatever was created is removed again.
+    pub async fn start(
+        client: &bollard::Docker,
+        network: String,
+        labels: HashMap<String, String>,
+        req: EgressRequest<'_>,
+    ) -> Result<Egress, BackendError> {
+        let hosts = parse_extra_hosts(req.extra_hosts).map_err(err)?;
+        let server = url::Url::parse(req.server_url)
+            .map_err(|e| err(format!("server URL {:?}: {e}", req.server_url)))?;
+        let server_host = server
+            .host_str()
+            .map(normalise_host)
+            .ok_or_else(|| err(format!("server URL {:?} has no host", req.server_url)))?;
+        let server_port = server
+            .port_or_known_default()
+            .ok_or_else(|| err(format!("server URL {:?} has no port", req.server_url)))?;
+        let bridge = bridge_name(req.worker_id, req.execution_id);
+        let created = client
+            .create_network(NetworkCreateRequest {
+                name: network.clone(),
+                driver: Some("bridge".to_owned()),
+                internal: Some(true),
+                labels: Some(labels),
+                options: Some(HashMap::from([(
+                    "com.docker.network.bridge.name".to_owned(),
+                    bridge.clone(),
+                )])),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| err(format!("cannot create the egress network {network}: {e}")))?;
+        tracing::debug!(task_id = %req.task_id, execution_id = %req.execution_id, network = %network, id = ?created.id, bridge = %bridge, "egress network created");
+        let mut egress = Egress {
+            network: network.clone(),
+            gateway: IpAddr::from([0, 0, 0, 0]),
+            proxy_port: 0,
+            relay_port: 0,
+            agent_server_url: String::new(),
+            extra_hosts: Vec::new(),
+            env: Vec::new(),
+            firewall: Vec::new(),
+            stop: CancellationToken::new(),
+            tasks: JoinSet::new(),
+        };
+        match egress
+            .configure(
+                client,
+                req,
+                hosts,
+                &server,
+                server_host,
+                server_port,
+                &bridge,
+            )
+            .await
+        {
+            Ok(()) => Ok(egress),
+            Err(e) => {
+                egress.stop(client).await;
+                Err(e)
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn configure(
+        &mut self,
+        client: &bollard::Docker,
+        req: EgressRequest<'_>,
+        hosts: HashMap<String, IpAddr>,
+        server: &url::Url,
+        server_host: String,
+        server_port: u16,
+        bridge: &str,
+    ) -> Result<(), BackendError> {
+        let info = client
+            .inspect_network(
+                &self.network,
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
+            .await
+            .map_err(|e| err(format!("cannot inspect the egress network: {e}")))?;
+        let gateway = info
+            .ipam
+            .and_then(|i| i.config)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|c| c.gateway)
+            .filter_map(|g| g.split('/').next().and_then(|g| g.parse::<IpAddr>().ok()))
+            .find(IpAddr::is_ipv4)
+            .ok_or_else(|| err("the egress network has no IPv4 gateway"))?;
+        self.gateway = gateway;
+        let bind = |what: &'static str| async move {
+            TcpListener::bind((gateway, 0)).await.map_err(|e| {
+                err(format!(
+                    "cannot listen on the egress gateway {gateway} for the {what}: {e}"
+                ))
+            })
+        };
+        let proxy = bind("proxy").await?;
+        let relay = bind("server relay").await?;
+        self.proxy_port = proxy.local_addr().map_err(|e| err(e.to_string()))?.port();
+        self.relay_port = relay.local_addr().map_err(|e| err(e.to_string()))?.port();
+
+        if req.host_firewall {
+            self.install_firewall(bridge).await.map_err(|e| {
+                err(format!(
+                    "network_policy allowlist needs host firewall rules on {bridge} and the \
+                     worker cannot install them ({e}); run the worker with CAP_NET_ADMIN and \
+                     iptables, or set `egress_host_firewall: false` (then the task can reach \
+                     services of this host that listen on all interfaces)"
+                ))
+            })?;
+        }
+
+        // The relay: the agent's server URL points at it. A host name stays a
+        // name (TLS validates it) and is mapped to the gateway.
+        let mut agent_url = server.clone();
+        let name_is_ip = server_host.parse::<IpAddr>().is_ok();
+        let url_host = if name_is_ip {
+            gateway.to_string()
+        } else {
+            self.extra_hosts.push(format!("{server_host}:{gateway}"));
+            server_host.clone()
+        };
+        agent_url
+            .set_host(Some(&url_host))
+            .and_then(|()| {
+                agent_url
+                    .set_port(Some(self.relay_port))
+                    .map_err(|()| url::ParseError::InvalidPort)
+            })
+            .map_err(|e| err(format!("cannot build the agent's server URL: {e}")))?;
+        self.agent_server_url = agent_url.as_str().trim_end_matches('/').to_owned();
+        // The task's own names resolve to the proxy's view too (direct use still fails).
+        for (name, ip) in &hosts {
+            self.extra_hosts.push(format!("{name}:{ip}"));
+        }
+
+        let proxy_url = format!("http://{gateway}:{}", self.proxy_port);
+        let no_proxy = format!("localhost,127.0.0.1,{gateway},{url_host}");
+        for (k, v) in [
+            ("HTTP_PROXY", &proxy_url),
+            ("HTTPS_PROXY", &proxy_url),
+            ("http_proxy", &proxy_url),
+            ("https_proxy", &proxy_url),
+            ("NO_PROXY", &no_proxy),
+            ("no_proxy", &no_proxy),
+        ] {
+            self.env.push((k.to_owned(), v.clone()));
+        }
+
+        let policy = Arc::new(Policy {
+            allow: Allowlist::new(req.hosts),
+            hosts,
+        });
+        let target = (server_host, server_port);
+        let stop = self.stop.clone();
+        self.tasks.spawn(serve(proxy, stop.clone(), move |conn| {
+            let policy = policy.clone();
+            async move { proxy_connection(conn, &policy).await }
+        }));
+        self.tasks.spawn(serve(relay, stop, move |conn| {
+            let target = target.clone();
+            async move { relay_connection(conn, &target).await }
+        }));
+        tracing::info!(
+            task_id = %req.task_id,
+            execution_id = %req.execution_id,
+            network = %self.network,
+            proxy = %proxy_url,
+            server_relay = %self.agent_server_url,
+            allow = ?req.hosts,
+            "egress allowlist proxy ready"
+        );
+        Ok(())
+    }
+
+    async fn install_firewall(&mut self, bridge: &str) -> Result<(), String> {
+        let gw = self.gateway.to_string();
+        let base = |extra: &[&str]| -> Vec<String> {
+            let mut r: Vec<String> = ["INPUT", "-i", bridge]
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect();
+            r.extend(extra.iter().map(|s| (*s).to_owned()));
+            r.extend(
+                ["-m", "comment", "--comment", RULE_COMMENT]
+                    .iter()
+                    .map(|s| (*s).to_owned()),
+            );
+            r
+        };
+        let proxy = self.proxy_port.to_string();
+        let relay = self.relay_port.to_string();
+        // Inserted at the top in this order: the accepts end up above the reject.
+        let rules = [
+            base(&["-j", "REJECT"]),
+            base(&["-p", "tcp", "-d", &gw, "--dport", &proxy, "-j", "ACCEPT"]),
+            base(&["-p", "tcp", "-d", &gw, "--dport", &relay, "-j", "ACCEPT"]),
+        ];
+        for rule in rules {
+            let mut args = vec!["-w".to_owned(), "-I".to_owned()];
+            args.extend(rule.iter().cloned());
+            run_iptables(&args).await?;
+            self.firewall.push(rule);
+        }
+        Ok(())
+    }
+
+    /// Stops the listeners, removes the firewall rules and the network.
+    /// Call after the container is gone (a network with endpoints stays).
+    pub async fn stop(&mut self, client: &bollard::Docker) {
+        self.stop.cancel();
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+        for rule in self.firewall.drain(..).rev() {
+            let mut args = vec!["-w".to_owned(), "-D".to_owned()];
+            args.extend(rule);
+            if let Err(e) = run_iptables(&args).await {
+                tracing::warn!(network = %self.network, error = %e, "cannot remove an egress firewall rule");
+            }
+        }
+        match client.remove_network(&self.network).await {
+            Ok(())
+            | Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {}
+            Err(e) => {
+                tracing::warn!(network = %self.network, error = %e, "cannot remove the egress network");
+            }
+        }
+    }
+}
+
+async fn run_iptables(args: &[String]) -> Result<String, String> {
+    let out = tokio::process::Command::new("iptables")
+        .args(args)
+        .output()
+        .await
+        .map_err(|e| format!("cannot run iptables: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "iptables {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Accepts connections until `stop`; connection tasks end with the loop.
+async fn serve<F, Fut>(listener: TcpListener, stop: CancellationToken, handle: F)
+where
+    F: Fn(TcpStream) -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<()>> + Send + 'static,
+{
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((conn, peer)) => {
+                    let fut = handle(conn);
+                    conns.spawn(async move {
+                        if let Err(e) = fut.await {
+                            tracing::debug!(%peer, error = %e, "egress connection ended");
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "egress listener accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            _ = stop.cancelled() => break,
+        }
+    }
+    conns.abort_all();
+}
+
+async fn relay_connection(mut conn: TcpStream, target: &(String, u16)) -> std::io::Result<()> {
+    let mut upstream = tokio::time::timeout(
+        IO_TIMEOUT,
+        TcpStream::connect((target.0.as_str(), target.1)),
+    )
+    .await
+    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+    tokio::io::copy_bidirectional(&mut conn, &mut upstream).await?;
+    Ok(())
+}
+
+/// A parsed proxy request.
+#[derive(Debug, PartialEq)]
+struct ProxyRequest {
+    connect: bool,
+    host: String,
+    port: u16,
+    /// For plain HTTP: the head to send upstream (origin-form, `Connection: close`).
+    head: Vec<u8>,
+}
+
+/// Parses a request head (up to and including the blank line).
+fn parse_request(head: &[u8]) -> Result<ProxyRequest, &'static str> {
+    let text = std::str::from_utf8(head).map_err(|_| "request head is not UTF-8")?;
+    let mut lines = text.split("\r\n");
+    let first = lines.next().ok_or("empty request")?;
+    let mut parts = first.split(' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err("malformed request line");
+    };
+    if !version.starts_with("HTTP/1.") {
+        return Err("unsupported HTTP version");
+    }
+    if method.eq_ignore_ascii_case("CONNECT") {
+        let (host, port) = target.rsplit_once(':').ok_or("CONNECT needs host:port")?;
+        let port: u16 = port.parse().map_err(|_| "bad CONNECT port")?;
+        return Ok(ProxyRequest {
+            connect: true,
+            host: normalise_host(host),
+            port,
+            head: Vec::new(),
+        });
+    }
+    let url = url::Url::parse(target).map_err(|_| "the proxy needs an absolute http:// URL")?;
+    if url.scheme() != "http" {
+        return Err("only http:// URLs are proxied; use CONNECT for https");
+    }
+    let host = url
+        .host_str()
+        .map(normalise_host)
+        .ok_or("URL without host")?;
+    let port = url.port_or_known_default().ok_or("URL without port")?;
+    let mut origin = url.path().to_owned();
+    if let Some(q) = url.query() {
+        origin.push('?');
+        origin.push_str(q);
+    }
+    let mut out = format!("{method} {origin} {version}\r\n");
+    for line in lines {
+        if line.is_empty() {
+            continue;
+        }
+        let name = line.split(':').next().unwrap_or_default().trim();
+        if [
+            "proxy-connection",
+            "proxy-authorization",
+            "connection",
+            "keep-alive",
+        ]
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h))
+        {
+            continue;
+        }
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    out.push_str("Connection: close\r\n\r\n");
+    Ok(ProxyRequest {
+        connect: false,
+        host,
+        port,
+        head: out.into_bytes(),
+    })
+}
+
+async fn respond(conn: &mut TcpStream, status: &str, body: &str) -> std::io::Result<()> {
+    let msg = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    conn.write_all(msg.as_bytes()).await?;
+    conn.shutdown().await
+}
+
+async fn proxy_connection(mut conn: TcpStream, policy: &Policy) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(1024);
+    let end = tokio::time::timeout(IO_TIMEOUT, async {
+        let mut chunk = [0u8; 2048];
+        loop {
+            if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                return Ok(Some(pos + 4));
+            }
+            if buf.len() > MAX_HEAD {
+                return Ok::<_, std::io::Error>(None);
+            }
+            let n = conn.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(None);
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await
+    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "request head timed out"))?;
+    let end: Option<usize> = end?;
+    let Some(end) = end else {
+        return respond(&mut conn, "400 Bad Request", "incomplete request head\n").await;
+    };
+    let req = match parse_request(&buf[..end]) {
+        Ok(r) => r,
+        Err(why) => return respond(&mut conn, "400 Bad Request", &format!("{why}\n")).await,
+    };
+    if !policy.allow.allows(&req.host) {
+        tracing::info!(host = %req.host, port = req.port, "egress refused: host not in the allowlist");
+        return respond(
+            &mut conn,
+            "403 Forbidden",
+            &format!(
+                "hangar egress: {} is not in this environment's network allowlist\n",
+                req.host
+            ),
+        )
+        .await;
+    }
+    let addrs = match policy.resolve(&req.host, req.port).await {
+        Ok(a) if !a.is_empty() => a,
+        _ => {
+            return respond(
+                &mut conn,
+                "502 Bad Gateway",
+                &format!("hangar egress: cannot resolve {}\n", req.host),
+            )
+            .await;
+        }
+    };
+    let upstream = tokio::time::timeout(IO_TIMEOUT, TcpStream::connect(&addrs[..])).await;
+    let mut upstream = match upstream {
+        Ok(Ok(s)) => s,
+        _ => {
+            return respond(
+                &mut conn,
+                "502 Bad Gateway",
+                &format!(
+                    "hangar egress: cannot connect to {}:{}\n",
+                    req.host, req.port
+                ),
+            )
+            .await;
+        }
+    };
+    tracing::debug!(host = %req.host, port = req.port, connect = req.connect, "egress allowed");
+    if req.connect {
+        conn.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            .await?;
+    } else {
+        upstream.write_all(&req.head).await?;
+    }
+    // Bytes the client sent after the head (pipelined or tunnel data).
+    upstream.write_all(&buf[end..]).await?;
+    tokio::io::copy_bidirectional(&mut conn, &mut upstream).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowlist_matching() {
+        let a = Allowlist::new(&[
+            "Example.com".into(),
+            "*.corp.test".into(),
+            "10.0.0.5".into(),
+        ]);
+        assert!(a.allows("example.com"));
+        assert!(a.allows("EXAMPLE.com."));
+        assert!(!a.allows("www.example.com"));
+        assert!(!a.allows("example.com.evil.test"));
+        assert!(a.allows("git.corp.test"));
+        assert!(a.allows("a.b.corp.test"));
+        assert!(!a.allows("corp.test"));
+        assert!(!a.allows("xcorp.test"));
+        assert!(a.allows("10.0.0.5"));
+        assert!(!a.allows("10.0.0.6"));
+        assert!(!a.allows(""));
+    }
+
+    #[test]
+    fn requests_parse() {
+        let c = parse_request(b"CONNECT Example.com:443 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        assert!(c.connect);
+        assert_eq!((c.host.as_str(), c.port), ("example.com", 443));
+        let g = parse_request(
+            b"GET http://h.test:8080/a?b=1 HTTP/1.1\r\nHost: h.test\r\nProxy-Connection: keep-alive\r\n\r\n",
+        )
+        .unwrap();
+        assert!(!g.connect);
+        assert_eq!((g.host.as_str(), g.port), ("h.test", 8080));
+        assert_eq!(
+            String::from_utf8(g.head).unwrap(),
+            "GET /a?b=1 HTTP/1.1\r\nHost: h.test\r\nConnection: close\r\n\r\n"
+        );
+        assert!(parse_request(b"GET /relative HTTP/1.1\r\n\r\n").is_err());
+        assert!(parse_request(b"GET ftp://x/ HTTP/1.1\r\n\r\n").is_err());
+        assert!(parse_request(b"CONNECT nohost HTTP/1.1\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn extra_hosts_and_bridge_names() {
+        let m = parse_extra_hosts(&["Allowed.test:172.17.0.1".into()]).unwrap();
+        assert_eq!(m["allowed.test"], IpAddr::from([172, 17, 0, 1]));
+        assert!(parse_extra_hosts(&["nocolon".into()]).is_err());
+        assert!(parse_extra_hosts(&["a:notip".into()]).is_err());
+        let b = bridge_name("worker", "exec-1");
+        assert!(b.len() <= 15 && b.starts_with("hg"), "{b}");
+    }
+}
