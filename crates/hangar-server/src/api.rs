@@ -3,6 +3,7 @@
 pub mod environments;
 pub mod health;
 pub mod keys;
+pub mod models;
 pub mod runs;
 pub mod schedules;
 pub mod secrets;
@@ -43,6 +44,8 @@ pub fn routes() -> Router<AppState> {
         .route("/agent/runs/local", post(runs::create_local))
         .route("/agent/runs/{run_id}", get(runs::get_one))
         .route("/agent/runs/{run_id}/cancel", post(runs::cancel))
+        .route("/agent/runs/{run_id}/followups", post(runs::followup))
+        .route("/agent/models", get(models::list))
         .route("/agent/runs/{run_id}/transcript", get(runs::transcript))
         .route(
             "/agent/runs/{run_id}/session",

@@ -88,6 +88,7 @@ pub async fn chat_completions(
     };
     let streaming = request.stream.unwrap_or(false);
     let public_model = std::mem::replace(&mut request.model, local_model);
+    let priced_model = public_model.clone();
     request.stream = Some(true);
     let stream = provider.chat_stream(request).await.map_err(gateway_error)?;
 
@@ -95,7 +96,7 @@ pub async fn chat_completions(
         let mut response = hangar_llm::collect(stream).await.map_err(gateway_error)?;
         response.model = public_model;
         if let (Some(run), Some(usage)) = (&run, response.usage) {
-            record_usage(&app, run, usage).await;
+            record_usage(&app, run, &priced_model, usage).await;
         }
         return Ok(axum::Json(response).into_response());
     }
@@ -105,9 +106,10 @@ pub async fn chat_completions(
     let sse = async_stream_sse(stream, public_model, move |usage| {
         let app = app2.clone();
         let run = run.clone();
+        let model = priced_model.clone();
         async move {
             if let (Some(run), Some(usage)) = (run, usage) {
-                record_usage(&app, &run, usage).await;
+                record_usage(&app, &run, &model, usage).await;
             }
         }
     });
@@ -121,10 +123,12 @@ pub async fn chat_completions(
     Ok(resp)
 }
 
-async fn record_usage(app: &AppState, run: &RunId, usage: Usage) {
+async fn record_usage(app: &AppState, run: &RunId, model: &str, usage: Usage) {
+    // Cost from the provider's price table (`prices:` in the config); 0 when unpriced.
+    let cost = app.llm.cost(model, &usage).unwrap_or(0.0);
     if let Err(e) = app
         .store
-        .add_usage(run, usage.prompt_tokens, usage.completion_tokens, 0.0)
+        .add_usage(run, usage.prompt_tokens, usage.completion_tokens, cost)
         .await
     {
         tracing::warn!(error = %e, run_id = %run, "could not record token usage");

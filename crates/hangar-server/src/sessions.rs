@@ -53,6 +53,19 @@ impl SessionHub {
         }
     }
 
+    /// Delivers a follow-up to the run's agent; false when no agent is connected.
+    pub fn followup(&self, run: &RunId, message: String, from: String) -> bool {
+        match self.agents().get(run) {
+            Some(a) => {
+                a.tx.try_send(ServerToAgent::Followup(
+                    hangar_protocol::session::Followup { message, from },
+                ))
+                .is_ok()
+            }
+            None => false,
+        }
+    }
+
     /// Forgets the run's agent (its execution ended).
     pub fn close(&self, run: &RunId) {
         self.agents().remove(run);

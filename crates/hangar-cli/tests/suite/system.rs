@@ -7,6 +7,7 @@ mod docker_system;
 mod environments;
 mod lifecycle;
 mod local_runs;
+mod models_followups;
 mod replicas;
 mod routing;
 mod schedules;

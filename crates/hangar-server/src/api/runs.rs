@@ -554,3 +554,52 @@ mod tests {
         assert_eq!(derive_title(&"x".repeat(100)).chars().count(), 81);
     }
 }
+
+/// `POST /agent/runs/{id}/followups` body.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FollowupRequest {
+    /// The message for the agent.
+    pub message: String,
+}
+
+/// `POST /agent/runs/{id}/followups`: steers a running run. The agent injects
+/// the message at its next turn boundary.
+pub async fn followup(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(run_id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<serde_json::Value>> {
+    let principal = authenticate(app.store.as_ref(), &headers).await?;
+    let (team_id, user_id) = principal.require_api_key()?;
+    let req: FollowupRequest = parse_json(&body)?;
+    let message = req.message.trim();
+    if message.is_empty() {
+        return Err(ApiError::BadRequest("`message` must not be empty".into()));
+    }
+    if message.len() > MAX_PROMPT_BYTES {
+        return Err(ApiError::BadRequest(format!(
+            "`message` is longer than {MAX_PROMPT_BYTES} bytes"
+        )));
+    }
+    let run = load_visible(&app, &principal, &run_id).await?;
+    if run.state.is_terminal() {
+        return Err(ApiError::InvalidState(format!(
+            "run {run_id} already ended ({}); follow-ups on ended runs are not supported yet — start a new run",
+            run.state
+        )));
+    }
+    let from = user_id
+        .map(|u| format!("user:{u}"))
+        .unwrap_or_else(|| format!("team:{team_id}"));
+    if !app.sessions.followup(&run.id, message.to_owned(), from) {
+        return Err(ApiError::Conflict(format!(
+            "run {run_id} has no connected agent yet ({}); retry once it is INPROGRESS",
+            run.state
+        )));
+    }
+    Ok(Json(
+        serde_json::json!({ "run_id": run_id, "delivered": true }),
+    ))
+}

@@ -1,0 +1,6 @@
+//! Test modules.
+
+mod common;
+mod fuzz;
+mod isolation;
+mod limits;

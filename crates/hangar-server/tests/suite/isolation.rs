@@ -1,0 +1,662 @@
+//! C1: every route × another team's key, a run token, and no or a bad key.
+//!
+//! The route table below is checked against `src/api.rs`, so a new route
+//! cannot be added without deciding how it is isolated.
+
+use crate::suite::common::{MODEL, Reply, TwoTeams};
+use futures::{SinkExt, StreamExt};
+use std::collections::BTreeSet;
+
+/// What a run token may do on a route.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum TokenRule {
+    /// Never: 403.
+    Forbidden,
+    /// Only on its own run (`{run_id}`): other runs are 404.
+    OwnRun,
+    /// Always (no object in the path).
+    Allowed,
+}
+
+/// One route of `api.rs`. Path placeholders: `{run_id}`, `{schedule_id}`,
+/// `{key_id}`, `{env_id}`, `{name}`; `{n}` in a body is a fresh number.
+#[derive(Debug, Clone, Copy)]
+struct Route {
+    method: &'static str,
+    path: &'static str,
+    body: Option<&'static str>,
+    token: TokenRule,
+}
+
+const fn route(
+    method: &'static str,
+    path: &'static str,
+    body: Option<&'static str>,
+    token: TokenRule,
+) -> Route {
+    Route {
+        method,
+        path,
+        body,
+        token,
+    }
+}
+
+const RUN_BODY: &str = r#"{"prompt":"team b run {n}"}"#;
+const SCHEDULE_BODY: &str =
+    r#"{"name":"sched-{n}","cron_schedule":"0 3 * * *","prompt":"nightly {n}","enabled":true}"#;
+const CHAT_BODY: &str =
+    r#"{"model":"fake/test-model","messages":[{"role":"user","content":"hello"}]}"#;
+
+use TokenRule::{Allowed, Forbidden, OwnRun};
+
+/// Every route of `api.rs`, with a valid body where it takes one.
+const ROUTES: &[Route] = &[
+    route("POST", "/agent/runs", Some(RUN_BODY), Forbidden),
+    route("GET", "/agent/runs", None, Forbidden),
+    route("POST", "/agent/run", Some(RUN_BODY), Forbidden),
+    route("POST", "/agent/runs/local", Some(RUN_BODY), Forbidden),
+    route("GET", "/agent/runs/{run_id}", None, OwnRun),
+    route("POST", "/agent/runs/{run_id}/cancel", None, Forbidden),
+    route(
+        "POST",
+        "/agent/runs/{run_id}/followups",
+        Some(r#"{"message":"steer {n}"}"#),
+        Forbidden,
+    ),
+    route("GET", "/agent/runs/{run_id}/transcript", None, OwnRun),
+    route("GET", "/agent/runs/{run_id}/session", None, OwnRun),
+    route("GET", "/agent/models", None, Forbidden),
+    route("POST", "/agent/schedules", Some(SCHEDULE_BODY), Forbidden),
+    route("GET", "/agent/schedules", None, Forbidden),
+    route("GET", "/agent/schedules/{schedule_id}", None, Forbidden),
+    route(
+        "PUT",
+        "/agent/schedules/{schedule_id}",
+        Some(SCHEDULE_BODY),
+        Forbidden,
+    ),
+    route("DELETE", "/agent/schedules/{schedule_id}", None, Forbidden),
+    route(
+        "POST",
+        "/agent/schedules/{schedule_id}/pause",
+        None,
+        Forbidden,
+    ),
+    route(
+        "POST",
+        "/agent/schedules/{schedule_id}/resume",
+        None,
+        Forbidden,
+    ),
+    route(
+        "POST",
+        "/api-keys",
+        Some(r#"{"name":"key {n}"}"#),
+        Forbidden,
+    ),
+    route("GET", "/api-keys", None, Forbidden),
+    route("POST", "/api-keys/{key_id}/expire", None, Forbidden),
+    route("GET", "/workers", None, Forbidden),
+    route("GET", "/whoami", None, Allowed),
+    route("GET", "/agent/environments", None, Forbidden),
+    route(
+        "POST",
+        "/environments",
+        Some(r#"{"name":"env-{n}"}"#),
+        Forbidden,
+    ),
+    route("GET", "/environments", None, Forbidden),
+    route("GET", "/environments/{env_id}", None, Forbidden),
+    route(
+        "PUT",
+        "/environments/{env_id}",
+        Some(r#"{"name":"env-{n}"}"#),
+        Forbidden,
+    ),
+    route("DELETE", "/environments/{env_id}", None, Forbidden),
+    route(
+        "POST",
+        "/secrets",
+        Some(r#"{"name":"S_{n}","value":"v{n}"}"#),
+        Forbidden,
+    ),
+    route("GET", "/secrets", None, Forbidden),
+    route(
+        "PUT",
+        "/secrets/{name}",
+        Some(r#"{"value":"v{n}"}"#),
+        Forbidden,
+    ),
+    route("DELETE", "/secrets/{name}", None, Forbidden),
+    route("POST", "/llm/chat/completions", Some(CHAT_BODY), Allowed),
+    route("GET", "/llm/models", None, Allowed),
+    route("GET", "/selfhosted/worker/ws", None, Forbidden),
+];
+
+/// `(METHOD, path)` of every `.route(…)` in `src/api.rs`.
+fn routes_in_source() -> BTreeSet<(String, String)> {
+    let source = include_str!("../../src/api.rs");
+    let mut found = BTreeSet::new();
+    for chunk in source.split(".route(").skip(1) {
+        let Some(start) = chunk.find('"') else {
+            continue;
+        };
+        let rest = &chunk[start + 1..];
+        let Some(end) = rest.find('"') else { continue };
+        let path = &rest[..end];
+        // The handler expression ends at the `)` closing `.route(`.
+        let mut depth = 1usize;
+        let mut handler_end = rest.len();
+        for (i, c) in rest[end + 1..].char_indices() {
+            match c {
+                '(' => depth += 1,
+                ')' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        handler_end = end + 1 + i;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let handler = &rest[end + 1..handler_end];
+        for method in ["get", "post", "put", "delete", "patch"] {
+            let needle = format!("{method}(");
+            let mut from = 0;
+            while let Some(at) = handler[from..].find(&needle) {
+                let abs = from + at;
+                let before = handler[..abs].chars().last();
+                if !before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+                    found.insert((method.to_uppercase(), path.to_owned()));
+                }
+                from = abs + needle.len();
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn c1_route_table_covers_every_route_in_api_rs() {
+    let in_source = routes_in_source();
+    assert!(in_source.len() > 20, "parsed too few routes: {in_source:?}");
+    let in_table: BTreeSet<(String, String)> = ROUTES
+        .iter()
+        .map(|r| (r.method.to_owned(), r.path.to_owned()))
+        .collect();
+    assert_eq!(
+        in_table.len(),
+        ROUTES.len(),
+        "the table lists a route twice"
+    );
+    let missing: Vec<_> = in_source.difference(&in_table).collect();
+    let stale: Vec<_> = in_table.difference(&in_source).collect();
+    assert!(
+        missing.is_empty() && stale.is_empty(),
+        "add these routes of api.rs to ROUTES in tests/suite/isolation.rs: {missing:?}; \
+         remove these, which api.rs no longer has: {stale:?}"
+    );
+}
+
+/// Team A's objects, and strings that must never reach team B.
+struct Fixture {
+    run_id: String,
+    local_run_id: String,
+    run_token: String,
+    schedule_id: String,
+    key_id: String,
+    victim_key: String,
+    revoked_key: String,
+    env_id: String,
+    env_name: String,
+    secret: String,
+    worker_id: String,
+    /// Never in a reply to team B.
+    markers: Vec<String>,
+    /// Keeps team A's worker connected.
+    _worker: hangar_client::WebSocket,
+}
+
+const MARKER: &str = "alpha-confidential-marker";
+
+async fn team_a_objects(t: &TwoTeams) -> Fixture {
+    let a = t.key_a.as_str();
+    let run = t
+        .ok(
+            "POST",
+            "/agent/runs",
+            a,
+            Some(&format!(
+                r#"{{"prompt":"{MARKER} run","config":{{"model_id":"{MODEL}"}}}}"#
+            )),
+        )
+        .await;
+    let run_id = run["run_id"].as_str().unwrap().to_owned();
+    let (local_run_id, run_token) = t.local_run(&format!("{MARKER} local")).await;
+    let sched = t
+        .ok(
+            "POST",
+            "/agent/schedules",
+            a,
+            Some(&format!(
+                r#"{{"name":"alpha-sched","cron_schedule":"0 * * * *","prompt":"{MARKER} sched"}}"#
+            )),
+        )
+        .await;
+    let schedule_id = sched["id"].as_str().unwrap().to_owned();
+    let secret = "ALPHA_SECRET".to_owned();
+    t.ok(
+        "POST",
+        "/secrets",
+        a,
+        Some(&format!(
+            r#"{{"name":"{secret}","value":"{MARKER}-value"}}"#
+        )),
+    )
+    .await;
+    let env_name = "alpha-env".to_owned();
+    let env = t
+        .ok(
+            "POST",
+            "/environments",
+            a,
+            Some(&format!(
+                r#"{{"name":"{env_name}","description":"{MARKER} env","secrets":["{secret}"],"env":{{"ALPHA":"{MARKER}"}}}}"#
+            )),
+        )
+        .await;
+    let env_id = env["id"].as_str().unwrap().to_owned();
+    let key = t
+        .ok(
+            "POST",
+            "/api-keys",
+            a,
+            Some(r#"{"name":"alpha victim key"}"#),
+        )
+        .await;
+    let key_id = key["id"].as_str().unwrap().to_owned();
+    let victim_key = key["key"].as_str().unwrap().to_owned();
+    let revoked = t
+        .ok(
+            "POST",
+            "/api-keys",
+            a,
+            Some(r#"{"name":"alpha revoked key"}"#),
+        )
+        .await;
+    t.ok(
+        "POST",
+        &format!("/api-keys/{}/expire", revoked["id"].as_str().unwrap()),
+        a,
+        None,
+    )
+    .await;
+    let worker_id = "alpha-worker-7f3a".to_owned();
+    let worker = hangar_client::connect_websocket(
+        &t.ws_url(&format!("/selfhosted/worker/ws?worker_id={worker_id}")),
+        a,
+    )
+    .await
+    .unwrap();
+    // Wait until the worker is registered.
+    let mut registered = false;
+    for _ in 0..100 {
+        let w = t.ok("GET", "/workers", a, None).await;
+        if w.to_string().contains(&worker_id) {
+            registered = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(registered, "team A's worker never showed up");
+    let whoami_a = t.ok("GET", "/whoami", a, None).await;
+    let bootstrap_key_id = whoami_a["key_id"].as_str().unwrap().to_owned();
+    let team_a_uid = whoami_a["team"]["id"].as_str().unwrap().to_owned();
+    let markers = vec![
+        MARKER.to_owned(),
+        run_id.clone(),
+        local_run_id.clone(),
+        schedule_id.clone(),
+        "alpha-sched".to_owned(),
+        key_id.clone(),
+        bootstrap_key_id,
+        revoked["id"].as_str().unwrap().to_owned(),
+        env_id.clone(),
+        env_name.clone(),
+        secret.clone(),
+        worker_id.clone(),
+        team_a_uid,
+    ];
+    Fixture {
+        run_id,
+        local_run_id,
+        run_token,
+        schedule_id,
+        key_id,
+        victim_key,
+        revoked_key: revoked["key"].as_str().unwrap().to_owned(),
+        env_id,
+        env_name,
+        secret,
+        worker_id,
+        markers,
+        _worker: worker,
+    }
+}
+
+fn fill(path: &str, run: &str, f: &Fixture, env: &str) -> String {
+    path.replace("{run_id}", run)
+        .replace("{schedule_id}", &f.schedule_id)
+        .replace("{key_id}", &f.key_id)
+        .replace("{env_id}", env)
+        .replace("{name}", &f.secret)
+}
+
+fn nonexistent(path: &str) -> String {
+    path.replace("{run_id}", "01NOSUCHRUN")
+        .replace("{schedule_id}", "01NOSUCHSCHEDULE")
+        .replace("{key_id}", "01NOSUCHKEY")
+        .replace("{env_id}", "no-such-env")
+        .replace("{name}", "NO_SUCH_SECRET")
+}
+
+fn has_object(path: &str) -> bool {
+    path.contains('{')
+}
+
+struct Caller<'a> {
+    t: &'a TwoTeams,
+    n: std::cell::Cell<u64>,
+}
+
+impl Caller<'_> {
+    async fn send(&self, route: &Route, path: &str, key: Option<&str>) -> Reply {
+        let n = self.n.get() + 1;
+        self.n.set(n);
+        let body = route.body.map(|b| b.replace("{n}", &n.to_string()));
+        self.t.call(route.method, path, key, body.as_deref()).await
+    }
+}
+
+fn leaks(reply: &Reply, markers: &[String]) -> Option<String> {
+    markers
+        .iter()
+        .find(|m| reply.text.contains(m.as_str()))
+        .cloned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c1_every_route_isolates_teams_run_tokens_and_bad_keys() {
+    let t = TwoTeams::start().await;
+    t.llm
+        .push((0..4).map(|_| hangar_testkit::fake_llm::Turn::text("hi")));
+    let f = team_a_objects(&t).await;
+    let caller = Caller {
+        t: &t,
+        n: std::cell::Cell::new(0),
+    };
+    let b = t.key_b.as_str();
+    let mut failures: Vec<String> = Vec::new();
+
+    // Team B: a foreign object is indistinguishable from a missing one, lists
+    // and everything else never show team A's objects.
+    for r in ROUTES {
+        let label = format!("team B: {} {}", r.method, r.path);
+        if has_object(r.path) {
+            let mut paths = vec![fill(r.path, &f.run_id, &f, &f.env_id)];
+            if r.path.contains("{run_id}") {
+                paths.push(fill(r.path, &f.local_run_id, &f, &f.env_id));
+            }
+            if r.path.contains("{env_id}") {
+                paths.push(fill(r.path, &f.run_id, &f, &f.env_name));
+            }
+            let missing = caller.send(r, &nonexistent(r.path), Some(b)).await;
+            // The session stream is written with a run token only: an API key is refused before any lookup.
+            let want = if r.path.ends_with("/session") {
+                403
+            } else {
+                404
+            };
+            for path in paths {
+                let reply = caller.send(r, &path, Some(b)).await;
+                if let Some(e) = reply.problem_error(Some(want)) {
+                    failures.push(format!("{label} on A's object `{path}`: {e}"));
+                }
+                if reply.status != missing.status {
+                    failures.push(format!(
+                        "{label}: A's object answers {} but a missing one {}: existence leaks",
+                        reply.status, missing.status
+                    ));
+                }
+                if reply.text.contains(MARKER) {
+                    failures.push(format!("{label}: reply shows A's content: {}", reply.text));
+                }
+            }
+        } else {
+            let reply = caller.send(r, r.path, Some(b)).await;
+            if reply.status >= 500 {
+                failures.push(format!("{label}: {} {}", reply.status, reply.text));
+            }
+            if reply.status >= 400
+                && let Some(e) = reply.problem_error(None)
+            {
+                failures.push(format!("{label}: {e}"));
+            }
+            if let Some(m) = leaks(&reply, &f.markers) {
+                failures.push(format!(
+                    "{label}: reply contains team A's `{m}`: {}",
+                    reply.text
+                ));
+            }
+        }
+    }
+
+    // A run token of A's local run: its own run only, nothing team-wide.
+    let other_runs = [f.run_id.clone(), "01NOSUCHRUN".to_owned()];
+    for r in ROUTES {
+        let label = format!("run token: {} {}", r.method, r.path);
+        let own = fill(r.path, &f.local_run_id, &f, &f.env_id);
+        let reply = caller.send(r, &own, Some(&f.run_token)).await;
+        match r.token {
+            Forbidden => {
+                if let Some(e) = reply.problem_error(Some(403)) {
+                    failures.push(format!("{label}: {e}"));
+                }
+            }
+            OwnRun | Allowed => {
+                if matches!(reply.status, 401 | 403 | 404) || reply.status >= 500 {
+                    failures.push(format!(
+                        "{label} (own run): refused: {} {}",
+                        reply.status, reply.text
+                    ));
+                }
+            }
+        }
+        if r.token == OwnRun {
+            for other in &other_runs {
+                let path = fill(r.path, other, &f, &f.env_id);
+                let reply = caller.send(r, &path, Some(&f.run_token)).await;
+                if let Some(e) = reply.problem_error(Some(404)) {
+                    failures.push(format!("{label} on another run `{other}`: {e}"));
+                }
+            }
+        }
+    }
+
+    // No credential, or a bad one: 401 on every route, before anything else.
+    let bad: [(&str, Option<String>); 7] = [
+        ("no Authorization header", None),
+        ("unknown key", Some(format!("Bearer hk_{}", "0".repeat(64)))),
+        ("malformed key", Some("Bearer not-a-key".to_owned())),
+        ("revoked key", Some(format!("Bearer {}", f.revoked_key))),
+        (
+            "unknown run token",
+            Some(format!("Bearer hr_{}", "0".repeat(64))),
+        ),
+        ("empty bearer", Some("Bearer ".to_owned())),
+        ("basic scheme", Some("Basic dXNlcjpwYXNz".to_owned())),
+    ];
+    for r in ROUTES {
+        let path = fill(r.path, &f.run_id, &f, &f.env_id);
+        for (what, auth) in &bad {
+            let body = r.body.map(|b| b.replace("{n}", "0").into_bytes());
+            let reply = t
+                .call_raw(r.method, &path, auth.as_deref(), body)
+                .await
+                .unwrap();
+            if let Some(e) = reply.problem_error(Some(401)) {
+                failures.push(format!("{what}: {} {}: {e}", r.method, r.path));
+            }
+            if reply.text.contains(MARKER) {
+                failures.push(format!("{what}: {} {} shows A's content", r.method, r.path));
+            }
+        }
+    }
+
+    // Team A's objects are untouched by everything above.
+    let a = t.key_a.as_str();
+    let run = t
+        .ok("GET", &format!("/agent/runs/{}", f.run_id), a, None)
+        .await;
+    assert_ne!(run["state"], "CANCELLED", "team B cancelled A's run");
+    let local = t
+        .ok("GET", &format!("/agent/runs/{}", f.local_run_id), a, None)
+        .await;
+    assert_eq!(local["state"], "INPROGRESS", "{local}");
+    let sched = t
+        .ok(
+            "GET",
+            &format!("/agent/schedules/{}", f.schedule_id),
+            a,
+            None,
+        )
+        .await;
+    assert_eq!(sched["name"], "alpha-sched", "team B changed A's schedule");
+    assert_eq!(sched["enabled"], true, "team B paused A's schedule");
+    let env = t
+        .ok("GET", &format!("/environments/{}", f.env_id), a, None)
+        .await;
+    assert_eq!(
+        env["name"],
+        f.env_name.as_str(),
+        "team B changed A's environment"
+    );
+    let secrets = t.ok("GET", "/secrets", a, None).await;
+    assert!(
+        secrets.to_string().contains(&f.secret),
+        "team B deleted A's secret"
+    );
+    let whoami = t.ok("GET", "/whoami", &f.victim_key, None).await;
+    assert_eq!(
+        whoami["key_id"],
+        f.key_id.as_str(),
+        "team B revoked A's key"
+    );
+    let workers = t.ok("GET", "/workers", a, None).await;
+    assert!(workers.to_string().contains(&f.worker_id), "{workers}");
+
+    // Control: the same paths with team A's key find the objects, so the 404s
+    // above are isolation, not typos. Destructive routes last.
+    let mut order: Vec<&Route> = ROUTES.iter().filter(|r| has_object(r.path)).collect();
+    order.sort_by_key(|r| (r.method == "DELETE") as u8 + r.path.ends_with("/expire") as u8);
+    for r in order {
+        let path = fill(r.path, &f.run_id, &f, &f.env_id);
+        let reply = caller.send(r, &path, Some(a)).await;
+        let refused = if r.path.ends_with("/session") {
+            reply.status != 403
+        } else if r.path.ends_with("/followups") {
+            // Queued run, no agent connected yet: a conflict, not a 404.
+            reply.status != 409
+        } else {
+            !(200..300).contains(&reply.status)
+        };
+        if refused {
+            failures.push(format!(
+                "control: team A {} {}: {} {}",
+                r.method, path, reply.status, reply.text
+            ));
+        }
+    }
+
+    assert!(
+        failures.is_empty(),
+        "{} isolation failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c1_a_worker_of_another_team_cannot_report_on_its_runs() {
+    use tokio_tungstenite::tungstenite::Message;
+    let t = TwoTeams::start().await;
+    let f = team_a_objects(&t).await;
+    let a = t.key_a.as_str();
+    let before = t
+        .ok("GET", &format!("/agent/runs/{}", f.run_id), a, None)
+        .await;
+    // Named like the executions of unmanaged runs, so only the team check stands in the way.
+    let mut ws = hangar_client::connect_websocket(
+        &t.ws_url(&format!(
+            "/selfhosted/worker/ws?worker_id={}",
+            hangar_store::LOCAL_WORKER_ID
+        )),
+        &t.key_b,
+    )
+    .await
+    .unwrap();
+    for run in [&f.run_id, &f.local_run_id] {
+        for (kind, data) in [
+            (
+                "task_claimed",
+                serde_json::json!({"task_id": run, "worker_id": hangar_store::LOCAL_WORKER_ID}),
+            ),
+            (
+                "task_completed",
+                serde_json::json!({"task_id": run, "message": "pwned"}),
+            ),
+            (
+                "task_failed",
+                serde_json::json!({"task_id": run, "message": "pwned"}),
+            ),
+            (
+                "task_rejected",
+                serde_json::json!({"task_id": run, "reason": "pwned"}),
+            ),
+        ] {
+            let frame = serde_json::json!({"type": kind, "data": data}).to_string();
+            ws.send(Message::Text(frame.into())).await.unwrap();
+        }
+    }
+    // Frames are applied in order before the server reads the close: once the
+    // worker is gone from team B's list, every frame above was handled.
+    ws.close(None).await.unwrap();
+    while let Some(Ok(_)) = ws.next().await {}
+    let mut gone = false;
+    for _ in 0..100 {
+        let w = t.ok("GET", "/workers", &t.key_b, None).await;
+        if !w.to_string().contains(hangar_store::LOCAL_WORKER_ID) {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(gone, "team B's worker never disconnected");
+    let local = t
+        .ok("GET", &format!("/agent/runs/{}", f.local_run_id), a, None)
+        .await;
+    assert_eq!(
+        local["state"], "INPROGRESS",
+        "team B's worker ended A's run: {local}"
+    );
+    let after = t
+        .ok("GET", &format!("/agent/runs/{}", f.run_id), a, None)
+        .await;
+    assert_eq!(
+        before["state"], after["state"],
+        "team B's worker moved A's run"
+    );
+    assert!(!after.to_string().contains("pwned"), "{after}");
+}
