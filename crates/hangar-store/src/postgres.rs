@@ -606,6 +606,12 @@ impl RunStore for PostgresStore {
         if query.schedule_id.is_some() {
             sql.push_str(&format!(" AND schedule_id = ${}", next_param()));
         }
+        let (extra, values) = crate::records::filter_clauses(
+            query,
+            &|field| format!("(config::jsonb ->> '{field}')"),
+            &mut || format!("${}", next_param()),
+        );
+        sql.push_str(&extra);
         if query.after.is_some() {
             let (k, id) = (next_param(), next_param());
             sql.push_str(&format!(" AND ({key}, id) {cmp} (${k}, ${id})"));
@@ -624,6 +630,12 @@ impl RunStore for PostgresStore {
         }
         if let Some(schedule) = &query.schedule_id {
             q = q.bind(schedule.clone());
+        }
+        for v in values {
+            q = match v {
+                crate::records::FilterValue::Text(t) => q.bind(t),
+                crate::records::FilterValue::Int(i) => q.bind(i),
+            };
         }
         if let Some((k, id)) = &query.after {
             q = q.bind(*k).bind(id.clone());

@@ -190,6 +190,26 @@ pub struct RunQuery {
     pub source: Option<RunSourceType>,
     /// Only runs created by this schedule.
     pub schedule_id: Option<String>,
+    /// Config name (`agent_config.name`).
+    pub name: Option<String>,
+    /// Model id (`agent_config.model_id`).
+    pub model_id: Option<String>,
+    /// Environment id (`agent_config.environment_id`).
+    pub environment_id: Option<String>,
+    /// Skill spec (`agent_config.skill_spec`).
+    pub skill_spec: Option<String>,
+    /// Creator user id.
+    pub creator_user_id: Option<i64>,
+    /// Where it executes.
+    pub execution_location: Option<hangar_protocol::RunExecutionLocation>,
+    /// Created strictly after (ms).
+    pub created_after: Option<i64>,
+    /// Created strictly before (ms).
+    pub created_before: Option<i64>,
+    /// Updated strictly after (ms).
+    pub updated_after: Option<i64>,
+    /// Case-insensitive text in the title, prompt or skill spec.
+    pub text: Option<String>,
     /// Sort field.
     pub sort: RunSort,
     /// Ascending instead of descending.
@@ -318,4 +338,67 @@ pub enum Transition {
     AlreadyTerminal,
     /// Nothing to do (already in that state, duplicate report).
     Unchanged,
+}
+
+/// A value bound to a run-listing filter.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum FilterValue {
+    /// Text.
+    Text(String),
+    /// Integer.
+    Int(i64),
+}
+
+/// SQL conditions (each starting with ` AND`) and their values for the
+/// filters of `q` other than states, source, schedule and paging, in one
+/// dialect: `json_text(field)` extracts a text field of the JSON `config`
+/// column; `mark()` yields the next parameter placeholder.
+pub(crate) fn filter_clauses(
+    q: &RunQuery,
+    json_text: &dyn Fn(&str) -> String,
+    mark: &mut dyn FnMut() -> String,
+) -> (String, Vec<FilterValue>) {
+    let mut sql = String::new();
+    let mut values = Vec::new();
+    for (field, value) in [
+        ("name", &q.name),
+        ("model_id", &q.model_id),
+        ("environment_id", &q.environment_id),
+        ("skill_spec", &q.skill_spec),
+    ] {
+        if let Some(v) = value {
+            sql.push_str(&format!(" AND {} = {}", json_text(field), mark()));
+            values.push(FilterValue::Text(v.clone()));
+        }
+    }
+    if let Some(c) = q.creator_user_id {
+        sql.push_str(&format!(" AND creator_user_id = {}", mark()));
+        values.push(FilterValue::Int(c));
+    }
+    if let Some(l) = q.execution_location {
+        sql.push_str(&format!(" AND execution_location = {}", mark()));
+        values.push(FilterValue::Text(l.as_str().to_owned()));
+    }
+    for (column, op, value) in [
+        ("created_at", ">", q.created_after),
+        ("created_at", "<", q.created_before),
+        ("updated_at", ">", q.updated_after),
+    ] {
+        if let Some(v) = value {
+            sql.push_str(&format!(" AND {column} {op} {}", mark()));
+            values.push(FilterValue::Int(v));
+        }
+    }
+    if let Some(text) = &q.text {
+        let escaped = text.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+        let pattern = format!("%{escaped}%");
+        let (a, b, c) = (mark(), mark(), mark());
+        sql.push_str(&format!(
+            " AND (LOWER(title) LIKE {a} ESCAPE '\\' OR LOWER(prompt) LIKE {b} ESCAPE '\\' \
+             OR LOWER(COALESCE({}, '')) LIKE {c} ESCAPE '\\')",
+            json_text("skill_spec")
+        ));
+        values.extend([FilterValue::Text(pattern.clone()), FilterValue::Text(pattern.clone()), FilterValue::Text(pattern)]);
+    }
+    (sql, values)
 }

@@ -446,6 +446,12 @@ impl RunStore for SqliteStore {
         if query.schedule_id.is_some() {
             sql.push_str(" AND schedule_id = ?");
         }
+        let (extra, values) = crate::records::filter_clauses(
+            query,
+            &|field| format!("json_extract(config, '$.{field}')"),
+            &mut || "?".to_owned(),
+        );
+        sql.push_str(&extra);
         if query.after.is_some() {
             sql.push_str(&format!(" AND ({key}, id) {cmp} (?, ?)"));
         }
@@ -459,6 +465,12 @@ impl RunStore for SqliteStore {
         }
         if let Some(schedule) = &query.schedule_id {
             q = q.bind(schedule.clone());
+        }
+        for v in values {
+            q = match v {
+                crate::records::FilterValue::Text(t) => q.bind(t),
+                crate::records::FilterValue::Int(i) => q.bind(i),
+            };
         }
         if let Some((k, id)) = &query.after {
             q = q.bind(*k).bind(id.clone());

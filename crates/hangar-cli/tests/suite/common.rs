@@ -48,3 +48,15 @@ pub fn dir_entries(dir: &Path) -> Vec<PathBuf> {
         .map(|rd| rd.flatten().map(|e| e.path()).collect())
         .unwrap_or_default()
 }
+
+/// The Python interpreter with `oz-agent-sdk` installed (scripts/test makes it).
+pub fn test_python() -> String {
+    match std::env::var("HANGAR_TEST_PYTHON") {
+        Ok(p) if !p.trim().is_empty() => p,
+        _ => panic!(
+            "HANGAR_TEST_PYTHON is not set: this test drives the official Python SDK \
+             (`oz-agent-sdk`). Run scripts/test, which creates a virtualenv with the SDK and \
+             exports HANGAR_TEST_PYTHON, or point HANGAR_TEST_PYTHON at a python that has it."
+        ),
+    }
+}

@@ -7,6 +7,7 @@ mod docker_system;
 mod environments;
 mod lifecycle;
 mod local_runs;
+mod oz_sdk;
 mod models_followups;
 mod replicas;
 mod routing;

@@ -322,21 +322,7 @@ fn decode_cursor(cursor: &str) -> ApiResult<(i64, String)> {
 }
 
 /// Query parameters of the Oz spec this version does not filter on yet.
-const UNSUPPORTED_FILTERS: &[&str] = &[
-    "name",
-    "model_id",
-    "creator",
-    "execution_location",
-    "created_after",
-    "created_before",
-    "updated_after",
-    "environment_id",
-    "skill",
-    "skill_spec",
-    "ancestor_run_id",
-    "artifact_type",
-    "q",
-];
+const UNSUPPORTED_FILTERS: &[&str] = &["ancestor_run_id", "artifact_type"];
 
 fn parse_list_query(raw: Option<&str>) -> ApiResult<RunQuery> {
     let mut q = RunQuery {
@@ -395,6 +381,46 @@ fn parse_list_query(raw: Option<&str>) -> ApiResult<RunQuery> {
                             "`sort_order` must be `asc` or `desc`, got `{other}`"
                         )));
                     }
+                }
+            }
+            "name" => q.name = Some(v.into_owned()),
+            "model_id" => q.model_id = Some(v.into_owned()),
+            "environment_id" => q.environment_id = Some(v.into_owned()),
+            "skill" | "skill_spec" => q.skill_spec = Some(v.into_owned()),
+            "q" => {
+                if v.trim().is_empty() {
+                    return Err(ApiError::BadRequest("`q` must not be empty".into()));
+                }
+                q.text = Some(v.trim().to_owned());
+            }
+            "creator" => {
+                // Creators are users; their uid in `RunItem.creator` is the numeric id.
+                q.creator_user_id = Some(v.parse().map_err(|_| {
+                    ApiError::BadRequest(format!("`creator` `{v}` is not a creator uid from `RunItem.creator.uid`"))
+                })?);
+            }
+            "execution_location" => {
+                q.execution_location = Some(match v.as_ref() {
+                    "LOCAL" => RunExecutionLocation::Local,
+                    "REMOTE" => RunExecutionLocation::Remote,
+                    other => {
+                        return Err(ApiError::BadRequest(format!(
+                            "`execution_location` must be LOCAL or REMOTE, got `{other}`"
+                        )));
+                    }
+                });
+            }
+            "created_after" | "created_before" | "updated_after" => {
+                let t = Timestamp::parse(&v).map_err(|_| {
+                    ApiError::BadRequest(format!(
+                        "`{k}` `{v}` is not an RFC 3339 timestamp like 2026-01-31T12:00:00Z"
+                    ))
+                })?;
+                let ms = Some(t.unix_millis());
+                match k.as_ref() {
+                    "created_after" => q.created_after = ms,
+                    "created_before" => q.created_before = ms,
+                    _ => q.updated_after = ms,
                 }
             }
             other if UNSUPPORTED_FILTERS.contains(&other) => {

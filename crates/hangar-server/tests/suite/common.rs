@@ -136,11 +136,6 @@ impl TwoTeams {
         }
     }
 
-    /// The running server.
-    pub fn server(&self) -> &Server {
-        self.server.as_ref().unwrap()
-    }
-
     /// `/api/v1` + `path`.
     pub fn api(&self, path: &str) -> String {
         format!("{}/api/v1{path}", self.url)

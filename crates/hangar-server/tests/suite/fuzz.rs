@@ -29,7 +29,7 @@ fn runner() -> TestRunner {
 }
 
 /// Strings that break naive parsers.
-fn nasty_string() -> SBoxedStrategy<String> {
+fn nasty_string() -> BoxedStrategy<String> {
     prop_oneof![
         4 => any::<String>(),
         2 => "[a-zA-Z0-9_./:* -]{0,24}",
@@ -51,10 +51,10 @@ fn nasty_string() -> SBoxedStrategy<String> {
         1 => Just("allowlist".to_owned()),
         1 => Just("\u{202e}\u{fffd}😀".to_owned()),
     ]
-    .sboxed()
+    .boxed()
 }
 
-fn number() -> SBoxedStrategy<Value> {
+fn number() -> BoxedStrategy<Value> {
     prop_oneof![
         any::<i64>().prop_map(Value::from),
         any::<u64>().prop_map(Value::from),
@@ -63,11 +63,11 @@ fn number() -> SBoxedStrategy<Value> {
         prop::sample::select(vec![0i64, -1, 1, 60, 61, i32::MAX as i64 + 1, i64::MIN])
             .prop_map(Value::from),
     ]
-    .sboxed()
+    .boxed()
 }
 
 /// Any JSON value, with the keys of the route's fields among the random ones.
-fn json_value(keys: Vec<&'static str>) -> SBoxedStrategy<Value> {
+fn json_value(keys: Vec<&'static str>) -> BoxedStrategy<Value> {
     let leaf = prop_oneof![
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
@@ -85,7 +85,7 @@ fn json_value(keys: Vec<&'static str>) -> SBoxedStrategy<Value> {
                 .prop_map(|m| Value::Object(m.into_iter().collect())),
         ]
     })
-    .sboxed()
+    .boxed()
 }
 
 /// Sets `pointer` (e.g. `/config/model_id`) in `doc`, creating objects on the way.
@@ -134,6 +134,7 @@ fn set(doc: &mut Value, pointer: &str, value: Option<Value>) {
 }
 
 /// A route that takes a JSON body: a valid seed and the fields to mutate.
+#[derive(Clone)]
 struct BodyRoute {
     method: &'static str,
     path: String,
@@ -145,7 +146,7 @@ struct BodyRoute {
 }
 
 /// Bodies: a valid seed with mutated fields, any JSON, raw bytes, a truncated seed.
-fn body_strategy(route: &BodyRoute) -> SBoxedStrategy<Vec<u8>> {
+fn body_strategy(route: &BodyRoute) -> BoxedStrategy<Vec<u8>> {
     let seed = route.seed.clone();
     let fields = route.fields.clone();
     let keys: Vec<&'static str> = fields
@@ -170,7 +171,7 @@ fn body_strategy(route: &BodyRoute) -> SBoxedStrategy<Vec<u8>> {
         1 => prop::collection::vec(any::<u8>(), 0..64),
         1 => (0..seed_len).prop_map(move |n| seed_text.as_bytes()[..n].to_vec()),
     ]
-    .sboxed()
+    .boxed()
 }
 
 /// Checks one answer to fuzzed input.
@@ -191,13 +192,16 @@ fn judge(status: u16, content_type: &str, text: &str, upstream: bool) -> Result<
 
 /// Runs `strategy` against one request shape on a blocking thread, each case
 /// sent through the server; returns the minimal failure, if any.
-async fn fuzz<S, F>(label: String, strategy: S, send: F) -> Option<String>
+async fn fuzz<M, S, F>(label: String, make: M, send: F) -> Option<String>
 where
-    S: Strategy + Send + 'static,
+    M: FnOnce() -> S + Send + 'static,
+    S: Strategy,
     S::Value: std::fmt::Debug,
     F: Fn(S::Value) -> Result<(), String> + Send + 'static,
 {
     tokio::task::spawn_blocking(move || {
+        // Built here: proptest's boxed strategies are not `Send`.
+        let strategy = make();
         let mut runner = runner();
         match runner.run(&strategy, |input| send(input).map_err(TestCaseError::fail)) {
             Ok(()) => None,
@@ -404,9 +408,8 @@ async fn c7_fuzzed_bodies_never_get_5xx_or_panic() {
     let mut failures = Vec::new();
     for route in body_routes(&run, &schedule, &env) {
         let label = format!("{} {}", route.method, route.path);
-        let strategy = body_strategy(&route);
-        let (t2, handle) = (t.clone(), Handle::current());
-        let failure = fuzz(label.clone(), strategy, move |body| {
+        let (t2, handle, shape) = (t.clone(), Handle::current(), route.clone());
+        let failure = fuzz(label.clone(), move || body_strategy(&shape), move |body| {
             probe(
                 &t2,
                 &handle,
@@ -430,7 +433,7 @@ async fn c7_fuzzed_bodies_never_get_5xx_or_panic() {
 
 /// Query values: random text (encoded), raw broken encodings, and values each
 /// parameter is known to choke on.
-fn query_strategy(keys: Vec<&'static str>, cursor: String) -> SBoxedStrategy<String> {
+fn query_strategy(keys: Vec<&'static str>, cursor: String) -> BoxedStrategy<String> {
     let key = prop_oneof![
         4 => prop::sample::select(keys).prop_map(str::to_owned),
         1 => "[a-z_%]{0,8}",
@@ -454,7 +457,7 @@ fn query_strategy(keys: Vec<&'static str>, cursor: String) -> SBoxedStrategy<Str
                 .collect::<Vec<_>>()
                 .join("&")
         })
-        .sboxed()
+        .boxed()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -508,7 +511,8 @@ async fn c7_fuzzed_query_strings_and_path_ids_never_get_5xx() {
     for (path, keys) in lists {
         let label = format!("GET {path}?…");
         let (t2, handle, key) = (t.clone(), Handle::current(), a.clone());
-        let failure = fuzz(label, query_strategy(keys, cursor.clone()), move |q| {
+        let cursor = cursor.clone();
+        let failure = fuzz(label, move || query_strategy(keys, cursor), move |q| {
             probe(
                 &t2,
                 &handle,
@@ -529,7 +533,7 @@ async fn c7_fuzzed_query_strings_and_path_ids_never_get_5xx() {
     failures.extend(
         fuzz(
             format!("GET {session}?…"),
-            query_strategy(vec!["execution_id"], String::new()),
+            || query_strategy(vec!["execution_id"], String::new()),
             move |q| {
                 probe(
                     &t2,
@@ -561,16 +565,17 @@ async fn c7_fuzzed_query_strings_and_path_ids_never_get_5xx() {
     ];
     for (method, template) in templates {
         let (t2, handle, key) = (t.clone(), Handle::current(), a.clone());
-        let id = prop_oneof![
-            nasty_string()
-                .prop_filter("non-empty", |s| !s.is_empty())
-                .prop_map(
-                    |s| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
-                ),
-            "[%a-fA-F0-9.]{1,12}",
-        ];
+        let id = || {
+            prop_oneof![
+                nasty_string()
+                    .prop_filter("non-empty", |s| !s.is_empty())
+                    .prop_map(|s| url::form_urlencoded::byte_serialize(s.as_bytes())
+                        .collect::<String>()),
+                "[%a-fA-F0-9.]{1,12}",
+            ]
+        };
         failures.extend(
-            fuzz(format!("{method} {template}"), id, move |id| {
+            fuzz(format!("{method} {template}"), id, move |id: String| {
                 probe(
                     &t2,
                     &handle,
@@ -596,7 +601,7 @@ fn frame_strategy(
     kinds: Vec<&'static str>,
     payload: Value,
     fields: Vec<&'static str>,
-) -> SBoxedStrategy<Frame> {
+) -> BoxedStrategy<Frame> {
     let keys: Vec<&'static str> = fields.clone();
     let mutated = prop::collection::vec(
         (
@@ -622,7 +627,7 @@ fn frame_strategy(
         1 => prop::collection::vec(any::<u8>(), 0..256).prop_map(Frame::Binary),
         1 => prop::collection::vec(any::<u8>(), 0..125).prop_map(Frame::Ping),
     ]
-    .sboxed()
+    .boxed()
 }
 
 #[derive(Debug, Clone)]
@@ -648,7 +653,7 @@ impl Frame {
 async fn fuzz_socket<C, Fut>(
     t: &Arc<TwoTeams>,
     label: &str,
-    strategy: SBoxedStrategy<Frame>,
+    strategy: BoxedStrategy<Frame>,
     connect: C,
 ) -> Vec<String>
 where

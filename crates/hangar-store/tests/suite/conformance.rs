@@ -73,6 +73,45 @@ pub async fn run_all(store: &dyn Store) {
     events_are_stored_once_in_order(store).await;
     runs_are_team_scoped_and_paged(store).await;
     api_keys(store).await;
+    run_filters(store).await;
+}
+
+async fn run_filters(store: &dyn Store) {
+    let t = team(store, "filters").await;
+    let mk = |name: &str, model: &str, prompt: &str, created_at: i64| NewRun {
+        id: RunId::generate(),
+        team_id: t.id,
+        creator_user_id: None,
+        title: format!("title {prompt}"),
+        prompt: prompt.into(),
+        source: RunSourceType::Api,
+        execution_location: RunExecutionLocation::Remote,
+        config: AgentConfig {
+            name: Some(name.into()),
+            model_id: Some(model.into()),
+            environment_id: Some("env-1".into()),
+            ..Default::default()
+        },
+        created_at,
+    };
+    let a = store.create_run(mk("nightly", "openai/gpt-5", "Fix 100% of the flaky_tests", 1_000)).await.unwrap();
+    let b = store.create_run(mk("adhoc", "anthropic/claude", "Write docs", 2_000)).await.unwrap();
+    let ids = |q: RunQuery| async move {
+        let mut q = q;
+        q.limit = 50;
+        store.list_runs(t.id, &q).await.unwrap().runs.into_iter().map(|r| r.id).collect::<Vec<_>>()
+    };
+    assert_eq!(ids(RunQuery { name: Some("nightly".into()), ..Default::default() }).await, vec![a.id.clone()]);
+    assert_eq!(ids(RunQuery { model_id: Some("anthropic/claude".into()), ..Default::default() }).await, vec![b.id.clone()]);
+    assert_eq!(ids(RunQuery { environment_id: Some("env-1".into()), ..Default::default() }).await.len(), 2);
+    assert_eq!(ids(RunQuery { created_after: Some(1_500), ..Default::default() }).await, vec![b.id.clone()]);
+    assert_eq!(ids(RunQuery { created_before: Some(1_500), ..Default::default() }).await, vec![a.id.clone()]);
+    // Text search is case-insensitive and treats % and _ literally.
+    assert_eq!(ids(RunQuery { text: Some("FLAKY_TESTS".into()), ..Default::default() }).await, vec![a.id.clone()]);
+    assert_eq!(ids(RunQuery { text: Some("100%".into()), ..Default::default() }).await, vec![a.id.clone()]);
+    assert!(ids(RunQuery { text: Some("1_0".into()), ..Default::default() }).await.is_empty());
+    assert!(ids(RunQuery { execution_location: Some(RunExecutionLocation::Local), ..Default::default() }).await.is_empty());
+    assert!(ids(RunQuery { creator_user_id: Some(42), ..Default::default() }).await.is_empty());
 }
 
 async fn lifecycle_and_fencing(store: &dyn Store) {

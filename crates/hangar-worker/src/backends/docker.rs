@@ -12,7 +12,10 @@
 //! - **agent**: the worker's own binary, copied once into a content-addressed
 //!   directory (`<agent_cache>/<sha256>/hangar`, read-only) bind-mounted at
 //!   `/agent`; the command is `/agent/hangar agent run --task-id … --server-url
-//!   … --sandboxed`, so images stay unmodified (any glibc ≥ the build host's);
+//!   … --sandboxed`, so images stay unmodified. Glibc floor: the build
+//!   host's glibc for a plain `cargo build`; `scripts/build-portable` builds
+//!   against glibc 2.28 (cargo-zigbuild), so any glibc ≥ 2.28 image works
+//!   (musl/distroless images without glibc do not);
 //! - **workspace**: `<workspace_root>/<execution>/workspace` bind-mounted at
 //!   `/workspace`; repositories are cloned there by the worker's git before the
 //!   container starts, so the image needs no git;
@@ -31,7 +34,10 @@
 //!   cannot reach the server either (suits only self-contained tasks);
 //!   `allowlist` puts the container alone on an internal network of its own
 //!   with an egress proxy and a server relay served by the worker on the
-//!   network's gateway, plus host firewall rules (see [`super::egress`]).
+//!   network's gateway, plus host firewall rules (see `backends/egress.rs`);
+//!   repositories are cloned by the worker, so they need no allowlist entry.
+//! - **secrets** (and all task env) are container environment variables, so
+//!   they are visible to `docker inspect` on the worker host (documented gap).
 //! - **lifecycle**: cancel is SIGTERM, then SIGKILL after the grace (D8);
 //!   the container and workspace are removed after the task unless cleanup is
 //!   off. On start the worker lists its own containers by label and
@@ -1163,6 +1169,16 @@ impl Execution for DockerExecution {
         }
         if let Some(mut egress) = self.egress.take() {
             egress.stop(self.client()).await;
+        } else if self.spec.is_none() && self.config().cleanup {
+            // Recovered after a crash: the egress of an allowlist run (if any)
+            // died with the old worker; remove its rules and network.
+            super::egress::remove_leftover(
+                self.client(),
+                &self.config().worker_id,
+                &self.execution_id,
+                &format!("{}-egress", self.name),
+            )
+            .await;
         }
         if self.created_dir
             && self.config().cleanup

@@ -420,6 +420,35 @@ impl Egress {
     }
 }
 
+/// Removes what a crashed worker left of an execution's egress: firewall
+/// rules on its bridge (found by comment) and the network (after its container).
+pub async fn remove_leftover(
+    client: &bollard::Docker,
+    worker_id: &str,
+    execution_id: &str,
+    network: &str,
+) {
+    let bridge = bridge_name(worker_id, execution_id);
+    if let Ok(rules) = run_iptables(&["-w".to_owned(), "-S".to_owned(), "INPUT".to_owned()]).await {
+        for line in rules.lines() {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let ours = words.windows(2).any(|w| w == ["-i", bridge.as_str()])
+                && line.contains(RULE_COMMENT);
+            if let (true, Some(("-A", rest))) = (ours, words.split_first().map(|(a, r)| (*a, r))) {
+                let mut args = vec!["-w".to_owned(), "-D".to_owned()];
+                args.extend(rest.iter().map(|w| w.trim_matches('"').to_owned()));
+                if let Err(e) = run_iptables(&args).await {
+                    tracing::warn!(network, error = %e, "cannot remove a leftover egress rule");
+                }
+            }
+        }
+    }
+    match client.remove_network(network).await {
+        Ok(()) => tracing::info!(network, "removed a leftover egress network"),
+        Err(e) => tracing::debug!(network, error = %e, "no leftover egress network removed"),
+    }
+}
+
 async fn run_iptables(args: &[String]) -> Result<String, String> {
     let out = tokio::process::Command::new("iptables")
         .args(args)

@@ -426,18 +426,6 @@ async fn schedule_routes_follow_the_oz_api_and_explain_bad_input() {
     assert_eq!((status, deleted), (200, json!({"success": true})));
 }
 
-/// The Python interpreter with `oz-agent-sdk` installed (scripts/test makes it).
-fn test_python() -> String {
-    match std::env::var("HANGAR_TEST_PYTHON") {
-        Ok(p) if !p.trim().is_empty() => p,
-        _ => panic!(
-            "HANGAR_TEST_PYTHON is not set: this test drives the official Python SDK \
-             (`oz-agent-sdk`). Run scripts/test, which creates a virtualenv with the SDK and \
-             exports HANGAR_TEST_PYTHON, or point HANGAR_TEST_PYTHON at a python that has it."
-        ),
-    }
-}
-
 const SDK_SCRIPT: &str = r#"
 import json, os, sys
 from oz_agent_sdk import OzAPI
@@ -476,7 +464,7 @@ print(json.dumps(out))
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_python_sdk_manages_schedules() {
-    let python = test_python();
+    let python = crate::suite::common::test_python();
     let llm = FakeLlm::start(vec![]).await;
     let cluster = cluster_with(&llm).await;
     let out = tokio::process::Command::new(&python)
