@@ -100,6 +100,23 @@ struct RunCloudArgs {
     /// Label for grouping and filtering runs.
     #[arg(short = 'n', long, value_name = "NAME")]
     name: Option<String>,
+    /// Environment (id or name) to run in.
+    #[arg(
+        short = 'e',
+        long,
+        value_name = "ENV",
+        conflicts_with = "no_environment"
+    )]
+    environment: Option<String>,
+    /// Run without an environment.
+    #[arg(long)]
+    no_environment: bool,
+    /// Skill to start with (`name` or `owner/repo:name`).
+    #[arg(long, value_name = "SKILL")]
+    skill: Option<String>,
+    /// MCP servers: inline JSON `{"name": {...}}` or a JSON file (repeatable).
+    #[arg(long, value_name = "SPEC")]
+    mcp: Vec<String>,
 }
 
 /// Dispatches `hangar agent …`.
@@ -187,10 +204,23 @@ async fn run_cloud(args: RunCloudArgs, global: &Global) -> Result<ExitCode> {
     if args.prompt.trim().is_empty() {
         bail!("the prompt is empty: pass what the agent should do with -p");
     }
+    let mut mcp_servers = std::collections::BTreeMap::new();
+    for spec in &args.mcp {
+        let parsed = hangar_agent::mcp::parse_mcp_spec(spec)
+            .map_err(|e| anyhow::anyhow!("--mcp `{spec}`: {e}"))?;
+        mcp_servers.extend(parsed);
+    }
     let config = AgentConfig {
         name: args.name,
         model_id: args.model,
         worker_host: args.host,
+        environment_id: if args.no_environment {
+            None
+        } else {
+            args.environment
+        },
+        skill_spec: args.skill,
+        mcp_servers: (!mcp_servers.is_empty()).then_some(mcp_servers),
         ..AgentConfig::default()
     };
     let req = RunAgentRequest {

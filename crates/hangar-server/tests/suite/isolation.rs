@@ -560,7 +560,9 @@ async fn c1_every_route_isolates_teams_run_tokens_and_bad_keys() {
     // Control: the same paths with team A's key find the objects, so the 404s
     // above are isolation, not typos. Destructive routes last.
     let mut order: Vec<&Route> = ROUTES.iter().filter(|r| has_object(r.path)).collect();
-    order.sort_by_key(|r| (r.method == "DELETE") as u8 + r.path.ends_with("/expire") as u8);
+    order.sort_by_key(|r| {
+        r.method == "DELETE" || r.path.ends_with("/expire") || r.path.ends_with("/cancel")
+    });
     for r in order {
         let path = fill(r.path, &f.run_id, &f, &f.env_id);
         let reply = caller.send(r, &path, Some(a)).await;

@@ -128,6 +128,8 @@ async fn client_commands_work_end_to_end() {
         "build the site",
         "--host",
         "nobody",
+        "-e",
+        "web",
         "--output-format",
         "json",
     ]))
@@ -142,6 +144,10 @@ async fn client_commands_work_end_to_end() {
     let got: serde_json::Value =
         serde_json::from_str(&cli.ok(&["run", "get", id, "--output-format", "json"])).unwrap();
     assert_eq!(got["source"], "CLI");
+    assert_eq!(
+        got["agent_config"]["environment_id"], created["id"],
+        "-e resolves the name to the id"
+    );
     assert!(cli.ok(&["run", "list"]).contains(id));
     assert!(cli.ok(&["run", "cancel", id]).contains("Cancelled"));
     let err = cli.fails(&["run", "cancel", id]);

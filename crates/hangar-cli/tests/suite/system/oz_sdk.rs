@@ -60,17 +60,31 @@ async fn the_python_sdk_creates_lists_pages_gets_and_cancels_runs() {
     .await
     .expect("SDK script timed out")
     .unwrap_or_else(|e| panic!("cannot run {python}: {e}; run scripts/test to create it"));
-    assert!(out.status.success(), "SDK script failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "SDK script failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(r["created_states"], serde_json::json!(["QUEUED", "QUEUED", "QUEUED"]));
-    assert_eq!(r["paged_ids"], r["created_ids"], "cursor paging returns every run once, in order");
+    assert_eq!(
+        r["created_states"],
+        serde_json::json!(["QUEUED", "QUEUED", "QUEUED"])
+    );
+    assert_eq!(
+        r["paged_ids"], r["created_ids"],
+        "cursor paging returns every run once, in order"
+    );
     let mut batch: Vec<Value> = r["created_ids"].as_array().unwrap()[..3].to_vec();
     batch.sort_by_key(|v| v.as_str().unwrap().to_owned());
     assert_eq!(r["by_name"], Value::Array(batch));
     assert_eq!(r["retrieved"]["title"], "queued 0");
     assert_eq!(r["retrieved"]["state"], "QUEUED");
     assert_eq!(r["cancelled"], serde_json::json!([r["created_ids"][1]]));
-    assert_eq!(r["queued"].as_array().unwrap().len(), 3, "before the cancel");
+    assert_eq!(
+        r["queued"].as_array().unwrap().len(),
+        3,
+        "before the cancel"
+    );
     assert_eq!(r["done_state"], "SUCCEEDED");
     assert_eq!(r["not_found"], 404);
     assert_eq!(r["bad_limit"], 400);
