@@ -81,9 +81,12 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
     crate::commands::init_logging("info");
     let config = load_config(&args)?;
     if args.print_config {
+        let mut shown = config.clone();
+        // Never print a database password.
+        shown.database_url = shown.database_url.as_deref().map(hangar_store::redact_url);
         print!(
             "{}",
-            serde_norway::to_string(&config).context("render config")?
+            serde_norway::to_string(&shown).context("render config")?
         );
         return Ok(ExitCode::SUCCESS);
     }
