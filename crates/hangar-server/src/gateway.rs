@@ -22,6 +22,8 @@ use tokio::sync::mpsc;
 
 /// Largest frame accepted from a worker.
 const MAX_FRAME_BYTES: usize = 1024 * 1024;
+/// How long a closing connection's writer gets to send its close frame.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// How long to wait for the optional `worker_hello` before registering without it.
 const HELLO_WAIT: Duration = Duration::from_secs(2);
 
@@ -163,10 +165,18 @@ async fn connection(app: AppState, team_id: i64, worker_id: String, socket: WebS
     finish(&app, &registration, writer).await;
 }
 
-async fn finish(app: &AppState, registration: &Registration, writer: tokio::task::JoinHandle<()>) {
+async fn finish(
+    app: &AppState,
+    registration: &Registration,
+    mut writer: tokio::task::JoinHandle<()>,
+) {
     app.dispatcher.disconnect(registration);
-    writer.abort();
-    let _ = writer.await;
+    // Disconnecting drops the outbox sender, so the writer sends a close frame
+    // and ends; a peer that does not read gets no longer than CLOSE_WAIT.
+    if tokio::time::timeout(CLOSE_WAIT, &mut writer).await.is_err() {
+        writer.abort();
+        let _ = writer.await;
+    }
 }
 
 async fn handle(app: &AppState, key: &WorkerKey, msg: WorkerToServer) {

@@ -368,6 +368,24 @@ impl Scheduler {
             .await?;
         if let SlotClaim::Claimed(Some(run)) = &claim {
             tracing::info!(schedule_id = %s.id, run_id = %run.id, team_id = s.team_id, slot, "scheduled run created");
+            // The run's environment snapshot is taken now, as for any new run;
+            // the dispatcher holds the run until it exists.
+            if let Some(env_id) = &run.config.environment_id {
+                match self.store.environment(run.team_id, env_id).await {
+                    Ok(env) => self.store.save_run_environment(&run.id, &env.spec).await?,
+                    Err(StoreError::NotFound) => {
+                        let message = format!(
+                            "environment `{env_id}` of schedule `{}` no longer exists",
+                            s.name
+                        );
+                        tracing::warn!(schedule_id = %s.id, run_id = %run.id, "{message}");
+                        self.store
+                            .cancel_run(run.team_id, &run.id, &message, now)
+                            .await?;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
             self.launcher.submit((**run).clone());
         }
         count(claim, failed, report);

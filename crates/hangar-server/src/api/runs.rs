@@ -396,7 +396,9 @@ fn parse_list_query(raw: Option<&str>) -> ApiResult<RunQuery> {
             "creator" => {
                 // Creators are users; their uid in `RunItem.creator` is the numeric id.
                 q.creator_user_id = Some(v.parse().map_err(|_| {
-                    ApiError::BadRequest(format!("`creator` `{v}` is not a creator uid from `RunItem.creator.uid`"))
+                    ApiError::BadRequest(format!(
+                        "`creator` `{v}` is not a creator uid from `RunItem.creator.uid`"
+                    ))
                 })?);
             }
             "execution_location" => {

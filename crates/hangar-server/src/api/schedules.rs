@@ -153,6 +153,30 @@ fn validate(
     })
 }
 
+/// Checks that the schedule's environment exists in the caller's team (as
+/// run creation does), and normalises a name to its id.
+async fn check_environment(
+    app: &AppState,
+    team_id: i64,
+    mut def: Definition,
+) -> ApiResult<Definition> {
+    let Some(id) = def.config.as_ref().and_then(|c| c.environment_id.clone()) else {
+        return Ok(def);
+    };
+    let env = crate::api::environments::load(app, team_id, &id)
+        .await
+        .map_err(|e| match e {
+            ApiError::NotFound(_) => ApiError::BadRequest(format!(
+                "`agent_config.environment_id`: environment `{id}` does not exist; list them with `hangar environment list`"
+            )),
+            other => other,
+        })?;
+    if let Some(config) = def.config.as_mut() {
+        config.environment_id = Some(env.id);
+    }
+    Ok(def)
+}
+
 fn now_ms() -> i64 {
     Timestamp::now().unix_millis()
 }
@@ -175,6 +199,7 @@ pub async fn create(
         req.prompt.as_deref(),
         req.agent_config,
     )?;
+    let def = check_environment(&app, team_id, def).await?;
     let enabled = req.enabled.unwrap_or(true);
     let now = now_ms();
     let record = app
@@ -253,6 +278,7 @@ pub async fn replace(
         req.prompt.as_deref(),
         req.agent_config,
     )?;
+    let def = check_environment(&app, team_id, def).await?;
     let now = now_ms();
     let record = app
         .store

@@ -246,6 +246,67 @@ async fn a_run_that_cannot_be_created_is_recorded_as_last_spawn_error() {
     assert_eq!(after.last_spawn_error, None, "a run clears the error");
 }
 
+#[tokio::test]
+async fn scheduled_runs_get_their_environment_snapshot() {
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
+    let clock = Arc::new(ManualClock::new(T0));
+    let team = store
+        .create_team(&RunId::generate().0, "env-sched")
+        .await
+        .unwrap();
+    let spec = r#"{"name":"web","env":{"A":"1"}}"#;
+    store
+        .create_environment(hangar_store::EnvironmentRecord {
+            id: "env-1".into(),
+            team_id: team.id,
+            name: "web".into(),
+            spec: spec.into(),
+            created_at: T0,
+            updated_at: T0,
+        })
+        .await
+        .unwrap();
+    let s = store
+        .create_schedule(NewSchedule {
+            id: RunId::generate().0,
+            team_id: team.id,
+            name: "with env".into(),
+            cron_schedule: "* * * * *".into(),
+            timezone: None,
+            enabled: true,
+            prompt: "build".into(),
+            config: Some(AgentConfig {
+                environment_id: Some("env-1".into()),
+                ..Default::default()
+            }),
+            created_by: None,
+            created_at: T0,
+            next_run: CronSchedule::parse("* * * * *", None)
+                .unwrap()
+                .next_after(T0),
+        })
+        .await
+        .unwrap();
+    let (sched, _rec) = scheduler(store.clone(), &clock, CatchUp::One);
+    clock.set(T0 + MIN + 1);
+    let report = sched.tick().await.unwrap();
+    assert_eq!(report.runs.len(), 1);
+    let snapshot = store.run_environment(&report.runs[0]).await.unwrap();
+    assert_eq!(
+        snapshot.as_deref(),
+        Some(spec),
+        "the dispatcher needs the snapshot to start the run"
+    );
+
+    // The environment disappears: the next slot's run is cancelled with a reason, not stuck.
+    store.delete_environment(s.team_id, "env-1").await.unwrap();
+    clock.set(T0 + 2 * MIN + 1);
+    let report = sched.tick().await.unwrap();
+    let run = store.run(s.team_id, &report.runs[0]).await.unwrap();
+    assert_eq!(run.state, RunState::Cancelled);
+    assert!(run.status_message.unwrap().contains("no longer exists"));
+}
+
 /// D12: two schedulers (replicas) on one database tick at the same moments,
 /// through normal slots and after downtime; every slot has exactly one run.
 async fn two_schedulers_one_run_per_slot(a: Arc<dyn Store>, b: Arc<dyn Store>) {

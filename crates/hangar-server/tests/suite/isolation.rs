@@ -662,3 +662,86 @@ async fn c1_a_worker_of_another_team_cannot_report_on_its_runs() {
     );
     assert!(!after.to_string().contains("pwned"), "{after}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c1_references_to_another_teams_objects_are_refused() {
+    let t = TwoTeams::start().await;
+    let f = team_a_objects(&t).await;
+    let b = t.key_b.as_str();
+    let own = t
+        .ok(
+            "POST",
+            "/agent/schedules",
+            b,
+            Some(r#"{"name":"b","cron_schedule":"0 * * * *","prompt":"p"}"#),
+        )
+        .await;
+    let own = own["id"].as_str().unwrap().to_owned();
+    for env in [&f.env_id, &f.env_name] {
+        let cases = [
+            (
+                "POST",
+                "/agent/runs".to_owned(),
+                format!(r#"{{"prompt":"p","config":{{"environment_id":"{env}"}}}}"#),
+            ),
+            (
+                "POST",
+                "/agent/runs/local".to_owned(),
+                format!(r#"{{"prompt":"p","config":{{"environment_id":"{env}"}}}}"#),
+            ),
+            (
+                "POST",
+                "/agent/schedules".to_owned(),
+                format!(
+                    r#"{{"name":"x","cron_schedule":"0 * * * *","prompt":"p","agent_config":{{"environment_id":"{env}"}}}}"#
+                ),
+            ),
+            (
+                "PUT",
+                format!("/agent/schedules/{own}"),
+                format!(
+                    r#"{{"name":"x","cron_schedule":"0 * * * *","enabled":true,"prompt":"p","agent_config":{{"environment_id":"{env}"}}}}"#
+                ),
+            ),
+        ];
+        for (method, path, body) in cases {
+            let reply = t.call(method, &path, Some(b), Some(&body)).await;
+            reply.assert_problem(
+                400,
+                &format!("team B {method} {path} naming A's environment `{env}`"),
+            );
+            assert!(!reply.text.contains(MARKER), "{}", reply.text);
+        }
+    }
+    for body in [
+        format!(r#"{{"name":"b-env","secrets":["{}"]}}"#, f.secret),
+        format!(
+            r#"{{"name":"b-env","repos":[{{"url":"https://example.com/r.git","token_secret":"{}"}}]}}"#,
+            f.secret
+        ),
+    ] {
+        let reply = t.call("POST", "/environments", Some(b), Some(&body)).await;
+        reply.assert_problem(400, "team B's environment naming A's secret");
+    }
+    // Filters and cursors naming A's objects find nothing of A's.
+    let a_cursor =
+        t.ok("GET", "/agent/runs?limit=1", &t.key_a, None).await["page_info"]["next_cursor"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    for query in [
+        format!("schedule_id={}", f.schedule_id),
+        format!("cursor={a_cursor}"),
+        "state=INPROGRESS".to_owned(),
+    ] {
+        let reply = t
+            .call("GET", &format!("/agent/runs?{query}"), Some(b), None)
+            .await;
+        assert!(reply.status < 500, "{}", reply.text);
+        assert!(
+            !reply.text.contains(&f.run_id) && !reply.text.contains(&f.local_run_id),
+            "team B's run list with `{query}` shows A's runs: {}",
+            reply.text
+        );
+    }
+}
