@@ -49,7 +49,12 @@ const EXECUTION_COLUMNS: &str =
 /// SQLite implementation of [`Store`].
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
+    /// Readers (WAL: they never block the writer).
     pool: SqlitePool,
+    /// The one writing connection. SQLite admits one writer at a time; queueing
+    /// writers here (FIFO, no sleeping) instead of in SQLite's busy handler
+    /// (which sleeps 1, 2, 5, 10… ms between retries) keeps write latency flat.
+    writer: SqlitePool,
 }
 
 fn migrator() -> Migrator {
@@ -91,14 +96,24 @@ impl SqliteStore {
     }
 
     async fn with_options(options: SqliteConnectOptions, max: u32) -> StoreResult<Self> {
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.clone())
+            .await?;
+        migrator().run(&writer).await?;
+        if max <= 1 {
+            // In memory: every connection would be a separate database.
+            return Ok(SqliteStore { pool: writer.clone(), writer });
+        }
         let pool = SqlitePoolOptions::new()
             .max_connections(max)
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
-        migrator().run(&pool).await?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore { pool, writer })
     }
 }
 
@@ -208,7 +223,7 @@ impl TeamStore for SqliteStore {
         .bind(uid)
         .bind(name)
         .bind(Timestamp::now().unix_millis())
-        .fetch_one(&self.pool)
+        .fetch_one(&self.writer)
         .await?;
         Ok(TeamRecord {
             id,
@@ -228,7 +243,7 @@ impl TeamStore for SqliteStore {
         .bind(&user.display_name)
         .bind(&user.role)
         .bind(Timestamp::now().unix_millis())
-        .fetch_one(&self.pool)
+        .fetch_one(&self.writer)
         .await?;
         Ok(UserRecord {
             id,
@@ -285,7 +300,7 @@ impl ApiKeyStore for SqliteStore {
         .bind(&key.hash)
         .bind(key.created_at)
         .bind(key.expires_at)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(ApiKeyRecord {
             id: key.id,
@@ -317,7 +332,7 @@ impl ApiKeyStore for SqliteStore {
         .bind(at)
         .bind(id)
         .bind(team_id)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
@@ -358,7 +373,7 @@ impl RunStore for SqliteStore {
         .bind(config)
         .bind(run.created_at)
         .bind(run.created_at)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.writer)
         .await?;
         run_from_row(&row)
     }
@@ -366,7 +381,7 @@ impl RunStore for SqliteStore {
     async fn create_local_run(&self, run: NewRun, exec: NewExecution) -> StoreResult<RunRecord> {
         let config = serde_json::to_string(&run.config)
             .map_err(|e| StoreError::Corrupt(format!("run config: {e}")))?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         sqlx::query(
             "INSERT INTO runs (id, team_id, creator_user_id, title, prompt, state, source, \
              execution_location, worker_host, config, created_at, updated_at, started_at, \
@@ -508,7 +523,7 @@ impl RunStore for SqliteStore {
     }
 
     async fn assign(&self, exec: NewExecution) -> StoreResult<Transition> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let updated = sqlx::query(
             "UPDATE runs SET current_execution_id = ?, updated_at = ? \
              WHERE id = ? AND state = 'QUEUED' AND current_execution_id IS NULL",
@@ -539,7 +554,7 @@ impl RunStore for SqliteStore {
     }
 
     async fn claim(&self, run: &RunId, exec: &ExecutionId, at: i64) -> StoreResult<Transition> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let done = sqlx::query(
             "UPDATE runs SET state = 'CLAIMED', updated_at = ? \
              WHERE id = ? AND current_execution_id = ? AND state IN ('QUEUED', 'PENDING')",
@@ -571,7 +586,7 @@ impl RunStore for SqliteStore {
         reason: &str,
         at: i64,
     ) -> StoreResult<Transition> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         sqlx::query(
             "UPDATE executions SET state = 'ended', ended_at = ?, updated_at = ?, message = ? \
              WHERE id = ? AND ended_at IS NULL",
@@ -600,7 +615,7 @@ impl RunStore for SqliteStore {
     }
 
     async fn start(&self, run: &RunId, exec: &ExecutionId, at: i64) -> StoreResult<Transition> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         sqlx::query(
             "UPDATE executions SET state = 'started', updated_at = ? \
              WHERE id = ? AND state IN ('assigned', 'claimed')",
@@ -645,7 +660,7 @@ impl RunStore for SqliteStore {
         .bind(Timestamp::now().unix_millis())
         .bind(run.as_str())
         .bind(exec.as_str())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         if done.rows_affected() == 1 {
             Ok(Transition::Applied)
@@ -660,7 +675,7 @@ impl RunStore for SqliteStore {
         exec: &ExecutionId,
         end: &ExecutionEnd,
     ) -> StoreResult<Transition> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let ended = sqlx::query(
             "UPDATE executions SET state = 'ended', ended_at = ?, updated_at = ?, exit_code = ?, \
              failure_reason = ?, message = ? WHERE id = ? AND run_id = ? AND ended_at IS NULL",
@@ -724,7 +739,7 @@ impl RunStore for SqliteStore {
         message: &str,
         at: i64,
     ) -> StoreResult<RunRecord> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let row = sqlx::query(AssertSqlSafe(format!(
             "SELECT {RUN_COLUMNS} FROM runs WHERE id = ? AND team_id = ?"
         )))
@@ -780,7 +795,7 @@ impl RunStore for SqliteStore {
         .bind(completion as i64)
         .bind(cost)
         .bind(run.as_str())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -838,7 +853,7 @@ impl EventStore for SqliteStore {
         exec: &ExecutionId,
         events: &[SessionEvent],
     ) -> StoreResult<u64> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         for event in events {
             let body = serde_json::to_value(event)
                 .map_err(|e| StoreError::Corrupt(format!("event: {e}")))?;
@@ -926,11 +941,12 @@ impl EventStore for SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query("SELECT 1").execute(&self.writer).await?;
         Ok(())
     }
 
     async fn close(&self) {
         self.pool.close().await;
+        self.writer.close().await;
     }
 }

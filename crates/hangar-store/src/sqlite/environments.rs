@@ -48,7 +48,7 @@ impl EnvironmentStore for SqliteStore {
         .bind(&env.spec)
         .bind(env.created_at)
         .bind(env.updated_at)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await;
         match done {
             Ok(_) => Ok(env),
@@ -94,7 +94,7 @@ impl EnvironmentStore for SqliteStore {
         .bind(env.updated_at)
         .bind(&env.id)
         .bind(env.team_id)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await;
         match done {
             Ok(r) if r.rows_affected() == 0 => Err(StoreError::NotFound),
@@ -111,7 +111,7 @@ impl EnvironmentStore for SqliteStore {
         let done = sqlx::query("DELETE FROM environments WHERE id = ? AND team_id = ?")
             .bind(id)
             .bind(team_id)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
@@ -123,7 +123,7 @@ impl EnvironmentStore for SqliteStore {
         sqlx::query("INSERT INTO run_environments (run_id, spec) VALUES (?, ?) ON CONFLICT (run_id) DO UPDATE SET spec = excluded.spec")
             .bind(run.as_str())
             .bind(spec)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -151,7 +151,7 @@ impl SecretStore for SqliteStore {
         .bind(&s.ciphertext)
         .bind(s.created_at)
         .bind(s.updated_at)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await;
         match done {
             Ok(_) => Ok(()),
@@ -172,7 +172,7 @@ impl SecretStore for SqliteStore {
         .bind(s.updated_at)
         .bind(s.team_id)
         .bind(&s.name)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
@@ -207,7 +207,7 @@ impl SecretStore for SqliteStore {
         let done = sqlx::query("DELETE FROM secrets WHERE team_id = ? AND name = ?")
             .bind(team_id)
             .bind(name)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);

@@ -82,7 +82,7 @@ impl ScheduleStore for SqliteStore {
         .bind(s.created_by)
         .bind(s.created_at)
         .bind(s.next_run)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.writer)
         .await?;
         schedule_from_row(&row)
     }
@@ -136,7 +136,7 @@ impl ScheduleStore for SqliteStore {
         .bind(u.updated_at)
         .bind(id)
         .bind(team_id)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.writer)
         .await?;
         schedule_from_row(&row)
     }
@@ -162,7 +162,7 @@ impl ScheduleStore for SqliteStore {
         .bind(at)
         .bind(id)
         .bind(team_id)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.writer)
         .await?;
         schedule_from_row(&row)
     }
@@ -171,7 +171,7 @@ impl ScheduleStore for SqliteStore {
         let done = sqlx::query("DELETE FROM schedules WHERE id = ? AND team_id = ?")
             .bind(id)
             .bind(team_id)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
