@@ -390,7 +390,11 @@ pub(crate) fn filter_clauses(
         }
     }
     if let Some(text) = &q.text {
-        let escaped = text.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+        let escaped = text
+            .to_lowercase()
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
         let pattern = format!("%{escaped}%");
         let (a, b, c) = (mark(), mark(), mark());
         sql.push_str(&format!(
@@ -398,7 +402,11 @@ pub(crate) fn filter_clauses(
              OR LOWER(COALESCE({}, '')) LIKE {c} ESCAPE '\\')",
             json_text("skill_spec")
         ));
-        values.extend([FilterValue::Text(pattern.clone()), FilterValue::Text(pattern.clone()), FilterValue::Text(pattern)]);
+        values.extend([
+            FilterValue::Text(pattern.clone()),
+            FilterValue::Text(pattern.clone()),
+            FilterValue::Text(pattern),
+        ]);
     }
     (sql, values)
 }

@@ -105,7 +105,10 @@ impl SqliteStore {
         migrator().run(&writer).await?;
         if max <= 1 {
             // In memory: every connection would be a separate database.
-            return Ok(SqliteStore { pool: writer.clone(), writer });
+            return Ok(SqliteStore {
+                pool: writer.clone(),
+                writer,
+            });
         }
         let pool = SqlitePoolOptions::new()
             .max_connections(max)

@@ -265,60 +265,19 @@ impl TestCluster {
         }
     }
 
-    /// Starts a worker connected to the server at `url` (e.g. a replica).
+    /// Starts a worker connected to the server at `url` (e.g. a replica);
+    /// waits until that server lists it (each replica lists its own workers).
     pub async fn start_worker_on(
         &mut self,
         url: &str,
         id: &str,
         extra: &[&str],
     ) -> Result<PathBuf> {
-        let root = self.dir.path().join(format!("ws-{id}"));
-        let log = self.dir.path().join(format!("worker-{id}.log"));
-        let child = Command::new(&self.bin)
-            .args([
-                "worker",
-                "--worker-id",
-                id,
-                "--server-url",
-                url,
-                "--backend",
-                "direct",
-            ])
-            .arg("--workspace-root")
-            .arg(&root)
-            .args(extra)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", self.dir.path())
-            .env("HANGAR_API_KEY", &self.api_key)
-            .env("RUST_LOG", "info,hangar_worker=debug")
-            .stdout(log_file(&log)?)
-            .stderr(log_file(&log)?)
-            .kill_on_drop(true)
-            .spawn()
-            .context("spawn hangar worker")?;
-        self.workers.push(WorkerProcess {
-            id: id.to_owned(),
-            workspace_root: root.clone(),
-            child,
-            log,
-        });
-        // Each replica lists the workers connected to it.
-        let client = Client::new(url, self.api_key.clone())?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let list: serde_json::Value = client.get_json("api/v1/workers").await?;
-            if list["workers"]
-                .as_array()
-                .is_some_and(|ws| ws.iter().any(|w| w["worker_id"] == id))
-            {
-                return Ok(root);
-            }
-            if Instant::now() > deadline {
-                bail!("worker {id} did not connect to {url} within 30 s");
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        let url = url.to_owned();
+        let worker = self.launch_worker(&url, id, "direct", extra)?;
+        let root = worker.workspace_root.clone();
+        wait_listed(&Client::new(&url, self.api_key.clone())?, id, true).await?;
+        Ok(root)
     }
 
     /// Kills the server with SIGKILL.
@@ -350,39 +309,7 @@ impl TestCluster {
 
     /// Starts `hangar worker --worker-id ID` with extra flags; waits until the server lists it.
     pub async fn start_worker(&mut self, id: &str, extra: &[&str]) -> Result<&mut WorkerProcess> {
-        let root = self.dir.path().join(format!("ws-{id}"));
-        let log = self.dir.path().join(format!("worker-{id}.log"));
-        let child = Command::new(&self.bin)
-            .args([
-                "worker",
-                "--worker-id",
-                id,
-                "--server-url",
-                &self.url,
-                "--backend",
-                "direct",
-            ])
-            .arg("--workspace-root")
-            .arg(&root)
-            .args(extra)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", self.dir.path())
-            .env("HANGAR_API_KEY", &self.api_key)
-            .env("RUST_LOG", "info,hangar_worker=debug")
-            .stdout(log_file(&log)?)
-            .stderr(log_file(&log)?)
-            .kill_on_drop(true)
-            .spawn()
-            .context("spawn hangar worker")?;
-        self.workers.push(WorkerProcess {
-            id: id.to_owned(),
-            workspace_root: root,
-            child,
-            log,
-        });
-        self.wait_worker(id, true).await?;
-        self.workers.last_mut().context("worker")
+        self.start_worker_with(id, "direct", extra).await
     }
 
     /// Starts `hangar worker --worker-id ID --backend BACKEND` with extra
@@ -395,6 +322,20 @@ impl TestCluster {
         backend: &str,
         extra: &[&str],
     ) -> Result<&mut WorkerProcess> {
+        let url = self.url.clone();
+        self.launch_worker(&url, id, backend, extra)?;
+        self.wait_worker(id, true).await?;
+        self.workers.last_mut().context("worker")
+    }
+
+    /// Spawns `hangar worker` for server `url`; its workspace root is `ws-ID`.
+    fn launch_worker(
+        &mut self,
+        url: &str,
+        id: &str,
+        backend: &str,
+        extra: &[&str],
+    ) -> Result<&mut WorkerProcess> {
         let root = self.dir.path().join(format!("ws-{id}"));
         let log = self.dir.path().join(format!("worker-{id}.log"));
         let child = Command::new(&self.bin)
@@ -403,7 +344,7 @@ impl TestCluster {
                 "--worker-id",
                 id,
                 "--server-url",
-                &self.url,
+                url,
                 "--backend",
                 backend,
             ])
@@ -426,7 +367,6 @@ impl TestCluster {
             child,
             log,
         });
-        self.wait_worker(id, true).await?;
         self.workers.last_mut().context("worker")
     }
 
@@ -437,21 +377,7 @@ impl TestCluster {
 
     /// Waits until the server lists (or no longer lists) worker `id`.
     pub async fn wait_worker(&self, id: &str, present: bool) -> Result<()> {
-        let client = self.client();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let list: serde_json::Value = client.get_json("api/v1/workers").await?;
-            let found = list["workers"]
-                .as_array()
-                .is_some_and(|ws| ws.iter().any(|w| w["worker_id"] == id));
-            if found == present {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!("worker {id} present={found}, wanted {present} after 30 s");
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        wait_listed(&self.client(), id, present).await
     }
 
     /// Polls a run until `done(run)` holds; returns the run.
@@ -501,5 +427,26 @@ impl TestCluster {
             logs.push((format!("replica {name}"), log.clone()));
         }
         logs
+    }
+}
+
+/// Polls `GET /workers` until worker `id` is (or is not) listed.
+async fn wait_listed(client: &Client, id: &str, present: bool) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let list: serde_json::Value = client.get_json("api/v1/workers").await?;
+        let found = list["workers"]
+            .as_array()
+            .is_some_and(|ws| ws.iter().any(|w| w["worker_id"] == id));
+        if found == present {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "worker {id} listed={found}, wanted {present}, at {} after 30 s",
+                client.base_url()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }

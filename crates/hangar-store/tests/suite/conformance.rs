@@ -94,24 +94,113 @@ async fn run_filters(store: &dyn Store) {
         },
         created_at,
     };
-    let a = store.create_run(mk("nightly", "openai/gpt-5", "Fix 100% of the flaky_tests", 1_000)).await.unwrap();
-    let b = store.create_run(mk("adhoc", "anthropic/claude", "Write docs", 2_000)).await.unwrap();
+    let a = store
+        .create_run(mk(
+            "nightly",
+            "openai/gpt-5",
+            "Fix 100% of the flaky_tests",
+            1_000,
+        ))
+        .await
+        .unwrap();
+    let b = store
+        .create_run(mk("adhoc", "anthropic/claude", "Write docs", 2_000))
+        .await
+        .unwrap();
     let ids = |q: RunQuery| async move {
         let mut q = q;
         q.limit = 50;
-        store.list_runs(t.id, &q).await.unwrap().runs.into_iter().map(|r| r.id).collect::<Vec<_>>()
+        store
+            .list_runs(t.id, &q)
+            .await
+            .unwrap()
+            .runs
+            .into_iter()
+            .map(|r| r.id)
+            .collect::<Vec<_>>()
     };
-    assert_eq!(ids(RunQuery { name: Some("nightly".into()), ..Default::default() }).await, vec![a.id.clone()]);
-    assert_eq!(ids(RunQuery { model_id: Some("anthropic/claude".into()), ..Default::default() }).await, vec![b.id.clone()]);
-    assert_eq!(ids(RunQuery { environment_id: Some("env-1".into()), ..Default::default() }).await.len(), 2);
-    assert_eq!(ids(RunQuery { created_after: Some(1_500), ..Default::default() }).await, vec![b.id.clone()]);
-    assert_eq!(ids(RunQuery { created_before: Some(1_500), ..Default::default() }).await, vec![a.id.clone()]);
+    assert_eq!(
+        ids(RunQuery {
+            name: Some("nightly".into()),
+            ..Default::default()
+        })
+        .await,
+        vec![a.id.clone()]
+    );
+    assert_eq!(
+        ids(RunQuery {
+            model_id: Some("anthropic/claude".into()),
+            ..Default::default()
+        })
+        .await,
+        vec![b.id.clone()]
+    );
+    assert_eq!(
+        ids(RunQuery {
+            environment_id: Some("env-1".into()),
+            ..Default::default()
+        })
+        .await
+        .len(),
+        2
+    );
+    assert_eq!(
+        ids(RunQuery {
+            created_after: Some(1_500),
+            ..Default::default()
+        })
+        .await,
+        vec![b.id.clone()]
+    );
+    assert_eq!(
+        ids(RunQuery {
+            created_before: Some(1_500),
+            ..Default::default()
+        })
+        .await,
+        vec![a.id.clone()]
+    );
     // Text search is case-insensitive and treats % and _ literally.
-    assert_eq!(ids(RunQuery { text: Some("FLAKY_TESTS".into()), ..Default::default() }).await, vec![a.id.clone()]);
-    assert_eq!(ids(RunQuery { text: Some("100%".into()), ..Default::default() }).await, vec![a.id.clone()]);
-    assert!(ids(RunQuery { text: Some("1_0".into()), ..Default::default() }).await.is_empty());
-    assert!(ids(RunQuery { execution_location: Some(RunExecutionLocation::Local), ..Default::default() }).await.is_empty());
-    assert!(ids(RunQuery { creator_user_id: Some(42), ..Default::default() }).await.is_empty());
+    assert_eq!(
+        ids(RunQuery {
+            text: Some("FLAKY_TESTS".into()),
+            ..Default::default()
+        })
+        .await,
+        vec![a.id.clone()]
+    );
+    assert_eq!(
+        ids(RunQuery {
+            text: Some("100%".into()),
+            ..Default::default()
+        })
+        .await,
+        vec![a.id.clone()]
+    );
+    assert!(
+        ids(RunQuery {
+            text: Some("1_0".into()),
+            ..Default::default()
+        })
+        .await
+        .is_empty()
+    );
+    assert!(
+        ids(RunQuery {
+            execution_location: Some(RunExecutionLocation::Local),
+            ..Default::default()
+        })
+        .await
+        .is_empty()
+    );
+    assert!(
+        ids(RunQuery {
+            creator_user_id: Some(42),
+            ..Default::default()
+        })
+        .await
+        .is_empty()
+    );
 }
 
 async fn lifecycle_and_fencing(store: &dyn Store) {
