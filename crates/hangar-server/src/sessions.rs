@@ -29,10 +29,24 @@ struct Attached {
     tx: mpsc::Sender<ServerToAgent>,
 }
 
-/// Live agent connections by run.
+/// Events kept per run for viewers that fall behind; a slower viewer is told
+/// it lagged and reconnects with `Last-Event-ID`.
+pub const VIEWER_BUFFER: usize = 1024;
+
+/// A committed event as live viewers receive it.
+#[derive(Debug, Clone)]
+pub struct LiveEvent {
+    /// Execution that produced it.
+    pub execution_id: ExecutionId,
+    /// The event.
+    pub event: SessionEvent,
+}
+
+/// Live agent connections and viewers by run.
 #[derive(Default)]
 pub struct SessionHub {
     agents: Mutex<HashMap<RunId, Attached>>,
+    viewers: Mutex<HashMap<RunId, tokio::sync::broadcast::Sender<LiveEvent>>>,
     next_conn: std::sync::atomic::AtomicU64,
 }
 
@@ -50,6 +64,27 @@ impl SessionHub {
     pub fn cancel(&self, run: &RunId) {
         if let Some(a) = self.agents().get(run) {
             let _ = a.tx.try_send(ServerToAgent::Cancel);
+        }
+    }
+
+    /// Subscribes to the events committed for a run from now on.
+    pub fn subscribe(&self, run: &RunId) -> tokio::sync::broadcast::Receiver<LiveEvent> {
+        let mut viewers = self.viewers.lock().unwrap_or_else(|p| p.into_inner());
+        viewers
+            .entry(run.clone())
+            .or_insert_with(|| tokio::sync::broadcast::channel(VIEWER_BUFFER).0)
+            .subscribe()
+    }
+
+    /// Fans a committed event out to the run's viewers.
+    fn publish(&self, run: &RunId, event: LiveEvent) {
+        let mut viewers = self.viewers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = viewers.get(run) {
+            if tx.receiver_count() == 0 {
+                viewers.remove(run);
+            } else {
+                let _ = tx.send(event);
+            }
         }
     }
 
@@ -243,6 +278,13 @@ async fn commit(
         .store
         .append_events(run, exec, std::slice::from_ref(&event))
         .await?;
+    app.sessions.publish(
+        run,
+        LiveEvent {
+            execution_id: exec.clone(),
+            event: event.clone(),
+        },
+    );
     if let Some(outcome) = outcome {
         let t = app.store.report_outcome(run, exec, &outcome).await?;
         tracing::info!(run_id = %run, state = %outcome.state, transition = ?t, "agent reported outcome");

@@ -460,7 +460,11 @@ pub async fn list(
     }))
 }
 
-async fn load_visible(app: &AppState, principal: &Principal, run_id: &str) -> ApiResult<RunRecord> {
+pub(crate) async fn load_visible(
+    app: &AppState,
+    principal: &Principal,
+    run_id: &str,
+) -> ApiResult<RunRecord> {
     let id = RunId(run_id.to_owned());
     let run = app
         .store

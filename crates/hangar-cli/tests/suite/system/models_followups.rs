@@ -14,11 +14,13 @@ async fn models_followups_and_cost() {
         Turn::text("done, and I read the follow-up"),
     ])
     .await;
-    let mut options = ClusterOptions::default();
-    options.extra_config = format!(
-        "providers:\n  fake:\n    kind: openai\n    base_url: {}\n    api_key: k\n    default_model: test-model\n    models: [test-model, other-model]\n    prices:\n      test-model: {{input_per_mtok: 1000000, output_per_mtok: 1000000}}\n",
-        llm.base_url()
-    );
+    let options = ClusterOptions {
+        extra_config: format!(
+            "providers:\n  fake:\n    kind: openai\n    base_url: {}\n    api_key: k\n    default_model: test-model\n    models: [test-model, other-model]\n    prices:\n      test-model: {{input_per_mtok: 1000000, output_per_mtok: 1000000}}\n",
+            llm.base_url()
+        ),
+        ..ClusterOptions::default()
+    };
     let mut cluster = TestCluster::start(&hangar_bin(), options).await.unwrap();
     cluster.start_worker("fw", &[]).await.unwrap();
     let client = cluster.client();

@@ -65,6 +65,13 @@ async fn schedule_commands_manage_schedules_in_every_output_format() {
     let llm = FakeLlm::start(vec![]).await;
     let cluster = cluster_with(&llm).await;
     let cli = Cli::new(&cluster);
+    // Schedules may only name environments of their team; a name resolves to the id.
+    let env: serde_json::Value = cluster
+        .client()
+        .post_json("api/v1/environments", &serde_json::json!({"name": "env-1"}))
+        .await
+        .unwrap();
+    let env_id = env["id"].as_str().unwrap().to_owned();
 
     let created = cli.json(&[
         "schedule",
@@ -95,7 +102,7 @@ async fn schedule_commands_manage_schedules_in_every_output_format() {
     assert_eq!(config["model_id"], "fake/test-model");
     assert_eq!(config["worker_host"], "builder-1");
     assert_eq!(config["skill_spec"], "acme/tools:deps");
-    assert_eq!(config["environment_id"], "env-1");
+    assert_eq!(config["environment_id"], env_id.as_str());
     assert_eq!(
         config["mcp_servers"]["docs"]["url"],
         "http://127.0.0.1:9/mcp"
