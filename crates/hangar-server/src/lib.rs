@@ -23,7 +23,6 @@ pub mod sessions;
 pub use config::{ConfigError, ServerConfig};
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
@@ -447,9 +446,4 @@ fn create_private_dir(path: &std::path::Path) -> Result<(), ServerError> {
         return Err(err(std::io::Error::other("not a directory")));
     }
     Ok(())
-}
-
-/// An empty body (helper for handlers).
-pub fn empty() -> Body {
-    Body::empty()
 }

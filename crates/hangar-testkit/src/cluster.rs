@@ -9,7 +9,7 @@
 
 use anyhow::{Context, Result, bail};
 use hangar_client::Client;
-use hangar_protocol::{RunItem, RunState};
+use hangar_protocol::RunItem;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -411,11 +411,6 @@ impl TestCluster {
             r.state.is_terminal() && r.is_sandbox_running != Some(true)
         })
         .await
-    }
-
-    /// States a run went through, as seen by polling (for diagnostics).
-    pub fn is_terminal(state: RunState) -> bool {
-        state.is_terminal()
     }
 
     fn log_files(&self) -> Vec<(String, PathBuf)> {

@@ -6,7 +6,7 @@ mod local;
 use crate::commands::Global;
 use crate::output::OutputFormat;
 use anyhow::{Result, bail};
-use hangar_agent::{CancellationToken, ManagedRun, RunOutcome};
+use hangar_agent::{ManagedRun, RunOutcome};
 use hangar_protocol::{AgentConfig, RunAgentRequest};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -169,18 +169,10 @@ async fn agent_run(args: RunArgs, global: &Global) -> Result<ExitCode> {
         }
     };
     opts.model_override = args.model;
-    let cancel = CancellationToken::new();
-    let (first, _) = crate::commands::signal_tokens();
-    let outcome = tokio::select! {
-        o = hangar_agent::run_managed(opts, cancel.clone()) => o,
-        _ = async {
-            first.cancelled().await;
-            cancel.cancel();
-            // Keep polling the run so it can report the cancellation; the
-            // worker SIGKILLs after its grace anyway.
-            std::future::pending::<()>().await
-        } => unreachable_outcome(),
-    };
+    // SIGTERM/SIGINT cancel the run; the agent still reports the cancellation
+    // (the worker SIGKILLs after its grace anyway).
+    let (cancel, _) = crate::commands::signal_tokens();
+    let outcome = hangar_agent::run_managed(opts, cancel).await;
     match outcome {
         Ok(RunOutcome::Succeeded { .. }) => Ok(ExitCode::SUCCESS),
         Ok(RunOutcome::Failed { message }) => {
@@ -193,10 +185,6 @@ async fn agent_run(args: RunArgs, global: &Global) -> Result<ExitCode> {
             Ok(ExitCode::from(2))
         }
     }
-}
-
-fn unreachable_outcome() -> Result<RunOutcome, hangar_agent::AgentError> {
-    Ok(RunOutcome::Cancelled)
 }
 
 async fn run_cloud(args: RunCloudArgs, global: &Global) -> Result<ExitCode> {
