@@ -18,6 +18,7 @@ mod notify;
 mod open;
 mod postgres;
 mod records;
+mod rows;
 mod schedules;
 mod sqlite;
 

@@ -120,74 +120,9 @@ impl SqliteStore {
     }
 }
 
-fn parse_state(s: &str) -> StoreResult<RunState> {
-    RunState::parse(s).ok_or_else(|| StoreError::Corrupt(format!("unknown run state `{s}`")))
-}
-
-fn run_from_row(row: &SqliteRow) -> StoreResult<RunRecord> {
-    let state: String = row.try_get("state")?;
-    let source: String = row.try_get("source")?;
-    let location: String = row.try_get("execution_location")?;
-    let config: String = row.try_get("config")?;
-    let current: Option<String> = row.try_get("current_execution_id")?;
-    Ok(RunRecord {
-        id: RunId(row.try_get("id")?),
-        team_id: row.try_get("team_id")?,
-        creator_user_id: row.try_get("creator_user_id")?,
-        title: row.try_get("title")?,
-        prompt: row.try_get("prompt")?,
-        state: parse_state(&state)?,
-        source: RunSourceType::parse(&source)
-            .ok_or_else(|| StoreError::Corrupt(format!("unknown source `{source}`")))?,
-        execution_location: if location == "LOCAL" {
-            RunExecutionLocation::Local
-        } else {
-            RunExecutionLocation::Remote
-        },
-        config: serde_json::from_str(&config)
-            .map_err(|e| StoreError::Corrupt(format!("run config: {e}")))?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-        started_at: row.try_get("started_at")?,
-        status_message: row.try_get("status_message")?,
-        error_code: row.try_get("error_code")?,
-        current_execution_id: current.map(ExecutionId),
-        sandbox_running: row.try_get::<i64, _>("sandbox_running")? != 0,
-        prompt_tokens: row.try_get("prompt_tokens")?,
-        completion_tokens: row.try_get("completion_tokens")?,
-        inference_cost: row.try_get("inference_cost")?,
-        schedule: schedules::run_schedule(row)?,
-    })
-}
-
-fn execution_from_row(row: &SqliteRow) -> StoreResult<ExecutionRecord> {
-    let state: String = row.try_get("state")?;
-    Ok(ExecutionRecord {
-        id: ExecutionId(row.try_get("id")?),
-        run_id: RunId(row.try_get("run_id")?),
-        worker_id: row.try_get("worker_id")?,
-        state: ExecutionState::parse(&state)
-            .ok_or_else(|| StoreError::Corrupt(format!("unknown execution state `{state}`")))?,
-        created_at: row.try_get("created_at")?,
-        ended_at: row.try_get("ended_at")?,
-        exit_code: row.try_get("exit_code")?,
-        failure_reason: row.try_get("failure_reason")?,
-        message: row.try_get("message")?,
-    })
-}
-
-fn api_key_from_row(row: &SqliteRow) -> StoreResult<ApiKeyRecord> {
-    Ok(ApiKeyRecord {
-        id: row.try_get("id")?,
-        team_id: row.try_get("team_id")?,
-        user_id: row.try_get("user_id")?,
-        name: row.try_get("name")?,
-        prefix: row.try_get("prefix")?,
-        created_at: row.try_get("created_at")?,
-        expires_at: row.try_get("expires_at")?,
-        revoked_at: row.try_get("revoked_at")?,
-    })
-}
+crate::rows::row_decoders!(SqliteRow, |row: &SqliteRow| -> StoreResult<bool> {
+    Ok(row.try_get::<i64, _>("sandbox_running")? != 0)
+});
 
 impl SqliteStore {
     /// Explains why a conditional run update matched no row.

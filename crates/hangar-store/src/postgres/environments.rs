@@ -1,35 +1,11 @@
 //! [`EnvironmentStore`] and [`SecretStore`] on PostgreSQL.
 
-use super::PostgresStore;
+use super::{PostgresStore, env_from_row, secret_from_row};
 use crate::{
     EnvironmentRecord, EnvironmentStore, SecretRecord, SecretStore, StoreError, StoreResult,
 };
 use async_trait::async_trait;
 use hangar_protocol::RunId;
-use sqlx::Row;
-use sqlx::postgres::PgRow;
-
-fn env_from_row(row: &PgRow) -> StoreResult<EnvironmentRecord> {
-    Ok(EnvironmentRecord {
-        id: row.try_get("id")?,
-        team_id: row.try_get("team_id")?,
-        name: row.try_get("name")?,
-        spec: row.try_get("spec")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-    })
-}
-
-fn secret_from_row(row: &PgRow) -> StoreResult<SecretRecord> {
-    Ok(SecretRecord {
-        team_id: row.try_get("team_id")?,
-        name: row.try_get("name")?,
-        nonce: row.try_get("nonce")?,
-        ciphertext: row.try_get("ciphertext")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-    })
-}
 
 fn unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
