@@ -19,6 +19,7 @@ pub mod replicas;
 pub mod schedule;
 pub mod secrets;
 pub mod sessions;
+pub mod sharing;
 
 pub use config::{ConfigError, ServerConfig};
 
@@ -52,6 +53,8 @@ pub struct AppInner {
     pub dispatcher: Arc<Dispatcher>,
     /// Agent sessions.
     pub sessions: Arc<SessionHub>,
+    /// Grant changes for open session streams.
+    pub shares: Arc<sharing::ShareHub>,
     /// Model providers.
     pub llm: Arc<ProviderRegistry>,
     /// Model for runs that name none.
@@ -306,6 +309,7 @@ impl Server {
             store,
             dispatcher: dispatcher.clone(),
             sessions: SessionHub::new(),
+            shares: Arc::new(sharing::ShareHub::default()),
             llm: Arc::new(llm),
             default_model,
             secrets: secret_box.clone(),
