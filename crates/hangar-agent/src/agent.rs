@@ -270,8 +270,25 @@ impl Agent {
         followups: &mut mpsc::Receiver<Followup>,
         cancel: &CancellationToken,
     ) -> Result<RunOutcome, AgentError> {
+        self.continue_conversation(Vec::new(), prompt, sink, followups, cancel)
+            .await
+    }
+
+    /// Like [`Agent::run`], after an earlier conversation: `history` (user,
+    /// assistant and tool messages, without the system prompt) comes before
+    /// `prompt`, which is the new user message (a follow-up on an ended run).
+    pub async fn continue_conversation(
+        &self,
+        history: Vec<ChatMessage>,
+        prompt: &str,
+        sink: &dyn EventSink,
+        followups: &mut mpsc::Receiver<Followup>,
+        cancel: &CancellationToken,
+    ) -> Result<RunOutcome, AgentError> {
         let sink = RedactingSink::new(sink, self.redactor.clone());
-        let outcome = self.converse(prompt, &sink, followups, cancel).await?;
+        let outcome = self
+            .converse(history, prompt, &sink, followups, cancel)
+            .await?;
         tracing::info!(state = ?outcome.state(), "agent run finished");
         sink.emit(EventBody::Status {
             state: Some(outcome.state()),
@@ -283,15 +300,15 @@ impl Agent {
 
     async fn converse(
         &self,
+        history: Vec<ChatMessage>,
         prompt: &str,
         sink: &dyn EventSink,
         followups: &mut mpsc::Receiver<Followup>,
         cancel: &CancellationToken,
     ) -> Result<RunOutcome, AgentError> {
-        let mut messages = vec![
-            ChatMessage::text(Role::System, &self.config.system_prompt),
-            ChatMessage::text(Role::User, prompt),
-        ];
+        let mut messages = vec![ChatMessage::text(Role::System, &self.config.system_prompt)];
+        messages.extend(history);
+        messages.push(ChatMessage::text(Role::User, prompt));
         sink.emit(EventBody::UserMessage {
             text: prompt.to_owned(),
         })

@@ -41,7 +41,9 @@ pub use agent::{
 };
 pub use error::AgentError;
 pub use event::{EventSink, SinkError};
-pub use local::{LocalReport, LocalRun, LocalRunError, TeeSink, TrackingServer, run_local};
+pub use local::{
+    LocalReport, LocalRun, LocalRunError, RegisteredHook, TeeSink, TrackingServer, run_local,
+};
 pub use managed::{
     ENV_SPOOL_DIR, FLUSH_TIMEOUT, GATEWAY_PATH, ManagedRun, gateway_provider, run_managed,
 };

@@ -7,7 +7,9 @@
 //! (`execution_location: LOCAL`), its events go to the server through the
 //! normal durable session stream with the returned run token, and when no
 //! local provider serves the model the server's LLM gateway does. Every
-//! event also goes to a caller-supplied sink (the CLI's printer).
+//! event also goes to a caller-supplied sink (the CLI's printer). `--share`
+//! grants are applied right after registration; their syntax is checked
+//! before anything is registered.
 
 use crate::agent::{Agent, LoopConfig, RunOutcome};
 use crate::error::AgentError;
@@ -24,6 +26,7 @@ use crate::tools::ToolRegistry;
 use hangar_client::Client;
 use hangar_llm::{ModelProvider, ProviderRegistry};
 use hangar_protocol::session::{EventBody, Followup};
+use hangar_protocol::share::{CreateShareRequest, ShareItem, ShareSpecError, parse_share_spec};
 use hangar_protocol::{AgentConfig, McpServerConfig, RunAgentRequest, RunState};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -55,7 +58,8 @@ pub struct TrackingServer {
     pub url: String,
     /// API key.
     pub api_key: String,
-    /// `--share` values, kept for when sharing lands (not sent yet).
+    /// `--share` values (`team`, `team:edit`, `user@x:view`, `public:view`, …),
+    /// granted right after the run is registered.
     pub share: Vec<String>,
 }
 
@@ -100,6 +104,19 @@ pub struct LocalRun {
     pub harness: Option<String>,
     /// The harness program (default: found in `PATH`).
     pub harness_program: Option<PathBuf>,
+    /// Called once a tracked run is registered and shared, before the agent starts.
+    pub on_registered: Option<RegisteredHook>,
+}
+
+/// Tells the caller a tracked run exists: its id and the grants applied
+/// (public links carry their URL, shown only now).
+#[derive(Clone)]
+pub struct RegisteredHook(pub Arc<dyn Fn(&str, &[ShareItem]) + Send + Sync>);
+
+impl std::fmt::Debug for RegisteredHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RegisteredHook")
+    }
 }
 
 impl LocalRun {
@@ -120,6 +137,7 @@ impl LocalRun {
             max_turns: None,
             harness: None,
             harness_program: None,
+            on_registered: None,
         }
     }
 }
@@ -133,6 +151,8 @@ pub struct LocalReport {
     pub run_id: Option<String>,
     /// The model used.
     pub model: String,
+    /// Grants applied to the tracked run (`--share`).
+    pub shares: Vec<ShareItem>,
 }
 
 /// Why an unmanaged run could not start.
@@ -150,6 +170,9 @@ pub enum LocalRunError {
     /// Registering with the server failed.
     #[error("cannot register the run with the server: {0}")]
     Register(#[source] hangar_client::ClientError),
+    /// A `--share` value is not understood.
+    #[error("--share {0}")]
+    Share(#[source] ShareSpecError),
     /// A skill is missing.
     #[error("{0}")]
     Skill(String),
@@ -252,6 +275,7 @@ pub async fn run_local(
         .or_else(|| registry.default_model());
     let mut redactor = Redactor::from_env();
 
+    let mut shares = Vec::new();
     let registration = match &opts.server {
         Some(server) => {
             let client = Client::new(&server.url, server.api_key.clone())
@@ -268,14 +292,21 @@ pub async fn run_local(
                 }),
                 ..RunAgentRequest::default()
             };
-            if !server.share.is_empty() {
-                tracing::warn!(share = ?server.share, "--share is not applied yet: sharing lands with the sharing feature");
-            }
+            let grants = server
+                .share
+                .iter()
+                .map(|s| parse_share_spec(s))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(LocalRunError::Share)?;
             let reg: LocalRunRegistration = client
                 .post_json(LOCAL_RUNS_PATH, &request)
                 .await
                 .map_err(LocalRunError::Register)?;
             tracing::info!(run_id = %reg.run_id, "tracked local run registered");
+            shares = share_run(&client, &reg.run_id, &grants).await;
+            if let Some(hook) = &opts.on_registered {
+                (hook.0)(&reg.run_id, &shares);
+            }
             redactor = redactor.with([reg.run_token.clone(), server.api_key.clone()]);
             Some((server.url.clone(), reg))
         }
@@ -312,6 +343,7 @@ pub async fn run_local(
             outcome,
             run_id,
             model: kind.program().to_owned(),
+            shares,
         });
     }
 
@@ -384,7 +416,27 @@ pub async fn run_local(
         outcome,
         run_id,
         model,
+        shares,
     })
+}
+
+/// Applies `--share` grants to a registered run. The run already exists and
+/// the work should not be lost over a grant, so a refused one (an unknown
+/// email, say) is reported as a warning and the run goes on.
+async fn share_run(client: &Client, run_id: &str, grants: &[CreateShareRequest]) -> Vec<ShareItem> {
+    let mut applied = Vec::with_capacity(grants.len());
+    for grant in grants {
+        match client.create_share(run_id, grant).await {
+            Ok(item) => applied.push(item),
+            Err(e) => tracing::warn!(
+                %run_id,
+                grantee = %grant.grantee,
+                error = %e,
+                "could not share the run; share it later with `hangar run share`"
+            ),
+        }
+    }
+    applied
 }
 
 /// Opens the tracked run's session stream; a `cancel` frame from the server

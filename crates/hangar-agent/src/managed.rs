@@ -10,6 +10,7 @@ use crate::session::{SessionConfig, SessionStream, spool_path};
 use hangar_client::Client;
 use hangar_llm::{ModelProvider, OpenAiConfig, OpenAiProvider};
 use hangar_protocol::RunItem;
+use hangar_protocol::llm::{ChatMessage, FunctionCall, Role, ToolCall};
 use hangar_protocol::RunState;
 use hangar_protocol::session::EventBody;
 use std::path::PathBuf;
@@ -108,6 +109,7 @@ pub async fn run_managed(
         .filter(|m| !m.trim().is_empty())
         .ok_or_else(|| AgentError::NoModel(opts.run_id.clone()))?;
     let provider = gateway_provider(&client)?;
+    let continuation = fetch_continuation(&client, &opts.run_id, &opts.execution_id).await?;
     let spool_dir = opts
         .spool_dir
         .clone()
@@ -177,9 +179,28 @@ pub async fn run_managed(
                 LoopConfig::new(model, &opts.workdir, prepared.base_prompt.as_deref()),
             )
             .with_redactor(redactor);
-            let outcome = agent
-                .run(&prepared.prompt, &session, &mut followups, &cancel)
-                .await;
+            let outcome = match continuation {
+                Some(Continuation { history, message }) => {
+                    tracing::info!(
+                        messages = history.len(),
+                        "continuing the conversation of earlier executions with a follow-up"
+                    );
+                    agent
+                        .continue_conversation(
+                            history,
+                            &message,
+                            &session,
+                            &mut followups,
+                            &cancel,
+                        )
+                        .await
+                }
+                None => {
+                    agent
+                        .run(&prepared.prompt, &session, &mut followups, &cancel)
+                        .await
+                }
+            };
             prepared.mcp.shutdown().await;
             outcome
         }
@@ -221,6 +242,120 @@ pub fn gateway_provider(client: &Client) -> Result<Arc<dyn ModelProvider>, Agent
     Ok(Arc::new(provider))
 }
 
+/// An ended run reopened by a follow-up: what its new execution continues.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Continuation {
+    /// The earlier executions' conversation (no system prompt).
+    pub history: Vec<ChatMessage>,
+    /// The follow-up: the new user message.
+    pub message: String,
+}
+
+/// Loads the run's transcript (with the run token); `Some` when the run was
+/// reopened by a follow-up after earlier executions talked to the model.
+async fn fetch_continuation(
+    client: &Client,
+    run_id: &str,
+    execution_id: &str,
+) -> Result<Option<Continuation>, AgentError> {
+    let transcript = client
+        .transcript(run_id)
+        .await
+        .map_err(|source| AgentError::FetchRun {
+            run_id: run_id.to_owned(),
+            source,
+        })?;
+    let Some(message) = transcript.followup else {
+        return Ok(None);
+    };
+    let earlier: Vec<EventBody> = transcript
+        .events
+        .into_iter()
+        .filter(|e| e.execution_id != execution_id)
+        .map(|e| e.event.body)
+        .collect();
+    let history = conversation_from_events(&earlier);
+    if history.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Continuation { history, message }))
+}
+
+/// Rebuilds the chat messages of a stored conversation: user and assistant
+/// text, tool calls with their results. A call left without a result (the
+/// execution ended mid-tool) gets one saying so, as providers require.
+pub fn conversation_from_events(events: &[EventBody]) -> Vec<ChatMessage> {
+    let mut messages: Vec<ChatMessage> = Vec::new();
+    let mut open_calls: Vec<String> = Vec::new();
+    let close_calls = |messages: &mut Vec<ChatMessage>, open: &mut Vec<String>| {
+        for id in open.drain(..) {
+            messages.push(ChatMessage::tool_result(
+                id,
+                "(no result: the execution ended before the tool finished)",
+            ));
+        }
+    };
+    for body in events {
+        match body {
+            EventBody::UserMessage { text } => {
+                close_calls(&mut messages, &mut open_calls);
+                messages.push(ChatMessage::text(Role::User, text));
+            }
+            EventBody::AssistantMessage { text } => {
+                close_calls(&mut messages, &mut open_calls);
+                messages.push(ChatMessage::text(Role::Assistant, text));
+            }
+            EventBody::ToolCall {
+                call_id,
+                name,
+                arguments,
+            } => {
+                // Calls belong to the assistant message of their turn: the one
+                // just written, unless tool results already followed it.
+                let joins_last = messages
+                    .last()
+                    .is_some_and(|m| m.role == Role::Assistant);
+                if !joins_last {
+                    close_calls(&mut messages, &mut open_calls);
+                    let mut m = ChatMessage::text(Role::Assistant, "");
+                    m.content = None;
+                    messages.push(m);
+                }
+                let arguments = match arguments {
+                    serde_json::Value::String(raw) => raw.clone(),
+                    other => other.to_string(),
+                };
+                if let Some(last) = messages.last_mut() {
+                    last.tool_calls.get_or_insert_with(Vec::new).push(ToolCall {
+                        id: call_id.clone(),
+                        kind: "function".to_owned(),
+                        function: FunctionCall {
+                            name: name.clone(),
+                            arguments,
+                        },
+                    });
+                }
+                open_calls.push(call_id.clone());
+            }
+            EventBody::ToolResult {
+                call_id, output, ..
+            } => {
+                if let Some(at) = open_calls.iter().position(|c| c == call_id) {
+                    open_calls.remove(at);
+                    messages.push(ChatMessage::tool_result(call_id, output));
+                }
+            }
+            EventBody::Reasoning { .. }
+            | EventBody::Status { .. }
+            | EventBody::Artifact { .. }
+            | EventBody::Usage { .. }
+            | EventBody::Error { .. } => {}
+        }
+    }
+    close_calls(&mut messages, &mut open_calls);
+    messages
+}
+
 /// `GET /api/v1/agent/runs/{id}`, retrying transport errors and 5xx.
 async fn fetch_run(client: &Client, run_id: &str) -> Result<RunItem, AgentError> {
     let mut delay = FETCH_RETRY_DELAY;
@@ -241,5 +376,66 @@ async fn fetch_run(client: &Client, run_id: &str) -> Result<RunItem, AgentError>
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_events_become_the_conversation_with_every_call_answered() {
+        let events = vec![
+            EventBody::UserMessage { text: "fix it".into() },
+            EventBody::Usage {
+                model: "m".into(),
+                prompt_tokens: 1,
+                completion_tokens: 1,
+            },
+            EventBody::AssistantMessage {
+                text: "looking".into(),
+            },
+            EventBody::ToolCall {
+                call_id: "c1".into(),
+                name: "shell".into(),
+                arguments: serde_json::json!({"command": "ls"}),
+            },
+            EventBody::ToolCall {
+                call_id: "c2".into(),
+                name: "read_file".into(),
+                arguments: serde_json::json!({"path": "a"}),
+            },
+            EventBody::ToolResult {
+                call_id: "c1".into(),
+                name: "shell".into(),
+                output: "a b".into(),
+                is_error: false,
+            },
+            EventBody::AssistantMessage {
+                text: "done".into(),
+            },
+            EventBody::Status {
+                state: Some(RunState::Succeeded),
+                message: "done".into(),
+            },
+        ];
+        let m = conversation_from_events(&events);
+        let roles: Vec<Role> = m.iter().map(|m| m.role).collect();
+        assert_eq!(
+            roles,
+            vec![
+                Role::User,
+                Role::Assistant,
+                Role::Tool,
+                Role::Tool,
+                Role::Assistant
+            ]
+        );
+        let calls = m[1].tool_calls.as_ref().unwrap();
+        assert_eq!(calls.len(), 2);
+        assert_eq!(calls[0].function.arguments, r#"{"command":"ls"}"#);
+        assert_eq!(m[2].tool_call_id.as_deref(), Some("c1"));
+        // c2 never got a result: one is made up so the provider accepts the history.
+        assert_eq!(m[3].tool_call_id.as_deref(), Some("c2"));
     }
 }

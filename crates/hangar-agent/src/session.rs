@@ -1,9 +1,13 @@
 //! The durable session stream (PROTOCOL.md §4).
 //!
 //! [`SessionStream`] is an [`EventSink`] backed by one task that owns the
-//! spool file and the WebSocket. For every event it: assigns the next `seq`
-//! (from 1), appends it to the spool and fsyncs, then confirms to the emitter
-//! and sends it if the socket is up. The server acknowledges committed events
+//! WebSocket. Emitting an event assigns the next `seq` (from 1) and appends
+//! it to the spool file (one `write`, so it survives a crash of the agent
+//! process) before `emit` returns; the task then takes every event queued so
+//! far, fsyncs the spool once for all of them (group commit) and only then
+//! sends them. So nothing reaches the server before it is on disk, and the
+//! agent loop never waits for an fsync (a host crash can lose only events
+//! that were never sent). The server acknowledges committed events
 //! (`ack {seq}`); after every (re)connect it first sends its highest committed
 //! seq, and the task resends every spooled event above it, in order. So a
 //! dropped connection loses nothing, and nothing is sent twice on one
@@ -27,7 +31,8 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
+use std::sync::Arc;
+use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
@@ -93,15 +98,33 @@ impl SessionReport {
     }
 }
 
+/// A spooled event on its way to the task.
 struct Intake {
-    body: EventBody,
-    spooled: oneshot::Sender<std::io::Result<u64>>,
+    seq: u64,
+    text: String,
+}
+
+/// The writing end of the spool, shared by emitters and the task (which
+/// moves `next_seq` past what the server already holds).
+#[derive(Debug)]
+struct Writer {
+    spool: Spool,
+    next_seq: u64,
+    /// `None` once finished.
+    intake: Option<mpsc::UnboundedSender<Intake>>,
+}
+
+type SharedWriter = Arc<std::sync::Mutex<Writer>>;
+
+fn lock_writer(w: &SharedWriter) -> std::sync::MutexGuard<'_, Writer> {
+    // Appends are single writes and counters; a panic cannot leave them torn.
+    w.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The agent's durable session stream. Emit events through [`EventSink`];
 /// end with [`SessionStream::finish`].
 pub struct SessionStream {
-    intake: mpsc::Sender<Intake>,
+    writer: SharedWriter,
     stop: CancellationToken,
     task: AbortOnDropHandle<SessionReport>,
     spool_path: PathBuf,
@@ -140,7 +163,13 @@ impl SessionStream {
                 AgentToServer::Event(event).to_envelope().to_text(),
             ));
         }
-        let (intake_tx, intake_rx) = mpsc::channel(INTAKE_CAPACITY);
+        let (intake_tx, intake_rx) = mpsc::unbounded_channel();
+        let syncer = spool.file();
+        let writer: SharedWriter = Arc::new(std::sync::Mutex::new(Writer {
+            spool,
+            next_seq: last_seq + 1,
+            intake: Some(intake_tx),
+        }));
         let (followup_tx, followup_rx) = mpsc::channel(FOLLOWUP_CAPACITY);
         let stop = CancellationToken::new();
         let ws_path = format!(
@@ -151,8 +180,10 @@ impl SessionStream {
         let worker = StreamTask {
             client: config.client,
             ws_path,
-            spool,
-            next_seq: last_seq + 1,
+            writer: writer.clone(),
+            syncer,
+            unsynced: false,
+            spool_path: config.spool_path.clone(),
             acked: 0,
             pending,
             intake: intake_rx,
@@ -164,7 +195,7 @@ impl SessionStream {
         };
         let task = AbortOnDropHandle::new(tokio::spawn(worker.run()));
         let stream = SessionStream {
-            intake: intake_tx,
+            writer,
             stop,
             task,
             spool_path: config.spool_path,
@@ -182,12 +213,12 @@ impl SessionStream {
     /// stay in the spool.
     pub async fn finish(self, timeout: Duration) -> SessionReport {
         let SessionStream {
-            intake,
+            writer,
             stop,
             mut task,
             spool_path,
         } = self;
-        drop(intake);
+        lock_writer(&writer).intake = None;
         let joined = match tokio::time::timeout(timeout, &mut task).await {
             Ok(joined) => joined,
             Err(_) => {
@@ -223,15 +254,26 @@ impl SessionStream {
 #[async_trait::async_trait]
 impl EventSink for SessionStream {
     async fn emit(&self, body: EventBody) -> Result<(), SinkError> {
-        let (spooled, confirmation) = oneshot::channel();
-        self.intake
-            .send(Intake { body, spooled })
-            .await
-            .map_err(|_| SinkError::Closed)?;
-        match confirmation.await {
-            Ok(Ok(_seq)) => Ok(()),
-            Ok(Err(e)) => Err(SinkError::Spool(e)),
-            Err(_) => Err(SinkError::Closed),
+        let mut w = lock_writer(&self.writer);
+        if w.intake.is_none() {
+            return Err(SinkError::Closed);
+        }
+        let seq = w.next_seq;
+        let event = SessionEvent {
+            seq,
+            at: Timestamp::now(),
+            body,
+        };
+        if let Err(e) = w.spool.append(&event) {
+            tracing::error!(error = %e, spool = %w.spool.path().display(), seq, "cannot spool session event");
+            return Err(SinkError::Spool(e));
+        }
+        w.next_seq += 1;
+        let text = AgentToServer::Event(event).to_envelope().to_text();
+        // Sent under the lock, so the task sees events in seq order.
+        match &w.intake {
+            Some(tx) if tx.send(Intake { seq, text }).is_ok() => Ok(()),
+            _ => Err(SinkError::Closed),
         }
     }
 }
@@ -253,12 +295,16 @@ enum Disconnect {
 struct StreamTask {
     client: Client,
     ws_path: String,
-    spool: Spool,
-    next_seq: u64,
+    writer: SharedWriter,
+    /// The spool file, for fsync.
+    syncer: Arc<std::fs::File>,
+    /// Events arrived since the last fsync.
+    unsynced: bool,
+    spool_path: PathBuf,
     acked: u64,
     /// Spooled, not yet acknowledged: `(seq, frame text)`, in seq order.
     pending: VecDeque<(u64, String)>,
-    intake: mpsc::Receiver<Intake>,
+    intake: mpsc::UnboundedReceiver<Intake>,
     intake_open: bool,
     followups: mpsc::Sender<Followup>,
     cancel_run: CancellationToken,
@@ -273,9 +319,10 @@ impl StreamTask {
     }
 
     fn report(&self) -> SessionReport {
+        let last_seq = lock_writer(&self.writer).next_seq - 1;
         SessionReport {
-            last_seq: self.next_seq - 1,
-            acked_seq: self.acked.min(self.next_seq - 1),
+            last_seq,
+            acked_seq: self.acked.min(last_seq),
         }
     }
 
@@ -307,6 +354,7 @@ impl StreamTask {
                 break;
             }
         }
+        self.sync_spool().await;
         self.report()
     }
 
@@ -322,7 +370,7 @@ impl StreamTask {
                 out = &mut fut => return Some(out),
                 item = self.intake.recv(), if self.intake_open => match item {
                     Some(intake) => {
-                        self.accept(intake).await;
+                        self.accept(intake);
                     }
                     None => self.intake_open = false,
                 },
@@ -355,6 +403,7 @@ impl StreamTask {
                             if self.on_frame(text.as_str()) && !synced {
                                 synced = true;
                                 self.backoff.reset();
+                                self.sync_spool().await;
                                 let resend: Vec<String> = self.pending.iter().map(|(_, t)| t.clone()).collect();
                                 tracing::debug!(acked = self.acked, resend = resend.len(), "session stream synced");
                                 for text in resend {
@@ -368,8 +417,17 @@ impl StreamTask {
                 }
                 item = self.intake.recv(), if self.intake_open => match item {
                     Some(intake) => {
-                        if let Some(text) = self.accept(intake).await.filter(|_| synced) {
-                            ws.send(Message::text(text)).await?;
+                        let mut batch = vec![self.accept(intake)];
+                        // Group commit: everything already queued shares one fsync.
+                        while let Ok(more) = self.intake.try_recv() {
+                            batch.push(self.accept(more));
+                        }
+                        if synced && !batch.is_empty() {
+                            self.sync_spool().await;
+                            for text in batch {
+                                ws.feed(Message::text(text)).await?;
+                            }
+                            ws.flush().await?;
                         }
                     }
                     None => self.intake_open = false,
@@ -389,24 +447,31 @@ impl StreamTask {
         }
     }
 
-    /// Numbers, spools and queues one event; returns its frame when spooled.
-    async fn accept(&mut self, intake: Intake) -> Option<String> {
-        let seq = self.next_seq;
-        let event = SessionEvent {
-            seq,
-            at: Timestamp::now(),
-            body: intake.body,
-        };
-        if let Err(e) = self.spool.append(&event).await {
-            tracing::error!(error = %e, spool = %self.spool.path().display(), seq, "cannot spool session event");
-            let _ = intake.spooled.send(Err(e));
-            return None;
+    /// Makes the spool durable before anything is sent. A failed fsync is
+    /// logged and the events are sent anyway: they are in the page cache, so
+    /// only a host crash could lose them, and withholding them would stall the
+    /// run forever.
+    async fn sync_spool(&mut self) {
+        if !self.unsynced {
+            return;
         }
-        self.next_seq += 1;
-        let text = AgentToServer::Event(event).to_envelope().to_text();
-        self.pending.push_back((seq, text.clone()));
-        let _ = intake.spooled.send(Ok(seq));
-        Some(text)
+        let file = self.syncer.clone();
+        match tokio::task::spawn_blocking(move || file.sync_data()).await {
+            Ok(Ok(())) => self.unsynced = false,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, spool = %self.spool_path.display(), "cannot fsync the session spool");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, spool = %self.spool_path.display(), "the fsync of the session spool failed");
+            }
+        }
+    }
+
+    /// Queues one spooled event until the server acknowledges it; returns its frame.
+    fn accept(&mut self, intake: Intake) -> String {
+        self.unsynced = true;
+        self.pending.push_back((intake.seq, intake.text.clone()));
+        intake.text
     }
 
     /// Handles one server frame; `true` for an ack.
@@ -449,17 +514,19 @@ impl StreamTask {
     }
 
     fn on_ack(&mut self, seq: u64) {
-        if seq >= self.next_seq {
+        let mut w = lock_writer(&self.writer);
+        if seq >= w.next_seq {
             // The server holds events this spool does not (it was lost or
             // replaced). Number new events after them so they are not taken
             // for duplicates.
             tracing::warn!(
                 acked = seq,
-                next_seq = self.next_seq,
+                next_seq = w.next_seq,
                 "server acknowledged events this agent never spooled"
             );
-            self.next_seq = seq + 1;
+            w.next_seq = seq + 1;
         }
+        drop(w);
         self.acked = self.acked.max(seq);
         while self.pending.front().is_some_and(|(s, _)| *s <= self.acked) {
             self.pending.pop_front();
@@ -480,13 +547,20 @@ mod tests {
     }
 
     async fn task(dir: &Path, pending: &[u64], next_seq: u64) -> StreamTask {
-        let (_, intake) = mpsc::channel(1);
+        let (_, intake) = mpsc::unbounded_channel();
         let (followups, _) = mpsc::channel(1);
+        let spool = Spool::open(&dir.join("s")).await.unwrap().0;
         StreamTask {
             client: Client::new("http://127.0.0.1:9", "t").unwrap(),
             ws_path: String::new(),
-            spool: Spool::open(&dir.join("s")).await.unwrap().0,
-            next_seq,
+            syncer: spool.file(),
+            writer: Arc::new(std::sync::Mutex::new(Writer {
+                spool,
+                next_seq,
+                intake: None,
+            })),
+            unsynced: false,
+            spool_path: dir.join("s"),
             acked: 0,
             pending: pending.iter().map(|s| (*s, s.to_string())).collect(),
             intake,
@@ -514,6 +588,6 @@ mod tests {
         assert!(t.cancel_run.is_cancelled());
         assert!(t.on_frame(r#"{"type":"ack","data":{"seq":9}}"#));
         assert!(t.pending.is_empty());
-        assert_eq!(t.next_seq, 10);
+        assert_eq!(lock_writer(&t.writer).next_seq, 10);
     }
 }

@@ -8,7 +8,10 @@ pub mod run;
 pub mod schedule;
 pub mod secret;
 pub mod server;
+pub mod share;
 pub mod up;
+pub mod user;
+pub mod watch;
 pub mod worker;
 
 use crate::output::OutputFormat;

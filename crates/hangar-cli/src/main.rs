@@ -58,6 +58,10 @@ enum Command {
     Environment(commands::environment::EnvironmentCommand),
     /// Manage secrets (values are write-only).
     Secret(commands::secret::SecretCommand),
+    /// Manage the team's users and their dashboard logins.
+    User(commands::user::UserCommand),
+    /// Show the team of the current credentials.
+    Team(commands::user::TeamCommand),
     /// Save a server URL and API key for later commands (`--server-url`, `--api-key`).
     Login,
     /// Forget the saved server URL and API key.
@@ -109,6 +113,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::ApiKey(cmd) => commands::api_key::run(cmd, &global).await,
         Command::Environment(cmd) => commands::environment::run(cmd, &global).await,
         Command::Secret(cmd) => commands::secret::run(cmd, &global).await,
+        Command::User(cmd) => commands::user::run(cmd, &global).await,
+        Command::Team(cmd) => commands::user::run_team(cmd, &global).await,
         Command::Login => commands::auth::login(&global).await,
         Command::Logout => commands::auth::logout(&global).await,
         Command::Whoami => commands::auth::whoami(&global).await,

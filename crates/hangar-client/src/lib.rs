@@ -5,10 +5,15 @@
 //! authenticated WebSocket to any Hangar socket path). Used by the CLI, the
 //! worker, the agent and the tests. Depends only on `hangar-protocol`.
 
+pub mod sse;
+
+pub use sse::{SseEvent, SseStream};
+
 use hangar_protocol::{
     ApiKeyItem, CreateApiKeyRequest, ListRunsResponse, Problem, RunAgentRequest, RunAgentResponse,
     RunItem, TranscriptResponse,
 };
+use hangar_protocol::share::{CreateShareRequest, ListSharesResponse, ShareItem};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::time::Duration;
@@ -142,6 +147,14 @@ impl Client {
         &self,
         req: reqwest::RequestBuilder,
     ) -> Result<T, ClientError> {
+        Ok(self.send_checked(req).await?.json::<T>().await?)
+    }
+
+    /// Sends `req`; a non-2xx answer becomes an error (decoded when it is a problem).
+    async fn send_checked(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ClientError> {
         let resp = req.bearer_auth(&self.token).send().await.map_err(|e| {
             if e.is_connect() {
                 ClientError::Connect {
@@ -154,7 +167,7 @@ impl Client {
         })?;
         let status = resp.status();
         if status.is_success() {
-            return Ok(resp.json::<T>().await?);
+            return Ok(resp);
         }
         let body = resp.text().await.unwrap_or_default();
         match serde_json::from_str::<Problem>(&body) {
@@ -251,6 +264,73 @@ impl Client {
         req: &CreateApiKeyRequest,
     ) -> Result<ApiKeyItem, ClientError> {
         self.post_json("api/v1/api-keys", req).await
+    }
+
+    /// **(extension)** `POST /api/v1/agent/runs/{id}/shares`: grants access to
+    /// a run's session (a public link's URL is only in this answer).
+    pub async fn create_share(
+        &self,
+        run_id: &str,
+        req: &CreateShareRequest,
+    ) -> Result<ShareItem, ClientError> {
+        self.post_json(&format!("api/v1/agent/runs/{}/shares", encode(run_id)), req)
+            .await
+    }
+
+    /// **(extension)** `GET /api/v1/agent/runs/{id}/shares`.
+    pub async fn list_shares(&self, run_id: &str) -> Result<ListSharesResponse, ClientError> {
+        self.get_json(&format!("api/v1/agent/runs/{}/shares", encode(run_id)))
+            .await
+    }
+
+    /// **(extension)** `DELETE /api/v1/agent/runs/{id}/shares/{share_id}` (204).
+    pub async fn delete_share(&self, run_id: &str, share_id: &str) -> Result<(), ClientError> {
+        let url = self.url(&format!(
+            "api/v1/agent/runs/{}/shares/{}",
+            encode(run_id),
+            encode(share_id)
+        ))?;
+        self.send_checked(self.http.delete(url)).await?;
+        Ok(())
+    }
+
+    /// **(extension)** `GET /api/v1/teams`: the caller's team.
+    pub async fn list_teams(
+        &self,
+    ) -> Result<hangar_protocol::account::ListTeamsResponse, ClientError> {
+        self.get_json("api/v1/teams").await
+    }
+
+    /// **(extension)** `GET /api/v1/users`.
+    pub async fn list_users(
+        &self,
+    ) -> Result<hangar_protocol::account::ListUsersResponse, ClientError> {
+        self.get_json("api/v1/users").await
+    }
+
+    /// **(extension)** `POST /api/v1/users` (admins).
+    pub async fn create_user(
+        &self,
+        req: &hangar_protocol::account::CreateUserRequest,
+    ) -> Result<hangar_protocol::account::UserItem, ClientError> {
+        self.post_json("api/v1/users", req).await
+    }
+
+    /// **(extension)** `PATCH /api/v1/users/{id}` (admins).
+    pub async fn update_user(
+        &self,
+        user_id: &str,
+        req: &hangar_protocol::account::UpdateUserRequest,
+    ) -> Result<hangar_protocol::account::UserItem, ClientError> {
+        let url = self.url(&format!("api/v1/users/{}", encode(user_id)))?;
+        self.send(self.http.patch(url).json(req)).await
+    }
+
+    /// **(extension)** `DELETE /api/v1/users/{id}` (admins; 204).
+    pub async fn delete_user(&self, user_id: &str) -> Result<(), ClientError> {
+        let url = self.url(&format!("api/v1/users/{}", encode(user_id)))?;
+        self.send_checked(self.http.delete(url)).await?;
+        Ok(())
     }
 
     /// Opens an authenticated WebSocket to `path` (e.g. `api/v1/agent/runs/ID/session`).

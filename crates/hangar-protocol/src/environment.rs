@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 /// A repository an environment clones into the workspace.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EnvironmentRepo {
     /// Clone URL.
@@ -25,6 +26,7 @@ pub struct EnvironmentRepo {
 
 /// Create or replace an environment (`POST /environments`, `PUT /environments/{id}`).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EnvironmentRequest {
     /// Unique name within the team.
@@ -54,6 +56,7 @@ pub struct EnvironmentRequest {
 
 /// A stored environment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct EnvironmentItem {
     /// Id.
     pub id: String,
@@ -68,6 +71,7 @@ pub struct EnvironmentItem {
 
 /// `GET /environments`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct EnvironmentList {
     /// Environments, by name.
     pub environments: Vec<EnvironmentItem>,
@@ -75,6 +79,7 @@ pub struct EnvironmentList {
 
 /// A GitHub repository in the Oz environment shape.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct GitHubRepo {
     /// Owner.
     pub owner: String,
@@ -84,6 +89,7 @@ pub struct GitHubRepo {
 
 /// `CloudEnvironmentConfig` of the Oz API.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct CloudEnvironmentConfig {
     /// Name.
     pub name: String,
@@ -103,6 +109,7 @@ pub struct CloudEnvironmentConfig {
 
 /// `CloudEnvironment` of the Oz API.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct CloudEnvironment {
     /// Id.
     pub uid: String,
@@ -119,6 +126,7 @@ pub struct CloudEnvironment {
 
 /// `GET /agent/environments`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct ListEnvironmentsResponse {
     /// Environments.
     pub environments: Vec<CloudEnvironment>,
@@ -126,6 +134,7 @@ pub struct ListEnvironmentsResponse {
 
 /// Create a secret (`POST /secrets`).
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateSecretRequest {
     /// Name; also the environment variable it is injected as.
@@ -136,6 +145,7 @@ pub struct CreateSecretRequest {
 
 /// Replace a secret's value (`PUT /secrets/{name}`).
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UpdateSecretRequest {
     /// New value.
@@ -161,6 +171,7 @@ impl std::fmt::Debug for UpdateSecretRequest {
 
 /// A secret as the API shows it: never its value.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct SecretItem {
     /// Name.
     pub name: String,

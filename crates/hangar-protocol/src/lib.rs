@@ -8,6 +8,8 @@
 //!
 //! This crate depends on serde only and on no other hangar crate.
 
+pub mod account;
+pub mod agent;
 pub mod envelope;
 pub mod environment;
 pub mod ids;
@@ -16,6 +18,7 @@ pub mod problem;
 pub mod run;
 pub mod schedule;
 pub mod session;
+pub mod share;
 pub mod timestamp;
 pub mod worker;
 

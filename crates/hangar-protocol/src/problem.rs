@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// Machine-readable error code (`PlatformErrorCode` in the Oz API).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum PlatformErrorCode {
     /// No remaining credits.
@@ -69,6 +70,8 @@ pub const PROBLEM_TYPE_BASE: &str = "https://hangar.dev/problems/";
 
 /// An `application/problem+json` body.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "utoipa", schema(as = Error))]
 pub struct Problem {
     /// URI identifying the problem type.
     #[serde(rename = "type")]

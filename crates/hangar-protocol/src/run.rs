@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 /// State of a run. Names and meanings come from the Oz API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum RunState {
     /// Waiting for a worker.
@@ -80,6 +81,7 @@ impl std::fmt::Display for RunState {
 
 /// What created a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum RunSourceType {
     /// Linear integration.
@@ -126,6 +128,7 @@ impl RunSourceType {
 
 /// Where a run executed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum RunExecutionLocation {
     /// On the caller's machine (unmanaged `agent run`).
@@ -146,6 +149,8 @@ impl RunExecutionLocation {
 
 /// MCP server configuration: exactly one of `command` or `url` (or a `warp_id` reference).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "utoipa", schema(as = MCPServerConfig))]
 #[serde(deny_unknown_fields)]
 pub struct McpServerConfig {
     /// Reference to a shared server.
@@ -170,6 +175,7 @@ pub struct McpServerConfig {
 
 /// Execution harness.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Harness {
     /// `oz` (built-in, default), `claude`, `codex`, `opencode`, `gemini`.
@@ -179,6 +185,7 @@ pub struct Harness {
 
 /// Secrets for third-party harnesses.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct HarnessAuthSecrets {
     /// Secret name for the Claude Code harness.
@@ -188,6 +195,8 @@ pub struct HarnessAuthSecrets {
 
 /// Run configuration (`AmbientAgentConfig` in the Oz API).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "utoipa", schema(as = AmbientAgentConfig))]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
     /// Label for grouping and filtering.
@@ -227,6 +236,7 @@ pub struct AgentConfig {
 
 /// A file attached to a run request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AttachmentInput {
     /// File name.
@@ -239,6 +249,7 @@ pub struct AttachmentInput {
 
 /// `POST /agent/runs` body.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RunAgentRequest {
     /// The instruction; required unless a skill is given.
@@ -275,6 +286,7 @@ pub struct RunAgentRequest {
 
 /// `POST /agent/runs` response.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct RunAgentResponse {
     /// The new run.
     pub run_id: String,
@@ -289,6 +301,7 @@ pub struct RunAgentResponse {
 
 /// Status message of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct RunStatusMessage {
     /// Human-readable message.
     pub message: String,
@@ -302,6 +315,7 @@ pub struct RunStatusMessage {
 
 /// Resource usage of a run.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct RequestUsage {
     /// Inference cost.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -313,6 +327,7 @@ pub struct RequestUsage {
 
 /// Who created a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct RunCreatorInfo {
     /// `user` or `service_account`.
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
@@ -330,6 +345,7 @@ pub struct RunCreatorInfo {
 
 /// Ownership scope.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct Scope {
     /// `User` or `Team`.
     #[serde(rename = "type")]
@@ -341,6 +357,7 @@ pub struct Scope {
 
 /// A run as returned by `GET /agent/runs/{id}` and in lists.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct RunItem {
     /// Run id.
     pub run_id: String,
@@ -408,6 +425,7 @@ pub struct RunItem {
 
 /// Cursor paging.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct PageInfo {
     /// More results exist.
     pub has_next_page: bool,
@@ -418,6 +436,7 @@ pub struct PageInfo {
 
 /// `GET /agent/runs` response.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct ListRunsResponse {
     /// The page.
     pub runs: Vec<RunItem>,
@@ -427,6 +446,7 @@ pub struct ListRunsResponse {
 
 /// **(extension)** `POST /api-keys` body.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateApiKeyRequest {
     /// Name to recognise the key by.
@@ -438,6 +458,7 @@ pub struct CreateApiKeyRequest {
 
 /// **(extension)** An API key; `key` is present only in the creation response.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct ApiKeyItem {
     /// Key id.
     pub id: String,
@@ -460,19 +481,26 @@ pub struct ApiKeyItem {
 
 /// **(extension)** A stored session event as served by `GET /agent/runs/{id}/transcript`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct TranscriptResponse {
     /// Run id.
     pub run_id: String,
     /// Events in order (execution, then sequence number).
     pub events: Vec<TranscriptEvent>,
+    /// The follow-up that last reopened this run after it ended: the agent of
+    /// the next execution continues the conversation with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub followup: Option<String>,
 }
 
 /// One stored event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct TranscriptEvent {
     /// Execution that produced it.
     pub execution_id: String,
     /// The event as the agent sent it.
     #[serde(flatten)]
+    #[cfg_attr(feature = "utoipa", schema(value_type = Object))]
     pub event: crate::session::SessionEvent,
 }

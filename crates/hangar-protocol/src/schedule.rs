@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// The schedule that triggered a run (`RunItem.schedule`, `ScheduleInfo` in the Oz API).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct ScheduleInfo {
     /// Schedule id.
     pub schedule_id: String,
@@ -18,6 +19,7 @@ pub struct ScheduleInfo {
 
 /// Scheduler-derived history of a schedule (`ScheduledAgentHistoryItem`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct ScheduledAgentHistoryItem {
     /// When the schedule last created a run.
     #[serde(default)]
@@ -29,6 +31,7 @@ pub struct ScheduledAgentHistoryItem {
 
 /// A schedule as returned by the API (`ScheduledAgentItem`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct ScheduledAgentItem {
     /// Schedule id.
     pub id: String,
@@ -69,6 +72,7 @@ pub struct ScheduledAgentItem {
 
 /// `POST /agent/schedules` body (`CreateScheduledAgentRequest`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateScheduledAgentRequest {
     /// Human-readable name.
@@ -94,6 +98,7 @@ pub struct CreateScheduledAgentRequest {
 
 /// `PUT /agent/schedules/{id}` body: a full replace (`UpdateScheduledAgentRequest`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UpdateScheduledAgentRequest {
     /// Human-readable name.
@@ -115,6 +120,7 @@ pub struct UpdateScheduledAgentRequest {
 
 /// `GET /agent/schedules` response, sorted by name.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct ListScheduledAgentsResponse {
     /// The team's schedules.
     pub schedules: Vec<ScheduledAgentItem>,
@@ -122,6 +128,7 @@ pub struct ListScheduledAgentsResponse {
 
 /// `DELETE /agent/schedules/{id}` response.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct DeleteScheduledAgentResponse {
     /// Whether the schedule was deleted.
     pub success: bool,

@@ -92,6 +92,7 @@ pub struct RepoSpec {
 
 /// Egress policy of a task's network.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
 pub enum NetworkPolicy {
     /// Unrestricted egress.

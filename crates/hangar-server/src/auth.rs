@@ -1,5 +1,7 @@
-//! Credentials: API keys (`hk_…`, team-scoped, hashed at rest) and run tokens
-//! (`hr_…`, scoped to one execution of one run, dead once it ends).
+//! Credentials: API keys (`hk_…`, team-scoped, hashed at rest), run tokens
+//! (`hr_…`, scoped to one execution of one run, dead once it ends) and the
+//! dashboard's session cookie (see [`crate::web_auth`]), accepted only when a
+//! request carries no `Authorization` header.
 
 use crate::error::{ApiError, ApiResult};
 use axum::http::HeaderMap;
@@ -29,13 +31,23 @@ pub enum Principal {
         /// The execution the token was issued for.
         execution_id: ExecutionId,
     },
+    /// A user signed in to the dashboard (the `hangar_session` cookie). It
+    /// acts like that user's personal API key.
+    WebSession {
+        /// Team of the user.
+        team_id: i64,
+        /// The signed-in user.
+        user_id: i64,
+    },
 }
 
 impl Principal {
     /// The caller's team.
     pub fn team_id(&self) -> i64 {
         match self {
-            Principal::ApiKey { team_id, .. } | Principal::RunToken { team_id, .. } => *team_id,
+            Principal::ApiKey { team_id, .. }
+            | Principal::RunToken { team_id, .. }
+            | Principal::WebSession { team_id, .. } => *team_id,
         }
     }
 
@@ -45,6 +57,7 @@ impl Principal {
             Principal::ApiKey {
                 team_id, user_id, ..
             } => Ok((*team_id, *user_id)),
+            Principal::WebSession { team_id, user_id } => Ok((*team_id, Some(*user_id))),
             Principal::RunToken { .. } => Err(ApiError::Forbidden(
                 "a run token can only read its own run and use its session and the LLM gateway"
                     .to_owned(),
@@ -55,7 +68,9 @@ impl Principal {
     /// Whether this principal may read `run` of `team`.
     pub fn can_read_run(&self, team: i64, run: &RunId) -> bool {
         match self {
-            Principal::ApiKey { team_id, .. } => *team_id == team,
+            Principal::ApiKey { team_id, .. } | Principal::WebSession { team_id, .. } => {
+                *team_id == team
+            }
             Principal::RunToken {
                 team_id, run_id, ..
             } => *team_id == team && run_id == run,
@@ -137,8 +152,14 @@ pub fn bearer(headers: &HeaderMap) -> ApiResult<&str> {
     Ok(token)
 }
 
-/// Resolves a bearer credential.
+/// Resolves the caller: the bearer credential, or, when the request has no
+/// `Authorization` header, the dashboard's session cookie.
 pub async fn authenticate(store: &dyn Store, headers: &HeaderMap) -> ApiResult<Principal> {
+    if !headers.contains_key(axum::http::header::AUTHORIZATION)
+        && let Some(token) = crate::web_auth::session_cookie(headers)
+    {
+        return crate::web_auth::authenticate_session(store, token).await;
+    }
     let token = bearer(headers)?;
     authenticate_token(store, token).await
 }

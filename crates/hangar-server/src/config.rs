@@ -48,6 +48,8 @@ pub struct ServerConfig {
     pub providers_from_env: bool,
     /// Runs for cron slots missed while no server ran: `one` (default) or `none`.
     pub schedule_catch_up: crate::schedule::CatchUp,
+    /// Per API key and per team request rates of the REST API (0 disables).
+    pub rate_limit: crate::rate_limit::RateLimitConfig,
 }
 
 impl Default for ServerConfig {
@@ -68,6 +70,7 @@ impl Default for ServerConfig {
             master_key_file: None,
             providers_from_env: true,
             schedule_catch_up: crate::schedule::CatchUp::One,
+            rate_limit: crate::rate_limit::RateLimitConfig::default(),
         }
     }
 }

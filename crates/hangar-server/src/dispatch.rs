@@ -85,7 +85,13 @@ struct Registry {
     /// Workers that disconnected while running executions, and since when.
     away: HashMap<WorkerKey, Instant>,
     next_conn: u64,
+    /// Runs reopened by a follow-up, and the worker of their last execution
+    /// (soft affinity: its idle sandbox may still hold the workspace).
+    affinity: HashMap<hangar_protocol::RunId, String>,
 }
+
+/// Most remembered worker preferences of reopened runs.
+const MAX_AFFINITY: usize = 10_000;
 
 /// Matches runs to workers. Shared by the REST API, the worker gateway and the dispatch loop.
 pub struct Dispatcher {
@@ -140,6 +146,18 @@ impl Dispatcher {
         self.wake.notify_one();
     }
 
+    /// Prefers `worker_id` for the next assignment of `run` (a run reopened by
+    /// a follow-up goes back to the worker of its last execution when that
+    /// worker is connected here with room; otherwise anywhere, as usual).
+    pub fn prefer_worker(&self, run: &hangar_protocol::RunId, worker_id: String) {
+        let mut reg = self.registry();
+        // Bounded: entries are consumed at assignment; forget stale ones.
+        if reg.affinity.len() >= MAX_AFFINITY {
+            reg.affinity.clear();
+        }
+        reg.affinity.insert(run.clone(), worker_id);
+    }
+
     /// Hands a just-created run to the loop, which places it without scanning
     /// the queue (the common case: a worker has room).
     pub fn submit(&self, run: RunRecord) {
@@ -168,6 +186,30 @@ impl Dispatcher {
             .collect();
         list.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
         list
+    }
+
+    /// Every worker connected to this replica: `(team, connection id, info)`.
+    pub fn connected_workers(&self) -> Vec<(i64, u64, WorkerInfo)> {
+        let reg = self.registry();
+        reg.workers
+            .iter()
+            .map(|((team, id), s)| {
+                (
+                    *team,
+                    s.conn_id,
+                    WorkerInfo {
+                        worker_id: id.clone(),
+                        backend: s.backend.clone(),
+                        version: s.version.clone(),
+                        max_concurrent_tasks: s.capacity,
+                        running_tasks: s.active.len(),
+                        draining: s.draining,
+                        labels: s.labels.clone(),
+                        connected_at: s.connected_at,
+                    },
+                )
+            })
+            .collect()
     }
 
     /// Whether no worker of the team that could take `host` has room.
@@ -420,13 +462,24 @@ impl Dispatcher {
                 reg.workers.get(&key).filter(|s| s.has_room())?;
                 key
             }
-            None => reg
-                .workers
-                .iter()
-                .filter(|((team, _), s)| *team == run.team_id && s.has_room())
-                .min_by_key(|(_, s)| s.active.len())
-                .map(|(k, _)| k.clone())?,
+            None => {
+                let preferred = reg
+                    .affinity
+                    .get(&run.id)
+                    .map(|w| (run.team_id, w.clone()))
+                    .filter(|k| reg.workers.get(k).is_some_and(Slot::has_room));
+                match preferred {
+                    Some(key) => key,
+                    None => reg
+                        .workers
+                        .iter()
+                        .filter(|((team, _), s)| *team == run.team_id && s.has_room())
+                        .min_by_key(|(_, s)| s.active.len())
+                        .map(|(k, _)| k.clone())?,
+                }
+            }
         };
+        reg.affinity.remove(&run.id);
         let slot = reg.workers.get_mut(&key)?;
         slot.active.insert(exec.clone());
         Some((key.1, slot.tx.clone()))

@@ -47,6 +47,7 @@ pub fn validate_worker_id(id: &str) -> ApiResult<()> {
 }
 
 /// Upgrades an authenticated worker connection.
+#[utoipa::path(get, path = "/selfhosted/worker/ws", tag = "hangar", params(("worker_id" = String, Query, description = "The worker id")), responses((status = 101, description = "WebSocket: the worker protocol (PROTOCOL.md section 2)"), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
 pub async fn worker_socket(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -135,6 +136,7 @@ async fn connection(app: AppState, team_id: i64, worker_id: String, socket: WebS
         let _ = sink.close().await;
     });
 
+    crate::presence::connected(&app, &registration).await;
     let key = registration.key.clone();
     if let Some(msg) = first {
         handle(&app, &key, msg).await;
@@ -171,6 +173,7 @@ async fn finish(
     mut writer: tokio::task::JoinHandle<()>,
 ) {
     app.dispatcher.disconnect(registration);
+    crate::presence::disconnected(app, registration).await;
     // Disconnecting drops the outbox sender, so the writer sends a close frame
     // and ends; a peer that does not read gets no longer than CLOSE_WAIT.
     if tokio::time::timeout(CLOSE_WAIT, &mut writer).await.is_err() {

@@ -11,15 +11,20 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod dashboard;
 pub mod dispatch;
 pub mod error;
 pub mod gateway;
 pub mod llm_gateway;
+pub mod openapi;
+pub mod presence;
+pub mod rate_limit;
 pub mod replicas;
 pub mod schedule;
 pub mod secrets;
 pub mod sessions;
 pub mod sharing;
+pub mod web_auth;
 
 pub use config::{ConfigError, ServerConfig};
 
@@ -55,6 +60,8 @@ pub struct AppInner {
     pub sessions: Arc<SessionHub>,
     /// Grant changes for open session streams.
     pub shares: Arc<sharing::ShareHub>,
+    /// Backoff for failed dashboard sign-ins.
+    pub logins: Arc<web_auth::LoginThrottle>,
     /// Model providers.
     pub llm: Arc<ProviderRegistry>,
     /// Model for runs that name none.
@@ -67,6 +74,8 @@ pub struct AppInner {
     pub public_url: String,
     /// Fires on shutdown; long-lived connections watch it.
     pub shutdown: CancellationToken,
+    /// This process's id among the replicas (worker registry entries name it).
+    pub replica_id: String,
 }
 
 impl std::ops::Deref for AppState {
@@ -154,7 +163,11 @@ async fn problem_layer(req: Request, next: Next) -> Response {
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with(PROBLEM_JSON) || ct.starts_with("application/json"));
+        .is_some_and(|ct| {
+            ct.starts_with(PROBLEM_JSON)
+                || ct.starts_with("application/json")
+                || ct.starts_with("text/html")
+        });
     if is_problem {
         return resp;
     }
@@ -197,22 +210,16 @@ async fn bootstrap(
     config: &ServerConfig,
     url: &str,
 ) -> Result<Option<Bootstrap>, ServerError> {
+    // Replicas starting together on one fresh database: one bootstraps, the
+    // others wait for it here and then find its team.
+    let lock = store.bootstrap_lock().await?;
     if store.team_count().await? > 0 {
+        lock.release().await?;
         return Ok(None);
     }
-    let team = store.create_team(&new_uid(), "default").await?;
-    let user = store
-        .create_user(NewUser {
-            uid: new_uid(),
-            team_id: team.id,
-            email: None,
-            display_name: "admin".to_owned(),
-            role: "admin".to_owned(),
-        })
-        .await?;
-    let (_, key) = auth::issue_api_key(store, team.id, Some(user.id), "bootstrap admin key", None)
-        .await
-        .map_err(|e| ServerError::Other(format!("cannot create the admin key: {e}")))?;
+    let created = create_admin(store).await;
+    lock.release().await?;
+    let (team, key) = created?;
     let path = match &config.cli_config_path {
         Some(p) if p.as_os_str().is_empty() => None,
         Some(p) => Some(p.clone()),
@@ -233,6 +240,24 @@ async fn bootstrap(
         api_key: key,
         cli_config_path: written,
     }))
+}
+
+/// The bootstrap team, its admin user and the admin's key.
+async fn create_admin(store: &dyn Store) -> Result<(hangar_store::TeamRecord, String), ServerError> {
+    let team = store.create_team(&new_uid(), "default").await?;
+    let user = store
+        .create_user(NewUser {
+            uid: new_uid(),
+            team_id: team.id,
+            email: None,
+            display_name: "admin".to_owned(),
+            role: "admin".to_owned(),
+        })
+        .await?;
+    let (_, key) = auth::issue_api_key(store, team.id, Some(user.id), "bootstrap admin key", None)
+        .await
+        .map_err(|e| ServerError::Other(format!("cannot create the admin key: {e}")))?;
+    Ok((team, key))
 }
 
 /// Writes `{server_url, api_key}` with mode 0600.
@@ -310,21 +335,30 @@ impl Server {
             dispatcher: dispatcher.clone(),
             sessions: SessionHub::new(),
             shares: Arc::new(sharing::ShareHub::default()),
+            logins: Arc::new(web_auth::LoginThrottle::default()),
             llm: Arc::new(llm),
             default_model,
             secrets: secret_box.clone(),
             config: config.clone(),
             public_url,
             shutdown: shutdown.clone(),
+            replica_id: new_uid(),
         }));
 
         let app = Router::new()
-            .route("/", get(api::health::home))
+            .merge(dashboard::routes())
             .route("/healthz", get(api::health::healthz))
             .route("/readyz", get(api::health::readyz))
-            .nest("/api/v1", api::routes())
+            .nest(
+                "/api/v1",
+                api::routes().layer(axum::middleware::from_fn_with_state(
+                    rate_limit::RateLimiter::new(&config.rate_limit, state.store.clone()),
+                    rate_limit::layer,
+                )),
+            )
             .fallback(fallback)
             .layer(DefaultBodyLimit::max(config.max_body_bytes))
+            .layer(axum::middleware::from_fn(web_auth::csrf_layer))
             .layer(axum::middleware::from_fn(problem_layer))
             .with_state(state.clone());
 
@@ -334,12 +368,14 @@ impl Server {
             tasks.spawn(replicas::listen(state.clone(), notifier, shutdown.clone()));
         }
         tasks.spawn(schedule::Scheduler::for_server(&state).run(shutdown.clone()));
+        tasks.spawn(presence::run(state.clone(), shutdown.clone()));
         let serve_shutdown = shutdown.clone();
         tasks.spawn(async move {
             use axum::serve::ListenerExt;
             let listener = listener.tap_io(|tcp| {
                 let _ = tcp.set_nodelay(true);
             });
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
             let served = axum::serve(listener, app)
                 .with_graceful_shutdown(async move { serve_shutdown.cancelled().await })
                 .await;

@@ -63,6 +63,7 @@ fn gateway_error(e: LlmError) -> ApiError {
 }
 
 /// `GET /api/v1/llm/models`.
+#[utoipa::path(get, path = "/llm/models", tag = "llm", responses((status = 200, description = "OpenAI-compatible model list", body = Object), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
 pub async fn models(State(app): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
     authenticate(app.store.as_ref(), &headers).await?;
     let models: Vec<ModelEntry> = app.llm.models();
@@ -70,6 +71,7 @@ pub async fn models(State(app): State<AppState>, headers: HeaderMap) -> ApiResul
 }
 
 /// `POST /api/v1/llm/chat/completions`.
+#[utoipa::path(post, path = "/llm/chat/completions", tag = "llm", request_body = Object, responses((status = 200, description = "OpenAI-compatible chat completion (JSON or SSE)", body = Object), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
 pub async fn chat_completions(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -84,7 +86,7 @@ pub async fn chat_completions(
     let (provider, local_model) = app.llm.resolve(&request.model).map_err(gateway_error)?;
     let run = match &principal {
         Principal::RunToken { run_id, .. } => Some(run_id.clone()),
-        Principal::ApiKey { .. } => None,
+        Principal::ApiKey { .. } | Principal::WebSession { .. } => None,
     };
     let streaming = request.stream.unwrap_or(false);
     let public_model = std::mem::replace(&mut request.model, local_model);

@@ -3,7 +3,9 @@
 //! The store signals every run creation, requeue, freed slot and cancel over
 //! `LISTEN/NOTIFY`; each replica listens and reacts to what other replicas
 //! did: it wakes its dispatcher (a run created on A may fit a worker connected
-//! to B) and forwards cancellations to the workers connected to it.
+//! to B), forwards cancellations to the workers connected to it, and tells its
+//! open session streams when a run's grants changed (a revocation on A closes
+//! the viewer's stream on B).
 
 use crate::AppState;
 use hangar_store::{Notifier, Signal, StoreResult};
@@ -63,6 +65,9 @@ async fn resync(app: &AppState) {
     match app.store.all_live_executions().await {
         Ok(live) => {
             for (team, exec) in live {
+                // A revocation made elsewhere may have been missed: streams of
+                // running runs re-check their access.
+                app.shares.changed(&exec.run_id);
                 if let Ok(run) = app.store.run_any_team(&exec.run_id).await
                     && run.state == hangar_protocol::RunState::Cancelled
                 {
@@ -77,7 +82,14 @@ async fn resync(app: &AppState) {
 
 async fn apply(app: &AppState, signal: Signal) -> StoreResult<()> {
     match signal {
-        Signal::Dispatch { local: true, .. } | Signal::Cancel { local: true, .. } => {}
+        Signal::Dispatch { local: true, .. }
+        | Signal::Cancel { local: true, .. }
+        | Signal::SharesChanged { local: true, .. } => {}
+        // Streams of this replica that a grant change on another one ends.
+        Signal::SharesChanged {
+            local: false,
+            run_id,
+        } => app.shares.changed(&run_id),
         Signal::Dispatch { local: false, .. } => app.dispatcher.wake(),
         Signal::Cancel {
             local: false,

@@ -1,6 +1,8 @@
 //! Test modules.
 
+mod api_contract;
 mod common;
 mod fuzz;
 mod isolation;
 mod limits;
+mod sharing;

@@ -1,6 +1,6 @@
 //! Hangar's storage.
 //!
-//! Owns: one storage trait per aggregate ([`TeamStore`], [`ApiKeyStore`],
+//! Owns: one storage trait per aggregate ([`TeamStore`], [`AccountStore`], [`ApiKeyStore`],
 //! [`RunStore`], [`EventStore`]), the [`Store`] trait that bundles them, the
 //! records they return, and the implementations: [`SqliteStore`] (embedded
 //! default, WAL, `synchronous=FULL`) and [`PostgresStore`] (several replicas on
@@ -13,21 +13,31 @@
 //!
 //! Depends on `hangar-protocol` only (plus sqlx).
 
+mod accounts;
+mod cluster;
 mod environments;
+mod lifecycle;
 mod notify;
 mod open;
 mod postgres;
 mod records;
 mod rows;
 mod schedules;
+mod shares;
 mod sqlite;
 
+pub use accounts::{AccountStore, UserCredentials, UserUpdate, WebSessionRecord};
+pub use cluster::{BootstrapLock, ClusterStore, WorkerPresence};
 pub use environments::{EnvironmentRecord, EnvironmentStore, SecretRecord, SecretStore};
-pub use notify::{CANCEL_CHANNEL, DISPATCH_CHANNEL, Notifier, Signal, SignalListener};
+pub use notify::{
+    CANCEL_CHANNEL, DISPATCH_CHANNEL, Notifier, SHARES_CHANNEL, Signal, SignalListener,
+};
+pub use lifecycle::{LifecycleEventRecord, LifecycleQuery, LifecycleStore, NewLifecycleEvent};
 pub use open::{DatabaseLocation, OpenedStore, open, open_with_notifier};
 pub use postgres::{PgSignalListener, PostgresConfig, PostgresStore, redact_url};
 pub use records::*;
 pub use schedules::*;
+pub use shares::{Grantee, NewShare, ShareRecord, ShareStore};
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
@@ -102,6 +112,8 @@ pub trait TeamStore: Send + Sync {
     async fn team(&self, id: i64) -> StoreResult<TeamRecord>;
     /// A user by numeric id.
     async fn user(&self, id: i64) -> StoreResult<UserRecord>;
+    /// The (not deleted) user of a team with this email, compared case-insensitively.
+    async fn user_by_email(&self, team_id: i64, email: &str) -> StoreResult<Option<UserRecord>>;
 }
 
 /// API keys (hashed at rest).
@@ -191,6 +203,21 @@ pub trait RunStore: Send + Sync {
     async fn live_executions(&self, worker_id: &str) -> StoreResult<Vec<ExecutionRecord>>;
     /// Every execution that has not ended, with its run's team.
     async fn all_live_executions(&self) -> StoreResult<Vec<(i64, ExecutionRecord)>>;
+
+    /// Reopens an ended run for a follow-up, atomically: a terminal run whose
+    /// executions have all ended goes back to `QUEUED` without a current
+    /// execution (status cleared), and the follow-up is recorded for the next
+    /// execution to continue the conversation with. Returns the reopened run.
+    /// `Conflict` when the run is not terminal or an execution is still live,
+    /// `NotFound` when the team has no such run.
+    async fn reopen_run(
+        &self,
+        team_id: i64,
+        id: &RunId,
+        followup: &NewFollowup,
+    ) -> StoreResult<RunRecord>;
+    /// The latest follow-up that reopened the run, if any.
+    async fn latest_followup(&self, id: &RunId) -> StoreResult<Option<FollowupRecord>>;
 }
 
 /// The session transcript.
@@ -214,12 +241,16 @@ pub trait EventStore: Send + Sync {
 #[async_trait]
 pub trait Store:
     TeamStore
+    + AccountStore
     + ApiKeyStore
     + RunStore
     + EventStore
     + EnvironmentStore
     + SecretStore
     + ScheduleStore
+    + LifecycleStore
+    + ClusterStore
+    + ShareStore
     + Send
     + Sync
 {

@@ -13,7 +13,7 @@
 //! yields [`Signal::Resync`]: re-scan everything.
 //!
 //! PostgreSQL implements [`Notifier`] with `LISTEN/NOTIFY` on
-//! [`DISPATCH_CHANNEL`] and [`CANCEL_CHANNEL`]; the database itself emits the
+//! [`DISPATCH_CHANNEL`], [`CANCEL_CHANNEL`] and [`SHARES_CHANNEL`]; the database itself emits the
 //! signals (triggers), so every write path signals without the caller doing
 //! anything. SQLite serves a single replica and needs no notifier.
 
@@ -25,6 +25,8 @@ use hangar_protocol::{ExecutionId, RunId};
 pub const DISPATCH_CHANNEL: &str = "hangar_dispatch";
 /// Channel of [`Signal::Cancel`].
 pub const CANCEL_CHANNEL: &str = "hangar_cancel";
+/// Channel of [`Signal::SharesChanged`].
+pub const SHARES_CHANNEL: &str = "hangar_shares";
 
 /// Something another replica (or this one) changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +48,14 @@ pub enum Signal {
         run_id: RunId,
         /// Its current execution, if it had one.
         execution_id: Option<ExecutionId>,
+        /// Whether this replica made the change.
+        local: bool,
+    },
+    /// A run's session grants changed (created, changed or revoked): open
+    /// session streams of that run re-check their access.
+    SharesChanged {
+        /// The run.
+        run_id: RunId,
         /// Whether this replica made the change.
         local: bool,
     },

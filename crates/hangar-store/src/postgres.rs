@@ -9,9 +9,12 @@
 //! assigning right now (`FOR UPDATE SKIP LOCKED`). Cross-replica signals:
 //! [`Notifier`](crate::Notifier), implemented in [`notify`].
 
+mod accounts;
 mod environments;
+mod lifecycle;
 mod notify;
 mod schedules;
+mod shares;
 
 pub use notify::PgSignalListener;
 
@@ -40,6 +43,26 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "environments",
         include_str!("../migrations/postgres/0003_environments.sql"),
+    ),
+    (
+        4,
+        "shares",
+        include_str!("../migrations/postgres/0004_shares.sql"),
+    ),
+    (
+        5,
+        "accounts",
+        include_str!("../migrations/postgres/0005_accounts.sql"),
+    ),
+    (
+        6,
+        "lifecycle_workers",
+        include_str!("../migrations/postgres/0006_lifecycle_workers.sql"),
+    ),
+    (
+        7,
+        "run_followups",
+        include_str!("../migrations/postgres/0007_run_followups.sql"),
     ),
 ];
 
@@ -313,7 +336,7 @@ impl TeamStore for PostgresStore {
         .bind(Timestamp::now().unix_millis())
         .fetch_one(&self.pool)
         .await
-        .map_err(pg_error)?;
+        .map_err(|e| accounts::create_user_error(e, user.email.as_deref()))?;
         Ok(UserRecord {
             id,
             uid: user.uid,
@@ -321,6 +344,7 @@ impl TeamStore for PostgresStore {
             email: user.email,
             display_name: user.display_name,
             role: user.role,
+            disabled: false,
         })
     }
 
@@ -338,21 +362,11 @@ impl TeamStore for PostgresStore {
     }
 
     async fn user(&self, id: i64) -> StoreResult<UserRecord> {
-        let row = sqlx::query(
-            "SELECT id, uid, team_id, email, display_name, role FROM users WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(pg_error)?;
-        Ok(UserRecord {
-            id: row.try_get("id")?,
-            uid: row.try_get("uid")?,
-            team_id: row.try_get("team_id")?,
-            email: row.try_get("email")?,
-            display_name: row.try_get("display_name")?,
-            role: row.try_get("role")?,
-        })
+        accounts::user(self, id).await
+    }
+
+    async fn user_by_email(&self, team_id: i64, email: &str) -> StoreResult<Option<UserRecord>> {
+        accounts::user_by_email(self, team_id, email).await
     }
 }
 
@@ -964,6 +978,91 @@ impl RunStore for PostgresStore {
         rows.iter()
             .map(|row| Ok((row.try_get("team_id")?, execution_from_row(row)?)))
             .collect()
+    }
+
+    async fn reopen_run(
+        &self,
+        team_id: i64,
+        id: &RunId,
+        followup: &NewFollowup,
+    ) -> StoreResult<RunRecord> {
+        let mut tx = self.pool.begin().await.map_err(pg_error)?;
+        // The row lock orders this against a concurrent assignment, outcome or
+        // second follow-up from another replica.
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE id = $1 AND team_id = $2 FOR UPDATE"
+        )))
+        .bind(id.as_str())
+        .bind(team_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(pg_error)?;
+        let Some(row) = row else {
+            tx.rollback().await.map_err(pg_error)?;
+            return Err(StoreError::NotFound);
+        };
+        let before = run_from_row(&row)?;
+        if !before.state.is_terminal() {
+            // Release the row lock now, not when the pool next reuses the connection.
+            tx.rollback().await.map_err(pg_error)?;
+            return Err(StoreError::Conflict(format!(
+                "run {id} has not ended (it is {})",
+                before.state
+            )));
+        }
+        let live = sqlx::query("SELECT 1 FROM executions WHERE run_id = $1 AND ended_at IS NULL")
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(pg_error)?;
+        if live.is_some() {
+            tx.rollback().await.map_err(pg_error)?;
+            return Err(StoreError::Conflict(format!(
+                "run {id} ended but its last execution is still finishing"
+            )));
+        }
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE runs SET state = 'QUEUED', current_execution_id = NULL, status_message = NULL, \
+             error_code = NULL, sandbox_running = FALSE, updated_at = $1 WHERE id = $2 \
+             RETURNING {RUN_COLUMNS}"
+        )))
+        .bind(followup.at)
+        .bind(id.as_str())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(pg_error)?;
+        let reopened = run_from_row(&row)?;
+        sqlx::query(
+            "INSERT INTO run_followups (run_id, message, sender, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(id.as_str())
+        .bind(&followup.message)
+        .bind(&followup.sender)
+        .bind(followup.at)
+        .execute(&mut *tx)
+        .await
+        .map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(reopened)
+    }
+
+    async fn latest_followup(&self, id: &RunId) -> StoreResult<Option<FollowupRecord>> {
+        let row = sqlx::query(
+            "SELECT message, sender, created_at FROM run_followups WHERE run_id = $1 \
+             ORDER BY id DESC LIMIT 1",
+        )
+        .bind(id.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(pg_error)?;
+        row.map(|r| {
+            Ok(FollowupRecord {
+                message: r.try_get("message")?,
+                sender: r.try_get("sender")?,
+                created_at: r.try_get("created_at")?,
+            })
+        })
+        .transpose()
     }
 }
 

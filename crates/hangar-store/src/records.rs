@@ -45,6 +45,8 @@ pub struct UserRecord {
     pub display_name: String,
     /// Role.
     pub role: String,
+    /// The account cannot sign in (disabled or deleted).
+    pub disabled: bool,
 }
 
 /// A new API key (only its hash is stored).
@@ -227,6 +229,28 @@ pub struct RunPage {
     pub runs: Vec<RunRecord>,
     /// Key of the last run when more exist.
     pub next: Option<(i64, String)>,
+}
+
+/// A follow-up that reopens an ended run ([`crate::RunStore::reopen_run`]).
+#[derive(Debug, Clone)]
+pub struct NewFollowup {
+    /// The message the next execution continues the conversation with.
+    pub message: String,
+    /// Who sent it (`user:ID` or `team:ID`).
+    pub sender: String,
+    /// When (ms).
+    pub at: i64,
+}
+
+/// A recorded follow-up of an ended run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FollowupRecord {
+    /// The message.
+    pub message: String,
+    /// Who sent it.
+    pub sender: String,
+    /// When (ms).
+    pub created_at: i64,
 }
 
 /// An assignment to record.

@@ -1,7 +1,10 @@
 //! The embedded SQLite store: WAL journal, `synchronous=FULL`, one file in the data directory.
 
+mod accounts;
 mod environments;
+mod lifecycle;
 mod schedules;
+mod shares;
 use crate::*;
 use hangar_protocol::session::SessionEvent;
 use hangar_protocol::{RunExecutionLocation, RunSourceType, Timestamp};
@@ -35,6 +38,26 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "run_listing_index",
         include_str!("../migrations/sqlite/0004_run_listing_index.sql"),
+    ),
+    (
+        5,
+        "shares",
+        include_str!("../migrations/sqlite/0005_shares.sql"),
+    ),
+    (
+        6,
+        "accounts",
+        include_str!("../migrations/sqlite/0006_accounts.sql"),
+    ),
+    (
+        7,
+        "lifecycle_workers",
+        include_str!("../migrations/sqlite/0007_lifecycle_workers.sql"),
+    ),
+    (
+        8,
+        "run_followups",
+        include_str!("../migrations/sqlite/0008_run_followups.sql"),
     ),
 ];
 
@@ -182,7 +205,8 @@ impl TeamStore for SqliteStore {
         .bind(&user.role)
         .bind(Timestamp::now().unix_millis())
         .fetch_one(&self.writer)
-        .await?;
+        .await
+        .map_err(|e| accounts::create_user_error(e, user.email.as_deref()))?;
         Ok(UserRecord {
             id,
             uid: user.uid,
@@ -190,6 +214,7 @@ impl TeamStore for SqliteStore {
             email: user.email,
             display_name: user.display_name,
             role: user.role,
+            disabled: false,
         })
     }
 
@@ -206,20 +231,11 @@ impl TeamStore for SqliteStore {
     }
 
     async fn user(&self, id: i64) -> StoreResult<UserRecord> {
-        let row = sqlx::query(
-            "SELECT id, uid, team_id, email, display_name, role FROM users WHERE id = ?",
-        )
-        .bind(id)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(UserRecord {
-            id: row.try_get("id")?,
-            uid: row.try_get("uid")?,
-            team_id: row.try_get("team_id")?,
-            email: row.try_get("email")?,
-            display_name: row.try_get("display_name")?,
-            role: row.try_get("role")?,
-        })
+        accounts::user(self, id).await
+    }
+
+    async fn user_by_email(&self, team_id: i64, email: &str) -> StoreResult<Option<UserRecord>> {
+        accounts::user_by_email(self, team_id, email).await
     }
 }
 
@@ -780,6 +796,84 @@ impl RunStore for SqliteStore {
         rows.iter()
             .map(|row| Ok((row.try_get("team_id")?, execution_from_row(row)?)))
             .collect()
+    }
+
+    async fn reopen_run(
+        &self,
+        team_id: i64,
+        id: &RunId,
+        followup: &NewFollowup,
+    ) -> StoreResult<RunRecord> {
+        let mut tx = self.writer.begin().await?;
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE id = ? AND team_id = ?"
+        )))
+        .bind(id.as_str())
+        .bind(team_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Err(StoreError::NotFound);
+        };
+        let before = run_from_row(&row)?;
+        if !before.state.is_terminal() {
+            return Err(StoreError::Conflict(format!(
+                "run {id} has not ended (it is {})",
+                before.state
+            )));
+        }
+        let live = sqlx::query("SELECT 1 FROM executions WHERE run_id = ? AND ended_at IS NULL")
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        if live.is_some() {
+            return Err(StoreError::Conflict(format!(
+                "run {id} ended but its last execution is still finishing"
+            )));
+        }
+        sqlx::query(
+            "UPDATE runs SET state = 'QUEUED', current_execution_id = NULL, status_message = NULL,              error_code = NULL, sandbox_running = 0, updated_at = ? WHERE id = ?",
+        )
+        .bind(followup.at)
+        .bind(id.as_str())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO run_followups (run_id, message, sender, created_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(id.as_str())
+        .bind(&followup.message)
+        .bind(&followup.sender)
+        .bind(followup.at)
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE id = ?"
+        )))
+        .bind(id.as_str())
+        .fetch_one(&mut *tx)
+        .await?;
+        let reopened = run_from_row(&row)?;
+        tx.commit().await?;
+        Ok(reopened)
+    }
+
+    async fn latest_followup(&self, id: &RunId) -> StoreResult<Option<FollowupRecord>> {
+        let row = sqlx::query(
+            "SELECT message, sender, created_at FROM run_followups WHERE run_id = ? \
+             ORDER BY id DESC LIMIT 1",
+        )
+        .bind(id.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(FollowupRecord {
+                message: r.try_get("message")?,
+                sender: r.try_get("sender")?,
+                created_at: r.try_get("created_at")?,
+            })
+        })
+        .transpose()
     }
 }
 

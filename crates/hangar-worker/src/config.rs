@@ -204,6 +204,11 @@ pub struct WorkerArgs {
     /// Binary launched for tasks as `<PATH> agent run …` [default: this executable].
     #[arg(long, hide = true, value_name = "PATH")]
     pub agent_path: Option<PathBuf>,
+
+    /// Print the effective configuration (flags > file > defaults) as YAML, with
+    /// the API key and environment values redacted, and exit.
+    #[arg(long)]
+    pub print_config: bool,
 }
 
 /// Direct-backend settings of a [`WorkerConfig`].
@@ -233,6 +238,17 @@ pub enum PullPolicy {
     /// Never pull; a missing image fails the task with `image_pull`.
     #[serde(alias = "Never")]
     Never,
+}
+
+impl PullPolicy {
+    /// The name used in the config file.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            PullPolicy::Always => "always",
+            PullPolicy::IfNotPresent => "if_not_present",
+            PullPolicy::Never => "never",
+        }
+    }
 }
 
 /// Docker-backend settings of a [`WorkerConfig`]. `None` fields take the
@@ -570,6 +586,69 @@ impl WorkerConfig {
         Ok(())
     }
 }
+
+impl WorkerConfig {
+    /// The effective configuration as YAML, in the shape of the config file
+    /// (PROTOCOL.md §3) plus the flag-only settings. The API key and every
+    /// environment value are printed as `***`: values given with `-e` or in
+    /// `environment:` are often tokens.
+    pub fn to_yaml(&self) -> String {
+        use serde_json::json;
+        let secs = |d: Duration| format!("{}ms", d.as_millis());
+        let env: Vec<_> = self
+            .env
+            .iter()
+            .map(|(k, _)| json!({"name": k, "value": REDACTED}))
+            .collect();
+        let backend = match self.backend {
+            BackendKind::Direct => json!({"direct": {
+                "workspace_root": self.direct.workspace_root,
+                "target_dir": self.direct.target_dir,
+                "setup_command": self.direct.setup_command,
+                "teardown_command": self.direct.teardown_command,
+                "environment": env,
+            }}),
+            BackendKind::Docker => {
+                let d = &self.docker;
+                json!({"docker": {
+                    "volumes": self.volumes,
+                    "environment": env,
+                    "default_image": d.default_image.as_deref().unwrap_or(crate::backends::docker::FALLBACK_IMAGE),
+                    "network": d.network,
+                    "image_pull_policy": d.image_pull_policy.as_str(),
+                    "workspace_root": d.workspace_root,
+                    "cpus": d.cpus.unwrap_or(crate::backends::docker::DEFAULT_CPUS),
+                    "memory_mb": d.memory_mb.unwrap_or(crate::backends::docker::DEFAULT_MEMORY_MB),
+                    "pids_limit": d.pids_limit.unwrap_or(crate::backends::docker::DEFAULT_PIDS_LIMIT),
+                    "cap_add": d.cap_add.clone().unwrap_or_else(|| crate::backends::docker::DEFAULT_CAPABILITIES.iter().map(|c| (*c).to_owned()).collect()),
+                    "agent_server_url": d.agent_server_url,
+                    "extra_hosts": d.extra_hosts,
+                    "egress_host_firewall": d.egress_host_firewall.unwrap_or(true),
+                }})
+            }
+            other => json!({ other.as_str(): {} }),
+        };
+        let value = json!({
+            "worker_id": self.worker_id,
+            "api_key": if self.api_key.is_empty() { None } else { Some(REDACTED) },
+            "server_url": self.server_url,
+            "log_level": self.log_level.as_str(),
+            "cleanup": self.cleanup,
+            "max_concurrent_tasks": self.max_concurrent_tasks,
+            "idle_on_complete": self.idle_on_complete,
+            "heartbeat_interval": secs(self.heartbeat_interval),
+            "read_timeout": secs(self.read_timeout),
+            "kill_grace": secs(self.kill_grace),
+            "agent_path": self.agent_path,
+            "backend": backend,
+        });
+        serde_norway::to_string(&value)
+            .unwrap_or_else(|e| format!("# cannot render the config: {e}\n"))
+    }
+}
+
+/// What [`WorkerConfig::to_yaml`] prints instead of a secret.
+pub const REDACTED: &str = "***";
 
 /// A worker id is non-empty and has no whitespace or `/`.
 pub fn validate_worker_id(id: &str) -> Result<(), ConfigError> {

@@ -1,11 +1,11 @@
 //! `hangar agent run` (the agent runtime, launched by workers) and
 //! `hangar agent run-cloud` (create a run on the server).
 
-mod local;
+pub(crate) mod local;
 
 use crate::commands::Global;
 use crate::output::OutputFormat;
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use hangar_agent::{ManagedRun, RunOutcome};
 use hangar_protocol::{AgentConfig, RunAgentRequest};
 use std::path::PathBuf;
@@ -117,6 +117,12 @@ struct RunCloudArgs {
     /// MCP servers: inline JSON `{"name": {...}}` or a JSON file (repeatable).
     #[arg(long, value_name = "SPEC")]
     mcp: Vec<String>,
+    /// Share the run's session (team, team:view, team:edit, user@x[:view|edit], public:view); repeatable.
+    #[arg(long, value_name = "WHO")]
+    share: Vec<String>,
+    /// Stream the session live until the run ends; exit with its status.
+    #[arg(long)]
+    follow: bool,
 }
 
 /// Dispatches `hangar agent …`.
@@ -192,6 +198,8 @@ async fn run_cloud(args: RunCloudArgs, global: &Global) -> Result<ExitCode> {
     if args.prompt.trim().is_empty() {
         bail!("the prompt is empty: pass what the agent should do with -p");
     }
+    // Checked before the run exists, so a typo never leaves an unshared run behind.
+    let shares = crate::commands::share::parse_specs("--share", &args.share)?;
     let mut mcp_servers = std::collections::BTreeMap::new();
     for spec in &args.mcp {
         let parsed = hangar_agent::mcp::parse_mcp_spec(spec)
@@ -218,16 +226,44 @@ async fn run_cloud(args: RunCloudArgs, global: &Global) -> Result<ExitCode> {
         ..RunAgentRequest::default()
     };
     let resp = client.create_run_from(&req, "CLI").await?;
+    let applied = crate::commands::share::apply(&client, &resp.run_id, &shares)
+        .await
+        .with_context(|| format!("run {} was created but not shared", resp.run_id));
     match global.output {
         OutputFormat::Pretty => {
             println!("Created run {} ({}).", resp.run_id, resp.state);
             if resp.at_capacity {
                 println!("No worker has a free slot right now; it starts when one does.");
             }
+            if let Ok(items) = &applied {
+                items
+                    .iter()
+                    .for_each(|i| println!("{}", crate::commands::share::describe(i)));
+            }
             println!("Follow it with: hangar run get {}", resp.run_id);
         }
-        OutputFormat::Text => println!("{}", resp.run_id),
-        f => crate::output::print_json(&resp, f),
+        OutputFormat::Text => {
+            println!("{}", resp.run_id);
+            if let Ok(items) = &applied {
+                items
+                    .iter()
+                    .filter_map(|i| i.url.as_deref())
+                    .for_each(|url| println!("{url}"));
+            }
+        }
+        f => {
+            let mut value = serde_json::to_value(&resp)?;
+            if let Ok(items) = &applied
+                && !items.is_empty()
+            {
+                value["shares"] = serde_json::to_value(items)?;
+            }
+            crate::output::print_json(&value, f);
+        }
+    }
+    applied?;
+    if args.follow {
+        return crate::commands::watch::watch(&client, &resp.run_id, global.output).await;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,6 +1,6 @@
-//! `hangar run list|get|cancel|transcript`.
+//! `hangar run list|get|cancel|transcript`, and `share|shares|unshare` (see [`share`]).
 
-use crate::commands::Global;
+use crate::commands::{Global, share};
 use crate::output::{OutputFormat, print_json, print_run, print_run_table};
 use anyhow::Result;
 use std::process::ExitCode;
@@ -40,6 +40,42 @@ enum RunSub {
     Transcript {
         /// Run id.
         run_id: String,
+    },
+    /// Watch a run's session live (a finished run is replayed); exits 0 only when it succeeded.
+    Watch {
+        /// Run id.
+        run_id: String,
+    },
+    /// Steer a running run, or continue an ended one in a new execution.
+    Followup {
+        /// Run id.
+        run_id: String,
+        /// The message for the agent.
+        #[arg(short = 'm', long, value_name = "MESSAGE")]
+        message: String,
+        /// Then watch the run until it ends.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Share a run's session: team[:view|edit], user@x[:view|edit], public:view.
+    Share {
+        /// Run id.
+        run_id: String,
+        /// Who gets access (repeatable), as with `--share`.
+        #[arg(long = "with", value_name = "WHO", required = true)]
+        with: Vec<String>,
+    },
+    /// List who a run's session is shared with.
+    Shares {
+        /// Run id.
+        run_id: String,
+    },
+    /// Revoke a share; streams it allowed close within seconds.
+    Unshare {
+        /// Run id.
+        run_id: String,
+        /// Share id (from `hangar run shares`).
+        share_id: String,
     },
 }
 
@@ -92,6 +128,36 @@ pub async fn run(cmd: RunCommand, global: &Global) -> Result<ExitCode> {
                 ),
             }
         }
+        RunSub::Watch { run_id } => {
+            return crate::commands::watch::watch(&client, &run_id, global.output).await;
+        }
+        RunSub::Followup {
+            run_id,
+            message,
+            follow,
+        } => {
+            if message.trim().is_empty() {
+                anyhow::bail!("the message is empty: pass what the agent should do with -m");
+            }
+            let path = format!(
+                "api/v1/agent/runs/{}/followups",
+                hangar_client::encode(&run_id)
+            );
+            let reply: serde_json::Value = client
+                .post_json(&path, &serde_json::json!({ "message": message }))
+                .await?;
+            match global.output {
+                OutputFormat::Pretty if reply["reopened"] == true => {
+                    println!("Run {run_id} continues in a new execution (QUEUED).")
+                }
+                OutputFormat::Pretty => println!("Follow-up sent to run {run_id}."),
+                OutputFormat::Text => println!("{run_id}"),
+                f => print_json(&reply, f),
+            }
+            if follow {
+                return crate::commands::watch::watch(&client, &run_id, global.output).await;
+            }
+        }
         RunSub::Transcript { run_id } => {
             let t = client.transcript(&run_id).await?;
             match global.output {
@@ -123,6 +189,11 @@ pub async fn run(cmd: RunCommand, global: &Global) -> Result<ExitCode> {
                     .for_each(|e| print_json(e, OutputFormat::Ndjson)),
                 OutputFormat::Json => print_json(&t, OutputFormat::Json),
             }
+        }
+        RunSub::Share { run_id, with } => return share::share(&client, global, &run_id, &with).await,
+        RunSub::Shares { run_id } => return share::list(&client, global, &run_id).await,
+        RunSub::Unshare { run_id, share_id } => {
+            return share::unshare(&client, global, &run_id, &share_id).await;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -39,6 +39,10 @@ async fn daemon(mut args: WorkerArgs) -> Result<ExitCode> {
         tracing::info!("no --backend given: using the direct backend");
     }
     let config = args.resolve()?;
+    if args.print_config {
+        print!("{}", config.to_yaml());
+        return Ok(ExitCode::SUCCESS);
+    }
     let worker = hangar_worker::Worker::new(config)?;
     let (graceful, forced) = crate::commands::signal_tokens();
     worker.run(graceful, forced).await?;

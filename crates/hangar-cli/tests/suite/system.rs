@@ -1,10 +1,12 @@
 //! Server + worker + agent processes end to end.
 
 mod api_errors;
+mod browser;
 mod cancel;
 mod cli;
 mod docker_system;
 mod environments;
+mod followups_ended;
 mod lifecycle;
 mod local_runs;
 mod models_followups;
@@ -12,3 +14,5 @@ mod oz_sdk;
 mod replicas;
 mod routing;
 mod schedules;
+mod worker_config;
+mod watch;

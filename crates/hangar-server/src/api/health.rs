@@ -1,4 +1,5 @@
 //! `/healthz` (the process is alive) and `/readyz` (the store answers).
+//! The page at `/` is the dashboard ([`crate::dashboard`]).
 
 use crate::AppState;
 use axum::Json;
@@ -24,18 +25,4 @@ pub async fn readyz(State(app): State<AppState>) -> Response {
                 .into_response()
         }
     }
-}
-
-/// The landing page at `/` (the dashboard grows here).
-pub async fn home() -> Response {
-    axum::response::Html(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Hangar</title></head>\
-         <body style=\"font-family:system-ui;max-width:40rem;margin:3rem auto\">\
-         <h1>Hangar</h1><p>The control plane is running.</p>\
-         <ul><li>API: <code>/api/v1</code> (Bearer API key)</li>\
-         <li>Health: <a href=\"/healthz\">/healthz</a>, <a href=\"/readyz\">/readyz</a></li>\
-         <li>CLI: <code>hangar run list</code>, <code>hangar agent run-cloud -p \"…\"</code></li></ul>\
-         </body></html>",
-    )
-    .into_response()
 }

@@ -4,6 +4,7 @@ use crate::AppState;
 use crate::api::parse_json;
 use crate::auth::{Principal, authenticate};
 use crate::error::{ApiError, ApiResult};
+use crate::sharing::{Access, require_access};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
@@ -221,6 +222,7 @@ async fn resolve_environment(
 }
 
 /// `POST /agent/runs` and `POST /agent/run`.
+#[utoipa::path(post, path = "/agent/runs", tag = "agent", operation_id = "runAgent", request_body = hangar_protocol::RunAgentRequest, responses((status = 200, description = "Run created", body = hangar_protocol::RunAgentResponse), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
 pub async fn create(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -254,8 +256,18 @@ pub async fn create(
     }))
 }
 
+/// `POST /agent/run`: the Oz API's legacy alias of `POST /agent/runs`.
+#[utoipa::path(post, path = "/agent/run", tag = "agent", operation_id = "runAgentLegacy", request_body = hangar_protocol::RunAgentRequest, responses((status = 200, description = "Run created", body = hangar_protocol::RunAgentResponse), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
+pub async fn create_legacy(
+    state: State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<RunAgentResponse>> {
+    create(state, headers, body).await
+}
+
 /// **(extension)** Answer of `POST /agent/runs/local`.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct LocalRunResponse {
     /// The tracked run.
     pub run_id: String,
@@ -271,6 +283,7 @@ pub struct LocalRunResponse {
 /// `hangar agent run` executes itself (`execution_location: LOCAL`). The
 /// caller streams its session with the returned run token; its terminal
 /// `status` event ends the run.
+#[utoipa::path(post, path = "/agent/runs/local", tag = "hangar", request_body = hangar_protocol::RunAgentRequest, responses((status = 200, description = "Unmanaged run registered", body = LocalRunResponse), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
 pub async fn create_local(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -441,6 +454,7 @@ fn parse_list_query(raw: Option<&str>) -> ApiResult<RunQuery> {
 }
 
 /// `GET /agent/runs`.
+#[utoipa::path(get, path = "/agent/runs", tag = "agent", operation_id = "listRuns", params(("limit" = Option<i64>, Query, description = "1-500, default 20"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"), ("sort_by" = Option<String>, Query, description = "updated_at or created_at"), ("sort_order" = Option<String>, Query, description = "asc or desc"), ("state" = Option<Vec<hangar_protocol::RunState>>, Query, description = "Repeatable"), ("source" = Option<hangar_protocol::RunSourceType>, Query, description = "Source"), ("creator" = Option<String>, Query, description = "Creator uid"), ("environment_id" = Option<String>, Query, description = "Environment"), ("schedule_id" = Option<String>, Query, description = "Schedule"), ("name" = Option<String>, Query, description = "config.name"), ("model_id" = Option<String>, Query, description = "Model"), ("skill" = Option<String>, Query, description = "Skill spec"), ("execution_location" = Option<String>, Query, description = "LOCAL or REMOTE"), ("created_after" = Option<String>, Query, description = "RFC 3339"), ("created_before" = Option<String>, Query, description = "RFC 3339"), ("updated_after" = Option<String>, Query, description = "RFC 3339"), ("q" = Option<String>, Query, description = "Text search")), responses((status = 200, description = "A page of runs", body = hangar_protocol::ListRunsResponse), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
 pub async fn list(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -481,6 +495,7 @@ pub(crate) async fn load_visible(
 }
 
 /// `GET /agent/runs/{id}`.
+#[utoipa::path(get, path = "/agent/runs/{runId}", tag = "agent", operation_id = "getRun", params(("runId" = String, Path, description = "The run")), responses((status = 200, description = "The run", body = hangar_protocol::RunItem), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
 pub async fn get_one(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -488,24 +503,34 @@ pub async fn get_one(
 ) -> ApiResult<Json<RunItem>> {
     let principal = authenticate(app.store.as_ref(), &headers).await?;
     let run = load_visible(&app, &principal, &run_id).await?;
-    Ok(Json(run_item(&app, &run)))
+    let mut item = run_item(&app, &run);
+    item.artifacts = Some(crate::api::agent::run_artifacts(&app, &run.id).await?);
+    Ok(Json(item))
 }
 
 /// `POST /agent/runs/{id}/cancel`: answers the run id, as the Oz API does.
+#[utoipa::path(post, path = "/agent/runs/{runId}/cancel", tag = "agent", operation_id = "cancelRun", params(("runId" = String, Path, description = "The run")), responses((status = 200, description = "The cancelled run id", body = String), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
 pub async fn cancel(
     State(app): State<AppState>,
     headers: HeaderMap,
     Path(run_id): Path<String>,
 ) -> ApiResult<Json<String>> {
-    let (team_id, _) = authenticate(app.store.as_ref(), &headers)
-        .await?
-        .require_api_key()?;
-    let id = RunId(run_id.clone());
+    let principal = authenticate(app.store.as_ref(), &headers).await?;
+    let (team_id, _) = principal.require_api_key()?;
+    let run = load_visible(&app, &principal, &run_id).await?;
+    require_access(&app, &principal, &run, Access::Edit).await?;
+    Ok(Json(cancel_run(&app, team_id, &run.id).await?))
+}
+
+/// Cancels a queued or running run of `team_id` and tells its worker and agent
+/// (callers check access first). Answers the run id.
+pub(crate) async fn cancel_run(app: &AppState, team_id: i64, id: &RunId) -> ApiResult<String> {
+    let run_id = id.0.clone();
     let before = app
         .store
         .cancel_run(
             team_id,
-            &id,
+            id,
             "Cancelled by user request.",
             Timestamp::now().unix_millis(),
         )
@@ -525,14 +550,15 @@ pub async fn cancel(
             app.dispatcher.release(&key, &exec.id);
         } else {
             app.dispatcher.send_cancellation(team_id, &exec);
-            app.sessions.cancel(&id);
+            app.sessions.cancel(id);
         }
     }
     tracing::info!(run_id = %id, from = %before.state, "run cancelled");
-    Ok(Json(run_id))
+    Ok(run_id)
 }
 
 /// `GET /agent/runs/{id}/transcript`: every stored session event, in order.
+#[utoipa::path(get, path = "/agent/runs/{runId}/transcript", tag = "agent", operation_id = "getRunTranscript", params(("runId" = String, Path, description = "The run")), responses((status = 200, description = "Every stored session event", body = hangar_protocol::TranscriptResponse), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
 pub async fn transcript(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -540,6 +566,7 @@ pub async fn transcript(
 ) -> ApiResult<Json<TranscriptResponse>> {
     let principal = authenticate(app.store.as_ref(), &headers).await?;
     let run = load_visible(&app, &principal, &run_id).await?;
+    require_access(&app, &principal, &run, Access::View).await?;
     let events = app
         .store
         .run_events(&run.id)
@@ -550,9 +577,15 @@ pub async fn transcript(
             event,
         })
         .collect();
+    let followup = app
+        .store
+        .latest_followup(&run.id)
+        .await?
+        .map(|f| f.message);
     Ok(Json(TranscriptResponse {
         run_id: run.id.0,
         events,
+        followup,
     }))
 }
 
@@ -588,15 +621,17 @@ mod tests {
 }
 
 /// `POST /agent/runs/{id}/followups` body.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FollowupRequest {
     /// The message for the agent.
     pub message: String,
 }
 
-/// `POST /agent/runs/{id}/followups`: steers a running run. The agent injects
-/// the message at its next turn boundary.
+/// `POST /agent/runs/{id}/followups`: steers a running run (the agent
+/// injects the message at its next turn boundary), or continues an ended one
+/// in a new execution (see [`send_followup`]).
+#[utoipa::path(post, path = "/agent/runs/{runId}/followups", tag = "agent", operation_id = "createFollowup", params(("runId" = String, Path, description = "The run")), request_body = FollowupRequest, responses((status = 200, description = "Delivered, or the run was reopened", body = Object), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
 pub async fn followup(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -604,9 +639,28 @@ pub async fn followup(
     body: Bytes,
 ) -> ApiResult<Json<serde_json::Value>> {
     let principal = authenticate(app.store.as_ref(), &headers).await?;
-    let (team_id, user_id) = principal.require_api_key()?;
+    principal.require_api_key()?;
     let req: FollowupRequest = parse_json(&body)?;
-    let message = req.message.trim();
+    let run = load_visible(&app, &principal, &run_id).await?;
+    Ok(Json(send_followup(&app, &principal, &run, &req.message).await?))
+}
+
+/// How long a follow-up on a just-ended run waits for its last execution to
+/// wind down before answering 409.
+const REOPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Sends a follow-up as `principal` (edit access required). A running run's
+/// agent gets it at its next turn; an ended run is reopened (`QUEUED`, the
+/// message recorded) and dispatched again, preferring the worker of its last
+/// execution, whose agent continues the conversation with the message.
+pub(crate) async fn send_followup(
+    app: &AppState,
+    principal: &Principal,
+    run: &RunRecord,
+    message: &str,
+) -> ApiResult<serde_json::Value> {
+    let (team_id, user_id) = principal.require_api_key()?;
+    let message = message.trim();
     if message.is_empty() {
         return Err(ApiError::BadRequest("`message` must not be empty".into()));
     }
@@ -615,23 +669,74 @@ pub async fn followup(
             "`message` is longer than {MAX_PROMPT_BYTES} bytes"
         )));
     }
-    let run = load_visible(&app, &principal, &run_id).await?;
-    if run.state.is_terminal() {
-        return Err(ApiError::InvalidState(format!(
-            "run {run_id} already ended ({}); follow-ups on ended runs are not supported yet — start a new run",
-            run.state
-        )));
-    }
+    require_access(app, principal, run, Access::Edit).await?;
     let from = user_id
         .map(|u| format!("user:{u}"))
         .unwrap_or_else(|| format!("team:{team_id}"));
+    let run_id = run.id.as_str();
+    if run.state.is_terminal() {
+        return reopen(app, run, message, from).await;
+    }
     if !app.sessions.followup(&run.id, message.to_owned(), from) {
         return Err(ApiError::Conflict(format!(
             "run {run_id} has no connected agent yet ({}); retry once it is INPROGRESS",
             run.state
         )));
     }
-    Ok(Json(
-        serde_json::json!({ "run_id": run_id, "delivered": true }),
-    ))
+    Ok(serde_json::json!({ "run_id": run_id, "delivered": true, "state": run.state }))
+}
+
+/// Reopens an ended run for a follow-up and hands it to the dispatcher.
+async fn reopen(
+    app: &AppState,
+    run: &RunRecord,
+    message: &str,
+    from: String,
+) -> ApiResult<serde_json::Value> {
+    let run_id = run.id.as_str();
+    if run.execution_location == RunExecutionLocation::Local {
+        return Err(ApiError::InvalidState(format!(
+            "run {run_id} ran on someone's machine (`hangar agent run`) and has ended; \
+             follow-ups can only continue cloud runs — start a new run"
+        )));
+    }
+    let previous_worker = match &run.current_execution_id {
+        Some(exec) => Some(app.store.execution(exec).await?.worker_id),
+        None => None,
+    };
+    let followup = hangar_store::NewFollowup {
+        message: message.to_owned(),
+        sender: from,
+        at: Timestamp::now().unix_millis(),
+    };
+    let deadline = tokio::time::Instant::now() + REOPEN_WAIT;
+    let reopened = loop {
+        match app.store.reopen_run(run.team_id, &run.id, &followup).await {
+            Ok(r) => break r,
+            Err(hangar_store::StoreError::NotFound) => return Err(ApiError::run_not_found(run_id)),
+            Err(hangar_store::StoreError::Conflict(m)) => {
+                // The agent reported its outcome; its worker has not yet
+                // reported the end of the execution. Give it a moment.
+                let current = app.store.run_any_team(&run.id).await?;
+                if !current.state.is_terminal() || tokio::time::Instant::now() >= deadline {
+                    return Err(ApiError::Conflict(format!(
+                        "{m}; retry the follow-up in a few seconds"
+                    )));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    if let Some(worker) = previous_worker.filter(|w| w != hangar_store::LOCAL_WORKER_ID) {
+        app.dispatcher.prefer_worker(&reopened.id, worker);
+    }
+    app.dispatcher.submit(reopened.clone());
+    tracing::info!(run_id, from = %run.state, "ended run reopened by a follow-up");
+    Ok(serde_json::json!({
+        "run_id": run_id,
+        "delivered": false,
+        "reopened": true,
+        "state": reopened.state,
+    }))
 }

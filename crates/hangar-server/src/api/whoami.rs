@@ -8,6 +8,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 
 /// Describes the caller's credential, team and user.
+#[utoipa::path(get, path = "/whoami", tag = "hangar", responses((status = 200, description = "The caller: team, user, key", body = Object), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
 pub async fn whoami(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -27,6 +28,15 @@ pub async fn whoami(
                 "key_id": key_id,
                 "team": {"id": team.uid, "name": team.name},
                 "user": user.map(|u| serde_json::json!({"id": u.uid, "display_name": u.display_name, "role": u.role})),
+                "server_url": app.public_url,
+            })
+        }
+        Principal::WebSession { user_id, .. } => {
+            let u = app.store.user(user_id).await?;
+            serde_json::json!({
+                "kind": "web_session",
+                "team": {"id": team.uid, "name": team.name},
+                "user": {"id": u.uid, "display_name": u.display_name, "role": u.role, "email": u.email},
                 "server_url": app.public_url,
             })
         }

@@ -115,6 +115,13 @@ impl TwoTeams {
             cli_config_path: Some(std::path::PathBuf::new()),
             master_key_file: Some(dir.path().join("master.key")),
             providers_from_env: false,
+            // Fuzzing and the matrix send thousands of requests a second;
+            // tests of the limit turn it on.
+            rate_limit: hangar_server::rate_limit::RateLimitConfig {
+                requests_per_second: 0,
+                team_requests_per_second: 0,
+                ..Default::default()
+            },
             ..ServerConfig::default()
         };
         adjust(&mut config);
@@ -222,6 +229,11 @@ impl TwoTeams {
             v["run_id"].as_str().unwrap().to_owned(),
             v["run_token"].as_str().unwrap().to_owned(),
         )
+    }
+
+    /// The running server (its store, for fixtures the API cannot create).
+    pub fn server(&self) -> &Server {
+        self.server.as_ref().unwrap()
     }
 
     /// A WebSocket URL under `/api/v1`.

@@ -16,10 +16,15 @@ enum TokenRule {
     OwnRun,
     /// Always (no object in the path).
     Allowed,
+    /// A public share route: no credential needed, the `{token}` in the path
+    /// is one; unknown tokens are 404 whoever asks (checked on their own).
+    Public,
+    /// The API's own description (`/openapi.json`): 200 to anyone, no team data.
+    Open,
 }
 
 /// One route of `api.rs`. Path placeholders: `{run_id}`, `{schedule_id}`,
-/// `{key_id}`, `{env_id}`, `{name}`; `{n}` in a body is a fresh number.
+/// `{key_id}`, `{env_id}`, `{name}`, `{share_id}`, `{token}` (a public link); `{n}` in a body is a fresh number.
 #[derive(Debug, Clone, Copy)]
 struct Route {
     method: &'static str,
@@ -48,7 +53,7 @@ const SCHEDULE_BODY: &str =
 const CHAT_BODY: &str =
     r#"{"model":"fake/test-model","messages":[{"role":"user","content":"hello"}]}"#;
 
-use TokenRule::{Allowed, Forbidden, OwnRun};
+use TokenRule::{Allowed, Forbidden, Open, OwnRun, Public};
 
 /// Every route of `api.rs`, with a valid body where it takes one.
 const ROUTES: &[Route] = &[
@@ -65,7 +70,38 @@ const ROUTES: &[Route] = &[
         Forbidden,
     ),
     route("GET", "/agent/runs/{run_id}/transcript", None, OwnRun),
+    // Streams: called with `?follow=false` (see `fill`) so they end after the replay.
+    route("GET", "/agent/runs/{run_id}/events", None, OwnRun),
+    route("GET", "/agent/runs/{run_id}/events/ws", None, OwnRun),
     route("GET", "/agent/runs/{run_id}/session", None, OwnRun),
+    route(
+        "POST",
+        "/agent/runs/{run_id}/shares",
+        Some(r#"{"grantee":"team","role":"view"}"#),
+        Forbidden,
+    ),
+    route("GET", "/agent/runs/{run_id}/shares", None, Forbidden),
+    route(
+        "DELETE",
+        "/agent/runs/{run_id}/shares/{share_id}",
+        None,
+        Forbidden,
+    ),
+    route("GET", "/public/sessions/{token}", None, Public),
+    route("GET", "/public/sessions/{token}/events", None, Public),
+    route("GET", "/agent/runs/{run_id}/conversation", None, OwnRun),
+    route("GET", "/agent/artifacts/{artifact_uid}", None, Forbidden),
+    route("GET", "/agent/identities", None, Forbidden),
+    route("GET", "/agent", None, Forbidden),
+    route("GET", "/agent/events", None, Forbidden),
+    route("GET", "/agent/events/{run_id}", None, OwnRun),
+    route(
+        "POST",
+        "/agent/events/{run_id}",
+        Some(r#"{"event_type":"run_blocked","ref_id":"r{n}"}"#),
+        Forbidden,
+    ),
+    route("GET", "/openapi.json", None, Open),
     route("GET", "/agent/models", None, Forbidden),
     route("POST", "/agent/schedules", Some(SCHEDULE_BODY), Forbidden),
     route("GET", "/agent/schedules", None, Forbidden),
@@ -135,7 +171,7 @@ const ROUTES: &[Route] = &[
 ];
 
 /// `(METHOD, path)` of every `.route(…)` in `src/api.rs`.
-fn routes_in_source() -> BTreeSet<(String, String)> {
+pub(crate) fn routes_in_source() -> BTreeSet<(String, String)> {
     let source = include_str!("../../src/api.rs");
     let mut found = BTreeSet::new();
     for chunk in source.split(".route(").skip(1) {
@@ -213,6 +249,10 @@ struct Fixture {
     env_name: String,
     secret: String,
     worker_id: String,
+    /// A team grant on `run_id`.
+    share_id: String,
+    /// A public link token of `run_id`.
+    public_token: String,
     /// Never in a reply to team B.
     markers: Vec<String>,
     /// Keeps team A's worker connected.
@@ -311,6 +351,30 @@ async fn team_a_objects(t: &TwoTeams) -> Fixture {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert!(registered, "team A's worker never showed up");
+    let share = t
+        .ok(
+            "POST",
+            &format!("/agent/runs/{run_id}/shares"),
+            a,
+            Some(r#"{"grantee":"team","role":"view"}"#),
+        )
+        .await;
+    let share_id = share["id"].as_str().unwrap().to_owned();
+    let link = t
+        .ok(
+            "POST",
+            &format!("/agent/runs/{run_id}/shares"),
+            a,
+            Some(r#"{"grantee":"public","role":"view"}"#),
+        )
+        .await;
+    let public_token = link["url"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
     let whoami_a = t.ok("GET", "/whoami", a, None).await;
     let bootstrap_key_id = whoami_a["key_id"].as_str().unwrap().to_owned();
     let team_a_uid = whoami_a["team"]["id"].as_str().unwrap().to_owned();
@@ -327,6 +391,8 @@ async fn team_a_objects(t: &TwoTeams) -> Fixture {
         env_name.clone(),
         secret.clone(),
         worker_id.clone(),
+        share_id.clone(),
+        public_token.clone(),
         team_a_uid,
     ];
     Fixture {
@@ -341,25 +407,44 @@ async fn team_a_objects(t: &TwoTeams) -> Fixture {
         env_name,
         secret,
         worker_id,
+        share_id,
+        public_token,
         markers,
         _worker: worker,
     }
 }
 
+/// The session stream ends after its replay instead of following the run.
+fn finite(path: String) -> String {
+    if path.ends_with("/events") {
+        path + "?follow=false"
+    } else {
+        path
+    }
+}
+
 fn fill(path: &str, run: &str, f: &Fixture, env: &str) -> String {
-    path.replace("{run_id}", run)
+    finite(path.to_owned())
+        .replace("{run_id}", run)
         .replace("{schedule_id}", &f.schedule_id)
         .replace("{key_id}", &f.key_id)
         .replace("{env_id}", env)
         .replace("{name}", &f.secret)
+        .replace("{share_id}", &f.share_id)
+        .replace("{token}", &f.public_token)
+        .replace("{artifact_uid}", &format!("{run}.1"))
 }
 
 fn nonexistent(path: &str) -> String {
-    path.replace("{run_id}", "01NOSUCHRUN")
+    finite(path.to_owned())
+        .replace("{run_id}", "01NOSUCHRUN")
         .replace("{schedule_id}", "01NOSUCHSCHEDULE")
         .replace("{key_id}", "01NOSUCHKEY")
         .replace("{env_id}", "no-such-env")
         .replace("{name}", "NO_SUCH_SECRET")
+        .replace("{share_id}", "01NOSUCHSHARE")
+        .replace("{token}", &format!("hs_{}", "0".repeat(64)))
+        .replace("{artifact_uid}", "01NOSUCHEXECUTION.1")
 }
 
 fn has_object(path: &str) -> bool {
@@ -402,7 +487,7 @@ async fn c1_every_route_isolates_teams_run_tokens_and_bad_keys() {
 
     // Team B: a foreign object is indistinguishable from a missing one, lists
     // and everything else never show team A's objects.
-    for r in ROUTES {
+    for r in ROUTES.iter().filter(|r| !matches!(r.token, Public | Open)) {
         let label = format!("team B: {} {}", r.method, r.path);
         if has_object(r.path) {
             let mut paths = vec![fill(r.path, &f.run_id, &f, &f.env_id)];
@@ -455,7 +540,7 @@ async fn c1_every_route_isolates_teams_run_tokens_and_bad_keys() {
 
     // A run token of A's local run: its own run only, nothing team-wide.
     let other_runs = [f.run_id.clone(), "01NOSUCHRUN".to_owned()];
-    for r in ROUTES {
+    for r in ROUTES.iter().filter(|r| !matches!(r.token, Public | Open)) {
         let label = format!("run token: {} {}", r.method, r.path);
         let own = fill(r.path, &f.local_run_id, &f, &f.env_id);
         let reply = caller.send(r, &own, Some(&f.run_token)).await;
@@ -465,7 +550,7 @@ async fn c1_every_route_isolates_teams_run_tokens_and_bad_keys() {
                     failures.push(format!("{label}: {e}"));
                 }
             }
-            OwnRun | Allowed => {
+            OwnRun | Allowed | Public | Open => {
                 if matches!(reply.status, 401 | 403 | 404) || reply.status >= 500 {
                     failures.push(format!(
                         "{label} (own run): refused: {} {}",
@@ -498,7 +583,7 @@ async fn c1_every_route_isolates_teams_run_tokens_and_bad_keys() {
         ("empty bearer", Some("Bearer ".to_owned())),
         ("basic scheme", Some("Basic dXNlcjpwYXNz".to_owned())),
     ];
-    for r in ROUTES {
+    for r in ROUTES.iter().filter(|r| !matches!(r.token, Public | Open)) {
         let path = fill(r.path, &f.run_id, &f, &f.env_id);
         for (what, auth) in &bad {
             let body = r.body.map(|b| b.replace("{n}", "0").into_bytes());
@@ -511,6 +596,50 @@ async fn c1_every_route_isolates_teams_run_tokens_and_bad_keys() {
             }
             if reply.text.contains(MARKER) {
                 failures.push(format!("{what}: {} {} shows A's content", r.method, r.path));
+            }
+        }
+    }
+
+    // Public share routes: the token in the path is the credential. An
+    // unknown, malformed or foreign-looking one (a run id) is 404 whoever
+    // asks, with any credential or none, and shows nothing of A's.
+    for r in ROUTES.iter().filter(|r| r.token == Public) {
+        let wrong = [
+            nonexistent(r.path),
+            r.path.replace("{token}", &f.run_id),
+            r.path.replace("{token}", "not-a-token"),
+            r.path.replace("{token}", &f.run_token),
+        ];
+        let creds = [
+            None,
+            Some(b.to_owned()),
+            Some(f.run_token.clone()),
+            Some("hk_bogus".to_owned()),
+        ];
+        for path in &wrong {
+            for key in &creds {
+                let reply = caller.send(r, path, key.as_deref()).await;
+                if let Some(e) = reply.problem_error(Some(404)) {
+                    failures.push(format!("public: {} {path}: {e}", r.method));
+                }
+                // (`instance` echoes the path, so only A's content is checked.)
+                if reply.text.contains(MARKER) || reply.text.contains(&f.public_token) {
+                    failures.push(format!("public: {} {path} shows A's content", r.method));
+                }
+            }
+        }
+    }
+
+    // The API description: 200 to anyone, and nothing of any team's.
+    for r in ROUTES.iter().filter(|r| r.token == Open) {
+        let creds = [None, Some(b.to_owned()), Some(f.run_token.clone())];
+        for key in &creds {
+            let reply = caller.send(r, r.path, key.as_deref()).await;
+            if reply.status != 200 {
+                failures.push(format!("open: {} {}: {}", r.method, r.path, reply.status));
+            }
+            if let Some(m) = leaks(&reply, &f.markers) {
+                failures.push(format!("open: {} {} shows `{m}`", r.method, r.path));
             }
         }
     }

@@ -1,13 +1,16 @@
 //! [`Notifier`] on PostgreSQL: `LISTEN/NOTIFY`.
 //!
-//! The signals are sent by triggers (see `migrations/postgres/0001_init.sql`)
+//! The signals are sent by triggers (see `migrations/postgres/0001_init.sql`
+//! and, for session grants, `0004_shares.sql`)
 //! with a JSON payload naming the schema, the writer's `application_name`
 //! (its origin) and the run and execution. A listener ignores signals from
 //! other schemas, so deployments sharing one database do not wake each other.
 
 use super::{PostgresStore, pg_error};
 use crate::StoreResult;
-use crate::notify::{CANCEL_CHANNEL, DISPATCH_CHANNEL, Notifier, Signal, SignalListener};
+use crate::notify::{
+    CANCEL_CHANNEL, DISPATCH_CHANNEL, Notifier, SHARES_CHANNEL, Signal, SignalListener,
+};
 use async_trait::async_trait;
 use hangar_protocol::{ExecutionId, RunId};
 use serde::Deserialize;
@@ -66,6 +69,10 @@ impl PgSignalListener {
                 execution_id,
                 local,
             }),
+            SHARES_CHANNEL => Some(Signal::SharesChanged {
+                run_id: RunId(payload.run_id?),
+                local,
+            }),
             _ => None,
         }
     }
@@ -100,7 +107,7 @@ impl PostgresStore {
             .await
             .map_err(pg_error)?;
         listener
-            .listen_all([DISPATCH_CHANNEL, CANCEL_CHANNEL])
+            .listen_all([DISPATCH_CHANNEL, CANCEL_CHANNEL, SHARES_CHANNEL])
             .await
             .map_err(pg_error)?;
         Ok(PgSignalListener {

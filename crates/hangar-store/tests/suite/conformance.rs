@@ -70,10 +70,13 @@ pub async fn run_all(store: &dyn Store) {
     lifecycle_and_fencing(store).await;
     rejected_runs_return_to_the_queue(store).await;
     cancel_rules(store).await;
+    followups_reopen_only_ended_runs(store).await;
     events_are_stored_once_in_order(store).await;
     runs_are_team_scoped_and_paged(store).await;
     api_keys(store).await;
     run_filters(store).await;
+    super::accounts::run_all(store).await;
+    super::shares::run_all(store).await;
 }
 
 async fn run_filters(store: &dyn Store) {
@@ -523,5 +526,92 @@ async fn api_keys(store: &dyn Store) {
             .unwrap()
             .unwrap()
             .is_active(now)
+    );
+}
+
+async fn followups_reopen_only_ended_runs(store: &dyn Store) {
+    let t = team(store, "reopen").await;
+    let other = team(store, "reopen-other").await;
+    let run = new_run(store, t.id, None).await;
+    let now = Timestamp::now().unix_millis();
+    let followup = |message: &str| NewFollowup {
+        message: message.into(),
+        sender: "user:1".into(),
+        at: now,
+    };
+    assert_eq!(store.latest_followup(&run.id).await.unwrap(), None);
+    // Queued: not ended, nothing to reopen.
+    assert!(matches!(
+        store.reopen_run(t.id, &run.id, &followup("x")).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let e1 = assign(store, &run, "w1").await;
+    store.claim(&run.id, &e1, now).await.unwrap();
+    store.start(&run.id, &e1, now).await.unwrap();
+    store
+        .append_events(&run.id, &e1, &[event(1), event(2)])
+        .await
+        .unwrap();
+    // Running: never reopened.
+    assert!(matches!(
+        store.reopen_run(t.id, &run.id, &followup("x")).await,
+        Err(StoreError::Conflict(_))
+    ));
+    // Terminal but the execution is still live (its sandbox winds down): refused.
+    store
+        .report_outcome(&run.id, &e1, &terminal(RunState::Succeeded, "ok"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.reopen_run(t.id, &run.id, &followup("x")).await,
+        Err(StoreError::Conflict(_))
+    ));
+    store
+        .finish_execution(&run.id, &e1, &end(RunState::Succeeded))
+        .await
+        .unwrap();
+    // Another team cannot see it.
+    assert!(matches!(
+        store.reopen_run(other.id, &run.id, &followup("x")).await,
+        Err(StoreError::NotFound)
+    ));
+    let reopened = store
+        .reopen_run(t.id, &run.id, &followup("and now the tests"))
+        .await
+        .unwrap();
+    assert_eq!(reopened.state, RunState::Queued);
+    assert_eq!(reopened.current_execution_id, None);
+    assert_eq!(reopened.status_message, None);
+    let latest = store.latest_followup(&run.id).await.unwrap().unwrap();
+    assert_eq!(latest.message, "and now the tests");
+    assert_eq!(latest.sender, "user:1");
+    // Only once: a second follow-up while queued is refused.
+    assert!(matches!(
+        store.reopen_run(t.id, &run.id, &followup("y")).await,
+        Err(StoreError::Conflict(_))
+    ));
+    // The dispatcher sees it again, and a second execution keeps the first's events.
+    assert!(
+        store
+            .queued_runs(1000)
+            .await
+            .unwrap()
+            .iter()
+            .any(|r| r.id == run.id)
+    );
+    let e2 = assign(store, &run, "w1").await;
+    store.claim(&run.id, &e2, now).await.unwrap();
+    store.start(&run.id, &e2, now).await.unwrap();
+    store.append_events(&run.id, &e2, &[event(1)]).await.unwrap();
+    store
+        .report_outcome(&run.id, &e2, &terminal(RunState::Succeeded, "again"))
+        .await
+        .unwrap();
+    let events = store.run_events(&run.id).await.unwrap();
+    let order: Vec<_> = events.iter().map(|(x, e)| (x.clone(), e.seq)).collect();
+    assert_eq!(order, vec![(e1.clone(), 1), (e1, 2), (e2, 1)]);
+    assert_eq!(
+        store.run(t.id, &run.id).await.unwrap().state,
+        RunState::Succeeded
     );
 }

@@ -112,7 +112,17 @@ async fn docker_s1_hardened_run_succeeds_in_unmodified_debian_image() {
     let hello = conn.hello().await;
     assert_eq!(hello.backend, "docker");
     let gate = w.gate("s1");
-    conn.assign(w.assignment("run-s1", "exec-s1", &[("GATE", gate.to_str().unwrap())]));
+    let secret = "s3cr3t-value-only-in-the-env-file";
+    conn.assign(w.assignment(
+        "run-s1",
+        "exec-s1",
+        &[
+            ("GATE", gate.to_str().unwrap()),
+            ("MY_SECRET", secret),
+            ("QUOTED", "it's $HOME `x` \"y\""),
+            ("HANGAR_SECRET_NAMES", "MY_SECRET"),
+        ],
+    ));
     conn.recv_until(|m| matches!(m, WorkerToServer::TaskStarted(_)))
         .await;
     wait_for_file(&w.out_file("exec-s1", "ready")).await;
@@ -142,6 +152,16 @@ async fn docker_s1_hardened_run_succeeds_in_unmodified_debian_image() {
     }
     let mounts = c["Mounts"].to_string();
     assert!(!mounts.contains("docker.sock"), "{mounts}");
+    // Secrets and the run token reach the agent through a file in the 0700
+    // execution directory, never the container config (`docker inspect`).
+    let all = c.to_string();
+    for hidden in [secret, "hr_run_token"] {
+        assert!(!all.contains(hidden), "{hidden} visible in docker inspect");
+    }
+    assert!(
+        !w.workspace_root.join("exec-s1/ctl/env").exists(),
+        "the env file is deleted once the container read it"
+    );
     let agent_mount = c["Mounts"]
         .as_array()
         .unwrap()
@@ -167,6 +187,8 @@ async fn docker_s1_hardened_run_succeeds_in_unmodified_debian_image() {
     assert_eq!(w.read_out("exec-s1", "pwd").trim(), "/workspace");
     let env = w.read_out("exec-s1", "env");
     assert!(env.contains("HANGAR_RUN_TOKEN=hr_run_token"));
+    assert!(env.contains(&format!("MY_SECRET={secret}")), "{env}");
+    assert!(env.contains("QUOTED=it's $HOME `x` \"y\""), "{env}");
     assert!(!env.contains(API_KEY) && !env.contains("HANGAR_API_KEY"));
     // Capability sets of the agent process itself.
     let status = std::fs::read_to_string(w.out_file("exec-s1", "env")).unwrap();

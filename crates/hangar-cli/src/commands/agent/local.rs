@@ -5,7 +5,8 @@ use crate::output::OutputFormat;
 use anyhow::{Context, Result, bail};
 use hangar_agent::mcp::{DEFAULT_MCP_STARTUP_TIMEOUT, parse_mcp_spec};
 use hangar_agent::{
-    CancellationToken, EventBody, EventSink, LocalRun, RunOutcome, SinkError, TrackingServer,
+    CancellationToken, EventBody, EventSink, LocalRun, RegisteredHook, RunOutcome, SinkError,
+    TrackingServer,
 };
 use hangar_protocol::McpServerConfig;
 use serde::Deserialize;
@@ -75,8 +76,8 @@ pub struct LocalArgs {
     pub output: OutputFormat,
 }
 
-/// Prints events as they happen, in the chosen format.
-struct Printer {
+/// Prints events as they happen, in the chosen format (also `hangar run watch`).
+pub(crate) struct Printer {
     format: OutputFormat,
     seq: AtomicU64,
     spinner: bool,
@@ -93,7 +94,7 @@ struct PrintState {
 }
 
 impl Printer {
-    fn new(format: OutputFormat) -> Self {
+    pub(crate) fn new(format: OutputFormat) -> Self {
         Printer {
             format,
             seq: AtomicU64::new(0),
@@ -102,20 +103,20 @@ impl Printer {
         }
     }
 
-    fn thinking(&self) {
+    pub(crate) fn thinking(&self) {
         if self.spinner {
             eprint!("\r⠋ thinking…");
             let _ = std::io::stderr().flush();
         }
     }
 
-    fn clear_spinner(&self) {
+    pub(crate) fn clear_spinner(&self) {
         if self.spinner {
             eprint!("\r\x1b[2K");
         }
     }
 
-    fn pretty(&self, event: &EventBody) {
+    pub(crate) fn pretty(&self, event: &EventBody) {
         self.clear_spinner();
         let mut out = std::io::stdout().lock();
         let _ = match event {
@@ -280,6 +281,8 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode> {
     if file.environment_id.is_some() || file.host.is_some() {
         tracing::warn!("environment_id and host apply to cloud runs; ignored by a local run");
     }
+    // Checked before anything starts, so a typo fails fast with the accepted forms.
+    crate::commands::share::parse_specs("--share", &args.share)?;
     let mut mcp_servers = file.mcp_servers.clone().unwrap_or_default();
     for spec in &args.mcp {
         mcp_servers.extend(parse_mcp_spec(spec)?);
@@ -311,6 +314,18 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode> {
         .unwrap_or(DEFAULT_MCP_STARTUP_TIMEOUT);
     opts.server = server;
     opts.harness = args.harness.clone();
+    let output = args.output;
+    opts.on_registered = Some(RegisteredHook(std::sync::Arc::new(move |_run_id, shares| {
+        for item in shares {
+            let line = crate::commands::share::describe(item);
+            // Machine formats keep stdout for events and the summary.
+            if output == OutputFormat::Pretty {
+                println!("{line}");
+            } else {
+                eprintln!("{line}");
+            }
+        }
+    })));
 
     let printer = Printer::new(args.output);
     let cancel = CancellationToken::new();
@@ -339,7 +354,10 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    let summary = printer.summary(&report.outcome, report.run_id.as_deref(), &report.model);
+    let mut summary = printer.summary(&report.outcome, report.run_id.as_deref(), &report.model);
+    if !report.shares.is_empty() {
+        summary["shares"] = serde_json::to_value(&report.shares).unwrap_or_default();
+    }
     match args.output {
         OutputFormat::Json => println!(
             "{}",

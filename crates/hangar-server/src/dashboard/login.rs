@@ -1,0 +1,207 @@
+//! `/login` and `/logout`: the sign-in form, checked against the argon2id
+//! hash with a constant-time failure path and a per-address and per-email
+//! backoff, and sign-out, which ends the session in the store.
+
+use super::{bare_page, viewer};
+use crate::AppState;
+use crate::web_auth;
+use axum::extract::{ConnectInfo, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use maud::html;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+/// Largest sign-in form accepted.
+const MAX_FORM_BYTES: usize = 8 * 1024;
+
+/// Where to go after signing in: a local path only (no open redirect).
+fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_owned(),
+        _ => "/".to_owned(),
+    }
+}
+
+fn secure(app: &AppState) -> bool {
+    app.public_url.starts_with("https://")
+}
+
+fn form(next: &str, email: &str, error: Option<&str>, status: StatusCode) -> Response {
+    bare_page(
+        status,
+        "Sign in",
+        html! {
+            section.card.narrow.login {
+                h1 { span aria-hidden="true" { "▰ " } "Hangar" }
+                p.muted { "Sign in to watch and steer your team's agents." }
+                @if let Some(error) = error {
+                    p.error #login-error role="alert" { (error) }
+                }
+                form method="post" action="/login" {
+                    input type="hidden" name="next" value=(next);
+                    label for="email" { "Email" }
+                    input #email type="email" name="email" value=(email) autocomplete="username"
+                        required autofocus[email.is_empty()]
+                        aria-describedby=[error.map(|_| "login-error")];
+                    label for="password" { "Password" }
+                    input #password type="password" name="password" autocomplete="current-password"
+                        required autofocus[!email.is_empty()];
+                    button.primary type="submit" { "Sign in" }
+                }
+                p.muted.small {
+                    "No account yet? An admin creates one with "
+                    code { "hangar user create --email you@example.com --password-stdin" }
+                    "."
+                }
+            }
+        },
+    )
+}
+
+/// `GET /login`.
+pub async fn page(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let next = safe_next(q.get("next").map(String::as_str));
+    // Already signed in: straight on.
+    if viewer(&app, &headers, &next).await.is_ok() {
+        return Redirect::to(&next).into_response();
+    }
+    form(&next, "", None, StatusCode::OK)
+}
+
+/// `POST /login` (form: `email`, `password`, `next`).
+pub async fn submit(State(app): State<AppState>, req: Request) -> Response {
+    let addr = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_else(|| "unknown".to_owned());
+    let body = match axum::body::to_bytes(req.into_body(), MAX_FORM_BYTES).await {
+        Ok(b) => b,
+        Err(_) => {
+            return form(
+                "/",
+                "",
+                Some("The form is too large."),
+                StatusCode::PAYLOAD_TOO_LARGE,
+            );
+        }
+    };
+    let fields: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
+    let email = fields.get("email").map(|e| e.trim()).unwrap_or_default();
+    let password = fields.get("password").map(String::as_str).unwrap_or_default();
+    let next = safe_next(fields.get("next").map(String::as_str));
+    if email.is_empty() || password.is_empty() {
+        return form(
+            &next,
+            email,
+            Some("Enter your email and password."),
+            StatusCode::BAD_REQUEST,
+        );
+    }
+    let keys = vec![
+        format!("ip:{addr}"),
+        format!("email:{}", email.to_lowercase()),
+    ];
+    if let Some(wait) = app.logins.wait(&keys) {
+        let secs = wait.as_secs().max(1);
+        let mut resp = form(
+            &next,
+            email,
+            Some(&format!(
+                "Too many failed sign-ins. Wait {secs} s and try again."
+            )),
+            StatusCode::TOO_MANY_REQUESTS,
+        );
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return resp;
+    }
+    let creds = match app.store.credentials_by_email(email).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "sign-in lookup failed");
+            return form(
+                &next,
+                email,
+                Some("Sign-in is temporarily unavailable; try again shortly."),
+                StatusCode::SERVICE_UNAVAILABLE,
+            );
+        }
+    };
+    // One argon2 verification whatever happens, so a missing account, a
+    // disabled one and a wrong password all take the same time.
+    let (hash, user) = match creds {
+        Some(c) if !c.user.disabled => (c.password_hash, Some(c.user)),
+        _ => (None, None),
+    };
+    let ok = web_auth::check_password(hash, password).await;
+    let Some(user) = user.filter(|_| ok) else {
+        app.logins.failed(&keys);
+        tracing::info!(%addr, "dashboard sign-in failed");
+        return form(
+            &next,
+            email,
+            Some("Wrong email or password."),
+            StatusCode::UNAUTHORIZED,
+        );
+    };
+    app.logins.succeeded(&keys);
+    let token = match web_auth::open_session(app.store.as_ref(), &user).await {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not open a web session");
+            return form(
+                &next,
+                email,
+                Some("Sign-in is temporarily unavailable; try again shortly."),
+                StatusCode::SERVICE_UNAVAILABLE,
+            );
+        }
+    };
+    tracing::info!(user = %user.uid, "dashboard sign-in");
+    let mut resp = Redirect::to(&next).into_response();
+    resp.headers_mut()
+        .insert(header::SET_COOKIE, web_auth::set_cookie(&token, secure(&app)));
+    resp
+}
+
+/// `GET|POST /logout`: ends the session and clears the cookie. A POST must
+/// carry the page's CSRF token; a GET (typed in the address bar) only works
+/// same-site, where the SameSite=Strict cookie is sent.
+pub async fn logout(State(app): State<AppState>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    if let Some(token) = web_auth::session_cookie(&parts.headers) {
+        let allowed = if parts.method == axum::http::Method::POST {
+            let body = axum::body::to_bytes(body, MAX_FORM_BYTES)
+                .await
+                .unwrap_or_default();
+            let sent = url::form_urlencoded::parse(&body)
+                .find(|(k, _)| k == "csrf")
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default();
+            web_auth::constant_time_eq(sent.as_bytes(), web_auth::csrf_token(token).as_bytes())
+        } else {
+            true
+        };
+        if !allowed {
+            return super::error_page(
+                StatusCode::FORBIDDEN,
+                "Sign-out refused",
+                "The sign-out form was not sent from this dashboard. Use the Sign out button.",
+            );
+        }
+        if let Err(e) = web_auth::close_session(app.store.as_ref(), token).await {
+            tracing::warn!(error = %e, "could not end a web session");
+        }
+    }
+    let mut resp = Redirect::to("/login").into_response();
+    resp.headers_mut()
+        .insert(header::SET_COOKIE, web_auth::clear_cookie(secure(&app)));
+    resp
+}

@@ -1,0 +1,110 @@
+//! What the replicas of one deployment share besides runs: the registry of
+//! connected workers ([`ClusterStore::upsert_worker`]) and the first-start
+//! lock ([`ClusterStore::bootstrap_lock`]).
+//!
+//! A worker holds one WebSocket to one replica. That replica writes the
+//! worker's presence when it connects, refreshes it periodically (running
+//! tasks, `last_seen`) and marks it disconnected when the socket closes, so
+//! `GET /workers` on any replica lists the workers of every replica. A row
+//! whose `last_seen` is old belongs to a replica that died: readers show it as
+//! lost.
+
+use crate::StoreResult;
+use async_trait::async_trait;
+use std::collections::BTreeMap;
+
+/// A worker as last seen by the replica holding its connection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerPresence {
+    /// Team.
+    pub team_id: i64,
+    /// Worker id.
+    pub worker_id: String,
+    /// Replica holding the connection.
+    pub replica_id: String,
+    /// The connection (a reconnect gets a new one).
+    pub connection_id: String,
+    /// Backend.
+    pub backend: String,
+    /// Version.
+    pub version: String,
+    /// Capacity (0 = unlimited).
+    pub capacity: i64,
+    /// Executions running.
+    pub running_tasks: i64,
+    /// Taking no new work.
+    pub draining: bool,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Whether the connection is open (as far as its replica knows).
+    pub connected: bool,
+    /// Connection time (ms).
+    pub connected_at: i64,
+    /// Last refresh (ms).
+    pub last_seen: i64,
+}
+
+/// Held while a replica runs first-start bootstrap; other replicas wait for
+/// it. Released by [`BootstrapLock::release`], or when dropped (the
+/// connection holding it closes).
+pub struct BootstrapLock {
+    pub(crate) conn: Option<sqlx::pool::PoolConnection<sqlx::Postgres>>,
+}
+
+impl std::fmt::Debug for BootstrapLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BootstrapLock")
+            .field("held", &self.conn.is_some())
+            .finish()
+    }
+}
+
+impl BootstrapLock {
+    /// A lock that excludes nothing (one process owns the database).
+    pub fn none() -> Self {
+        BootstrapLock { conn: None }
+    }
+
+    /// Releases the lock.
+    pub async fn release(mut self) -> StoreResult<()> {
+        if let Some(mut conn) = self.conn.take() {
+            sqlx::query("SELECT pg_advisory_unlock(hashtext('hangar-bootstrap:' || current_schema()))")
+                .execute(&mut *conn)
+                .await
+                .map_err(crate::postgres::pg_error)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for BootstrapLock {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            // Closing the session releases its advisory locks; returning it to
+            // the pool would keep the lock held.
+            drop(conn.detach());
+        }
+    }
+}
+
+/// The worker registry and the bootstrap lock.
+#[async_trait]
+pub trait ClusterStore: Send + Sync {
+    /// Inserts or refreshes a worker's presence.
+    async fn upsert_worker(&self, worker: &WorkerPresence) -> StoreResult<()>;
+    /// Marks a worker disconnected, if `connection_id` is still its connection
+    /// (a reconnect to another replica is not undone by the old one closing).
+    async fn worker_disconnected(
+        &self,
+        team_id: i64,
+        worker_id: &str,
+        connection_id: &str,
+        at: i64,
+    ) -> StoreResult<()>;
+    /// A team's workers, by id.
+    async fn list_workers(&self, team_id: i64) -> StoreResult<Vec<WorkerPresence>>;
+    /// Forgets workers not seen since `before` (ms); returns how many.
+    async fn prune_workers(&self, before: i64) -> StoreResult<u64>;
+    /// Waits until no other replica is bootstrapping, and holds that until released.
+    async fn bootstrap_lock(&self) -> StoreResult<BootstrapLock>;
+}

@@ -1,0 +1,109 @@
+//! [`ShareStore`] on SQLite.
+
+use super::SqliteStore;
+use crate::shares::{SHARE_COLUMNS, grantee_key, share_from_row};
+use crate::{Grantee, NewShare, ShareRecord, ShareStore, StoreError, StoreResult};
+use async_trait::async_trait;
+use hangar_protocol::RunId;
+use sqlx::AssertSqlSafe;
+use sqlx::sqlite::SqliteRow;
+
+share_from_row!(SqliteRow);
+
+impl SqliteStore {
+    async fn share_by_key(&self, run: &RunId, key: &str) -> StoreResult<ShareRecord> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {SHARE_COLUMNS} FROM run_shares s LEFT JOIN users u ON u.id = s.user_id \
+             WHERE s.run_id = ? AND s.grantee_key = ?"
+        )))
+        .bind(run.as_str())
+        .bind(key)
+        .fetch_one(&self.writer)
+        .await?;
+        share_from_row(&row)
+    }
+}
+
+#[async_trait]
+impl ShareStore for SqliteStore {
+    async fn create_share(&self, share: NewShare) -> StoreResult<ShareRecord> {
+        let run_team: Option<i64> = sqlx::query_scalar("SELECT team_id FROM runs WHERE id = ?")
+            .bind(share.run_id.as_str())
+            .fetch_optional(&self.writer)
+            .await?;
+        if run_team != Some(share.team_id) {
+            return Err(StoreError::NotFound);
+        }
+        let (user_id, token_hash) = match &share.grantee {
+            Grantee::Team => (None, None),
+            Grantee::User { user_id, .. } => {
+                let team: Option<i64> =
+                    sqlx::query_scalar("SELECT team_id FROM users WHERE id = ?")
+                        .bind(user_id)
+                        .fetch_optional(&self.writer)
+                        .await?;
+                if team != Some(share.team_id) {
+                    return Err(StoreError::NotFound);
+                }
+                (Some(*user_id), None)
+            }
+            Grantee::Public { token_hash } => (None, Some(token_hash.clone())),
+        };
+        let key = grantee_key(&share.id, &share.grantee);
+        sqlx::query(
+            "INSERT INTO run_shares (id, team_id, run_id, grantee, user_id, grantee_key, role, \
+             token_hash, created_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (run_id, grantee_key) DO UPDATE SET role = excluded.role",
+        )
+        .bind(&share.id)
+        .bind(share.team_id)
+        .bind(share.run_id.as_str())
+        .bind(share.grantee.kind())
+        .bind(user_id)
+        .bind(&key)
+        .bind(&share.role)
+        .bind(token_hash)
+        .bind(share.created_by)
+        .bind(share.created_at)
+        .execute(&self.writer)
+        .await?;
+        self.share_by_key(&share.run_id, &key).await
+    }
+
+    async fn list_shares(&self, team_id: i64, run: &RunId) -> StoreResult<Vec<ShareRecord>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {SHARE_COLUMNS} FROM run_shares s LEFT JOIN users u ON u.id = s.user_id \
+             WHERE s.team_id = ? AND s.run_id = ? ORDER BY s.created_at, s.id"
+        )))
+        .bind(team_id)
+        .bind(run.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(share_from_row).collect()
+    }
+
+    async fn delete_share(&self, team_id: i64, run: &RunId, id: &str) -> StoreResult<()> {
+        let done =
+            sqlx::query("DELETE FROM run_shares WHERE team_id = ? AND run_id = ? AND id = ?")
+                .bind(team_id)
+                .bind(run.as_str())
+                .bind(id)
+                .execute(&self.writer)
+                .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn share_by_token_hash(&self, hash: &[u8]) -> StoreResult<Option<ShareRecord>> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {SHARE_COLUMNS} FROM run_shares s LEFT JOIN users u ON u.id = s.user_id \
+             WHERE s.token_hash = ? AND s.grantee = 'public'"
+        )))
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(share_from_row).transpose()
+    }
+}
