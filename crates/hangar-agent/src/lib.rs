@@ -50,8 +50,7 @@ pub use managed::{
 pub use redact::{REDACTED, RedactingSink, Redactor, StreamRedactor};
 pub use session::{
     BACKOFF_MAX, BACKOFF_MIN, CONNECT_TIMEOUT, FOLLOWUP_CAPACITY, IDLE_TIMEOUT,
-    INITIAL_ACK_TIMEOUT, INTAKE_CAPACITY, PING_INTERVAL, SessionConfig, SessionReport,
-    SessionStream, spool_path,
+    INITIAL_ACK_TIMEOUT, PING_INTERVAL, SessionConfig, SessionReport, SessionStream, spool_path,
 };
 pub use tools::{ToolContext, ToolError, ToolHandler, ToolOutput, ToolRegistry};
 

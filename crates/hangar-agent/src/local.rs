@@ -111,7 +111,10 @@ pub struct LocalRun {
 /// Tells the caller a tracked run exists: its id and the grants applied
 /// (public links carry their URL, shown only now).
 #[derive(Clone)]
-pub struct RegisteredHook(pub Arc<dyn Fn(&str, &[ShareItem]) + Send + Sync>);
+pub struct RegisteredHook(pub Arc<RegisteredFn>);
+
+/// The callback of a [`RegisteredHook`]: `(run_id, grants applied)`.
+pub type RegisteredFn = dyn Fn(&str, &[ShareItem]) + Send + Sync;
 
 impl std::fmt::Debug for RegisteredHook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

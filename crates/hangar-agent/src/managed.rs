@@ -10,8 +10,8 @@ use crate::session::{SessionConfig, SessionStream, spool_path};
 use hangar_client::Client;
 use hangar_llm::{ModelProvider, OpenAiConfig, OpenAiProvider};
 use hangar_protocol::RunItem;
-use hangar_protocol::llm::{ChatMessage, FunctionCall, Role, ToolCall};
 use hangar_protocol::RunState;
+use hangar_protocol::llm::{ChatMessage, FunctionCall, Role, ToolCall};
 use hangar_protocol::session::EventBody;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -186,13 +186,7 @@ pub async fn run_managed(
                         "continuing the conversation of earlier executions with a follow-up"
                     );
                     agent
-                        .continue_conversation(
-                            history,
-                            &message,
-                            &session,
-                            &mut followups,
-                            &cancel,
-                        )
+                        .continue_conversation(history, &message, &session, &mut followups, &cancel)
                         .await
                 }
                 None => {
@@ -312,9 +306,7 @@ pub fn conversation_from_events(events: &[EventBody]) -> Vec<ChatMessage> {
             } => {
                 // Calls belong to the assistant message of their turn: the one
                 // just written, unless tool results already followed it.
-                let joins_last = messages
-                    .last()
-                    .is_some_and(|m| m.role == Role::Assistant);
+                let joins_last = messages.last().is_some_and(|m| m.role == Role::Assistant);
                 if !joins_last {
                     close_calls(&mut messages, &mut open_calls);
                     let mut m = ChatMessage::text(Role::Assistant, "");
@@ -386,7 +378,9 @@ mod tests {
     #[test]
     fn stored_events_become_the_conversation_with_every_call_answered() {
         let events = vec![
-            EventBody::UserMessage { text: "fix it".into() },
+            EventBody::UserMessage {
+                text: "fix it".into(),
+            },
             EventBody::Usage {
                 model: "m".into(),
                 prompt_tokens: 1,

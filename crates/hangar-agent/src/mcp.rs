@@ -41,13 +41,29 @@ pub enum McpError {
         /// What is wrong.
         reason: String,
     },
-    /// A bare name: servers configured on the Hangar server cannot be
-    /// fetched yet.
+    /// A bare name, but no Hangar server to look it up on.
     #[error(
-        "--mcp `{0}`: MCP servers configured by name on the Hangar server are not available yet; \
-         pass the server as inline JSON (`{{\"name\": {{\"command\": …}}}}`) or a JSON file"
+        "--mcp `{0}` names an MCP server configured on the Hangar server, but no server is set: \
+         set HANGAR_SERVER_URL and HANGAR_API_KEY, or pass the server as inline JSON \
+         (`{{\"name\": {{\"command\": …}}}}`) or a JSON file"
     )]
     NamedNotAvailable(String),
+    /// The Hangar server has no MCP server of that name.
+    #[error("unknown MCP server `{name}`; configured: {}", if configured.is_empty() { "none (add `mcp_servers:` to the server config)".to_owned() } else { configured.join(", ") })]
+    UnknownName {
+        /// The name asked for.
+        name: String,
+        /// The names the server has.
+        configured: Vec<String>,
+    },
+    /// Looking the name up on the Hangar server failed.
+    #[error("--mcp `{name}`: cannot look the name up on the Hangar server: {reason}")]
+    Lookup {
+        /// The name asked for.
+        name: String,
+        /// Why.
+        reason: String,
+    },
     /// A server config is unusable.
     #[error("MCP server `{server}`: {reason}")]
     Config {
@@ -69,7 +85,7 @@ pub enum McpError {
 /// Parses one `--mcp` value: inline JSON (starts with `{`), or a path to a
 /// JSON file. Accepted shapes: `{"mcpServers": {name: config}}` or
 /// `{name: config}`. A bare word that is not a file is a server name, which
-/// is not supported yet ([`McpError::NamedNotAvailable`]).
+/// only [`resolve_mcp_spec`] can look up ([`McpError::NamedNotAvailable`]).
 pub fn parse_mcp_spec(spec: &str) -> Result<BTreeMap<String, McpServerConfig>, McpError> {
     let trimmed = spec.trim();
     let invalid = |reason: String| McpError::InvalidSpec {
@@ -105,6 +121,68 @@ pub fn parse_mcp_spec(spec: &str) -> Result<BTreeMap<String, McpServerConfig>, M
         validate(name, config)?;
     }
     Ok(servers)
+}
+
+/// [`parse_mcp_spec`], plus bare names looked up on the Hangar server
+/// (`GET /api/v1/mcp-servers/{name}`, with an API key or a run token). The
+/// spec comes back with its `${VAR}` templates unexpanded: they are expanded
+/// where the server starts, from that process's environment. Without
+/// `server`, a name is [`McpError::NamedNotAvailable`].
+pub async fn resolve_mcp_spec(
+    spec: &str,
+    server: Option<&hangar_client::Client>,
+) -> Result<BTreeMap<String, McpServerConfig>, McpError> {
+    let name = match parse_mcp_spec(spec) {
+        Err(McpError::NamedNotAvailable(name)) => name,
+        other => return other,
+    };
+    let Some(client) = server else {
+        return Err(McpError::NamedNotAvailable(name));
+    };
+    #[derive(serde::Deserialize)]
+    struct Named {
+        config: McpServerConfig,
+    }
+    #[derive(serde::Deserialize)]
+    struct Listed {
+        name: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct List {
+        mcp_servers: Vec<Listed>,
+    }
+    let lookup = |e: hangar_client::ClientError| McpError::Lookup {
+        name: name.clone(),
+        reason: e.to_string(),
+    };
+    let path = format!("api/v1/mcp-servers/{}", hangar_client::encode(&name));
+    match client.get_json::<Named>(&path).await {
+        Ok(named) => {
+            validate(&name, &named.config)?;
+            Ok(BTreeMap::from([(name, named.config)]))
+        }
+        Err(e) if e.status() == Some(404) => {
+            let list: List = client.get_json("api/v1/mcp-servers").await.map_err(lookup)?;
+            Err(McpError::UnknownName {
+                configured: list.mcp_servers.into_iter().map(|s| s.name).collect(),
+                name,
+            })
+        }
+        Err(e) => Err(lookup(e)),
+    }
+}
+
+/// Resolves every `--mcp` value with [`resolve_mcp_spec`] into one map
+/// (later specs win on a repeated server name).
+pub async fn resolve_mcp_specs(
+    specs: &[String],
+    server: Option<&hangar_client::Client>,
+) -> Result<BTreeMap<String, McpServerConfig>, McpError> {
+    let mut all = BTreeMap::new();
+    for spec in specs {
+        all.extend(resolve_mcp_spec(spec, server).await?);
+    }
+    Ok(all)
 }
 
 fn validate(name: &str, config: &McpServerConfig) -> Result<(), McpError> {

@@ -30,8 +30,8 @@ use spool::Spool;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
@@ -39,8 +39,6 @@ use tokio_util::task::AbortOnDropHandle;
 
 pub use backoff::{BACKOFF_MAX, BACKOFF_MIN};
 
-/// Events the loop may hand over before it waits for the stream task.
-pub const INTAKE_CAPACITY: usize = 64;
 /// Follow-ups queued for the loop; more are dropped with a warning (the loop
 /// takes them at every turn boundary, so this only fills if a person floods).
 pub const FOLLOWUP_CAPACITY: usize = 64;

@@ -9,11 +9,11 @@ pub mod sse;
 
 pub use sse::{SseEvent, SseStream};
 
+use hangar_protocol::share::{CreateShareRequest, ListSharesResponse, ShareItem};
 use hangar_protocol::{
     ApiKeyItem, CreateApiKeyRequest, ListRunsResponse, Problem, RunAgentRequest, RunAgentResponse,
     RunItem, TranscriptResponse,
 };
-use hangar_protocol::share::{CreateShareRequest, ListSharesResponse, ShareItem};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::time::Duration;

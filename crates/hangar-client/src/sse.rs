@@ -120,10 +120,7 @@ impl Client {
             "api/v1/agent/runs/{}/events?follow={follow}",
             crate::encode(run_id)
         ))?;
-        let mut req = self
-            .http
-            .get(url)
-            .header("accept", "text/event-stream");
+        let mut req = self.http.get(url).header("accept", "text/event-stream");
         if let Some(id) = last_event_id {
             req = req.header("last-event-id", id);
         }

@@ -122,21 +122,23 @@ impl std::fmt::Display for ShareSpecError {
 }
 
 /// The accepted `--share` forms, for error messages.
-pub const SHARE_SPEC_FORMS: &str =
-    "team, team:view, team:edit, user@example.com, user@example.com:view, user@example.com:edit, public:view";
+pub const SHARE_SPEC_FORMS: &str = "team, team:view, team:edit, user@example.com, user@example.com:view, user@example.com:edit, public:view";
 
 /// Parses a `--share` / `--with` value (`team|team:view|team:edit|user@x[:view|edit]|public:view`;
 /// a bare `team`, `public` or email means `view`) into a grant request.
 pub fn parse_share_spec(spec: &str) -> Result<CreateShareRequest, ShareSpecError> {
     let spec = spec.trim();
-    let bad = |why: String| ShareSpecError(format!("`{spec}`: {why}; use one of {SHARE_SPEC_FORMS}"));
+    let bad =
+        |why: String| ShareSpecError(format!("`{spec}`: {why}; use one of {SHARE_SPEC_FORMS}"));
     if spec.is_empty() {
         return Err(bad("empty share".into()));
     }
     let (who, role) = match spec.rsplit_once(':') {
         Some((who, role)) => {
             let role = ShareRole::parse(role).ok_or_else(|| {
-                bad(format!("unknown role `{role}` (roles are `view` and `edit`)"))
+                bad(format!(
+                    "unknown role `{role}` (roles are `view` and `edit`)"
+                ))
             })?;
             (who, role)
         }
@@ -198,7 +200,10 @@ mod tests {
         assert_eq!(ok("team:edit"), ("team".into(), ShareRole::Edit));
         assert_eq!(ok("public:view"), ("public".into(), ShareRole::View));
         assert_eq!(ok("ana@x.io"), ("user:ana@x.io".into(), ShareRole::View));
-        assert_eq!(ok("ana@x.io:edit"), ("user:ana@x.io".into(), ShareRole::Edit));
+        assert_eq!(
+            ok("ana@x.io:edit"),
+            ("user:ana@x.io".into(), ShareRole::Edit)
+        );
     }
 
     #[test]

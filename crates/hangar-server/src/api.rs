@@ -5,6 +5,7 @@ pub mod environments;
 pub mod events;
 pub mod health;
 pub mod keys;
+pub mod mcp;
 pub mod models;
 pub mod runs;
 pub mod schedules;
@@ -76,6 +77,8 @@ pub fn routes() -> Router<AppState> {
             get(shares::public_events),
         )
         .route("/agent/models", get(models::list))
+        .route("/mcp-servers", get(mcp::list))
+        .route("/mcp-servers/{server}", get(mcp::get_one))
         .route("/agent/runs/{run_id}/transcript", get(runs::transcript))
         .route(
             "/agent/runs/{run_id}/conversation",

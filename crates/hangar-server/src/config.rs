@@ -50,6 +50,12 @@ pub struct ServerConfig {
     pub schedule_catch_up: crate::schedule::CatchUp,
     /// Per API key and per team request rates of the REST API (0 disables).
     pub rate_limit: crate::rate_limit::RateLimitConfig,
+    /// Named MCP servers (`--mcp NAME`), each `{command, args, env}` (stdio)
+    /// or `{url, headers}` (streamable HTTP). Values may hold `${VAR}`, which
+    /// the agent expands from its own environment (including the run's
+    /// secrets), so secret values never need to be in this file. Readable by
+    /// every API key and run token (server-wide, no team data).
+    pub mcp_servers: std::collections::BTreeMap<String, hangar_protocol::McpServerConfig>,
 }
 
 impl Default for ServerConfig {
@@ -71,7 +77,36 @@ impl Default for ServerConfig {
             providers_from_env: true,
             schedule_catch_up: crate::schedule::CatchUp::One,
             rate_limit: crate::rate_limit::RateLimitConfig::default(),
+            mcp_servers: std::collections::BTreeMap::new(),
         }
+    }
+}
+
+/// Checks one `mcp_servers` entry: a usable name and exactly one transport.
+fn validate_mcp_server(
+    name: &str,
+    server: &hangar_protocol::McpServerConfig,
+) -> Result<(), ConfigError> {
+    let bad = |why: &str| Err(ConfigError::Invalid(format!("mcp_servers.{name}: {why}")));
+    if name.is_empty()
+        || name.contains("__")
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return bad("names use A-Z a-z 0-9 - _ . and no `__`");
+    }
+    if server.warp_id.is_some() {
+        return bad("`warp_id` is not supported here; give `command` or `url`");
+    }
+    match (&server.command, &server.url) {
+        (Some(_), Some(_)) => bad("give either `command` (stdio) or `url` (HTTP), not both"),
+        (None, None) => bad("needs `command` (stdio) or `url` (streamable HTTP)"),
+        (Some(_), None) if server.headers.is_some() => bad("`headers` apply to `url` servers"),
+        (None, Some(_)) if server.args.is_some() || server.env.is_some() => {
+            bad("`args` and `env` apply to `command` servers")
+        }
+        _ => Ok(()),
     }
 }
 
@@ -146,6 +181,9 @@ impl ServerConfig {
             return Err(ConfigError::Invalid(
                 "max_body_bytes must be at least 1024".into(),
             ));
+        }
+        for (name, server) in &self.mcp_servers {
+            validate_mcp_server(name, server)?;
         }
         if let Some(url) = &self.public_url {
             let parsed = url::Url::parse(url)

@@ -243,7 +243,9 @@ async fn bootstrap(
 }
 
 /// The bootstrap team, its admin user and the admin's key.
-async fn create_admin(store: &dyn Store) -> Result<(hangar_store::TeamRecord, String), ServerError> {
+async fn create_admin(
+    store: &dyn Store,
+) -> Result<(hangar_store::TeamRecord, String), ServerError> {
     let team = store.create_team(&new_uid(), "default").await?;
     let user = store
         .create_user(NewUser {

@@ -73,6 +73,8 @@ impl Modify for BearerAuth {
         api::agent::run_events,
         api::agent::report,
         api::models::list,
+        api::mcp::list,
+        api::mcp::get_one,
         api::schedules::create,
         api::schedules::list,
         api::schedules::get_one,
@@ -121,9 +123,9 @@ pub struct ApiDoc;
 pub fn document() -> &'static str {
     static DOC: OnceLock<String> = OnceLock::new();
     DOC.get_or_init(|| {
-        ApiDoc::openapi()
-            .to_pretty_json()
-            .unwrap_or_else(|e| format!("{{\"error\":\"cannot render the OpenAPI document: {e}\"}}"))
+        ApiDoc::openapi().to_pretty_json().unwrap_or_else(|e| {
+            format!("{{\"error\":\"cannot render the OpenAPI document: {e}\"}}")
+        })
     })
 }
 

@@ -84,7 +84,11 @@ fn row(app: &AppState, team_id: i64, conn_id: u64, w: &WorkerInfo, now: i64) -> 
 pub async fn publish(app: &AppState) {
     let now = Timestamp::now().unix_millis();
     for (team, conn, info) in app.dispatcher.connected_workers() {
-        if let Err(e) = app.store.upsert_worker(&row(app, team, conn, &info, now)).await {
+        if let Err(e) = app
+            .store
+            .upsert_worker(&row(app, team, conn, &info, now))
+            .await
+        {
             tracing::warn!(error = %e, worker_id = %info.worker_id, "could not record worker presence");
         }
     }
@@ -100,7 +104,10 @@ pub async fn connected(app: &AppState, registration: &Registration) {
         .into_iter()
         .find(|(t, c, w)| t == team && *c == registration.conn_id && &w.worker_id == worker);
     if let Some((team, conn, info)) = found
-        && let Err(e) = app.store.upsert_worker(&row(app, team, conn, &info, now)).await
+        && let Err(e) = app
+            .store
+            .upsert_worker(&row(app, team, conn, &info, now))
+            .await
     {
         tracing::warn!(error = %e, worker_id = %info.worker_id, "could not record worker presence");
     }

@@ -196,8 +196,9 @@ pub fn clear_cookie(secure: bool) -> HeaderValue {
 
 fn cookie_value(token: &str, max_age: u64, secure: bool) -> HeaderValue {
     let secure = if secure { "; Secure" } else { "" };
-    let text =
-        format!("{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}");
+    let text = format!(
+        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
+    );
     HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
@@ -342,7 +343,12 @@ mod tests {
         for part in ["HttpOnly", "SameSite=Strict", "Path=/", "Secure"] {
             assert!(c.contains(part), "{c}");
         }
-        assert!(!set_cookie("hs_x", false).to_str().unwrap().contains("Secure"));
+        assert!(
+            !set_cookie("hs_x", false)
+                .to_str()
+                .unwrap()
+                .contains("Secure")
+        );
         assert!(clear_cookie(false).to_str().unwrap().contains("Max-Age=0"));
     }
 
@@ -367,7 +373,10 @@ mod tests {
         let wait = t.wait(&keys).unwrap();
         assert!(wait <= Duration::from_secs(1) && !wait.is_zero());
         // Another address trying the same email waits too.
-        assert!(t.wait(&["ip:2".to_owned(), "email:a@b".to_owned()]).is_some());
+        assert!(
+            t.wait(&["ip:2".to_owned(), "email:a@b".to_owned()])
+                .is_some()
+        );
         t.succeeded(&keys);
         assert_eq!(t.wait(&keys), None);
         assert_eq!(LoginThrottle::delay(100), LoginThrottle::MAX_DELAY);

@@ -1,5 +1,6 @@
 //! Test modules.
 
+mod accounts;
 mod api_contract;
 mod common;
 mod fuzz;

@@ -68,10 +68,12 @@ impl BootstrapLock {
     /// Releases the lock.
     pub async fn release(mut self) -> StoreResult<()> {
         if let Some(mut conn) = self.conn.take() {
-            sqlx::query("SELECT pg_advisory_unlock(hashtext('hangar-bootstrap:' || current_schema()))")
-                .execute(&mut *conn)
-                .await
-                .map_err(crate::postgres::pg_error)?;
+            sqlx::query(
+                "SELECT pg_advisory_unlock(hashtext('hangar-bootstrap:' || current_schema()))",
+            )
+            .execute(&mut *conn)
+            .await
+            .map_err(crate::postgres::pg_error)?;
         }
         Ok(())
     }

@@ -29,10 +29,10 @@ mod sqlite;
 pub use accounts::{AccountStore, UserCredentials, UserUpdate, WebSessionRecord};
 pub use cluster::{BootstrapLock, ClusterStore, WorkerPresence};
 pub use environments::{EnvironmentRecord, EnvironmentStore, SecretRecord, SecretStore};
+pub use lifecycle::{LifecycleEventRecord, LifecycleQuery, LifecycleStore, NewLifecycleEvent};
 pub use notify::{
     CANCEL_CHANNEL, DISPATCH_CHANNEL, Notifier, SHARES_CHANNEL, Signal, SignalListener,
 };
-pub use lifecycle::{LifecycleEventRecord, LifecycleQuery, LifecycleStore, NewLifecycleEvent};
 pub use open::{DatabaseLocation, OpenedStore, open, open_with_notifier};
 pub use postgres::{PgSignalListener, PostgresConfig, PostgresStore, redact_url};
 pub use records::*;

@@ -202,7 +202,8 @@ async fn run_cloud(args: RunCloudArgs, global: &Global) -> Result<ExitCode> {
     let shares = crate::commands::share::parse_specs("--share", &args.share)?;
     let mut mcp_servers = std::collections::BTreeMap::new();
     for spec in &args.mcp {
-        let parsed = hangar_agent::mcp::parse_mcp_spec(spec)
+        let parsed = hangar_agent::mcp::resolve_mcp_spec(spec, Some(&client))
+            .await
             .map_err(|e| anyhow::anyhow!("--mcp `{spec}`: {e}"))?;
         mcp_servers.extend(parsed);
     }

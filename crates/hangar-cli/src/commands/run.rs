@@ -190,7 +190,9 @@ pub async fn run(cmd: RunCommand, global: &Global) -> Result<ExitCode> {
                 OutputFormat::Json => print_json(&t, OutputFormat::Json),
             }
         }
-        RunSub::Share { run_id, with } => return share::share(&client, global, &run_id, &with).await,
+        RunSub::Share { run_id, with } => {
+            return share::share(&client, global, &run_id, &with).await;
+        }
         RunSub::Shares { run_id } => return share::list(&client, global, &run_id).await,
         RunSub::Unshare { run_id, share_id } => {
             return share::unshare(&client, global, &run_id, &share_id).await;

@@ -4,7 +4,7 @@
 use crate::commands::Global;
 use crate::output::{OutputFormat, print_json};
 use anyhow::{Context, Result};
-use hangar_agent::mcp::parse_mcp_spec;
+use hangar_agent::mcp::resolve_mcp_spec;
 use hangar_client::{Client, encode};
 use hangar_protocol::{
     AgentConfig, CreateScheduledAgentRequest, DeleteScheduledAgentResponse,
@@ -96,7 +96,8 @@ struct DefinitionArgs {
     /// Model (`provider/model`) [default: the server's].
     #[arg(long, value_name = "MODEL")]
     model: Option<String>,
-    /// MCP servers: inline JSON or a JSON file (`{name: config}`); repeatable.
+    /// MCP servers: inline JSON, a JSON file (`{name: config}`), or the name of
+    /// one configured on the server (stored resolved, `${VAR}` unexpanded); repeatable.
     #[arg(long, value_name = "SPEC")]
     mcp: Vec<String>,
     /// Worker that must run the runs (its `--worker-id`, exact match).
@@ -109,7 +110,7 @@ struct DefinitionArgs {
 
 impl DefinitionArgs {
     /// Applies the given flags over `config`.
-    fn apply(&self, config: &mut AgentConfig) -> Result<()> {
+    async fn apply(&self, config: &mut AgentConfig, client: &Client) -> Result<()> {
         if let Some(skill) = &self.skill {
             config.skill_spec = Some(skill.clone());
         }
@@ -123,7 +124,9 @@ impl DefinitionArgs {
             config.worker_host = Some(host.clone());
         }
         for spec in &self.mcp {
-            let servers = parse_mcp_spec(spec).with_context(|| "--mcp".to_owned())?;
+            let servers = resolve_mcp_spec(spec, Some(client))
+                .await
+                .with_context(|| "--mcp".to_owned())?;
             config
                 .mcp_servers
                 .get_or_insert_with(Default::default)
@@ -253,7 +256,7 @@ pub async fn run(cmd: ScheduleCommand, global: &Global) -> Result<ExitCode> {
             disabled,
         } => {
             let mut config = AgentConfig::default();
-            def.apply(&mut config)?;
+            def.apply(&mut config, &client).await?;
             let req = CreateScheduledAgentRequest {
                 name,
                 cron_schedule: cron,
@@ -292,7 +295,7 @@ pub async fn run(cmd: ScheduleCommand, global: &Global) -> Result<ExitCode> {
             // PUT is a full replace: start from the current definition.
             let current = get(&client, &id).await?;
             let mut config = current.agent_config.clone().unwrap_or_default();
-            def.apply(&mut config)?;
+            def.apply(&mut config, &client).await?;
             let timezone = if utc {
                 None
             } else {

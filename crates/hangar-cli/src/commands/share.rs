@@ -72,7 +72,9 @@ pub async fn share(
     let items = apply(client, run_id, &requests).await?;
     print_applied(&items, global.output);
     if global.output == OutputFormat::Pretty && items.iter().any(|i| i.url.is_some()) {
-        println!("The link is shown only now; revoke it with: hangar run unshare {run_id} SHARE_ID");
+        println!(
+            "The link is shown only now; revoke it with: hangar run unshare {run_id} SHARE_ID"
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -94,7 +96,10 @@ pub async fn list(client: &Client, global: &Global, run_id: &str) -> Result<Exit
                     .max()
                     .unwrap_or(7)
                     .max(7);
-                println!("{:<36}  {:<width$}  {:<4}  CREATED", "SHARE", "GRANTEE", "ROLE");
+                println!(
+                    "{:<36}  {:<width$}  {:<4}  CREATED",
+                    "SHARE", "GRANTEE", "ROLE"
+                );
                 for s in &resp.shares {
                     println!(
                         "{:<36}  {:<width$}  {:<4}  {}",

@@ -14,5 +14,6 @@ mod oz_sdk;
 mod replicas;
 mod routing;
 mod schedules;
-mod worker_config;
+mod sharing;
 mod watch;
+mod worker_config;

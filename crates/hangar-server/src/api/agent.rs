@@ -275,6 +275,7 @@ pub async fn conversation(
 ) -> ApiResult<Json<ConversationResponse>> {
     let principal = authenticate(app.store.as_ref(), &headers).await?;
     let run = load_visible(&app, &principal, &run_id).await?;
+    crate::sharing::require_access(&app, &principal, &run, crate::sharing::Access::View).await?;
     // A run whose agent has not sent anything yet has an empty conversation.
     let events = app.store.run_events(&run.id).await?;
     Ok(Json(normalise(&run.id.0, &run.prompt, &events)))
@@ -308,6 +309,8 @@ pub async fn artifact(
     let run = load_visible(&app, &principal, exec.run_id.as_str())
         .await
         .map_err(|_| not_found())?;
+    // Artifacts come from the session: they need view access like the transcript.
+    crate::sharing::require_access(&app, &principal, &run, crate::sharing::Access::View).await?;
     let events = app.store.run_events(&run.id).await?;
     let item = events
         .iter()
@@ -396,7 +399,10 @@ pub async fn list_agents(
         .require_api_key()?;
     for (k, v) in url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
         match k.as_ref() {
-            "repo" if v.split_once('/').is_none_or(|(o, r)| o.is_empty() || r.is_empty()) => {
+            "repo"
+                if v.split_once('/')
+                    .is_none_or(|(o, r)| o.is_empty() || r.is_empty()) =>
+            {
                 return Err(ApiError::BadRequest(format!(
                     "`repo` `{v}` must have the form owner/repo"
                 )));
@@ -594,7 +600,12 @@ mod tests {
     fn the_conversation_groups_roles_and_maps_tools() {
         let exec = ExecutionId("e1".into());
         let events: Vec<_> = [
-            ev(1, EventBody::UserMessage { text: "fix it".into() }),
+            ev(
+                1,
+                EventBody::UserMessage {
+                    text: "fix it".into(),
+                },
+            ),
             ev(2, EventBody::AssistantMessage { text: "ok".into() }),
             ev(
                 3,

@@ -478,7 +478,12 @@ impl Pump {
     }
 
     async fn poll(&mut self) -> Result<bool, Gone> {
-        if self.state.sessions.connected_execution(&self.run.id).is_none() {
+        if self
+            .state
+            .sessions
+            .connected_execution(&self.run.id)
+            .is_none()
+        {
             // The agent may be connected to another replica.
             self.catch_up().await?;
         }
@@ -523,10 +528,14 @@ impl Pump {
     async fn recheck_access(&mut self) -> Result<bool, Gone> {
         match self.who.still_allowed(&self.state, &self.run).await {
             Ok(()) => Ok(false),
-            Err(e @ (ApiError::Forbidden(_) | ApiError::NotFound(_) | ApiError::Unauthenticated(_))) => {
+            Err(
+                e @ (ApiError::Forbidden(_) | ApiError::NotFound(_) | ApiError::Unauthenticated(_)),
+            ) => {
                 tracing::info!(run_id = %self.run.id, "viewer lost access; closing its stream");
                 let detail = match e {
-                    ApiError::Forbidden(d) | ApiError::NotFound(d) | ApiError::Unauthenticated(d) => d,
+                    ApiError::Forbidden(d)
+                    | ApiError::NotFound(d)
+                    | ApiError::Unauthenticated(d) => d,
                     _ => String::new(),
                 };
                 self.send(Frame::Revoked {

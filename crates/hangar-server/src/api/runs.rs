@@ -577,11 +577,7 @@ pub async fn transcript(
             event,
         })
         .collect();
-    let followup = app
-        .store
-        .latest_followup(&run.id)
-        .await?
-        .map(|f| f.message);
+    let followup = app.store.latest_followup(&run.id).await?.map(|f| f.message);
     Ok(Json(TranscriptResponse {
         run_id: run.id.0,
         events,
@@ -642,7 +638,9 @@ pub async fn followup(
     principal.require_api_key()?;
     let req: FollowupRequest = parse_json(&body)?;
     let run = load_visible(&app, &principal, &run_id).await?;
-    Ok(Json(send_followup(&app, &principal, &run, &req.message).await?))
+    Ok(Json(
+        send_followup(&app, &principal, &run, &req.message).await?,
+    ))
 }
 
 /// How long a follow-up on a just-ended run waits for its last execution to

@@ -7,8 +7,8 @@
 //! signals the other replicas), so a revocation closes the streams it allowed.
 
 use crate::AppState;
-use crate::api::{events, parse_json};
 use crate::api::runs::load_visible;
+use crate::api::{events, parse_json};
 use crate::auth::{Principal, authenticate};
 use crate::error::{ApiError, ApiResult};
 use crate::sharing::{Access, issue_public_token, public_link, require_access};
@@ -215,7 +215,7 @@ pub async fn delete(
 
 /// `GET /public/sessions/{token}`: the run a public link shows, with nothing
 /// beyond title, state and times (no prompt, no configuration).
-#[utoipa::path(get, path = "/public/sessions/{token}", tag = "hangar", params(("token" = String, Path, description = "Public link token")), responses((status = 200, description = "A publicly shared session", body = hangar_protocol::share::PublicSession), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/public/sessions/{token}", tag = "hangar", security(()), params(("token" = String, Path, description = "Public link token")), responses((status = 200, description = "A publicly shared session", body = hangar_protocol::share::PublicSession), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
 pub async fn public_session(
     State(app): State<AppState>,
     Path(token): Path<String>,
@@ -237,7 +237,7 @@ pub async fn public_session(
 /// Events, exactly as `/agent/runs/{id}/events` serves it to a viewer (same
 /// `follow`, `after` and `Last-Event-ID`); the stream closes with `revoked`
 /// within 2 s of the link's revocation.
-#[utoipa::path(get, path = "/public/sessions/{token}/events", tag = "hangar", params(("token" = String, Path, description = "Public link token"), ("follow" = Option<bool>, Query, description = "false: replay and end")), responses((status = 200, description = "Server-Sent Events: a publicly shared live session", content_type = "text/event-stream"), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/public/sessions/{token}/events", tag = "hangar", security(()), params(("token" = String, Path, description = "Public link token"), ("follow" = Option<bool>, Query, description = "false: replay and end"), ("after" = Option<String>, Query, description = "Resume after this event id (or send `Last-Event-ID`)")), responses((status = 200, description = "Server-Sent Events: a publicly shared live session", content_type = "text/event-stream"), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
 pub async fn public_events(
     State(app): State<AppState>,
     headers: HeaderMap,

@@ -17,8 +17,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use hangar_protocol::Timestamp;
 use hangar_protocol::account::{
-    CreateUserRequest, ListTeamsResponse, ListUsersResponse, TeamItem, UpdateUserRequest,
-    UserItem, UserRole,
+    CreateUserRequest, ListTeamsResponse, ListUsersResponse, TeamItem, UpdateUserRequest, UserItem,
+    UserRole,
 };
 use hangar_store::{NewUser, StoreError, UserRecord, UserUpdate};
 

@@ -122,9 +122,16 @@ fn list(parts: &[Part], name: &dyn Fn(u32) -> String, unit: &str) -> String {
             Part::Value(v) => name(v),
             Part::Range(a, b) => format!("{} through {}", name(a), name(b)),
             Part::Step(None, s) => format!("every {} {unit}", ordinal(s)),
-            Part::Step(Some((a, None)), s) => format!("every {} {unit} from {}", ordinal(s), name(a)),
+            Part::Step(Some((a, None)), s) => {
+                format!("every {} {unit} from {}", ordinal(s), name(a))
+            }
             Part::Step(Some((a, Some(b))), s) => {
-                format!("every {} {unit} from {} through {}", ordinal(s), name(a), name(b))
+                format!(
+                    "every {} {unit} from {} through {}",
+                    ordinal(s),
+                    name(a),
+                    name(b)
+                )
             }
         })
         .collect();
@@ -151,7 +158,11 @@ fn time_phrase(minute: &[Part], hour: &[Part]) -> String {
         ([Part::Value(0)], [Part::Step(None, s)]) => format!("every {s} hours"),
         ([Part::Value(m)], [Part::Step(None, s)]) => format!("every {s} hours at minute {m}"),
         ([Part::Value(m)], [Part::Range(a, b)]) => {
-            format!("at minute {m} of every hour from {} through {}", hh(*a), hh(*b))
+            format!(
+                "at minute {m} of every hour from {} through {}",
+                hh(*a),
+                hh(*b)
+            )
         }
         ([Part::Step(None, s)], [Part::Range(a, b)]) => {
             format!("every {s} minutes from {} through {b:02}:59", hh(*a))
@@ -223,10 +234,16 @@ pub fn describe_cron(expr: &str) -> Result<String, String> {
 
     let time = time_phrase(&minute, &hour);
     let days = day_phrase(&dom, &dow);
-    let months = (month != [Part::Any])
-        .then(|| format!("in {}", list(&month, &|m| MONTHS[(m - 1) as usize].to_owned(), "month")));
+    let months = (month != [Part::Any]).then(|| {
+        format!(
+            "in {}",
+            list(&month, &|m| MONTHS[(m - 1) as usize].to_owned(), "month")
+        )
+    });
     let mut out = match (&days, &months) {
-        (None, None) if time.starts_with("at ") => format!("every day {time}"),
+        (None, None) if time.starts_with("at ") && !time.starts_with("at minute") => {
+            format!("every day {time}")
+        }
         _ => time,
     };
     for extra in [days, months].into_iter().flatten() {
@@ -265,10 +282,19 @@ mod tests {
         assert_eq!(d("0 0 1,15 * *"), "At 00:00, on days 1 and 15 of the month");
         assert_eq!(d("0 12 * 1 *"), "At 12:00, in January");
         assert_eq!(d("0 12 * jan-mar *"), "At 12:00, in January through March");
-        assert_eq!(d("0 0 1 * 1"), "At 00:00, on day 1 of the month or on Monday");
+        assert_eq!(
+            d("0 0 1 * 1"),
+            "At 00:00, on day 1 of the month or on Monday"
+        );
         assert_eq!(d("0 * * * 6,0"), "Every hour, on Saturday and Sunday");
-        assert_eq!(d("*/15 9-17 * * *"), "Every 15 minutes from 09:00 through 17:59");
-        assert_eq!(d("0 9-17 * * *"), "At minute 0 of every hour from 09:00 through 17:00");
+        assert_eq!(
+            d("*/15 9-17 * * *"),
+            "Every 15 minutes from 09:00 through 17:59"
+        );
+        assert_eq!(
+            d("0 9-17 * * *"),
+            "At minute 0 of every hour from 09:00 through 17:00"
+        );
         assert_eq!(d("0,30 * * * *"), "Every hour at minutes 0 and 30");
         assert_eq!(d("@daily"), "Every day at 00:00");
         assert_eq!(d("@hourly"), "Every hour");
@@ -279,9 +305,21 @@ mod tests {
     #[test]
     fn unreadable_expressions_say_why() {
         assert!(describe_cron("* * * *").unwrap_err().contains("5 fields"));
-        assert!(describe_cron("61 * * * *").unwrap_err().contains("out of range"));
-        assert!(describe_cron("*/0 * * * *").unwrap_err().contains("step of 0"));
-        assert!(describe_cron("0 9 * * funday").unwrap_err().contains("not a number"));
+        assert!(
+            describe_cron("61 * * * *")
+                .unwrap_err()
+                .contains("out of range")
+        );
+        assert!(
+            describe_cron("*/0 * * * *")
+                .unwrap_err()
+                .contains("step of 0")
+        );
+        assert!(
+            describe_cron("0 9 * * funday")
+                .unwrap_err()
+                .contains("not a number")
+        );
         assert!(describe_cron("").is_err());
     }
 }

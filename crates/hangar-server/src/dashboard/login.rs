@@ -93,7 +93,10 @@ pub async fn submit(State(app): State<AppState>, req: Request) -> Response {
     };
     let fields: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
     let email = fields.get("email").map(|e| e.trim()).unwrap_or_default();
-    let password = fields.get("password").map(String::as_str).unwrap_or_default();
+    let password = fields
+        .get("password")
+        .map(String::as_str)
+        .unwrap_or_default();
     let next = safe_next(fields.get("next").map(String::as_str));
     if email.is_empty() || password.is_empty() {
         return form(
@@ -166,8 +169,10 @@ pub async fn submit(State(app): State<AppState>, req: Request) -> Response {
     };
     tracing::info!(user = %user.uid, "dashboard sign-in");
     let mut resp = Redirect::to(&next).into_response();
-    resp.headers_mut()
-        .insert(header::SET_COOKIE, web_auth::set_cookie(&token, secure(&app)));
+    resp.headers_mut().insert(
+        header::SET_COOKIE,
+        web_auth::set_cookie(&token, secure(&app)),
+    );
     resp
 }
 

@@ -15,7 +15,11 @@ const MAX_TOKEN: usize = 200;
 
 /// `GET /s/{token}`.
 pub async fn page(State(_app): State<AppState>, Path(token): Path<String>) -> Response {
-    if token.len() > MAX_TOKEN || !token.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+    if token.len() > MAX_TOKEN
+        || !token
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
         return super::error_page(
             StatusCode::NOT_FOUND,
             "Link not found",

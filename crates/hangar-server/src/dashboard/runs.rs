@@ -115,8 +115,10 @@ fn rows(runs: &[RunRecord], names: &HashMap<i64, String>) -> Markup {
         @for r in runs {
             tr data-run=(r.id) {
                 td data-label="Run" {
-                    a href={"/runs/" (r.id)} { (r.title) }
-                    @if let Some(m) = &r.status_message { div.muted.small.clip { (m) } }
+                    div {
+                        a href={"/runs/" (r.id)} { (r.title) }
+                        @if let Some(m) = &r.status_message { div.muted.small.clip { (m) } }
+                    }
                 }
                 td data-label="State" { (state_badge(r.state)) }
                 td data-label="Source" { (r.source.as_str()) }
@@ -144,7 +146,11 @@ pub async fn rows_fragment(
     let users = app.store.list_users(v.team.id).await.unwrap_or_default();
     match find_runs(&app, &v, &f, &users).await {
         Ok(runs) => fragment(rows(&runs, &user_names(&users))),
-        Err(e) => error_page(StatusCode::SERVICE_UNAVAILABLE, "Unavailable", &e.to_string()),
+        Err(e) => error_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Unavailable",
+            &e.to_string(),
+        ),
     }
 }
 
@@ -163,7 +169,11 @@ pub async fn list_page(
     let runs = match find_runs(&app, &v, &f, &users).await {
         Ok(r) => r,
         Err(e) => {
-            return error_page(StatusCode::SERVICE_UNAVAILABLE, "Unavailable", &e.to_string());
+            return error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Unavailable",
+                &e.to_string(),
+            );
         }
     };
     let models = app.llm.models();
@@ -271,7 +281,11 @@ async fn load_run(app: &AppState, v: &Viewer, id: &str) -> Result<(RunRecord, Ac
 
 fn meta(app: &AppState, r: &RunRecord, names: &HashMap<i64, String>) -> Markup {
     let _ = app;
-    let model = r.config.model_id.clone().unwrap_or_else(|| "server default".to_owned());
+    let model = r
+        .config
+        .model_id
+        .clone()
+        .unwrap_or_else(|| "server default".to_owned());
     html! {
         dl.meta #run-meta-list data-state=(r.state.as_str()) {
             div { dt { "State" } dd { (state_badge(r.state)) } }

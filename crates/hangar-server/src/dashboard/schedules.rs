@@ -18,7 +18,11 @@ pub async fn page(State(app): State<AppState>, headers: HeaderMap) -> Response {
     let list = match app.store.list_schedules(v.team.id).await {
         Ok(l) => l,
         Err(e) => {
-            return error_page(StatusCode::SERVICE_UNAVAILABLE, "Unavailable", &e.to_string());
+            return error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Unavailable",
+                &e.to_string(),
+            );
         }
     };
     let body = html! {

@@ -32,7 +32,10 @@ pub async fn workers(State(app): State<AppState>, headers: HeaderMap) -> Respons
         Ok(list) => {
             for (team, exec) in list {
                 if team == v.team.id {
-                    running.entry(exec.worker_id).or_default().push(exec.run_id.0);
+                    running
+                        .entry(exec.worker_id)
+                        .or_default()
+                        .push(exec.run_id.0);
                 }
             }
         }
@@ -220,7 +223,10 @@ pub async fn providers(State(app): State<AppState>, headers: HeaderMap) -> Respo
     };
     let mut by_provider: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for m in app.llm.models() {
-        by_provider.entry(m.provider.clone()).or_default().push(m.id);
+        by_provider
+            .entry(m.provider.clone())
+            .or_default()
+            .push(m.id);
     }
     for name in app.llm.provider_names() {
         by_provider.entry(name).or_default();

@@ -107,7 +107,11 @@ async fn wrong_types_name_the_field() {
             r#"{"name":"n","cron_schedule":"0 * * * *","prompt":"p","enabled":"yes"}"#,
             r#"body field "enabled""#,
         ),
-        ("/agent/runs", r#"{"prompt":"x"} trailing"#, "not valid JSON"),
+        (
+            "/agent/runs",
+            r#"{"prompt":"x"} trailing"#,
+            "not valid JSON",
+        ),
     ];
     for (path, body, want) in cases {
         let reply = t.call("POST", path, Some(a), Some(body)).await;
@@ -293,9 +297,7 @@ async fn retry_after_is_sent_with_every_429() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_starting_together_bootstrap_once() {
     let url = std::env::var("HANGAR_TEST_DATABASE_URL").unwrap_or_else(|_| {
-        panic!(
-            "HANGAR_TEST_DATABASE_URL is not set: run `eval \"$(scripts/pg-test-env)\"` first"
-        )
+        panic!("HANGAR_TEST_DATABASE_URL is not set: run `eval \"$(scripts/pg-test-env)\"` first")
     });
     let schema = format!(
         "hangar_test_boot_{}",
@@ -325,12 +327,7 @@ async fn two_replicas_starting_together_bootstrap_once() {
     );
     let store = a.state().store.clone();
     assert_eq!(store.team_count().await.unwrap(), 1);
-    let key = a
-        .bootstrap()
-        .or(b.bootstrap())
-        .unwrap()
-        .api_key
-        .clone();
+    let key = a.bootstrap().or(b.bootstrap()).unwrap().api_key.clone();
     // The key works on both replicas.
     let http = reqwest::Client::new();
     for s in [&a, &b] {

@@ -143,6 +143,11 @@ impl TwoTeams {
         }
     }
 
+    /// The server's store (to plant what no route creates, e.g. agent events).
+    pub fn store(&self) -> std::sync::Arc<dyn hangar_store::Store> {
+        self.server.as_ref().unwrap().state().store.clone()
+    }
+
     /// `/api/v1` + `path`.
     pub fn api(&self, path: &str) -> String {
         format!("{}/api/v1{path}", self.url)

@@ -21,10 +21,14 @@ enum TokenRule {
     Public,
     /// The API's own description (`/openapi.json`): 200 to anyone, no team data.
     Open,
+    /// Server-wide configuration (the named MCP servers): no team data, so
+    /// any valid API key or run token of any team reads it; no or a bad
+    /// credential is 401.
+    ServerWide,
 }
 
 /// One route of `api.rs`. Path placeholders: `{run_id}`, `{schedule_id}`,
-/// `{key_id}`, `{env_id}`, `{name}`, `{share_id}`, `{token}` (a public link); `{n}` in a body is a fresh number.
+/// `{key_id}`, `{env_id}`, `{name}`, `{share_id}`, `{token}` (a public link), `{user_id}`; `{n}` in a body is a fresh number.
 #[derive(Debug, Clone, Copy)]
 struct Route {
     method: &'static str,
@@ -53,7 +57,10 @@ const SCHEDULE_BODY: &str =
 const CHAT_BODY: &str =
     r#"{"model":"fake/test-model","messages":[{"role":"user","content":"hello"}]}"#;
 
-use TokenRule::{Allowed, Forbidden, Open, OwnRun, Public};
+use TokenRule::{Allowed, Forbidden, Open, OwnRun, Public, ServerWide};
+
+/// The MCP server configured for the C1 run (`{server}` in paths).
+const MCP_SERVER: &str = "shared-tools";
 
 /// Every route of `api.rs`, with a valid body where it takes one.
 const ROUTES: &[Route] = &[
@@ -103,6 +110,8 @@ const ROUTES: &[Route] = &[
     ),
     route("GET", "/openapi.json", None, Open),
     route("GET", "/agent/models", None, Forbidden),
+    route("GET", "/mcp-servers", None, ServerWide),
+    route("GET", "/mcp-servers/{server}", None, ServerWide),
     route("POST", "/agent/schedules", Some(SCHEDULE_BODY), Forbidden),
     route("GET", "/agent/schedules", None, Forbidden),
     route("GET", "/agent/schedules/{schedule_id}", None, Forbidden),
@@ -134,6 +143,22 @@ const ROUTES: &[Route] = &[
     route("GET", "/api-keys", None, Forbidden),
     route("POST", "/api-keys/{key_id}/expire", None, Forbidden),
     route("GET", "/workers", None, Forbidden),
+    route("GET", "/teams", None, Forbidden),
+    route(
+        "POST",
+        "/users",
+        Some(r#"{"email":"user{n}@team-b.example","password":"password-{n}-long"}"#),
+        Forbidden,
+    ),
+    route("GET", "/users", None, Forbidden),
+    route("GET", "/users/{user_id}", None, Forbidden),
+    route(
+        "PATCH",
+        "/users/{user_id}",
+        Some(r#"{"display_name":"renamed {n}"}"#),
+        Forbidden,
+    ),
+    route("DELETE", "/users/{user_id}", None, Forbidden),
     route("GET", "/whoami", None, Allowed),
     route("GET", "/agent/environments", None, Forbidden),
     route(
@@ -239,6 +264,8 @@ fn c1_route_table_covers_every_route_in_api_rs() {
 /// Team A's objects, and strings that must never reach team B.
 struct Fixture {
     run_id: String,
+    /// A plan artifact of the local run.
+    artifact_uid: String,
     local_run_id: String,
     run_token: String,
     schedule_id: String,
@@ -253,6 +280,8 @@ struct Fixture {
     share_id: String,
     /// A public link token of `run_id`.
     public_token: String,
+    /// A user of team A.
+    user_id: String,
     /// Never in a reply to team B.
     markers: Vec<String>,
     /// Keeps team A's worker connected.
@@ -275,6 +304,27 @@ async fn team_a_objects(t: &TwoTeams) -> Fixture {
         .await;
     let run_id = run["run_id"].as_str().unwrap().to_owned();
     let (local_run_id, run_token) = t.local_run(&format!("{MARKER} local")).await;
+    // An artifact of the local run, as its agent would report it.
+    let artifact_uid = {
+        let store = t.store();
+        let run = store
+            .run_any_team(&hangar_protocol::RunId(local_run_id.clone()))
+            .await
+            .unwrap();
+        let exec = run.current_execution_id.unwrap();
+        let event = hangar_protocol::session::SessionEvent {
+            seq: 1,
+            at: hangar_protocol::Timestamp::now(),
+            body: hangar_protocol::session::EventBody::Artifact {
+                artifact_type: "plan".into(),
+                url: None,
+                path: None,
+                title: Some(format!("{MARKER} plan")),
+            },
+        };
+        store.append_events(&run.id, &exec, &[event]).await.unwrap();
+        format!("{}.1", exec.as_str())
+    };
     let sched = t
         .ok(
             "POST",
@@ -375,6 +425,15 @@ async fn team_a_objects(t: &TwoTeams) -> Fixture {
         .next()
         .unwrap()
         .to_owned();
+    let user = t
+        .ok(
+            "POST",
+            "/users",
+            a,
+            Some(r#"{"email":"alpha-user@example.com","display_name":"alpha person","password":"alpha-password-1"}"#),
+        )
+        .await;
+    let user_id = user["id"].as_str().unwrap().to_owned();
     let whoami_a = t.ok("GET", "/whoami", a, None).await;
     let bootstrap_key_id = whoami_a["key_id"].as_str().unwrap().to_owned();
     let team_a_uid = whoami_a["team"]["id"].as_str().unwrap().to_owned();
@@ -393,9 +452,13 @@ async fn team_a_objects(t: &TwoTeams) -> Fixture {
         worker_id.clone(),
         share_id.clone(),
         public_token.clone(),
+        user_id.clone(),
+        "alpha-user@example.com".to_owned(),
+        "alpha person".to_owned(),
         team_a_uid,
     ];
     Fixture {
+        artifact_uid,
         run_id,
         local_run_id,
         run_token,
@@ -409,6 +472,7 @@ async fn team_a_objects(t: &TwoTeams) -> Fixture {
         worker_id,
         share_id,
         public_token,
+        user_id,
         markers,
         _worker: worker,
     }
@@ -432,7 +496,9 @@ fn fill(path: &str, run: &str, f: &Fixture, env: &str) -> String {
         .replace("{name}", &f.secret)
         .replace("{share_id}", &f.share_id)
         .replace("{token}", &f.public_token)
-        .replace("{artifact_uid}", &format!("{run}.1"))
+        .replace("{user_id}", &f.user_id)
+        .replace("{artifact_uid}", &f.artifact_uid)
+        .replace("{server}", MCP_SERVER)
 }
 
 fn nonexistent(path: &str) -> String {
@@ -443,8 +509,10 @@ fn nonexistent(path: &str) -> String {
         .replace("{env_id}", "no-such-env")
         .replace("{name}", "NO_SUCH_SECRET")
         .replace("{share_id}", "01NOSUCHSHARE")
+        .replace("{user_id}", "01NOSUCHUSER")
         .replace("{token}", &format!("hs_{}", "0".repeat(64)))
         .replace("{artifact_uid}", "01NOSUCHEXECUTION.1")
+        .replace("{server}", "no-such-mcp-server")
 }
 
 fn has_object(path: &str) -> bool {
@@ -474,7 +542,14 @@ fn leaks(reply: &Reply, markers: &[String]) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c1_every_route_isolates_teams_run_tokens_and_bad_keys() {
-    let t = TwoTeams::start().await;
+    let t = TwoTeams::start_with(|c| {
+        c.mcp_servers.insert(
+            MCP_SERVER.to_owned(),
+            serde_json::from_str(r#"{"command":"tools-server","env":{"TOKEN":"${TOOLS_TOKEN}"}}"#)
+                .unwrap(),
+        );
+    })
+    .await;
     t.llm
         .push((0..4).map(|_| hangar_testkit::fake_llm::Turn::text("hi")));
     let f = team_a_objects(&t).await;
@@ -487,7 +562,10 @@ async fn c1_every_route_isolates_teams_run_tokens_and_bad_keys() {
 
     // Team B: a foreign object is indistinguishable from a missing one, lists
     // and everything else never show team A's objects.
-    for r in ROUTES.iter().filter(|r| !matches!(r.token, Public | Open)) {
+    for r in ROUTES
+        .iter()
+        .filter(|r| !matches!(r.token, Public | Open | ServerWide))
+    {
         let label = format!("team B: {} {}", r.method, r.path);
         if has_object(r.path) {
             let mut paths = vec![fill(r.path, &f.run_id, &f, &f.env_id)];
@@ -550,7 +628,7 @@ async fn c1_every_route_isolates_teams_run_tokens_and_bad_keys() {
                     failures.push(format!("{label}: {e}"));
                 }
             }
-            OwnRun | Allowed | Public | Open => {
+            OwnRun | Allowed | Public | Open | ServerWide => {
                 if matches!(reply.status, 401 | 403 | 404) || reply.status >= 500 {
                     failures.push(format!(
                         "{label} (own run): refused: {} {}",
@@ -630,6 +708,34 @@ async fn c1_every_route_isolates_teams_run_tokens_and_bad_keys() {
         }
     }
 
+    // Server-wide configuration: 200 to any team's key and to run tokens,
+    // a problem 404 for an unknown name, and nothing of any team's.
+    for r in ROUTES.iter().filter(|r| r.token == ServerWide) {
+        for key in [b, f.run_token.as_str(), t.key_a.as_str()] {
+            let reply = caller
+                .send(r, &fill(r.path, &f.run_id, &f, &f.env_id), Some(key))
+                .await;
+            if reply.status != 200 || !reply.text.contains(MCP_SERVER) {
+                failures.push(format!(
+                    "server-wide: {} {}: {} {}",
+                    r.method, r.path, reply.status, reply.text
+                ));
+            }
+            if let Some(m) = leaks(&reply, &f.markers) {
+                failures.push(format!("server-wide: {} {} shows `{m}`", r.method, r.path));
+            }
+            if has_object(r.path) {
+                let missing = caller.send(r, &nonexistent(r.path), Some(key)).await;
+                if let Some(e) = missing.problem_error(Some(404)) {
+                    failures.push(format!(
+                        "server-wide: {} {} unknown name: {e}",
+                        r.method, r.path
+                    ));
+                }
+            }
+        }
+    }
+
     // The API description: 200 to anyone, and nothing of any team's.
     for r in ROUTES.iter().filter(|r| r.token == Open) {
         let creds = [None, Some(b.to_owned()), Some(f.run_token.clone())];
@@ -700,6 +806,9 @@ async fn c1_every_route_isolates_teams_run_tokens_and_bad_keys() {
         } else if r.path.ends_with("/followups") {
             // Queued run, no agent connected yet: a conflict, not a 404.
             reply.status != 409
+        } else if r.path.ends_with("/events/ws") {
+            // Found and allowed; a plain GET is not a WebSocket upgrade.
+            reply.status != 400
         } else {
             !(200..300).contains(&reply.status)
         };

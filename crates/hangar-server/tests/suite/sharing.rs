@@ -46,9 +46,7 @@ async fn members(t: &TwoTeams) -> Members {
 /// `INPROGRESS` with no agent connected.
 async fn local_run(t: &TwoTeams, key: &str, prompt: &str) -> (String, String) {
     let body = serde_json::json!({ "prompt": prompt }).to_string();
-    let v = t
-        .ok("POST", "/agent/runs/local", key, Some(&body))
-        .await;
+    let v = t.ok("POST", "/agent/runs/local", key, Some(&body)).await;
     (
         v["run_id"].as_str().unwrap().to_owned(),
         v["run_token"].as_str().unwrap().to_owned(),
@@ -57,13 +55,23 @@ async fn local_run(t: &TwoTeams, key: &str, prompt: &str) -> (String, String) {
 
 async fn share(t: &TwoTeams, key: &str, run: &str, grantee: &str, role: &str) -> Reply {
     let body = serde_json::json!({ "grantee": grantee, "role": role }).to_string();
-    t.call("POST", &format!("/agent/runs/{run}/shares"), Some(key), Some(&body))
-        .await
+    t.call(
+        "POST",
+        &format!("/agent/runs/{run}/shares"),
+        Some(key),
+        Some(&body),
+    )
+    .await
 }
 
 async fn transcript(t: &TwoTeams, key: &str, run: &str) -> Reply {
-    t.call("GET", &format!("/agent/runs/{run}/transcript"), Some(key), None)
-        .await
+    t.call(
+        "GET",
+        &format!("/agent/runs/{run}/transcript"),
+        Some(key),
+        None,
+    )
+    .await
 }
 
 async fn followup(t: &TwoTeams, key: &str, run: &str) -> Reply {
@@ -95,18 +103,34 @@ async fn session_routes_follow_the_sharing_rules() {
     let (run, run_token) = local_run(&t, &m.alice, "alice's task").await;
 
     // Metadata stays team-visible (Oz compatibility); the session does not.
-    t.ok("GET", &format!("/agent/runs/{run}"), &m.bob, None).await;
+    t.ok("GET", &format!("/agent/runs/{run}"), &m.bob, None)
+        .await;
     let listed = t.ok("GET", "/agent/runs", &m.bob, None).await;
     assert!(listed.to_string().contains(&run));
     let denied = transcript(&t, &m.bob, &run).await;
     denied.assert_problem(403, "bob reads alice's unshared transcript");
     assert!(denied.json()["detail"].as_str().unwrap().contains("share"));
+    for path in ["conversation", "events/ws"] {
+        t.call(
+            "GET",
+            &format!("/agent/runs/{run}/{path}"),
+            Some(&m.bob),
+            None,
+        )
+        .await
+        .assert_problem(403, &format!("bob reads alice's unshared {path}"));
+    }
     followup(&t, &m.bob, &run)
         .await
         .assert_problem(403, "bob steers alice's unshared run");
-    t.call("POST", &format!("/agent/runs/{run}/cancel"), Some(&m.bob), None)
-        .await
-        .assert_problem(403, "bob cancels alice's unshared run");
+    t.call(
+        "POST",
+        &format!("/agent/runs/{run}/cancel"),
+        Some(&m.bob),
+        None,
+    )
+    .await
+    .assert_problem(403, "bob cancels alice's unshared run");
     t.call(
         "GET",
         &format!("/agent/runs/{run}/events?follow=false"),
@@ -118,9 +142,14 @@ async fn session_routes_follow_the_sharing_rules() {
     share(&t, &m.bob, &run, "team", "edit")
         .await
         .assert_problem(403, "bob shares alice's run with himself");
-    t.call("GET", &format!("/agent/runs/{run}/shares"), Some(&m.bob), None)
-        .await
-        .assert_problem(403, "bob lists the shares of a run he cannot view");
+    t.call(
+        "GET",
+        &format!("/agent/runs/{run}/shares"),
+        Some(&m.bob),
+        None,
+    )
+    .await
+    .assert_problem(403, "bob lists the shares of a run he cannot view");
 
     // The creator, an admin and automation: edit. The run's own token reads
     // its session (it writes it over the session socket, not the REST routes).
@@ -137,9 +166,14 @@ async fn session_routes_follow_the_sharing_rules() {
     transcript(&t, &t.key_b, &run)
         .await
         .assert_problem(404, "team B reads A's transcript");
-    t.call("GET", &format!("/agent/runs/{run}/shares"), Some(&t.key_b), None)
-        .await
-        .assert_problem(404, "team B lists A's shares");
+    t.call(
+        "GET",
+        &format!("/agent/runs/{run}/shares"),
+        Some(&t.key_b),
+        None,
+    )
+    .await
+    .assert_problem(404, "team B lists A's shares");
     share(&t, &t.key_b, &run, "team", "view")
         .await
         .assert_problem(404, "team B shares A's run");
@@ -156,12 +190,24 @@ async fn session_routes_follow_the_sharing_rules() {
     assert_eq!(team["role"], "view");
     assert!(team.get("url").is_none(), "{team}");
     assert_eq!(transcript(&t, &m.bob, &run).await.status, 200);
+    t.ok(
+        "GET",
+        &format!("/agent/runs/{run}/conversation"),
+        &m.bob,
+        None,
+    )
+    .await;
     let refused = followup(&t, &m.bob, &run).await;
     refused.assert_problem(403, "a viewer steers");
     assert!(refused.json()["detail"].as_str().unwrap().contains("edit"));
-    t.call("POST", &format!("/agent/runs/{run}/cancel"), Some(&m.bob), None)
-        .await
-        .assert_problem(403, "a viewer cancels");
+    t.call(
+        "POST",
+        &format!("/agent/runs/{run}/cancel"),
+        Some(&m.bob),
+        None,
+    )
+    .await
+    .assert_problem(403, "a viewer cancels");
     share(&t, &m.bob, &run, "public", "view")
         .await
         .assert_problem(403, "a viewer shares");
@@ -175,15 +221,22 @@ async fn session_routes_follow_the_sharing_rules() {
     assert_eq!(bob_edit.status, 201, "{}", bob_edit.text);
     let bob_edit = bob_edit.json();
     assert_eq!(bob_edit["grantee"], "user:bob@a.test");
-    steering_allowed(&followup(&t, &m.bob, &run).await, "bob with a user edit grant");
+    steering_allowed(
+        &followup(&t, &m.bob, &run).await,
+        "bob with a user edit grant",
+    );
     // Re-granting the same user replaces the role (same grant).
-    let again = share(&t, &m.alice, &run, "user:bob@a.test", "view").await.json();
+    let again = share(&t, &m.alice, &run, "user:bob@a.test", "view")
+        .await
+        .json();
     assert_eq!(again["id"], bob_edit["id"]);
     assert_eq!(again["role"], "view");
     followup(&t, &m.bob, &run)
         .await
         .assert_problem(403, "bob after his grant became view");
-    let again = share(&t, &m.alice, &run, "user:bob@a.test", "edit").await.json();
+    let again = share(&t, &m.alice, &run, "user:bob@a.test", "edit")
+        .await
+        .json();
     assert_eq!(again["role"], "edit");
 
     // Revoking: the user grant, then the team grant.
@@ -209,7 +262,11 @@ async fn session_routes_follow_the_sharing_rules() {
     followup(&t, &m.bob, &run)
         .await
         .assert_problem(403, "bob after his edit grant was revoked");
-    assert_eq!(transcript(&t, &m.bob, &run).await.status, 200, "team view stays");
+    assert_eq!(
+        transcript(&t, &m.bob, &run).await.status,
+        200,
+        "team view stays"
+    );
     let team_id = team["id"].as_str().unwrap();
     assert_eq!(
         t.call(
@@ -238,11 +295,19 @@ async fn session_routes_follow_the_sharing_rules() {
             .status,
         201
     );
-    steering_allowed(&followup(&t, &m.bob, &team_run).await, "bob on the team run");
+    steering_allowed(
+        &followup(&t, &m.bob, &team_run).await,
+        "bob on the team run",
+    );
 
     // Cancelling needs edit, and works for the creator.
     let cancelled = t
-        .call("POST", &format!("/agent/runs/{run}/cancel"), Some(&m.alice), None)
+        .call(
+            "POST",
+            &format!("/agent/runs/{run}/cancel"),
+            Some(&m.alice),
+            None,
+        )
         .await;
     assert_eq!(cancelled.status, 200, "{}", cancelled.text);
 }
@@ -260,9 +325,15 @@ async fn bad_share_requests_say_what_is_wrong() {
             "nobody@a.test",
         ),
         // Users of another team are unknown here.
-        (r#"{"grantee":"user:carol@b.test","role":"view"}"#, "carol@b.test"),
+        (
+            r#"{"grantee":"user:carol@b.test","role":"view"}"#,
+            "carol@b.test",
+        ),
         (r#"{"grantee":"everyone","role":"view"}"#, "`everyone`"),
-        (r#"{"grantee":"user:not-an-email","role":"view"}"#, "not-an-email"),
+        (
+            r#"{"grantee":"user:not-an-email","role":"view"}"#,
+            "not-an-email",
+        ),
         (r#"{"grantee":"team","role":"view","expires":1}"#, "expires"),
     ];
     let store = t.server().state().store.clone();
@@ -340,7 +411,11 @@ async fn public_links_work_on_public_routes_only() {
     assert_eq!(v["title"], "Fix the flaky test");
     assert_eq!(v["state"], "INPROGRESS");
     assert_eq!(v["role"], "view");
-    assert!(!public.text.contains("PROMPT-SECRET-4711"), "{}", public.text);
+    assert!(
+        !public.text.contains("PROMPT-SECRET-4711"),
+        "{}",
+        public.text
+    );
     assert!(v.get("prompt").is_none() && v.get("agent_config").is_none());
     let events = t
         .call(
@@ -423,7 +498,13 @@ async fn revoking_closes_open_streams() {
     let (run, _) = local_run(&t, &m.alice, "long task").await;
     let team = share(&t, &m.alice, &run, "team", "view").await.json();
     let link = share(&t, &m.alice, &run, "public", "view").await.json();
-    let token = link["url"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
+    let token = link["url"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
 
     let member_stream = t
         .http

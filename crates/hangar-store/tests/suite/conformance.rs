@@ -602,7 +602,10 @@ async fn followups_reopen_only_ended_runs(store: &dyn Store) {
     let e2 = assign(store, &run, "w1").await;
     store.claim(&run.id, &e2, now).await.unwrap();
     store.start(&run.id, &e2, now).await.unwrap();
-    store.append_events(&run.id, &e2, &[event(1)]).await.unwrap();
+    store
+        .append_events(&run.id, &e2, &[event(1)])
+        .await
+        .unwrap();
     store
         .report_outcome(&run.id, &e2, &terminal(RunState::Succeeded, "again"))
         .await

@@ -1,6 +1,7 @@
-//! C3: nothing secret in a database dump. API keys and run tokens are stored
-//! as SHA-256 hashes only (as `hangar-server`'s `auth::hash_secret` computes
-//! them); a dump of every table must not contain either secret in clear.
+//! C3: nothing secret in a database dump. API keys, run tokens and public
+//! share links are stored as SHA-256 hashes only (as `hangar-server`'s
+//! `auth::hash_secret` computes them); a dump of every table must not contain
+//! any of them in clear.
 
 use crate::suite::postgres::TestSchema;
 use hangar_protocol::session::{EventBody, SessionEvent};
@@ -15,6 +16,8 @@ use sqlx::{Connection, Row};
 struct Secrets {
     api_key: String,
     run_token: String,
+    /// A public share link's token.
+    share_token: String,
     /// Hex of the stored hashes: must be in the dump (proves it covers those tables).
     hashes_hex: Vec<String>,
 }
@@ -98,16 +101,37 @@ async fn populate(store: &dyn Store) -> Secrets {
         )
         .await
         .unwrap();
+    let share_token = random_secret(hangar_protocol::share::SHARE_TOKEN_PREFIX);
+    let share_hash = Sha256::digest(share_token.as_bytes()).to_vec();
+    store
+        .create_share(NewShare {
+            id: RunId::generate().0,
+            team_id: team.id,
+            run_id: run.id.clone(),
+            grantee: Grantee::Public {
+                token_hash: share_hash.clone(),
+            },
+            role: "view".into(),
+            created_by: Some(user.id),
+            created_at: Timestamp::now().unix_millis(),
+        })
+        .await
+        .unwrap();
     Secrets {
         api_key,
         run_token,
-        hashes_hex: vec![hex::encode(key_hash), hex::encode(token_hash)],
+        share_token,
+        hashes_hex: vec![
+            hex::encode(key_hash),
+            hex::encode(token_hash),
+            hex::encode(share_hash),
+        ],
     }
 }
 
 fn assert_no_clear_secrets(dump: &str, secrets: &Secrets) {
     let dump = dump.to_lowercase();
-    for secret in [&secrets.api_key, &secrets.run_token] {
+    for secret in [&secrets.api_key, &secrets.run_token, &secrets.share_token] {
         let random_part = &secret[3..];
         assert!(
             !dump.contains(&secret.to_lowercase()) && !dump.contains(random_part),

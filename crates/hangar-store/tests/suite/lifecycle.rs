@@ -13,10 +13,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 async fn team(store: &dyn Store, name: &str) -> TeamRecord {
-    store
-        .create_team(&RunId::generate().0, name)
-        .await
-        .unwrap()
+    store.create_team(&RunId::generate().0, name).await.unwrap()
 }
 
 fn new_run(team_id: i64) -> NewRun {
@@ -95,7 +92,11 @@ async fn state_changes_are_numbered_per_team(store: &dyn Store) {
     );
     let seqs: Vec<i64> = events.iter().map(|e| e.sequence).collect();
     assert_eq!(seqs, [1, 2, 3, 4], "sequences are per team and gap-free");
-    assert!(events.iter().all(|e| e.run_id == run.id.0 && e.team_id == a.id));
+    assert!(
+        events
+            .iter()
+            .all(|e| e.run_id == run.id.0 && e.team_id == a.id)
+    );
     assert_eq!(events[1].execution_id.as_deref(), Some(exec.as_str()));
 
     // Team B sees only its own run, numbered from 1.
@@ -152,7 +153,13 @@ async fn client_events_and_filters(store: &dyn Store) {
         )
         .await;
     assert!(matches!(foreign, Err(StoreError::NotFound)), "{foreign:?}");
-    assert!(store.lifecycle_events(b.id, &all(0)).await.unwrap().is_empty());
+    assert!(
+        store
+            .lifecycle_events(b.id, &all(0))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     let only_one = store
         .lifecycle_events(
@@ -349,7 +356,10 @@ async fn the_bootstrap_lock_excludes_other_postgres_replicas() {
         tokio::spawn(async move { b.bootstrap_lock().await.unwrap() })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!waiter.is_finished(), "two replicas held the bootstrap lock");
+    assert!(
+        !waiter.is_finished(),
+        "two replicas held the bootstrap lock"
+    );
     held.release().await.unwrap();
     let second = tokio::time::timeout(Duration::from_secs(10), waiter)
         .await

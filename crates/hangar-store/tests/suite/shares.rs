@@ -152,9 +152,19 @@ pub async fn run_all(store: &dyn Store) {
             link_2.id.clone()
         ]
     );
-    assert!(store.list_shares(t.id, &second.id).await.unwrap().is_empty());
     assert!(
-        store.list_shares(other.id, &run.id).await.unwrap().is_empty(),
+        store
+            .list_shares(t.id, &second.id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .list_shares(other.id, &run.id)
+            .await
+            .unwrap()
+            .is_empty(),
         "another team sees no grants of the run"
     );
 
@@ -206,7 +216,10 @@ pub async fn run_all(store: &dyn Store) {
         "a revoked link no longer resolves"
     );
     assert!(store.share_by_token_hash(&hash_2).await.unwrap().is_some());
-    store.delete_share(t.id, &run.id, &team_view.id).await.unwrap();
+    store
+        .delete_share(t.id, &run.id, &team_view.id)
+        .await
+        .unwrap();
     let left: Vec<String> = store
         .list_shares(t.id, &run.id)
         .await

@@ -3,7 +3,7 @@
 
 use crate::output::OutputFormat;
 use anyhow::{Context, Result, bail};
-use hangar_agent::mcp::{DEFAULT_MCP_STARTUP_TIMEOUT, parse_mcp_spec};
+use hangar_agent::mcp::{DEFAULT_MCP_STARTUP_TIMEOUT, resolve_mcp_specs};
 use hangar_agent::{
     CancellationToken, EventBody, EventSink, LocalRun, RegisteredHook, RunOutcome, SinkError,
     TrackingServer,
@@ -284,9 +284,14 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode> {
     // Checked before anything starts, so a typo fails fast with the accepted forms.
     crate::commands::share::parse_specs("--share", &args.share)?;
     let mut mcp_servers = file.mcp_servers.clone().unwrap_or_default();
-    for spec in &args.mcp {
-        mcp_servers.extend(parse_mcp_spec(spec)?);
-    }
+    // A bare `--mcp NAME` is looked up on the server, when one is configured.
+    let lookup = match (&args.server_url, &args.api_key) {
+        (Some(url), Some(key)) if !url.trim().is_empty() && !key.trim().is_empty() => {
+            Some(hangar_client::Client::new(url, key.trim())?)
+        }
+        _ => None,
+    };
+    mcp_servers.extend(resolve_mcp_specs(&args.mcp, lookup.as_ref()).await?);
     let server = match (&args.server_url, &args.api_key) {
         (Some(url), Some(key)) if !url.trim().is_empty() && !key.trim().is_empty() => {
             Some(TrackingServer {
@@ -315,17 +320,19 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode> {
     opts.server = server;
     opts.harness = args.harness.clone();
     let output = args.output;
-    opts.on_registered = Some(RegisteredHook(std::sync::Arc::new(move |_run_id, shares| {
-        for item in shares {
-            let line = crate::commands::share::describe(item);
-            // Machine formats keep stdout for events and the summary.
-            if output == OutputFormat::Pretty {
-                println!("{line}");
-            } else {
-                eprintln!("{line}");
+    opts.on_registered = Some(RegisteredHook(std::sync::Arc::new(
+        move |_run_id, shares| {
+            for item in shares {
+                let line = crate::commands::share::describe(item);
+                // Machine formats keep stdout for events and the summary.
+                if output == OutputFormat::Pretty {
+                    println!("{line}");
+                } else {
+                    eprintln!("{line}");
+                }
             }
-        }
-    })));
+        },
+    )));
 
     let printer = Printer::new(args.output);
     let cancel = CancellationToken::new();

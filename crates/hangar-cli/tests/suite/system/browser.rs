@@ -71,7 +71,10 @@ impl Browser {
             .await
             .is_err()
         {
-            ensure!(Instant::now() < deadline, "chromedriver never listened on {url}");
+            ensure!(
+                Instant::now() < deadline,
+                "chromedriver never listened on {url}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let mut args: Vec<String> = FLAGS.iter().map(|s| (*s).to_owned()).collect();
@@ -144,7 +147,11 @@ where
     if let Err(e) = outcome {
         let dir = failure_dir();
         save_page(&client, &dir, name).await;
-        let url = client.current_url().await.map(|u| u.to_string()).unwrap_or_default();
+        let url = client
+            .current_url()
+            .await
+            .map(|u| u.to_string())
+            .unwrap_or_default();
         browser.close().await;
         panic!(
             "{name} failed at {url}: {e:#}\n(screenshot and page source in {})",
@@ -256,7 +263,10 @@ async fn sign_in_start_a_run_watch_it_live_and_follow_up() {
             Duration::from_millis(1500),
             Turn::tool_call("shell", json!({"command": "echo tool-output-7731"})),
         ),
-        Turn::delayed(Duration::from_millis(1500), Turn::text("First answer 4410.")),
+        Turn::delayed(
+            Duration::from_millis(1500),
+            Turn::text("First answer 4410."),
+        ),
         Turn::text("Follow-up answer 9902."),
     ])
     .await;
@@ -321,7 +331,10 @@ async fn busy_run(cluster: &TestCluster, host: &str) -> String {
 
 fn busy_llm() -> Vec<Turn> {
     vec![
-        Turn::tool_call("shell", json!({"command": "echo busy-5150; sleep 300", "timeout_ms": 600000})),
+        Turn::tool_call(
+            "shell",
+            json!({"command": "echo busy-5150; sleep 300", "timeout_ms": 600000}),
+        ),
         Turn::text("stopped"),
     ]
 }
@@ -383,19 +396,40 @@ async fn an_editor_cancels_a_running_run() {
     add_user(&cluster, "cole@example.com", UserRole::Admin)
         .await
         .unwrap();
-    let run_id = run_on(&cluster, "work for a long time", "bw3").await.unwrap();
+    let run_id = run_on(&cluster, "work for a long time", "bw3")
+        .await
+        .unwrap();
     let base = cluster.url.clone();
     let probe = cluster.client();
     let rid = run_id.clone();
     with_browser("an_editor_cancels_a_running_run", |c| async move {
         login(&c, &base, "cole@example.com").await?;
         c.goto(&format!("{base}/runs/{rid}")).await?;
-        wait_js(&c, &format!("{}.includes('busy-5150')", text_of("#transcript")), Duration::from_secs(30), "the running tool").await?;
-        c.find(Locator::Css("#cancel-box > summary")).await?.click().await?;
+        wait_js(
+            &c,
+            &format!("{}.includes('busy-5150')", text_of("#transcript")),
+            Duration::from_secs(30),
+            "the running tool",
+        )
+        .await?;
+        c.find(Locator::Css("#cancel-box > summary"))
+            .await?
+            .click()
+            .await?;
         c.find(Locator::Css("#cancel-run")).await?.click().await?;
-        wait_js(&c, &format!("{}.includes('Cancelled')", text_of("#stream-state")), Duration::from_secs(30), "the page to show the run cancelled").await?;
+        wait_js(
+            &c,
+            &format!("{}.includes('Cancelled')", text_of("#stream-state")),
+            Duration::from_secs(30),
+            "the page to show the run cancelled",
+        )
+        .await?;
         let run = probe.get_run(&rid).await?;
-        ensure!(run.state == RunState::Cancelled, "run state {:?}", run.state);
+        ensure!(
+            run.state == RunState::Cancelled,
+            "run state {:?}",
+            run.state
+        );
         Ok(())
     })
     .await;
@@ -424,18 +458,47 @@ async fn revoking_a_share_closes_the_viewers_stream() {
     let base = cluster.url.clone();
     let rid = run_id.clone();
     let admin2 = cluster.client();
-    with_browser("revoking_a_share_closes_the_viewers_stream", |c| async move {
-        login(&c, &base, "rhea@example.com").await?;
-        c.goto(&format!("{base}/runs/{rid}")).await?;
-        wait_js(&c, &format!("{}.includes('busy-5150')", text_of("#transcript")), Duration::from_secs(30), "the live transcript").await?;
-        wait_js(&c, "document.querySelector('#run').dataset.stream === 'open'", Duration::from_secs(10), "an open stream").await?;
-        admin2.delete_share(&rid, &share.id).await?;
-        // C2: the stream closes within 2 s; the page says so.
-        wait_js(&c, "!document.querySelector('#notice').hidden", Duration::from_secs(5), "the revocation notice").await?;
-        let stream = c.execute("return document.querySelector('#run').dataset.stream", vec![]).await?;
-        ensure!(stream == json!("revoked") || stream == json!("closed"), "stream state {stream}");
-        Ok(())
-    })
+    with_browser(
+        "revoking_a_share_closes_the_viewers_stream",
+        |c| async move {
+            login(&c, &base, "rhea@example.com").await?;
+            c.goto(&format!("{base}/runs/{rid}")).await?;
+            wait_js(
+                &c,
+                &format!("{}.includes('busy-5150')", text_of("#transcript")),
+                Duration::from_secs(30),
+                "the live transcript",
+            )
+            .await?;
+            wait_js(
+                &c,
+                "document.querySelector('#run').dataset.stream === 'open'",
+                Duration::from_secs(10),
+                "an open stream",
+            )
+            .await?;
+            admin2.delete_share(&rid, &share.id).await?;
+            // C2: the stream closes within 2 s; the page says so.
+            wait_js(
+                &c,
+                "!document.querySelector('#notice').hidden",
+                Duration::from_secs(5),
+                "the revocation notice",
+            )
+            .await?;
+            let stream = c
+                .execute(
+                    "return document.querySelector('#run').dataset.stream",
+                    vec![],
+                )
+                .await?;
+            ensure!(
+                stream == json!("revoked") || stream == json!("closed"),
+                "stream state {stream}"
+            );
+            Ok(())
+        },
+    )
     .await;
     cluster.client().cancel_run(&run_id).await.ok();
 }

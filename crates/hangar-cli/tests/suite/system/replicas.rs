@@ -69,6 +69,15 @@ async fn two_replicas_on_postgres_dispatch_and_cancel_across_each_other() {
 
     // A run created through A reaches a worker connected to B.
     cluster.start_worker_on(&url_b, "on-b", &[]).await.unwrap();
+    // The worker registry is shared: B's worker is listed through A.
+    let workers: serde_json::Value = client_a.get_json("/api/v1/workers").await.unwrap();
+    let on_b = workers["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["worker_id"] == "on-b")
+        .unwrap_or_else(|| panic!("worker on-b (on replica B) not listed through A: {workers}"));
+    assert_eq!(on_b["status"], "connected", "{on_b}");
     let run = client_a
         .create_run(&for_host("hello", "on-b"))
         .await

@@ -165,17 +165,31 @@ async fn live_viewer_replay_resume_and_watch() {
     for cut in [0, 2, all.len() - 1] {
         let id = all[cut].id.clone().unwrap();
         let body = raw_stream(&cluster.url, &key, &run.run_id, "?follow=false", Some(&id)).await;
-        assert_eq!(sessions(&parse_sse(&body)), all[cut + 1..].to_vec(), "after {id}");
+        assert_eq!(
+            sessions(&parse_sse(&body)),
+            all[cut + 1..].to_vec(),
+            "after {id}"
+        );
         // `after=` does the same; the header wins when both are given.
         let q = format!("?follow=false&after={id}");
         let body = raw_stream(&cluster.url, &key, &run.run_id, &q, None).await;
         assert_eq!(sessions(&parse_sse(&body)), all[cut + 1..].to_vec());
-        let body = raw_stream(&cluster.url, &key, &run.run_id, "?follow=false&after=1.0", Some(&id)).await;
+        let body = raw_stream(
+            &cluster.url,
+            &key,
+            &run.run_id,
+            "?follow=false&after=1.0",
+            Some(&id),
+        )
+        .await;
         assert_eq!(sessions(&parse_sse(&body)).len(), all.len() - cut - 1);
     }
     // A malformed id is a clear 400.
     let resp = reqwest::Client::new()
-        .get(format!("{}/api/v1/agent/runs/{}/events", cluster.url, run.run_id))
+        .get(format!(
+            "{}/api/v1/agent/runs/{}/events",
+            cluster.url, run.run_id
+        ))
         .bearer_auth(&key)
         .header("last-event-id", "banana")
         .send()
@@ -229,7 +243,15 @@ async fn watch_exits_with_the_run_status() {
     cluster.start_worker("w1", &[]).await.unwrap();
     // `run-cloud --follow` streams the run it created and exits with its status.
     let out = tokio::process::Command::new(hangar_bin())
-        .args(["agent", "run-cloud", "-p", "doomed", "--host", "w1", "--follow"])
+        .args([
+            "agent",
+            "run-cloud",
+            "-p",
+            "doomed",
+            "--host",
+            "w1",
+            "--follow",
+        ])
         .env("HANGAR_SERVER_URL", &cluster.url)
         .env("HANGAR_API_KEY", &cluster.api_key)
         .output()

@@ -172,7 +172,7 @@
     let es = null;
     let closed = false;
 
-    function setState(state, message) {
+    function setState(state) {
       if (!state) return;
       root.dataset.state = state;
       const done = TERMINAL.has(state);
@@ -181,7 +181,6 @@
       if (cancel) cancel.hidden = done;
       const pub = $('#public-state');
       if (pub) { pub.replaceChildren(stateBadge(state)); }
-      if (message) say($('#action-status'), message);
       refreshMeta();
     }
 
@@ -335,7 +334,7 @@
       });
       es.addEventListener('run_state', (m) => {
         const d = parse(m);
-        if (d) setState(d.state, d.status_message);
+        if (d) setState(d.state);
       });
       es.addEventListener('end', (m) => {
         const d = parse(m) || {};

@@ -1,0 +1,157 @@
+//! Session fan-out benchmark (not a test): prints figures.
+//!
+//! `cargo bench -p hangar-cli --bench fanout` (release build). One in-process
+//! server with SQLite; a registered run whose "agent" is a session WebSocket
+//! with the run token; `HANGAR_BENCH_VIEWERS` (default 100) live SSE viewers
+//! on `GET /api/v1/agent/runs/{id}/events` over real HTTP. Each of
+//! `HANGAR_BENCH_EVENTS` events (default 200) is sent on the agent socket one
+//! at a time; the latency of a sample is from that send (before the commit)
+//! to its receipt by one viewer. Target: p99 ≤ 50 ms.
+
+// A benchmark aborts on any failure; unwrapping says where.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use futures::{SinkExt, StreamExt};
+use hangar_client::Client;
+use hangar_protocol::Timestamp;
+use hangar_protocol::session::{AgentToServer, EventBody, SessionEvent};
+use hangar_server::{Server, ServerConfig};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+use tokio_tungstenite::tungstenite::Message;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)].as_secs_f64() * 1000.0
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let viewers = env_usize("HANGAR_BENCH_VIEWERS", 100);
+    let events = env_usize("HANGAR_BENCH_EVENTS", 200);
+    let dir = tempfile::tempdir().unwrap();
+    let config = ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().to_owned(),
+        cli_config_path: Some(std::path::PathBuf::new()),
+        providers_from_env: false,
+        ..ServerConfig::default()
+    };
+    let server = Server::start(config).await.expect("server");
+    let key = server.issue_local_key("bench").await.unwrap();
+    let client = Client::new(server.url(), key.clone()).unwrap();
+    let local: serde_json::Value = client
+        .post_json(
+            "api/v1/agent/runs/local",
+            &serde_json::json!({"prompt": "fan-out bench"}),
+        )
+        .await
+        .unwrap();
+    let run_id = local["run_id"].as_str().unwrap().to_owned();
+    let token = local["run_token"].as_str().unwrap().to_owned();
+    let url = client
+        .url(&format!("api/v1/agent/runs/{run_id}/session"))
+        .unwrap();
+    let mut agent = hangar_client::connect_websocket(&url, &token)
+        .await
+        .unwrap();
+
+    // The viewers: each records when it received every seq.
+    let sent: Arc<Mutex<Vec<Option<Instant>>>> = Arc::new(Mutex::new(vec![None; events + 1]));
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<Vec<Duration>>(viewers);
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(viewers);
+    for _ in 0..viewers {
+        let client = client.clone();
+        let run_id = run_id.clone();
+        let sent = sent.clone();
+        let done_tx = done_tx.clone();
+        let ready_tx = ready_tx.clone();
+        tokio::spawn(async move {
+            let mut stream = client.run_events(&run_id, None, true).await.unwrap();
+            let mut latencies = Vec::with_capacity(events);
+            let mut ready = false;
+            while let Some(e) = stream.next().await.unwrap() {
+                if e.event == "run_state" && !ready {
+                    ready = true;
+                    ready_tx.send(()).await.unwrap();
+                    continue;
+                }
+                if e.event != "session" {
+                    continue;
+                }
+                let at = Instant::now();
+                let v: serde_json::Value = serde_json::from_str(&e.data).unwrap();
+                let seq = v["seq"].as_u64().unwrap() as usize;
+                if let Some(t0) = sent.lock().await[seq] {
+                    latencies.push(at - t0);
+                }
+                if seq == events {
+                    break;
+                }
+            }
+            done_tx.send(latencies).await.unwrap();
+        });
+    }
+    drop(done_tx);
+    for _ in 0..viewers {
+        ready_rx.recv().await.unwrap();
+    }
+
+    let started = Instant::now();
+    for seq in 1..=events as u64 {
+        let event = SessionEvent {
+            seq,
+            at: Timestamp::now(),
+            body: EventBody::AssistantMessage {
+                text: format!("event {seq}: {}", "x".repeat(200)),
+            },
+        };
+        let frame = AgentToServer::Event(event).to_envelope().to_text();
+        sent.lock().await[seq as usize] = Some(Instant::now());
+        agent.send(Message::Text(frame.into())).await.unwrap();
+        // Wait for the ack, so events are measured one at a time.
+        loop {
+            match agent.next().await.unwrap().unwrap() {
+                Message::Text(t)
+                    if t.contains("\"ack\"") && t.contains(&format!("\"seq\":{seq}")) =>
+                {
+                    break;
+                }
+                _ => {}
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut all = Vec::with_capacity(viewers * events);
+    for _ in 0..viewers {
+        let l = tokio::time::timeout(Duration::from_secs(60), done_rx.recv())
+            .await
+            .expect("a viewer never got the last event")
+            .unwrap();
+        assert_eq!(l.len(), events, "a viewer missed events");
+        all.extend(l);
+    }
+    all.sort();
+    println!(
+        "session fan-out: {viewers} SSE viewers x {events} events ({} samples, {:.1} s)",
+        all.len(),
+        started.elapsed().as_secs_f64()
+    );
+    println!(
+        "commit → viewer receipt   p50={:.3} ms  p90={:.3} ms  p99={:.3} ms  max={:.3} ms  (target p99 ≤ 50 ms)",
+        pct(&all, 0.5),
+        pct(&all, 0.9),
+        pct(&all, 0.99),
+        pct(&all, 1.0)
+    );
+    drop(agent);
+    server.shutdown().await;
+}
