@@ -20,7 +20,7 @@ use crate::mcp::{DEFAULT_MCP_STARTUP_TIMEOUT, McpError, McpOptions, McpServers};
 use crate::redact::Redactor;
 use crate::session::{SessionConfig, SessionStream, spool_path};
 use crate::skills::{
-    LoadSkillTool, discover_skills, prompt_with_skill, resolve_skill, skills_prompt,
+    LoadSkillTool, discover_skills, prompt_with_skill, resolve_skill_spec, skills_prompt,
 };
 use crate::tools::ToolRegistry;
 use hangar_client::Client;
@@ -235,8 +235,10 @@ pub async fn prepare(
     let skills = discover_skills(workdir);
     let prompt = match skill.map(str::trim).filter(|s| !s.is_empty()) {
         Some(spec) => {
-            let skill = resolve_skill(spec, &skills).map_err(LocalRunError::Skill)?;
-            prompt_with_skill(skill, Some(prompt))
+            let skill = resolve_skill_spec(spec, &skills)
+                .await
+                .map_err(LocalRunError::Skill)?;
+            prompt_with_skill(&skill, Some(prompt))
         }
         None if prompt.trim().is_empty() => return Err(LocalRunError::NoPrompt),
         None => prompt.to_owned(),

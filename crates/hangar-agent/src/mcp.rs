@@ -1,7 +1,8 @@
 //! MCP servers as tool sources, through `rmcp`.
 //!
-//! A run's MCP servers come from `--mcp` specs (inline JSON or a JSON file;
-//! see [`parse_mcp_spec`]) or the run config (`mcp_servers`). Each is a stdio
+//! A run's MCP servers come from `--mcp` specs (inline JSON, a JSON file, or
+//! the name of a server configured on the Hangar server; see
+//! [`parse_mcp_spec`] and [`resolve_mcp_spec`]) or the run config (`mcp_servers`). Each is a stdio
 //! server (`command`, `args`, `env`, with `${VAR}` expanded from the agent's
 //! environment) or a streamable-HTTP server (`url`, `headers`, expanded the
 //! same way). [`McpServers::start`] connects to all of them in parallel,
@@ -162,7 +163,10 @@ pub async fn resolve_mcp_spec(
             Ok(BTreeMap::from([(name, named.config)]))
         }
         Err(e) if e.status() == Some(404) => {
-            let list: List = client.get_json("api/v1/mcp-servers").await.map_err(lookup)?;
+            let list: List = client
+                .get_json("api/v1/mcp-servers")
+                .await
+                .map_err(lookup)?;
             Err(McpError::UnknownName {
                 configured: list.mcp_servers.into_iter().map(|s| s.name).collect(),
                 name,

@@ -15,5 +15,6 @@ mod suite {
     mod mcp;
     mod runtime;
     mod session;
+    mod skills_repo;
     mod tools;
 }

@@ -181,6 +181,12 @@ pub struct Harness {
     /// `oz` (built-in, default), `claude`, `codex`, `opencode`, `gemini`.
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
+    /// Model for a third-party harness (its own default when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_id: Option<String>,
+    /// Reasoning effort for harnesses that support it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_level: Option<String>,
 }
 
 /// Secrets for third-party harnesses.
@@ -191,6 +197,157 @@ pub struct HarnessAuthSecrets {
     /// Secret name for the Claude Code harness.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claude_auth_secret_name: Option<String>,
+    /// Secret name for the Codex harness.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub codex_auth_secret_name: Option<String>,
+}
+
+/// Whose credentials the platform mints tokens for (`credential_strategy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CredentialStrategy {
+    /// The run's creator.
+    Creator,
+    /// The run's execution principal (the default).
+    Executor,
+}
+
+/// Access level of a public session link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PublicAccess {
+    /// Read the session.
+    Viewer,
+    /// Read and interact.
+    Editor,
+}
+
+/// Sharing of the run's session (`session_sharing`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SessionSharing {
+    /// Anyone-with-link access level.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_access: Option<PublicAccess>,
+}
+
+/// AWS Bedrock inference settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct AwsInferenceProvider {
+    /// Opt out of Bedrock at this layer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled: Option<bool>,
+    /// AWS region for STS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// IAM role to assume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_arn: Option<String>,
+}
+
+/// Inference provider settings (`inference_providers`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct InferenceProviders {
+    /// AWS Bedrock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws: Option<AwsInferenceProvider>,
+}
+
+/// A memory store attached to a run (`memory_stores[]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct MemoryStoreRef {
+    /// `read_write` or `read_only`.
+    pub access: String,
+    /// How the agent should use the store.
+    pub instructions: String,
+    /// Store id.
+    pub uid: String,
+}
+
+/// Query mode of a run (`mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum RunMode {
+    /// Do the task.
+    #[default]
+    Normal,
+    /// Plan only.
+    Plan,
+    /// Orchestrate child runs.
+    Orchestrate,
+}
+
+impl RunMode {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunMode::Normal => "normal",
+            RunMode::Plan => "plan",
+            RunMode::Orchestrate => "orchestrate",
+        }
+    }
+}
+
+/// Custom key/value metadata of a run or schedule (`metadata`).
+pub type Metadata = BTreeMap<String, String>;
+
+/// A recorded attachment (its content is not kept).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttachmentRecord {
+    /// File name.
+    pub file_name: String,
+    /// MIME type.
+    pub mime_type: String,
+    /// Decoded size in bytes.
+    pub bytes: u64,
+}
+
+/// Run-level request fields Hangar stores inside a run's (or a schedule's)
+/// configuration, so they need no columns of their own. Never part of the API
+/// shape: handlers reject it in requests and move its values to the item's
+/// own fields (`metadata`, `parent_run_id`, …) in answers.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunOptions {
+    /// Custom metadata (runs inherit their parent's and their schedule's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Metadata>,
+    /// Query mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<RunMode>,
+    /// Conversation the request named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation_id: Option<String>,
+    /// Parent run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_run_id: Option<String>,
+    /// Every ancestor, the root first and the parent last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ancestors: Option<Vec<String>>,
+    /// Interactive run requested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interactive: Option<bool>,
+    /// Attachments received with the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachments: Option<Vec<AttachmentRecord>>,
+}
+
+impl RunOptions {
+    /// Whether nothing is set.
+    pub fn is_empty(&self) -> bool {
+        *self == RunOptions::default()
+    }
 }
 
 /// Run configuration (`AmbientAgentConfig` in the Oz API).
@@ -232,6 +389,30 @@ pub struct AgentConfig {
     /// Harness secrets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub harness_auth_secrets: Option<HarnessAuthSecrets>,
+    /// Ordered skill specs (mutually exclusive with `skill_spec`, which
+    /// answers carry the first of them in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skills: Option<Vec<String>>,
+    /// Runner providing the compute (recorded; Hangar routes by `worker_host`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner_id: Option<String>,
+    /// Whose credentials tokens are minted for (recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_strategy: Option<CredentialStrategy>,
+    /// Session sharing (recorded; share runs with `/agent/runs/{id}/shares`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_sharing: Option<SessionSharing>,
+    /// Inference providers (recorded; Hangar uses the server's providers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inference_providers: Option<InferenceProviders>,
+    /// Memory stores (Hangar has none: only an empty list is accepted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_stores: Option<Vec<MemoryStoreRef>>,
+    /// Hangar-internal run-level fields kept with the configuration
+    /// ([`RunOptions`]); not accepted from API callers, never shown to them.
+    #[serde(rename = "_hangar", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "utoipa", schema(ignore))]
+    pub hangar: Option<RunOptions>,
 }
 
 /// A file attached to a run request.
@@ -282,6 +463,16 @@ pub struct RunAgentRequest {
     /// Interactive run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interactive: Option<bool>,
+    /// Custom key/value metadata, immutable afterwards (at most 20 keys; keys
+    /// 1–64 bytes of `[a-zA-Z0-9._-]`, values at most 256 bytes, no NUL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Metadata>,
+    /// Query mode (`normal` when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<RunMode>,
+    /// User to attribute the run to (Oz: agent keys only; Hangar rejects it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_behalf_of: Option<String>,
 }
 
 /// `POST /agent/runs` response.
@@ -421,6 +612,18 @@ pub struct RunItem {
     /// The schedule that created the run (scheduled runs only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<crate::ScheduleInfo>,
+    /// Custom metadata given at creation (merged with the parent's and the schedule's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Metadata>,
+    /// Who executes the run (in Hangar, its creator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor: Option<RunCreatorInfo>,
+    /// Whether this kind of run can be cancelled (false for unmanaged local runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_run_type_cancellable: Option<bool>,
+    /// **(extension)** Query mode the run was created with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<RunMode>,
 }
 
 /// Cursor paging.

@@ -2,7 +2,7 @@
 //! a named cron expression plus the prompt and configuration of the runs it
 //! creates.
 
-use crate::{AgentConfig, RunCreatorInfo, Scope, Timestamp};
+use crate::{AgentConfig, Metadata, RunCreatorInfo, RunMode, Scope, Timestamp};
 use serde::{Deserialize, Serialize};
 
 /// The schedule that triggered a run (`RunItem.schedule`, `ScheduleInfo` in the Oz API).
@@ -68,6 +68,12 @@ pub struct ScheduledAgentItem {
     /// **(extension)** IANA time zone the cron expression is evaluated in (UTC when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timezone: Option<String>,
+    /// Metadata every run it creates carries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Metadata>,
+    /// **(extension)** Query mode of the runs it creates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<RunMode>,
 }
 
 /// `POST /agent/schedules` body (`CreateScheduledAgentRequest`).
@@ -93,7 +99,15 @@ pub struct CreateScheduledAgentRequest {
     pub team: Option<bool>,
     /// **(extension)** IANA time zone for the cron expression (default UTC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timezone: Option<String>,
+    pub timezone: Option<String>,    /// Metadata every run it creates carries (same rules as a run's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Metadata>,
+    /// Query mode of the runs it creates (`normal` when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<RunMode>,
+    /// Agent identity to run as (Hangar has none: rejected when set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_uid: Option<String>,
 }
 
 /// `PUT /agent/schedules/{id}` body: a full replace (`UpdateScheduledAgentRequest`).
@@ -115,7 +129,15 @@ pub struct UpdateScheduledAgentRequest {
     pub agent_config: Option<AgentConfig>,
     /// **(extension)** IANA time zone for the cron expression (absent = UTC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timezone: Option<String>,
+    pub timezone: Option<String>,    /// Metadata every run it creates carries (absent = none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Metadata>,
+    /// Query mode of the runs it creates (absent = `normal`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<RunMode>,
+    /// Agent identity to run as (Hangar has none: rejected when set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_uid: Option<String>,
 }
 
 /// `GET /agent/schedules` response, sorted by name.

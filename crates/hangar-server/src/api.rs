@@ -7,6 +7,7 @@ pub mod health;
 pub mod keys;
 pub mod mcp;
 pub mod models;
+pub mod run_options;
 pub mod runs;
 pub mod schedules;
 pub mod secrets;

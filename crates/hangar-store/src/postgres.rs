@@ -557,6 +557,7 @@ impl RunStore for PostgresStore {
         }
         let (extra, values) = crate::records::filter_clauses(
             query,
+            crate::records::Dialect::Postgres,
             &|field| format!("(config::jsonb ->> '{field}')"),
             &mut || format!("${}", next_param()),
         );

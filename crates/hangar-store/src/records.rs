@@ -212,6 +212,10 @@ pub struct RunQuery {
     pub updated_after: Option<i64>,
     /// Case-insensitive text in the title, prompt or skill spec.
     pub text: Option<String>,
+    /// Exact metadata pairs (`config._hangar.metadata`), all of which must match.
+    pub metadata: Vec<(String, String)>,
+    /// Only runs descending from this run (`config._hangar.ancestors`).
+    pub ancestor_run_id: Option<String>,
     /// Sort field.
     pub sort: RunSort,
     /// Ascending instead of descending.
@@ -364,6 +368,15 @@ pub enum Transition {
     Unchanged,
 }
 
+/// SQL dialect of a store, for the few clauses that differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    /// SQLite (`json_each`).
+    Sqlite,
+    /// PostgreSQL (`jsonb` operators).
+    Postgres,
+}
+
 /// A value bound to a run-listing filter.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum FilterValue {
@@ -379,6 +392,7 @@ pub(crate) enum FilterValue {
 /// column; `mark()` yields the next parameter placeholder.
 pub(crate) fn filter_clauses(
     q: &RunQuery,
+    dialect: Dialect,
     json_text: &dyn Fn(&str) -> String,
     mark: &mut dyn FnMut() -> String,
 ) -> (String, Vec<FilterValue>) {
@@ -412,6 +426,32 @@ pub(crate) fn filter_clauses(
             sql.push_str(&format!(" AND {column} {op} {}", mark()));
             values.push(FilterValue::Int(v));
         }
+    }
+    for (key, value) in &q.metadata {
+        let (k, v) = (mark(), mark());
+        sql.push_str(&match dialect {
+            Dialect::Sqlite => format!(
+                " AND EXISTS (SELECT 1 FROM json_each(config, '$._hangar.metadata') \
+                 WHERE key = {k} AND value = {v})"
+            ),
+            Dialect::Postgres => {
+                format!(" AND (config::jsonb -> '_hangar' -> 'metadata' ->> {k}::text) = {v}")
+            }
+        });
+        values.push(FilterValue::Text(key.clone()));
+        values.push(FilterValue::Text(value.clone()));
+    }
+    if let Some(ancestor) = &q.ancestor_run_id {
+        let a = mark();
+        sql.push_str(&match dialect {
+            Dialect::Sqlite => format!(
+                " AND EXISTS (SELECT 1 FROM json_each(config, '$._hangar.ancestors') WHERE value = {a})"
+            ),
+            Dialect::Postgres => format!(
+                " AND jsonb_exists(config::jsonb -> '_hangar' -> 'ancestors', {a}::text)"
+            ),
+        });
+        values.push(FilterValue::Text(ancestor.clone()));
     }
     if let Some(text) = &q.text {
         let escaped = text

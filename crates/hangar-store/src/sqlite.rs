@@ -417,6 +417,7 @@ impl RunStore for SqliteStore {
         }
         let (extra, values) = crate::records::filter_clauses(
             query,
+            crate::records::Dialect::Sqlite,
             &|field| format!("json_extract(config, '$.{field}')"),
             &mut || "?".to_owned(),
         );

@@ -277,4 +277,26 @@ pub trait Execution: Send {
     /// Removes what the execution left behind (teardown, strays, the sandbox
     /// unless cleanup is off). Called whatever happened before.
     async fn cleanup(&mut self) -> Result<(), BackendError>;
+
+    /// `--idle-on-complete`: after the agent ended by itself, keeps the
+    /// sandbox (workspace, container) for a follow-up of the same run instead
+    /// of cleaning up; stops whatever still runs in it. `false` when this
+    /// execution cannot be kept: the worker then calls `cleanup`. A kept
+    /// execution ends either with [`adopt`](Self::adopt) or with `cleanup`.
+    async fn park(&mut self) -> bool {
+        false
+    }
+
+    /// Takes a parked sandbox over for a new execution of the same run:
+    /// `prepare` then only refreshes what the new execution needs (its
+    /// environment and token), without cloning or setup commands again.
+    fn adopt(&mut self, spec: TaskSpec) -> Result<(), BackendError> {
+        Err(BackendError::new(
+            FailureReason::WorkspaceSetup,
+            format!(
+                "execution {} cannot reuse a kept sandbox on this backend",
+                spec.execution_id
+            ),
+        ))
+    }
 }

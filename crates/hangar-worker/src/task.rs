@@ -51,6 +51,21 @@ pub(crate) struct TaskRun {
     pub control: TaskControl,
     pub outbox: Outbox,
     pub kill_grace: Duration,
+    /// A kept sandbox of the same run to reuse (`--idle-on-complete`).
+    pub reuse: Option<Box<dyn Execution>>,
+    /// Where to hand the sandbox when the agent ended by itself, instead of
+    /// cleaning it up (`--idle-on-complete`).
+    pub park: Option<tokio::sync::mpsc::UnboundedSender<Parked>>,
+}
+
+/// A sandbox kept after its run ended, waiting for a follow-up of that run.
+pub(crate) struct Parked {
+    /// Run id.
+    pub task_id: String,
+    /// The execution that last used it.
+    pub execution_id: String,
+    /// The sandbox.
+    pub execution: Box<dyn Execution>,
 }
 
 enum Outcome {
@@ -66,7 +81,21 @@ enum Outcome {
 pub(crate) async fn drive(run: TaskRun) {
     let task_id = run.spec.task_id.clone();
     let execution_id = run.spec.execution_id.clone();
-    let outcome = match run.backend.execution(run.spec) {
+    let execution = match run.reuse {
+        Some(mut kept) => match kept.adopt(run.spec.clone()) {
+            Ok(()) => Ok(kept),
+            Err(e) => {
+                // Unusable: clean the kept one up and start afresh.
+                tracing::warn!(task_id = %task_id, execution_id = %execution_id, error = %e, "cannot reuse the kept sandbox");
+                if let Err(e) = kept.cleanup().await {
+                    tracing::warn!(task_id = %task_id, reason = ?e.reason, error = %e, "cleanup of the kept sandbox failed");
+                }
+                run.backend.execution(run.spec)
+            }
+        },
+        None => run.backend.execution(run.spec),
+    };
+    let outcome = match execution {
         Ok(mut exec) => {
             let outcome = lifecycle(
                 exec.as_mut(),
@@ -77,7 +106,23 @@ pub(crate) async fn drive(run: TaskRun) {
                 run.kill_grace,
             )
             .await;
-            if let Err(e) = exec.cleanup().await {
+            let parked = match (&run.park, &outcome) {
+                (Some(tx), Outcome::Exited(_)) if exec.park().await => {
+                    let parked = Parked {
+                        task_id: task_id.clone(),
+                        execution_id: execution_id.clone(),
+                        execution: exec,
+                    };
+                    match tx.send(parked) {
+                        Ok(()) => None,
+                        Err(back) => Some(back.0.execution),
+                    }
+                }
+                _ => Some(exec),
+            };
+            if let Some(mut exec) = parked
+                && let Err(e) = exec.cleanup().await
+            {
                 tracing::warn!(task_id = %task_id, execution_id = %execution_id, reason = ?e.reason, error = %e, "cleanup failed");
             }
             outcome

@@ -6,7 +6,8 @@ use crate::backends::docker::{self, Docker, DockerConfig};
 use crate::backends::{Backend, BackendError, TaskSpec};
 use crate::config::{BackendKind, ConfigError, WorkerConfig};
 use crate::connection::{self, Greeting, INBOX_CAPACITY, Outbox, Settings};
-use crate::task::{self, StopCause, TaskControl, TaskRun};
+use crate::backends::Execution;
+use crate::task::{self, Parked, StopCause, TaskControl, TaskRun};
 use hangar_protocol::worker::{
     RunningTask, ServerToWorker, TaskAssignment, TaskCancellation, TaskClaimed, TaskRejected,
     WorkerHello, WorkerToServer,
@@ -28,6 +29,9 @@ pub const REJECT_DRAINING: &str = "worker is draining";
 const HARD_SHUTDOWN_MARGIN: Duration = Duration::from_secs(5);
 /// Limit for flushing the outbox and closing the socket at the end.
 const CLOSE_DEADLINE: Duration = Duration::from_secs(15);
+/// Bound on idle sandboxes (`--idle-on-complete`) when concurrency is
+/// unlimited; otherwise the bound is `max_concurrent_tasks`.
+pub const MAX_IDLE_SANDBOXES_UNLIMITED: usize = 16;
 
 /// Why the worker could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -296,6 +300,12 @@ impl Worker {
             server_url = %cfg.server_url,
             "worker starting"
         );
+        let (parked_tx, parked_rx) = mpsc::unbounded_channel();
+        let idle_for = cfg
+            .idle_on_complete
+            .as_deref()
+            .and_then(|d| crate::config::parse_duration(d).ok())
+            .filter(|d| !d.is_zero());
         let mut core = Core {
             worker: &self,
             registry,
@@ -303,6 +313,10 @@ impl Worker {
             inbox,
             tasks,
             draining: false,
+            idle: BTreeMap::new(),
+            idle_for,
+            parked_tx,
+            parked_rx,
         };
         let result = core.run_loop(&shutdown, &hard_shutdown, conn, &close).await;
         self.backend.shutdown().await;
@@ -348,6 +362,20 @@ struct Core<'a> {
     /// Every running task; nothing is spawned outside it.
     tasks: JoinSet<()>,
     draining: bool,
+    /// Sandboxes kept after their run ended, by run id (`--idle-on-complete`).
+    /// They take no task slot; at most [`Core::max_idle`] are kept.
+    idle: BTreeMap<String, Idle>,
+    /// How long a sandbox is kept; `None` = never.
+    idle_for: Option<Duration>,
+    parked_tx: mpsc::UnboundedSender<Parked>,
+    parked_rx: mpsc::UnboundedReceiver<Parked>,
+}
+
+/// One kept sandbox.
+struct Idle {
+    execution_id: String,
+    execution: Box<dyn Execution>,
+    until: Instant,
 }
 
 impl Core<'_> {
@@ -365,6 +393,7 @@ impl Core<'_> {
             if self.draining && self.tasks.is_empty() {
                 break;
             }
+            let idle_expiry = self.next_idle_expiry();
             tokio::select! {
                 biased;
                 _ = hard_shutdown.cancelled(), if hard_deadline.is_none() => {
@@ -378,6 +407,10 @@ impl Core<'_> {
                         tracing::error!(worker_id = %self.worker.config.worker_id, error = %e, "a task panicked; its report is lost");
                     }
                 }
+                // Before the inbox: a follow-up assignment must find the
+                // sandbox its previous execution parked just before reporting.
+                Some(parked) = self.parked_rx.recv() => self.keep(parked),
+                _ = sleep_until_opt(idle_expiry) => self.expire_idle(),
                 msg = self.inbox.recv(), if inbox_open => match msg {
                     Some(msg) => self.handle(msg).await,
                     // The connection task owned the sender and ended; handled below.
@@ -402,6 +435,12 @@ impl Core<'_> {
                 }
             }
         }
+        // Sandboxes parked after the last check, and any still kept.
+        while let Ok(parked) = self.parked_rx.try_recv() {
+            self.keep(parked);
+        }
+        self.clean_all_idle();
+        while self.tasks.join_next().await.is_some() {}
         // Nothing reads the inbox any more: let the connection fail fast on it.
         self.inbox.close();
         // Aborts only tasks abandoned at the hard deadline.
@@ -428,8 +467,84 @@ impl Core<'_> {
         }
         self.draining = true;
         lock(&self.registry).draining = true;
+        self.clean_all_idle();
         tracing::info!(worker_id = %self.worker.config.worker_id, running = self.tasks.len(), "draining: taking no new tasks");
         self.outbox.send(WorkerToServer::WorkerDraining).await;
+    }
+
+    /// At most this many sandboxes are kept idle.
+    fn max_idle(&self) -> usize {
+        match self.worker.config.max_concurrent_tasks {
+            0 => MAX_IDLE_SANDBOXES_UNLIMITED,
+            n => n as usize,
+        }
+    }
+
+    /// Keeps a parked sandbox for `idle_for` (or cleans it up right away
+    /// while draining), evicting the one closest to expiry beyond the bound.
+    fn keep(&mut self, parked: Parked) {
+        let Some(idle_for) = self.idle_for.filter(|_| !self.draining) else {
+            self.clean(parked.task_id, parked.execution_id, parked.execution);
+            return;
+        };
+        tracing::info!(task_id = %parked.task_id, execution_id = %parked.execution_id, ?idle_for, "sandbox kept idle for a follow-up");
+        let entry = Idle {
+            execution_id: parked.execution_id,
+            execution: parked.execution,
+            until: Instant::now() + idle_for,
+        };
+        if let Some(old) = self.idle.insert(parked.task_id.clone(), entry) {
+            self.clean(parked.task_id, old.execution_id, old.execution);
+        }
+        while self.idle.len() > self.max_idle() {
+            let Some(oldest) = self
+                .idle
+                .iter()
+                .min_by_key(|(_, i)| i.until)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            if let Some(old) = self.idle.remove(&oldest) {
+                tracing::info!(task_id = %oldest, max = self.max_idle(), "too many idle sandboxes; cleaning up the oldest");
+                self.clean(oldest, old.execution_id, old.execution);
+            }
+        }
+    }
+
+    fn next_idle_expiry(&self) -> Option<Instant> {
+        self.idle.values().map(|i| i.until).min()
+    }
+
+    fn expire_idle(&mut self) {
+        let now = Instant::now();
+        let expired: Vec<String> = self
+            .idle
+            .iter()
+            .filter(|(_, i)| i.until <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for task_id in expired {
+            if let Some(old) = self.idle.remove(&task_id) {
+                tracing::info!(task_id = %task_id, execution_id = %old.execution_id, "idle sandbox expired; cleaning up");
+                self.clean(task_id, old.execution_id, old.execution);
+            }
+        }
+    }
+
+    fn clean_all_idle(&mut self) {
+        for (task_id, old) in std::mem::take(&mut self.idle) {
+            self.clean(task_id, old.execution_id, old.execution);
+        }
+    }
+
+    /// Cleans a sandbox up in the background (drain waits for it).
+    fn clean(&mut self, task_id: String, execution_id: String, mut execution: Box<dyn Execution>) {
+        self.tasks.spawn(async move {
+            if let Err(e) = execution.cleanup().await {
+                tracing::warn!(task_id = %task_id, execution_id = %execution_id, reason = ?e.reason, error = %e, "cleanup of an idle sandbox failed");
+            }
+        });
     }
 
     fn stop_all(&self, cause: StopCause) {
@@ -502,7 +617,13 @@ impl Core<'_> {
                     registry: self.registry.clone(),
                     execution_id: execution_id.clone(),
                 };
+                let reuse = self.idle.remove(&task_id).map(|i| {
+                    tracing::info!(task_id = %task_id, execution_id = %execution_id, previous = %i.execution_id, "reusing the idle sandbox of this run");
+                    i.execution
+                });
                 let run = TaskRun {
+                    reuse,
+                    park: self.idle_for.map(|_| self.parked_tx.clone()),
                     backend: self.worker.backend.clone(),
                     spec: TaskSpec {
                         task_id,

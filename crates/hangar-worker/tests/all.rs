@@ -10,5 +10,6 @@ mod suite {
     mod direct;
     mod docker;
     mod drain;
+    mod idle;
     mod lifecycle;
 }

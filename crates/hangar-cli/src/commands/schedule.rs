@@ -265,6 +265,7 @@ pub async fn run(cmd: ScheduleCommand, global: &Global) -> Result<ExitCode> {
                 agent_config: non_empty(config),
                 team: None,
                 timezone: def.timezone.clone(),
+                ..CreateScheduledAgentRequest::default()
             };
             let s: ScheduledAgentItem = client.post_json("api/v1/agent/schedules", &req).await?;
             show(&s, format, "Created schedule.");
@@ -314,6 +315,10 @@ pub async fn run(cmd: ScheduleCommand, global: &Global) -> Result<ExitCode> {
                 prompt: def.prompt.clone().or(Some(current.prompt)),
                 agent_config: non_empty(config),
                 timezone,
+                // Keep what the CLI cannot edit: PUT clears what it omits.
+                metadata: current.metadata.clone(),
+                mode: current.mode,
+                agent_uid: None,
             };
             let s: ScheduledAgentItem = client.put_json(&path(&id), &req).await?;
             show(&s, format, "Updated schedule.");

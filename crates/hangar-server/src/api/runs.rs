@@ -1,7 +1,7 @@
 //! `/api/v1/agent/runs`: create, list, get, cancel, transcript.
 
 use crate::AppState;
-use crate::api::parse_json;
+use crate::api::{parse_json, run_options};
 use crate::auth::{Principal, authenticate};
 use crate::error::{ApiError, ApiResult};
 use crate::sharing::{Access, require_access};
@@ -37,6 +37,13 @@ pub fn run_item(app: &AppState, r: &RunRecord) -> RunItem {
             .as_deref()
             .map(|c| c == "resource_unavailable" || c == "internal_error"),
     });
+    let creator = r.creator_user_id.map(|uid| RunCreatorInfo {
+        kind: Some("user".to_owned()),
+        uid: Some(uid.to_string()),
+        display_name: None,
+        email: None,
+    });
+    let (agent_config, options) = run_options::public_config(Some(&r.config));
     RunItem {
         run_id: r.id.0.clone(),
         task_id: r.id.0.clone(),
@@ -52,19 +59,14 @@ pub fn run_item(app: &AppState, r: &RunRecord) -> RunItem {
         session_id: Some(r.id.0.clone()),
         session_link: Some(format!("{}/runs/{}", app.public_url, r.id)),
         trigger_url: None,
-        creator: r.creator_user_id.map(|uid| RunCreatorInfo {
-            kind: Some("user".to_owned()),
-            uid: Some(uid.to_string()),
-            display_name: None,
-            email: None,
-        }),
+        creator: creator.clone(),
         request_usage: Some(RequestUsage {
             inference_cost: Some(r.inference_cost),
             compute_cost: Some(0.0),
         }),
-        agent_config: Some(r.config.clone()),
-        conversation_id: None,
-        parent_run_id: None,
+        agent_config: Some(agent_config.unwrap_or_default()),
+        conversation_id: options.conversation_id,
+        parent_run_id: options.parent_run_id,
         is_sandbox_running: Some(r.sandbox_running),
         artifacts: Some(Vec::new()),
         scope: Some(Scope {
@@ -72,6 +74,10 @@ pub fn run_item(app: &AppState, r: &RunRecord) -> RunItem {
             uid: Some(r.team_id.to_string()),
         }),
         schedule: r.schedule.clone(),
+        metadata: options.metadata,
+        executor: creator,
+        is_run_type_cancellable: Some(r.execution_location == RunExecutionLocation::Remote),
+        mode: Some(options.mode.unwrap_or_default()),
     }
 }
 
@@ -108,6 +114,7 @@ fn validated_run(
 ) -> ApiResult<NewRun> {
     let req: RunAgentRequest = parse_json(body)?;
     let mut config = req.config.clone().unwrap_or_default();
+    run_options::from_request(&req, &mut config)?;
     if let Some(skill) = &req.skill {
         config.skill_spec = Some(skill.clone());
     }
@@ -239,6 +246,7 @@ pub async fn create(
         user_id,
         RunExecutionLocation::Remote,
     )?;
+    run_options::resolve_links(&app, team_id, &mut new.config).await?;
     let snapshot = resolve_environment(&app, team_id, &mut new).await?;
     let host = new.config.worker_host.clone();
     let run = app.store.create_run(new).await?;
@@ -300,6 +308,7 @@ pub async fn create_local(
         user_id,
         RunExecutionLocation::Local,
     )?;
+    run_options::resolve_links(&app, team_id, &mut new.config).await?;
     let snapshot = resolve_environment(&app, team_id, &mut new).await?;
     let (token, token_hash) = crate::auth::new_run_token();
     let exec = hangar_store::NewExecution {
@@ -335,15 +344,44 @@ fn decode_cursor(cursor: &str) -> ApiResult<(i64, String)> {
 }
 
 /// Query parameters of the Oz spec this version does not filter on yet.
-const UNSUPPORTED_FILTERS: &[&str] = &["ancestor_run_id", "artifact_type"];
+const UNSUPPORTED_FILTERS: &[&str] = &["artifact_type"];
 
-fn parse_list_query(raw: Option<&str>) -> ApiResult<RunQuery> {
+/// Parses `GET /agent/runs` parameters; `None` when they can match no run
+/// (a factory, or an executor other than the creator asked for).
+fn parse_list_query(raw: Option<&str>) -> ApiResult<Option<RunQuery>> {
     let mut q = RunQuery {
         limit: 20,
         ..RunQuery::default()
     };
+    let mut matches_nothing = false;
+    let mut executor = None;
     for (k, v) in url::form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+        if let Some(key) = k.strip_prefix("metadata[").and_then(|k| k.strip_suffix(']')) {
+            add_metadata_filter(&mut q, key, &v)?;
+            continue;
+        }
         match k.as_ref() {
+            // Oz stamps factory automations' runs with this metadata key.
+            "automation_id" => add_metadata_filter(&mut q, "automation_id", &v)?,
+            "ancestor_run_id" => {
+                if v.trim().is_empty() {
+                    return Err(ApiError::BadRequest(
+                        "`ancestor_run_id` must not be empty".into(),
+                    ));
+                }
+                q.ancestor_run_id = Some(v.into_owned());
+            }
+            // Hangar has no factories: a factory uid matches nothing, as the
+            // Oz API answers for factories the caller cannot access.
+            "factory_uid" => matches_nothing = true,
+            // Runs execute as their creator.
+            "executor" => {
+                executor = Some(v.parse::<i64>().map_err(|_| {
+                    ApiError::BadRequest(format!(
+                        "`executor` `{v}` is not a uid from `RunItem.executor.uid`"
+                    ))
+                })?);
+            }
             "limit" => {
                 let n: i64 = v.parse().map_err(|_| {
                     ApiError::BadRequest(format!(
@@ -450,11 +488,31 @@ fn parse_list_query(raw: Option<&str>) -> ApiResult<RunQuery> {
             }
         }
     }
-    Ok(q)
+    if let Some(executor) = executor {
+        matches_nothing |= q.creator_user_id.is_some_and(|c| c != executor);
+        q.creator_user_id = Some(executor);
+    }
+    Ok((!matches_nothing).then_some(q))
+}
+
+fn add_metadata_filter(q: &mut RunQuery, key: &str, value: &str) -> ApiResult<()> {
+    if !run_options::valid_metadata_key(key) {
+        return Err(ApiError::BadRequest(format!(
+            "`metadata[{key}]`: metadata keys are 1-64 bytes of letters, digits, `.`, `_` and `-`"
+        )));
+    }
+    if q.metadata.len() >= run_options::MAX_METADATA_FILTERS {
+        return Err(ApiError::BadRequest(format!(
+            "at most {} metadata filters are allowed per request",
+            run_options::MAX_METADATA_FILTERS
+        )));
+    }
+    q.metadata.push((key.to_owned(), value.to_owned()));
+    Ok(())
 }
 
 /// `GET /agent/runs`.
-#[utoipa::path(get, path = "/agent/runs", tag = "agent", operation_id = "listRuns", params(("limit" = Option<i64>, Query, description = "1-500, default 20"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"), ("sort_by" = Option<String>, Query, description = "updated_at or created_at"), ("sort_order" = Option<String>, Query, description = "asc or desc"), ("state" = Option<Vec<hangar_protocol::RunState>>, Query, description = "Repeatable"), ("source" = Option<hangar_protocol::RunSourceType>, Query, description = "Source"), ("creator" = Option<String>, Query, description = "Creator uid"), ("environment_id" = Option<String>, Query, description = "Environment"), ("schedule_id" = Option<String>, Query, description = "Schedule"), ("name" = Option<String>, Query, description = "config.name"), ("model_id" = Option<String>, Query, description = "Model"), ("skill" = Option<String>, Query, description = "Skill spec"), ("execution_location" = Option<String>, Query, description = "LOCAL or REMOTE"), ("created_after" = Option<String>, Query, description = "RFC 3339"), ("created_before" = Option<String>, Query, description = "RFC 3339"), ("updated_after" = Option<String>, Query, description = "RFC 3339"), ("q" = Option<String>, Query, description = "Text search")), responses((status = 200, description = "A page of runs", body = hangar_protocol::ListRunsResponse), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/agent/runs", tag = "agent", operation_id = "listRuns", params(("limit" = Option<i64>, Query, description = "1-500, default 20"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"), ("sort_by" = Option<String>, Query, description = "updated_at or created_at"), ("sort_order" = Option<String>, Query, description = "asc or desc"), ("state" = Option<Vec<hangar_protocol::RunState>>, Query, description = "Repeatable"), ("source" = Option<hangar_protocol::RunSourceType>, Query, description = "Source"), ("creator" = Option<String>, Query, description = "Creator uid"), ("environment_id" = Option<String>, Query, description = "Environment"), ("schedule_id" = Option<String>, Query, description = "Schedule"), ("name" = Option<String>, Query, description = "config.name"), ("model_id" = Option<String>, Query, description = "Model"), ("skill" = Option<String>, Query, description = "Skill spec"), ("execution_location" = Option<String>, Query, description = "LOCAL or REMOTE"), ("created_after" = Option<String>, Query, description = "RFC 3339"), ("created_before" = Option<String>, Query, description = "RFC 3339"), ("updated_after" = Option<String>, Query, description = "RFC 3339"), ("q" = Option<String>, Query, description = "Text search"), ("executor" = Option<String>, Query, description = "Executor uid (the creator in Hangar)"), ("ancestor_run_id" = Option<String>, Query, description = "Only descendants of this run"), ("metadata" = Option<String>, Query, description = "metadata[KEY]=VALUE, repeatable up to 5 pairs (AND)"), ("automation_id" = Option<String>, Query, description = "Same as metadata[automation_id]"), ("factory_uid" = Option<String>, Query, description = "Matches nothing (no factories)")), responses((status = 200, description = "A page of runs", body = hangar_protocol::ListRunsResponse), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
 pub async fn list(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -463,7 +521,26 @@ pub async fn list(
     let (team_id, _) = authenticate(app.store.as_ref(), &headers)
         .await?
         .require_api_key()?;
-    let query = parse_list_query(raw.as_deref())?;
+    let Some(query) = parse_list_query(raw.as_deref())? else {
+        return Ok(Json(ListRunsResponse {
+            runs: Vec::new(),
+            page_info: PageInfo {
+                has_next_page: false,
+                next_cursor: None,
+            },
+        }));
+    };
+    if let Some(ancestor) = &query.ancestor_run_id {
+        app.store
+            .run(team_id, &RunId(ancestor.clone()))
+            .await
+            .map_err(|e| match e {
+                hangar_store::StoreError::NotFound => ApiError::BadRequest(format!(
+                    "`ancestor_run_id`: run `{ancestor}` does not exist or is not visible to this team"
+                )),
+                other => other.into(),
+            })?;
+    }
     let page = app.store.list_runs(team_id, &query).await?;
     Ok(Json(ListRunsResponse {
         runs: page.runs.iter().map(|r| run_item(&app, r)).collect(),
@@ -598,9 +675,27 @@ mod tests {
         assert!(err("cursor=zz").contains("cursor"));
         assert!(err("sort_order=up").contains("asc"));
         assert!(err("bogus=1").contains("bogus"));
-        let q = parse_list_query(Some("state=QUEUED&state=INPROGRESS&limit=5")).unwrap();
+        let q = parse_list_query(Some("state=QUEUED&state=INPROGRESS&limit=5"))
+            .unwrap()
+            .unwrap();
         assert_eq!(q.states, vec![RunState::Queued, RunState::InProgress]);
         assert_eq!(q.limit, 5);
+        assert!(err("metadata[a%20b]=1").contains("metadata[a b]"));
+        assert!(err("metadata[a]=1&metadata[b]=1&metadata[c]=1&metadata[d]=1&metadata[e]=1&metadata[f]=1").contains("at most 5"));
+        let q = parse_list_query(Some("metadata%5Bticket_id%5D=VIS-1&automation_id=au"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            q.metadata,
+            vec![
+                ("ticket_id".to_owned(), "VIS-1".to_owned()),
+                ("automation_id".to_owned(), "au".to_owned())
+            ]
+        );
+        assert!(parse_list_query(Some("factory_uid=f")).unwrap().is_none());
+        assert!(parse_list_query(Some("creator=1&executor=2")).unwrap().is_none());
+        let q = parse_list_query(Some("executor=2")).unwrap().unwrap();
+        assert_eq!(q.creator_user_id, Some(2));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! pause and resume scheduled agents, shaped after the Oz Agent API.
 
 use crate::AppState;
-use crate::api::parse_json;
+use crate::api::{parse_json, run_options};
 use crate::api::runs::MAX_PROMPT_BYTES;
 use crate::auth::authenticate;
 use crate::error::{ApiError, ApiResult};
@@ -13,8 +13,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use hangar_protocol::{
     AgentConfig, CreateScheduledAgentRequest, DeleteScheduledAgentResponse,
-    ListScheduledAgentsResponse, RunCreatorInfo, ScheduledAgentHistoryItem, ScheduledAgentItem,
-    Scope, Timestamp, UpdateScheduledAgentRequest,
+    ListScheduledAgentsResponse, Metadata, RunCreatorInfo, RunMode, RunOptions,
+    ScheduledAgentHistoryItem, ScheduledAgentItem, Scope, Timestamp, UpdateScheduledAgentRequest,
 };
 use hangar_store::{NewSchedule, ScheduleRecord, ScheduleUpdate, StoreError};
 
@@ -32,6 +32,7 @@ fn creator(user_id: Option<i64>) -> Option<RunCreatorInfo> {
 
 /// Converts a stored schedule to its API shape.
 pub fn schedule_item(s: &ScheduleRecord) -> ScheduledAgentItem {
+    let (agent_config, options) = run_options::public_config(s.config.as_ref());
     ScheduledAgentItem {
         id: s.id.clone(),
         name: s.name.clone(),
@@ -39,7 +40,7 @@ pub fn schedule_item(s: &ScheduleRecord) -> ScheduledAgentItem {
         enabled: s.enabled,
         prompt: s.prompt.clone(),
         last_spawn_error: s.last_spawn_error.clone(),
-        agent_config: s.config.clone(),
+        agent_config,
         created_at: Timestamp::from_unix_millis(s.created_at),
         updated_at: Timestamp::from_unix_millis(s.updated_at),
         created_by: creator(s.created_by),
@@ -56,7 +57,38 @@ pub fn schedule_item(s: &ScheduleRecord) -> ScheduledAgentItem {
             uid: Some(s.team_id.to_string()),
         }),
         timezone: s.timezone.clone(),
+        metadata: options.metadata,
+        mode: options.mode,
     }
+}
+
+/// Validates the Oz fields a schedule passes on to its runs (`metadata`,
+/// `mode`, `agent_uid`, the newer configuration fields) and records them in
+/// its configuration, where the runs it creates inherit them.
+fn with_run_options(
+    config: Option<AgentConfig>,
+    metadata: Option<&Metadata>,
+    mode: Option<RunMode>,
+    agent_uid: Option<&str>,
+) -> ApiResult<Option<AgentConfig>> {
+    run_options::reject_identity("agent_uid", agent_uid)?;
+    let mode = run_options::check_mode("mode", mode)?;
+    if let Some(m) = metadata {
+        run_options::validate_metadata("metadata", m)?;
+    }
+    let mut config = config;
+    if let Some(c) = config.as_mut() {
+        run_options::check_config("agent_config", c)?;
+    }
+    let options = RunOptions {
+        metadata: metadata.filter(|m| !m.is_empty()).cloned(),
+        mode,
+        ..RunOptions::default()
+    };
+    if !options.is_empty() {
+        config.get_or_insert_with(AgentConfig::default).hangar = Some(options);
+    }
+    Ok(config)
 }
 
 fn not_found(id: &str) -> ApiError {
@@ -192,13 +224,20 @@ pub async fn create(
         .await?
         .require_api_key()?;
     let req: CreateScheduledAgentRequest = parse_json(&body)?;
+    run_options::reject_personal(req.team)?;
+    let config = with_run_options(
+        req.agent_config,
+        req.metadata.as_ref(),
+        req.mode,
+        req.agent_uid.as_deref(),
+    )?;
     let def = validate(
         &app,
         &req.name,
         &req.cron_schedule,
         req.timezone.as_deref(),
         req.prompt.as_deref(),
-        req.agent_config,
+        config,
     )?;
     let def = check_environment(&app, team_id, def).await?;
     let enabled = req.enabled.unwrap_or(true);
@@ -274,13 +313,19 @@ pub async fn replace(
         .schedule(team_id, &id)
         .await
         .map_err(store_error(&id))?;
+    let config = with_run_options(
+        req.agent_config,
+        req.metadata.as_ref(),
+        req.mode,
+        req.agent_uid.as_deref(),
+    )?;
     let def = validate(
         &app,
         &req.name,
         &req.cron_schedule,
         req.timezone.as_deref(),
         req.prompt.as_deref(),
-        req.agent_config,
+        config,
     )?;
     let def = check_environment(&app, team_id, def).await?;
     let now = now_ms();

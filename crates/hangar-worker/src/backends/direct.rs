@@ -153,6 +153,7 @@ impl Backend for Direct {
             private_dir,
             cwd,
             created: false,
+            reused: false,
             agent: None,
             readers: JoinSet::new(),
         }))
@@ -244,6 +245,8 @@ struct DirectExecution {
     /// Where the agent runs.
     cwd: PathBuf,
     created: bool,
+    /// Adopted a parked sandbox: `prepare` skips clone and setup.
+    reused: bool,
     agent: Option<Spawned>,
     /// Output pumps of every process this execution started.
     readers: JoinSet<()>,
@@ -252,6 +255,30 @@ struct DirectExecution {
 impl DirectExecution {
     fn config(&self) -> &DirectConfig {
         &self.shared.config
+    }
+
+    /// Kills what is left of the agent's process group and drains its output.
+    async fn stop_processes(&mut self) {
+        if let Some(mut agent) = self.agent.take() {
+            // Normally already done by wait/cancel; covers an abandoned wait.
+            if agent.group.armed {
+                let _ = agent.terminate(Duration::ZERO).await;
+            }
+        }
+        self.drain_readers().await;
+    }
+
+    /// Output pumps end once every writer of the pipes is dead; a process that
+    /// escaped the group (setsid) could hold them open, so bound the wait.
+    async fn drain_readers(&mut self) {
+        let drained = tokio::time::timeout(READER_DRAIN_TIMEOUT, async {
+            while self.readers.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(task_id = %self.spec.task_id, execution_id = %self.spec.execution_id, "task output still open after its process group was killed (a process left the group?)");
+            self.readers.abort_all();
+        }
     }
 
     /// The task's complete environment.
@@ -373,6 +400,14 @@ fn stderr_label(source: &'static str) -> &'static str {
 #[async_trait]
 impl Execution for DirectExecution {
     async fn prepare(&mut self, stop: &CancellationToken) -> Result<(), BackendError> {
+        if self.reused {
+            tracing::info!(task_id = %self.spec.task_id, execution_id = %self.spec.execution_id, workspace = %self.cwd.display(), "reusing the kept workspace of this run");
+            return if stop.is_cancelled() {
+                Err(BackendError::cancelled())
+            } else {
+                Ok(())
+            };
+        }
         let setup_err = |msg: String, e: std::io::Error| {
             BackendError::with_source(FailureReason::WorkspaceSetup, msg, e)
         };
@@ -492,13 +527,32 @@ impl Execution for DirectExecution {
         Ok(status.into())
     }
 
-    async fn cleanup(&mut self) -> Result<(), BackendError> {
-        if let Some(mut agent) = self.agent.take() {
-            // Normally already done by wait/cancel; covers an abandoned wait.
-            if agent.group.armed {
-                let _ = agent.terminate(Duration::ZERO).await;
-            }
+    async fn park(&mut self) -> bool {
+        if !self.created {
+            return false;
         }
+        self.stop_processes().await;
+        tracing::info!(task_id = %self.spec.task_id, execution_id = %self.spec.execution_id, workspace = %self.cwd.display(), "keeping the workspace idle for a follow-up");
+        true
+    }
+
+    fn adopt(&mut self, spec: TaskSpec) -> Result<(), BackendError> {
+        if spec.task_id != self.spec.task_id {
+            return Err(BackendError::new(
+                FailureReason::WorkspaceSetup,
+                format!(
+                    "a kept workspace of run {} cannot serve run {}",
+                    self.spec.task_id, spec.task_id
+                ),
+            ));
+        }
+        self.spec = spec;
+        self.reused = true;
+        Ok(())
+    }
+
+    async fn cleanup(&mut self) -> Result<(), BackendError> {
+        self.stop_processes().await;
         let mut result = Ok(());
         if self.created
             && let Some(teardown) = self.config().teardown_command.clone()
@@ -531,16 +585,7 @@ impl Execution for DirectExecution {
                 }
             }
         }
-        // Output pumps end once every writer of the pipes is dead; a process that
-        // escaped the group (setsid) could hold them open, so bound the wait.
-        let drained = tokio::time::timeout(READER_DRAIN_TIMEOUT, async {
-            while self.readers.join_next().await.is_some() {}
-        })
-        .await;
-        if drained.is_err() {
-            tracing::warn!(task_id = %self.spec.task_id, execution_id = %self.spec.execution_id, "task output still open after its process group was killed (a process left the group?)");
-            self.readers.abort_all();
-        }
+        self.drain_readers().await;
 
         if self.created {
             if self.config().cleanup {

@@ -373,6 +373,7 @@ impl Backend for Docker {
             early_exit: None,
             readers: JoinSet::new(),
             egress: None,
+            reused: false,
         }))
     }
 

@@ -847,3 +847,62 @@ timeout 5 getent hosts example.com >/dev/null && echo "dns open" >> $OUT || echo
         "firewall rules left"
     );
 }
+
+#[tokio::test]
+async fn docker_idle_on_complete_reuses_the_container_for_a_follow_up() {
+    let image = base_image().await;
+    let worker = "dk-idle";
+    let _sweep = Sweep(worker.into());
+    let mut server = FakeServer::start().await;
+    let w = TestWorker::start(&server, |c| {
+        docker(c, worker, &image);
+        c.idle_on_complete = Some("3s".into());
+    });
+    let mut conn = server.accept().await;
+    conn.hello().await;
+    let run = |exec: &str| {
+        let mut a = w.assignment("run-idle", exec, &[("MY_SECRET", exec)]);
+        a.environment = Some(env_spec(&["echo ran >> /workspace/setup-count"]));
+        a
+    };
+    let finished = |m: &WorkerToServer| {
+        matches!(
+            m,
+            WorkerToServer::TaskCompleted(_) | WorkerToServer::TaskFailed(_)
+        )
+    };
+    conn.assign(run("exec-1"));
+    let done = conn.recv_until(finished).await;
+    assert!(matches!(done, WorkerToServer::TaskCompleted(_)), "{done:?}");
+    assert_eq!(containers_of(worker).len(), 1, "the container is kept idle");
+
+    conn.assign(run("exec-2"));
+    let done = conn.recv_until(finished).await;
+    assert!(matches!(done, WorkerToServer::TaskCompleted(_)), "{done:?}");
+    let hostname = |exec: &str| {
+        w.read_out(exec, "env")
+            .lines()
+            .find(|l| l.starts_with("HOSTNAME="))
+            .map(str::to_owned)
+            .unwrap()
+    };
+    assert_eq!(hostname("exec-1"), hostname("exec-2"), "same container");
+    let env = w.read_out("exec-2", "env");
+    assert!(env.contains("HANGAR_EXECUTION_ID=exec-2"), "{env}");
+    assert!(env.contains("MY_SECRET=exec-2"), "fresh env file: {env}");
+    let kept = w.workspace_root.join("exec-1");
+    assert_eq!(
+        std::fs::read_to_string(kept.join("workspace/setup-count")).unwrap(),
+        "ran\n",
+        "setup commands do not run again"
+    );
+    assert_eq!(
+        std::fs::read_to_string(kept.join("ctl/execution")).unwrap(),
+        "exec-2"
+    );
+    assert_eq!(containers_of(worker).len(), 1);
+
+    // No further follow-up: container and workspace go after 3 s idle.
+    wait_until(|| containers_of(worker).is_empty(), "idle container removal").await;
+    wait_for_removal(&kept).await;
+}

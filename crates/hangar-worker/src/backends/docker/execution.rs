@@ -43,9 +43,38 @@ pub(super) struct DockerExecution {
     pub(super) readers: JoinSet<()>,
     /// Egress proxy and task network of an allowlist run.
     pub(super) egress: Option<crate::backends::egress::Egress>,
+    /// Adopted a parked container: `prepare` only rewrites the start files.
+    pub(super) reused: bool,
 }
 
+/// File in the control directory naming the execution the container serves
+/// now (a reused container keeps the labels of its first execution).
+pub(super) const EXECUTION_FILE: &str = "execution";
+
 impl DockerExecution {
+    /// The log stream ends with the container; do not wait for a kept one.
+    async fn drain_readers(&mut self) {
+        let drained = tokio::time::timeout(Duration::from_secs(2), async {
+            while self.readers.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            self.readers.abort_all();
+        }
+    }
+
+    /// Records which execution the container serves (read by reconcile).
+    fn write_execution_file(&self) -> Result<(), BackendError> {
+        let path = self.ctl().join(EXECUTION_FILE);
+        std::fs::write(&path, &self.execution_id).map_err(|e| {
+            BackendError::with_source(
+                FailureReason::WorkspaceSetup,
+                format!("cannot write {}: {e}", path.display()),
+                e,
+            )
+        })
+    }
+
     pub(super) fn config(&self) -> &DockerConfig {
         &self.shared.config
     }
@@ -304,6 +333,16 @@ impl DockerExecution {
 impl Execution for DockerExecution {
     async fn prepare(&mut self, stop: &CancellationToken) -> Result<(), BackendError> {
         let spec = self.spec()?.clone();
+        if self.reused {
+            tracing::info!(task_id = %self.task_id, execution_id = %self.execution_id, container = %self.name, "reusing the kept container of this run");
+            self.write_start_files(&spec, &[])?;
+            self.write_execution_file()?;
+            return if stop.is_cancelled() {
+                Err(BackendError::cancelled())
+            } else {
+                Ok(())
+            };
+        }
         let image = Self::image(&spec, self.config());
         self.ensure_image(&image, stop).await?;
         self.create_dirs()?;
@@ -347,6 +386,7 @@ impl Execution for DockerExecution {
         }
         let with_setup = !environment.setup_commands.is_empty();
         self.write_start_files(&spec, &environment.setup_commands)?;
+        self.write_execution_file()?;
         let body = self.container_body(&spec, image.clone());
         let created = self
             .client()
@@ -405,6 +445,35 @@ impl Execution for DockerExecution {
         self.terminate(grace).await
     }
 
+    async fn park(&mut self) -> bool {
+        // Allowlist runs own an egress proxy and network; they are not kept.
+        if self.container.is_none() || self.spec.is_none() || self.egress.is_some() {
+            return false;
+        }
+        // The container stopped with its agent; its filesystem stays.
+        self.drain_readers().await;
+        tracing::info!(task_id = %self.task_id, execution_id = %self.execution_id, container = %self.name, "keeping the container idle for a follow-up");
+        true
+    }
+
+    fn adopt(&mut self, spec: TaskSpec) -> Result<(), BackendError> {
+        if spec.task_id != self.task_id {
+            return Err(BackendError::new(
+                FailureReason::ContainerCreate,
+                format!(
+                    "a kept container of run {} cannot serve run {}",
+                    self.task_id, spec.task_id
+                ),
+            ));
+        }
+        self.execution_id = spec.execution_id.clone();
+        self.spec = Some(spec);
+        self.started = false;
+        self.early_exit = None;
+        self.reused = true;
+        Ok(())
+    }
+
     async fn cleanup(&mut self) -> Result<(), BackendError> {
         let mut result = Ok(());
         if let Some(id) = self.container.clone() {
@@ -447,14 +516,7 @@ impl Execution for DockerExecution {
                 tracing::info!(task_id = %self.task_id, execution_id = %self.execution_id, container = %id, "cleanup disabled; container kept");
             }
         }
-        // The log stream ends with the container; do not wait for a kept one.
-        let drained = tokio::time::timeout(Duration::from_secs(2), async {
-            while self.readers.join_next().await.is_some() {}
-        })
-        .await;
-        if drained.is_err() {
-            self.readers.abort_all();
-        }
+        self.drain_readers().await;
         if let Some(mut egress) = self.egress.take() {
             egress.stop(self.client()).await;
         } else if self.spec.is_none() && self.config().cleanup {

@@ -1,7 +1,7 @@
 //! Reconcile after a restart (D2): find this worker's task containers by label.
 
 use super::client::docker_err;
-use super::execution::DockerExecution;
+use super::execution::{DockerExecution, EXECUTION_FILE};
 use super::spec::container_name;
 use super::{Docker, LABEL_DIR, LABEL_EXECUTION, LABEL_RUN, LABEL_WORKER};
 use crate::backends::{BackendError, Recovered, is_safe_segment};
@@ -56,13 +56,20 @@ impl Docker {
                 .map(PathBuf::from)
                 .unwrap_or_else(|| cfg.workspace_root.join(&execution_id));
             let started = state != "created";
+            let name = container_name(&cfg.worker_id, &execution_id);
+            // A container reused for a follow-up serves a later execution than its label.
+            let execution_id = std::fs::read_to_string(dir.join("ctl").join(EXECUTION_FILE))
+                .ok()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| is_safe_segment(s))
+                .unwrap_or(execution_id);
             tracing::info!(task_id = %task_id, execution_id = %execution_id, container = %id, state = %state, "recovered task container");
             let exec = DockerExecution {
                 shared: self.shared.clone(),
                 task_id: task_id.clone(),
                 execution_id: execution_id.clone(),
                 spec: None,
-                name: container_name(&cfg.worker_id, &execution_id),
+                name,
                 // Only remove what this backend created: the label names it.
                 created_dir: dir.starts_with(&cfg.workspace_root),
                 dir,
@@ -71,6 +78,7 @@ impl Docker {
                 early_exit: None,
                 readers: JoinSet::new(),
                 egress: None,
+                reused: false,
             };
             found.push(Recovered {
                 task_id,
