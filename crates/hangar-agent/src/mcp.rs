@@ -537,7 +537,7 @@ mod tests {
         );
 
         let err = parse_mcp_spec("github").unwrap_err().to_string();
-        assert!(err.contains("not available yet"), "{err}");
+        assert!(err.contains("HANGAR_SERVER_URL"), "{err}");
         let err = parse_mcp_spec(r#"{"a": {"command": "x", "url": "y"}}"#)
             .unwrap_err()
             .to_string();

@@ -15,6 +15,7 @@ mod suite {
     mod mcp;
     mod runtime;
     mod session;
+    mod session_stream;
     mod skills_repo;
     mod tools;
 }

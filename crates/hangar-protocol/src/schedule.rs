@@ -99,7 +99,8 @@ pub struct CreateScheduledAgentRequest {
     pub team: Option<bool>,
     /// **(extension)** IANA time zone for the cron expression (default UTC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timezone: Option<String>,    /// Metadata every run it creates carries (same rules as a run's).
+    pub timezone: Option<String>,
+    /// Metadata every run it creates carries (same rules as a run's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Metadata>,
     /// Query mode of the runs it creates (`normal` when absent).
@@ -129,7 +130,8 @@ pub struct UpdateScheduledAgentRequest {
     pub agent_config: Option<AgentConfig>,
     /// **(extension)** IANA time zone for the cron expression (absent = UTC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timezone: Option<String>,    /// Metadata every run it creates carries (absent = none).
+    pub timezone: Option<String>,
+    /// Metadata every run it creates carries (absent = none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Metadata>,
     /// Query mode of the runs it creates (absent = `normal`).

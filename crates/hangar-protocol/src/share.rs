@@ -14,11 +14,14 @@ use serde::{Deserialize, Serialize};
 pub const SHARE_TOKEN_PREFIX: &str = "hs_";
 
 /// What a grant allows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum ShareRole {
     /// Watch the session.
+    #[default]
     View,
     /// Watch, send follow-ups, cancel.
     Edit,
@@ -56,7 +59,8 @@ impl std::fmt::Display for ShareRole {
 pub struct CreateShareRequest {
     /// `team`, `user:<email>` or `public`.
     pub grantee: String,
-    /// `view` or `edit` (public links: `view` only).
+    /// `view` (the default) or `edit` (public links: `view` only).
+    #[serde(default)]
     pub role: ShareRole,
 }
 

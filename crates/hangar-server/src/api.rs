@@ -33,7 +33,19 @@ pub fn parse_json<T: DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
     let de = &mut serde_json::Deserializer::from_slice(body);
     let parsed: T = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let field = e.path().to_string();
-        json_error(&field, e.into_inner())
+        let inner = e.into_inner();
+        // serde_json reports an enum given a number or a bool as a syntax
+        // error; when the body is valid JSON it is the field's value that is wrong.
+        if inner.is_syntax()
+            && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
+            && !field.is_empty()
+            && field != "."
+        {
+            return ApiError::BadRequest(format!(
+                "body field \"{field}\": invalid type, expected a string naming one of the allowed values"
+            ));
+        }
+        json_error(&field, inner)
     })?;
     // Trailing data after the value is a syntax error too.
     de.end().map_err(|e| json_error("", e))?;

@@ -1,12 +1,12 @@
 //! The worker core: accepts or rejects assignments, owns every running task,
 //! and drains on shutdown.
 
+use crate::backends::Execution;
 use crate::backends::direct::{Direct, DirectConfig};
 use crate::backends::docker::{self, Docker, DockerConfig};
 use crate::backends::{Backend, BackendError, TaskSpec};
 use crate::config::{BackendKind, ConfigError, WorkerConfig};
 use crate::connection::{self, Greeting, INBOX_CAPACITY, Outbox, Settings};
-use crate::backends::Execution;
 use crate::task::{self, Parked, StopCause, TaskControl, TaskRun};
 use hangar_protocol::worker::{
     RunningTask, ServerToWorker, TaskAssignment, TaskCancellation, TaskClaimed, TaskRejected,
@@ -435,12 +435,28 @@ impl Core<'_> {
                 }
             }
         }
-        // Sandboxes parked after the last check, and any still kept.
-        while let Ok(parked) = self.parked_rx.try_recv() {
-            self.keep(parked);
+        // Sandboxes parked after the last check, and any still kept: cleaned
+        // up here, each within the kill grace plus a margin.
+        let mut leftovers: Vec<(String, String, Box<dyn Execution>)> =
+            std::mem::take(&mut self.idle)
+                .into_iter()
+                .map(|(task_id, i)| (task_id, i.execution_id, i.execution))
+                .collect();
+        while let Ok(p) = self.parked_rx.try_recv() {
+            leftovers.push((p.task_id, p.execution_id, p.execution));
         }
-        self.clean_all_idle();
-        while self.tasks.join_next().await.is_some() {}
+        for (task_id, execution_id, mut execution) in leftovers {
+            let limit = self.worker.config.kill_grace + HARD_SHUTDOWN_MARGIN;
+            match tokio::time::timeout(limit, execution.cleanup()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(task_id = %task_id, execution_id = %execution_id, error = %e, "cleanup of an idle sandbox failed")
+                }
+                Err(_) => {
+                    tracing::warn!(task_id = %task_id, execution_id = %execution_id, "cleanup of an idle sandbox timed out")
+                }
+            }
+        }
         // Nothing reads the inbox any more: let the connection fail fast on it.
         self.inbox.close();
         // Aborts only tasks abandoned at the hard deadline.

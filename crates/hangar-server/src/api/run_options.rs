@@ -159,9 +159,8 @@ fn check_attachment(i: usize, a: &AttachmentInput) -> ApiResult<hangar_protocol:
             ATTACHMENT_TYPES.join(", ")
         )));
     }
-    let bytes = base64_len(&a.data).ok_or_else(|| {
-        ApiError::BadRequest(format!("`{field}.data` is not standard base64"))
-    })?;
+    let bytes = base64_len(&a.data)
+        .ok_or_else(|| ApiError::BadRequest(format!("`{field}.data` is not standard base64")))?;
     if bytes > MAX_ATTACHMENT_BYTES {
         return Err(ApiError::BadRequest(format!(
             "`{field}` is {bytes} bytes; the limit is {MAX_ATTACHMENT_BYTES}"
@@ -235,7 +234,11 @@ async fn linked_run(
 /// Checks that the parent run and conversation a request names are runs of
 /// the team, records the ancestry (for `ancestor_run_id`), and merges the
 /// parent's metadata under the request's.
-pub async fn resolve_links(app: &AppState, team_id: i64, config: &mut AgentConfig) -> ApiResult<()> {
+pub async fn resolve_links(
+    app: &AppState,
+    team_id: i64,
+    config: &mut AgentConfig,
+) -> ApiResult<()> {
     let Some(options) = config.hangar.as_mut() else {
         return Ok(());
     };
@@ -316,7 +319,12 @@ mod tests {
             hangar: Some(RunOptions::default()),
             ..AgentConfig::default()
         };
-        assert!(check_config("config", &mut c).unwrap_err().to_string().contains("_hangar"));
+        assert!(
+            check_config("config", &mut c)
+                .unwrap_err()
+                .to_string()
+                .contains("_hangar")
+        );
         let mut c = AgentConfig {
             skills: Some(vec!["a/b:s".into(), "a/b:t".into()]),
             ..AgentConfig::default()

@@ -356,7 +356,10 @@ fn parse_list_query(raw: Option<&str>) -> ApiResult<Option<RunQuery>> {
     let mut matches_nothing = false;
     let mut executor = None;
     for (k, v) in url::form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
-        if let Some(key) = k.strip_prefix("metadata[").and_then(|k| k.strip_suffix(']')) {
+        if let Some(key) = k
+            .strip_prefix("metadata[")
+            .and_then(|k| k.strip_suffix(']'))
+        {
             add_metadata_filter(&mut q, key, &v)?;
             continue;
         }
@@ -693,7 +696,11 @@ mod tests {
             ]
         );
         assert!(parse_list_query(Some("factory_uid=f")).unwrap().is_none());
-        assert!(parse_list_query(Some("creator=1&executor=2")).unwrap().is_none());
+        assert!(
+            parse_list_query(Some("creator=1&executor=2"))
+                .unwrap()
+                .is_none()
+        );
         let q = parse_list_query(Some("executor=2")).unwrap().unwrap();
         assert_eq!(q.creator_user_id, Some(2));
     }

@@ -2,8 +2,8 @@
 //! pause and resume scheduled agents, shaped after the Oz Agent API.
 
 use crate::AppState;
-use crate::api::{parse_json, run_options};
 use crate::api::runs::MAX_PROMPT_BYTES;
+use crate::api::{parse_json, run_options};
 use crate::auth::authenticate;
 use crate::error::{ApiError, ApiResult};
 use crate::schedule::{CronSchedule, resolve_model};

@@ -225,6 +225,18 @@ pub async fn update(
             .await
             .map_err(not_found(&user_id))?;
     }
+    if req.disabled == Some(true) {
+        // A disabled account keeps no way in: its personal API keys die with
+        // its web sessions (the store ends those).
+        let now = Timestamp::now().unix_millis();
+        for key in app.store.list_api_keys(admin.team_id).await? {
+            if key.user_id == Some(user.id) && key.is_active(now) {
+                app.store
+                    .revoke_api_key(admin.team_id, &key.id, now)
+                    .await?;
+            }
+        }
+    }
     tracing::info!(user = %user.uid, by = %admin.uid, password_changed = req.password.is_some(), "user updated");
     Ok(Json(user_item(&user)))
 }

@@ -431,3 +431,49 @@ async fn dashboard_pages_only_show_the_viewers_team() {
         assert!(!body.contains("alpha-only"), "{path}: {body}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disabling_a_user_also_revokes_their_api_keys() {
+    let t = TwoTeams::start().await;
+    let member = create_member(&t, "kim@example.com").await;
+    let mid = member["id"].as_str().unwrap();
+    let login = sign_in(&t, "kim@example.com", PW).await;
+    assert_eq!(login.status(), StatusCode::SEE_OTHER);
+    let cookie = session_cookie(&login);
+    let token = csrf(&t, &cookie).await;
+    let (status, key) = with_cookie(
+        &t,
+        "POST",
+        "/api-keys",
+        &cookie,
+        Some(&token),
+        Some(json!({"name": "kim-laptop"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{key}");
+    let secret = key["key"].as_str().unwrap().to_owned();
+    assert_eq!(
+        t.call("GET", "/whoami", Some(&secret), None).await.status,
+        200
+    );
+
+    let r = t
+        .call(
+            "PATCH",
+            &format!("/users/{mid}"),
+            Some(&t.key_a),
+            Some(r#"{"disabled":true}"#),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let after = t.call("GET", "/whoami", Some(&secret), None).await;
+    assert_eq!(after.status, 401, "{}", after.text);
+    assert!(after.text.contains("revoked"), "{}", after.text);
+    let (status, _) = with_cookie(&t, "GET", "/whoami", &cookie, None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // The admin's own key is untouched.
+    assert_eq!(
+        t.call("GET", "/whoami", Some(&t.key_a), None).await.status,
+        200
+    );
+}

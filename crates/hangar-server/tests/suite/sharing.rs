@@ -552,3 +552,77 @@ async fn revoking_closes_open_streams() {
         assert!(body.contains("event: revoked"), "{what}: {body}");
     }
 }
+
+/// The dashboard's cookie sessions follow the same rules as personal keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_sessions_follow_the_same_rules() {
+    use hangar_server::web_auth;
+    let t = TwoTeams::start().await;
+    let m = members(&t).await;
+    let (run, _) = local_run(&t, &m.alice, "alice's task").await;
+    let store = t.server().state().store.clone();
+    let carol = store
+        .create_user(NewUser {
+            uid: hangar_protocol::RunId::generate().0,
+            team_id: 1,
+            email: Some("carol@a.test".into()),
+            display_name: "carol".into(),
+            role: "member".into(),
+        })
+        .await
+        .unwrap();
+    let session = web_auth::open_session(store.as_ref(), &carol)
+        .await
+        .unwrap();
+    let cookie = format!("{}={session}", web_auth::SESSION_COOKIE);
+    let csrf = web_auth::csrf_token(&session);
+    let get = |path: String| t.http.get(t.api(&path)).header("cookie", &cookie).send();
+    let post = |path: String, body: serde_json::Value| {
+        t.http
+            .post(t.api(&path))
+            .header("cookie", &cookie)
+            .header(web_auth::CSRF_HEADER, &csrf)
+            .json(&body)
+            .send()
+    };
+
+    let r = get(format!("/agent/runs/{run}/transcript")).await.unwrap();
+    assert_eq!(r.status(), 403, "carol reads an unshared session");
+    share(&t, &m.alice, &run, "user:carol@a.test", "view").await;
+    let r = get(format!("/agent/runs/{run}/transcript")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = post(
+        format!("/agent/runs/{run}/followups"),
+        serde_json::json!({"message": "steer"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 403, "a viewer steers from the dashboard");
+    let r = post(
+        format!("/agent/runs/{run}/shares"),
+        serde_json::json!({"grantee": "public"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 403, "a viewer shares from the dashboard");
+
+    share(&t, &m.alice, &run, "user:carol@a.test", "edit").await;
+    let r = post(
+        format!("/agent/runs/{run}/shares"),
+        serde_json::json!({"grantee": "public"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201, "an editor shares from the dashboard");
+    let r = post(
+        format!("/agent/runs/{run}/followups"),
+        serde_json::json!({"message": "steer"}),
+    )
+    .await
+    .unwrap();
+    assert!(
+        ![401, 403, 404].contains(&r.status().as_u16()),
+        "an editor steers from the dashboard: {}",
+        r.status()
+    );
+}

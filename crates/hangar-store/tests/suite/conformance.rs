@@ -75,6 +75,7 @@ pub async fn run_all(store: &dyn Store) {
     runs_are_team_scoped_and_paged(store).await;
     api_keys(store).await;
     run_filters(store).await;
+    metadata_and_ancestry_filters(store).await;
     super::accounts::run_all(store).await;
     super::shares::run_all(store).await;
 }
@@ -617,4 +618,78 @@ async fn followups_reopen_only_ended_runs(store: &dyn Store) {
         store.run(t.id, &run.id).await.unwrap().state,
         RunState::Succeeded
     );
+}
+
+/// `metadata[k]=v` and `ancestor_run_id` read the run-level fields kept in
+/// the configuration (`_hangar`), in both SQL dialects.
+async fn metadata_and_ancestry_filters(store: &dyn Store) {
+    let t = team(store, "metadata").await;
+    let mk = |metadata: &[(&str, &str)], ancestors: &[&RunId]| NewRun {
+        id: RunId::generate(),
+        team_id: t.id,
+        creator_user_id: None,
+        title: "t".into(),
+        prompt: "p".into(),
+        source: RunSourceType::Api,
+        execution_location: RunExecutionLocation::Remote,
+        config: AgentConfig {
+            hangar: Some(hangar_protocol::RunOptions {
+                metadata: Some(
+                    metadata
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
+                ancestors: Some(ancestors.iter().map(|a| a.0.clone()).collect()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        created_at: 1_000,
+    };
+    let root = store
+        .create_run(mk(&[("team", "core"), ("ticket.id", "T-1")], &[]))
+        .await
+        .unwrap();
+    let child = store
+        .create_run(mk(&[("team", "core"), ("ticket.id", "T-2")], &[&root.id]))
+        .await
+        .unwrap();
+    let other = store.create_run(mk(&[], &[])).await.unwrap();
+    let ids = |q: RunQuery| async move {
+        let mut q = q;
+        q.limit = 50;
+        let mut ids: Vec<RunId> = store
+            .list_runs(t.id, &q)
+            .await
+            .unwrap()
+            .runs
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        ids.sort_by(|a, b| a.0.cmp(&b.0));
+        ids
+    };
+    let meta = |pairs: &[(&str, &str)]| RunQuery {
+        metadata: pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..Default::default()
+    };
+    let mut both = vec![root.id.clone(), child.id.clone()];
+    both.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(ids(meta(&[("team", "core")])).await, both);
+    assert_eq!(
+        ids(meta(&[("team", "core"), ("ticket.id", "T-2")])).await,
+        vec![child.id.clone()]
+    );
+    assert!(ids(meta(&[("team", "CORE")])).await.is_empty());
+    assert!(ids(meta(&[("nope", "core")])).await.is_empty());
+    let descendants = |id: &RunId| RunQuery {
+        ancestor_run_id: Some(id.0.clone()),
+        ..Default::default()
+    };
+    assert_eq!(ids(descendants(&root.id)).await, vec![child.id.clone()]);
+    assert!(ids(descendants(&other.id)).await.is_empty());
 }

@@ -903,6 +903,10 @@ async fn docker_idle_on_complete_reuses_the_container_for_a_follow_up() {
     assert_eq!(containers_of(worker).len(), 1);
 
     // No further follow-up: container and workspace go after 3 s idle.
-    wait_until(|| containers_of(worker).is_empty(), "idle container removal").await;
+    wait_until(
+        || containers_of(worker).is_empty(),
+        "idle container removal",
+    )
+    .await;
     wait_for_removal(&kept).await;
 }

@@ -35,7 +35,10 @@ async fn a_follow_up_reuses_the_idle_workspace_which_expires_afterwards() {
 
     run_to_end(&mut conn, &w, "run-idle", "exec-1").await;
     let kept = w.workspace_root.join("exec-1");
-    assert!(kept.join("setup-count").exists(), "workspace kept while idle");
+    assert!(
+        kept.join("setup-count").exists(),
+        "workspace kept while idle"
+    );
 
     // A follow-up of the same run: same workspace, no setup again, its own identity.
     run_to_end(&mut conn, &w, "run-idle", "exec-2").await;

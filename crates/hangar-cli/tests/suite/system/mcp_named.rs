@@ -49,16 +49,16 @@ async fn agent_run(
     };
     let mut cmd = tokio::process::Command::new(hangar_bin());
     cmd.args(["agent", "run", "--model", model, "--output-format", "json"])
-    .args(args)
-    .current_dir(dir)
-    .env_remove("HANGAR_SERVER_URL")
-    .env_remove("HANGAR_API_KEY")
-    .env_remove("ANTHROPIC_API_KEY")
-    .env("OPENAI_API_KEY", "sk-fake")
-    .env("OPENAI_BASE_URL", llm.base_url())
-    .env("HOME", dir)
-    // What a run's secret would be: only the agent's environment has it.
-    .env("TOOLS_SECRET", "value-from-the-agent-env");
+        .args(args)
+        .current_dir(dir)
+        .env_remove("HANGAR_SERVER_URL")
+        .env_remove("HANGAR_API_KEY")
+        .env_remove("ANTHROPIC_API_KEY")
+        .env("OPENAI_API_KEY", "sk-fake")
+        .env("OPENAI_BASE_URL", llm.base_url())
+        .env("HOME", dir)
+        // What a run's secret would be: only the agent's environment has it.
+        .env("TOOLS_SECRET", "value-from-the-agent-env");
     if let Some(c) = server {
         cmd.env("HANGAR_SERVER_URL", &c.url)
             .env("HANGAR_API_KEY", &c.api_key);

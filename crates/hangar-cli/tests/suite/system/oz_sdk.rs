@@ -128,7 +128,7 @@ child = c.agent.run(
         "harness": {"type": "oz", "model_id": "m", "reasoning_level": "low"},
         "harness_auth_secrets": {"claude_auth_secret_name": "CLAUDE", "codex_auth_secret_name": "CODEX"},
     })
-grandchild = c.agent.run(prompt="grandchild task", config={"worker_host": "nobody"},
+grandchild = c.agent.run(prompt="third task", config={"worker_host": "nobody"},
                          parent_run_id=child.run_id, metadata={"ticket_id": "T-3"})
 out["ids"] = {"parent": parent.run_id, "child": child.run_id, "grandchild": grandchild.run_id, "env": env["id"]}
 got = c.agent.runs.retrieve(child.run_id)
@@ -256,15 +256,24 @@ async fn the_python_sdk_sends_every_optional_field_filter_and_schedule_call() {
     assert_eq!(cfg["idle_timeout_minutes"], 5);
     assert_eq!(cfg["environment_id"], id("env").as_str());
     assert_eq!(cfg["computer_use_enabled"], false);
-    assert_eq!(cfg["skills"], serde_json::json!(["acme/tools:skills/lint/SKILL.md"]));
+    assert_eq!(
+        cfg["skills"],
+        serde_json::json!(["acme/tools:skills/lint/SKILL.md"])
+    );
     assert_eq!(cfg["skill_spec"], "acme/tools:skills/lint/SKILL.md");
     assert_eq!(cfg["runner_id"], "runner-1");
     assert_eq!(cfg["credential_strategy"], "CREATOR");
     assert_eq!(cfg["session_sharing"]["public_access"], "VIEWER");
     assert_eq!(cfg["inference_providers"]["aws"]["region"], "eu-west-1");
     assert_eq!(cfg["harness"]["reasoning_level"], "low");
-    assert_eq!(cfg["harness_auth_secrets"]["codex_auth_secret_name"], "CODEX");
-    assert!(cfg.get("_hangar").is_none(), "internal fields stay internal: {cfg}");
+    assert_eq!(
+        cfg["harness_auth_secrets"]["codex_auth_secret_name"],
+        "CODEX"
+    );
+    assert!(
+        cfg.get("_hangar").is_none(),
+        "internal fields stay internal: {cfg}"
+    );
     assert_eq!(
         r["grandchild_metadata"],
         serde_json::json!({"team": "core", "ticket_id": "T-3", "automation_id": "auto-1"})
@@ -317,7 +326,11 @@ async fn the_python_sdk_sends_every_optional_field_filter_and_schedule_call() {
     refused("on_behalf_of", 403, "on_behalf_of");
     refused("unknown_field", 400, "bogus_field");
     refused("unknown_config_field", 400, "bogus_knob");
-    refused("wrong_type", 400, "body field \"config.idle_timeout_minutes\"");
+    refused(
+        "wrong_type",
+        400,
+        "body field \"config.idle_timeout_minutes\"",
+    );
     refused("memory_stores", 400, "memory_stores");
     refused("foreign_parent", 400, "parent_run_id");
     refused("ancestor_missing", 400, "ancestor_run_id");
@@ -331,7 +344,10 @@ async fn the_python_sdk_sends_every_optional_field_filter_and_schedule_call() {
     let sid = s["id"].as_str().unwrap();
     assert_eq!(s["name"], "nightly");
     assert_eq!(s["enabled"], true);
-    assert_eq!(s["metadata"], serde_json::json!({"automation_id": "auto-9"}));
+    assert_eq!(
+        s["metadata"],
+        serde_json::json!({"automation_id": "auto-9"})
+    );
     assert_eq!(s["mode"], "normal");
     assert_eq!(s["agent_config"]["runner_id"], "runner-2");
     assert!(s["agent_config"].get("_hangar").is_none());
@@ -344,7 +360,10 @@ async fn the_python_sdk_sends_every_optional_field_filter_and_schedule_call() {
     assert_eq!(u["prompt"], "weekly task");
     assert_eq!(u["enabled"], false);
     for cleared in ["metadata", "mode", "agent_config"] {
-        assert!(u.get(cleared).is_none(), "PUT replaces: {cleared} is gone: {u}");
+        assert!(
+            u.get(cleared).is_none(),
+            "PUT replaces: {cleared} is gone: {u}"
+        );
     }
     assert!(u["history"]["next_run"].is_null());
     assert_eq!(r["sched_resumed"]["enabled"], true);
@@ -352,7 +371,12 @@ async fn the_python_sdk_sends_every_optional_field_filter_and_schedule_call() {
     assert_eq!(r["sched_paused"]["enabled"], false);
     let se = &r["sched_errors"];
     assert_eq!(se["agent_uid"]["status"], 400);
-    assert!(se["agent_uid"]["detail"].as_str().unwrap().contains("agent_uid"));
+    assert!(
+        se["agent_uid"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("agent_uid")
+    );
     assert_eq!(se["plan_mode"]["status"], 400);
     assert_eq!(se["bad_cron"]["status"], 400);
     assert_eq!(r["sched_deleted"], true);

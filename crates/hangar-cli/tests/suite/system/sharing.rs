@@ -368,6 +368,20 @@ async fn run_cloud_share_flag_creates_grants_and_public_links() {
     viewer.wait_for("tool_call").await;
     let listed = hangar_json(&cluster, &["run", "shares", &run]).await;
     assert!(!listed.to_string().contains(&token), "{listed}");
+    // `run share` refuses what it cannot grant, naming the value.
+    for (with, says) in [
+        ("public:edit", "view-only"),
+        ("bob", "neither"),
+        (
+            "nobody@example.com",
+            "no user with email `nobody@example.com`",
+        ),
+    ] {
+        let out = hangar(&cluster, &["run", "share", &run, "--with", with]).await;
+        assert!(!out.status.success(), "--with {with} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "--with {with}: {err}");
+    }
     let link_id = listed["shares"][1]["id"].as_str().unwrap().to_owned();
 
     let revoked_at = Instant::now();
