@@ -102,6 +102,7 @@ impl FakeHangar {
         let app = Router::new()
             .route("/api/v1/agent/runs/local", post(register_local))
             .route("/api/v1/agent/runs/{id}", get(get_run))
+            .route("/api/v1/agent/runs/{id}/transcript", get(transcript))
             .route("/api/v1/agent/runs/{id}/session", get(session))
             .route("/api/v1/llm/chat/completions", post(chat))
             .with_state(shared.clone());
@@ -272,6 +273,18 @@ async fn get_run(
         "agent_config": {"model_id": MODEL, "base_prompt": "Answer in English."}
     }))
     .into_response()
+}
+
+/// `GET /api/v1/agent/runs/{id}/transcript`: a first execution, so nothing
+/// earlier to continue.
+async fn transcript(Path(id): Path<String>, headers: HeaderMap) -> Response {
+    if !authorized(&headers) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    if id != RUN_ID {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    Json(json!({"run_id": RUN_ID, "events": []})).into_response()
 }
 
 async fn session(

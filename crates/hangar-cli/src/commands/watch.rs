@@ -114,11 +114,9 @@ async fn read(
                     show(&e.event.body, printer, format, seen);
                 }
             }
-            "run_state" => {
-                if format == OutputFormat::Pretty && data["state"] == "QUEUED" {
-                    printer.clear_spinner();
-                    println!("· waiting for a worker…");
-                }
+            "run_state" if format == OutputFormat::Pretty && data["state"] == "QUEUED" => {
+                printer.clear_spinner();
+                println!("· waiting for a worker…");
             }
             "end" => {
                 let state = data["state"]

@@ -40,7 +40,7 @@
 
 use crate::AppState;
 use crate::api::runs::{self, load_visible};
-use crate::auth::{Principal, authenticate};
+use crate::auth::authenticate;
 use crate::error::{ApiError, ApiResult};
 use crate::sessions::LiveEvent;
 use crate::sharing::{self, Access};
@@ -104,21 +104,50 @@ impl EventCursor {
     }
 }
 
-/// How an open stream re-checks that its viewer may still watch when the
-/// run's grants change.
+/// How an open stream re-checks that its viewer may still watch: when the
+/// run's grants change, and every [`CREDENTIAL_RECHECK`] (a revoked key, a
+/// logged-out or disabled account, a demoted user).
 #[derive(Debug, Clone)]
 pub enum AccessCheck {
-    /// A caller with credentials: needs `View` ([`sharing::require_access`]).
-    Principal(Principal),
+    /// A caller with credentials: they are authenticated again from the
+    /// request's credential headers, then need `View`
+    /// ([`sharing::require_access`]).
+    Caller(CallerCredentials),
     /// A public link: its token must still resolve to the run ([`sharing::public_link`]).
     PublicLink(String),
 }
 
+/// The credential headers of the request that opened a stream (the bearer
+/// key or the dashboard cookie), kept to authenticate the viewer again.
+#[derive(Debug, Clone)]
+pub struct CallerCredentials(HeaderMap);
+
+impl CallerCredentials {
+    /// Keeps only `Authorization` and `Cookie` of `headers`.
+    pub fn from_headers(headers: &HeaderMap) -> Self {
+        let mut kept = HeaderMap::new();
+        for name in [
+            axum::http::header::AUTHORIZATION,
+            axum::http::header::COOKIE,
+        ] {
+            for value in headers.get_all(&name) {
+                kept.append(name.clone(), value.clone());
+            }
+        }
+        CallerCredentials(kept)
+    }
+}
+
+/// How often an open stream re-validates its viewer's credential even when
+/// no grant changed.
+pub const CREDENTIAL_RECHECK: Duration = Duration::from_secs(2);
+
 impl AccessCheck {
     async fn still_allowed(&self, state: &AppState, run: &RunRecord) -> ApiResult<()> {
         match self {
-            AccessCheck::Principal(p) => {
-                sharing::require_access(state, p, run, Access::View).await?;
+            AccessCheck::Caller(credentials) => {
+                let principal = authenticate(state.store.as_ref(), &credentials.0).await?;
+                sharing::require_access(state, &principal, run, Access::View).await?;
             }
             AccessCheck::PublicLink(token) => {
                 let (_, linked) = sharing::public_link(state, token).await?;
@@ -260,7 +289,7 @@ pub async fn sse(
     Ok(event_stream(
         app,
         run,
-        AccessCheck::Principal(principal),
+        AccessCheck::Caller(CallerCredentials::from_headers(&headers)),
         query.after,
         query.follow,
     ))
@@ -360,6 +389,9 @@ impl Pump {
         }
         let mut poll = tokio::time::interval(POLL_INTERVAL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut recheck = tokio::time::interval(CREDENTIAL_RECHECK);
+        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        recheck.reset();
         let shutdown = self.state.shutdown.clone();
         loop {
             let step = tokio::select! {
@@ -382,6 +414,7 @@ impl Pump {
                     }
                 },
                 _ = poll.tick() => self.poll().await,
+                _ = recheck.tick() => self.recheck_access().await,
             };
             match step {
                 Ok(false) => {}
@@ -571,9 +604,15 @@ pub async fn websocket(
             "this endpoint speaks WebSocket; for Server-Sent Events use /events".into(),
         )
     })?;
-    Ok(ws
-        .max_message_size(MAX_WS_INPUT)
-        .on_upgrade(move |socket| viewer_socket(app, run, principal, query, socket)))
+    Ok(ws.max_message_size(MAX_WS_INPUT).on_upgrade(move |socket| {
+        viewer_socket(
+            app,
+            run,
+            CallerCredentials::from_headers(&headers),
+            query,
+            socket,
+        )
+    }))
 }
 
 /// What a WebSocket viewer may send.
@@ -587,12 +626,12 @@ enum ViewerInput {
 async fn viewer_socket(
     app: AppState,
     run: RunRecord,
-    principal: Principal,
+    credentials: CallerCredentials,
     query: StreamQuery,
     socket: WebSocket,
 ) {
     let (mut sink, mut stream) = socket.split();
-    let who = AccessCheck::Principal(principal.clone());
+    let who = AccessCheck::Caller(credentials.clone());
     let mut last = query.after;
     let mut frames = Some(spawn_pump(
         app.clone(),
@@ -630,7 +669,7 @@ async fn viewer_socket(
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                     Some(Ok(_)) => continue,
                 };
-                let reply = match handle_input(&app, &principal, &run, &text).await {
+                let reply = match handle_input(&app, &credentials, &run, &text).await {
                     Ok(data) => {
                         if data["reopened"] == true {
                             // A new execution: stream it from where this socket is.
@@ -654,10 +693,13 @@ async fn viewer_socket(
 
 async fn handle_input(
     app: &AppState,
-    principal: &Principal,
+    credentials: &CallerCredentials,
     run: &RunRecord,
     text: &str,
 ) -> ApiResult<serde_json::Value> {
+    // Authenticated again: the key or account may have been revoked since the
+    // socket opened.
+    let principal = &authenticate(app.store.as_ref(), &credentials.0).await?;
     let input: ViewerInput = serde_json::from_str(text).map_err(|e| {
         ApiError::BadRequest(format!(
             "send {{\"type\":\"followup\",\"message\":\"…\"}} or {{\"type\":\"cancel\"}}: {e}"

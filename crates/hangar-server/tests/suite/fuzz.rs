@@ -514,12 +514,11 @@ fn field_path(pointer: &str) -> String {
     path
 }
 
-/// Typed fields of the body routes: `(method, path, seed, [(pointer, kind)])`.
-fn typed_fields(
-    run: &str,
-    schedule: &str,
-    env: &str,
-) -> Vec<(&'static str, String, Value, Vec<(&'static str, Kind)>)> {
+/// A body route with the JSON type of its fields: `(method, path, seed, [(pointer, kind)])`.
+type TypedRoute = (&'static str, String, Value, Vec<(&'static str, Kind)>);
+
+/// Typed fields of the body routes.
+fn typed_fields(run: &str, schedule: &str, env: &str) -> Vec<TypedRoute> {
     use Kind::*;
     let run_seed = json!({"prompt": "fuzz", "config": {"model_id": "fake/test-model",
         "mcp_servers": {"m": {"command": "x"}}, "harness": {"type": "oz"},

@@ -553,6 +553,59 @@ async fn revoking_closes_open_streams() {
     }
 }
 
+/// A viewer whose own API key is revoked loses the open stream too (the
+/// stream authenticates its viewer again every couple of seconds), and so
+/// does one whose account is disabled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_the_viewers_key_closes_the_stream() {
+    let t = TwoTeams::start().await;
+    let m = members(&t).await;
+    let (run, _) = local_run(&t, &m.alice, "long task").await;
+    share(&t, &m.alice, &run, "team", "view").await;
+    let open = || {
+        t.http
+            .get(t.api(&format!("/agent/runs/{run}/events")))
+            .bearer_auth(&m.bob)
+            .send()
+    };
+    let stream = open().await.unwrap();
+    assert_eq!(stream.status(), 200);
+    let task = tokio::spawn(read_until_closed(stream));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!task.is_finished());
+
+    let keys = t.ok("GET", "/api-keys", &t.key_a, None).await;
+    let bob_key = keys["api_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "bob")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = t
+        .call(
+            "POST",
+            &format!("/api-keys/{bob_key}/expire"),
+            Some(&t.key_a),
+            None,
+        )
+        .await;
+    assert!(r.status < 300, "{}", r.text);
+    let revoked_at = Instant::now();
+    let body = tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("the stream stayed open after its key was revoked")
+        .unwrap();
+    println!(
+        "stream closed {} ms after its key was revoked",
+        revoked_at.elapsed().as_millis()
+    );
+    assert!(body.contains("event: revoked"), "{body}");
+    assert_eq!(open().await.unwrap().status(), 401);
+}
+
 /// The dashboard's cookie sessions follow the same rules as personal keys.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_sessions_follow_the_same_rules() {

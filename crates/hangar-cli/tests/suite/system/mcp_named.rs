@@ -149,4 +149,62 @@ async fn mcp_by_name_resolves_on_the_server_and_expands_in_the_agent() {
         "{err}"
     );
     assert_eq!(llm.remaining(), 0);
+
+    // Cloud runs and schedules store the resolved spec, templates unexpanded
+    // (the agent in the sandbox expands them from the run's secrets).
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(hangar_bin())
+            .args(args)
+            .args(["--output-format", "json"])
+            .env("HOME", dir.path())
+            .env("XDG_CONFIG_HOME", dir.path().join("config"))
+            .env("HANGAR_SERVER_URL", &cluster.url)
+            .env("HANGAR_API_KEY", &cluster.api_key)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "hangar {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let run = cli(&[
+        "agent",
+        "run-cloud",
+        "-p",
+        "later",
+        "--host",
+        "nobody",
+        "--mcp",
+        "tools",
+    ]);
+    let got = client
+        .get_run(run["run_id"].as_str().unwrap())
+        .await
+        .unwrap();
+    let servers = got
+        .agent_config
+        .and_then(|c| c.mcp_servers)
+        .expect("run config has mcp_servers");
+    assert_eq!(
+        servers["tools"].env.as_ref().unwrap()["ECHO_PREFIX"],
+        "${TOOLS_SECRET}:"
+    );
+    let sched = cli(&[
+        "schedule",
+        "create",
+        "--name",
+        "nightly",
+        "--cron",
+        "0 3 * * *",
+        "-p",
+        "x",
+        "--mcp",
+        "web",
+    ]);
+    assert_eq!(
+        sched["agent_config"]["mcp_servers"]["web"]["url"], "http://127.0.0.1:9/mcp",
+        "{sched}"
+    );
 }
