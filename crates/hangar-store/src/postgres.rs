@@ -878,10 +878,14 @@ impl RunStore for PostgresStore {
         .await
         .map_err(pg_error)?;
         let Some(row) = row else {
+            tx.rollback().await.map_err(pg_error)?;
             return Err(StoreError::NotFound);
         };
         let before = run_from_row(&row)?;
         if before.state.is_terminal() {
+            // Release the row lock now rather than when the pool next uses
+            // this connection.
+            tx.rollback().await.map_err(pg_error)?;
             return Err(StoreError::Conflict(format!(
                 "run {} already ended in state {}",
                 id, before.state

@@ -241,7 +241,9 @@ async fn run_cloud(args: RunCloudArgs, global: &Global) -> Result<ExitCode> {
                     .iter()
                     .for_each(|i| println!("{}", crate::commands::share::describe(i)));
             }
-            println!("Follow it with: hangar run get {}", resp.run_id);
+            if !args.follow {
+                println!("Watch it with: hangar run watch {}", resp.run_id);
+            }
         }
         OutputFormat::Text => {
             println!("{}", resp.run_id);

@@ -98,6 +98,11 @@ pub async fn run(args: UpArgs) -> Result<ExitCode> {
     println!(
         "Try:  hangar agent run-cloud -p \"List the files in the workspace and summarise them\""
     );
+    if server.bootstrap().is_some() {
+        println!(
+            "Sign in to the dashboard: hangar user create --email you@example.com --role admin --password-stdin"
+        );
+    }
     println!("Stop: Ctrl-C (twice to cancel running tasks)");
 
     let (graceful, forced) = crate::commands::signal_tokens();
