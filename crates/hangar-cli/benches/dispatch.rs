@@ -73,6 +73,14 @@ async fn start_server(dir: &std::path::Path, llm: &FakeLlm) -> Server {
         cli_config_path: Some(std::path::PathBuf::new()),
         providers_from_env: false,
         providers,
+        // Measures dispatch, not the flood guard: one key creates runs as
+        // fast as the server takes them.
+        rate_limit: hangar_server::rate_limit::RateLimitConfig {
+            requests_per_second: 0,
+            burst: 0,
+            team_requests_per_second: 0,
+            team_burst: 0,
+        },
         ..ServerConfig::default()
     };
     Server::start(config).await.expect("server")

@@ -43,9 +43,9 @@ pub struct RateLimitConfig {
 impl Default for RateLimitConfig {
     fn default() -> Self {
         RateLimitConfig {
-            requests_per_second: 200,
+            requests_per_second: 1000,
             burst: 2000,
-            team_requests_per_second: 500,
+            team_requests_per_second: 2000,
             team_burst: 5000,
         }
     }
