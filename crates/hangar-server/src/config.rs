@@ -239,6 +239,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn mcp_servers_need_one_transport_and_a_usable_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.yaml");
+        let load = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            ServerConfig::from_file(&path).and_then(|c| c.validate().map(|()| c))
+        };
+        let ok = load(
+            "mcp_servers:\n  gh: {command: gh-mcp, args: [stdio], env: {TOKEN: \"${GH_TOKEN}\"}}\n  docs: {url: https://d/mcp, headers: {A: \"${X}\"}}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            ok.mcp_servers["gh"].env.as_ref().unwrap()["TOKEN"],
+            "${GH_TOKEN}"
+        );
+        for (text, needle) in [
+            (
+                "mcp_servers:\n  both: {command: a, url: http://x}\n",
+                "not both",
+            ),
+            ("mcp_servers:\n  none: {}\n", "needs `command`"),
+            ("mcp_servers:\n  a__b: {command: a}\n", "mcp_servers.a__b"),
+            (
+                "mcp_servers:\n  h: {command: a, headers: {A: b}}\n",
+                "`headers`",
+            ),
+            ("mcp_servers:\n  t: {command: a, typo: 1}\n", "typo"),
+        ] {
+            let err = load(text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+    }
+
+    #[test]
     fn unknown_keys_are_rejected_with_their_name() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("server.yaml");

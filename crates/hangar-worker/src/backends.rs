@@ -8,6 +8,10 @@
 //!                        └─► cancel(grace) ─┘         (user cancel or shutdown)
 //! ```
 //!
+//! With `--idle-on-complete`, an execution whose agent ended by itself may be
+//! parked instead of cleaned up; a follow-up of the same run adopts it and
+//! goes through prepare (a light one) ─► launch ─► wait again.
+//!
 //! Describing a task ([`TaskSpec`]) is separate from running it ([`Execution`]).
 //! `direct` and `docker` are in this build; `kubernetes` and `command` plug in
 //! here with the same shape (`XConfig` + `X`). [`Backend::start`] checks the

@@ -169,7 +169,7 @@ pub struct WorkerArgs {
     #[arg(long, value_name = "N")]
     pub max_concurrent_tasks: Option<u32>,
 
-    /// How long the agent stays up after finishing, e.g. `10m` (passed to the agent).
+    /// Keep a finished run's sandbox this long, e.g. `10m`, for a follow-up of that run.
     #[arg(long, value_name = "DURATION")]
     pub idle_on_complete: Option<String>,
 
@@ -305,7 +305,8 @@ pub struct WorkerConfig {
     pub env: Vec<(String, String)>,
     /// Tasks run at once; 0 = unlimited.
     pub max_concurrent_tasks: u32,
-    /// Passed to the agent as `--idle-on-complete`.
+    /// How long a finished run's sandbox is kept for a follow-up (also passed
+    /// to the agent as `--idle-on-complete`).
     pub idle_on_complete: Option<String>,
     /// Free-form labels announced in `worker_hello`.
     pub labels: BTreeMap<String, String>,

@@ -117,7 +117,7 @@ async fn output_formats_and_failure_exit_status() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("model call failed"));
 
-    // A bare --mcp name is explained, not silently ignored.
+    // A bare --mcp name needs a server to look it up on; without one that is explained.
     let out = hangar_agent(
         dir.path(),
         &llm,
@@ -125,5 +125,9 @@ async fn output_formats_and_failure_exit_status() {
     )
     .await;
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not available yet"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("`github`") && err.contains("HANGAR_SERVER_URL"),
+        "{err}"
+    );
 }

@@ -8,7 +8,10 @@
 //! - every process of an execution is in one process group that is signalled
 //!   as a whole (SIGTERM, then SIGKILL after the grace) and SIGKILLed once the
 //!   agent is gone, so nothing is left running;
-//! - only the execution's own workspace is ever removed.
+//! - only the execution's own workspace is ever removed;
+//! - with `--idle-on-complete` a finished run's workspace is kept (parked)
+//!   and a follow-up of the same run adopts it, skipping clone and setup;
+//!   the teardown command runs once, when the kept workspace is cleaned up.
 
 use super::{Backend, BackendError, Execution, ExitStatus, TaskSpec, is_safe_segment, repos};
 use async_trait::async_trait;

@@ -46,6 +46,12 @@
 //!   off. On start the worker lists its own containers by label and
 //!   [recovers](Backend::recover) them (D2): running ones are waited on again,
 //!   ended ones have their result reported and are removed.
+//! - **idle** (`--idle-on-complete`): after the agent ended by itself the
+//!   stopped container and its workspace are kept ([`Execution::park`]); a
+//!   follow-up of the same run rewrites the start files (new env, token,
+//!   execution id in `ctl/execution`, read by reconcile) and starts the same
+//!   container again without clone or setup ([`Execution::adopt`]).
+//!   Allowlist runs are not kept.
 
 mod client;
 mod execution;

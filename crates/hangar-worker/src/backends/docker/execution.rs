@@ -148,6 +148,15 @@ impl DockerExecution {
 
     /// Follows the container's output into the worker's log (debug: it may hold secrets).
     pub(super) fn pump_logs(&mut self, id: &str) {
+        // A reused container's earlier output was logged by its earlier execution.
+        let since = if self.reused {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| i32::try_from(d.as_secs()).unwrap_or(0))
+                .unwrap_or(0)
+        } else {
+            0
+        };
         let mut stream = self.client().logs(
             id,
             Some(LogsOptions {
@@ -155,6 +164,7 @@ impl DockerExecution {
                 stdout: true,
                 stderr: true,
                 tail: "all".to_owned(),
+                since,
                 ..Default::default()
             }),
         );
