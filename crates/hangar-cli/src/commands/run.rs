@@ -143,6 +143,12 @@ pub async fn run(cmd: RunCommand, global: &Global) -> Result<ExitCode> {
                 "api/v1/agent/runs/{}/followups",
                 hangar_client::encode(&run_id)
             );
+            // Watch only what the follow-up produces, not the earlier turns.
+            let seen = if follow {
+                crate::commands::watch::last_event_id(&client, &run_id).await?
+            } else {
+                None
+            };
             let reply: serde_json::Value = client
                 .post_json(&path, &serde_json::json!({ "message": message }))
                 .await?;
@@ -155,7 +161,8 @@ pub async fn run(cmd: RunCommand, global: &Global) -> Result<ExitCode> {
                 f => print_json(&reply, f),
             }
             if follow {
-                return crate::commands::watch::watch(&client, &run_id, global.output).await;
+                return crate::commands::watch::watch_after(&client, &run_id, seen, global.output)
+                    .await;
             }
         }
         RunSub::Transcript { run_id } => {

@@ -71,10 +71,13 @@ pub async fn share(
     let requests = parse_specs("--with", with)?;
     let items = apply(client, run_id, &requests).await?;
     print_applied(&items, global.output);
-    if global.output == OutputFormat::Pretty && items.iter().any(|i| i.url.is_some()) {
-        println!(
-            "The link is shown only now; revoke it with: hangar run unshare {run_id} SHARE_ID"
-        );
+    if global.output == OutputFormat::Pretty {
+        for item in items.iter().filter(|i| i.url.is_some()) {
+            println!(
+                "The link is shown only now; revoke it with: hangar run unshare {run_id} {}",
+                item.id
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -32,9 +32,32 @@ struct Seen {
 
 /// Watches `run_id` until its stream ends; the exit status follows the run.
 pub async fn watch(client: &Client, run_id: &str, format: OutputFormat) -> Result<ExitCode> {
+    watch_after(client, run_id, None, format).await
+}
+
+/// The id of the last event committed so far for a run (`None` when none),
+/// so a watcher can start after what the user has already seen.
+pub async fn last_event_id(client: &Client, run_id: &str) -> Result<Option<String>> {
+    let mut stream = client.run_events(run_id, None, false).await?;
+    let mut last = None;
+    while let Some(event) = stream.next().await? {
+        if event.event == "session" && event.id.is_some() {
+            last = event.id;
+        }
+    }
+    Ok(last)
+}
+
+/// Like [`watch`], starting after the event `after` (`None`: from the start).
+pub async fn watch_after(
+    client: &Client,
+    run_id: &str,
+    after: Option<String>,
+    format: OutputFormat,
+) -> Result<ExitCode> {
     let printer = Printer::new(format);
     let mut seen = Seen::default();
-    let mut last_id: Option<String> = None;
+    let mut last_id: Option<String> = after;
     let mut failures = 0u32;
     let end = loop {
         let mut stream = match client.run_events(run_id, last_id.as_deref(), true).await {

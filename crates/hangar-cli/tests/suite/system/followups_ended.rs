@@ -59,6 +59,8 @@ async fn followup_on_a_finished_run_continues_the_conversation() {
     );
     assert!(stdout.contains("new execution"), "{stdout}");
     assert!(stdout.contains("second answer"), "{stdout}");
+    // Only what the follow-up produced is shown, not the earlier execution.
+    assert!(!stdout.contains("find the bug"), "{stdout}");
     let done = cluster
         .wait_finished(&run.run_id, Duration::from_secs(60))
         .await

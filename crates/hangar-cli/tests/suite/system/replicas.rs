@@ -112,7 +112,33 @@ async fn two_replicas_on_postgres_dispatch_and_cancel_across_each_other() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // A viewer on B watches the run whose agent streams to A: it sees the
+    // events committed through A live, then the end.
+    let mut stream = client_b.run_events(&long.run_id, None, true).await.unwrap();
+    let viewer = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while let Some(event) = stream.next().await.unwrap() {
+            let done = event.event == "end";
+            seen.push((event.event, event.data));
+            if done {
+                break;
+            }
+        }
+        seen
+    });
     client_b.cancel_run(&long.run_id).await.unwrap();
+    let seen = tokio::time::timeout(Duration::from_secs(30), viewer)
+        .await
+        .expect("the viewer on B never got the end of a run executing through A")
+        .unwrap();
+    assert!(
+        seen.iter()
+            .any(|(e, d)| e == "session" && d.contains("\"kind\":\"tool_call\"")),
+        "{seen:?}"
+    );
+    let (last, data) = seen.last().unwrap();
+    assert_eq!(last, "end", "{seen:?}");
+    assert!(data.contains("CANCELLED"), "{data}");
     let ended = cluster
         .wait_finished(&long.run_id, Duration::from_secs(30))
         .await
