@@ -13,7 +13,7 @@
 //! `Conflict`), and disabling a user, changing their password or deleting them
 //! ends every web session they have.
 
-use crate::{StoreResult, UserRecord};
+use crate::{StoreError, StoreResult, UserRecord};
 use async_trait::async_trait;
 
 /// A change to a user; `None` fields stay as they are.
@@ -106,4 +106,45 @@ pub trait AccountStore: Send + Sync {
     async fn delete_user_web_sessions(&self, user_id: i64) -> StoreResult<u64>;
     /// Removes sessions that expired before `now`; returns how many.
     async fn purge_expired_web_sessions(&self, now: i64) -> StoreResult<u64>;
+}
+
+/// The `users` columns [`UserRecord`] is decoded from.
+pub(crate) const USER_COLUMNS: &str =
+    "id, uid, team_id, email, display_name, role, disabled, deleted_at";
+
+/// Why a change that would leave a team without an active admin is refused.
+pub(crate) const LAST_ADMIN: &str =
+    "this user is the team's last active admin; make another user an admin first";
+
+/// Maps an error writing a user: a unique violation is the email being
+/// taken; anything else goes through the store's own mapping (`other`).
+pub(crate) fn user_write_error(
+    e: sqlx::Error,
+    email: Option<&str>,
+    other: fn(sqlx::Error) -> StoreError,
+) -> StoreError {
+    if matches!(&e, sqlx::Error::Database(db) if db.is_unique_violation()) {
+        StoreError::Conflict(format!(
+            "the email `{}` is already used by another account",
+            email.unwrap_or_default()
+        ))
+    } else {
+        other(e)
+    }
+}
+
+/// Whether the user counts as an active admin (the kind a team must keep one of).
+pub(crate) fn is_active_admin(user: &UserRecord) -> bool {
+    user.role == "admin" && !user.disabled
+}
+
+/// `old` with `update` applied.
+pub(crate) fn apply_update(old: &UserRecord, update: UserUpdate) -> UserRecord {
+    UserRecord {
+        email: update.email.or(old.email.clone()),
+        display_name: update.display_name.unwrap_or(old.display_name.clone()),
+        role: update.role.unwrap_or(old.role.clone()),
+        disabled: update.disabled.unwrap_or(old.disabled),
+        ..old.clone()
+    }
 }

@@ -9,8 +9,10 @@
 //! whose `last_seen` is old belongs to a replica that died: readers show it as
 //! lost.
 
-use crate::StoreResult;
+use crate::{StoreError, StoreResult};
 use async_trait::async_trait;
+use sqlx::query::Query;
+use sqlx::{Database, Encode, Type};
 use std::collections::BTreeMap;
 
 /// A worker as last seen by the replica holding its connection.
@@ -109,4 +111,51 @@ pub trait ClusterStore: Send + Sync {
     async fn prune_workers(&self, before: i64) -> StoreResult<u64>;
     /// Waits until no other replica is bootstrapping, and holds that until released.
     async fn bootstrap_lock(&self) -> StoreResult<BootstrapLock>;
+}
+
+/// The `worker_presence` columns, in the order [`bind_worker`] binds them.
+pub(crate) const WORKER_COLUMNS: &str = "team_id, worker_id, replica_id, connection_id, backend, \
+    version, capacity, running_tasks, draining, labels, connected, connected_at, last_seen";
+
+/// Refreshes an existing row on `INSERT INTO worker_presence`.
+pub(crate) const WORKER_ON_CONFLICT: &str = "ON CONFLICT (team_id, worker_id) DO UPDATE SET \
+    replica_id = excluded.replica_id, connection_id = excluded.connection_id, \
+    backend = excluded.backend, version = excluded.version, capacity = excluded.capacity, \
+    running_tasks = excluded.running_tasks, draining = excluded.draining, \
+    labels = excluded.labels, connected = excluded.connected, \
+    connected_at = excluded.connected_at, last_seen = excluded.last_seen";
+
+/// Decodes a worker's stored labels (a JSON object).
+pub(crate) fn decode_labels(labels: &str) -> StoreResult<BTreeMap<String, String>> {
+    serde_json::from_str(labels).map_err(|e| StoreError::Corrupt(format!("worker labels: {e}")))
+}
+
+/// Binds every column of a worker, in [`WORKER_COLUMNS`] order.
+pub(crate) fn bind_worker<'q, DB>(
+    query: Query<'q, DB, DB::Arguments>,
+    w: &WorkerPresence,
+) -> StoreResult<Query<'q, DB, DB::Arguments>>
+where
+    DB: Database,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+    for<'t> bool: Encode<'t, DB> + Type<DB>,
+    for<'t> &'t str: Encode<'t, DB> + Type<DB>,
+    for<'t> String: Encode<'t, DB> + Type<DB>,
+{
+    let labels = serde_json::to_string(&w.labels)
+        .map_err(|e| StoreError::Corrupt(format!("worker labels: {e}")))?;
+    Ok(query
+        .bind(w.team_id)
+        .bind(w.worker_id.as_str())
+        .bind(w.replica_id.as_str())
+        .bind(w.connection_id.as_str())
+        .bind(w.backend.as_str())
+        .bind(w.version.as_str())
+        .bind(w.capacity)
+        .bind(w.running_tasks)
+        .bind(w.draining)
+        .bind(labels)
+        .bind(w.connected)
+        .bind(w.connected_at)
+        .bind(w.last_seen))
 }

@@ -11,6 +11,10 @@
 use crate::StoreResult;
 use async_trait::async_trait;
 
+/// The `lifecycle_events` columns every event query selects.
+pub(crate) const EVENT_COLUMNS: &str =
+    "team_id, sequence, run_id, event_type, execution_id, ref_id, occurred_at";
+
 /// One recorded lifecycle event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LifecycleEventRecord {

@@ -293,8 +293,8 @@ impl PostgresStore {
     }
 }
 
-crate::rows::row_decoders!(PgRow, |row: &PgRow| -> StoreResult<bool> {
-    Ok(row.try_get("sandbox_running")?)
+crate::rows::row_decoders!(PgRow, |row: &PgRow, column: &str| -> StoreResult<bool> {
+    Ok(row.try_get(column)?)
 });
 
 #[async_trait]

@@ -2,14 +2,20 @@
 //! have the same columns; only the row type and the storage of booleans
 //! differ, so each store instantiates the same decoders with [`row_decoders`].
 
-/// Defines `parse_state`, `run_from_row`, `execution_from_row`,
-/// `api_key_from_row`, `env_from_row` and `secret_from_row` for one row type.
-/// `$sandbox` decodes the `sandbox_running` flag (an INTEGER on SQLite, a
+/// Defines `flag`, `parse_state`, `run_from_row`, `execution_from_row`,
+/// `api_key_from_row`, `env_from_row`, `secret_from_row`, `user_from_row`,
+/// `session_from_row`, `event_from_row` and `worker_from_row` for one row
+/// type. `$flag` decodes a boolean column by name (an INTEGER on SQLite, a
 /// BOOLEAN on PostgreSQL). Paths resolve where the macro is invoked, which
 /// must have `crate::*`, `sqlx::Row`, the protocol enums and a `schedules`
 /// module in scope.
 macro_rules! row_decoders {
-    ($row:ty, $sandbox:expr) => {
+    ($row:ty, $flag:expr) => {
+        /// Decodes the boolean column `column`.
+        fn flag(row: &$row, column: &str) -> StoreResult<bool> {
+            ($flag)(row, column)
+        }
+
         fn parse_state(s: &str) -> StoreResult<RunState> {
             RunState::parse(s)
                 .ok_or_else(|| StoreError::Corrupt(format!("unknown run state `{s}`")))
@@ -43,7 +49,7 @@ macro_rules! row_decoders {
                 status_message: row.try_get("status_message")?,
                 error_code: row.try_get("error_code")?,
                 current_execution_id: current.map(ExecutionId),
-                sandbox_running: ($sandbox)(row)?,
+                sandbox_running: flag(row, "sandbox_running")?,
                 prompt_tokens: row.try_get("prompt_tokens")?,
                 completion_tokens: row.try_get("completion_tokens")?,
                 inference_cost: row.try_get("inference_cost")?,
@@ -100,6 +106,61 @@ macro_rules! row_decoders {
                 ciphertext: row.try_get("ciphertext")?,
                 created_at: row.try_get("created_at")?,
                 updated_at: row.try_get("updated_at")?,
+            })
+        }
+
+        /// A user; a deleted user reads as disabled.
+        fn user_from_row(row: &$row) -> StoreResult<UserRecord> {
+            let deleted: Option<i64> = row.try_get("deleted_at")?;
+            Ok(UserRecord {
+                id: row.try_get("id")?,
+                uid: row.try_get("uid")?,
+                team_id: row.try_get("team_id")?,
+                email: row.try_get("email")?,
+                display_name: row.try_get("display_name")?,
+                role: row.try_get("role")?,
+                disabled: flag(row, "disabled")? || deleted.is_some(),
+            })
+        }
+
+        fn session_from_row(row: &$row) -> StoreResult<WebSessionRecord> {
+            Ok(WebSessionRecord {
+                token_hash: row.try_get("token_hash")?,
+                team_id: row.try_get("team_id")?,
+                user_id: row.try_get("user_id")?,
+                created_at: row.try_get("created_at")?,
+                expires_at: row.try_get("expires_at")?,
+            })
+        }
+
+        fn event_from_row(row: &$row) -> StoreResult<LifecycleEventRecord> {
+            Ok(LifecycleEventRecord {
+                team_id: row.try_get("team_id")?,
+                sequence: row.try_get("sequence")?,
+                run_id: row.try_get("run_id")?,
+                event_type: row.try_get("event_type")?,
+                execution_id: row.try_get("execution_id")?,
+                ref_id: row.try_get("ref_id")?,
+                occurred_at: row.try_get("occurred_at")?,
+            })
+        }
+
+        fn worker_from_row(row: &$row) -> StoreResult<WorkerPresence> {
+            let labels: String = row.try_get("labels")?;
+            Ok(WorkerPresence {
+                team_id: row.try_get("team_id")?,
+                worker_id: row.try_get("worker_id")?,
+                replica_id: row.try_get("replica_id")?,
+                connection_id: row.try_get("connection_id")?,
+                backend: row.try_get("backend")?,
+                version: row.try_get("version")?,
+                capacity: row.try_get("capacity")?,
+                running_tasks: row.try_get("running_tasks")?,
+                draining: flag(row, "draining")?,
+                labels: crate::cluster::decode_labels(&labels)?,
+                connected: flag(row, "connected")?,
+                connected_at: row.try_get("connected_at")?,
+                last_seen: row.try_get("last_seen")?,
             })
         }
     };

@@ -9,6 +9,8 @@
 use crate::StoreResult;
 use async_trait::async_trait;
 use hangar_protocol::RunId;
+use sqlx::query::Query;
+use sqlx::{Database, Encode, Type};
 
 /// Who a grant is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,24 +42,9 @@ impl Grantee {
     }
 }
 
-/// A grant to store.
-#[derive(Debug, Clone)]
-pub struct NewShare {
-    /// Grant id.
-    pub id: String,
-    /// The run's team.
-    pub team_id: i64,
-    /// The run.
-    pub run_id: RunId,
-    /// Who it is for.
-    pub grantee: Grantee,
-    /// `view` or `edit`.
-    pub role: String,
-    /// The user who created it, if any.
-    pub created_by: Option<i64>,
-    /// Creation (ms).
-    pub created_at: i64,
-}
+/// A grant to store: the fields of the stored grant it becomes (the email
+/// of a `Grantee::User` is ignored; reads fill it in).
+pub type NewShare = ShareRecord;
 
 /// A stored grant.
 #[derive(Clone, PartialEq, Eq)]
@@ -114,6 +101,42 @@ pub(crate) fn grantee_key(id: &str, grantee: &Grantee) -> String {
         Grantee::User { user_id, .. } => format!("user:{user_id}"),
         Grantee::Public { .. } => format!("public:{id}"),
     }
+}
+
+/// The `run_shares` columns [`bind_share`] binds, in its order.
+pub(crate) const SHARE_INSERT_COLUMNS: &str = "id, team_id, run_id, grantee, user_id, \
+    grantee_key, role, token_hash, created_by, created_at";
+
+/// Binds every column of a new grant whose unique key is `key`, in
+/// [`SHARE_INSERT_COLUMNS`] order.
+pub(crate) fn bind_share<'q, DB>(
+    query: Query<'q, DB, DB::Arguments>,
+    share: &NewShare,
+    key: &str,
+) -> Query<'q, DB, DB::Arguments>
+where
+    DB: Database,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+    for<'t> Option<i64>: Encode<'t, DB> + Type<DB>,
+    for<'t> Option<Vec<u8>>: Encode<'t, DB> + Type<DB>,
+    for<'t> &'t str: Encode<'t, DB> + Type<DB>,
+{
+    let (user_id, token_hash) = match &share.grantee {
+        Grantee::Team => (None, None),
+        Grantee::User { user_id, .. } => (Some(*user_id), None),
+        Grantee::Public { token_hash } => (None, Some(token_hash.clone())),
+    };
+    query
+        .bind(share.id.as_str())
+        .bind(share.team_id)
+        .bind(share.run_id.as_str())
+        .bind(share.grantee.kind())
+        .bind(user_id)
+        .bind(key)
+        .bind(share.role.as_str())
+        .bind(token_hash)
+        .bind(share.created_by)
+        .bind(share.created_at)
 }
 
 /// Columns every share query selects (`s` is `run_shares`, `u` the grantee user).

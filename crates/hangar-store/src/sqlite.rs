@@ -143,8 +143,10 @@ impl SqliteStore {
     }
 }
 
-crate::rows::row_decoders!(SqliteRow, |row: &SqliteRow| -> StoreResult<bool> {
-    Ok(row.try_get::<i64, _>("sandbox_running")? != 0)
+crate::rows::row_decoders!(SqliteRow, |row: &SqliteRow,
+                                       column: &str|
+ -> StoreResult<bool> {
+    Ok(row.try_get::<i64, _>(column)? != 0)
 });
 
 impl SqliteStore {

@@ -1,45 +1,9 @@
 //! [`AccountStore`] on PostgreSQL, plus the user lookups [`TeamStore`] delegates here.
 
-use super::{PostgresStore, pg_error};
+use super::{PostgresStore, pg_error, session_from_row, user_from_row};
+use crate::accounts::{LAST_ADMIN, USER_COLUMNS, apply_update, is_active_admin, user_write_error};
 use crate::*;
-use sqlx::postgres::PgRow;
-use sqlx::{AssertSqlSafe, Row};
-
-const USER_COLUMNS: &str = "id, uid, team_id, email, display_name, role, disabled, deleted_at";
-
-fn unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
-}
-
-fn email_taken(email: Option<&str>) -> StoreError {
-    StoreError::Conflict(format!(
-        "the email `{}` is already used by another account",
-        email.unwrap_or_default()
-    ))
-}
-
-fn user_from_row(row: &PgRow) -> StoreResult<UserRecord> {
-    let deleted: Option<i64> = row.try_get("deleted_at")?;
-    Ok(UserRecord {
-        id: row.try_get("id")?,
-        uid: row.try_get("uid")?,
-        team_id: row.try_get("team_id")?,
-        email: row.try_get("email")?,
-        display_name: row.try_get("display_name")?,
-        role: row.try_get("role")?,
-        disabled: row.try_get::<bool, _>("disabled")? || deleted.is_some(),
-    })
-}
-
-fn session_from_row(row: &PgRow) -> StoreResult<WebSessionRecord> {
-    Ok(WebSessionRecord {
-        token_hash: row.try_get("token_hash")?,
-        team_id: row.try_get("team_id")?,
-        user_id: row.try_get("user_id")?,
-        created_at: row.try_get("created_at")?,
-        expires_at: row.try_get("expires_at")?,
-    })
-}
+use sqlx::{AssertSqlSafe, PgConnection, Postgres, Row};
 
 /// A user by numeric id (deleted users included: runs still name them).
 pub(super) async fn user(store: &PostgresStore, id: i64) -> StoreResult<UserRecord> {
@@ -73,15 +37,69 @@ pub(super) async fn user_by_email(
 
 /// Maps a unique violation on insert to a readable conflict.
 pub(super) fn create_user_error(e: sqlx::Error, email: Option<&str>) -> StoreError {
-    if unique_violation(&e) {
-        email_taken(email)
-    } else {
-        pg_error(e)
-    }
+    user_write_error(e, email, pg_error)
 }
 
-const LAST_ADMIN: &str =
-    "this user is the team's last active admin; make another user an admin first";
+/// The team's (not deleted) user `uid`; `NotFound` when there is none.
+async fn team_user<'e>(
+    db: impl sqlx::Executor<'e, Database = Postgres>,
+    team_id: i64,
+    uid: &str,
+) -> StoreResult<UserRecord> {
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE team_id = $1 AND uid = $2 AND deleted_at IS NULL"
+    )))
+    .bind(team_id)
+    .bind(uid)
+    .fetch_optional(db)
+    .await
+    .map_err(pg_error)?;
+    let Some(row) = row else {
+        return Err(StoreError::NotFound);
+    };
+    user_from_row(&row)
+}
+
+/// Locks the team (account changes of one team are serialized) and reads
+/// its user `uid` like [`team_user`].
+async fn lock_user(tx: &mut PgConnection, team_id: i64, uid: &str) -> StoreResult<UserRecord> {
+    sqlx::query("SELECT id FROM teams WHERE id = $1 FOR UPDATE")
+        .bind(team_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(pg_error)?;
+    team_user(tx, team_id, uid).await
+}
+
+/// `Conflict` unless the team has an active admin besides the one a change
+/// is about to remove.
+async fn ensure_other_admin(tx: &mut PgConnection, team_id: i64) -> StoreResult<()> {
+    let admins: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM users WHERE team_id = $1 AND role = 'admin' \
+         AND disabled = FALSE AND deleted_at IS NULL",
+    )
+    .bind(team_id)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(pg_error)?;
+    if admins <= 1 {
+        return Err(StoreError::Conflict(LAST_ADMIN.to_owned()));
+    }
+    Ok(())
+}
+
+/// Ends every web session of a user; returns how many there were.
+async fn end_sessions<'e>(
+    db: impl sqlx::Executor<'e, Database = Postgres>,
+    user_id: i64,
+) -> StoreResult<u64> {
+    let done = sqlx::query("DELETE FROM web_sessions WHERE user_id = $1")
+        .bind(user_id)
+        .execute(db)
+        .await
+        .map_err(pg_error)?;
+    Ok(done.rows_affected())
+}
 
 #[async_trait]
 impl AccountStore for PostgresStore {
@@ -97,14 +115,7 @@ impl AccountStore for PostgresStore {
     }
 
     async fn user_by_uid(&self, team_id: i64, uid: &str) -> StoreResult<UserRecord> {
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {USER_COLUMNS} FROM users WHERE team_id = $1 AND uid = $2 AND deleted_at IS NULL"
-        )))
-        .bind(team_id)
-        .bind(uid)
-        .fetch_one(&self.pool)
-        .await.map_err(pg_error)?;
-        user_from_row(&row)
+        team_user(&self.pool, team_id, uid).await
     }
 
     async fn credentials_by_email(&self, email: &str) -> StoreResult<Option<UserCredentials>> {
@@ -132,46 +143,10 @@ impl AccountStore for PostgresStore {
         update: UserUpdate,
     ) -> StoreResult<UserRecord> {
         let mut tx = self.pool.begin().await.map_err(pg_error)?;
-        sqlx::query("SELECT id FROM teams WHERE id = $1 FOR UPDATE")
-            .bind(team_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(pg_error)?;
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {USER_COLUMNS} FROM users WHERE team_id = $1 AND uid = $2 AND deleted_at IS NULL"
-        )))
-        .bind(team_id)
-        .bind(uid)
-        .fetch_optional(&mut *tx)
-        .await.map_err(pg_error)?;
-        let Some(row) = row else {
-            return Err(StoreError::NotFound);
-        };
-        let old = user_from_row(&row)?;
-        let new = UserRecord {
-            email: update.email.clone().or(old.email.clone()),
-            display_name: update
-                .display_name
-                .clone()
-                .unwrap_or(old.display_name.clone()),
-            role: update.role.clone().unwrap_or(old.role.clone()),
-            disabled: update.disabled.unwrap_or(old.disabled),
-            ..old.clone()
-        };
-        let was_admin = old.role == "admin" && !old.disabled;
-        let is_admin = new.role == "admin" && !new.disabled;
-        if was_admin && !is_admin {
-            let admins: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM users WHERE team_id = $1 AND role = 'admin' \
-                 AND disabled = FALSE AND deleted_at IS NULL",
-            )
-            .bind(team_id)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(pg_error)?;
-            if admins <= 1 {
-                return Err(StoreError::Conflict(LAST_ADMIN.to_owned()));
-            }
+        let old = lock_user(&mut tx, team_id, uid).await?;
+        let new = apply_update(&old, update);
+        if is_active_admin(&old) && !is_active_admin(&new) {
+            ensure_other_admin(&mut tx, team_id).await?;
         }
         let done = sqlx::query(
             "UPDATE users SET email = $1, display_name = $2, role = $3, disabled = $4 WHERE id = $5",
@@ -187,11 +162,7 @@ impl AccountStore for PostgresStore {
             return Err(create_user_error(e, new.email.as_deref()));
         }
         if new.disabled && !old.disabled {
-            sqlx::query("DELETE FROM web_sessions WHERE user_id = $1")
-                .bind(old.id)
-                .execute(&mut *tx)
-                .await
-                .map_err(pg_error)?;
+            end_sessions(&mut *tx, old.id).await?;
         }
         tx.commit().await.map_err(pg_error)?;
         Ok(new)
@@ -199,34 +170,9 @@ impl AccountStore for PostgresStore {
 
     async fn delete_user(&self, team_id: i64, uid: &str, at: i64) -> StoreResult<()> {
         let mut tx = self.pool.begin().await.map_err(pg_error)?;
-        sqlx::query("SELECT id FROM teams WHERE id = $1 FOR UPDATE")
-            .bind(team_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(pg_error)?;
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {USER_COLUMNS} FROM users WHERE team_id = $1 AND uid = $2 AND deleted_at IS NULL"
-        )))
-        .bind(team_id)
-        .bind(uid)
-        .fetch_optional(&mut *tx)
-        .await.map_err(pg_error)?;
-        let Some(row) = row else {
-            return Err(StoreError::NotFound);
-        };
-        let user = user_from_row(&row)?;
-        if user.role == "admin" && !user.disabled {
-            let admins: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM users WHERE team_id = $1 AND role = 'admin' \
-                 AND disabled = FALSE AND deleted_at IS NULL",
-            )
-            .bind(team_id)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(pg_error)?;
-            if admins <= 1 {
-                return Err(StoreError::Conflict(LAST_ADMIN.to_owned()));
-            }
+        let user = lock_user(&mut tx, team_id, uid).await?;
+        if is_active_admin(&user) {
+            ensure_other_admin(&mut tx, team_id).await?;
         }
         sqlx::query(
             "UPDATE users SET deleted_at = $1, disabled = TRUE, email = NULL, password_hash = NULL \
@@ -247,11 +193,7 @@ impl AccountStore for PostgresStore {
         .execute(&mut *tx)
         .await
         .map_err(pg_error)?;
-        sqlx::query("DELETE FROM web_sessions WHERE user_id = $1")
-            .bind(user.id)
-            .execute(&mut *tx)
-            .await
-            .map_err(pg_error)?;
+        end_sessions(&mut *tx, user.id).await?;
         tx.commit().await.map_err(pg_error)?;
         Ok(())
     }
@@ -276,11 +218,7 @@ impl AccountStore for PostgresStore {
         let Some(id) = id else {
             return Err(StoreError::NotFound);
         };
-        sqlx::query("DELETE FROM web_sessions WHERE user_id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(pg_error)?;
+        end_sessions(&mut *tx, id).await?;
         tx.commit().await.map_err(pg_error)?;
         Ok(())
     }
@@ -330,12 +268,7 @@ impl AccountStore for PostgresStore {
     }
 
     async fn delete_user_web_sessions(&self, user_id: i64) -> StoreResult<u64> {
-        let done = sqlx::query("DELETE FROM web_sessions WHERE user_id = $1")
-            .bind(user_id)
-            .execute(&self.pool)
-            .await
-            .map_err(pg_error)?;
-        Ok(done.rows_affected())
+        end_sessions(&self.pool, user_id).await
     }
 
     async fn purge_expired_web_sessions(&self, now: i64) -> StoreResult<u64> {

@@ -1,46 +1,10 @@
 //! [`LifecycleStore`] and [`ClusterStore`] on PostgreSQL.
 
-use super::PostgresStore;
+use super::{PostgresStore, event_from_row, worker_from_row};
+use crate::cluster::{WORKER_COLUMNS, WORKER_ON_CONFLICT, bind_worker};
+use crate::lifecycle::EVENT_COLUMNS;
 use crate::*;
-use sqlx::postgres::PgRow;
-use sqlx::{AssertSqlSafe, Row};
-
-const EVENT_COLUMNS: &str =
-    "team_id, sequence, run_id, event_type, execution_id, ref_id, occurred_at";
-const WORKER_COLUMNS: &str = "team_id, worker_id, replica_id, connection_id, backend, version, \
-    capacity, running_tasks, draining, labels, connected, connected_at, last_seen";
-
-fn event_from_row(row: &PgRow) -> StoreResult<LifecycleEventRecord> {
-    Ok(LifecycleEventRecord {
-        team_id: row.try_get("team_id")?,
-        sequence: row.try_get("sequence")?,
-        run_id: row.try_get("run_id")?,
-        event_type: row.try_get("event_type")?,
-        execution_id: row.try_get("execution_id")?,
-        ref_id: row.try_get("ref_id")?,
-        occurred_at: row.try_get("occurred_at")?,
-    })
-}
-
-fn worker_from_row(row: &PgRow) -> StoreResult<WorkerPresence> {
-    let labels: String = row.try_get("labels")?;
-    Ok(WorkerPresence {
-        team_id: row.try_get("team_id")?,
-        worker_id: row.try_get("worker_id")?,
-        replica_id: row.try_get("replica_id")?,
-        connection_id: row.try_get("connection_id")?,
-        backend: row.try_get("backend")?,
-        version: row.try_get("version")?,
-        capacity: row.try_get("capacity")?,
-        running_tasks: row.try_get("running_tasks")?,
-        draining: row.try_get("draining")?,
-        labels: serde_json::from_str(&labels)
-            .map_err(|e| StoreError::Corrupt(format!("worker labels: {e}")))?,
-        connected: row.try_get("connected")?,
-        connected_at: row.try_get("connected_at")?,
-        last_seen: row.try_get("last_seen")?,
-    })
-}
+use sqlx::AssertSqlSafe;
 
 #[async_trait]
 impl LifecycleStore for PostgresStore {
@@ -100,33 +64,11 @@ impl LifecycleStore for PostgresStore {
 #[async_trait]
 impl ClusterStore for PostgresStore {
     async fn upsert_worker(&self, w: &WorkerPresence) -> StoreResult<()> {
-        let labels = serde_json::to_string(&w.labels)
-            .map_err(|e| StoreError::Corrupt(format!("worker labels: {e}")))?;
-        sqlx::query(AssertSqlSafe(format!(
+        let query = sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO worker_presence ({WORKER_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
-             ON CONFLICT (team_id, worker_id) DO UPDATE SET replica_id = excluded.replica_id, \
-             connection_id = excluded.connection_id, backend = excluded.backend, \
-             version = excluded.version, capacity = excluded.capacity, \
-             running_tasks = excluded.running_tasks, draining = excluded.draining, \
-             labels = excluded.labels, connected = excluded.connected, \
-             connected_at = excluded.connected_at, last_seen = excluded.last_seen"
-        )))
-        .bind(w.team_id)
-        .bind(&w.worker_id)
-        .bind(&w.replica_id)
-        .bind(&w.connection_id)
-        .bind(&w.backend)
-        .bind(&w.version)
-        .bind(w.capacity)
-        .bind(w.running_tasks)
-        .bind(w.draining)
-        .bind(labels)
-        .bind(w.connected)
-        .bind(w.connected_at)
-        .bind(w.last_seen)
-        .execute(&self.pool)
-        .await?;
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) {WORKER_ON_CONFLICT}"
+        )));
+        bind_worker(query, w)?.execute(&self.pool).await?;
         Ok(())
     }
 

@@ -1,7 +1,7 @@
 //! [`ShareStore`] on SQLite.
 
 use super::SqliteStore;
-use crate::shares::{SHARE_COLUMNS, grantee_key, share_from_row};
+use crate::shares::{SHARE_COLUMNS, SHARE_INSERT_COLUMNS, bind_share, grantee_key, share_from_row};
 use crate::{Grantee, NewShare, ShareRecord, ShareStore, StoreError, StoreResult};
 use async_trait::async_trait;
 use hangar_protocol::RunId;
@@ -34,39 +34,24 @@ impl ShareStore for SqliteStore {
         if run_team != Some(share.team_id) {
             return Err(StoreError::NotFound);
         }
-        let (user_id, token_hash) = match &share.grantee {
-            Grantee::Team => (None, None),
-            Grantee::User { user_id, .. } => {
-                let team: Option<i64> =
-                    sqlx::query_scalar("SELECT team_id FROM users WHERE id = ?")
-                        .bind(user_id)
-                        .fetch_optional(&self.writer)
-                        .await?;
-                if team != Some(share.team_id) {
-                    return Err(StoreError::NotFound);
-                }
-                (Some(*user_id), None)
+        if let Grantee::User { user_id, .. } = &share.grantee {
+            let team: Option<i64> = sqlx::query_scalar("SELECT team_id FROM users WHERE id = ?")
+                .bind(user_id)
+                .fetch_optional(&self.writer)
+                .await?;
+            if team != Some(share.team_id) {
+                return Err(StoreError::NotFound);
             }
-            Grantee::Public { token_hash } => (None, Some(token_hash.clone())),
-        };
+        }
         let key = grantee_key(&share.id, &share.grantee);
-        sqlx::query(
-            "INSERT INTO run_shares (id, team_id, run_id, grantee, user_id, grantee_key, role, \
-             token_hash, created_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (run_id, grantee_key) DO UPDATE SET role = excluded.role",
-        )
-        .bind(&share.id)
-        .bind(share.team_id)
-        .bind(share.run_id.as_str())
-        .bind(share.grantee.kind())
-        .bind(user_id)
-        .bind(&key)
-        .bind(&share.role)
-        .bind(token_hash)
-        .bind(share.created_by)
-        .bind(share.created_at)
-        .execute(&self.writer)
-        .await?;
+        let query = sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO run_shares ({SHARE_INSERT_COLUMNS}) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (run_id, grantee_key) DO UPDATE SET role = excluded.role"
+        )));
+        bind_share(query, &share, &key)
+            .execute(&self.writer)
+            .await?;
         self.share_by_key(&share.run_id, &key).await
     }
 
