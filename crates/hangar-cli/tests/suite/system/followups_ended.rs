@@ -191,3 +191,84 @@ async fn followup_on_a_finished_run_continues_the_conversation() {
         .unwrap_err();
     assert_eq!(err.status(), Some(400), "{err}");
 }
+
+/// `--idle-on-complete` end to end: the run ends, its workspace stays; a
+/// follow-up's new execution lands on the same worker (affinity) and reuses
+/// the sandbox, so what the first execution wrote is still there.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_followup_reuses_the_idle_sandbox_of_the_ended_run() {
+    let llm = FakeLlm::start(vec![
+        Turn::tool_call(
+            "shell",
+            json!({"command": "echo kept-between-executions > note.txt"}),
+        ),
+        Turn::text("wrote the note"),
+    ])
+    .await;
+    let mut cluster = cluster_with(&llm).await;
+    cluster
+        .start_worker("idle1", &["--idle-on-complete", "2m"])
+        .await
+        .unwrap();
+    let client = cluster.client();
+    // No host: any worker may take it, and only idle1 is connected yet.
+    let run = client
+        .create_run(&RunAgentRequest {
+            prompt: Some("write a note".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let done = cluster
+        .wait_finished(&run.run_id, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(done.state, RunState::Succeeded, "{:?}", done.status_message);
+    // A second, idle worker could take the follow-up too: affinity must win.
+    cluster.start_worker("other", &[]).await.unwrap();
+
+    llm.push([
+        Turn::tool_call("shell", json!({"command": "cat note.txt"})),
+        Turn::text("read the note"),
+    ]);
+    let _: Value = client
+        .post_json(
+            &format!("api/v1/agent/runs/{}/followups", run.run_id),
+            &json!({"message": "read the note back"}),
+        )
+        .await
+        .unwrap();
+    // Wait for the second execution to end (the run is QUEUED again first).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let t = loop {
+        let t = client.transcript(&run.run_id).await.unwrap();
+        let ended = t
+            .events
+            .iter()
+            .filter(|e| matches!(e.event.body, EventBody::Status { .. }))
+            .count();
+        if ended >= 2 {
+            break t;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no second execution: {t:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let outputs: Vec<&str> = t
+        .events
+        .iter()
+        .filter_map(|e| match &e.event.body {
+            EventBody::ToolResult { output, .. } => Some(output.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(outputs.len(), 2, "{t:?}");
+    assert!(
+        outputs[1].contains("kept-between-executions"),
+        "the follow-up did not run in the idle sandbox: {outputs:?}"
+    );
+    let done = client.get_run(&run.run_id).await.unwrap();
+    assert_eq!(done.state, RunState::Succeeded, "{:?}", done.status_message);
+}
