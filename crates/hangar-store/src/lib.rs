@@ -235,6 +235,13 @@ pub trait EventStore: Send + Sync {
     async fn last_seq(&self, run: &RunId, exec: &ExecutionId) -> StoreResult<u64>;
     /// Every event of a run: executions in creation order, then by seq.
     async fn run_events(&self, run: &RunId) -> StoreResult<Vec<(ExecutionId, SessionEvent)>>;
+    /// The events of one kind (`artifact`, …) of a run, in the same order;
+    /// reads only those rows.
+    async fn run_events_of_kind(
+        &self,
+        run: &RunId,
+        kind: &str,
+    ) -> StoreResult<Vec<(ExecutionId, SessionEvent)>>;
 }
 
 /// Everything the server needs.

@@ -1071,6 +1071,35 @@ impl RunStore for PostgresStore {
     }
 }
 
+impl PostgresStore {
+    /// A run's events (of one kind, or all), executions in creation order.
+    async fn events_of(
+        &self,
+        run: &RunId,
+        kind: Option<&str>,
+    ) -> StoreResult<Vec<(ExecutionId, SessionEvent)>> {
+        let rows = sqlx::query(
+            "SELECT e.execution_id AS execution_id, e.body AS body FROM run_events e \
+             LEFT JOIN executions x ON x.id = e.execution_id \
+             WHERE e.run_id = $1 AND ($2::text IS NULL OR e.kind = $2) \
+             ORDER BY COALESCE(x.created_at, 0), e.execution_id, e.seq",
+        )
+        .bind(run.as_str())
+        .bind(kind)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(pg_error)?;
+        rows.iter()
+            .map(|row| {
+                let body: String = row.try_get("body")?;
+                let event = serde_json::from_str(&body)
+                    .map_err(|e| StoreError::Corrupt(format!("event: {e}")))?;
+                Ok((ExecutionId(row.try_get("execution_id")?), event))
+            })
+            .collect()
+    }
+}
+
 #[async_trait]
 impl EventStore for PostgresStore {
     async fn append_events(
@@ -1135,23 +1164,15 @@ impl EventStore for PostgresStore {
     }
 
     async fn run_events(&self, run: &RunId) -> StoreResult<Vec<(ExecutionId, SessionEvent)>> {
-        let rows = sqlx::query(
-            "SELECT e.execution_id AS execution_id, e.body AS body FROM run_events e \
-             LEFT JOIN executions x ON x.id = e.execution_id \
-             WHERE e.run_id = $1 ORDER BY COALESCE(x.created_at, 0), e.execution_id, e.seq",
-        )
-        .bind(run.as_str())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(pg_error)?;
-        rows.iter()
-            .map(|row| {
-                let body: String = row.try_get("body")?;
-                let event = serde_json::from_str(&body)
-                    .map_err(|e| StoreError::Corrupt(format!("event: {e}")))?;
-                Ok((ExecutionId(row.try_get("execution_id")?), event))
-            })
-            .collect()
+        self.events_of(run, None).await
+    }
+
+    async fn run_events_of_kind(
+        &self,
+        run: &RunId,
+        kind: &str,
+    ) -> StoreResult<Vec<(ExecutionId, SessionEvent)>> {
+        self.events_of(run, Some(kind)).await
     }
 }
 

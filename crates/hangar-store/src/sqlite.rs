@@ -880,6 +880,34 @@ impl RunStore for SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// A run's events (of one kind, or all), executions in creation order.
+    async fn events_of(
+        &self,
+        run: &RunId,
+        kind: Option<&str>,
+    ) -> StoreResult<Vec<(ExecutionId, SessionEvent)>> {
+        let rows = sqlx::query(
+            "SELECT e.execution_id AS execution_id, e.body AS body FROM run_events e \
+             LEFT JOIN executions x ON x.id = e.execution_id \
+             WHERE e.run_id = ?1 AND (?2 IS NULL OR e.kind = ?2) \
+             ORDER BY COALESCE(x.created_at, 0), e.execution_id, e.seq",
+        )
+        .bind(run.as_str())
+        .bind(kind)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let body: String = row.try_get("body")?;
+                let event = serde_json::from_str(&body)
+                    .map_err(|e| StoreError::Corrupt(format!("event: {e}")))?;
+                Ok((ExecutionId(row.try_get("execution_id")?), event))
+            })
+            .collect()
+    }
+}
+
 #[async_trait]
 impl EventStore for SqliteStore {
     async fn append_events(
@@ -954,22 +982,15 @@ impl EventStore for SqliteStore {
     }
 
     async fn run_events(&self, run: &RunId) -> StoreResult<Vec<(ExecutionId, SessionEvent)>> {
-        let rows = sqlx::query(
-            "SELECT e.execution_id AS execution_id, e.body AS body FROM run_events e \
-             LEFT JOIN executions x ON x.id = e.execution_id \
-             WHERE e.run_id = ? ORDER BY COALESCE(x.created_at, 0), e.execution_id, e.seq",
-        )
-        .bind(run.as_str())
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                let body: String = row.try_get("body")?;
-                let event = serde_json::from_str(&body)
-                    .map_err(|e| StoreError::Corrupt(format!("event: {e}")))?;
-                Ok((ExecutionId(row.try_get("execution_id")?), event))
-            })
-            .collect()
+        self.events_of(run, None).await
+    }
+
+    async fn run_events_of_kind(
+        &self,
+        run: &RunId,
+        kind: &str,
+    ) -> StoreResult<Vec<(ExecutionId, SessionEvent)>> {
+        self.events_of(run, Some(kind)).await
     }
 }
 

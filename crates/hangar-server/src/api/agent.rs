@@ -101,7 +101,7 @@ pub fn artifact_item(exec: &ExecutionId, event: &SessionEvent) -> Option<Artifac
 
 /// Artifacts of a run, in the order they were reported.
 pub async fn run_artifacts(app: &AppState, run: &RunId) -> ApiResult<Vec<serde_json::Value>> {
-    let events = app.store.run_events(run).await?;
+    let events = app.store.run_events_of_kind(run, "artifact").await?;
     Ok(events
         .iter()
         .filter_map(|(exec, e)| artifact_item(exec, e))
