@@ -19,6 +19,22 @@ pub async fn cluster_with(llm: &FakeLlm) -> TestCluster {
     .expect("start cluster")
 }
 
+/// Runs `hangar ARGS` against `cluster` as `key`, with a clean environment
+/// (no saved credentials or config of the machine running the tests).
+pub async fn hangar_as(cluster: &TestCluster, key: &str, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(hangar_bin())
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", cluster.dir())
+        .env("XDG_CONFIG_HOME", cluster.dir().join("cli-config"))
+        .env("HANGAR_SERVER_URL", &cluster.url)
+        .env("HANGAR_API_KEY", key)
+        .output()
+        .await
+        .expect("run hangar")
+}
+
 /// Processes whose working directory is inside `root` (the tasks of a worker).
 pub fn processes_under(root: &Path) -> Vec<(i32, String)> {
     let mut found = Vec::new();

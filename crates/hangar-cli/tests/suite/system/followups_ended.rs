@@ -2,7 +2,7 @@
 //! model sees the earlier turns), the transcript holds both executions in
 //! order; editors can also send follow-ups over the events WebSocket.
 
-use crate::suite::common::{cluster_with, hangar_bin};
+use crate::suite::common::{cluster_with, hangar_as};
 use futures::{SinkExt, StreamExt};
 use hangar_protocol::session::EventBody;
 use hangar_protocol::{AgentConfig, RunAgentRequest, RunState};
@@ -36,20 +36,19 @@ async fn followup_on_a_finished_run_continues_the_conversation() {
 
     // The CLI sends the follow-up; the ended run goes back to the queue.
     llm.push([Turn::text("second answer: tests added")]);
-    let out = tokio::process::Command::new(hangar_bin())
-        .args([
+    let out = hangar_as(
+        &cluster,
+        &cluster.api_key,
+        &[
             "run",
             "followup",
             &run.run_id,
             "-m",
             "now add a regression test",
             "--follow",
-        ])
-        .env("HANGAR_SERVER_URL", &cluster.url)
-        .env("HANGAR_API_KEY", &cluster.api_key)
-        .output()
-        .await
-        .unwrap();
+        ],
+    )
+    .await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),

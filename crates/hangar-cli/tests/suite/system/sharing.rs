@@ -3,7 +3,7 @@
 //! revocation; `--share` on `run-cloud`; public links; and, on PostgreSQL, a
 //! revocation through one replica closing a stream served by another.
 
-use crate::suite::common::{cluster_with, hangar_bin};
+use crate::suite::common::{cluster_with, hangar_as, hangar_bin};
 use futures::StreamExt;
 use hangar_protocol::{AgentConfig, RunAgentRequest, RunState};
 use hangar_testkit::cluster::{ClusterOptions, TestCluster};
@@ -43,17 +43,7 @@ async fn hangar_json(cluster: &TestCluster, args: &[&str]) -> serde_json::Value 
 }
 
 async fn hangar(cluster: &TestCluster, args: &[&str]) -> std::process::Output {
-    tokio::process::Command::new(hangar_bin())
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", cluster.dir())
-        .env("XDG_CONFIG_HOME", cluster.dir().join("cli-config"))
-        .env("HANGAR_SERVER_URL", &cluster.url)
-        .env("HANGAR_API_KEY", &cluster.api_key)
-        .output()
-        .await
-        .unwrap()
+    hangar_as(cluster, &cluster.api_key, args).await
 }
 
 /// A member of the team with a personal API key, made the way a person

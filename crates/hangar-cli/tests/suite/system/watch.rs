@@ -3,7 +3,7 @@
 //! are committed and gets `end`; a replay of the finished run is identical;
 //! resuming after a `Last-Event-ID` has no gap and no duplicate (E1).
 
-use crate::suite::common::{cluster_with, hangar_bin};
+use crate::suite::common::{cluster_with, hangar_as};
 use hangar_protocol::{AgentConfig, RunAgentRequest, RunState};
 use hangar_testkit::fake_llm::{FakeLlm, Turn};
 use serde_json::{Value, json};
@@ -199,13 +199,7 @@ async fn live_viewer_replay_resume_and_watch() {
     assert!(resp.text().await.unwrap().contains("banana"));
 
     // `hangar run watch` on the finished run: the transcript, the final state, exit 0.
-    let out = tokio::process::Command::new(hangar_bin())
-        .args(["run", "watch", &run.run_id])
-        .env("HANGAR_SERVER_URL", &cluster.url)
-        .env("HANGAR_API_KEY", &key)
-        .output()
-        .await
-        .unwrap();
+    let out = hangar_as(&cluster, &key, &["run", "watch", &run.run_id]).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),
@@ -219,13 +213,12 @@ async fn live_viewer_replay_resume_and_watch() {
     assert!(stdout.contains("all done here"), "{stdout}");
     assert!(stdout.contains("SUCCEEDED"), "{stdout}");
     // ndjson: one stream event per line.
-    let out = tokio::process::Command::new(hangar_bin())
-        .args(["run", "watch", &run.run_id, "--output-format", "ndjson"])
-        .env("HANGAR_SERVER_URL", &cluster.url)
-        .env("HANGAR_API_KEY", &key)
-        .output()
-        .await
-        .unwrap();
+    let out = hangar_as(
+        &cluster,
+        &key,
+        &["run", "watch", &run.run_id, "--output-format", "ndjson"],
+    )
+    .await;
     assert_eq!(out.status.code(), Some(0));
     let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -242,8 +235,10 @@ async fn watch_exits_with_the_run_status() {
     let mut cluster = cluster_with(&llm).await;
     cluster.start_worker("w1", &[]).await.unwrap();
     // `run-cloud --follow` streams the run it created and exits with its status.
-    let out = tokio::process::Command::new(hangar_bin())
-        .args([
+    let out = hangar_as(
+        &cluster,
+        &cluster.api_key,
+        &[
             "agent",
             "run-cloud",
             "-p",
@@ -251,12 +246,9 @@ async fn watch_exits_with_the_run_status() {
             "--host",
             "w1",
             "--follow",
-        ])
-        .env("HANGAR_SERVER_URL", &cluster.url)
-        .env("HANGAR_API_KEY", &cluster.api_key)
-        .output()
-        .await
-        .unwrap();
+        ],
+    )
+    .await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),
