@@ -37,6 +37,9 @@ pub enum PlatformErrorCode {
     AuthenticationRequired,
     /// Transient infrastructure problem.
     ResourceUnavailable,
+    /// The store cannot commit writes (disk full, I/O error, read-only
+    /// database, lost database connection): nothing was stored; retry later.
+    StorageUnavailable,
     /// Unexpected server error.
     InternalError,
 }
@@ -60,6 +63,7 @@ impl PlatformErrorCode {
             PlatformErrorCode::Conflict => "conflict",
             PlatformErrorCode::AuthenticationRequired => "authentication_required",
             PlatformErrorCode::ResourceUnavailable => "resource_unavailable",
+            PlatformErrorCode::StorageUnavailable => "storage_unavailable",
             PlatformErrorCode::InternalError => "internal_error",
         }
     }
@@ -113,7 +117,9 @@ impl Problem {
             error: code.as_str().to_owned(),
             retryable: matches!(
                 code,
-                PlatformErrorCode::ResourceUnavailable | PlatformErrorCode::InternalError
+                PlatformErrorCode::ResourceUnavailable
+                    | PlatformErrorCode::StorageUnavailable
+                    | PlatformErrorCode::InternalError
             ),
             trace_id: None,
         }

@@ -45,9 +45,13 @@ pub enum ApiError {
     /// An upstream model provider failed (502).
     #[error("{0}")]
     BadGateway(String),
-    /// Temporarily unavailable: storage full or busy (503).
+    /// Temporarily unavailable (503).
     #[error("{0}")]
     Unavailable(String),
+    /// The store could not commit the write: nothing was stored (503,
+    /// `storage_unavailable`, `Retry-After`).
+    #[error("{0}")]
+    StorageUnavailable(String),
     /// A bug or an unexpected failure (500).
     #[error("{0}")]
     Internal(String),
@@ -112,6 +116,11 @@ impl ApiError {
                 PlatformErrorCode::ResourceUnavailable,
                 "Service unavailable",
             ),
+            ApiError::StorageUnavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                PlatformErrorCode::StorageUnavailable,
+                "Storage unavailable",
+            ),
             ApiError::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 PlatformErrorCode::InternalError,
@@ -142,9 +151,10 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound => ApiError::NotFound("the resource does not exist".to_owned()),
             StoreError::Conflict(m) => ApiError::Conflict(m),
             StoreError::Unavailable(source) => {
-                tracing::warn!(error = %source, "storage unavailable");
-                ApiError::Unavailable(
-                    "storage is temporarily unavailable (disk full or busy); retry later"
+                tracing::error!(error = %source, "storage unavailable: the write was not stored");
+                ApiError::StorageUnavailable(
+                    "storage is temporarily unavailable (disk full, I/O error or database \
+                     unreachable), so nothing was stored; retry after the Retry-After delay"
                         .to_owned(),
                 )
             }

@@ -71,29 +71,42 @@ impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         if let sqlx::Error::Database(db) = &e
             && let Some(code) = db.code()
+            && transient_code(code.as_ref())
         {
-            let code = code.as_ref();
-            // SQLite: SQLITE_FULL (13), SQLITE_IOERR (10), SQLITE_BUSY (5) and extended codes.
-            let sqlite_transient = matches!(code, "13" | "10" | "5" | "517" | "266");
-            // PostgreSQL SQLSTATEs: 08 connection, 53 insufficient resources (disk
-            // full, memory, connections), 57P0x shutdown, 40001/40P01 serialization
-            // failure and deadlock (retry the transaction).
-            let pg_transient = code.len() == 5
-                && (code.starts_with("08")
-                    || code.starts_with("53")
-                    || code.starts_with("57P0")
-                    || code == "40001"
-                    || code == "40P01");
-            if sqlite_transient || pg_transient {
-                return StoreError::Unavailable(e);
-            }
+            return StoreError::Unavailable(e);
         }
         match e {
             sqlx::Error::RowNotFound => StoreError::NotFound,
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => StoreError::Unavailable(e),
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Io(_) => StoreError::Unavailable(e),
             other => StoreError::Database(other),
         }
     }
+}
+
+/// Whether a database error code means "the database cannot write right now"
+/// (the caller may retry) rather than "this statement is wrong".
+fn transient_code(code: &str) -> bool {
+    // SQLite reports extended result codes; the primary code is the low byte:
+    // BUSY (5), LOCKED (6), NOMEM (7), READONLY (8), IOERR (10), FULL (13),
+    // CANTOPEN (14), PROTOCOL (15).
+    if let Ok(n) = code.parse::<i64>() {
+        return matches!(n & 0xff, 5 | 6 | 7 | 8 | 10 | 13 | 14 | 15);
+    }
+    // PostgreSQL SQLSTATEs: 08 connection, 53 insufficient resources (disk
+    // full, memory, connections), 57P0x shutdown, 58 system errors (I/O),
+    // 25006 read-only transaction, 40001/40P01 serialization failure and
+    // deadlock (retry the transaction).
+    code.len() == 5
+        && (code.starts_with("08")
+            || code.starts_with("53")
+            || code.starts_with("57P0")
+            || code.starts_with("58")
+            || code == "25006"
+            || code == "40001"
+            || code == "40P01")
 }
 
 /// Result alias.
@@ -261,11 +274,18 @@ pub trait Store:
     + Send
     + Sync
 {
-    /// Whether the database answers.
+    /// Whether the database answers and can commit a write (it rewrites one
+    /// probe row): `/readyz` fails while a full disk, an I/O error, a
+    /// read-only database or a lost connection would fail users' writes.
     async fn ping(&self) -> StoreResult<()>;
     /// Closes connections (flushes the WAL).
     async fn close(&self);
 }
+
+/// The write [`Store::ping`] commits (`?` is the time in ms; PostgreSQL
+/// numbers it `$1`).
+const PROBE_WRITE: &str = "INSERT INTO store_probe (id, at) VALUES (1, ?) \
+    ON CONFLICT (id) DO UPDATE SET at = excluded.at";
 
 /// Worker id recorded on executions of unmanaged runs; such executions are
 /// never tracked as a worker's.

@@ -64,6 +64,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "run_followups",
         include_str!("../migrations/postgres/0007_run_followups.sql"),
     ),
+    (
+        8,
+        "store_probe",
+        include_str!("../migrations/postgres/0008_store_probe.sql"),
+    ),
 ];
 
 const RUN_COLUMNS: &str = "id, team_id, creator_user_id, title, prompt, state, source, \
@@ -191,23 +196,6 @@ pub(crate) fn config_error(message: String) -> StoreError {
 
 /// Translates a PostgreSQL error: conditions a retry can cure are `Unavailable`.
 pub(crate) fn pg_error(e: sqlx::Error) -> StoreError {
-    if let sqlx::Error::Database(db) = &e
-        && let Some(code) = db.code()
-    {
-        let code = code.as_ref();
-        // 08: connection exception; 53: insufficient resources (disk full, out of
-        // memory, too many connections); 57P0x: shutdown / cannot connect now;
-        // 40001/40P01: serialization failure / deadlock (retry the transaction).
-        if code.starts_with("08")
-            || code.starts_with("53")
-            || code.starts_with("57P0")
-            || code == "40001"
-            || code == "40P01"
-        {
-            return StoreError::Unavailable(e);
-        }
-        return StoreError::Database(e);
-    }
     StoreError::from(e)
 }
 
@@ -313,9 +301,13 @@ impl TeamStore for PostgresStore {
         .bind(uid)
         .bind(name)
         .bind(Timestamp::now().unix_millis())
-        .fetch_one(&self.pool)
+        // Read to the end: an error reported after the row (a failed commit)
+        // would be lost by stopping at the first row.
+        .fetch_all(&self.pool)
         .await
-        .map_err(pg_error)?;
+        .map_err(pg_error)?
+        .pop()
+        .ok_or(StoreError::NotFound)?;
         Ok(TeamRecord {
             id,
             uid: uid.to_owned(),
@@ -334,9 +326,13 @@ impl TeamStore for PostgresStore {
         .bind(&user.display_name)
         .bind(&user.role)
         .bind(Timestamp::now().unix_millis())
-        .fetch_one(&self.pool)
+        // Read to the end: an error reported after the row (a failed commit)
+        // would be lost by stopping at the first row.
+        .fetch_all(&self.pool)
         .await
-        .map_err(|e| accounts::create_user_error(e, user.email.as_deref()))?;
+        .map_err(|e| accounts::create_user_error(e, user.email.as_deref()))?
+        .pop()
+        .ok_or(StoreError::NotFound)?;
         Ok(UserRecord {
             id,
             uid: user.uid,
@@ -461,9 +457,13 @@ impl RunStore for PostgresStore {
         .bind(&run.config.worker_host)
         .bind(config)
         .bind(run.created_at)
-        .fetch_one(&self.pool)
+        // Read to the end: an error reported after the row (a failed commit)
+        // would be lost by stopping at the first row.
+        .fetch_all(&self.pool)
         .await
-        .map_err(pg_error)?;
+        .map_err(pg_error)?
+        .pop()
+        .ok_or(StoreError::NotFound)?;
         run_from_row(&row)
     }
 
@@ -1179,10 +1179,10 @@ impl EventStore for PostgresStore {
 #[async_trait]
 impl Store for PostgresStore {
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1")
+        sqlx::query(AssertSqlSafe(PROBE_WRITE.replace('?', "$1")))
+            .bind(Timestamp::now().unix_millis())
             .execute(&self.pool)
-            .await
-            .map_err(pg_error)?;
+            .await?;
         Ok(())
     }
 

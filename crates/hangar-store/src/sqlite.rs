@@ -59,6 +59,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "run_followups",
         include_str!("../migrations/sqlite/0008_run_followups.sql"),
     ),
+    (
+        9,
+        "store_probe",
+        include_str!("../migrations/sqlite/0009_store_probe.sql"),
+    ),
 ];
 
 const RUN_COLUMNS: &str = "id, team_id, creator_user_id, title, prompt, state, source, \
@@ -186,8 +191,12 @@ impl TeamStore for SqliteStore {
         .bind(uid)
         .bind(name)
         .bind(Timestamp::now().unix_millis())
-        .fetch_one(&self.writer)
-        .await?;
+        // Stepped to the end: SQLite commits an autocommit statement when it
+        // finishes, and stopping at the first row would hide a failed commit.
+        .fetch_all(&self.writer)
+        .await?
+        .pop()
+        .ok_or(StoreError::NotFound)?;
         Ok(TeamRecord {
             id,
             uid: uid.to_owned(),
@@ -206,9 +215,13 @@ impl TeamStore for SqliteStore {
         .bind(&user.display_name)
         .bind(&user.role)
         .bind(Timestamp::now().unix_millis())
-        .fetch_one(&self.writer)
+        // Stepped to the end: SQLite commits an autocommit statement when it
+        // finishes, and stopping at the first row would hide a failed commit.
+        .fetch_all(&self.writer)
         .await
-        .map_err(|e| accounts::create_user_error(e, user.email.as_deref()))?;
+        .map_err(|e| accounts::create_user_error(e, user.email.as_deref()))?
+        .pop()
+        .ok_or(StoreError::NotFound)?;
         Ok(UserRecord {
             id,
             uid: user.uid,
@@ -329,8 +342,12 @@ impl RunStore for SqliteStore {
         .bind(config)
         .bind(run.created_at)
         .bind(run.created_at)
-        .fetch_one(&self.writer)
-        .await?;
+        // Stepped to the end: SQLite commits an autocommit statement when it
+        // finishes, and stopping at the first row would hide a failed commit.
+        .fetch_all(&self.writer)
+        .await?
+        .pop()
+        .ok_or(StoreError::NotFound)?;
         run_from_row(&row)
     }
 
@@ -997,7 +1014,10 @@ impl EventStore for SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.writer).await?;
+        sqlx::query(PROBE_WRITE)
+            .bind(Timestamp::now().unix_millis())
+            .execute(&self.writer)
+            .await?;
         Ok(())
     }
 

@@ -26,6 +26,9 @@ pub struct ClusterOptions {
     pub lost_timeout: Duration,
     /// PostgreSQL `(url, schema)` instead of SQLite, for replica tests.
     pub postgres: Option<(String, String)>,
+    /// The server's data directory (SQLite database, master key) instead of
+    /// one inside the cluster's temporary directory (e.g. on a small tmpfs).
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Default for ClusterOptions {
@@ -35,6 +38,7 @@ impl Default for ClusterOptions {
             heartbeat: Duration::from_secs(2),
             lost_timeout: Duration::from_secs(6),
             postgres: None,
+            data_dir: None,
         }
     }
 }
@@ -87,6 +91,7 @@ pub struct TestCluster {
     pub api_key: String,
     workers: Vec<WorkerProcess>,
     replicas: Vec<(String, Child, PathBuf)>,
+    data_dir: Option<PathBuf>,
 }
 
 impl Drop for TestCluster {
@@ -147,6 +152,7 @@ impl TestCluster {
             api_key: String::new(),
             workers: Vec::new(),
             replicas: Vec::new(),
+            data_dir: options.data_dir.clone(),
         };
         cluster.start_server("127.0.0.1:0").await?;
         let creds: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cli_json)?)?;
@@ -164,7 +170,7 @@ impl TestCluster {
         let log = dir.join("server.log");
         let child = Command::new(&self.bin)
             .args(["server", "--listen", listen, "--data-dir"])
-            .arg(dir.join("data"))
+            .arg(self.data_dir.clone().unwrap_or_else(|| dir.join("data")))
             .arg("--config")
             .arg(dir.join("server.yaml"))
             .env_clear()

@@ -6,6 +6,7 @@ mod cancel;
 mod cli;
 mod docker_system;
 mod environments;
+mod faults;
 mod followups_ended;
 mod lifecycle;
 mod local_runs;

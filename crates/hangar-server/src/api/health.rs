@@ -1,4 +1,4 @@
-//! `/healthz` (the process is alive) and `/readyz` (the store answers).
+//! `/healthz` (the process is alive) and `/readyz` (the store can commit a write).
 //! The page at `/` is the dashboard ([`crate::dashboard`]).
 
 use crate::AppState;
@@ -12,7 +12,7 @@ pub async fn healthz() -> Response {
     Json(serde_json::json!({"status": "ok"})).into_response()
 }
 
-/// Readiness: the database answers a query.
+/// Readiness: the database commits a write (a full disk fails this, `/healthz` stays up).
 pub async fn readyz(State(app): State<AppState>) -> Response {
     match app.store.ping().await {
         Ok(()) => Json(serde_json::json!({"status": "ready"})).into_response(),
@@ -20,7 +20,10 @@ pub async fn readyz(State(app): State<AppState>) -> Response {
             tracing::warn!(error = %e, "readiness check failed");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                Json(serde_json::json!({"status": "unavailable", "reason": "store unreachable"})),
+                Json(serde_json::json!({
+                    "status": "unavailable",
+                    "reason": format!("the store cannot commit writes: {e}"),
+                })),
             )
                 .into_response()
         }

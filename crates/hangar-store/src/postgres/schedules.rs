@@ -82,9 +82,13 @@ impl ScheduleStore for PostgresStore {
         .bind(s.created_by)
         .bind(s.created_at)
         .bind(s.next_run)
-        .fetch_one(&self.pool)
+        // Read to the end: an error reported after the row (a failed commit)
+        // would be lost by stopping at the first row.
+        .fetch_all(&self.pool)
         .await
-        .map_err(pg_error)?;
+        .map_err(pg_error)?
+        .pop()
+        .ok_or(StoreError::NotFound)?;
         schedule_from_row(&row)
     }
 
@@ -139,9 +143,13 @@ impl ScheduleStore for PostgresStore {
         .bind(u.updated_at)
         .bind(id)
         .bind(team_id)
-        .fetch_one(&self.pool)
+        // Read to the end: an error reported after the row (a failed commit)
+        // would be lost by stopping at the first row.
+        .fetch_all(&self.pool)
         .await
-        .map_err(pg_error)?;
+        .map_err(pg_error)?
+        .pop()
+        .ok_or(StoreError::NotFound)?;
         schedule_from_row(&row)
     }
 
@@ -166,9 +174,13 @@ impl ScheduleStore for PostgresStore {
         .bind(at)
         .bind(id)
         .bind(team_id)
-        .fetch_one(&self.pool)
+        // Read to the end: an error reported after the row (a failed commit)
+        // would be lost by stopping at the first row.
+        .fetch_all(&self.pool)
         .await
-        .map_err(pg_error)?;
+        .map_err(pg_error)?
+        .pop()
+        .ok_or(StoreError::NotFound)?;
         schedule_from_row(&row)
     }
 

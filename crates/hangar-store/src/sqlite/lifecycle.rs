@@ -49,8 +49,11 @@ impl LifecycleStore for SqliteStore {
         .bind(e.occurred_at)
         .bind(&e.run_id)
         .bind(team_id)
-        .fetch_optional(&self.writer)
-        .await?;
+        // Stepped to the end: SQLite commits an autocommit statement when it
+        // finishes, and stopping at the first row would hide a failed commit.
+        .fetch_all(&self.writer)
+        .await?
+        .pop();
         seq.ok_or(StoreError::NotFound)
     }
 }

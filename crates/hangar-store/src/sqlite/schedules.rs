@@ -82,8 +82,12 @@ impl ScheduleStore for SqliteStore {
         .bind(s.created_by)
         .bind(s.created_at)
         .bind(s.next_run)
-        .fetch_one(&self.writer)
-        .await?;
+        // Stepped to the end: SQLite commits an autocommit statement when it
+        // finishes, and stopping at the first row would hide a failed commit.
+        .fetch_all(&self.writer)
+        .await?
+        .pop()
+        .ok_or(StoreError::NotFound)?;
         schedule_from_row(&row)
     }
 
@@ -136,8 +140,12 @@ impl ScheduleStore for SqliteStore {
         .bind(u.updated_at)
         .bind(id)
         .bind(team_id)
-        .fetch_one(&self.writer)
-        .await?;
+        // Stepped to the end: SQLite commits an autocommit statement when it
+        // finishes, and stopping at the first row would hide a failed commit.
+        .fetch_all(&self.writer)
+        .await?
+        .pop()
+        .ok_or(StoreError::NotFound)?;
         schedule_from_row(&row)
     }
 
@@ -162,8 +170,12 @@ impl ScheduleStore for SqliteStore {
         .bind(at)
         .bind(id)
         .bind(team_id)
-        .fetch_one(&self.writer)
-        .await?;
+        // Stepped to the end: SQLite commits an autocommit statement when it
+        // finishes, and stopping at the first row would hide a failed commit.
+        .fetch_all(&self.writer)
+        .await?
+        .pop()
+        .ok_or(StoreError::NotFound)?;
         schedule_from_row(&row)
     }
 
