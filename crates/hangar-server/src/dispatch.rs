@@ -22,7 +22,7 @@ use hangar_store::{
 };
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -82,8 +82,6 @@ impl Slot {
 #[derive(Default)]
 struct Registry {
     workers: HashMap<WorkerKey, Slot>,
-    /// Workers that disconnected while running executions, and since when.
-    away: HashMap<WorkerKey, Instant>,
     next_conn: u64,
     /// Runs reopened by a follow-up, and the worker of their last execution
     /// (soft affinity: its idle sandbox may still hold the workspace).
@@ -101,8 +99,11 @@ pub struct Dispatcher {
     fresh_tx: mpsc::Sender<RunRecord>,
     fresh_rx: Mutex<Option<mpsc::Receiver<RunRecord>>>,
     public_url: String,
+    /// How long an execution's lease lasts without a renewal.
     lost_timeout: Duration,
     secrets: crate::secrets::SecretBox,
+    /// This replica, as named in the lease holders it writes.
+    replica_id: String,
 }
 
 /// A registered connection; dropping it does not unregister (call [`Dispatcher::disconnect`]).
@@ -121,6 +122,7 @@ impl Dispatcher {
         public_url: String,
         lost_timeout: Duration,
         secrets: crate::secrets::SecretBox,
+        replica_id: String,
     ) -> Arc<Self> {
         let (fresh_tx, fresh_rx) = mpsc::channel(FRESH_CAPACITY);
         Arc::new(Dispatcher {
@@ -132,6 +134,7 @@ impl Dispatcher {
             public_url,
             lost_timeout,
             secrets,
+            replica_id,
         })
     }
 
@@ -295,9 +298,6 @@ impl Dispatcher {
             }
             keep
         };
-        let mut reg = self.registry();
-        reg.next_conn += 1;
-        let conn_id = reg.next_conn;
         let (capacity, backend, version, labels) = match hello {
             Some(h) => (h.max_concurrent_tasks, h.backend, h.version, h.labels),
             None => (
@@ -307,41 +307,74 @@ impl Dispatcher {
                 BTreeMap::new(),
             ),
         };
-        reg.away.remove(&key);
-        reg.workers.insert(
-            key.clone(),
-            Slot {
-                conn_id,
-                tx,
-                capacity,
-                active: live.into_iter().map(|e| e.id).collect(),
-                draining: false,
-                refused: false,
-                backend,
-                version,
-                labels,
-                connected_at: Timestamp::now(),
-            },
-        );
-        drop(reg);
+        let conn_id = {
+            let mut reg = self.registry();
+            reg.next_conn += 1;
+            let conn_id = reg.next_conn;
+            reg.workers.insert(
+                key.clone(),
+                Slot {
+                    conn_id,
+                    tx,
+                    capacity,
+                    active: live.into_iter().map(|e| e.id).collect(),
+                    draining: false,
+                    refused: false,
+                    backend,
+                    version,
+                    labels,
+                    connected_at: Timestamp::now(),
+                },
+            );
+            conn_id
+        };
+        let registration = Registration { key, conn_id };
+        // The executions it kept are held by this connection from now on.
+        self.renew(&registration).await?;
         tracing::info!(team_id, worker_id, conn_id, capacity, "worker connected");
         self.wake();
-        Ok(Registration { key, conn_id })
+        Ok(registration)
     }
 
     /// Unregisters a connection (unless a newer one replaced it). Its live
-    /// executions are kept; they are lost only if it stays away too long.
+    /// executions are kept: they end only if their leases expire, that is if
+    /// the worker renews them through no replica for `lost_timeout`.
     pub fn disconnect(&self, reg_: &Registration) {
         let mut reg = self.registry();
         let current = reg.workers.get(&reg_.key).map(|s| s.conn_id);
         if current == Some(reg_.conn_id) {
-            if let Some(slot) = reg.workers.remove(&reg_.key)
-                && !slot.active.is_empty()
-            {
-                reg.away.insert(reg_.key.clone(), Instant::now());
-            }
+            reg.workers.remove(&reg_.key);
             tracing::info!(worker_id = %reg_.key.1, conn_id = reg_.conn_id, "worker disconnected");
         }
+    }
+
+    /// The lease holder name of a connection of this replica.
+    fn holder(&self, conn_id: u64) -> String {
+        format!("{}:{conn_id}", self.replica_id)
+    }
+
+    /// Renews the leases of the executions a connected worker runs: called
+    /// when it connects and, while it keeps talking, once per heartbeat.
+    pub async fn renew(&self, reg: &Registration) -> StoreResult<u64> {
+        let now = Timestamp::now().unix_millis();
+        let expires = now + self.lost_timeout.as_millis() as i64;
+        self.store
+            .renew_leases(
+                reg.key.0,
+                &reg.key.1,
+                &self.holder(reg.conn_id),
+                expires,
+                now,
+            )
+            .await
+    }
+
+    /// Whether a connection still holds executions (its leases need renewing).
+    pub fn holds_work(&self, reg: &Registration) -> bool {
+        self.registry()
+            .workers
+            .get(&reg.key)
+            .is_some_and(|s| s.conn_id == reg.conn_id && !s.active.is_empty())
     }
 
     /// Marks a worker as draining: it gets no new work.
@@ -349,22 +382,6 @@ impl Dispatcher {
         if let Some(slot) = self.registry().workers.get_mut(key) {
             slot.draining = true;
         }
-    }
-
-    /// Remembers workers that had live executions before a restart, so they
-    /// are declared lost if they never come back.
-    pub async fn recover(&self) -> StoreResult<()> {
-        let live = self.store.all_live_executions().await?;
-        let mut reg = self.registry();
-        for (team, exec) in live {
-            if exec.worker_id == hangar_store::LOCAL_WORKER_ID {
-                continue;
-            }
-            reg.away
-                .entry((team, exec.worker_id.clone()))
-                .or_insert_with(Instant::now);
-        }
-        Ok(())
     }
 
     /// Sends a cancellation to the worker running `exec`, if connected.
@@ -427,8 +444,8 @@ impl Dispatcher {
                 }
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(tick) => {
-                    if let Err(e) = self.sweep_lost().await {
-                        tracing::warn!(error = %e, "lost-worker sweep failed");
+                    if let Err(e) = self.sweep_leases().await {
+                        tracing::warn!(error = %e, "lease sweep failed; retrying on the next tick");
                     }
                 }
             }
@@ -454,7 +471,7 @@ impl Dispatcher {
         &self,
         run: &RunRecord,
         exec: &ExecutionId,
-    ) -> Option<(String, mpsc::Sender<ServerToWorker>)> {
+    ) -> Option<(String, u64, mpsc::Sender<ServerToWorker>)> {
         let mut reg = self.registry();
         let key = match run.worker_host() {
             Some(host) => {
@@ -482,7 +499,7 @@ impl Dispatcher {
         reg.affinity.remove(&run.id);
         let slot = reg.workers.get_mut(&key)?;
         slot.active.insert(exec.clone());
-        Some((key.1, slot.tx.clone()))
+        Some((key.1, slot.conn_id, slot.tx.clone()))
     }
 
     async fn dispatch_pending(&self) -> StoreResult<()> {
@@ -515,11 +532,12 @@ impl Dispatcher {
             None => None,
         };
         let exec_id = ExecutionId::generate();
-        let Some((worker_id, tx)) = self.reserve(run, &exec_id) else {
+        let Some((worker_id, conn_id, tx)) = self.reserve(run, &exec_id) else {
             return Ok(false);
         };
         let key = (run.team_id, worker_id.clone());
         let (token, token_hash) = new_run_token();
+        let now = Timestamp::now().unix_millis();
         let placed = self
             .store
             .assign(NewExecution {
@@ -527,7 +545,9 @@ impl Dispatcher {
                 run_id: run.id.clone(),
                 worker_id: worker_id.clone(),
                 token_hash,
-                created_at: Timestamp::now().unix_millis(),
+                created_at: now,
+                lease_holder: Some(self.holder(conn_id)),
+                lease_expires_at: Some(now + self.lost_timeout.as_millis() as i64),
             })
             .await;
         match placed {
@@ -541,7 +561,7 @@ impl Dispatcher {
                     .is_err()
                 {
                     // The connection went away between reserve and send; the
-                    // lost-worker sweep queues the run again if it does not return.
+                    // run is queued again when the execution's lease expires.
                     tracing::warn!(run_id = %run.id, worker_id, "assignment not delivered");
                 }
                 tracing::debug!(run_id = %run.id, execution_id = %exec_id, worker_id, "assigned");
@@ -667,55 +687,67 @@ impl Dispatcher {
         });
         Ok(())
     }
+}
 
-    /// Declares workers lost that stayed away longer than the timeout.
-    async fn sweep_lost(&self) -> StoreResult<()> {
-        let expired: Vec<WorkerKey> = {
-            let reg = self.registry();
-            reg.away
-                .iter()
-                .filter(|(k, since)| {
-                    !reg.workers.contains_key(*k) && since.elapsed() >= self.lost_timeout
-                })
-                .map(|(k, _)| k.clone())
-                .collect()
-        };
-        for key in expired {
-            let (team_id, worker_id) = &key;
-            let now = Timestamp::now().unix_millis();
-            for exec in self.store.live_executions(worker_id).await? {
-                let run = self.store.run_any_team(&exec.run_id).await?;
-                if run.team_id != *team_id {
-                    continue;
-                }
-                if exec.state == ExecutionState::Assigned {
-                    self.store
-                        .reject(&exec.run_id, &exec.id, "worker lost before claiming", now)
-                        .await?;
-                    continue;
-                }
+/// Expired leases ended per sweep pass.
+const SWEEP_BATCH: i64 = 256;
+
+impl Dispatcher {
+    /// Ends the executions whose leases expired, on whichever replica this
+    /// is: one that never started is queued again; one that started ends
+    /// `ERROR` with `failure_reason` `worker_lost`. Safe when every replica
+    /// sweeps at once: each lease is taken by exactly one.
+    pub async fn sweep_leases(&self) -> StoreResult<usize> {
+        let now = Timestamp::now().unix_millis();
+        let expired = self.store.expired_leases(now, SWEEP_BATCH).await?;
+        let mut ended = 0;
+        for (team_id, exec) in expired {
+            if !self.store.take_expired_lease(&exec.id, now).await? {
+                continue; // renewed meanwhile, or another replica took it
+            }
+            ended += 1;
+            let lease = humantime::format_duration(self.lost_timeout);
+            let worker_id = &exec.worker_id;
+            let run = self.store.run_any_team(&exec.run_id).await?;
+            let started = exec.state == ExecutionState::Started
+                || !matches!(
+                    run.state,
+                    RunState::Queued | RunState::Pending | RunState::Claimed
+                );
+            if !started {
+                let why = format!(
+                    "lease expired: worker `{worker_id}` was not heard from for {lease} \
+                     before the task started; the run is queued again"
+                );
+                self.store.reject(&exec.run_id, &exec.id, &why, now).await?;
+                tracing::warn!(run_id = %exec.run_id, execution_id = %exec.id, worker_id, "lease expired before the task started; run queued again");
+            } else {
                 let end = ExecutionEnd {
                     outcome: Outcome {
                         state: RunState::Error,
                         message: format!(
-                            "lost contact with worker `{worker_id}` for more than {}",
-                            humantime::format_duration(self.lost_timeout)
+                            "lease expired: lost contact with worker `{worker_id}` for more \
+                             than {lease}; the worker stops the task itself when it notices"
                         ),
                         error_code: Some("resource_unavailable".to_owned()),
                     },
                     exit_code: None,
-                    failure_reason: Some("unknown".to_owned()),
+                    failure_reason: Some("worker_lost".to_owned()),
                     at: now,
                 };
                 self.store
                     .finish_execution(&exec.run_id, &exec.id, &end)
                     .await?;
-                tracing::warn!(run_id = %exec.run_id, worker_id, "worker lost; run marked ERROR");
+                tracing::warn!(run_id = %exec.run_id, execution_id = %exec.id, worker_id, "lease expired; run marked ERROR (worker_lost)");
             }
-            self.registry().away.remove(&key);
+            // If the worker is connected here after all, it stops the task now.
+            self.release(&(team_id, worker_id.clone()), &exec.id);
+            self.send_cancellation(team_id, &exec);
         }
-        self.wake();
-        Ok(())
+        if ended > 0 {
+            self.wake();
+        }
+        Ok(ended)
     }
 
     /// Resolves the execution a worker report refers to: the one it names, or

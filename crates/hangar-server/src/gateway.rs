@@ -142,11 +142,24 @@ async fn connection(app: AppState, team_id: i64, worker_id: String, socket: WebS
         handle(&app, &key, msg).await;
     }
     let read_timeout = app.config.read_timeout;
+    // Every frame from the worker (its pings and pongs included) proves it is
+    // alive; at most once per half heartbeat that renews its leases.
+    let renew_every = heartbeat / 2;
+    let mut renewed = tokio::time::Instant::now();
     loop {
         let next = tokio::select! {
             n = tokio::time::timeout(read_timeout, stream.next()) => n,
             _ = app.shutdown.cancelled() => break,
         };
+        if matches!(next, Ok(Some(Ok(_))))
+            && renewed.elapsed() >= renew_every
+            && app.dispatcher.holds_work(&registration)
+        {
+            renewed = tokio::time::Instant::now();
+            if let Err(e) = app.dispatcher.renew(&registration).await {
+                tracing::warn!(error = %e, worker_id, "could not renew the worker's leases");
+            }
+        }
         match next {
             Err(_) => {
                 tracing::warn!(

@@ -325,13 +325,16 @@ impl Server {
         let bootstrap = bootstrap(store.as_ref(), &config, &public_url).await?;
 
         let shutdown = CancellationToken::new();
+        let replica_id = new_uid();
+        // No replica's memory decides the fate of a run: leases in the store
+        // do, so starting this replica touches no other replica's runs.
         let dispatcher = Dispatcher::new(
             store.clone(),
             public_url.clone(),
             config.worker_lost_timeout,
             secret_box.clone(),
+            replica_id.clone(),
         );
-        dispatcher.recover().await?;
         let state = AppState(Arc::new(AppInner {
             store,
             dispatcher: dispatcher.clone(),
@@ -344,7 +347,7 @@ impl Server {
             config: config.clone(),
             public_url,
             shutdown: shutdown.clone(),
-            replica_id: new_uid(),
+            replica_id,
         }));
 
         let app = Router::new()

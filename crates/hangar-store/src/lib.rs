@@ -16,6 +16,7 @@
 mod accounts;
 mod cluster;
 mod environments;
+mod leases;
 mod lifecycle;
 mod notify;
 mod open;
@@ -165,7 +166,9 @@ pub trait RunStore: Send + Sync {
     async fn assign(&self, exec: NewExecution) -> StoreResult<Transition>;
     /// The worker accepted: `QUEUED` → `CLAIMED`.
     async fn claim(&self, run: &RunId, exec: &ExecutionId, at: i64) -> StoreResult<Transition>;
-    /// The worker refused: the execution ends and the run is free to dispatch again.
+    /// The worker refused, or the execution never started before its lease
+    /// expired: the execution ends and a `QUEUED`, `PENDING` or `CLAIMED` run
+    /// is queued again.
     async fn reject(
         &self,
         run: &RunId,
@@ -216,6 +219,30 @@ pub trait RunStore: Send + Sync {
     async fn live_executions(&self, worker_id: &str) -> StoreResult<Vec<ExecutionRecord>>;
     /// Every execution that has not ended, with its run's team.
     async fn all_live_executions(&self) -> StoreResult<Vec<(i64, ExecutionRecord)>>;
+
+    /// Renews, until `expires_at` (ms), the leases of the live executions of
+    /// a team's worker, now held by connection `holder`; returns how many.
+    async fn renew_leases(
+        &self,
+        team_id: i64,
+        worker_id: &str,
+        holder: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> StoreResult<u64>;
+    /// Live executions whose lease expired before `now`, soonest expired
+    /// first, with their run's team.
+    async fn expired_leases(
+        &self,
+        now: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<(i64, ExecutionRecord)>>;
+    /// Takes an expired lease so the caller can end its execution: `true`
+    /// for exactly one caller, however many replicas sweep at once, and
+    /// only while the lease is still expired.
+    async fn take_expired_lease(&self, exec: &ExecutionId, now: i64) -> StoreResult<bool>;
+    /// The leases of a team's live executions.
+    async fn team_leases(&self, team_id: i64) -> StoreResult<Vec<LeaseRecord>>;
 
     /// Reopens an ended run for a follow-up, atomically: a terminal run whose
     /// executions have all ended goes back to `QUEUED` without a current

@@ -69,6 +69,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "store_probe",
         include_str!("../migrations/postgres/0008_store_probe.sql"),
     ),
+    (
+        9,
+        "execution_leases",
+        include_str!("../migrations/postgres/0009_execution_leases.sql"),
+    ),
 ];
 
 const RUN_COLUMNS: &str = "id, team_id, creator_user_id, title, prompt, state, source, \
@@ -647,14 +652,16 @@ impl RunStore for PostgresStore {
             return Ok(Transition::Stale);
         }
         sqlx::query(
-            "INSERT INTO executions (id, run_id, worker_id, state, token_hash, created_at, updated_at) \
-             VALUES ($1, $2, $3, 'assigned', $4, $5, $5)",
+            "INSERT INTO executions (id, run_id, worker_id, state, token_hash, created_at, updated_at, \
+             lease_holder, lease_expires_at) VALUES ($1, $2, $3, 'assigned', $4, $5, $5, $6, $7)",
         )
         .bind(exec.id.as_str())
         .bind(exec.run_id.as_str())
         .bind(&exec.worker_id)
         .bind(&exec.token_hash)
         .bind(exec.created_at)
+        .bind(&exec.lease_holder)
+        .bind(exec.lease_expires_at)
         .execute(&mut *tx)
         .await
         .map_err(pg_error)?;
@@ -700,8 +707,9 @@ impl RunStore for PostgresStore {
         let mut tx = self.pool.begin().await.map_err(pg_error)?;
         // Lock order everywhere: the run row, then its executions.
         let done = sqlx::query(
-            "UPDATE runs SET current_execution_id = NULL, updated_at = $1 \
-             WHERE id = $2 AND current_execution_id = $3 AND state IN ('QUEUED', 'PENDING')",
+            "UPDATE runs SET current_execution_id = NULL, updated_at = $1, \
+             state = CASE WHEN state = 'CLAIMED' THEN 'QUEUED' ELSE state END \
+             WHERE id = $2 AND current_execution_id = $3 AND state IN ('QUEUED', 'PENDING', 'CLAIMED')",
         )
         .bind(at)
         .bind(run.as_str())
@@ -982,6 +990,74 @@ impl RunStore for PostgresStore {
         .map_err(pg_error)?;
         rows.iter()
             .map(|row| Ok((row.try_get("team_id")?, execution_from_row(row)?)))
+            .collect()
+    }
+
+    async fn renew_leases(
+        &self,
+        team_id: i64,
+        worker_id: &str,
+        holder: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> StoreResult<u64> {
+        let done = sqlx::query(AssertSqlSafe(crate::leases::numbered(crate::leases::RENEW)))
+            .bind(holder)
+            .bind(expires_at)
+            .bind(now)
+            .bind(worker_id)
+            .bind(team_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn expired_leases(
+        &self,
+        now: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<(i64, ExecutionRecord)>> {
+        let rows = sqlx::query(AssertSqlSafe(crate::leases::numbered(
+            crate::leases::EXPIRED,
+        )))
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("team_id")?, execution_from_row(row)?)))
+            .collect()
+    }
+
+    async fn take_expired_lease(&self, exec: &ExecutionId, now: i64) -> StoreResult<bool> {
+        let done = sqlx::query(AssertSqlSafe(crate::leases::numbered(
+            crate::leases::TAKE_EXPIRED,
+        )))
+        .bind(exec.as_str())
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn team_leases(&self, team_id: i64) -> StoreResult<Vec<LeaseRecord>> {
+        let rows = sqlx::query(AssertSqlSafe(crate::leases::numbered(
+            crate::leases::OF_TEAM,
+        )))
+        .bind(team_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(LeaseRecord {
+                    worker_id: row.try_get("worker_id")?,
+                    run_id: RunId(row.try_get("run_id")?),
+                    execution_id: ExecutionId(row.try_get("execution_id")?),
+                    epoch: row.try_get("epoch")?,
+                    holder: row.try_get("lease_holder")?,
+                    expires_at: row.try_get("lease_expires_at")?,
+                })
+            })
             .collect()
     }
 

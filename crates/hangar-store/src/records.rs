@@ -270,6 +270,29 @@ pub struct NewExecution {
     pub token_hash: Vec<u8>,
     /// Time (ms).
     pub created_at: i64,
+    /// The connection holding the execution's lease (`None`: no lease, as
+    /// for unmanaged runs, which are never swept).
+    pub lease_holder: Option<String>,
+    /// When the lease expires unless renewed (ms).
+    pub lease_expires_at: Option<i64>,
+}
+
+/// The lease of one live execution (`GET /workers`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LeaseRecord {
+    /// Worker running the execution.
+    pub worker_id: String,
+    /// Run.
+    pub run_id: RunId,
+    /// Execution.
+    pub execution_id: ExecutionId,
+    /// The execution's ordinal within its run (1 for the first): the fencing
+    /// epoch a report must match.
+    pub epoch: i64,
+    /// Connection holding the lease (`replica:connection`).
+    pub holder: Option<String>,
+    /// Expiry (ms).
+    pub expires_at: i64,
 }
 
 /// Lifecycle of one execution.

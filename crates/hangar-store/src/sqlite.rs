@@ -64,6 +64,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "store_probe",
         include_str!("../migrations/sqlite/0009_store_probe.sql"),
     ),
+    (
+        10,
+        "execution_leases",
+        include_str!("../migrations/sqlite/0010_execution_leases.sql"),
+    ),
 ];
 
 const RUN_COLUMNS: &str = "id, team_id, creator_user_id, title, prompt, state, source, \
@@ -512,8 +517,8 @@ impl RunStore for SqliteStore {
             return Ok(Transition::Stale);
         }
         sqlx::query(
-            "INSERT INTO executions (id, run_id, worker_id, state, token_hash, created_at, updated_at) \
-             VALUES (?, ?, ?, 'assigned', ?, ?, ?)",
+            "INSERT INTO executions (id, run_id, worker_id, state, token_hash, created_at, updated_at, \
+             lease_holder, lease_expires_at) VALUES (?, ?, ?, 'assigned', ?, ?, ?, ?, ?)",
         )
         .bind(exec.id.as_str())
         .bind(exec.run_id.as_str())
@@ -521,6 +526,8 @@ impl RunStore for SqliteStore {
         .bind(&exec.token_hash)
         .bind(exec.created_at)
         .bind(exec.created_at)
+        .bind(&exec.lease_holder)
+        .bind(exec.lease_expires_at)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -572,8 +579,9 @@ impl RunStore for SqliteStore {
         .execute(&mut *tx)
         .await?;
         let done = sqlx::query(
-            "UPDATE runs SET current_execution_id = NULL, updated_at = ? \
-             WHERE id = ? AND current_execution_id = ? AND state IN ('QUEUED', 'PENDING')",
+            "UPDATE runs SET current_execution_id = NULL, updated_at = ?, \
+             state = CASE WHEN state = 'CLAIMED' THEN 'QUEUED' ELSE state END \
+             WHERE id = ? AND current_execution_id = ? AND state IN ('QUEUED', 'PENDING', 'CLAIMED')",
         )
         .bind(at)
         .bind(run.as_str())
@@ -815,6 +823,68 @@ impl RunStore for SqliteStore {
         .await?;
         rows.iter()
             .map(|row| Ok((row.try_get("team_id")?, execution_from_row(row)?)))
+            .collect()
+    }
+
+    async fn renew_leases(
+        &self,
+        team_id: i64,
+        worker_id: &str,
+        holder: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> StoreResult<u64> {
+        let done = sqlx::query(AssertSqlSafe(crate::leases::RENEW.to_owned()))
+            .bind(holder)
+            .bind(expires_at)
+            .bind(now)
+            .bind(worker_id)
+            .bind(team_id)
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn expired_leases(
+        &self,
+        now: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<(i64, ExecutionRecord)>> {
+        let rows = sqlx::query(AssertSqlSafe(crate::leases::EXPIRED.to_owned()))
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("team_id")?, execution_from_row(row)?)))
+            .collect()
+    }
+
+    async fn take_expired_lease(&self, exec: &ExecutionId, now: i64) -> StoreResult<bool> {
+        let done = sqlx::query(AssertSqlSafe(crate::leases::TAKE_EXPIRED.to_owned()))
+            .bind(exec.as_str())
+            .bind(now)
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn team_leases(&self, team_id: i64) -> StoreResult<Vec<LeaseRecord>> {
+        let rows = sqlx::query(AssertSqlSafe(crate::leases::OF_TEAM.to_owned()))
+            .bind(team_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(LeaseRecord {
+                    worker_id: row.try_get("worker_id")?,
+                    run_id: RunId(row.try_get("run_id")?),
+                    execution_id: ExecutionId(row.try_get("execution_id")?),
+                    epoch: row.try_get("epoch")?,
+                    holder: row.try_get("lease_holder")?,
+                    expires_at: row.try_get("lease_expires_at")?,
+                })
+            })
             .collect()
     }
 

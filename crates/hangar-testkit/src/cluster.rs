@@ -271,6 +271,17 @@ impl TestCluster {
         }
     }
 
+    /// Kills replica `name` with SIGKILL.
+    pub async fn kill_replica(&mut self, name: &str) -> Result<()> {
+        for (n, child, _) in &mut self.replicas {
+            if n == name {
+                child.kill().await?;
+                return Ok(());
+            }
+        }
+        bail!("no replica named {name}")
+    }
+
     /// Starts a worker connected to the server at `url` (e.g. a replica);
     /// waits until that server lists it (each replica lists its own workers).
     pub async fn start_worker_on(

@@ -317,6 +317,8 @@ pub async fn create_local(
         worker_id: hangar_store::LOCAL_WORKER_ID.to_owned(),
         token_hash,
         created_at: new.created_at,
+        lease_holder: None,
+        lease_expires_at: None,
     };
     let execution_id = exec.id.0.clone();
     let run = app.store.create_local_run(new, exec).await?;

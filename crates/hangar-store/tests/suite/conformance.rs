@@ -40,6 +40,8 @@ async fn assign(store: &dyn Store, run: &RunRecord, worker: &str) -> ExecutionId
             worker_id: worker.into(),
             token_hash: id.0.as_bytes().to_vec(),
             created_at: Timestamp::now().unix_millis(),
+            lease_holder: None,
+            lease_expires_at: None,
         })
         .await
         .unwrap();
@@ -76,6 +78,7 @@ pub async fn run_all(store: &dyn Store) {
     api_keys(store).await;
     run_filters(store).await;
     metadata_and_ancestry_filters(store).await;
+    leases_renew_expire_and_are_taken_once(store).await;
     super::accounts::run_all(store).await;
     super::shares::run_all(store).await;
 }
@@ -237,6 +240,8 @@ async fn lifecycle_and_fencing(store: &dyn Store) {
             worker_id: "a".into(),
             token_hash: b"other".to_vec(),
             created_at: 0,
+            lease_holder: None,
+            lease_expires_at: None,
         })
         .await
         .unwrap();
@@ -692,4 +697,129 @@ async fn metadata_and_ancestry_filters(store: &dyn Store) {
     };
     assert_eq!(ids(descendants(&root.id)).await, vec![child.id.clone()]);
     assert!(ids(descendants(&other.id)).await.is_empty());
+}
+
+async fn assign_leased(
+    store: &dyn Store,
+    run: &RunRecord,
+    worker: &str,
+    expires_at: i64,
+) -> ExecutionId {
+    let id = ExecutionId::generate();
+    let t = store
+        .assign(NewExecution {
+            id: id.clone(),
+            run_id: run.id.clone(),
+            worker_id: worker.into(),
+            token_hash: id.0.as_bytes().to_vec(),
+            created_at: Timestamp::now().unix_millis(),
+            lease_holder: Some("replica-a:1".into()),
+            lease_expires_at: Some(expires_at),
+        })
+        .await
+        .unwrap();
+    assert_eq!(t, Transition::Applied);
+    id
+}
+
+/// Leases: renewed by their worker's team only, listed once expired, taken by
+/// exactly one sweeper and never after a renewal; a claimed run whose lease
+/// expired before it started is queued again.
+async fn leases_renew_expire_and_are_taken_once(store: &dyn Store) {
+    let t = team(store, "leases").await;
+    let other = team(store, "leases-other").await;
+    let now = Timestamp::now().unix_millis();
+    let run = new_run(store, t.id, Some("lw")).await;
+    let exec = assign_leased(store, &run, "lw", now + 1_000).await;
+    assert_eq!(
+        store.claim(&run.id, &exec, now).await.unwrap(),
+        Transition::Applied
+    );
+
+    // Not expired yet: nothing to sweep.
+    let expired = |at| async move { store.expired_leases(at, 100).await.unwrap() };
+    assert!(!expired(now).await.iter().any(|(_, e)| e.id == exec));
+    // Another team's worker of the same id renews nothing of this team.
+    assert_eq!(
+        store
+            .renew_leases(other.id, "lw", "replica-b:9", now + 60_000, now)
+            .await
+            .unwrap(),
+        0
+    );
+    // Expired: listed with its team; then renewed by its worker, no longer.
+    let later = now + 5_000;
+    let found = expired(later).await;
+    assert!(
+        found.iter().any(|(team, e)| *team == t.id && e.id == exec),
+        "{found:?}"
+    );
+    assert_eq!(
+        store
+            .renew_leases(t.id, "lw", "replica-b:2", later + 10_000, later)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(!expired(later).await.iter().any(|(_, e)| e.id == exec));
+    assert!(
+        !store.take_expired_lease(&exec, later).await.unwrap(),
+        "a renewed lease cannot be taken"
+    );
+    let leases = store.team_leases(t.id).await.unwrap();
+    let lease = leases
+        .iter()
+        .find(|l| l.execution_id == exec)
+        .expect("lease listed");
+    assert_eq!(lease.holder.as_deref(), Some("replica-b:2"));
+    assert_eq!(lease.expires_at, later + 10_000);
+    assert_eq!(lease.epoch, 1);
+    assert!(store.team_leases(other.id).await.unwrap().is_empty());
+
+    // Expired again: exactly one taker, and a renewal cannot revive it.
+    let much_later = later + 20_000;
+    assert!(store.take_expired_lease(&exec, much_later).await.unwrap());
+    assert!(!store.take_expired_lease(&exec, much_later).await.unwrap());
+    store
+        .renew_leases(t.id, "lw", "replica-a:3", much_later + 10_000, much_later)
+        .await
+        .unwrap();
+    assert!(
+        !expired(much_later + 60_000)
+            .await
+            .iter()
+            .any(|(_, e)| e.id == exec)
+    );
+
+    // Never started: the claimed run goes back to the queue for a new execution.
+    assert_eq!(
+        store
+            .reject(&run.id, &exec, "lease expired", much_later)
+            .await
+            .unwrap(),
+        Transition::Applied
+    );
+    let back = store.run(t.id, &run.id).await.unwrap();
+    assert_eq!(back.state, RunState::Queued);
+    assert_eq!(back.current_execution_id, None);
+    let again = assign_leased(store, &back, "lw", much_later + 1_000).await;
+    let leases = store.team_leases(t.id).await.unwrap();
+    assert_eq!(
+        leases
+            .iter()
+            .find(|l| l.execution_id == again)
+            .unwrap()
+            .epoch,
+        2
+    );
+
+    // Executions without a lease (unmanaged runs) are never swept.
+    let local = new_run(store, t.id, None).await;
+    let unleased = assign(store, &local, "lw2").await;
+    assert!(
+        !expired(i64::MAX / 2)
+            .await
+            .iter()
+            .any(|(_, e)| e.id == unleased)
+    );
 }

@@ -86,6 +86,8 @@ async fn populate(store: &dyn Store) -> Secrets {
             worker_id: "w".into(),
             token_hash: token_hash.clone(),
             created_at: Timestamp::now().unix_millis(),
+            lease_holder: None,
+            lease_expires_at: None,
         })
         .await
         .unwrap();

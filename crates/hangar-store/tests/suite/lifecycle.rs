@@ -62,6 +62,8 @@ async fn state_changes_are_numbered_per_team(store: &dyn Store) {
             worker_id: "w1".into(),
             token_hash: exec.0.as_bytes().to_vec(),
             created_at: Timestamp::now().unix_millis(),
+            lease_holder: None,
+            lease_expires_at: None,
         })
         .await
         .unwrap();

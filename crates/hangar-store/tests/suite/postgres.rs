@@ -140,6 +140,8 @@ fn new_execution(run: &RunId, worker: &str) -> NewExecution {
         run_id: run.clone(),
         worker_id: worker.into(),
         created_at: Timestamp::now().unix_millis(),
+        lease_holder: None,
+        lease_expires_at: None,
     }
 }
 
@@ -191,6 +193,45 @@ async fn concurrent_replicas_never_assign_a_run_twice() {
     }
     let live: usize = a.all_live_executions().await.unwrap().len();
     assert_eq!(live, RUNS, "no orphan executions");
+    Store::close(&*b).await;
+    db.cleanup(&a).await;
+}
+
+/// Expired leases swept by several replicas at once: each is taken exactly once.
+#[tokio::test]
+async fn replicas_sweeping_at_once_take_each_expired_lease_once() {
+    const RUNS: usize = 40;
+    let db = TestSchema::new();
+    let a = Arc::new(db.store().await);
+    let b = Arc::new(db.store().await);
+    let team = a.create_team(&RunId::generate().0, "sweep").await.unwrap();
+    let now = Timestamp::now().unix_millis();
+    for _ in 0..RUNS {
+        let run = a.create_run(new_run(team.id)).await.unwrap();
+        let mut exec = new_execution(&run.id, "gone");
+        exec.lease_holder = Some("dead:1".into());
+        exec.lease_expires_at = Some(now - 1);
+        assert_eq!(a.assign(exec).await.unwrap(), Transition::Applied);
+    }
+    let mut tasks = Vec::new();
+    for store in [a.clone(), b.clone(), a.clone(), b.clone()] {
+        tasks.push(tokio::spawn(async move {
+            let mut taken = Vec::new();
+            for (_, exec) in store.expired_leases(now, 1000).await.unwrap() {
+                if store.take_expired_lease(&exec.id, now).await.unwrap() {
+                    taken.push(exec.id);
+                }
+            }
+            taken
+        }));
+    }
+    let mut taken = Vec::new();
+    for task in tasks {
+        taken.extend(task.await.unwrap());
+    }
+    let unique: HashSet<_> = taken.iter().cloned().collect();
+    assert_eq!(taken.len(), RUNS, "every expired lease taken exactly once");
+    assert_eq!(unique.len(), RUNS);
     Store::close(&*b).await;
     db.cleanup(&a).await;
 }

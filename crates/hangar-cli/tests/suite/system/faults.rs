@@ -1,8 +1,14 @@
 //! The fault suite: real `hangar` processes under injected faults, one test
 //! per scenario id of TESTING.md.
 
-use crate::suite::common::hangar_bin;
+use super::replicas::Schema;
+use crate::suite::common::{cluster_with, hangar_bin, processes_under};
+use hangar_client::Client;
+use hangar_protocol::{AgentConfig, RunAgentRequest, RunItem, RunState};
 use hangar_testkit::cluster::{ClusterOptions, TestCluster};
+use hangar_testkit::fake_llm::{FakeLlm, Turn};
+use nix::sys::signal::Signal;
+use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -227,4 +233,189 @@ async fn status_of_authed(http: &reqwest::Client, cluster: &TestCluster, id: &st
         .expect("GET run")
         .status()
         .as_u16()
+}
+
+/// A run on worker `host` whose agent runs `sleep 300` in the shell tool.
+fn sleeping_run(host: &str) -> RunAgentRequest {
+    RunAgentRequest {
+        prompt: Some("sleep a long time".into()),
+        config: Some(AgentConfig {
+            worker_host: Some(host.into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn sleeping_llm_turns() -> Vec<Turn> {
+    vec![Turn::tool_call(
+        "shell",
+        json!({"command": "sleep 300", "timeout_ms": 600000}),
+    )]
+}
+
+async fn wait_in_progress(cluster: &TestCluster, client: &Client, run_id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let run = client.get_run(run_id).await.unwrap();
+        if run.state == RunState::InProgress {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "run {run_id} never started: {:?} ({})",
+            run.state,
+            cluster.url
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn status_text(run: &RunItem) -> String {
+    format!("{:?}", run.status_message)
+}
+
+/// The test lease (`worker_lost_timeout` of the test cluster).
+const LEASE: Duration = Duration::from_secs(6);
+
+/// D3 (server side): a worker frozen (SIGSTOP) past its lease has its
+/// started run ended `ERROR` by the lease sweep, within the lease plus a
+/// heartbeat; once thawed it is told to stop the task, and its late result
+/// is refused: the run stays `ERROR`, reported once.
+#[tokio::test(flavor = "multi_thread")]
+async fn d3_worker_frozen_past_its_lease_is_ended_and_its_late_result_refused() {
+    let llm = FakeLlm::start(sleeping_llm_turns()).await;
+    let mut cluster = cluster_with(&llm).await;
+    let client = cluster.client();
+    let worker = cluster
+        .start_worker("frozen", &["--kill-grace", "1s"])
+        .await
+        .unwrap();
+    let root = worker.workspace_root.clone();
+    let created = client.create_run(&sleeping_run("frozen")).await.unwrap();
+    wait_in_progress(&cluster, &client, &created.run_id).await;
+
+    cluster
+        .worker("frozen")
+        .unwrap()
+        .signal(Signal::SIGSTOP)
+        .unwrap();
+    let frozen_at = Instant::now();
+    let run = cluster
+        .wait_run(&created.run_id, LEASE * 3, |r| r.state.is_terminal())
+        .await
+        .unwrap();
+    let detected = frozen_at.elapsed();
+    assert_eq!(run.state, RunState::Error, "{}", status_text(&run));
+    assert!(
+        status_text(&run).contains("lease expired"),
+        "{}",
+        status_text(&run)
+    );
+    // Liveness is judged on the lease, not on a guess: never before it ran out.
+    assert!(
+        detected >= LEASE - Duration::from_secs(3),
+        "ended after only {detected:?}"
+    );
+
+    // Thawed, it reconnects, learns the execution ended, and stops the task.
+    cluster
+        .worker("frozen")
+        .unwrap()
+        .signal(Signal::SIGCONT)
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !processes_under(&root).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the ended task still runs: {:?}",
+            processes_under(&root)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Its late report changed nothing.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = client.get_run(&created.run_id).await.unwrap();
+    assert_eq!(after.state, RunState::Error);
+    assert_eq!(status_text(&after), status_text(&run));
+}
+
+/// R1: another replica starting and restarting while runs are live marks
+/// none of them `ERROR` (no replica's memory decides the fate of a run).
+#[tokio::test(flavor = "multi_thread")]
+async fn r1_replica_restart_with_live_runs_marks_nothing_error() {
+    let schema = Schema::new();
+    let llm = FakeLlm::start(sleeping_llm_turns()).await;
+    let mut options = ClusterOptions::default().with_fake_llm(&llm.base_url());
+    options.postgres = Some((schema.url.clone(), schema.name.clone()));
+    let mut cluster = TestCluster::start(&hangar_bin(), options).await.unwrap();
+    let client = cluster.client();
+    cluster
+        .start_worker("steady", &["--kill-grace", "1s"])
+        .await
+        .unwrap();
+    let created = client.create_run(&sleeping_run("steady")).await.unwrap();
+    wait_in_progress(&cluster, &client, &created.run_id).await;
+
+    cluster.start_replica("b").await.unwrap();
+    cluster.kill_replica("b").await.unwrap();
+    cluster.start_replica("b2").await.unwrap();
+    // Well past the lease: a replica that judged by its own memory would have
+    // declared the worker (connected to A) lost by now.
+    tokio::time::sleep(LEASE * 2).await;
+    let run = client.get_run(&created.run_id).await.unwrap();
+    assert_eq!(run.state, RunState::InProgress, "{}", status_text(&run));
+
+    client.cancel_run(&created.run_id).await.unwrap();
+    let run = cluster
+        .wait_finished(&created.run_id, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(run.state, RunState::Cancelled);
+    drop(cluster);
+    schema.drop_it().await;
+}
+
+/// R3: a replica dying together with its worker: the surviving replica ends
+/// the run (`ERROR`, lease expired) within the lease plus a sweep.
+#[tokio::test(flavor = "multi_thread")]
+async fn r3_replica_dying_with_its_worker_ends_runs_on_a_survivor() {
+    let schema = Schema::new();
+    let llm = FakeLlm::start(sleeping_llm_turns()).await;
+    let mut options = ClusterOptions::default().with_fake_llm(&llm.base_url());
+    options.postgres = Some((schema.url.clone(), schema.name.clone()));
+    let mut cluster = TestCluster::start(&hangar_bin(), options).await.unwrap();
+    let client = cluster.client();
+    let url_b = cluster.start_replica("b").await.unwrap();
+    cluster
+        .start_worker_on(&url_b, "on-b", &["--kill-grace", "1s"])
+        .await
+        .unwrap();
+    let created = client.create_run(&sleeping_run("on-b")).await.unwrap();
+    wait_in_progress(&cluster, &client, &created.run_id).await;
+
+    cluster.kill_replica("b").await.unwrap();
+    cluster
+        .worker("on-b")
+        .unwrap()
+        .signal(Signal::SIGKILL)
+        .unwrap();
+    let died_at = Instant::now();
+    let run = cluster
+        .wait_run(&created.run_id, LEASE * 3, |r| r.state.is_terminal())
+        .await
+        .unwrap();
+    let detected = died_at.elapsed();
+    assert_eq!(run.state, RunState::Error, "{}", status_text(&run));
+    assert!(
+        status_text(&run).contains("lease expired"),
+        "{}",
+        status_text(&run)
+    );
+    assert!(
+        detected <= LEASE + Duration::from_secs(3),
+        "the survivor took {detected:?} to end the run (lease {LEASE:?})"
+    );
+    drop(cluster);
+    schema.drop_it().await;
 }

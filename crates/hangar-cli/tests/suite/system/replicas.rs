@@ -8,13 +8,13 @@ use serde_json::json;
 use std::time::{Duration, Instant};
 
 /// A fresh schema in the test database, dropped at the end.
-struct Schema {
-    url: String,
-    name: String,
+pub(crate) struct Schema {
+    pub(crate) url: String,
+    pub(crate) name: String,
 }
 
 impl Schema {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let url = std::env::var("HANGAR_TEST_DATABASE_URL").unwrap_or_else(|_| {
             panic!("HANGAR_TEST_DATABASE_URL is not set: run `eval \"$(scripts/pg-test-env)\"` or scripts/test")
         });
@@ -24,7 +24,7 @@ impl Schema {
         }
     }
 
-    async fn drop_it(&self) {
+    pub(crate) async fn drop_it(&self) {
         let store = hangar_store::PostgresStore::connect(&self.url)
             .await
             .unwrap();

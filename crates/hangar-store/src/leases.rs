@@ -1,0 +1,60 @@
+//! Execution leases, written once for both databases.
+//!
+//! Every live execution of a managed worker holds a lease: the connection
+//! holding it (`lease_holder`) and an expiry (`lease_expires_at`, ms). The
+//! heartbeats of the worker running it renew it through whichever replica it
+//! is connected to ([`RenewLeases`]); any replica sweeps expired ones, and a
+//! conditional update ([`TAKE_EXPIRED`]) makes exactly one sweeper win each,
+//! however many run at once. Statements use `?` placeholders; the PostgreSQL
+//! store numbers them with [`numbered`].
+
+/// Renews the leases of a worker's live executions:
+/// `(holder, expires_at, now, worker_id, team_id)`.
+pub(crate) const RENEW: &str = "UPDATE executions SET lease_holder = ?, lease_expires_at = ?, \
+     updated_at = ? WHERE worker_id = ? AND ended_at IS NULL AND lease_expires_at IS NOT NULL \
+     AND run_id IN (SELECT id FROM runs WHERE team_id = ?)";
+
+/// Live executions whose lease expired before `?`, with their run's team, oldest first.
+pub(crate) const EXPIRED: &str = "SELECT r.team_id AS team_id, x.id AS id, x.run_id AS run_id, \
+     x.worker_id AS worker_id, x.state AS state, x.created_at AS created_at, \
+     x.ended_at AS ended_at, x.exit_code AS exit_code, x.failure_reason AS failure_reason, \
+     x.message AS message, x.lease_holder AS lease_holder, x.lease_expires_at AS lease_expires_at \
+     FROM executions x JOIN runs r ON r.id = x.run_id \
+     WHERE x.ended_at IS NULL AND x.lease_expires_at IS NOT NULL AND x.lease_expires_at < ? \
+     ORDER BY x.lease_expires_at LIMIT ?";
+
+/// Takes an expired lease for the caller to end it: `(id, now)`. One row
+/// changed means this caller won; no renewal can revive the lease after it.
+pub(crate) const TAKE_EXPIRED: &str = "UPDATE executions SET lease_expires_at = NULL \
+     WHERE id = ? AND ended_at IS NULL AND lease_expires_at IS NOT NULL AND lease_expires_at < ?";
+
+/// The leases of a team's live executions: `(team_id)`.
+pub(crate) const OF_TEAM: &str = "SELECT x.worker_id AS worker_id, x.run_id AS run_id, \
+     x.id AS execution_id, x.lease_holder AS lease_holder, x.lease_expires_at AS lease_expires_at, \
+     (SELECT COUNT(*) FROM executions y WHERE y.run_id = x.run_id AND y.created_at <= x.created_at) \
+     AS epoch FROM executions x JOIN runs r ON r.id = x.run_id \
+     WHERE r.team_id = ? AND x.ended_at IS NULL AND x.lease_expires_at IS NOT NULL";
+
+/// `sql` with its `?` placeholders numbered `$1`, `$2`, … for PostgreSQL.
+pub(crate) fn numbered(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut n = 0;
+    for c in sql.chars() {
+        if c == '?' {
+            n += 1;
+            out.push('$');
+            out.push_str(&n.to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn numbered_placeholders() {
+        assert_eq!(super::numbered("a = ? AND b < ?"), "a = $1 AND b < $2");
+    }
+}
