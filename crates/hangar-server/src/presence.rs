@@ -53,6 +53,25 @@ pub struct WorkerItem {
     /// Last refresh by its replica.
     #[schema(value_type = String, format = DateTime)]
     pub last_seen: Timestamp,
+    /// The leases of the executions it runs: each ends (or its run is queued
+    /// again) if the worker renews it through no replica before `expires_at`.
+    pub leases: Vec<LeaseItem>,
+}
+
+/// One execution lease held by a worker.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct LeaseItem {
+    /// Run.
+    pub run_id: String,
+    /// Execution.
+    pub execution_id: String,
+    /// The execution's ordinal within its run: the fencing epoch.
+    pub epoch: i64,
+    /// Connection holding the lease (`replica:connection`).
+    pub holder: Option<String>,
+    /// When the lease expires unless renewed.
+    #[schema(value_type = String, format = DateTime)]
+    pub expires_at: Timestamp,
 }
 
 /// `GET /workers` answer.
@@ -163,12 +182,23 @@ pub fn status(w: &WorkerPresence, now: i64, lost_timeout: Duration) -> &'static 
 pub async fn list(app: &AppState, team_id: i64) -> hangar_store::StoreResult<Vec<WorkerItem>> {
     let now = Timestamp::now().unix_millis();
     let lost = app.config.worker_lost_timeout;
+    let mut leases: std::collections::HashMap<String, Vec<LeaseItem>> = Default::default();
+    for l in app.store.team_leases(team_id).await? {
+        leases.entry(l.worker_id).or_default().push(LeaseItem {
+            run_id: l.run_id.0,
+            execution_id: l.execution_id.0,
+            epoch: l.epoch,
+            holder: l.holder,
+            expires_at: Timestamp::from_unix_millis(l.expires_at),
+        });
+    }
     Ok(app
         .store
         .list_workers(team_id)
         .await?
         .into_iter()
         .map(|w| WorkerItem {
+            leases: leases.remove(&w.worker_id).unwrap_or_default(),
             status: status(&w, now, lost).to_owned(),
             worker_id: w.worker_id,
             backend: w.backend,

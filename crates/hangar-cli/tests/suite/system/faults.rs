@@ -294,6 +294,20 @@ async fn d3_worker_frozen_past_its_lease_is_ended_and_its_late_result_refused() 
     let root = worker.workspace_root.clone();
     let created = client.create_run(&sleeping_run("frozen")).await.unwrap();
     wait_in_progress(&cluster, &client, &created.run_id).await;
+    // The operator sees the lease the worker holds.
+    let workers: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/api/v1/workers", cluster.url))
+        .bearer_auth(&cluster.api_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let lease = &workers["workers"][0]["leases"][0];
+    assert_eq!(lease["run_id"], created.run_id.as_str(), "{workers}");
+    assert_eq!(lease["epoch"], 1, "{workers}");
+    assert!(lease["expires_at"].is_string(), "{workers}");
 
     cluster
         .worker("frozen")
