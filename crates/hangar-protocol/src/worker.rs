@@ -284,6 +284,10 @@ pub enum FailureReason {
     InvalidImage,
     ActiveDeadline,
     Cleanup,
+    /// Hangar: the worker was cut off from the control plane for longer than
+    /// its lease and stopped the task itself (self-fencing); the server has
+    /// ended the execution by then.
+    WorkerLost,
 }
 
 /// `task_failed`.

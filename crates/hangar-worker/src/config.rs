@@ -25,6 +25,8 @@ pub const DEFAULT_MAX_CONCURRENT_TASKS: u32 = 4;
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
 /// Default read deadline: the connection is dead when nothing arrives for this long.
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default self-fencing delay: the server's default lease (`worker_lost_timeout`).
+pub const DEFAULT_FENCE_AFTER: Duration = Duration::from_secs(120);
 /// Default time between SIGTERM and SIGKILL when stopping a task.
 pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(10);
 
@@ -189,6 +191,12 @@ pub struct WorkerArgs {
     #[arg(long, hide = true, value_parser = parse_duration, value_name = "DURATION")]
     pub kill_grace: Option<Duration>,
 
+    /// Self-fencing: stop running tasks after this long without hearing from
+    /// the server; set it to the server's `worker_lost_timeout` (the lease)
+    /// [default: 2m].
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub fence_after: Option<Duration>,
+
     /// Docker backend: when to pull task images [default: if-not-present].
     #[arg(long, value_enum, value_name = "POLICY")]
     pub image_pull_policy: Option<PullPolicy>,
@@ -316,6 +324,9 @@ pub struct WorkerConfig {
     pub read_timeout: Duration,
     /// Time between SIGTERM and SIGKILL.
     pub kill_grace: Duration,
+    /// Stop running tasks after this long without a frame from the server
+    /// (the server has ended them when their leases expired).
+    pub fence_after: Duration,
     /// Limit for the WebSocket handshake.
     pub connect_timeout: Duration,
     /// First reconnect delay (before jitter); doubles up to `reconnect_max`.
@@ -348,6 +359,7 @@ impl Default for WorkerConfig {
             labels: BTreeMap::new(),
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             read_timeout: DEFAULT_READ_TIMEOUT,
+            fence_after: DEFAULT_FENCE_AFTER,
             kill_grace: DEFAULT_KILL_GRACE,
             connect_timeout: Duration::from_secs(30),
             reconnect_initial: Duration::from_secs(1),
@@ -523,6 +535,9 @@ impl WorkerArgs {
         if let Some(d) = self.kill_grace {
             cfg.kill_grace = d;
         }
+        if let Some(d) = self.fence_after {
+            cfg.fence_after = d;
+        }
         cfg.agent_path = self.agent_path.clone();
 
         let direct = backend.direct.unwrap_or_default();
@@ -569,6 +584,14 @@ impl WorkerConfig {
             return Err(invalid(
                 "--heartbeat-interval and --read-timeout must be greater than zero",
             ));
+        }
+        if self.fence_after <= self.heartbeat_interval {
+            return Err(invalid(format!(
+                "--fence-after ({:?}) must be longer than --heartbeat-interval ({:?}), \
+                 otherwise tasks are stopped between two healthy heartbeats; use the \
+                 server's worker_lost_timeout",
+                self.fence_after, self.heartbeat_interval
+            )));
         }
         if self.read_timeout <= self.heartbeat_interval {
             return Err(invalid(format!(
@@ -640,6 +663,7 @@ impl WorkerConfig {
             "heartbeat_interval": secs(self.heartbeat_interval),
             "read_timeout": secs(self.read_timeout),
             "kill_grace": secs(self.kill_grace),
+            "fence_after": secs(self.fence_after),
             "agent_path": self.agent_path,
             "backend": backend,
         });

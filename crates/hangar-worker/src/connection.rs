@@ -79,9 +79,30 @@ impl Outbox {
 /// Produces the frames sent first on every connection (`worker_hello`, …).
 pub(crate) type Greeting = Arc<dyn Fn() -> Vec<WorkerToServer> + Send + Sync>;
 
+/// When the worker last heard from the server (any frame), shared by the
+/// connection (which sets it) and the worker core (which self-fences on it).
+#[derive(Debug, Clone)]
+pub(crate) struct LastHeard(Arc<std::sync::Mutex<Instant>>);
+
+impl LastHeard {
+    pub(crate) fn now() -> Self {
+        LastHeard(Arc::new(std::sync::Mutex::new(Instant::now())))
+    }
+
+    fn touch(&self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+
+    /// Time since the server was last heard from.
+    pub(crate) fn elapsed(&self) -> Duration {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).elapsed()
+    }
+}
+
 /// Connection settings.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
+    pub heard: LastHeard,
     pub url: Url,
     pub api_key: ApiKey,
     pub worker_id: String,
@@ -312,6 +333,7 @@ impl Connection {
                 biased;
                 frame = ws.next() => {
                     last_read = Instant::now();
+                    self.settings.heard.touch();
                     match frame {
                         None => return SessionEnd::Lost("the server closed the connection".into()),
                         Some(Err(e)) => return SessionEnd::Lost(e.to_string()),

@@ -24,6 +24,8 @@ pub(crate) enum StopCause {
     User,
     /// The worker is shutting down hard.
     Shutdown,
+    /// The worker was cut off from the server for longer than its lease.
+    Fenced,
 }
 
 /// Stops one execution; the first cause wins.
@@ -251,6 +253,13 @@ fn report(
         (Outcome::Stopped(status), Some(StopCause::Shutdown) | None) => failed(
             FailureReason::GracefulShutdown,
             "The worker shut down before the task finished.".to_owned(),
+            status.map(|s| s.code()),
+        ),
+        (Outcome::Stopped(status), Some(StopCause::Fenced)) => failed(
+            FailureReason::WorkerLost,
+            "The worker lost contact with the control plane for longer than its lease and \
+             stopped the task itself."
+                .to_owned(),
             status.map(|s| s.code()),
         ),
         (Outcome::Failed(e), _) => failed(e.reason, e.message, None),

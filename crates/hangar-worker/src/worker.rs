@@ -29,6 +29,8 @@ pub const REJECT_DRAINING: &str = "worker is draining";
 const HARD_SHUTDOWN_MARGIN: Duration = Duration::from_secs(5);
 /// Limit for flushing the outbox and closing the socket at the end.
 const CLOSE_DEADLINE: Duration = Duration::from_secs(15);
+/// How often the core checks whether it must self-fence.
+const FENCE_CHECK: Duration = Duration::from_millis(500);
 /// Bound on idle sandboxes (`--idle-on-complete`) when concurrency is
 /// unlimited; otherwise the bound is `max_concurrent_tasks`.
 pub const MAX_IDLE_SANDBOXES_UNLIMITED: usize = 16;
@@ -273,7 +275,9 @@ impl Worker {
         }
         let (inbox_tx, inbox) = mpsc::channel(INBOX_CAPACITY);
         let close = CancellationToken::new();
+        let heard = crate::connection::LastHeard::now();
         let settings = Settings {
+            heard: heard.clone(),
             url,
             api_key: cfg.api_key.clone(),
             worker_id: cfg.worker_id.clone(),
@@ -317,6 +321,8 @@ impl Worker {
             idle_for,
             parked_tx,
             parked_rx,
+            heard,
+            fenced: false,
         };
         let result = core.run_loop(&shutdown, &hard_shutdown, conn, &close).await;
         self.backend.shutdown().await;
@@ -369,6 +375,10 @@ struct Core<'a> {
     idle_for: Option<Duration>,
     parked_tx: mpsc::UnboundedSender<Parked>,
     parked_rx: mpsc::UnboundedReceiver<Parked>,
+    /// When the server was last heard from.
+    heard: crate::connection::LastHeard,
+    /// Running tasks were stopped for being cut off; cleared when heard again.
+    fenced: bool,
 }
 
 /// One kept sandbox.
@@ -389,6 +399,8 @@ impl Core<'_> {
         let mut hard_deadline: Option<Instant> = None;
         let mut conn_result: Option<Result<(), tokio::task::JoinError>> = None;
         let mut inbox_open = true;
+        let mut fence_check = tokio::time::interval(FENCE_CHECK);
+        fence_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if self.draining && self.tasks.is_empty() {
                 break;
@@ -411,6 +423,7 @@ impl Core<'_> {
                 // sandbox its previous execution parked just before reporting.
                 Some(parked) = self.parked_rx.recv() => self.keep(parked),
                 _ = sleep_until_opt(idle_expiry) => self.expire_idle(),
+                _ = fence_check.tick() => self.check_fence(),
                 msg = self.inbox.recv(), if inbox_open => match msg {
                     Some(msg) => self.handle(msg).await,
                     // The connection task owned the sender and ended; handled below.
@@ -561,6 +574,33 @@ impl Core<'_> {
                 tracing::warn!(task_id = %task_id, execution_id = %execution_id, reason = ?e.reason, error = %e, "cleanup of an idle sandbox failed");
             }
         });
+    }
+
+    /// Self-fencing: cut off from the server for longer than the lease, the
+    /// server has ended (or re-queued) every execution this worker runs, so
+    /// keeping them would be work nobody supervises: stop them through the
+    /// backend's normal cancel path. Their reports are sent on reconnect and
+    /// refused as late.
+    fn check_fence(&mut self) {
+        let silent = self.heard.elapsed();
+        let limit = self.worker.config.fence_after;
+        if silent < limit {
+            self.fenced = false;
+            return;
+        }
+        let running = lock(&self.registry).running.len();
+        if self.fenced || running == 0 {
+            return;
+        }
+        self.fenced = true;
+        tracing::error!(
+            worker_id = %self.worker.config.worker_id,
+            silent_secs = silent.as_secs(),
+            fence_after_secs = limit.as_secs(),
+            running,
+            "cut off from the control plane for longer than the lease; stopping every running task (self-fence)"
+        );
+        self.stop_all(StopCause::Fenced);
     }
 
     fn stop_all(&self, cause: StopCause) {

@@ -271,6 +271,22 @@ async fn wait_in_progress(cluster: &TestCluster, client: &Client, run_id: &str) 
     }
 }
 
+/// Waits until the shell tool's `sleep 300` runs in a workspace under `root`.
+async fn wait_for_tool(root: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !processes_under(root)
+        .iter()
+        .any(|(_, cmd)| cmd.starts_with("sleep 300"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the tool never started: {:?}",
+            processes_under(root)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn status_text(run: &RunItem) -> String {
     format!("{:?}", run.status_message)
 }
@@ -432,4 +448,72 @@ async fn r3_replica_dying_with_its_worker_ends_runs_on_a_survivor() {
     );
     drop(cluster);
     schema.drop_it().await;
+}
+
+/// D3 (worker side): a worker cut off from the server (the server is killed)
+/// for longer than its lease stops its task itself, through the normal
+/// cancel path; when the server is back the run has ended `ERROR` (its lease
+/// expired) and the worker's late report changes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn d3_worker_cut_off_past_its_lease_stops_its_task_itself() {
+    let llm = FakeLlm::start(sleeping_llm_turns()).await;
+    let mut cluster = cluster_with(&llm).await;
+    let client = cluster.client();
+    let fence = format!("{}s", LEASE.as_secs());
+    let worker = cluster
+        .start_worker(
+            "cut",
+            &[
+                "--kill-grace",
+                "1s",
+                "--heartbeat-interval",
+                "2s",
+                "--read-timeout",
+                "6s",
+                "--fence-after",
+                &fence,
+            ],
+        )
+        .await
+        .unwrap();
+    let root = worker.workspace_root.clone();
+    let created = client.create_run(&sleeping_run("cut")).await.unwrap();
+    wait_in_progress(&cluster, &client, &created.run_id).await;
+    wait_for_tool(&root).await;
+
+    cluster.kill_server().await.unwrap();
+    let cut_at = Instant::now();
+    let deadline = cut_at + LEASE + Duration::from_secs(10);
+    while !processes_under(&root).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the cut-off worker kept its task running: {:?}",
+            processes_under(&root)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stopped = cut_at.elapsed();
+    assert!(
+        stopped >= LEASE - Duration::from_secs(1),
+        "the worker stopped its task after only {stopped:?}: it must wait out the lease"
+    );
+
+    cluster.restart_server().await.unwrap();
+    let run = cluster
+        .wait_run(&created.run_id, LEASE * 3, |r| r.state.is_terminal())
+        .await
+        .unwrap();
+    assert_eq!(run.state, RunState::Error, "{}", status_text(&run));
+    assert!(
+        status_text(&run).contains("lease expired"),
+        "{}",
+        status_text(&run)
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = client.get_run(&created.run_id).await.unwrap();
+    assert_eq!(
+        status_text(&after),
+        status_text(&run),
+        "a late report changed the run"
+    );
 }
