@@ -1,6 +1,7 @@
 mod accounts;
 mod conformance;
 mod dump;
+mod leases_model;
 mod lifecycle;
 mod postgres;
 mod schedules;
