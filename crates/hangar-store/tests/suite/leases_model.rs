@@ -217,11 +217,10 @@ async fn check(ops: Vec<Op>) -> Result<(), TestCaseError> {
             .count();
         prop_assert!(live <= 1, "{live} live executions");
         // A run waiting for a worker has no current execution, and the other way round.
-        if after.state == RunState::Queued && after.current_execution_id.is_some() {
-            let exec = store
-                .execution(after.current_execution_id.as_ref().unwrap())
-                .await
-                .unwrap();
+        if after.state == RunState::Queued
+            && let Some(current) = &after.current_execution_id
+        {
+            let exec = store.execution(current).await.unwrap();
             prop_assert!(
                 exec.ended_at.is_none(),
                 "queued run points at an ended execution"
