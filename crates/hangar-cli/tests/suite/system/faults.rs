@@ -287,6 +287,24 @@ async fn wait_for_tool(root: &Path) {
     }
 }
 
+/// Waits for the run to end after a fault; asserts its expired lease ended
+/// it (`ERROR`, says so); returns it and the time the fault took to detect.
+async fn ended_by_lease(cluster: &TestCluster, run_id: &str) -> (RunItem, Duration) {
+    let at = Instant::now();
+    let run = cluster
+        .wait_run(run_id, LEASE * 3, |r| r.state.is_terminal())
+        .await
+        .unwrap();
+    let detected = at.elapsed();
+    assert_eq!(run.state, RunState::Error, "{}", status_text(&run));
+    assert!(
+        status_text(&run).contains("lease expired"),
+        "{}",
+        status_text(&run)
+    );
+    (run, detected)
+}
+
 fn status_text(run: &RunItem) -> String {
     format!("{:?}", run.status_message)
 }
@@ -330,18 +348,7 @@ async fn d3_worker_frozen_past_its_lease_is_ended_and_its_late_result_refused() 
         .unwrap()
         .signal(Signal::SIGSTOP)
         .unwrap();
-    let frozen_at = Instant::now();
-    let run = cluster
-        .wait_run(&created.run_id, LEASE * 3, |r| r.state.is_terminal())
-        .await
-        .unwrap();
-    let detected = frozen_at.elapsed();
-    assert_eq!(run.state, RunState::Error, "{}", status_text(&run));
-    assert!(
-        status_text(&run).contains("lease expired"),
-        "{}",
-        status_text(&run)
-    );
+    let (run, detected) = ended_by_lease(&cluster, &created.run_id).await;
     // Liveness is judged on the lease, not on a guess: never before it ran out.
     assert!(
         detected >= LEASE - Duration::from_secs(3),
@@ -430,18 +437,7 @@ async fn r3_replica_dying_with_its_worker_ends_runs_on_a_survivor() {
         .unwrap()
         .signal(Signal::SIGKILL)
         .unwrap();
-    let died_at = Instant::now();
-    let run = cluster
-        .wait_run(&created.run_id, LEASE * 3, |r| r.state.is_terminal())
-        .await
-        .unwrap();
-    let detected = died_at.elapsed();
-    assert_eq!(run.state, RunState::Error, "{}", status_text(&run));
-    assert!(
-        status_text(&run).contains("lease expired"),
-        "{}",
-        status_text(&run)
-    );
+    let (_, detected) = ended_by_lease(&cluster, &created.run_id).await;
     assert!(
         detected <= LEASE + Duration::from_secs(3),
         "the survivor took {detected:?} to end the run (lease {LEASE:?})"
