@@ -104,6 +104,8 @@ pub struct Dispatcher {
     secrets: crate::secrets::SecretBox,
     /// This replica, as named in the lease holders it writes.
     replica_id: String,
+    /// Agent sessions on this replica: an execution ended by its lease loses its socket.
+    sessions: Arc<crate::sessions::SessionHub>,
 }
 
 /// A registered connection; dropping it does not unregister (call [`Dispatcher::disconnect`]).
@@ -123,6 +125,7 @@ impl Dispatcher {
         lost_timeout: Duration,
         secrets: crate::secrets::SecretBox,
         replica_id: String,
+        sessions: Arc<crate::sessions::SessionHub>,
     ) -> Arc<Self> {
         let (fresh_tx, fresh_rx) = mpsc::channel(FRESH_CAPACITY);
         Arc::new(Dispatcher {
@@ -135,6 +138,7 @@ impl Dispatcher {
             lost_timeout,
             secrets,
             replica_id,
+            sessions,
         })
     }
 
@@ -743,9 +747,10 @@ impl Dispatcher {
                     .await?;
                 tracing::warn!(run_id = %exec.run_id, execution_id = %exec.id, worker_id, "lease expired; run marked ERROR (worker_lost)");
             }
-            // If the worker is connected here after all, it stops the task now.
+            // If the worker or its agent is connected here after all, it stops now.
             self.release(&(team_id, worker_id.clone()), &exec.id);
             self.send_cancellation(team_id, &exec);
+            self.sessions.close(&exec.run_id);
         }
         if ended > 0 {
             self.wake();

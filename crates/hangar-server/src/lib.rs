@@ -326,6 +326,7 @@ impl Server {
 
         let shutdown = CancellationToken::new();
         let replica_id = new_uid();
+        let sessions = SessionHub::new();
         // No replica's memory decides the fate of a run: leases in the store
         // do, so starting this replica touches no other replica's runs.
         let dispatcher = Dispatcher::new(
@@ -334,11 +335,12 @@ impl Server {
             config.worker_lost_timeout,
             secret_box.clone(),
             replica_id.clone(),
+            sessions.clone(),
         );
         let state = AppState(Arc::new(AppInner {
             store,
             dispatcher: dispatcher.clone(),
-            sessions: SessionHub::new(),
+            sessions,
             shares: Arc::new(sharing::ShareHub::default()),
             logins: Arc::new(web_auth::LoginThrottle::default()),
             llm: Arc::new(llm),
