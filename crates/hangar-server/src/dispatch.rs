@@ -237,9 +237,6 @@ impl Dispatcher {
         hello: Option<WorkerHello>,
     ) -> StoreResult<Registration> {
         let key: WorkerKey = (team_id, worker_id.to_owned());
-        // Leases that ran out while the worker was away end as such first
-        // (the sweep may not have ticked yet, e.g. just after a restart).
-        self.sweep_leases().await?;
         let live: Vec<ExecutionRecord> = {
             let mut mine = Vec::new();
             for exec in self.store.live_executions(worker_id).await? {

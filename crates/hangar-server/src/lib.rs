@@ -337,6 +337,9 @@ impl Server {
             replica_id.clone(),
             sessions.clone(),
         );
+        // Leases that ran out while no replica was up end as lease expiries
+        // before any worker can reconnect and be reconciled.
+        dispatcher.sweep_leases().await?;
         let state = AppState(Arc::new(AppInner {
             store,
             dispatcher: dispatcher.clone(),

@@ -32,6 +32,16 @@ async fn new_run(store: &dyn Store, team_id: i64, host: Option<&str>) -> RunReco
 }
 
 async fn assign(store: &dyn Store, run: &RunRecord, worker: &str) -> ExecutionId {
+    assign_with_lease(store, run, worker, None).await
+}
+
+/// Assigns `run` to `worker`, with a lease expiring at `lease_expires_at` if given.
+async fn assign_with_lease(
+    store: &dyn Store,
+    run: &RunRecord,
+    worker: &str,
+    lease_expires_at: Option<i64>,
+) -> ExecutionId {
     let id = ExecutionId::generate();
     let t = store
         .assign(NewExecution {
@@ -40,8 +50,8 @@ async fn assign(store: &dyn Store, run: &RunRecord, worker: &str) -> ExecutionId
             worker_id: worker.into(),
             token_hash: id.0.as_bytes().to_vec(),
             created_at: Timestamp::now().unix_millis(),
-            lease_holder: None,
-            lease_expires_at: None,
+            lease_holder: lease_expires_at.map(|_| "replica-a:1".into()),
+            lease_expires_at,
         })
         .await
         .unwrap();
@@ -699,29 +709,6 @@ async fn metadata_and_ancestry_filters(store: &dyn Store) {
     assert!(ids(descendants(&other.id)).await.is_empty());
 }
 
-async fn assign_leased(
-    store: &dyn Store,
-    run: &RunRecord,
-    worker: &str,
-    expires_at: i64,
-) -> ExecutionId {
-    let id = ExecutionId::generate();
-    let t = store
-        .assign(NewExecution {
-            id: id.clone(),
-            run_id: run.id.clone(),
-            worker_id: worker.into(),
-            token_hash: id.0.as_bytes().to_vec(),
-            created_at: Timestamp::now().unix_millis(),
-            lease_holder: Some("replica-a:1".into()),
-            lease_expires_at: Some(expires_at),
-        })
-        .await
-        .unwrap();
-    assert_eq!(t, Transition::Applied);
-    id
-}
-
 /// Leases: renewed by their worker's team only, listed once expired, taken by
 /// exactly one sweeper and never after a renewal; a claimed run whose lease
 /// expired before it started is queued again.
@@ -730,7 +717,7 @@ async fn leases_renew_expire_and_are_taken_once(store: &dyn Store) {
     let other = team(store, "leases-other").await;
     let now = Timestamp::now().unix_millis();
     let run = new_run(store, t.id, Some("lw")).await;
-    let exec = assign_leased(store, &run, "lw", now + 1_000).await;
+    let exec = assign_with_lease(store, &run, "lw", Some(now + 1_000)).await;
     assert_eq!(
         store.claim(&run.id, &exec, now).await.unwrap(),
         Transition::Applied
@@ -802,7 +789,7 @@ async fn leases_renew_expire_and_are_taken_once(store: &dyn Store) {
     let back = store.run(t.id, &run.id).await.unwrap();
     assert_eq!(back.state, RunState::Queued);
     assert_eq!(back.current_execution_id, None);
-    let again = assign_leased(store, &back, "lw", much_later + 1_000).await;
+    let again = assign_with_lease(store, &back, "lw", Some(much_later + 1_000)).await;
     let leases = store.team_leases(t.id).await.unwrap();
     assert_eq!(
         leases

@@ -47,7 +47,7 @@ impl SmallDisk {
             match f.write(&block) {
                 Ok(0) => break,
                 Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(libc_enospc()) => break,
+                Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ENOSPC as i32) => break,
                 Err(e) => panic!("filling the disk: {e}"),
             }
         }
@@ -57,10 +57,6 @@ impl SmallDisk {
         let _ = f.sync_all();
         path
     }
-}
-
-fn libc_enospc() -> i32 {
-    nix::errno::Errno::ENOSPC as i32
 }
 
 impl Drop for SmallDisk {
@@ -205,15 +201,7 @@ async fn e6_sqlite_disk_full_refuses_writes_with_503_and_recovers() {
             "run {id} lost"
         );
     }
-    let list: serde_json::Value = http
-        .get(format!("{}/api/v1/agent/runs?limit=100", cluster.url))
-        .bearer_auth(&cluster.api_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = get_json(&cluster, "/api/v1/agent/runs?limit=100").await;
     let listed = list["runs"].as_array().map(Vec::len).unwrap_or_default();
     assert_eq!(
         listed,
@@ -223,6 +211,19 @@ async fn e6_sqlite_disk_full_refuses_writes_with_503_and_recovers() {
 
     cluster.kill_server().await.unwrap();
     assert_eq!(integrity_check(&data.join("hangar.db")), "ok");
+}
+
+/// `GET path` with the admin key, as JSON.
+async fn get_json(cluster: &TestCluster, path: &str) -> serde_json::Value {
+    reqwest::Client::new()
+        .get(format!("{}{path}", cluster.url))
+        .bearer_auth(&cluster.api_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 async fn status_of_authed(http: &reqwest::Client, cluster: &TestCluster, id: &str) -> u16 {
@@ -329,15 +330,7 @@ async fn d3_worker_frozen_past_its_lease_is_ended_and_its_late_result_refused() 
     let created = client.create_run(&sleeping_run("frozen")).await.unwrap();
     wait_in_progress(&cluster, &client, &created.run_id).await;
     // The operator sees the lease the worker holds.
-    let workers: serde_json::Value = reqwest::Client::new()
-        .get(format!("{}/api/v1/workers", cluster.url))
-        .bearer_auth(&cluster.api_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let workers = get_json(&cluster, "/api/v1/workers").await;
     let lease = &workers["workers"][0]["leases"][0];
     assert_eq!(lease["run_id"], created.run_id.as_str(), "{workers}");
     assert_eq!(lease["epoch"], 1, "{workers}");
