@@ -64,6 +64,14 @@ pub struct SessionConfig {
     pub spool_path: PathBuf,
 }
 
+/// Beside a spool whose every event the server acknowledged: the worker may
+/// then delete the spool with its workspace. A spool without it may hold
+/// events the server never stored, and is kept (issue 10, "nothing acked is
+/// deleted").
+pub fn delivered_marker(spool: &Path) -> PathBuf {
+    spool.with_extension("delivered")
+}
+
 /// The spool file for `execution_id` in `dir`: `session-<execution_id>.ndjson`
 /// (characters other than ASCII alphanumerics, `-` and `_` become `_`).
 pub fn spool_path(dir: &Path, execution_id: &str) -> PathBuf {
@@ -145,6 +153,16 @@ impl SessionStream {
         config: SessionConfig,
         cancel_run: CancellationToken,
     ) -> Result<(SessionStream, mpsc::Receiver<Followup>), AgentError> {
+        // New events are coming: the spool is no longer known to be delivered.
+        match tokio::fs::remove_file(delivered_marker(&config.spool_path)).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(AgentError::Spool {
+                    path: config.spool_path.clone(),
+                    source: e,
+                });
+            }
+            _ => {}
+        }
         let (spool, existing) =
             Spool::open(&config.spool_path)
                 .await
@@ -208,7 +226,8 @@ impl SessionStream {
 
     /// Stops taking events and waits up to `timeout` until the server has
     /// acknowledged all of them; then stops the task. Unacknowledged events
-    /// stay in the spool.
+    /// stay in the spool; when there are none, the spool is marked
+    /// delivered ([`delivered_marker`]).
     pub async fn finish(self, timeout: Duration) -> SessionReport {
         let SessionStream {
             writer,
@@ -226,7 +245,11 @@ impl SessionStream {
         };
         match joined {
             Ok(report) => {
-                if !report.is_complete() {
+                if report.is_complete() {
+                    if let Err(e) = std::fs::write(delivered_marker(&spool_path), b"") {
+                        tracing::warn!(spool = %spool_path.display(), error = %e, "cannot mark the spool delivered");
+                    }
+                } else {
                     tracing::warn!(
                         last_seq = report.last_seq,
                         acked_seq = report.acked_seq,

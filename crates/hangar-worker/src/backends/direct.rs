@@ -1,20 +1,29 @@
 //! The direct backend: each execution is a process group on the host, in its
 //! own workspace directory, with a minimal environment.
 //!
-//! Guarantees (ARCHITECTURE.md, security model; TESTING.md S7, D8):
+//! Guarantees (ARCHITECTURE.md, security model; TESTING.md S7, D8, D1, P1):
 //! - the agent sees only `HOME`, `TMPDIR`, `PATH`, the assignment's
 //!   `env_vars`, the configured env and `GIT_CONFIG_GLOBAL` — never the
 //!   worker's API key;
-//! - every process of an execution is in one process group that is signalled
-//!   as a whole (SIGTERM, then SIGKILL after the grace) and SIGKILLed once the
-//!   agent is gone, so nothing is left running;
+//! - every process of an execution is contained ([`containment`]): the
+//!   leader's process group is signalled as a whole (SIGTERM, then SIGKILL
+//!   after the grace), and everything it started, daemons included, dies
+//!   with it, on cancel, on completion and when the worker dies;
+//! - a restarted worker reaps the executions its previous life left
+//!   ([`state`]);
+//! - a session spool that may hold unacknowledged events is kept, never
+//!   deleted with its workspace;
 //! - only the execution's own workspace is ever removed;
 //! - with `--idle-on-complete` a finished run's workspace is kept (parked)
 //!   and a follow-up of the same run adopts it, skipping clone and setup;
 //!   the teardown command runs once, when the kept workspace is cleaned up.
 
+mod containment;
+mod state;
+
 use super::{Backend, BackendError, Execution, ExitStatus, TaskSpec, is_safe_segment, repos};
 use async_trait::async_trait;
+use containment::{Containment, Scope};
 use hangar_protocol::worker::FailureReason;
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
@@ -75,6 +84,8 @@ struct Shared {
     config: DirectConfig,
     /// `HOME`, `TMPDIR`, `PATH` of the worker, captured once.
     host_env: Vec<(String, String)>,
+    /// How this host contains task processes.
+    containment: Containment,
 }
 
 impl Direct {
@@ -117,7 +128,11 @@ impl Direct {
             .filter_map(|k| std::env::var(k).ok().map(|v| ((*k).to_owned(), v)))
             .collect();
         Ok(Direct {
-            shared: Arc::new(Shared { config, host_env }),
+            shared: Arc::new(Shared {
+                config,
+                host_env,
+                containment: Containment::detect(),
+            }),
         })
     }
 
@@ -133,8 +148,31 @@ impl Backend for Direct {
         "direct"
     }
 
+    async fn start(&self) -> Result<(), BackendError> {
+        let containment = &self.shared.containment;
+        tracing::info!(
+            containment = %containment.describe(),
+            "direct backend: process containment"
+        );
+        if let Some(weakness) = containment.weaknesses() {
+            tracing::warn!("direct backend: {weakness}");
+        }
+        let root = self.shared.config.workspace_root.clone();
+        let cleanup = self.shared.config.cleanup;
+        let reaped = tokio::task::spawn_blocking(move || state::reap(&root, cleanup))
+            .await
+            .unwrap_or_default();
+        if !reaped.is_empty() {
+            tracing::info!(
+                executions = reaped.len(),
+                "reaped the executions a previous worker left on this workspace root"
+            );
+        }
+        Ok(())
+    }
+
     fn execution(&self, spec: TaskSpec) -> Result<Box<dyn Execution>, BackendError> {
-        if !is_safe_segment(&spec.execution_id) {
+        if !is_safe_segment(&spec.execution_id) || spec.execution_id.starts_with('.') {
             return Err(BackendError::new(
                 FailureReason::WorkspaceSetup,
                 format!(
@@ -152,11 +190,13 @@ impl Backend for Direct {
             .unwrap_or_else(|| private_dir.clone());
         Ok(Box::new(DirectExecution {
             shared: self.shared.clone(),
+            record_id: spec.execution_id.clone(),
             spec,
             private_dir,
             cwd,
             created: false,
             reused: false,
+            scope: None,
             agent: None,
             readers: JoinSet::new(),
         }))
@@ -169,6 +209,8 @@ impl Backend for Direct {
 struct ProcessGroup {
     pgid: Pid,
     armed: bool,
+    /// The execution's containment: its cgroup is killed with the group.
+    scope: Option<Scope>,
 }
 
 impl ProcessGroup {
@@ -184,13 +226,17 @@ impl ProcessGroup {
         }
     }
 
-    /// SIGKILLs stragglers and stops guarding the group.
+    /// SIGKILLs stragglers (the group, and the execution's cgroup: nothing
+    /// else of the execution runs while no leader does) and stops guarding.
     fn kill_and_disarm(&mut self) {
         if self.signal(Signal::SIGKILL) {
             tracing::debug!(
                 pgid = self.pgid.as_raw(),
                 "killed processes left in the task's group"
             );
+        }
+        if let Some(scope) = &self.scope {
+            scope.kill();
         }
         self.armed = false;
     }
@@ -200,6 +246,9 @@ impl Drop for ProcessGroup {
     fn drop(&mut self) {
         if self.armed {
             let _ = killpg(self.pgid, Signal::SIGKILL);
+            if let Some(scope) = &self.scope {
+                scope.kill();
+            }
         }
     }
 }
@@ -250,6 +299,11 @@ struct DirectExecution {
     created: bool,
     /// Adopted a parked sandbox: `prepare` skips clone and setup.
     reused: bool,
+    /// Containment of every process this execution starts; made in `prepare`.
+    scope: Option<Scope>,
+    /// Name of the execution's record (the first execution's id when a kept
+    /// workspace was adopted).
+    record_id: String,
     agent: Option<Spawned>,
     /// Output pumps of every process this execution started.
     readers: JoinSet<()>,
@@ -298,6 +352,53 @@ impl DirectExecution {
         env
     }
 
+    /// Makes the execution's containment scope and records the execution,
+    /// so a worker that dies before cleaning it up is reaped by the next one.
+    fn contain(&mut self) -> Result<(), BackendError> {
+        let scope = self
+            .shared
+            .containment
+            .scope(&self.spec.execution_id)
+            .map_err(|e| {
+                BackendError::with_source(
+                    FailureReason::WorkspaceSetup,
+                    format!("cannot create the execution's cgroup: {e}"),
+                    e,
+                )
+            })?;
+        let record = state::Record {
+            task_id: self.spec.task_id.clone(),
+            execution_id: self.spec.execution_id.clone(),
+            private_dir: self.private_dir.clone(),
+            cwd: self.cwd.clone(),
+            cgroup: scope.cgroup().map(Path::to_path_buf),
+        };
+        self.scope = Some(scope);
+        state::save(&self.config().workspace_root, &record).map_err(|e| {
+            BackendError::with_source(
+                FailureReason::WorkspaceSetup,
+                format!(
+                    "cannot record the execution under {}: {e}",
+                    self.config().workspace_root.display()
+                ),
+                e,
+            )
+        })
+    }
+
+    /// Moves session spools that may hold unacknowledged events out of
+    /// the workspace before it is removed, and says so.
+    fn keep_undelivered(&self) {
+        for kept in state::keep_undelivered(&self.config().workspace_root, &self.cwd) {
+            tracing::warn!(
+                task_id = %self.spec.task_id,
+                execution_id = %self.spec.execution_id,
+                spool = %kept.display(),
+                "the agent ended before the server acknowledged all its events; kept its session spool"
+            );
+        }
+    }
+
     fn agent_args(&self) -> Vec<String> {
         super::agent_args(
             &self.spec,
@@ -314,7 +415,12 @@ impl DirectExecution {
         args: &[String],
         source: &'static str,
     ) -> std::io::Result<Spawned> {
+        let scope = self
+            .scope
+            .clone()
+            .ok_or_else(|| std::io::Error::other("the execution's containment was not prepared"))?;
         let mut cmd = Command::new(program);
+        scope.apply(&mut cmd);
         cmd.args(args)
             .current_dir(&self.cwd)
             .env_clear()
@@ -332,6 +438,7 @@ impl DirectExecution {
         let group = ProcessGroup {
             pgid: Pid::from_raw(pid as i32),
             armed: true,
+            scope: Some(scope),
         };
         let ctx = LogCtx {
             task_id: self.spec.task_id.clone(),
@@ -427,6 +534,7 @@ impl Execution for DirectExecution {
                 )
             })?;
         self.created = true;
+        self.contain()?;
         // The umask cannot widen 0700, but be explicit about it.
         std::fs::set_permissions(&self.private_dir, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| {
@@ -590,8 +698,11 @@ impl Execution for DirectExecution {
         }
         self.drain_readers().await;
 
+        // The last handle of the scope: its cgroup is killed and removed.
+        self.scope = None;
         if self.created {
             if self.config().cleanup {
+                self.keep_undelivered();
                 if let Err(e) = tokio::fs::remove_dir_all(&self.private_dir).await {
                     tracing::warn!(task_id = %self.spec.task_id, execution_id = %self.spec.execution_id, workspace = %self.private_dir.display(), error = %e, "cannot remove workspace");
                     if result.is_ok() {
@@ -605,6 +716,7 @@ impl Execution for DirectExecution {
             } else {
                 tracing::info!(task_id = %self.spec.task_id, execution_id = %self.spec.execution_id, workspace = %self.private_dir.display(), "cleanup disabled; workspace kept");
             }
+            state::forget(&self.config().workspace_root, &self.record_id);
         }
         result
     }

@@ -305,7 +305,7 @@ case "${MODE:-}" in
   ignore_term)
     trap 'echo term >> "$out.signals"' TERM
     (trap '' TERM; exec sleep 1000) &
-    echo $! > "$out.stray"
+    until grep -q sleep /proc/$!/cmdline 2>/dev/null; do sleep 0.01; done
     touch "$out.ready"
     while true; do sleep 0.05; done
     ;;
@@ -517,6 +517,48 @@ pub fn live_group_members(pgid: i32) -> Vec<i32> {
         }
     }
     pids
+}
+
+/// Live processes of execution `exec` on the host, found by the
+/// `HANGAR_EXECUTION_ID` in their environment (inside a task's PID namespace
+/// `$$` is not a host pid): `(pid, command line)`.
+pub fn execution_processes(exec: &str) -> Vec<(i32, String)> {
+    let marker = format!("HANGAR_EXECUTION_ID={exec}");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if alive(pid)
+            && environ
+                .split(|b| *b == 0)
+                .any(|var| var == marker.as_bytes())
+        {
+            let cmd = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            found.push((pid, String::from_utf8_lossy(&cmd).replace('\0', " ")));
+        }
+    }
+    found
+}
+
+/// The host pid of the process of `exec` whose command line contains `needle`.
+pub fn execution_pid(exec: &str, needle: &str) -> i32 {
+    let processes = execution_processes(exec);
+    processes
+        .iter()
+        .find(|(_, cmd)| cmd.contains(needle))
+        .map(|(pid, _)| *pid)
+        .unwrap_or_else(|| panic!("no process of {exec} runs `{needle}`: {processes:?}"))
+}
+
+/// The process group of `pid`, as the host sees it.
+pub fn group_of(pid: i32) -> i32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = stat.rsplit_once(')').unwrap().1;
+    rest.split_whitespace().nth(2).unwrap().parse().unwrap()
 }
 
 /// Whether `pid` is alive (not a zombie).

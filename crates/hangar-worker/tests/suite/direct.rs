@@ -68,8 +68,8 @@ async fn d8_cancel_sigterm_then_sigkill_leaves_nothing_running() {
     conn.recv_until(|m| matches!(m, WorkerToServer::TaskStarted(_)))
         .await;
     wait_for_file(&w.out_file("exec-c", "ready")).await;
-    let pgid: i32 = w.read_out("exec-c", "pid").trim().parse().unwrap();
-    let stray: i32 = w.read_out("exec-c", "stray").trim().parse().unwrap();
+    let pgid = group_of(execution_pid("exec-c", " agent run"));
+    let stray = execution_pid("exec-c", "sleep 1000");
     assert!(alive(stray));
     assert!(
         live_group_members(pgid).len() >= 2,
@@ -107,7 +107,8 @@ async fn strays_are_killed_when_the_agent_exits_normally() {
     std::fs::write(
         &script,
         "#!/bin/bash\n(trap '' TERM HUP; exec sleep 1000) &\n\
-         echo $$ > \"$TEST_OUT/leaky.pid\"\necho $! > \"$TEST_OUT/leaky.stray\"\nexit 0\n",
+         until grep -q sleep /proc/$!/cmdline 2>/dev/null; do sleep 0.01; done\n\
+         setsid -f sleep 1001\nexit 0\n",
     )
     .unwrap();
     use std::os::unix::fs::PermissionsExt;
@@ -125,18 +126,12 @@ async fn strays_are_killed_when_the_agent_exits_normally() {
         })
         .await;
     assert!(matches!(done, WorkerToServer::TaskCompleted(_)), "{done:?}");
-    let pgid: i32 = std::fs::read_to_string(w.out.join("leaky.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let stray: i32 = std::fs::read_to_string(w.out.join("leaky.stray"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    assert!(!alive(stray), "a background process outlived the agent");
-    assert!(live_group_members(pgid).is_empty());
+    // Both the job in its group and the `setsid` daemon that left it.
+    assert_eq!(
+        execution_processes("exec-l"),
+        Vec::new(),
+        "background processes outlived the agent"
+    );
 }
 
 #[tokio::test]

@@ -78,7 +78,7 @@ async fn hard_shutdown_stops_running_tasks_as_graceful_shutdown() {
     conn.recv_until(|m| matches!(m, WorkerToServer::TaskStarted(_)))
         .await;
     wait_for_file(&w.out_file("exec-h", "ready")).await;
-    let pgid: i32 = w.read_out("exec-h", "pid").trim().parse().unwrap();
+    let pgid = group_of(execution_pid("exec-h", " agent run"));
 
     w.shutdown.cancel();
     w.hard_shutdown.cancel();

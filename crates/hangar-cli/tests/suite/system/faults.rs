@@ -417,7 +417,7 @@ async fn r3_replica_dying_with_its_worker_ends_runs_on_a_survivor() {
     let mut cluster = TestCluster::start(&hangar_bin(), options).await.unwrap();
     let client = cluster.client();
     let url_b = cluster.start_replica("b").await.unwrap();
-    cluster
+    let root = cluster
         .start_worker_on(&url_b, "on-b", &["--kill-grace", "1s"])
         .await
         .unwrap();
@@ -435,6 +435,12 @@ async fn r3_replica_dying_with_its_worker_ends_runs_on_a_survivor() {
         detected <= LEASE + Duration::from_secs(3),
         "the survivor took {detected:?} to end the run (lease {LEASE:?})"
     );
+    // Back on the survivor, the worker reaps what its dead life left.
+    let cgroups = recorded_cgroups(&root);
+    assert_nothing_under(&root, Duration::from_secs(2), "the worker's death").await;
+    cluster.start_worker("on-b", &[]).await.unwrap();
+    wait_no_workspaces(&root).await;
+    assert_removed(&cgroups);
     drop(cluster);
     schema.drop_it().await;
 }
@@ -505,4 +511,292 @@ async fn d3_worker_cut_off_past_its_lease_stops_its_task_itself() {
         status_text(&run),
         "a late report changed the run"
     );
+}
+
+/// Processes whose command line contains `marker`.
+fn processes_with(marker: &str) -> Vec<(i32, String)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().to_str()?.parse::<i32>().ok()?;
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            cmd.contains(marker).then_some((pid, cmd))
+        })
+        .collect()
+}
+
+/// Background work a task leaves behind, the way people write it: a `nohup`
+/// job in the command's process group, and a `setsid` daemon that left it
+/// and moved to `/`. Each `sleep` has a unique duration to find it by.
+struct Daemons {
+    nohup: String,
+    setsid: String,
+}
+
+impl Daemons {
+    fn new() -> Daemons {
+        let unique = std::process::id() as u64 * 1000 + rand_suffix();
+        Daemons {
+            nohup: format!("1000.{unique}"),
+            setsid: format!("1001.{unique}"),
+        }
+    }
+
+    /// The shell tool call that starts both.
+    fn turn(&self) -> Turn {
+        Turn::tool_call(
+            "shell",
+            json!({"command": format!(
+                "nohup sleep {} >/dev/null 2>&1 & cd / && setsid -f sleep {} >/dev/null 2>&1; echo started",
+                self.nohup, self.setsid
+            )}),
+        )
+    }
+
+    fn alive(&self) -> Vec<(i32, String)> {
+        let mut found = processes_with(&format!("sleep {}", self.nohup));
+        found.extend(processes_with(&format!("sleep {}", self.setsid)));
+        found
+    }
+
+    /// Waits until both run (so the test cannot pass by never starting them).
+    async fn wait_started(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.alive().len() < 2 {
+            assert!(
+                Instant::now() < deadline,
+                "the task's background processes never started: {:?}",
+                self.alive()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Asserts both are gone within `limit`.
+    async fn assert_gone_within(&self, limit: Duration, after: &str) {
+        let deadline = Instant::now() + limit;
+        while !self.alive().is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "background processes of the task survived {after}: {:?}",
+                self.alive()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    u64::from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+            % 1000,
+    )
+}
+
+/// Waits until nothing runs in the workspaces under `root`.
+async fn assert_nothing_under(root: &Path, limit: Duration, after: &str) {
+    let deadline = Instant::now() + limit;
+    while !processes_under(root).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "processes of the task survived {after}: {:?}",
+            processes_under(root)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Workspaces (and execution records) left under a worker's root; the kept
+/// spool directory is not a workspace.
+fn workspaces_under(root: &Path) -> Vec<PathBuf> {
+    crate::suite::common::dir_entries(root)
+        .into_iter()
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            name != ".hangar-undelivered"
+                && (name != ".hangar-executions"
+                    || !crate::suite::common::dir_entries(p).is_empty())
+        })
+        .collect()
+}
+
+/// P1 (cancel): the shell tool's `nohup sleep &` and a `setsid` daemon are
+/// gone once the run is cancelled, and so is its workspace.
+#[tokio::test(flavor = "multi_thread")]
+async fn p1_background_children_are_gone_after_cancel() {
+    let daemons = Daemons::new();
+    let llm = FakeLlm::start(vec![daemons.turn(), sleeping_llm_turns().remove(0)]).await;
+    let mut cluster = cluster_with(&llm).await;
+    let client = cluster.client();
+    let root = cluster
+        .start_worker("p1-cancel", &["--kill-grace", "2s"])
+        .await
+        .unwrap()
+        .workspace_root
+        .clone();
+    let created = client.create_run(&sleeping_run("p1-cancel")).await.unwrap();
+    daemons.wait_started().await;
+    wait_for_tool(&root).await;
+
+    client.cancel_run(&created.run_id).await.unwrap();
+    let run = cluster
+        .wait_finished(&created.run_id, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(run.state, RunState::Cancelled, "{}", status_text(&run));
+    daemons
+        .assert_gone_within(Duration::from_secs(2), "cancel")
+        .await;
+    assert_nothing_under(&root, Duration::from_secs(2), "cancel").await;
+    wait_no_workspaces(&root).await;
+}
+
+/// P1 (completion): background children of a run that succeeded are gone
+/// when its agent exits.
+#[tokio::test(flavor = "multi_thread")]
+async fn p1_background_children_are_gone_after_completion() {
+    let daemons = Daemons::new();
+    let llm = FakeLlm::start(vec![
+        daemons.turn(),
+        Turn::tool_call("shell", json!({"command": "sleep 2"})),
+        Turn::text("done"),
+    ])
+    .await;
+    let mut cluster = cluster_with(&llm).await;
+    let client = cluster.client();
+    let root = cluster
+        .start_worker("p1-done", &[])
+        .await
+        .unwrap()
+        .workspace_root
+        .clone();
+    let created = client.create_run(&sleeping_run("p1-done")).await.unwrap();
+    daemons.wait_started().await;
+    let run = cluster
+        .wait_finished(&created.run_id, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(run.state, RunState::Succeeded, "{}", status_text(&run));
+    daemons
+        .assert_gone_within(Duration::from_secs(5), "completion")
+        .await;
+    assert_nothing_under(&root, Duration::from_secs(5), "completion").await;
+    wait_no_workspaces(&root).await;
+}
+
+/// P1 (worker killed): `kill -9` of the worker takes the agent, its tool
+/// and the task's daemons with it.
+#[tokio::test(flavor = "multi_thread")]
+async fn p1_background_children_are_gone_after_the_worker_is_killed() {
+    let daemons = Daemons::new();
+    let llm = FakeLlm::start(vec![daemons.turn(), sleeping_llm_turns().remove(0)]).await;
+    let mut cluster = cluster_with(&llm).await;
+    let client = cluster.client();
+    let root = cluster
+        .start_worker("p1-kill", &[])
+        .await
+        .unwrap()
+        .workspace_root
+        .clone();
+    client.create_run(&sleeping_run("p1-kill")).await.unwrap();
+    daemons.wait_started().await;
+    wait_for_tool(&root).await;
+
+    cluster
+        .worker("p1-kill")
+        .unwrap()
+        .signal(Signal::SIGKILL)
+        .unwrap();
+    daemons
+        .assert_gone_within(Duration::from_secs(2), "the worker's death")
+        .await;
+    assert_nothing_under(&root, Duration::from_secs(2), "the worker's death").await;
+    let cgroups = recorded_cgroups(&root);
+    cluster.start_worker("p1-kill", &[]).await.unwrap();
+    wait_no_workspaces(&root).await;
+    assert_removed(&cgroups);
+}
+
+/// The cgroups the direct backend recorded for the executions under `root`.
+fn recorded_cgroups(root: &Path) -> Vec<PathBuf> {
+    crate::suite::common::dir_entries(&root.join(".hangar-executions"))
+        .iter()
+        .filter_map(|p| {
+            let record: serde_json::Value = serde_json::from_slice(&std::fs::read(p).ok()?).ok()?;
+            record["cgroup"].as_str().map(PathBuf::from)
+        })
+        .collect()
+}
+
+fn assert_removed(cgroups: &[PathBuf]) {
+    for cgroup in cgroups {
+        assert!(!cgroup.exists(), "cgroup {} left behind", cgroup.display());
+    }
+}
+
+/// D1: a direct worker killed with `kill -9` mid-task: its task dies with it
+/// (nothing runs unsupervised), the run ends `ERROR` (lease expired) within
+/// twice the lease, and the restarted worker reaps the execution's
+/// workspace and record.
+#[tokio::test(flavor = "multi_thread")]
+async fn d1_worker_killed_mid_task_leaves_no_orphans_and_its_run_ends() {
+    let llm = FakeLlm::start(sleeping_llm_turns()).await;
+    let mut cluster = cluster_with(&llm).await;
+    let client = cluster.client();
+    let root = cluster
+        .start_worker("d1", &[])
+        .await
+        .unwrap()
+        .workspace_root
+        .clone();
+    let created = client.create_run(&sleeping_run("d1")).await.unwrap();
+    wait_in_progress(&cluster, &client, &created.run_id).await;
+    wait_for_tool(&root).await;
+    assert!(!workspaces_under(&root).is_empty());
+
+    let cgroups = recorded_cgroups(&root);
+    cluster
+        .worker("d1")
+        .unwrap()
+        .signal(Signal::SIGKILL)
+        .unwrap();
+    assert_nothing_under(&root, Duration::from_secs(2), "kill -9 of the worker").await;
+    let (_, detected) = ended_by_lease(&cluster, &created.run_id).await;
+    assert!(
+        detected <= LEASE * 2,
+        "the run took {detected:?} to end (lease {LEASE:?})"
+    );
+
+    // The next worker on this root reaps what the dead one left.
+    cluster.start_worker("d1", &[]).await.unwrap();
+    wait_no_workspaces(&root).await;
+    assert_removed(&cgroups);
+    let run = client.get_run(&created.run_id).await.unwrap();
+    assert_eq!(
+        run.state,
+        RunState::Error,
+        "reported twice: {}",
+        status_text(&run)
+    );
+}
+
+/// Waits until no workspace or execution record is left under `root`.
+async fn wait_no_workspaces(root: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !workspaces_under(root).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "workspaces left behind: {:?}",
+            workspaces_under(root)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
