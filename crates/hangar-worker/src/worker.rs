@@ -31,6 +31,9 @@ const HARD_SHUTDOWN_MARGIN: Duration = Duration::from_secs(5);
 const CLOSE_DEADLINE: Duration = Duration::from_secs(15);
 /// How often the core checks whether it must self-fence.
 const FENCE_CHECK: Duration = Duration::from_millis(500);
+/// Reconnect attempts that fit in one lease (`fence_after`) at the longest
+/// backoff: the reconnect delay is capped at `fence_after / RECONNECTS_PER_LEASE`.
+const RECONNECTS_PER_LEASE: u32 = 4;
 /// Bound on idle sandboxes (`--idle-on-complete`) when concurrency is
 /// unlimited; otherwise the bound is `max_concurrent_tasks`.
 pub const MAX_IDLE_SANDBOXES_UNLIMITED: usize = 16;
@@ -285,7 +288,12 @@ impl Worker {
             read_timeout: cfg.read_timeout,
             connect_timeout: cfg.connect_timeout,
             reconnect_initial: cfg.reconnect_initial,
-            reconnect_max: cfg.reconnect_max,
+            // A blip shorter than the lease must never cost a run: however
+            // far the backoff has grown (it resets only after a connection
+            // stayed up), retry several times within the lease.
+            reconnect_max: cfg
+                .reconnect_max
+                .min(cfg.fence_after / RECONNECTS_PER_LEASE),
             reconnect_reset_after: cfg.reconnect_reset_after,
         };
         let greeting = self.greeting(registry.clone());

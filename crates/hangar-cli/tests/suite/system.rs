@@ -7,6 +7,7 @@ mod cli;
 mod docker_system;
 mod environments;
 mod faults;
+mod faults_stream;
 mod followups_ended;
 mod lifecycle;
 mod local_runs;

@@ -214,7 +214,7 @@ async fn e6_sqlite_disk_full_refuses_writes_with_503_and_recovers() {
 }
 
 /// `GET path` with the admin key, as JSON.
-async fn get_json(cluster: &TestCluster, path: &str) -> serde_json::Value {
+pub(crate) async fn get_json(cluster: &TestCluster, path: &str) -> serde_json::Value {
     reqwest::Client::new()
         .get(format!("{}{path}", cluster.url))
         .bearer_auth(&cluster.api_key)
@@ -255,7 +255,7 @@ fn sleeping_llm_turns() -> Vec<Turn> {
     )]
 }
 
-async fn wait_in_progress(cluster: &TestCluster, client: &Client, run_id: &str) {
+pub(crate) async fn wait_in_progress(cluster: &TestCluster, client: &Client, run_id: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let run = client.get_run(run_id).await.unwrap();
@@ -306,12 +306,12 @@ async fn ended_by_lease(cluster: &TestCluster, run_id: &str) -> (RunItem, Durati
     (run, detected)
 }
 
-fn status_text(run: &RunItem) -> String {
+pub(crate) fn status_text(run: &RunItem) -> String {
     format!("{:?}", run.status_message)
 }
 
 /// The test lease (`worker_lost_timeout` of the test cluster).
-const LEASE: Duration = Duration::from_secs(6);
+pub(crate) const LEASE: Duration = Duration::from_secs(6);
 
 /// D3 (server side): a worker frozen (SIGSTOP) past its lease has its
 /// started run ended `ERROR` by the lease sweep, within the lease plus a
