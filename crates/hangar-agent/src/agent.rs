@@ -890,6 +890,7 @@ mod tests {
         tx.send(Followup {
             message: "also this".into(),
             from: "ana".into(),
+            id: None,
         })
         .await
         .unwrap();

@@ -24,7 +24,9 @@ use crate::event::{EventSink, SinkError};
 use backoff::Backoff;
 use futures::{SinkExt, StreamExt};
 use hangar_client::{Client, WebSocket};
-use hangar_protocol::session::{AgentToServer, EventBody, Followup, ServerToAgent, SessionEvent};
+use hangar_protocol::session::{
+    AgentToServer, EventBody, Followup, FollowupAck, ServerToAgent, SessionEvent,
+};
 use hangar_protocol::{Envelope, Timestamp};
 use spool::Spool;
 use std::collections::VecDeque;
@@ -102,6 +104,17 @@ impl SessionReport {
     pub fn is_complete(&self) -> bool {
         self.acked_seq >= self.last_seq
     }
+}
+
+/// What a server frame asks of the stream task.
+#[derive(Debug, PartialEq, Eq)]
+enum Handled {
+    /// An ack of events.
+    Ack,
+    /// Send this frame back.
+    Reply(String),
+    /// Nothing more.
+    Nothing,
 }
 
 /// A spooled event on its way to the task.
@@ -205,6 +218,7 @@ impl SessionStream {
             intake: intake_rx,
             intake_open: true,
             followups: followup_tx,
+            seen_followups: Default::default(),
             cancel_run,
             stop: stop.clone(),
             backoff: Backoff::default(),
@@ -328,6 +342,8 @@ struct StreamTask {
     intake: mpsc::UnboundedReceiver<Intake>,
     intake_open: bool,
     followups: mpsc::Sender<Followup>,
+    /// Ids of the stored follow-ups already handed to the agent loop.
+    seen_followups: std::collections::HashSet<i64>,
     cancel_run: CancellationToken,
     stop: CancellationToken,
     backoff: Backoff,
@@ -421,7 +437,11 @@ impl StreamTask {
                         None | Some(Ok(Message::Close(_))) => return Err(Disconnect::Closed),
                         Some(Err(e)) => return Err(e.into()),
                         Some(Ok(Message::Text(text))) => {
-                            if self.on_frame(text.as_str()) && !synced {
+                            let handled = self.on_frame(text.as_str());
+                            if let Handled::Reply(reply) = &handled {
+                                ws.send(Message::text(reply.clone())).await?;
+                            }
+                            if matches!(handled, Handled::Ack) && !synced {
                                 synced = true;
                                 self.backoff.reset();
                                 self.sync_spool().await;
@@ -495,41 +515,64 @@ impl StreamTask {
         intake.text
     }
 
-    /// Handles one server frame; `true` for an ack.
-    fn on_frame(&mut self, text: &str) -> bool {
+    /// Handles one server frame.
+    fn on_frame(&mut self, text: &str) -> Handled {
         let message = Envelope::parse(text).and_then(ServerToAgent::from_envelope);
         match message {
             Ok(Some(ServerToAgent::Ack(ack))) => {
                 self.on_ack(ack.seq);
-                true
+                Handled::Ack
             }
-            Ok(Some(ServerToAgent::Followup(followup))) => {
-                match self.followups.try_send(followup) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        tracing::warn!(
-                            capacity = FOLLOWUP_CAPACITY,
-                            "follow-up queue full; follow-up dropped"
-                        );
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => {
-                        tracing::warn!("follow-up arrived after the run ended; dropped");
-                    }
-                }
-                false
-            }
+            Ok(Some(ServerToAgent::Followup(followup))) => self.on_followup(followup),
             Ok(Some(ServerToAgent::Cancel)) => {
                 tracing::info!("cancel requested by the server");
                 self.cancel_run.cancel();
-                false
+                Handled::Nothing
             }
             Ok(None) => {
                 tracing::debug!("ignoring unknown session frame");
-                false
+                Handled::Nothing
             }
             Err(error) => {
                 tracing::warn!(%error, "ignoring malformed session frame");
-                false
+                Handled::Nothing
+            }
+        }
+    }
+
+    /// Hands a follow-up to the agent loop once, and acknowledges a stored
+    /// one (again, for a resend: the first ack may have been lost).
+    fn on_followup(&mut self, followup: Followup) -> Handled {
+        let id = followup.id;
+        let ack = |id: i64| {
+            Handled::Reply(
+                AgentToServer::FollowupAck(FollowupAck { id })
+                    .to_envelope()
+                    .to_text(),
+            )
+        };
+        if let Some(id) = id
+            && !self.seen_followups.insert(id)
+        {
+            tracing::debug!(followup_id = id, "follow-up resent; already have it");
+            return ack(id);
+        }
+        match self.followups.try_send(followup) {
+            Ok(()) => id.map_or(Handled::Nothing, ack),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                // Not acknowledged: the server sends it again after a reconnect.
+                if let Some(id) = id {
+                    self.seen_followups.remove(&id);
+                }
+                tracing::warn!(
+                    capacity = FOLLOWUP_CAPACITY,
+                    "follow-up queue full; follow-up not taken"
+                );
+                Handled::Nothing
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::warn!("follow-up arrived after the run ended; dropped");
+                Handled::Nothing
             }
         }
     }
@@ -587,6 +630,7 @@ mod tests {
             intake,
             intake_open: true,
             followups,
+            seen_followups: Default::default(),
             cancel_run: CancellationToken::new(),
             stop: CancellationToken::new(),
             backoff: Backoff::default(),
@@ -597,18 +641,37 @@ mod tests {
     async fn ack_trims_pending_and_frames_are_dispatched() {
         let dir = tempfile::tempdir().unwrap();
         let mut t = task(dir.path(), &[1, 2, 3], 4).await;
-        assert!(t.on_frame(r#"{"type":"ack","data":{"seq":2}}"#));
+        assert_eq!(t.on_frame(r#"{"type":"ack","data":{"seq":2}}"#), Handled::Ack);
         assert_eq!(
             t.pending.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
             vec![3]
         );
-        assert!(!t.on_frame(r#"{"type":"ack","data":{"seq":"x"}}"#));
-        assert!(!t.on_frame("not json"));
-        assert!(!t.on_frame(r#"{"type":"mystery"}"#));
-        assert!(!t.on_frame(r#"{"type":"cancel","data":{}}"#));
+        assert_eq!(t.on_frame(r#"{"type":"ack","data":{"seq":"x"}}"#), Handled::Nothing);
+        assert_eq!(t.on_frame("not json"), Handled::Nothing);
+        assert_eq!(t.on_frame(r#"{"type":"mystery"}"#), Handled::Nothing);
+        assert_eq!(t.on_frame(r#"{"type":"cancel","data":{}}"#), Handled::Nothing);
         assert!(t.cancel_run.is_cancelled());
-        assert!(t.on_frame(r#"{"type":"ack","data":{"seq":9}}"#));
+        assert_eq!(t.on_frame(r#"{"type":"ack","data":{"seq":9}}"#), Handled::Ack);
         assert!(t.pending.is_empty());
         assert_eq!(lock_writer(&t.writer).next_seq, 10);
+    }
+
+    /// A stored follow-up resent after a reconnect reaches the agent loop
+    /// once and is acknowledged every time; one without an id is not acked.
+    #[tokio::test]
+    async fn followups_are_taken_once_and_acked() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = task(dir.path(), &[], 1).await;
+        let (tx, mut rx) = mpsc::channel(4);
+        t.followups = tx;
+        let frame = r#"{"type":"followup","data":{"message":"m","from":"ana","id":7}}"#;
+        let ack = Handled::Reply(r#"{"type":"followup_ack","data":{"id":7}}"#.to_owned());
+        assert_eq!(t.on_frame(frame), ack);
+        assert_eq!(t.on_frame(frame), ack);
+        assert_eq!(rx.try_recv().unwrap().message, "m");
+        assert!(rx.try_recv().is_err(), "a resend reached the agent twice");
+        let legacy = r#"{"type":"followup","data":{"message":"n","from":"ana"}}"#;
+        assert_eq!(t.on_frame(legacy), Handled::Nothing);
+        assert_eq!(rx.try_recv().unwrap().message, "n");
     }
 }

@@ -104,7 +104,7 @@ pub struct Ack {
     pub seq: u64,
 }
 
-/// `followup {message, from}`.
+/// `followup {message, from, id?}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Followup {
     /// Text.
@@ -112,6 +112,18 @@ pub struct Followup {
     /// Who sent it.
     #[serde(default)]
     pub from: String,
+    /// The stored follow-up's id: the agent answers `followup_ack {id}` and
+    /// ignores an id it has seen (the server resends unacknowledged ones
+    /// after a reconnect). Absent from servers that do not store them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<i64>,
+}
+
+/// `followup_ack {id}`: the agent has follow-up `id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FollowupAck {
+    /// The follow-up's id.
+    pub id: i64,
 }
 
 /// Agent → server frames.
@@ -119,6 +131,8 @@ pub struct Followup {
 pub enum AgentToServer {
     /// An event.
     Event(SessionEvent),
+    /// A follow-up arrived.
+    FollowupAck(FollowupAck),
 }
 
 /// Server → agent frames.
@@ -137,6 +151,7 @@ impl AgentToServer {
     pub fn to_envelope(&self) -> Envelope {
         match self {
             AgentToServer::Event(e) => Envelope::new("event", e),
+            AgentToServer::FollowupAck(a) => Envelope::new("followup_ack", a),
         }
     }
 
@@ -144,6 +159,7 @@ impl AgentToServer {
     pub fn from_envelope(env: Envelope) -> Result<Option<Self>, EnvelopeError> {
         Ok(Some(match env.kind.as_str() {
             "event" => AgentToServer::Event(env.decode()?),
+            "followup_ack" => AgentToServer::FollowupAck(env.decode()?),
             _ => return Ok(None),
         }))
     }

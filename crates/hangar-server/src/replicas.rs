@@ -61,6 +61,10 @@ pub async fn listen(app: AppState, notifier: Arc<dyn Notifier>, shutdown: Cancel
 
 async fn resync(app: &AppState) {
     app.dispatcher.wake();
+    // Follow-ups stored elsewhere while we were deaf.
+    for run in app.sessions.connected_runs() {
+        crate::sessions::deliver_followups(app, &run).await;
+    }
     // Cancellations made elsewhere while we were deaf: forward them to our workers.
     match app.store.all_live_executions().await {
         Ok(live) => {
@@ -84,7 +88,15 @@ async fn apply(app: &AppState, signal: Signal) -> StoreResult<()> {
     match signal {
         Signal::Dispatch { local: true, .. }
         | Signal::Cancel { local: true, .. }
-        | Signal::SharesChanged { local: true, .. } => {}
+        | Signal::SharesChanged { local: true, .. }
+        | Signal::Followup { local: true, .. } => {}
+        // A follow-up stored through another replica, for an agent that may
+        // be connected here.
+        Signal::Followup {
+            local: false,
+            run_id,
+            ..
+        } => crate::sessions::deliver_followups(app, &run_id).await,
         // Streams of this replica that a grant change on another one ends.
         Signal::SharesChanged {
             local: false,

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
 use hangar_protocol::session::{Ack, AgentToServer, EventBody, ServerToAgent, SessionEvent};
 use hangar_protocol::{Envelope, ExecutionId, RunId};
-use hangar_store::Outcome;
+use hangar_store::{FollowupRecord, Outcome};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::mpsc;
@@ -88,17 +88,31 @@ impl SessionHub {
         }
     }
 
-    /// Delivers a follow-up to the run's agent; false when no agent is connected.
-    pub fn followup(&self, run: &RunId, message: String, from: String) -> bool {
-        match self.agents().get(run) {
-            Some(a) => {
-                a.tx.try_send(ServerToAgent::Followup(
-                    hangar_protocol::session::Followup { message, from },
-                ))
-                .is_ok()
+    /// Sends stored follow-ups to the agent of execution `exec` of `run`, if
+    /// it is connected here (the agent acknowledges each, and ignores one it
+    /// already has).
+    fn send_followups(&self, run: &RunId, exec: &ExecutionId, followups: Vec<FollowupRecord>) {
+        let agents = self.agents();
+        let Some(agent) = agents.get(run).filter(|a| &a.execution_id == exec) else {
+            return;
+        };
+        for f in followups {
+            let frame = ServerToAgent::Followup(hangar_protocol::session::Followup {
+                message: f.message,
+                from: f.sender,
+                id: Some(f.id),
+            });
+            if agent.tx.try_send(frame).is_err() {
+                // Still pending in the store: resent when the agent reconnects.
+                tracing::warn!(run_id = %run, followup_id = f.id, "agent outbox full; follow-up deferred");
+                return;
             }
-            None => false,
         }
+    }
+
+    /// Runs whose agents are connected to this replica.
+    pub fn connected_runs(&self) -> Vec<RunId> {
+        self.agents().keys().cloned().collect()
     }
 
     /// Forgets the run's agent (its execution ended).
@@ -136,6 +150,22 @@ impl SessionHub {
     /// The execution whose agent is connected for a run.
     pub fn connected_execution(&self, run: &RunId) -> Option<ExecutionId> {
         self.agents().get(run).map(|a| a.execution_id.clone())
+    }
+}
+
+/// Sends the stored follow-ups the agent of `run` has not acknowledged, if
+/// that agent is connected to this replica. Called when a follow-up is
+/// stored here, when another replica signals one, and when an agent connects.
+pub async fn deliver_followups(app: &AppState, run: &RunId) {
+    let Some(exec) = app.sessions.connected_execution(run) else {
+        return;
+    };
+    match app.store.pending_followups(&exec).await {
+        Ok(pending) if !pending.is_empty() => app.sessions.send_followups(run, &exec, pending),
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, run_id = %run, "cannot read pending follow-ups; they are sent when the agent reconnects");
+        }
     }
 }
 
@@ -202,6 +232,8 @@ async fn agent_connection(app: AppState, run: RunId, exec: ExecutionId, socket: 
     {
         let _ = tx.try_send(ServerToAgent::Cancel);
     }
+    // Follow-ups stored while it was away (or before it first connected).
+    deliver_followups(&app, &run).await;
 
     let heartbeat = app.config.heartbeat_interval;
     let writer = tokio::spawn(async move {
@@ -234,6 +266,14 @@ async fn agent_connection(app: AppState, run: RunId, exec: ExecutionId, socket: 
         };
         let event = match Envelope::parse(&text).and_then(AgentToServer::from_envelope) {
             Ok(Some(AgentToServer::Event(e))) => e,
+            Ok(Some(AgentToServer::FollowupAck(ack))) => {
+                let at = hangar_protocol::Timestamp::now().unix_millis();
+                if let Err(e) = app.store.followup_delivered(&exec, ack.id, at).await {
+                    // Still pending: resent on reconnect, and the agent acks again.
+                    tracing::warn!(error = %e, run_id = %run, followup_id = ack.id, "cannot record a follow-up delivery");
+                }
+                continue;
+            }
             Ok(None) => continue,
             Err(e) => {
                 tracing::warn!(error = %e, run_id = %run, "ignoring undecodable session frame");

@@ -16,6 +16,7 @@
 mod accounts;
 mod cluster;
 mod environments;
+mod followups;
 mod leases;
 mod lifecycle;
 mod notify;
@@ -32,7 +33,8 @@ pub use cluster::{BootstrapLock, ClusterStore, WorkerPresence};
 pub use environments::{EnvironmentRecord, EnvironmentStore, SecretRecord, SecretStore};
 pub use lifecycle::{LifecycleEventRecord, LifecycleQuery, LifecycleStore, NewLifecycleEvent};
 pub use notify::{
-    CANCEL_CHANNEL, DISPATCH_CHANNEL, Notifier, SHARES_CHANNEL, Signal, SignalListener,
+    CANCEL_CHANNEL, DISPATCH_CHANNEL, FOLLOWUP_CHANNEL, Notifier, SHARES_CHANNEL, Signal,
+    SignalListener,
 };
 pub use open::{DatabaseLocation, OpenedStore, open, open_with_notifier};
 pub use postgres::{PgSignalListener, PostgresConfig, PostgresStore, redact_url};
@@ -258,6 +260,26 @@ pub trait RunStore: Send + Sync {
     ) -> StoreResult<RunRecord>;
     /// The latest follow-up that reopened the run, if any.
     async fn latest_followup(&self, id: &RunId) -> StoreResult<Option<FollowupRecord>>;
+    /// Stores a follow-up for the live execution `execution_id` of run `id`
+    /// (committed before it returns); `Conflict` when the execution ended.
+    async fn add_followup(
+        &self,
+        id: &RunId,
+        execution_id: &ExecutionId,
+        followup: &NewFollowup,
+    ) -> StoreResult<FollowupRecord>;
+    /// The execution's follow-ups its agent has not acknowledged, oldest first.
+    async fn pending_followups(
+        &self,
+        execution_id: &ExecutionId,
+    ) -> StoreResult<Vec<FollowupRecord>>;
+    /// The agent of `execution_id` acknowledged follow-up `followup_id`.
+    async fn followup_delivered(
+        &self,
+        execution_id: &ExecutionId,
+        followup_id: i64,
+        at: i64,
+    ) -> StoreResult<()>;
 }
 
 /// The session transcript.

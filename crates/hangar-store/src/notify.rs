@@ -13,7 +13,7 @@
 //! yields [`Signal::Resync`]: re-scan everything.
 //!
 //! PostgreSQL implements [`Notifier`] with `LISTEN/NOTIFY` on
-//! [`DISPATCH_CHANNEL`], [`CANCEL_CHANNEL`] and [`SHARES_CHANNEL`]; the database itself emits the
+//! [`DISPATCH_CHANNEL`], [`CANCEL_CHANNEL`], [`SHARES_CHANNEL`] and [`FOLLOWUP_CHANNEL`]; the database itself emits the
 //! signals (triggers), so every write path signals without the caller doing
 //! anything. SQLite serves a single replica and needs no notifier.
 
@@ -27,6 +27,8 @@ pub const DISPATCH_CHANNEL: &str = "hangar_dispatch";
 pub const CANCEL_CHANNEL: &str = "hangar_cancel";
 /// Channel of [`Signal::SharesChanged`].
 pub const SHARES_CHANNEL: &str = "hangar_shares";
+/// Channel of [`Signal::Followup`].
+pub const FOLLOWUP_CHANNEL: &str = "hangar_followup";
 
 /// Something another replica (or this one) changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +58,16 @@ pub enum Signal {
     SharesChanged {
         /// The run.
         run_id: RunId,
+        /// Whether this replica made the change.
+        local: bool,
+    },
+    /// A follow-up was stored for a live execution: whichever replica holds
+    /// that execution's agent socket delivers it.
+    Followup {
+        /// The run.
+        run_id: RunId,
+        /// The execution whose agent gets it.
+        execution_id: ExecutionId,
         /// Whether this replica made the change.
         local: bool,
     },

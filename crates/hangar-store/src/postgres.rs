@@ -74,6 +74,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "execution_leases",
         include_str!("../migrations/postgres/0009_execution_leases.sql"),
     ),
+    (
+        10,
+        "live_followups",
+        include_str!("../migrations/postgres/0010_live_followups.sql"),
+    ),
 ];
 
 const RUN_COLUMNS: &str = "id, team_id, creator_user_id, title, prompt, state, source, \
@@ -1128,22 +1133,78 @@ impl RunStore for PostgresStore {
     }
 
     async fn latest_followup(&self, id: &RunId) -> StoreResult<Option<FollowupRecord>> {
-        let row = sqlx::query(
-            "SELECT message, sender, created_at FROM run_followups WHERE run_id = $1 \
-             ORDER BY id DESC LIMIT 1",
-        )
+        let row = sqlx::query(AssertSqlSafe(crate::leases::numbered(
+            crate::followups::LATEST_REOPENING,
+        )))
         .bind(id.as_str())
         .fetch_optional(&self.pool)
-        .await
-        .map_err(pg_error)?;
-        row.map(|r| {
-            Ok(FollowupRecord {
-                message: r.try_get("message")?,
-                sender: r.try_get("sender")?,
-                created_at: r.try_get("created_at")?,
-            })
+        .await?;
+        Ok(row.as_ref().map(crate::followups::from_row).transpose()?)
+    }
+
+    async fn add_followup(
+        &self,
+        id: &RunId,
+        execution_id: &ExecutionId,
+        followup: &NewFollowup,
+    ) -> StoreResult<FollowupRecord> {
+        // fetch_all: an autocommit statement's commit error surfaces only
+        // once the statement is driven to completion.
+        let row = sqlx::query(AssertSqlSafe(crate::leases::numbered(
+            crate::followups::ADD,
+        )))
+        .bind(id.as_str())
+        .bind(execution_id.as_str())
+        .bind(&followup.message)
+        .bind(&followup.sender)
+        .bind(followup.at)
+        .bind(execution_id.as_str())
+        .bind(id.as_str())
+        .fetch_all(&self.pool)
+        .await?
+        .pop()
+        .ok_or_else(|| {
+            StoreError::Conflict(format!("execution {execution_id} of run {id} has ended"))
+        })?;
+        Ok(FollowupRecord {
+            id: row.try_get("id")?,
+            message: followup.message.clone(),
+            sender: followup.sender.clone(),
+            created_at: followup.at,
         })
-        .transpose()
+    }
+
+    async fn pending_followups(
+        &self,
+        execution_id: &ExecutionId,
+    ) -> StoreResult<Vec<FollowupRecord>> {
+        let rows = sqlx::query(AssertSqlSafe(crate::leases::numbered(
+            crate::followups::PENDING,
+        )))
+        .bind(execution_id.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(crate::followups::from_row)
+            .collect::<Result<_, _>>()?)
+    }
+
+    async fn followup_delivered(
+        &self,
+        execution_id: &ExecutionId,
+        followup_id: i64,
+        at: i64,
+    ) -> StoreResult<()> {
+        sqlx::query(AssertSqlSafe(crate::leases::numbered(
+            crate::followups::DELIVERED,
+        )))
+        .bind(at)
+        .bind(followup_id)
+        .bind(execution_id.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 }
 

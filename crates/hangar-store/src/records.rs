@@ -246,9 +246,12 @@ pub struct NewFollowup {
     pub at: i64,
 }
 
-/// A recorded follow-up of an ended run.
+/// A recorded follow-up: of an ended run (it reopened it), or to a live
+/// execution's agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FollowupRecord {
+    /// Its id (increasing in the order follow-ups were stored).
+    pub id: i64,
     /// The message.
     pub message: String,
     /// Who sent it.

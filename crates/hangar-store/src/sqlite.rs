@@ -69,6 +69,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "execution_leases",
         include_str!("../migrations/sqlite/0010_execution_leases.sql"),
     ),
+    (
+        11,
+        "live_followups",
+        include_str!("../migrations/sqlite/0011_live_followups.sql"),
+    ),
 ];
 
 const RUN_COLUMNS: &str = "id, team_id, creator_user_id, title, prompt, state, source, \
@@ -949,21 +954,70 @@ impl RunStore for SqliteStore {
     }
 
     async fn latest_followup(&self, id: &RunId) -> StoreResult<Option<FollowupRecord>> {
-        let row = sqlx::query(
-            "SELECT message, sender, created_at FROM run_followups WHERE run_id = ? \
-             ORDER BY id DESC LIMIT 1",
-        )
-        .bind(id.as_str())
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| {
-            Ok(FollowupRecord {
-                message: r.try_get("message")?,
-                sender: r.try_get("sender")?,
-                created_at: r.try_get("created_at")?,
-            })
+        let row = sqlx::query(AssertSqlSafe(crate::followups::LATEST_REOPENING.to_owned()))
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(crate::followups::from_row).transpose()?)
+    }
+
+    async fn add_followup(
+        &self,
+        id: &RunId,
+        execution_id: &ExecutionId,
+        followup: &NewFollowup,
+    ) -> StoreResult<FollowupRecord> {
+        // fetch_all: an autocommit statement's commit error surfaces only
+        // once the statement is driven to completion.
+        let row = sqlx::query(AssertSqlSafe(crate::followups::ADD.to_owned()))
+            .bind(id.as_str())
+            .bind(execution_id.as_str())
+            .bind(&followup.message)
+            .bind(&followup.sender)
+            .bind(followup.at)
+            .bind(execution_id.as_str())
+            .bind(id.as_str())
+            .fetch_all(&self.pool)
+            .await?
+            .pop()
+            .ok_or_else(|| {
+                StoreError::Conflict(format!("execution {execution_id} of run {id} has ended"))
+            })?;
+        Ok(FollowupRecord {
+            id: row.try_get("id")?,
+            message: followup.message.clone(),
+            sender: followup.sender.clone(),
+            created_at: followup.at,
         })
-        .transpose()
+    }
+
+    async fn pending_followups(
+        &self,
+        execution_id: &ExecutionId,
+    ) -> StoreResult<Vec<FollowupRecord>> {
+        let rows = sqlx::query(AssertSqlSafe(crate::followups::PENDING.to_owned()))
+            .bind(execution_id.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(crate::followups::from_row)
+            .collect::<Result<_, _>>()?)
+    }
+
+    async fn followup_delivered(
+        &self,
+        execution_id: &ExecutionId,
+        followup_id: i64,
+        at: i64,
+    ) -> StoreResult<()> {
+        sqlx::query(AssertSqlSafe(crate::followups::DELIVERED.to_owned()))
+            .bind(at)
+            .bind(followup_id)
+            .bind(execution_id.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 }
 

@@ -223,6 +223,7 @@ async fn followup_becomes_a_user_message_at_the_next_turn() {
         fake.send(ServerToAgent::Followup(Followup {
             message: "Also add a README.".into(),
             from: "ana".into(),
+            id: None,
         }));
         // Give the frame a moment to cross before releasing the tool; the
         // assertions below hold whenever it arrives before the run ends.

@@ -273,6 +273,7 @@ async fn a_followup_sent_mid_run_joins_at_the_next_turn() {
             tx.send(Followup {
                 message: "also the docs".into(),
                 from: "ana".into(),
+                id: None,
             })
             .await
             .unwrap();

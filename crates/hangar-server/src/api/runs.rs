@@ -779,13 +779,35 @@ pub(crate) async fn send_followup(
     if run.state.is_terminal() {
         return reopen(app, run, message, from).await;
     }
-    if !app.sessions.followup(&run.id, message.to_owned(), from) {
+    let Some(execution) = &run.current_execution_id else {
         return Err(ApiError::Conflict(format!(
-            "run {run_id} has no connected agent yet ({}); retry once it is INPROGRESS",
+            "run {run_id} is {} and not assigned to a worker yet; retry once it is INPROGRESS",
             run.state
         )));
-    }
-    Ok(serde_json::json!({ "run_id": run_id, "delivered": true, "state": run.state }))
+    };
+    // Stored before it is acknowledged; the replica holding the agent's
+    // session delivers it, exactly once, even if the agent reconnects.
+    let followup = hangar_store::NewFollowup {
+        message: message.to_owned(),
+        sender: from,
+        at: Timestamp::now().unix_millis(),
+    };
+    let stored = match app.store.add_followup(&run.id, execution, &followup).await {
+        Ok(stored) => stored,
+        Err(hangar_store::StoreError::Conflict(_)) => {
+            return Err(ApiError::Conflict(format!(
+                "run {run_id}'s execution is ending; retry the follow-up in a few seconds to continue the run"
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    crate::sessions::deliver_followups(app, &run.id).await;
+    Ok(serde_json::json!({
+        "run_id": run_id,
+        "delivered": true,
+        "followup_id": stored.id,
+        "state": run.state,
+    }))
 }
 
 /// Reopens an ended run for a follow-up and hands it to the dispatcher.

@@ -9,7 +9,8 @@
 use super::{PostgresStore, pg_error};
 use crate::StoreResult;
 use crate::notify::{
-    CANCEL_CHANNEL, DISPATCH_CHANNEL, Notifier, SHARES_CHANNEL, Signal, SignalListener,
+    CANCEL_CHANNEL, DISPATCH_CHANNEL, FOLLOWUP_CHANNEL, Notifier, SHARES_CHANNEL, Signal,
+    SignalListener,
 };
 use async_trait::async_trait;
 use hangar_protocol::{ExecutionId, RunId};
@@ -73,6 +74,11 @@ impl PgSignalListener {
                 run_id: RunId(payload.run_id?),
                 local,
             }),
+            FOLLOWUP_CHANNEL => Some(Signal::Followup {
+                run_id: RunId(payload.run_id?),
+                execution_id: execution_id?,
+                local,
+            }),
             _ => None,
         }
     }
@@ -107,7 +113,12 @@ impl PostgresStore {
             .await
             .map_err(pg_error)?;
         listener
-            .listen_all([DISPATCH_CHANNEL, CANCEL_CHANNEL, SHARES_CHANNEL])
+            .listen_all([
+                DISPATCH_CHANNEL,
+                CANCEL_CHANNEL,
+                SHARES_CHANNEL,
+                FOLLOWUP_CHANNEL,
+            ])
             .await
             .map_err(pg_error)?;
         Ok(PgSignalListener {

@@ -89,6 +89,7 @@ pub async fn run_all(store: &dyn Store) {
     run_filters(store).await;
     metadata_and_ancestry_filters(store).await;
     leases_renew_expire_and_are_taken_once(store).await;
+    live_followups_are_stored_pending_until_acked(store).await;
     super::accounts::run_all(store).await;
     super::shares::run_all(store).await;
 }
@@ -809,4 +810,57 @@ async fn leases_renew_expire_and_are_taken_once(store: &dyn Store) {
             .iter()
             .any(|(_, e)| e.id == unleased)
     );
+}
+
+/// Follow-ups to a live execution: stored in order, pending until the agent
+/// acknowledges each (once), refused once the execution ended, and never
+/// taken for the follow-up that reopens an ended run.
+async fn live_followups_are_stored_pending_until_acked(store: &dyn Store) {
+    let t = team(store, "live-followups").await;
+    let run = new_run(store, t.id, Some("fw")).await;
+    let exec = assign_with_lease(store, &run, "fw", None).await;
+    let at = Timestamp::now().unix_millis();
+    let note = |m: &str| NewFollowup {
+        message: m.to_owned(),
+        sender: "user:1".to_owned(),
+        at,
+    };
+    let a = store
+        .add_followup(&run.id, &exec, &note("a"))
+        .await
+        .unwrap();
+    let b = store
+        .add_followup(&run.id, &exec, &note("b"))
+        .await
+        .unwrap();
+    assert!(a.id < b.id);
+    let pending = store.pending_followups(&exec).await.unwrap();
+    assert_eq!(
+        pending
+            .iter()
+            .map(|f| f.message.as_str())
+            .collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+    store.followup_delivered(&exec, a.id, at).await.unwrap();
+    store.followup_delivered(&exec, a.id, at + 1).await.unwrap();
+    let pending = store.pending_followups(&exec).await.unwrap();
+    assert_eq!(pending, vec![b.clone()]);
+    // Another execution's ack changes nothing.
+    store
+        .followup_delivered(&ExecutionId("other".into()), b.id, at)
+        .await
+        .unwrap();
+    assert_eq!(store.pending_followups(&exec).await.unwrap().len(), 1);
+    // Live follow-ups are not what a reopened run continues with.
+    assert_eq!(store.latest_followup(&run.id).await.unwrap(), None);
+
+    store
+        .finish_execution(&run.id, &exec, &end(RunState::Succeeded))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.add_followup(&run.id, &exec, &note("late")).await,
+        Err(StoreError::Conflict(_))
+    ));
 }

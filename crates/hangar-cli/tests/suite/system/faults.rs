@@ -274,14 +274,20 @@ pub(crate) async fn wait_in_progress(cluster: &TestCluster, client: &Client, run
 
 /// Waits until the shell tool's `sleep 300` runs in a workspace under `root`.
 async fn wait_for_tool(root: &Path) {
+    wait_for_process(root, "sleep 300").await;
+}
+
+/// Waits until a process whose command line starts with `command` runs in a
+/// workspace under `root`.
+async fn wait_for_process(root: &Path, command: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !processes_under(root)
         .iter()
-        .any(|(_, cmd)| cmd.starts_with("sleep 300"))
+        .any(|(_, cmd)| cmd.starts_with(command))
     {
         assert!(
             Instant::now() < deadline,
-            "the tool never started: {:?}",
+            "`{command}` never started: {:?}",
             processes_under(root)
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -799,4 +805,68 @@ async fn wait_no_workspaces(root: &Path) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// R4: a follow-up sent through replica B to an agent connected to replica
+/// A is stored before it is acknowledged and reaches the agent exactly once
+/// (one user message in the transcript, once in the next model call).
+#[tokio::test(flavor = "multi_thread")]
+async fn r4_followup_through_another_replica_arrives_once() {
+    let schema = Schema::new();
+    let llm = FakeLlm::start(vec![
+        Turn::tool_call("shell", json!({"command": "sleep 3; echo slept"})),
+        Turn::text("done, with the follow-up"),
+    ])
+    .await;
+    let mut options = ClusterOptions::default().with_fake_llm(&llm.base_url());
+    options.postgres = Some((schema.url.clone(), schema.name.clone()));
+    let mut cluster = TestCluster::start(&hangar_bin(), options).await.unwrap();
+    let client = cluster.client();
+    let root = cluster
+        .start_worker("on-a", &[])
+        .await
+        .unwrap()
+        .workspace_root
+        .clone();
+    let url_b = cluster.start_replica("b").await.unwrap();
+    let created = client.create_run(&sleeping_run("on-a")).await.unwrap();
+    wait_in_progress(&cluster, &client, &created.run_id).await;
+    wait_for_process(&root, "sleep 3").await;
+
+    let message = "R4: also update the changelog";
+    let through_b = Client::new(&url_b, cluster.api_key.clone()).unwrap();
+    let answer: serde_json::Value = through_b
+        .post_json(
+            &format!("api/v1/agent/runs/{}/followups", created.run_id),
+            &json!({ "message": message }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer["delivered"], true, "{answer}");
+    assert!(answer["followup_id"].is_i64(), "{answer}");
+
+    let run = cluster
+        .wait_finished(&created.run_id, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(run.state, RunState::Succeeded, "{}", status_text(&run));
+    let second = llm.requests()[1].to_string();
+    assert_eq!(
+        second.matches(message).count(),
+        1,
+        "the follow-up must reach the model once: {second}"
+    );
+    let transcript = get_json(
+        &cluster,
+        &format!("/api/v1/agent/runs/{}/transcript", created.run_id),
+    )
+    .await
+    .to_string();
+    assert_eq!(
+        transcript.matches(message).count(),
+        1,
+        "the follow-up must be in the transcript once: {transcript}"
+    );
+    drop(cluster);
+    schema.drop_it().await;
 }
