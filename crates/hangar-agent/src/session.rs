@@ -382,6 +382,15 @@ impl StreamTask {
                         "session stream disconnected; reconnecting"
                     ),
                 },
+                Some(Ok(Err(error))) if error.status() == Some(401) => {
+                    // The run token is refused: the execution ended (or was
+                    // superseded) on the server. Nothing more is accepted, so
+                    // stop the run's tools and end; the spool keeps what the
+                    // server never acknowledged.
+                    tracing::warn!(%error, "the server refused the run token: the execution has ended; stopping");
+                    self.cancel_run.cancel();
+                    break;
+                }
                 Some(Ok(Err(error))) => {
                     tracing::warn!(%error, "cannot connect the session stream");
                 }
@@ -641,17 +650,29 @@ mod tests {
     async fn ack_trims_pending_and_frames_are_dispatched() {
         let dir = tempfile::tempdir().unwrap();
         let mut t = task(dir.path(), &[1, 2, 3], 4).await;
-        assert_eq!(t.on_frame(r#"{"type":"ack","data":{"seq":2}}"#), Handled::Ack);
+        assert_eq!(
+            t.on_frame(r#"{"type":"ack","data":{"seq":2}}"#),
+            Handled::Ack
+        );
         assert_eq!(
             t.pending.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
             vec![3]
         );
-        assert_eq!(t.on_frame(r#"{"type":"ack","data":{"seq":"x"}}"#), Handled::Nothing);
+        assert_eq!(
+            t.on_frame(r#"{"type":"ack","data":{"seq":"x"}}"#),
+            Handled::Nothing
+        );
         assert_eq!(t.on_frame("not json"), Handled::Nothing);
         assert_eq!(t.on_frame(r#"{"type":"mystery"}"#), Handled::Nothing);
-        assert_eq!(t.on_frame(r#"{"type":"cancel","data":{}}"#), Handled::Nothing);
+        assert_eq!(
+            t.on_frame(r#"{"type":"cancel","data":{}}"#),
+            Handled::Nothing
+        );
         assert!(t.cancel_run.is_cancelled());
-        assert_eq!(t.on_frame(r#"{"type":"ack","data":{"seq":9}}"#), Handled::Ack);
+        assert_eq!(
+            t.on_frame(r#"{"type":"ack","data":{"seq":9}}"#),
+            Handled::Ack
+        );
         assert!(t.pending.is_empty());
         assert_eq!(lock_writer(&t.writer).next_seq, 10);
     }

@@ -371,6 +371,17 @@ pub async fn connect_websocket(url: &Url, token: &str) -> Result<WebSocket, Clie
     request.headers_mut().insert("authorization", value);
     let (ws, _resp) = tokio_tungstenite::connect_async_with_config(request, None, true)
         .await
-        .map_err(|e| ClientError::WebSocket(Box::new(e)))?;
+        .map_err(|e| match e {
+            // Refused at the handshake: keep the status (401 means the credential is dead).
+            tokio_tungstenite::tungstenite::Error::Http(response) => ClientError::Status {
+                status: response.status().as_u16(),
+                body: response
+                    .body()
+                    .as_deref()
+                    .map(|b| String::from_utf8_lossy(b).chars().take(2000).collect())
+                    .unwrap_or_default(),
+            },
+            e => ClientError::WebSocket(Box::new(e)),
+        })?;
     Ok(ws)
 }

@@ -747,7 +747,7 @@ impl Dispatcher {
             // If the worker or its agent is connected here after all, it stops now.
             self.release(&(team_id, worker_id.clone()), &exec.id);
             self.send_cancellation(team_id, &exec);
-            self.sessions.close(&exec.run_id);
+            self.sessions.close(&exec.run_id, &exec.id);
         }
         if ended > 0 {
             self.wake();

@@ -319,7 +319,7 @@ async fn apply(app: &AppState, key: &WorkerKey, msg: WorkerToServer) -> StoreRes
             let t = store.finish_execution(&exec.run_id, &exec.id, &end).await?;
             tracing::info!(run_id = %exec.run_id, execution_id = %exec.id, transition = ?t, "task completed");
             app.dispatcher.release(key, &exec.id);
-            app.sessions.close(&exec.run_id);
+            app.sessions.close(&exec.run_id, &exec.id);
         }
         WorkerToServer::TaskFailed(m) => {
             let Some(exec) = app
@@ -344,7 +344,7 @@ async fn apply(app: &AppState, key: &WorkerKey, msg: WorkerToServer) -> StoreRes
             let t = store.finish_execution(&exec.run_id, &exec.id, &end).await?;
             tracing::info!(run_id = %exec.run_id, execution_id = %exec.id, transition = ?t, "task failed");
             app.dispatcher.release(key, &exec.id);
-            app.sessions.close(&exec.run_id);
+            app.sessions.close(&exec.run_id, &exec.id);
         }
     }
     Ok(())

@@ -102,7 +102,17 @@ async fn apply(app: &AppState, signal: Signal) -> StoreResult<()> {
             local: false,
             run_id,
         } => app.shares.changed(&run_id),
-        Signal::Dispatch { local: false, .. } => app.dispatcher.wake(),
+        Signal::Dispatch {
+            local: false,
+            run_id,
+            execution_id,
+        } => {
+            // An execution that ended elsewhere: its agent's socket here closes.
+            if let (Some(run_id), Some(exec)) = (run_id, execution_id) {
+                app.sessions.close(&run_id, &exec);
+            }
+            app.dispatcher.wake();
+        }
         Signal::Cancel {
             local: false,
             run_id,

@@ -27,6 +27,8 @@ struct Attached {
     conn_id: u64,
     execution_id: ExecutionId,
     tx: mpsc::Sender<ServerToAgent>,
+    /// Fired when the execution ends: the connection closes at once.
+    closed: tokio_util::sync::CancellationToken,
 }
 
 /// Events kept per run for viewers that fall behind; a slower viewer is told
@@ -115,9 +117,16 @@ impl SessionHub {
         self.agents().keys().cloned().collect()
     }
 
-    /// Forgets the run's agent (its execution ended).
-    pub fn close(&self, run: &RunId) {
-        self.agents().remove(run);
+    /// Execution `exec` of `run` ended (or was superseded): closes its
+    /// agent's session socket, if it is connected here. Its run token is
+    /// refused from then on, so it cannot reconnect.
+    pub fn close(&self, run: &RunId, exec: &ExecutionId) {
+        let mut agents = self.agents();
+        if agents.get(run).is_some_and(|a| &a.execution_id == exec)
+            && let Some(agent) = agents.remove(run)
+        {
+            agent.closed.cancel();
+        }
     }
 
     fn attach(
@@ -125,19 +134,26 @@ impl SessionHub {
         run: &RunId,
         execution_id: ExecutionId,
         tx: mpsc::Sender<ServerToAgent>,
-    ) -> u64 {
+    ) -> (u64, tokio_util::sync::CancellationToken) {
         let conn_id = self
             .next_conn
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.agents().insert(
+        let closed = tokio_util::sync::CancellationToken::new();
+        let replaced = self.agents().insert(
             run.clone(),
             Attached {
                 conn_id,
                 execution_id,
                 tx,
+                closed: closed.clone(),
             },
         );
-        conn_id
+        // An older connection of the run (a reconnect, or a superseded
+        // execution) is closed.
+        if let Some(old) = replaced {
+            old.closed.cancel();
+        }
+        (conn_id, closed)
     }
 
     fn detach(&self, run: &RunId, conn_id: u64) {
@@ -225,7 +241,7 @@ async fn agent_connection(app: AppState, run: RunId, exec: ExecutionId, socket: 
     if tx.try_send(ServerToAgent::Ack(Ack { seq: last })).is_err() {
         return;
     }
-    let conn_id = app.sessions.attach(&run, exec.clone(), tx.clone());
+    let (conn_id, closed) = app.sessions.attach(&run, exec.clone(), tx.clone());
     // Cancelled before the agent connected: tell it at once.
     if let Ok(r) = app.store.run_any_team(&run).await
         && r.state == hangar_protocol::RunState::Cancelled
@@ -258,6 +274,10 @@ async fn agent_connection(app: AppState, run: RunId, exec: ExecutionId, socket: 
         let next = tokio::select! {
             n = tokio::time::timeout(read_timeout, stream.next()) => n,
             _ = app.shutdown.cancelled() => break,
+            _ = closed.cancelled() => {
+                tracing::info!(run_id = %run, execution_id = %exec, "execution ended; closing its agent's session");
+                break;
+            }
         };
         let text = match next {
             Ok(Some(Ok(Message::Text(text)))) => text,

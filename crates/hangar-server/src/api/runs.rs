@@ -779,11 +779,16 @@ pub(crate) async fn send_followup(
     if run.state.is_terminal() {
         return reopen(app, run, message, from).await;
     }
-    let Some(execution) = &run.current_execution_id else {
-        return Err(ApiError::Conflict(format!(
-            "run {run_id} is {} and not assigned to a worker yet; retry once it is INPROGRESS",
-            run.state
-        )));
+    // Only a started execution keeps its follow-ups: one not yet started may
+    // still go back to the queue.
+    let execution = match &run.current_execution_id {
+        Some(execution) if run.state == RunState::InProgress => execution,
+        _ => {
+            return Err(ApiError::Conflict(format!(
+                "run {run_id} is {} and its agent has not started yet; retry once it is INPROGRESS",
+                run.state
+            )));
+        }
     };
     // Stored before it is acknowledged; the replica holding the agent's
     // session delivers it, exactly once, even if the agent reconnects.

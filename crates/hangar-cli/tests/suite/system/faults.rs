@@ -321,8 +321,9 @@ pub(crate) const LEASE: Duration = Duration::from_secs(6);
 
 /// D3 (server side): a worker frozen (SIGSTOP) past its lease has its
 /// started run ended `ERROR` by the lease sweep, within the lease plus a
-/// heartbeat; once thawed it is told to stop the task, and its late result
-/// is refused: the run stays `ERROR`, reported once.
+/// heartbeat; the server closes the agent's session and refuses its token,
+/// so the agent stops by itself; once thawed the worker is told the task
+/// ended, and its late result is refused: the run stays `ERROR`, reported once.
 #[tokio::test(flavor = "multi_thread")]
 async fn d3_worker_frozen_past_its_lease_is_ended_and_its_late_result_refused() {
     let llm = FakeLlm::start(sleeping_llm_turns()).await;
@@ -354,7 +355,20 @@ async fn d3_worker_frozen_past_its_lease_is_ended_and_its_late_result_refused() 
         "ended after only {detected:?}"
     );
 
-    // Thawed, it reconnects, learns the execution ended, and stops the task.
+    // The server closed the ended execution's session and refuses its run
+    // token: the agent stops its tool and exits by itself, while its worker
+    // is still frozen.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !processes_under(&root).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the agent of the ended execution kept working: {:?}",
+            processes_under(&root)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Thawed, it reconnects, learns the execution ended, and cleans up.
     cluster
         .worker("frozen")
         .unwrap()
