@@ -231,7 +231,9 @@ pub async fn run_managed(
 /// The server's LLM gateway as a provider, authenticated like `client`.
 pub fn gateway_provider(client: &Client) -> Result<Arc<dyn ModelProvider>, AgentError> {
     let url = client.url(GATEWAY_PATH).map_err(AgentError::Client)?;
-    let config = OpenAiConfig::new(url.as_str().trim_end_matches('/')).with_api_key(client.token());
+    let config = OpenAiConfig::new(url.as_str().trim_end_matches('/'))
+        .with_api_key(client.token())
+        .with_retry(hangar_llm::RetryPolicy::through_gateway());
     let provider = OpenAiProvider::new(config).map_err(AgentError::Provider)?;
     Ok(Arc::new(provider))
 }

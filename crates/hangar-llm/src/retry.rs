@@ -24,6 +24,9 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 pub struct RetryPolicy {
     /// Total attempts, the first included; `1` disables retries.
     pub max_attempts: u32,
+    /// Total attempts when every failure so far was a transport error (the
+    /// endpoint could not be reached at all); at least `max_attempts`.
+    pub unreachable_attempts: u32,
     /// Delay before the second attempt.
     pub base_delay: Duration,
     /// Upper bound of the backoff delay.
@@ -34,6 +37,7 @@ impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
             max_attempts: 3,
+            unreachable_attempts: 3,
             base_delay: Duration::from_millis(500),
             max_delay: Duration::from_secs(8),
         }
@@ -45,6 +49,19 @@ impl RetryPolicy {
     pub fn none() -> Self {
         RetryPolicy {
             max_attempts: 1,
+            unreachable_attempts: 1,
+            ..RetryPolicy::default()
+        }
+    }
+
+    /// For an agent calling its own server's LLM gateway: provider errors are
+    /// retried by the server already, but a server that cannot be reached
+    /// (restarting, failing over) is waited for about a minute, so a server
+    /// restart never fails a running task.
+    pub fn through_gateway() -> Self {
+        RetryPolicy {
+            max_attempts: 2,
+            unreachable_attempts: 12,
             ..RetryPolicy::default()
         }
     }
@@ -97,6 +114,7 @@ where
     Fut: Future<Output = Result<ChunkStream, Failure>>,
 {
     let mut number = 1u32;
+    let mut only_unreachable = true;
     loop {
         let outcome = match attempt().await {
             Ok(stream) => peek_first(stream).await,
@@ -106,7 +124,13 @@ where
             Ok(stream) => return Ok(stream),
             Err(failure) => failure,
         };
-        if !failure.error.is_retryable() || number >= policy.max_attempts.max(1) {
+        only_unreachable &= matches!(failure.error, LlmError::Transport(_));
+        let budget = if only_unreachable {
+            policy.unreachable_attempts.max(policy.max_attempts)
+        } else {
+            policy.max_attempts
+        };
+        if !failure.error.is_retryable() || number >= budget.max(1) {
             return Err(failure.error);
         }
         let delay = match failure.retry_after {
@@ -147,6 +171,7 @@ mod tests {
     fn fast() -> RetryPolicy {
         RetryPolicy {
             max_attempts: 3,
+            unreachable_attempts: 3,
             base_delay: Duration::from_millis(1),
             max_delay: Duration::from_millis(4),
         }
@@ -168,6 +193,7 @@ mod tests {
     fn backoff_grows_and_is_capped() {
         let policy = RetryPolicy {
             max_attempts: 10,
+            unreachable_attempts: 10,
             base_delay: Duration::from_millis(100),
             max_delay: Duration::from_millis(1000),
         };
@@ -179,6 +205,46 @@ mod tests {
             let late = policy.backoff(30);
             assert!(late >= Duration::from_millis(500) && late <= Duration::from_millis(1000));
         }
+    }
+
+    /// An endpoint that cannot be reached gets the longer budget; once it
+    /// answered with an error, the ordinary one applies.
+    #[tokio::test]
+    async fn unreachable_endpoints_get_their_own_budget() {
+        let policy = RetryPolicy {
+            unreachable_attempts: 6,
+            ..fast()
+        };
+        let calls = Arc::new(AtomicU32::new(0));
+        let counter = calls.clone();
+        let failed = with_retry(&policy, || {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                Err::<ChunkStream, _>(Failure::from(LlmError::Transport("refused".into())))
+            }
+        })
+        .await;
+        assert!(failed.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 6);
+
+        let calls = Arc::new(AtomicU32::new(0));
+        let counter = calls.clone();
+        let failed = with_retry(&policy, || {
+            let counter = counter.clone();
+            async move {
+                let n = counter.fetch_add(1, Ordering::SeqCst);
+                let error = if n == 0 {
+                    LlmError::Transport("refused".into())
+                } else {
+                    status(503)
+                };
+                Err::<ChunkStream, _>(Failure::from(error))
+            }
+        })
+        .await;
+        assert!(failed.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
     }
 
     #[tokio::test]

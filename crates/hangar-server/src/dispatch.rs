@@ -90,6 +90,8 @@ struct Registry {
 
 /// Most remembered worker preferences of reopened runs.
 const MAX_AFFINITY: usize = 10_000;
+/// How long a reconnected worker has to report an execution it no longer runs.
+const REPORT_GRACE: Duration = Duration::from_secs(5);
 
 /// Matches runs to workers. Shared by the REST API, the worker gateway and the dispatch loop.
 pub struct Dispatcher {
@@ -227,6 +229,31 @@ impl Dispatcher {
             .any(|((team, id), s)| *team == team_id && host.is_none_or(|h| h == id) && s.has_room())
     }
 
+    /// Ends an execution its reconnecting worker no longer runs, unless the
+    /// worker's own report of it (queued while it was cut off, sent right
+    /// after its hello) arrives within [`REPORT_GRACE`].
+    fn end_unless_reported(&self, worker_id: &str, exec: ExecutionRecord) {
+        let store = self.store.clone();
+        let message = format!("worker `{worker_id}` restarted and no longer runs this task");
+        tokio::spawn(async move {
+            tokio::time::sleep(REPORT_GRACE).await;
+            let end = ExecutionEnd {
+                outcome: Outcome {
+                    state: RunState::Error,
+                    message,
+                    error_code: Some("resource_unavailable".to_owned()),
+                },
+                exit_code: None,
+                failure_reason: Some("unknown".to_owned()),
+                at: Timestamp::now().unix_millis(),
+            };
+            // Fenced: a no-op if the report came (the execution has ended).
+            if let Err(e) = store.finish_execution(&exec.run_id, &exec.id, &end).await {
+                tracing::warn!(error = %e, run_id = %exec.run_id, execution_id = %exec.id, "cannot end an execution its worker no longer runs");
+            }
+        });
+    }
+
     /// Registers a connection, replacing an older one of the same worker, and
     /// reconciles the executions the store thinks it runs with what it reports.
     pub async fn connect(
@@ -268,21 +295,10 @@ impl Dispatcher {
                         .reject(&exec.run_id, &exec.id, "worker restarted", now)
                         .await?;
                 } else {
-                    let end = ExecutionEnd {
-                        outcome: Outcome {
-                            state: RunState::Error,
-                            message: format!(
-                                "worker `{worker_id}` restarted and no longer runs this task"
-                            ),
-                            error_code: Some("resource_unavailable".to_owned()),
-                        },
-                        exit_code: None,
-                        failure_reason: Some("unknown".to_owned()),
-                        at: now,
-                    };
-                    self.store
-                        .finish_execution(&exec.run_id, &exec.id, &end)
-                        .await?;
+                    // Not running any more: either the worker restarted, or
+                    // the task ended while it was cut off and its report
+                    // follows this hello. The report wins if it comes.
+                    self.end_unless_reported(worker_id, exec);
                 }
             }
             // Executions the worker still runs but the server already ended: stop them.

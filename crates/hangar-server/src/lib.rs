@@ -337,9 +337,19 @@ impl Server {
             replica_id.clone(),
             sessions.clone(),
         );
-        // Leases that ran out while no replica was up end as lease expiries
-        // before any worker can reconnect and be reconciled.
-        dispatcher.sweep_leases().await?;
+        // While no replica was up no worker could renew its leases: each gets
+        // a full lease from now to reconnect, so a server restart never
+        // costs a run. Workers that are really gone expire a lease later.
+        let until = hangar_protocol::Timestamp::now().unix_millis()
+            + i64::try_from(config.worker_lost_timeout.as_millis()).unwrap_or(i64::MAX);
+        let extended = store.extend_leases(until).await?;
+        if extended > 0 {
+            tracing::info!(
+                executions = extended,
+                lease = ?config.worker_lost_timeout,
+                "start-up: live execution leases extended to give their workers time to reconnect"
+            );
+        }
         let state = AppState(Arc::new(AppInner {
             store,
             dispatcher: dispatcher.clone(),

@@ -28,6 +28,12 @@ pub(crate) const EXPIRED: &str = "SELECT r.team_id AS team_id, x.id AS id, x.run
 pub(crate) const TAKE_EXPIRED: &str = "UPDATE executions SET lease_expires_at = NULL \
      WHERE id = ? AND ended_at IS NULL AND lease_expires_at IS NOT NULL AND lease_expires_at < ?";
 
+/// Gives every live lease expiring before `until` that expiry: `(until, until)`.
+/// A server starting after an outage does this, because no worker could
+/// renew its leases while no replica was up.
+pub(crate) const EXTEND_ALL: &str = "UPDATE executions SET lease_expires_at = ? \
+     WHERE ended_at IS NULL AND lease_expires_at IS NOT NULL AND lease_expires_at < ?";
+
 /// The leases of a team's live executions: `(team_id)`.
 pub(crate) const OF_TEAM: &str = "SELECT x.worker_id AS worker_id, x.run_id AS run_id, \
      x.id AS execution_id, x.lease_holder AS lease_holder, x.lease_expires_at AS lease_expires_at, \

@@ -243,6 +243,10 @@ pub trait RunStore: Send + Sync {
     /// for exactly one caller, however many replicas sweep at once, and
     /// only while the lease is still expired.
     async fn take_expired_lease(&self, exec: &ExecutionId, now: i64) -> StoreResult<bool>;
+    /// Extends every live lease that expires before `until` to `until`;
+    /// returns how many. For a server starting after an outage, during which
+    /// no worker could renew.
+    async fn extend_leases(&self, until: i64) -> StoreResult<u64>;
     /// The leases of a team's live executions.
     async fn team_leases(&self, team_id: i64) -> StoreResult<Vec<LeaseRecord>>;
 

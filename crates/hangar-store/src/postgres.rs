@@ -1034,6 +1034,17 @@ impl RunStore for PostgresStore {
             .collect()
     }
 
+    async fn extend_leases(&self, until: i64) -> StoreResult<u64> {
+        let done = sqlx::query(AssertSqlSafe(crate::leases::numbered(
+            crate::leases::EXTEND_ALL,
+        )))
+        .bind(until)
+        .bind(until)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     async fn take_expired_lease(&self, exec: &ExecutionId, now: i64) -> StoreResult<bool> {
         let done = sqlx::query(AssertSqlSafe(crate::leases::numbered(
             crate::leases::TAKE_EXPIRED,

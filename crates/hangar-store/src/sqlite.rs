@@ -865,6 +865,15 @@ impl RunStore for SqliteStore {
             .collect()
     }
 
+    async fn extend_leases(&self, until: i64) -> StoreResult<u64> {
+        let done = sqlx::query(AssertSqlSafe(crate::leases::EXTEND_ALL.to_owned()))
+            .bind(until)
+            .bind(until)
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
     async fn take_expired_lease(&self, exec: &ExecutionId, now: i64) -> StoreResult<bool> {
         let done = sqlx::query(AssertSqlSafe(crate::leases::TAKE_EXPIRED.to_owned()))
             .bind(exec.as_str())
@@ -977,7 +986,7 @@ impl RunStore for SqliteStore {
             .bind(followup.at)
             .bind(execution_id.as_str())
             .bind(id.as_str())
-            .fetch_all(&self.pool)
+            .fetch_all(&self.writer)
             .await?
             .pop()
             .ok_or_else(|| {
@@ -1015,7 +1024,7 @@ impl RunStore for SqliteStore {
             .bind(at)
             .bind(followup_id)
             .bind(execution_id.as_str())
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }

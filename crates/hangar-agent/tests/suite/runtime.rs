@@ -26,6 +26,7 @@ pub const WIRES: [Wire; 2] = [Wire::OpenAi, Wire::Anthropic];
 pub fn provider(llm: &FakeLlm, wire: Wire) -> Arc<dyn ModelProvider> {
     let retry = RetryPolicy {
         max_attempts: 3,
+        unreachable_attempts: 3,
         base_delay: Duration::from_millis(10),
         max_delay: Duration::from_millis(100),
     };

@@ -8,6 +8,7 @@ use std::time::Duration;
 pub fn fast_retry() -> RetryPolicy {
     RetryPolicy {
         max_attempts: 3,
+        unreachable_attempts: 3,
         base_delay: Duration::from_millis(5),
         max_delay: Duration::from_millis(20),
     }

@@ -764,6 +764,11 @@ async fn leases_renew_expire_and_are_taken_once(store: &dyn Store) {
     assert_eq!(lease.epoch, 1);
     assert!(store.team_leases(other.id).await.unwrap().is_empty());
 
+    // A server starting after an outage gives expired leases a fresh term.
+    let outage_over = later + 12_000;
+    assert!(expired(outage_over).await.iter().any(|(_, e)| e.id == exec));
+    assert!(store.extend_leases(outage_over + 5_000).await.unwrap() >= 1);
+    assert!(!expired(outage_over).await.iter().any(|(_, e)| e.id == exec));
     // Expired again: exactly one taker, and a renewal cannot revive it.
     let much_later = later + 20_000;
     assert!(store.take_expired_lease(&exec, much_later).await.unwrap());

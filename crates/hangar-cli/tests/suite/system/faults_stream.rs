@@ -268,9 +268,13 @@ fn event_kind(event: &SessionEvent) -> &'static str {
     }
 }
 
-/// The events the agent spooled: the one spool file in `dir`.
+/// The events the agent spooled: the one spool file in `dir` (beside it, the
+/// marker saying the server acknowledged them all).
 fn spooled(dir: &Path) -> Vec<SessionEvent> {
-    let files = dir_entries(dir);
+    let files: Vec<_> = dir_entries(dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "ndjson"))
+        .collect();
     assert_eq!(files.len(), 1, "one execution, one spool: {files:?}");
     std::fs::read_to_string(&files[0])
         .unwrap()

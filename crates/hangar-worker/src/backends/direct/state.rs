@@ -44,16 +44,24 @@ fn record_path(root: &Path, execution_id: &str) -> PathBuf {
 pub(crate) fn save(root: &Path, record: &Record) -> io::Result<()> {
     use std::io::Write;
     let dir = records_dir(root);
-    std::fs::create_dir_all(&dir)?;
     let path = record_path(root, &record.execution_id);
     let tmp = path.with_extension("json.tmp");
-    let mut file = std::fs::File::create(&tmp)?;
+    // The directory goes when its last record does (`forget`); make it again
+    // if another execution removed it in between.
+    let mut file = loop {
+        std::fs::create_dir_all(&dir)?;
+        match std::fs::File::create(&tmp) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            other => break other?,
+        }
+    };
     file.write_all(&serde_json::to_vec(record).map_err(io::Error::other)?)?;
     file.sync_all()?;
     std::fs::rename(&tmp, &path)
 }
 
-/// Forgets the execution (it was cleaned up).
+/// Forgets the execution (it was cleaned up); the directory goes with the
+/// last record, so an idle workspace root is empty.
 pub(crate) fn forget(root: &Path, execution_id: &str) {
     match std::fs::remove_file(record_path(root, execution_id)) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => {
@@ -61,6 +69,8 @@ pub(crate) fn forget(root: &Path, execution_id: &str) {
         }
         _ => {}
     }
+    // Fails while other records exist, as it should.
+    let _ = std::fs::remove_dir(records_dir(root));
 }
 
 /// The records a previous worker left under `root`.
@@ -126,6 +136,7 @@ pub(crate) fn reap(root: &Path, remove_workspaces: bool) -> Vec<Reaped> {
                 }
             }
         }
+        forget(root, &record.execution_id);
         let _ = std::fs::remove_file(&path);
         tracing::info!(
             task_id = %outcome.task_id,
