@@ -364,7 +364,8 @@ pub struct FileArtifactResponseData {
 #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct AgentEvent {
     /// `run_queued`, `run_claimed`, `run_in_progress`, `run_succeeded`,
-    /// `run_failed`, `run_errored`, `run_blocked`, `run_cancelled`, …
+    /// `run_failed`, `run_errored`, `run_blocked`, `run_cancelled`,
+    /// `lease_expired` (`ref_id`: the worker that lost it), …
     pub event_type: String,
     /// Run.
     pub run_id: String,

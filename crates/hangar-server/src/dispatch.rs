@@ -90,6 +90,8 @@ struct Registry {
 
 /// Most remembered worker preferences of reopened runs.
 const MAX_AFFINITY: usize = 10_000;
+/// Lifecycle event recorded when an execution's lease expires (`ref_id`: the worker).
+pub const LEASE_EXPIRED_EVENT: &str = "lease_expired";
 /// How long a reconnected worker has to report an execution it no longer runs.
 const REPORT_GRACE: Duration = Duration::from_secs(5);
 
@@ -759,6 +761,17 @@ impl Dispatcher {
                     .finish_execution(&exec.run_id, &exec.id, &end)
                     .await?;
                 tracing::warn!(run_id = %exec.run_id, execution_id = %exec.id, worker_id, "lease expired; run marked ERROR (worker_lost)");
+            }
+            // Operators and pollers see why: `lease_expired`, naming the worker.
+            let event = hangar_store::NewLifecycleEvent {
+                run_id: exec.run_id.0.clone(),
+                event_type: LEASE_EXPIRED_EVENT.to_owned(),
+                execution_id: Some(exec.id.0.clone()),
+                ref_id: Some(worker_id.clone()),
+                occurred_at: now,
+            };
+            if let Err(e) = self.store.record_lifecycle_event(team_id, &event).await {
+                tracing::warn!(error = %e, run_id = %exec.run_id, "cannot record the lease_expired event");
             }
             // If the worker or its agent is connected here after all, it stops now.
             self.release(&(team_id, worker_id.clone()), &exec.id);

@@ -26,17 +26,15 @@ pub async fn workers(State(app): State<AppState>, headers: HeaderMap) -> Respons
         Err(r) => return r,
     };
     let workers = app.dispatcher.workers(v.team.id);
-    // Runs each worker is executing, from the store (all replicas).
-    let mut running: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    match app.store.all_live_executions().await {
-        Ok(list) => {
-            for (team, exec) in list {
-                if team == v.team.id {
-                    running
-                        .entry(exec.worker_id)
-                        .or_default()
-                        .push(exec.run_id.0);
-                }
+    // What each worker runs, with its lease, from the store (all replicas).
+    let mut running: BTreeMap<String, Vec<hangar_store::LeaseRecord>> = BTreeMap::new();
+    match app.store.team_leases(v.team.id).await {
+        Ok(leases) => {
+            for lease in leases {
+                running
+                    .entry(lease.worker_id.clone())
+                    .or_default()
+                    .push(lease);
             }
         }
         Err(e) => return unavailable(e),
@@ -49,7 +47,7 @@ pub async fn workers(State(app): State<AppState>, headers: HeaderMap) -> Respons
         } @else {
             table {
                 caption.sr-only { "Connected workers" }
-                thead { tr { th scope="col" { "Worker" } th scope="col" { "Backend" } th scope="col" { "Capacity" } th scope="col" { "Running" } th scope="col" { "Version" } th scope="col" { "Connected" } } }
+                thead { tr { th scope="col" { "Worker" } th scope="col" { "Backend" } th scope="col" { "Capacity" } th scope="col" { "Running (lease)" } th scope="col" { "Version" } th scope="col" { "Connected" } } }
                 tbody {
                     @for w in &workers {
                         tr {
@@ -66,7 +64,12 @@ pub async fn workers(State(app): State<AppState>, headers: HeaderMap) -> Respons
                             }
                             td data-label="Running" {
                                 @match running.get(&w.worker_id) {
-                                    Some(runs) => { ul.plain { @for r in runs { li { a href={"/runs/" (r)} { code { (r) } } } } } }
+                                    Some(leases) => { ul.plain { @for l in leases { li {
+                                        a href={"/runs/" (l.run_id)} { code { (l.run_id) } }
+                                        " " span.muted title={"execution " (l.execution_id) ", held by " (l.holder.as_deref().unwrap_or("—"))} {
+                                            "epoch " (l.epoch) " · lease until " (time(l.expires_at))
+                                        }
+                                    } } } }
                                     None => { span.muted { "idle" } }
                                 }
                             }

@@ -295,7 +295,8 @@ async fn wait_for_process(root: &Path, command: &str) {
 }
 
 /// Waits for the run to end after a fault; asserts its expired lease ended
-/// it (`ERROR`, says so); returns it and the time the fault took to detect.
+/// it (`ERROR`, says so in its status and in one `lease_expired` lifecycle
+/// event naming the worker); returns it and the time the fault took to detect.
 async fn ended_by_lease(cluster: &TestCluster, run_id: &str) -> (RunItem, Duration) {
     let at = Instant::now();
     let run = cluster
@@ -309,6 +310,17 @@ async fn ended_by_lease(cluster: &TestCluster, run_id: &str) -> (RunItem, Durati
         "{}",
         status_text(&run)
     );
+    let events = get_json(cluster, &format!("/api/v1/agent/events?run_ids={run_id}")).await;
+    let expiries: Vec<_> = events
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|e| e["event_type"] == "lease_expired")
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(expiries.len(), 1, "{events}");
+    assert!(expiries[0]["ref_id"].is_string(), "{events}");
     (run, detected)
 }
 
