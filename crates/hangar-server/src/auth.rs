@@ -174,6 +174,15 @@ pub async fn authenticate_token(store: &dyn Store, token: &str) -> ApiResult<Pri
                 "the run token is invalid or its execution has ended".to_owned(),
             ));
         };
+        // An unmanaged run's token dies with the key that registered it.
+        if exec.worker_id == hangar_store::LOCAL_WORKER_ID
+            && !store.issuer_active(&exec.id, now).await?
+        {
+            return Err(ApiError::Unauthenticated(
+                "the run token's API key was revoked or expired; register the run again with a valid key"
+                    .to_owned(),
+            ));
+        }
         let run = store.run_any_team(&exec.run_id).await?;
         return Ok(Principal::RunToken {
             team_id: run.team_id,

@@ -570,6 +570,7 @@ impl Dispatcher {
                 created_at: now,
                 lease_holder: Some(self.holder(conn_id)),
                 lease_expires_at: Some(now + self.lost_timeout.as_millis() as i64),
+                issuer_key_id: None,
             })
             .await;
         match placed {

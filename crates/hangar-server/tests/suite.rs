@@ -6,4 +6,5 @@ mod common;
 mod fuzz;
 mod isolation;
 mod limits;
+mod run_tokens;
 mod sharing;

@@ -34,6 +34,12 @@ pub(crate) const TAKE_EXPIRED: &str = "UPDATE executions SET lease_expires_at = 
 pub(crate) const EXTEND_ALL: &str = "UPDATE executions SET lease_expires_at = ? \
      WHERE ended_at IS NULL AND lease_expires_at IS NOT NULL AND lease_expires_at < ?";
 
+/// Whether an execution's issuing API key (if it has one) is still active:
+/// `(execution_id, now)`; a row when it is, or when there is none.
+pub(crate) const ISSUER_ACTIVE: &str = "SELECT 1 AS ok FROM executions x \
+     LEFT JOIN api_keys k ON k.id = x.issuer_key_id WHERE x.id = ? AND (x.issuer_key_id IS NULL \
+     OR (k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > ?)))";
+
 /// The leases of a team's live executions: `(team_id)`.
 pub(crate) const OF_TEAM: &str = "SELECT x.worker_id AS worker_id, x.run_id AS run_id, \
      x.id AS execution_id, x.lease_holder AS lease_holder, x.lease_expires_at AS lease_expires_at, \

@@ -247,6 +247,9 @@ pub trait RunStore: Send + Sync {
     /// returns how many. For a server starting after an outage, during which
     /// no worker could renew.
     async fn extend_leases(&self, until: i64) -> StoreResult<u64>;
+    /// Whether the API key that registered the execution (an unmanaged
+    /// run's) is still active at `now`; true for executions without one.
+    async fn issuer_active(&self, exec: &ExecutionId, now: i64) -> StoreResult<bool>;
     /// The leases of a team's live executions.
     async fn team_leases(&self, team_id: i64) -> StoreResult<Vec<LeaseRecord>>;
 

@@ -79,6 +79,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "live_followups",
         include_str!("../migrations/postgres/0010_live_followups.sql"),
     ),
+    (
+        11,
+        "execution_issuer",
+        include_str!("../migrations/postgres/0011_execution_issuer.sql"),
+    ),
 ];
 
 const RUN_COLUMNS: &str = "id, team_id, creator_user_id, title, prompt, state, source, \
@@ -502,14 +507,15 @@ impl RunStore for PostgresStore {
         .await
         .map_err(pg_error)?;
         sqlx::query(
-            "INSERT INTO executions (id, run_id, worker_id, state, token_hash, created_at, updated_at) \
-             VALUES ($1, $2, $3, 'started', $4, $5, $5)",
+            "INSERT INTO executions (id, run_id, worker_id, state, token_hash, created_at, updated_at, \
+             issuer_key_id) VALUES ($1, $2, $3, 'started', $4, $5, $5, $6)",
         )
         .bind(exec.id.as_str())
         .bind(run.id.as_str())
         .bind(&exec.worker_id)
         .bind(&exec.token_hash)
         .bind(exec.created_at)
+        .bind(&exec.issuer_key_id)
         .execute(&mut *tx)
         .await
         .map_err(pg_error)?;
@@ -1032,6 +1038,17 @@ impl RunStore for PostgresStore {
         rows.iter()
             .map(|row| Ok((row.try_get("team_id")?, execution_from_row(row)?)))
             .collect()
+    }
+
+    async fn issuer_active(&self, exec: &ExecutionId, now: i64) -> StoreResult<bool> {
+        let row = sqlx::query(AssertSqlSafe(crate::leases::numbered(
+            crate::leases::ISSUER_ACTIVE,
+        )))
+        .bind(exec.as_str())
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
     }
 
     async fn extend_leases(&self, until: i64) -> StoreResult<u64> {

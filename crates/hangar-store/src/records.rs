@@ -278,6 +278,9 @@ pub struct NewExecution {
     pub lease_holder: Option<String>,
     /// When the lease expires unless renewed (ms).
     pub lease_expires_at: Option<i64>,
+    /// The API key that registered an unmanaged (local) run: its run token
+    /// dies with that key.
+    pub issuer_key_id: Option<String>,
 }
 
 /// The lease of one live execution (`GET /workers`).

@@ -74,6 +74,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "live_followups",
         include_str!("../migrations/sqlite/0011_live_followups.sql"),
     ),
+    (
+        12,
+        "execution_issuer",
+        include_str!("../migrations/sqlite/0012_execution_issuer.sql"),
+    ),
 ];
 
 const RUN_COLUMNS: &str = "id, team_id, creator_user_id, title, prompt, state, source, \
@@ -387,8 +392,8 @@ impl RunStore for SqliteStore {
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "INSERT INTO executions (id, run_id, worker_id, state, token_hash, created_at, updated_at) \
-             VALUES (?, ?, ?, 'started', ?, ?, ?)",
+            "INSERT INTO executions (id, run_id, worker_id, state, token_hash, created_at, updated_at, \
+             issuer_key_id) VALUES (?, ?, ?, 'started', ?, ?, ?, ?)",
         )
         .bind(exec.id.as_str())
         .bind(run.id.as_str())
@@ -396,6 +401,7 @@ impl RunStore for SqliteStore {
         .bind(&exec.token_hash)
         .bind(exec.created_at)
         .bind(exec.created_at)
+        .bind(&exec.issuer_key_id)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -863,6 +869,15 @@ impl RunStore for SqliteStore {
         rows.iter()
             .map(|row| Ok((row.try_get("team_id")?, execution_from_row(row)?)))
             .collect()
+    }
+
+    async fn issuer_active(&self, exec: &ExecutionId, now: i64) -> StoreResult<bool> {
+        let row = sqlx::query(AssertSqlSafe(crate::leases::ISSUER_ACTIVE.to_owned()))
+            .bind(exec.as_str())
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
     }
 
     async fn extend_leases(&self, until: i64) -> StoreResult<u64> {

@@ -297,9 +297,13 @@ pub async fn create_local(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Json<LocalRunResponse>> {
-    let (team_id, user_id) = authenticate(app.store.as_ref(), &headers)
-        .await?
-        .require_api_key()?;
+    let principal = authenticate(app.store.as_ref(), &headers).await?;
+    let (team_id, user_id) = principal.require_api_key()?;
+    // The run token dies with the key that registered the run.
+    let issuer_key_id = match &principal {
+        Principal::ApiKey { key_id, .. } => Some(key_id.clone()),
+        _ => None,
+    };
     let mut new = validated_run(
         &app,
         &headers,
@@ -319,6 +323,7 @@ pub async fn create_local(
         created_at: new.created_at,
         lease_holder: None,
         lease_expires_at: None,
+        issuer_key_id,
     };
     let execution_id = exec.id.0.clone();
     let run = app.store.create_local_run(new, exec).await?;

@@ -52,6 +52,7 @@ async fn assign_with_lease(
             created_at: Timestamp::now().unix_millis(),
             lease_holder: lease_expires_at.map(|_| "replica-a:1".into()),
             lease_expires_at,
+            issuer_key_id: None,
         })
         .await
         .unwrap();
@@ -253,6 +254,7 @@ async fn lifecycle_and_fencing(store: &dyn Store) {
             created_at: 0,
             lease_holder: None,
             lease_expires_at: None,
+            issuer_key_id: None,
         })
         .await
         .unwrap();

@@ -88,6 +88,7 @@ async fn populate(store: &dyn Store) -> Secrets {
             created_at: Timestamp::now().unix_millis(),
             lease_holder: None,
             lease_expires_at: None,
+            issuer_key_id: None,
         })
         .await
         .unwrap();

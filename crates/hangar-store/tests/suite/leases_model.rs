@@ -94,6 +94,7 @@ async fn check(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         created_at: clock,
                         lease_holder: Some(format!("r:{w}")),
                         lease_expires_at: Some(clock + LEASE_MS),
+                        issuer_key_id: None,
                     })
                     .await
                     .unwrap();

@@ -64,6 +64,7 @@ async fn state_changes_are_numbered_per_team(store: &dyn Store) {
             created_at: Timestamp::now().unix_millis(),
             lease_holder: None,
             lease_expires_at: None,
+            issuer_key_id: None,
         })
         .await
         .unwrap();
