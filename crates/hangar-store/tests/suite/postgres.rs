@@ -142,8 +142,8 @@ fn new_execution(run: &RunId, worker: &str) -> NewExecution {
         created_at: Timestamp::now().unix_millis(),
         lease_holder: None,
         lease_expires_at: None,
-    },
         issuer_key_id: None,
+    }
 }
 
 /// Two replicas race to assign the same queue: every run gets exactly one execution.
