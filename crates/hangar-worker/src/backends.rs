@@ -23,6 +23,7 @@ pub mod direct;
 pub mod docker;
 mod egress;
 mod repos;
+mod spools;
 
 use async_trait::async_trait;
 use hangar_protocol::worker::FailureReason;

@@ -386,19 +386,6 @@ impl DirectExecution {
         })
     }
 
-    /// Moves session spools that may hold unacknowledged events out of
-    /// the workspace before it is removed, and says so.
-    fn keep_undelivered(&self) {
-        for kept in state::keep_undelivered(&self.config().workspace_root, &self.cwd) {
-            tracing::warn!(
-                task_id = %self.spec.task_id,
-                execution_id = %self.spec.execution_id,
-                spool = %kept.display(),
-                "the agent ended before the server acknowledged all its events; kept its session spool"
-            );
-        }
-    }
-
     fn agent_args(&self) -> Vec<String> {
         super::agent_args(
             &self.spec,
@@ -702,7 +689,12 @@ impl Execution for DirectExecution {
         self.scope = None;
         if self.created {
             if self.config().cleanup {
-                self.keep_undelivered();
+                super::spools::keep_and_log(
+                    &self.config().workspace_root,
+                    &self.cwd,
+                    &self.spec.task_id,
+                    &self.spec.execution_id,
+                );
                 if let Err(e) = tokio::fs::remove_dir_all(&self.private_dir).await {
                     tracing::warn!(task_id = %self.spec.task_id, execution_id = %self.spec.execution_id, workspace = %self.private_dir.display(), error = %e, "cannot remove workspace");
                     if result.is_ok() {

@@ -16,8 +16,6 @@ use std::path::{Path, PathBuf};
 
 /// Directory of the records, under the workspace root.
 const RECORDS_DIR: &str = ".hangar-executions";
-/// Where spools that may hold unacknowledged events are kept.
-pub(crate) const UNDELIVERED_DIR: &str = ".hangar-undelivered";
 
 /// What a restarted worker needs to reap an execution.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,7 +122,7 @@ pub(crate) fn reap(root: &Path, remove_workspaces: bool) -> Vec<Reaped> {
         }
         outcome.killed = kill_working_in(&record.cwd) + kill_working_in(&record.private_dir);
         if remove_workspaces {
-            outcome.kept_spools = keep_undelivered(root, &record.cwd);
+            outcome.kept_spools = super::super::spools::keep_undelivered(root, &record.cwd);
         }
         let workspace = record.private_dir.as_path();
         if remove_workspaces && workspace.parent() == Some(root) {
@@ -194,36 +192,6 @@ fn working_in(dir: &Path) -> Vec<i32> {
             std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd.starts_with(dir))
         })
         .collect()
-}
-
-/// The agent marks its spool delivered (`session-<id>.delivered`) once the
-/// server acknowledged every event; an unmarked spool in the `.hangar`
-/// directory of `cwd` may hold events the server never stored. Moves each to `<root>/.hangar-undelivered/` so
-/// removing the workspace loses nothing; returns where they went.
-pub(crate) fn keep_undelivered(root: &Path, cwd: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(cwd.join(".hangar")) else {
-        return Vec::new();
-    };
-    let dir = root.join(UNDELIVERED_DIR);
-    let mut kept = Vec::new();
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if !(name.starts_with("session-") && name.ends_with(".ndjson"))
-            || entry.metadata().is_ok_and(|m| m.len() == 0)
-            || entry.path().with_extension("delivered").exists()
-        {
-            continue;
-        }
-        let to = dir.join(name);
-        match std::fs::create_dir_all(&dir).and_then(|()| std::fs::rename(entry.path(), &to)) {
-            Ok(()) => kept.push(to),
-            Err(e) => {
-                tracing::warn!(spool = %entry.path().display(), error = %e, "cannot keep an undelivered session spool");
-            }
-        }
-    }
-    kept
 }
 
 #[cfg(test)]

@@ -540,6 +540,14 @@ impl Execution for DockerExecution {
             )
             .await;
         }
+        if self.created_dir && self.config().cleanup {
+            crate::backends::spools::keep_and_log(
+                &self.config().workspace_root,
+                &self.workspace(),
+                &self.task_id,
+                &self.execution_id,
+            );
+        }
         if self.created_dir
             && self.config().cleanup
             && let Err(e) = tokio::fs::remove_dir_all(&self.dir).await
