@@ -657,100 +657,105 @@ fn workspaces_under(root: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// One P1 scenario: a direct worker whose run first starts the task's
+/// background processes ([`Daemons`]), then plays `then`.
+struct P1 {
+    cluster: TestCluster,
+    _llm: FakeLlm,
+    root: PathBuf,
+    run_id: String,
+    daemons: Daemons,
+}
+
+impl P1 {
+    /// Starts the run and waits until its daemons run.
+    async fn start(worker: &str, extra: &[&str], then: Vec<Turn>) -> P1 {
+        let daemons = Daemons::new();
+        let mut turns = vec![daemons.turn()];
+        turns.extend(then);
+        let llm = FakeLlm::start(turns).await;
+        let mut cluster = cluster_with(&llm).await;
+        let root = cluster
+            .start_worker(worker, extra)
+            .await
+            .unwrap()
+            .workspace_root
+            .clone();
+        let created = cluster
+            .client()
+            .create_run(&sleeping_run(worker))
+            .await
+            .unwrap();
+        daemons.wait_started().await;
+        P1 {
+            cluster,
+            _llm: llm,
+            root,
+            run_id: created.run_id,
+            daemons,
+        }
+    }
+
+    /// Asserts the daemons and every process of the task are gone within `limit`.
+    async fn assert_all_gone(&self, limit: Duration, after: &str) {
+        self.daemons.assert_gone_within(limit, after).await;
+        assert_nothing_under(&self.root, limit, after).await;
+    }
+
+    async fn finished(&self, limit: Duration) -> RunItem {
+        self.cluster
+            .wait_finished(&self.run_id, limit)
+            .await
+            .unwrap()
+    }
+}
+
 /// P1 (cancel): the shell tool's `nohup sleep &` and a `setsid` daemon are
 /// gone once the run is cancelled, and so is its workspace.
 #[tokio::test(flavor = "multi_thread")]
 async fn p1_background_children_are_gone_after_cancel() {
-    let daemons = Daemons::new();
-    let llm = FakeLlm::start(vec![daemons.turn(), sleeping_llm_turns().remove(0)]).await;
-    let mut cluster = cluster_with(&llm).await;
-    let client = cluster.client();
-    let root = cluster
-        .start_worker("p1-cancel", &["--kill-grace", "2s"])
-        .await
-        .unwrap()
-        .workspace_root
-        .clone();
-    let created = client.create_run(&sleeping_run("p1-cancel")).await.unwrap();
-    daemons.wait_started().await;
-    wait_for_tool(&root).await;
-
-    client.cancel_run(&created.run_id).await.unwrap();
-    let run = cluster
-        .wait_finished(&created.run_id, Duration::from_secs(30))
-        .await
-        .unwrap();
+    let p1 = P1::start("p1-cancel", &["--kill-grace", "2s"], sleeping_llm_turns()).await;
+    wait_for_tool(&p1.root).await;
+    p1.cluster.client().cancel_run(&p1.run_id).await.unwrap();
+    let run = p1.finished(Duration::from_secs(30)).await;
     assert_eq!(run.state, RunState::Cancelled, "{}", status_text(&run));
-    daemons
-        .assert_gone_within(Duration::from_secs(2), "cancel")
-        .await;
-    assert_nothing_under(&root, Duration::from_secs(2), "cancel").await;
-    wait_no_workspaces(&root).await;
+    p1.assert_all_gone(Duration::from_secs(2), "cancel").await;
+    wait_no_workspaces(&p1.root).await;
 }
 
 /// P1 (completion): background children of a run that succeeded are gone
 /// when its agent exits.
 #[tokio::test(flavor = "multi_thread")]
 async fn p1_background_children_are_gone_after_completion() {
-    let daemons = Daemons::new();
-    let llm = FakeLlm::start(vec![
-        daemons.turn(),
+    let then = vec![
         Turn::tool_call("shell", json!({"command": "sleep 2"})),
         Turn::text("done"),
-    ])
-    .await;
-    let mut cluster = cluster_with(&llm).await;
-    let client = cluster.client();
-    let root = cluster
-        .start_worker("p1-done", &[])
-        .await
-        .unwrap()
-        .workspace_root
-        .clone();
-    let created = client.create_run(&sleeping_run("p1-done")).await.unwrap();
-    daemons.wait_started().await;
-    let run = cluster
-        .wait_finished(&created.run_id, Duration::from_secs(60))
-        .await
-        .unwrap();
+    ];
+    let p1 = P1::start("p1-done", &[], then).await;
+    let run = p1.finished(Duration::from_secs(60)).await;
     assert_eq!(run.state, RunState::Succeeded, "{}", status_text(&run));
-    daemons
-        .assert_gone_within(Duration::from_secs(5), "completion")
+    p1.assert_all_gone(Duration::from_secs(5), "completion")
         .await;
-    assert_nothing_under(&root, Duration::from_secs(5), "completion").await;
-    wait_no_workspaces(&root).await;
+    wait_no_workspaces(&p1.root).await;
 }
 
 /// P1 (worker killed): `kill -9` of the worker takes the agent, its tool
-/// and the task's daemons with it.
+/// and the task's daemons with it; the next worker on its root reaps the
+/// workspace and the cgroup.
 #[tokio::test(flavor = "multi_thread")]
 async fn p1_background_children_are_gone_after_the_worker_is_killed() {
-    let daemons = Daemons::new();
-    let llm = FakeLlm::start(vec![daemons.turn(), sleeping_llm_turns().remove(0)]).await;
-    let mut cluster = cluster_with(&llm).await;
-    let client = cluster.client();
-    let root = cluster
-        .start_worker("p1-kill", &[])
-        .await
-        .unwrap()
-        .workspace_root
-        .clone();
-    client.create_run(&sleeping_run("p1-kill")).await.unwrap();
-    daemons.wait_started().await;
-    wait_for_tool(&root).await;
-
-    cluster
+    let mut p1 = P1::start("p1-kill", &[], sleeping_llm_turns()).await;
+    wait_for_tool(&p1.root).await;
+    p1.cluster
         .worker("p1-kill")
         .unwrap()
         .signal(Signal::SIGKILL)
         .unwrap();
-    daemons
-        .assert_gone_within(Duration::from_secs(2), "the worker's death")
+    p1.assert_all_gone(Duration::from_secs(2), "the worker's death")
         .await;
-    assert_nothing_under(&root, Duration::from_secs(2), "the worker's death").await;
-    let cgroups = recorded_cgroups(&root);
-    cluster.start_worker("p1-kill", &[]).await.unwrap();
-    wait_no_workspaces(&root).await;
+    let cgroups = recorded_cgroups(&p1.root);
+    p1.cluster.start_worker("p1-kill", &[]).await.unwrap();
+    wait_no_workspaces(&p1.root).await;
     assert_removed(&cgroups);
 }
 
