@@ -8,6 +8,7 @@ mod docker_system;
 mod environments;
 mod faults;
 mod faults_stream;
+mod faults_workers;
 mod followups_ended;
 mod lifecycle;
 mod local_runs;

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 
-async fn base_image() -> String {
+pub(crate) async fn base_image() -> String {
     tokio::task::spawn_blocking(hangar_testkit::images::base_image)
         .await
         .unwrap()
@@ -29,7 +29,7 @@ async fn base_image() -> String {
 }
 
 /// Containers labelled with this worker id (any state).
-fn containers_of(worker: &str) -> Vec<String> {
+pub(crate) fn containers_of(worker: &str) -> Vec<String> {
     let out = Command::new("docker")
         .args([
             "ps",
@@ -47,7 +47,7 @@ fn containers_of(worker: &str) -> Vec<String> {
 }
 
 /// Removes leftovers if a test failed half-way (the leak assertions run first).
-struct Sweep(String);
+pub(crate) struct Sweep(pub(crate) String);
 impl Drop for Sweep {
     fn drop(&mut self) {
         for id in containers_of(&self.0) {
@@ -57,7 +57,7 @@ impl Drop for Sweep {
 }
 
 /// Writes the worker's config file: docker backend, local image, host network.
-fn worker_config(cluster: &TestCluster, image: &str) -> PathBuf {
+pub(crate) fn worker_config(cluster: &TestCluster, image: &str) -> PathBuf {
     let path = cluster.dir().join("worker-docker.yaml");
     std::fs::write(
         &path,

@@ -237,7 +237,7 @@ async fn status_of_authed(http: &reqwest::Client, cluster: &TestCluster, id: &st
 }
 
 /// A run on worker `host` whose agent runs `sleep 300` in the shell tool.
-fn sleeping_run(host: &str) -> RunAgentRequest {
+pub(crate) fn sleeping_run(host: &str) -> RunAgentRequest {
     RunAgentRequest {
         prompt: Some("sleep a long time".into()),
         config: Some(AgentConfig {
@@ -279,7 +279,7 @@ async fn wait_for_tool(root: &Path) {
 
 /// Waits until a process whose command line starts with `command` runs in a
 /// workspace under `root`.
-async fn wait_for_process(root: &Path, command: &str) {
+pub(crate) async fn wait_for_process(root: &Path, command: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !processes_under(root)
         .iter()
@@ -548,7 +548,7 @@ async fn d3_worker_cut_off_past_its_lease_stops_its_task_itself() {
 }
 
 /// Processes whose command line contains `marker`.
-fn processes_with(marker: &str) -> Vec<(i32, String)> {
+pub(crate) fn processes_with(marker: &str) -> Vec<(i32, String)> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -636,7 +636,7 @@ fn rand_suffix() -> u64 {
 }
 
 /// Waits until nothing runs in the workspaces under `root`.
-async fn assert_nothing_under(root: &Path, limit: Duration, after: &str) {
+pub(crate) async fn assert_nothing_under(root: &Path, limit: Duration, after: &str) {
     let deadline = Instant::now() + limit;
     while !processes_under(root).is_empty() {
         assert!(
@@ -650,7 +650,7 @@ async fn assert_nothing_under(root: &Path, limit: Duration, after: &str) {
 
 /// Workspaces and execution records left under a worker's root; the kept
 /// spool directory is not a workspace.
-fn workspaces_under(root: &Path) -> Vec<PathBuf> {
+pub(crate) fn workspaces_under(root: &Path) -> Vec<PathBuf> {
     crate::suite::common::dir_entries(root)
         .into_iter()
         .filter(|p| p.file_name().is_some_and(|n| n != ".hangar-undelivered"))
@@ -823,7 +823,7 @@ async fn d1_worker_killed_mid_task_leaves_no_orphans_and_its_run_ends() {
 }
 
 /// Waits until no workspace or execution record is left under `root`.
-async fn wait_no_workspaces(root: &Path) {
+pub(crate) async fn wait_no_workspaces(root: &Path) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !workspaces_under(root).is_empty() {
         assert!(
