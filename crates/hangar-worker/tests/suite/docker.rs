@@ -329,7 +329,10 @@ async fn docker_clones_a_local_repository_into_workspace_without_git_in_image() 
     let worker = "dk-clone";
     let _sweep = Sweep(worker.into());
     let mut server = FakeServer::start().await;
-    let w = TestWorker::start(&server, |c| docker(c, worker, &image));
+    let w = TestWorker::start(&server, |c| {
+        docker(c, worker, &image);
+        c.allow_local_repositories = true;
+    });
     let mut conn = server.accept().await;
     conn.hello().await;
     let mut a = w.assignment("run-git", "exec-git", &[]);
@@ -736,6 +739,8 @@ async fn docker_egress_allowlist_reaches_listed_hosts_only() {
             format!("allowed.test:{host_ip}"),
             format!("denied.test:{host_ip}"),
         ];
+        // The test server sits on a host address (private): allowed explicitly.
+        c.docker.egress_allow_internal = vec!["allowed.test".into()];
     });
     let mut conn = server.accept().await;
     conn.hello().await;
