@@ -35,16 +35,21 @@ impl Global {
     }
 }
 
-/// Logs to stderr; `RUST_LOG` overrides `default`.
-pub fn init_logging(default: &str) {
+/// Logs to stderr; `RUST_LOG` overrides `default`. Every value registered
+/// in the returned set (a worker registers its API key and each running
+/// task's secrets and run token) is masked in the output (scenario S10).
+pub fn init_logging(default: &str) -> hangar_protocol::redact::LogSecrets {
     use tracing_subscriber::EnvFilter;
+    let secrets = hangar_protocol::redact::LogSecrets::default();
+    let writer = secrets.clone();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(move || writer.writer(std::io::stderr()))
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();
+    secrets
 }
 
 /// Two tokens fired by signals: the first SIGINT/SIGTERM fires `first`, the

@@ -6,6 +6,10 @@
 //! problems, the worker ⇄ server WebSocket messages, the agent's session stream
 //! and the OpenAI-compatible LLM gateway types.
 //!
+//! It also holds the checks and redaction every side must apply the same way
+//! (`repository`: repository URLs, refs, image names and restricted
+//! addresses; `redact`: secret masking).
+//!
 //! This crate depends on serde only and on no other hangar crate.
 
 pub mod account;
@@ -15,6 +19,8 @@ pub mod environment;
 pub mod ids;
 pub mod llm;
 pub mod problem;
+pub mod redact;
+pub mod repository;
 pub mod run;
 pub mod schedule;
 pub mod session;

@@ -56,6 +56,12 @@ pub struct ServerConfig {
     /// secrets), so secret values never need to be in this file. Readable by
     /// every API key and run token (server-wide, no team data).
     pub mcp_servers: std::collections::BTreeMap<String, hangar_protocol::McpServerConfig>,
+    /// Accept `file://` URLs and local paths as environment repositories
+    /// (tests only; workers must allow them too). Default false.
+    pub allow_local_repositories: bool,
+    /// Accept repository URLs whose host is a loopback, link-local or cloud
+    /// metadata address (or `localhost`). Default false.
+    pub allow_internal_repository_hosts: bool,
 }
 
 impl Default for ServerConfig {
@@ -78,6 +84,8 @@ impl Default for ServerConfig {
             schedule_catch_up: crate::schedule::CatchUp::One,
             rate_limit: crate::rate_limit::RateLimitConfig::default(),
             mcp_servers: std::collections::BTreeMap::new(),
+            allow_local_repositories: false,
+            allow_internal_repository_hosts: false,
         }
     }
 }

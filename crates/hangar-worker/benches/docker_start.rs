@@ -117,6 +117,7 @@ async fn main() {
                 task_id: run.clone(),
                 execution_id: run.clone(),
                 assignment: assignment(&run),
+                allow_local_repositories: false,
             })
             .unwrap();
         exec.prepare(&CancellationToken::new()).await.unwrap();

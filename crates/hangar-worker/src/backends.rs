@@ -19,10 +19,12 @@
 //! backends pick up executions that outlived a worker restart (reported in
 //! `worker_hello.running`).
 
+mod ctl_dir;
 pub mod direct;
 pub mod docker;
 mod egress;
-mod repos;
+pub(crate) mod inputs;
+pub(crate) mod repos;
 mod spools;
 
 use async_trait::async_trait;
@@ -41,6 +43,9 @@ pub struct TaskSpec {
     pub execution_id: String,
     /// The assignment as received.
     pub assignment: TaskAssignment,
+    /// Whether repositories may be `file://` URLs or local paths on the
+    /// worker host (`allow_local_repositories`, for tests).
+    pub allow_local_repositories: bool,
 }
 
 /// How a process ended.

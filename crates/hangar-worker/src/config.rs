@@ -213,6 +213,11 @@ pub struct WorkerArgs {
     #[arg(long, hide = true, value_name = "PATH")]
     pub agent_path: Option<PathBuf>,
 
+    /// Allow repositories given as `file://` URLs or local paths on this host
+    /// (tests only: a task could otherwise clone any repository the worker can read).
+    #[arg(long)]
+    pub allow_local_repositories: bool,
+
     /// Print the effective configuration (flags > file > defaults) as YAML, with
     /// the API key and environment values redacted, and exit.
     #[arg(long)]
@@ -289,6 +294,15 @@ pub struct DockerSettings {
     /// Allowlist tasks: install host firewall rules on the task network's
     /// bridge (fail closed when impossible); `Some(false)` is a relaxation.
     pub egress_host_firewall: Option<bool>,
+    /// Hosts (names or IP literals) the egress proxy may reach although they
+    /// are, or resolve to, loopback, link-local, private or metadata
+    /// addresses. Empty by default: such destinations are refused even when
+    /// an environment's allowlist names them.
+    pub egress_allow_internal: Vec<String>,
+    /// `full` network policy: block the cloud metadata addresses
+    /// (169.254.169.254, fd00:ec2::254) with host firewall rules [default:
+    /// true]; `Some(false)` is a relaxation.
+    pub block_metadata_address: Option<bool>,
 }
 
 /// The resolved worker configuration. Build it with [`WorkerArgs::resolve`] or
@@ -341,6 +355,8 @@ pub struct WorkerConfig {
     pub direct: DirectSettings,
     /// Docker-backend settings.
     pub docker: DockerSettings,
+    /// Accept `file://` URLs and local paths as repositories (tests).
+    pub allow_local_repositories: bool,
 }
 
 impl Default for WorkerConfig {
@@ -368,6 +384,7 @@ impl Default for WorkerConfig {
             agent_path: None,
             direct: DirectSettings::default(),
             docker: DockerSettings::default(),
+            allow_local_repositories: false,
         }
     }
 }
@@ -472,6 +489,8 @@ impl WorkerArgs {
         }
 
         cfg.log_level = self.log_level.unwrap_or_default();
+        cfg.allow_local_repositories =
+            self.allow_local_repositories || file.allow_local_repositories.unwrap_or(false);
         cfg.cleanup = !self.no_cleanup && file.cleanup.unwrap_or(true);
         cfg.max_concurrent_tasks = self
             .max_concurrent_tasks
@@ -563,6 +582,8 @@ impl WorkerArgs {
             agent_server_url: docker.agent_server_url,
             extra_hosts: docker.extra_hosts,
             egress_host_firewall: docker.egress_host_firewall,
+            egress_allow_internal: docker.egress_allow_internal,
+            block_metadata_address: docker.block_metadata_address,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -580,6 +601,13 @@ impl WorkerConfig {
         }
         hangar_client::parse_server_url(&self.server_url)
             .map_err(|e| invalid(format!("server URL: {e}")))?;
+        for v in &self.volumes {
+            validate_volume(v)?;
+        }
+        if let Some(image) = &self.docker.default_image {
+            hangar_protocol::repository::check_image_ref(image)
+                .map_err(|e| invalid(format!("default_image: {e}")))?;
+        }
         if self.heartbeat_interval.is_zero() || self.read_timeout.is_zero() {
             return Err(invalid(
                 "--heartbeat-interval and --read-timeout must be greater than zero",
@@ -648,6 +676,8 @@ impl WorkerConfig {
                     "agent_server_url": d.agent_server_url,
                     "extra_hosts": d.extra_hosts,
                     "egress_host_firewall": d.egress_host_firewall.unwrap_or(true),
+                    "egress_allow_internal": d.egress_allow_internal,
+                    "block_metadata_address": d.block_metadata_address.unwrap_or(true),
                 }})
             }
             other => json!({ other.as_str(): {} }),
@@ -658,6 +688,7 @@ impl WorkerConfig {
             "server_url": self.server_url,
             "log_level": self.log_level.as_str(),
             "cleanup": self.cleanup,
+            "allow_local_repositories": self.allow_local_repositories,
             "max_concurrent_tasks": self.max_concurrent_tasks,
             "idle_on_complete": self.idle_on_complete,
             "heartbeat_interval": secs(self.heartbeat_interval),
@@ -725,18 +756,36 @@ fn set_env(env: &mut Vec<(String, String)>, (key, value): (String, String)) {
     }
 }
 
-fn validate_volume(spec: &str) -> Result<(), ConfigError> {
+/// A volume is `HOST:CONTAINER[:ro|rw]`: `HOST` an absolute path or a
+/// volume name, `CONTAINER` an absolute path, neither starting with `-` nor
+/// holding `..`, whitespace or control characters (they reach Docker as
+/// given).
+pub fn validate_volume(spec: &str) -> Result<(), ConfigError> {
+    let plain = |p: &str| {
+        !p.is_empty()
+            && !p.starts_with('-')
+            && !p.split('/').any(|s| s == "..")
+            && !p.chars().any(|c| c.is_whitespace() || c.is_control())
+    };
+    let host_ok = |h: &str| {
+        plain(h)
+            && (h.starts_with('/')
+                || h.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
+    };
+    let ctr_ok = |c: &str| plain(c) && c.starts_with('/');
     let parts: Vec<&str> = spec.split(':').collect();
     let ok = match parts.as_slice() {
-        [host, ctr] => !host.is_empty() && !ctr.is_empty(),
-        [host, ctr, mode] => !host.is_empty() && !ctr.is_empty() && matches!(*mode, "ro" | "rw"),
+        [host, ctr] => host_ok(host) && ctr_ok(ctr),
+        [host, ctr, mode] => host_ok(host) && ctr_ok(ctr) && matches!(*mode, "ro" | "rw"),
         _ => false,
     };
     if ok {
         Ok(())
     } else {
         Err(invalid(format!(
-            "invalid volume {spec:?}: expected HOST:CONTAINER[:ro|rw]"
+            "invalid volume {spec:?}: expected HOST:CONTAINER[:ro|rw], HOST an absolute path \
+             or a volume name and CONTAINER an absolute path, without `..`, spaces or a leading `-`"
         )))
     }
 }
@@ -844,6 +893,12 @@ mod tests {
         assert!(validate_volume("/a:/b:ro").is_ok());
         assert!(validate_volume("/a:/b:xx").is_err());
         assert!(validate_volume("/a").is_err());
+        assert!(validate_volume("named:/data").is_ok());
+        assert!(validate_volume("-v:/b").is_err());
+        assert!(validate_volume("/a:-b").is_err());
+        assert!(validate_volume("/a/../etc:/b").is_err());
+        assert!(validate_volume("rel/dir:/b").is_err());
+        assert!(validate_volume("/a:b").is_err());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use crate::backends::{Backend, BackendError, Execution, ExitStatus, Recovered, TaskSpec};
 use crate::connection::Outbox;
+use hangar_protocol::redact::{LogSecrets, Redactor};
 use hangar_protocol::worker::FailureReason;
 use hangar_protocol::worker::{TaskCompleted, TaskFailed, TaskStarted, WorkerToServer};
 use std::sync::{Arc, OnceLock};
@@ -58,6 +59,8 @@ pub(crate) struct TaskRun {
     /// Where to hand the sandbox when the agent ended by itself, instead of
     /// cleaning it up (`--idle-on-complete`).
     pub park: Option<tokio::sync::mpsc::UnboundedSender<Parked>>,
+    /// The worker log's masked values; this task's secrets join them while it runs.
+    pub log_secrets: LogSecrets,
 }
 
 /// A sandbox kept after its run ended, waiting for a follow-up of that run.
@@ -83,6 +86,25 @@ enum Outcome {
 pub(crate) async fn drive(run: TaskRun) {
     let task_id = run.spec.task_id.clone();
     let execution_id = run.spec.execution_id.clone();
+    // S10: the task's secrets and run token are masked in its failure
+    // message and, while it runs, in everything the worker logs.
+    let redactor = crate::backends::repos::task_redactor(&run.spec, &run.spec.assignment.env_vars);
+    if redactor.too_short() > 0 {
+        tracing::warn!(task_id = %task_id, execution_id = %execution_id, count = redactor.too_short(), "secret values shorter than {} bytes cannot be masked; they may appear in messages and logs", hangar_protocol::redact::MIN_SECRET_LEN);
+    }
+    let _masked = run.log_secrets.register(redactor.values().to_vec());
+    // S9: nothing the assignment names reaches a host command unchecked.
+    if let Err(e) = crate::backends::inputs::check_assignment(&run.spec) {
+        tracing::warn!(task_id = %task_id, execution_id = %execution_id, reason = ?e.reason, error = %e, "refusing the assignment");
+        if let Some(mut kept) = run.reuse
+            && let Err(e) = kept.cleanup().await
+        {
+            tracing::warn!(task_id = %task_id, reason = ?e.reason, error = %e, "cleanup of the kept sandbox failed");
+        }
+        let report = report(Outcome::Failed(e), None, &task_id, &execution_id, &redactor);
+        run.outbox.send(report).await;
+        return;
+    }
     let execution = match run.reuse {
         Some(mut kept) => match kept.adopt(run.spec.clone()) {
             Ok(()) => Ok(kept),
@@ -131,7 +153,13 @@ pub(crate) async fn drive(run: TaskRun) {
         }
         Err(e) => Outcome::Failed(e),
     };
-    let report = report(outcome, run.control.cause(), &task_id, &execution_id);
+    let report = report(
+        outcome,
+        run.control.cause(),
+        &task_id,
+        &execution_id,
+        &redactor,
+    );
     run.outbox.send(report).await;
 }
 
@@ -159,7 +187,14 @@ pub(crate) async fn drive_recovered(
     if let Err(e) = execution.cleanup().await {
         tracing::warn!(task_id = %task_id, execution_id = %execution_id, reason = ?e.reason, error = %e, "cleanup failed");
     }
-    let report = report(outcome, control.cause(), &task_id, &execution_id);
+    // The assignment (and with it the secrets) did not survive the restart.
+    let report = report(
+        outcome,
+        control.cause(),
+        &task_id,
+        &execution_id,
+        &Redactor::default(),
+    );
     outbox.send(report).await;
 }
 
@@ -222,6 +257,7 @@ fn report(
     cause: Option<StopCause>,
     task_id: &str,
     execution_id: &str,
+    redactor: &Redactor,
 ) -> WorkerToServer {
     let completed = |message: &str, task_state: Option<&str>| {
         WorkerToServer::TaskCompleted(TaskCompleted {
@@ -262,7 +298,8 @@ fn report(
                 .to_owned(),
             status.map(|s| s.code()),
         ),
-        (Outcome::Failed(e), _) => failed(e.reason, e.message, None),
+        // Backend messages quote output (setup commands, git): mask secrets.
+        (Outcome::Failed(e), _) => failed(e.reason, redactor.redact(&e.message).into_owned(), None),
     };
     let kind = match &msg {
         WorkerToServer::TaskCompleted(m) => m
@@ -283,7 +320,13 @@ mod tests {
 
     #[test]
     fn reports_map_outcomes() {
-        let r = report(Outcome::Exited(ExitStatus::Signal(9)), None, "t", "e");
+        let r = report(
+            Outcome::Exited(ExitStatus::Signal(9)),
+            None,
+            "t",
+            "e",
+            &Redactor::default(),
+        );
         let WorkerToServer::TaskFailed(f) = r else {
             panic!("{r:?}")
         };
@@ -297,6 +340,7 @@ mod tests {
             Some(StopCause::User),
             "t",
             "e",
+            &Redactor::default(),
         );
         let WorkerToServer::TaskCompleted(c) = r else {
             panic!("{r:?}")
@@ -304,7 +348,13 @@ mod tests {
         assert_eq!(c.task_state.as_deref(), Some("CANCELLED"));
         assert_eq!(c.message, CANCELLED_MESSAGE);
 
-        let r = report(Outcome::Stopped(None), Some(StopCause::Shutdown), "t", "e");
+        let r = report(
+            Outcome::Stopped(None),
+            Some(StopCause::Shutdown),
+            "t",
+            "e",
+            &Redactor::default(),
+        );
         let WorkerToServer::TaskFailed(f) = r else {
             panic!("{r:?}")
         };
@@ -316,6 +366,7 @@ mod tests {
             Some(StopCause::User),
             "t",
             "e",
+            &Redactor::default(),
         );
         assert!(matches!(
             r,
@@ -324,6 +375,20 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn s10_failure_messages_are_masked() {
+        let r = Redactor::new(["s3cr3t-value-1"]);
+        let e = BackendError::new(
+            FailureReason::SetupCommand,
+            "the setup command failed; output:\ns3cr3t-value-1",
+        );
+        let WorkerToServer::TaskFailed(f) = report(Outcome::Failed(e), None, "t", "e", &r) else {
+            panic!()
+        };
+        assert!(!f.message.contains("s3cr3t-value-1"), "{}", f.message);
+        assert!(f.message.contains("[REDACTED]"), "{}", f.message);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use crate::backends::{Backend, BackendError, TaskSpec};
 use crate::config::{BackendKind, ConfigError, WorkerConfig};
 use crate::connection::{self, Greeting, INBOX_CAPACITY, Outbox, Settings};
 use crate::task::{self, Parked, StopCause, TaskControl, TaskRun};
+use hangar_protocol::redact::{LogSecrets, LogSecretsGuard};
 use hangar_protocol::worker::{
     RunningTask, ServerToWorker, TaskAssignment, TaskCancellation, TaskClaimed, TaskRejected,
     WorkerHello, WorkerToServer,
@@ -122,6 +123,10 @@ impl Drop for Deregister {
 pub struct Worker {
     config: WorkerConfig,
     backend: Arc<dyn Backend>,
+    /// Values the log writer masks (see [`Worker::with_log_secrets`]).
+    log_secrets: LogSecrets,
+    /// Keeps the API key registered in `log_secrets`.
+    _api_key: LogSecretsGuard,
 }
 
 impl std::fmt::Debug for Worker {
@@ -205,6 +210,8 @@ impl Worker {
                 dc.extra_hosts = d.extra_hosts.clone();
                 dc.egress_server_url = config.server_url.clone();
                 dc.egress_host_firewall = d.egress_host_firewall.unwrap_or(true);
+                dc.egress_allow_internal = d.egress_allow_internal.clone();
+                dc.block_metadata_address = d.block_metadata_address.unwrap_or(true);
                 let backend = Docker::new(dc).map_err(|source| WorkerError::Backend {
                     backend: BackendKind::Docker,
                     source,
@@ -213,7 +220,28 @@ impl Worker {
             }
             other => return Err(WorkerError::UnsupportedBackend(other)),
         };
-        Ok(Worker { config, backend })
+        Ok(Worker::assemble(config, backend))
+    }
+
+    fn assemble(config: WorkerConfig, backend: Arc<dyn Backend>) -> Self {
+        let log_secrets = LogSecrets::default();
+        let api_key = log_secrets.register([config.api_key.expose().to_owned()]);
+        Worker {
+            config,
+            backend,
+            log_secrets,
+            _api_key: api_key,
+        }
+    }
+
+    /// Masks, in everything written through `secrets`' log writer, this
+    /// worker's API key and the secrets and run token of every task while it
+    /// runs. Install the same set in the log subscriber
+    /// (`secrets.writer(std::io::stderr())`).
+    pub fn with_log_secrets(mut self, secrets: LogSecrets) -> Self {
+        self._api_key = secrets.register([self.config.api_key.expose().to_owned()]);
+        self.log_secrets = secrets;
+        self
     }
 
     /// A worker over an already-built backend (other backends, tests).
@@ -222,7 +250,7 @@ impl Worker {
         backend: Arc<dyn Backend>,
     ) -> Result<Self, WorkerError> {
         config.validate()?;
-        Ok(Worker { config, backend })
+        Ok(Worker::assemble(config, backend))
     }
 
     /// The configuration in use.
@@ -693,10 +721,12 @@ impl Core<'_> {
                         task_id,
                         execution_id,
                         assignment,
+                        allow_local_repositories: cfg.allow_local_repositories,
                     },
                     control,
                     outbox: self.outbox.clone(),
                     kill_grace: cfg.kill_grace,
+                    log_secrets: self.worker.log_secrets.clone(),
                 };
                 self.tasks.spawn(async move {
                     let _guard = guard;

@@ -12,4 +12,5 @@ mod suite {
     mod drain;
     mod idle;
     mod lifecycle;
+    mod security;
 }

@@ -135,7 +135,7 @@ pub async fn run(cmd: AgentCommand, global: &Global) -> Result<ExitCode> {
 
 async fn agent_run(args: RunArgs, global: &Global) -> Result<ExitCode> {
     let Some(task_id) = args.task_id else {
-        crate::commands::init_logging("warn");
+        let _ = crate::commands::init_logging("warn");
         if args.prompt.is_none() && args.skill.is_none() {
             bail!(
                 "`hangar agent run` needs -p PROMPT (an unmanaged run here) or --task-id RUN \
@@ -160,7 +160,14 @@ async fn agent_run(args: RunArgs, global: &Global) -> Result<ExitCode> {
         })
         .await;
     };
-    crate::commands::init_logging("warn,hangar_agent=info");
+    let log_secrets = crate::commands::init_logging("warn,hangar_agent=info");
+    // The agent's own log (its stderr, which the worker logs) never shows the
+    // run's secrets or token either.
+    let _masked = log_secrets.register(
+        hangar_protocol::redact::Redactor::from_env()
+            .values()
+            .to_vec(),
+    );
     let Some(server_url) = args.server_url else {
         bail!("--server-url (or HANGAR_SERVER_URL) is required with --task-id");
     };

@@ -78,7 +78,7 @@ pub fn print_bootstrap(server: &Server) {
 
 /// Runs the server until SIGINT/SIGTERM.
 pub async fn run(args: ServerArgs) -> Result<ExitCode> {
-    crate::commands::init_logging("info");
+    let _ = crate::commands::init_logging("info");
     let config = load_config(&args)?;
     if args.print_config {
         let mut shown = config.clone();

@@ -35,7 +35,7 @@ pub struct UpArgs {
 
 /// Starts everything and waits for Ctrl-C.
 pub async fn run(args: UpArgs) -> Result<ExitCode> {
-    crate::commands::init_logging("info,hangar_server=info,hangar_worker=info");
+    let log_secrets = crate::commands::init_logging("info,hangar_server=info,hangar_worker=info");
     let mut config = match &args.config {
         Some(p) => ServerConfig::from_file(p)?,
         None => ServerConfig::default(),
@@ -73,7 +73,7 @@ pub async fn run(args: UpArgs) -> Result<ExitCode> {
         );
     }
     let worker = match hangar_worker::Worker::new(worker_config) {
-        Ok(w) => w,
+        Ok(w) => w.with_log_secrets(log_secrets),
         Err(e) => {
             server.shutdown().await;
             bail!("cannot start the local worker: {e}");

@@ -32,7 +32,7 @@ pub async fn run(cmd: WorkerCommand, global: &Global) -> Result<ExitCode> {
 
 async fn daemon(mut args: WorkerArgs) -> Result<ExitCode> {
     let level = args.log_level.map(|l| l.as_str()).unwrap_or("info");
-    crate::commands::init_logging(level);
+    let log_secrets = crate::commands::init_logging(level);
     if args.backend.is_none() && args.config_file.is_none() {
         // Docker is the production default; until it lands, say so instead of failing obscurely.
         args.backend = Some(hangar_worker::BackendKind::Direct);
@@ -43,7 +43,7 @@ async fn daemon(mut args: WorkerArgs) -> Result<ExitCode> {
         print!("{}", config.to_yaml());
         return Ok(ExitCode::SUCCESS);
     }
-    let worker = hangar_worker::Worker::new(config)?;
+    let worker = hangar_worker::Worker::new(config)?.with_log_secrets(log_secrets);
     let (graceful, forced) = crate::commands::signal_tokens();
     worker.run(graceful, forced).await?;
     Ok(ExitCode::SUCCESS)

@@ -18,6 +18,7 @@ mod oz_sdk;
 mod replicas;
 mod routing;
 mod schedules;
+mod security_inputs;
 mod sharing;
 mod users_cli;
 mod watch;

@@ -30,7 +30,29 @@ pub fn reserved_env_name(name: &str) -> bool {
     name.starts_with("HANGAR_") || name == "GIT_CONFIG_GLOBAL"
 }
 
-fn validate(app_secrets: &[String], req: &EnvironmentRequest) -> ApiResult<()> {
+/// What the server's configuration allows in repository URLs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RepositoryPolicy {
+    /// `file://` URLs and local paths (`allow_local_repositories`).
+    pub allow_local: bool,
+    /// Loopback, link-local and metadata hosts (`allow_internal_repository_hosts`).
+    pub allow_internal_hosts: bool,
+}
+
+impl RepositoryPolicy {
+    fn of(app: &AppState) -> Self {
+        RepositoryPolicy {
+            allow_local: app.config.allow_local_repositories,
+            allow_internal_hosts: app.config.allow_internal_repository_hosts,
+        }
+    }
+}
+
+fn validate(
+    app_secrets: &[String],
+    req: &EnvironmentRequest,
+    policy: RepositoryPolicy,
+) -> ApiResult<()> {
     let bad = |m: String| Err(ApiError::BadRequest(m));
     let name = req.name.trim();
     if name.is_empty()
@@ -45,17 +67,34 @@ fn validate(app_secrets: &[String], req: &EnvironmentRequest) -> ApiResult<()> {
         ));
     }
     if let Some(image) = &req.docker_image
-        && (image.trim().is_empty() || image.chars().any(char::is_whitespace))
+        && let Err(e) = hangar_protocol::repository::check_image_ref(image)
     {
-        return bad(format!(
-            "`docker_image` `{image}` is not an image reference"
-        ));
+        return bad(format!("`docker_image`: {e}"));
     }
     for (i, repo) in req.repos.iter().enumerate() {
         if repo.url.trim().is_empty() || repo.url.chars().any(char::is_whitespace) {
             return bad(format!(
                 "`repos[{i}].url` must be a clone URL without spaces"
             ));
+        }
+        // S9: nothing that git would take as an option or a local file.
+        match hangar_protocol::repository::check_repo_url(&repo.url, policy.allow_local) {
+            Ok(hangar_protocol::repository::RepoLocation::Remote { host, .. }) => {
+                if let Err(e) = hangar_protocol::repository::check_repo_host(
+                    &repo.url,
+                    &host,
+                    policy.allow_internal_hosts,
+                ) {
+                    return bad(format!("`repos[{i}].url`: {e}"));
+                }
+            }
+            Ok(hangar_protocol::repository::RepoLocation::Local) => {}
+            Err(e) => return bad(format!("`repos[{i}].url`: {e}")),
+        }
+        if let Some(r) = repo.git_ref.as_deref().filter(|r| !r.is_empty())
+            && let Err(e) = hangar_protocol::repository::check_git_ref(r)
+        {
+            return bad(format!("`repos[{i}].ref`: {e}"));
         }
         if let Some(p) = &repo.path
             && (p.starts_with('/') || p.split('/').any(|s| s == ".."))
@@ -164,7 +203,11 @@ pub async fn create(
         .require_api_key()?;
     let mut req: EnvironmentRequest = parse_json(&body)?;
     req.name = req.name.trim().to_owned();
-    validate(&secret_names(&app, team).await?, &req)?;
+    validate(
+        &secret_names(&app, team).await?,
+        &req,
+        RepositoryPolicy::of(&app),
+    )?;
     let now = Timestamp::now().unix_millis();
     let spec = serde_json::to_string(&req).map_err(|e| ApiError::Internal(e.to_string()))?;
     let record = app
@@ -222,7 +265,11 @@ pub async fn update(
         .require_api_key()?;
     let mut req: EnvironmentRequest = parse_json(&body)?;
     req.name = req.name.trim().to_owned();
-    validate(&secret_names(&app, team).await?, &req)?;
+    validate(
+        &secret_names(&app, team).await?,
+        &req,
+        RepositoryPolicy::of(&app),
+    )?;
     let current = load(&app, team, &id).await?;
     let spec = serde_json::to_string(&req).map_err(|e| ApiError::Internal(e.to_string()))?;
     let record = app

@@ -36,6 +36,8 @@
 //!   with an egress proxy and a server relay served by the worker on the
 //!   network's gateway, plus host firewall rules (see `backends/egress.rs`);
 //!   repositories are cloned by the worker, so they need no allowlist entry.
+//!   The proxy refuses internal destinations (see `backends/egress.rs`), and
+//!   `full` still blocks the cloud metadata address (`metadata.rs`).
 //! - **secrets** (and all task env, including the run token) go into a
 //!   file in the 0700 execution directory that the container's start script
 //!   (`/bin/sh /.hangar/start.sh`) exports and deletes before it runs the
@@ -57,6 +59,7 @@ mod client;
 mod execution;
 mod image;
 mod materialise;
+pub mod metadata;
 mod reconcile;
 mod spec;
 
@@ -168,6 +171,12 @@ pub struct DockerConfig {
     /// Allowlist tasks: install host firewall rules on the task network's
     /// bridge, failing closed when impossible. `false` is a relaxation.
     pub egress_host_firewall: bool,
+    /// Hosts (names or IP literals) the egress proxy may reach although they
+    /// are or resolve to loopback, link-local, private or metadata addresses.
+    pub egress_allow_internal: Vec<String>,
+    /// `full` policy: reject traffic from task containers to the cloud
+    /// metadata addresses with host firewall rules (see `metadata.rs`).
+    pub block_metadata_address: bool,
 }
 
 impl DockerConfig {
@@ -207,6 +216,8 @@ impl DockerConfig {
                 .collect(),
             extra_hosts: Vec::new(),
             egress_host_firewall: true,
+            egress_allow_internal: Vec::new(),
+            block_metadata_address: true,
         }
     }
 }
@@ -245,6 +256,8 @@ impl Docker {
             BackendError::with_source(FailureReason::WorkspaceSetup, msg, e)
         };
         for v in &config.volumes {
+            crate::config::validate_volume(v)
+                .map_err(|e| BackendError::new(FailureReason::VolumeMount, e.to_string()))?;
             let host = v.split(':').next().unwrap_or_default();
             if host.ends_with("docker.sock") {
                 return Err(BackendError::new(
@@ -351,6 +364,14 @@ impl Backend for Docker {
             "docker daemon reachable"
         );
         let _ = self.shared.negotiated.set(negotiated);
+        if self.shared.config.block_metadata_address {
+            metadata::block(
+                self.client(),
+                &self.shared.config.worker_id,
+                self.shared.config.network.as_deref(),
+            )
+            .await?;
+        }
         Ok(())
     }
 

@@ -16,6 +16,15 @@
 //!   agent uses as its `--server-url` (TLS, if any, stays end to end: a server
 //!   host name is mapped to the gateway in the container's `/etc/hosts`).
 //!
+//! The proxy checks where a name **resolves**, not only the name: a
+//! destination that is (or resolves to) a loopback, link-local, private,
+//! unspecified or cloud metadata address (`127.0.0.1`, `localhost`,
+//! `169.254.169.254`, a public name pointing at `10.0.0.5`, …) is refused
+//! with `403` even when the environment's allowlist names it, unless the
+//! worker's `egress_allow_internal` lists that host (the name as asked, or
+//! the address itself). The proxy connects to the addresses it checked,
+//! never resolving twice (no DNS rebinding window). Issue 11, scenario S11.
+//!
 //! Internal networks still let a container reach **this host** (through the
 //! gateway address, and any other host address, via the INPUT chain). The
 //! worker therefore installs, with `iptables`, rules on the network's bridge
@@ -114,9 +123,32 @@ pub fn parse_extra_hosts(entries: &[String]) -> Result<HashMap<String, IpAddr>, 
 struct Policy {
     allow: Allowlist,
     hosts: HashMap<String, IpAddr>,
+    /// Normalised `egress_allow_internal` entries (names or IP literals).
+    internal: Vec<String>,
 }
 
 impl Policy {
+    /// Why `host` may not be reached at `addrs` (`None`: it may).
+    fn refuse_internal(&self, host: &str, addrs: &[SocketAddr]) -> Option<String> {
+        let host = normalise_host(host);
+        if self.internal.contains(&host) {
+            return None;
+        }
+        let by_name = hangar_protocol::repository::classify_host(&host);
+        let by_addr = addrs.iter().find_map(|a| {
+            let class = hangar_protocol::repository::classify_ip(a.ip())?;
+            (!self.internal.contains(&a.ip().to_string())).then_some((a.ip(), class))
+        });
+        match (by_addr, by_name) {
+            (Some((ip, class)), _) => Some(format!(
+                "{host} resolves to {ip}, a {} address",
+                class.as_str()
+            )),
+            (None, Some(class)) => Some(format!("{host} is a {} address", class.as_str())),
+            (None, None) => None,
+        }
+    }
+
     async fn resolve(&self, host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
         let host = normalise_host(host);
         if let Some(ip) = self.hosts.get(&host) {
@@ -166,6 +198,8 @@ pub struct EgressRequest<'a> {
     pub hosts: &'a [String],
     /// Configured `extra_hosts` (`name:ip`), also used by the proxy's resolver.
     pub extra_hosts: &'a [String],
+    /// Configured `egress_allow_internal`: internal hosts the proxy may reach.
+    pub allow_internal: &'a [String],
     /// The server as the worker reaches it; the relay connects here.
     pub server_url: &'a str,
     /// Install the host firewall rules (fail closed when impossible).
@@ -340,6 +374,11 @@ impl Egress {
         let policy = Arc::new(Policy {
             allow: Allowlist::new(req.hosts),
             hosts,
+            internal: req
+                .allow_internal
+                .iter()
+                .map(|h| normalise_host(h))
+                .collect(),
         });
         let target = (server_host, server_port);
         let stop = self.stop.clone();
@@ -593,6 +632,24 @@ async fn respond(conn: &mut TcpStream, status: &str, body: &str) -> std::io::Res
     conn.shutdown().await
 }
 
+async fn refuse_internal(
+    conn: &mut TcpStream,
+    req: &ProxyRequest,
+    why: &str,
+) -> std::io::Result<()> {
+    tracing::info!(host = %req.host, port = req.port, why, "egress refused: internal destination");
+    respond(
+        conn,
+        "403 Forbidden",
+        &format!(
+            "hangar egress: {why}; tasks may not reach internal addresses unless the worker's \
+             `egress_allow_internal` lists {}\n",
+            req.host
+        ),
+    )
+    .await
+}
+
 async fn proxy_connection(mut conn: TcpStream, policy: &Policy) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(1024);
     let end = tokio::time::timeout(IO_TIMEOUT, async {
@@ -636,6 +693,9 @@ async fn proxy_connection(mut conn: TcpStream, policy: &Policy) -> std::io::Resu
     let addrs = match policy.resolve(&req.host, req.port).await {
         Ok(a) if !a.is_empty() => a,
         _ => {
+            if let Some(why) = policy.refuse_internal(&req.host, &[]) {
+                return refuse_internal(&mut conn, &req, &why).await;
+            }
             return respond(
                 &mut conn,
                 "502 Bad Gateway",
@@ -644,6 +704,9 @@ async fn proxy_connection(mut conn: TcpStream, policy: &Policy) -> std::io::Resu
             .await;
         }
     };
+    if let Some(why) = policy.refuse_internal(&req.host, &addrs) {
+        return refuse_internal(&mut conn, &req, &why).await;
+    }
     let upstream = tokio::time::timeout(IO_TIMEOUT, TcpStream::connect(&addrs[..])).await;
     let mut upstream = match upstream {
         Ok(Ok(s)) => s,
@@ -714,6 +777,77 @@ mod tests {
         assert!(parse_request(b"GET /relative HTTP/1.1\r\n\r\n").is_err());
         assert!(parse_request(b"GET ftp://x/ HTTP/1.1\r\n\r\n").is_err());
         assert!(parse_request(b"CONNECT nohost HTTP/1.1\r\n\r\n").is_err());
+    }
+
+    /// Starts the proxy on loopback with `allow` and `internal`; returns its
+    /// address and the port of an upstream that answers `upstream-body`.
+    async fn proxy_with(allow: &[&str], internal: &[&str], hosts: &[&str]) -> (SocketAddr, u16) {
+        let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let up_port = upstream.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut c, _)) = upstream.accept().await {
+                let _ = c.write_all(b"upstream-body").await;
+                let _ = c.shutdown().await;
+            }
+        });
+        let policy = Arc::new(Policy {
+            allow: Allowlist::new(&allow.iter().map(|h| (*h).to_owned()).collect::<Vec<_>>()),
+            hosts: parse_extra_hosts(&hosts.iter().map(|h| (*h).to_owned()).collect::<Vec<_>>())
+                .unwrap(),
+            internal: internal.iter().map(|h| normalise_host(h)).collect(),
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve(listener, CancellationToken::new(), move |conn| {
+            let policy = policy.clone();
+            async move { proxy_connection(conn, &policy).await }
+        }));
+        (addr, up_port)
+    }
+
+    async fn connect_through(proxy: SocketAddr, host: &str, port: u16) -> String {
+        let mut c = TcpStream::connect(proxy).await.unwrap();
+        c.write_all(format!("CONNECT {host}:{port} HTTP/1.1\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut out = String::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), c.read_to_string(&mut out)).await;
+        out
+    }
+
+    #[tokio::test]
+    async fn s11_internal_destinations_are_refused_unless_configured() {
+        let hosts = ["127.0.0.1", "localhost", "169.254.169.254", "sneaky.test"];
+        // sneaky.test is an ordinary name that resolves to loopback.
+        let (proxy, port) = proxy_with(&hosts, &[], &["sneaky.test:127.0.0.1"]).await;
+        for host in hosts {
+            let answer = connect_through(proxy, host, port).await;
+            assert!(
+                answer.starts_with("HTTP/1.1 403") && !answer.contains("upstream-body"),
+                "{host}: {answer}"
+            );
+            assert!(answer.contains("egress_allow_internal"), "{host}: {answer}");
+        }
+        let answer = connect_through(proxy, "sneaky.test", port).await;
+        assert!(answer.contains("resolves to 127.0.0.1"), "{answer}");
+
+        // Listed in the worker's configuration: reachable.
+        let (proxy, port) = proxy_with(
+            &hosts,
+            &["127.0.0.1", "localhost", "sneaky.test"],
+            &["sneaky.test:127.0.0.1"],
+        )
+        .await;
+        for host in ["127.0.0.1", "localhost", "sneaky.test"] {
+            let answer = connect_through(proxy, host, port).await;
+            assert!(
+                answer.starts_with("HTTP/1.1 200") && answer.contains("upstream-body"),
+                "{host}: {answer}"
+            );
+        }
+        // Still refused: the metadata address was not listed.
+        let answer = connect_through(proxy, "169.254.169.254", 80).await;
+        assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
     }
 
     #[test]

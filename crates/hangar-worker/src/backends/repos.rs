@@ -5,6 +5,14 @@
 //! prompt switches only). An HTTPS token named by `token_env` travels as an
 //! `http.extraHeader` through `GIT_CONFIG_*` variables: never on the command
 //! line, never written into the clone's config.
+//!
+//! User input never reaches git as an option (scenario S9): each URL and ref
+//! is checked again right here (no leading `-`, schemes `https`, `ssh`,
+//! `git`; `file://` and local paths only with `allow_local_repositories`),
+//! they follow `--` / `--end-of-options`, and `GIT_ALLOW_PROTOCOL` limits
+//! the transports git itself may use (submodules and redirects included).
+//! Git's error output is masked with every secret of the task before it
+//! becomes a failure message.
 
 use super::{BackendError, TaskSpec};
 use hangar_protocol::worker::{FailureReason, RepoSpec};
@@ -25,7 +33,12 @@ pub(crate) async fn clone_all(
     stop: &CancellationToken,
     spec: &TaskSpec,
 ) -> Result<(), BackendError> {
-    for repo in repos {
+    let git = GitContext {
+        redactor: task_redactor(spec, env),
+        allow_local: spec.allow_local_repositories,
+    };
+    for (i, repo) in repos.iter().enumerate() {
+        super::inputs::check_repo(i, repo, git.allow_local)?;
         let dest = destination(workspace, repo)?;
         let token = repo
             .token_env
@@ -34,7 +47,7 @@ pub(crate) async fn clone_all(
             .filter(|t| !t.is_empty());
         tracing::info!(task_id = %spec.task_id, execution_id = %spec.execution_id, url = %redact_url(&repo.url), dest = %dest.display(), "cloning repository");
         let dest_arg = dest.to_string_lossy().into_owned();
-        run_git(
+        git.run(
             workspace,
             &["clone", "--quiet", "--", &repo.url, &dest_arg],
             token,
@@ -42,10 +55,73 @@ pub(crate) async fn clone_all(
         )
         .await?;
         if let Some(git_ref) = repo.git_ref.as_deref().filter(|r| !r.is_empty()) {
-            run_git(&dest, &["checkout", "--quiet", git_ref, "--"], token, stop).await?;
+            git.run(
+                &dest,
+                &["checkout", "--quiet", "--end-of-options", git_ref, "--"],
+                token,
+                stop,
+            )
+            .await?;
         }
     }
     Ok(())
+}
+
+/// The task's secrets (the values of its `secret_names` and the run token).
+pub(crate) fn task_redactor(
+    spec: &TaskSpec,
+    env: &BTreeMap<String, String>,
+) -> hangar_protocol::redact::Redactor {
+    let mut names = spec
+        .assignment
+        .environment
+        .as_ref()
+        .map(|e| e.secret_names.clone())
+        .unwrap_or_default();
+    if let Some(listed) = spec
+        .assignment
+        .env_vars
+        .get(hangar_protocol::ENV_SECRET_NAMES)
+    {
+        names.extend(
+            listed
+                .split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned),
+        );
+    }
+    hangar_protocol::redact::Redactor::new(
+        names
+            .iter()
+            .map(String::as_str)
+            .chain([hangar_protocol::ENV_RUN_TOKEN])
+            .filter_map(|n| env.get(n).or_else(|| spec.assignment.env_vars.get(n)))
+            .cloned(),
+    )
+}
+
+/// What every git invocation of one task shares.
+struct GitContext {
+    redactor: hangar_protocol::redact::Redactor,
+    allow_local: bool,
+}
+
+impl GitContext {
+    async fn run(
+        &self,
+        cwd: &Path,
+        args: &[&str],
+        token: Option<&String>,
+        stop: &CancellationToken,
+    ) -> Result<(), BackendError> {
+        let protocols = if self.allow_local {
+            "https:ssh:git:file"
+        } else {
+            "https:ssh:git"
+        };
+        run_git(cwd, args, token, protocols, &self.redactor, stop).await
+    }
 }
 
 /// `workspace/<path or repository name>`, refusing anything that leaves the workspace.
@@ -79,6 +155,8 @@ async fn run_git(
     cwd: &Path,
     args: &[&str],
     token: Option<&String>,
+    protocols: &str,
+    redactor: &hangar_protocol::redact::Redactor,
     stop: &CancellationToken,
 ) -> Result<(), BackendError> {
     let mut cmd = Command::new("git");
@@ -89,6 +167,7 @@ async fn run_git(
         .env("HOME", std::env::var("HOME").unwrap_or_default())
         .env("GIT_TERMINAL_PROMPT", "0")
         .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_ALLOW_PROTOCOL", protocols)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -123,6 +202,7 @@ async fn run_git(
     if let Some(token) = token {
         text = text.replace(token.as_str(), "***");
     }
+    redactor.redact_in_place(&mut text);
     if text.len() > MAX_GIT_OUTPUT {
         let mut cut = MAX_GIT_OUTPUT;
         while !text.is_char_boundary(cut) {

@@ -17,6 +17,8 @@ pub struct FileConfig {
     pub max_concurrent_tasks: Option<u32>,
     /// Passed to the agent.
     pub idle_on_complete: Option<String>,
+    /// Accept `file://` URLs and local paths as repositories (tests only).
+    pub allow_local_repositories: Option<bool>,
     /// Exactly one backend section.
     pub backend: Option<FileBackend>,
 }
@@ -78,6 +80,11 @@ pub struct FileDocker {
     pub extra_hosts: Vec<String>,
     /// Allowlist tasks: install host firewall rules (default true; false is a relaxation).
     pub egress_host_firewall: Option<bool>,
+    /// Internal hosts (names or IPs) the egress proxy may reach when an allowlist names them.
+    #[serde(default)]
+    pub egress_allow_internal: Vec<String>,
+    /// `full` policy: block the cloud metadata addresses (default true).
+    pub block_metadata_address: Option<bool>,
 }
 
 /// `backend.direct`.

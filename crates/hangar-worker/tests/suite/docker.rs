@@ -329,7 +329,10 @@ async fn docker_clones_a_local_repository_into_workspace_without_git_in_image() 
     let worker = "dk-clone";
     let _sweep = Sweep(worker.into());
     let mut server = FakeServer::start().await;
-    let w = TestWorker::start(&server, |c| docker(c, worker, &image));
+    let w = TestWorker::start(&server, |c| {
+        docker(c, worker, &image);
+        c.allow_local_repositories = true;
+    });
     let mut conn = server.accept().await;
     conn.hello().await;
     let mut a = w.assignment("run-git", "exec-git", &[]);
@@ -736,6 +739,8 @@ async fn docker_egress_allowlist_reaches_listed_hosts_only() {
             format!("allowed.test:{host_ip}"),
             format!("denied.test:{host_ip}"),
         ];
+        // The test server sits on a host address (private): allowed explicitly.
+        c.docker.egress_allow_internal = vec!["allowed.test".into()];
     });
     let mut conn = server.accept().await;
     conn.hello().await;
@@ -909,4 +914,141 @@ async fn docker_idle_on_complete_reuses_the_container_for_a_follow_up() {
     )
     .await;
     wait_for_removal(&kept).await;
+}
+
+#[tokio::test]
+async fn s10_docker_a_setup_command_that_prints_a_secret_fails_with_it_masked() {
+    let image = base_image().await;
+    let worker = "dk-s10";
+    let _sweep = Sweep(worker.into());
+    let mut server = FakeServer::start().await;
+    let w = TestWorker::start(&server, |c| docker(c, worker, &image));
+    let mut conn = server.accept().await;
+    conn.hello().await;
+    let secret = "docker-secret-value-91ab";
+    let mut a = w.assignment("run-s10", "exec-s10", &[("LEAKY", secret)]);
+    let mut env = env_spec(&["echo \"leaked: $LEAKY\"; echo \"token: $HANGAR_RUN_TOKEN\"; exit 1"]);
+    env.secret_names = vec!["LEAKY".into()];
+    a.environment = Some(env);
+    conn.assign(a);
+    let done = conn
+        .recv_until(|m| {
+            matches!(
+                m,
+                WorkerToServer::TaskCompleted(_) | WorkerToServer::TaskFailed(_)
+            )
+        })
+        .await;
+    let WorkerToServer::TaskFailed(f) = done else {
+        panic!("{done:?}")
+    };
+    assert_eq!(f.failure_reason, Some(FailureReason::SetupCommand));
+    // The output is quoted (it helps), with the secret and the run token masked.
+    assert!(f.message.contains("leaked: [REDACTED]"), "{}", f.message);
+    assert!(f.message.contains("token: [REDACTED]"), "{}", f.message);
+    assert!(!f.message.contains(secret), "{}", f.message);
+    assert!(!f.message.contains("hr_run_token"), "{}", f.message);
+    wait_until(|| containers_of(worker).is_empty(), "container removal").await;
+}
+
+#[tokio::test]
+async fn s9_docker_a_symlink_swapped_into_the_control_directory_is_never_followed() {
+    let image = base_image().await;
+    let worker = "dk-swap";
+    let _sweep = Sweep(worker.into());
+    let mut server = FakeServer::start().await;
+    let w = TestWorker::start(&server, |c| {
+        docker(c, worker, &image);
+        c.idle_on_complete = Some("3s".into());
+    });
+    let mut conn = server.accept().await;
+    conn.hello().await;
+    // A host file the container must not be able to make the worker overwrite.
+    let victim = w.dir.path().join("victim");
+    std::fs::write(&victim, "host content\n").unwrap();
+    let finished = |m: &WorkerToServer| {
+        matches!(
+            m,
+            WorkerToServer::TaskCompleted(_) | WorkerToServer::TaskFailed(_)
+        )
+    };
+    // The task replaces its control files with symlinks to the host path
+    // (which the worker, on the host, would follow).
+    let mut a = w.assignment("run-swap", "exec-s1", &[]);
+    a.environment = Some(env_spec(&[&format!(
+        "ln -sfn {v} /.hangar/execution && ln -sfn {v} /.hangar/start.sh.tmp && ls -l /.hangar",
+        v = victim.display()
+    )]));
+    conn.assign(a);
+    let done = conn.recv_until(finished).await;
+    assert!(matches!(done, WorkerToServer::TaskCompleted(_)), "{done:?}");
+    let kept = w.workspace_root.join("exec-s1");
+    assert!(
+        std::fs::symlink_metadata(kept.join("ctl/execution"))
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the task swapped the file"
+    );
+    // The follow-up reuses the container: the worker rewrites the files.
+    let mut a = w.assignment("run-swap", "exec-s2", &[]);
+    a.environment = Some(env_spec(&[]));
+    conn.assign(a);
+    let done = conn.recv_until(finished).await;
+    assert!(matches!(done, WorkerToServer::TaskCompleted(_)), "{done:?}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "host content\n");
+    let meta = std::fs::symlink_metadata(kept.join("ctl/execution")).unwrap();
+    assert!(meta.file_type().is_file(), "replaced by a regular file");
+    assert_eq!(
+        std::fs::read_to_string(kept.join("ctl/execution")).unwrap(),
+        "exec-s2"
+    );
+    wait_until(
+        || containers_of(worker).is_empty(),
+        "idle container removal",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn s11_docker_full_policy_blocks_the_metadata_address() {
+    let image = base_image().await;
+    let worker = "dk-meta";
+    let _sweep = Sweep(worker.into());
+    let rule = |op: &str, chain: &str| {
+        Command::new("iptables")
+            .args([
+                "-w",
+                op,
+                chain,
+                "-i",
+                "docker0",
+                "-d",
+                "169.254.169.254/32",
+                "-m",
+                "comment",
+                "--comment",
+                "hangar-metadata",
+                "-j",
+                "REJECT",
+            ])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    // Rules stay installed after a worker stops (others share them): remove
+    // them so this worker has to install them itself.
+    for chain in ["DOCKER-USER", "INPUT"] {
+        while rule("-D", chain) {}
+        assert!(!rule("-C", chain));
+    }
+    let mut server = FakeServer::start().await;
+    let _w = TestWorker::start(&server, |c| docker(c, worker, &image));
+    let mut conn = server.accept().await;
+    conn.hello().await;
+    // The backend started: its rules are in place for Docker's default bridge.
+    for chain in ["DOCKER-USER", "INPUT"] {
+        assert!(rule("-C", chain), "{chain}: no metadata rule");
+    }
 }

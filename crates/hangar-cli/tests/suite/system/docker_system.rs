@@ -195,10 +195,34 @@ async fn docker_environment_clone_and_setup_through_the_api() {
         Turn::text("environment checked"),
     ])
     .await;
-    let mut cluster = cluster_with(&llm).await;
+    // Local repositories are for tests: both the server and the worker allow them.
+    let mut cluster = TestCluster::start(
+        &crate::suite::common::hangar_bin(),
+        hangar_testkit::cluster::ClusterOptions {
+            extra_config: "allow_local_repositories: true\n".into(),
+            ..Default::default()
+        }
+        .with_fake_llm(&llm.base_url()),
+    )
+    .await
+    .unwrap();
     let worker = "dsys-env";
     let _sweep = Sweep(worker.into());
-    let root = start_docker_worker(&mut cluster, worker, &image).await;
+    let config = worker_config(&cluster, &image);
+    let root = cluster
+        .start_worker_with(
+            worker,
+            "docker",
+            &[
+                "--config-file",
+                config.to_str().unwrap(),
+                "--allow-local-repositories",
+            ],
+        )
+        .await
+        .unwrap()
+        .workspace_root
+        .clone();
     let client = cluster.client();
 
     let env: serde_json::Value = client

@@ -6,6 +6,7 @@ use super::{
     CLEANUP_TIMEOUT, DockerConfig, LABEL_EXECUTION, LABEL_MANAGED, LABEL_RUN, LABEL_WORKER,
     MAX_LOG_LINE, SETUP_OUTPUT_LINES, SETUP_POLL, Shared,
 };
+use crate::backends::ctl_dir::CtlDir;
 use crate::backends::{BackendError, Execution, ExitStatus, TaskSpec, repos};
 use async_trait::async_trait;
 use bollard::query_parameters::{
@@ -64,12 +65,33 @@ impl DockerExecution {
     }
 
     /// Records which execution the container serves (read by reconcile).
+    /// Through the directory's descriptor: the container can replace the
+    /// file with a symlink while it is parked.
     fn write_execution_file(&self) -> Result<(), BackendError> {
-        let path = self.ctl().join(EXECUTION_FILE);
-        std::fs::write(&path, &self.execution_id).map_err(|e| {
+        let ctl = self.open_ctl()?;
+        ctl.replace(EXECUTION_FILE, self.execution_id.as_bytes(), 0o644)
+            .map_err(|e| {
+                BackendError::with_source(
+                    FailureReason::WorkspaceSetup,
+                    format!(
+                        "cannot write {}: {e}",
+                        ctl.path().join(EXECUTION_FILE).display()
+                    ),
+                    e,
+                )
+            })
+    }
+
+    /// The control directory, opened without following symlinks.
+    pub(super) fn open_ctl(&self) -> Result<CtlDir, BackendError> {
+        let path = self.ctl();
+        CtlDir::open(&path).map_err(|e| {
             BackendError::with_source(
                 FailureReason::WorkspaceSetup,
-                format!("cannot write {}: {e}", path.display()),
+                format!(
+                    "cannot open the control directory {} (it must be a directory, not a symlink): {e}",
+                    path.display()
+                ),
                 e,
             )
         })
@@ -295,23 +317,22 @@ impl DockerExecution {
         &mut self,
         stop: &CancellationToken,
     ) -> Result<(), BackendError> {
-        let ok = self.ctl().join("setup-ok");
-        let failed = self.ctl().join("setup-failed");
+        let ctl = self.open_ctl()?;
         let mut exited = Box::pin(self.wait_container());
         loop {
-            if ok.exists() {
+            if ctl.has_file("setup-ok") {
                 return Ok(());
             }
             tokio::select! {
                 status = &mut exited => {
-                    if ok.exists() {
+                    if ctl.has_file("setup-ok") {
                         // The agent already ran to its end; wait() reports it.
                         drop(exited);
                         self.early_exit = Some(status?);
                         return Ok(());
                     }
                     drop(exited);
-                    let which = std::fs::read_to_string(&failed).unwrap_or_default();
+                    let which = ctl.read("setup-failed", 64).unwrap_or_default();
                     let output = self.tail_output().await;
                     let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
                     let command = which
@@ -379,6 +400,7 @@ impl Execution for DockerExecution {
                     execution_id: &spec.execution_id,
                     hosts,
                     extra_hosts: &cfg.extra_hosts,
+                    allow_internal: &cfg.egress_allow_internal,
                     server_url: &cfg.egress_server_url,
                     host_firewall: cfg.egress_host_firewall,
                 },

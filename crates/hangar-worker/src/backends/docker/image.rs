@@ -28,6 +28,8 @@ impl DockerExecution {
         image: &str,
         stop: &CancellationToken,
     ) -> Result<(), BackendError> {
+        hangar_protocol::repository::check_image_ref(image)
+            .map_err(|e| BackendError::new(FailureReason::InvalidImage, e.to_string()))?;
         let present = self.client().inspect_image(image).await.is_ok();
         let pull = match self.config().pull_policy {
             PullPolicy::Always => true,
@@ -87,14 +89,6 @@ fn split_image(image: &str) -> (String, String) {
 /// (or `~/.docker/config.json`) `auths` entries. Credential helpers are not
 /// consulted (documented gap).
 fn registry_credentials(repo: &str) -> Option<bollard::auth::DockerCredentials> {
-    let first = repo.split('/').next().unwrap_or_default();
-    let registry = if repo.contains('/')
-        && (first.contains('.') || first.contains(':') || first == "localhost")
-    {
-        first.to_owned()
-    } else {
-        "https://index.docker.io/v1/".to_owned()
-    };
     let path = std::env::var("DOCKER_CONFIG")
         .map(PathBuf::from)
         .ok()
@@ -102,14 +96,48 @@ fn registry_credentials(repo: &str) -> Option<bollard::auth::DockerCredentials> 
         .join("config.json");
     let text = std::fs::read_to_string(path).ok()?;
     let json: serde_json::Value = serde_json::from_str(&text).ok()?;
-    let auths = json.get("auths")?.as_object()?;
+    credentials_from(json.get("auths")?.as_object()?, repo)
+}
+
+/// Docker Hub's key in `auths`.
+const DOCKER_HUB: &str = "https://index.docker.io/v1/";
+
+/// The registry host of an image repository (`reg.example:5000/team/app` →
+/// `reg.example:5000`), or Docker Hub's key.
+fn registry_of(repo: &str) -> String {
+    let first = repo.split('/').next().unwrap_or_default();
+    if repo.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost") {
+        first.to_ascii_lowercase()
+    } else {
+        DOCKER_HUB.to_owned()
+    }
+}
+
+/// The host an `auths` key names: `https://reg.example/v1/` → `reg.example`.
+fn auths_host(key: &str) -> String {
+    let k = key.trim();
+    let k = k
+        .strip_prefix("https://")
+        .or_else(|| k.strip_prefix("http://"))
+        .unwrap_or(k);
+    k.split('/').next().unwrap_or_default().to_ascii_lowercase()
+}
+
+/// The `auths` entry for `repo`'s registry: the same host exactly (a key
+/// for `registry.company.com` never serves `registry.co`, nor the reverse).
+fn credentials_from(
+    auths: &serde_json::Map<String, serde_json::Value>,
+    repo: &str,
+) -> Option<bollard::auth::DockerCredentials> {
+    let registry = registry_of(repo);
+    let wanted = auths_host(&registry);
+    let hub_aliases = ["index.docker.io", "docker.io", "registry-1.docker.io"];
     let entry = auths.get(&registry).or_else(|| {
         auths
             .iter()
             .find(|(k, _)| {
-                k.trim_start_matches("https://")
-                    .trim_start_matches("http://")
-                    .starts_with(&registry)
+                let host = auths_host(k);
+                host == wanted || (registry == DOCKER_HUB && hub_aliases.contains(&host.as_str()))
             })
             .map(|(_, v)| v)
     })?;
@@ -124,6 +152,28 @@ fn registry_credentials(repo: &str) -> Option<bollard::auth::DockerCredentials> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn s9_registry_credentials_match_the_exact_host() {
+        let auths = serde_json::json!({
+            "registry.company.com": {"auth": "Y29tcGFueQ=="},
+            "https://index.docker.io/v1/": {"auth": "aHVi"},
+            "https://reg.example:5000/v2/": {"auth": "cG9ydA=="},
+        });
+        let auths = auths.as_object().unwrap();
+        let auth = |repo: &str| credentials_from(auths, repo).and_then(|c| c.auth);
+        assert_eq!(
+            auth("registry.company.com/team/app").as_deref(),
+            Some("Y29tcGFueQ==")
+        );
+        // A prefix of the host is another registry.
+        assert_eq!(auth("registry.co/team/app"), None);
+        assert_eq!(auth("registry.company.com.evil.test/app"), None);
+        assert_eq!(auth("reg.example:5000/app").as_deref(), Some("cG9ydA=="));
+        assert_eq!(auth("reg.example/app"), None);
+        assert_eq!(auth("ubuntu").as_deref(), Some("aHVi"));
+        assert_eq!(auth("library/ubuntu").as_deref(), Some("aHVi"));
+    }
 
     #[test]
     fn images_split() {

@@ -58,7 +58,9 @@ impl Docker {
             let started = state != "created";
             let name = container_name(&cfg.worker_id, &execution_id);
             // A container reused for a follow-up serves a later execution than its label.
-            let execution_id = std::fs::read_to_string(dir.join("ctl").join(EXECUTION_FILE))
+            // Read without following symlinks: the container can write there.
+            let execution_id = crate::backends::ctl_dir::CtlDir::open(&dir.join("ctl"))
+                .and_then(|ctl| ctl.read(EXECUTION_FILE, 256))
                 .ok()
                 .map(|s| s.trim().to_owned())
                 .filter(|s| is_safe_segment(s))

@@ -10,8 +10,6 @@ use crate::backends::{BackendError, TaskSpec};
 use bollard::models::{ContainerCreateBody, HostConfig};
 use hangar_protocol::worker::{FailureReason, NetworkPolicy};
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 
 /// A Docker container name for this worker's execution.
 pub(super) fn container_name(worker_id: &str, execution_id: &str) -> String {
@@ -41,22 +39,17 @@ impl DockerExecution {
         spec: &TaskSpec,
         commands: &[String],
     ) -> Result<(), BackendError> {
+        // Through the directory's descriptor, never following a symlink the
+        // container may have left in place of a file (idle reuse).
+        let ctl = self.open_ctl()?;
         let write = |name: &str, text: String, mode: u32| {
-            let path = self.ctl().join(name);
-            let _ = std::fs::remove_file(&path);
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(mode)
-                .open(&path)
-                .and_then(|mut f| f.write_all(text.as_bytes()))
-                .map_err(|e| {
-                    BackendError::with_source(
-                        FailureReason::WorkspaceSetup,
-                        format!("cannot write {}: {e}", path.display()),
-                        e,
-                    )
-                })
+            ctl.replace(name, text.as_bytes(), mode).map_err(|e| {
+                BackendError::with_source(
+                    FailureReason::WorkspaceSetup,
+                    format!("cannot write {}: {e}", ctl.path().join(name).display()),
+                    e,
+                )
+            })
         };
         write(ENV_FILE, self.env_file(spec), 0o444)?;
         write(START_SCRIPT, self.start_script(spec, commands), 0o444)
