@@ -36,6 +36,12 @@ pub struct ServerConfig {
     /// its running executions end in `ERROR`.
     #[serde(with = "humantime_serde_compat")]
     pub worker_lost_timeout: Duration,
+    /// What an expired lease does to a run whose task had started: `error`
+    /// (default: the run ends `ERROR` `worker_lost`) or `requeue` (the run is
+    /// queued again once for another worker, like Buildkite's automatic retry
+    /// on a lost agent; a second lost worker ends it `ERROR`). A task that
+    /// never started is always queued again.
+    pub lease_expiry_policy: LeaseExpiryPolicy,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
     /// Write the bootstrap credentials for the local CLI here (default: the
@@ -77,6 +83,7 @@ impl Default for ServerConfig {
             heartbeat_interval: Duration::from_secs(30),
             read_timeout: Duration::from_secs(60),
             worker_lost_timeout: Duration::from_secs(120),
+            lease_expiry_policy: LeaseExpiryPolicy::Error,
             max_body_bytes: 1024 * 1024,
             cli_config_path: None,
             master_key_file: None,
@@ -88,6 +95,17 @@ impl Default for ServerConfig {
             allow_internal_repository_hosts: false,
         }
     }
+}
+
+/// What an expired lease does to a started run (`lease_expiry_policy`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LeaseExpiryPolicy {
+    /// The run ends `ERROR` with `failure_reason` `worker_lost`.
+    #[default]
+    Error,
+    /// The run is queued again, once; a second lost worker ends it `ERROR`.
+    Requeue,
 }
 
 /// Checks one `mcp_servers` entry: a usable name and exactly one transport.

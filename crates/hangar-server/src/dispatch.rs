@@ -105,6 +105,8 @@ pub struct Dispatcher {
     public_url: String,
     /// How long an execution's lease lasts without a renewal.
     lost_timeout: Duration,
+    /// What an expired lease does to a started run.
+    expiry_policy: crate::config::LeaseExpiryPolicy,
     secrets: crate::secrets::SecretBox,
     /// This replica, as named in the lease holders it writes.
     replica_id: String,
@@ -127,6 +129,7 @@ impl Dispatcher {
         store: Arc<dyn Store>,
         public_url: String,
         lost_timeout: Duration,
+        expiry_policy: crate::config::LeaseExpiryPolicy,
         secrets: crate::secrets::SecretBox,
         replica_id: String,
         sessions: Arc<crate::sessions::SessionHub>,
@@ -140,6 +143,7 @@ impl Dispatcher {
             fresh_rx: Mutex::new(Some(fresh_rx)),
             public_url,
             lost_timeout,
+            expiry_policy,
             secrets,
             replica_id,
             sessions,
@@ -744,6 +748,17 @@ impl Dispatcher {
                 );
                 self.store.reject(&exec.run_id, &exec.id, &why, now).await?;
                 tracing::warn!(run_id = %exec.run_id, execution_id = %exec.id, worker_id, "lease expired before the task started; run queued again");
+            } else if self.expiry_policy == crate::config::LeaseExpiryPolicy::Requeue
+                && self.store.lost_executions(&exec.run_id).await? == 0
+            {
+                let why = format!(
+                    "lease expired: lost contact with worker `{worker_id}` for more than {lease}; \
+                     the run is queued again (lease_expiry_policy: requeue)"
+                );
+                self.store
+                    .requeue_lost(&exec.run_id, &exec.id, &why, now)
+                    .await?;
+                tracing::warn!(run_id = %exec.run_id, execution_id = %exec.id, worker_id, "lease expired; run queued again for another worker (requeue policy)");
             } else {
                 let end = ExecutionEnd {
                     outcome: Outcome {

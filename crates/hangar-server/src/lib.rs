@@ -333,6 +333,7 @@ impl Server {
             store.clone(),
             public_url.clone(),
             config.worker_lost_timeout,
+            config.lease_expiry_policy,
             secret_box.clone(),
             replica_id.clone(),
             sessions.clone(),

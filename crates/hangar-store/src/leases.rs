@@ -40,6 +40,20 @@ pub(crate) const ISSUER_ACTIVE: &str = "SELECT 1 AS ok FROM executions x \
      LEFT JOIN api_keys k ON k.id = x.issuer_key_id WHERE x.id = ? AND (x.issuer_key_id IS NULL \
      OR (k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > ?)))";
 
+/// How many executions of a run ended because their worker was lost: `(run_id)`.
+pub(crate) const LOST_COUNT: &str = "SELECT COUNT(*) AS lost FROM executions \
+     WHERE run_id = ? AND failure_reason = 'worker_lost'";
+
+/// Ends a started execution whose worker was lost: `(at, at, message, id)`.
+pub(crate) const END_LOST: &str = "UPDATE executions SET state = 'ended', ended_at = ?, \
+     updated_at = ?, failure_reason = 'worker_lost', message = ? WHERE id = ? AND ended_at IS NULL";
+
+/// Queues its run again: `(at, message, run_id, execution_id)`.
+pub(crate) const REQUEUE_LOST_RUN: &str = "UPDATE runs SET state = 'QUEUED', \
+     current_execution_id = NULL, sandbox_running = FALSE, updated_at = ?, status_message = ? \
+     WHERE id = ? AND current_execution_id = ? \
+     AND state NOT IN ('SUCCEEDED', 'FAILED', 'ERROR', 'CANCELLED', 'BLOCKED')";
+
 /// The leases of a team's live executions: `(team_id)`.
 pub(crate) const OF_TEAM: &str = "SELECT x.worker_id AS worker_id, x.run_id AS run_id, \
      x.id AS execution_id, x.lease_holder AS lease_holder, x.lease_expires_at AS lease_expires_at, \

@@ -247,6 +247,18 @@ pub trait RunStore: Send + Sync {
     /// returns how many. For a server starting after an outage, during which
     /// no worker could renew.
     async fn extend_leases(&self, until: i64) -> StoreResult<u64>;
+    /// How many executions of the run ended because their worker was lost.
+    async fn lost_executions(&self, run: &RunId) -> StoreResult<i64>;
+    /// Ends a started execution whose worker was lost (`worker_lost`) and
+    /// queues its run again, in one transaction; `Applied` when the run was
+    /// queued, fenced like every transition.
+    async fn requeue_lost(
+        &self,
+        run: &RunId,
+        exec: &ExecutionId,
+        message: &str,
+        at: i64,
+    ) -> StoreResult<Transition>;
     /// Whether the API key that registered the execution (an unmanaged
     /// run's) is still active at `now`; true for executions without one.
     async fn issuer_active(&self, exec: &ExecutionId, now: i64) -> StoreResult<bool>;

@@ -1051,6 +1051,50 @@ impl RunStore for PostgresStore {
         Ok(row.is_some())
     }
 
+    async fn lost_executions(&self, run: &RunId) -> StoreResult<i64> {
+        let row = sqlx::query(AssertSqlSafe(crate::leases::numbered(
+            crate::leases::LOST_COUNT,
+        )))
+        .bind(run.as_str())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("lost")?)
+    }
+
+    async fn requeue_lost(
+        &self,
+        run: &RunId,
+        exec: &ExecutionId,
+        message: &str,
+        at: i64,
+    ) -> StoreResult<Transition> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(AssertSqlSafe(crate::leases::numbered(
+            crate::leases::END_LOST,
+        )))
+        .bind(at)
+        .bind(at)
+        .bind(message)
+        .bind(exec.as_str())
+        .execute(&mut *tx)
+        .await?;
+        let done = sqlx::query(AssertSqlSafe(crate::leases::numbered(
+            crate::leases::REQUEUE_LOST_RUN,
+        )))
+        .bind(at)
+        .bind(message)
+        .bind(run.as_str())
+        .bind(exec.as_str())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        if done.rows_affected() == 1 {
+            Ok(Transition::Applied)
+        } else {
+            self.why_not(run, exec).await
+        }
+    }
+
     async fn extend_leases(&self, until: i64) -> StoreResult<u64> {
         let done = sqlx::query(AssertSqlSafe(crate::leases::numbered(
             crate::leases::EXTEND_ALL,

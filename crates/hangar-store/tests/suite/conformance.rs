@@ -91,6 +91,7 @@ pub async fn run_all(store: &dyn Store) {
     metadata_and_ancestry_filters(store).await;
     leases_renew_expire_and_are_taken_once(store).await;
     live_followups_are_stored_pending_until_acked(store).await;
+    a_lost_started_run_can_be_queued_again(store).await;
     super::accounts::run_all(store).await;
     super::shares::run_all(store).await;
 }
@@ -870,4 +871,37 @@ async fn live_followups_are_stored_pending_until_acked(store: &dyn Store) {
         store.add_followup(&run.id, &exec, &note("late")).await,
         Err(StoreError::Conflict(_))
     ));
+}
+
+/// `lease_expiry_policy: requeue`: a started run whose worker was lost goes
+/// back to the queue in one step, counted as lost, and only while it is the
+/// run's current execution.
+async fn a_lost_started_run_can_be_queued_again(store: &dyn Store) {
+    let t = team(store, "lost-requeue").await;
+    let run = new_run(store, t.id, Some("lq")).await;
+    let exec = assign_with_lease(store, &run, "lq", None).await;
+    let now = Timestamp::now().unix_millis();
+    store.claim(&run.id, &exec, now).await.unwrap();
+    store.start(&run.id, &exec, now).await.unwrap();
+    assert_eq!(store.lost_executions(&run.id).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .requeue_lost(&run.id, &exec, "lease expired; queued again", now)
+            .await
+            .unwrap(),
+        Transition::Applied
+    );
+    let queued = store.run(t.id, &run.id).await.unwrap();
+    assert_eq!(queued.state, RunState::Queued);
+    assert_eq!(queued.current_execution_id, None);
+    assert_eq!(store.lost_executions(&run.id).await.unwrap(), 1);
+    assert!(store.execution(&exec).await.unwrap().ended_at.is_some());
+    // A second time, for the same (ended) execution, changes nothing.
+    assert_ne!(
+        store
+            .requeue_lost(&run.id, &exec, "again", now)
+            .await
+            .unwrap(),
+        Transition::Applied
+    );
 }

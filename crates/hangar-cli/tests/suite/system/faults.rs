@@ -935,3 +935,53 @@ async fn d6_server_down_across_a_model_call_costs_the_run_nothing() {
     assert_eq!(run.state, RunState::Succeeded, "{}", status_text(&run));
     assert_eq!(llm.requests().len(), 2);
 }
+
+/// `lease_expiry_policy: requeue`: a started run whose worker is killed is
+/// queued again when its lease expires (once), runs on the next worker and
+/// SUCCEEDS; nothing of the first execution is left behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn lease_expiry_policy_requeue_runs_a_lost_task_again_on_the_next_worker() {
+    let llm = FakeLlm::start(vec![
+        sleeping_llm_turns().remove(0),
+        Turn::text("done on the second worker"),
+    ])
+    .await;
+    let mut options = ClusterOptions::default().with_fake_llm(&llm.base_url());
+    options
+        .extra_config
+        .push_str("lease_expiry_policy: requeue\n");
+    let mut cluster = TestCluster::start(&hangar_bin(), options).await.unwrap();
+    let client = cluster.client();
+    let root = cluster
+        .start_worker("lq", &[])
+        .await
+        .unwrap()
+        .workspace_root
+        .clone();
+    let created = client.create_run(&sleeping_run("lq")).await.unwrap();
+    wait_in_progress(&cluster, &client, &created.run_id).await;
+    wait_for_tool(&root).await;
+
+    cluster
+        .worker("lq")
+        .unwrap()
+        .signal(Signal::SIGKILL)
+        .unwrap();
+    let queued = cluster
+        .wait_run(&created.run_id, LEASE * 3, |r| r.state == RunState::Queued)
+        .await
+        .unwrap();
+    assert!(
+        status_text(&queued).contains("queued again"),
+        "{}",
+        status_text(&queued)
+    );
+    cluster.start_worker("lq", &[]).await.unwrap();
+    let run = cluster
+        .wait_finished(&created.run_id, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(run.state, RunState::Succeeded, "{}", status_text(&run));
+    assert_eq!(llm.remaining(), 0);
+    wait_no_workspaces(&root).await;
+}
