@@ -55,15 +55,10 @@ impl Containment {
     /// Probes the host: a writable cgroup v2 with `cgroup.kill`, and whether
     /// this process may create PID namespaces.
     pub fn detect() -> Containment {
-        let cgroup_root = cgroup_root().filter(|root| probe_cgroup(root));
-        let mut probe = Containment {
-            pid_namespace: true,
-            cgroup_root: None,
-        };
-        let pid_namespace = probe.probe_pid_namespace();
-        probe.pid_namespace = pid_namespace;
-        probe.cgroup_root = cgroup_root;
-        probe
+        Containment {
+            pid_namespace: Self::probe_pid_namespace(),
+            cgroup_root: cgroup_root().filter(|root| probe_cgroup(root)),
+        }
     }
 
     /// One line for the start-up log.
@@ -127,7 +122,7 @@ impl Containment {
     }
 
     /// Spawns `/bin/true` in a PID namespace; whether that worked.
-    fn probe_pid_namespace(&self) -> bool {
+    fn probe_pid_namespace() -> bool {
         let scope = Scope {
             pid_namespace: true,
             cgroup: None,
@@ -210,16 +205,14 @@ impl Scope {
         }
     }
 
-    /// Kills every process in the execution's cgroup and waits until it is
-    /// empty; false when there is no cgroup.
-    pub fn kill(&self) -> bool {
-        let Some(cgroup) = &self.cgroup else {
-            return false;
-        };
-        if let Err(e) = kill_cgroup(&cgroup.dir) {
+    /// Kills every process in the execution's cgroup, if it has one, and
+    /// waits until it is empty.
+    pub fn kill(&self) {
+        if let Some(cgroup) = &self.cgroup
+            && let Err(e) = kill_cgroup(&cgroup.dir)
+        {
             tracing::warn!(cgroup = %cgroup.dir.display(), error = %e, "cannot kill the execution's cgroup");
         }
-        true
     }
 }
 

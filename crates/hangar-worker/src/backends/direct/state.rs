@@ -72,7 +72,7 @@ pub(crate) fn forget(root: &Path, execution_id: &str) {
 }
 
 /// The records a previous worker left under `root`.
-fn leftovers(root: &Path) -> Vec<(PathBuf, Record)> {
+fn leftovers(root: &Path) -> Vec<Record> {
     let Ok(entries) = std::fs::read_dir(records_dir(root)) else {
         return Vec::new();
     };
@@ -87,7 +87,7 @@ fn leftovers(root: &Path) -> Vec<(PathBuf, Record)> {
             .map_err(|e| e.to_string())
             .and_then(|b| serde_json::from_slice::<Record>(&b).map_err(|e| e.to_string()))
         {
-            Ok(record) => found.push((path, record)),
+            Ok(record) => found.push(record),
             Err(e) => {
                 tracing::warn!(record = %path.display(), error = %e, "ignoring an unreadable execution record");
             }
@@ -109,7 +109,7 @@ pub(crate) struct Reaped {
 /// Reaps every execution a previous worker left under `root`.
 pub(crate) fn reap(root: &Path, remove_workspaces: bool) -> Vec<Reaped> {
     let mut reaped = Vec::new();
-    for (path, record) in leftovers(root) {
+    for record in leftovers(root) {
         let mut outcome = Reaped {
             task_id: record.task_id.clone(),
             execution_id: record.execution_id.clone(),
@@ -135,7 +135,6 @@ pub(crate) fn reap(root: &Path, remove_workspaces: bool) -> Vec<Reaped> {
             }
         }
         forget(root, &record.execution_id);
-        let _ = std::fs::remove_file(&path);
         tracing::info!(
             task_id = %outcome.task_id,
             execution_id = %outcome.execution_id,
