@@ -150,7 +150,7 @@ fn assert_no_clear_secrets(dump: &str, secrets: &Secrets) {
 }
 
 #[tokio::test]
-async fn sqlite_dump_holds_no_secret_in_clear() {
+async fn c3_sqlite_dump_holds_no_secret_in_clear() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("hangar.db");
     let store = SqliteStore::open(&path).await.unwrap();
@@ -191,7 +191,7 @@ async fn sqlite_dump_holds_no_secret_in_clear() {
 }
 
 #[tokio::test]
-async fn postgres_dump_holds_no_secret_in_clear() {
+async fn c3_postgres_dump_holds_no_secret_in_clear() {
     let db = TestSchema::new();
     let store = db.store().await;
     let secrets = populate(&store).await;
