@@ -20,6 +20,7 @@ pub mod openapi;
 pub mod presence;
 pub mod rate_limit;
 pub mod replicas;
+pub mod roles;
 pub mod schedule;
 pub mod secrets;
 pub mod sessions;

@@ -9,6 +9,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use hangar_protocol::{ApiKeyItem, CreateApiKeyRequest, Timestamp};
+use crate::roles::Role;
 use hangar_store::ApiKeyRecord;
 
 fn item(r: &ApiKeyRecord, key: Option<String>) -> ApiKeyItem {
@@ -66,14 +67,16 @@ pub async fn list(
     State(app): State<AppState>,
     headers: HeaderMap,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let (team, _) = authenticate(app.store.as_ref(), &headers)
-        .await?
-        .require_api_key()?;
+    let who = authenticate(app.store.as_ref(), &headers).await?;
+    let (team, user) = who.require_api_key()?;
+    // Admins see the team's keys; members their own.
+    let all = crate::roles::role(&app, &who).await? == Role::Admin;
     let keys: Vec<ApiKeyItem> = app
         .store
         .list_api_keys(team)
         .await?
         .iter()
+        .filter(|r| all || r.user_id == user)
         .map(|r| item(r, None))
         .collect();
     Ok(Json(serde_json::json!({ "api_keys": keys })))
@@ -86,16 +89,22 @@ pub async fn expire(
     headers: HeaderMap,
     Path(key_id): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let (team, _) = authenticate(app.store.as_ref(), &headers)
+    let who = authenticate(app.store.as_ref(), &headers).await?;
+    let (team, _) = who.require_api_key()?;
+    let missing = || ApiError::NotFound(format!("API key `{key_id}` does not exist"));
+    let key = app
+        .store
+        .list_api_keys(team)
         .await?
-        .require_api_key()?;
+        .into_iter()
+        .find(|k| k.id == key_id)
+        .ok_or_else(missing)?;
+    crate::roles::require_owner_or_admin(&app, &who, key.user_id, "expire this API key").await?;
     app.store
         .revoke_api_key(team, &key_id, Timestamp::now().unix_millis())
         .await
         .map_err(|e| match e {
-            hangar_store::StoreError::NotFound => {
-                ApiError::NotFound(format!("API key `{key_id}` does not exist"))
-            }
+            hangar_store::StoreError::NotFound => missing(),
             other => other.into(),
         })?;
     Ok(Json(serde_json::json!({ "id": key_id, "revoked": true })))

@@ -304,15 +304,10 @@ pub async fn replace(
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult<Json<ScheduledAgentItem>> {
-    let (team_id, user_id) = authenticate(app.store.as_ref(), &headers)
-        .await?
-        .require_api_key()?;
+    // 404 and 403 before 400: a caller fixing a body for a schedule that is
+    // gone, or not theirs, should know.
+    let (team_id, user_id, _) = owned_schedule(&app, &headers, &id, "change this schedule").await?;
     let req: UpdateScheduledAgentRequest = parse_json(&body)?;
-    // 404 before 400: a caller fixing a body for a schedule that is gone should know.
-    app.store
-        .schedule(team_id, &id)
-        .await
-        .map_err(store_error(&id))?;
     let config = with_run_options(
         req.agent_config,
         req.metadata.as_ref(),
@@ -359,9 +354,7 @@ pub async fn delete(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Json<DeleteScheduledAgentResponse>> {
-    let (team_id, _) = authenticate(app.store.as_ref(), &headers)
-        .await?
-        .require_api_key()?;
+    let (team_id, _, _) = owned_schedule(&app, &headers, &id, "delete this schedule").await?;
     app.store
         .delete_schedule(team_id, &id)
         .await
@@ -370,20 +363,37 @@ pub async fn delete(
     Ok(Json(DeleteScheduledAgentResponse { success: true }))
 }
 
+/// The caller's team's schedule `id` (404 otherwise), which the caller must
+/// have created or be an admin to change (403 otherwise).
+async fn owned_schedule(
+    app: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+    action: &str,
+) -> ApiResult<(i64, Option<i64>, ScheduleRecord)> {
+    let who = authenticate(app.store.as_ref(), headers).await?;
+    let (team_id, user_id) = who.require_api_key()?;
+    let current = app
+        .store
+        .schedule(team_id, id)
+        .await
+        .map_err(store_error(id))?;
+    crate::roles::require_owner_or_admin(app, &who, current.created_by, action).await?;
+    Ok((team_id, user_id, current))
+}
+
 async fn set_enabled(
     app: &AppState,
     headers: &HeaderMap,
     id: &str,
     enabled: bool,
 ) -> ApiResult<Json<ScheduledAgentItem>> {
-    let (team_id, user_id) = authenticate(app.store.as_ref(), headers)
-        .await?
-        .require_api_key()?;
-    let current = app
-        .store
-        .schedule(team_id, id)
-        .await
-        .map_err(store_error(id))?;
+    let action = if enabled {
+        "resume this schedule"
+    } else {
+        "pause this schedule"
+    };
+    let (team_id, user_id, current) = owned_schedule(app, headers, id, action).await?;
     let now = now_ms();
     let next_run = if enabled {
         CronSchedule::parse(&current.cron_schedule, current.timezone.as_deref())
