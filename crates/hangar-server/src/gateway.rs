@@ -5,7 +5,7 @@
 //! pings. A worker that sends nothing for `read_timeout` is disconnected.
 
 use crate::AppState;
-use crate::auth::authenticate;
+use crate::auth::{Principal, authenticate};
 use crate::dispatch::{Registration, WORKER_OUTBOX, WorkerKey};
 use crate::error::{ApiError, ApiResult};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -46,6 +46,25 @@ pub fn validate_worker_id(id: &str) -> ApiResult<()> {
     Ok(())
 }
 
+/// Worker ids the server keeps for itself (`local:unmanaged` holds unmanaged runs).
+pub const RESERVED_WORKER_PREFIX: &str = "local:";
+
+/// Who may connect as a worker: an API key (never a dashboard cookie or a run
+/// token) of a team admin, or a team key that belongs to no user (the one
+/// `hangar up` gives its local worker). A worker receives other users' tasks
+/// with their secrets and run tokens, so a member's key must not (scenario S8).
+async fn may_connect_as_worker(app: &AppState, who: &Principal) -> ApiResult<i64> {
+    let Principal::ApiKey { team_id, .. } = who else {
+        return Err(ApiError::Forbidden(
+            "only an API key can connect as a worker (not a dashboard session or a run token); \
+             pass an admin's key (or a team key) with `HANGAR_API_KEY`"
+                .into(),
+        ));
+    };
+    crate::roles::require_admin(app, who, "connect workers").await?;
+    Ok(*team_id)
+}
+
 /// Upgrades an authenticated worker connection.
 #[utoipa::path(get, path = "/selfhosted/worker/ws", tag = "hangar", params(("worker_id" = String, Query, description = "The worker id")), responses((status = 101, description = "WebSocket: the worker protocol (PROTOCOL.md section 2)"), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
 pub async fn worker_socket(
@@ -58,13 +77,20 @@ pub async fn worker_socket(
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
-    let team_id = match principal.require_api_key() {
-        Ok((team, _)) => team,
+    let team_id = match may_connect_as_worker(&app, &principal).await {
+        Ok(team) => team,
         Err(e) => return e.into_response(),
     };
     let worker_id = query.get("worker_id").cloned().unwrap_or_default();
     if let Err(e) = validate_worker_id(&worker_id) {
         return e.into_response();
+    }
+    if worker_id.starts_with(RESERVED_WORKER_PREFIX) {
+        return ApiError::Forbidden(format!(
+            "worker id `{worker_id}` is reserved: ids starting with `{RESERVED_WORKER_PREFIX}` \
+             belong to the server (unmanaged runs); pick another `--worker-id`"
+        ))
+        .into_response();
     }
     let ws = match ws {
         Ok(ws) => ws,

@@ -167,8 +167,12 @@ pub async fn api_keys(State(app): State<AppState>, headers: HeaderMap) -> Respon
         Ok(v) => v,
         Err(r) => return r,
     };
+    // Admins see the team's keys, members their own (as `GET /api-keys`).
     let keys = match app.store.list_api_keys(v.team.id).await {
-        Ok(k) => k,
+        Ok(k) => k
+            .into_iter()
+            .filter(|k| v.is_admin() || k.user_id == Some(v.user.id))
+            .collect::<Vec<_>>(),
         Err(e) => return unavailable(e),
     };
     let now = hangar_protocol::Timestamp::now().unix_millis();
