@@ -6,5 +6,6 @@ mod common;
 mod fuzz;
 mod isolation;
 mod limits;
+mod roles;
 mod run_tokens;
 mod sharing;

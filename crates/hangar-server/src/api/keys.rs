@@ -4,12 +4,12 @@ use crate::AppState;
 use crate::api::parse_json;
 use crate::auth::{authenticate, issue_api_key};
 use crate::error::{ApiError, ApiResult};
+use crate::roles::Role;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use hangar_protocol::{ApiKeyItem, CreateApiKeyRequest, Timestamp};
-use crate::roles::Role;
 use hangar_store::ApiKeyRecord;
 
 fn item(r: &ApiKeyRecord, key: Option<String>) -> ApiKeyItem {
