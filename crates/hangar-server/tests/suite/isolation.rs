@@ -831,18 +831,17 @@ async fn c1_every_route_isolates_teams_run_tokens_and_bad_keys() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c1_a_worker_of_another_team_cannot_report_on_its_runs() {
     use tokio_tungstenite::tungstenite::Message;
+    const IMPOSTOR: &str = "build-box";
     let t = TwoTeams::start().await;
     let f = team_a_objects(&t).await;
     let a = t.key_a.as_str();
     let before = t
         .ok("GET", &format!("/agent/runs/{}", f.run_id), a, None)
         .await;
-    // Named like the executions of unmanaged runs, so only the team check stands in the way.
+    // `local:` ids are reserved for the server (see the S8 test), so team B's
+    // worker takes an ordinary id: only the team check stands in the way.
     let mut ws = hangar_client::connect_websocket(
-        &t.ws_url(&format!(
-            "/selfhosted/worker/ws?worker_id={}",
-            hangar_store::LOCAL_WORKER_ID
-        )),
+        &t.ws_url(&format!("/selfhosted/worker/ws?worker_id={IMPOSTOR}")),
         &t.key_b,
     )
     .await
@@ -851,7 +850,7 @@ async fn c1_a_worker_of_another_team_cannot_report_on_its_runs() {
         for (kind, data) in [
             (
                 "task_claimed",
-                serde_json::json!({"task_id": run, "worker_id": hangar_store::LOCAL_WORKER_ID}),
+                serde_json::json!({"task_id": run, "worker_id": IMPOSTOR}),
             ),
             (
                 "task_completed",
@@ -877,7 +876,7 @@ async fn c1_a_worker_of_another_team_cannot_report_on_its_runs() {
     let mut gone = false;
     for _ in 0..100 {
         let w = t.ok("GET", "/workers", &t.key_b, None).await;
-        if !w.to_string().contains(hangar_store::LOCAL_WORKER_ID) {
+        if !w.to_string().contains(IMPOSTOR) {
             gone = true;
             break;
         }
