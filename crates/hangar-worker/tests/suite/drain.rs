@@ -91,7 +91,7 @@ async fn hard_shutdown_stops_running_tasks_as_graceful_shutdown() {
         other => panic!("expected task_failed, got {other:?}"),
     }
     w.join().await.unwrap();
-    assert!(live_group_members(pgid).is_empty());
+    wait_for_group_gone(pgid).await;
     assert!(!w.workspace_root.join("exec-h").exists());
 }
 
