@@ -153,6 +153,25 @@ impl TwoTeams {
         format!("{}/api/v1{path}", self.url)
     }
 
+    /// A new member (role `member`) of team A named `name`, with a personal API key.
+    pub async fn member(&self, name: &str) -> (hangar_store::UserRecord, String) {
+        let store = self.store();
+        let user = store
+            .create_user(hangar_store::NewUser {
+                uid: hangar_protocol::RunId::generate().0,
+                team_id: 1,
+                email: Some(format!("{name}@a.test")),
+                display_name: name.into(),
+                role: "member".into(),
+            })
+            .await
+            .unwrap();
+        let (_, key) = auth::issue_api_key(store.as_ref(), 1, Some(user.id), name, None)
+            .await
+            .unwrap();
+        (user, key)
+    }
+
     /// Sends a request to `/api/v1{path}`; `auth` is the whole Authorization header value.
     pub async fn call_raw(
         &self,

@@ -3,8 +3,6 @@
 //! the server publishes against it.
 
 use crate::suite::common::TwoTeams;
-use hangar_server::auth;
-use hangar_store::NewUser;
 use std::collections::BTreeSet;
 
 /// `(method, path, who)` rows of the README's roles table.
@@ -32,30 +30,11 @@ fn roles_table() -> Vec<(String, String, String)> {
         .collect()
 }
 
-/// A member of team A with a personal key.
-async fn member_key(t: &TwoTeams) -> String {
-    let store = t.store();
-    let user = store
-        .create_user(NewUser {
-            uid: hangar_protocol::RunId::generate().0,
-            team_id: 1,
-            email: Some("member@a.test".into()),
-            display_name: "member".into(),
-            role: "member".into(),
-        })
-        .await
-        .unwrap();
-    let (_, key) = auth::issue_api_key(store.as_ref(), 1, Some(user.id), "member", None)
-        .await
-        .unwrap();
-    key
-}
-
 #[tokio::test]
 async fn c9_every_route_follows_the_roles_table() {
     let t = TwoTeams::start().await;
     let admin = t.key_a.clone();
-    let member = member_key(&t).await;
+    let member = t.member("member").await.1;
 
     // Every published route has exactly one row, and every row a route.
     let table = roles_table();
@@ -184,7 +163,7 @@ async fn c9_every_route_follows_the_roles_table() {
 async fn c9_a_member_cannot_expire_an_admin_key_or_change_team_secrets() {
     let t = TwoTeams::start().await;
     let admin = t.key_a.clone();
-    let member = member_key(&t).await;
+    let member = t.member("member").await.1;
     let keys = t.ok("GET", "/api-keys", &admin, None).await;
     let admin_key = keys["api_keys"][0]["id"].as_str().unwrap().to_owned();
 
@@ -262,7 +241,7 @@ async fn c9_a_member_cannot_expire_an_admin_key_or_change_team_secrets() {
 #[tokio::test]
 async fn s8_a_member_key_cannot_connect_as_a_worker_nor_anyone_as_local() {
     let t = TwoTeams::start().await;
-    let member = member_key(&t).await;
+    let member = t.member("member").await.1;
     let r = t
         .call(
             "GET",

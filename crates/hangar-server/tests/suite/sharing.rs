@@ -16,29 +16,11 @@ struct Members {
 }
 
 async fn members(t: &TwoTeams) -> Members {
-    let store = t.server().state().store.clone();
-    let mut keys = Vec::new();
-    for name in ["alice", "bob"] {
-        let user = store
-            .create_user(NewUser {
-                uid: hangar_protocol::RunId::generate().0,
-                team_id: 1,
-                email: Some(format!("{name}@a.test")),
-                display_name: name.into(),
-                role: "member".into(),
-            })
-            .await
-            .unwrap();
-        let (_, key) = auth::issue_api_key(store.as_ref(), 1, Some(user.id), name, None)
-            .await
-            .unwrap();
-        keys.push(key);
-    }
-    let (_, robot) = auth::issue_api_key(store.as_ref(), 1, None, "robot", None)
+    let (_, alice) = t.member("alice").await;
+    let (_, bob) = t.member("bob").await;
+    let (_, robot) = auth::issue_api_key(t.store().as_ref(), 1, None, "robot", None)
         .await
         .unwrap();
-    let bob = keys.pop().unwrap();
-    let alice = keys.pop().unwrap();
     Members { alice, bob, robot }
 }
 
