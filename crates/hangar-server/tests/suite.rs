@@ -8,3 +8,4 @@ mod isolation;
 mod limits;
 mod run_tokens;
 mod sharing;
+mod web;

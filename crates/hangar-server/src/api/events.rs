@@ -595,6 +595,7 @@ pub async fn websocket(
     RawQuery(raw): RawQuery,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
+    crate::web_auth::check_websocket_origin(&headers, &app.public_url)?;
     let principal = authenticate(app.store.as_ref(), &headers).await?;
     let query = parse_query(raw.as_deref(), &headers)?;
     let run = load_visible(&app, &principal, &run_id).await?;
