@@ -112,6 +112,26 @@ pub async fn check_password(hash: Option<String>, password: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Argon2 verifications allowed at once (each takes ~19 MiB and a core).
+pub const MAX_CONCURRENT_VERIFICATIONS: usize = 3;
+/// How long a sign-in waits for a verification slot before it is refused.
+pub const VERIFICATION_WAIT: Duration = Duration::from_secs(2);
+
+/// Bounds concurrent password verifications, so a sign-in flood cannot take
+/// every core and all memory: a caller waits at most [`VERIFICATION_WAIT`]
+/// for a slot, then gets `None` (answer 503 with `Retry-After`).
+pub async fn check_password_bounded(hash: Option<String>, password: &str) -> Option<bool> {
+    static SLOTS: OnceLock<tokio::sync::Semaphore> = OnceLock::new();
+    let slots = SLOTS.get_or_init(|| tokio::sync::Semaphore::new(MAX_CONCURRENT_VERIFICATIONS));
+    let permit = tokio::time::timeout(VERIFICATION_WAIT, slots.acquire())
+        .await
+        .ok()?
+        .ok()?;
+    let ok = check_password(hash, password).await;
+    drop(permit);
+    Some(ok)
+}
+
 /// Refuses a WebSocket upgrade authenticated by the dashboard cookie (no
 /// `Authorization` header) whose `Origin` is not this server's own origin:
 /// the `Host` the request was sent to, or the configured public URL. A page

@@ -175,3 +175,48 @@ async fn web_login_next_is_an_open_redirect_no_more() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c8_public_link_streams_are_bounded_per_address_and_released() {
+    let t = TwoTeams::start().await;
+    let (run, _) = t.local_run("public flood").await;
+    let share = t
+        .ok(
+            "POST",
+            &format!("/agent/runs/{run}/shares"),
+            &t.key_a,
+            Some(r#"{"grantee":"public"}"#),
+        )
+        .await;
+    let url = share["url"].as_str().unwrap();
+    let token = url.rsplit('/').next().unwrap();
+    let events = t.api(&format!("/public/sessions/{token}/events"));
+    let per_address = hangar_server::rate_limit::PUBLIC_STREAMS_PER_ADDRESS;
+    // The attack: one visitor opens stream after stream.
+    let mut open = Vec::new();
+    for _ in 0..per_address {
+        let r = t.http.get(&events).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        open.push(r);
+    }
+    let over = t.http.get(&events).send().await.unwrap();
+    assert_eq!(over.status().as_u16(), 429);
+    assert!(over.headers().contains_key("retry-after"));
+    let text = over.text().await.unwrap();
+    assert!(text.contains("too many open streams"), "{text}");
+    // Closing one releases its slot.
+    drop(open.pop());
+    let mut reopened = None;
+    for _ in 0..50 {
+        let r = t.http.get(&events).send().await.unwrap();
+        if r.status().as_u16() == 200 {
+            reopened = Some(r);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        reopened.is_some(),
+        "a closed stream's slot was never released"
+    );
+}
