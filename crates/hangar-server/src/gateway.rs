@@ -73,6 +73,9 @@ pub async fn worker_socket(
     Query(query): Query<HashMap<String, String>>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
+    if let Err(e) = crate::web_auth::check_websocket_origin(&headers, &app.public_url) {
+        return e.into_response();
+    }
     let principal = match authenticate(app.store.as_ref(), &headers).await {
         Ok(p) => p,
         Err(e) => return e.into_response(),

@@ -61,6 +61,8 @@ pub struct AppInner {
     pub sessions: Arc<SessionHub>,
     /// Grant changes for open session streams.
     pub shares: Arc<sharing::ShareHub>,
+    /// Open public-link streams, per link and per address.
+    pub public_streams: Arc<rate_limit::StreamSlots>,
     /// Backoff for failed dashboard sign-ins.
     pub logins: Arc<web_auth::LoginThrottle>,
     /// Model providers.
@@ -357,6 +359,7 @@ impl Server {
             dispatcher: dispatcher.clone(),
             sessions,
             shares: Arc::new(sharing::ShareHub::default()),
+            public_streams: Arc::new(rate_limit::StreamSlots::default()),
             logins: Arc::new(web_auth::LoginThrottle::default()),
             llm: Arc::new(llm),
             default_model,

@@ -202,6 +202,57 @@ pub async fn layer(State(limiter): State<Arc<RateLimiter>>, req: Request, next: 
     }
 }
 
+/// Concurrent public-link streams allowed per link.
+pub const PUBLIC_STREAMS_PER_LINK: usize = 20;
+/// Concurrent public-link streams allowed per client address.
+pub const PUBLIC_STREAMS_PER_ADDRESS: usize = 5;
+
+/// Counts open public-link streams per link and per client address.
+#[derive(Default)]
+pub struct StreamSlots {
+    open: Mutex<HashMap<String, usize>>,
+}
+
+/// One open stream; its slots are released when it is dropped.
+pub struct StreamSlot {
+    slots: Arc<StreamSlots>,
+    keys: Vec<String>,
+}
+
+impl StreamSlots {
+    /// Takes a slot for each `(key, limit)`, or none when any is full.
+    pub fn acquire(self: &Arc<Self>, keys: &[(String, usize)]) -> Option<StreamSlot> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if keys
+            .iter()
+            .any(|(k, limit)| open.get(k).copied().unwrap_or(0) >= *limit)
+        {
+            return None;
+        }
+        for (k, _) in keys {
+            *open.entry(k.clone()).or_insert(0) += 1;
+        }
+        Some(StreamSlot {
+            slots: self.clone(),
+            keys: keys.iter().map(|(k, _)| k.clone()).collect(),
+        })
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.slots.open.lock().unwrap_or_else(|p| p.into_inner());
+        for k in &self.keys {
+            if let Some(n) = open.get_mut(k) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    open.remove(k);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -112,6 +112,74 @@ pub async fn check_password(hash: Option<String>, password: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Argon2 verifications allowed at once (each takes ~19 MiB and a core).
+pub const MAX_CONCURRENT_VERIFICATIONS: usize = 3;
+/// How long a sign-in waits for a verification slot before it is refused.
+pub const VERIFICATION_WAIT: Duration = Duration::from_secs(2);
+
+/// Bounds concurrent password verifications, so a sign-in flood cannot take
+/// every core and all memory: a caller waits at most [`VERIFICATION_WAIT`]
+/// for a slot, then gets `None` (answer 503 with `Retry-After`).
+pub async fn check_password_bounded(hash: Option<String>, password: &str) -> Option<bool> {
+    static SLOTS: OnceLock<tokio::sync::Semaphore> = OnceLock::new();
+    let slots = SLOTS.get_or_init(|| tokio::sync::Semaphore::new(MAX_CONCURRENT_VERIFICATIONS));
+    let permit = tokio::time::timeout(VERIFICATION_WAIT, slots.acquire())
+        .await
+        .ok()?
+        .ok()?;
+    let ok = check_password(hash, password).await;
+    drop(permit);
+    Some(ok)
+}
+
+/// Refuses a WebSocket upgrade authenticated by the dashboard cookie (no
+/// `Authorization` header) whose `Origin` is not this server's own origin:
+/// the `Host` the request was sent to, or the configured public URL. A page
+/// on another site cannot open a socket that rides on the user's session.
+/// Bearer-authenticated upgrades (CLI, workers, agents) are unaffected, and so
+/// are requests without `Origin` (browsers always send one on WebSockets).
+pub fn check_websocket_origin(headers: &HeaderMap, public_url: &str) -> ApiResult<()> {
+    if headers.contains_key(header::AUTHORIZATION) || session_cookie(headers).is_none() {
+        return Ok(());
+    }
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let origin_text = origin.to_str().unwrap_or_default();
+    let refused = || {
+        ApiError::Forbidden(format!(
+            "cross-origin WebSocket refused: the request carries the dashboard cookie but its \
+             Origin `{origin_text}` is not this server ({public_url}); open the socket from the \
+             dashboard itself, or authenticate with `Authorization: Bearer <key>`"
+        ))
+    };
+    let Ok(parsed) = url::Url::parse(origin_text) else {
+        return Err(refused());
+    };
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(refused());
+    }
+    let own = url::Url::parse(public_url)
+        .ok()
+        .map(|u| u.origin().ascii_serialization());
+    if own.as_deref() == Some(parsed.origin().ascii_serialization().as_str()) {
+        return Ok(());
+    }
+    let authority = match (parsed.host_str(), parsed.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_owned(),
+        _ => return Err(refused()),
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !host.is_empty() && host.eq_ignore_ascii_case(&authority) {
+        return Ok(());
+    }
+    Err(refused())
+}
+
 /// The CSRF token of a session: a keyed hash of its token, rendered into
 /// pages and echoed in `X-Hangar-CSRF`.
 pub fn csrf_token(session_token: &str) -> String {

@@ -9,3 +9,4 @@ mod limits;
 mod roles;
 mod run_tokens;
 mod sharing;
+mod web;

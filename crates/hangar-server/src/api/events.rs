@@ -307,10 +307,22 @@ pub fn event_stream(
     after: Option<EventCursor>,
     follow: bool,
 ) -> Response {
+    event_stream_holding(state, run, who, after, follow, None)
+}
+
+/// [`event_stream`], keeping `slot` (a concurrency slot) until it ends.
+pub fn event_stream_holding(
+    state: AppState,
+    run: RunRecord,
+    who: AccessCheck,
+    after: Option<EventCursor>,
+    follow: bool,
+    slot: Option<crate::rate_limit::StreamSlot>,
+) -> Response {
     let rx = spawn_pump(state, run, who, after, follow);
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
+    let stream = futures::stream::unfold((rx, slot), |(mut rx, slot)| async move {
         let frame = rx.recv().await?;
-        Some((Ok::<Event, Infallible>(frame.to_sse()), rx))
+        Some((Ok::<Event, Infallible>(frame.to_sse()), (rx, slot)))
     });
     let mut resp = Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
@@ -595,6 +607,7 @@ pub async fn websocket(
     RawQuery(raw): RawQuery,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
+    crate::web_auth::check_websocket_origin(&headers, &app.public_url)?;
     let principal = authenticate(app.store.as_ref(), &headers).await?;
     let query = parse_query(raw.as_deref(), &headers)?;
     let run = load_visible(&app, &principal, &run_id).await?;

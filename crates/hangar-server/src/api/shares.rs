@@ -16,7 +16,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use hangar_protocol::share::{
     ListSharesResponse, PublicSession, ShareItem, ShareRole, validate_email,
 };
@@ -243,14 +243,44 @@ pub async fn public_events(
     headers: HeaderMap,
     Path(token): Path<String>,
     RawQuery(raw): RawQuery,
+    extensions: axum::http::Extensions,
 ) -> ApiResult<Response> {
     let (_, run) = public_link(&app, &token).await?;
     let query = events::parse_query(raw.as_deref(), &headers)?;
-    Ok(events::event_stream(
+    let addr = extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_else(|| "unknown".to_owned());
+    let keys = [
+        (
+            format!("link:{}", hex::encode(crate::auth::hash_secret(&token))),
+            crate::rate_limit::PUBLIC_STREAMS_PER_LINK,
+        ),
+        (
+            format!("addr:{addr}"),
+            crate::rate_limit::PUBLIC_STREAMS_PER_ADDRESS,
+        ),
+    ];
+    let Some(slot) = app.public_streams.acquire(&keys) else {
+        let mut resp = ApiError::TooManyRequests(format!(
+            "too many open streams of this public link or from your address (at most {} per \
+             link and {} per address); close one and retry",
+            crate::rate_limit::PUBLIC_STREAMS_PER_LINK,
+            crate::rate_limit::PUBLIC_STREAMS_PER_ADDRESS
+        ))
+        .into_response();
+        resp.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("5"),
+        );
+        return Ok(resp);
+    };
+    Ok(events::event_stream_holding(
         app,
         run,
         events::AccessCheck::PublicLink(token),
         query.after,
         query.follow,
+        Some(slot),
     ))
 }

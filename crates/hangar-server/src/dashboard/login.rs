@@ -18,7 +18,15 @@ const MAX_FORM_BYTES: usize = 8 * 1024;
 /// Where to go after signing in: a local path only (no open redirect).
 fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_owned(),
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n.contains('\\')
+                && !n.contains("://")
+                && !n.chars().any(|c| c.is_control() || c.is_whitespace()) =>
+        {
+            n.to_owned()
+        }
         _ => "/".to_owned(),
     }
 }
@@ -143,7 +151,18 @@ pub async fn submit(State(app): State<AppState>, req: Request) -> Response {
         Some(c) if !c.user.disabled => (c.password_hash, Some(c.user)),
         _ => (None, None),
     };
-    let ok = web_auth::check_password(hash, password).await;
+    let Some(ok) = web_auth::check_password_bounded(hash, password).await else {
+        tracing::warn!(%addr, "sign-in refused: too many password checks at once");
+        let mut resp = form(
+            &next,
+            email,
+            Some("Too many sign-ins at once. Wait a few seconds and try again."),
+            StatusCode::SERVICE_UNAVAILABLE,
+        );
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+        return resp;
+    };
     let Some(user) = user.filter(|_| ok) else {
         app.logins.failed(&keys);
         tracing::info!(%addr, "dashboard sign-in failed");
