@@ -3,19 +3,12 @@
 //! cookie-authenticated mutations, sign-in backoff, and sessions that end on
 //! logout and password change.
 
-use crate::suite::common::TwoTeams;
+use crate::suite::common::{TwoTeams, no_redirects};
 use reqwest::StatusCode;
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use serde_json::{Value, json};
 
 const PW: &str = "member-password-1";
-
-fn no_redirects() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
 
 /// Signs in through the form; returns the `hangar_session=…` cookie pair.
 async fn sign_in(t: &TwoTeams, email: &str, password: &str) -> reqwest::Response {

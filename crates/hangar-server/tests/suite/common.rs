@@ -285,3 +285,11 @@ pub fn count_panics() -> Arc<AtomicUsize> {
     }));
     count
 }
+
+/// An HTTP client that does not follow redirects (sign-in answers are 303s).
+pub fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}

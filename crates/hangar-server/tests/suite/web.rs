@@ -2,20 +2,13 @@
 //! dashboard cookie are refused, `/login?next=` is no open redirect, and
 //! public-link streams are bounded.
 
-use crate::suite::common::TwoTeams;
+use crate::suite::common::{TwoTeams, no_redirects};
 use reqwest::header::{LOCATION, SET_COOKIE};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
 const PW: &str = "member-password-1";
-
-fn no_redirects() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
 
 /// Creates a team A member and signs in; returns the `hangar_session=…` pair.
 async fn member_cookie(t: &TwoTeams) -> String {
