@@ -23,6 +23,8 @@
 //!   exponential backoff, jitter and `Retry-After`.
 //! - [`ProviderRegistry`] / [`ProvidersConfig`]: typed provider config and
 //!   `provider/model` resolution.
+//! - [`default_price`] / [`DEFAULT_PRICES`]: list prices of common OpenAI and
+//!   Anthropic models, used when the config names no price for a model.
 //! - [`collect`]: a [`ChunkStream`] folded into a [`llm::ChatResponse`].
 //! - [`SecretString`]: API keys that print as `***`.
 //!
@@ -61,6 +63,7 @@ mod anthropic;
 mod collect;
 mod http;
 mod openai;
+mod prices;
 mod registry;
 mod retry;
 mod secret;
@@ -68,6 +71,7 @@ mod secret;
 pub use anthropic::{AnthropicConfig, AnthropicProvider};
 pub use collect::collect;
 pub use openai::{OpenAiConfig, OpenAiProvider};
+pub use prices::{DEFAULT_PRICES, DEFAULT_PRICES_AS_OF, default_price};
 pub use registry::{ModelPrice, ProviderConfig, ProviderKind, ProviderRegistry, ProvidersConfig};
 pub use retry::RetryPolicy;
 pub use secret::SecretString;

@@ -59,7 +59,8 @@ pub struct ProviderConfig {
     /// Provider-local model name used when a run names no model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_model: Option<String>,
-    /// Prices per provider-local model name, for metering cost.
+    /// Prices per provider-local model name, for metering cost; they win
+    /// over the built-in list prices ([`crate::DEFAULT_PRICES`]).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub prices: BTreeMap<String, ModelPrice>,
 }
@@ -264,14 +265,19 @@ impl ProviderRegistry {
         }
     }
 
-    /// The price of a `provider/model` id, if configured.
+    /// The price of a `provider/model` id: the provider's configured
+    /// `prices:` entry, else the default list price of the model name
+    /// ([`crate::default_price`]); both match date and variant suffixes
+    /// (`claude-sonnet-4-20250514` is priced as `claude-sonnet-4`). `None`
+    /// for an unknown provider or a model neither knows.
     pub fn price(&self, model: &str) -> Option<ModelPrice> {
         let (name, local) = model.split_once('/')?;
-        self.providers.get(name)?.prices.get(local).copied()
+        let entry = self.providers.get(name)?;
+        crate::prices::lookup_in(&entry.prices, local).or_else(|| crate::default_price(local))
     }
 
     /// The cost in dollars of `usage` on the `provider/model` id; `None`
-    /// when the model has no configured price.
+    /// when the model has no price (see [`ProviderRegistry::price`]).
     pub fn cost(&self, model: &str, usage: &Usage) -> Option<f64> {
         self.price(model).map(|price| price.cost(usage))
     }
@@ -430,7 +436,13 @@ openai:
         };
         let cost = registry.cost("openai/gpt-5", &usage).unwrap();
         assert!((cost - 7.5).abs() < 1e-9, "{cost}");
-        assert_eq!(registry.cost("openai/gpt-4o", &usage), None);
+        // A dated name matches its configured entry.
+        let dated = registry.cost("openai/gpt-5-2025-08-07", &usage).unwrap();
+        assert!((dated - 7.5).abs() < 1e-9, "{dated}");
+        // Unconfigured models fall back to the default list prices.
+        let listed = registry.cost("openai/gpt-4o", &usage).unwrap();
+        assert!((listed - (2.0 * 2.5 + 0.5 * 10.0)).abs() < 1e-9, "{listed}");
+        assert_eq!(registry.cost("openai/my-finetune", &usage), None);
         assert_eq!(registry.cost("nope/gpt-5", &usage), None);
         let bad = "openai:\n  kind: openai\n  prices: {m: {input: 1}}\n";
         assert!(serde_norway::from_str::<ProvidersConfig>(bad).is_err());

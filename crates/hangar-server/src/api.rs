@@ -163,5 +163,6 @@ pub fn routes() -> Router<AppState> {
             post(crate::llm_gateway::chat_completions),
         )
         .route("/llm/models", get(crate::llm_gateway::models))
+        .route("/llm/usage", get(crate::llm_gateway::usage))
         .route("/selfhosted/worker/ws", get(crate::gateway::worker_socket))
 }

@@ -56,6 +56,9 @@ pub struct ServerConfig {
     pub schedule_catch_up: crate::schedule::CatchUp,
     /// Per API key and per team request rates of the REST API (0 disables).
     pub rate_limit: crate::rate_limit::RateLimitConfig,
+    /// LLM gateway budgets: tokens and dollars per run, model calls per
+    /// second per run and per key, with per-team overrides (0 disables).
+    pub llm_gateway: crate::llm_gateway::GatewayConfig,
     /// Named MCP servers (`--mcp NAME`), each `{command, args, env}` (stdio)
     /// or `{url, headers}` (streamable HTTP). Values may hold `${VAR}`, which
     /// the agent expands from its own environment (including the run's
@@ -90,6 +93,7 @@ impl Default for ServerConfig {
             providers_from_env: true,
             schedule_catch_up: crate::schedule::CatchUp::One,
             rate_limit: crate::rate_limit::RateLimitConfig::default(),
+            llm_gateway: crate::llm_gateway::GatewayConfig::default(),
             mcp_servers: std::collections::BTreeMap::new(),
             allow_local_repositories: false,
             allow_internal_repository_hosts: false,
@@ -211,6 +215,7 @@ impl ServerConfig {
         for (name, server) in &self.mcp_servers {
             validate_mcp_server(name, server)?;
         }
+        self.llm_gateway.validate().map_err(ConfigError::Invalid)?;
         if let Some(url) = &self.public_url {
             let parsed = url::Url::parse(url)
                 .map_err(|e| ConfigError::Invalid(format!("public_url `{url}`: {e}")))?;

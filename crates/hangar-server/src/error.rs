@@ -42,6 +42,9 @@ pub enum ApiError {
     /// Too many requests (429).
     #[error("{0}")]
     TooManyRequests(String),
+    /// A spending budget is used up (402, `budget_exceeded`).
+    #[error("{0}")]
+    BudgetExceeded(String),
     /// An upstream model provider failed (502).
     #[error("{0}")]
     BadGateway(String),
@@ -105,6 +108,11 @@ impl ApiError {
                 StatusCode::TOO_MANY_REQUESTS,
                 PlatformErrorCode::ResourceUnavailable,
                 "Too many requests",
+            ),
+            ApiError::BudgetExceeded(_) => (
+                StatusCode::PAYMENT_REQUIRED,
+                PlatformErrorCode::BudgetExceeded,
+                "Budget exceeded",
             ),
             ApiError::BadGateway(_) => (
                 StatusCode::BAD_GATEWAY,

@@ -69,6 +69,8 @@ pub struct AppInner {
     pub llm: Arc<ProviderRegistry>,
     /// Model for runs that name none.
     pub default_model: Option<String>,
+    /// Gateway budgets and rate buckets (`llm_gateway:`).
+    pub budgets: Arc<llm_gateway::GatewayBudgets>,
     /// Encrypts secret values at rest.
     pub secrets: secrets::SecretBox,
     /// Effective configuration.
@@ -363,6 +365,7 @@ impl Server {
             logins: Arc::new(web_auth::LoginThrottle::default()),
             llm: Arc::new(llm),
             default_model,
+            budgets: Arc::new(llm_gateway::GatewayBudgets::new(config.llm_gateway.clone())),
             secrets: secret_box.clone(),
             config: config.clone(),
             public_url,
@@ -465,6 +468,9 @@ impl Server {
     pub async fn shutdown(self) {
         self.state.shutdown.cancel();
         self.tasks.wait().await;
+        // Streams the shutdown dropped are metered before the store closes.
+        self.state.budgets.tasks.close();
+        self.state.budgets.tasks.wait().await;
         self.state.store.close().await;
     }
 

@@ -1,6 +1,17 @@
 //! The LLM gateway: `POST /api/v1/llm/chat/completions`, OpenAI-compatible,
 //! streaming and not. Provider keys stay here; tasks hold only their run
-//! token. Token usage is metered onto the run.
+//! token.
+//!
+//! Every call is metered ([`meter`]): onto its run for run tokens, onto the
+//! API key or dashboard user otherwise (`GET /llm/usage`), also when the
+//! client closes the stream early. Budgets ([`budget`], `llm_gateway:` in
+//! the server config) refuse calls over a request rate and end runs that
+//! used their tokens or dollars.
+
+pub mod budget;
+pub mod meter;
+
+pub use budget::{GatewayBudgets, GatewayConfig, TeamLimits};
 
 use crate::AppState;
 use crate::auth::{Principal, authenticate};
@@ -11,8 +22,9 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use hangar_llm::{LlmError, ProviderConfig, ProviderKind, ProviderRegistry, ProvidersConfig};
-use hangar_protocol::RunId;
-use hangar_protocol::llm::{ChatRequest, ModelEntry, Usage};
+use hangar_protocol::llm::{ChatRequest, ModelEntry};
+use hangar_store::UsageSubject;
+use meter::{Meter, Payer};
 use std::sync::Arc;
 
 /// Builds the registry from the config file's providers, plus (when enabled)
@@ -70,8 +82,58 @@ pub async fn models(State(app): State<AppState>, headers: HeaderMap) -> ApiResul
     Ok(axum::Json(serde_json::json!({ "object": "list", "data": models })).into_response())
 }
 
+/// `GET /api/v1/llm/usage`: gateway usage of the callers without a run
+/// (API keys, and dashboard users calling with their session): admins see
+/// the whole team's, members their own keys' and their own. Runs carry their
+/// usage themselves (`request_usage` of `GET /agent/runs/{id}`).
+#[utoipa::path(get, path = "/llm/usage", tag = "llm", responses((status = 200, description = "`{usage: [{caller: api_key|dashboard_session, api_key_id?, user_id?, name, requests, prompt_tokens, completion_tokens, cost_usd, updated_at}]}`", body = Object), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
+pub async fn usage(State(app): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
+    let who = authenticate(app.store.as_ref(), &headers).await?;
+    let (team, user) = who.require_api_key()?;
+    let all = crate::roles::role(&app, &who).await? == crate::roles::Role::Admin;
+    let keys: std::collections::HashMap<String, hangar_store::ApiKeyRecord> = app
+        .store
+        .list_api_keys(team)
+        .await?
+        .into_iter()
+        .map(|k| (k.id.clone(), k))
+        .collect();
+    let mut entries = Vec::new();
+    for row in app.store.caller_usage(team).await? {
+        let mut entry = serde_json::json!({
+            "requests": row.requests,
+            "prompt_tokens": row.prompt_tokens,
+            "completion_tokens": row.completion_tokens,
+            "cost_usd": row.cost_usd,
+            "updated_at": hangar_protocol::Timestamp::from_unix_millis(row.updated_at),
+        });
+        match &row.subject {
+            UsageSubject::ApiKey(id) => {
+                let key = keys.get(id);
+                if !all && key.is_none_or(|k| k.user_id.is_none() || k.user_id != user) {
+                    continue;
+                }
+                entry["caller"] = "api_key".into();
+                entry["api_key_id"] = id.clone().into();
+                entry["name"] = key.map(|k| k.name.clone()).into();
+            }
+            UsageSubject::User(id) => {
+                if !all && user != Some(*id) {
+                    continue;
+                }
+                let record = app.store.user(*id).await?;
+                entry["caller"] = "dashboard_session".into();
+                entry["user_id"] = record.uid.into();
+                entry["name"] = record.email.unwrap_or(record.display_name).into();
+            }
+        }
+        entries.push(entry);
+    }
+    Ok(axum::Json(serde_json::json!({ "usage": entries })).into_response())
+}
+
 /// `POST /api/v1/llm/chat/completions`.
-#[utoipa::path(post, path = "/llm/chat/completions", tag = "llm", request_body = Object, responses((status = 200, description = "OpenAI-compatible chat completion (JSON or SSE)", body = Object), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/llm/chat/completions", tag = "llm", request_body = Object, responses((status = 200, description = "OpenAI-compatible chat completion (JSON or SSE)", body = Object), (status = "4XX", description = "Problem (RFC 7807); 402 `budget_exceeded` once a run used its budget, 429 with `Retry-After` over `llm_gateway.requests_per_second`", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
 pub async fn chat_completions(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -84,37 +146,51 @@ pub async fn chat_completions(
         return Err(ApiError::BadRequest("`messages` must not be empty".into()));
     }
     let (provider, local_model) = app.llm.resolve(&request.model).map_err(gateway_error)?;
-    let run = match &principal {
-        Principal::RunToken { run_id, .. } => Some(run_id.clone()),
-        Principal::ApiKey { .. } | Principal::WebSession { .. } => None,
+    let payer = match &principal {
+        Principal::RunToken {
+            team_id, run_id, ..
+        } => Payer::Run {
+            team_id: *team_id,
+            run_id: run_id.clone(),
+        },
+        Principal::ApiKey {
+            team_id, key_id, ..
+        } => Payer::Caller {
+            team_id: *team_id,
+            subject: UsageSubject::ApiKey(key_id.clone()),
+        },
+        Principal::WebSession { team_id, user_id } => Payer::Caller {
+            team_id: *team_id,
+            subject: UsageSubject::User(*user_id),
+        },
     };
+    if let Err(refused) = check_budget(&app, &payer).await {
+        return Ok(refused);
+    }
+
     let streaming = request.stream.unwrap_or(false);
     let public_model = std::mem::replace(&mut request.model, local_model);
-    let priced_model = public_model.clone();
+    let meter = Meter::new(app.clone(), payer, public_model.clone(), body.len());
     request.stream = Some(true);
     let stream = provider.chat_stream(request).await.map_err(gateway_error)?;
 
     if !streaming {
-        let mut response = hangar_llm::collect(stream).await.map_err(gateway_error)?;
+        // The meter sees every chunk `collect` folds, so a client that
+        // hangs up mid-way (dropping this future) is still metered.
+        let observe = meter.observer();
+        let observed: hangar_llm::ChunkStream = Box::pin(stream.inspect(move |item| {
+            if let Ok(chunk) = item {
+                observe(chunk);
+            }
+        }));
+        let collected = hangar_llm::collect(observed).await;
+        meter.finish().await;
+        let mut response = collected.map_err(gateway_error)?;
         response.model = public_model;
-        if let (Some(run), Some(usage)) = (&run, response.usage) {
-            record_usage(&app, run, &priced_model, usage).await;
-        }
         return Ok(axum::Json(response).into_response());
     }
 
-    // Stream: forward chunks as SSE, meter usage when the stream ends.
-    let app2 = app.clone();
-    let sse = async_stream_sse(stream, public_model, move |usage| {
-        let app = app2.clone();
-        let run = run.clone();
-        let model = priced_model.clone();
-        async move {
-            if let (Some(run), Some(usage)) = (run, usage) {
-                record_usage(&app, &run, &model, usage).await;
-            }
-        }
-    });
+    let sse = metered_sse(stream, public_model, meter);
     let mut resp = Response::new(Body::from_stream(sse));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -125,67 +201,82 @@ pub async fn chat_completions(
     Ok(resp)
 }
 
-async fn record_usage(app: &AppState, run: &RunId, model: &str, usage: Usage) {
-    // Cost from the provider's price table (`prices:` in the config); 0 when unpriced.
-    let cost = app.llm.cost(model, &usage).unwrap_or(0.0);
-    if let Err(e) = app
-        .store
-        .add_usage(run, usage.prompt_tokens, usage.completion_tokens, cost)
-        .await
-    {
-        tracing::warn!(error = %e, run_id = %run, "could not record token usage");
+/// Refuses a call before it reaches a provider: over the payer's request
+/// rate (429 with `Retry-After`), or from a run that used its budget (402;
+/// the run is ended then if an earlier check could not end it).
+async fn check_budget(app: &AppState, payer: &Payer) -> Result<(), Response> {
+    let team_id = match payer {
+        Payer::Run { team_id, .. } | Payer::Caller { team_id, .. } => *team_id,
+    };
+    let limits = app.budgets.limits(app.store.as_ref(), team_id).await;
+    if let Err(wait) = app.budgets.check_rate(&limits, &payer.bucket()) {
+        let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+        let who = match payer {
+            Payer::Run { .. } => "this run",
+            Payer::Caller { .. } => "this API key",
+        };
+        let mut resp = ApiError::TooManyRequests(format!(
+            "too many model calls from {who}: over llm_gateway.requests_per_second = {}; \
+             retry in {secs}s",
+            limits.requests_per_second
+        ))
+        .into_response();
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return Err(resp);
     }
+    if let Payer::Run { run_id, .. } = payer {
+        let run = app
+            .store
+            .run_any_team(run_id)
+            .await
+            .map_err(|e| ApiError::from(e).into_response())?;
+        if let Some(why) = meter::enforce(app, team_id, &run).await {
+            return Err(ApiError::BudgetExceeded(why).into_response());
+        }
+    }
+    Ok(())
 }
 
-/// Turns a chunk stream into SSE frames; calls `on_end` with the last usage seen.
-fn async_stream_sse<F, Fut>(
+/// Turns a chunk stream into SSE frames, metering what passes: at the end
+/// or on an error the meter records and the stream ends; when the client
+/// drops the body first, the meter's `Drop` records what was seen.
+fn metered_sse(
     stream: hangar_llm::ChunkStream,
     model: String,
-    on_end: F,
-) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send
-where
-    F: FnOnce(Option<Usage>) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    struct State<F> {
+    meter: Meter,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send {
+    struct State {
         stream: hangar_llm::ChunkStream,
-        usage: Option<Usage>,
-        on_end: Option<F>,
-        done: bool,
+        meter: Option<Meter>,
         model: Arc<str>,
     }
     let state = State {
         stream,
-        usage: None,
-        on_end: Some(on_end),
-        done: false,
+        meter: Some(meter),
         model: model.into(),
     };
     futures::stream::unfold(state, |mut st| async move {
-        if st.done {
-            return None;
-        }
+        // No meter: the end was sent.
+        let meter = st.meter.as_ref()?;
         match st.stream.next().await {
             Some(Ok(mut chunk)) => {
-                if chunk.usage.is_some() {
-                    st.usage = chunk.usage;
-                }
+                meter.observe(&chunk);
                 chunk.model = st.model.to_string();
                 let data = serde_json::to_string(&chunk).unwrap_or_default();
                 Some((Ok(Bytes::from(format!("data: {data}\n\n"))), st))
             }
             Some(Err(e)) => {
-                st.done = true;
-                let err = serde_json::json!({"error": {"message": e.to_string(), "type": "provider_error"}});
-                if let Some(f) = st.on_end.take() {
-                    f(st.usage).await;
+                if let Some(m) = st.meter.take() {
+                    m.finish().await;
                 }
+                let err = serde_json::json!({"error": {"message": e.to_string(), "type": "provider_error"}});
                 Some((Ok(Bytes::from(format!("data: {err}\n\n"))), st))
             }
             None => {
-                st.done = true;
-                if let Some(f) = st.on_end.take() {
-                    f(st.usage).await;
+                if let Some(m) = st.meter.take() {
+                    m.finish().await;
                 }
                 Some((Ok(Bytes::from_static(b"data: [DONE]\n\n")), st))
             }

@@ -99,6 +99,7 @@ impl Modify for BearerAuth {
         api::whoami::whoami,
         crate::llm_gateway::chat_completions,
         crate::llm_gateway::models,
+        crate::llm_gateway::usage,
         crate::gateway::worker_socket,
         crate::sessions::session_socket,
         api::shares::create,

@@ -4,7 +4,7 @@
 //!
 //! Limited: every `/api/v1` route called with an API key or a dashboard
 //! session. Not limited: run tokens (agents), the worker and session
-//! WebSockets, the LLM gateway (`/llm/…`, metered by the providers), the
+//! WebSockets, the LLM gateway (`/llm/…`, with its own `llm_gateway` budgets), the
 //! OpenAPI document, health checks, and requests without credentials (they
 //! are refused anyway). A refused request gets `429 application/problem+json`
 //! with `Retry-After` (whole seconds).

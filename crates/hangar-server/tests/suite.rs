@@ -4,6 +4,7 @@ mod accounts;
 mod api_contract;
 mod common;
 mod fuzz;
+mod gateway_budgets;
 mod isolation;
 mod limits;
 mod roles;

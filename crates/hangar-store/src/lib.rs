@@ -1,7 +1,7 @@
 //! Hangar's storage.
 //!
 //! Owns: one storage trait per aggregate ([`TeamStore`], [`AccountStore`], [`ApiKeyStore`],
-//! [`RunStore`], [`EventStore`]), the [`Store`] trait that bundles them, the
+//! [`RunStore`], [`EventStore`], [`UsageStore`]), the [`Store`] trait that bundles them, the
 //! records they return, and the implementations: [`SqliteStore`] (embedded
 //! default, WAL, `synchronous=FULL`) and [`PostgresStore`] (several replicas on
 //! one database, with [`Notifier`] signals between them); [`open`] picks one
@@ -27,6 +27,7 @@ mod rows;
 mod schedules;
 mod shares;
 mod sqlite;
+mod usage;
 
 pub use accounts::{AccountStore, UserCredentials, UserUpdate, WebSessionRecord};
 pub use cluster::{BootstrapLock, ClusterStore, WorkerPresence};
@@ -42,6 +43,7 @@ pub use records::*;
 pub use schedules::*;
 pub use shares::{Grantee, NewShare, ShareRecord, ShareStore};
 pub use sqlite::SqliteStore;
+pub use usage::{CallerUsageRecord, UsageStore, UsageSubject};
 
 use async_trait::async_trait;
 use hangar_protocol::session::SessionEvent;
@@ -339,6 +341,7 @@ pub trait Store:
     + LifecycleStore
     + ClusterStore
     + ShareStore
+    + UsageStore
     + Send
     + Sync
 {

@@ -15,6 +15,7 @@ mod lifecycle;
 mod notify;
 mod schedules;
 mod shares;
+mod usage;
 
 pub use notify::PgSignalListener;
 
@@ -83,6 +84,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         11,
         "execution_issuer",
         include_str!("../migrations/postgres/0011_execution_issuer.sql"),
+    ),
+    (
+        13,
+        "llm_caller_usage",
+        include_str!("../migrations/postgres/0013_llm_caller_usage.sql"),
     ),
 ];
 

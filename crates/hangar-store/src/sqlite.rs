@@ -5,6 +5,7 @@ mod environments;
 mod lifecycle;
 mod schedules;
 mod shares;
+mod usage;
 use crate::*;
 use hangar_protocol::session::SessionEvent;
 use hangar_protocol::{RunExecutionLocation, RunSourceType, Timestamp};
@@ -78,6 +79,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         12,
         "execution_issuer",
         include_str!("../migrations/sqlite/0012_execution_issuer.sql"),
+    ),
+    (
+        14,
+        "llm_caller_usage",
+        include_str!("../migrations/sqlite/0014_llm_caller_usage.sql"),
     ),
 ];
 

@@ -105,6 +105,10 @@ pub enum Turn {
     },
     /// Start a streamed answer, send part of it, then drop the connection.
     CutStream,
+    /// Start a streamed answer, send part of it (like [`Turn::CutStream`]),
+    /// then send nothing for this long before dropping the connection: a
+    /// slow model, for tests of clients that hang up mid-stream.
+    Stall(Duration),
     /// Wait, then answer with the inner turn (for cancellation tests).
     Delay(Duration, Box<Turn>),
     /// Answer with the inner turn as one JSON document even when the request
@@ -361,7 +365,7 @@ fn assign_ids(turn: &mut Turn, next: &mut u64) {
             }
         }
         Turn::Delay(_, inner) | Turn::NonStreaming(inner) => assign_ids(inner, next),
-        Turn::Text(_) | Turn::Error { .. } | Turn::CutStream => {}
+        Turn::Text(_) | Turn::Error { .. } | Turn::CutStream | Turn::Stall(_) => {}
     }
 }
 
@@ -373,7 +377,8 @@ enum Resolved {
         body: String,
         retry_after: Option<u64>,
     },
-    Cut,
+    /// Partial frames, then a pause this long, then a dropped connection.
+    Cut(Duration),
 }
 
 struct Reply {
@@ -436,7 +441,8 @@ async fn resolve(mut turn: Turn, mut stream: bool) -> (Resolved, bool) {
                     stream,
                 );
             }
-            Turn::CutStream => return (Resolved::Cut, stream),
+            Turn::CutStream => return (Resolved::Cut(CUT_PAUSE), stream),
+            Turn::Stall(pause) => return (Resolved::Cut(pause), stream),
         }
     }
 }
@@ -474,16 +480,16 @@ fn error_response(status: u16, body: String, retry_after: Option<u64>) -> Respon
 
 /// An SSE response from pre-rendered frames; `cut` ends the body with an
 /// error so the connection drops without a clean end.
-fn sse_response(frames: Vec<String>, cut: bool) -> Response {
+fn sse_response(frames: Vec<String>, cut: Option<Duration>) -> Response {
     use futures::StreamExt;
     let items: Vec<Result<Bytes, std::io::Error>> =
         frames.into_iter().map(|f| Ok(Bytes::from(f))).collect();
     let frames = futures::stream::iter(items);
-    let body = if cut {
+    let body = if let Some(pause) = cut {
         // Pause before failing so the frames are flushed to the client
         // first: an error right away would drop them with the connection.
-        let failure = futures::stream::once(async {
-            tokio::time::sleep(CUT_PAUSE).await;
+        let failure = futures::stream::once(async move {
+            tokio::time::sleep(pause).await;
             Err(std::io::Error::new(
                 std::io::ErrorKind::ConnectionReset,
                 "fake LLM cut the stream",
@@ -541,7 +547,7 @@ async fn openai_chat(
             body,
             retry_after,
         } => error_response(status, body, retry_after),
-        Resolved::Cut => {
+        Resolved::Cut(pause) => {
             let chunk = |delta: Value| {
                 sse_data(
                     &json!({"id": id, "object": "chat.completion.chunk", "created": 0,
@@ -552,7 +558,7 @@ async fn openai_chat(
                 chunk(json!({"role": "assistant", "content": ""})),
                 chunk(json!({"content": "Partial ans"})),
             ];
-            sse_response(frames, true)
+            sse_response(frames, Some(pause))
         }
         Resolved::Reply(reply) => {
             let completion_tokens = token_estimate(
@@ -573,7 +579,7 @@ async fn openai_chat(
             if stream {
                 sse_response(
                     openai_frames(&id, &model, &reply, finish, include_usage.then_some(usage)),
-                    false,
+                    None,
                 )
             } else {
                 axum::Json(openai_whole(&id, &model, &reply, finish, usage)).into_response()
@@ -749,7 +755,7 @@ async fn anthropic_messages(
             body,
             retry_after,
         } => error_response(status, body, retry_after),
-        Resolved::Cut => {
+        Resolved::Cut(pause) => {
             let frames = vec![
                 sse_event("message_start", &message_start(&id, &model, input_tokens)),
                 sse_event(
@@ -763,7 +769,7 @@ async fn anthropic_messages(
                     "delta": {"type": "text_delta", "text": "Partial ans"}}),
                 ),
             ];
-            sse_response(frames, true)
+            sse_response(frames, Some(pause))
         }
         Resolved::Reply(reply) => {
             let output_tokens = token_estimate(
@@ -782,7 +788,7 @@ async fn anthropic_messages(
             if stream {
                 sse_response(
                     anthropic_frames(&id, &model, &reply, stop, input_tokens, output_tokens),
-                    false,
+                    None,
                 )
             } else {
                 let mut content = Vec::new();

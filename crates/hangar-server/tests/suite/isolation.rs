@@ -192,6 +192,7 @@ const ROUTES: &[Route] = &[
     route("DELETE", "/secrets/{name}", None, Forbidden),
     route("POST", "/llm/chat/completions", Some(CHAT_BODY), Allowed),
     route("GET", "/llm/models", None, Allowed),
+    route("GET", "/llm/usage", None, Forbidden),
     route("GET", "/selfhosted/worker/ws", None, Forbidden),
 ];
 

@@ -92,8 +92,60 @@ pub async fn run_all(store: &dyn Store) {
     leases_renew_expire_and_are_taken_once(store).await;
     live_followups_are_stored_pending_until_acked(store).await;
     a_lost_started_run_can_be_queued_again(store).await;
+    usage_adds_up_per_run_and_per_caller(store).await;
     super::accounts::run_all(store).await;
     super::shares::run_all(store).await;
+}
+
+/// Gateway usage accumulates on the run, and per API key or user for
+/// callers without a run, scoped to the team.
+async fn usage_adds_up_per_run_and_per_caller(store: &dyn Store) {
+    let t = team(store, "usage").await;
+    let other = team(store, "usage-other").await;
+    let run = new_run(store, t.id, None).await;
+    store.add_usage(&run.id, 100, 20, 0.5).await.unwrap();
+    store.add_usage(&run.id, 1, 2, 0.25).await.unwrap();
+    let got = store.run(t.id, &run.id).await.unwrap();
+    assert_eq!((got.prompt_tokens, got.completion_tokens), (101, 22));
+    assert!((got.inference_cost - 0.75).abs() < 1e-9);
+
+    let key = UsageSubject::ApiKey("key-1".into());
+    let user = UsageSubject::User(42);
+    store
+        .add_caller_usage(t.id, &key, 10, 5, 0.125, 1_000)
+        .await
+        .unwrap();
+    store
+        .add_caller_usage(t.id, &key, 30, 7, 0.125, 2_000)
+        .await
+        .unwrap();
+    store
+        .add_caller_usage(t.id, &user, 3, 4, 0.0, 1_500)
+        .await
+        .unwrap();
+    store
+        .add_caller_usage(other.id, &key, 9, 9, 9.0, 1_500)
+        .await
+        .unwrap();
+    let mut rows = store.caller_usage(t.id).await.unwrap();
+    rows.sort_by_key(|r| r.subject.stored());
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows[0].subject, key);
+    assert_eq!(
+        (
+            rows[0].requests,
+            rows[0].prompt_tokens,
+            rows[0].completion_tokens
+        ),
+        (2, 40, 12)
+    );
+    assert!((rows[0].cost_usd - 0.25).abs() < 1e-9);
+    assert_eq!(rows[0].updated_at, 2_000);
+    assert_eq!(rows[1].subject, user);
+    assert_eq!(rows[1].requests, 1);
+    let others = store.caller_usage(other.id).await.unwrap();
+    assert_eq!(others.len(), 1);
+    assert_eq!(others[0].prompt_tokens, 9);
 }
 
 async fn run_filters(store: &dyn Store) {

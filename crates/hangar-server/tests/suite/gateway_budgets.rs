@@ -1,0 +1,325 @@
+//! Gateway budgets (issue 11, item 7). The finding: the LLM gateway was not
+//! metered or rate-limited for API-key callers, and a task could skip
+//! metering by closing the stream early.
+
+use super::common::*;
+use futures::StreamExt;
+use hangar_testkit::fake_llm::Turn;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+/// A chat request body for `model`.
+fn chat(model: &str, stream: bool, text: &str) -> String {
+    json!({
+        "model": model,
+        "stream": stream,
+        "messages": [{"role": "user", "content": text}],
+    })
+    .to_string()
+}
+
+/// `POST /llm/chat/completions` with `key`; the raw response.
+async fn post_chat(t: &TwoTeams, key: &str, body: &str) -> reqwest::Response {
+    t.http
+        .post(t.api("/llm/chat/completions"))
+        .bearer_auth(key)
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A run of team A as the store has it, waiting (at most 10 s) until `done` holds.
+async fn run_until(
+    t: &TwoTeams,
+    run_id: &str,
+    done: impl Fn(&hangar_store::RunRecord) -> bool,
+) -> hangar_store::RunRecord {
+    let id = hangar_protocol::RunId(run_id.to_owned());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let run = t.store().run(1, &id).await.unwrap();
+        if done(&run) || tokio::time::Instant::now() > deadline {
+            return run;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The `usage` of the SSE `data:` frames of a streamed answer.
+fn streamed_usage(sse: &str) -> Value {
+    sse.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .find(|v| !v["usage"].is_null())
+        .map(|v| v["usage"].clone())
+        .unwrap_or(Value::Null)
+}
+
+/// A client that reads the first streamed text and hangs up is metered all
+/// the same: the provider never sent its usage chunk, so the run is charged
+/// the documented estimate (⌈request bytes / 4⌉ prompt tokens, ⌈streamed
+/// chars / 4⌉ completion tokens).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_stream_closed_early_is_still_metered() {
+    let t = TwoTeams::start().await;
+    // The model sends "Partial ans", then nothing for a minute.
+    t.llm.push([Turn::Stall(Duration::from_secs(60))]);
+    let (run_id, token) = t.local_run("meter me").await;
+    let body = chat(MODEL, true, "tell me everything");
+    let resp = post_chat(&t, &token, &body).await;
+    assert_eq!(resp.status(), 200);
+    let mut stream = resp.bytes_stream();
+    let mut seen = String::new();
+    while !seen.contains("Partial ans") {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("the first text arrives")
+            .expect("the stream is open")
+            .unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    // Hang up mid-stream, long before the model would finish.
+    drop(stream);
+
+    let run = run_until(&t, &run_id, |r| r.prompt_tokens > 0).await;
+    let prompt_estimate = i64::try_from(body.len().div_ceil(4)).unwrap();
+    let completion_estimate = i64::try_from("Partial ans".len().div_ceil(4)).unwrap();
+    assert_eq!(
+        (run.prompt_tokens, run.completion_tokens),
+        (prompt_estimate, completion_estimate),
+        "the dropped stream is metered with the estimate"
+    );
+    assert!(t.healthy().await);
+}
+
+/// A provider stream that breaks before its usage chunk is metered too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_stream_cut_by_the_provider_is_metered_from_the_estimate() {
+    let t = TwoTeams::start().await;
+    t.llm.push([Turn::CutStream]);
+    let (run_id, token) = t.local_run("cut").await;
+    let body = chat(MODEL, true, "go");
+    let text = post_chat(&t, &token, &body).await.text().await.unwrap();
+    assert!(text.contains("provider_error"), "{text}");
+    let run = run_until(&t, &run_id, |r| r.prompt_tokens > 0).await;
+    assert_eq!(
+        (run.prompt_tokens, run.completion_tokens),
+        (
+            i64::try_from(body.len().div_ceil(4)).unwrap(),
+            i64::try_from("Partial ans".len().div_ceil(4)).unwrap()
+        )
+    );
+}
+
+/// Calls with an API key (no run) are metered to that key, streamed or not,
+/// priced from the built-in list prices; `GET /llm/usage` shows each caller
+/// its own usage and admins the team's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_api_key_calls_are_metered_to_the_key() {
+    let t = TwoTeams::start().await;
+    let (_, member) = t.member("ana").await;
+    let (_, other) = t.member("bob").await;
+    t.llm
+        .push([Turn::text("hello there"), Turn::text("and again, streamed")]);
+    // `gpt-4o-mini` on any provider is priced from the default table.
+    let model = "fake/gpt-4o-mini-2024-07-18";
+    let whole: Value = post_chat(&t, &member, &chat(model, false, "hi"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let streamed = post_chat(&t, &member, &chat(model, true, "more"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let streamed = streamed_usage(&streamed);
+    let tokens = |field: &str| {
+        whole["usage"][field].as_i64().expect("usage in the answer")
+            + streamed[field].as_i64().expect("usage in the stream")
+    };
+    let (prompt, completion) = (tokens("prompt_tokens"), tokens("completion_tokens"));
+    assert!(prompt > 0 && completion > 0);
+
+    let usage = t.ok("GET", "/llm/usage", &member, None).await;
+    let rows = usage["usage"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{usage}");
+    let row = &rows[0];
+    assert_eq!(row["caller"], "api_key");
+    assert_eq!(row["name"], "ana");
+    assert_eq!(row["requests"], 2);
+    assert_eq!(row["prompt_tokens"], prompt);
+    assert_eq!(row["completion_tokens"], completion);
+    let want_cost = (prompt as f64 * 0.15 + completion as f64 * 0.60) / 1e6;
+    let cost = row["cost_usd"].as_f64().unwrap();
+    assert!(
+        cost > 0.0 && (cost - want_cost).abs() < 1e-12,
+        "{cost} vs {want_cost}"
+    );
+
+    // Another member sees nothing of it; the admin sees it; team B neither.
+    let theirs = t.ok("GET", "/llm/usage", &other, None).await;
+    assert_eq!(theirs["usage"], json!([]));
+    let admin = t.ok("GET", "/llm/usage", &t.key_a, None).await;
+    assert_eq!(admin["usage"][0]["api_key_id"], row["api_key_id"]);
+    let team_b = t.ok("GET", "/llm/usage", &t.key_b, None).await;
+    assert_eq!(team_b["usage"], json!([]));
+    // A run token has no caller usage to read.
+    let (_, token) = t.local_run("no").await;
+    t.call("GET", "/llm/usage", Some(&token), None)
+        .await
+        .assert_problem(403, "run token reading caller usage");
+}
+
+/// A run that goes over `max_tokens_per_run` is ended by the server,
+/// `FAILED` with `budget_exceeded` and a status message that says what it
+/// used and which limit; its agent is told to stop, and its next model
+/// call is refused before it reaches the provider.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_run_over_max_tokens_is_stopped_with_a_clear_status() {
+    let t = TwoTeams::start_with(|c| c.llm_gateway.max_tokens_per_run = 50).await;
+    let (run_id, token) = t.local_run("spend").await;
+    let mut session = hangar_client::connect_websocket(
+        &t.ws_url(&format!("/agent/runs/{run_id}/session")),
+        &token,
+    )
+    .await
+    .unwrap();
+    // About 100 completion tokens: over the limit in one call.
+    t.llm.push([Turn::text("x".repeat(400))]);
+    let first = post_chat(&t, &token, &chat(MODEL, false, "write a lot")).await;
+    assert_eq!(
+        first.status(),
+        200,
+        "the call that crossed the limit is answered"
+    );
+
+    let run = run_until(&t, &run_id, |r| r.state.is_terminal()).await;
+    let used = run.prompt_tokens + run.completion_tokens;
+    assert!(used > 50, "{used}");
+    assert_eq!(run.state, hangar_protocol::RunState::Failed);
+    assert_eq!(run.error_code.as_deref(), Some("budget_exceeded"));
+    let want =
+        format!("stopped: the run used {used} tokens, over the limit max_tokens_per_run = 50");
+    assert_eq!(run.status_message.as_deref(), Some(want.as_str()));
+    let item = t
+        .ok("GET", &format!("/agent/runs/{run_id}"), &t.key_a, None)
+        .await;
+    assert_eq!(item["state"], "FAILED");
+    assert_eq!(item["status_message"]["message"], want.as_str());
+    assert_eq!(item["status_message"]["error_code"], "budget_exceeded");
+
+    // The agent's session gets `cancel`.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let frame = tokio::time::timeout_at(deadline, session.next())
+            .await
+            .expect("a cancel frame reaches the agent")
+            .expect("the session stays open until then")
+            .unwrap();
+        if frame.to_text().is_ok_and(|f| f.contains("\"cancel\"")) {
+            break;
+        }
+    }
+
+    // The next call is refused with 402 and never reaches the provider.
+    let before = t.llm.requests().len();
+    let refused = t
+        .call(
+            "POST",
+            "/llm/chat/completions",
+            Some(&token),
+            Some(&chat(MODEL, true, "more")),
+        )
+        .await;
+    refused.assert_problem(402, "a call of an over-budget run");
+    assert_eq!(refused.json()["error"], "budget_exceeded");
+    assert!(
+        refused.text.contains("max_tokens_per_run = 50"),
+        "{}",
+        refused.text
+    );
+    assert_eq!(t.llm.requests().len(), before);
+    // Usage stays what was metered: the refusal costs nothing.
+    let after = run_until(&t, &run_id, |_| true).await;
+    assert_eq!(after.prompt_tokens + after.completion_tokens, used);
+}
+
+/// `max_cost_usd_per_run` ends a run the same way, priced from the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_run_over_max_cost_is_stopped() {
+    let t = TwoTeams::start_with(|c| c.llm_gateway.max_cost_usd_per_run = 0.000_01).await;
+    let (run_id, token) = t.local_run("spend dollars").await;
+    // gpt-5: $10 per million output tokens; ~100 tokens = $0.001.
+    t.llm.push([Turn::text("y".repeat(400))]);
+    let first = post_chat(&t, &token, &chat("fake/gpt-5", false, "go")).await;
+    assert_eq!(first.status(), 200);
+    let run = run_until(&t, &run_id, |r| r.state.is_terminal()).await;
+    assert_eq!(run.state, hangar_protocol::RunState::Failed);
+    assert!(run.inference_cost > 0.000_01, "{}", run.inference_cost);
+    let message = run.status_message.unwrap_or_default();
+    assert!(
+        message.starts_with("stopped: the run cost $")
+            && message.ends_with("over the limit max_cost_usd_per_run = $0.00001"),
+        "{message}"
+    );
+}
+
+/// `requests_per_second` is a token bucket per API key and per run: over
+/// it the gateway answers 429 with `Retry-After` without calling the
+/// provider; other callers keep their own buckets, and a team override
+/// lifts the limit for that team.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_requests_per_second_limit_answers_429() {
+    let t = TwoTeams::start_with(|c| {
+        c.llm_gateway.requests_per_second = 1;
+        c.llm_gateway.burst = 2;
+        c.llm_gateway.teams.insert(
+            "team-b".into(),
+            hangar_server::llm_gateway::TeamLimits {
+                requests_per_second: Some(0),
+                ..Default::default()
+            },
+        );
+    })
+    .await;
+    t.llm
+        .push((0..7).map(|i| Turn::text(format!("answer {i}"))));
+    let body = chat(MODEL, false, "hi");
+    for _ in 0..2 {
+        assert_eq!(post_chat(&t, &t.key_a, &body).await.status(), 200);
+    }
+    let before = t.llm.requests().len();
+    let resp = post_chat(&t, &t.key_a, &body).await;
+    assert_eq!(resp.status(), 429);
+    let retry: u64 = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After in whole seconds");
+    assert!((1..=2).contains(&retry), "{retry}");
+    let text = resp.text().await.unwrap();
+    assert!(
+        text.contains("llm_gateway.requests_per_second = 1"),
+        "{text}"
+    );
+    assert_eq!(
+        t.llm.requests().len(),
+        before,
+        "refused before the provider"
+    );
+
+    // A run has its own bucket.
+    let (_, token) = t.local_run("own bucket").await;
+    assert_eq!(post_chat(&t, &token, &body).await.status(), 200);
+    // Team B is not limited.
+    for _ in 0..3 {
+        assert_eq!(post_chat(&t, &t.key_b, &body).await.status(), 200);
+    }
+    // Only the refused call went unmetered: two for the key.
+    let usage = t.ok("GET", "/llm/usage", &t.key_a, None).await;
+    assert_eq!(usage["usage"][0]["requests"], 2, "{usage}");
+}
