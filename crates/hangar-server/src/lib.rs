@@ -69,6 +69,8 @@ pub struct AppInner {
     pub llm: Arc<ProviderRegistry>,
     /// Model for runs that name none.
     pub default_model: Option<String>,
+    /// Signals to the other replicas (PostgreSQL); `None` on SQLite.
+    pub notifier: Option<Arc<dyn hangar_store::Notifier>>,
     /// Gateway budgets and rate buckets (`llm_gateway:`).
     pub budgets: Arc<llm_gateway::GatewayBudgets>,
     /// Encrypts secret values at rest.
@@ -365,6 +367,7 @@ impl Server {
             logins: Arc::new(web_auth::LoginThrottle::default()),
             llm: Arc::new(llm),
             default_model,
+            notifier: notifier.clone(),
             budgets: Arc::new(llm_gateway::GatewayBudgets::new(config.llm_gateway.clone())),
             secrets: secret_box.clone(),
             config: config.clone(),

@@ -83,6 +83,11 @@ pub trait Notifier: Send + Sync {
     /// creation, requeue and execution end; this is for anything else that makes
     /// dispatch possible).
     async fn notify_dispatch(&self, run_id: Option<&RunId>) -> StoreResult<()>;
+    /// Sends a cancel signal explicitly, so the replica holding its worker
+    /// or agent stops `execution_id` (the store signals every run that
+    /// becomes `CANCELLED`; this is for runs the server ended in another
+    /// state whose execution must stop too, such as a run over its budget).
+    async fn notify_cancel(&self, run_id: &RunId, execution_id: &ExecutionId) -> StoreResult<()>;
     /// Starts listening. Signals committed after this returns are delivered.
     async fn listen(&self) -> StoreResult<Box<dyn SignalListener>>;
 }

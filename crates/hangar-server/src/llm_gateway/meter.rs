@@ -224,7 +224,8 @@ pub async fn enforce(
 /// Ends a run that used its budget `FAILED` (`budget_exceeded`, a user
 /// error in the Oz error catalogue) with `why` as its status message, and
 /// stops its execution the way a cancel does: the worker gets a task
-/// cancellation and the agent a `cancel`. The execution ends when the
+/// cancellation and the agent a `cancel`, through whichever replica holds
+/// their connections. The execution ends when the
 /// worker reports; its report cannot change the run's state any more.
 async fn stop_run(app: &AppState, team_id: i64, run: &hangar_store::RunRecord, why: &str) {
     let Some(exec_id) = &run.current_execution_id else {
@@ -244,6 +245,12 @@ async fn stop_run(app: &AppState, team_id: i64, run: &hangar_store::RunRecord, w
             tracing::warn!(error = %e, run_id = %run.id, "cannot end the run that went over its budget");
             return;
         }
+    }
+    // The worker or agent may be connected to another replica.
+    if let Some(notifier) = &app.notifier
+        && let Err(e) = notifier.notify_cancel(&run.id, exec_id).await
+    {
+        tracing::warn!(error = %e, run_id = %run.id, "cannot signal the other replicas to stop the run");
     }
     match app.store.execution(exec_id).await {
         Ok(exec) if exec.ended_at.is_none() => {

@@ -323,3 +323,101 @@ async fn gateway_requests_per_second_limit_answers_429() {
     let usage = t.ok("GET", "/llm/usage", &t.key_a, None).await;
     assert_eq!(usage["usage"][0]["requests"], 2, "{usage}");
 }
+
+/// With two replicas on one PostgreSQL database, a run metered over its
+/// budget through replica A is stopped where its agent is connected:
+/// replica B tells it to cancel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_over_budget_run_is_stopped_through_every_replica() {
+    let url = std::env::var("HANGAR_TEST_DATABASE_URL").unwrap_or_else(|_| {
+        panic!("HANGAR_TEST_DATABASE_URL is not set: run `eval \"$(scripts/pg-test-env)\"` first")
+    });
+    let schema = format!(
+        "hangar_test_budget_{}",
+        hangar_protocol::RunId::generate().0.replace('-', "_")
+    );
+    let llm = hangar_testkit::fake_llm::FakeLlm::start(vec![Turn::text("z".repeat(400))]).await;
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let config = |dir: &tempfile::TempDir| {
+        let mut c = hangar_server::ServerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.path().join("data"),
+            database_url: Some(url.clone()),
+            database_schema: Some(schema.clone()),
+            cli_config_path: Some(std::path::PathBuf::new()),
+            master_key_file: Some(dirs[0].path().join("master.key")),
+            providers_from_env: false,
+            providers: serde_json::from_value(json!({"fake": {
+                "kind": "openai", "base_url": llm.base_url(), "api_key": "k"}}))
+            .unwrap(),
+            ..hangar_server::ServerConfig::default()
+        };
+        c.llm_gateway.max_tokens_per_run = 50;
+        c
+    };
+    let a = hangar_server::Server::start(config(&dirs[0]))
+        .await
+        .unwrap();
+    let b = hangar_server::Server::start(config(&dirs[1]))
+        .await
+        .unwrap();
+    let key = a.bootstrap().unwrap().api_key.clone();
+    let http = reqwest::Client::new();
+    let run: Value = http
+        .post(format!("{}/api/v1/agent/runs/local", a.url()))
+        .bearer_auth(&key)
+        .json(&json!({"prompt": "spend on A"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (run_id, token) = (
+        run["run_id"].as_str().unwrap(),
+        run["run_token"].as_str().unwrap(),
+    );
+    // The agent is connected to replica B.
+    let session_url =
+        url::Url::parse(&format!("{}/api/v1/agent/runs/{run_id}/session", b.url())).unwrap();
+    let mut session = hangar_client::connect_websocket(&session_url, token)
+        .await
+        .unwrap();
+    // Its model call goes through replica A and crosses the limit.
+    let answer = http
+        .post(format!("{}/api/v1/llm/chat/completions", a.url()))
+        .bearer_auth(token)
+        .body(chat("fake/m", false, "write"))
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let frame = tokio::time::timeout_at(deadline, session.next())
+            .await
+            .expect("replica B tells the agent to cancel")
+            .expect("the session stays open until then")
+            .unwrap();
+        if frame.to_text().is_ok_and(|f| f.contains("\"cancel\"")) {
+            break;
+        }
+    }
+    let stored = b
+        .state()
+        .store
+        .run_any_team(&hangar_protocol::RunId(run_id.to_owned()))
+        .await
+        .unwrap();
+    assert_eq!(stored.state, hangar_protocol::RunState::Failed);
+    assert_eq!(stored.error_code.as_deref(), Some("budget_exceeded"));
+    drop(session);
+    b.shutdown().await;
+    a.shutdown().await;
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+        .execute(&pool)
+        .await
+        .unwrap();
+}

@@ -142,6 +142,17 @@ impl Notifier for PostgresStore {
         Ok(())
     }
 
+    async fn notify_cancel(&self, run_id: &RunId, execution_id: &ExecutionId) -> StoreResult<()> {
+        sqlx::query("SELECT hangar_signal($1, $2, $3)")
+            .bind(CANCEL_CHANNEL)
+            .bind(run_id.as_str())
+            .bind(execution_id.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(pg_error)?;
+        Ok(())
+    }
+
     async fn listen(&self) -> StoreResult<Box<dyn SignalListener>> {
         Ok(Box::new(self.signal_listener().await?))
     }
