@@ -10,6 +10,7 @@ mod faults;
 mod faults_stream;
 mod faults_workers;
 mod followups_ended;
+mod gateway_budgets;
 mod lifecycle;
 mod local_runs;
 mod mcp_named;
