@@ -421,3 +421,73 @@ async fn gateway_over_budget_run_is_stopped_through_every_replica() {
         .await
         .unwrap();
 }
+
+/// A dashboard user calling the gateway with their session cookie is
+/// metered to themselves (`caller: dashboard_session`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_dashboard_session_calls_are_metered_to_the_user() {
+    let t = TwoTeams::start().await;
+    let pw = "session-password-1";
+    let user = t
+        .ok(
+            "POST",
+            "/users",
+            &t.key_a,
+            Some(&json!({"email": "meter@example.com", "password": pw}).to_string()),
+        )
+        .await;
+    let login = no_redirects()
+        .post(format!("{}/login", t.url))
+        .form(&[("email", "meter@example.com"), ("password", pw)])
+        .send()
+        .await
+        .unwrap();
+    let cookie = login
+        .headers()
+        .get(reqwest::header::SET_COOKIE)
+        .expect("a session cookie")
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let page = no_redirects()
+        .get(format!("{}/", t.url))
+        .header(reqwest::header::COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let marker = "name=\"csrf-token\" content=\"";
+    let at = page.find(marker).expect("csrf meta tag") + marker.len();
+    let csrf = &page[at..at + 64];
+
+    t.llm.push([Turn::text("from the dashboard")]);
+    let answer: Value = no_redirects()
+        .post(t.api("/llm/chat/completions"))
+        .header(reqwest::header::COOKIE, &cookie)
+        .header("x-hangar-csrf", csrf)
+        .header("content-type", "application/json")
+        .body(chat(MODEL, false, "hi"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let usage = t.ok("GET", "/llm/usage", &t.key_a, None).await;
+    let rows = usage["usage"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{usage}");
+    assert_eq!(rows[0]["caller"], "dashboard_session");
+    assert_eq!(rows[0]["user_id"], user["id"]);
+    assert_eq!(rows[0]["name"], "meter@example.com");
+    assert_eq!(rows[0]["requests"], 1);
+    assert_eq!(rows[0]["prompt_tokens"], answer["usage"]["prompt_tokens"]);
+    assert_eq!(
+        rows[0]["completion_tokens"],
+        answer["usage"]["completion_tokens"]
+    );
+}
