@@ -172,7 +172,16 @@ pub async fn chat_completions(
     let public_model = std::mem::replace(&mut request.model, local_model);
     let meter = Meter::new(app.clone(), payer, public_model.clone(), body.len());
     request.stream = Some(true);
-    let stream = provider.chat_stream(request).await.map_err(gateway_error)?;
+    // Dropped while this waits (the client hung up): metered, since the
+    // provider may be working on the prompt already.
+    let stream = match provider.chat_stream(request).await {
+        Ok(stream) => stream,
+        Err(e) => {
+            // The provider refused or failed before answering: nothing to bill.
+            meter.discard();
+            return Err(gateway_error(e));
+        }
+    };
 
     if !streaming {
         // The meter sees every chunk `collect` folds, so a client that

@@ -72,8 +72,11 @@ async fn resync(app: &AppState) {
                 // A revocation made elsewhere may have been missed: streams of
                 // running runs re-check their access.
                 app.shares.changed(&exec.run_id);
+                // Cancelled runs, and runs the gateway ended over their budget
+                // (FAILED `budget_exceeded`), must not keep an execution alive.
                 if let Ok(run) = app.store.run_any_team(&exec.run_id).await
-                    && run.state == hangar_protocol::RunState::Cancelled
+                    && (run.state == hangar_protocol::RunState::Cancelled
+                        || crate::llm_gateway::meter::ended_over_budget(&run))
                 {
                     app.dispatcher.send_cancellation(team, &exec);
                     app.sessions.cancel(&exec.run_id);

@@ -138,6 +138,12 @@ impl Meter {
         })
     }
 
+    /// Records nothing: the provider answered with an error before any
+    /// chunk, so it used (and bills) no tokens.
+    pub fn discard(mut self) {
+        self.done = true;
+    }
+
     /// Records the usage now (the response ended); once.
     pub async fn finish(mut self) {
         self.done = true;
@@ -221,6 +227,15 @@ pub async fn enforce(
     Some(why)
 }
 
+/// The error code of runs ended over their budget.
+const BUDGET_EXCEEDED: &str = "budget_exceeded";
+
+/// Whether the gateway ended `run` over its budget (its execution, if still
+/// live, must stop).
+pub fn ended_over_budget(run: &hangar_store::RunRecord) -> bool {
+    run.state == RunState::Failed && run.error_code.as_deref() == Some(BUDGET_EXCEEDED)
+}
+
 /// Ends a run that used its budget `FAILED` (`budget_exceeded`, a user
 /// error in the Oz error catalogue) with `why` as its status message, and
 /// stops its execution the way a cancel does: the worker gets a task
@@ -234,7 +249,7 @@ async fn stop_run(app: &AppState, team_id: i64, run: &hangar_store::RunRecord, w
     let outcome = Outcome {
         state: RunState::Failed,
         message: why.to_owned(),
-        error_code: Some("budget_exceeded".to_owned()),
+        error_code: Some(BUDGET_EXCEEDED.to_owned()),
     };
     match app.store.report_outcome(&run.id, exec_id, &outcome).await {
         Ok(Transition::Applied) => {

@@ -383,6 +383,22 @@ async fn gateway_over_budget_run_is_stopped_through_every_replica() {
     let mut session = hangar_client::connect_websocket(&session_url, token)
         .await
         .unwrap();
+    // Wait until B holds the agent's session (the upgrade finishes after
+    // the handshake answer).
+    let attached = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !b
+        .state()
+        .sessions
+        .connected_runs()
+        .iter()
+        .any(|r| r.as_str() == run_id)
+    {
+        assert!(
+            tokio::time::Instant::now() < attached,
+            "the agent never attached to B"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     // Its model call goes through replica A and crosses the limit.
     let answer = http
         .post(format!("{}/api/v1/llm/chat/completions", a.url()))
@@ -490,4 +506,26 @@ async fn gateway_dashboard_session_calls_are_metered_to_the_user() {
         rows[0]["completion_tokens"],
         answer["usage"]["completion_tokens"]
     );
+}
+
+/// A call the provider refuses before answering uses no tokens, so it is
+/// not billed; the next, answered call is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_provider_errors_are_not_billed() {
+    let t = TwoTeams::start().await;
+    t.llm
+        .push([Turn::error(400, "context too long"), Turn::text("fine")]);
+    let refused = post_chat(&t, &t.key_a, &chat(MODEL, false, "a")).await;
+    assert_eq!(refused.status(), 400);
+    let answer: Value = post_chat(&t, &t.key_a, &chat(MODEL, true, "b"))
+        .await
+        .text()
+        .await
+        .map(|sse| streamed_usage(&sse))
+        .unwrap();
+    let usage = t.ok("GET", "/llm/usage", &t.key_a, None).await;
+    let row = &usage["usage"][0];
+    assert_eq!(row["requests"], 1, "{usage}");
+    assert_eq!(row["prompt_tokens"], answer["prompt_tokens"]);
+    assert_eq!(row["completion_tokens"], answer["completion_tokens"]);
 }
