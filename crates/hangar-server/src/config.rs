@@ -304,6 +304,41 @@ mod tests {
     }
 
     #[test]
+    fn llm_gateway_budgets_load_and_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.yaml");
+        std::fs::write(
+            &path,
+            "llm_gateway:\n  max_tokens_per_run: 100000\n  max_cost_usd_per_run: 2.5\n  \
+             requests_per_second: 5\n  teams:\n    research: {max_cost_usd_per_run: 50}\n",
+        )
+        .unwrap();
+        let c = ServerConfig::from_file(&path).unwrap();
+        assert_eq!(c.llm_gateway.max_tokens_per_run, 100_000);
+        assert_eq!(c.llm_gateway.max_cost_usd_per_run, 2.5);
+        assert_eq!(
+            c.llm_gateway.teams["research"].max_cost_usd_per_run,
+            Some(50.0)
+        );
+        assert_eq!(ServerConfig::default().llm_gateway.max_tokens_per_run, 0);
+        for (text, needle) in [
+            (
+                "llm_gateway:\n  max_cost_usd_per_run: -1\n",
+                "max_cost_usd_per_run",
+            ),
+            (
+                "llm_gateway:\n  teams:\n    t: {max_cost_usd_per_run: .nan}\n",
+                "llm_gateway.teams.t.max_cost_usd_per_run",
+            ),
+            ("llm_gateway:\n  max_tokens: 5\n", "max_tokens"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let err = ServerConfig::from_file(&path).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+    }
+
+    #[test]
     fn unknown_keys_are_rejected_with_their_name() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("server.yaml");
