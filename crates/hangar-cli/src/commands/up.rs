@@ -33,6 +33,23 @@ pub struct UpArgs {
     pub max_concurrent_tasks: u32,
 }
 
+/// Where the local worker keeps task workspaces: `$XDG_STATE_HOME/hangar/workspaces`
+/// (beside, never inside, the data directory `data_dir`).
+fn workspace_root(data_dir: &std::path::Path) -> PathBuf {
+    let state = dirs::state_dir()
+        .or_else(|| dirs::home_dir().map(|h| h.join(".local/state")))
+        .map(|d| d.join("hangar").join("workspaces"));
+    match state {
+        Some(root) if !root.starts_with(data_dir) => root,
+        _ => data_dir.with_file_name(format!(
+            "{}-workspaces",
+            data_dir
+                .file_name()
+                .map_or("hangar".into(), |n| n.to_string_lossy())
+        )),
+    }
+}
+
 /// Starts everything and waits for Ctrl-C.
 pub async fn run(args: UpArgs) -> Result<ExitCode> {
     let log_secrets = crate::commands::init_logging("info,hangar_server=info,hangar_worker=info");
@@ -48,6 +65,7 @@ pub async fn run(args: UpArgs) -> Result<ExitCode> {
     crate::commands::server::print_bootstrap(&server);
 
     let key = server.issue_local_key("hangar up: local worker").await?;
+    let workspaces = workspace_root(&config.data_dir);
     let worker_args = WorkerArgs {
         worker_id: Some(LOCAL_WORKER.to_owned()),
         api_key: Some(key),
@@ -55,7 +73,8 @@ pub async fn run(args: UpArgs) -> Result<ExitCode> {
         backend: Some(args.backend),
         no_cleanup: args.no_cleanup,
         max_concurrent_tasks: Some(args.max_concurrent_tasks),
-        workspace_root: Some(config.data_dir.join("workspaces")),
+        // Outside the data directory: tasks never get a path into it.
+        workspace_root: Some(workspaces.clone()),
         ..WorkerArgs::default()
     };
     let mut worker_config = worker_args
@@ -94,6 +113,7 @@ pub async fn run(args: UpArgs) -> Result<ExitCode> {
         None => println!("  API key     printed above on first start"),
     }
     println!("  Data        {}", config.data_dir.display());
+    println!("  Workspaces  {}", workspaces.display());
     println!();
     println!(
         "Try:  hangar agent run-cloud -p \"List the files in the workspace and summarise them\""
