@@ -650,6 +650,13 @@ fn stderr_label(source: &'static str) -> &'static str {
 
 #[async_trait]
 impl Execution for DirectExecution {
+    fn sandbox_relaxation(&self) -> Option<&'static str> {
+        self.shared
+            .sandbox
+            .is_none()
+            .then_some(SandboxKind::None.as_str())
+    }
+
     async fn prepare(&mut self, stop: &CancellationToken) -> Result<(), BackendError> {
         if self.reused {
             tracing::info!(task_id = %self.spec.task_id, execution_id = %self.spec.execution_id, workspace = %self.cwd.display(), "reusing the kept workspace of this run");

@@ -275,7 +275,12 @@ impl Sandbox {
     /// works (namespaces allowed), `setpriv` is there for a root worker, and
     /// every configured mount exists. The error says what to install.
     pub fn detect(mounts: Vec<SandboxMount>) -> Result<Sandbox, String> {
-        let bwrap = find_program("bwrap").ok_or_else(|| {
+        Self::detect_with(find_program("bwrap"), mounts)
+    }
+
+    /// [`detect`](Self::detect) with bubblewrap at `bwrap` (`None`: not installed).
+    fn detect_with(bwrap: Option<PathBuf>, mounts: Vec<SandboxMount>) -> Result<Sandbox, String> {
+        let bwrap = bwrap.ok_or_else(|| {
             format!("the direct backend runs tasks in a sandbox and bubblewrap (`bwrap`) is not installed: {INSTALL_HINT}")
         })?;
         let root = nix::unistd::geteuid().is_root();
@@ -846,6 +851,20 @@ pub(crate) fn chown_tree(dir: &Path, uid: u32, gid: u32) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_host_without_bubblewrap_is_told_what_to_install_or_how_to_opt_out() {
+        let err = Sandbox::detect_with(None, Vec::new()).unwrap_err();
+        assert!(err.contains("apt-get install bubblewrap"), "{err}");
+        assert!(err.contains("--no-sandbox"), "{err}");
+        let missing = SandboxMount {
+            path: PathBuf::from("/nonexistent/toolchain"),
+            writable: false,
+        };
+        let err = Sandbox::detect_with(Some(PathBuf::from("/usr/bin/bwrap")), vec![missing])
+            .unwrap_err();
+        assert!(err.contains("/nonexistent/toolchain does not exist"), "{err}");
+    }
 
     #[test]
     fn env_file_quotes_every_value_and_drops_bad_names() {
