@@ -28,6 +28,10 @@ pub struct UpArgs {
     /// Keep task workspaces after runs end.
     #[arg(long)]
     pub no_cleanup: bool,
+    /// Run the local worker's tasks without the bubblewrap sandbox (direct
+    /// backend; an explicit relaxation shown in every run's details).
+    #[arg(long)]
+    pub no_sandbox: bool,
     /// Tasks the local worker runs at once (0 = unlimited).
     #[arg(long, default_value_t = 4, value_name = "N")]
     pub max_concurrent_tasks: u32,
@@ -72,6 +76,7 @@ pub async fn run(args: UpArgs) -> Result<ExitCode> {
         server_url: Some(server.url().to_owned()),
         backend: Some(args.backend),
         no_cleanup: args.no_cleanup,
+        no_sandbox: args.no_sandbox,
         max_concurrent_tasks: Some(args.max_concurrent_tasks),
         // Outside the data directory: tasks never get a path into it.
         workspace_root: Some(workspaces.clone()),

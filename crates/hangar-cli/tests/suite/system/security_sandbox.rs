@@ -26,7 +26,9 @@ fn run_on(host: &str, environment: Option<&str>) -> RunAgentRequest {
 /// The output of the first tool call, as the model received it.
 fn tool_output(llm: &FakeLlm) -> String {
     let requests = llm.requests();
-    let second = requests.get(1).expect("the model was asked again with the tool result");
+    let second = requests
+        .get(1)
+        .expect("the model was asked again with the tool result");
     second["messages"]
         .as_array()
         .into_iter()
@@ -93,10 +95,17 @@ echo "env_names=$(env | cut -d= -f1 | sort | tr '\n' ' ')"
     let cmdlines = field(&out, "cmdlines");
     assert!(!cmdlines.contains("hangar worker"), "{cmdlines}");
     assert!(!cmdlines.contains("hangar server"), "{cmdlines}");
-    assert!(cmdlines.contains("agent run"), "the agent is there: {cmdlines}");
+    assert!(
+        cmdlines.contains("agent run"),
+        "the agent is there: {cmdlines}"
+    );
     assert_eq!(field(&out, "data"), "hidden", "the server's data directory");
     assert_eq!(field(&out, "serverlog"), "hidden");
-    assert_eq!(field(&out, "home"), "hidden", "the worker's home (cli.json)");
+    assert_eq!(
+        field(&out, "home"),
+        "hidden",
+        "the worker's home (cli.json)"
+    );
     assert_eq!(
         field(&out, "agent_environ"),
         "denied",
@@ -247,7 +256,11 @@ ask listed "http://$FAKE_LLM_HOST:$FAKE_LLM_PORT/v1/models"
         field(&out, "listed").starts_with("HTTP/1.1 ") && !field(&out, "listed").contains(" 403"),
         "an allowlisted host is reached through the proxy: {out}"
     );
-    assert_eq!(field(&out, "direct"), "unreachable", "no route but the proxy");
+    assert_eq!(
+        field(&out, "direct"),
+        "unreachable",
+        "no route but the proxy"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -861,9 +861,12 @@ mod tests {
             path: PathBuf::from("/nonexistent/toolchain"),
             writable: false,
         };
-        let err = Sandbox::detect_with(Some(PathBuf::from("/usr/bin/bwrap")), vec![missing])
-            .unwrap_err();
-        assert!(err.contains("/nonexistent/toolchain does not exist"), "{err}");
+        let err =
+            Sandbox::detect_with(Some(PathBuf::from("/usr/bin/bwrap")), vec![missing]).unwrap_err();
+        assert!(
+            err.contains("/nonexistent/toolchain does not exist"),
+            "{err}"
+        );
     }
 
     #[test]
