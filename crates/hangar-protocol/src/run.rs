@@ -600,6 +600,11 @@ pub struct RunItem {
     /// Parent run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent_run_id: Option<String>,
+    /// **(extension)** `none` when a worker ran this run's task without its
+    /// backend's sandbox (the direct backend's `sandbox: none`); absent when
+    /// every execution was sandboxed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<String>,
     /// Whether a sandbox is currently live for this run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub is_sandbox_running: Option<bool>,

@@ -232,6 +232,10 @@ pub struct TaskStarted {
     pub task_id: String,
     /// Execution id.
     pub execution_id: String,
+    /// **(extension)** `none` when the task runs without the backend's
+    /// sandbox (`sandbox: none` on the direct backend); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<String>,
 }
 
 /// `task_completed`.

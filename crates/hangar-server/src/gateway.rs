@@ -65,6 +65,10 @@ async fn may_connect_as_worker(app: &AppState, who: &Principal) -> ApiResult<i64
     Ok(*team_id)
 }
 
+/// Lifecycle event recorded when a worker runs an execution without its
+/// backend's sandbox.
+pub(crate) const SANDBOX_NONE_EVENT: &str = "sandbox_none";
+
 /// Upgrades an authenticated worker connection.
 #[utoipa::path(get, path = "/selfhosted/worker/ws", tag = "hangar", params(("worker_id" = String, Query, description = "The worker id")), responses((status = 101, description = "WebSocket: the worker protocol (PROTOCOL.md section 2)"), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
 pub async fn worker_socket(
@@ -315,6 +319,21 @@ async fn apply(app: &AppState, key: &WorkerKey, msg: WorkerToServer) -> StoreRes
                 return Ok(());
             };
             store.start(&exec.run_id, &exec.id, now).await?;
+            if m.sandbox.as_deref() == Some("none") {
+                // Recorded for good: the run's details show it (`sandbox: none`).
+                store
+                    .record_lifecycle_event(
+                        key.0,
+                        &hangar_store::NewLifecycleEvent {
+                            run_id: exec.run_id.0.clone(),
+                            event_type: SANDBOX_NONE_EVENT.to_owned(),
+                            execution_id: Some(exec.id.0.clone()),
+                            ref_id: Some("none".to_owned()),
+                            occurred_at: now,
+                        },
+                    )
+                    .await?;
+            }
         }
         WorkerToServer::TaskCompleted(m) => {
             let Some(exec) = app

@@ -269,6 +269,12 @@ pub(crate) fn is_safe_segment(id: &str) -> bool {
 /// (or `cancel`), then always `cleanup`, each at most once.
 #[async_trait]
 pub trait Execution: Send {
+    /// `Some("none")` when the task runs without the backend's sandbox (an
+    /// explicit relaxation the run's details show); `None` otherwise.
+    fn sandbox_relaxation(&self) -> Option<&'static str> {
+        None
+    }
+
     /// Builds the sandbox (workspace, image, setup command). Returns
     /// [`BackendError::cancelled`] promptly once `stop` fires.
     async fn prepare(&mut self, stop: &CancellationToken) -> Result<(), BackendError>;

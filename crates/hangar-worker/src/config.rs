@@ -179,6 +179,16 @@ pub struct WorkerArgs {
     #[arg(long, value_name = "DIR")]
     pub target_dir: Option<PathBuf>,
 
+    /// Direct backend: run tasks without the bubblewrap sandbox (`sandbox: none`):
+    /// they then see the host as the worker's user does. Shown in each run's details.
+    #[arg(long)]
+    pub no_sandbox: bool,
+
+    /// Direct backend: a host path the sandbox shows to tasks, `PATH[:ro|rw]`
+    /// (read-only by default; repeatable), e.g. a toolchain under /opt.
+    #[arg(long = "sandbox-mount", value_name = "PATH[:MODE]")]
+    pub sandbox_mounts: Vec<String>,
+
     /// WebSocket ping interval.
     #[arg(long, hide = true, value_parser = parse_duration, value_name = "DURATION")]
     pub heartbeat_interval: Option<Duration>,
@@ -235,6 +245,79 @@ pub struct DirectSettings {
     pub setup_command: Option<String>,
     /// `/bin/sh -c` command run in the workspace after the agent, whatever the outcome.
     pub teardown_command: Option<String>,
+    /// How tasks are isolated from the host [default: bubblewrap].
+    pub sandbox: SandboxKind,
+    /// Extra host paths shown in the sandbox.
+    pub sandbox_mounts: Vec<SandboxMount>,
+    /// Hosts (names or IP literals) the egress proxy of allowlist tasks may
+    /// reach although they are loopback, link-local, private or metadata addresses.
+    pub egress_allow_internal: Vec<String>,
+}
+
+/// How the direct backend isolates tasks (`backend.direct.sandbox`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SandboxKind {
+    /// Each process in its own namespaces under bubblewrap (`bwrap`): its own
+    /// PID, mount, IPC and UTS namespaces, only the workspace writable, the
+    /// host's data, config and home directories absent, the environment's
+    /// network policy enforced, and never as root.
+    #[default]
+    Bwrap,
+    /// No sandbox: tasks run as the worker's user and see what it sees (an
+    /// explicit relaxation, shown in every run's details).
+    None,
+}
+
+impl SandboxKind {
+    /// The name used in the config file and in run details.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            SandboxKind::Bwrap => "bwrap",
+            SandboxKind::None => "none",
+        }
+    }
+}
+
+/// A host path shown in the direct backend's sandbox (`PATH[:ro|rw]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxMount {
+    /// Absolute host path, shown at the same path.
+    pub path: PathBuf,
+    /// Whether tasks may write to it.
+    pub writable: bool,
+}
+
+impl std::str::FromStr for SandboxMount {
+    type Err = String;
+
+    fn from_str(spec: &str) -> Result<Self, String> {
+        let (path, writable) = match spec.rsplit_once(':') {
+            Some((p, "rw")) => (p, true),
+            Some((p, "ro")) => (p, false),
+            _ => (spec, false),
+        };
+        let ok = path.starts_with('/')
+            && !path.split('/').any(|s| s == "..")
+            && !path.chars().any(|c| c.is_control() || c == ':');
+        if !ok {
+            return Err(format!(
+                "invalid sandbox mount {spec:?}: expected PATH[:ro|rw] with PATH absolute, \
+                 without `..` or `:` (e.g. /opt/toolchain:ro)"
+            ));
+        }
+        Ok(SandboxMount {
+            path: PathBuf::from(path),
+            writable,
+        })
+    }
+}
+
+impl std::fmt::Display for SandboxMount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mode = if self.writable { "rw" } else { "ro" };
+        write!(f, "{}:{mode}", self.path.display())
+    }
 }
 
 /// When the docker backend pulls the task image.
@@ -565,6 +648,18 @@ impl WorkerArgs {
             target_dir: self.target_dir.clone().or(direct.target_dir),
             setup_command: direct.setup_command,
             teardown_command: direct.teardown_command,
+            sandbox: if self.no_sandbox {
+                SandboxKind::None
+            } else {
+                direct.sandbox.unwrap_or_default()
+            },
+            sandbox_mounts: direct
+                .sandbox_mounts
+                .iter()
+                .chain(&self.sandbox_mounts)
+                .map(|m| m.parse::<SandboxMount>().map_err(invalid))
+                .collect::<Result<_, _>>()?,
+            egress_allow_internal: direct.egress_allow_internal,
         };
         let docker = backend.docker.unwrap_or_default();
         cfg.docker = DockerSettings {
@@ -658,6 +753,9 @@ impl WorkerConfig {
                 "target_dir": self.direct.target_dir,
                 "setup_command": self.direct.setup_command,
                 "teardown_command": self.direct.teardown_command,
+                "sandbox": self.direct.sandbox.as_str(),
+                "sandbox_mounts": self.direct.sandbox_mounts.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "egress_allow_internal": self.direct.egress_allow_internal,
                 "environment": env,
             }}),
             BackendKind::Docker => {

@@ -29,7 +29,7 @@ mod worker;
 
 pub use config::{
     ApiKey, BackendKind, ConfigError, DirectSettings, DockerSettings, LogLevel, PullPolicy,
-    WorkerArgs, WorkerConfig,
+    SandboxKind, SandboxMount, WorkerArgs, WorkerConfig,
 };
 pub use connection::{INBOX_CAPACITY, OUTBOX_CAPACITY, worker_ws_url};
 pub use task::{CANCELLED_MESSAGE, CANCELLED_STATE, COMPLETED_MESSAGE};

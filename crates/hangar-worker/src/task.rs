@@ -247,6 +247,7 @@ async fn lifecycle(
         .send(WorkerToServer::TaskStarted(TaskStarted {
             task_id: task_id.to_owned(),
             execution_id: execution_id.to_owned(),
+            sandbox: exec.sandbox_relaxation().map(str::to_owned),
         }))
         .await;
     wait_or_stop(exec, control, task_id, execution_id, grace).await

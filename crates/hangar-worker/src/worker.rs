@@ -164,6 +164,9 @@ impl Worker {
                     cleanup: config.cleanup,
                     idle_on_complete: config.idle_on_complete.clone(),
                     kill_grace: config.kill_grace,
+                    sandbox: config.direct.sandbox,
+                    sandbox_mounts: config.direct.sandbox_mounts.clone(),
+                    egress_allow_internal: config.direct.egress_allow_internal.clone(),
                 })
                 .map_err(|source| WorkerError::Backend {
                     backend: BackendKind::Direct,

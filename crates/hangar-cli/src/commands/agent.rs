@@ -160,6 +160,11 @@ async fn agent_run(args: RunArgs, global: &Global) -> Result<ExitCode> {
         })
         .await;
     };
+    // The tools this agent runs share its user: without this they could read
+    // its run token from /proc/<agent>/environ or its memory (issue 11, S7).
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        eprintln!("warning: cannot mark the agent non-dumpable: {e}");
+    }
     let log_secrets = crate::commands::init_logging("warn,hangar_agent=info");
     // The agent's own log (its stderr, which the worker logs) never shows the
     // run's secrets or token either.

@@ -28,9 +28,30 @@ pub struct UpArgs {
     /// Keep task workspaces after runs end.
     #[arg(long)]
     pub no_cleanup: bool,
+    /// Run the local worker's tasks without the bubblewrap sandbox (direct
+    /// backend; an explicit relaxation shown in every run's details).
+    #[arg(long)]
+    pub no_sandbox: bool,
     /// Tasks the local worker runs at once (0 = unlimited).
     #[arg(long, default_value_t = 4, value_name = "N")]
     pub max_concurrent_tasks: u32,
+}
+
+/// Where the local worker keeps task workspaces: `$XDG_STATE_HOME/hangar/workspaces`
+/// (beside, never inside, the data directory `data_dir`).
+fn workspace_root(data_dir: &std::path::Path) -> PathBuf {
+    let state = dirs::state_dir()
+        .or_else(|| dirs::home_dir().map(|h| h.join(".local/state")))
+        .map(|d| d.join("hangar").join("workspaces"));
+    match state {
+        Some(root) if !root.starts_with(data_dir) => root,
+        _ => data_dir.with_file_name(format!(
+            "{}-workspaces",
+            data_dir
+                .file_name()
+                .map_or("hangar".into(), |n| n.to_string_lossy())
+        )),
+    }
 }
 
 /// Starts everything and waits for Ctrl-C.
@@ -48,14 +69,17 @@ pub async fn run(args: UpArgs) -> Result<ExitCode> {
     crate::commands::server::print_bootstrap(&server);
 
     let key = server.issue_local_key("hangar up: local worker").await?;
+    let workspaces = workspace_root(&config.data_dir);
     let worker_args = WorkerArgs {
         worker_id: Some(LOCAL_WORKER.to_owned()),
         api_key: Some(key),
         server_url: Some(server.url().to_owned()),
         backend: Some(args.backend),
         no_cleanup: args.no_cleanup,
+        no_sandbox: args.no_sandbox,
         max_concurrent_tasks: Some(args.max_concurrent_tasks),
-        workspace_root: Some(config.data_dir.join("workspaces")),
+        // Outside the data directory: tasks never get a path into it.
+        workspace_root: Some(workspaces.clone()),
         ..WorkerArgs::default()
     };
     let mut worker_config = worker_args
@@ -94,6 +118,7 @@ pub async fn run(args: UpArgs) -> Result<ExitCode> {
         None => println!("  API key     printed above on first start"),
     }
     println!("  Data        {}", config.data_dir.display());
+    println!("  Workspaces  {}", workspaces.display());
     println!();
     println!(
         "Try:  hangar agent run-cloud -p \"List the files in the workspace and summarise them\""

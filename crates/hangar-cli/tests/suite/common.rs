@@ -76,3 +76,11 @@ pub fn test_python() -> String {
         ),
     }
 }
+
+/// A `--sandbox-mount` value that shows `dir` read-write to sandboxed tasks
+/// (which run as nobody under a root worker: the directory is made 0777).
+pub fn shared_with_tasks(dir: &Path) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    format!("{}:rw", dir.display())
+}

@@ -20,6 +20,7 @@ mod replicas;
 mod routing;
 mod schedules;
 mod security_inputs;
+mod security_sandbox;
 mod sharing;
 mod users_cli;
 mod watch;

@@ -67,6 +67,7 @@ pub fn run_item(app: &AppState, r: &RunRecord) -> RunItem {
         agent_config: Some(agent_config.unwrap_or_default()),
         conversation_id: options.conversation_id,
         parent_run_id: options.parent_run_id,
+        sandbox: None,
         is_sandbox_running: Some(r.sandbox_running),
         artifacts: Some(Vec::new()),
         scope: Some(Scope {
@@ -592,7 +593,28 @@ pub async fn get_one(
     let run = load_visible(&app, &principal, &run_id).await?;
     let mut item = run_item(&app, &run);
     item.artifacts = Some(crate::api::agent::run_artifacts(&app, &run.id).await?);
+    item.sandbox = unsandboxed(&app, &run).await?;
     Ok(Json(item))
+}
+
+/// `Some("none")` when a worker reported running one of the run's executions
+/// without its sandbox (a `sandbox_none` lifecycle event, see the worker socket).
+async fn unsandboxed(app: &AppState, run: &RunRecord) -> ApiResult<Option<String>> {
+    let events = app
+        .store
+        .lifecycle_events(
+            run.team_id,
+            &hangar_store::LifecycleQuery {
+                run_ids: vec![run.id.0.clone()],
+                since: 0,
+                limit: 10_000,
+            },
+        )
+        .await?;
+    Ok(events
+        .iter()
+        .any(|e| e.event_type == crate::gateway::SANDBOX_NONE_EVENT)
+        .then(|| "none".to_owned()))
 }
 
 /// `POST /agent/runs/{id}/cancel`: answers the run id, as the Oz API does.

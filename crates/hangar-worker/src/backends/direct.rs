@@ -5,6 +5,10 @@
 //! - the agent sees only `HOME`, `TMPDIR`, `PATH`, the assignment's
 //!   `env_vars`, the configured env and `GIT_CONFIG_GLOBAL` — never the
 //!   worker's API key;
+//! - every process of an execution runs in a sandbox ([`sandbox`]: own PID,
+//!   mount and, unless the network policy is `full`, network namespaces; only
+//!   the workspace writable; never as root), unless the worker is configured
+//!   with `sandbox: none`;
 //! - every process of an execution is contained ([`containment`]): the
 //!   leader's process group is signalled as a whole (SIGTERM, then SIGKILL
 //!   after the grace), and everything it started, daemons included, dies
@@ -19,15 +23,18 @@
 //!   the teardown command runs once, when the kept workspace is cleaned up.
 
 mod containment;
+pub(crate) mod sandbox;
 mod state;
 
 use super::{Backend, BackendError, Execution, ExitStatus, TaskSpec, is_safe_segment, repos};
+use crate::config::{SandboxKind, SandboxMount};
 use async_trait::async_trait;
 use containment::{Containment, Scope};
 use hangar_protocol::worker::FailureReason;
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
+use sandbox::{Network, Sandbox};
 use std::collections::BTreeMap;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -71,6 +78,12 @@ pub struct DirectConfig {
     pub idle_on_complete: Option<String>,
     /// SIGTERM → SIGKILL grace for setup and teardown commands.
     pub kill_grace: Duration,
+    /// How tasks are isolated from the host.
+    pub sandbox: SandboxKind,
+    /// Extra host paths shown in the sandbox.
+    pub sandbox_mounts: Vec<SandboxMount>,
+    /// Internal hosts the egress proxy of allowlist tasks may reach.
+    pub egress_allow_internal: Vec<String>,
 }
 
 /// The direct backend.
@@ -86,6 +99,8 @@ struct Shared {
     host_env: Vec<(String, String)>,
     /// How this host contains task processes.
     containment: Containment,
+    /// The sandbox; `None` with `sandbox: none`.
+    sandbox: Option<Sandbox>,
 }
 
 impl Direct {
@@ -127,11 +142,25 @@ impl Direct {
             .iter()
             .filter_map(|k| std::env::var(k).ok().map(|v| ((*k).to_owned(), v)))
             .collect();
+        let sandbox = match config.sandbox {
+            SandboxKind::Bwrap => Some(
+                Sandbox::detect(config.sandbox_mounts.clone())
+                    .map_err(|msg| BackendError::new(FailureReason::WorkspaceSetup, msg))?,
+            ),
+            SandboxKind::None => None,
+        };
+        // With the sandbox the bubblewrap namespace replaces the backend's own.
+        let containment = if sandbox.is_some() {
+            Containment::detect_without_pid_namespace()
+        } else {
+            Containment::detect()
+        };
         Ok(Direct {
             shared: Arc::new(Shared {
                 config,
                 host_env,
-                containment: Containment::detect(),
+                containment,
+                sandbox,
             }),
         })
     }
@@ -154,8 +183,20 @@ impl Backend for Direct {
             containment = %containment.describe(),
             "direct backend: process containment"
         );
-        if let Some(weakness) = containment.weaknesses() {
-            tracing::warn!("direct backend: {weakness}");
+        match &self.shared.sandbox {
+            Some(sandbox) => {
+                tracing::info!(sandbox = %sandbox.describe(), "direct backend: task sandbox");
+            }
+            None => {
+                tracing::warn!(
+                    "direct backend: sandbox: none — tasks run as this worker's user and see \
+                     everything it can (its files, its processes, the network); every run's \
+                     details say so"
+                );
+                if let Some(weakness) = containment.weaknesses() {
+                    tracing::warn!("direct backend: {weakness}");
+                }
+            }
         }
         let root = self.shared.config.workspace_root.clone();
         let cleanup = self.shared.config.cleanup;
@@ -188,8 +229,10 @@ impl Backend for Direct {
             .target_dir
             .clone()
             .unwrap_or_else(|| private_dir.clone());
+        let network = self.network(&spec)?;
         Ok(Box::new(DirectExecution {
             shared: self.shared.clone(),
+            network,
             record_id: spec.execution_id.clone(),
             spec,
             private_dir,
@@ -203,24 +246,74 @@ impl Backend for Direct {
     }
 }
 
+impl Direct {
+    /// The network of `spec`'s execution: its environment's policy, enforced
+    /// by the sandbox. Without the sandbox only `full` can be honoured, so
+    /// anything else fails the run rather than run unenforced.
+    fn network(&self, spec: &TaskSpec) -> Result<Network, BackendError> {
+        let policy = spec
+            .assignment
+            .environment
+            .as_ref()
+            .map(|e| e.network_policy.clone())
+            .unwrap_or_default();
+        let fail = |msg: String| BackendError::new(FailureReason::WorkspaceSetup, msg);
+        let Some(sandbox) = &self.shared.sandbox else {
+            return match policy {
+                hangar_protocol::worker::NetworkPolicy::Full => Ok(Network::Host),
+                _ => Err(fail(
+                    "this environment restricts the network, which the direct backend enforces \
+                     only in its sandbox, and this worker runs with `sandbox: none`; run it with \
+                     the sandbox (drop --no-sandbox) or use the docker backend"
+                        .to_owned(),
+                )),
+            };
+        };
+        let network = Network::for_policy(
+            &policy,
+            &self.shared.config.server_url,
+            &self.shared.config.egress_allow_internal,
+        )
+        .map_err(fail)?;
+        sandbox.check_network(&network).map_err(fail)?;
+        Ok(network)
+    }
+}
+
 /// A process group; dropping it SIGKILLs whatever is left in it, so even an
 /// aborted task leaves nothing running.
 #[derive(Debug)]
 struct ProcessGroup {
+    /// The spawned process's own group (bubblewrap's, when sandboxed).
     pgid: Pid,
+    /// The sandbox's session group: its init and every task process.
+    sandbox: Option<Pid>,
     armed: bool,
     /// The execution's containment: its cgroup is killed with the group.
     scope: Option<Scope>,
 }
 
 impl ProcessGroup {
-    /// Sends `sig` to every process of the group; false when none is left.
+    /// Sends `sig` to every process of the group (of a sandbox: to the task
+    /// processes; its init ignores polite signals, bubblewrap outside gets
+    /// only SIGKILL); false when none is left.
     fn signal(&self, sig: Signal) -> bool {
-        match killpg(self.pgid, sig) {
+        let Some(sandbox) = self.sandbox else {
+            return Self::signal_group(self.pgid, sig);
+        };
+        let inside = Self::signal_group(sandbox, sig);
+        if sig == Signal::SIGKILL {
+            return Self::signal_group(self.pgid, sig) || inside;
+        }
+        inside
+    }
+
+    fn signal_group(pgid: Pid, sig: Signal) -> bool {
+        match killpg(pgid, sig) {
             Ok(()) => true,
             Err(Errno::ESRCH) => false,
             Err(e) => {
-                tracing::warn!(pgid = self.pgid.as_raw(), signal = %sig, error = %e, "cannot signal process group");
+                tracing::warn!(pgid = pgid.as_raw(), signal = %sig, error = %e, "cannot signal process group");
                 false
             }
         }
@@ -245,7 +338,7 @@ impl ProcessGroup {
 impl Drop for ProcessGroup {
     fn drop(&mut self) {
         if self.armed {
-            let _ = killpg(self.pgid, Signal::SIGKILL);
+            self.signal(Signal::SIGKILL);
             if let Some(scope) = &self.scope {
                 scope.kill();
             }
@@ -257,6 +350,8 @@ impl Drop for ProcessGroup {
 struct Spawned {
     child: Child,
     group: ProcessGroup,
+    /// The sandbox's network listeners, as long as the process lives.
+    _listeners: Option<sandbox::Listeners>,
 }
 
 impl Spawned {
@@ -290,6 +385,8 @@ struct LogCtx {
 
 struct DirectExecution {
     shared: Arc<Shared>,
+    /// The network the sandbox gives every process of this execution.
+    network: Network,
     spec: TaskSpec,
     /// `<workspace_root>/<execution_id>`: the workspace, or (with a target dir)
     /// the execution's private state such as its git config.
@@ -341,6 +438,17 @@ impl DirectExecution {
     /// The task's complete environment.
     fn env(&self) -> BTreeMap<String, String> {
         let mut env: BTreeMap<String, String> = self.shared.host_env.iter().cloned().collect();
+        if self.shared.sandbox.is_some() {
+            // The host's home and temporary directory are not in the sandbox.
+            env.insert(
+                "HOME".to_owned(),
+                self.private_dir.to_string_lossy().into_owned(),
+            );
+            env.insert("TMPDIR".to_owned(), "/tmp".to_owned());
+        }
+        if let Network::Isolated(net) = &self.network {
+            env.extend(net.env.iter().cloned());
+        }
         env.extend(super::task_env(&self.spec, &self.config().env));
         env.insert(
             "GIT_CONFIG_GLOBAL".to_owned(),
@@ -387,31 +495,60 @@ impl DirectExecution {
     }
 
     fn agent_args(&self) -> Vec<String> {
+        let server_url = match &self.network {
+            Network::Isolated(net) => net.agent_server_url.as_str(),
+            Network::Host => self.config().server_url.as_str(),
+        };
         super::agent_args(
             &self.spec,
-            &self.config().server_url,
+            server_url,
             self.config().idle_on_complete.as_deref(),
         )
     }
 
-    /// Spawns `program args` in the workspace, in a new process group, with
-    /// the task environment and captured output.
-    fn spawn(
+    /// Spawns `program args` in the workspace, in a new process group (in
+    /// the sandbox, when there is one), with `env` and captured output.
+    async fn spawn(
         &mut self,
         program: &Path,
         args: &[String],
+        env: BTreeMap<String, String>,
         source: &'static str,
     ) -> std::io::Result<Spawned> {
         let scope = self
             .scope
             .clone()
             .ok_or_else(|| std::io::Error::other("the execution's containment was not prepared"))?;
-        let mut cmd = Command::new(program);
+        let prepared = match &self.shared.sandbox {
+            Some(sandbox) => {
+                let mut writable = vec![self.private_dir.as_path()];
+                if self.cwd != self.private_dir {
+                    writable.push(self.cwd.as_path());
+                }
+                Some(sandbox.prepare(&sandbox::Launch {
+                    program,
+                    args,
+                    env: &env,
+                    cwd: &self.cwd,
+                    writable,
+                    readable: vec![self.config().agent_path.as_path()],
+                    network: &self.network,
+                })?)
+            }
+            None => None,
+        };
+        let mut cmd = match &prepared {
+            Some(p) => Command::new(&p.program),
+            None => Command::new(program),
+        };
         scope.apply(&mut cmd);
-        cmd.args(args)
-            .current_dir(&self.cwd)
-            .env_clear()
-            .envs(self.env())
+        match &prepared {
+            Some(p) => p.apply(&mut cmd),
+            None => {
+                cmd.args(args).env_clear().envs(env);
+            }
+        }
+        cmd.current_dir(&self.cwd)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -422,8 +559,9 @@ impl DirectExecution {
         let pid = child
             .id()
             .ok_or_else(|| std::io::Error::other("child exited before its pid was read"))?;
-        let group = ProcessGroup {
+        let mut group = ProcessGroup {
             pgid: Pid::from_raw(pid as i32),
+            sandbox: None,
             armed: true,
             scope: Some(scope),
         };
@@ -444,7 +582,20 @@ impl DirectExecution {
                 },
             ));
         }
-        Ok(Spawned { child, group })
+        let listeners = match prepared {
+            Some(p) => {
+                // On error the group guard kills bubblewrap and its sandbox.
+                let started = p.started().await?;
+                group.sandbox = Some(Pid::from_raw(started.group));
+                started.listeners
+            }
+            None => None,
+        };
+        Ok(Spawned {
+            child,
+            group,
+            _listeners: listeners,
+        })
     }
 
     /// Runs a `/bin/sh -c` hook; `None` when `stop` fired or `limit` passed first.
@@ -456,7 +607,10 @@ impl DirectExecution {
         limit: Option<Duration>,
     ) -> std::io::Result<Option<ExitStatus>> {
         let args = vec!["-c".to_owned(), command.to_owned()];
-        let mut hook = self.spawn(Path::new("/bin/sh"), &args, source)?;
+        // Hooks are the environment's commands, not the agent: no run token.
+        let mut env = self.env();
+        env.remove(hangar_protocol::ENV_RUN_TOKEN);
+        let mut hook = self.spawn(Path::new("/bin/sh"), &args, env, source).await?;
         let never = CancellationToken::new();
         let stop = stop.unwrap_or(&never);
         let grace = self.config().kill_grace;
@@ -496,6 +650,13 @@ fn stderr_label(source: &'static str) -> &'static str {
 
 #[async_trait]
 impl Execution for DirectExecution {
+    fn sandbox_relaxation(&self) -> Option<&'static str> {
+        self.shared
+            .sandbox
+            .is_none()
+            .then_some(SandboxKind::None.as_str())
+    }
+
     async fn prepare(&mut self, stop: &CancellationToken) -> Result<(), BackendError> {
         if self.reused {
             tracing::info!(task_id = %self.spec.task_id, execution_id = %self.spec.execution_id, workspace = %self.cwd.display(), "reusing the kept workspace of this run");
@@ -539,6 +700,23 @@ impl Execution for DirectExecution {
             let env = self.env();
             repos::clone_all(&self.cwd, &environment.repos, &env, stop, &self.spec).await?;
         }
+        if let Some((uid, gid)) = self.shared.sandbox.as_ref().and_then(Sandbox::task_user) {
+            // The task user owns its workspace (and what the worker cloned into it).
+            let dir = self.private_dir.clone();
+            tokio::task::spawn_blocking(move || sandbox::chown_tree(&dir, uid, gid))
+                .await
+                .map_err(std::io::Error::other)
+                .and_then(|r| r)
+                .map_err(|e| {
+                    setup_err(
+                        format!(
+                            "cannot give workspace {} to the task user {uid}:{gid}: {e}",
+                            self.private_dir.display()
+                        ),
+                        e,
+                    )
+                })?;
+        }
         let mut setup_commands: Vec<String> = self.config().setup_command.iter().cloned().collect();
         if let Some(environment) = &self.spec.assignment.environment {
             setup_commands.extend(environment.setup_commands.iter().cloned());
@@ -574,13 +752,17 @@ impl Execution for DirectExecution {
     async fn launch(&mut self) -> Result<(), BackendError> {
         let program = self.config().agent_path.clone();
         let args = self.agent_args();
-        let spawned = self.spawn(&program, &args, "agent").map_err(|e| {
-            BackendError::with_source(
-                FailureReason::AgentInvocation,
-                format!("cannot start the agent {}: {e}", program.display()),
-                e,
-            )
-        })?;
+        let env = self.env();
+        let spawned = self
+            .spawn(&program, &args, env, "agent")
+            .await
+            .map_err(|e| {
+                BackendError::with_source(
+                    FailureReason::AgentInvocation,
+                    format!("cannot start the agent {}: {e}", program.display()),
+                    e,
+                )
+            })?;
         tracing::info!(
             task_id = %self.spec.task_id,
             execution_id = %self.spec.execution_id,

@@ -1,4 +1,7 @@
-//! Egress allowlist for docker tasks (`network_policy: allowlist{hosts}`).
+//! Egress allowlist for tasks (`network_policy: allowlist{hosts}`): Docker
+//! tasks reach it on their internal network's gateway; direct tasks on
+//! loopback inside their sandbox's network namespace (see
+//! `direct::sandbox`), through the same [`serve_proxy`] and [`serve_relay`].
 //!
 //! Per execution the worker creates an **internal** Docker network of its
 //! own (no route out of the host: Docker drops forwarded traffic from its
@@ -371,25 +374,16 @@ impl Egress {
             self.env.push((k.to_owned(), v.clone()));
         }
 
-        let policy = Arc::new(Policy {
-            allow: Allowlist::new(req.hosts),
-            hosts,
-            internal: req
-                .allow_internal
-                .iter()
-                .map(|h| normalise_host(h))
-                .collect(),
-        });
-        let target = (server_host, server_port);
         let stop = self.stop.clone();
-        self.tasks.spawn(serve(proxy, stop.clone(), move |conn| {
-            let policy = policy.clone();
-            async move { proxy_connection(conn, &policy).await }
-        }));
-        self.tasks.spawn(serve(relay, stop, move |conn| {
-            let target = target.clone();
-            async move { relay_connection(conn, &target).await }
-        }));
+        self.tasks.spawn(serve_proxy(
+            proxy,
+            req.hosts,
+            hosts,
+            req.allow_internal,
+            stop.clone(),
+        ));
+        self.tasks
+            .spawn(serve_relay(relay, (server_host, server_port), stop));
         tracing::info!(
             task_id = %req.task_id,
             execution_id = %req.execution_id,
@@ -503,6 +497,41 @@ async fn run_iptables(args: &[String]) -> Result<String, String> {
             String::from_utf8_lossy(&out.stderr).trim()
         ))
     }
+}
+
+/// Serves the allowlist proxy on `listener` until `stop`: the environment's
+/// `hosts`, names resolved through `extra_hosts` first, internal addresses
+/// only when `allow_internal` lists them. The listener may live in another
+/// network namespace (the direct backend's sandbox).
+pub(crate) fn serve_proxy(
+    listener: TcpListener,
+    hosts: &[String],
+    extra_hosts: HashMap<String, IpAddr>,
+    allow_internal: &[String],
+    stop: CancellationToken,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let policy = Arc::new(Policy {
+        allow: Allowlist::new(hosts),
+        hosts: extra_hosts,
+        internal: allow_internal.iter().map(|h| normalise_host(h)).collect(),
+    });
+    serve(listener, stop, move |conn| {
+        let policy = policy.clone();
+        async move { proxy_connection(conn, &policy).await }
+    })
+}
+
+/// Relays every connection accepted on `listener` to `target` (the server)
+/// until `stop`.
+pub(crate) fn serve_relay(
+    listener: TcpListener,
+    target: (String, u16),
+    stop: CancellationToken,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    serve(listener, stop, move |conn| {
+        let target = target.clone();
+        async move { relay_connection(conn, &target).await }
+    })
 }
 
 /// Accepts connections until `stop`; connection tasks end with the loop.

@@ -99,6 +99,14 @@ pub struct FileDirect {
     pub setup_command: Option<String>,
     /// Run after the agent.
     pub teardown_command: Option<String>,
+    /// `bwrap` (default) or `none`.
+    pub sandbox: Option<crate::config::SandboxKind>,
+    /// Extra host paths shown in the sandbox, `PATH[:ro|rw]`.
+    #[serde(default)]
+    pub sandbox_mounts: Vec<String>,
+    /// Internal hosts the egress proxy may reach when an allowlist names them.
+    #[serde(default)]
+    pub egress_allow_internal: Vec<String>,
     /// Task environment.
     #[serde(default)]
     pub environment: Vec<FileEnvVar>,

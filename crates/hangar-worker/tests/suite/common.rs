@@ -361,6 +361,18 @@ pub fn test_config(server_url: &str, dir: &Path) -> WorkerConfig {
         agent_path: Some(agent),
         direct: hangar_worker::DirectSettings {
             workspace_root: Some(dir.join("workspaces")),
+            // The fake agent writes what it saw to `out` and waits on `gates`;
+            // the sandbox shows both (tasks run as nobody: out is 0777).
+            sandbox_mounts: vec![
+                hangar_worker::SandboxMount {
+                    path: dir.join("out"),
+                    writable: true,
+                },
+                hangar_worker::SandboxMount {
+                    path: dir.join("gates"),
+                    writable: false,
+                },
+            ],
             ..Default::default()
         },
         ..WorkerConfig::default()
@@ -373,6 +385,8 @@ impl TestWorker {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out");
         std::fs::create_dir(&out).unwrap();
+        std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::fs::create_dir(dir.path().join("gates")).unwrap();
         let mut config = test_config(&server.url, dir.path());
         tweak(&mut config);
         let workspace_root = config.direct.workspace_root.clone().unwrap();
@@ -437,7 +451,7 @@ impl TestWorker {
 
     /// A gate file: agents started with `GATE=<path>` block until it is opened.
     pub fn gate(&self, name: &str) -> PathBuf {
-        self.dir.path().join(format!("gate-{name}"))
+        self.dir.path().join("gates").join(format!("gate-{name}"))
     }
 
     pub fn open_gate(&self, gate: &Path) {

@@ -45,10 +45,18 @@ async fn s7_task_env_is_minimal_and_never_has_the_worker_key() {
             .to_string_lossy()
             .into_owned(),
     );
-    for key in ["HOME", "TMPDIR", "PATH"] {
-        if let Ok(v) = std::env::var(key) {
-            expected.insert(key.into(), v);
-        }
+    // In the sandbox the host's home and temporary directory do not exist:
+    // HOME is the workspace, TMPDIR the private /tmp; PATH is the worker's.
+    let workspace = w
+        .workspace_root
+        .join("exec-env")
+        .to_string_lossy()
+        .into_owned();
+    expected.insert("HOME".into(), workspace.clone());
+    expected.insert("PWD".into(), workspace);
+    expected.insert("TMPDIR".into(), "/tmp".into());
+    if let Ok(v) = std::env::var("PATH") {
+        expected.insert("PATH".into(), v);
     }
     assert_eq!(env, expected);
     assert!(!env.contains_key("HANGAR_API_KEY"));

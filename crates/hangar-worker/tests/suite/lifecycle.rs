@@ -19,6 +19,7 @@ fn started(run: &str, exec: &str) -> WorkerToServer {
     WorkerToServer::TaskStarted(TaskStarted {
         task_id: run.into(),
         execution_id: exec.into(),
+        sandbox: None,
     })
 }
 

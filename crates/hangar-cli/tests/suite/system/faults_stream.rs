@@ -227,6 +227,8 @@ fn worker_args(spool: &Path) -> Vec<String> {
         lease,
         "-e".into(),
         format!("HANGAR_SPOOL_DIR={}", spool.display()),
+        "--sandbox-mount".into(),
+        crate::suite::common::shared_with_tasks(spool),
     ]
 }
 

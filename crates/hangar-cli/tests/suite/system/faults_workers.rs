@@ -202,7 +202,15 @@ async fn d8_cancel_of_a_task_that_ignores_sigterm_is_killed_after_the_grace_and_
     let client = cluster.client();
     let kill_grace = Duration::from_secs(3);
     let root = cluster
-        .start_worker("d8", &["--kill-grace", "3s"])
+        .start_worker(
+            "d8",
+            &[
+                "--kill-grace",
+                "3s",
+                "--sandbox-mount",
+                &crate::suite::common::shared_with_tasks(marks.path()),
+            ],
+        )
         .await
         .unwrap()
         .workspace_root

@@ -61,6 +61,15 @@ impl Containment {
         }
     }
 
+    /// As [`detect`](Self::detect), for processes that get their PID
+    /// namespace elsewhere (the sandbox): cgroup and process groups only.
+    pub fn detect_without_pid_namespace() -> Containment {
+        Containment {
+            pid_namespace: false,
+            cgroup_root: cgroup_root().filter(|root| probe_cgroup(root)),
+        }
+    }
+
     /// One line for the start-up log.
     pub fn describe(&self) -> String {
         let mut parts = Vec::new();
