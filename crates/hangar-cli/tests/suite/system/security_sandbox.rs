@@ -303,3 +303,89 @@ async fn s7_sandbox_none_is_an_explicit_relaxation_shown_in_the_run_details() {
     let message = serde_json::to_string(&done.status_message).unwrap();
     assert!(message.contains("sandbox"), "{message}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s1_direct_task_has_no_capabilities_no_new_privileges_and_no_host_namespaces() {
+    let probe = r#"
+grep -E '^(CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs)' /proc/self/status | tr -d '\t' | sed 's/:/=/'
+for ns in pid mnt ipc uts net user; do echo "ns_$ns=$(readlink /proc/self/ns/$ns)"; done
+su -c id root </dev/null >/dev/null 2>&1 && echo su=worked || echo su=refused
+"#;
+    let llm = FakeLlm::start(vec![
+        Turn::tool_call("shell", json!({"command": probe})),
+        Turn::text("done"),
+    ])
+    .await;
+    let mut cluster = cluster_with(&llm).await;
+    cluster.start_worker("s1box", &[]).await.unwrap();
+    let client = cluster.client();
+    client
+        .post_json::<_, Value>(
+            "api/v1/environments",
+            &json!({"name": "offline", "network_policy": {"mode": "none"}}),
+        )
+        .await
+        .unwrap();
+    let run = client
+        .create_run(&run_on("s1box", Some("offline")))
+        .await
+        .unwrap();
+    let done = cluster.wait_finished(&run.run_id, TIMEOUT).await.unwrap();
+    assert_eq!(done.state, RunState::Succeeded, "{:?}", done.status_message);
+    let out = tool_output(&llm);
+    for cap in ["CapPrm", "CapEff", "CapAmb"] {
+        assert_eq!(field(&out, cap), "0000000000000000", "{cap}: {out}");
+    }
+    assert_eq!(field(&out, "NoNewPrivs"), "1", "{out}");
+    assert_eq!(field(&out, "su"), "refused", "setuid binaries give nothing");
+    // Every namespace a task could use to reach the host is its own (the
+    // user namespace is the host's for a root worker: tasks run as nobody).
+    for ns in ["pid", "mnt", "ipc", "uts", "net"] {
+        let host = std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
+        assert_ne!(
+            field(&out, &format!("ns_{ns}")),
+            host.to_string_lossy(),
+            "the task shares the host's {ns} namespace"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s6_direct_tools_cannot_escape_the_workspace_even_through_symlinks() {
+    let llm = FakeLlm::start(vec![
+        Turn::tool_calls([
+            ("read_file", json!({"path": "../../host-secret.txt"})),
+            ("read_file", json!({"path": "/proc/1/environ"})),
+            (
+                "shell",
+                json!({"command": "ln -s \"$CLUSTER_DIR/host-secret.txt\" key; cat key && echo read=yes || echo read=no"}),
+            ),
+            ("read_file", json!({"path": "key"})),
+        ]),
+        Turn::text("done"),
+    ])
+    .await;
+    let mut cluster = cluster_with(&llm).await;
+    let cluster_dir = cluster.dir().to_path_buf();
+    // A file of the host beside the worker's workspace root, like its data dir.
+    let secret = "host-only-5e1c";
+    std::fs::write(cluster_dir.join("host-secret.txt"), secret).unwrap();
+    cluster
+        .start_worker(
+            "s6box",
+            &["-e", &format!("CLUSTER_DIR={}", cluster_dir.display())],
+        )
+        .await
+        .unwrap();
+    let client = cluster.client();
+    let run = client.create_run(&run_on("s6box", None)).await.unwrap();
+    let done = cluster.wait_finished(&run.run_id, TIMEOUT).await.unwrap();
+    assert_eq!(done.state, RunState::Succeeded, "{:?}", done.status_message);
+    let out = tool_output(&llm);
+    assert!(out.contains("read=no"), "the shell read the key: {out}");
+    assert!(
+        !out.contains(secret),
+        "a host file reached the model: {out}"
+    );
+    assert!(!out.contains("HANGAR_RUN_TOKEN"), "{out}");
+}
