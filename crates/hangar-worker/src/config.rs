@@ -252,6 +252,10 @@ pub struct DirectSettings {
     /// Hosts (names or IP literals) the egress proxy of allowlist tasks may
     /// reach although they are loopback, link-local, private or metadata addresses.
     pub egress_allow_internal: Vec<String>,
+    /// Most processes of one execution [default: 4096; 0 = unlimited].
+    pub pids_limit: Option<u64>,
+    /// Memory limit of one execution in MiB when the run has no instance shape.
+    pub memory_mb: Option<u64>,
 }
 
 /// How the direct backend isolates tasks (`backend.direct.sandbox`).
@@ -660,6 +664,8 @@ impl WorkerArgs {
                 .map(|m| m.parse::<SandboxMount>().map_err(invalid))
                 .collect::<Result<_, _>>()?,
             egress_allow_internal: direct.egress_allow_internal,
+            pids_limit: direct.pids_limit,
+            memory_mb: direct.memory_mb,
         };
         let docker = backend.docker.unwrap_or_default();
         cfg.docker = DockerSettings {
@@ -756,6 +762,8 @@ impl WorkerConfig {
                 "sandbox": self.direct.sandbox.as_str(),
                 "sandbox_mounts": self.direct.sandbox_mounts.iter().map(ToString::to_string).collect::<Vec<_>>(),
                 "egress_allow_internal": self.direct.egress_allow_internal,
+                "pids_limit": self.direct.pids_limit,
+                "memory_mb": self.direct.memory_mb,
                 "environment": env,
             }}),
             BackendKind::Docker => {

@@ -167,6 +167,11 @@ impl Worker {
                     sandbox: config.direct.sandbox,
                     sandbox_mounts: config.direct.sandbox_mounts.clone(),
                     egress_allow_internal: config.direct.egress_allow_internal.clone(),
+                    pids_limit: config
+                        .direct
+                        .pids_limit
+                        .unwrap_or(crate::backends::direct::DEFAULT_PIDS_LIMIT),
+                    memory_mb: config.direct.memory_mb,
                 })
                 .map_err(|source| WorkerError::Backend {
                     backend: BackendKind::Direct,

@@ -29,7 +29,7 @@ mod state;
 use super::{Backend, BackendError, Execution, ExitStatus, TaskSpec, is_safe_segment, repos};
 use crate::config::{SandboxKind, SandboxMount};
 use async_trait::async_trait;
-use containment::{Containment, Scope};
+use containment::{Containment, Limits, Scope};
 use hangar_protocol::worker::FailureReason;
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
@@ -84,7 +84,15 @@ pub struct DirectConfig {
     pub sandbox_mounts: Vec<SandboxMount>,
     /// Internal hosts the egress proxy of allowlist tasks may reach.
     pub egress_allow_internal: Vec<String>,
+    /// Most processes of one execution.
+    pub pids_limit: u64,
+    /// Memory limit of one execution in MiB when the run has no instance
+    /// shape; `None` = unlimited.
+    pub memory_mb: Option<u64>,
 }
+
+/// Default of [`DirectConfig::pids_limit`].
+pub const DEFAULT_PIDS_LIMIT: u64 = 4096;
 
 /// The direct backend.
 #[derive(Debug, Clone)]
@@ -181,6 +189,7 @@ impl Backend for Direct {
         let containment = &self.shared.containment;
         tracing::info!(
             containment = %containment.describe(),
+            limits = %containment.describe_limits(),
             "direct backend: process containment"
         );
         match &self.shared.sandbox {
@@ -460,13 +469,30 @@ impl DirectExecution {
         env
     }
 
+    /// The execution's resource limits: the run's instance shape, else the
+    /// configured ones.
+    fn limits(&self) -> Limits {
+        let shape = self
+            .spec
+            .assignment
+            .instance_shape
+            .as_ref()
+            .and_then(|s| s.memory_gb)
+            .filter(|gb| *gb > 0.0)
+            .map(|gb| (gb * 1024.0 * 1024.0 * 1024.0) as u64);
+        Limits {
+            pids: Some(self.config().pids_limit).filter(|n| *n > 0),
+            memory: shape.or(self.config().memory_mb.map(|mb| mb * 1024 * 1024)),
+        }
+    }
+
     /// Makes the execution's containment scope and records the execution,
     /// so a worker that dies before cleaning it up is reaped by the next one.
     fn contain(&mut self) -> Result<(), BackendError> {
         let scope = self
             .shared
             .containment
-            .scope(&self.spec.execution_id)
+            .scope(&self.spec.execution_id, self.limits())
             .map_err(|e| {
                 BackendError::with_source(
                     FailureReason::WorkspaceSetup,
@@ -790,6 +816,18 @@ impl Execution for DirectExecution {
         })?;
         // The agent is gone; whatever it left in its group goes with it.
         agent.group.kill_and_disarm();
+        if let Some(scope) = &self.scope
+            && scope.oom_killed()
+        {
+            return Err(BackendError::new(
+                FailureReason::ContainerOom,
+                format!(
+                    "the task ran out of memory (limit {} MiB) and the kernel killed it; \
+                     give the run a larger instance shape or raise the worker's memory_mb",
+                    self.limits().memory.unwrap_or(0) / (1024 * 1024)
+                ),
+            ));
+        }
         Ok(status.into())
     }
 

@@ -107,6 +107,10 @@ pub struct FileDirect {
     /// Internal hosts the egress proxy may reach when an allowlist names them.
     #[serde(default)]
     pub egress_allow_internal: Vec<String>,
+    /// Most processes of one execution (0 = unlimited).
+    pub pids_limit: Option<u64>,
+    /// Memory limit of one execution in MiB.
+    pub memory_mb: Option<u64>,
     /// Task environment.
     #[serde(default)]
     pub environment: Vec<FileEnvVar>,

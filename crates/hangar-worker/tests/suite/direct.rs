@@ -227,3 +227,93 @@ async fn setup_and_teardown_run_in_the_workspace_and_a_failing_setup_fails_the_t
     );
     assert!(!w.workspace_root.join("exec-f").exists());
 }
+
+/// The `pids.current` of execution `exec`'s cgroup: v2 when its controller
+/// is delegated, else the v1 `pids` hierarchy (hybrid hosts).
+fn execution_pids(exec: &str) -> Option<u64> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let mut candidates = Vec::new();
+    for line in own.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let path = path.trim_start_matches('/');
+        if controllers.split(',').any(|c| c == "pids") {
+            candidates.push(format!(
+                "/sys/fs/cgroup/pids/{path}/hangar-{exec}/pids.current"
+            ));
+        } else if controllers.is_empty() {
+            for base in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
+                candidates.push(format!("{base}/{path}/hangar-{exec}/pids.current"));
+            }
+        }
+    }
+    candidates
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .map(|s| s.trim().parse().unwrap())
+}
+
+#[tokio::test]
+async fn s3_direct_fork_bomb_and_memory_hog_are_contained() {
+    let mut server = FakeServer::start().await;
+    let w = TestWorker::start(&server, |c| {
+        c.direct.pids_limit = Some(64);
+        c.direct.memory_mb = Some(64);
+        c.kill_grace = Duration::from_millis(300);
+    });
+    let mut conn = server.accept().await;
+    conn.hello().await;
+
+    // Memory hog: OOM-killed inside its limit, reported as container_oom.
+    conn.assign(w.assignment("run-mem", "exec-mem", &[("MODE", "mem_hog")]));
+    let done = conn
+        .recv_until(|m| {
+            matches!(
+                m,
+                WorkerToServer::TaskCompleted(_) | WorkerToServer::TaskFailed(_)
+            )
+        })
+        .await;
+    let WorkerToServer::TaskFailed(f) = done else {
+        panic!("{done:?}")
+    };
+    assert_eq!(
+        f.failure_reason,
+        Some(FailureReason::ContainerOom),
+        "{}",
+        f.message
+    );
+    assert!(f.message.contains("64 MiB"), "{}", f.message);
+
+    // Fork bomb: the process count stops at the limit; the worker stays
+    // responsive (it handles a cancel) and nothing is left.
+    conn.assign(w.assignment("run-fork", "exec-fork", &[("MODE", "fork_bomb")]));
+    wait_for_file(&w.out_file("exec-fork", "ready")).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let pids = execution_pids("exec-fork").expect("pids cgroup of the execution");
+    assert!(pids <= 64, "pids {pids} over the limit");
+    assert!(pids >= 32, "the bomb did fork ({pids})");
+    assert!(
+        std::process::Command::new("true")
+            .status()
+            .unwrap()
+            .success(),
+        "the host can still start processes"
+    );
+    let asked = Instant::now();
+    conn.cancel("run-fork");
+    let done = conn
+        .recv_until(|m| {
+            matches!(
+                m,
+                WorkerToServer::TaskCompleted(_) | WorkerToServer::TaskFailed(_)
+            )
+        })
+        .await;
+    assert!(
+        matches!(&done, WorkerToServer::TaskCompleted(c) if c.task_state.as_deref() == Some("CANCELLED")),
+        "{done:?}"
+    );
+    assert!(asked.elapsed() < WAIT);
+    assert_eq!(execution_pids("exec-fork"), None, "the cgroup is removed");
+}

@@ -49,6 +49,19 @@ pub(crate) struct Containment {
     pid_namespace: bool,
     /// Parent directory of the per-execution cgroups (the worker's own cgroup).
     cgroup_root: Option<PathBuf>,
+    /// cgroup v1 `pids` and `memory` hierarchies (hybrid hosts), where the
+    /// execution's limits go when the v2 cgroup has no such controllers.
+    v1_pids: Option<PathBuf>,
+    v1_memory: Option<PathBuf>,
+}
+
+/// Resource limits of one execution (scenario S3).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Limits {
+    /// Most processes and threads at once.
+    pub pids: Option<u64>,
+    /// Most memory, in bytes.
+    pub memory: Option<u64>,
 }
 
 impl Containment {
@@ -57,7 +70,7 @@ impl Containment {
     pub fn detect() -> Containment {
         Containment {
             pid_namespace: Self::probe_pid_namespace(),
-            cgroup_root: cgroup_root().filter(|root| probe_cgroup(root)),
+            ..Self::detect_without_pid_namespace()
         }
     }
 
@@ -67,6 +80,30 @@ impl Containment {
         Containment {
             pid_namespace: false,
             cgroup_root: cgroup_root().filter(|root| probe_cgroup(root)),
+            v1_pids: v1_root("pids").filter(|root| probe_v1(root, "pids.max")),
+            v1_memory: v1_root("memory").filter(|root| probe_v1(root, "memory.limit_in_bytes")),
+        }
+    }
+
+    /// Where execution limits can be enforced, for the start-up log.
+    pub fn describe_limits(&self) -> String {
+        let v2 = self.cgroup_root.as_ref().and_then(|root| {
+            let controllers = std::fs::read_to_string(root.join("cgroup.subtree_control")).ok()?;
+            Some(
+                controllers
+                    .split_whitespace()
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>(),
+            )
+        });
+        let has = |c: &str| v2.as_ref().is_some_and(|v| v.iter().any(|x| x == c));
+        let pids = has("pids") || self.v1_pids.is_some();
+        let memory = has("memory") || self.v1_memory.is_some();
+        match (pids, memory) {
+            (true, true) => "process and memory limits per execution".to_owned(),
+            (true, false) => "process limits per execution (no memory controller: memory is not limited)".to_owned(),
+            (false, true) => "memory limits per execution (no pids controller: processes are not limited)".to_owned(),
+            (false, false) => "no cgroup pids or memory controller: executions are not limited (delegate them to the worker, systemd Delegate=yes)".to_owned(),
         }
     }
 
@@ -107,8 +144,8 @@ impl Containment {
     }
 
     /// The scope of one execution: creates its cgroup (emptying a leftover
-    /// one of the same name).
-    pub fn scope(&self, execution_id: &str) -> io::Result<Scope> {
+    /// one of the same name), with `limits` where the host's controllers allow.
+    pub fn scope(&self, execution_id: &str, limits: Limits) -> io::Result<Scope> {
         let cgroup = match &self.cgroup_root {
             Some(root) => {
                 let dir = root.join(format!("{CGROUP_PREFIX}{execution_id}"));
@@ -124,9 +161,40 @@ impl Containment {
             }
             None => None,
         };
+        let name = format!("{CGROUP_PREFIX}{execution_id}");
+        let mut limited = Vec::new();
+        let v2_dir = cgroup.as_ref().map(|c| c.dir.clone());
+        let v2_write = |file: &str, value: u64| -> io::Result<bool> {
+            match &v2_dir {
+                Some(dir) if dir.join(file).exists() => {
+                    std::fs::write(dir.join(file), value.to_string())?;
+                    Ok(true)
+                }
+                _ => Ok(false),
+            }
+        };
+        if let Some(pids) = limits.pids
+            && !v2_write("pids.max", pids)?
+            && let Some(root) = &self.v1_pids
+        {
+            limited.push(Arc::new(V1Group::create(root, &name, "pids.max", pids)?));
+        }
+        if let Some(memory) = limits.memory
+            && !v2_write("memory.max", memory)?
+            && let Some(root) = &self.v1_memory
+        {
+            let group = V1Group::create(root, &name, "memory.limit_in_bytes", memory)?;
+            // No swap beyond the limit, where the kernel accounts it.
+            let _ = std::fs::write(
+                group.dir.join("memory.memsw.limit_in_bytes"),
+                memory.to_string(),
+            );
+            limited.push(Arc::new(group));
+        }
         Ok(Scope {
             pid_namespace: self.pid_namespace,
             cgroup,
+            limited,
         })
     }
 
@@ -135,6 +203,7 @@ impl Containment {
         let scope = Scope {
             pid_namespace: true,
             cgroup: None,
+            limited: Vec::new(),
         };
         let mut cmd = std::process::Command::new("/bin/true");
         scope.apply_std(&mut cmd);
@@ -169,18 +238,86 @@ impl Drop for Cgroup {
     }
 }
 
+/// A cgroup v1 group of an execution (pids or memory); removed when the last
+/// handle goes (its processes are gone by then: the v2 cgroup and the
+/// process groups are killed first).
+#[derive(Debug)]
+struct V1Group {
+    dir: PathBuf,
+    procs: File,
+}
+
+impl V1Group {
+    fn create(root: &Path, name: &str, limit_file: &str, value: u64) -> io::Result<V1Group> {
+        let dir = root.join(name);
+        match std::fs::create_dir(&dir) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+            _ => {}
+        }
+        std::fs::write(dir.join(limit_file), value.to_string())?;
+        let procs = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join("cgroup.procs"))?;
+        Ok(V1Group { dir, procs })
+    }
+
+    /// Whether the kernel OOM-killed a process of this (memory) group.
+    fn oom_killed(&self) -> bool {
+        std::fs::read_to_string(self.dir.join("memory.oom_control"))
+            .ok()
+            .and_then(|t| {
+                t.lines()
+                    .find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse::<u64>().ok())
+            })
+            .is_some_and(|n| n > 0)
+    }
+}
+
+impl Drop for V1Group {
+    fn drop(&mut self) {
+        let deadline = Instant::now() + CGROUP_EMPTY_TIMEOUT;
+        loop {
+            match std::fs::remove_dir(&self.dir) {
+                Ok(()) => return,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+                Err(e) if Instant::now() > deadline => {
+                    tracing::warn!(cgroup = %self.dir.display(), error = %e, "cannot remove the execution's cgroup");
+                    return;
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    }
+}
+
 /// Containment of one execution; every process it spawns goes through
 /// [`Scope::apply`].
 #[derive(Debug, Clone)]
 pub(crate) struct Scope {
     pid_namespace: bool,
     cgroup: Option<Arc<Cgroup>>,
+    /// cgroup v1 groups holding the execution's limits.
+    limited: Vec<Arc<V1Group>>,
 }
 
 impl Scope {
     /// The execution's cgroup directory, if it has one.
     pub fn cgroup(&self) -> Option<&Path> {
         self.cgroup.as_ref().map(|c| c.dir.as_path())
+    }
+
+    /// Whether the kernel killed a process of the execution for memory.
+    pub fn oom_killed(&self) -> bool {
+        let v2 = self.cgroup.as_ref().is_some_and(|c| {
+            std::fs::read_to_string(c.dir.join("memory.events"))
+                .ok()
+                .and_then(|t| {
+                    t.lines()
+                        .find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse::<u64>().ok())
+                })
+                .is_some_and(|n| n > 0)
+        });
+        v2 || self.limited.iter().any(|g| g.oom_killed())
     }
 
     /// Makes `cmd` start contained (see the module docs).
@@ -191,6 +328,15 @@ impl Scope {
         unsafe {
             cmd.pre_exec(hook);
         }
+    }
+
+    /// The cgroup v1 `cgroup.procs` descriptors the child joins (at most 2).
+    fn v1_fds(&self) -> [i32; 2] {
+        let mut fds = [-1; 2];
+        for (slot, group) in fds.iter_mut().zip(&self.limited) {
+            *slot = group.procs.as_raw_fd();
+        }
+        fds
     }
 
     fn apply_std(&self, cmd: &mut std::process::Command) {
@@ -204,11 +350,20 @@ impl Scope {
 
     fn pre_exec_hook(&self) -> impl FnMut() -> io::Result<()> + Send + Sync + 'static {
         let cgroup = self.cgroup.clone();
+        let limited = self.limited.clone();
+        let v1 = self.v1_fds();
         let pid_namespace = self.pid_namespace;
         // SAFETY: getpid has no preconditions.
         let worker = unsafe { libc::getpid() };
         move || {
+            let _keep = &limited;
             let fd = cgroup.as_ref().map_or(-1, |c| c.procs.as_raw_fd());
+            for fd in v1 {
+                // SAFETY: write(2) of a constant on a descriptor this child owns.
+                if fd >= 0 && unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) } < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
             // SAFETY: runs in the forked child before exec (see `contain`).
             unsafe { contain(fd, worker, pid_namespace) }
         }
@@ -274,6 +429,35 @@ fn cgroup_root() -> Option<PathBuf> {
     let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
     let path = own.lines().find_map(|l| l.strip_prefix("0::"))?;
     Some(mount.join(path.trim_start_matches('/')))
+}
+
+/// This process's directory in the cgroup v1 hierarchy of `controller`
+/// (mounted at `/sys/fs/cgroup/<controller>`), if there is one.
+fn v1_root(controller: &str) -> Option<PathBuf> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let path = own.lines().find_map(|l| {
+        let mut parts = l.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        controllers
+            .split(',')
+            .any(|c| c == controller)
+            .then(|| path.to_owned())
+    })?;
+    let root = Path::new("/sys/fs/cgroup")
+        .join(controller)
+        .join(path.trim_start_matches('/'));
+    root.is_dir().then_some(root)
+}
+
+/// Whether a child group with `limit_file` can be made under `root` (v1).
+fn probe_v1(root: &Path, limit_file: &str) -> bool {
+    let probe = root.join(format!("{CGROUP_PREFIX}probe-{}", std::process::id()));
+    if std::fs::create_dir(&probe).is_err() {
+        return false;
+    }
+    let usable = probe.join(limit_file).exists();
+    let _ = std::fs::remove_dir(&probe);
+    usable
 }
 
 /// Whether a child cgroup with `cgroup.kill` can be made under `root`.
