@@ -238,6 +238,17 @@ impl FakeConn {
         }
     }
 
+    /// The next terminal report (`task_completed` or `task_failed`).
+    pub async fn recv_end(&mut self) -> WorkerToServer {
+        self.recv_until(|m| {
+            matches!(
+                m,
+                WorkerToServer::TaskCompleted(_) | WorkerToServer::TaskFailed(_)
+            )
+        })
+        .await
+    }
+
     /// The first frame must be a hello; returns it.
     pub async fn hello(&mut self) -> hangar_protocol::worker::WorkerHello {
         match self.recv().await {

@@ -195,14 +195,7 @@ async fn docker_s1_hardened_run_succeeds_in_unmodified_debian_image() {
     assert!(!status.is_empty());
 
     w.open_gate(&gate);
-    let done = conn
-        .recv_until(|m| {
-            matches!(
-                m,
-                WorkerToServer::TaskCompleted(_) | WorkerToServer::TaskFailed(_)
-            )
-        })
-        .await;
+    let done = conn.recv_end().await;
     assert!(
         matches!(
             &done,
@@ -235,14 +228,7 @@ async fn docker_setup_commands_run_in_order_and_failure_is_setup_command() {
         "echo two >> order && touch /root/installed",
     ]));
     conn.assign(ok);
-    let done = conn
-        .recv_until(|m| {
-            matches!(
-                m,
-                WorkerToServer::TaskCompleted(_) | WorkerToServer::TaskFailed(_)
-            )
-        })
-        .await;
+    let done = conn.recv_end().await;
     assert!(matches!(done, WorkerToServer::TaskCompleted(_)), "{done:?}");
     assert_eq!(w.read_out("exec-ok", "pwd").trim(), "/workspace");
 
@@ -254,14 +240,7 @@ async fn docker_setup_commands_run_in_order_and_failure_is_setup_command() {
         "echo never",
     ]));
     conn.assign(bad);
-    let done = conn
-        .recv_until(|m| {
-            matches!(
-                m,
-                WorkerToServer::TaskCompleted(_) | WorkerToServer::TaskFailed(_)
-            )
-        })
-        .await;
+    let done = conn.recv_end().await;
     let WorkerToServer::TaskFailed(TaskFailed {
         failure_reason,
         message,
@@ -356,14 +335,7 @@ async fn docker_clones_a_local_repository_into_workspace_without_git_in_image() 
     ];
     a.environment = Some(env);
     conn.assign(a);
-    let done = conn
-        .recv_until(|m| {
-            matches!(
-                m,
-                WorkerToServer::TaskCompleted(_) | WorkerToServer::TaskFailed(_)
-            )
-        })
-        .await;
+    let done = conn.recv_end().await;
     assert!(matches!(done, WorkerToServer::TaskCompleted(_)), "{done:?}");
     wait_until(|| containers_of(worker).is_empty(), "container removal").await;
 }
@@ -385,14 +357,7 @@ async fn docker_d8_cancel_sigterm_then_sigkill_leaves_nothing() {
     wait_for_file(&w.out_file("exec-d8", "ready")).await;
     let cancelled_at = Instant::now();
     conn.cancel("run-d8");
-    let done = conn
-        .recv_until(|m| {
-            matches!(
-                m,
-                WorkerToServer::TaskCompleted(_) | WorkerToServer::TaskFailed(_)
-            )
-        })
-        .await;
+    let done = conn.recv_end().await;
     let elapsed = cancelled_at.elapsed();
     let WorkerToServer::TaskCompleted(c) = done else {
         panic!("{done:?}")
@@ -431,14 +396,7 @@ async fn docker_d9_drain_finishes_the_running_task() {
         "still running while draining"
     );
     w.open_gate(&gate);
-    let done = conn
-        .recv_until(|m| {
-            matches!(
-                m,
-                WorkerToServer::TaskCompleted(_) | WorkerToServer::TaskFailed(_)
-            )
-        })
-        .await;
+    let done = conn.recv_end().await;
     assert!(
         matches!(
             done,
@@ -584,14 +542,7 @@ async fn docker_s3_fork_bomb_and_memory_hog_are_contained() {
 
     // Memory hog: OOM-killed inside its limit, reported as container_oom.
     conn.assign(w.assignment("run-mem", "exec-mem", &[("MODE", "mem_hog")]));
-    let done = conn
-        .recv_until(|m| {
-            matches!(
-                m,
-                WorkerToServer::TaskCompleted(_) | WorkerToServer::TaskFailed(_)
-            )
-        })
-        .await;
+    let done = conn.recv_end().await;
     let WorkerToServer::TaskFailed(f) = done else {
         panic!("{done:?}")
     };
@@ -626,14 +577,7 @@ async fn docker_s3_fork_bomb_and_memory_hog_are_contained() {
     assert!(Command::new("true").status().unwrap().success());
     let asked = Instant::now();
     conn.cancel("run-fork");
-    let done = conn
-        .recv_until(|m| {
-            matches!(
-                m,
-                WorkerToServer::TaskCompleted(_) | WorkerToServer::TaskFailed(_)
-            )
-        })
-        .await;
+    let done = conn.recv_end().await;
     assert!(
         matches!(&done, WorkerToServer::TaskCompleted(c) if c.task_state.as_deref() == Some("CANCELLED")),
         "{done:?}"
@@ -659,14 +603,7 @@ async fn docker_network_none_has_no_interface_but_loopback() {
     env.network_policy = NetworkPolicy::None;
     a.environment = Some(env);
     conn.assign(a);
-    let done = conn
-        .recv_until(|m| {
-            matches!(
-                m,
-                WorkerToServer::TaskCompleted(_) | WorkerToServer::TaskFailed(_)
-            )
-        })
-        .await;
+    let done = conn.recv_end().await;
     assert!(matches!(done, WorkerToServer::TaskCompleted(_)), "{done:?}");
     let netdev = w.read_out("exec-net", "netdev");
     let ifaces: Vec<&str> = netdev
@@ -772,14 +709,7 @@ timeout 5 getent hosts example.com >/dev/null && echo "dns open" >> $OUT || echo
     a.environment = Some(env);
     let started = Instant::now();
     conn.assign(a);
-    let done = conn
-        .recv_until(|m| {
-            matches!(
-                m,
-                WorkerToServer::TaskCompleted(_) | WorkerToServer::TaskFailed(_)
-            )
-        })
-        .await;
+    let done = conn.recv_end().await;
     eprintln!("allowlist task done in {:?}", started.elapsed());
     assert!(matches!(done, WorkerToServer::TaskCompleted(_)), "{done:?}");
     let r = std::fs::read_to_string(&report).unwrap();
@@ -931,14 +861,7 @@ async fn s10_docker_a_setup_command_that_prints_a_secret_fails_with_it_masked() 
     env.secret_names = vec!["LEAKY".into()];
     a.environment = Some(env);
     conn.assign(a);
-    let done = conn
-        .recv_until(|m| {
-            matches!(
-                m,
-                WorkerToServer::TaskCompleted(_) | WorkerToServer::TaskFailed(_)
-            )
-        })
-        .await;
+    let done = conn.recv_end().await;
     let WorkerToServer::TaskFailed(f) = done else {
         panic!("{done:?}")
     };

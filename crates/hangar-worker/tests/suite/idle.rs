@@ -9,14 +9,7 @@ use hangar_protocol::worker::WorkerToServer;
 /// Runs one assignment to its `task_completed`.
 async fn run_to_end(conn: &mut FakeConn, w: &TestWorker, run: &str, exec: &str) {
     conn.assign(w.assignment(run, exec, &[]));
-    let done = conn
-        .recv_until(|m| {
-            matches!(
-                m,
-                WorkerToServer::TaskCompleted(_) | WorkerToServer::TaskFailed(_)
-            )
-        })
-        .await;
+    let done = conn.recv_end().await;
     assert!(
         matches!(&done, WorkerToServer::TaskCompleted(c) if c.execution_id.as_deref() == Some(exec)),
         "{done:?}"

@@ -47,13 +47,7 @@ fn with_repo(url: String, git_ref: Option<&str>) -> EnvironmentSpec {
 }
 
 async fn outcome(conn: &mut FakeConn) -> WorkerToServer {
-    conn.recv_until(|m| {
-        matches!(
-            m,
-            WorkerToServer::TaskCompleted(_) | WorkerToServer::TaskFailed(_)
-        )
-    })
-    .await
+    conn.recv_end().await
 }
 
 fn failed(m: WorkerToServer) -> TaskFailed {

@@ -5,6 +5,7 @@
 
 use crate::suite::common::cluster_with;
 use hangar_protocol::{AgentConfig, RunAgentRequest, RunState};
+use hangar_testkit::cluster::TestCluster;
 use hangar_testkit::fake_llm::{FakeLlm, Turn};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -21,6 +22,34 @@ fn run_on(host: &str, environment: Option<&str>) -> RunAgentRequest {
         }),
         ..Default::default()
     }
+}
+
+/// Creates environment `env` (`name`, `network_policy`) when given, runs a
+/// task on `host` in it, waits for it to succeed and returns what its tools
+/// answered the model.
+async fn succeed_on(
+    cluster: &TestCluster,
+    llm: &FakeLlm,
+    host: &str,
+    env: Option<(&str, Value)>,
+) -> String {
+    let client = cluster.client();
+    if let Some((name, policy)) = &env {
+        client
+            .post_json::<_, Value>(
+                "api/v1/environments",
+                &json!({"name": name, "network_policy": policy}),
+            )
+            .await
+            .unwrap();
+    }
+    let run = client
+        .create_run(&run_on(host, env.as_ref().map(|(n, _)| *n)))
+        .await
+        .unwrap();
+    let done = cluster.wait_finished(&run.run_id, TIMEOUT).await.unwrap();
+    assert_eq!(done.state, RunState::Succeeded, "{:?}", done.status_message);
+    tool_output(llm)
 }
 
 /// The output of the first tool call, as the model received it.
@@ -82,11 +111,7 @@ echo "env_names=$(env | cut -d= -f1 | sort | tr '\n' ' ')"
         .clone();
     // Another execution's workspace on the same root, which must stay unseen.
     std::fs::create_dir_all(root.join("someone-elses-run")).unwrap();
-    let client = cluster.client();
-    let run = client.create_run(&run_on("s7box", None)).await.unwrap();
-    let done = cluster.wait_finished(&run.run_id, TIMEOUT).await.unwrap();
-    assert_eq!(done.state, RunState::Succeeded, "{:?}", done.status_message);
-    let out = tool_output(&llm);
+    let out = succeed_on(&cluster, &llm, "s7box", None).await;
 
     assert_eq!(field(&out, "uid"), "65534", "tasks never run as root");
     // bwrap's init, the agent, the shell tool and the probe: nothing of the host.
@@ -162,23 +187,13 @@ echo "interfaces=$(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | tr '\n' 
         )
         .await
         .unwrap();
-    let client = cluster.client();
-    client
-        .post_json::<_, Value>(
-            "api/v1/environments",
-            &json!({"name": "offline", "network_policy": {"mode": "none"}}),
-        )
-        .await
-        .unwrap();
-    let run = client
-        .create_run(&run_on("netnone", Some("offline")))
-        .await
-        .unwrap();
-    // The agent itself reached the server (LLM gateway, session stream)
-    // through the relay inside its namespace: the run completes.
-    let done = cluster.wait_finished(&run.run_id, TIMEOUT).await.unwrap();
-    assert_eq!(done.state, RunState::Succeeded, "{:?}", done.status_message);
-    let out = tool_output(&llm);
+    let out = succeed_on(
+        &cluster,
+        &llm,
+        "netnone",
+        Some(("offline", json!({"mode": "none"}))),
+    )
+    .await;
     assert_eq!(field(&out, "interfaces").trim(), "lo", "{out}");
     assert_eq!(field(&out, "outside"), "unreachable");
     assert_eq!(
@@ -230,22 +245,17 @@ ask listed "http://$FAKE_LLM_HOST:$FAKE_LLM_PORT/v1/models"
         )
         .await
         .unwrap();
-    let client = cluster.client();
-    client
-        .post_json::<_, Value>(
-            "api/v1/environments",
-            &json!({"name": "allow", "network_policy": {"mode": "allowlist",
-                "hosts": [host.clone(), "169.254.169.254"]}}),
-        )
-        .await
-        .unwrap();
-    let run = client
-        .create_run(&run_on("netallow", Some("allow")))
-        .await
-        .unwrap();
-    let done = cluster.wait_finished(&run.run_id, TIMEOUT).await.unwrap();
-    assert_eq!(done.state, RunState::Succeeded, "{:?}", done.status_message);
-    let out = tool_output(&llm);
+    let out = succeed_on(
+        &cluster,
+        &llm,
+        "netallow",
+        Some((
+            "allow",
+            json!({"mode": "allowlist",
+                "hosts": [host.clone(), "169.254.169.254"]}),
+        )),
+    )
+    .await;
     assert_eq!(field(&out, "proxy"), "http://127.0.0.1:3128");
     assert!(
         field(&out, "metadata").contains(" 403"),
@@ -318,21 +328,13 @@ su -c id root </dev/null >/dev/null 2>&1 && echo su=worked || echo su=refused
     .await;
     let mut cluster = cluster_with(&llm).await;
     cluster.start_worker("s1box", &[]).await.unwrap();
-    let client = cluster.client();
-    client
-        .post_json::<_, Value>(
-            "api/v1/environments",
-            &json!({"name": "offline", "network_policy": {"mode": "none"}}),
-        )
-        .await
-        .unwrap();
-    let run = client
-        .create_run(&run_on("s1box", Some("offline")))
-        .await
-        .unwrap();
-    let done = cluster.wait_finished(&run.run_id, TIMEOUT).await.unwrap();
-    assert_eq!(done.state, RunState::Succeeded, "{:?}", done.status_message);
-    let out = tool_output(&llm);
+    let out = succeed_on(
+        &cluster,
+        &llm,
+        "s1box",
+        Some(("offline", json!({"mode": "none"}))),
+    )
+    .await;
     for cap in ["CapPrm", "CapEff", "CapAmb"] {
         assert_eq!(field(&out, cap), "0000000000000000", "{cap}: {out}");
     }
@@ -377,11 +379,7 @@ async fn s6_direct_tools_cannot_escape_the_workspace_even_through_symlinks() {
         )
         .await
         .unwrap();
-    let client = cluster.client();
-    let run = client.create_run(&run_on("s6box", None)).await.unwrap();
-    let done = cluster.wait_finished(&run.run_id, TIMEOUT).await.unwrap();
-    assert_eq!(done.state, RunState::Succeeded, "{:?}", done.status_message);
-    let out = tool_output(&llm);
+    let out = succeed_on(&cluster, &llm, "s6box", None).await;
     assert!(out.contains("read=no"), "the shell read the key: {out}");
     assert!(
         !out.contains(secret),
