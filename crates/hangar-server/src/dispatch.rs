@@ -55,10 +55,33 @@ pub struct WorkerInfo {
     pub labels: BTreeMap<String, String>,
     /// Connection time.
     pub connected_at: Timestamp,
+    /// The credential holding the connection (recorded in the shared
+    /// registry; not shown).
+    #[serde(skip)]
+    pub credential_id: String,
+}
+
+/// What occupies a worker id on this replica.
+pub enum Occupant {
+    /// Nothing: the id is free here.
+    Free,
+    /// A connection is registering right now.
+    Connecting,
+    /// A registered connection.
+    Connected {
+        /// Its credential's id.
+        credential_id: String,
+        /// Its liveness, to probe it or close it.
+        liveness: Arc<crate::gateway::Liveness>,
+    },
 }
 
 struct Slot {
     conn_id: u64,
+    /// The credential the connection presented.
+    credential_id: String,
+    /// Probes and closes the connection.
+    liveness: Arc<crate::gateway::Liveness>,
     tx: mpsc::Sender<ServerToWorker>,
     capacity: u32,
     active: HashSet<ExecutionId>,
@@ -82,6 +105,9 @@ impl Slot {
 #[derive(Default)]
 struct Registry {
     workers: HashMap<WorkerKey, Slot>,
+    /// Workers whose connection is registering (reconciling its executions):
+    /// a second connection for them is refused until it is done.
+    connecting: HashSet<WorkerKey>,
     next_conn: u64,
     /// Runs reopened by a follow-up, and the worker of their last execution
     /// (soft affinity: its idle sandbox may still hold the workspace).
@@ -197,6 +223,7 @@ impl Dispatcher {
                 draining: s.draining,
                 labels: s.labels.clone(),
                 connected_at: s.connected_at,
+                credential_id: s.credential_id.clone(),
             })
             .collect();
         list.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
@@ -221,6 +248,7 @@ impl Dispatcher {
                         draining: s.draining,
                         labels: s.labels.clone(),
                         connected_at: s.connected_at,
+                        credential_id: s.credential_id.clone(),
                     },
                 )
             })
@@ -260,16 +288,67 @@ impl Dispatcher {
         });
     }
 
-    /// Registers a connection, replacing an older one of the same worker, and
-    /// reconciles the executions the store thinks it runs with what it reports.
+    /// What holds worker `worker_id` of `team_id` on this replica.
+    pub fn occupant(&self, team_id: i64, worker_id: &str) -> Occupant {
+        let key: WorkerKey = (team_id, worker_id.to_owned());
+        let reg = self.registry();
+        if reg.connecting.contains(&key) {
+            return Occupant::Connecting;
+        }
+        match reg.workers.get(&key) {
+            Some(slot) => Occupant::Connected {
+                credential_id: slot.credential_id.clone(),
+                liveness: slot.liveness.clone(),
+            },
+            None => Occupant::Free,
+        }
+    }
+
+    /// Registers a connection and reconciles the executions the store thinks
+    /// it runs with what it reports. A worker id already held by a live
+    /// connection (one not closed by [`crate::gateway::Liveness::close`]),
+    /// or being registered, is a `Conflict`: never a silent takeover, and
+    /// nothing is reconciled for the refused connection.
     pub async fn connect(
         &self,
         team_id: i64,
         worker_id: &str,
+        credential_id: &str,
+        liveness: Arc<crate::gateway::Liveness>,
         tx: mpsc::Sender<ServerToWorker>,
         hello: Option<WorkerHello>,
     ) -> StoreResult<Registration> {
         let key: WorkerKey = (team_id, worker_id.to_owned());
+        {
+            let mut reg = self.registry();
+            let held = reg
+                .workers
+                .get(&key)
+                .is_some_and(|s| !s.liveness.is_closed());
+            if held || !reg.connecting.insert(key.clone()) {
+                return Err(hangar_store::StoreError::Conflict(format!(
+                    "worker `{worker_id}` is already connected"
+                )));
+            }
+        }
+        let registered = self
+            .register(key.clone(), credential_id, liveness, tx, hello)
+            .await;
+        self.registry().connecting.remove(&key);
+        registered
+    }
+
+    async fn register(
+        &self,
+        key: WorkerKey,
+        credential_id: &str,
+        liveness: Arc<crate::gateway::Liveness>,
+        tx: mpsc::Sender<ServerToWorker>,
+        hello: Option<WorkerHello>,
+    ) -> StoreResult<Registration> {
+        let team_id = key.0;
+        let worker_id = key.1.clone();
+        let worker_id = worker_id.as_str();
         let live: Vec<ExecutionRecord> = {
             let mut mine = Vec::new();
             for exec in self.store.live_executions(worker_id).await? {
@@ -341,6 +420,8 @@ impl Dispatcher {
                 key.clone(),
                 Slot {
                     conn_id,
+                    credential_id: credential_id.to_owned(),
+                    liveness,
                     tx,
                     capacity,
                     active: live.into_iter().map(|e| e.id).collect(),

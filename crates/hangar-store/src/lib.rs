@@ -1,6 +1,7 @@
 //! Hangar's storage.
 //!
 //! Owns: one storage trait per aggregate ([`TeamStore`], [`AccountStore`], [`ApiKeyStore`],
+//! [`WorkerTokenStore`],
 //! [`RunStore`], [`EventStore`]), the [`Store`] trait that bundles them, the
 //! records they return, and the implementations: [`SqliteStore`] (embedded
 //! default, WAL, `synchronous=FULL`) and [`PostgresStore`] (several replicas on
@@ -27,6 +28,7 @@ mod rows;
 mod schedules;
 mod shares;
 mod sqlite;
+mod worker_tokens;
 
 pub use accounts::{AccountStore, UserCredentials, UserUpdate, WebSessionRecord};
 pub use cluster::{BootstrapLock, ClusterStore, WorkerPresence};
@@ -42,6 +44,7 @@ pub use records::*;
 pub use schedules::*;
 pub use shares::{Grantee, NewShare, ShareRecord, ShareStore};
 pub use sqlite::SqliteStore;
+pub use worker_tokens::{NewWorkerToken, WorkerBinding, WorkerTokenRecord, WorkerTokenStore};
 
 use async_trait::async_trait;
 use hangar_protocol::session::SessionEvent;
@@ -331,6 +334,7 @@ pub trait Store:
     TeamStore
     + AccountStore
     + ApiKeyStore
+    + WorkerTokenStore
     + RunStore
     + EventStore
     + EnvironmentStore

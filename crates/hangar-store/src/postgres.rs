@@ -84,6 +84,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "execution_issuer",
         include_str!("../migrations/postgres/0011_execution_issuer.sql"),
     ),
+    (
+        12,
+        "worker_tokens",
+        include_str!("../migrations/postgres/0012_worker_tokens.sql"),
+    ),
 ];
 
 const RUN_COLUMNS: &str = "id, team_id, creator_user_id, title, prompt, state, source, \
@@ -295,6 +300,8 @@ impl PostgresStore {
         })
     }
 }
+
+crate::worker_tokens::impl_worker_token_store!(PostgresStore, PgRow, pool, pool);
 
 crate::rows::row_decoders!(PgRow, |row: &PgRow, column: &str| -> StoreResult<bool> {
     Ok(row.try_get(column)?)

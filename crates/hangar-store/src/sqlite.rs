@@ -79,6 +79,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "execution_issuer",
         include_str!("../migrations/sqlite/0012_execution_issuer.sql"),
     ),
+    (
+        13,
+        "worker_tokens",
+        include_str!("../migrations/sqlite/0013_worker_tokens.sql"),
+    ),
 ];
 
 const RUN_COLUMNS: &str = "id, team_id, creator_user_id, title, prompt, state, source, \
@@ -162,6 +167,8 @@ impl SqliteStore {
         Ok(SqliteStore { pool, writer })
     }
 }
+
+crate::worker_tokens::impl_worker_token_store!(SqliteStore, SqliteRow, pool, writer);
 
 crate::rows::row_decoders!(SqliteRow, |row: &SqliteRow,
                                        column: &str|

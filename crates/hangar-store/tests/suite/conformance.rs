@@ -94,6 +94,7 @@ pub async fn run_all(store: &dyn Store) {
     a_lost_started_run_can_be_queued_again(store).await;
     super::accounts::run_all(store).await;
     super::shares::run_all(store).await;
+    super::worker_tokens::run_all(store).await;
 }
 
 async fn run_filters(store: &dyn Store) {

@@ -1,0 +1,22 @@
+-- Worker tokens: credentials that can only connect a worker, bound to one
+-- worker id or to a pool (an id prefix). Only the SHA-256 of the secret is
+-- stored. Worker presence records which credential holds each connection,
+-- so another replica can refuse a second connection with another credential.
+CREATE TABLE worker_tokens (
+    id            TEXT COLLATE "C" PRIMARY KEY,
+    team_id       BIGINT NOT NULL REFERENCES teams(id),
+    name          TEXT   NOT NULL,
+    prefix        TEXT   NOT NULL,
+    hash          BYTEA  NOT NULL UNIQUE,
+    worker_id     TEXT COLLATE "C",
+    pool          TEXT COLLATE "C",
+    created_by    BIGINT REFERENCES users(id),
+    created_at    BIGINT NOT NULL,
+    expires_at    BIGINT,
+    revoked_at    BIGINT,
+    last_used_at  BIGINT,
+    CHECK ((worker_id IS NULL) <> (pool IS NULL))
+);
+CREATE INDEX worker_tokens_team ON worker_tokens (team_id, created_at);
+
+ALTER TABLE worker_presence ADD COLUMN credential_id TEXT COLLATE "C";
