@@ -288,6 +288,22 @@ impl Dispatcher {
         });
     }
 
+    /// Every connection on this replica: `(team, worker id, credential id, liveness)`.
+    pub fn connections(&self) -> Vec<(i64, String, String, Arc<crate::gateway::Liveness>)> {
+        self.registry()
+            .workers
+            .iter()
+            .map(|((team, id), s)| {
+                (
+                    *team,
+                    id.clone(),
+                    s.credential_id.clone(),
+                    s.liveness.clone(),
+                )
+            })
+            .collect()
+    }
+
     /// What holds worker `worker_id` of `team_id` on this replica.
     pub fn occupant(&self, team_id: i64, worker_id: &str) -> Occupant {
         let key: WorkerKey = (team_id, worker_id.to_owned());

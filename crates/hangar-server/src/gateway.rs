@@ -137,6 +137,62 @@ pub fn probe_wait(heartbeat: Duration) -> Duration {
     heartbeat.clamp(Duration::from_millis(500), Duration::from_secs(5))
 }
 
+/// Closes this replica's worker connections whose credential was revoked
+/// or has expired since they connected (each replica checks its own, as it
+/// refreshes the registry): expiring a worker token cuts its worker off
+/// within a refresh interval, and it cannot reconnect.
+pub async fn close_revoked(app: &AppState) {
+    let now = Timestamp::now().unix_millis();
+    let mut by_team: HashMap<i64, Vec<(String, String, Arc<Liveness>)>> = HashMap::new();
+    for (team, worker_id, credential_id, liveness) in app.dispatcher.connections() {
+        if !liveness.is_closed() {
+            by_team
+                .entry(team)
+                .or_default()
+                .push((worker_id, credential_id, liveness));
+        }
+    }
+    for (team, connections) in by_team {
+        let active = async {
+            let mut active: std::collections::HashSet<String> = app
+                .store
+                .list_worker_tokens(team)
+                .await?
+                .into_iter()
+                .filter(|t| t.is_active(now))
+                .map(|t| t.id)
+                .collect();
+            active.extend(
+                app.store
+                    .list_api_keys(team)
+                    .await?
+                    .into_iter()
+                    .filter(|k| k.is_active(now))
+                    .map(|k| k.id),
+            );
+            StoreResult::Ok(active)
+        };
+        let active = match active.await {
+            Ok(a) => a,
+            Err(e) => {
+                // Keep the connections: a store hiccup is no revocation.
+                tracing::warn!(error = %e, team_id = team, "cannot check the workers' credentials");
+                continue;
+            }
+        };
+        for (worker_id, credential_id, liveness) in connections {
+            if !active.contains(&credential_id) {
+                tracing::warn!(
+                    worker_id,
+                    credential_id,
+                    "disconnecting a worker: its credential was revoked or has expired"
+                );
+                liveness.close();
+            }
+        }
+    }
+}
+
 /// Refuses (409) a connection for a worker id that is already connected,
 /// unless it comes with the same credential and the old connection is dead:
 /// then that one is closed to let it in. Never a silent takeover.
@@ -373,7 +429,10 @@ async fn connection(
             n = tokio::time::timeout(read_timeout, stream.next()) => n,
             _ = app.shutdown.cancelled() => break,
             _ = liveness.closed.cancelled() => {
-                tracing::info!(worker_id, "closing a dead connection: its worker reconnected");
+                tracing::info!(
+                    worker_id,
+                    "closing the connection: its worker reconnected, or its credential was revoked"
+                );
                 break;
             }
         };

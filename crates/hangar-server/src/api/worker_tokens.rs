@@ -162,8 +162,9 @@ pub async fn list(
     }))
 }
 
-/// Expires (revokes) a worker token now: it can no longer connect (a worker
-/// already connected with it keeps its connection until it drops).
+/// Expires (revokes) a worker token now: it can no longer connect, and a
+/// worker connected with it is cut off at its replica's next registry
+/// refresh ([`crate::gateway::close_revoked`]).
 #[utoipa::path(post, path = "/worker-tokens/{token_id}/expire", tag = "workers", params(("token_id" = String, Path, description = "The worker token")), responses((status = 200, description = "Expired", body = Object), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
 pub async fn expire(
     State(app): State<AppState>,

@@ -100,7 +100,8 @@ async fn wait_unlisted(t: &TwoTeams, worker_id: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s8_worker_token_connects_only_under_its_binding() {
-    let t = TwoTeams::start().await;
+    // A short lost timeout: the registry refreshes (and checks credentials) every 0.5 s.
+    let t = TwoTeams::start_with(|c| c.worker_lost_timeout = Duration::from_secs(2)).await;
     let (exact_id, exact) = token(&t, serde_json::json!({"worker_id": "gpu-box-1"})).await;
     let (_, pool) = token(&t, serde_json::json!({"pool": "ci-", "name": "CI pool"})).await;
     assert!(exact.starts_with("hw_"), "{exact}");
@@ -150,7 +151,8 @@ async fn s8_worker_token_connects_only_under_its_binding() {
     assert_eq!(tokens[1]["pool"], "ci-", "{list}");
     assert_eq!(tokens[1]["name"], "CI pool", "{list}");
 
-    // Expired: refused from then on, with a 401 that says so.
+    // Expired: its connected worker is cut off, and it is refused from then
+    // on with a 401 that says so; the pool's worker stays.
     t.ok(
         "POST",
         &format!("/worker-tokens/{exact_id}/expire"),
@@ -158,6 +160,11 @@ async fn s8_worker_token_connects_only_under_its_binding() {
         None,
     )
     .await;
+    wait_unlisted(&t, "gpu-box-1").await;
+    assert!(
+        listed(&t, "ci-7").await,
+        "another token's worker was cut off"
+    );
     let (status, body) = open_worker(&t, "gpu-box-1", &exact).await.err().unwrap();
     assert_eq!(status, 401, "{body}");
     assert!(body.contains("revoked"), "{body}");
