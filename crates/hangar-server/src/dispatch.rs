@@ -140,6 +140,18 @@ pub struct Dispatcher {
     sessions: Arc<crate::sessions::SessionHub>,
 }
 
+/// Marks a worker id as registering while it lives.
+struct Connecting<'a> {
+    dispatcher: &'a Dispatcher,
+    key: WorkerKey,
+}
+
+impl Drop for Connecting<'_> {
+    fn drop(&mut self) {
+        self.dispatcher.registry().connecting.remove(&self.key);
+    }
+}
+
 /// A registered connection; dropping it does not unregister (call [`Dispatcher::disconnect`]).
 #[derive(Debug, Clone)]
 pub struct Registration {
@@ -347,11 +359,13 @@ impl Dispatcher {
                 )));
             }
         }
-        let registered = self
-            .register(key.clone(), credential_id, liveness, tx, hello)
-            .await;
-        self.registry().connecting.remove(&key);
-        registered
+        // Cleared however registration ends, a dropped future included, so
+        // the id is never left stuck "connecting".
+        let _connecting = Connecting {
+            dispatcher: self,
+            key: key.clone(),
+        };
+        self.register(key, credential_id, liveness, tx, hello).await
     }
 
     async fn register(

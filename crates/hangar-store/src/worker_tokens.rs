@@ -125,19 +125,25 @@ pub(crate) const WORKER_TOKEN_INSERT: &str = "INSERT INTO worker_tokens \
     (id, team_id, name, prefix, hash, worker_id, pool, created_by, created_at, expires_at) \
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
 
+/// `SELECT` of every column a [`WorkerTokenRecord`] is decoded from.
+macro_rules! select_worker_tokens {
+    () => {
+        "SELECT id, team_id, name, prefix, worker_id, pool, created_by, created_at, \
+         expires_at, revoked_at, last_used_at FROM worker_tokens "
+    };
+}
+
 /// A token by id (`$1`).
-pub(crate) const WORKER_TOKEN_BY_ID: &str = "SELECT id, team_id, name, prefix, worker_id, pool, \
-    created_by, created_at, expires_at, revoked_at, last_used_at FROM worker_tokens WHERE id = $1";
+pub(crate) const WORKER_TOKEN_BY_ID: &str = concat!(select_worker_tokens!(), "WHERE id = $1");
 
 /// A token by the hash of its secret (`$1`).
-pub(crate) const WORKER_TOKEN_BY_HASH: &str = "SELECT id, team_id, name, prefix, worker_id, \
-    pool, created_by, created_at, expires_at, revoked_at, last_used_at FROM worker_tokens \
-    WHERE hash = $1";
+pub(crate) const WORKER_TOKEN_BY_HASH: &str = concat!(select_worker_tokens!(), "WHERE hash = $1");
 
 /// A team's tokens (`$1`), oldest first.
-pub(crate) const WORKER_TOKENS_OF_TEAM: &str = "SELECT id, team_id, name, prefix, worker_id, \
-    pool, created_by, created_at, expires_at, revoked_at, last_used_at FROM worker_tokens \
-    WHERE team_id = $1 ORDER BY created_at, id";
+pub(crate) const WORKER_TOKENS_OF_TEAM: &str = concat!(
+    select_worker_tokens!(),
+    "WHERE team_id = $1 ORDER BY created_at, id"
+);
 
 /// Revokes (`$1` time, `$2` id, `$3` team), keeping the first revocation time.
 pub(crate) const WORKER_TOKEN_REVOKE: &str = "UPDATE worker_tokens \
