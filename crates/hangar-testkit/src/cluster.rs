@@ -348,6 +348,12 @@ impl TestCluster {
         self.workers.last_mut().context("worker")
     }
 
+    /// Makes workers started as `id` connect with `token` (e.g. one made
+    /// with `hangar worker token create`).
+    pub fn use_worker_token(&mut self, id: &str, token: &str) {
+        self.worker_tokens.insert(id.to_owned(), token.to_owned());
+    }
+
     /// The worker token bound to worker id `id` (created on first use, then
     /// reused, as an operator would for a restarted worker).
     pub async fn worker_token(&mut self, id: &str) -> Result<String> {

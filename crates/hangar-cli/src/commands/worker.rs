@@ -106,9 +106,10 @@ async fn token(sub: TokenSub, global: &Global) -> Result<ExitCode> {
                     let id = token.worker_id.clone().unwrap_or_else(|| {
                         format!("{}NAME", token.pool.as_deref().unwrap_or_default())
                     });
+                    let url = client.base_url().as_str().trim_end_matches('/');
                     println!("Start the worker with it:");
                     println!(
-                        "    HANGAR_API_KEY={secret} hangar worker --worker-id {id} --server-url URL"
+                        "    HANGAR_API_KEY={secret} hangar worker --worker-id {id} --server-url {url}"
                     );
                 }
                 OutputFormat::Text => println!("{secret}"),
