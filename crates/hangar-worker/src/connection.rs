@@ -299,21 +299,18 @@ impl Connection {
                 s.connect_timeout
             ))),
             Ok(Ok(ws)) => Ok(ws),
-            Ok(Err(hangar_client::ClientError::WebSocket(e))) => match *e {
-                tungstenite::Error::Http(resp) if matches!(resp.status().as_u16(), 401 | 403) => {
-                    Err(ConnectError::Rejected(
-                        resp.status().as_u16(),
-                        problem_detail(resp.body()),
-                    ))
+            // Refused at the handshake (the client keeps the status and body).
+            Ok(Err(hangar_client::ClientError::Status { status, body })) => {
+                if matches!(status, 401 | 403) {
+                    Err(ConnectError::Rejected(status, problem_detail(&body)))
+                } else {
+                    // 409: this worker id is connected elsewhere; retried with backoff.
+                    Err(ConnectError::Other(format!(
+                        "server answered HTTP {status}: {}",
+                        problem_detail(&body)
+                    )))
                 }
-                // 409: this worker id is connected elsewhere; retried with backoff.
-                tungstenite::Error::Http(resp) => Err(ConnectError::Other(format!(
-                    "server answered HTTP {}: {}",
-                    resp.status(),
-                    problem_detail(resp.body())
-                ))),
-                other => Err(ConnectError::Other(other.to_string())),
-            },
+            }
             Ok(Err(e)) => Err(ConnectError::Other(e.to_string())),
         }
     }
@@ -425,14 +422,11 @@ enum ConnectError {
 }
 
 /// The `detail` of a problem+json refusal, or its text, shortened.
-fn problem_detail(body: &Option<Vec<u8>>) -> String {
-    let Some(body) = body else {
-        return String::new();
-    };
-    let detail = serde_json::from_slice::<serde_json::Value>(body)
+fn problem_detail(body: &str) -> String {
+    let detail = serde_json::from_str::<serde_json::Value>(body)
         .ok()
         .and_then(|v| v["detail"].as_str().map(str::to_owned))
-        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
+        .unwrap_or_else(|| body.to_owned());
     detail.chars().take(300).collect()
 }
 
