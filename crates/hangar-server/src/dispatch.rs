@@ -96,7 +96,9 @@ struct Slot {
 
 impl Slot {
     fn has_room(&self) -> bool {
-        !self.draining
+        // A connection being closed (found dead, or its credential revoked) takes no work.
+        !self.liveness.is_closed()
+            && !self.draining
             && !self.refused
             && (self.capacity == 0 || (self.active.len() as u32) < self.capacity)
     }
