@@ -59,6 +59,9 @@ pub struct WorkerInfo {
     /// registry; not shown).
     #[serde(skip)]
     pub credential_id: String,
+    /// When the worker was last heard on the connection (ms; not shown).
+    #[serde(skip)]
+    pub heard_at: i64,
 }
 
 /// What occupies a worker id on this replica.
@@ -238,6 +241,7 @@ impl Dispatcher {
                 labels: s.labels.clone(),
                 connected_at: s.connected_at,
                 credential_id: s.credential_id.clone(),
+                heard_at: s.liveness.heard_at(),
             })
             .collect();
         list.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
@@ -263,6 +267,7 @@ impl Dispatcher {
                         labels: s.labels.clone(),
                         connected_at: s.connected_at,
                         credential_id: s.credential_id.clone(),
+                        heard_at: s.liveness.heard_at(),
                     },
                 )
             })

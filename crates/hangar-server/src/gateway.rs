@@ -9,10 +9,9 @@
 //! `oz-agent-worker` and `hangar up`'s local worker use), never a personal
 //! key, a dashboard session or a run token ([`authenticate_worker`]).
 //!
-//! One connection per worker id: a second one is refused with 409 (on this
-//! replica, or on another one per the shared registry when it holds another
-//! credential), unless it presents the same credential and the old
-//! connection is dead. A worker back from a network cut is let in promptly:
+//! One connection per worker id: a second one is refused with 409 (held on
+//! this replica, or on another one per the shared registry), unless it
+//! presents the same credential and the old connection is dead. A worker back from a network cut is let in promptly:
 //! its old connection is probed with a ping ([`Liveness::answers`]) and,
 //! when it missed its pong or does not answer within [`probe_wait`], closed.
 
@@ -29,6 +28,7 @@ use hangar_protocol::worker::{FailureReason, ServerToWorker, WorkerHello, Worker
 use hangar_protocol::{Envelope, RunState, Timestamp};
 use hangar_store::{ExecutionEnd, Outcome, StoreResult, Transition};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc, watch};
@@ -70,6 +70,8 @@ pub const RESERVED_WORKER_PREFIX: &str = "local:";
 pub struct Liveness {
     /// When the worker last sent anything (a frame, a ping or a pong).
     heard: watch::Sender<Instant>,
+    /// The same, in ms since the epoch, for the shared registry.
+    heard_at: AtomicI64,
     /// When the writer last sent a ping.
     pinged: Mutex<Option<Instant>>,
     /// Asks the writer to ping now.
@@ -82,6 +84,7 @@ impl Liveness {
     fn new() -> Arc<Self> {
         Arc::new(Liveness {
             heard: watch::Sender::new(Instant::now()),
+            heard_at: AtomicI64::new(Timestamp::now().unix_millis()),
             pinged: Mutex::new(None),
             probe: Notify::new(),
             closed: CancellationToken::new(),
@@ -90,6 +93,13 @@ impl Liveness {
 
     fn heard_now(&self) {
         self.heard.send_replace(Instant::now());
+        self.heard_at
+            .store(Timestamp::now().unix_millis(), Ordering::Relaxed);
+    }
+
+    /// When the worker was last heard (ms since the epoch).
+    pub fn heard_at(&self) -> i64 {
+        self.heard_at.load(Ordering::Relaxed)
     }
 
     fn pinged_now(&self) {
@@ -236,11 +246,16 @@ async fn admit(app: &AppState, credential: &WorkerCredential, worker_id: &str) -
         }
     }
     // Held by another replica: its presence row is fresh while that replica
-    // refreshes it. Only its own credential may connect there too (the old
-    // replica drops its connection when it finds it silent).
+    // refreshes it. Only the same credential may connect here, and only once
+    // the worker has gone silent there: its last-heard time, published with
+    // each refresh, is older than a heartbeat, a refresh and a probe (a live
+    // worker answers a ping every heartbeat). That replica drops the dead
+    // connection itself at its read timeout.
     let now = Timestamp::now().unix_millis();
-    let fresh = 2 * crate::presence::refresh_interval(app.config.worker_lost_timeout)
-        + Duration::from_secs(1);
+    let refresh = crate::presence::refresh_interval(app.config.worker_lost_timeout);
+    let fresh = 2 * refresh + Duration::from_secs(1);
+    let silent_after =
+        app.config.heartbeat_interval + refresh + probe_wait(app.config.heartbeat_interval);
     let held_elsewhere = app
         .store
         .list_workers(team_id)
@@ -252,10 +267,25 @@ async fn admit(app: &AppState, credential: &WorkerCredential, worker_id: &str) -
                 && w.replica_id != app.replica_id
                 && now - w.last_seen <= fresh.as_millis() as i64
         });
-    if let Some(row) = held_elsewhere
-        && row.credential_id.as_deref() != Some(credential.id())
-    {
-        return Err(other_credential());
+    if let Some(row) = held_elsewhere {
+        if row.credential_id.as_deref() != Some(credential.id()) {
+            return Err(other_credential());
+        }
+        let heard = row.heard_at.unwrap_or(row.last_seen);
+        if now - heard <= silent_after.as_millis() as i64 {
+            return Err(ApiError::Conflict(format!(
+                "worker `{worker_id}` is connected to another server replica with this \
+                 credential and was heard from {}s ago; retry once that connection is found \
+                 dead (no answer for {}s)",
+                (now - heard).max(0) / 1000,
+                silent_after.as_secs()
+            )));
+        }
+        tracing::warn!(
+            worker_id,
+            replica_id = %row.replica_id,
+            "the worker's connection to another replica has gone silent; letting its reconnection in"
+        );
     }
     Ok(())
 }

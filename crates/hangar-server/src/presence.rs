@@ -98,6 +98,7 @@ fn row(app: &AppState, team_id: i64, conn_id: u64, w: &WorkerInfo, now: i64) -> 
         connected_at: w.connected_at.unix_millis(),
         last_seen: now,
         credential_id: Some(w.credential_id.clone()),
+        heard_at: Some(w.heard_at),
     }
 }
 

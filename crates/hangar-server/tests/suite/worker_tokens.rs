@@ -344,3 +344,73 @@ async fn s8_a_second_connection_for_a_connected_worker_is_refused() {
     assert_eq!(status, 409, "{body}");
     back.abort();
 }
+
+/// What another replica would have written for a worker it holds.
+fn held_elsewhere(credential_id: &str, heard_ago_ms: i64) -> hangar_store::WorkerPresence {
+    let now = hangar_protocol::Timestamp::now().unix_millis();
+    hangar_store::WorkerPresence {
+        team_id: 1,
+        worker_id: "roamer".into(),
+        replica_id: "replica-elsewhere".into(),
+        connection_id: "replica-elsewhere:1".into(),
+        backend: "direct".into(),
+        version: "test".into(),
+        capacity: 1,
+        running_tasks: 0,
+        draining: false,
+        labels: Default::default(),
+        connected: true,
+        connected_at: now - 60_000,
+        last_seen: now,
+        credential_id: Some(credential_id.into()),
+        heard_at: Some(now - heard_ago_ms),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s8_a_worker_connected_through_another_replica_is_not_taken_over() {
+    let t = TwoTeams::start_with(|c| {
+        c.heartbeat_interval = Duration::from_millis(200);
+        c.worker_lost_timeout = Duration::from_secs(2);
+    })
+    .await;
+    let (id, mine) = token(&t, serde_json::json!({"worker_id": "roamer"})).await;
+    let (_, other) = token(&t, serde_json::json!({"worker_id": "roamer"})).await;
+    let store = t.store();
+
+    // Held by a live replica, heard from just now: no credential gets in,
+    // not even the same one.
+    store.upsert_worker(&held_elsewhere(&id, 0)).await.unwrap();
+    let (status, body) = open_worker(&t, "roamer", &other).await.err().unwrap();
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("another credential"), "{body}");
+    let (status, body) = open_worker(&t, "roamer", &mine).await.err().unwrap();
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("another server replica"), "{body}");
+
+    // The worker went silent there (a network cut): its own credential gets
+    // back in through this replica; another credential still does not.
+    store
+        .upsert_worker(&held_elsewhere(&id, 5_000))
+        .await
+        .unwrap();
+    let (status, _) = open_worker(&t, "roamer", &other).await.err().unwrap();
+    assert_eq!(status, 409);
+    let ws = open_worker(&t, "roamer", &mine).await.unwrap();
+    let _alive = keep_alive(ws);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let w = t.ok("GET", "/workers", &t.key_a, None).await;
+        let row = w["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["worker_id"] == "roamer")
+            .cloned();
+        if row.is_some_and(|r| r["replica_id"] != "replica-elsewhere") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never registered here: {w}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,7 +1,9 @@
 -- Worker tokens: credentials that can only connect a worker, bound to one
 -- worker id or to a pool (an id prefix). Only the SHA-256 of the secret is
--- stored. Worker presence records which credential holds each connection,
--- so another replica can refuse a second connection with another credential.
+-- stored. Worker presence records which credential holds each connection
+-- and when the worker was last heard on it, so another replica can refuse a
+-- second connection unless it brings the same credential and the first one
+-- has gone silent.
 CREATE TABLE worker_tokens (
     id            TEXT COLLATE "C" PRIMARY KEY,
     team_id       BIGINT NOT NULL REFERENCES teams(id),
@@ -20,3 +22,4 @@ CREATE TABLE worker_tokens (
 CREATE INDEX worker_tokens_team ON worker_tokens (team_id, created_at);
 
 ALTER TABLE worker_presence ADD COLUMN credential_id TEXT COLLATE "C";
+ALTER TABLE worker_presence ADD COLUMN heard_at BIGINT;
