@@ -266,6 +266,30 @@ impl Client {
         self.post_json("api/v1/api-keys", req).await
     }
 
+    /// **(extension)** `POST /api/v1/worker-tokens` (admins): the secret is in this answer only.
+    pub async fn create_worker_token(
+        &self,
+        req: &hangar_protocol::CreateWorkerTokenRequest,
+    ) -> Result<hangar_protocol::WorkerTokenItem, ClientError> {
+        self.post_json("api/v1/worker-tokens", req).await
+    }
+
+    /// **(extension)** `GET /api/v1/worker-tokens` (admins).
+    pub async fn list_worker_tokens(
+        &self,
+    ) -> Result<hangar_protocol::ListWorkerTokensResponse, ClientError> {
+        self.get_json("api/v1/worker-tokens").await
+    }
+
+    /// **(extension)** `POST /api/v1/worker-tokens/{id}/expire` (admins).
+    pub async fn expire_worker_token(&self, id: &str) -> Result<serde_json::Value, ClientError> {
+        self.post_json(
+            &format!("api/v1/worker-tokens/{}/expire", encode(id)),
+            &serde_json::json!({}),
+        )
+        .await
+    }
+
     /// **(extension)** `POST /api/v1/agent/runs/{id}/shares`: grants access to
     /// a run's session (a public link's URL is only in this answer).
     pub async fn create_share(

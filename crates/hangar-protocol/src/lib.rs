@@ -54,6 +54,9 @@ pub const ENV_SECRET_NAMES: &str = "HANGAR_SECRET_NAMES";
 pub const API_KEY_PREFIX: &str = "hk_";
 /// Prefix of every run-scoped token (`hr_…`).
 pub const RUN_TOKEN_PREFIX: &str = "hr_";
+/// Prefix of every worker token (`hw_…`): it can only connect a worker,
+/// under the worker id or pool it is bound to.
+pub const WORKER_TOKEN_PREFIX: &str = "hw_";
 
 /// Path of the worker WebSocket, relative to the server's base URL.
 pub const WORKER_WS_PATH: &str = "/api/v1/selfhosted/worker/ws";

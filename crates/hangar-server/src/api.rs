@@ -14,6 +14,7 @@ pub mod secrets;
 pub mod shares;
 pub mod users;
 pub mod whoami;
+pub mod worker_tokens;
 pub mod workers;
 
 use crate::AppState;
@@ -140,6 +141,14 @@ pub fn routes() -> Router<AppState> {
                 .delete(users::delete),
         )
         .route("/workers", get(workers::list))
+        .route(
+            "/worker-tokens",
+            post(worker_tokens::create).get(worker_tokens::list),
+        )
+        .route(
+            "/worker-tokens/{token_id}/expire",
+            post(worker_tokens::expire),
+        )
         .route("/openapi.json", get(crate::openapi::openapi_json))
         .route("/whoami", get(whoami::whoami))
         .route("/agent/environments", get(environments::oz_list))

@@ -1,12 +1,19 @@
 //! Credentials: API keys (`hk_…`, team-scoped, hashed at rest), run tokens
-//! (`hr_…`, scoped to one execution of one run, dead once it ends) and the
+//! (`hr_…`, scoped to one execution of one run, dead once it ends), worker
+//! tokens (`hw_…`, hashed at rest, bound to a worker id or a pool) and the
 //! dashboard's session cookie (see [`crate::web_auth`]), accepted only when a
 //! request carries no `Authorization` header.
+//!
+//! A worker token is never a [`Principal`]: [`authenticate`] refuses it
+//! (403), so no REST route can accept one by mistake. Only the worker socket
+//! resolves it, through [`authenticate_worker`], into a [`WorkerCredential`].
 
 use crate::error::{ApiError, ApiResult};
 use axum::http::HeaderMap;
-use hangar_protocol::{API_KEY_PREFIX, ExecutionId, RUN_TOKEN_PREFIX, RunId, Timestamp};
-use hangar_store::{NewApiKey, Store};
+use hangar_protocol::{
+    API_KEY_PREFIX, ExecutionId, RUN_TOKEN_PREFIX, RunId, Timestamp, WORKER_TOKEN_PREFIX,
+};
+use hangar_store::{NewApiKey, NewWorkerToken, Store, WorkerBinding, WorkerTokenRecord};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
@@ -76,6 +83,138 @@ impl Principal {
             } => *team_id == team && run_id == run,
         }
     }
+}
+
+/// What may connect to the worker socket (scenario S8). A worker receives
+/// other users' tasks with their secrets and run tokens, so personal keys
+/// (even an admin's), dashboard sessions and run tokens may not.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WorkerCredential {
+    /// A worker token: only as the worker id, or under the pool, it is bound to.
+    WorkerToken {
+        /// Team.
+        team_id: i64,
+        /// Token id.
+        token_id: String,
+        /// What it may connect as.
+        binding: WorkerBinding,
+    },
+    /// A team API key that belongs to no user, as any worker id: what
+    /// `oz-agent-worker` (which knows no worker tokens) and `hangar up`'s
+    /// local worker connect with. Only an admin can create one.
+    TeamKey {
+        /// Team.
+        team_id: i64,
+        /// Key id.
+        key_id: String,
+    },
+}
+
+impl WorkerCredential {
+    /// The credential's team.
+    pub fn team_id(&self) -> i64 {
+        match self {
+            WorkerCredential::WorkerToken { team_id, .. }
+            | WorkerCredential::TeamKey { team_id, .. } => *team_id,
+        }
+    }
+
+    /// The credential's id (a token's or a key's): a connection may replace
+    /// a dead one of the same worker only with the same credential.
+    pub fn id(&self) -> &str {
+        match self {
+            WorkerCredential::WorkerToken { token_id, .. } => token_id,
+            WorkerCredential::TeamKey { key_id, .. } => key_id,
+        }
+    }
+}
+
+/// How to get a credential that may connect a worker.
+const WORKER_CREDENTIAL_HINT: &str = "create a worker token with `hangar worker token create \
+    --worker-id ID` (or `--pool PREFIX`) and start the worker with `HANGAR_API_KEY=hw_…`";
+
+/// Resolves the credential of a worker connection.
+pub async fn authenticate_worker(
+    store: &dyn Store,
+    headers: &HeaderMap,
+) -> ApiResult<WorkerCredential> {
+    if !headers.contains_key(axum::http::header::AUTHORIZATION)
+        && crate::web_auth::session_cookie(headers).is_some()
+    {
+        return Err(ApiError::Forbidden(format!(
+            "a dashboard session cannot connect as a worker; {WORKER_CREDENTIAL_HINT}"
+        )));
+    }
+    let token = bearer(headers)?;
+    if token.starts_with(WORKER_TOKEN_PREFIX) {
+        let record = worker_token(store, token).await?;
+        return Ok(WorkerCredential::WorkerToken {
+            team_id: record.team_id,
+            token_id: record.id,
+            binding: record.binding,
+        });
+    }
+    match authenticate_token(store, token).await? {
+        Principal::ApiKey {
+            team_id,
+            user_id: None,
+            key_id,
+        } => Ok(WorkerCredential::TeamKey { team_id, key_id }),
+        Principal::ApiKey {
+            user_id: Some(_), ..
+        } => Err(ApiError::Forbidden(format!(
+            "a personal API key (even an admin's) cannot connect as a worker: a worker \
+             receives every user's tasks with their secrets; {WORKER_CREDENTIAL_HINT}"
+        ))),
+        Principal::RunToken { .. } | Principal::WebSession { .. } => Err(ApiError::Forbidden(
+            format!("a run token cannot connect as a worker; {WORKER_CREDENTIAL_HINT}"),
+        )),
+    }
+}
+
+/// The active worker token whose secret is `token`.
+async fn worker_token(store: &dyn Store, token: &str) -> ApiResult<WorkerTokenRecord> {
+    let now = Timestamp::now().unix_millis();
+    match store.worker_token_by_hash(&hash_secret(token)).await? {
+        Some(t) if t.is_active(now) => Ok(t),
+        Some(t) if t.revoked_at.is_some() => Err(ApiError::Unauthenticated(format!(
+            "the worker token `{}…` was revoked",
+            t.prefix
+        ))),
+        Some(t) => Err(ApiError::Unauthenticated(format!(
+            "the worker token `{}…` has expired",
+            t.prefix
+        ))),
+        None => Err(ApiError::Unauthenticated(
+            "the worker token is not valid".to_owned(),
+        )),
+    }
+}
+
+/// Creates and stores a worker token; returns the record and the secret (shown once).
+pub async fn issue_worker_token(
+    store: &dyn Store,
+    team_id: i64,
+    created_by: Option<i64>,
+    name: &str,
+    binding: WorkerBinding,
+    expires_at: Option<i64>,
+) -> ApiResult<(WorkerTokenRecord, String)> {
+    let secret = format!("{WORKER_TOKEN_PREFIX}{}", random_hex(32));
+    let record = store
+        .create_worker_token(NewWorkerToken {
+            id: uuid_like(),
+            team_id,
+            name: name.to_owned(),
+            prefix: secret.chars().take(WORKER_TOKEN_PREFIX.len() + 8).collect(),
+            hash: hash_secret(&secret),
+            binding,
+            created_by,
+            created_at: Timestamp::now().unix_millis(),
+            expires_at,
+        })
+        .await?;
+    Ok((record, secret))
 }
 
 /// SHA-256 of a secret. Keys and tokens carry 256 bits of randomness, so a
@@ -189,6 +328,15 @@ pub async fn authenticate_token(store: &dyn Store, token: &str) -> ApiResult<Pri
             run_id: exec.run_id,
             execution_id: exec.id,
         });
+    }
+    if token.starts_with(WORKER_TOKEN_PREFIX) {
+        // Valid or not, a worker token is no credential here: say what it is for.
+        return Err(ApiError::Forbidden(
+            "a worker token (`hw_…`) can only connect a worker to \
+             `/api/v1/selfhosted/worker/ws`; call the API with an API key \
+             (`hangar api-key create`)"
+                .to_owned(),
+        ));
     }
     if !token.starts_with(API_KEY_PREFIX) {
         return Err(ApiError::Unauthenticated(format!(

@@ -55,10 +55,36 @@ pub struct WorkerInfo {
     pub labels: BTreeMap<String, String>,
     /// Connection time.
     pub connected_at: Timestamp,
+    /// The credential holding the connection (recorded in the shared
+    /// registry; not shown).
+    #[serde(skip)]
+    pub credential_id: String,
+    /// When the worker was last heard on the connection (ms; not shown).
+    #[serde(skip)]
+    pub heard_at: i64,
+}
+
+/// What occupies a worker id on this replica.
+pub enum Occupant {
+    /// Nothing: the id is free here.
+    Free,
+    /// A connection is registering right now.
+    Connecting,
+    /// A registered connection.
+    Connected {
+        /// Its credential's id.
+        credential_id: String,
+        /// Its liveness, to probe it or close it.
+        liveness: Arc<crate::gateway::Liveness>,
+    },
 }
 
 struct Slot {
     conn_id: u64,
+    /// The credential the connection presented.
+    credential_id: String,
+    /// Probes and closes the connection.
+    liveness: Arc<crate::gateway::Liveness>,
     tx: mpsc::Sender<ServerToWorker>,
     capacity: u32,
     active: HashSet<ExecutionId>,
@@ -73,7 +99,9 @@ struct Slot {
 
 impl Slot {
     fn has_room(&self) -> bool {
-        !self.draining
+        // A connection being closed (found dead, or its credential revoked) takes no work.
+        !self.liveness.is_closed()
+            && !self.draining
             && !self.refused
             && (self.capacity == 0 || (self.active.len() as u32) < self.capacity)
     }
@@ -82,6 +110,9 @@ impl Slot {
 #[derive(Default)]
 struct Registry {
     workers: HashMap<WorkerKey, Slot>,
+    /// Workers whose connection is registering (reconciling its executions):
+    /// a second connection for them is refused until it is done.
+    connecting: HashSet<WorkerKey>,
     next_conn: u64,
     /// Runs reopened by a follow-up, and the worker of their last execution
     /// (soft affinity: its idle sandbox may still hold the workspace).
@@ -112,6 +143,18 @@ pub struct Dispatcher {
     replica_id: String,
     /// Agent sessions on this replica: an execution ended by its lease loses its socket.
     sessions: Arc<crate::sessions::SessionHub>,
+}
+
+/// Marks a worker id as registering while it lives.
+struct Connecting<'a> {
+    dispatcher: &'a Dispatcher,
+    key: WorkerKey,
+}
+
+impl Drop for Connecting<'_> {
+    fn drop(&mut self) {
+        self.dispatcher.registry().connecting.remove(&self.key);
+    }
 }
 
 /// A registered connection; dropping it does not unregister (call [`Dispatcher::disconnect`]).
@@ -197,6 +240,8 @@ impl Dispatcher {
                 draining: s.draining,
                 labels: s.labels.clone(),
                 connected_at: s.connected_at,
+                credential_id: s.credential_id.clone(),
+                heard_at: s.liveness.heard_at(),
             })
             .collect();
         list.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
@@ -221,6 +266,8 @@ impl Dispatcher {
                         draining: s.draining,
                         labels: s.labels.clone(),
                         connected_at: s.connected_at,
+                        credential_id: s.credential_id.clone(),
+                        heard_at: s.liveness.heard_at(),
                     },
                 )
             })
@@ -260,16 +307,85 @@ impl Dispatcher {
         });
     }
 
-    /// Registers a connection, replacing an older one of the same worker, and
-    /// reconciles the executions the store thinks it runs with what it reports.
+    /// Every connection on this replica: `(team, worker id, credential id, liveness)`.
+    pub fn connections(&self) -> Vec<(i64, String, String, Arc<crate::gateway::Liveness>)> {
+        self.registry()
+            .workers
+            .iter()
+            .map(|((team, id), s)| {
+                (
+                    *team,
+                    id.clone(),
+                    s.credential_id.clone(),
+                    s.liveness.clone(),
+                )
+            })
+            .collect()
+    }
+
+    /// What holds worker `worker_id` of `team_id` on this replica.
+    pub fn occupant(&self, team_id: i64, worker_id: &str) -> Occupant {
+        let key: WorkerKey = (team_id, worker_id.to_owned());
+        let reg = self.registry();
+        if reg.connecting.contains(&key) {
+            return Occupant::Connecting;
+        }
+        match reg.workers.get(&key) {
+            Some(slot) => Occupant::Connected {
+                credential_id: slot.credential_id.clone(),
+                liveness: slot.liveness.clone(),
+            },
+            None => Occupant::Free,
+        }
+    }
+
+    /// Registers a connection and reconciles the executions the store thinks
+    /// it runs with what it reports. A worker id already held by a live
+    /// connection (one not closed by [`crate::gateway::Liveness::close`]),
+    /// or being registered, is a `Conflict`: never a silent takeover, and
+    /// nothing is reconciled for the refused connection.
     pub async fn connect(
         &self,
         team_id: i64,
         worker_id: &str,
+        credential_id: &str,
+        liveness: Arc<crate::gateway::Liveness>,
         tx: mpsc::Sender<ServerToWorker>,
         hello: Option<WorkerHello>,
     ) -> StoreResult<Registration> {
         let key: WorkerKey = (team_id, worker_id.to_owned());
+        {
+            let mut reg = self.registry();
+            let held = reg
+                .workers
+                .get(&key)
+                .is_some_and(|s| !s.liveness.is_closed());
+            if held || !reg.connecting.insert(key.clone()) {
+                return Err(hangar_store::StoreError::Conflict(format!(
+                    "worker `{worker_id}` is already connected"
+                )));
+            }
+        }
+        // Cleared however registration ends, a dropped future included, so
+        // the id is never left stuck "connecting".
+        let _connecting = Connecting {
+            dispatcher: self,
+            key: key.clone(),
+        };
+        self.register(key, credential_id, liveness, tx, hello).await
+    }
+
+    async fn register(
+        &self,
+        key: WorkerKey,
+        credential_id: &str,
+        liveness: Arc<crate::gateway::Liveness>,
+        tx: mpsc::Sender<ServerToWorker>,
+        hello: Option<WorkerHello>,
+    ) -> StoreResult<Registration> {
+        let team_id = key.0;
+        let worker_id = key.1.clone();
+        let worker_id = worker_id.as_str();
         let live: Vec<ExecutionRecord> = {
             let mut mine = Vec::new();
             for exec in self.store.live_executions(worker_id).await? {
@@ -341,6 +457,8 @@ impl Dispatcher {
                 key.clone(),
                 Slot {
                     conn_id,
+                    credential_id: credential_id.to_owned(),
+                    liveness,
                     tx,
                     capacity,
                     active: live.into_iter().map(|e| e.id).collect(),

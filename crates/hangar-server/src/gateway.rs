@@ -3,10 +3,21 @@
 //! One task reads frames and applies them through the store (fenced by
 //! execution); a writer task owned by the connection sends queued frames and
 //! pings. A worker that sends nothing for `read_timeout` is disconnected.
+//!
+//! Who may connect (scenario S8): a worker token, as the worker id or under
+//! the pool it is bound to, or a team key that belongs to no user (what
+//! `oz-agent-worker` and `hangar up`'s local worker use), never a personal
+//! key, a dashboard session or a run token ([`authenticate_worker`]).
+//!
+//! One connection per worker id: a second one is refused with 409 (held on
+//! this replica, or on another one per the shared registry), unless it
+//! presents the same credential and the old connection is dead. A worker back from a network cut is let in promptly:
+//! its old connection is probed with a ping ([`Liveness::answers`]) and,
+//! when it missed its pong or does not answer within [`probe_wait`], closed.
 
 use crate::AppState;
-use crate::auth::{Principal, authenticate};
-use crate::dispatch::{Registration, WORKER_OUTBOX, WorkerKey};
+use crate::auth::{WorkerCredential, authenticate_worker};
+use crate::dispatch::{Occupant, Registration, WORKER_OUTBOX, WorkerKey};
 use crate::error::{ApiError, ApiResult};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
@@ -17,8 +28,12 @@ use hangar_protocol::worker::{FailureReason, ServerToWorker, WorkerHello, Worker
 use hangar_protocol::{Envelope, RunState, Timestamp};
 use hangar_store::{ExecutionEnd, Outcome, StoreResult, Transition};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 /// Largest frame accepted from a worker.
 const MAX_FRAME_BYTES: usize = 1024 * 1024;
@@ -49,20 +64,230 @@ pub fn validate_worker_id(id: &str) -> ApiResult<()> {
 /// Worker ids the server keeps for itself (`local:unmanaged` holds unmanaged runs).
 pub const RESERVED_WORKER_PREFIX: &str = "local:";
 
-/// Who may connect as a worker: an API key (never a dashboard cookie or a run
-/// token) of a team admin, or a team key that belongs to no user (the one
-/// `hangar up` gives its local worker). A worker receives other users' tasks
-/// with their secrets and run tokens, so a member's key must not (scenario S8).
-async fn may_connect_as_worker(app: &AppState, who: &Principal) -> ApiResult<i64> {
-    let Principal::ApiKey { team_id, .. } = who else {
-        return Err(ApiError::Forbidden(
-            "only an API key can connect as a worker (not a dashboard session or a run token); \
-             pass an admin's key (or a team key) with `HANGAR_API_KEY`"
-                .into(),
-        ));
+/// How a connection shows it is alive, and how a reconnection of its worker
+/// closes it once it is found dead.
+#[derive(Debug)]
+pub struct Liveness {
+    /// When the worker last sent anything (a frame, a ping or a pong).
+    heard: watch::Sender<Instant>,
+    /// The same, in ms since the epoch, for the shared registry.
+    heard_at: AtomicI64,
+    /// When the writer last sent a ping.
+    pinged: Mutex<Option<Instant>>,
+    /// Asks the writer to ping now.
+    probe: Notify,
+    /// Ends the connection.
+    closed: CancellationToken,
+}
+
+impl Liveness {
+    fn new() -> Arc<Self> {
+        Arc::new(Liveness {
+            heard: watch::Sender::new(Instant::now()),
+            heard_at: AtomicI64::new(Timestamp::now().unix_millis()),
+            pinged: Mutex::new(None),
+            probe: Notify::new(),
+            closed: CancellationToken::new(),
+        })
+    }
+
+    fn heard_now(&self) {
+        self.heard.send_replace(Instant::now());
+        self.heard_at
+            .store(Timestamp::now().unix_millis(), Ordering::Relaxed);
+    }
+
+    /// When the worker was last heard (ms since the epoch).
+    pub fn heard_at(&self) -> i64 {
+        self.heard_at.load(Ordering::Relaxed)
+    }
+
+    fn pinged_now(&self) {
+        *self.pinged.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    }
+
+    /// Whether the worker at the other end still answers: it has not missed
+    /// a pong for longer than `wait`, and answers a ping sent now within `wait`.
+    pub async fn answers(&self, wait: Duration) -> bool {
+        if self.closed.is_cancelled() {
+            return false;
+        }
+        let start = Instant::now();
+        let heard = *self.heard.borrow();
+        let pinged = *self.pinged.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = pinged
+            && p > heard
+            && start.duration_since(p) > wait
+        {
+            return false; // its last ping went unanswered
+        }
+        let mut seen = self.heard.subscribe();
+        self.probe.notify_one();
+        matches!(
+            tokio::time::timeout(wait, seen.wait_for(|t| *t >= start)).await,
+            Ok(Ok(_))
+        )
+    }
+
+    /// Ends the connection (its reader stops, then it unregisters).
+    pub fn close(&self) {
+        self.closed.cancel();
+    }
+
+    /// Whether [`Liveness::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed.is_cancelled()
+    }
+}
+
+/// How long a connection's old one gets to answer a ping before it counts
+/// as dead: a heartbeat, within bounds (a worker waits no longer than this
+/// to get back in after a network cut).
+pub fn probe_wait(heartbeat: Duration) -> Duration {
+    heartbeat.clamp(Duration::from_millis(500), Duration::from_secs(5))
+}
+
+/// Closes this replica's worker connections whose credential was revoked
+/// or has expired since they connected (each replica checks its own, as it
+/// refreshes the registry): expiring a worker token cuts its worker off
+/// within a refresh interval, and it cannot reconnect.
+pub async fn close_revoked(app: &AppState) {
+    let now = Timestamp::now().unix_millis();
+    let mut by_team: HashMap<i64, Vec<(String, String, Arc<Liveness>)>> = HashMap::new();
+    for (team, worker_id, credential_id, liveness) in app.dispatcher.connections() {
+        if !liveness.is_closed() {
+            by_team
+                .entry(team)
+                .or_default()
+                .push((worker_id, credential_id, liveness));
+        }
+    }
+    for (team, connections) in by_team {
+        let active = async {
+            let mut active: std::collections::HashSet<String> = app
+                .store
+                .list_worker_tokens(team)
+                .await?
+                .into_iter()
+                .filter(|t| t.is_active(now))
+                .map(|t| t.id)
+                .collect();
+            active.extend(
+                app.store
+                    .list_api_keys(team)
+                    .await?
+                    .into_iter()
+                    .filter(|k| k.is_active(now))
+                    .map(|k| k.id),
+            );
+            StoreResult::Ok(active)
+        };
+        let active = match active.await {
+            Ok(a) => a,
+            Err(e) => {
+                // Keep the connections: a store hiccup is no revocation.
+                tracing::warn!(error = %e, team_id = team, "cannot check the workers' credentials");
+                continue;
+            }
+        };
+        for (worker_id, credential_id, liveness) in connections {
+            if !active.contains(&credential_id) {
+                tracing::warn!(
+                    worker_id,
+                    credential_id,
+                    "disconnecting a worker: its credential was revoked or has expired"
+                );
+                liveness.close();
+            }
+        }
+    }
+}
+
+/// Refuses (409) a connection for a worker id that is already connected,
+/// unless it comes with the same credential and the old connection is dead:
+/// then that one is closed to let it in. Never a silent takeover.
+async fn admit(app: &AppState, credential: &WorkerCredential, worker_id: &str) -> ApiResult<()> {
+    let team_id = credential.team_id();
+    let other_credential = || {
+        ApiError::Conflict(format!(
+            "worker `{worker_id}` is already connected with another credential; a second \
+             connection never takes it over: stop the other worker, or pick another `--worker-id`"
+        ))
     };
-    crate::roles::require_admin(app, who, "connect workers").await?;
-    Ok(*team_id)
+    match app.dispatcher.occupant(team_id, worker_id) {
+        Occupant::Free => {}
+        Occupant::Connecting => {
+            return Err(ApiError::Conflict(format!(
+                "worker `{worker_id}` is connecting on another connection right now; retry shortly"
+            )));
+        }
+        Occupant::Connected {
+            credential_id,
+            liveness,
+        } => {
+            if credential_id != credential.id() {
+                return Err(other_credential());
+            }
+            if liveness
+                .answers(probe_wait(app.config.heartbeat_interval))
+                .await
+            {
+                return Err(ApiError::Conflict(format!(
+                    "worker `{worker_id}` is already connected with this credential and its \
+                     connection is alive; stop the other worker process with this id, or give \
+                     this one another `--worker-id`"
+                )));
+            }
+            tracing::warn!(
+                worker_id,
+                "the worker's previous connection does not answer pings; closing it for its reconnection"
+            );
+            liveness.close();
+        }
+    }
+    // Held by another replica: its presence row is fresh while that replica
+    // refreshes it. Only the same credential may connect here, and only once
+    // the worker has gone silent there: its last-heard time, published with
+    // each refresh, is older than a heartbeat, a refresh and a probe (a live
+    // worker answers a ping every heartbeat). That replica drops the dead
+    // connection itself at its read timeout.
+    let now = Timestamp::now().unix_millis();
+    let refresh = crate::presence::refresh_interval(app.config.worker_lost_timeout);
+    let fresh = 2 * refresh + Duration::from_secs(1);
+    let silent_after =
+        app.config.heartbeat_interval + refresh + probe_wait(app.config.heartbeat_interval);
+    let held_elsewhere = app
+        .store
+        .list_workers(team_id)
+        .await?
+        .into_iter()
+        .find(|w| w.worker_id == worker_id)
+        .filter(|w| {
+            w.connected
+                && w.replica_id != app.replica_id
+                && now - w.last_seen <= fresh.as_millis() as i64
+        });
+    if let Some(row) = held_elsewhere {
+        if row.credential_id.as_deref() != Some(credential.id()) {
+            return Err(other_credential());
+        }
+        let heard = row.heard_at.unwrap_or(row.last_seen);
+        if now - heard <= silent_after.as_millis() as i64 {
+            return Err(ApiError::Conflict(format!(
+                "worker `{worker_id}` is connected to another server replica with this \
+                 credential and was heard from {}s ago; retry once that connection is found \
+                 dead (no answer for {}s)",
+                (now - heard).max(0) / 1000,
+                silent_after.as_secs()
+            )));
+        }
+        tracing::warn!(
+            worker_id,
+            replica_id = %row.replica_id,
+            "the worker's connection to another replica has gone silent; letting its reconnection in"
+        );
+    }
+    Ok(())
 }
 
 /// Lifecycle event recorded when a worker runs an execution without its
@@ -80,12 +305,8 @@ pub async fn worker_socket(
     if let Err(e) = crate::web_auth::check_websocket_origin(&headers, &app.public_url) {
         return e.into_response();
     }
-    let principal = match authenticate(app.store.as_ref(), &headers).await {
-        Ok(p) => p,
-        Err(e) => return e.into_response(),
-    };
-    let team_id = match may_connect_as_worker(&app, &principal).await {
-        Ok(team) => team,
+    let credential = match authenticate_worker(app.store.as_ref(), &headers).await {
+        Ok(c) => c,
         Err(e) => return e.into_response(),
     };
     let worker_id = query.get("worker_id").cloned().unwrap_or_default();
@@ -99,6 +320,16 @@ pub async fn worker_socket(
         ))
         .into_response();
     }
+    if let WorkerCredential::WorkerToken { binding, .. } = &credential
+        && !binding.allows(&worker_id)
+    {
+        return ApiError::Forbidden(format!(
+            "this worker token is bound to {binding}, so it cannot connect as worker \
+             `{worker_id}`: start the worker with a matching `--worker-id`, or create a token \
+             for it with `hangar worker token create --worker-id {worker_id}`"
+        ))
+        .into_response();
+    }
     let ws = match ws {
         Ok(ws) => ws,
         Err(_) => {
@@ -108,8 +339,22 @@ pub async fn worker_socket(
             .into_response();
         }
     };
+    if let Err(e) = admit(&app, &credential, &worker_id).await {
+        return e.into_response();
+    }
+    match &credential {
+        WorkerCredential::WorkerToken { token_id, .. } => {
+            let now = Timestamp::now().unix_millis();
+            if let Err(e) = app.store.worker_token_used(token_id, now).await {
+                tracing::warn!(error = %e, worker_id, "could not record the worker token's use");
+            }
+        }
+        WorkerCredential::TeamKey { key_id, .. } => {
+            tracing::debug!(worker_id, key_id, "worker connecting with a team API key");
+        }
+    }
     ws.max_message_size(MAX_FRAME_BYTES)
-        .on_upgrade(move |socket| connection(app, team_id, worker_id, socket))
+        .on_upgrade(move |socket| connection(app, credential, worker_id, socket))
 }
 
 fn decode(text: &str) -> Option<WorkerToServer> {
@@ -126,8 +371,15 @@ fn decode(text: &str) -> Option<WorkerToServer> {
     }
 }
 
-async fn connection(app: AppState, team_id: i64, worker_id: String, socket: WebSocket) {
+async fn connection(
+    app: AppState,
+    credential: WorkerCredential,
+    worker_id: String,
+    socket: WebSocket,
+) {
+    let team_id = credential.team_id();
     let (mut sink, mut stream) = socket.split();
+    let liveness = Liveness::new();
 
     // A Hangar worker sends `worker_hello` first; an Oz worker sends nothing until it has news.
     let mut first: Option<WorkerToServer> = None;
@@ -141,8 +393,29 @@ async fn connection(app: AppState, team_id: i64, worker_id: String, socket: WebS
     }
 
     let (tx, mut rx) = mpsc::channel::<ServerToWorker>(WORKER_OUTBOX);
-    let registration = match app.dispatcher.connect(team_id, &worker_id, tx, hello).await {
+    let registered = app
+        .dispatcher
+        .connect(
+            team_id,
+            &worker_id,
+            credential.id(),
+            liveness.clone(),
+            tx,
+            hello,
+        )
+        .await;
+    let registration = match registered {
         Ok(r) => r,
+        Err(hangar_store::StoreError::Conflict(why)) => {
+            // Another connection registered since this one was admitted.
+            tracing::warn!(worker_id, "{why}; closing the second connection");
+            let frame = axum::extract::ws::CloseFrame {
+                code: axum::extract::ws::close_code::POLICY,
+                reason: "worker id already connected".into(),
+            };
+            let _ = sink.send(Message::Close(Some(frame))).await;
+            return;
+        }
         Err(e) => {
             tracing::error!(error = %e, worker_id, "could not register worker");
             let _ = sink.send(Message::Close(None)).await;
@@ -151,6 +424,7 @@ async fn connection(app: AppState, team_id: i64, worker_id: String, socket: WebS
     };
 
     let heartbeat = app.config.heartbeat_interval;
+    let pinger = liveness.clone();
     let writer = tokio::spawn(async move {
         let mut ticker = tokio::time::interval(heartbeat);
         ticker.tick().await;
@@ -162,6 +436,11 @@ async fn connection(app: AppState, team_id: i64, worker_id: String, socket: WebS
                     if sink.send(Message::Text(text.into())).await.is_err() { break; }
                 }
                 _ = ticker.tick() => {
+                    pinger.pinged_now();
+                    if sink.send(Message::Ping(Vec::new().into())).await.is_err() { break; }
+                }
+                _ = pinger.probe.notified() => {
+                    pinger.pinged_now();
                     if sink.send(Message::Ping(Vec::new().into())).await.is_err() { break; }
                 }
             }
@@ -183,7 +462,17 @@ async fn connection(app: AppState, team_id: i64, worker_id: String, socket: WebS
         let next = tokio::select! {
             n = tokio::time::timeout(read_timeout, stream.next()) => n,
             _ = app.shutdown.cancelled() => break,
+            _ = liveness.closed.cancelled() => {
+                tracing::info!(
+                    worker_id,
+                    "closing the connection: its worker reconnected, or its credential was revoked"
+                );
+                break;
+            }
         };
+        if matches!(next, Ok(Some(Ok(_)))) {
+            liveness.heard_now();
+        }
         if matches!(next, Ok(Some(Ok(_))))
             && renewed.elapsed() >= renew_every
             && app.dispatcher.holds_work(&registration)
@@ -210,6 +499,8 @@ async fn connection(app: AppState, team_id: i64, worker_id: String, socket: WebS
             Ok(Some(Ok(_))) => {} // ping, pong, binary: liveness only
         }
     }
+    // Ended: a reconnection of this worker need not probe it.
+    liveness.close();
     finish(&app, &registration, writer).await;
 }
 

@@ -26,7 +26,7 @@ impl Modify for BearerAuth {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .description(Some(
-                        "An API key (`hk_…`), or a run token (`hr_…`) on the routes of its own run",
+                        "An API key (`hk_…`), or a run token (`hr_…`) on the routes of its own run; a worker token (`hw_…`) only on the worker socket",
                     ))
                     .build(),
             ),
@@ -96,6 +96,9 @@ impl Modify for BearerAuth {
         api::keys::list,
         api::keys::expire,
         api::workers::list,
+        api::worker_tokens::create,
+        api::worker_tokens::list,
+        api::worker_tokens::expire,
         api::whoami::whoami,
         crate::llm_gateway::chat_completions,
         crate::llm_gateway::models,

@@ -6,7 +6,8 @@
 //! closes ([`disconnected`]). Readers derive a status from the row: a
 //! connected row not refreshed within the lost timeout belongs to a replica
 //! that stopped, and shows as `lost`. Rows not seen for [`FORGET_AFTER`] are
-//! deleted.
+//! deleted. Each refresh also closes the connections whose credential was
+//! revoked or expired ([`crate::gateway::close_revoked`]).
 
 use crate::AppState;
 use crate::dispatch::{Registration, WorkerInfo};
@@ -96,6 +97,8 @@ fn row(app: &AppState, team_id: i64, conn_id: u64, w: &WorkerInfo, now: i64) -> 
         connected: true,
         connected_at: w.connected_at.unix_millis(),
         last_seen: now,
+        credential_id: Some(w.credential_id.clone()),
+        heard_at: Some(w.heard_at),
     }
 }
 
@@ -158,6 +161,7 @@ pub async fn run(app: AppState, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
         }
         publish(&app).await;
+        crate::gateway::close_revoked(&app).await;
         ticks += 1;
         if ticks % 100 == 1 {
             let before = Timestamp::now().unix_millis() - FORGET_AFTER.as_millis() as i64;

@@ -10,6 +10,10 @@
 //! - team secrets, environments (setup commands, network policy, the secrets
 //!   they expose), other users' keys, schedules and users need an admin.
 //!
+//! - worker tokens (`hw_…`) are created, listed and expired by admins; they
+//!   are no principal at all ([`crate::auth::authenticate`] refuses them) and
+//!   only connect workers ([`crate::auth::authenticate_worker`]).
+//!
 //! Run sessions follow [`crate::sharing`]; run tokens never reach these checks
 //! (`Principal::require_api_key` refuses them first).
 

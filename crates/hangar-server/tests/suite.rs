@@ -11,3 +11,4 @@ mod roles;
 mod run_tokens;
 mod sharing;
 mod web;
+mod worker_tokens;

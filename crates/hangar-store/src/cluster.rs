@@ -44,6 +44,11 @@ pub struct WorkerPresence {
     pub connected_at: i64,
     /// Last refresh (ms).
     pub last_seen: i64,
+    /// The credential (worker token or team key id) that holds the
+    /// connection; a second connection with another one is refused.
+    pub credential_id: Option<String>,
+    /// When the worker was last heard on the connection (ms).
+    pub heard_at: Option<i64>,
 }
 
 /// Held while a replica runs first-start bootstrap; other replicas wait for
@@ -115,7 +120,8 @@ pub trait ClusterStore: Send + Sync {
 
 /// The `worker_presence` columns, in the order [`bind_worker`] binds them.
 pub(crate) const WORKER_COLUMNS: &str = "team_id, worker_id, replica_id, connection_id, backend, \
-    version, capacity, running_tasks, draining, labels, connected, connected_at, last_seen";
+    version, capacity, running_tasks, draining, labels, connected, connected_at, last_seen, \
+    credential_id, heard_at";
 
 /// Refreshes an existing row on `INSERT INTO worker_presence`.
 pub(crate) const WORKER_ON_CONFLICT: &str = "ON CONFLICT (team_id, worker_id) DO UPDATE SET \
@@ -123,7 +129,8 @@ pub(crate) const WORKER_ON_CONFLICT: &str = "ON CONFLICT (team_id, worker_id) DO
     backend = excluded.backend, version = excluded.version, capacity = excluded.capacity, \
     running_tasks = excluded.running_tasks, draining = excluded.draining, \
     labels = excluded.labels, connected = excluded.connected, \
-    connected_at = excluded.connected_at, last_seen = excluded.last_seen";
+    connected_at = excluded.connected_at, last_seen = excluded.last_seen, \
+    credential_id = excluded.credential_id, heard_at = excluded.heard_at";
 
 /// Decodes a worker's stored labels (a JSON object).
 pub(crate) fn decode_labels(labels: &str) -> StoreResult<BTreeMap<String, String>> {
@@ -141,6 +148,8 @@ where
     for<'t> bool: Encode<'t, DB> + Type<DB>,
     for<'t> &'t str: Encode<'t, DB> + Type<DB>,
     for<'t> String: Encode<'t, DB> + Type<DB>,
+    for<'t> Option<String>: Encode<'t, DB> + Type<DB>,
+    for<'t> Option<i64>: Encode<'t, DB> + Type<DB>,
 {
     let labels = serde_json::to_string(&w.labels)
         .map_err(|e| StoreError::Corrupt(format!("worker labels: {e}")))?;
@@ -157,5 +166,7 @@ where
         .bind(labels)
         .bind(w.connected)
         .bind(w.connected_at)
-        .bind(w.last_seen))
+        .bind(w.last_seen)
+        .bind(w.credential_id.clone())
+        .bind(w.heard_at))
 }

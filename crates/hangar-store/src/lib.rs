@@ -1,6 +1,7 @@
 //! Hangar's storage.
 //!
 //! Owns: one storage trait per aggregate ([`TeamStore`], [`AccountStore`], [`ApiKeyStore`],
+//! [`WorkerTokenStore`],
 //! [`RunStore`], [`EventStore`], [`UsageStore`]), the [`Store`] trait that bundles them, the
 //! records they return, and the implementations: [`SqliteStore`] (embedded
 //! default, WAL, `synchronous=FULL`) and [`PostgresStore`] (several replicas on
@@ -28,6 +29,7 @@ mod schedules;
 mod shares;
 mod sqlite;
 mod usage;
+mod worker_tokens;
 
 pub use accounts::{AccountStore, UserCredentials, UserUpdate, WebSessionRecord};
 pub use cluster::{BootstrapLock, ClusterStore, WorkerPresence};
@@ -44,6 +46,7 @@ pub use schedules::*;
 pub use shares::{Grantee, NewShare, ShareRecord, ShareStore};
 pub use sqlite::SqliteStore;
 pub use usage::{CallerUsageRecord, UsageStore, UsageSubject};
+pub use worker_tokens::{NewWorkerToken, WorkerBinding, WorkerTokenRecord, WorkerTokenStore};
 
 use async_trait::async_trait;
 use hangar_protocol::session::SessionEvent;
@@ -333,6 +336,7 @@ pub trait Store:
     TeamStore
     + AccountStore
     + ApiKeyStore
+    + WorkerTokenStore
     + RunStore
     + EventStore
     + EnvironmentStore

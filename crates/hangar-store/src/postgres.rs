@@ -86,6 +86,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/postgres/0011_execution_issuer.sql"),
     ),
     (
+        12,
+        "worker_tokens",
+        include_str!("../migrations/postgres/0012_worker_tokens.sql"),
+    ),
+    (
         13,
         "llm_caller_usage",
         include_str!("../migrations/postgres/0013_llm_caller_usage.sql"),
@@ -301,6 +306,8 @@ impl PostgresStore {
         })
     }
 }
+
+crate::worker_tokens::impl_worker_token_store!(PostgresStore, PgRow, pool, pool);
 
 crate::rows::row_decoders!(PgRow, |row: &PgRow, column: &str| -> StoreResult<bool> {
     Ok(row.try_get(column)?)

@@ -161,6 +161,8 @@ macro_rules! row_decoders {
                 connected: flag(row, "connected")?,
                 connected_at: row.try_get("connected_at")?,
                 last_seen: row.try_get("last_seen")?,
+                credential_id: row.try_get("credential_id")?,
+                heard_at: row.try_get("heard_at")?,
             })
         }
     };

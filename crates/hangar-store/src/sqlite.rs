@@ -81,6 +81,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/sqlite/0012_execution_issuer.sql"),
     ),
     (
+        13,
+        "worker_tokens",
+        include_str!("../migrations/sqlite/0013_worker_tokens.sql"),
+    ),
+    (
         14,
         "llm_caller_usage",
         include_str!("../migrations/sqlite/0014_llm_caller_usage.sql"),
@@ -168,6 +173,8 @@ impl SqliteStore {
         Ok(SqliteStore { pool, writer })
     }
 }
+
+crate::worker_tokens::impl_worker_token_store!(SqliteStore, SqliteRow, pool, writer);
 
 crate::rows::row_decoders!(SqliteRow, |row: &SqliteRow,
                                        column: &str|

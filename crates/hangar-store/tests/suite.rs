@@ -7,3 +7,4 @@ mod postgres;
 mod schedules;
 mod shares;
 mod sqlite;
+mod worker_tokens;

@@ -90,6 +90,8 @@ pub struct TestCluster {
     /// Admin API key from bootstrap.
     pub api_key: String,
     workers: Vec<WorkerProcess>,
+    /// The worker token of each worker id (a restarted worker reuses its own).
+    worker_tokens: std::collections::HashMap<String, String>,
     replicas: Vec<(String, Child, PathBuf)>,
     data_dir: Option<PathBuf>,
 }
@@ -151,6 +153,7 @@ impl TestCluster {
             url: String::new(),
             api_key: String::new(),
             workers: Vec::new(),
+            worker_tokens: Default::default(),
             replicas: Vec::new(),
             data_dir: options.data_dir.clone(),
         };
@@ -291,7 +294,7 @@ impl TestCluster {
         extra: &[&str],
     ) -> Result<PathBuf> {
         let url = url.to_owned();
-        let worker = self.launch_worker(&url, id, "direct", extra)?;
+        let worker = self.launch_worker(&url, id, "direct", extra).await?;
         let root = worker.workspace_root.clone();
         wait_listed(&Client::new(&url, self.api_key.clone())?, id, true).await?;
         Ok(root)
@@ -340,19 +343,46 @@ impl TestCluster {
         extra: &[&str],
     ) -> Result<&mut WorkerProcess> {
         let url = self.url.clone();
-        self.launch_worker(&url, id, backend, extra)?;
+        self.launch_worker(&url, id, backend, extra).await?;
         self.wait_worker(id, true).await?;
         self.workers.last_mut().context("worker")
     }
 
-    /// Spawns `hangar worker` for server `url`; its workspace root is `ws-ID`.
-    fn launch_worker(
+    /// Makes workers started as `id` connect with `token` (e.g. one made
+    /// with `hangar worker token create`).
+    pub fn use_worker_token(&mut self, id: &str, token: &str) {
+        self.worker_tokens.insert(id.to_owned(), token.to_owned());
+    }
+
+    /// The worker token bound to worker id `id` (created on first use, then
+    /// reused, as an operator would for a restarted worker).
+    pub async fn worker_token(&mut self, id: &str) -> Result<String> {
+        if let Some(token) = self.worker_tokens.get(id) {
+            return Ok(token.clone());
+        }
+        let created = self
+            .client()
+            .create_worker_token(&hangar_protocol::CreateWorkerTokenRequest {
+                worker_id: Some(id.to_owned()),
+                ..Default::default()
+            })
+            .await
+            .with_context(|| format!("create a worker token for `{id}`"))?;
+        let token = created.token.context("the created worker token")?;
+        self.worker_tokens.insert(id.to_owned(), token.clone());
+        Ok(token)
+    }
+
+    /// Spawns `hangar worker` for server `url` with its worker token; its
+    /// workspace root is `ws-ID`.
+    async fn launch_worker(
         &mut self,
         url: &str,
         id: &str,
         backend: &str,
         extra: &[&str],
     ) -> Result<&mut WorkerProcess> {
+        let token = self.worker_token(id).await?;
         let root = self.dir.path().join(format!("ws-{id}"));
         let log = self.dir.path().join(format!("worker-{id}.log"));
         let child = Command::new(&self.bin)
@@ -371,7 +401,7 @@ impl TestCluster {
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", self.dir.path())
-            .env("HANGAR_API_KEY", &self.api_key)
+            .env("HANGAR_API_KEY", &token)
             .env("RUST_LOG", "info,hangar_worker=debug")
             .stdout(log_file(&log)?)
             .stderr(log_file(&log)?)

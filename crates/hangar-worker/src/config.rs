@@ -130,7 +130,9 @@ pub struct WorkerArgs {
     #[arg(long, value_name = "ID")]
     pub worker_id: Option<String>,
 
-    /// Team API key the worker authenticates with. Never passed into tasks.
+    /// Credential the worker authenticates with: a worker token (`hw_…`,
+    /// from `hangar worker token create`) or a team API key. Never passed
+    /// into tasks.
     #[arg(
         long,
         env = "HANGAR_API_KEY",
@@ -547,7 +549,8 @@ impl WorkerArgs {
             Some(k) if !k.trim().is_empty() => ApiKey::new(k.trim()),
             _ => {
                 return Err(invalid(
-                    "no API key: pass --api-key <KEY> or set HANGAR_API_KEY (create one with `hangar api-key create`)",
+                    "no credential: set HANGAR_API_KEY (or pass --api-key) to a worker token; an admin \
+                     creates one with `hangar worker token create --worker-id ID`",
                 ));
             }
         };

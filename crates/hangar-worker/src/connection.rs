@@ -219,12 +219,14 @@ impl Connection {
                         backoff.reset();
                     }
                 }
-                Err(ConnectError::Rejected(status)) => {
+                Err(ConnectError::Rejected(status, detail)) => {
                     tracing::error!(
                         worker_id = %self.settings.worker_id,
                         status,
-                        "the API key was rejected by the server (HTTP {status}); check --api-key / HANGAR_API_KEY \
-                         and that the key belongs to the team; retrying at the slowest rate"
+                        detail,
+                        "the credential was rejected by the server (HTTP {status}); check --api-key / HANGAR_API_KEY \
+                         (a worker token from `hangar worker token create`, bound to this worker id); \
+                         retrying at the slowest rate"
                     );
                     backoff.saturate();
                 }
@@ -297,16 +299,18 @@ impl Connection {
                 s.connect_timeout
             ))),
             Ok(Ok(ws)) => Ok(ws),
-            Ok(Err(hangar_client::ClientError::WebSocket(e))) => match *e {
-                tungstenite::Error::Http(resp) if matches!(resp.status().as_u16(), 401 | 403) => {
-                    Err(ConnectError::Rejected(resp.status().as_u16()))
+            // Refused at the handshake (the client keeps the status and body).
+            Ok(Err(hangar_client::ClientError::Status { status, body })) => {
+                if matches!(status, 401 | 403) {
+                    Err(ConnectError::Rejected(status, problem_detail(&body)))
+                } else {
+                    // 409: this worker id is connected elsewhere; retried with backoff.
+                    Err(ConnectError::Other(format!(
+                        "server answered HTTP {status}: {}",
+                        problem_detail(&body)
+                    )))
                 }
-                tungstenite::Error::Http(resp) => Err(ConnectError::Other(format!(
-                    "server answered HTTP {}",
-                    resp.status()
-                ))),
-                other => Err(ConnectError::Other(other.to_string())),
-            },
+            }
             Ok(Err(e)) => Err(ConnectError::Other(e.to_string())),
         }
     }
@@ -412,9 +416,18 @@ impl Connection {
 }
 
 enum ConnectError {
-    /// 401/403: the key was refused.
-    Rejected(u16),
+    /// 401/403: the credential was refused (status, the server's reason).
+    Rejected(u16, String),
     Other(String),
+}
+
+/// The `detail` of a problem+json refusal, or its text, shortened.
+fn problem_detail(body: &str) -> String {
+    let detail = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["detail"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| body.to_owned());
+    detail.chars().take(300).collect()
 }
 
 async fn timed<F>(fut: F) -> Result<(), String>

@@ -22,6 +22,11 @@ enum ApiKeySub {
         /// Expire after this long (e.g. `30d`, `12h`).
         #[arg(long, value_name = "DURATION")]
         expires_in: Option<String>,
+        /// A team key, belonging to no user (admins only): it acts as an
+        /// admin. Workers should use `hangar worker token create`; a team
+        /// key is for `oz-agent-worker`, which knows no worker tokens.
+        #[arg(long)]
+        team: bool,
     },
     /// List keys (never their secrets).
     List,
@@ -36,20 +41,18 @@ enum ApiKeySub {
 pub async fn run(cmd: ApiKeyCommand, global: &Global) -> Result<ExitCode> {
     let client = global.client()?;
     match cmd.sub {
-        ApiKeySub::Create { name, expires_in } => {
-            let expires_at = match expires_in {
-                Some(d) => {
-                    let Ok(dur) = humantime_parse(&d) else {
-                        bail!("--expires-in `{d}` is not a duration like `30d` or `12h`");
-                    };
-                    Some(Timestamp::from_unix_millis(
-                        Timestamp::now().unix_millis() + dur.as_millis() as i64,
-                    ))
-                }
-                None => None,
-            };
+        ApiKeySub::Create {
+            name,
+            expires_in,
+            team,
+        } => {
+            let expires_at = expires_at(expires_in.as_deref())?;
             let key: ApiKeyItem = client
-                .create_api_key(&CreateApiKeyRequest { name, expires_at })
+                .create_api_key(&CreateApiKeyRequest {
+                    name,
+                    expires_at,
+                    team,
+                })
                 .await?;
             match global.output {
                 OutputFormat::Pretty => {
@@ -102,6 +105,19 @@ pub async fn run(cmd: ApiKeyCommand, global: &Global) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The time `--expires-in DURATION` from now.
+pub(crate) fn expires_at(expires_in: Option<&str>) -> Result<Option<Timestamp>> {
+    let Some(d) = expires_in else {
+        return Ok(None);
+    };
+    let Ok(dur) = humantime_parse(d) else {
+        bail!("--expires-in `{d}` is not a duration like `30d` or `12h`");
+    };
+    Ok(Some(Timestamp::from_unix_millis(
+        Timestamp::now().unix_millis() + dur.as_millis() as i64,
+    )))
 }
 
 fn humantime_parse(s: &str) -> Result<std::time::Duration, ()> {

@@ -31,10 +31,17 @@ pub async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Json<ApiKeyItem>> {
-    let (team, user) = authenticate(app.store.as_ref(), &headers)
-        .await?
-        .require_api_key()?;
+    let who = authenticate(app.store.as_ref(), &headers).await?;
+    let (team, user) = who.require_api_key()?;
     let req: CreateApiKeyRequest = parse_json(&body)?;
+    // A team key belongs to no user and acts as an admin: only an admin may
+    // make one (it is also what an `oz-agent-worker` connects with).
+    let user = if req.team {
+        crate::roles::require_admin(&app, &who, "create team keys").await?;
+        None
+    } else {
+        user
+    };
     let name = req.name.trim();
     if name.is_empty() || name.len() > 100 {
         return Err(ApiError::BadRequest(
@@ -57,7 +64,7 @@ pub async fn create(
         req.expires_at.map(|t| t.unix_millis()),
     )
     .await?;
-    tracing::info!(key_id = %record.id, name, "API key created");
+    tracing::info!(key_id = %record.id, name, team_key = req.team, "API key created");
     Ok(Json(item(&record, Some(secret))))
 }
 

@@ -172,6 +172,16 @@ impl TwoTeams {
         (user, key)
     }
 
+    /// A worker token of team A bound to worker id `worker_id`, created by
+    /// team A's admin through the API.
+    pub async fn worker_token(&self, worker_id: &str) -> String {
+        let body = serde_json::json!({ "worker_id": worker_id }).to_string();
+        let created = self
+            .ok("POST", "/worker-tokens", &self.key_a, Some(&body))
+            .await;
+        created["token"].as_str().unwrap().to_owned()
+    }
+
     /// Sends a request to `/api/v1{path}`; `auth` is the whole Authorization header value.
     pub async fn call_raw(
         &self,

@@ -1003,16 +1003,17 @@ async fn c7_fuzzed_websocket_frames_never_crash_the_server() {
         "unknown_kind",
     ];
     let t2 = t.clone();
+    let worker_token = t.worker_token("fuzz-worker").await;
     let mut failures = fuzz_socket(
         &t,
         "worker socket",
         frame_strategy(worker_kinds, worker_payload, worker_fields),
         || {
-            let t = t2.clone();
+            let (t, token) = (t2.clone(), worker_token.clone());
             async move {
                 hangar_client::connect_websocket(
                     &t.ws_url("/selfhosted/worker/ws?worker_id=fuzz-worker"),
-                    &t.key_a,
+                    &token,
                 )
                 .await
                 .unwrap()

@@ -28,7 +28,7 @@ enum TokenRule {
 }
 
 /// One route of `api.rs`. Path placeholders: `{run_id}`, `{schedule_id}`,
-/// `{key_id}`, `{env_id}`, `{name}`, `{share_id}`, `{token}` (a public link), `{user_id}`; `{n}` in a body is a fresh number.
+/// `{key_id}`, `{token_id}` (a worker token), `{env_id}`, `{name}`, `{share_id}`, `{token}` (a public link), `{user_id}`; `{n}` in a body is a fresh number.
 #[derive(Debug, Clone, Copy)]
 struct Route {
     method: &'static str,
@@ -194,6 +194,14 @@ const ROUTES: &[Route] = &[
     route("GET", "/llm/models", None, Allowed),
     route("GET", "/llm/usage", None, Forbidden),
     route("GET", "/selfhosted/worker/ws", None, Forbidden),
+    route(
+        "POST",
+        "/worker-tokens",
+        Some(r#"{"worker_id":"b-worker-{n}"}"#),
+        Forbidden,
+    ),
+    route("GET", "/worker-tokens", None, Forbidden),
+    route("POST", "/worker-tokens/{token_id}/expire", None, Forbidden),
 ];
 
 /// `(METHOD, path)` of every `.route(…)` in `src/api.rs`.
@@ -277,6 +285,8 @@ struct Fixture {
     env_name: String,
     secret: String,
     worker_id: String,
+    /// The worker token `worker_id` connected with.
+    worker_token_id: String,
     /// A team grant on `run_id`.
     share_id: String,
     /// A public link token of `run_id`.
@@ -385,9 +395,15 @@ async fn team_a_objects(t: &TwoTeams) -> Fixture {
     )
     .await;
     let worker_id = "alpha-worker-7f3a".to_owned();
+    let worker_token = t.worker_token(&worker_id).await;
+    let token_list = t.ok("GET", "/worker-tokens", a, None).await;
+    let worker_token_id = token_list["worker_tokens"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let worker = hangar_client::connect_websocket(
         &t.ws_url(&format!("/selfhosted/worker/ws?worker_id={worker_id}")),
-        a,
+        &worker_token,
     )
     .await
     .unwrap();
@@ -451,6 +467,7 @@ async fn team_a_objects(t: &TwoTeams) -> Fixture {
         env_name.clone(),
         secret.clone(),
         worker_id.clone(),
+        worker_token_id.clone(),
         share_id.clone(),
         public_token.clone(),
         user_id.clone(),
@@ -471,6 +488,7 @@ async fn team_a_objects(t: &TwoTeams) -> Fixture {
         env_name,
         secret,
         worker_id,
+        worker_token_id,
         share_id,
         public_token,
         user_id,
@@ -493,6 +511,7 @@ fn fill(path: &str, run: &str, f: &Fixture, env: &str) -> String {
         .replace("{run_id}", run)
         .replace("{schedule_id}", &f.schedule_id)
         .replace("{key_id}", &f.key_id)
+        .replace("{token_id}", &f.worker_token_id)
         .replace("{env_id}", env)
         .replace("{name}", &f.secret)
         .replace("{share_id}", &f.share_id)
@@ -507,6 +526,7 @@ fn nonexistent(path: &str) -> String {
         .replace("{run_id}", "01NOSUCHRUN")
         .replace("{schedule_id}", "01NOSUCHSCHEDULE")
         .replace("{key_id}", "01NOSUCHKEY")
+        .replace("{token_id}", "01NOSUCHWORKERTOKEN")
         .replace("{env_id}", "no-such-env")
         .replace("{name}", "NO_SUCH_SECRET")
         .replace("{share_id}", "01NOSUCHSHARE")

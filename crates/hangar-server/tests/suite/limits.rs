@@ -83,7 +83,8 @@ async fn oversized_frame_closes(ws: &mut hangar_client::WebSocket, size: usize) 
 async fn c8_oversized_websocket_frames_close_the_connection() {
     let t = TwoTeams::start().await;
     let worker_url = t.ws_url("/selfhosted/worker/ws?worker_id=big-frames");
-    let mut ws = hangar_client::connect_websocket(&worker_url, &t.key_a)
+    let worker_token = t.worker_token("big-frames").await;
+    let mut ws = hangar_client::connect_websocket(&worker_url, &worker_token)
         .await
         .unwrap();
     if let Some(e) = oversized_frame_closes(&mut ws, 1024 * 1024 + 1).await {
@@ -99,7 +100,7 @@ async fn c8_oversized_websocket_frames_close_the_connection() {
     }
     // The server keeps serving, and both sockets accept a new connection.
     assert!(t.healthy().await);
-    hangar_client::connect_websocket(&worker_url, &t.key_a)
+    hangar_client::connect_websocket(&worker_url, &worker_token)
         .await
         .unwrap();
     hangar_client::connect_websocket(&t.ws_url(&format!("/agent/runs/{run}/session")), &token)

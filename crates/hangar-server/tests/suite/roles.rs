@@ -6,7 +6,7 @@ use crate::suite::common::TwoTeams;
 use std::collections::BTreeSet;
 
 /// `(method, path, who)` rows of the README's roles table.
-fn roles_table() -> Vec<(String, String, String)> {
+pub(crate) fn roles_table() -> Vec<(String, String, String)> {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
         .expect("README.md");
     let section = readme
@@ -108,6 +108,7 @@ async fn c9_every_route_follows_the_roles_table() {
         path.replace("{runId}", "01JNOTAREALRUN0000000000")
             .replace("{artifactUid}", "no-such-artifact")
             .replace("{key_id}", key["id"].as_str().unwrap())
+            .replace("{token_id}", "no-such-worker-token")
             .replace("{scheduleId}", schedule["id"].as_str().unwrap())
             .replace("{env_id}", env["id"].as_str().unwrap())
             .replace("{name}", "ADMIN_SECRET")
@@ -126,7 +127,9 @@ async fn c9_every_route_follows_the_roles_table() {
         let body = matches!(method.as_str(), "POST" | "PUT" | "PATCH").then_some("{}");
         let as_member = t.call(method, &url, Some(&member), body).await;
         let admin_only = who.starts_with("admin") || who == "creator or admin";
-        let ok = if admin_only || who.starts_with("run token") {
+        // The worker socket takes worker credentials only: it refuses every
+        // user's key (s8_an_admin_personal_key_cannot_connect_as_a_worker).
+        let ok = if admin_only || who.starts_with("run token") || who.starts_with("worker") {
             as_member.status == 403
         } else if who.starts_with("anyone") {
             let anonymous = t.call(method, &url, None, body).await;
@@ -251,23 +254,49 @@ async fn s8_a_member_key_cannot_connect_as_a_worker_nor_anyone_as_local() {
         )
         .await;
     r.assert_problem(403, "a member connecting as a worker");
-    let r = t
-        .call(
-            "GET",
-            "/selfhosted/worker/ws?worker_id=local:unmanaged",
-            Some(&t.key_a),
-            None,
-        )
-        .await;
-    r.assert_problem(403, "claiming the reserved local: worker id");
-    assert!(r.text.contains("reserved"), "{}", r.text);
-    // The admin's key passes the credential check (a plain GET is then a 400:
-    // not a WebSocket upgrade).
+    // Nor does the admin's personal key: a worker credential is needed.
     let r = t
         .call(
             "GET",
             "/selfhosted/worker/ws?worker_id=build-box",
             Some(&t.key_a),
+            None,
+        )
+        .await;
+    r.assert_problem(403, "an admin's personal key connecting as a worker");
+    assert!(r.text.contains("hangar worker token create"), "{}", r.text);
+    // Team B's team key and a worker token pass the credential check (a plain
+    // GET is then a 400: not a WebSocket upgrade), but no one claims `local:`.
+    let pool = t
+        .ok("POST", "/worker-tokens", &t.key_a, Some(r#"{"pool":"l"}"#))
+        .await;
+    let pool = pool["token"].as_str().unwrap().to_owned();
+    for credential in [&t.key_b, &pool] {
+        let r = t
+            .call(
+                "GET",
+                "/selfhosted/worker/ws?worker_id=local:unmanaged",
+                Some(credential),
+                None,
+            )
+            .await;
+        r.assert_problem(403, "claiming the reserved local: worker id");
+        assert!(r.text.contains("reserved"), "{}", r.text);
+    }
+    let r = t
+        .call(
+            "GET",
+            "/selfhosted/worker/ws?worker_id=build-box",
+            Some(&t.key_b),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    let r = t
+        .call(
+            "GET",
+            "/selfhosted/worker/ws?worker_id=lab-1",
+            Some(&pool),
             None,
         )
         .await;

@@ -66,7 +66,7 @@ impl ClusterStore for PostgresStore {
     async fn upsert_worker(&self, w: &WorkerPresence) -> StoreResult<()> {
         let query = sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO worker_presence ({WORKER_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) {WORKER_ON_CONFLICT}"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) {WORKER_ON_CONFLICT}"
         )));
         bind_worker(query, w)?.execute(&self.pool).await?;
         Ok(())

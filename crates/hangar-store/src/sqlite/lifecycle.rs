@@ -63,7 +63,7 @@ impl ClusterStore for SqliteStore {
     async fn upsert_worker(&self, w: &WorkerPresence) -> StoreResult<()> {
         let query = sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO worker_presence ({WORKER_COLUMNS}) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) {WORKER_ON_CONFLICT}"
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) {WORKER_ON_CONFLICT}"
         )));
         bind_worker(query, w)?.execute(&self.writer).await?;
         Ok(())

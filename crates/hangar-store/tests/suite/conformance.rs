@@ -95,6 +95,7 @@ pub async fn run_all(store: &dyn Store) {
     usage_adds_up_per_run_and_per_caller(store).await;
     super::accounts::run_all(store).await;
     super::shares::run_all(store).await;
+    super::worker_tokens::run_all(store).await;
 }
 
 /// Gateway usage accumulates on the run, and per API key or user for

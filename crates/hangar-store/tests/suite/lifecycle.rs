@@ -208,6 +208,8 @@ fn presence(team_id: i64, worker: &str, replica: &str, conn: &str, at: i64) -> W
         connected: true,
         connected_at: at,
         last_seen: at,
+        credential_id: Some(format!("cred-{worker}")),
+        heard_at: Some(at),
     }
 }
 

@@ -82,6 +82,14 @@ async fn conformance_on_postgres() {
 }
 
 #[tokio::test]
+async fn s8_worker_tokens_are_created_found_and_expired_on_postgres() {
+    let db = TestSchema::new();
+    let store = db.store().await;
+    crate::suite::worker_tokens::run_all(&store).await;
+    db.cleanup(&store).await;
+}
+
+#[tokio::test]
 async fn data_survives_reconnect_and_migrations_are_idempotent() {
     let db = TestSchema::new();
     let store = db.store().await;

@@ -25,3 +25,9 @@ async fn conformance_on_disk_and_data_survives_reopen() {
         before
     );
 }
+
+#[tokio::test]
+async fn s8_worker_tokens_are_created_found_and_expired_on_sqlite() {
+    let store = SqliteStore::in_memory().await.unwrap();
+    crate::suite::worker_tokens::run_all(&store).await;
+}

@@ -225,6 +225,7 @@ async fn bad_requests_get_clear_problems_never_500() {
         .create_api_key(&hangar_protocol::CreateApiKeyRequest {
             name: "ci".into(),
             expires_at: None,
+            team: false,
         })
         .await
         .unwrap();

@@ -184,3 +184,99 @@ async fn client_commands_work_end_to_end() {
 
     assert!(cli.ok(&["completions", "bash"]).contains("hangar"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s8_worker_token_commands_create_list_and_expire() {
+    let llm = FakeLlm::start(vec![]).await;
+    let mut cluster = cluster_with(&llm).await;
+    let cli = Cli {
+        url: cluster.url.clone(),
+        key: cluster.api_key.clone(),
+        home: tempfile::tempdir().unwrap(),
+    };
+
+    // Exactly one binding.
+    let err = cli.fails(&[
+        "worker",
+        "token",
+        "create",
+        "--worker-id",
+        "a",
+        "--pool",
+        "b",
+    ]);
+    assert!(err.contains("--pool"), "{err}");
+    let err = cli.fails(&["worker", "token", "create", "--name", "nothing"]);
+    assert!(err.contains("--worker-id"), "{err}");
+
+    let created: serde_json::Value = serde_json::from_str(&cli.ok(&[
+        "worker",
+        "token",
+        "create",
+        "--worker-id",
+        "cli-box",
+        "--name",
+        "cli box",
+        "--output-format",
+        "json",
+    ]))
+    .unwrap();
+    let token = created["token"].as_str().unwrap().to_owned();
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert!(token.starts_with("hw_"), "{created}");
+    assert_eq!(created["worker_id"], "cli-box");
+    assert_eq!(created["name"], "cli box");
+
+    // Pretty output shows the secret once and how to start the worker.
+    let pretty = cli.ok(&["worker", "token", "create", "--pool", "ci-"]);
+    assert!(pretty.contains("hw_"), "{pretty}");
+    assert!(
+        pretty.contains(&format!("--server-url {}", cluster.url)),
+        "{pretty}"
+    );
+
+    let listed: serde_json::Value =
+        serde_json::from_str(&cli.ok(&["worker", "token", "list", "--output-format", "json"]))
+            .unwrap();
+    let mine = listed["worker_tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == id.as_str())
+        .unwrap_or_else(|| panic!("not listed: {listed}"))
+        .clone();
+    assert!(mine.get("token").is_none(), "a secret is listed: {listed}");
+    assert!(!listed.to_string().contains(&token), "{listed}");
+
+    // A worker started with it connects; expiring it cuts the worker off.
+    cluster.use_worker_token("cli-box", &token);
+    cluster.start_worker("cli-box", &[]).await.unwrap();
+    let table = cli.ok(&["worker", "token", "list"]);
+    assert!(
+        table.contains("worker cli-box") && table.contains("active"),
+        "{table}"
+    );
+    cli.ok(&["worker", "token", "expire", &id]);
+    cluster.wait_worker("cli-box", false).await.unwrap();
+    let table = cli.ok(&["worker", "token", "list"]);
+    assert!(table.contains("revoked"), "{table}");
+
+    // The oz-agent-worker choice: a team key, made by an admin.
+    let team_key: serde_json::Value = serde_json::from_str(&cli.ok(&[
+        "api-key",
+        "create",
+        "oz-worker",
+        "--team",
+        "--output-format",
+        "json",
+    ]))
+    .unwrap();
+    let oz = Cli {
+        url: cluster.url.clone(),
+        key: team_key["key"].as_str().unwrap().to_owned(),
+        home: tempfile::tempdir().unwrap(),
+    };
+    let me: serde_json::Value =
+        serde_json::from_str(&oz.ok(&["whoami", "--output-format", "json"])).unwrap();
+    assert!(me["user"].is_null(), "a team key belongs to no user: {me}");
+}
