@@ -599,7 +599,7 @@ pub async fn get_one(
 
 /// `Some("none")` when a worker reported running one of the run's executions
 /// without its sandbox (a `sandbox_none` lifecycle event, see the worker socket).
-async fn unsandboxed(app: &AppState, run: &RunRecord) -> ApiResult<Option<String>> {
+pub(crate) async fn unsandboxed(app: &AppState, run: &RunRecord) -> ApiResult<Option<String>> {
     let events = app
         .store
         .lifecycle_events(

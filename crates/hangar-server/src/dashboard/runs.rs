@@ -279,7 +279,14 @@ async fn load_run(app: &AppState, v: &Viewer, id: &str) -> Result<(RunRecord, Ac
     }
 }
 
-fn meta(app: &AppState, r: &RunRecord, names: &HashMap<i64, String>) -> Markup {
+/// The run's facts; `sandbox` is `Some("none")` when a worker ran it
+/// unsandboxed (an explicit relaxation, shown in red).
+fn meta(
+    app: &AppState,
+    r: &RunRecord,
+    names: &HashMap<i64, String>,
+    sandbox: Option<&str>,
+) -> Markup {
     let _ = app;
     let model = r
         .config
@@ -294,6 +301,7 @@ fn meta(app: &AppState, r: &RunRecord, names: &HashMap<i64, String>) -> Markup {
             div { dt { "Creator" } dd { (r.creator_user_id.and_then(|id| names.get(&id).cloned()).unwrap_or_else(|| "—".to_owned())) } }
             div { dt { "Model" } dd { (model) } }
             div { dt { "Host" } dd { (r.worker_host().unwrap_or("any")) } }
+            @if let Some(s) = sandbox { div #run-sandbox { dt { "Sandbox" } dd.error { (s) " (the worker ran this task without its sandbox)" } } }
             @if let Some(env) = &r.config.environment_id { div { dt { "Environment" } dd { (env) } } }
             @if let Some(s) = &r.schedule { div { dt { "Schedule" } dd { (s.schedule_name) } } }
             div { dt { "Created" } dd { (time(r.created_at)) } }
@@ -321,7 +329,11 @@ pub async fn meta_fragment(
         Err(r) => return r,
     };
     let users = app.store.list_users(v.team.id).await.unwrap_or_default();
-    fragment(meta(&app, &run, &user_names(&users)))
+    let sandbox = crate::api::runs::unsandboxed(&app, &run)
+        .await
+        .ok()
+        .flatten();
+    fragment(meta(&app, &run, &user_names(&users), sandbox.as_deref()))
 }
 
 /// The transcript panel shared with the public viewer: the script fills it
@@ -361,6 +373,10 @@ pub async fn detail_page(
     let users = app.store.list_users(v.team.id).await.unwrap_or_default();
     let editor = access >= Access::Edit;
     let events = format!("/api/v1/agent/runs/{}/events", run.id);
+    let sandbox = crate::api::runs::unsandboxed(&app, &run)
+        .await
+        .ok()
+        .flatten();
     let body = html! {
         div #run data-run-id=(run.id) data-state=(run.state.as_str()) data-access=(if editor { "edit" } else { "view" }) {
             nav.crumbs aria-label="Breadcrumb" { a href="/" { "Runs" } " / " span aria-current="page" { (run.title) } }
@@ -405,7 +421,7 @@ pub async fn detail_page(
                     section.panel {
                         h2 #details-h { "Details" }
                         div #run-meta data-src={"/_dash/runs/" (run.id) "/meta"} {
-                            (meta(&app, &run, &user_names(&users)))
+                            (meta(&app, &run, &user_names(&users), sandbox.as_deref()))
                         }
                         details.prompt {
                             summary { "Prompt" }
