@@ -267,7 +267,7 @@ impl Direct {
             .map(|e| e.network_policy.clone())
             .unwrap_or_default();
         let fail = |msg: String| BackendError::new(FailureReason::WorkspaceSetup, msg);
-        let Some(sandbox) = &self.shared.sandbox else {
+        if self.shared.sandbox.is_none() {
             return match policy {
                 hangar_protocol::worker::NetworkPolicy::Full => Ok(Network::Host),
                 _ => Err(fail(
@@ -277,14 +277,13 @@ impl Direct {
                         .to_owned(),
                 )),
             };
-        };
+        }
         let network = Network::for_policy(
             &policy,
             &self.shared.config.server_url,
             &self.shared.config.egress_allow_internal,
         )
         .map_err(fail)?;
-        sandbox.check_network(&network).map_err(fail)?;
         Ok(network)
     }
 }

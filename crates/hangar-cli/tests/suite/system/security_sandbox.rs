@@ -387,3 +387,38 @@ async fn s6_direct_tools_cannot_escape_the_workspace_even_through_symlinks() {
     );
     assert!(!out.contains("HANGAR_RUN_TOKEN"), "{out}");
 }
+
+/// The network tests above, with server, worker and agent running as a user
+/// that is not root (`nobody`): bubblewrap then makes a user namespace, and
+/// the worker's relay and proxy still open inside the task's network
+/// namespace. Re-runs this test binary under `setpriv` (CI runs as root).
+#[tokio::test(flavor = "multi_thread")]
+async fn s7_direct_network_policies_hold_for_a_worker_that_is_not_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test re-runs others as nobody and needs to start as root"
+    );
+    let me = std::env::current_exe().unwrap();
+    let output = tokio::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(&me)
+        .args([
+            "--exact",
+            "suite::system::security_sandbox::s7_direct_network_policy_none_leaves_loopback_and_the_server_only",
+            "suite::system::security_sandbox::s11_direct_allowlist_goes_through_the_proxy_which_refuses_the_metadata_address",
+        ])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("HOME", "/tmp")
+        .env("TMPDIR", "/tmp")
+        .current_dir("/tmp")
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && text.contains("2 passed"),
+        "as nobody:\n{text}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -32,8 +32,9 @@
 //! the worker (`--die-with-parent`) ends the whole namespace.
 //!
 //! Network: `none` and `allowlist` get a namespace with loopback only. Before
-//! the program starts (`--block-fd`), the worker joins that namespace from a
-//! short-lived thread and opens listeners on its loopback: a relay to the
+//! the program starts (`--block-fd`), a short-lived child of the worker joins
+//! that namespace (and the sandbox's user namespace, for a worker that is not
+//! root) and opens listeners on its loopback: a relay to the
 //! server (at the server URL's port) and, for allowlists, the egress proxy
 //! shared with the Docker backend (`egress::serve_proxy`). Those sockets are
 //! the only way out; their connections are made by the worker on the host.
@@ -102,8 +103,6 @@ pub(crate) struct Sandbox {
     /// The directory `/etc/resolv.conf` points into, when outside `/etc`.
     resolv_dir: Option<PathBuf>,
     mounts: Vec<SandboxMount>,
-    /// Whether the worker may enter a sandbox's network namespace (root).
-    can_enter_netns: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -330,7 +329,6 @@ impl Sandbox {
                 .collect(),
             resolv_dir,
             mounts,
-            can_enter_netns: root,
         };
         sandbox.probe()?;
         Ok(sandbox)
@@ -351,19 +349,6 @@ impl Sandbox {
     /// The uid:gid tasks run as when it differs from the worker's.
     pub fn task_user(&self) -> Option<(u32, u32)> {
         self.drop_to.as_ref().map(|(_, u, g)| (*u, *g))
-    }
-
-    /// Whether `network` can be set up by this worker.
-    pub fn check_network(&self, network: &Network) -> Result<(), String> {
-        match network {
-            Network::Isolated(_) if !self.can_enter_netns => Err(
-                "network_policy none or allowlist on the direct backend needs a worker running \
-                 as root (it opens the server relay inside the task's network namespace); run \
-                 the worker as root or use the docker backend"
-                    .to_owned(),
-            ),
-            _ => Ok(()),
-        }
     }
 
     /// Runs `/bin/true` in a sandbox with every namespace this backend uses.
@@ -661,31 +646,20 @@ impl Prepared {
 async fn listen_inside(pid: i32, net: &Arc<Isolated>) -> io::Result<Listeners> {
     let relay_port = net.server.1;
     let proxy_port = net.proxy.as_ref().map(|_| net.proxy_port());
-    let (relay, proxy) = tokio::task::spawn_blocking(move || {
-        std::thread::scope(|s| {
-            s.spawn(|| -> io::Result<_> {
-                let ns = File::open(format!("/proc/{pid}/ns/net"))?;
-                nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)?;
-                let bind = |port: u16| -> io::Result<std::net::TcpListener> {
-                    let l = std::net::TcpListener::bind(("127.0.0.1", port))?;
-                    l.set_nonblocking(true)?;
-                    Ok(l)
-                };
-                let relay = bind(relay_port)?;
-                let proxy = proxy_port.map(bind).transpose()?;
-                Ok((relay, proxy))
-            })
-            .join()
-            .map_err(|_| io::Error::other("the network setup thread panicked"))?
-        })
-    })
-    .await
-    .map_err(io::Error::other)?
-    .map_err(|e| {
-        io::Error::other(format!(
-            "cannot open the server relay in the task's network namespace: {e}"
-        ))
-    })?;
+    let ports: Vec<u16> = std::iter::once(relay_port).chain(proxy_port).collect();
+    let mut listeners = tokio::task::spawn_blocking(move || listeners_in(pid, &ports))
+        .await
+        .map_err(io::Error::other)?
+        .map_err(|e| {
+            io::Error::other(format!(
+                "cannot open the server relay in the task's network namespace: {e}"
+            ))
+        })?
+        .into_iter();
+    let relay = listeners
+        .next()
+        .ok_or_else(|| io::Error::other("no relay listener"))?;
+    let proxy = listeners.next();
     let stop = CancellationToken::new();
     let mut tasks = JoinSet::new();
     tasks.spawn(egress::serve_relay(
@@ -706,6 +680,200 @@ async fn listen_inside(pid: i32, net: &Arc<Isolated>) -> io::Result<Listeners> {
         stop,
         _tasks: tasks,
     })
+}
+
+/// Opens TCP listeners on `127.0.0.1:<port>` for each of `ports` inside the
+/// network namespace of `pid`, joining its user namespace first when it has
+/// its own (the sandbox of a worker that is not root). A multithreaded
+/// process cannot join a user namespace, so a forked child does it and
+/// hands the listening sockets back over a socket pair (`SCM_RIGHTS`).
+fn listeners_in(pid: i32, ports: &[u16]) -> io::Result<Vec<std::net::TcpListener>> {
+    use std::os::fd::FromRawFd;
+    use std::os::unix::fs::MetadataExt;
+    const MAX: usize = 4;
+    if ports.is_empty() || ports.len() > MAX {
+        return Err(io::Error::other("between 1 and 4 listeners"));
+    }
+    let theirs = format!("/proc/{pid}/ns/user");
+    let user =
+        if std::fs::metadata(&theirs)?.ino() != std::fs::metadata("/proc/self/ns/user")?.ino() {
+            Some(File::open(&theirs)?)
+        } else {
+            None
+        };
+    let net = File::open(format!("/proc/{pid}/ns/net"))?;
+    let mut pair = [-1; 2];
+    // SAFETY: socketpair(2) fills the two descriptors.
+    if unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            0,
+            pair.as_mut_ptr(),
+        )
+    } != 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just created and are owned here.
+    let (ours, child_end) =
+        unsafe { (OwnedFd::from_raw_fd(pair[0]), OwnedFd::from_raw_fd(pair[1])) };
+    // Everything the child uses is prepared here: it may only make raw calls.
+    let mut addrs = [libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(std::net::Ipv4Addr::LOCALHOST).to_be(),
+        },
+        sin_zero: [0; 8],
+    }; MAX];
+    for (addr, port) in addrs.iter_mut().zip(ports) {
+        addr.sin_port = port.to_be();
+    }
+    let n = ports.len();
+    let user_fd = user.as_ref().map_or(-1, |f| f.as_raw_fd());
+    let (net_fd, sock) = (net.as_raw_fd(), child_end.as_raw_fd());
+    // SAFETY: the child makes only async-signal-safe system calls and exits.
+    match unsafe { libc::fork() } {
+        -1 => Err(io::Error::last_os_error()),
+        // SAFETY: see above.
+        0 => unsafe { open_in_namespace(user_fd, net_fd, sock, &addrs[..n]) },
+        child => {
+            drop(child_end);
+            let received = receive_fds(ours.as_raw_fd(), n);
+            let mut status = 0;
+            // SAFETY: reaps the child forked above.
+            unsafe { libc::waitpid(child, &mut status, 0) };
+            received?
+                .into_iter()
+                .map(|fd| {
+                    // SAFETY: the descriptor came to this process by SCM_RIGHTS.
+                    let listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+                    listener.set_nonblocking(true)?;
+                    Ok(listener)
+                })
+                .collect()
+        }
+    }
+}
+
+/// `n` descriptors sent with `SCM_RIGHTS` on `sock`, or the errno the
+/// sender reported instead.
+fn receive_fds(sock: RawFd, n: usize) -> io::Result<Vec<RawFd>> {
+    let mut data = [0u8; 4];
+    let mut control = [0u64; 16];
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: data.len(),
+    };
+    // SAFETY: msghdr is plain data; zero is a valid starting value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control);
+    // SAFETY: msg points at live buffers for the whole call.
+    if unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut fds = Vec::new();
+    // SAFETY: walks the control buffer the kernel filled, with its macros.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let count = ((*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize)
+                    / std::mem::size_of::<RawFd>();
+                let first = libc::CMSG_DATA(cmsg).cast::<RawFd>();
+                for i in 0..count {
+                    fds.push(first.add(i).read_unaligned());
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    if fds.len() == n {
+        Ok(fds)
+    } else {
+        for fd in fds {
+            // SAFETY: closes descriptors received above and owned by no one.
+            unsafe { libc::close(fd) };
+        }
+        Err(io::Error::from_raw_os_error(i32::from_ne_bytes(data)))
+    }
+}
+
+/// The forked child of [`listeners_in`]: joins the namespaces, opens the
+/// listeners and sends them on `sock` (or its errno). Never returns.
+unsafe fn open_in_namespace(
+    user_fd: RawFd,
+    net_fd: RawFd,
+    sock: RawFd,
+    addrs: &[libc::sockaddr_in],
+) -> ! {
+    // SAFETY (whole function): raw system calls on this child's own state.
+    unsafe {
+        let fail = || -> ! {
+            let errno = (*libc::__errno_location()).to_ne_bytes();
+            libc::send(sock, errno.as_ptr().cast(), errno.len(), 0);
+            libc::_exit(1)
+        };
+        if user_fd >= 0 && libc::setns(user_fd, libc::CLONE_NEWUSER) != 0 {
+            fail();
+        }
+        if libc::setns(net_fd, libc::CLONE_NEWNET) != 0 {
+            fail();
+        }
+        let mut fds = [-1i32; 4];
+        for (fd, addr) in fds.iter_mut().zip(addrs) {
+            let s = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+            if s < 0 {
+                fail();
+            }
+            let one: libc::c_int = 1;
+            libc::setsockopt(
+                s,
+                libc::SOL_SOCKET,
+                libc::SO_REUSEADDR,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+            if libc::bind(
+                s,
+                (addr as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            ) != 0
+                || libc::listen(s, 128) != 0
+            {
+                fail();
+            }
+            *fd = s;
+        }
+        let n = addrs.len();
+        let mut data = [0u8; 4];
+        let mut control = [0u64; 16];
+        let mut iov = libc::iovec {
+            iov_base: data.as_mut_ptr().cast(),
+            iov_len: data.len(),
+        };
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = libc::CMSG_SPACE((n * std::mem::size_of::<RawFd>()) as u32) as usize;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN((n * std::mem::size_of::<RawFd>()) as u32) as usize;
+        let out = libc::CMSG_DATA(cmsg).cast::<RawFd>();
+        for (i, fd) in fds.iter().take(n).enumerate() {
+            out.add(i).write_unaligned(*fd);
+        }
+        if libc::sendmsg(sock, &msg, 0) < 0 {
+            fail();
+        }
+        libc::_exit(0)
+    }
 }
 
 /// Moves each `(from, to)` descriptor to `to` (without close-on-exec);
