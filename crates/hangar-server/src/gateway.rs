@@ -42,20 +42,31 @@ const CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// How long to wait for the optional `worker_hello` before registering without it.
 const HELLO_WAIT: Duration = Duration::from_secs(2);
 
+/// Longest worker id, in bytes.
+pub const MAX_WORKER_ID_BYTES: usize = 128;
+
+/// What a worker id may hold, as refusals say it. The stock
+/// `oz-agent-worker` only reserves the prefix `warp`; Hangar also refuses
+/// what cannot appear in a `--host`, a path or a log line unquoted.
+pub const WORKER_ID_RULE: &str = "allowed: 1 to 128 bytes of UTF-8, any characters except      whitespace, control characters and `/` (e.g. letters, digits, `-`, `_`, `.`, `:`)";
+
 /// Validates a worker id: what `--host` must match exactly.
 pub fn validate_worker_id(id: &str) -> ApiResult<()> {
     if id.is_empty() {
-        return Err(ApiError::BadRequest(
-            "the `worker_id` query parameter is required".into(),
-        ));
+        return Err(ApiError::BadRequest(format!(
+            "the `worker_id` query parameter is required; {WORKER_ID_RULE}"
+        )));
     }
-    if id.len() > 128
-        || id
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || c == '/')
+    // The query string is decoded leniently: bytes that are not UTF-8 arrive
+    // as U+FFFD, which is refused with them.
+    if id.len() > MAX_WORKER_ID_BYTES
+        || id.chars().any(|c| {
+            c.is_whitespace() || c.is_control() || c == '/' || c == char::REPLACEMENT_CHARACTER
+        })
     {
         return Err(ApiError::BadRequest(format!(
-            "worker id `{id}` is invalid: use at most 128 characters without spaces or `/`"
+            "worker id `{}` is invalid; {WORKER_ID_RULE}",
+            id.escape_debug()
         )));
     }
     Ok(())
@@ -299,7 +310,7 @@ pub(crate) const SANDBOX_NONE_EVENT: &str = "sandbox_none";
 pub async fn worker_socket(
     State(app): State<AppState>,
     headers: HeaderMap,
-    Query(query): Query<HashMap<String, String>>,
+    query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     if let Err(e) = crate::web_auth::check_websocket_origin(&headers, &app.public_url) {
@@ -308,6 +319,18 @@ pub async fn worker_socket(
     let credential = match authenticate_worker(app.store.as_ref(), &headers).await {
         Ok(c) => c,
         Err(e) => return e.into_response(),
+    };
+    // A query that does not decode (say, a `worker_id` that is not UTF-8)
+    // gets a problem saying what an id may be, not axum's plain-text 400.
+    let query = match query {
+        Ok(Query(q)) => q,
+        Err(e) => {
+            return ApiError::BadRequest(format!(
+                "the `worker_id` query parameter cannot be read ({}); {WORKER_ID_RULE}",
+                e.body_text()
+            ))
+            .into_response();
+        }
     };
     let worker_id = query.get("worker_id").cloned().unwrap_or_default();
     if let Err(e) = validate_worker_id(&worker_id) {

@@ -279,8 +279,29 @@ async fn load_run(app: &AppState, v: &Viewer, id: &str) -> Result<(RunRecord, Ac
     }
 }
 
-fn meta(app: &AppState, r: &RunRecord, names: &HashMap<i64, String>) -> Markup {
+/// The run's latest execution, for how it ended (shown as run facts); a
+/// store error only hides those facts.
+async fn last_execution(app: &AppState, r: &RunRecord) -> Option<hangar_store::ExecutionRecord> {
+    match app.store.last_executions(std::slice::from_ref(&r.id)).await {
+        Ok(mut last) => last.pop(),
+        Err(e) => {
+            tracing::warn!(error = %e, run_id = %r.id, "cannot read the run's last execution");
+            None
+        }
+    }
+}
+
+fn meta(
+    app: &AppState,
+    r: &RunRecord,
+    last: Option<&hangar_store::ExecutionRecord>,
+    names: &HashMap<i64, String>,
+) -> Markup {
     let _ = app;
+    let failure_reason = last
+        .and_then(|e| e.failure_reason.as_deref())
+        .filter(|f| !f.is_empty());
+    let exit_code = last.and_then(|e| e.exit_code);
     let model = r
         .config
         .model_id
@@ -290,6 +311,8 @@ fn meta(app: &AppState, r: &RunRecord, names: &HashMap<i64, String>) -> Markup {
         dl.meta #run-meta-list data-state=(r.state.as_str()) {
             div { dt { "State" } dd { (state_badge(r.state)) } }
             @if let Some(m) = &r.status_message { div.wide { dt { "Status" } dd { (m) } } }
+            @if let Some(f) = failure_reason { div { dt { "Failure reason" } dd #run-failure-reason { code { (f) } } } }
+            @if let Some(c) = exit_code { div { dt { "Exit code" } dd #run-exit-code { (c) } } }
             div { dt { "Source" } dd { (r.source.as_str()) } }
             div { dt { "Creator" } dd { (r.creator_user_id.and_then(|id| names.get(&id).cloned()).unwrap_or_else(|| "—".to_owned())) } }
             div { dt { "Model" } dd { (model) } }
@@ -321,7 +344,8 @@ pub async fn meta_fragment(
         Err(r) => return r,
     };
     let users = app.store.list_users(v.team.id).await.unwrap_or_default();
-    fragment(meta(&app, &run, &user_names(&users)))
+    let last = last_execution(&app, &run).await;
+    fragment(meta(&app, &run, last.as_ref(), &user_names(&users)))
 }
 
 /// The transcript panel shared with the public viewer: the script fills it
@@ -359,6 +383,7 @@ pub async fn detail_page(
         Err(r) => return r,
     };
     let users = app.store.list_users(v.team.id).await.unwrap_or_default();
+    let last = last_execution(&app, &run).await;
     let editor = access >= Access::Edit;
     let events = format!("/api/v1/agent/runs/{}/events", run.id);
     let body = html! {
@@ -405,7 +430,7 @@ pub async fn detail_page(
                     section.panel {
                         h2 #details-h { "Details" }
                         div #run-meta data-src={"/_dash/runs/" (run.id) "/meta"} {
-                            (meta(&app, &run, &user_names(&users)))
+                            (meta(&app, &run, last.as_ref(), &user_names(&users)))
                         }
                         details.prompt {
                             summary { "Prompt" }

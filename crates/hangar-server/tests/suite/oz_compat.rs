@@ -17,17 +17,22 @@ type Socket =
 /// How long a run may take to reach the state a report puts it in.
 const SETTLE: Duration = Duration::from_secs(15);
 
-/// A stock-worker-like connection of team B.
+/// A stock-worker-like connection.
 struct OzWorker {
     ws: Socket,
     id: String,
 }
 
 impl OzWorker {
+    /// Connects as team B, with its team key.
     async fn connect(t: &TwoTeams, id: &str) -> OzWorker {
+        Self::connect_with(t, id, &t.key_b).await
+    }
+
+    async fn connect_with(t: &TwoTeams, id: &str, credential: &str) -> OzWorker {
         let ws = hangar_client::connect_websocket(
             &t.ws_url(&format!("/selfhosted/worker/ws?worker_id={id}")),
-            &t.key_b,
+            credential,
         )
         .await
         .unwrap();
@@ -84,18 +89,26 @@ impl OzWorker {
 
 /// Creates a remote run of team B; answers its id.
 async fn remote_run(t: &TwoTeams, prompt: &str) -> String {
+    remote_run_with(t, prompt, &t.key_b).await
+}
+
+async fn remote_run_with(t: &TwoTeams, prompt: &str, key: &str) -> String {
     let body = json!({ "prompt": prompt }).to_string();
-    let v = t.ok("POST", "/agent/runs", &t.key_b, Some(&body)).await;
+    let v = t.ok("POST", "/agent/runs", key, Some(&body)).await;
     v["run_id"].as_str().unwrap().to_owned()
 }
 
-/// Polls the run until it has left QUEUED/PENDING/CLAIMED/INPROGRESS, or
-/// the deadline: answers the last view of it.
+/// Polls team B's run until it has left QUEUED/PENDING/CLAIMED/INPROGRESS,
+/// or the deadline: answers the last view of it.
 async fn settled(t: &TwoTeams, run_id: &str) -> Value {
+    settled_with(t, run_id, &t.key_b).await
+}
+
+async fn settled_with(t: &TwoTeams, run_id: &str, key: &str) -> Value {
     let start = Instant::now();
     loop {
         let run = t
-            .ok("GET", &format!("/agent/runs/{run_id}"), &t.key_b, None)
+            .ok("GET", &format!("/agent/runs/{run_id}"), key, None)
             .await;
         let state = run["state"].as_str().unwrap_or_default();
         let live = ["QUEUED", "PENDING", "CLAIMED", "INPROGRESS"].contains(&state);
@@ -127,6 +140,9 @@ async fn oz_unknown_failure_reason_ends_the_run_instead_of_hanging() {
         run["status_message"]["message"], "the sandbox gave up",
         "{run}"
     );
+    // Kept as sent, not flattened to `unknown`.
+    assert_eq!(run["failure_reason"], "some_future_reason", "{run}");
+    assert_eq!(run["exit_code"], 7, "{run}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -170,4 +186,139 @@ async fn oz_undecodable_task_report_ends_the_run_with_a_clear_status() {
     let _alive = worker.keep_alive();
     let run = settled(&t, &run_id).await;
     assert_eq!(run["state"], "SUCCEEDED", "{run}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oz_run_details_show_failure_reason_and_exit_code() {
+    // Team A, so a signed-in member can see the dashboard's run facts too.
+    let t = TwoTeams::start().await;
+    let a = t.key_a.clone();
+    let token = t.worker_token("oz-oom").await;
+    let mut worker = OzWorker::connect_with(&t, "oz-oom", &token).await;
+    let run_id = remote_run_with(&t, "use too much memory", &a).await;
+    let task_id = worker.claim_next().await;
+    worker
+        .send(
+            "task_failed",
+            json!({"task_id": task_id, "message": "the container ran out of memory",
+                   "failure_reason": "container_oom", "exit_code": 137}),
+        )
+        .await;
+    // A run that succeeds shows neither.
+    let ok_run = remote_run_with(&t, "succeed", &a).await;
+    let ok_task = worker.claim_next().await;
+    worker
+        .send(
+            "task_completed",
+            json!({"task_id": ok_task, "message": "done"}),
+        )
+        .await;
+    let _alive = worker.keep_alive();
+    let run = settled_with(&t, &run_id, &a).await;
+    assert_eq!(run["state"], "FAILED", "{run}");
+    assert_eq!(run["failure_reason"], "container_oom", "{run}");
+    assert_eq!(run["exit_code"], 137, "{run}");
+    let ok = settled_with(&t, &ok_run, &a).await;
+    assert_eq!(ok["state"], "SUCCEEDED", "{ok}");
+    assert!(ok.get("failure_reason").is_none(), "{ok}");
+    assert!(ok.get("exit_code").is_none(), "{ok}");
+    // Lists show the same.
+    let list = t.ok("GET", "/agent/runs", &a, None).await;
+    let runs = list["runs"].as_array().unwrap();
+    let listed = runs
+        .iter()
+        .find(|r| r["run_id"] == run_id.as_str())
+        .unwrap();
+    assert_eq!(listed["failure_reason"], "container_oom", "{listed}");
+    assert_eq!(listed["exit_code"], 137, "{listed}");
+    let listed_ok = runs
+        .iter()
+        .find(|r| r["run_id"] == ok_run.as_str())
+        .unwrap();
+    assert!(listed_ok.get("failure_reason").is_none(), "{listed_ok}");
+    // And the dashboard's run facts, to a member the runs are shared with.
+    let cookie = crate::suite::web::member_cookie(&t).await;
+    for id in [&run_id, &ok_run] {
+        t.ok(
+            "POST",
+            &format!("/agent/runs/{id}/shares"),
+            &a,
+            Some(r#"{"grantee":"team","role":"view"}"#),
+        )
+        .await;
+    }
+    let facts = |id: String| {
+        let (http, url, cookie) = (t.http.clone(), t.url.clone(), cookie.clone());
+        async move {
+            let r = http
+                .get(format!("{url}/_dash/runs/{id}/meta"))
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            r.text().await.unwrap()
+        }
+    };
+    let html = facts(run_id.clone()).await;
+    assert!(
+        html.contains("Failure reason") && html.contains("container_oom"),
+        "{html}"
+    );
+    assert!(html.contains("Exit code") && html.contains("137"), "{html}");
+    let html = facts(ok_run.clone()).await;
+    assert!(
+        !html.contains("Failure reason") && !html.contains("Exit code"),
+        "{html}"
+    );
+}
+
+#[tokio::test]
+async fn oz_a_refused_worker_id_gets_a_problem_body() {
+    let t = TwoTeams::start().await;
+    // A space, a slash, a control character, bytes that are not UTF-8, and
+    // an id too long: each refused before any upgrade, with a problem that
+    // says what an id may hold.
+    let long = "w".repeat(129);
+    for id in [
+        "has%20space",
+        "a%2Fb",
+        "tab%09id",
+        "%FF%FE",
+        long.as_str(),
+        "",
+    ] {
+        let r = t
+            .call(
+                "GET",
+                &format!("/selfhosted/worker/ws?worker_id={id}"),
+                Some(&t.key_b),
+                None,
+            )
+            .await;
+        r.assert_problem(400, &format!("worker id `{id}`"));
+        let detail = r.json()["detail"].as_str().unwrap_or_default().to_owned();
+        assert!(
+            detail.contains("worker_id") || detail.contains("worker id"),
+            "{id}: {detail}"
+        );
+        if !id.is_empty() {
+            assert!(
+                detail.contains("allowed") && detail.contains("128"),
+                "`{id}`: the problem should say which characters are allowed: {detail}"
+            );
+        }
+    }
+    // An ordinary id passes the check (a plain GET is then refused for not
+    // being a WebSocket upgrade).
+    let r = t
+        .call(
+            "GET",
+            "/selfhosted/worker/ws?worker_id=oz-worker.1_a%3Ab",
+            Some(&t.key_b),
+            None,
+        )
+        .await;
+    r.assert_problem(400, "a plain GET");
+    assert!(r.text.contains("WebSocket"), "{}", r.text);
 }
