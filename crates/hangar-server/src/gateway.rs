@@ -821,3 +821,42 @@ async fn apply(app: &AppState, key: &WorkerKey, msg: WorkerToServer) -> StoreRes
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The README's table of failure reasons says what [`outcome_for_failure`] does.
+    #[test]
+    fn the_readme_failure_table_matches_the_outcome_mapping() {
+        let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"));
+        let rows: Vec<&str> = readme
+            .lines()
+            .filter(|l| l.starts_with("| `") && !l.starts_with("| `failure_reason`"))
+            .collect();
+        for reason in FailureReason::KNOWN {
+            let label = format!("`{}`", reason.as_str());
+            let row = rows
+                .iter()
+                .find(|r| r.split('|').nth(1).is_some_and(|c| c.contains(&label)))
+                .unwrap_or_else(|| panic!("the README's failure table lacks {label}"));
+            let outcome = outcome_for_failure(Some(reason), "m", None);
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            assert_eq!(cells[2], outcome.state.as_str(), "{label}: {row}");
+            let code = outcome.error_code.map(|c| format!("`{c}`"));
+            assert_eq!(
+                cells[3].split(' ').next(),
+                Some(code.as_deref().unwrap_or("—")),
+                "{label}: {row}"
+            );
+        }
+        // Unknown labels and none end like `unknown`.
+        let unknown = outcome_for_failure(Some(&FailureReason::Unknown), "m", None);
+        for other in [
+            outcome_for_failure(None, "m", None),
+            outcome_for_failure(Some(&FailureReason::Other("later".into())), "m", None),
+        ] {
+            assert_eq!(other, unknown);
+        }
+    }
+}
