@@ -48,7 +48,8 @@ pub const MAX_WORKER_ID_BYTES: usize = 128;
 /// What a worker id may hold, as refusals say it. The stock
 /// `oz-agent-worker` only reserves the prefix `warp`; Hangar also refuses
 /// what cannot appear in a `--host`, a path or a log line unquoted.
-pub const WORKER_ID_RULE: &str = "allowed: 1 to 128 bytes of UTF-8, any characters except      whitespace, control characters and `/` (e.g. letters, digits, `-`, `_`, `.`, `:`)";
+pub const WORKER_ID_RULE: &str = "allowed: 1 to 128 bytes of UTF-8, any characters except \
+     whitespace, control characters and `/` (e.g. letters, digits, `-`, `_`, `.`, `:`)";
 
 /// Validates a worker id: what `--host` must match exactly.
 pub fn validate_worker_id(id: &str) -> ApiResult<()> {
