@@ -43,6 +43,12 @@ pub fn print_run(run: &RunItem) {
     if let Some(m) = &run.status_message {
         println!("Status     {}", m.message);
     }
+    if let Some(f) = &run.failure_reason {
+        println!("Failure    {f}");
+    }
+    if let Some(c) = run.exit_code {
+        println!("Exit code  {c}");
+    }
     if let Some(c) = &run.agent_config {
         if let Some(model) = &c.model_id {
             println!("Model      {model}");

@@ -629,6 +629,15 @@ pub struct RunItem {
     /// **(extension)** Query mode the run was created with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<RunMode>,
+    /// **(extension)** The failure label its worker gave the run's latest
+    /// execution (PROTOCOL.md §2), as sent, even one this server does not
+    /// know; absent when it did not fail on a worker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<String>,
+    /// **(extension)** The exit code its worker reported for the run's latest
+    /// execution (128+signal for a signal death).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
 }
 
 /// Cursor paging.

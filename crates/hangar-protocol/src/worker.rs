@@ -63,14 +63,36 @@ pub struct Sidecar {
 }
 
 /// Requested instance size.
+///
+/// Integers on the wire: the stock `oz-agent-worker` decodes both axes into
+/// Go `int`s and drops the whole assignment on a fraction, so a fractional
+/// size is sent rounded up (never less than asked for). Fractions are still
+/// read, from Hangar's own input.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct InstanceShape {
     /// CPUs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "whole_up"
+    )]
     pub vcpus: Option<f64>,
     /// Memory in GB.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "whole_up"
+    )]
     pub memory_gb: Option<f64>,
+}
+
+/// Writes a size as the smallest whole number not below it.
+fn whole_up<S: serde::Serializer>(value: &Option<f64>, serializer: S) -> Result<S::Ok, S::Error> {
+    match value {
+        // `as` saturates: NaN becomes 0 and a huge size the largest integer.
+        Some(v) => serializer.serialize_u64(v.ceil().max(0.0) as u64),
+        None => serializer.serialize_none(),
+    }
 }
 
 /// A repository to clone into the workspace before the agent starts.
@@ -254,44 +276,110 @@ pub struct TaskCompleted {
     pub execution_id: Option<String>,
 }
 
-/// Why a task failed (the Oz worker's label set).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[allow(missing_docs)]
-pub enum FailureReason {
-    Unknown,
-    TaskTimeout,
-    TaskCancelled,
-    GracefulShutdown,
-    ImagePull,
-    SidecarPrep,
-    ContainerCreate,
-    ContainerStart,
-    ContainerWait,
-    ContainerExit,
-    ContainerOom,
-    WorkspaceSetup,
-    SetupCommand,
-    AgentInvocation,
-    TeardownCommand,
-    DispatchCommand,
-    DispatchTimeout,
-    CancelCommand,
-    JobCreate,
-    JobWatch,
-    JobFailed,
-    Evicted,
-    PodWatch,
-    Unschedulable,
-    VolumeMount,
-    InitContainer,
-    InvalidImage,
-    ActiveDeadline,
-    Cleanup,
+/// Declares [`FailureReason`] with its wire names, written once.
+macro_rules! failure_reasons {
+    ($($(#[$doc:meta])* $variant:ident => $wire:literal,)*) => {
+        /// Why a task failed (the Oz worker's label set, plus Hangar's own).
+        ///
+        /// Forward-compatible: a label this version does not know decodes to
+        /// [`FailureReason::Other`] with its raw text, is treated as
+        /// [`FailureReason::Unknown`], and encodes back to the same text, so a
+        /// newer worker's `task_failed` still ends its run.
+        #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+        #[allow(missing_docs)]
+        pub enum FailureReason {
+            $($(#[$doc])* $variant,)*
+            /// A label this version does not know, kept as sent.
+            Other(String),
+        }
+
+        impl FailureReason {
+            /// The label on the wire.
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $(FailureReason::$variant => $wire,)*
+                    FailureReason::Other(raw) => raw,
+                }
+            }
+
+            /// Reads a wire label; never fails (unknown labels become [`FailureReason::Other`]).
+            pub fn from_wire(label: &str) -> Self {
+                match label {
+                    $($wire => FailureReason::$variant,)*
+                    other => FailureReason::Other(other.to_owned()),
+                }
+            }
+
+            /// Every label this version knows.
+            pub const KNOWN: &[FailureReason] = &[$(FailureReason::$variant,)*];
+        }
+    };
+}
+
+failure_reasons! {
+    Unknown => "unknown",
+    TaskTimeout => "task_timeout",
+    TaskCancelled => "task_cancelled",
+    GracefulShutdown => "graceful_shutdown",
+    ImagePull => "image_pull",
+    SidecarPrep => "sidecar_prep",
+    ContainerCreate => "container_create",
+    ContainerStart => "container_start",
+    ContainerWait => "container_wait",
+    ContainerExit => "container_exit",
+    ContainerOom => "container_oom",
+    WorkspaceSetup => "workspace_setup",
+    SetupCommand => "setup_command",
+    AgentInvocation => "agent_invocation",
+    TeardownCommand => "teardown_command",
+    DispatchCommand => "dispatch_command",
+    DispatchTimeout => "dispatch_timeout",
+    CancelCommand => "cancel_command",
+    JobCreate => "job_create",
+    JobWatch => "job_watch",
+    JobFailed => "job_failed",
+    Evicted => "evicted",
+    PodWatch => "pod_watch",
+    Unschedulable => "unschedulable",
+    VolumeMount => "volume_mount",
+    InitContainer => "init_container",
+    InvalidImage => "invalid_image",
+    ActiveDeadline => "active_deadline",
+    Cleanup => "cleanup",
     /// Hangar: the worker was cut off from the control plane for longer than
     /// its lease and stopped the task itself (self-fencing); the server has
     /// ended the execution by then.
-    WorkerLost,
+    WorkerLost => "worker_lost",
+}
+
+impl FailureReason {
+    /// The reason the server maps to a terminal state: an unknown label
+    /// counts as [`FailureReason::Unknown`].
+    pub fn known(&self) -> &FailureReason {
+        match self {
+            FailureReason::Other(_) => &FailureReason::Unknown,
+            known => known,
+        }
+    }
+}
+
+impl std::fmt::Display for FailureReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for FailureReason {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for FailureReason {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let label = String::deserialize(deserializer)?;
+        Ok(FailureReason::from_wire(&label))
+    }
 }
 
 /// `task_failed`.
@@ -414,6 +502,102 @@ mod tests {
         );
         let back = ServerToWorker::from_envelope(Envelope::parse(&text).unwrap()).unwrap();
         assert_eq!(back, Some(msg));
+    }
+
+    fn assignment_with(shape: InstanceShape) -> ServerToWorker {
+        let at = Timestamp::from_unix_millis(0);
+        ServerToWorker::TaskAssignment(Box::new(TaskAssignment {
+            task_id: "r1".into(),
+            execution_id: "e1".into(),
+            task: Task {
+                id: "r1".into(),
+                title: "t".into(),
+                task_definition: TaskDefinition { prompt: "p".into() },
+                created_at: at,
+                updated_at: at,
+                owner: TaskOwner {
+                    kind: "TEAM".into(),
+                    id: 1,
+                },
+                agent_config_snapshot: None,
+                agent_conversation_id: None,
+            },
+            docker_image: None,
+            sidecar_image: None,
+            env_vars: BTreeMap::new(),
+            additional_sidecars: Vec::new(),
+            additional_oz_args: Vec::new(),
+            instance_shape: Some(shape),
+            environment: None,
+        }))
+    }
+
+    #[test]
+    fn oz_instance_shape_is_integers_on_the_wire() {
+        let msg = assignment_with(InstanceShape {
+            vcpus: Some(1.5),
+            memory_gb: Some(4.0),
+        });
+        let text = msg.to_envelope().to_text();
+        let frame: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let shape = &frame["data"]["instance_shape"];
+        // What the stock worker's `struct { Vcpus int; MemoryGb int }` accepts.
+        assert!(shape["vcpus"].is_u64(), "{shape}");
+        assert!(shape["memory_gb"].is_u64(), "{shape}");
+        assert_eq!(shape["vcpus"], 2, "a fraction is rounded up");
+        assert_eq!(shape["memory_gb"], 4);
+
+        // An unset axis stays off the wire; fractions are still read.
+        let text = assignment_with(InstanceShape {
+            vcpus: None,
+            memory_gb: Some(0.5),
+        })
+        .to_envelope()
+        .to_text();
+        let frame: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            frame["data"]["instance_shape"],
+            serde_json::json!({"memory_gb": 1}),
+            "{text}"
+        );
+        let back: InstanceShape = serde_json::from_str(r#"{"vcpus":0.5,"memory_gb":2}"#).unwrap();
+        assert_eq!(back.vcpus, Some(0.5));
+        assert_eq!(back.memory_gb, Some(2.0));
+    }
+
+    #[test]
+    fn an_unknown_failure_reason_is_kept_and_counts_as_unknown() {
+        let text = r#"{"type":"task_failed","data":{"task_id":"r1","message":"m",
+            "failure_reason":"some_future_reason","exit_code":3,"a_future_field":{"x":1}}}"#;
+        let msg = WorkerToServer::from_envelope(Envelope::parse(text).unwrap())
+            .unwrap()
+            .unwrap();
+        let WorkerToServer::TaskFailed(f) = &msg else {
+            panic!("{msg:?}")
+        };
+        let reason = f.failure_reason.clone().unwrap();
+        assert_eq!(reason, FailureReason::Other("some_future_reason".into()));
+        assert_eq!(reason.known(), &FailureReason::Unknown);
+        assert_eq!(f.exit_code, Some(3));
+        let again = msg.to_envelope().to_text();
+        assert!(
+            again.contains(r#""failure_reason":"some_future_reason""#),
+            "{again}"
+        );
+    }
+
+    #[test]
+    fn every_known_failure_reason_round_trips() {
+        for reason in FailureReason::KNOWN {
+            let text = serde_json::to_string(reason).unwrap();
+            assert_eq!(text, format!("\"{}\"", reason.as_str()));
+            let back: FailureReason = serde_json::from_str(&text).unwrap();
+            assert_eq!(&back, reason);
+        }
+        assert_eq!(
+            serde_json::to_string(&FailureReason::ContainerOom).unwrap(),
+            r#""container_oom""#
+        );
     }
 
     #[test]

@@ -42,20 +42,32 @@ const CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// How long to wait for the optional `worker_hello` before registering without it.
 const HELLO_WAIT: Duration = Duration::from_secs(2);
 
+/// Longest worker id, in bytes.
+pub const MAX_WORKER_ID_BYTES: usize = 128;
+
+/// What a worker id may hold, as refusals say it. The stock
+/// `oz-agent-worker` only reserves the prefix `warp`; Hangar also refuses
+/// what cannot appear in a `--host`, a path or a log line unquoted.
+pub const WORKER_ID_RULE: &str = "allowed: 1 to 128 bytes of UTF-8, any characters except \
+     whitespace, control characters and `/` (e.g. letters, digits, `-`, `_`, `.`, `:`)";
+
 /// Validates a worker id: what `--host` must match exactly.
 pub fn validate_worker_id(id: &str) -> ApiResult<()> {
     if id.is_empty() {
-        return Err(ApiError::BadRequest(
-            "the `worker_id` query parameter is required".into(),
-        ));
+        return Err(ApiError::BadRequest(format!(
+            "the `worker_id` query parameter is required; {WORKER_ID_RULE}"
+        )));
     }
-    if id.len() > 128
-        || id
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || c == '/')
+    // The query string is decoded leniently: bytes that are not UTF-8 arrive
+    // as U+FFFD, which is refused with them.
+    if id.len() > MAX_WORKER_ID_BYTES
+        || id.chars().any(|c| {
+            c.is_whitespace() || c.is_control() || c == '/' || c == char::REPLACEMENT_CHARACTER
+        })
     {
         return Err(ApiError::BadRequest(format!(
-            "worker id `{id}` is invalid: use at most 128 characters without spaces or `/`"
+            "worker id `{}` is invalid; {WORKER_ID_RULE}",
+            id.escape_debug()
         )));
     }
     Ok(())
@@ -299,7 +311,7 @@ pub(crate) const SANDBOX_NONE_EVENT: &str = "sandbox_none";
 pub async fn worker_socket(
     State(app): State<AppState>,
     headers: HeaderMap,
-    Query(query): Query<HashMap<String, String>>,
+    query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     if let Err(e) = crate::web_auth::check_websocket_origin(&headers, &app.public_url) {
@@ -308,6 +320,18 @@ pub async fn worker_socket(
     let credential = match authenticate_worker(app.store.as_ref(), &headers).await {
         Ok(c) => c,
         Err(e) => return e.into_response(),
+    };
+    // A query that does not decode (say, a `worker_id` that is not UTF-8)
+    // gets a problem saying what an id may be, not axum's plain-text 400.
+    let query = match query {
+        Ok(Query(q)) => q,
+        Err(e) => {
+            return ApiError::BadRequest(format!(
+                "the `worker_id` query parameter cannot be read ({}); {WORKER_ID_RULE}",
+                e.body_text()
+            ))
+            .into_response();
+        }
     };
     let worker_id = query.get("worker_id").cloned().unwrap_or_default();
     if let Err(e) = validate_worker_id(&worker_id) {
@@ -357,17 +381,72 @@ pub async fn worker_socket(
         .on_upgrade(move |socket| connection(app, credential, worker_id, socket))
 }
 
-fn decode(text: &str) -> Option<WorkerToServer> {
-    match Envelope::parse(text).and_then(WorkerToServer::from_envelope) {
-        Ok(Some(msg)) => Some(msg),
-        Ok(None) => {
-            tracing::debug!(frame = %text.chars().take(200).collect::<String>(), "ignoring unknown worker message type");
-            None
-        }
+/// One text frame from a worker, decoded.
+#[derive(Debug)]
+enum Frame {
+    /// A message this version knows.
+    Message(WorkerToServer),
+    /// A known message type whose payload does not decode, naming a task:
+    /// never dropped silently (see [`unreadable`]).
+    Unreadable(UnreadableReport),
+    /// An unknown type, or a frame naming no task: logged and ignored.
+    Ignored,
+}
+
+/// A known message about a task that could not be decoded.
+#[derive(Debug)]
+struct UnreadableReport {
+    /// Message type.
+    kind: String,
+    /// The task it names.
+    task_id: String,
+    /// The execution it names, if any.
+    execution_id: Option<String>,
+    /// Why it did not decode.
+    error: String,
+}
+
+fn decode(text: &str) -> Frame {
+    let envelope = match Envelope::parse(text) {
+        Ok(e) => e,
         Err(e) => {
             tracing::warn!(error = %e, "ignoring undecodable worker frame");
-            None
+            return Frame::Ignored;
         }
+    };
+    // Read before decoding consumes the frame: a report that does not decode
+    // must still reach its task.
+    let field = |name: &str| {
+        envelope
+            .data
+            .get(name)
+            .and_then(|v| v.as_str())
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    let (kind, task_id, execution_id) = (
+        envelope.kind.clone(),
+        field("task_id"),
+        field("execution_id"),
+    );
+    match WorkerToServer::from_envelope(envelope) {
+        Ok(Some(msg)) => Frame::Message(msg),
+        Ok(None) => {
+            tracing::debug!(frame = %text.chars().take(200).collect::<String>(), "ignoring unknown worker message type");
+            Frame::Ignored
+        }
+        Err(e) => match task_id {
+            Some(task_id) => Frame::Unreadable(UnreadableReport {
+                kind,
+                task_id,
+                execution_id,
+                error: e.to_string(),
+            }),
+            None => {
+                tracing::warn!(error = %e, kind, "ignoring undecodable worker frame that names no task");
+                Frame::Ignored
+            }
+        },
     }
 }
 
@@ -382,13 +461,13 @@ async fn connection(
     let liveness = Liveness::new();
 
     // A Hangar worker sends `worker_hello` first; an Oz worker sends nothing until it has news.
-    let mut first: Option<WorkerToServer> = None;
+    let mut first: Option<Frame> = None;
     let mut hello: Option<WorkerHello> = None;
     if let Ok(Some(Ok(Message::Text(text)))) = tokio::time::timeout(HELLO_WAIT, stream.next()).await
     {
         match decode(&text) {
-            Some(WorkerToServer::WorkerHello(h)) => hello = Some(h),
-            other => first = other,
+            Frame::Message(WorkerToServer::WorkerHello(h)) => hello = Some(h),
+            other => first = Some(other),
         }
     }
 
@@ -491,11 +570,7 @@ async fn connection(
                 break;
             }
             Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => break,
-            Ok(Some(Ok(Message::Text(text)))) => {
-                if let Some(msg) = decode(&text) {
-                    handle(&app, &key, msg).await;
-                }
-            }
+            Ok(Some(Ok(Message::Text(text)))) => handle(&app, &key, decode(&text)).await,
             Ok(Some(Ok(_))) => {} // ping, pong, binary: liveness only
         }
     }
@@ -519,14 +594,79 @@ async fn finish(
     }
 }
 
-async fn handle(app: &AppState, key: &WorkerKey, msg: WorkerToServer) {
-    if let Err(e) = apply(app, key, msg).await {
+async fn handle(app: &AppState, key: &WorkerKey, frame: Frame) {
+    let applied = match frame {
+        Frame::Message(msg) => apply(app, key, msg).await,
+        Frame::Unreadable(report) => unreadable(app, key, report).await,
+        Frame::Ignored => Ok(()),
+    };
+    if let Err(e) = applied {
         tracing::error!(error = %e, worker_id = %key.1, "could not apply worker report");
     }
 }
 
+/// A report about a task that does not decode: logged with why, and when it
+/// was the task's terminal report (`task_completed`, `task_failed`), the
+/// task's current execution ends in ERROR saying so, rather than stay
+/// claimed with nobody left to end it.
+async fn unreadable(app: &AppState, key: &WorkerKey, report: UnreadableReport) -> StoreResult<()> {
+    let UnreadableReport {
+        kind,
+        task_id,
+        execution_id,
+        error,
+    } = report;
+    tracing::warn!(
+        worker_id = %key.1,
+        task_id,
+        execution_id,
+        kind,
+        error,
+        "a worker's report about a task could not be read"
+    );
+    if kind != "task_completed" && kind != "task_failed" {
+        return Ok(());
+    }
+    let Some(exec) = app
+        .dispatcher
+        .resolve_execution(key, &task_id, execution_id.as_deref())
+        .await?
+    else {
+        return Ok(());
+    };
+    let end = ExecutionEnd {
+        outcome: Outcome {
+            state: RunState::Error,
+            message: format!("the worker's report could not be read: {error}"),
+            error_code: Some("internal_error".to_owned()),
+        },
+        exit_code: None,
+        failure_reason: None,
+        at: Timestamp::now().unix_millis(),
+    };
+    let t = store_finish(app, key, &exec, &end).await?;
+    tracing::info!(run_id = %exec.run_id, execution_id = %exec.id, transition = ?t, kind, "ended the task on an unreadable report");
+    Ok(())
+}
+
+/// Ends an execution as its worker reported, and frees what it held.
+async fn store_finish(
+    app: &AppState,
+    key: &WorkerKey,
+    exec: &hangar_store::ExecutionRecord,
+    end: &ExecutionEnd,
+) -> StoreResult<Transition> {
+    let t = app
+        .store
+        .finish_execution(&exec.run_id, &exec.id, end)
+        .await?;
+    app.dispatcher.release(key, &exec.id);
+    app.sessions.close(&exec.run_id, &exec.id);
+    Ok(t)
+}
+
 fn outcome_for_failure(
-    reason: Option<FailureReason>,
+    reason: Option<&FailureReason>,
     message: &str,
     exit_code: Option<i32>,
 ) -> Outcome {
@@ -538,6 +678,8 @@ fn outcome_for_failure(
     } else {
         message.to_owned()
     };
+    // A label this version does not know counts as `unknown`.
+    let reason = reason.map(FailureReason::known);
     let (state, code) = match reason {
         Some(FailureReason::TaskCancelled) => (RunState::Cancelled, None),
         Some(
@@ -552,7 +694,7 @@ fn outcome_for_failure(
         ) => (RunState::Failed, Some("environment_setup_failed")),
         _ => (RunState::Error, Some("resource_unavailable")),
     };
-    let code = if reason == Some(FailureReason::AgentInvocation) {
+    let code = if reason == Some(&FailureReason::AgentInvocation) {
         None
     } else {
         code
@@ -655,10 +797,8 @@ async fn apply(app: &AppState, key: &WorkerKey, msg: WorkerToServer) -> StoreRes
                 failure_reason: None,
                 at: now,
             };
-            let t = store.finish_execution(&exec.run_id, &exec.id, &end).await?;
+            let t = store_finish(app, key, &exec, &end).await?;
             tracing::info!(run_id = %exec.run_id, execution_id = %exec.id, transition = ?t, "task completed");
-            app.dispatcher.release(key, &exec.id);
-            app.sessions.close(&exec.run_id, &exec.id);
         }
         WorkerToServer::TaskFailed(m) => {
             let Some(exec) = app
@@ -668,23 +808,56 @@ async fn apply(app: &AppState, key: &WorkerKey, msg: WorkerToServer) -> StoreRes
             else {
                 return Ok(());
             };
-            let outcome = outcome_for_failure(m.failure_reason, &m.message, m.exit_code);
+            let outcome = outcome_for_failure(m.failure_reason.as_ref(), &m.message, m.exit_code);
             let end = ExecutionEnd {
                 outcome,
                 exit_code: m.exit_code,
-                failure_reason: m.failure_reason.map(|r| {
-                    serde_json::to_value(r)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_owned))
-                        .unwrap_or_default()
-                }),
+                // Kept as sent, even a label this version does not know.
+                failure_reason: m.failure_reason.as_ref().map(|r| r.as_str().to_owned()),
                 at: now,
             };
-            let t = store.finish_execution(&exec.run_id, &exec.id, &end).await?;
+            let t = store_finish(app, key, &exec, &end).await?;
             tracing::info!(run_id = %exec.run_id, execution_id = %exec.id, transition = ?t, "task failed");
-            app.dispatcher.release(key, &exec.id);
-            app.sessions.close(&exec.run_id, &exec.id);
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The README's table of failure reasons says what [`outcome_for_failure`] does.
+    #[test]
+    fn the_readme_failure_table_matches_the_outcome_mapping() {
+        let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"));
+        let rows: Vec<&str> = readme
+            .lines()
+            .filter(|l| l.starts_with("| `") && !l.starts_with("| `failure_reason`"))
+            .collect();
+        for reason in FailureReason::KNOWN {
+            let label = format!("`{}`", reason.as_str());
+            let row = rows
+                .iter()
+                .find(|r| r.split('|').nth(1).is_some_and(|c| c.contains(&label)))
+                .unwrap_or_else(|| panic!("the README's failure table lacks {label}"));
+            let outcome = outcome_for_failure(Some(reason), "m", None);
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            assert_eq!(cells[2], outcome.state.as_str(), "{label}: {row}");
+            let code = outcome.error_code.map(|c| format!("`{c}`"));
+            assert_eq!(
+                cells[3].split(' ').next(),
+                Some(code.as_deref().unwrap_or("—")),
+                "{label}: {row}"
+            );
+        }
+        // Unknown labels and none end like `unknown`.
+        let unknown = outcome_for_failure(Some(&FailureReason::Unknown), "m", None);
+        for other in [
+            outcome_for_failure(None, "m", None),
+            outcome_for_failure(Some(&FailureReason::Other("later".into())), "m", None),
+        ] {
+            assert_eq!(other, unknown);
+        }
+    }
 }

@@ -7,6 +7,7 @@ mod fuzz;
 mod gateway_budgets;
 mod isolation;
 mod limits;
+mod oz_compat;
 mod roles;
 mod run_tokens;
 mod sharing;

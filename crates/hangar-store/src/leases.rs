@@ -44,6 +44,21 @@ pub(crate) const ISSUER_ACTIVE: &str = "SELECT 1 AS ok FROM executions x \
 pub(crate) const LOST_COUNT: &str = "SELECT COUNT(*) AS lost FROM executions \
      WHERE run_id = ? AND failure_reason = 'worker_lost'";
 
+/// The latest execution of each of `runs` runs (by creation, then id):
+/// `(run_id, …)`, one placeholder per run. Not about leases, but written
+/// once for both databases the same way.
+pub(crate) fn last_executions(runs: usize) -> String {
+    let ids = vec!["?"; runs].join(", ");
+    format!(
+        "SELECT x.id AS id, x.run_id AS run_id, x.worker_id AS worker_id, x.state AS state, \
+         x.created_at AS created_at, x.ended_at AS ended_at, x.exit_code AS exit_code, \
+         x.failure_reason AS failure_reason, x.message AS message FROM executions x \
+         WHERE x.run_id IN ({ids}) AND NOT EXISTS (SELECT 1 FROM executions y \
+         WHERE y.run_id = x.run_id AND (y.created_at > x.created_at \
+         OR (y.created_at = x.created_at AND y.id > x.id)))"
+    )
+}
+
 /// Ends a started execution whose worker was lost: `(at, at, message, id)`.
 pub(crate) const END_LOST: &str = "UPDATE executions SET state = 'ended', ended_at = ?, \
      updated_at = ?, failure_reason = 'worker_lost', message = ? WHERE id = ? AND ended_at IS NULL";

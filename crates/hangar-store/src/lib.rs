@@ -254,6 +254,9 @@ pub trait RunStore: Send + Sync {
     async fn extend_leases(&self, until: i64) -> StoreResult<u64>;
     /// How many executions of the run ended because their worker was lost.
     async fn lost_executions(&self, run: &RunId) -> StoreResult<i64>;
+    /// The latest execution of each of these runs that has one (any order):
+    /// what a run's details show of how its last attempt ended.
+    async fn last_executions(&self, runs: &[RunId]) -> StoreResult<Vec<ExecutionRecord>>;
     /// Ends a started execution whose worker was lost (`worker_lost`) and
     /// queues its run again, in one transaction; `Applied` when the run was
     /// queued, fenced like every transition.

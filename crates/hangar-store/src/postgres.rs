@@ -1064,6 +1064,19 @@ impl RunStore for PostgresStore {
         Ok(row.is_some())
     }
 
+    async fn last_executions(&self, runs: &[RunId]) -> StoreResult<Vec<ExecutionRecord>> {
+        if runs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = crate::leases::numbered(&crate::leases::last_executions(runs.len()));
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for run in runs {
+            query = query.bind(run.as_str());
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        rows.iter().map(execution_from_row).collect()
+    }
+
     async fn lost_executions(&self, run: &RunId) -> StoreResult<i64> {
         let row = sqlx::query(AssertSqlSafe(crate::leases::numbered(
             crate::leases::LOST_COUNT,

@@ -893,6 +893,19 @@ impl RunStore for SqliteStore {
         Ok(row.is_some())
     }
 
+    async fn last_executions(&self, runs: &[RunId]) -> StoreResult<Vec<ExecutionRecord>> {
+        if runs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = crate::leases::last_executions(runs.len());
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for run in runs {
+            query = query.bind(run.as_str());
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        rows.iter().map(execution_from_row).collect()
+    }
+
     async fn lost_executions(&self, run: &RunId) -> StoreResult<i64> {
         let row = sqlx::query(AssertSqlSafe(crate::leases::LOST_COUNT.to_owned()))
             .bind(run.as_str())

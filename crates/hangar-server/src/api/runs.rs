@@ -79,7 +79,29 @@ pub fn run_item(app: &AppState, r: &RunRecord) -> RunItem {
         executor: creator,
         is_run_type_cancellable: Some(r.execution_location == RunExecutionLocation::Remote),
         mode: Some(options.mode.unwrap_or_default()),
+        failure_reason: None,
+        exit_code: None,
     }
+}
+
+/// Fills in how each run's latest execution ended (`failure_reason`,
+/// `exit_code`), in one store query for the whole page.
+pub(crate) async fn with_last_executions(app: &AppState, items: &mut [RunItem]) -> ApiResult<()> {
+    let ids: Vec<RunId> = items.iter().map(|i| RunId(i.run_id.clone())).collect();
+    let last: std::collections::HashMap<RunId, hangar_store::ExecutionRecord> = app
+        .store
+        .last_executions(&ids)
+        .await?
+        .into_iter()
+        .map(|e| (e.run_id.clone(), e))
+        .collect();
+    for item in items {
+        if let Some(e) = last.get(&RunId(item.run_id.clone())) {
+            item.failure_reason = e.failure_reason.clone().filter(|r| !r.is_empty());
+            item.exit_code = e.exit_code;
+        }
+    }
+    Ok(())
 }
 
 fn derive_title(prompt: &str) -> String {
@@ -553,8 +575,10 @@ pub async fn list(
             })?;
     }
     let page = app.store.list_runs(team_id, &query).await?;
+    let mut runs: Vec<RunItem> = page.runs.iter().map(|r| run_item(&app, r)).collect();
+    with_last_executions(&app, &mut runs).await?;
     Ok(Json(ListRunsResponse {
-        runs: page.runs.iter().map(|r| run_item(&app, r)).collect(),
+        runs,
         page_info: PageInfo {
             has_next_page: page.next.is_some(),
             next_cursor: page.next.map(|(k, id)| encode_cursor(k, &id)),
@@ -594,6 +618,7 @@ pub async fn get_one(
     let mut item = run_item(&app, &run);
     item.artifacts = Some(crate::api::agent::run_artifacts(&app, &run.id).await?);
     item.sandbox = unsandboxed(&app, &run).await?;
+    with_last_executions(&app, std::slice::from_mut(&mut item)).await?;
     Ok(Json(item))
 }
 

@@ -7,7 +7,7 @@ use crate::AppState;
 use crate::api::parse_json;
 use crate::auth::{authenticate, issue_worker_token};
 use crate::error::{ApiError, ApiResult};
-use crate::gateway::{RESERVED_WORKER_PREFIX, validate_worker_id};
+use crate::gateway::{RESERVED_WORKER_PREFIX, WORKER_ID_RULE, validate_worker_id};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -76,7 +76,8 @@ fn binding(req: &CreateWorkerTokenRequest) -> ApiResult<WorkerBinding> {
         (Some(id), None) => {
             validate_worker_id(id).map_err(|_| {
                 ApiError::BadRequest(format!(
-                    "`worker_id` `{id}` is invalid: use 1 to 128 characters without spaces or `/`"
+                    "`worker_id` `{}` is invalid; {WORKER_ID_RULE}",
+                    id.escape_debug()
                 ))
             })?;
             if id.starts_with(RESERVED_WORKER_PREFIX) {
@@ -87,8 +88,8 @@ fn binding(req: &CreateWorkerTokenRequest) -> ApiResult<WorkerBinding> {
         (None, Some(prefix)) => {
             validate_worker_id(prefix).map_err(|_| {
                 ApiError::BadRequest(format!(
-                    "`pool` `{prefix}` is invalid: a worker id prefix of 1 to 128 characters \
-                     without spaces or `/`"
+                    "`pool` `{}` is invalid: it is a worker id prefix; {WORKER_ID_RULE}",
+                    prefix.escape_debug()
                 ))
             })?;
             if prefix.starts_with(RESERVED_WORKER_PREFIX) {

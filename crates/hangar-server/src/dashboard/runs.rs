@@ -279,15 +279,32 @@ async fn load_run(app: &AppState, v: &Viewer, id: &str) -> Result<(RunRecord, Ac
     }
 }
 
+/// The run's latest execution, for how it ended (shown as run facts); a
+/// store error only hides those facts.
+async fn last_execution(app: &AppState, r: &RunRecord) -> Option<hangar_store::ExecutionRecord> {
+    match app.store.last_executions(std::slice::from_ref(&r.id)).await {
+        Ok(mut last) => last.pop(),
+        Err(e) => {
+            tracing::warn!(error = %e, run_id = %r.id, "cannot read the run's last execution");
+            None
+        }
+    }
+}
+
 /// The run's facts; `sandbox` is `Some("none")` when a worker ran it
 /// unsandboxed (an explicit relaxation, shown in red).
 fn meta(
     app: &AppState,
     r: &RunRecord,
+    last: Option<&hangar_store::ExecutionRecord>,
     names: &HashMap<i64, String>,
     sandbox: Option<&str>,
 ) -> Markup {
     let _ = app;
+    let failure_reason = last
+        .and_then(|e| e.failure_reason.as_deref())
+        .filter(|f| !f.is_empty());
+    let exit_code = last.and_then(|e| e.exit_code);
     let model = r
         .config
         .model_id
@@ -297,6 +314,8 @@ fn meta(
         dl.meta #run-meta-list data-state=(r.state.as_str()) {
             div { dt { "State" } dd { (state_badge(r.state)) } }
             @if let Some(m) = &r.status_message { div.wide { dt { "Status" } dd { (m) } } }
+            @if let Some(f) = failure_reason { div { dt { "Failure reason" } dd #run-failure-reason { code { (f) } } } }
+            @if let Some(c) = exit_code { div { dt { "Exit code" } dd #run-exit-code { (c) } } }
             div { dt { "Source" } dd { (r.source.as_str()) } }
             div { dt { "Creator" } dd { (r.creator_user_id.and_then(|id| names.get(&id).cloned()).unwrap_or_else(|| "—".to_owned())) } }
             div { dt { "Model" } dd { (model) } }
@@ -329,11 +348,18 @@ pub async fn meta_fragment(
         Err(r) => return r,
     };
     let users = app.store.list_users(v.team.id).await.unwrap_or_default();
+    let last = last_execution(&app, &run).await;
     let sandbox = crate::api::runs::unsandboxed(&app, &run)
         .await
         .ok()
         .flatten();
-    fragment(meta(&app, &run, &user_names(&users), sandbox.as_deref()))
+    fragment(meta(
+        &app,
+        &run,
+        last.as_ref(),
+        &user_names(&users),
+        sandbox.as_deref(),
+    ))
 }
 
 /// The transcript panel shared with the public viewer: the script fills it
@@ -371,6 +397,7 @@ pub async fn detail_page(
         Err(r) => return r,
     };
     let users = app.store.list_users(v.team.id).await.unwrap_or_default();
+    let last = last_execution(&app, &run).await;
     let editor = access >= Access::Edit;
     let events = format!("/api/v1/agent/runs/{}/events", run.id);
     let sandbox = crate::api::runs::unsandboxed(&app, &run)
@@ -421,7 +448,7 @@ pub async fn detail_page(
                     section.panel {
                         h2 #details-h { "Details" }
                         div #run-meta data-src={"/_dash/runs/" (run.id) "/meta"} {
-                            (meta(&app, &run, &user_names(&users), sandbox.as_deref()))
+                            (meta(&app, &run, last.as_ref(), &user_names(&users), sandbox.as_deref()))
                         }
                         details.prompt {
                             summary { "Prompt" }

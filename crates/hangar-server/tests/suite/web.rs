@@ -11,7 +11,7 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 const PW: &str = "member-password-1";
 
 /// Creates a team A member and signs in; returns the `hangar_session=…` pair.
-async fn member_cookie(t: &TwoTeams) -> String {
+pub(crate) async fn member_cookie(t: &TwoTeams) -> String {
     let r = t
         .call(
             "POST",

@@ -92,6 +92,7 @@ pub async fn run_all(store: &dyn Store) {
     leases_renew_expire_and_are_taken_once(store).await;
     live_followups_are_stored_pending_until_acked(store).await;
     a_lost_started_run_can_be_queued_again(store).await;
+    last_executions_show_how_each_run_last_ended(store).await;
     usage_adds_up_per_run_and_per_caller(store).await;
     super::accounts::run_all(store).await;
     super::shares::run_all(store).await;
@@ -957,4 +958,44 @@ async fn a_lost_started_run_can_be_queued_again(store: &dyn Store) {
             .unwrap(),
         Transition::Applied
     );
+}
+
+/// A run's latest execution, ended or not, is what its details show
+/// (`failure_reason`, `exit_code`): one per run, none for a run never assigned.
+async fn last_executions_show_how_each_run_last_ended(store: &dyn Store) {
+    let t = team(store, "last-exec").await;
+    let retried = new_run(store, t.id, None).await;
+    let live = new_run(store, t.id, None).await;
+    let never = new_run(store, t.id, None).await;
+    let now = Timestamp::now().unix_millis();
+    let first = assign(store, &retried, "w").await;
+    store
+        .reject(&retried.id, &first, "full", now)
+        .await
+        .unwrap();
+    // Later by the clock, so "latest" does not rest on the id tie-break.
+    tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    let second = assign(store, &retried, "w").await;
+    store.claim(&retried.id, &second, now).await.unwrap();
+    let mut failed = end(RunState::Failed);
+    failed.exit_code = Some(137);
+    failed.failure_reason = Some("some_future_reason".into());
+    store
+        .finish_execution(&retried.id, &second, &failed)
+        .await
+        .unwrap();
+    let running = assign(store, &live, "w").await;
+    let ids = [retried.id.clone(), live.id.clone(), never.id.clone()];
+    let mut last = store.last_executions(&ids).await.unwrap();
+    last.sort_by_key(|e| if e.run_id == retried.id { 0 } else { 1 });
+    assert_eq!(last.len(), 2, "{last:?}");
+    assert_eq!(last[0].id, second);
+    assert_eq!(last[0].exit_code, Some(137));
+    assert_eq!(
+        last[0].failure_reason.as_deref(),
+        Some("some_future_reason")
+    );
+    assert_eq!(last[1].id, running);
+    assert_eq!(last[1].failure_reason, None);
+    assert!(store.last_executions(&[]).await.unwrap().is_empty());
 }
