@@ -245,11 +245,26 @@ async fn agent_connection(app: AppState, run: RunId, exec: ExecutionId, socket: 
         return;
     }
     let (conn_id, closed) = app.sessions.attach(&run, exec.clone(), tx.clone());
-    // Cancelled before the agent connected: tell it at once.
-    if let Ok(r) = app.store.run_any_team(&run).await
-        && r.state == hangar_protocol::RunState::Cancelled
-    {
-        let _ = tx.try_send(ServerToAgent::Cancel);
+    if let Ok(r) = app.store.run_any_team(&run).await {
+        use hangar_protocol::RunState;
+        match r.state {
+            // Cancelled before the agent connected: tell it at once.
+            RunState::Cancelled => {
+                let _ = tx.try_send(ServerToAgent::Cancel);
+            }
+            // The agent's check-in starts the run when its worker sent no
+            // `task_started` (the stock oz-agent-worker never does), as in Oz.
+            // Fenced like `task_started`: only the run's current execution.
+            RunState::Pending | RunState::Claimed
+                if r.current_execution_id.as_ref() == Some(&exec) =>
+            {
+                let now = hangar_protocol::Timestamp::now().unix_millis();
+                if let Err(e) = app.store.start(&run, &exec, now).await {
+                    tracing::warn!(error = %e, run_id = %run, "cannot start the run at the agent's check-in");
+                }
+            }
+            _ => {}
+        }
     }
     // Follow-ups stored while it was away (or before it first connected).
     deliver_followups(&app, &run).await;

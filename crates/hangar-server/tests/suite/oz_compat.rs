@@ -58,6 +58,12 @@ impl OzWorker {
     /// Waits for the next assignment and claims it as the stock worker does
     /// (no `execution_id`); answers its `task_id`.
     async fn claim_next(&mut self) -> String {
+        self.claim_next_with_token().await.0
+    }
+
+    /// As [`claim_next`](Self::claim_next); also answers the run token the
+    /// assignment hands the agent.
+    async fn claim_next_with_token(&mut self) -> (String, String) {
         let deadline = tokio::time::Instant::now() + SETTLE;
         loop {
             let next = tokio::time::timeout_at(deadline, self.ws.next())
@@ -69,13 +75,17 @@ impl OzWorker {
             let frame: Value = serde_json::from_str(&text).unwrap();
             if frame["type"] == "task_assignment" {
                 let task_id = frame["data"]["task_id"].as_str().unwrap().to_owned();
+                let token = frame["data"]["env_vars"][hangar_protocol::ENV_RUN_TOKEN]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
                 let worker_id = self.id.clone();
                 self.send(
                     "task_claimed",
                     json!({"task_id": task_id, "worker_id": worker_id}),
                 )
                 .await;
-                return task_id;
+                return (task_id, token);
             }
         }
     }
@@ -321,4 +331,50 @@ async fn oz_a_refused_worker_id_gets_a_problem_body() {
         .await;
     r.assert_problem(400, "a plain GET");
     assert!(r.text.contains("WebSocket"), "{}", r.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oz_the_agents_check_in_starts_a_stock_workers_run() {
+    let t = TwoTeams::start().await;
+    let mut worker = OzWorker::connect(&t, "oz-checkin").await;
+    let run_id = remote_run(&t, "start without task_started").await;
+    let (task_id, token) = worker.claim_next_with_token().await;
+    assert_eq!(task_id, run_id);
+    assert!(token.starts_with(hangar_protocol::RUN_TOKEN_PREFIX));
+    let _alive = worker.keep_alive();
+    // The stock worker sends no `task_started`: claimed, not started.
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let run = t
+            .ok("GET", &format!("/agent/runs/{run_id}"), &t.key_b, None)
+            .await;
+        if run["state"] == "CLAIMED" {
+            assert!(run.get("started_at").is_none_or(Value::is_null), "{run}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never CLAIMED: {run}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The agent checks in (its session stream): the run is in progress.
+    let _agent = hangar_client::connect_websocket(
+        &t.ws_url(&format!("/agent/runs/{run_id}/session")),
+        &token,
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let run = t
+            .ok("GET", &format!("/agent/runs/{run_id}"), &t.key_b, None)
+            .await;
+        if run["state"] == "INPROGRESS" {
+            assert!(run["started_at"].is_string(), "{run}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the check-in did not start the run: {run}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
