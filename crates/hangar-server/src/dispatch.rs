@@ -698,6 +698,14 @@ impl Dispatcher {
         match placed {
             Ok(Transition::Applied) => {
                 let mut assignment = self.assignment(run, &exec_id, token);
+                // Reopened by a follow-up: on the Oz wire the task's prompt is
+                // the follow-up and the conversation is the run's, so any
+                // Oz-compatible agent continues (Hangar's agent reads both
+                // from the run itself).
+                if let Some(followup) = self.store.latest_followup(&run.id).await? {
+                    assignment.task.task_definition.prompt = followup.message;
+                    assignment.task.agent_conversation_id = Some(run.id.0.clone());
+                }
                 if let Some(spec) = environment {
                     self.attach_environment(run, &spec, &mut assignment).await?;
                 }

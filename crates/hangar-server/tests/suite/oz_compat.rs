@@ -90,6 +90,23 @@ impl OzWorker {
         }
     }
 
+    /// The `data` of the next `task_assignment`, not claimed.
+    async fn next_assignment(&mut self) -> Value {
+        let deadline = tokio::time::Instant::now() + SETTLE;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .expect("no task_assignment arrived")
+                .expect("the server closed the worker socket")
+                .unwrap();
+            let Message::Text(text) = next else { continue };
+            let frame: Value = serde_json::from_str(&text).unwrap();
+            if frame["type"] == "task_assignment" {
+                return frame["data"].clone();
+            }
+        }
+    }
+
     /// Keeps reading (answering pings) in the background.
     fn keep_alive(self) -> tokio::task::JoinHandle<()> {
         let mut ws = self.ws;
@@ -377,4 +394,51 @@ async fn oz_the_agents_check_in_starts_a_stock_workers_run() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oz_a_follow_up_reassignment_carries_the_follow_up_and_the_conversation() {
+    let t = TwoTeams::start().await;
+    let mut worker = OzWorker::connect(&t, "oz-follow").await;
+    let run_id = remote_run(&t, "the first prompt").await;
+    let first = worker.next_assignment().await;
+    assert_eq!(
+        first["task"]["task_definition"]["prompt"],
+        "the first prompt"
+    );
+    assert!(first["task"]["agent_conversation_id"].is_null(), "{first}");
+    worker
+        .send(
+            "task_completed",
+            json!({"task_id": run_id, "message": "done"}),
+        )
+        .await;
+    let deadline = Instant::now() + SETTLE;
+    while t
+        .ok("GET", &format!("/agent/runs/{run_id}"), &t.key_b, None)
+        .await["state"]
+        != "SUCCEEDED"
+    {
+        assert!(Instant::now() < deadline, "the run never succeeded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let body = json!({"message": "now do the second thing"}).to_string();
+    t.ok(
+        "POST",
+        &format!("/agent/runs/{run_id}/followups"),
+        &t.key_b,
+        Some(&body),
+    )
+    .await;
+    let again = worker.next_assignment().await;
+    assert_eq!(again["task_id"], run_id.as_str());
+    assert_eq!(
+        again["task"]["task_definition"]["prompt"], "now do the second thing",
+        "{again}"
+    );
+    assert_eq!(
+        again["task"]["agent_conversation_id"],
+        run_id.as_str(),
+        "{again}"
+    );
 }
