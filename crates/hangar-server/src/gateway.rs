@@ -302,6 +302,83 @@ async fn admit(app: &AppState, credential: &WorkerCredential, worker_id: &str) -
     Ok(())
 }
 
+/// What one worker connection has done, for reports that name no execution
+/// (the stock oz-agent-worker never sends `execution_id`).
+struct ConnView {
+    /// When the connection opened (ms).
+    opened_at: i64,
+    /// The latest executions this connection claimed (or refused) without
+    /// naming them, at most [`ANSWERED_KEPT`].
+    answered: std::sync::Mutex<std::collections::VecDeque<String>>,
+}
+
+/// Claims remembered per connection: far above any worker's concurrency.
+const ANSWERED_KEPT: usize = 512;
+
+/// What a frame is, for [`ConnView::resolve`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    /// `task_claimed` / `task_rejected`: the answer to the current assignment.
+    Assignment,
+    /// Anything later: `task_started`, `task_completed`, `task_failed`.
+    Report,
+}
+
+impl ConnView {
+    fn opened_now() -> ConnView {
+        ConnView {
+            opened_at: Timestamp::now().unix_millis(),
+            answered: Default::default(),
+        }
+    }
+
+    /// The execution a frame of this connection is about. With an
+    /// `execution_id` that is the one named. Without one, a report applies
+    /// to the run's current execution only when this connection claimed it,
+    /// or when it was assigned before this connection opened (a reconnect
+    /// within the lease): a report queued for an older execution never ends
+    /// a newer one (issue 17, item 5).
+    async fn resolve(
+        &self,
+        app: &AppState,
+        key: &WorkerKey,
+        task_id: &str,
+        execution_id: Option<&str>,
+        answer: Answer,
+    ) -> StoreResult<Option<hangar_store::ExecutionRecord>> {
+        let named = execution_id.is_some_and(|e| !e.is_empty());
+        let Some(exec) = app
+            .dispatcher
+            .resolve_execution(key, task_id, execution_id)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let mut answered = self.answered.lock().unwrap_or_else(|e| e.into_inner());
+        if named {
+            return Ok(Some(exec));
+        }
+        if answer == Answer::Assignment {
+            if answered.len() == ANSWERED_KEPT {
+                answered.pop_front();
+            }
+            answered.push_back(exec.id.0.clone());
+            return Ok(Some(exec));
+        }
+        if answered.iter().any(|e| e == exec.id.as_str()) || exec.created_at < self.opened_at {
+            return Ok(Some(exec));
+        }
+        tracing::info!(
+            worker_id = %key.1,
+            run_id = %exec.run_id,
+            execution_id = %exec.id,
+            "a report without execution_id for an execution this connection has not claimed is \
+             taken for a late report of an older one and ignored"
+        );
+        Ok(None)
+    }
+}
+
 /// Lifecycle event recorded when a worker runs an execution without its
 /// backend's sandbox.
 pub(crate) const SANDBOX_NONE_EVENT: &str = "sandbox_none";
@@ -457,6 +534,8 @@ async fn connection(
     socket: WebSocket,
 ) {
     let team_id = credential.team_id();
+    // Before registration: nothing can be assigned on this connection earlier.
+    let view = ConnView::opened_now();
     let (mut sink, mut stream) = socket.split();
     let liveness = Liveness::new();
 
@@ -530,7 +609,7 @@ async fn connection(
     crate::presence::connected(&app, &registration).await;
     let key = registration.key.clone();
     if let Some(msg) = first {
-        handle(&app, &key, msg).await;
+        handle(&app, &key, &view, msg).await;
     }
     let read_timeout = app.config.read_timeout;
     // Every frame from the worker (its pings and pongs included) proves it is
@@ -570,7 +649,7 @@ async fn connection(
                 break;
             }
             Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => break,
-            Ok(Some(Ok(Message::Text(text)))) => handle(&app, &key, decode(&text)).await,
+            Ok(Some(Ok(Message::Text(text)))) => handle(&app, &key, &view, decode(&text)).await,
             Ok(Some(Ok(_))) => {} // ping, pong, binary: liveness only
         }
     }
@@ -594,10 +673,10 @@ async fn finish(
     }
 }
 
-async fn handle(app: &AppState, key: &WorkerKey, frame: Frame) {
+async fn handle(app: &AppState, key: &WorkerKey, view: &ConnView, frame: Frame) {
     let applied = match frame {
-        Frame::Message(msg) => apply(app, key, msg).await,
-        Frame::Unreadable(report) => unreadable(app, key, report).await,
+        Frame::Message(msg) => apply(app, key, view, msg).await,
+        Frame::Unreadable(report) => unreadable(app, key, view, report).await,
         Frame::Ignored => Ok(()),
     };
     if let Err(e) = applied {
@@ -609,7 +688,12 @@ async fn handle(app: &AppState, key: &WorkerKey, frame: Frame) {
 /// was the task's terminal report (`task_completed`, `task_failed`), the
 /// task's current execution ends in ERROR saying so, rather than stay
 /// claimed with nobody left to end it.
-async fn unreadable(app: &AppState, key: &WorkerKey, report: UnreadableReport) -> StoreResult<()> {
+async fn unreadable(
+    app: &AppState,
+    key: &WorkerKey,
+    view: &ConnView,
+    report: UnreadableReport,
+) -> StoreResult<()> {
     let UnreadableReport {
         kind,
         task_id,
@@ -627,9 +711,8 @@ async fn unreadable(app: &AppState, key: &WorkerKey, report: UnreadableReport) -
     if kind != "task_completed" && kind != "task_failed" {
         return Ok(());
     }
-    let Some(exec) = app
-        .dispatcher
-        .resolve_execution(key, &task_id, execution_id.as_deref())
+    let Some(exec) = view
+        .resolve(app, key, &task_id, execution_id.as_deref(), Answer::Report)
         .await?
     else {
         return Ok(());
@@ -706,7 +789,12 @@ fn outcome_for_failure(
     }
 }
 
-async fn apply(app: &AppState, key: &WorkerKey, msg: WorkerToServer) -> StoreResult<()> {
+async fn apply(
+    app: &AppState,
+    key: &WorkerKey,
+    view: &ConnView,
+    msg: WorkerToServer,
+) -> StoreResult<()> {
     let store = app.store.as_ref();
     let now = Timestamp::now().unix_millis();
     match msg {
@@ -718,9 +806,14 @@ async fn apply(app: &AppState, key: &WorkerKey, msg: WorkerToServer) -> StoreRes
             app.dispatcher.set_draining(key);
         }
         WorkerToServer::TaskClaimed(m) => {
-            let Some(exec) = app
-                .dispatcher
-                .resolve_execution(key, &m.task_id, m.execution_id.as_deref())
+            let Some(exec) = view
+                .resolve(
+                    app,
+                    key,
+                    &m.task_id,
+                    m.execution_id.as_deref(),
+                    Answer::Assignment,
+                )
                 .await?
             else {
                 tracing::debug!(task_id = %m.task_id, "claim for an unknown execution ignored");
@@ -733,9 +826,14 @@ async fn apply(app: &AppState, key: &WorkerKey, msg: WorkerToServer) -> StoreRes
             }
         }
         WorkerToServer::TaskRejected(m) => {
-            let Some(exec) = app
-                .dispatcher
-                .resolve_execution(key, &m.task_id, m.execution_id.as_deref())
+            let Some(exec) = view
+                .resolve(
+                    app,
+                    key,
+                    &m.task_id,
+                    m.execution_id.as_deref(),
+                    Answer::Assignment,
+                )
                 .await?
             else {
                 return Ok(());
@@ -744,9 +842,8 @@ async fn apply(app: &AppState, key: &WorkerKey, msg: WorkerToServer) -> StoreRes
             app.dispatcher.refused(key, &exec.id);
         }
         WorkerToServer::TaskStarted(m) => {
-            let Some(exec) = app
-                .dispatcher
-                .resolve_execution(key, &m.task_id, Some(&m.execution_id))
+            let Some(exec) = view
+                .resolve(app, key, &m.task_id, Some(&m.execution_id), Answer::Report)
                 .await?
             else {
                 return Ok(());
@@ -769,9 +866,14 @@ async fn apply(app: &AppState, key: &WorkerKey, msg: WorkerToServer) -> StoreRes
             }
         }
         WorkerToServer::TaskCompleted(m) => {
-            let Some(exec) = app
-                .dispatcher
-                .resolve_execution(key, &m.task_id, m.execution_id.as_deref())
+            let Some(exec) = view
+                .resolve(
+                    app,
+                    key,
+                    &m.task_id,
+                    m.execution_id.as_deref(),
+                    Answer::Report,
+                )
                 .await?
             else {
                 tracing::debug!(task_id = %m.task_id, "completion for an unknown or stale execution ignored");
@@ -801,9 +903,14 @@ async fn apply(app: &AppState, key: &WorkerKey, msg: WorkerToServer) -> StoreRes
             tracing::info!(run_id = %exec.run_id, execution_id = %exec.id, transition = ?t, "task completed");
         }
         WorkerToServer::TaskFailed(m) => {
-            let Some(exec) = app
-                .dispatcher
-                .resolve_execution(key, &m.task_id, m.execution_id.as_deref())
+            let Some(exec) = view
+                .resolve(
+                    app,
+                    key,
+                    &m.task_id,
+                    m.execution_id.as_deref(),
+                    Answer::Report,
+                )
                 .await?
             else {
                 return Ok(());

@@ -407,6 +407,13 @@ async fn oz_a_follow_up_reassignment_carries_the_follow_up_and_the_conversation(
         "the first prompt"
     );
     assert!(first["task"]["agent_conversation_id"].is_null(), "{first}");
+    let worker_id = worker.id.clone();
+    worker
+        .send(
+            "task_claimed",
+            json!({"task_id": run_id, "worker_id": worker_id}),
+        )
+        .await;
     worker
         .send(
             "task_completed",
@@ -441,4 +448,81 @@ async fn oz_a_follow_up_reassignment_carries_the_follow_up_and_the_conversation(
         run_id.as_str(),
         "{again}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oz_a_late_report_without_execution_id_never_ends_a_newer_execution() {
+    let t = TwoTeams::start().await;
+    let run_id = remote_run(&t, "first").await;
+    // A reconnect within the lease: a report queued for the execution
+    // assigned on the old connection still applies on the new one.
+    let mut old = OzWorker::connect(&t, "oz-late").await;
+    assert_eq!(old.claim_next().await, run_id);
+    drop(old);
+    let mut worker = OzWorker::connect(&t, "oz-late").await;
+    worker
+        .send(
+            "task_completed",
+            json!({"task_id": run_id, "message": "finished while away"}),
+        )
+        .await;
+    let wait_state = |want: &'static str| {
+        let t = &t;
+        let run_id = run_id.clone();
+        async move {
+            let deadline = Instant::now() + SETTLE;
+            loop {
+                let run = t
+                    .ok("GET", &format!("/agent/runs/{run_id}"), &t.key_b, None)
+                    .await;
+                if run["state"] == want {
+                    return run;
+                }
+                assert!(Instant::now() < deadline, "never {want}: {run}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    wait_state("SUCCEEDED").await;
+    // A follow-up assigns a newer execution on this connection. A duplicate
+    // failure report for the old one, sent before the new one is claimed,
+    // must not end it.
+    let body = json!({"message": "again"}).to_string();
+    t.ok(
+        "POST",
+        &format!("/agent/runs/{run_id}/followups"),
+        &t.key_b,
+        Some(&body),
+    )
+    .await;
+    let again = worker.next_assignment().await;
+    assert_eq!(again["task_id"], run_id.as_str());
+    worker
+        .send(
+            "task_failed",
+            json!({"task_id": run_id, "message": "late news of the first execution",
+                   "failure_reason": "container_exit", "exit_code": 1}),
+        )
+        .await;
+    let worker_id = worker.id.clone();
+    worker
+        .send(
+            "task_claimed",
+            json!({"task_id": run_id, "worker_id": worker_id}),
+        )
+        .await;
+    let run = wait_state("CLAIMED").await;
+    assert!(
+        !run.to_string().contains("late news"),
+        "the stale report ended the newer execution: {run}"
+    );
+    // Once claimed here, this connection's reports apply to it.
+    worker
+        .send(
+            "task_completed",
+            json!({"task_id": run_id, "message": "second done"}),
+        )
+        .await;
+    let run = wait_state("SUCCEEDED").await;
+    assert_eq!(run["status_message"]["message"], "second done", "{run}");
 }
