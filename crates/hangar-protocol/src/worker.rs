@@ -607,3 +607,38 @@ mod tests {
         assert!(err.to_string().contains("task_claimed"), "{err}");
     }
 }
+
+/// Longest worker id, in bytes.
+pub const MAX_WORKER_ID_BYTES: usize = 128;
+
+/// What a worker id may hold, as refusals say it. The stock
+/// `oz-agent-worker` only reserves the prefix `warp`; Hangar also refuses
+/// what cannot appear in a `--host`, a path or a log line unquoted.
+pub const WORKER_ID_RULE: &str = "allowed: 1 to 128 bytes of UTF-8, any characters except \
+     whitespace, control characters and `/` (e.g. letters, digits, `-`, `_`, `.`, `:`)";
+
+/// Whether `id` is a valid worker id (what `--host` must match exactly);
+/// the server and the worker check with this one rule ([`WORKER_ID_RULE`]).
+/// U+FFFD is refused too: it is what bytes that are not UTF-8 decode to.
+pub fn is_valid_worker_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_WORKER_ID_BYTES
+        && !id.chars().any(|c| {
+            c.is_whitespace() || c.is_control() || c == '/' || c == char::REPLACEMENT_CHARACTER
+        })
+}
+
+#[cfg(test)]
+mod worker_id_tests {
+    use super::*;
+
+    #[test]
+    fn worker_ids_follow_one_rule() {
+        for ok in ["build-box", "local", "pool:7", "ü-1", &"x".repeat(128)] {
+            assert!(is_valid_worker_id(ok), "{ok}");
+        }
+        for bad in ["", "a b", "a/b", "a\tb", "a\u{fffd}", &"x".repeat(129)] {
+            assert!(!is_valid_worker_id(bad), "{bad:?}");
+        }
+    }
+}

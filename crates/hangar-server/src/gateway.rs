@@ -42,14 +42,7 @@ const CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// How long to wait for the optional `worker_hello` before registering without it.
 const HELLO_WAIT: Duration = Duration::from_secs(2);
 
-/// Longest worker id, in bytes.
-pub const MAX_WORKER_ID_BYTES: usize = 128;
-
-/// What a worker id may hold, as refusals say it. The stock
-/// `oz-agent-worker` only reserves the prefix `warp`; Hangar also refuses
-/// what cannot appear in a `--host`, a path or a log line unquoted.
-pub const WORKER_ID_RULE: &str = "allowed: 1 to 128 bytes of UTF-8, any characters except \
-     whitespace, control characters and `/` (e.g. letters, digits, `-`, `_`, `.`, `:`)";
+pub use hangar_protocol::worker::WORKER_ID_RULE;
 
 /// Validates a worker id: what `--host` must match exactly.
 pub fn validate_worker_id(id: &str) -> ApiResult<()> {
@@ -60,11 +53,7 @@ pub fn validate_worker_id(id: &str) -> ApiResult<()> {
     }
     // The query string is decoded leniently: bytes that are not UTF-8 arrive
     // as U+FFFD, which is refused with them.
-    if id.len() > MAX_WORKER_ID_BYTES
-        || id.chars().any(|c| {
-            c.is_whitespace() || c.is_control() || c == '/' || c == char::REPLACEMENT_CHARACTER
-        })
-    {
+    if !hangar_protocol::worker::is_valid_worker_id(id) {
         return Err(ApiError::BadRequest(format!(
             "worker id `{}` is invalid; {WORKER_ID_RULE}",
             id.escape_debug()

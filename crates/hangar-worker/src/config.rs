@@ -820,12 +820,10 @@ pub fn validate_worker_id(id: &str) -> Result<(), ConfigError> {
     if id.is_empty() {
         return Err(invalid("the worker id is empty: pass --worker-id <ID>"));
     }
-    if id
-        .chars()
-        .any(|c| c.is_whitespace() || c == '/' || c.is_control())
-    {
+    if !hangar_protocol::worker::is_valid_worker_id(id) {
         return Err(invalid(format!(
-            "invalid worker id {id:?}: it must not contain whitespace, control characters or `/`"
+            "invalid worker id {id:?}: {}",
+            hangar_protocol::worker::WORKER_ID_RULE
         )));
     }
     Ok(())
