@@ -64,30 +64,24 @@ impl OzWorker {
     /// As [`claim_next`](Self::claim_next); also answers the run token the
     /// assignment hands the agent.
     async fn claim_next_with_token(&mut self) -> (String, String) {
-        let deadline = tokio::time::Instant::now() + SETTLE;
-        loop {
-            let next = tokio::time::timeout_at(deadline, self.ws.next())
-                .await
-                .expect("no task_assignment arrived")
-                .expect("the server closed the worker socket")
-                .unwrap();
-            let Message::Text(text) = next else { continue };
-            let frame: Value = serde_json::from_str(&text).unwrap();
-            if frame["type"] == "task_assignment" {
-                let task_id = frame["data"]["task_id"].as_str().unwrap().to_owned();
-                let token = frame["data"]["env_vars"][hangar_protocol::ENV_RUN_TOKEN]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned();
-                let worker_id = self.id.clone();
-                self.send(
-                    "task_claimed",
-                    json!({"task_id": task_id, "worker_id": worker_id}),
-                )
-                .await;
-                return (task_id, token);
-            }
-        }
+        let data = self.next_assignment().await;
+        let task_id = data["task_id"].as_str().unwrap().to_owned();
+        let token = data["env_vars"][hangar_protocol::ENV_RUN_TOKEN]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        self.claim(&task_id).await;
+        (task_id, token)
+    }
+
+    /// Sends `task_claimed` for `task_id`, as the stock worker does.
+    async fn claim(&mut self, task_id: &str) {
+        let worker_id = self.id.clone();
+        self.send(
+            "task_claimed",
+            json!({"task_id": task_id, "worker_id": worker_id}),
+        )
+        .await;
     }
 
     /// The `data` of the next `task_assignment`, not claimed.
@@ -407,13 +401,7 @@ async fn oz_a_follow_up_reassignment_carries_the_follow_up_and_the_conversation(
         "the first prompt"
     );
     assert!(first["task"]["agent_conversation_id"].is_null(), "{first}");
-    let worker_id = worker.id.clone();
-    worker
-        .send(
-            "task_claimed",
-            json!({"task_id": run_id, "worker_id": worker_id}),
-        )
-        .await;
+    worker.claim(&run_id).await;
     worker
         .send(
             "task_completed",
@@ -504,13 +492,7 @@ async fn oz_a_late_report_without_execution_id_never_ends_a_newer_execution() {
                    "failure_reason": "container_exit", "exit_code": 1}),
         )
         .await;
-    let worker_id = worker.id.clone();
-    worker
-        .send(
-            "task_claimed",
-            json!({"task_id": run_id, "worker_id": worker_id}),
-        )
-        .await;
+    worker.claim(&run_id).await;
     let run = wait_state("CLAIMED").await;
     assert!(
         !run.to_string().contains("late news"),

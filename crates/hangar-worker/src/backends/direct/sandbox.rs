@@ -179,11 +179,7 @@ impl Network {
             names.push(host.clone());
         }
         let hosts_file = format!("127.0.0.1\t{}\n::1\tlocalhost\n", names.join(" "));
-        let proxy_port = if port == PROXY_PORT {
-            PROXY_PORT + 1
-        } else {
-            PROXY_PORT
-        };
+        let proxy_port = proxy_port_beside(port);
         let mut env = Vec::new();
         if proxy.is_some() {
             let proxy_url = format!("http://127.0.0.1:{proxy_port}");
@@ -211,11 +207,16 @@ impl Network {
 
 impl Isolated {
     fn proxy_port(&self) -> u16 {
-        if self.server.1 == PROXY_PORT {
-            PROXY_PORT + 1
-        } else {
-            PROXY_PORT
-        }
+        proxy_port_beside(self.server.1)
+    }
+}
+
+/// The proxy's port on the sandbox's loopback, clear of the server relay's.
+fn proxy_port_beside(server_port: u16) -> u16 {
+    if server_port == PROXY_PORT {
+        PROXY_PORT + 1
+    } else {
+        PROXY_PORT
     }
 }
 
