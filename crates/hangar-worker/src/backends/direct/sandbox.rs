@@ -698,6 +698,20 @@ fn listeners_in(pid: i32, ports: &[u16]) -> io::Result<Vec<std::net::TcpListener
     let theirs = format!("/proc/{pid}/ns/user");
     let user =
         if std::fs::metadata(&theirs)?.ino() != std::fs::metadata("/proc/self/ns/user")?.ino() {
+            // bubblewrap reports its init before it has written the
+            // namespace's uid map; joining before that is refused (EPERM).
+            let deadline = std::time::Instant::now() + START_TIMEOUT;
+            while std::fs::read_to_string(format!("/proc/{pid}/uid_map"))?
+                .trim()
+                .is_empty()
+            {
+                if std::time::Instant::now() > deadline {
+                    return Err(io::Error::other(
+                        "the sandbox's user namespace got no uid map",
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
             Some(File::open(&theirs)?)
         } else {
             None
