@@ -293,6 +293,7 @@ impl Agent {
         sink.emit(EventBody::Status {
             state: Some(outcome.state()),
             message: outcome.message().to_owned(),
+            failure_reason: None,
         })
         .await?;
         Ok(outcome)
@@ -533,6 +534,7 @@ impl Agent {
             message: format!(
                 "context compacted: {replaced} earlier messages replaced by a summary"
             ),
+            failure_reason: None,
         })
         .await?;
         Ok(true)

@@ -282,6 +282,7 @@ async fn finish(sink: &dyn EventSink, outcome: RunOutcome) -> Result<RunOutcome,
     sink.emit(EventBody::Status {
         state: Some(outcome.state()),
         message: outcome.message().to_owned(),
+        failure_reason: None,
     })
     .await?;
     Ok(outcome)

@@ -45,7 +45,8 @@ pub use local::{
     LocalReport, LocalRun, LocalRunError, RegisteredHook, TeeSink, TrackingServer, run_local,
 };
 pub use managed::{
-    ENV_SPOOL_DIR, FLUSH_TIMEOUT, GATEWAY_PATH, ManagedRun, gateway_provider, run_managed,
+    ENV_SPOOL_DIR, FLUSH_TIMEOUT, GATEWAY_PATH, ManagedRun, Prepare, PrepareError,
+    gateway_provider, run_managed,
 };
 pub use redact::{REDACTED, RedactingSink, Redactor, StreamRedactor};
 pub use session::{

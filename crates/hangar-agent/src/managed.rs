@@ -12,7 +12,9 @@ use hangar_llm::{ModelProvider, OpenAiConfig, OpenAiProvider};
 use hangar_protocol::RunItem;
 use hangar_protocol::RunState;
 use hangar_protocol::llm::{ChatMessage, FunctionCall, Role, ToolCall};
+use hangar_protocol::run::McpServerConfig;
 use hangar_protocol::session::EventBody;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,6 +48,35 @@ pub struct ManagedRun {
     pub model_override: Option<String>,
     /// Spool directory (env [`ENV_SPOOL_DIR`]); `None` means `<workdir>/.hangar`.
     pub spool_dir: Option<PathBuf>,
+    /// Skill to start with instead of the run's (`--skill`).
+    pub skill_override: Option<String>,
+    /// MCP servers added to the run's (`--mcp`); same names replace.
+    pub mcp_overrides: BTreeMap<String, McpServerConfig>,
+    /// Prepares the workspace before anything reads it (skills, MCP, the
+    /// first turn): a stock `oz-agent-worker` passes `--environment` and
+    /// leaves cloning and setup commands to the agent.
+    pub prepare: Option<Prepare>,
+    /// Flags accepted for compatibility that this agent cannot honour; each
+    /// is recorded on the run as one status line at the start.
+    pub notes: Vec<String>,
+}
+
+/// Prepares a managed run's workspace; see [`ManagedRun::prepare`]. Gets
+/// the run's cancellation.
+pub type Prepare = Arc<
+    dyn Fn(CancellationToken) -> futures::future::BoxFuture<'static, Result<(), PrepareError>>
+        + Send
+        + Sync,
+>;
+
+/// Why preparing the workspace failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrepareError {
+    /// The `failure_reason` label (`workspace_setup`, `setup_command`, or
+    /// `task_cancelled` when the run was cancelled meanwhile).
+    pub failure_reason: String,
+    /// What failed, secrets masked.
+    pub message: String,
 }
 
 impl std::fmt::Debug for ManagedRun {
@@ -58,6 +89,13 @@ impl std::fmt::Debug for ManagedRun {
             .field("workdir", &self.workdir)
             .field("model_override", &self.model_override)
             .field("spool_dir", &self.spool_dir)
+            .field("skill_override", &self.skill_override)
+            .field(
+                "mcp_overrides",
+                &self.mcp_overrides.keys().collect::<Vec<_>>(),
+            )
+            .field("prepare", &self.prepare.is_some())
+            .field("notes", &self.notes)
             .finish()
     }
 }
@@ -81,6 +119,10 @@ impl ManagedRun {
             workdir: workdir.into(),
             model_override: None,
             spool_dir: var(ENV_SPOOL_DIR).map(PathBuf::from),
+            skill_override: None,
+            mcp_overrides: BTreeMap::new(),
+            prepare: None,
+            notes: Vec::new(),
         })
     }
 }
@@ -126,21 +168,41 @@ pub async fn run_managed(
         cancel.clone(),
     )
     .await?;
+    let redactor = Arc::new(Redactor::from_env().with([opts.run_token.clone()]));
+    if !opts.notes.is_empty() {
+        let sink = RedactingSink::new(&session, redactor.clone());
+        sink.emit(EventBody::Status {
+            state: None,
+            message: opts.notes.join("; "),
+            failure_reason: None,
+        })
+        .await?;
+    }
+    if let Some(prepare_workspace) = &opts.prepare
+        && let Err(e) = prepare_workspace(cancel.clone()).await
+    {
+        let outcome = prepare_failed(&session, redactor, e).await;
+        session.finish(FLUSH_TIMEOUT).await;
+        return outcome;
+    }
     let mcp_options = McpOptions {
         startup_timeout: DEFAULT_MCP_STARTUP_TIMEOUT,
         strict: false,
         workdir: opts.workdir.clone(),
     };
+    let mut mcp_servers = config.mcp_servers.clone().unwrap_or_default();
+    mcp_servers.extend(opts.mcp_overrides.clone());
     let prepared = prepare(
         &opts.workdir,
         &run.prompt,
         config.base_prompt.as_deref(),
-        config.skill_spec.as_deref(),
-        &config.mcp_servers.clone().unwrap_or_default(),
+        opts.skill_override
+            .as_deref()
+            .or(config.skill_spec.as_deref()),
+        &mcp_servers,
         &mcp_options,
     )
     .await;
-    let redactor = Arc::new(Redactor::from_env().with([opts.run_token.clone()]));
     let harness = config
         .harness
         .as_ref()
@@ -167,6 +229,7 @@ pub async fn run_managed(
             sink.emit(EventBody::Status {
                 state: Some(RunState::Failed),
                 message: message.clone(),
+                failure_reason: None,
             })
             .await
             .map(|()| RunOutcome::Failed { message })
@@ -210,6 +273,7 @@ pub async fn run_managed(
                 sink.emit(EventBody::Status {
                     state: Some(RunState::Failed),
                     message: message.clone(),
+                    failure_reason: None,
                 })
                 .await
             }
@@ -226,6 +290,36 @@ pub async fn run_managed(
         "session stream closed"
     );
     outcome
+}
+
+/// Reports a failed workspace preparation as the run's outcome.
+async fn prepare_failed(
+    session: &SessionStream,
+    redactor: Arc<Redactor>,
+    e: PrepareError,
+) -> Result<RunOutcome, AgentError> {
+    tracing::warn!(failure_reason = %e.failure_reason, "{}", e.message);
+    let sink = RedactingSink::new(session, redactor);
+    if e.failure_reason == "task_cancelled" {
+        sink.emit(EventBody::Status {
+            state: Some(RunState::Cancelled),
+            message: e.message,
+            failure_reason: None,
+        })
+        .await?;
+        return Ok(RunOutcome::Cancelled);
+    }
+    sink.emit(EventBody::Error {
+        message: e.message.clone(),
+    })
+    .await?;
+    sink.emit(EventBody::Status {
+        state: Some(RunState::Failed),
+        message: e.message.clone(),
+        failure_reason: Some(e.failure_reason),
+    })
+    .await?;
+    Ok(RunOutcome::Failed { message: e.message })
 }
 
 /// The server's LLM gateway as a provider, authenticated like `client`.
@@ -413,6 +507,7 @@ mod tests {
             EventBody::Status {
                 state: Some(RunState::Succeeded),
                 message: "done".into(),
+                failure_reason: None,
             },
         ];
         let m = conversation_from_events(&events);

@@ -49,6 +49,10 @@ pub const ENV_API_KEY: &str = "HANGAR_API_KEY";
 /// Environment variable listing (comma-separated) the names of the task's
 /// environment variables whose values are secrets and must be redacted.
 pub const ENV_SECRET_NAMES: &str = "HANGAR_SECRET_NAMES";
+/// Set by a Hangar worker in every task's environment: it prepared the
+/// sandbox (repositories, setup commands), so `hangar agent run
+/// --environment` does not prepare it again.
+pub const ENV_ENVIRONMENT_PREPARED: &str = "HANGAR_ENVIRONMENT_PREPARED";
 
 /// Prefix of every API key (`hk_…`).
 pub const API_KEY_PREFIX: &str = "hk_";

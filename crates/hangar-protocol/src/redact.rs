@@ -186,7 +186,7 @@ impl Redactor {
                 self.redact_in_place(name);
                 self.redact_in_place(output);
             }
-            EventBody::Status { state: _, message } | EventBody::Error { message } => {
+            EventBody::Status { message, .. } | EventBody::Error { message } => {
                 self.redact_in_place(message);
             }
             EventBody::Artifact {

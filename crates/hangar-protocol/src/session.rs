@@ -54,6 +54,12 @@ pub enum EventBody {
         state: Option<crate::RunState>,
         /// Message.
         message: String,
+        /// **(extension)** With a terminal `state`: the `failure_reason` of
+        /// PROTOCOL.md §2 when the agent itself failed preparing the run
+        /// (`workspace_setup`, `setup_command`: it prepared the environment
+        /// because a stock `oz-agent-worker` did not).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        failure_reason: Option<String>,
     },
     /// An output the run produced.
     Artifact {

@@ -97,6 +97,7 @@ fn whole_up<S: serde::Serializer>(value: &Option<f64>, serializer: S) -> Result<
 
 /// A repository to clone into the workspace before the agent starts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RepoSpec {
     /// Clone URL (`https://…` or a local path/`file://` URL in tests).
@@ -132,6 +133,7 @@ pub enum NetworkPolicy {
 /// **(extension)** The resolved environment of a run, sent with the assignment
 /// so the worker can prepare the sandbox (image, repositories, setup).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct EnvironmentSpec {
     /// Environment id.
     #[serde(default)]
@@ -154,6 +156,22 @@ pub struct EnvironmentSpec {
     /// Names of `env_vars` entries that are secrets (redacted from transcripts and logs).
     #[serde(default)]
     pub secret_names: Vec<String>,
+}
+
+/// **(extension)** `GET /agent/runs/{id}/environment`: the environment an
+/// agent prepares itself when a stock `oz-agent-worker` started it with
+/// `--environment` (that worker ignores the assignment's `environment`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+pub struct RunEnvironment {
+    /// The run's environment as it was when the run was created; absent
+    /// for a run without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<EnvironmentSpec>,
+    /// Whether `file://` URLs and local paths may be cloned (the server's
+    /// `allow_local_repositories`; tests only).
+    #[serde(default)]
+    pub allow_local_repositories: bool,
 }
 
 /// `task_assignment`: run this execution.

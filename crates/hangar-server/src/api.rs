@@ -94,6 +94,7 @@ pub fn routes() -> Router<AppState> {
         .route("/mcp-servers", get(mcp::list))
         .route("/mcp-servers/{server}", get(mcp::get_one))
         .route("/agent/runs/{run_id}/transcript", get(runs::transcript))
+        .route("/agent/runs/{run_id}/environment", get(runs::environment))
         .route(
             "/agent/runs/{run_id}/conversation",
             get(agent::conversation),

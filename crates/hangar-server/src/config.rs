@@ -71,6 +71,11 @@ pub struct ServerConfig {
     /// Accept repository URLs whose host is a loopback, link-local or cloud
     /// metadata address (or `localhost`). Default false.
     pub allow_internal_repository_hosts: bool,
+    /// The agent sidecar image sent to stock `oz-agent-worker` workers (their
+    /// Docker and Kubernetes backends mount it at `/agent`); built by
+    /// `scripts/sidecar-image`. Default `hangar-agent-sidecar:<version>`; an
+    /// empty string sends none. Hangar workers never need it.
+    pub sidecar_image: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -97,9 +102,13 @@ impl Default for ServerConfig {
             mcp_servers: std::collections::BTreeMap::new(),
             allow_local_repositories: false,
             allow_internal_repository_hosts: false,
+            sidecar_image: None,
         }
     }
 }
+
+/// `sidecar_image` when the config names none.
+pub const DEFAULT_SIDECAR_IMAGE: &str = concat!("hangar-agent-sidecar:", env!("CARGO_PKG_VERSION"));
 
 /// What an expired lease does to a started run (`lease_expiry_policy`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -178,6 +187,16 @@ pub enum ConfigError {
 }
 
 impl ServerConfig {
+    /// The sidecar image stock workers get: the configured one, else the
+    /// image `scripts/sidecar-image` tags for this version.
+    pub fn sidecar_image(&self) -> Option<String> {
+        Some(
+            self.sidecar_image
+                .clone()
+                .unwrap_or_else(|| DEFAULT_SIDECAR_IMAGE.to_owned()),
+        )
+    }
+
     /// Loads a YAML file over the defaults.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -216,6 +235,14 @@ impl ServerConfig {
             validate_mcp_server(name, server)?;
         }
         self.llm_gateway.validate().map_err(ConfigError::Invalid)?;
+        if let Some(image) = self.sidecar_image.as_deref().filter(|i| !i.is_empty()) {
+            hangar_protocol::repository::check_image_ref(image).map_err(|e| {
+                ConfigError::Invalid(format!(
+                    "sidecar_image `{image}`: {e}; use a reference such as \
+                     registry.example.com/hangar-agent-sidecar:1.0, or \"\" to send none"
+                ))
+            })?;
+        }
         if let Some(url) = &self.public_url {
             let parsed = url::Url::parse(url)
                 .map_err(|e| ConfigError::Invalid(format!("public_url `{url}`: {e}")))?;

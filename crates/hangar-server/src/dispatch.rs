@@ -95,6 +95,9 @@ struct Slot {
     version: String,
     labels: BTreeMap<String, String>,
     connected_at: Timestamp,
+    /// Connected without `worker_hello`: a stock `oz-agent-worker`, which
+    /// needs the agent sidecar image in its assignments.
+    stock: bool,
 }
 
 impl Slot {
@@ -143,6 +146,17 @@ pub struct Dispatcher {
     replica_id: String,
     /// Agent sessions on this replica: an execution ended by its lease loses its socket.
     sessions: Arc<crate::sessions::SessionHub>,
+    /// `sidecar_image` for stock workers' assignments.
+    sidecar_image: Option<String>,
+}
+
+/// A worker slot taken for one assignment.
+struct Reserved {
+    worker_id: String,
+    conn_id: u64,
+    tx: mpsc::Sender<ServerToWorker>,
+    /// A stock `oz-agent-worker` (no `worker_hello`).
+    stock: bool,
 }
 
 /// Marks a worker id as registering while it lives.
@@ -171,12 +185,14 @@ impl Dispatcher {
     pub fn new(
         store: Arc<dyn Store>,
         public_url: String,
-        lost_timeout: Duration,
-        expiry_policy: crate::config::LeaseExpiryPolicy,
+        config: &crate::config::ServerConfig,
         secrets: crate::secrets::SecretBox,
         replica_id: String,
         sessions: Arc<crate::sessions::SessionHub>,
     ) -> Arc<Self> {
+        let lost_timeout = config.worker_lost_timeout;
+        let expiry_policy = config.lease_expiry_policy;
+        let sidecar_image = config.sidecar_image().filter(|i| !i.is_empty());
         let (fresh_tx, fresh_rx) = mpsc::channel(FRESH_CAPACITY);
         Arc::new(Dispatcher {
             store,
@@ -190,6 +206,7 @@ impl Dispatcher {
             secrets,
             replica_id,
             sessions,
+            sidecar_image,
         })
     }
 
@@ -440,6 +457,7 @@ impl Dispatcher {
             }
             keep
         };
+        let stock = hello.is_none();
         let (capacity, backend, version, labels) = match hello {
             Some(h) => (h.max_concurrent_tasks, h.backend, h.version, h.labels),
             None => (
@@ -468,6 +486,7 @@ impl Dispatcher {
                     version,
                     labels,
                     connected_at: Timestamp::now(),
+                    stock,
                 },
             );
             conn_id
@@ -611,11 +630,7 @@ impl Dispatcher {
     }
 
     /// Picks a worker for `run` and reserves a slot on it.
-    fn reserve(
-        &self,
-        run: &RunRecord,
-        exec: &ExecutionId,
-    ) -> Option<(String, u64, mpsc::Sender<ServerToWorker>)> {
+    fn reserve(&self, run: &RunRecord, exec: &ExecutionId) -> Option<Reserved> {
         let mut reg = self.registry();
         let key = match run.worker_host() {
             Some(host) => {
@@ -643,7 +658,12 @@ impl Dispatcher {
         reg.affinity.remove(&run.id);
         let slot = reg.workers.get_mut(&key)?;
         slot.active.insert(exec.clone());
-        Some((key.1, slot.conn_id, slot.tx.clone()))
+        Some(Reserved {
+            worker_id: key.1,
+            conn_id: slot.conn_id,
+            tx: slot.tx.clone(),
+            stock: slot.stock,
+        })
     }
 
     async fn dispatch_pending(&self) -> StoreResult<()> {
@@ -676,7 +696,13 @@ impl Dispatcher {
             None => None,
         };
         let exec_id = ExecutionId::generate();
-        let Some((worker_id, conn_id, tx)) = self.reserve(run, &exec_id) else {
+        let Some(Reserved {
+            worker_id,
+            conn_id,
+            tx,
+            stock,
+        }) = self.reserve(run, &exec_id)
+        else {
             return Ok(false);
         };
         let key = (run.team_id, worker_id.clone());
@@ -708,6 +734,12 @@ impl Dispatcher {
                 }
                 if let Some(spec) = environment {
                     self.attach_environment(run, &spec, &mut assignment).await?;
+                }
+                if stock {
+                    // Its Docker and Kubernetes backends mount this at /agent
+                    // and run /agent/entrypoint.sh; a Hangar worker brings
+                    // its own agent.
+                    assignment.sidecar_image = self.sidecar_image.clone();
                 }
                 if tx
                     .try_send(ServerToWorker::TaskAssignment(Box::new(assignment)))
@@ -782,10 +814,7 @@ impl Dispatcher {
         snapshot: &str,
         assignment: &mut TaskAssignment,
     ) -> StoreResult<()> {
-        use hangar_protocol::environment::EnvironmentRequest;
-        use hangar_protocol::worker::{EnvironmentSpec, RepoSpec};
-        let env: EnvironmentRequest = serde_json::from_str(snapshot)
-            .map_err(|e| hangar_store::StoreError::Corrupt(format!("environment snapshot: {e}")))?;
+        let env = parse_environment_snapshot(snapshot)?;
         let mut secret_names: Vec<String> = env.secrets.clone();
         secret_names.extend(env.repos.iter().filter_map(|r| r.token_secret.clone()));
         secret_names.sort();
@@ -820,25 +849,49 @@ impl Dispatcher {
             );
         }
         assignment.docker_image = env.docker_image.clone();
-        assignment.environment = Some(EnvironmentSpec {
-            id: run.config.environment_id.clone().unwrap_or_default(),
-            name: env.name.clone(),
-            docker_image: env.docker_image.clone(),
-            repos: env
-                .repos
-                .iter()
-                .map(|r| RepoSpec {
-                    url: r.url.clone(),
-                    git_ref: r.git_ref.clone(),
-                    token_env: r.token_secret.clone(),
-                    path: r.path.clone(),
-                })
-                .collect(),
-            setup_commands: env.setup_commands.clone(),
-            network_policy: env.network_policy.clone(),
-            secret_names: injected,
-        });
+        assignment.environment = Some(environment_spec(
+            run.config.environment_id.clone().unwrap_or_default(),
+            &env,
+            injected,
+        ));
         Ok(())
+    }
+}
+
+/// Reads a run's environment snapshot (stored at creation).
+pub(crate) fn parse_environment_snapshot(
+    snapshot: &str,
+) -> StoreResult<hangar_protocol::environment::EnvironmentRequest> {
+    serde_json::from_str(snapshot)
+        .map_err(|e| hangar_store::StoreError::Corrupt(format!("environment snapshot: {e}")))
+}
+
+/// What a sandbox is prepared from: the environment `id`'s snapshot `env`,
+/// with `secret_names` naming the variables that carry its secrets. The
+/// worker gets it in the assignment; an agent started by a stock worker
+/// fetches it (`GET /agent/runs/{id}/environment`).
+pub(crate) fn environment_spec(
+    id: String,
+    env: &hangar_protocol::environment::EnvironmentRequest,
+    secret_names: Vec<String>,
+) -> hangar_protocol::worker::EnvironmentSpec {
+    hangar_protocol::worker::EnvironmentSpec {
+        id,
+        name: env.name.clone(),
+        docker_image: env.docker_image.clone(),
+        repos: env
+            .repos
+            .iter()
+            .map(|r| hangar_protocol::worker::RepoSpec {
+                url: r.url.clone(),
+                git_ref: r.git_ref.clone(),
+                token_env: r.token_secret.clone(),
+                path: r.path.clone(),
+            })
+            .collect(),
+        setup_commands: env.setup_commands.clone(),
+        network_policy: env.network_policy.clone(),
+        secret_names,
     }
 }
 

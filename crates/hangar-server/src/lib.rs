@@ -339,8 +339,7 @@ impl Server {
         let dispatcher = Dispatcher::new(
             store.clone(),
             public_url.clone(),
-            config.worker_lost_timeout,
-            config.lease_expiry_policy,
+            &config,
             secret_box.clone(),
             replica_id.clone(),
             sessions.clone(),

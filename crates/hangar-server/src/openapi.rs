@@ -65,6 +65,7 @@ impl Modify for BearerAuth {
         api::runs::cancel,
         api::runs::followup,
         api::runs::transcript,
+        api::runs::environment,
         api::agent::conversation,
         api::agent::artifact,
         api::agent::identities,

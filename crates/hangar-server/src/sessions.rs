@@ -12,6 +12,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
 use hangar_protocol::session::{Ack, AgentToServer, EventBody, ServerToAgent, SessionEvent};
+use hangar_protocol::worker::FailureReason;
 use hangar_protocol::{Envelope, ExecutionId, RunId};
 use hangar_store::{FollowupRecord, Outcome};
 use std::collections::HashMap;
@@ -342,16 +343,29 @@ async fn commit(
     exec: &ExecutionId,
     event: SessionEvent,
 ) -> hangar_store::StoreResult<u64> {
-    let outcome = match &event.body {
+    let (outcome, failure_reason) = match &event.body {
         EventBody::Status {
             state: Some(state),
             message,
-        } if state.is_terminal() => Some(Outcome {
-            state: *state,
-            message: message.clone(),
-            error_code: None,
-        }),
-        _ => None,
+            failure_reason,
+        } if state.is_terminal() => (
+            Some(Outcome {
+                state: *state,
+                message: message.clone(),
+                error_code: None,
+            }),
+            // Only the reasons of a preparation the agent does itself.
+            failure_reason
+                .as_deref()
+                .map(FailureReason::from_wire)
+                .filter(|r| {
+                    matches!(
+                        r,
+                        FailureReason::WorkspaceSetup | FailureReason::SetupCommand
+                    )
+                }),
+        ),
+        _ => (None, None),
     };
     let seq = app
         .store
@@ -364,6 +378,12 @@ async fn commit(
             event: event.clone(),
         },
     );
+    if let Some(reason) = &failure_reason {
+        // The agent failed preparing the environment itself (a stock
+        // worker's `--environment`): its reason outlives the worker's
+        // generic `agent_invocation`.
+        app.store.note_failure_reason(exec, reason.as_str()).await?;
+    }
     if let Some(outcome) = outcome {
         let t = app.store.report_outcome(run, exec, &outcome).await?;
         tracing::info!(run_id = %run, state = %outcome.state, transition = ?t, "agent reported outcome");
@@ -373,7 +393,7 @@ async fn commit(
             let end = hangar_store::ExecutionEnd {
                 outcome,
                 exit_code: None,
-                failure_reason: None,
+                failure_reason: failure_reason.map(|r| r.as_str().to_owned()),
                 at: hangar_protocol::Timestamp::now().unix_millis(),
             };
             app.store.finish_execution(run, exec, &end).await?;

@@ -28,6 +28,12 @@ pub(crate) const EXPIRED: &str = "SELECT r.team_id AS team_id, x.id AS id, x.run
 pub(crate) const TAKE_EXPIRED: &str = "UPDATE executions SET lease_expires_at = NULL \
      WHERE id = ? AND ended_at IS NULL AND lease_expires_at IS NOT NULL AND lease_expires_at < ?";
 
+/// Records why a live execution is failing, as its agent reported it, for
+/// the worker's report to keep: `(reason, id)`. Only a live execution with no
+/// reason yet; the execution's end then keeps it (`COALESCE`).
+pub(crate) const NOTE_FAILURE_REASON: &str = "UPDATE executions SET failure_reason = ? \
+     WHERE id = ? AND ended_at IS NULL AND failure_reason IS NULL";
+
 /// Gives every live lease expiring before `until` that expiry: `(until, until)`.
 /// A server starting after an outage does this, because no worker could
 /// renew its leases while no replica was up.

@@ -244,6 +244,11 @@ pub trait RunStore: Send + Sync {
         now: i64,
         limit: i64,
     ) -> StoreResult<Vec<(i64, ExecutionRecord)>>;
+    /// Records the `failure_reason` the agent of a live execution reported
+    /// (it prepared the environment itself and that failed); the worker's
+    /// later report of the execution's end keeps it instead of its own
+    /// generic reason (`agent_invocation`).
+    async fn note_failure_reason(&self, exec: &ExecutionId, reason: &str) -> StoreResult<()>;
     /// Takes an expired lease so the caller can end its execution: `true`
     /// for exactly one caller, however many replicas sweep at once, and
     /// only while the lease is still expired.

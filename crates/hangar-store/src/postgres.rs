@@ -834,7 +834,7 @@ impl RunStore for PostgresStore {
                 .map_err(pg_error)?;
         let ended = sqlx::query(
             "UPDATE executions SET state = 'ended', ended_at = $1, updated_at = $1, exit_code = $2, \
-             failure_reason = $3, message = $4 WHERE id = $5 AND run_id = $6 AND ended_at IS NULL",
+             failure_reason = COALESCE(failure_reason, $3), message = $4 WHERE id = $5 AND run_id = $6 AND ended_at IS NULL",
         )
         .bind(end.at)
         .bind(end.exit_code)
@@ -1130,6 +1130,17 @@ impl RunStore for PostgresStore {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
+    }
+
+    async fn note_failure_reason(&self, exec: &ExecutionId, reason: &str) -> StoreResult<()> {
+        sqlx::query(AssertSqlSafe(crate::leases::numbered(
+            crate::leases::NOTE_FAILURE_REASON,
+        )))
+        .bind(reason)
+        .bind(exec.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     async fn take_expired_lease(&self, exec: &ExecutionId, now: i64) -> StoreResult<bool> {

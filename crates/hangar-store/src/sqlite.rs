@@ -684,7 +684,7 @@ impl RunStore for SqliteStore {
         let mut tx = self.writer.begin().await?;
         let ended = sqlx::query(
             "UPDATE executions SET state = 'ended', ended_at = ?, updated_at = ?, exit_code = ?, \
-             failure_reason = ?, message = ? WHERE id = ? AND run_id = ? AND ended_at IS NULL",
+             failure_reason = COALESCE(failure_reason, ?), message = ? WHERE id = ? AND run_id = ? AND ended_at IS NULL",
         )
         .bind(end.at)
         .bind(end.at)
@@ -951,6 +951,15 @@ impl RunStore for SqliteStore {
             .execute(&self.writer)
             .await?;
         Ok(done.rows_affected())
+    }
+
+    async fn note_failure_reason(&self, exec: &ExecutionId, reason: &str) -> StoreResult<()> {
+        sqlx::query(AssertSqlSafe(crate::leases::NOTE_FAILURE_REASON.to_owned()))
+            .bind(reason)
+            .bind(exec.as_str())
+            .execute(&self.writer)
+            .await?;
+        Ok(())
     }
 
     async fn take_expired_lease(&self, exec: &ExecutionId, now: i64) -> StoreResult<bool> {

@@ -181,3 +181,99 @@ fn build(ctx: &Path, tag: &str) -> Result<()> {
     }
     Ok(())
 }
+
+/// The agent sidecar image of `scripts/sidecar-image` for `hangar` (the
+/// binary under test), tagged by the binary's content; built when missing.
+pub fn sidecar_image(hangar: &Path) -> Result<String> {
+    let mut h = DefaultHasher::new();
+    std::fs::read(hangar)
+        .with_context(|| format!("read {}", hangar.display()))?
+        .hash(&mut h);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    for file in [
+        "deploy/docker/agent-sidecar/Dockerfile",
+        "deploy/docker/agent-sidecar/entrypoint.sh",
+    ] {
+        std::fs::read(root.join(file))
+            .with_context(|| format!("read {file}"))?
+            .hash(&mut h);
+    }
+    let tag = format!("hangar-test/agent-sidecar:{:016x}", h.finish());
+    if image_exists(&tag)? {
+        return Ok(tag);
+    }
+    let _lock = build_lock(&tag)?;
+    if image_exists(&tag)? {
+        return Ok(tag);
+    }
+    base_image()?;
+    let out = Command::new(root.join("scripts/sidecar-image"))
+        .arg("--binary")
+        .arg(hangar)
+        .args(["--tag", &tag, "--base", BASE_IMAGE])
+        .stderr(Stdio::piped())
+        .output()
+        .context("run scripts/sidecar-image")?;
+    if !out.status.success() {
+        bail!(
+            "scripts/sidecar-image failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(tag)
+}
+
+/// A volume holding `image`'s file system, as the stock `oz-agent-worker`'s
+/// Docker backend prepares a sidecar: the image's container exported and
+/// extracted into the volume by a root `tar -x`. Reused by image id.
+pub fn sidecar_volume(image: &str) -> Result<String> {
+    let id = docker(&["image", "inspect", "--format", "{{.Id}}", image])?;
+    let short: String = id.trim_start_matches("sha256:").chars().take(12).collect();
+    let volume = format!("hangar-test-sidecar-{short}");
+    let _lock = build_lock(&volume)?;
+    if docker(&["volume", "inspect", &volume]).is_ok() {
+        return Ok(volume);
+    }
+    let container = docker(&["create", image, "/bin/true"])?;
+    let export = Command::new("docker")
+        .args(["export", &container])
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("docker export")?;
+    docker(&["volume", "create", &volume])?;
+    let extract = Command::new("docker")
+        .args(["run", "--rm", "-i", "--user", "0", "-v"])
+        .arg(format!("{volume}:/target"))
+        .args([image, "/bin/sh", "-c", "tar -x -C /target"])
+        .stdin(Stdio::from(export.stdout.context("export stdout")?))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .context("docker run tar")?;
+    let _ = docker(&["rm", "-f", &container]);
+    if !extract.status.success() {
+        let _ = docker(&["volume", "rm", &volume]);
+        bail!(
+            "filling the sidecar volume failed: {}",
+            String::from_utf8_lossy(&extract.stderr)
+        );
+    }
+    Ok(volume)
+}
+
+/// Runs `docker args…`; answers its trimmed stdout.
+fn docker(args: &[&str]) -> Result<String> {
+    let out = Command::new("docker")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .context("spawn docker")?;
+    if !out.status.success() {
+        bail!(
+            "docker {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}

@@ -12,3 +12,4 @@
 pub mod cluster;
 pub mod fake_llm;
 pub mod images;
+pub mod oz_worker;

@@ -206,6 +206,12 @@ pub(crate) fn task_env(
         }
         env.insert(k.clone(), v.clone());
     }
+    // This worker prepares the sandbox itself: an agent given `--environment`
+    // must not clone or run setup commands again.
+    env.insert(
+        hangar_protocol::ENV_ENVIRONMENT_PREPARED.to_owned(),
+        "1".to_owned(),
+    );
     if env.remove(hangar_protocol::ENV_API_KEY).is_some() {
         tracing::warn!(
             task_id = %spec.task_id,
@@ -249,6 +255,12 @@ pub(crate) fn agent_args(
     if let Some(idle) = idle {
         args.push("--idle-on-complete".into());
         args.push(idle);
+    }
+    // As the stock worker does; the agent skips the preparation because this
+    // worker did it (ENV_ENVIRONMENT_PREPARED in `task_env`).
+    if let Some(env) = a.environment.as_ref().filter(|e| !e.id.is_empty()) {
+        args.push("--environment".into());
+        args.push(env.id.clone());
     }
     args.extend(a.additional_oz_args.iter().cloned());
     args

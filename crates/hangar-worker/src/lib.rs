@@ -24,6 +24,7 @@
 pub mod backends;
 pub mod config;
 mod connection;
+pub mod prepare;
 mod task;
 mod worker;
 

@@ -132,6 +132,10 @@ impl FakeHangar {
             workdir: workdir.to_path_buf(),
             model_override: None,
             spool_dir: None,
+            skill_override: None,
+            mcp_overrides: Default::default(),
+            prepare: None,
+            notes: Vec::new(),
         }
     }
 

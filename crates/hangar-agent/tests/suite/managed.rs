@@ -92,7 +92,7 @@ async fn shell_round_trip_reaches_the_model_and_the_transcript() {
     assert!(matches!(&events[3].body,
         EventBody::ToolResult { call_id, output, is_error: false, .. } if call_id == "call_1" && output.contains("hello")));
     assert!(matches!(&events[6].body,
-        EventBody::Status { state: Some(RunState::Succeeded), message } if message == "Wrote f.txt."));
+        EventBody::Status { state: Some(RunState::Succeeded), message, .. } if message == "Wrote f.txt."));
     assert!(fake.duplicates().is_empty() && fake.gaps().is_empty());
     assert!(
         fake.llm().violations().is_empty(),

@@ -248,7 +248,7 @@ async fn compaction_replaces_old_turns_with_a_summary() {
             "one big output left: {wire:?}"
         );
         assert!(sink.events().iter().any(
-            |e| matches!(e, EventBody::Status { state: None, message } if message.contains("compacted"))
+            |e| matches!(e, EventBody::Status { state: None, message, .. } if message.contains("compacted"))
         ));
     }
 }

@@ -18,6 +18,8 @@ pub struct AgentCommand {
     sub: AgentSub,
 }
 
+// Parsed once per process: the size of the arguments does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, clap::Subcommand)]
 enum AgentSub {
     /// Run the agent on a task (as a worker launches it: `--task-id RUN --server-url URL`).
@@ -80,6 +82,84 @@ struct RunArgs {
     /// Run a third-party CLI instead of the built-in agent: claude, codex, opencode or gemini.
     #[arg(long, value_name = "CLI")]
     harness: Option<String>,
+    /// Managed mode: the run's environment (set by a stock `oz-agent-worker`).
+    /// Unless the worker prepared the sandbox already, the agent clones the
+    /// environment's repositories and runs its setup commands first.
+    #[arg(long, value_name = "ENV")]
+    environment: Option<String>,
+    /// Oz agent profile (accepted for Oz compatibility; Hangar has no profiles).
+    #[arg(long, value_name = "PROFILE")]
+    profile: Option<String>,
+    /// Enable computer use (accepted for Oz compatibility; not available in Hangar yet).
+    #[arg(long, overrides_with = "no_computer_use")]
+    computer_use: bool,
+    /// Disable computer use (the default in Hangar).
+    #[arg(long, overrides_with = "computer_use")]
+    no_computer_use: bool,
+    /// AWS Bedrock inference role (accepted for Oz compatibility; Hangar routes
+    /// model calls through its own LLM gateway).
+    #[arg(long, value_name = "ARN")]
+    bedrock_inference_role: Option<String>,
+    /// Region of the Bedrock inference role (see --bedrock-inference-role).
+    #[arg(long, value_name = "REGION", requires = "bedrock_inference_role")]
+    bedrock_role_region: Option<String>,
+    /// Workspace snapshots off (Hangar takes none).
+    #[arg(long)]
+    no_snapshot: bool,
+    /// Snapshot upload timeout (accepted for Oz compatibility; Hangar takes no snapshots).
+    #[arg(long, value_name = "DURATION")]
+    snapshot_upload_timeout: Option<String>,
+    /// Snapshot script timeout (accepted for Oz compatibility; Hangar takes no snapshots).
+    #[arg(long, value_name = "DURATION")]
+    snapshot_script_timeout: Option<String>,
+    /// Session-sharing server (accepted for Oz compatibility; Hangar's server serves sessions itself).
+    #[arg(long, value_name = "URL")]
+    session_sharing_server_url: Option<String>,
+}
+
+impl RunArgs {
+    /// Flags of the stock worker's command line that this agent accepts but
+    /// cannot honour, one clear sentence each (recorded on the run).
+    fn compatibility_notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        if self.computer_use {
+            notes.push(
+                "--computer-use: computer use is not available in Hangar yet; the run has the \
+                 built-in tools only"
+                    .to_owned(),
+            );
+        }
+        if let Some(role) = &self.bedrock_inference_role {
+            notes.push(format!(
+                "--bedrock-inference-role {role}: not used; Hangar routes model calls through \
+                 its own LLM gateway"
+            ));
+        }
+        if self.snapshot_upload_timeout.is_some() || self.snapshot_script_timeout.is_some() {
+            notes.push(
+                "--snapshot-*: Hangar takes no workspace snapshots; the timeouts are ignored"
+                    .to_owned(),
+            );
+        }
+        if let Some(profile) = &self.profile {
+            notes.push(format!(
+                "--profile {profile}: Hangar has no agent profiles; the run's configuration applies"
+            ));
+        }
+        if !self.share.is_empty() {
+            notes.push(format!(
+                "--share {}: sharing is managed on the server (`hangar run share`), not by the agent",
+                self.share.join(", ")
+            ));
+        }
+        if self.session_sharing_server_url.is_some() {
+            notes.push(
+                "--session-sharing-server-url: ignored; the Hangar server serves sessions itself"
+                    .to_owned(),
+            );
+        }
+        notes
+    }
 }
 
 /// Flags of `hangar agent run-cloud`.
@@ -134,6 +214,7 @@ pub async fn run(cmd: AgentCommand, global: &Global) -> Result<ExitCode> {
 }
 
 async fn agent_run(args: RunArgs, global: &Global) -> Result<ExitCode> {
+    let notes = args.compatibility_notes();
     let Some(task_id) = args.task_id else {
         let _ = crate::commands::init_logging("warn");
         if args.prompt.is_none() && args.skill.is_none() {
@@ -186,7 +267,25 @@ async fn agent_run(args: RunArgs, global: &Global) -> Result<ExitCode> {
             bail!("environment variable {missing} is not set; workers set it for each task")
         }
     };
+    for note in notes {
+        tracing::info!("{note}");
+        opts.notes.push(note);
+    }
     opts.model_override = args.model;
+    opts.skill_override = args.skill;
+    for spec in &args.mcp {
+        let parsed = hangar_agent::mcp::resolve_mcp_spec(spec, None)
+            .await
+            .map_err(|e| anyhow::anyhow!("--mcp `{spec}`: {e}"))?;
+        opts.mcp_overrides.extend(parsed);
+    }
+    if let Some(environment) = args.environment {
+        if std::env::var_os(hangar_protocol::ENV_ENVIRONMENT_PREPARED).is_some() {
+            tracing::info!(environment, "the worker prepared the environment already");
+        } else {
+            opts.prepare = Some(environment_preparation(&opts, environment));
+        }
+    }
     // SIGTERM/SIGINT cancel the run; the agent still reports the cancellation
     // (the worker SIGKILLs after its grace anyway).
     let (cancel, _) = crate::commands::signal_tokens();
@@ -203,6 +302,77 @@ async fn agent_run(args: RunArgs, global: &Global) -> Result<ExitCode> {
             Ok(ExitCode::from(2))
         }
     }
+}
+
+/// Prepares the run's environment in the agent's working directory, with
+/// the worker's own code ([`hangar_worker::prepare`]): a stock
+/// `oz-agent-worker` leaves it to the agent, as Oz's agent does.
+fn environment_preparation(
+    opts: &hangar_agent::ManagedRun,
+    requested: String,
+) -> hangar_agent::Prepare {
+    let (server_url, run_id, token, workdir) = (
+        opts.server_url.clone(),
+        opts.run_id.clone(),
+        opts.run_token.clone(),
+        opts.workdir.clone(),
+    );
+    std::sync::Arc::new(move |cancel| {
+        let (server_url, run_id, token, workdir, requested) = (
+            server_url.clone(),
+            run_id.clone(),
+            token.clone(),
+            workdir.clone(),
+            requested.clone(),
+        );
+        Box::pin(async move {
+            let failed = |reason: &str, message: String| hangar_agent::PrepareError {
+                failure_reason: reason.to_owned(),
+                message,
+            };
+            let client = hangar_client::Client::new(&server_url, token.clone())
+                .map_err(|e| failed("workspace_setup", format!("cannot reach the server: {e}")))?;
+            let got: hangar_protocol::worker::RunEnvironment = client
+                .get_json(&format!("api/v1/agent/runs/{run_id}/environment"))
+                .await
+                .map_err(|e| {
+                    failed(
+                        "workspace_setup",
+                        format!("cannot fetch the run's environment {requested}: {e}"),
+                    )
+                })?;
+            let Some(environment) = got.environment else {
+                tracing::warn!(
+                    environment = requested,
+                    "--environment given, but the run has no environment: nothing to prepare"
+                );
+                return Ok(());
+            };
+            if environment.id != requested && environment.name != requested {
+                tracing::warn!(
+                    requested,
+                    environment = environment.id,
+                    "--environment names another environment than the run's; preparing the run's"
+                );
+            }
+            tracing::info!(
+                environment = environment.id,
+                repositories = environment.repos.len(),
+                setup_commands = environment.setup_commands.len(),
+                "preparing the environment (the worker did not)"
+            );
+            let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+            let ctx = hangar_worker::prepare::InPlace {
+                workspace: &workdir,
+                env: &env,
+                redactor: hangar_protocol::redact::Redactor::from_env().with([token]),
+                allow_local_repositories: got.allow_local_repositories,
+            };
+            hangar_worker::prepare::prepare_in_place(&environment, ctx, &cancel)
+                .await
+                .map_err(|e| failed(e.reason.as_str(), e.message))
+        }) as futures::future::BoxFuture<'static, _>
+    })
 }
 
 async fn run_cloud(args: RunCloudArgs, global: &Global) -> Result<ExitCode> {

@@ -16,6 +16,7 @@ mod local_runs;
 mod mcp_named;
 mod models_followups;
 mod oz_sdk;
+mod oz_worker;
 mod replicas;
 mod routing;
 mod schedules;

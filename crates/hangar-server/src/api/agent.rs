@@ -234,6 +234,7 @@ pub fn normalise(
         if let EventBody::Status {
             state: Some(s),
             message,
+            ..
         } = &event.body
             && s.is_terminal()
         {
@@ -629,6 +630,7 @@ mod tests {
                 EventBody::Status {
                     state: Some(RunState::Succeeded),
                     message: "done".into(),
+                    failure_reason: None,
                 },
             ),
         ]

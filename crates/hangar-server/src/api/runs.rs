@@ -719,6 +719,38 @@ pub async fn transcript(
     }))
 }
 
+/// `GET /agent/runs/{id}/environment`: the run's environment, for its agent
+/// to prepare when a stock `oz-agent-worker` started it with `--environment`.
+#[utoipa::path(get, path = "/agent/runs/{runId}/environment", tag = "agent", operation_id = "getRunEnvironment", params(("runId" = String, Path, description = "The run")), responses((status = 200, description = "The run's environment (repositories, setup commands; secret names only)", body = hangar_protocol::worker::RunEnvironment), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
+pub async fn environment(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(run_id): Path<String>,
+) -> ApiResult<Json<hangar_protocol::worker::RunEnvironment>> {
+    let principal = authenticate(app.store.as_ref(), &headers).await?;
+    let run = load_visible(&app, &principal, &run_id).await?;
+    require_access(&app, &principal, &run, Access::View).await?;
+    let environment = match app.store.run_environment(&run.id).await? {
+        Some(snapshot) => {
+            let env = crate::dispatch::parse_environment_snapshot(&snapshot)?;
+            let mut secrets = env.secrets.clone();
+            secrets.extend(env.repos.iter().filter_map(|r| r.token_secret.clone()));
+            secrets.sort();
+            secrets.dedup();
+            Some(crate::dispatch::environment_spec(
+                run.config.environment_id.clone().unwrap_or_default(),
+                &env,
+                secrets,
+            ))
+        }
+        None => None,
+    };
+    Ok(Json(hangar_protocol::worker::RunEnvironment {
+        environment,
+        allow_local_repositories: app.config.allow_local_repositories,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

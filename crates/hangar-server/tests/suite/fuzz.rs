@@ -832,6 +832,7 @@ async fn c7_fuzzed_query_strings_and_path_ids_never_get_5xx() {
         ("GET", "/agent/runs/{}"),
         ("POST", "/agent/runs/{}/cancel"),
         ("GET", "/agent/runs/{}/transcript"),
+        ("GET", "/agent/runs/{}/environment"),
         ("GET", "/agent/runs/{}/session"),
         ("GET", "/agent/schedules/{}"),
         ("DELETE", "/agent/schedules/{}"),

@@ -77,6 +77,7 @@ const ROUTES: &[Route] = &[
         Forbidden,
     ),
     route("GET", "/agent/runs/{run_id}/transcript", None, OwnRun),
+    route("GET", "/agent/runs/{run_id}/environment", None, OwnRun),
     // Streams: called with `?follow=false` (see `fill`) so they end after the replay.
     route("GET", "/agent/runs/{run_id}/events", None, OwnRun),
     route("GET", "/agent/runs/{run_id}/events/ws", None, OwnRun),

@@ -37,6 +37,21 @@ pub(crate) async fn clone_all(
         redactor: task_redactor(spec, env),
         allow_local: spec.allow_local_repositories,
     };
+    let span =
+        tracing::info_span!("clone", task_id = %spec.task_id, execution_id = %spec.execution_id);
+    tracing::Instrument::instrument(clone_repos(workspace, repos, env, &git, stop), span).await
+}
+
+/// [`clone_all`] for a caller without a [`TaskSpec`]: the agent preparing
+/// the environment itself (a stock worker's `--environment`), with the
+/// same checks, credentials handling and masking.
+pub(crate) async fn clone_repos(
+    workspace: &Path,
+    repos: &[RepoSpec],
+    env: &BTreeMap<String, String>,
+    git: &GitContext,
+    stop: &CancellationToken,
+) -> Result<(), BackendError> {
     for (i, repo) in repos.iter().enumerate() {
         super::inputs::check_repo(i, repo, git.allow_local)?;
         let dest = destination(workspace, repo)?;
@@ -45,7 +60,7 @@ pub(crate) async fn clone_all(
             .as_deref()
             .and_then(|name| env.get(name))
             .filter(|t| !t.is_empty());
-        tracing::info!(task_id = %spec.task_id, execution_id = %spec.execution_id, url = %redact_url(&repo.url), dest = %dest.display(), "cloning repository");
+        tracing::info!(url = %redact_url(&repo.url), dest = %dest.display(), "cloning repository");
         let dest_arg = dest.to_string_lossy().into_owned();
         git.run(
             workspace,
@@ -102,9 +117,11 @@ pub(crate) fn task_redactor(
 }
 
 /// What every git invocation of one task shares.
-struct GitContext {
-    redactor: hangar_protocol::redact::Redactor,
-    allow_local: bool,
+pub(crate) struct GitContext {
+    /// Masks the task's secrets in git's error output.
+    pub(crate) redactor: hangar_protocol::redact::Redactor,
+    /// `file://` URLs and local paths allowed (tests).
+    pub(crate) allow_local: bool,
 }
 
 impl GitContext {

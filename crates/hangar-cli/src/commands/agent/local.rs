@@ -141,12 +141,14 @@ impl Printer {
             EventBody::Status {
                 state: Some(state),
                 message,
+                ..
             } => {
                 writeln!(out, "── {state}: {}", first_line(message))
             }
             EventBody::Status {
                 state: None,
                 message,
+                ..
             } => writeln!(out, "· {message}"),
             EventBody::Artifact {
                 artifact_type,

@@ -63,6 +63,7 @@ async fn a_local_run_streams_its_session_and_ends_with_its_status() {
         EventBody::Status {
             state: Some(RunState::Succeeded),
             message: "fixed".into(),
+            failure_reason: None,
         },
     ];
     for (i, body) in events.into_iter().enumerate() {
