@@ -347,12 +347,13 @@ async fn execute(
 /// What to remove after a task.
 enum Cleanup {
     Nothing,
-    Container(String),
+    /// The container and its env file.
+    Container(String, tempfile::NamedTempFile),
 }
 
 impl Cleanup {
     async fn run(self) {
-        if let Cleanup::Container(name) = self {
+        if let Cleanup::Container(name, _env_file) = self {
             let _ = Command::new("docker")
                 .args(["rm", "-f", &name])
                 .stdout(Stdio::null())
@@ -400,18 +401,25 @@ async fn spawn(
             )?;
             let volume = crate::images::sidecar_volume(sidecar)?;
             let name = format!("oz-task-{task_id}-{}", std::process::id());
+            // In the container's config, as the stock worker puts it; never
+            // on this process's command line.
+            let env_file = tempfile::NamedTempFile::new()?;
+            let lines: String = env.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+            std::fs::write(env_file.path(), lines)?;
             let mut cmd = Command::new("docker");
             cmd.args(["run", "--rm", "--name", &name, "--network", "host"])
-                .args(["-v", &format!("{volume}:/agent:ro"), "-w", "/workspace"]);
-            for (k, v) in env {
-                cmd.args(["-e", &format!("{k}={v}")]);
-            }
+                .args(["-v", &format!("{volume}:/agent:ro"), "-w", "/workspace"])
+                .arg("--env-file")
+                .arg(env_file.path());
             cmd.arg(&image)
                 .arg("/agent/entrypoint.sh")
                 .args(argv)
                 .stdin(Stdio::null())
                 .kill_on_drop(true);
-            Ok((cmd.spawn().context("docker run")?, Cleanup::Container(name)))
+            Ok((
+                cmd.spawn().context("docker run")?,
+                Cleanup::Container(name, env_file),
+            ))
         }
     }
 }

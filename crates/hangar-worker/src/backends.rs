@@ -13,12 +13,13 @@
 //! goes through prepare (a light one) ─► launch ─► wait again.
 //!
 //! Describing a task ([`TaskSpec`]) is separate from running it ([`Execution`]).
-//! `direct` and `docker` are in this build; `kubernetes` and `command` plug in
+//! `direct`, `docker` and `command` are in this build; `kubernetes` plugs in
 //! here with the same shape (`XConfig` + `X`). [`Backend::start`] checks the
 //! backend once before connecting, and [`Backend::recover`] lets durable
 //! backends pick up executions that outlived a worker restart (reported in
 //! `worker_hello.running`).
 
+pub mod command;
 mod ctl_dir;
 pub mod direct;
 pub mod docker;

@@ -353,6 +353,37 @@ impl PullPolicy {
     }
 }
 
+/// Command-backend settings of a [`WorkerConfig`] (`backend.command`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandSettings {
+    /// Starts a task: `/bin/sh -c` with the JSON payload on stdin; prints
+    /// the task's external id on its first line of output.
+    pub dispatch_command: Option<String>,
+    /// Stops a task (`HANGAR_EXTERNAL_ID` in its environment).
+    pub cancel_command: Option<String>,
+    /// Whether a task still runs: exit 0 running, exit 1 ended.
+    pub status_command: Option<String>,
+    /// Longest a dispatch (or a cancel or status command) may take.
+    pub dispatch_timeout: Duration,
+    /// Interval between checks of a dispatched task.
+    pub status_interval: Duration,
+    /// Where dispatched executions are recorded (see [`FileCommand`]).
+    pub state_dir: Option<PathBuf>,
+}
+
+impl Default for CommandSettings {
+    fn default() -> Self {
+        CommandSettings {
+            dispatch_command: None,
+            cancel_command: None,
+            status_command: None,
+            dispatch_timeout: Duration::from_secs(60),
+            status_interval: Duration::from_secs(10),
+            state_dir: None,
+        }
+    }
+}
+
 /// Docker-backend settings of a [`WorkerConfig`]. `None` fields take the
 /// backend's defaults (see `backends::docker`).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -444,6 +475,8 @@ pub struct WorkerConfig {
     pub direct: DirectSettings,
     /// Docker-backend settings.
     pub docker: DockerSettings,
+    /// Command-backend settings (`backend.command`).
+    pub command: CommandSettings,
     /// Accept `file://` URLs and local paths as repositories (tests).
     pub allow_local_repositories: bool,
 }
@@ -473,6 +506,7 @@ impl Default for WorkerConfig {
             agent_path: None,
             direct: DirectSettings::default(),
             docker: DockerSettings::default(),
+            command: CommandSettings::default(),
             allow_local_repositories: false,
         }
     }
@@ -570,10 +604,11 @@ impl WorkerArgs {
             (Some(k), _) | (None, Some(k)) => k,
             (None, None) => BackendKind::default(),
         };
-        if !matches!(cfg.backend, BackendKind::Direct | BackendKind::Docker) {
+        if cfg.backend == BackendKind::Kubernetes {
             return Err(invalid(format!(
-                "the {} backend is not supported yet in this build: use --backend docker or direct \
-                 (or a `backend.docker` / `backend.direct` section in the config file)",
+                "the {} backend is not supported yet in this build: use --backend docker, direct \
+                 or command (or a `backend.docker` / `backend.direct` / `backend.command` section \
+                 in the config file)",
                 cfg.backend
             )));
         }
@@ -689,6 +724,30 @@ impl WorkerArgs {
             egress_allow_internal: docker.egress_allow_internal,
             block_metadata_address: docker.block_metadata_address,
         };
+        let command = backend.command.unwrap_or_default();
+        let duration = |key: &str, text: &Option<String>, default: Duration| match text {
+            Some(t) => {
+                parse_duration(t).map_err(|e| invalid(format!("backend.command.{key}: {e}")))
+            }
+            None => Ok(default),
+        };
+        let defaults = CommandSettings::default();
+        cfg.command = CommandSettings {
+            dispatch_command: command.dispatch_command,
+            cancel_command: command.cancel_command,
+            status_command: command.status_command,
+            dispatch_timeout: duration(
+                "dispatch_timeout",
+                &command.dispatch_timeout,
+                defaults.dispatch_timeout,
+            )?,
+            status_interval: duration(
+                "status_interval",
+                &command.status_interval,
+                defaults.status_interval,
+            )?,
+            state_dir: command.state_dir.or(self.workspace_root.clone()),
+        };
         cfg.validate()?;
         Ok(cfg)
     }
@@ -731,6 +790,24 @@ impl WorkerConfig {
                  otherwise a healthy idle connection is declared dead",
                 self.read_timeout, self.heartbeat_interval
             )));
+        }
+        if self.backend == BackendKind::Command {
+            let c = &self.command;
+            if c.dispatch_command
+                .as_deref()
+                .is_none_or(|d| d.trim().is_empty())
+            {
+                return Err(invalid(
+                    "the command backend needs `backend.command.dispatch_command` in the config \
+                     file: a shell command that starts the task from the JSON payload on its \
+                     stdin (see examples/command-backend/)",
+                ));
+            }
+            if c.dispatch_timeout.is_zero() || c.status_interval.is_zero() {
+                return Err(invalid(
+                    "backend.command.dispatch_timeout and status_interval must be above zero",
+                ));
+            }
         }
         for (key, _) in &self.env {
             if key == hangar_protocol::ENV_API_KEY {
@@ -787,6 +864,18 @@ impl WorkerConfig {
                     "egress_host_firewall": d.egress_host_firewall.unwrap_or(true),
                     "egress_allow_internal": d.egress_allow_internal,
                     "block_metadata_address": d.block_metadata_address.unwrap_or(true),
+                }})
+            }
+            BackendKind::Command => {
+                let c = &self.command;
+                json!({"command": {
+                    "dispatch_command": c.dispatch_command,
+                    "cancel_command": c.cancel_command,
+                    "status_command": c.status_command,
+                    "dispatch_timeout": secs(c.dispatch_timeout),
+                    "status_interval": secs(c.status_interval),
+                    "state_dir": c.state_dir,
+                    "environment": env,
                 }})
             }
             other => json!({ other.as_str(): {} }),

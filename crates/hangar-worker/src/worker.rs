@@ -226,6 +226,15 @@ impl Worker {
                 })?;
                 Arc::new(backend)
             }
+            BackendKind::Command => {
+                let backend = crate::backends::command::CommandConfig::from_worker(&config)
+                    .and_then(crate::backends::command::CommandBackend::new)
+                    .map_err(|source| WorkerError::Backend {
+                        backend: BackendKind::Command,
+                        source,
+                    })?;
+                Arc::new(backend)
+            }
             other => return Err(WorkerError::UnsupportedBackend(other)),
         };
         Ok(Worker::assemble(config, backend))

@@ -4,6 +4,7 @@ mod api_errors;
 mod browser;
 mod cancel;
 mod cli;
+mod command_backend;
 mod docker_system;
 mod environments;
 mod faults;

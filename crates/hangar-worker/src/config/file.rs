@@ -139,14 +139,27 @@ pub struct FileKubernetes {
     pub pod_template: Option<serde_norway::Value>,
 }
 
-/// `backend.command` (parsed and validated; the backend comes in a later build).
+/// `backend.command`: each task handed to an operator's own dispatcher.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[allow(missing_docs)]
 pub struct FileCommand {
+    /// Shell command that starts a task; gets the JSON payload on stdin and
+    /// prints the task's external id.
     pub dispatch_command: Option<String>,
+    /// Shell command that stops a task (`HANGAR_EXTERNAL_ID`).
     pub cancel_command: Option<String>,
+    /// Shell command that tells whether a task still runs: exit 0 running,
+    /// exit 1 ended.
+    pub status_command: Option<String>,
+    /// Longest a dispatch may take (default 60s).
     pub dispatch_timeout: Option<String>,
+    /// Interval between status checks (default 10s).
+    pub status_interval: Option<String>,
+    /// Where the worker records dispatched executions, to pick them up
+    /// again after a restart (default: `--workspace-root`, else
+    /// `$XDG_DATA_HOME/hangar/command-executions`).
+    pub state_dir: Option<PathBuf>,
+    /// Environment of the commands (not of the task).
     #[serde(default)]
     pub environment: Vec<FileEnvVar>,
 }

@@ -32,6 +32,9 @@ async fn s7_task_env_is_minimal_and_never_has_the_worker_key() {
         ("GH_PROMPT_DISABLED", "1"),
         ("SECRET_TOKEN", "s3cret"),
         ("FROM_CONFIG", "cfg"),
+        // The worker prepared the sandbox: an agent given --environment
+        // does not clone or run setup commands again.
+        ("HANGAR_ENVIRONMENT_PREPARED", "1"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
