@@ -13,8 +13,8 @@
 //! goes through prepare (a light one) ─► launch ─► wait again.
 //!
 //! Describing a task ([`TaskSpec`]) is separate from running it ([`Execution`]).
-//! `direct`, `docker` and `command` are in this build; `kubernetes` plugs in
-//! here with the same shape (`XConfig` + `X`). [`Backend::start`] checks the
+//! `direct`, `docker`, `command` and `kubernetes` are in this build, each
+//! with the same shape (`XConfig` + `X`). [`Backend::start`] checks the
 //! backend once before connecting, and [`Backend::recover`] lets durable
 //! backends pick up executions that outlived a worker restart (reported in
 //! `worker_hello.running`).
@@ -25,6 +25,7 @@ pub mod direct;
 pub mod docker;
 mod egress;
 pub(crate) mod inputs;
+pub mod kubernetes;
 pub(crate) mod repos;
 mod spools;
 
@@ -102,6 +103,8 @@ pub struct BackendError {
     pub reason: FailureReason,
     /// User-facing description.
     pub message: String,
+    /// The task's exit code when it failed by exiting (128+signal).
+    pub exit_code: Option<i32>,
     /// Underlying cause.
     #[source]
     pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
@@ -113,8 +116,15 @@ impl BackendError {
         BackendError {
             reason,
             message: message.into(),
+            exit_code: None,
             source: None,
         }
+    }
+
+    /// The same error, with the task's exit code.
+    pub fn with_exit_code(mut self, code: Option<i32>) -> Self {
+        self.exit_code = code;
+        self
     }
 
     /// An error caused by `source`.
@@ -126,6 +136,7 @@ impl BackendError {
         BackendError {
             reason,
             message: message.into(),
+            exit_code: None,
             source: Some(Box::new(source)),
         }
     }

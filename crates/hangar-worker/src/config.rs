@@ -353,6 +353,70 @@ impl PullPolicy {
     }
 }
 
+/// Kubernetes-backend settings of a [`WorkerConfig`] (`backend.kubernetes`,
+/// PROTOCOL.md §3). Checked when the backend starts (`backends::kubernetes`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct KubernetesSettings {
+    /// Namespace of the task Jobs (default: the kubeconfig's, else `default`).
+    pub namespace: Option<String>,
+    /// Kubeconfig file; `None`: in-cluster, else the default loading rules.
+    pub kubeconfig: Option<PathBuf>,
+    /// Image when the environment names none [default `ubuntu:24.04`].
+    pub default_image: Option<String>,
+    /// `Always`, `IfNotPresent` or `Never` [default `IfNotPresent`].
+    pub image_pull_policy: Option<String>,
+    /// Image of the start-up preflight Job [default: the agent image].
+    pub preflight_image: Option<String>,
+    /// Resources of the preflight Job's container (a ResourceRequirements).
+    pub preflight_resources: Option<serde_json::Value>,
+    /// Runs in the task container before the agent.
+    pub setup_command: Option<String>,
+    /// Runs in the task container after the agent, and on deletion (preStop).
+    pub teardown_command: Option<String>,
+    /// Labels on every task Job and Pod.
+    pub extra_labels: BTreeMap<String, String>,
+    /// Annotations on every task Job and Pod.
+    pub extra_annotations: BTreeMap<String, String>,
+    /// Job `activeDeadlineSeconds` [default 8 h].
+    pub active_deadline_seconds: u64,
+    /// How long a failed Job is kept [default 1 day]; succeeded ones go at once.
+    pub ttl_seconds_after_finished: u64,
+    /// `sizeLimit` of the `/workspace` emptyDir.
+    pub workspace_size_limit: Option<String>,
+    /// How long a pod may stay unschedulable [default 30 s].
+    pub unschedulable_timeout: Duration,
+    /// A PodSpec merged into every task pod.
+    pub pod_template: Option<serde_json::Value>,
+    /// Image the pods copy `/agent` from [default: env `HANGAR_AGENT_IMAGE`].
+    pub agent_image: Option<String>,
+    /// Server URL as task pods reach it [default: `--server-url`].
+    pub agent_server_url: Option<String>,
+}
+
+impl Default for KubernetesSettings {
+    fn default() -> Self {
+        KubernetesSettings {
+            namespace: None,
+            kubeconfig: None,
+            default_image: None,
+            image_pull_policy: None,
+            preflight_image: None,
+            preflight_resources: None,
+            setup_command: None,
+            teardown_command: None,
+            extra_labels: BTreeMap::new(),
+            extra_annotations: BTreeMap::new(),
+            active_deadline_seconds: 8 * 3600,
+            ttl_seconds_after_finished: 86_400,
+            workspace_size_limit: None,
+            unschedulable_timeout: Duration::from_secs(30),
+            pod_template: None,
+            agent_image: None,
+            agent_server_url: None,
+        }
+    }
+}
+
 /// Command-backend settings of a [`WorkerConfig`] (`backend.command`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct CommandSettings {
@@ -477,6 +541,8 @@ pub struct WorkerConfig {
     pub docker: DockerSettings,
     /// Command-backend settings (`backend.command`).
     pub command: CommandSettings,
+    /// Kubernetes-backend settings (`backend.kubernetes`).
+    pub kubernetes: KubernetesSettings,
     /// Accept `file://` URLs and local paths as repositories (tests).
     pub allow_local_repositories: bool,
 }
@@ -507,6 +573,7 @@ impl Default for WorkerConfig {
             direct: DirectSettings::default(),
             docker: DockerSettings::default(),
             command: CommandSettings::default(),
+            kubernetes: KubernetesSettings::default(),
             allow_local_repositories: false,
         }
     }
@@ -604,14 +671,6 @@ impl WorkerArgs {
             (Some(k), _) | (None, Some(k)) => k,
             (None, None) => BackendKind::default(),
         };
-        if cfg.backend == BackendKind::Kubernetes {
-            return Err(invalid(format!(
-                "the {} backend is not supported yet in this build: use --backend docker, direct \
-                 or command (or a `backend.docker` / `backend.direct` / `backend.command` section \
-                 in the config file)",
-                cfg.backend
-            )));
-        }
 
         cfg.log_level = self.log_level.unwrap_or_default();
         cfg.allow_local_repositories =
@@ -637,6 +696,48 @@ impl WorkerArgs {
             BackendKind::Kubernetes => None,
         }
         .unwrap_or_default();
+        let json = |key: &str,
+                    v: Option<serde_norway::Value>|
+         -> Result<Option<serde_json::Value>, ConfigError> {
+            v.map(|v| {
+                serde_json::to_value(v)
+                    .map_err(|e| invalid(format!("backend.kubernetes.{key}: {e}")))
+            })
+            .transpose()
+        };
+        if let Some(k) = backend.kubernetes.clone() {
+            let defaults = KubernetesSettings::default();
+            cfg.kubernetes = KubernetesSettings {
+                namespace: k.namespace,
+                kubeconfig: k.kubeconfig,
+                default_image: self.default_image.clone().or(k.default_image),
+                image_pull_policy: k.image_pull_policy,
+                preflight_image: k.preflight_image,
+                preflight_resources: json("preflight_resources", k.preflight_resources)?,
+                setup_command: k.setup_command,
+                teardown_command: k.teardown_command,
+                extra_labels: k.extra_labels,
+                extra_annotations: k.extra_annotations,
+                active_deadline_seconds: k
+                    .active_deadline_seconds
+                    .unwrap_or(defaults.active_deadline_seconds),
+                ttl_seconds_after_finished: k
+                    .ttl_seconds_after_finished
+                    .unwrap_or(defaults.ttl_seconds_after_finished),
+                workspace_size_limit: k.workspace_size_limit,
+                unschedulable_timeout: match &k.unschedulable_timeout {
+                    Some(t) => parse_duration(t).map_err(|e| {
+                        invalid(format!("backend.kubernetes.unschedulable_timeout: {e}"))
+                    })?,
+                    None => defaults.unschedulable_timeout,
+                },
+                pod_template: json("pod_template", k.pod_template)?,
+                agent_image: k.agent_image,
+                agent_server_url: k.agent_server_url,
+            };
+        } else if cfg.backend == BackendKind::Kubernetes {
+            cfg.kubernetes.default_image = self.default_image.clone();
+        }
         let mut env: Vec<(String, String)> = Vec::new();
         for var in &file_env {
             let spec = match &var.value {

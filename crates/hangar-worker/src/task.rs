@@ -300,7 +300,11 @@ fn report(
             status.map(|s| s.code()),
         ),
         // Backend messages quote output (setup commands, git): mask secrets.
-        (Outcome::Failed(e), _) => failed(e.reason, redactor.redact(&e.message).into_owned(), None),
+        (Outcome::Failed(e), _) => failed(
+            e.reason,
+            redactor.redact(&e.message).into_owned(),
+            e.exit_code,
+        ),
     };
     let kind = match &msg {
         WorkerToServer::TaskCompleted(m) => m

@@ -235,7 +235,14 @@ impl Worker {
                     })?;
                 Arc::new(backend)
             }
-            other => return Err(WorkerError::UnsupportedBackend(other)),
+            BackendKind::Kubernetes => {
+                let config = crate::backends::kubernetes::KubernetesConfig::from_worker(&config)
+                    .map_err(|source| WorkerError::Backend {
+                        backend: BackendKind::Kubernetes,
+                        source,
+                    })?;
+                Arc::new(crate::backends::kubernetes::Kubernetes::new(config))
+            }
         };
         Ok(Worker::assemble(config, backend))
     }

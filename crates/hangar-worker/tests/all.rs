@@ -11,6 +11,7 @@ mod suite {
     mod docker;
     mod drain;
     mod idle;
+    mod kubernetes_spec;
     mod lifecycle;
     mod security;
 }

@@ -137,6 +137,13 @@ pub struct FileKubernetes {
     pub workspace_size_limit: Option<String>,
     pub unschedulable_timeout: Option<String>,
     pub pod_template: Option<serde_norway::Value>,
+    /// Resources of the preflight Job's container (a ResourceRequirements).
+    pub preflight_resources: Option<serde_norway::Value>,
+    /// Image the task pods copy `/agent` from (default: env
+    /// `HANGAR_AGENT_IMAGE`, which the Helm chart sets to the worker's own).
+    pub agent_image: Option<String>,
+    /// Server URL as task pods reach it (default: `--server-url`).
+    pub agent_server_url: Option<String>,
 }
 
 /// `backend.command`: each task handed to an operator's own dispatcher.
