@@ -65,16 +65,25 @@ MASTER_KEY = "0123456789abcdef" * 4
 PROVIDER_KEY = "sk-checkPROVIDERkey0001"
 
 # What the Kubernetes backend does, and nothing else (issue 12, PROTOCOL.md §3).
-EXPECTED_WORKER_RULES = {
-    ("batch", "jobs"): {"create", "get", "list", "watch", "delete"},
-    ("", "pods"): {"get", "list", "watch"},
-    ("", "pods/log"): {"get"},
-    ("", "events"): {"list", "watch"},
-    ("", "secrets"): {"create", "get", "delete"},
-}
+def _permissions_from_code() -> dict:
+    """The worker's Role as the Kubernetes backend uses it: its PERMISSIONS
+    table in crates/hangar-worker/src/backends/kubernetes.rs (one source of
+    truth; the backend also reviews exactly these at start)."""
+    src = (REPO / "crates/hangar-worker/src/backends/kubernetes.rs").read_text()
+    table = src[src.index("pub const PERMISSIONS"):]
+    table = table[: table.index("];")]
+    rules: dict = {}
+    for verb, group, resource, sub in re.findall(r'\("(\w+)", "([\w.]*)", "(\w+)", "(\w*)"\)', table):
+        key = (group, f"{resource}/{sub}" if sub else resource)
+        rules.setdefault(key, set()).add(verb)
+    assert rules, "no PERMISSIONS found in kubernetes.rs"
+    return rules
+
+
+EXPECTED_WORKER_RULES = _permissions_from_code()
 # Keys the backend will accept once it lands, though the parser in the
 # sources may not know them yet (a warning, not a failure).
-PENDING_KUBERNETES_KEYS = {"preflight_resources"}
+PENDING_KUBERNETES_KEYS: set = set()
 
 passed = 0
 failed = 0

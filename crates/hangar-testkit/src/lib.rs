@@ -8,8 +8,12 @@
 //!   `hangar worker` processes on random loopback ports.
 //! - [`images`]: Docker images built locally (a Debian minbase from
 //!   `mmdebstrap`, and our files on top), cached by tag.
+//! - [`fake_kube`]: a fake Kubernetes API server (Jobs, Pods, Secrets,
+//!   Events, watches) with a simulated job controller and kubelet, for the
+//!   real `kube` client.
 
 pub mod cluster;
+pub mod fake_kube;
 pub mod fake_llm;
 pub mod images;
 pub mod oz_worker;

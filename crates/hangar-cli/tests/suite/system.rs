@@ -12,6 +12,7 @@ mod faults_stream;
 mod faults_workers;
 mod followups_ended;
 mod gateway_budgets;
+mod kubernetes;
 mod lifecycle;
 mod local_runs;
 mod mcp_named;

@@ -357,7 +357,8 @@ impl Kubernetes {
         pod.init_containers = None;
         pod.volumes = None;
         pod.containers = vec![Container {
-            name: "preflight".into(),
+            // Named as the task container, so it is read the same way.
+            name: spec::TASK_CONTAINER.into(),
             image: Some(c.preflight_image.clone()),
             image_pull_policy: c.image_pull_policy.clone(),
             command: Some(vec!["/bin/sh".into(), "-c".into(), "true".into()]),
