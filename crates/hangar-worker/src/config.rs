@@ -979,7 +979,29 @@ impl WorkerConfig {
                     "environment": env,
                 }})
             }
-            other => json!({ other.as_str(): {} }),
+            BackendKind::Kubernetes => {
+                let k = &self.kubernetes;
+                json!({"kubernetes": {
+                    "namespace": k.namespace,
+                    "kubeconfig": k.kubeconfig,
+                    "default_image": k.default_image,
+                    "image_pull_policy": k.image_pull_policy,
+                    "agent_image": k.agent_image,
+                    "agent_server_url": k.agent_server_url,
+                    "preflight_image": k.preflight_image,
+                    "preflight_resources": k.preflight_resources,
+                    "setup_command": k.setup_command,
+                    "teardown_command": k.teardown_command,
+                    "extra_labels": k.extra_labels,
+                    "extra_annotations": k.extra_annotations,
+                    "active_deadline_seconds": k.active_deadline_seconds,
+                    "ttl_seconds_after_finished": k.ttl_seconds_after_finished,
+                    "workspace_size_limit": k.workspace_size_limit,
+                    "unschedulable_timeout": secs(k.unschedulable_timeout),
+                    "pod_template": k.pod_template,
+                    "environment": env,
+                }})
+            }
         };
         let value = json!({
             "worker_id": self.worker_id,

@@ -84,3 +84,56 @@ pub fn shared_with_tasks(dir: &Path) -> String {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
     format!("{}:rw", dir.display())
 }
+
+/// Runs `git ARGS` in `dir` as a test author; panics when it fails.
+pub fn git(dir: &Path, args: &[&str]) {
+    let st = std::process::Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .status()
+        .unwrap();
+    assert!(st.success(), "git {args:?}");
+}
+
+/// Creates a run of `prompt` for worker `host`; answers its id.
+pub async fn run_on(cluster: &TestCluster, host: &str, prompt: &str) -> String {
+    cluster
+        .client()
+        .create_run(&hangar_protocol::RunAgentRequest {
+            prompt: Some(prompt.into()),
+            config: Some(hangar_protocol::AgentConfig {
+                worker_host: Some(host.into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .run_id
+}
+
+/// The run's details (JSON) once it is terminal and, unless it succeeded,
+/// its worker reported the execution's end (`failure_reason`); at most a
+/// minute.
+pub async fn ended(cluster: &TestCluster, run_id: &str) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let run: serde_json::Value = cluster
+            .client()
+            .get_json(&format!("api/v1/agent/runs/{run_id}"))
+            .await
+            .unwrap();
+        let state = run["state"].as_str().unwrap_or_default().to_owned();
+        let terminal = ["SUCCEEDED", "FAILED", "ERROR", "CANCELLED"].contains(&state.as_str());
+        let reported =
+            state == "SUCCEEDED" || state == "CANCELLED" || run["failure_reason"].is_string();
+        if (terminal && reported) || std::time::Instant::now() > deadline {
+            return run;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

@@ -357,8 +357,7 @@ impl Kubernetes {
         pod.init_containers = None;
         pod.volumes = None;
         pod.containers = vec![Container {
-            // Named as the task container, so it is read the same way.
-            name: spec::TASK_CONTAINER.into(),
+            name: "preflight".into(),
             image: Some(c.preflight_image.clone()),
             image_pull_policy: c.image_pull_policy.clone(),
             command: Some(vec!["/bin/sh".into(), "-c".into(), "true".into()]),

@@ -239,8 +239,12 @@ fn missing_or_bad_settings_say_how_to_fix_them() {
         backend: Some(BackendKind::Kubernetes),
         ..base.clone()
     };
-    let err = a.resolve_with_env(no_env).unwrap_err().to_string();
-    assert!(err.contains("not supported yet in this build"), "{err}");
+    // Kubernetes resolves; the backend checks its own settings when the
+    // worker is built (agent_image is required).
+    let cfg = a.resolve_with_env(no_env).unwrap();
+    assert_eq!(cfg.backend, BackendKind::Kubernetes);
+    let err = hangar_worker::Worker::new(cfg).unwrap_err().to_string();
+    assert!(err.contains("agent_image"), "{err}");
 
     // Docker is supported; its file settings resolve.
     let dir = tempfile::tempdir().unwrap();

@@ -3,8 +3,8 @@
 //! `hangar agent run` as a detached process (local mode) or a container
 //! (docker mode, in `docker_`).
 
-use crate::suite::common::{cluster_with, hangar_bin};
-use hangar_protocol::{AgentConfig, RunAgentRequest, RunState};
+use crate::suite::common::{cluster_with, ended, hangar_bin, run_on};
+use hangar_protocol::RunState;
 use hangar_testkit::cluster::TestCluster;
 use hangar_testkit::fake_llm::{FakeLlm, Turn};
 use serde_json::{Value, json};
@@ -46,42 +46,6 @@ async fn start(cluster: &mut TestCluster, id: &str, config: &Path) {
         .start_worker_with(id, "command", &["--config-file", config.to_str().unwrap()])
         .await
         .unwrap();
-}
-
-async fn run_on(cluster: &TestCluster, host: &str, prompt: &str) -> String {
-    cluster
-        .client()
-        .create_run(&RunAgentRequest {
-            prompt: Some(prompt.into()),
-            config: Some(AgentConfig {
-                worker_host: Some(host.into()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .run_id
-}
-
-/// The run's details once its execution ended (the worker's report).
-async fn ended(cluster: &TestCluster, run_id: &str) -> Value {
-    let deadline = Instant::now() + FINISH;
-    loop {
-        let run: Value = cluster
-            .client()
-            .get_json(&format!("api/v1/agent/runs/{run_id}"))
-            .await
-            .unwrap();
-        let terminal = ["SUCCEEDED", "FAILED", "ERROR", "CANCELLED"]
-            .contains(&run["state"].as_str().unwrap_or_default());
-        if (terminal && (run["state"] == "SUCCEEDED" || run["failure_reason"].is_string()))
-            || Instant::now() > deadline
-        {
-            return run;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Processes whose command line mentions `needle`.
@@ -253,4 +217,43 @@ async fn command_backend_worker_refuses_a_config_without_dispatch_command() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("dispatch_command"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn command_backend_a_restarted_worker_keeps_watching_its_dispatched_task() {
+    let llm = FakeLlm::start(vec![
+        Turn::tool_call("shell", json!({"command": "sleep 4; echo slept"})),
+        Turn::text("finished after the worker came back"),
+    ])
+    .await;
+    let mut cluster = cluster_with(&llm).await;
+    let cfg = config(&cluster, "cmd-restart", "local");
+    start(&mut cluster, "cmd-restart", &cfg).await;
+    let run_id = run_on(&cluster, "cmd-restart", "outlive the worker").await;
+    cluster
+        .wait_run(&run_id, FINISH, |r| r.state == RunState::InProgress)
+        .await
+        .unwrap();
+    // kill -9: the dispatched task runs on; its record stays in the state dir.
+    cluster
+        .worker("cmd-restart")
+        .unwrap()
+        .signal(nix::sys::signal::Signal::SIGKILL)
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    start(&mut cluster, "cmd-restart", &cfg).await;
+    let done = cluster.wait_finished(&run_id, FINISH).await.unwrap();
+    assert_eq!(done.state, RunState::Succeeded, "{:?}", done.status_message);
+    // The restarted worker reported the execution's end (it was not lost).
+    let details = ended(&cluster, &run_id).await;
+    assert_eq!(details["state"], "SUCCEEDED", "{details}");
+    assert!(
+        details.get("failure_reason").is_none_or(Value::is_null),
+        "{details}"
+    );
+    let log = std::fs::read_to_string(&cluster.worker("cmd-restart").unwrap().log).unwrap();
+    assert!(
+        log.contains("picking up a dispatched task after a restart"),
+        "{log}"
+    );
 }

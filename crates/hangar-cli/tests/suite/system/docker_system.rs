@@ -10,7 +10,7 @@
 //! skip, when Docker is unreachable. Grouped with the docker tests in
 //! `.config/nextest.toml`.
 
-use crate::suite::common::cluster_with;
+use crate::suite::common::{cluster_with, git};
 use hangar_protocol::{AgentConfig, RunAgentRequest, RunState};
 use hangar_testkit::cluster::TestCluster;
 use hangar_testkit::fake_llm::{FakeLlm, Turn};
@@ -109,19 +109,6 @@ async fn wait_no_containers(worker: &str, root: &Path) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let st = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .status()
-        .unwrap();
-    assert!(st.success(), "git {args:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -4,8 +4,8 @@
 //! `kubernetes_docker_`, the real agent in pods the fake kubelet runs
 //! with Docker.
 
-use crate::suite::common::{cluster_with, hangar_bin};
-use hangar_protocol::{AgentConfig, RunAgentRequest, RunState};
+use crate::suite::common::{cluster_with, ended, hangar_bin, run_on};
+use hangar_protocol::RunState;
 use hangar_testkit::cluster::TestCluster;
 use hangar_testkit::fake_kube::{FakeKube, Fault, Kubelet, NAMESPACE};
 use hangar_testkit::fake_llm::{FakeLlm, Turn};
@@ -44,42 +44,6 @@ async fn start(cluster: &mut TestCluster, id: &str, config: &std::path::Path) {
         )
         .await
         .unwrap();
-}
-
-async fn run_on(cluster: &TestCluster, host: &str, prompt: &str) -> String {
-    cluster
-        .client()
-        .create_run(&RunAgentRequest {
-            prompt: Some(prompt.into()),
-            config: Some(AgentConfig {
-                worker_host: Some(host.into()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .run_id
-}
-
-/// The run's details once the worker reported its execution's end.
-async fn ended(cluster: &TestCluster, run_id: &str) -> Value {
-    let deadline = Instant::now() + FINISH;
-    loop {
-        let run: Value = cluster
-            .client()
-            .get_json(&format!("api/v1/agent/runs/{run_id}"))
-            .await
-            .unwrap();
-        let terminal = ["SUCCEEDED", "FAILED", "ERROR", "CANCELLED"]
-            .contains(&run["state"].as_str().unwrap_or_default());
-        if (terminal && (run["state"] != "FAILED" || run["failure_reason"].is_string()))
-            || Instant::now() > deadline
-        {
-            return run;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// The fake's objects of `kind` labelled with run `run_id`.
@@ -304,18 +268,27 @@ async fn kubernetes_docker_a_run_end_to_end_through_the_fake_cluster_with_teardo
         .await
         .unwrap()
         .unwrap();
+    // The real `hangar` image (deploy/docker/Dockerfile, without git: no
+    // package mirror in a build), as the chart runs it: the init container
+    // copies its /agent/hangar into the pod.
     let agent = {
         let base = base.clone();
         tokio::task::spawn_blocking(move || {
-            hangar_testkit::images::image_with_files(
-                AGENT_IMAGE.split(':').next().unwrap(),
-                &base,
-                &[(hangar_bin(), "/agent/hangar")],
-                &[],
-            )
+            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+            let out = std::process::Command::new(root.join("scripts/image"))
+                .arg("--binary")
+                .arg(hangar_bin())
+                .args(["--tag", AGENT_IMAGE, "--base", &base, "--no-git"])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
         })
         .await
-        .unwrap()
         .unwrap()
     };
     let llm = FakeLlm::start(vec![

@@ -3,14 +3,13 @@
 //! `hangar agent run` with the stock command line, as its direct backend
 //! (and, in `docker_`, as its Docker backend with the agent sidecar image).
 
-use crate::suite::common::hangar_bin;
+use crate::suite::common::{git, hangar_bin};
 use hangar_protocol::{AgentConfig, RunAgentRequest, RunState};
 use hangar_testkit::cluster::{ClusterOptions, TestCluster};
 use hangar_testkit::fake_llm::{FakeLlm, Turn};
 use hangar_testkit::oz_worker::{Launch, OzWorker, OzWorkerConfig};
 use serde_json::{Value, json};
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 const FINISH: Duration = Duration::from_secs(60);
@@ -82,19 +81,6 @@ fn tool_outputs(llm: &FakeLlm) -> String {
         .filter_map(|m| m["content"].as_str().map(str::to_owned))
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let st = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .status()
-        .unwrap();
-    assert!(st.success(), "git {args:?}");
 }
 
 /// A local repository `app` with `README.md` = `hello-from-the-repo`.

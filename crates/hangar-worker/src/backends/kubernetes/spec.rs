@@ -52,16 +52,6 @@ pub const AGENT_DIR: &str = "/agent";
 pub const SETUP_FAILED: &str = "hangar: setup_command failed";
 /// Image when neither the environment nor the config names one.
 pub const FALLBACK_IMAGE: &str = "ubuntu:24.04";
-/// Capabilities the task keeps (as on the Docker backend).
-const CAPABILITIES: [&str; 7] = [
-    "CHOWN",
-    "DAC_OVERRIDE",
-    "FOWNER",
-    "FSETID",
-    "KILL",
-    "SETGID",
-    "SETUID",
-];
 
 /// The Job of an execution: `hangar-<run id>-<last 8 of the execution id>`
 /// (≤ 52 characters, a DNS label for the ids the server makes; the end of a
@@ -304,7 +294,12 @@ pub fn build_job(
             allow_privilege_escalation: Some(false),
             capabilities: Some(Capabilities {
                 drop: Some(vec!["ALL".into()]),
-                add: Some(CAPABILITIES.iter().map(|c| (*c).to_owned()).collect()),
+                add: Some(
+                    crate::backends::docker::DEFAULT_CAPABILITIES
+                        .iter()
+                        .map(|c| (*c).to_owned())
+                        .collect(),
+                ),
             }),
             ..Default::default()
         });

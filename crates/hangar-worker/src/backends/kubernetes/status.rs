@@ -103,13 +103,20 @@ pub fn classify(job: &Job, pod: Option<&Pod>, events: &[Event], clock: Clock) ->
     }
 }
 
+/// The status of the task container: `task`, else the first container (a
+/// Job of another shape, such as the preflight's).
 fn task_status(pod: &Pod) -> Option<&ContainerStatus> {
-    pod.status
+    let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
+    let first = pod
+        .spec
         .as_ref()?
-        .container_statuses
-        .as_ref()?
+        .containers
+        .first()
+        .map(|c| c.name.as_str());
+    statuses
         .iter()
         .find(|s| s.name == TASK_CONTAINER)
+        .or_else(|| statuses.iter().find(|s| Some(s.name.as_str()) == first))
 }
 
 /// Age of `pod` in seconds.
