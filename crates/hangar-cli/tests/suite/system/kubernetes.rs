@@ -108,11 +108,29 @@ async fn kubernetes_every_failure_reason_reaches_the_run_with_its_diagnostic() {
             message.contains(hint),
             "{fault:?}: `{hint}` not in {message}"
         );
-        // A failed Job stays for inspection; its Secret never does.
+        // A failed Job stays for inspection (its TTL); its Secret never
+        // does; a Job stuck before it ran is deleted, or it would sit
+        // Pending forever.
         eventually("the Secret to go", || {
             of_run(&fake, "secrets", &run_id).is_empty()
         })
         .await;
+        let stuck = [
+            "unschedulable",
+            "image_pull",
+            "invalid_image",
+            "volume_mount",
+        ]
+        .contains(&reason);
+        if stuck {
+            eventually("the stuck Job to go", || {
+                of_run(&fake, "jobs", &run_id).is_empty()
+            })
+            .await;
+        } else {
+            let kept = of_run(&fake, "jobs", &run_id).len();
+            assert_eq!(kept, 1, "{reason}: the failed Job was not kept");
+        }
     }
 }
 

@@ -200,6 +200,9 @@ pub(crate) struct KubeExecution {
     /// How it ended, once known (a task may end before `wait`).
     ended: Option<Ended>,
     succeeded: bool,
+    /// The Job reached an end (a finished Job goes by its TTL; any other is
+    /// deleted at cleanup, or it would sit Pending forever).
+    finished: bool,
     deleted: bool,
 }
 
@@ -216,6 +219,7 @@ impl KubeExecution {
             redactor,
             ended: None,
             succeeded: false,
+            finished: false,
             deleted: false,
         })
     }
@@ -235,6 +239,7 @@ impl KubeExecution {
             redactor: Redactor::default(),
             ended: None,
             succeeded: false,
+            finished: false,
             deleted: false,
         }
     }
@@ -339,10 +344,12 @@ impl KubeExecution {
             match phase {
                 Phase::Succeeded => {
                     self.succeeded = true;
+                    self.finished = true;
                     self.ended = Some(Ended::Status(ExitStatus::Code(0)));
                     return Ok(());
                 }
                 Phase::Exited { code, detail } => {
+                    self.finished = true;
                     let logs = watched.log_tail(&self.redactor).await;
                     self.ended = Some(Ended::Failed(
                         BackendError::new(FailureReason::ContainerExit, with_logs(&detail, &logs))
@@ -355,6 +362,16 @@ impl KubeExecution {
                     let message = with_logs(&e.message, &logs);
                     let mut e =
                         BackendError::new(e.reason.clone(), message).with_exit_code(e.exit_code);
+                    // A pod stuck before it ran (scheduling, images,
+                    // volumes) never finishes; any other failure ended it.
+                    self.finished = !matches!(
+                        e.reason,
+                        FailureReason::Unschedulable
+                            | FailureReason::ImagePull
+                            | FailureReason::InvalidImage
+                            | FailureReason::ContainerCreate
+                            | FailureReason::VolumeMount
+                    );
                     if until_running {
                         return Err(e);
                     }
@@ -468,7 +485,9 @@ impl Execution for KubeExecution {
         }
         // The Secret never outlives the execution, even when the Job is kept.
         self.delete_secret().await;
-        if self.succeeded && !self.deleted {
+        if !self.deleted && (self.succeeded || !self.finished) {
+            // Succeeded, or never ended (cancelled while pending, stuck on an
+            // image or a node): nothing to inspect later.
             self.delete_job(None).await;
         } else if !self.deleted {
             tracing::info!(job = %self.job, ttl = self.shared.config.ttl_seconds_after_finished, "keeping the failed Job for inspection until its TTL");
