@@ -15,5 +15,6 @@
 pub mod cluster;
 pub mod fake_kube;
 pub mod fake_llm;
+pub mod git;
 pub mod images;
 pub mod oz_worker;

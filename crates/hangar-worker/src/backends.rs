@@ -218,12 +218,6 @@ pub(crate) fn task_env(
         }
         env.insert(k.clone(), v.clone());
     }
-    // This worker prepares the sandbox itself: an agent given `--environment`
-    // must not clone or run setup commands again.
-    env.insert(
-        hangar_protocol::ENV_ENVIRONMENT_PREPARED.to_owned(),
-        "1".to_owned(),
-    );
     if env.remove(hangar_protocol::ENV_API_KEY).is_some() {
         tracing::warn!(
             task_id = %spec.task_id,
@@ -232,6 +226,22 @@ pub(crate) fn task_env(
             hangar_protocol::ENV_API_KEY
         );
     }
+    env
+}
+
+/// [`task_env`] for a backend that prepares the sandbox itself (clones,
+/// setup commands) before the agent starts: it tells an agent given
+/// `--environment` not to prepare it again. Backends whose agent prepares
+/// the environment (kubernetes, command) use [`task_env`].
+pub(crate) fn prepared_task_env(
+    spec: &TaskSpec,
+    configured: &[(String, String)],
+) -> BTreeMap<String, String> {
+    let mut env = task_env(spec, configured);
+    env.insert(
+        hangar_protocol::ENV_ENVIRONMENT_PREPARED.to_owned(),
+        "1".to_owned(),
+    );
     env
 }
 
@@ -268,8 +278,8 @@ pub(crate) fn agent_args(
         args.push("--idle-on-complete".into());
         args.push(idle);
     }
-    // As the stock worker does; the agent skips the preparation because this
-    // worker did it (ENV_ENVIRONMENT_PREPARED in `task_env`).
+    // As the stock worker does; the agent prepares the environment unless
+    // the backend did (`prepared_task_env`).
     if let Some(env) = a.environment.as_ref().filter(|e| !e.id.is_empty()) {
         args.push("--environment".into());
         args.push(env.id.clone());

@@ -85,20 +85,6 @@ pub fn shared_with_tasks(dir: &Path) -> String {
     format!("{}:rw", dir.display())
 }
 
-/// Runs `git ARGS` in `dir` as a test author; panics when it fails.
-pub fn git(dir: &Path, args: &[&str]) {
-    let st = std::process::Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .status()
-        .unwrap();
-    assert!(st.success(), "git {args:?}");
-}
-
 /// Creates a run of `prompt` for worker `host`; answers its id.
 pub async fn run_on(cluster: &TestCluster, host: &str, prompt: &str) -> String {
     cluster

@@ -153,6 +153,8 @@ struct CommandExecution {
     /// The payload, until dispatched.
     payload: Option<DispatchPayload>,
     redactor: Redactor,
+    /// Reads the run with its token (made once, reused by every check).
+    client: Option<hangar_client::Client>,
 }
 
 impl CommandExecution {
@@ -165,14 +167,16 @@ impl CommandExecution {
             config.idle_on_complete.as_deref(),
         );
         let payload = DispatchPayload::new(&config, &spec, args, env, redactor.values());
+        let record = state::Record {
+            task_id: spec.task_id.clone(),
+            execution_id: spec.execution_id.clone(),
+            external_id: String::new(),
+            run_token: payload.run_token().to_owned(),
+            server_url: config.server_url.clone(),
+        };
         CommandExecution {
-            record: state::Record {
-                task_id: spec.task_id.clone(),
-                execution_id: spec.execution_id.clone(),
-                external_id: String::new(),
-                run_token: payload.run_token().to_owned(),
-                server_url: config.server_url.clone(),
-            },
+            client: run_client(&record),
+            record,
             config,
             payload: Some(payload),
             redactor,
@@ -182,6 +186,7 @@ impl CommandExecution {
     fn recovered(config: Arc<CommandConfig>, record: state::Record) -> Self {
         let redactor = Redactor::new([record.run_token.clone()]);
         CommandExecution {
+            client: run_client(&record),
             config,
             record,
             payload: None,
@@ -289,10 +294,9 @@ impl CommandExecution {
 
     /// Whether the run reached a terminal state, through the server.
     async fn run_state(&self) -> Option<RunState> {
-        let client =
-            hangar_client::Client::new(&self.record.server_url, self.record.run_token.clone())
-                .ok()?;
-        match client
+        match self
+            .client
+            .as_ref()?
             .get_json::<hangar_protocol::RunItem>(&format!(
                 "api/v1/agent/runs/{}",
                 self.record.task_id
@@ -326,6 +330,11 @@ impl CommandExecution {
             }
         }
     }
+}
+
+/// A client of the server with the execution's run token.
+fn run_client(record: &state::Record) -> Option<hangar_client::Client> {
+    hangar_client::Client::new(&record.server_url, record.run_token.clone()).ok()
 }
 
 struct CommandOutput {

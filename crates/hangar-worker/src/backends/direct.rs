@@ -457,7 +457,7 @@ impl DirectExecution {
         if let Network::Isolated(net) = &self.network {
             env.extend(net.env.iter().cloned());
         }
-        env.extend(super::task_env(&self.spec, &self.config().env));
+        env.extend(super::prepared_task_env(&self.spec, &self.config().env));
         env.insert(
             "GIT_CONFIG_GLOBAL".to_owned(),
             self.private_dir

@@ -361,25 +361,11 @@ impl Kubernetes {
             image: Some(c.preflight_image.clone()),
             image_pull_policy: c.image_pull_policy.clone(),
             command: Some(vec!["/bin/sh".into(), "-c".into(), "true".into()]),
-            resources: Some(c.preflight_resources.clone().unwrap_or_else(|| {
-                let q = |cpu: &str, mem: &str| {
-                    BTreeMap::from([
-                        (
-                            "cpu".to_owned(),
-                            k8s_openapi::apimachinery::pkg::api::resource::Quantity(cpu.into()),
-                        ),
-                        (
-                            "memory".to_owned(),
-                            k8s_openapi::apimachinery::pkg::api::resource::Quantity(mem.into()),
-                        ),
-                    ])
-                };
-                ResourceRequirements {
-                    requests: Some(q("10m", "16Mi")),
-                    limits: Some(q("100m", "64Mi")),
-                    ..Default::default()
-                }
-            })),
+            resources: Some(
+                c.preflight_resources
+                    .clone()
+                    .unwrap_or_else(|| spec::resources(("10m", "16Mi"), ("100m", "64Mi"))),
+            ),
             ..Default::default()
         }];
         let mut labels = c.extra_labels.clone();

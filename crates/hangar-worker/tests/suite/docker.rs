@@ -12,8 +12,8 @@ use hangar_protocol::worker::{
     EnvironmentSpec, FailureReason, NetworkPolicy, RepoSpec, TaskCompleted, TaskFailed,
     WorkerToServer,
 };
+use hangar_testkit::git::git;
 use hangar_worker::{BackendKind, PullPolicy, WorkerConfig};
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -259,19 +259,6 @@ async fn docker_setup_commands_run_in_order_and_failure_is_setup_command() {
         "the agent must not start"
     );
     wait_until(|| containers_of(worker).is_empty(), "container removal").await;
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let st = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .status()
-        .unwrap();
-    assert!(st.success(), "git {args:?}");
 }
 
 #[tokio::test]

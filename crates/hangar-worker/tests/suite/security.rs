@@ -5,32 +5,6 @@ use super::common::*;
 use hangar_protocol::worker::{
     EnvironmentSpec, FailureReason, RepoSpec, TaskFailed, WorkerToServer,
 };
-use std::path::Path;
-use std::process::Command;
-
-fn git(dir: &Path, args: &[&str]) {
-    let st = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .status()
-        .unwrap();
-    assert!(st.success(), "git {args:?}");
-}
-
-/// A one-commit repository in `dir/app`.
-fn local_repo(dir: &Path) -> std::path::PathBuf {
-    let repo = dir.join("app");
-    std::fs::create_dir(&repo).unwrap();
-    git(&repo, &["init", "-q", "-b", "main"]);
-    std::fs::write(repo.join("README.md"), "hello\n").unwrap();
-    git(&repo, &["add", "."]);
-    git(&repo, &["commit", "-qm", "init"]);
-    repo
-}
 
 fn with_repo(url: String, git_ref: Option<&str>) -> EnvironmentSpec {
     EnvironmentSpec {
@@ -60,7 +34,7 @@ fn failed(m: WorkerToServer) -> TaskFailed {
 #[tokio::test]
 async fn s9_direct_ref_and_url_options_are_refused_before_git_runs() {
     let tmp = tempfile::tempdir().unwrap();
-    let repo = local_repo(tmp.path());
+    let repo = hangar_testkit::git::one_commit_repo(tmp.path(), "hello\n");
     // What `git checkout --pathspec-from-file=FILE` would print back.
     let host_file = tmp.path().join("host-file");
     std::fs::write(&host_file, "host-file-content-7f3a\n").unwrap();
@@ -110,7 +84,7 @@ async fn s9_direct_ref_and_url_options_are_refused_before_git_runs() {
 #[tokio::test]
 async fn s9_direct_local_repositories_are_refused_unless_the_worker_allows_them() {
     let tmp = tempfile::tempdir().unwrap();
-    let repo = local_repo(tmp.path());
+    let repo = hangar_testkit::git::one_commit_repo(tmp.path(), "hello\n");
     let mut server = FakeServer::start().await;
     let w = TestWorker::start(&server, |_| {});
     let mut conn = server.accept().await;

@@ -10,7 +10,7 @@
 //! skip, when Docker is unreachable. Grouped with the docker tests in
 //! `.config/nextest.toml`.
 
-use crate::suite::common::{cluster_with, git};
+use crate::suite::common::cluster_with;
 use hangar_protocol::{AgentConfig, RunAgentRequest, RunState};
 use hangar_testkit::cluster::TestCluster;
 use hangar_testkit::fake_llm::{FakeLlm, Turn};
@@ -167,12 +167,7 @@ async fn docker_real_agent_run_succeeds_in_unmodified_debian_image() {
 async fn docker_environment_clone_and_setup_through_the_api() {
     let image = base_image().await;
     let repo_dir = tempfile::tempdir().unwrap();
-    let repo = repo_dir.path().join("app");
-    std::fs::create_dir(&repo).unwrap();
-    git(&repo, &["init", "-q", "-b", "main"]);
-    std::fs::write(repo.join("README.md"), "hello-from-the-repo\n").unwrap();
-    git(&repo, &["add", "."]);
-    git(&repo, &["commit", "-qm", "init"]);
+    let repo = hangar_testkit::git::one_commit_repo(repo_dir.path(), "hello-from-the-repo\n");
 
     let llm = FakeLlm::start(vec![
         Turn::tool_call(

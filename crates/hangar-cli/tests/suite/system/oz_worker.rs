@@ -3,10 +3,11 @@
 //! `hangar agent run` with the stock command line, as its direct backend
 //! (and, in `docker_`, as its Docker backend with the agent sidecar image).
 
-use crate::suite::common::{git, hangar_bin};
+use crate::suite::common::hangar_bin;
 use hangar_protocol::{AgentConfig, RunAgentRequest, RunState};
 use hangar_testkit::cluster::{ClusterOptions, TestCluster};
 use hangar_testkit::fake_llm::{FakeLlm, Turn};
+use hangar_testkit::git::one_commit_repo;
 use hangar_testkit::oz_worker::{Launch, OzWorker, OzWorkerConfig};
 use serde_json::{Value, json};
 use std::path::Path;
@@ -81,17 +82,6 @@ fn tool_outputs(llm: &FakeLlm) -> String {
         .filter_map(|m| m["content"].as_str().map(str::to_owned))
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-/// A local repository `app` with `README.md` = `hello-from-the-repo`.
-fn local_repo(dir: &Path) -> std::path::PathBuf {
-    let repo = dir.join("app");
-    std::fs::create_dir(&repo).unwrap();
-    git(&repo, &["init", "-q", "-b", "main"]);
-    std::fs::write(repo.join("README.md"), "hello-from-the-repo\n").unwrap();
-    git(&repo, &["add", "."]);
-    git(&repo, &["commit", "-qm", "init"]);
-    repo
 }
 
 /// Creates secret `API_TOKEN` = `secret` and an environment `name` with
@@ -219,7 +209,7 @@ async fn oz_stock_worker_runs_with_an_environment_the_agent_prepares() {
     .await;
     let mut cluster = cluster(&llm, "").await;
     let repos = tempfile::tempdir().unwrap();
-    let repo = local_repo(repos.path());
+    let repo = one_commit_repo(repos.path(), "hello-from-the-repo\n");
     let env_id = environment(
         &cluster,
         "oz-env",
@@ -255,7 +245,7 @@ async fn oz_stock_worker_setup_failure_fails_the_run_as_setup_command_with_the_s
     let llm = FakeLlm::start(vec![]).await;
     let mut cluster = cluster(&llm, "").await;
     let repos = tempfile::tempdir().unwrap();
-    let repo = local_repo(repos.path());
+    let repo = one_commit_repo(repos.path(), "hello-from-the-repo\n");
     let env_id = environment(
         &cluster,
         "oz-bad-env",
@@ -283,26 +273,10 @@ async fn oz_stock_worker_setup_failure_fails_the_run_as_setup_command_with_the_s
     assert!(message.contains("the token is [REDACTED]"), "{message}");
     assert!(!message.contains(secret), "{message}");
     // The agent's reason, not the stock worker's generic agent_invocation.
-    let details = wait_failure_reason(&cluster, &run_id).await;
+    let details = crate::suite::common::ended(&cluster, &run_id).await;
     assert_eq!(details["failure_reason"], "setup_command", "{details}");
     assert!(!details.to_string().contains(secret));
     assert!(llm.requests().is_empty(), "the model was called");
-}
-
-/// The run's details once its execution ended (the worker's report).
-async fn wait_failure_reason(cluster: &TestCluster, run_id: &str) -> Value {
-    let deadline = std::time::Instant::now() + FINISH;
-    loop {
-        let run: Value = cluster
-            .client()
-            .get_json(&format!("api/v1/agent/runs/{run_id}"))
-            .await
-            .unwrap();
-        if run["exit_code"].is_i64() || std::time::Instant::now() > deadline {
-            return run;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -367,7 +341,7 @@ async fn oz_a_hangar_worker_prepares_the_environment_once() {
     .await;
     let mut cluster = cluster(&llm, "").await;
     let repos = tempfile::tempdir().unwrap();
-    let repo = local_repo(repos.path());
+    let repo = one_commit_repo(repos.path(), "hello-from-the-repo\n");
     let env_id = environment(
         &cluster,
         "once",

@@ -57,7 +57,7 @@ impl DockerExecution {
 
     /// `export KEY='value'` lines: the task env plus the egress proxy's.
     fn env_file(&self, spec: &TaskSpec) -> String {
-        let mut env = crate::backends::task_env(spec, &self.config().env);
+        let mut env = crate::backends::prepared_task_env(spec, &self.config().env);
         if let Some(egress) = &self.egress {
             env.extend(egress.env.iter().cloned());
         }

@@ -196,6 +196,8 @@ pub(crate) struct KubeExecution {
     job: String,
     /// Until created.
     spec: Option<TaskSpec>,
+    /// The task's environment, for its Secret.
+    env: std::collections::BTreeMap<String, String>,
     redactor: Redactor,
     /// How it ended, once known (a task may end before `wait`).
     ended: Option<Ended>,
@@ -208,9 +210,12 @@ pub(crate) struct KubeExecution {
 
 impl KubeExecution {
     pub(super) fn new(shared: Arc<Shared>, spec: TaskSpec) -> Result<Self, BackendError> {
+        // The agent prepares the environment in the pod (clones, setup
+        // commands): plain `task_env`, without the prepared mark.
         let env = crate::backends::task_env(&spec, &shared.config.env);
         let redactor = crate::backends::repos::task_redactor(&spec, &env);
         Ok(KubeExecution {
+            env,
             task_id: spec.task_id.clone(),
             execution_id: spec.execution_id.clone(),
             job: spec::job_name(&spec.task_id, &spec.execution_id),
@@ -236,6 +241,7 @@ impl KubeExecution {
             execution_id,
             job,
             spec: None,
+            env: Default::default(),
             redactor: Redactor::default(),
             ended: None,
             succeeded: false,
@@ -254,10 +260,6 @@ impl KubeExecution {
         let client = self.shared.client()?;
         let ns = namespace(&self.shared, &client);
         let config = &self.shared.config;
-        // The agent prepares the environment in the pod (clones, setup
-        // commands), so it must not be told the worker did.
-        let mut env = crate::backends::task_env(spec, &config.env);
-        env.remove(hangar_protocol::ENV_ENVIRONMENT_PREPARED);
         let args = crate::backends::agent_args(
             spec,
             &config.server_url,
@@ -291,7 +293,7 @@ impl KubeExecution {
             }
         };
         let secrets: Api<Secret> = Api::namespaced(client, &ns);
-        let secret = spec::build_secret(&created, &env);
+        let secret = spec::build_secret(&created, &self.env);
         match secrets.create(&PostParams::default(), &secret).await {
             Ok(_) => {}
             Err(e) if is_status(&e, 409) => {}

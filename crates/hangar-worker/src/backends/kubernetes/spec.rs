@@ -377,15 +377,20 @@ fn format_number(v: f64) -> String {
 }
 
 fn small_resources() -> ResourceRequirements {
-    let q = |cpu: &str, mem: &str| {
+    resources(("10m", "32Mi"), ("500m", "128Mi"))
+}
+
+/// Requests and limits of cpu and memory, each `(cpu, memory)`.
+pub(super) fn resources(requests: (&str, &str), limits: (&str, &str)) -> ResourceRequirements {
+    let q = |(cpu, mem): (&str, &str)| {
         BTreeMap::from([
             ("cpu".to_owned(), Quantity(cpu.into())),
             ("memory".to_owned(), Quantity(mem.into())),
         ])
     };
     ResourceRequirements {
-        requests: Some(q("10m", "32Mi")),
-        limits: Some(q("500m", "128Mi")),
+        requests: Some(q(requests)),
+        limits: Some(q(limits)),
         ..Default::default()
     }
 }
