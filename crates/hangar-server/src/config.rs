@@ -188,13 +188,13 @@ pub enum ConfigError {
 
 impl ServerConfig {
     /// The sidecar image stock workers get: the configured one, else the
-    /// image `scripts/sidecar-image` tags for this version.
+    /// image `scripts/sidecar-image` tags for this version; none for `""`.
     pub fn sidecar_image(&self) -> Option<String> {
-        Some(
-            self.sidecar_image
-                .clone()
-                .unwrap_or_else(|| DEFAULT_SIDECAR_IMAGE.to_owned()),
-        )
+        match self.sidecar_image.as_deref() {
+            None => Some(DEFAULT_SIDECAR_IMAGE.to_owned()),
+            Some("") => None,
+            Some(image) => Some(image.to_owned()),
+        }
     }
 
     /// Loads a YAML file over the defaults.

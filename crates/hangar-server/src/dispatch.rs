@@ -192,7 +192,7 @@ impl Dispatcher {
     ) -> Arc<Self> {
         let lost_timeout = config.worker_lost_timeout;
         let expiry_policy = config.lease_expiry_policy;
-        let sidecar_image = config.sidecar_image().filter(|i| !i.is_empty());
+        let sidecar_image = config.sidecar_image();
         let (fresh_tx, fresh_rx) = mpsc::channel(FRESH_CAPACITY);
         Arc::new(Dispatcher {
             store,
