@@ -188,9 +188,17 @@ def kinds(docs) -> list[str]:
 def validate_objects(docs) -> None:
     for o in objects(docs):
         if o["apiVersion"].startswith("monitoring.coreos.com/"):
-            spec = o["spec"]
-            assert spec["selector"]["matchLabels"], "PodMonitor without a selector"
-            assert all(e.get("port") for e in spec["podMetricsEndpoints"]), "PodMonitor endpoint without port"
+            # No schemas for the Prometheus Operator's CRDs: their essentials.
+            spec, kind = o["spec"], o["kind"]
+            if kind in ("PodMonitor", "ServiceMonitor"):
+                assert spec["selector"]["matchLabels"], f"{kind} without a selector"
+                endpoints = spec["podMetricsEndpoints" if kind == "PodMonitor" else "endpoints"]
+                assert endpoints and all(e.get("port") for e in endpoints), f"{kind} endpoint without port"
+            elif kind == "PrometheusRule":
+                assert spec["groups"] and all(r.get("expr") for g in spec["groups"] for r in g["rules"]), \
+                    "PrometheusRule without rules"
+            else:
+                raise AssertionError(f"unexpected {kind}")
             continue
         for v in KUBE_VERSIONS:
             try:
@@ -449,6 +457,8 @@ def worker_checks() -> None:
         assert c["args"][-4:] == ["--fence-after", "3m", "--env", "FOO=bar"], c["args"]
         pm = one(docs, "PodMonitor")
         assert pm["metadata"]["labels"]["release"] == "prom"
+        assert {"action": "replace", "targetLabel": "job", "replacement": "hangar-worker"} in \
+            pm["spec"]["podMetricsEndpoints"][0]["relabelings"], "PodMonitor: job hangar-worker for the alerts"
         assert one(docs, "Role")["metadata"]["namespace"] == "hangar-tasks"
     check("worker: every value set, task namespace elsewhere, PodMonitor", everything)
 
@@ -465,6 +475,31 @@ def worker_checks() -> None:
         assert cfg["backend"]["kubernetes"] == {"namespace": "hangar"}, cfg
         assert kinds(docs) == ["ConfigMap", "Deployment"], kinds(docs)
     check("worker: existingSecret, no metrics, no RBAC, worker defaults left to the worker", minimal)
+
+    def monitoring():
+        values, docs = worker_case("worker monitoring", WORKER_BASE + [
+            "metrics.serviceMonitor.enabled=true", "metrics.serviceMonitor.additionalLabels.release=prom",
+            "metrics.prometheusRule.enabled=true", "metrics.prometheusRule.additionalLabels.release=prom",
+        ])
+        check_worker_common(values, docs)
+        assert kinds(docs) == ["ConfigMap", "Deployment", "PrometheusRule", "Role", "RoleBinding", "Secret",
+                               "Service", "ServiceAccount", "ServiceMonitor"], kinds(docs)
+        svc = one(docs, "Service", "-metrics")
+        sm = one(docs, "ServiceMonitor")
+        assert sm["metadata"]["labels"]["release"] == "prom"
+        sel = sm["spec"]["selector"]["matchLabels"]
+        assert sel.items() <= svc["metadata"]["labels"].items(), "the ServiceMonitor selects the metrics Service"
+        ep = sm["spec"]["endpoints"][0]
+        assert ep["port"] == "metrics" and ep["path"] == "/metrics"
+        assert {"action": "replace", "targetLabel": "job", "replacement": "hangar-worker"} in ep["relabelings"]
+        # The rules are deploy/monitoring's, unchanged (check.py there keeps the chart's copy identical).
+        shipped = REPO / "deploy/monitoring/prometheus/hangar-alerts.yml"
+        assert (WORKER / "files/hangar-alerts.yml").read_bytes() == shipped.read_bytes(), \
+            f"files/hangar-alerts.yml differs from {shipped.relative_to(REPO)}"
+        pr = one(docs, "PrometheusRule")
+        assert pr["metadata"]["labels"]["release"] == "prom"
+        assert pr["spec"]["groups"] == yaml.safe_load(shipped.read_text())["groups"], "PrometheusRule != the rules"
+    check("worker: ServiceMonitor and the alert rules as a PrometheusRule", monitoring)
 
     for example in sorted((WORKER / "examples").glob("*.yaml")):
         def ex(example=example):
@@ -485,6 +520,8 @@ def worker_checks() -> None:
         (WORKER_BASE + ["kubernetes.imagePullPolicy=Sometimes"], "must be Always, IfNotPresent or Never"),
         (WORKER_BASE + ["logLevel=trace"], "must be debug, info, warn or error"),
         (WORKER_BASE + ["metrics.enabled=false", "metrics.podMonitor.enabled=true"], "needs metrics.enabled"),
+        (WORKER_BASE + ["metrics.enabled=false", "metrics.serviceMonitor.enabled=true"], "needs metrics.enabled"),
+        (WORKER_BASE + ["metrics.podMonitor.enabled=true", "metrics.serviceMonitor.enabled=true"], "not both"),
         (WORKER_BASE + ["serviceAccount.create=false"], "serviceAccount.name is required"),
     ]
     for sets, needle in refusals:
@@ -642,6 +679,59 @@ def server_checks() -> None:
                 assert "PersistentVolumeClaim" not in kinds(docs)
     check("server: SQLite with emptyDir, an existing claim, a given master key", sqlite_variants)
 
+    def metrics():
+        # With a bearer token Secret and a ServiceMonitor.
+        values, docs = server_case("server metrics", [
+            "metrics.enabled=true", "metrics.bearerTokenSecret=hangar-metrics",
+            "metrics.serviceMonitor.enabled=true", "metrics.serviceMonitor.additionalLabels.release=prom",
+        ])
+        cm = one(docs, "ConfigMap", "-config")
+        cfg = yaml.safe_load(cm["data"]["server.yaml"])
+        assert cfg["metrics"] == {"listen": "0.0.0.0:9465", "bearer_token_file": "/etc/hangar-metrics/token"}, cfg
+        deploy = one(docs, "Deployment")
+        c = container(deploy, "server")
+        assert {"name": "metrics", "containerPort": 9465, "protocol": "TCP"} in c["ports"], c["ports"]
+        mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+        assert mounts["/etc/hangar-metrics"]["name"] == "metrics-token" and mounts["/etc/hangar-metrics"]["readOnly"]
+        vols = {v["name"]: v for v in deploy["spec"]["template"]["spec"]["volumes"]}
+        assert vols["metrics-token"]["secret"]["secretName"] == "hangar-metrics"
+        assert vols["metrics-token"]["secret"]["items"][0]["key"] == "token"
+        assert vols["metrics-token"]["secret"]["items"][0]["path"] == "token"
+        svc = one(docs, "Service", "-metrics")
+        assert svc["spec"]["ports"] == [{"name": "metrics", "port": 9465, "targetPort": "metrics", "protocol": "TCP"}]
+        api = one(docs, "Service", "hangar-server")
+        assert [p["name"] for p in api["spec"]["ports"]] == ["http"], "metrics are not on the API Service"
+        sm = one(docs, "ServiceMonitor")
+        sel = sm["spec"]["selector"]["matchLabels"]
+        assert sel.items() <= svc["metadata"]["labels"].items(), "the ServiceMonitor selects the metrics Service"
+        assert not sel.items() <= api["metadata"]["labels"].items(), "the ServiceMonitor must not select the API"
+        ep = sm["spec"]["endpoints"][0]
+        assert ep["port"] == "metrics" and ep["authorization"] == {
+            "type": "Bearer", "credentials": {"name": "hangar-metrics", "key": "token"}}, ep
+        assert {"action": "replace", "targetLabel": "job", "replacement": "hangar-server"} in ep["relabelings"]
+        # Without a token, on another port.
+        values2, docs2 = server_case("server metrics without token", [
+            "metrics.enabled=true", "metrics.port=9000", "metrics.refreshInterval=15s"])
+        cfg2 = yaml.safe_load(one(docs2, "ConfigMap", "-config")["data"]["server.yaml"])
+        assert cfg2["metrics"] == {"listen": "0.0.0.0:9000", "refresh_interval": "15s"}, cfg2
+        vols2 = {v["name"] for v in one(docs2, "Deployment")["spec"]["template"]["spec"]["volumes"]}
+        assert "metrics-token" not in vols2
+        # The contract with the code: the section's keys are the Rust struct's.
+        body = re.search(r"pub struct ServerConfig\s*\{(.*?)\n\}", CONFIG_RS.read_text(), re.S).group(1)
+        field = re.search(r"^\s*pub\s+metrics\s*:\s*(?:Option<)?([\w:]+)", body, re.M)
+        assert field, (f"ServerConfig in {CONFIG_RS.relative_to(REPO)} has no `metrics` field yet: the chart "
+                       "renders `metrics: {listen, bearer_token_file}` (the Rust side must add it)")
+        struct = field.group(1).split("::")[-1]
+        sources = [p for d in ("crates/hangar-server/src", "crates/hangar-telemetry/src")
+                   for p in sorted((REPO / d).rglob("*.rs")) if f"pub struct {struct}" in p.read_text()]
+        assert sources, f"struct {struct} (ServerConfig.metrics) not found"
+        known = rust_fields(sources[0], struct)
+        for c in (cfg, cfg2):
+            assert set(c["metrics"]) <= known, f"unknown metrics keys {set(c['metrics']) - known}"
+        check_server_common(values, docs)
+        check_server_common(values2, docs2)
+    check("server: metrics listener, bearer token Secret, ServiceMonitor", metrics)
+
     refusals = [
         (["replicaCount=2"], "needs PostgreSQL"),
         ([f"database.url={DB_URL}"], "the master key must be given"),
@@ -650,6 +740,9 @@ def server_checks() -> None:
         (["extraConfig.database_url=postgres://x/y"], "database_url is secret"),
         (["config.public_url=hangar.internal"], "must start with http:// or https://"),
         (["providerKeys.values.bad-name=x"], "is not an environment variable name"),
+        (["metrics.enabled=true", "metrics.port=7420"], "must differ from httpPort"),
+        (["metrics.serviceMonitor.enabled=true"], "needs metrics.enabled"),
+        (["extraConfig.metrics.listen=0.0.0.0:1"], "set by the chart"),
     ]
     for sets, needle in refusals:
         check(f"server: refuses {sets[-1]!r}: {needle}",

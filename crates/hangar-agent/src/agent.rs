@@ -13,6 +13,8 @@ use hangar_llm::{LlmError, ModelProvider};
 use hangar_protocol::RunState;
 use hangar_protocol::llm::{ChatMessage, ChatRequest, Role, ToolSpec};
 use hangar_protocol::session::{EventBody, Followup};
+use hangar_telemetry::trace::{self, TraceParent};
+use opentelemetry::KeyValue;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -316,7 +318,27 @@ impl Agent {
         .await?;
         let specs = self.tools.specs();
         let mut gauge = ContextGauge::default();
+        // The run's trace (TRACEPARENT from the worker): a span for the
+        // agent, one per turn, and under each its model call and tool calls.
+        let run_span = TraceParent::from_env().map(|parent| {
+            trace::start(
+                "agent.run",
+                &parent,
+                vec![KeyValue::new(
+                    "gen_ai.request.model",
+                    self.config.model.clone(),
+                )],
+            )
+        });
         for turn_no in 1..=self.config.max_turns {
+            let turn_span = run_span.as_ref().map(|s| {
+                trace::start(
+                    "agent.turn",
+                    &s.context(),
+                    vec![KeyValue::new("hangar.turn", i64::from(turn_no))],
+                )
+            });
+            let turn_ctx = turn_span.as_ref().map(trace::Span::context);
             if turn_no > 1 {
                 take_followups(followups, &mut messages, sink).await?;
             }
@@ -339,10 +361,34 @@ impl Agent {
                 messages = messages.len(),
                 "calling the model"
             );
-            let turn = match self
+            let mut call_span = turn_ctx.map(|c| {
+                trace::start(
+                    "llm.call",
+                    &c,
+                    vec![KeyValue::new(
+                        "gen_ai.request.model",
+                        self.config.model.clone(),
+                    )],
+                )
+            });
+            let called = self
                 .call_model_retrying(&messages, &specs, turn_no, cancel)
-                .await
-            {
+                .await;
+            if let Some(span) = &mut call_span {
+                match &called {
+                    Ok(Some(turn)) => {
+                        if let Some(u) = turn.usage {
+                            span.set("gen_ai.usage.input_tokens", u.prompt_tokens as i64);
+                            span.set("gen_ai.usage.output_tokens", u.completion_tokens as i64);
+                        }
+                        span.set("hangar.tool_calls", turn.calls.len() as i64);
+                    }
+                    Ok(None) => span.set("hangar.cancelled", true),
+                    Err(e) => span.fail(e.to_string()),
+                }
+            }
+            drop(call_span);
+            let turn = match called {
                 Ok(Some(turn)) => turn,
                 Ok(None) => return Ok(RunOutcome::Cancelled),
                 Err(e) => {
@@ -382,13 +428,27 @@ impl Agent {
                     redactor: self.redactor.clone(),
                 })
                 .collect();
-            let outputs =
-                futures::future::join_all(turn.calls.iter().zip(&contexts).map(
-                    |(call, ctx)| async move {
-                        self.tools.dispatch(&call.name, &call.arguments, ctx).await
-                    },
-                ))
-                .await;
+            let outputs = futures::future::join_all(turn.calls.iter().zip(&contexts).map(
+                |(call, ctx)| async move {
+                    let mut span = turn_ctx.map(|c| {
+                        trace::start(
+                            "tool.call",
+                            &c,
+                            vec![KeyValue::new("gen_ai.tool.name", call.name.clone())],
+                        )
+                    });
+                    let out = self.tools.dispatch(&call.name, &call.arguments, ctx).await;
+                    if let Some(span) = &mut span {
+                        match &out {
+                            Ok(o) if o.is_error => span.fail("the tool reported an error"),
+                            Ok(_) => {}
+                            Err(e) => span.fail(e.to_string()),
+                        }
+                    }
+                    out
+                },
+            ))
+            .await;
             let mut fatal = None;
             for ((call, ctx), output) in turn.calls.iter().zip(&contexts).zip(outputs) {
                 let output = output.unwrap_or_else(|e| {

@@ -37,18 +37,37 @@ impl Global {
 
 /// Logs to stderr; `RUST_LOG` overrides `default`. Every value registered
 /// in the returned set (a worker registers its API key and each running
-/// task's secrets and run token) is masked in the output (scenario S10).
-pub fn init_logging(default: &str) -> hangar_protocol::redact::LogSecrets {
+/// task's secrets and run token) is masked in the output (scenario S10), in
+/// either format. `json` writes one object per line with the fields of the
+/// spans the event happened in (`run_id`, `execution_id`, `worker_id`,
+/// `request_id`, `trace_id`).
+pub fn init_logging(
+    default: &str,
+    format: Option<hangar_worker::LogFormat>,
+) -> hangar_protocol::redact::LogSecrets {
     use tracing_subscriber::EnvFilter;
     let secrets = hangar_protocol::redact::LogSecrets::default();
     let writer = secrets.clone();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    // OpenTelemetry's own notes ("global meter provider is set") are noise below warn.
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new(format!(
+            "{default},opentelemetry=warn,opentelemetry_sdk=warn"
+        ))
+    });
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(move || writer.writer(std::io::stderr()))
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .try_init();
+        .with_writer(move || writer.writer(std::io::stderr()));
+    let _ = match format.unwrap_or_else(hangar_worker::LogFormat::for_stderr) {
+        hangar_worker::LogFormat::Json => builder
+            .json()
+            .with_current_span(false)
+            .with_span_list(true)
+            .try_init(),
+        hangar_worker::LogFormat::Pretty => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_target(false)
+            .try_init(),
+    };
     secrets
 }
 

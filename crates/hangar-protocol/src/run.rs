@@ -638,6 +638,11 @@ pub struct RunItem {
     /// execution (128+signal for a signal death).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
+    /// **(extension)** The run's W3C trace id (32 hex digits): every span of
+    /// the run (server, worker, agent) is in this trace, and its log lines
+    /// carry it as `trace_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 /// Cursor paging.

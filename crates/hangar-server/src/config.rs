@@ -76,6 +76,57 @@ pub struct ServerConfig {
     /// `scripts/sidecar-image`. Default `hangar-agent-sidecar:<version>`; an
     /// empty string sends none. Hangar workers never need it.
     pub sidecar_image: Option<String>,
+    /// Prometheus metrics of this server on a listener of their own.
+    pub metrics: MetricsConfig,
+}
+
+/// `metrics:` in the server config.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Serve `GET /metrics` (Prometheus text) on this address, apart from
+    /// the API, e.g. `0.0.0.0:9465`. Unset: no listener, unless
+    /// `OTEL_METRICS_EXPORTER` includes `prometheus` (then
+    /// `OTEL_EXPORTER_PROMETHEUS_HOST`/`PORT`, default `localhost:9464`).
+    pub listen: Option<SocketAddr>,
+    /// A file holding the bearer token scrapes must send
+    /// (`Authorization: Bearer …`). Unset: no token.
+    pub bearer_token_file: Option<PathBuf>,
+    /// How often the gauges read from the database (runs by state, the
+    /// queue) are refreshed.
+    #[serde(with = "humantime_serde_compat")]
+    pub refresh_interval: Duration,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: None,
+            bearer_token_file: None,
+            refresh_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+impl MetricsConfig {
+    /// Reads the bearer token file: trimmed, non-empty.
+    pub fn bearer_token(&self) -> Result<Option<String>, ConfigError> {
+        let Some(path) = &self.bearer_token_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let token = text.trim();
+        if token.is_empty() {
+            return Err(ConfigError::Invalid(format!(
+                "metrics.bearer_token_file {} is empty; put the token scrapers send in it",
+                path.display()
+            )));
+        }
+        Ok(Some(token.to_owned()))
+    }
 }
 
 impl Default for ServerConfig {
@@ -103,6 +154,7 @@ impl Default for ServerConfig {
             allow_local_repositories: false,
             allow_internal_repository_hosts: false,
             sidecar_image: None,
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -242,6 +294,18 @@ impl ServerConfig {
                      registry.example.com/hangar-agent-sidecar:1.0, or \"\" to send none"
                 ))
             })?;
+        }
+        if self.metrics.refresh_interval < Duration::from_millis(100) {
+            return Err(ConfigError::Invalid(
+                "metrics.refresh_interval must be at least 100ms".into(),
+            ));
+        }
+        if self.metrics.bearer_token_file.is_some() && self.metrics.listen.is_none() {
+            return Err(ConfigError::Invalid(
+                "metrics.bearer_token_file is set but metrics.listen is not; \
+                 set metrics.listen (e.g. 0.0.0.0:9465) to serve /metrics"
+                    .into(),
+            ));
         }
         if let Some(url) = &self.public_url {
             let parsed = url::Url::parse(url)

@@ -20,6 +20,8 @@ use hangar_store::{
     ExecutionEnd, ExecutionRecord, ExecutionState, NewExecution, Outcome, RunRecord, Store,
     StoreResult, Transition,
 };
+use hangar_telemetry::trace::{TraceParent, at_millis as millis_to_system};
+use opentelemetry::KeyValue;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -748,6 +750,21 @@ impl Dispatcher {
                     // The connection went away between reserve and send; the
                     // run is queued again when the execution's lease expires.
                     tracing::warn!(run_id = %run.id, worker_id, "assignment not delivered");
+                } else {
+                    // Ready since its last change: creation, or a requeue.
+                    let ready = run.updated_at.min(now);
+                    crate::metrics::get()
+                        .dispatched(Duration::from_millis((now - ready).max(0) as u64));
+                    hangar_telemetry::trace::record(
+                        "run.dispatch",
+                        &TraceParent::for_run(&run.id.0),
+                        millis_to_system(ready),
+                        std::time::SystemTime::now(),
+                        vec![
+                            KeyValue::new("hangar.worker.id", worker_id.clone()),
+                            KeyValue::new("hangar.execution.id", exec_id.0.clone()),
+                        ],
+                    );
                 }
                 tracing::debug!(run_id = %run.id, execution_id = %exec_id, worker_id, "assigned");
                 Ok(true)
@@ -776,6 +793,11 @@ impl Dispatcher {
         env.insert(ENV_RUN_ID.to_owned(), run.id.0.clone());
         env.insert(ENV_EXECUTION_ID.to_owned(), exec.0.clone());
         env.insert(ENV_SERVER_URL.to_owned(), self.public_url.clone());
+        // The run's trace: the worker's and the agent's spans nest under it.
+        env.insert(
+            hangar_telemetry::trace::ENV.to_owned(),
+            TraceParent::for_run(&run.id.0).header(),
+        );
         env.insert("GIT_TERMINAL_PROMPT".to_owned(), "0".to_owned());
         env.insert("GH_PROMPT_DISABLED".to_owned(), "1".to_owned());
         TaskAssignment {
@@ -912,6 +934,7 @@ impl Dispatcher {
                 continue; // renewed meanwhile, or another replica took it
             }
             ended += 1;
+            crate::metrics::get().lease_expired();
             let lease = humantime::format_duration(self.lost_timeout);
             let worker_id = &exec.worker_id;
             let run = self.store.run_any_team(&exec.run_id).await?;
@@ -956,6 +979,7 @@ impl Dispatcher {
                     .finish_execution(&exec.run_id, &exec.id, &end)
                     .await?;
                 tracing::warn!(run_id = %exec.run_id, execution_id = %exec.id, worker_id, "lease expired; run marked ERROR (worker_lost)");
+                crate::metrics::run_ended(self.store.as_ref(), &exec.run_id).await;
             }
             // Operators and pollers see why: `lease_expired`, naming the worker.
             let event = hangar_store::NewLifecycleEvent {

@@ -155,6 +155,7 @@ impl ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
+        crate::metrics::get().store_error(&e);
         match e {
             StoreError::NotFound => ApiError::NotFound("the resource does not exist".to_owned()),
             StoreError::Conflict(m) => ApiError::Conflict(m),

@@ -522,6 +522,7 @@ async fn connection(
     worker_id: String,
     socket: WebSocket,
 ) {
+    let _open = crate::metrics::get().websocket("worker");
     let team_id = credential.team_id();
     // Before registration: nothing can be assigned on this connection earlier.
     let view = ConnView::opened_now();
@@ -734,6 +735,9 @@ async fn store_finish(
         .await?;
     app.dispatcher.release(key, &exec.id);
     app.sessions.close(&exec.run_id, &exec.id);
+    if t == Transition::Applied {
+        crate::metrics::run_ended(app.store.as_ref(), &exec.run_id).await;
+    }
     Ok(t)
 }
 

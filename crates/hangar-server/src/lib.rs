@@ -16,6 +16,7 @@ pub mod dispatch;
 pub mod error;
 pub mod gateway;
 pub mod llm_gateway;
+pub mod metrics;
 pub mod openapi;
 pub mod presence;
 pub mod rate_limit;
@@ -27,7 +28,7 @@ pub mod sessions;
 pub mod sharing;
 pub mod web_auth;
 
-pub use config::{ConfigError, ServerConfig};
+pub use config::{ConfigError, MetricsConfig, ServerConfig};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
@@ -390,6 +391,7 @@ impl Server {
             .layer(DefaultBodyLimit::max(config.max_body_bytes))
             .layer(axum::middleware::from_fn(web_auth::csrf_layer))
             .layer(axum::middleware::from_fn(problem_layer))
+            .layer(axum::middleware::from_fn(metrics::http_layer))
             .with_state(state.clone());
 
         let tasks = TaskTracker::new();
@@ -399,6 +401,11 @@ impl Server {
         }
         tasks.spawn(schedule::Scheduler::for_server(&state).run(shutdown.clone()));
         tasks.spawn(presence::run(state.clone(), shutdown.clone()));
+        tasks.spawn(metrics::refresh(
+            state.clone(),
+            config.metrics.refresh_interval,
+            shutdown.clone(),
+        ));
         let serve_shutdown = shutdown.clone();
         tasks.spawn(async move {
             use axum::serve::ListenerExt;

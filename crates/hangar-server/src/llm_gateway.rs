@@ -219,6 +219,7 @@ async fn check_budget(app: &AppState, payer: &Payer) -> Result<(), Response> {
     };
     let limits = app.budgets.limits(app.store.as_ref(), team_id).await;
     if let Err(wait) = app.budgets.check_rate(&limits, &payer.bucket()) {
+        crate::metrics::get().rate_limited("llm_gateway");
         let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
         let who = match payer {
             Payer::Run { .. } => "this run",

@@ -187,6 +187,7 @@ pub async fn layer(State(limiter): State<Arc<RateLimiter>>, req: Request, next: 
     match checked {
         Ok(()) => next.run(req).await,
         Err(wait) => {
+            crate::metrics::get().rate_limited("api");
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             let secs = secs.max(1);
             let mut resp = ApiError::TooManyRequests(format!(

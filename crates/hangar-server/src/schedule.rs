@@ -413,10 +413,21 @@ impl Scheduler {
 }
 
 fn count(claim: SlotClaim, failed: bool, report: &mut TickReport) {
+    let metrics = crate::metrics::get();
     match claim {
-        SlotClaim::Claimed(Some(run)) => report.runs.push(run.id),
-        SlotClaim::Claimed(None) if failed => report.failed += 1,
-        SlotClaim::Claimed(None) => report.skipped += 1,
+        SlotClaim::Claimed(Some(run)) => {
+            metrics.schedule_fired();
+            metrics.run_created(run.source.as_str());
+            report.runs.push(run.id)
+        }
+        SlotClaim::Claimed(None) if failed => {
+            metrics.schedule_missed(1);
+            report.failed += 1
+        }
+        SlotClaim::Claimed(None) => {
+            metrics.schedule_missed(1);
+            report.skipped += 1
+        }
         SlotClaim::Taken => report.taken += 1,
     }
 }

@@ -232,6 +232,7 @@ pub async fn session_socket(
 }
 
 async fn agent_connection(app: AppState, run: RunId, exec: ExecutionId, socket: WebSocket) {
+    let _open = crate::metrics::get().websocket("agent");
     let (mut sink, mut stream) = socket.split();
     let last = match app.store.last_seq(&run, &exec).await {
         Ok(s) => s,
@@ -367,10 +368,12 @@ async fn commit(
         ),
         _ => (None, None),
     };
+    let started = std::time::Instant::now();
     let seq = app
         .store
         .append_events(run, exec, std::slice::from_ref(&event))
         .await?;
+    crate::metrics::get().events_committed(1, started.elapsed());
     app.sessions.publish(
         run,
         LiveEvent {
@@ -397,6 +400,7 @@ async fn commit(
                 at: hangar_protocol::Timestamp::now().unix_millis(),
             };
             app.store.finish_execution(run, exec, &end).await?;
+            crate::metrics::run_ended(app.store.as_ref(), run).await;
         }
     }
     Ok(seq)

@@ -28,6 +28,7 @@ mod rows;
 mod schedules;
 mod shares;
 mod sqlite;
+mod stats;
 mod usage;
 mod worker_tokens;
 
@@ -45,6 +46,7 @@ pub use records::*;
 pub use schedules::*;
 pub use shares::{Grantee, NewShare, ShareRecord, ShareStore};
 pub use sqlite::SqliteStore;
+pub use stats::{QueueStat, StatsStore, TeamOverview};
 pub use usage::{CallerUsageRecord, UsageStore, UsageSubject};
 pub use worker_tokens::{NewWorkerToken, WorkerBinding, WorkerTokenRecord, WorkerTokenStore};
 
@@ -354,6 +356,7 @@ pub trait Store:
     + ClusterStore
     + ShareStore
     + UsageStore
+    + StatsStore
     + Send
     + Sync
 {

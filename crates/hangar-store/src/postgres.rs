@@ -17,6 +17,8 @@ mod schedules;
 mod shares;
 mod usage;
 
+crate::stats::stats_store!(PostgresStore, crate::leases::numbered);
+
 pub use notify::PgSignalListener;
 
 use crate::*;
@@ -94,6 +96,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         13,
         "llm_caller_usage",
         include_str!("../migrations/postgres/0013_llm_caller_usage.sql"),
+    ),
+    (
+        14,
+        "runs_state_index",
+        include_str!("../migrations/postgres/0014_runs_state_index.sql"),
     ),
 ];
 

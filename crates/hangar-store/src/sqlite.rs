@@ -6,6 +6,8 @@ mod lifecycle;
 mod schedules;
 mod shares;
 mod usage;
+
+crate::stats::stats_store!(SqliteStore, crate::stats::as_written);
 use crate::*;
 use hangar_protocol::session::SessionEvent;
 use hangar_protocol::{RunExecutionLocation, RunSourceType, Timestamp};
@@ -89,6 +91,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         14,
         "llm_caller_usage",
         include_str!("../migrations/sqlite/0014_llm_caller_usage.sql"),
+    ),
+    (
+        15,
+        "runs_state_index",
+        include_str!("../migrations/sqlite/0015_runs_state_index.sql"),
     ),
 ];
 

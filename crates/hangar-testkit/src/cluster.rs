@@ -29,6 +29,9 @@ pub struct ClusterOptions {
     /// The server's data directory (SQLite database, master key) instead of
     /// one inside the cluster's temporary directory (e.g. on a small tmpfs).
     pub data_dir: Option<PathBuf>,
+    /// Variables for every server, replica and worker process (e.g.
+    /// `OTEL_*`). Logs are `pretty` unless this sets `HANGAR_LOG_FORMAT`.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for ClusterOptions {
@@ -39,6 +42,7 @@ impl Default for ClusterOptions {
             lost_timeout: Duration::from_secs(6),
             postgres: None,
             data_dir: None,
+            env: Vec::new(),
         }
     }
 }
@@ -94,6 +98,7 @@ pub struct TestCluster {
     worker_tokens: std::collections::HashMap<String, String>,
     replicas: Vec<(String, Child, PathBuf)>,
     data_dir: Option<PathBuf>,
+    env: Vec<(String, String)>,
 }
 
 impl Drop for TestCluster {
@@ -156,6 +161,7 @@ impl TestCluster {
             worker_tokens: Default::default(),
             replicas: Vec::new(),
             data_dir: options.data_dir.clone(),
+            env: options.env.clone(),
         };
         cluster.start_server("127.0.0.1:0").await?;
         let creds: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cli_json)?)?;
@@ -181,6 +187,8 @@ impl TestCluster {
             .env("HOME", dir)
             .env("XDG_CONFIG_HOME", dir.join("xdg-config"))
             .env("RUST_LOG", "info,hangar_server=debug")
+            .env("HANGAR_LOG_FORMAT", "pretty")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(log_file(&log)?)
             .stderr(log_file(&log)?)
             .kill_on_drop(true)
@@ -252,6 +260,8 @@ impl TestCluster {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", dir)
             .env("RUST_LOG", "info,hangar_server=debug")
+            .env("HANGAR_LOG_FORMAT", "pretty")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(log_file(&log)?)
             .stderr(log_file(&log)?)
             .kill_on_drop(true)
@@ -314,6 +324,19 @@ impl TestCluster {
         let listen = self.url.trim_start_matches("http://").to_owned();
         self.start_server(&listen).await?;
         self.wait_ready().await
+    }
+
+    /// The server's log file.
+    pub fn server_log(&self) -> PathBuf {
+        self.dir.path().join("server.log")
+    }
+
+    /// The log file of replica `name`.
+    pub fn replica_log(&self, name: &str) -> Option<PathBuf> {
+        self.replicas
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, _, log)| log.clone())
     }
 
     /// The cluster's temporary directory.
@@ -403,6 +426,8 @@ impl TestCluster {
             .env("HOME", self.dir.path())
             .env("HANGAR_API_KEY", &token)
             .env("RUST_LOG", "info,hangar_worker=debug")
+            .env("HANGAR_LOG_FORMAT", "pretty")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(log_file(&log)?)
             .stderr(log_file(&log)?)
             .kill_on_drop(true)
@@ -469,6 +494,34 @@ impl TestCluster {
             logs.push((format!("replica {name}"), log.clone()));
         }
         logs
+    }
+}
+
+/// The last `http://…/metrics` URL a process printed in its log (the
+/// server prints where it serves metrics; a worker logs it), waiting up to
+/// 30 s for one to appear after `skip` bytes of the log.
+pub async fn metrics_url(log: &Path, skip: usize) -> Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let found = text
+            .get(skip..)
+            .unwrap_or("")
+            .lines()
+            .rev()
+            .find_map(|line| {
+                let start = line.find("http://")?;
+                let rest = &line[start..];
+                let end = rest.find("/metrics")? + "/metrics".len();
+                Some(rest[..end].to_owned())
+            });
+        if let Some(url) = found {
+            return Ok(url);
+        }
+        if Instant::now() > deadline {
+            bail!("no metrics URL in {} within 30 s", log.display());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

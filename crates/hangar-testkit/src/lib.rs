@@ -11,10 +11,12 @@
 //! - [`fake_kube`]: a fake Kubernetes API server (Jobs, Pods, Secrets,
 //!   Events, watches) with a simulated job controller and kubelet, for the
 //!   real `kube` client.
+//! - [`otlp`]: an OTLP/HTTP collector that decodes protobuf exports.
 
 pub mod cluster;
 pub mod fake_kube;
 pub mod fake_llm;
 pub mod git;
 pub mod images;
+pub mod otlp;
 pub mod oz_worker;

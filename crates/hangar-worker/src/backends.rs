@@ -27,7 +27,7 @@ mod egress;
 pub(crate) mod inputs;
 pub mod kubernetes;
 pub(crate) mod repos;
-mod spools;
+pub(crate) mod spools;
 
 use async_trait::async_trait;
 use hangar_protocol::worker::FailureReason;

@@ -121,6 +121,27 @@ impl LogLevel {
     }
 }
 
+/// How logs are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line, with the run, execution and worker ids of
+    /// the spans an event happened in (what log shippers want).
+    Json,
+    /// Human-readable lines.
+    Pretty,
+}
+
+impl LogFormat {
+    /// `json` when stderr is not a terminal, `pretty` when it is.
+    pub fn for_stderr() -> LogFormat {
+        if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            LogFormat::Pretty
+        } else {
+            LogFormat::Json
+        }
+    }
+}
+
 /// Flags of `hangar worker` (names as in oz-agent-worker). Flatten into the
 /// subcommand and call [`WorkerArgs::resolve`].
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -156,6 +177,10 @@ pub struct WorkerArgs {
     /// Log verbosity [default: info].
     #[arg(long, value_enum)]
     pub log_level: Option<LogLevel>,
+
+    /// Log format [default: json when stderr is not a terminal, else pretty].
+    #[arg(long, value_enum, env = "HANGAR_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
 
     /// Keep workspaces, containers and Jobs after tasks end (for debugging).
     #[arg(long)]

@@ -207,11 +207,15 @@ impl Connection {
             };
             match attempt {
                 Ok(ws) => {
+                    crate::metrics::get().connected(true);
                     let up_since = Instant::now();
                     tracing::info!(worker_id = %self.settings.worker_id, url = %self.settings.url, "connected to the control plane");
-                    match self.session(ws).await {
+                    let ended = self.session(ws).await;
+                    crate::metrics::get().connected(false);
+                    match ended {
                         SessionEnd::Closed => return,
                         SessionEnd::Lost(why) => {
+                            crate::metrics::get().reconnect("remote_close");
                             tracing::warn!(worker_id = %self.settings.worker_id, reason = %why, "connection lost; reconnecting");
                         }
                     }
@@ -229,8 +233,10 @@ impl Connection {
                          retrying at the slowest rate"
                     );
                     backoff.saturate();
+                    crate::metrics::get().reconnect("dial_failed");
                 }
                 Err(ConnectError::Other(why)) => {
+                    crate::metrics::get().reconnect("dial_failed");
                     tracing::warn!(worker_id = %self.settings.worker_id, url = %self.settings.url, error = %why, "cannot connect to the control plane");
                 }
             }
@@ -349,7 +355,10 @@ impl Connection {
                         Some(Ok(Message::Binary(_))) => {
                             tracing::warn!(worker_id = %self.settings.worker_id, "ignoring a binary frame; the protocol uses text frames");
                         }
-                        // Pings are answered by tungstenite; pongs only refresh the deadline.
+                        // The server renews this worker's leases on every frame it reads,
+                        // so an answered heartbeat is a renewal.
+                        Some(Ok(Message::Pong(_))) => crate::metrics::get().lease_renewed(),
+                        // Pings are answered by tungstenite.
                         Some(Ok(_)) => {}
                     }
                 }

@@ -24,13 +24,14 @@
 pub mod backends;
 pub mod config;
 mod connection;
+pub mod metrics;
 pub mod prepare;
 mod task;
 mod worker;
 
 pub use config::{
-    ApiKey, BackendKind, CommandSettings, ConfigError, DirectSettings, DockerSettings, LogLevel,
-    PullPolicy, SandboxKind, SandboxMount, WorkerArgs, WorkerConfig,
+    ApiKey, BackendKind, CommandSettings, ConfigError, DirectSettings, DockerSettings, LogFormat,
+    LogLevel, PullPolicy, SandboxKind, SandboxMount, WorkerArgs, WorkerConfig,
 };
 pub use connection::{INBOX_CAPACITY, OUTBOX_CAPACITY, worker_ws_url};
 pub use task::{CANCELLED_MESSAGE, CANCELLED_STATE, COMPLETED_MESSAGE};

@@ -7,6 +7,7 @@ use crate::connection::Outbox;
 use hangar_protocol::redact::{LogSecrets, Redactor};
 use hangar_protocol::worker::FailureReason;
 use hangar_protocol::worker::{TaskCompleted, TaskFailed, TaskStarted, WorkerToServer};
+use opentelemetry::KeyValue;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -61,6 +62,12 @@ pub(crate) struct TaskRun {
     pub park: Option<tokio::sync::mpsc::UnboundedSender<Parked>>,
     /// The worker log's masked values; this task's secrets join them while it runs.
     pub log_secrets: LogSecrets,
+    /// `OTEL_*` variables the agent gets to export its spans.
+    pub trace_env: Vec<(String, String)>,
+    /// This worker (span attributes).
+    pub worker_id: String,
+    /// The backend's name (span attributes).
+    pub backend_name: &'static str,
 }
 
 /// A sandbox kept after its run ended, waiting for a follow-up of that run.
@@ -83,9 +90,30 @@ enum Outcome {
 }
 
 /// Runs the execution to the end and queues its terminal report.
-pub(crate) async fn drive(run: TaskRun) {
+pub(crate) async fn drive(mut run: TaskRun) {
     let task_id = run.spec.task_id.clone();
     let execution_id = run.spec.execution_id.clone();
+    let started = std::time::Instant::now();
+    // The task's span, under the run's trace; the backends' steps and the
+    // agent (TRACEPARENT in its environment) nest under it.
+    let mut span = hangar_telemetry::trace::start(
+        "worker.task",
+        &crate::metrics::task_parent(&run.spec),
+        vec![
+            KeyValue::new("hangar.run.id", task_id.clone()),
+            KeyValue::new("hangar.execution.id", execution_id.clone()),
+            KeyValue::new("hangar.worker.id", run.worker_id.clone()),
+            KeyValue::new("hangar.worker.backend", run.backend_name),
+        ],
+    );
+    let env = &mut run.spec.assignment.env_vars;
+    env.insert(
+        hangar_telemetry::trace::ENV.to_owned(),
+        span.context().header(),
+    );
+    for (k, v) in &run.trace_env {
+        env.entry(k.clone()).or_insert_with(|| v.clone());
+    }
     // S10: the task's secrets and run token are masked in its failure
     // message and, while it runs, in everything the worker logs.
     let redactor = crate::backends::repos::task_redactor(&run.spec, &run.spec.assignment.env_vars);
@@ -101,7 +129,9 @@ pub(crate) async fn drive(run: TaskRun) {
         {
             tracing::warn!(task_id = %task_id, reason = ?e.reason, error = %e, "cleanup of the kept sandbox failed");
         }
+        crate::metrics::get().task_failed("assignment", &e.reason);
         let report = report(Outcome::Failed(e), None, &task_id, &execution_id, &redactor);
+        record_end(&report, started, &mut span, true);
         run.outbox.send(report).await;
         return;
     }
@@ -122,6 +152,7 @@ pub(crate) async fn drive(run: TaskRun) {
     let outcome = match execution {
         Ok(mut exec) => {
             let outcome = lifecycle(
+                span.context(),
                 exec.as_mut(),
                 &run.control,
                 &run.outbox,
@@ -147,6 +178,7 @@ pub(crate) async fn drive(run: TaskRun) {
             if let Some(mut exec) = parked
                 && let Err(e) = exec.cleanup().await
             {
+                crate::metrics::get().task_failed("cleanup", &e.reason);
                 tracing::warn!(task_id = %task_id, execution_id = %execution_id, reason = ?e.reason, error = %e, "cleanup failed");
             }
             outcome
@@ -160,7 +192,35 @@ pub(crate) async fn drive(run: TaskRun) {
         &execution_id,
         &redactor,
     );
+    record_end(&report, started, &mut span, false);
     run.outbox.send(report).await;
+}
+
+/// Counts a task's end by result (and its failure reason) and closes its span.
+fn record_end(
+    report: &WorkerToServer,
+    started: std::time::Instant,
+    span: &mut hangar_telemetry::trace::Span,
+    counted_failure: bool,
+) {
+    let metrics = crate::metrics::get();
+    let result = match report {
+        WorkerToServer::TaskCompleted(c) if c.task_state.as_deref() == Some(CANCELLED_STATE) => {
+            "cancelled"
+        }
+        WorkerToServer::TaskCompleted(_) => "succeeded",
+        WorkerToServer::TaskFailed(f) => {
+            let reason = f.failure_reason.clone().unwrap_or(FailureReason::Unknown);
+            if !counted_failure {
+                metrics.task_failed("backend", &reason);
+            }
+            span.fail(reason.as_str().to_owned());
+            "failed"
+        }
+        _ => "failed",
+    };
+    span.set("hangar.task.result", result);
+    metrics.task_ended(result, started.elapsed());
 }
 
 /// Drives an execution that survived a worker restart: it is already
@@ -176,6 +236,12 @@ pub(crate) async fn drive_recovered(
         execution_id,
         mut execution,
     } = r;
+    let started = std::time::Instant::now();
+    let mut span = hangar_telemetry::trace::start(
+        "worker.task.recovered",
+        &hangar_telemetry::trace::TraceParent::for_run(&task_id),
+        vec![KeyValue::new("hangar.execution.id", execution_id.clone())],
+    );
     let outcome = wait_or_stop(
         execution.as_mut(),
         &control,
@@ -195,6 +261,7 @@ pub(crate) async fn drive_recovered(
         &execution_id,
         &Redactor::default(),
     );
+    record_end(&report, started, &mut span, false);
     outbox.send(report).await;
 }
 
@@ -224,6 +291,7 @@ async fn wait_or_stop(
 }
 
 async fn lifecycle(
+    trace: hangar_telemetry::trace::TraceParent,
     exec: &mut dyn Execution,
     control: &TaskControl,
     outbox: &Outbox,
@@ -231,7 +299,10 @@ async fn lifecycle(
     execution_id: &str,
     grace: Duration,
 ) -> Outcome {
-    if let Err(e) = exec.prepare(&control.token).await {
+    let span = hangar_telemetry::trace::start("task.prepare", &trace, Vec::new());
+    let prepared = exec.prepare(&control.token).await;
+    drop(span);
+    if let Err(e) = prepared {
         if control.token.is_cancelled() {
             return Outcome::Stopped(None);
         }
@@ -240,7 +311,10 @@ async fn lifecycle(
     if control.token.is_cancelled() {
         return Outcome::Stopped(None);
     }
-    if let Err(e) = exec.launch().await {
+    let span = hangar_telemetry::trace::start("task.launch", &trace, Vec::new());
+    let launched = exec.launch().await;
+    drop(span);
+    if let Err(e) = launched {
         return Outcome::Failed(e);
     }
     outbox

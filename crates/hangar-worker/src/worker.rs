@@ -108,6 +108,7 @@ struct Deregister {
 impl Drop for Deregister {
     fn drop(&mut self) {
         lock(&self.registry).running.remove(&self.execution_id);
+        crate::metrics::get().task_released();
     }
 }
 
@@ -127,6 +128,10 @@ pub struct Worker {
     log_secrets: LogSecrets,
     /// Keeps the API key registered in `log_secrets`.
     _api_key: LogSecretsGuard,
+    /// Where undelivered session spools are kept (the spool backlog metric).
+    spool_root: Option<PathBuf>,
+    /// `OTEL_*` variables passed to agents so their spans are exported too.
+    trace_env: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -143,12 +148,14 @@ impl Worker {
     /// the workspace root). Nothing is connected yet.
     pub fn new(config: WorkerConfig) -> Result<Self, WorkerError> {
         config.validate()?;
+        let mut spool_root = None;
         let backend: Arc<dyn Backend> = match config.backend {
             BackendKind::Direct => {
                 let workspace_root = match &config.direct.workspace_root {
                     Some(root) => root.clone(),
                     None => default_workspace_root().ok_or(WorkerError::NoWorkspaceRoot)?,
                 };
+                spool_root = Some(workspace_root.clone());
                 let agent_path = match &config.agent_path {
                     Some(p) => p.clone(),
                     None => std::env::current_exe().map_err(WorkerError::AgentPath)?,
@@ -187,6 +194,7 @@ impl Worker {
                         .map(|p| p.join("hangar").join("docker-workspaces"))
                         .ok_or(WorkerError::NoWorkspaceRoot)?,
                 };
+                spool_root = Some(workspace_root.clone());
                 let agent_path = match &config.agent_path {
                     Some(p) => p.clone(),
                     None => std::env::current_exe().map_err(WorkerError::AgentPath)?,
@@ -244,7 +252,9 @@ impl Worker {
                 Arc::new(crate::backends::kubernetes::Kubernetes::new(config))
             }
         };
-        Ok(Worker::assemble(config, backend))
+        let mut worker = Worker::assemble(config, backend);
+        worker.spool_root = spool_root;
+        Ok(worker)
     }
 
     fn assemble(config: WorkerConfig, backend: Arc<dyn Backend>) -> Self {
@@ -255,7 +265,31 @@ impl Worker {
             backend,
             log_secrets,
             _api_key: api_key,
+            spool_root: None,
+            trace_env: Vec::new(),
         }
+    }
+
+    /// When this process exports traces over OTLP, agents get the same
+    /// `OTEL_TRACES_EXPORTER` and OTLP endpoint and protocol (never the
+    /// headers, which may hold credentials), so their spans join the run's
+    /// trace. The collector must be reachable from the task's sandbox.
+    pub fn with_trace_export(mut self, exported: bool) -> Self {
+        self.trace_env = if exported {
+            [
+                "OTEL_TRACES_EXPORTER",
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "OTEL_EXPORTER_OTLP_PROTOCOL",
+                "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            ]
+            .into_iter()
+            .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_owned(), v)))
+            .collect()
+        } else {
+            Vec::new()
+        };
+        self
     }
 
     /// Masks, in everything written through `secrets`' log writer, this
@@ -304,6 +338,12 @@ impl Worker {
         };
         self.backend.start().await.map_err(backend_err)?;
         let recovered = self.backend.recover().await.map_err(backend_err)?;
+        crate::metrics::init(
+            &cfg.worker_id,
+            self.backend.name(),
+            cfg.max_concurrent_tasks,
+            self.spool_root.clone(),
+        );
         let registry: Shared = Arc::default();
         let (outbox, outbox_rx) = Outbox::new();
         let mut tasks = JoinSet::new();
@@ -317,6 +357,7 @@ impl Worker {
                 },
             );
             tracing::info!(task_id = %r.task_id, execution_id = %r.execution_id, "reattached to an execution from before the restart");
+            crate::metrics::get().task_recovered();
             let guard = Deregister {
                 registry: registry.clone(),
                 execution_id: r.execution_id.clone(),
@@ -465,6 +506,7 @@ impl Core<'_> {
             if self.draining && self.tasks.is_empty() {
                 break;
             }
+            crate::metrics::get().idle_sandboxes(self.idle.len());
             let idle_expiry = self.next_idle_expiry();
             tokio::select! {
                 biased;
@@ -653,6 +695,7 @@ impl Core<'_> {
             return;
         }
         self.fenced = true;
+        crate::metrics::get().self_fenced();
         tracing::error!(
             worker_id = %self.worker.config.worker_id,
             silent_secs = silent.as_secs(),
@@ -712,6 +755,7 @@ impl Core<'_> {
             }
             Some(Err(reason)) => {
                 tracing::info!(task_id = %task_id, execution_id = %execution_id, reason, "task rejected");
+                crate::metrics::get().task_rejected(reason);
                 self.outbox
                     .send(WorkerToServer::TaskRejected(TaskRejected {
                         task_id,
@@ -722,6 +766,7 @@ impl Core<'_> {
             }
             Some(Ok(control)) => {
                 tracing::info!(task_id = %task_id, execution_id = %execution_id, worker_id = %cfg.worker_id, "task claimed");
+                crate::metrics::get().task_claimed();
                 self.outbox
                     .send(WorkerToServer::TaskClaimed(TaskClaimed {
                         task_id: task_id.clone(),
@@ -751,11 +796,25 @@ impl Core<'_> {
                     outbox: self.outbox.clone(),
                     kill_grace: cfg.kill_grace,
                     log_secrets: self.worker.log_secrets.clone(),
+                    trace_env: self.worker.trace_env.clone(),
+                    worker_id: cfg.worker_id.clone(),
+                    backend_name: self.worker.backend.name(),
                 };
-                self.tasks.spawn(async move {
-                    let _guard = guard;
-                    task::drive(run).await;
-                });
+                // Every log line of the task carries these (JSON logs: `spans`).
+                let span = tracing::info_span!(
+                    "task",
+                    run_id = %run.spec.task_id,
+                    execution_id = %run.spec.execution_id,
+                    worker_id = %run.worker_id,
+                    trace_id = %hangar_telemetry::trace::TraceParent::for_run(&run.spec.task_id).trace_id_hex(),
+                );
+                self.tasks.spawn(tracing::Instrument::instrument(
+                    async move {
+                        let _guard = guard;
+                        task::drive(run).await;
+                    },
+                    span,
+                ));
             }
         }
     }

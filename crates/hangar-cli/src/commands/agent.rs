@@ -216,7 +216,7 @@ pub async fn run(cmd: AgentCommand, global: &Global) -> Result<ExitCode> {
 async fn agent_run(args: RunArgs, global: &Global) -> Result<ExitCode> {
     let notes = args.compatibility_notes();
     let Some(task_id) = args.task_id else {
-        let _ = crate::commands::init_logging("warn");
+        let _ = crate::commands::init_logging("warn", Some(hangar_worker::LogFormat::Pretty));
         if args.prompt.is_none() && args.skill.is_none() {
             bail!(
                 "`hangar agent run` needs -p PROMPT (an unmanaged run here) or --task-id RUN \
@@ -246,7 +246,10 @@ async fn agent_run(args: RunArgs, global: &Global) -> Result<ExitCode> {
     if let Err(e) = nix::sys::prctl::set_dumpable(false) {
         eprintln!("warning: cannot mark the agent non-dumpable: {e}");
     }
-    let log_secrets = crate::commands::init_logging("warn,hangar_agent=info");
+    let log_secrets = crate::commands::init_logging(
+        "warn,hangar_agent=info",
+        Some(hangar_worker::LogFormat::Pretty),
+    );
     // The agent's own log (its stderr, which the worker logs) never shows the
     // run's secrets or token either.
     let _masked = log_secrets.register(
@@ -288,8 +291,22 @@ async fn agent_run(args: RunArgs, global: &Global) -> Result<ExitCode> {
     }
     // SIGTERM/SIGINT cancel the run; the agent still reports the cancellation
     // (the worker SIGKILLs after its grace anyway).
+    // Traces only, and only when the worker passed OTEL_TRACES_EXPORTER on:
+    // the agent's spans join the run's trace (TRACEPARENT).
+    let mut settings = hangar_telemetry::Settings::new("hangar-agent");
+    settings.attributes = vec![("hangar.run.id", opts.run_id.clone())];
+    let telemetry = match hangar_telemetry::Telemetry::init_traces(settings) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            tracing::warn!(error = %e, "traces not exported");
+            None
+        }
+    };
     let (cancel, _) = crate::commands::signal_tokens();
     let outcome = hangar_agent::run_managed(opts, cancel).await;
+    if let Some(t) = telemetry {
+        t.shutdown().await;
+    }
     match outcome {
         Ok(RunOutcome::Succeeded { .. }) => Ok(ExitCode::SUCCESS),
         Ok(RunOutcome::Failed { message }) => {

@@ -32,6 +32,9 @@ pub struct ServerArgs {
     /// Print the effective configuration as YAML and exit.
     #[arg(long)]
     pub print_config: bool,
+    /// Log format [default: json when stderr is not a terminal, else pretty].
+    #[arg(long, value_enum, env = "HANGAR_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<hangar_worker::LogFormat>,
 }
 
 /// Defaults → file → flags.
@@ -78,7 +81,7 @@ pub fn print_bootstrap(server: &Server) {
 
 /// Runs the server until SIGINT/SIGTERM.
 pub async fn run(args: ServerArgs) -> Result<ExitCode> {
-    let _ = crate::commands::init_logging("info");
+    let _ = crate::commands::init_logging("info", args.log_format);
     let config = load_config(&args)?;
     if args.print_config {
         let mut shown = config.clone();
@@ -90,9 +93,18 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
+    let mut settings = hangar_telemetry::Settings::new("hangar-server");
+    settings.prometheus = config.metrics.listen.is_some();
+    let telemetry = hangar_telemetry::Telemetry::init(settings)?;
+    let token = config.metrics.bearer_token()?;
+    let listen = config.metrics.listen;
     let server = Server::start(config).await?;
     print_bootstrap(&server);
     println!("Hangar server listening on {}", server.url());
+    if let Some(addr) = serve_metrics(&telemetry, listen, token, &server).await? {
+        println!("Metrics at http://{addr}/metrics");
+    }
+    tracing::info!(telemetry = %telemetry.describe(), "telemetry");
     let (stop, _) = crate::commands::signal_tokens();
     let token = server.shutdown_token();
     tokio::select! {
@@ -100,5 +112,25 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
         _ = token.cancelled() => {}
     }
     server.shutdown().await;
+    telemetry.shutdown().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Serves `/metrics` where the config's `metrics.listen` or
+/// `OTEL_METRICS_EXPORTER=prometheus` asks, until the server stops.
+pub async fn serve_metrics(
+    telemetry: &hangar_telemetry::Telemetry,
+    listen: Option<SocketAddr>,
+    bearer_token: Option<String>,
+    server: &Server,
+) -> Result<Option<SocketAddr>> {
+    let endpoint = match (listen, telemetry.env_endpoint()) {
+        (Some(addr), _) => hangar_telemetry::PrometheusEndpoint { addr, bearer_token },
+        (None, Some(env)) => env.clone(),
+        (None, None) => return Ok(None),
+    };
+    let (addr, _) = telemetry
+        .serve_prometheus(&endpoint, server.shutdown_token())
+        .await?;
+    Ok(Some(addr))
 }

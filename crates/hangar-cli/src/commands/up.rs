@@ -35,6 +35,9 @@ pub struct UpArgs {
     /// Tasks the local worker runs at once (0 = unlimited).
     #[arg(long, default_value_t = 4, value_name = "N")]
     pub max_concurrent_tasks: u32,
+    /// Log format [default: json when stderr is not a terminal, else pretty].
+    #[arg(long, value_enum, env = "HANGAR_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<hangar_worker::LogFormat>,
 }
 
 /// Where the local worker keeps task workspaces: `$XDG_STATE_HOME/hangar/workspaces`
@@ -56,7 +59,10 @@ fn workspace_root(data_dir: &std::path::Path) -> PathBuf {
 
 /// Starts everything and waits for Ctrl-C.
 pub async fn run(args: UpArgs) -> Result<ExitCode> {
-    let log_secrets = crate::commands::init_logging("info,hangar_server=info,hangar_worker=info");
+    let log_secrets = crate::commands::init_logging(
+        "info,hangar_server=info,hangar_worker=info",
+        args.log_format,
+    );
     let mut config = match &args.config {
         Some(p) => ServerConfig::from_file(p)?,
         None => ServerConfig::default(),
@@ -65,8 +71,36 @@ pub async fn run(args: UpArgs) -> Result<ExitCode> {
     if let Some(d) = &args.data_dir {
         config.data_dir = d.clone();
     }
+    // Prometheus on by default (OTEL_METRICS_EXPORTER overrides), at
+    // OTEL_EXPORTER_PROMETHEUS_HOST:PORT (default localhost:9464) unless the
+    // config's metrics.listen says otherwise.
+    let mut settings = hangar_telemetry::Settings::new("hangar");
+    settings.default_metrics = vec![hangar_telemetry::Exporter::Prometheus];
+    settings.prometheus = config.metrics.listen.is_some();
+    settings.attributes = vec![
+        ("worker.id", LOCAL_WORKER.to_owned()),
+        ("worker.backend", args.backend.as_str().to_owned()),
+    ];
+    let telemetry = hangar_telemetry::Telemetry::init(settings)?;
+    let metrics_token = config.metrics.bearer_token()?;
     let server = Server::start(config.clone()).await?;
     crate::commands::server::print_bootstrap(&server);
+    let metrics_at = match crate::commands::server::serve_metrics(
+        &telemetry,
+        config.metrics.listen,
+        metrics_token,
+        &server,
+    )
+    .await
+    {
+        Ok(addr) => addr,
+        Err(e) => {
+            // Metrics are not worth refusing to start over (another
+            // `hangar up` may hold the port): say so and go on.
+            eprintln!("warning: metrics not served: {e:#}");
+            None
+        }
+    };
 
     let key = server.issue_local_key("hangar up: local worker").await?;
     let workspaces = workspace_root(&config.data_dir);
@@ -97,7 +131,9 @@ pub async fn run(args: UpArgs) -> Result<ExitCode> {
         );
     }
     let worker = match hangar_worker::Worker::new(worker_config) {
-        Ok(w) => w.with_log_secrets(log_secrets),
+        Ok(w) => w
+            .with_log_secrets(log_secrets)
+            .with_trace_export(telemetry.traces_exported()),
         Err(e) => {
             server.shutdown().await;
             bail!("cannot start the local worker: {e}");
@@ -116,6 +152,11 @@ pub async fn run(args: UpArgs) -> Result<ExitCode> {
     match crate::credentials::saved_path() {
         Some(p) => println!("  API key     saved in {}", p.display()),
         None => println!("  API key     printed above on first start"),
+    }
+    if let Some(addr) = metrics_at {
+        println!(
+            "  Metrics     http://{addr}/metrics (Prometheus; scrape it, see README \"Monitoring\")"
+        );
     }
     println!("  Data        {}", config.data_dir.display());
     println!("  Workspaces  {}", workspaces.display());
@@ -141,6 +182,7 @@ pub async fn run(args: UpArgs) -> Result<ExitCode> {
         eprintln!("error: local worker stopped: {e}");
     }
     server.shutdown().await;
+    telemetry.shutdown().await;
     Ok(if result.is_ok() {
         ExitCode::SUCCESS
     } else {

@@ -171,7 +171,7 @@ fn binding(t: &WorkerTokenItem) -> String {
 
 async fn daemon(mut args: WorkerArgs) -> Result<ExitCode> {
     let level = args.log_level.map(|l| l.as_str()).unwrap_or("info");
-    let log_secrets = crate::commands::init_logging(level);
+    let log_secrets = crate::commands::init_logging(level, args.log_format);
     if args.backend.is_none() && args.config_file.is_none() {
         // Docker is the production default; until it lands, say so instead of failing obscurely.
         args.backend = Some(hangar_worker::BackendKind::Direct);
@@ -182,9 +182,28 @@ async fn daemon(mut args: WorkerArgs) -> Result<ExitCode> {
         print!("{}", config.to_yaml());
         return Ok(ExitCode::SUCCESS);
     }
-    let worker = hangar_worker::Worker::new(config)?.with_log_secrets(log_secrets);
+    let mut settings = hangar_telemetry::Settings::new("hangar-worker");
+    settings.attributes = vec![
+        ("worker.id", config.worker_id.clone()),
+        ("worker.backend", config.backend.as_str().to_owned()),
+    ];
+    let telemetry = hangar_telemetry::Telemetry::init(settings)?;
+    let worker = hangar_worker::Worker::new(config)?
+        .with_log_secrets(log_secrets)
+        .with_trace_export(telemetry.traces_exported());
     let (graceful, forced) = crate::commands::signal_tokens();
-    worker.run(graceful, forced).await?;
+    let metrics_stop = tokio_util::sync::CancellationToken::new();
+    if let Some(endpoint) = telemetry.env_endpoint() {
+        let (addr, _) = telemetry
+            .serve_prometheus(endpoint, metrics_stop.clone())
+            .await?;
+        tracing::info!(%addr, "metrics at http://{addr}/metrics");
+    }
+    tracing::info!(telemetry = %telemetry.describe(), "telemetry");
+    let result = worker.run(graceful, forced).await;
+    metrics_stop.cancel();
+    telemetry.shutdown().await;
+    result?;
     Ok(ExitCode::SUCCESS)
 }
 

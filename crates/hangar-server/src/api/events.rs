@@ -320,9 +320,10 @@ pub fn event_stream_holding(
     slot: Option<crate::rate_limit::StreamSlot>,
 ) -> Response {
     let rx = spawn_pump(state, run, who, after, follow);
-    let stream = futures::stream::unfold((rx, slot), |(mut rx, slot)| async move {
+    let viewer = crate::metrics::get().viewer();
+    let stream = futures::stream::unfold((rx, slot, viewer), |(mut rx, slot, viewer)| async move {
         let frame = rx.recv().await?;
-        Some((Ok::<Event, Infallible>(frame.to_sse()), (rx, slot)))
+        Some((Ok::<Event, Infallible>(frame.to_sse()), (rx, slot, viewer)))
     });
     let mut resp = Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
@@ -643,6 +644,8 @@ async fn viewer_socket(
     query: StreamQuery,
     socket: WebSocket,
 ) {
+    let _open = crate::metrics::get().websocket("viewer");
+    let _viewer = crate::metrics::get().viewer();
     let (mut sink, mut stream) = socket.split();
     let who = AccessCheck::Caller(credentials.clone());
     let mut last = query.after;

@@ -81,6 +81,7 @@ pub fn run_item(app: &AppState, r: &RunRecord) -> RunItem {
         mode: Some(options.mode.unwrap_or_default()),
         failure_reason: None,
         exit_code: None,
+        trace_id: Some(hangar_telemetry::trace::TraceParent::for_run(&r.id.0).trace_id_hex()),
     }
 }
 
@@ -273,12 +274,26 @@ pub async fn create(
     let snapshot = resolve_environment(&app, team_id, &mut new).await?;
     let host = new.config.worker_host.clone();
     let run = app.store.create_run(new).await?;
+    crate::metrics::get().run_created(run.source.as_str());
+    hangar_telemetry::trace::record(
+        "run.create",
+        &hangar_telemetry::trace::TraceParent::for_run(&run.id.0),
+        hangar_telemetry::trace::at_millis(run.created_at),
+        std::time::SystemTime::now(),
+        Vec::new(),
+    );
     if let Some(spec) = snapshot {
         app.store.save_run_environment(&run.id, &spec).await?;
     }
     let at_capacity = app.dispatcher.at_capacity(team_id, host.as_deref());
     app.dispatcher.submit(run.clone());
-    tracing::info!(run_id = %run.id, team_id, worker_host = host.as_deref().unwrap_or("-"), "run created");
+    tracing::info!(
+        run_id = %run.id,
+        team_id,
+        worker_host = host.as_deref().unwrap_or("-"),
+        trace_id = %hangar_telemetry::trace::TraceParent::for_run(&run.id.0).trace_id_hex(),
+        "run created"
+    );
     Ok(Json(RunAgentResponse {
         run_id: run.id.0.clone(),
         task_id: run.id.0,
@@ -350,6 +365,7 @@ pub async fn create_local(
     };
     let execution_id = exec.id.0.clone();
     let run = app.store.create_local_run(new, exec).await?;
+    crate::metrics::get().run_created(run.source.as_str());
     if let Some(spec) = snapshot {
         app.store.save_run_environment(&run.id, &spec).await?;
     }
@@ -676,6 +692,7 @@ pub(crate) async fn cancel_run(app: &AppState, team_id: i64, id: &RunId) -> ApiR
             }
             other => other.into(),
         })?;
+    let mut running = false;
     if let Some(exec_id) = &before.current_execution_id {
         let exec = app.store.execution(exec_id).await?;
         let key = (team_id, exec.worker_id.clone());
@@ -685,7 +702,12 @@ pub(crate) async fn cancel_run(app: &AppState, team_id: i64, id: &RunId) -> ApiR
         } else {
             app.dispatcher.send_cancellation(team_id, &exec);
             app.sessions.cancel(id);
+            running = true;
         }
+    }
+    if !running {
+        // Nothing will report an end: the trace ends here.
+        crate::metrics::run_ended(app.store.as_ref(), id).await;
     }
     tracing::info!(run_id = %id, from = %before.state, "run cancelled");
     Ok(run_id)

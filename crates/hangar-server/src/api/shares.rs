@@ -262,6 +262,7 @@ pub async fn public_events(
         ),
     ];
     let Some(slot) = app.public_streams.acquire(&keys) else {
+        crate::metrics::get().rate_limited("public_stream");
         let mut resp = ApiError::TooManyRequests(format!(
             "too many open streams of this public link or from your address (at most {} per \
              link and {} per address); close one and retry",

@@ -119,6 +119,7 @@ pub async fn submit(State(app): State<AppState>, req: Request) -> Response {
         format!("email:{}", email.to_lowercase()),
     ];
     if let Some(wait) = app.logins.wait(&keys) {
+        crate::metrics::get().rate_limited("login");
         let secs = wait.as_secs().max(1);
         let mut resp = form(
             &next,

@@ -182,6 +182,7 @@ pub async fn record(app: &AppState, payer: &Payer, model: &str, usage: Usage) {
     // Cost from the provider's `prices:` or the built-in list prices; 0 when unpriced.
     let cost = app.llm.cost(model, &usage).unwrap_or(0.0);
     let (prompt, completion) = (usage.prompt_tokens, usage.completion_tokens);
+    crate::metrics::get().llm_call(model, prompt, completion, cost);
     match payer {
         Payer::Run { team_id, run_id } => {
             if let Err(e) = app.store.add_usage(run_id, prompt, completion, cost).await {

@@ -746,27 +746,37 @@ impl Execution for DirectExecution {
         if let Some(environment) = &self.spec.assignment.environment {
             setup_commands.extend(environment.setup_commands.iter().cloned());
         }
-        for setup in setup_commands {
-            let status = self
-                .run_hook(&setup, "setup", Some(stop), None)
-                .await
-                .map_err(|e| {
-                    BackendError::with_source(
-                        FailureReason::SetupCommand,
-                        format!("cannot run the setup command: {e}"),
-                        e,
-                    )
-                })?;
-            match status {
-                None => return Err(BackendError::cancelled()),
-                Some(s) if !s.success() => {
-                    return Err(BackendError::new(
-                        FailureReason::SetupCommand,
-                        format!("the setup command `{setup}` failed with {s}"),
-                    ));
+        let spec = self.spec.clone();
+        let timed = !setup_commands.is_empty();
+        let setup = async {
+            for setup in setup_commands {
+                let status = self
+                    .run_hook(&setup, "setup", Some(stop), None)
+                    .await
+                    .map_err(|e| {
+                        BackendError::with_source(
+                            FailureReason::SetupCommand,
+                            format!("cannot run the setup command: {e}"),
+                            e,
+                        )
+                    })?;
+                match status {
+                    None => return Err(BackendError::cancelled()),
+                    Some(s) if !s.success() => {
+                        return Err(BackendError::new(
+                            FailureReason::SetupCommand,
+                            format!("the setup command `{setup}` failed with {s}"),
+                        ));
+                    }
+                    Some(_) => {}
                 }
-                Some(_) => {}
             }
+            Ok::<(), BackendError>(())
+        };
+        if timed {
+            crate::metrics::step("setup", &spec, setup).await?;
+        } else {
+            setup.await?;
         }
         if stop.is_cancelled() {
             return Err(BackendError::cancelled());

@@ -39,7 +39,9 @@ pub(crate) async fn clone_all(
     };
     let span =
         tracing::info_span!("clone", task_id = %spec.task_id, execution_id = %spec.execution_id);
-    tracing::Instrument::instrument(clone_repos(workspace, repos, env, &git, stop), span).await
+    let cloned =
+        tracing::Instrument::instrument(clone_repos(workspace, repos, env, &git, stop), span);
+    crate::metrics::step("clone", spec, cloned).await
 }
 
 /// [`clone_all`] for a caller without a [`TaskSpec`]: the agent preparing

@@ -158,6 +158,15 @@ Checks the values; renders nothing.
 {{- fail (printf "providerKeys.values: `%s` is not an environment variable name" $name) }}
 {{- end }}
 {{- end }}
+{{- if or (hasKey .Values.config "metrics") (hasKey .Values.extraConfig "metrics") }}
+{{- fail "the server config's metrics section is set by the chart: use metrics.enabled, metrics.port, metrics.bearerTokenSecret and metrics.refreshInterval, not config.metrics or extraConfig.metrics" }}
+{{- end }}
+{{- if and .Values.metrics.enabled (eq (int .Values.metrics.port) (int .Values.httpPort)) }}
+{{- fail (printf "metrics.port %v must differ from httpPort: the metrics listener is a port of its own" .Values.metrics.port) }}
+{{- end }}
+{{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.enabled) }}
+{{- fail "metrics.serviceMonitor.enabled needs metrics.enabled" }}
+{{- end }}
 {{- with .Values.config.public_url }}
 {{- if not (regexMatch "^https?://[^\\s]+$" (toString .)) }}
 {{- fail (printf "config.public_url `%s` must start with http:// or https://" .) }}
@@ -183,6 +192,16 @@ The server config file (README "Configuration"), as YAML.
 {{- $_ := set $cfg "cli_config_path" "" }}
 {{- if include "hangar-server.hasMasterKey" . }}
 {{- $_ := set $cfg "master_key_file" "/etc/hangar/master.key" }}
+{{- end }}
+{{- if .Values.metrics.enabled }}
+{{- $metrics := dict "listen" (printf "0.0.0.0:%v" .Values.metrics.port) }}
+{{- if .Values.metrics.bearerTokenSecret }}
+{{- $_ := set $metrics "bearer_token_file" "/etc/hangar-metrics/token" }}
+{{- end }}
+{{- with .Values.metrics.refreshInterval }}
+{{- $_ := set $metrics "refresh_interval" (toString .) }}
+{{- end }}
+{{- $_ := set $cfg "metrics" $metrics }}
 {{- end }}
 {{- toYaml $cfg }}
 {{- end }}

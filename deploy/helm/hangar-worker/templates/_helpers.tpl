@@ -116,6 +116,12 @@ Checks the required values; renders nothing.
 {{- if and .Values.metrics.podMonitor.enabled (not .Values.metrics.enabled) }}
 {{- fail "metrics.podMonitor.enabled needs metrics.enabled" }}
 {{- end }}
+{{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.enabled) }}
+{{- fail "metrics.serviceMonitor.enabled needs metrics.enabled" }}
+{{- end }}
+{{- if and .Values.metrics.podMonitor.enabled .Values.metrics.serviceMonitor.enabled }}
+{{- fail "enable metrics.podMonitor or metrics.serviceMonitor, not both: each would scrape the worker, so every sample would be counted twice" }}
+{{- end }}
 {{- end }}
 
 {{/*

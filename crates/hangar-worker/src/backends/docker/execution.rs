@@ -375,7 +375,7 @@ impl Execution for DockerExecution {
             };
         }
         let image = Self::image(&spec, self.config());
-        self.ensure_image(&image, stop).await?;
+        crate::metrics::step("image", &spec, self.ensure_image(&image, stop)).await?;
         self.create_dirs()?;
         if let Some(NetworkPolicy::Allowlist { hosts }) = spec
             .assignment
@@ -441,7 +441,8 @@ impl Execution for DockerExecution {
         self.container = Some(created.id);
         if with_setup {
             self.start_container().await?;
-            self.watch_setup(stop).await?;
+            let spec = self.spec()?.clone();
+            crate::metrics::step("setup", &spec, self.watch_setup(stop)).await?;
         }
         if stop.is_cancelled() {
             return Err(BackendError::cancelled());
