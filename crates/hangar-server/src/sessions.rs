@@ -390,6 +390,9 @@ async fn commit(
     if let Some(outcome) = outcome {
         let t = app.store.report_outcome(run, exec, &outcome).await?;
         tracing::info!(run_id = %run, state = %outcome.state, transition = ?t, "agent reported outcome");
+        if t == hangar_store::Transition::Applied {
+            crate::metrics::run_ended(app.store.as_ref(), run).await;
+        }
         // An unmanaged run has no worker to end its execution: the outcome does.
         let record = app.store.execution(exec).await?;
         if record.worker_id == hangar_store::LOCAL_WORKER_ID {
@@ -400,7 +403,6 @@ async fn commit(
                 at: hangar_protocol::Timestamp::now().unix_millis(),
             };
             app.store.finish_execution(run, exec, &end).await?;
-            crate::metrics::run_ended(app.store.as_ref(), run).await;
         }
     }
     Ok(seq)

@@ -17,6 +17,7 @@ mod lifecycle;
 mod local_runs;
 mod mcp_named;
 mod models_followups;
+mod monitoring;
 mod oz_sdk;
 mod oz_worker;
 mod replicas;

@@ -1,7 +1,7 @@
 //! The web dashboard: server-rendered HTML (maud) plus a small hand-written
 //! script and stylesheet embedded in the binary — no Node, no build step.
 //!
-//! Owns: the page routes (`/`, `/login`, `/logout`, `/runs/{id}`, `/s/{token}`,
+//! Owns: the page routes (`/`, `/overview`, `/login`, `/logout`, `/runs/{id}`, `/s/{token}`,
 //! `/workers`, `/schedules`, `/environments`, `/secrets`, `/api-keys`,
 //! `/providers`, `/users`), the HTML fragments the script polls
 //! (`/_dash/…`), the layout every page shares, and the static assets.
@@ -14,6 +14,7 @@
 
 mod cron_text;
 mod login;
+mod overview;
 mod public;
 mod runs;
 mod schedules;
@@ -42,6 +43,7 @@ pub fn routes() -> Router<AppState> {
         .route("/logout", get(login::logout).post(login::logout))
         .route("/runs/{run_id}", get(runs::detail_page))
         .route("/s/{token}", get(public::page))
+        .route("/overview", get(overview::page))
         .route("/workers", get(team::workers))
         .route("/schedules", get(schedules::page))
         .route("/environments", get(team::environments))
@@ -117,6 +119,8 @@ pub async fn viewer(app: &AppState, headers: &HeaderMap, path: &str) -> Result<V
 pub enum Nav {
     /// Runs list and run detail.
     Runs,
+    /// The overview.
+    Overview,
     /// Workers.
     Workers,
     /// Schedules.
@@ -137,6 +141,7 @@ pub enum Nav {
 
 const NAV: &[(Nav, &str, &str)] = &[
     (Nav::Runs, "/", "Runs"),
+    (Nav::Overview, "/overview", "Overview"),
     (Nav::Workers, "/workers", "Workers"),
     (Nav::Schedules, "/schedules", "Schedules"),
     (Nav::Environments, "/environments", "Environments"),

@@ -255,6 +255,7 @@ async fn stop_run(app: &AppState, team_id: i64, run: &hangar_store::RunRecord, w
     match app.store.report_outcome(&run.id, exec_id, &outcome).await {
         Ok(Transition::Applied) => {
             tracing::info!(run_id = %run.id, reason = why, "run over its gateway budget: ended FAILED");
+            crate::metrics::run_ended(app.store.as_ref(), &run.id).await;
         }
         Ok(_) => return, // ended meanwhile, or a newer execution runs
         Err(e) => {

@@ -213,3 +213,49 @@ async fn c8_public_link_streams_are_bounded_per_address_and_released() {
         "a closed stream's slot was never released"
     );
 }
+
+/// The Overview page (issue 13, item 7) counts the signed-in team's runs
+/// only, and draws them as charts.
+#[tokio::test]
+async fn monitoring_overview_page_shows_the_team_queue_as_charts() {
+    let t = TwoTeams::start().await;
+    for (key, n) in [(&t.key_a, 2), (&t.key_b, 3)] {
+        for i in 0..n {
+            let r = t
+                .call(
+                    "POST",
+                    "/agent/runs",
+                    Some(key),
+                    Some(&json!({"prompt": format!("wait {i}"), "config": {"worker_host": "nobody"}}).to_string()),
+                )
+                .await;
+            assert_eq!(r.status, 200, "{}", r.text);
+        }
+    }
+    let cookie = member_cookie(&t).await;
+    let page = no_redirects()
+        .get(format!("{}/overview", t.url))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains(r#"<dd id="stat-queued">2</dd>"#), "{html}");
+    assert!(html.contains(r#"<dd id="stat-created">2</dd>"#), "{html}");
+    assert!(html.contains("<svg"), "{html}");
+    assert!(html.contains(">QUEUED</text>"), "{html}");
+    // Signed out: to the login page.
+    let out = no_redirects()
+        .get(format!("{}/overview", t.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 303);
+    assert!(
+        out.headers()[LOCATION]
+            .to_str()
+            .unwrap()
+            .starts_with("/login")
+    );
+}
