@@ -9,6 +9,14 @@
 //! 2. **one-turn run overhead**: create → `SUCCEEDED` for a run whose model
 //!    answers at once (fake LLM), on the direct backend with the real agent
 //!    process, over `HANGAR_BENCH_OVERHEAD_RUNS` runs (default 100).
+//! 3. **throughput**: `HANGAR_BENCH_THROUGHPUT_RUNS` runs (default 2,000)
+//!    created by 8 concurrent clients and completed at once by 8 protocol
+//!    workers, created → `SUCCEEDED` in the store.
+//!
+//! The whole benchmark runs twice, in child processes: with metrics off (no
+//! exporter: OpenTelemetry's no-op meter) and on (the Prometheus exporter,
+//! scraped every second, and the store-backed gauges refreshed), and prints
+//! the ratio of each figure (target: within 5%).
 
 // A benchmark aborts on any failure; unwrapping says where.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -86,14 +94,13 @@ async fn start_server(dir: &std::path::Path, llm: &FakeLlm) -> Server {
     Server::start(config).await.expect("server")
 }
 
-async fn dispatch_latency(server: &Server, runs: usize) {
-    let key = server.issue_local_key("bench").await.unwrap();
-    let client = Client::new(server.url(), key.clone()).unwrap();
+/// A protocol-level worker: connected and greeted as `id`, unlimited.
+async fn protocol_worker(server: &Server, key: &str, id: &str) -> hangar_client::WebSocket {
     let url = hangar_client::parse_server_url(server.url())
         .unwrap()
-        .join("api/v1/selfhosted/worker/ws?worker_id=bench-worker")
+        .join(&format!("api/v1/selfhosted/worker/ws?worker_id={id}"))
         .unwrap();
-    let mut ws = hangar_client::connect_websocket(&url, &key).await.unwrap();
+    let mut ws = hangar_client::connect_websocket(&url, key).await.unwrap();
     let hello = WorkerToServer::WorkerHello(WorkerHello {
         version: "bench".into(),
         backend: "none".into(),
@@ -104,6 +111,34 @@ async fn dispatch_latency(server: &Server, runs: usize) {
     ws.send(Message::Text(hello.to_envelope().to_text().into()))
         .await
         .unwrap();
+    ws
+}
+
+/// What a worker that finishes at once answers to an assignment.
+fn claimed_and_completed(
+    a: &hangar_protocol::worker::TaskAssignment,
+    worker_id: &str,
+) -> [Message; 2] {
+    [
+        WorkerToServer::TaskClaimed(TaskClaimed {
+            task_id: a.task_id.clone(),
+            worker_id: worker_id.to_owned(),
+            execution_id: Some(a.execution_id.clone()),
+        }),
+        WorkerToServer::TaskCompleted(TaskCompleted {
+            task_id: a.task_id.clone(),
+            message: "ok".into(),
+            task_state: None,
+            execution_id: Some(a.execution_id.clone()),
+        }),
+    ]
+    .map(|m| Message::Text(m.to_envelope().to_text().into()))
+}
+
+async fn dispatch_latency(server: &Server, runs: usize) -> (f64, f64) {
+    let key = server.issue_local_key("bench").await.unwrap();
+    let client = Client::new(server.url(), key.clone()).unwrap();
+    let mut ws = protocol_worker(server, &key, "bench-worker").await;
     // Wait until the server lists the worker.
     loop {
         let list: serde_json::Value = client.get_json("api/v1/workers").await.unwrap();
@@ -145,33 +180,21 @@ async fn dispatch_latency(server: &Server, runs: usize) {
             dispatch.push(t_assigned);
             create.push(t_created);
         }
-        for msg in [
-            WorkerToServer::TaskClaimed(TaskClaimed {
-                task_id: assignment.task_id.clone(),
-                worker_id: "bench-worker".into(),
-                execution_id: Some(assignment.execution_id.clone()),
-            }),
-            WorkerToServer::TaskCompleted(TaskCompleted {
-                task_id: assignment.task_id.clone(),
-                message: "ok".into(),
-                task_state: None,
-                execution_id: Some(assignment.execution_id.clone()),
-            }),
-        ] {
-            ws.send(Message::Text(msg.to_envelope().to_text().into()))
-                .await
-                .unwrap();
+        for msg in claimed_and_completed(&assignment, "bench-worker") {
+            ws.send(msg).await.unwrap();
         }
     }
     println!(
         "{}",
         Stats::new(create).line("create run (POST → 200), baseline")
     );
+    let dispatch = Stats::new(dispatch);
     println!(
         "{}",
-        Stats::new(dispatch).line("dispatch latency (POST sent → assignment)")
+        dispatch.line("dispatch latency (POST sent → assignment)")
     );
     let _ = ws.close(None).await;
+    (ms(dispatch.pct(0.5)), ms(dispatch.pct(0.99)))
 }
 
 async fn run_overhead(server: &Server, llm: &FakeLlm, runs: usize, dir: &std::path::Path) {
@@ -245,22 +268,153 @@ async fn run_overhead(server: &Server, llm: &FakeLlm, runs: usize, dir: &std::pa
     let _ = worker_task.await;
 }
 
-fn main() {
+/// Runs runs created by `clients` concurrent clients through `workers`
+/// protocol workers that complete each assignment at once; answers runs/s
+/// from the first create until the store holds every one `SUCCEEDED`.
+async fn throughput(server: &Server, runs: usize, workers: usize, clients: usize) -> f64 {
+    let key = server.issue_local_key("bench-throughput").await.unwrap();
+    let client = Client::new(server.url(), key.clone()).unwrap();
+    let mut handles = Vec::new();
+    for w in 0..workers {
+        let id = format!("tp-{w}");
+        let mut ws = protocol_worker(server, &key, &id).await;
+        handles.push(tokio::spawn(async move {
+            while let Some(Ok(msg)) = ws.next().await {
+                let Message::Text(text) = msg else { continue };
+                let Ok(Some(ServerToWorker::TaskAssignment(a))) =
+                    ServerToWorker::from_envelope(Envelope::parse(&text).unwrap())
+                else {
+                    continue;
+                };
+                for reply in claimed_and_completed(&a, &id) {
+                    if ws.send(reply).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }));
+    }
+    loop {
+        let list: serde_json::Value = client.get_json("api/v1/workers").await.unwrap();
+        let listed = list["workers"].as_array().map_or(0, |ws| {
+            ws.iter()
+                .filter(|w| {
+                    w["worker_id"]
+                        .as_str()
+                        .is_some_and(|id| id.starts_with("tp-"))
+                })
+                .count()
+        });
+        if listed == workers {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let store = server.state().store.clone();
+    let succeeded = |counts: Vec<(String, i64)>| {
+        counts
+            .into_iter()
+            .find(|(s, _)| s == "SUCCEEDED")
+            .map_or(0, |c| c.1)
+    };
+    let before = succeeded(store.run_state_counts().await.unwrap());
+    let request = RunAgentRequest {
+        prompt: Some("bench".into()),
+        ..Default::default()
+    };
+    let t0 = Instant::now();
+    let per_client = runs / clients;
+    let creators: Vec<_> = (0..clients)
+        .map(|_| {
+            let client = client.clone();
+            let request = request.clone();
+            tokio::spawn(async move {
+                for _ in 0..per_client {
+                    client.create_run(&request).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for c in creators {
+        c.await.unwrap();
+    }
+    let want = before + (per_client * clients) as i64;
+    while succeeded(store.run_state_counts().await.unwrap()) < want {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let rate = (per_client * clients) as f64 / t0.elapsed().as_secs_f64();
+    for h in handles {
+        h.abort();
+    }
+    rate
+}
+
+/// One measurement in this process, with metrics `on` or off.
+fn measure(on: bool) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
     runtime.block_on(async {
+        let telemetry = on.then(|| {
+            let mut settings = hangar_telemetry::Settings::new("hangar-bench");
+            settings.prometheus = true;
+            hangar_telemetry::Telemetry::init(settings).unwrap()
+        });
         let dir = tempfile::tempdir().unwrap();
         let llm = FakeLlm::start(vec![]).await;
         let server = start_server(dir.path(), &llm).await;
+        // A scraper as Prometheus would be, once a second.
+        let stop = tokio_util::sync::CancellationToken::new();
+        let scraping = match &telemetry {
+            Some(t) => {
+                let endpoint = hangar_telemetry::PrometheusEndpoint {
+                    addr: "127.0.0.1:0".parse().unwrap(),
+                    bearer_token: None,
+                };
+                let (addr, _) = t.serve_prometheus(&endpoint, stop.clone()).await.unwrap();
+                let stop = stop.clone();
+                Some(tokio::spawn(async move {
+                    let http = reqwest::Client::new();
+                    while !stop.is_cancelled() {
+                        let text = http
+                            .get(format!("http://{addr}/metrics"))
+                            .send()
+                            .await
+                            .unwrap()
+                            .text()
+                            .await
+                            .unwrap();
+                        assert!(text.contains("hangar_server_runs_created_total"));
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }))
+            }
+            None => None,
+        };
         println!(
-            "hangar dispatch benchmark (SQLite, WAL, synchronous=FULL; {} CPUs)",
+            "metrics {} (SQLite, WAL, synchronous=FULL; {} CPUs)",
+            if on {
+                "ON: Prometheus exporter, scraped every second"
+            } else {
+                "OFF: no exporter"
+            },
             std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1)
         );
-        dispatch_latency(&server, env_usize("HANGAR_BENCH_RUNS", 2000)).await;
+        let (p50, p99) = dispatch_latency(&server, env_usize("HANGAR_BENCH_RUNS", 2000)).await;
+        let rate = throughput(
+            &server,
+            env_usize("HANGAR_BENCH_THROUGHPUT_RUNS", 2000),
+            8,
+            8,
+        )
+        .await;
+        println!(
+            "{:<44} {rate:>8.0} runs/s",
+            "throughput (8 clients, 8 workers)"
+        );
         run_overhead(
             &server,
             &llm,
@@ -268,6 +422,61 @@ fn main() {
             dir.path(),
         )
         .await;
+        println!("RESULT p50_ms={p50:.4} p99_ms={p99:.4} throughput={rate:.1}");
+        stop.cancel();
+        if let Some(s) = scraping {
+            let _ = s.await;
+        }
         server.shutdown().await;
+        if let Some(t) = telemetry {
+            t.shutdown().await;
+        }
     });
+}
+
+fn main() {
+    // One process per mode: OpenTelemetry's global meter is set once.
+    match std::env::var("HANGAR_BENCH_METRICS").as_deref() {
+        Ok("on") => return measure(true),
+        Ok("off") => return measure(false),
+        _ => {}
+    }
+    let exe = std::env::current_exe().unwrap();
+    let mut results = Vec::new();
+    for mode in ["off", "on"] {
+        let out = std::process::Command::new(&exe)
+            .env("HANGAR_BENCH_METRICS", mode)
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "the {mode} run failed");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut figures = std::collections::BTreeMap::new();
+        for line in text.lines() {
+            match line.strip_prefix("RESULT ") {
+                Some(r) => {
+                    for kv in r.split_whitespace() {
+                        if let Some((k, v)) = kv.split_once('=') {
+                            figures.insert(k.to_owned(), v.parse::<f64>().unwrap());
+                        }
+                    }
+                }
+                None => println!("{line}"),
+            }
+        }
+        println!();
+        results.push(figures);
+    }
+    println!("metrics overhead (on / off; target within 5%):");
+    for (key, what) in [
+        ("p50_ms", "dispatch p50"),
+        ("p99_ms", "dispatch p99"),
+        ("throughput", "throughput"),
+    ] {
+        let (off, on) = (results[0][key], results[1][key]);
+        println!(
+            "  {what:<14} off={off:>10.3}  on={on:>10.3}  ratio={:.3}",
+            on / off
+        );
+    }
 }
