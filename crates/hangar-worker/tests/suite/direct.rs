@@ -61,6 +61,15 @@ async fn s7_task_env_is_minimal_and_never_has_the_worker_key() {
     if let Ok(v) = std::env::var("PATH") {
         expected.insert("PATH".into(), v);
     }
+    // The run's trace context, pointing at the worker's task span (W3C).
+    let traceparent = env.get("TRACEPARENT").cloned().unwrap_or_default();
+    assert!(
+        hangar_telemetry::trace::TraceParent::parse(&traceparent).is_some_and(
+            |t| t.trace_id == hangar_telemetry::trace::TraceParent::for_run("run-env").trace_id
+        ),
+        "TRACEPARENT={traceparent:?}"
+    );
+    expected.insert("TRACEPARENT".into(), traceparent);
     assert_eq!(env, expected);
     assert!(!env.contains_key("HANGAR_API_KEY"));
     assert!(

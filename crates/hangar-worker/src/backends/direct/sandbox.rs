@@ -648,7 +648,7 @@ async fn listen_inside(pid: i32, net: &Arc<Isolated>) -> io::Result<Listeners> {
     let relay_port = net.server.1;
     let proxy_port = net.proxy.as_ref().map(|_| net.proxy_port());
     let ports: Vec<u16> = std::iter::once(relay_port).chain(proxy_port).collect();
-    let mut listeners = tokio::task::spawn_blocking(move || listeners_in(pid, &ports))
+    let mut listeners = tokio::task::spawn_blocking(move || listeners_in_retrying(pid, &ports))
         .await
         .map_err(io::Error::other)?
         .map_err(|e| {
@@ -683,6 +683,24 @@ async fn listen_inside(pid: i32, net: &Arc<Isolated>) -> io::Result<Listeners> {
     })
 }
 
+/// [`listeners_in`], retried briefly when joining is refused (EPERM): a
+/// worker that is not root sometimes reaches the sandbox while bubblewrap
+/// is still setting up its namespaces (seen about one start in five).
+fn listeners_in_retrying(pid: i32, ports: &[u16]) -> io::Result<Vec<std::net::TcpListener>> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        match listeners_in(pid, ports) {
+            Err(e)
+                if e.raw_os_error() == Some(libc::EPERM)
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Opens TCP listeners on `127.0.0.1:<port>` for each of `ports` inside the
 /// network namespace of `pid`, joining its user namespace first when it has
 /// its own (the sandbox of a worker that is not root). A multithreaded
@@ -695,28 +713,39 @@ fn listeners_in(pid: i32, ports: &[u16]) -> io::Result<Vec<std::net::TcpListener
     if ports.is_empty() || ports.len() > MAX {
         return Err(io::Error::other("between 1 and 4 listeners"));
     }
-    let theirs = format!("/proc/{pid}/ns/user");
-    let user =
-        if std::fs::metadata(&theirs)?.ino() != std::fs::metadata("/proc/self/ns/user")?.ino() {
-            // bubblewrap reports its init before it has written the
-            // namespace's uid map; joining before that is refused (EPERM).
-            let deadline = std::time::Instant::now() + START_TIMEOUT;
-            while std::fs::read_to_string(format!("/proc/{pid}/uid_map"))?
-                .trim()
-                .is_empty()
-            {
-                if std::time::Instant::now() > deadline {
-                    return Err(io::Error::other(
-                        "the sandbox's user namespace got no uid map",
-                    ));
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            Some(File::open(&theirs)?)
-        } else {
-            None
-        };
     let net = File::open(format!("/proc/{pid}/ns/net"))?;
+    // The user namespace to join is the one that owns the network
+    // namespace, not the one the sandbox's process is in now: bubblewrap
+    // may move it into a nested user namespace, from which the network
+    // namespace's owner is out of reach (setns fails with EPERM).
+    // NS_GET_USERNS (ioctl_ns(2)) names the owner without that race.
+    const NS_GET_USERNS: libc::c_ulong = 0xb701;
+    // SAFETY: ioctl_ns(2) on a namespace descriptor we own; it answers a new descriptor.
+    let owner = unsafe { libc::ioctl(net.as_raw_fd(), NS_GET_USERNS as _) };
+    if owner < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor was just returned to us and is owned by no one else.
+    let owner = File::from(unsafe { OwnedFd::from_raw_fd(owner) });
+    let user = if owner.metadata()?.ino() != std::fs::metadata("/proc/self/ns/user")?.ino() {
+        // bubblewrap reports its init before it has written the
+        // namespace's uid map; joining before that is refused (EPERM).
+        let deadline = std::time::Instant::now() + START_TIMEOUT;
+        while std::fs::read_to_string(format!("/proc/{pid}/uid_map"))?
+            .trim()
+            .is_empty()
+        {
+            if std::time::Instant::now() > deadline {
+                return Err(io::Error::other(
+                    "the sandbox's user namespace got no uid map",
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Some(owner)
+    } else {
+        None
+    };
     let mut pair = [-1; 2];
     // SAFETY: socketpair(2) fills the two descriptors.
     if unsafe {
