@@ -66,6 +66,8 @@ pub struct AppInner {
     pub public_streams: Arc<rate_limit::StreamSlots>,
     /// Backoff for failed dashboard sign-ins.
     pub logins: Arc<web_auth::LoginThrottle>,
+    /// Single-use sign-in links (`hangar up`).
+    pub sign_in_links: Arc<web_auth::SignInLinks>,
     /// Model providers.
     pub llm: Arc<ProviderRegistry>,
     /// Model for runs that name none.
@@ -365,6 +367,7 @@ impl Server {
             shares: Arc::new(sharing::ShareHub::default()),
             public_streams: Arc::new(rate_limit::StreamSlots::default()),
             logins: Arc::new(web_auth::LoginThrottle::default()),
+            sign_in_links: Arc::new(web_auth::SignInLinks::default()),
             llm: Arc::new(llm),
             default_model,
             notifier: notifier.clone(),
@@ -466,6 +469,22 @@ impl Server {
             .await
             .map_err(|e| ServerError::Other(e.to_string()))?;
         Ok(secret)
+    }
+
+    /// A single-use link, valid for 15 minutes, that signs into the
+    /// dashboard as the bootstrap team's first admin (`hangar up` prints it
+    /// for whoever started it); the dashboard then asks for a password.
+    pub async fn sign_in_link(&self) -> Result<String, ServerError> {
+        let store = self.state.store.as_ref();
+        let team = store.team(1).await?;
+        let admin = store
+            .list_users(team.id)
+            .await?
+            .into_iter()
+            .find(|u| u.role == "admin" && !u.disabled)
+            .ok_or_else(|| ServerError::Other("the first team has no active admin".into()))?;
+        let token = self.state.sign_in_links.mint(admin.id);
+        Ok(format!("{}/login/link/{token}", self.state.public_url))
     }
 
     /// A token that stops the server when cancelled.

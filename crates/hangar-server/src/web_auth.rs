@@ -271,7 +271,7 @@ fn cookie_value(token: &str, max_age: u64, secure: bool) -> HeaderValue {
 }
 
 /// Paths that check their own CSRF field (HTML forms, not `fetch`).
-const FORM_PATHS: &[&str] = &["/login", "/logout"];
+const FORM_PATHS: &[&str] = &["/login", "/logout", "/account/password"];
 
 /// Refuses a mutating request (POST, PUT, PATCH, DELETE) that is
 /// authenticated by the session cookie (no `Authorization` header) unless it
@@ -448,5 +448,37 @@ mod tests {
         t.succeeded(&keys);
         assert_eq!(t.wait(&keys), None);
         assert_eq!(LoginThrottle::delay(100), LoginThrottle::MAX_DELAY);
+    }
+}
+
+/// How long a sign-in link printed by `hangar up` works.
+pub const SIGN_IN_LINK_TTL: Duration = Duration::from_secs(15 * 60);
+
+/// Single-use sign-in links (`/login/link/<token>`), kept in this process's
+/// memory only: `hangar up` prints one for whoever started it; a restart
+/// makes the old one worthless. Only the SHA-256 of a token is kept.
+#[derive(Default)]
+pub struct SignInLinks {
+    links: Mutex<HashMap<Vec<u8>, (i64, Instant)>>,
+}
+
+impl SignInLinks {
+    /// A fresh token that signs `user_id` in once, within [`SIGN_IN_LINK_TTL`].
+    pub fn mint(&self, user_id: i64) -> String {
+        let mut raw = [0u8; 32];
+        rand::rng().fill_bytes(&mut raw);
+        let token = hex::encode(raw);
+        let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        links.retain(|_, (_, expires)| *expires > now);
+        links.insert(hash_secret(&token), (user_id, now + SIGN_IN_LINK_TTL));
+        token
+    }
+
+    /// The user a live, unused token signs in; the token is spent either way.
+    pub fn take(&self, token: &str) -> Option<i64> {
+        let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        let (user_id, expires) = links.remove(&hash_secret(token))?;
+        (expires > Instant::now()).then_some(user_id)
     }
 }

@@ -164,9 +164,21 @@ pub async fn run(args: UpArgs) -> Result<ExitCode> {
     println!(
         "Try:  hangar agent run-cloud -p \"List the files in the workspace and summarise them\""
     );
-    if server.bootstrap().is_some() {
+    match server.sign_in_link().await {
+        Ok(link) => println!(
+            "Sign in:  {link}\n          (works once, for 15 minutes; the dashboard then asks for a password)"
+        ),
+        Err(e) => println!(
+            "Sign in:  no link ({e}); create an account with `hangar user create --email you@example.com --role admin --password-stdin`"
+        ),
+    }
+    println!(
+        "Another machine's worker:  hangar worker token create --worker-id NAME   (prints a token, once)\n          then there:  HANGAR_API_KEY=<token> hangar worker --server-url {url} --worker-id NAME"
+    );
+    if args.listen.ip().is_loopback() {
         println!(
-            "Sign in to the dashboard: hangar user create --email you@example.com --role admin --password-stdin"
+            "          (this server listens on loopback only: start hangar up with --listen 0.0.0.0:{} and a reachable public_url in its --config for that)",
+            args.listen.port()
         );
     }
     println!("Stop: Ctrl-C (twice to cancel running tasks)");

@@ -1,6 +1,8 @@
 //! `/login` and `/logout`: the sign-in form, checked against the argon2id
 //! hash with a constant-time failure path and a per-address and per-email
-//! backoff, and sign-out, which ends the session in the store.
+//! backoff, and sign-out, which ends the session in the store. Also the
+//! single-use sign-in link `hangar up` prints (`/login/link/<token>`) and
+//! the form that sets the password afterwards (`/account/password`).
 
 use super::{bare_page, viewer};
 use crate::AppState;
@@ -228,5 +230,114 @@ pub async fn logout(State(app): State<AppState>, req: Request) -> Response {
     let mut resp = Redirect::to("/login").into_response();
     resp.headers_mut()
         .insert(header::SET_COOKIE, web_auth::clear_cookie(secure(&app)));
+    resp
+}
+
+/// `GET /login/link/{token}`: a link `hangar up` printed signs its user in
+/// once and lands on the runs page, which asks for a password.
+pub async fn link(
+    State(app): State<AppState>,
+    axum::extract::Path(token): axum::extract::Path<String>,
+) -> Response {
+    let refused = || {
+        super::error_page(
+            StatusCode::GONE,
+            "Sign-in link used or expired",
+            "This sign-in link works once, for 15 minutes. Restart `hangar up` for a new \
+             one, or sign in with your email and password.",
+        )
+    };
+    let Some(user_id) = app.sign_in_links.take(&token) else {
+        tracing::info!("a spent or unknown sign-in link was refused");
+        return refused();
+    };
+    let user = match app.store.user(user_id).await {
+        Ok(u) if !u.disabled => u,
+        _ => return refused(),
+    };
+    let session = match web_auth::open_session(app.store.as_ref(), &user).await {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not open a web session");
+            return super::error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Unavailable",
+                "Sign-in is temporarily unavailable; try again shortly.",
+            );
+        }
+    };
+    tracing::info!(user = %user.uid, "dashboard sign-in with a one-time link");
+    let mut resp = Redirect::to("/?welcome=1").into_response();
+    resp.headers_mut().insert(
+        header::SET_COOKIE,
+        web_auth::set_cookie(&session, secure(&app)),
+    );
+    resp
+}
+
+/// `POST /account/password` (form: `csrf`, `email`, `password`): the
+/// signed-in user sets their password, and their email when they have none
+/// (the bootstrap admin), so they can sign in with the form from then on.
+pub async fn set_password(State(app): State<AppState>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let v = match viewer(&app, &parts.headers, "/").await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let body = axum::body::to_bytes(body, MAX_FORM_BYTES)
+        .await
+        .unwrap_or_default();
+    let fields: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
+    let field = |k: &str| fields.get(k).map(String::as_str).unwrap_or_default();
+    if !web_auth::constant_time_eq(field("csrf").as_bytes(), v.csrf.as_bytes()) {
+        return super::error_page(
+            StatusCode::FORBIDDEN,
+            "Refused",
+            "The form was not sent from this dashboard. Reload the page and try again.",
+        );
+    }
+    let bad =
+        |message: String| super::error_page(StatusCode::BAD_REQUEST, "Password not set", &message);
+    let email = field("email").trim();
+    if v.user.email.is_none() && hangar_protocol::share::validate_email(email).is_err() {
+        return bad(format!(
+            "`{email}` is not an email address; you sign in with it from now on."
+        ));
+    }
+    let password = field("password");
+    if let Err(e) = web_auth::validate_password(password) {
+        return bad(e.to_string());
+    }
+    let hash = match web_auth::hash_password(password).await {
+        Ok(h) => h,
+        Err(e) => return bad(e.to_string()),
+    };
+    if v.user.email.is_none() {
+        let update = hangar_store::UserUpdate {
+            email: Some(email.to_owned()),
+            ..Default::default()
+        };
+        if let Err(e) = app.store.update_user(v.team.id, &v.user.uid, update).await {
+            return bad(crate::error::ApiError::from(e).to_string());
+        }
+    }
+    // Setting a password ends every session of the user: open a new one.
+    if let Err(e) = app
+        .store
+        .set_password_hash(v.team.id, &v.user.uid, Some(&hash))
+        .await
+    {
+        return bad(crate::error::ApiError::from(e).to_string());
+    }
+    let session = match web_auth::open_session(app.store.as_ref(), &v.user).await {
+        Ok(t) => t,
+        Err(e) => return bad(e.to_string()),
+    };
+    tracing::info!(user = %v.user.uid, "password set from the dashboard");
+    let mut resp = Redirect::to("/").into_response();
+    resp.headers_mut().insert(
+        header::SET_COOKIE,
+        web_auth::set_cookie(&session, secure(&app)),
+    );
     resp
 }

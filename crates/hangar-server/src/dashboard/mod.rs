@@ -41,6 +41,11 @@ pub fn routes() -> Router<AppState> {
         .route("/", get(runs::list_page))
         .route("/login", get(login::page).post(login::submit))
         .route("/logout", get(login::logout).post(login::logout))
+        .route("/login/link/{token}", get(login::link))
+        .route(
+            "/account/password",
+            axum::routing::post(login::set_password),
+        )
         .route("/runs/{run_id}", get(runs::detail_page))
         .route("/s/{token}", get(public::page))
         .route("/overview", get(overview::page))

@@ -11,7 +11,7 @@ use hangar_protocol::{RunState, Timestamp};
 use maud::{Markup, html};
 
 /// Width of a chart's bar area, in SVG units.
-const BAR_WIDTH: f64 = 300.0;
+const BAR_WIDTH: f64 = 220.0;
 const ROW: i64 = 22;
 
 /// One horizontal bar chart: a label, a bar scaled to `max`, and the value.
@@ -24,12 +24,14 @@ fn bars(title: &str, rows: &[(String, f64, String)], max: f64) -> Markup {
             @if rows.is_empty() {
                 p.muted { "Nothing yet." }
             } @else {
-                svg viewBox={"0 0 560 " (height)} role="img" aria-label=(title) {
+                svg viewBox={"0 0 440 " (height)} role="img" aria-label=(title) {
                     @for (i, (label, value, shown)) in rows.iter().enumerate() {
                         @let y = i as i64 * ROW;
-                        text x="150" y=(y + 15) text-anchor="end" class="label" { (label) }
-                        rect x="160" y=(y + 3) height="16" width=(format!("{:.1}", (value * scale).max(0.0))) class="bar" {}
-                        text x=(format!("{:.1}", 166.0 + (value * scale).max(0.0))) y=(y + 15) class="value" { (shown) }
+                        @let width = (value * scale).clamp(0.0, BAR_WIDTH);
+                        text x="110" y=(y + 15) text-anchor="end" class="label" { (label) }
+                        rect x="118" y=(y + 3) height="16" width=(BAR_WIDTH) class="track" {}
+                        rect x="118" y=(y + 3) height="16" width=(format!("{width:.1}")) class="bar" {}
+                        text x=(format!("{:.1}", 124.0 + BAR_WIDTH)) y=(y + 15) class="value" { (shown) }
                     }
                 }
             }

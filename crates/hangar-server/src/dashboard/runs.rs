@@ -177,7 +177,29 @@ pub async fn list_page(
         }
     };
     let models = app.llm.models();
+    // Signed in with the one-time link of `hangar up` (or an account without
+    // an email): ask for the password (and email) to sign in with later.
+    let welcome = v.user.email.is_none()
+        || uri
+            .query()
+            .is_some_and(|q| q.split('&').any(|p| p == "welcome=1"));
     let body = html! {
+        @if welcome {
+            section.card #set-password {
+                h2 { "Welcome to Hangar" }
+                p { "You are signed in with a one-time link. Set a password to sign in with from now on." }
+                form method="post" action="/account/password" {
+                    input type="hidden" name="csrf" value=(v.csrf);
+                    @if v.user.email.is_none() {
+                        label for="account-email" { "Email" }
+                        input #account-email type="email" name="email" autocomplete="username" required;
+                    }
+                    label for="account-password" { "Password " span.muted { "(at least 10 characters)" } }
+                    input #account-password type="password" name="password" autocomplete="new-password" minlength="10" required;
+                    button.primary type="submit" { "Set password" }
+                }
+            }
+        }
         div.pagehead {
             h1 { "Runs" }
             details.newrun {

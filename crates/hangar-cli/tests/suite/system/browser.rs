@@ -544,6 +544,7 @@ async fn every_page_renders_on_desktop_and_phone() {
         login(&c, &base, "pia@example.com").await?;
         let pages = [
             ("runs", "/".to_owned(), "Runs"),
+            ("overview", "/overview".to_owned(), "Overview"),
             ("run", format!("/runs/{run_id}"), "Render the pages"),
             ("workers", "/workers".to_owned(), "Workers"),
             ("schedules", "/schedules".to_owned(), "Schedules"),
@@ -577,4 +578,104 @@ async fn every_page_renders_on_desktop_and_phone() {
         Ok(())
     })
     .await;
+}
+
+/// Issue 16, item 7: a fresh `hangar up` prints a one-time sign-in link;
+/// following it lands on the runs page signed in as the admin, which asks
+/// for a password; the password then works in the sign-in form, and the
+/// link is refused a second time.
+#[tokio::test(flavor = "multi_thread")]
+async fn hangar_up_sign_in_link_signs_in_once_and_asks_for_a_password() {
+    let home = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = home.path().join("up.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let mut up = Command::new(crate::suite::common::hangar_bin())
+        .args(["up", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(home.path().join("data"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", home.path())
+        .env("XDG_CONFIG_HOME", home.path().join("config"))
+        .env("XDG_STATE_HOME", home.path().join("state"))
+        .env("OTEL_EXPORTER_PROMETHEUS_PORT", "0")
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (link, banner) = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let link = text.lines().find_map(|l| {
+            let l = l.strip_prefix("Sign in:  ")?;
+            l.starts_with("http://").then(|| l.trim().to_owned())
+        });
+        if let Some(link) = link {
+            break (link, text);
+        }
+        assert!(Instant::now() < deadline, "no sign-in link in:\n{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        link.starts_with(&format!("http://127.0.0.1:{port}/login/link/")),
+        "{link}"
+    );
+    assert!(
+        banner.contains("hangar worker token create --worker-id NAME"),
+        "{banner}"
+    );
+    assert!(
+        banner.contains(&format!(
+            "hangar worker --server-url http://127.0.0.1:{port} --worker-id NAME"
+        )),
+        "{banner}"
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    with_browser("hangar_up_sign_in_link", |client| async move {
+        client.goto(&link).await?;
+        wait_js(
+            &client,
+            "location.pathname === '/' && !!document.querySelector('#run-rows') && !!document.querySelector('#set-password')",
+            Duration::from_secs(15),
+            "the runs page, signed in, asking for a password",
+        )
+        .await?;
+        client.find(Locator::Css("#account-email")).await?.send_keys("owner@example.com").await?;
+        client.find(Locator::Css("#account-password")).await?.send_keys(PASSWORD).await?;
+        client
+            .find(Locator::Css("#set-password button[type=submit]"))
+            .await?
+            .click()
+            .await?;
+        wait_js(
+            &client,
+            "location.pathname === '/' && !!document.querySelector('#run-rows') && !document.querySelector('#set-password')",
+            Duration::from_secs(15),
+            "the runs page without the password form",
+        )
+        .await?;
+        // Signed out, the password works in the form.
+        client.delete_all_cookies().await?;
+        login(&client, &base, "owner@example.com").await?;
+        // The link works once.
+        client.delete_all_cookies().await?;
+        client.goto(&link).await?;
+        wait_js(
+            &client,
+            "document.title.startsWith('Sign-in link used or expired')",
+            Duration::from_secs(15),
+            "the spent link refused",
+        )
+        .await?;
+        let url = client.current_url().await?;
+        ensure!(url.path().starts_with("/login/link/"), "redirected to {url}");
+        Ok(())
+    })
+    .await;
+    up.start_kill().unwrap();
 }
