@@ -84,6 +84,9 @@ pub struct AppInner {
     pub public_url: String,
     /// Fires on shutdown; long-lived connections watch it.
     pub shutdown: CancellationToken,
+    /// Every task the server starts (supervisors, the HTTP server, viewer
+    /// pumps); [`Server::shutdown`] waits for them, with a deadline.
+    pub tasks: TaskTracker,
     /// This process's id among the replicas (worker registry entries name it).
     pub replica_id: String,
 }
@@ -151,6 +154,9 @@ pub struct CliCredentials {
     /// API key.
     pub api_key: String,
 }
+
+/// How long [`Server::shutdown`] waits for connections and supervisors.
+pub const SHUTDOWN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A running server.
 pub struct Server {
@@ -376,6 +382,7 @@ impl Server {
             config: config.clone(),
             public_url,
             shutdown: shutdown.clone(),
+            tasks: TaskTracker::new(),
             replica_id,
         }));
 
@@ -397,7 +404,7 @@ impl Server {
             .layer(axum::middleware::from_fn(metrics::http_layer))
             .with_state(state.clone());
 
-        let tasks = TaskTracker::new();
+        let tasks = state.tasks.clone();
         tasks.spawn(dispatcher.run(shutdown.clone()));
         if let Some(notifier) = notifier {
             tasks.spawn(replicas::listen(state.clone(), notifier, shutdown.clone()));
@@ -492,10 +499,26 @@ impl Server {
         self.state.shutdown.clone()
     }
 
-    /// Stops accepting work, closes connections and the store.
+    /// Stops accepting work, closes connections and the store. Waits for
+    /// the server's tasks at most [`SHUTDOWN_DEADLINE`], then says how many
+    /// were still running and goes on (they end with the process).
     pub async fn shutdown(self) {
+        self.shutdown_within(SHUTDOWN_DEADLINE).await;
+    }
+
+    /// [`Server::shutdown`] with another deadline.
+    pub async fn shutdown_within(self, deadline: std::time::Duration) {
         self.state.shutdown.cancel();
-        self.tasks.wait().await;
+        if tokio::time::timeout(deadline, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                still_running = self.tasks.len(),
+                ?deadline,
+                "shutdown deadline passed; stopping without waiting for the rest"
+            );
+        }
         // Streams the shutdown dropped are metered before the store closes.
         self.state.budgets.tasks.close();
         self.state.budgets.tasks.wait().await;

@@ -12,6 +12,7 @@
 //!   Events, watches) with a simulated job controller and kubelet, for the
 //!   real `kube` client.
 //! - [`otlp`]: an OTLP/HTTP collector that decodes protobuf exports.
+//! - [`poll`]: `eventually` / `until`, for waiting on a condition.
 
 pub mod cluster;
 pub mod fake_kube;
@@ -20,3 +21,4 @@ pub mod git;
 pub mod images;
 pub mod otlp;
 pub mod oz_worker;
+pub mod poll;

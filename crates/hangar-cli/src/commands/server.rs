@@ -105,13 +105,19 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
         println!("Metrics at http://{addr}/metrics");
     }
     tracing::info!(telemetry = %telemetry.describe(), "telemetry");
-    let (stop, _) = crate::commands::signal_tokens();
+    let (stop, force) = crate::commands::signal_tokens();
     let token = server.shutdown_token();
     tokio::select! {
-        _ = stop.cancelled() => tracing::info!("shutting down"),
+        _ = stop.cancelled() => tracing::info!("shutting down (a second signal stops at once)"),
         _ = token.cancelled() => {}
     }
-    server.shutdown().await;
+    tokio::select! {
+        () = server.shutdown() => {}
+        () = force.cancelled() => {
+            tracing::warn!("second signal: stopping now without waiting for connections to close");
+            return Ok(ExitCode::from(130));
+        }
+    }
     telemetry.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }

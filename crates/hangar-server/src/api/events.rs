@@ -360,7 +360,8 @@ pub fn spawn_pump(
         last_terminal_status: false,
         terminal_since: None,
     };
-    tokio::spawn(pump.run(live, shares, follow));
+    let tasks = pump.state.tasks.clone();
+    tasks.spawn(pump.run(live, shares, follow));
     rx
 }
 

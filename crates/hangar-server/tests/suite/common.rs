@@ -265,6 +265,11 @@ impl TwoTeams {
         )
     }
 
+    /// The running server, taken out (to shut it down in a test).
+    pub fn take_server(&mut self) -> Server {
+        self.server.take().unwrap()
+    }
+
     /// The running server (its store, for fixtures the API cannot create).
     pub fn server(&self) -> &Server {
         self.server.as_ref().unwrap()

@@ -107,3 +107,34 @@ async fn c8_oversized_websocket_frames_close_the_connection() {
         .await
         .unwrap();
 }
+
+/// Issue 16, item 5: shutdown has a deadline. A task of the server that
+/// never ends (here: one planted in its tracker) does not hold the stop
+/// past it, and a live viewer's stream ends with the server.
+#[tokio::test]
+async fn shutdown_stops_within_its_deadline_even_when_a_task_never_ends() {
+    let mut t = TwoTeams::start().await;
+    let (run_id, _) = t.local_run("watch me").await;
+    // A live viewer: its pump runs in the server's tracker until shutdown.
+    let stream = reqwest::Client::new()
+        .get(t.api(&format!("/agent/runs/{run_id}/events?follow=true")))
+        .bearer_auth(&t.key_a)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let server = t.take_server();
+    server.state().tasks.spawn(std::future::pending::<()>());
+    let started = std::time::Instant::now();
+    server
+        .shutdown_within(std::time::Duration::from_millis(300))
+        .await;
+    let took = started.elapsed();
+    assert!(
+        took >= std::time::Duration::from_millis(300) && took < std::time::Duration::from_secs(5),
+        "shutdown took {took:?}"
+    );
+    // The viewer's stream was ended by the shutdown, not left hanging.
+    let body = tokio::time::timeout(std::time::Duration::from_secs(5), stream.text()).await;
+    assert!(body.is_ok(), "the viewer's stream outlived the server");
+}

@@ -9,9 +9,10 @@ use hangar_protocol::RunState;
 use hangar_testkit::cluster::TestCluster;
 use hangar_testkit::fake_kube::{FakeKube, Fault, Kubelet, NAMESPACE};
 use hangar_testkit::fake_llm::{FakeLlm, Turn};
+use hangar_testkit::poll::until;
 use serde_json::{Value, json};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const FINISH: Duration = Duration::from_secs(60);
 const AGENT_IMAGE: &str = "hangar-test/agent:k8s";
@@ -52,14 +53,6 @@ fn of_run(fake: &FakeKube, kind: &str, run_id: &str) -> Vec<Value> {
         .into_iter()
         .filter(|o| o["metadata"]["labels"]["hangar.dev/run"] == run_id)
         .collect()
-}
-
-async fn eventually(what: &str, check: impl Fn() -> bool) {
-    let deadline = Instant::now() + FINISH;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -111,7 +104,7 @@ async fn kubernetes_every_failure_reason_reaches_the_run_with_its_diagnostic() {
         // A failed Job stays for inspection (its TTL); its Secret never
         // does; a Job stuck before it ran is deleted, or it would sit
         // Pending forever.
-        eventually("the Secret to go", || {
+        until("the Secret to go", FINISH, || {
             of_run(&fake, "secrets", &run_id).is_empty()
         })
         .await;
@@ -123,7 +116,7 @@ async fn kubernetes_every_failure_reason_reaches_the_run_with_its_diagnostic() {
         ]
         .contains(&reason);
         if stuck {
-            eventually("the stuck Job to go", || {
+            until("the stuck Job to go", FINISH, || {
                 of_run(&fake, "jobs", &run_id).is_empty()
             })
             .await;
@@ -155,7 +148,7 @@ async fn kubernetes_cancel_deletes_the_job_and_its_secret() {
     cluster.client().cancel_run(&run_id).await.unwrap();
     let done = cluster.wait_finished(&run_id, FINISH).await.unwrap();
     assert_eq!(done.state, RunState::Cancelled);
-    eventually("Job, pod and Secret to be deleted", || {
+    until("Job, pod and Secret to be deleted", FINISH, || {
         of_run(&fake, "jobs", &run_id).is_empty()
             && of_run(&fake, "pods", &run_id).is_empty()
             && of_run(&fake, "secrets", &run_id).is_empty()
@@ -214,7 +207,7 @@ async fn kubernetes_a_restarted_worker_adopts_its_live_job_and_drain_keeps_it_ru
         })
         .count();
     assert_eq!(creates, 1);
-    eventually("the succeeded Job to be deleted", || {
+    until("the succeeded Job to be deleted", FINISH, || {
         of_run(&fake, "jobs", &run_id).is_empty()
     })
     .await;

@@ -7,6 +7,7 @@
 use crate::suite::common::{ended, hangar_bin, run_on};
 use hangar_testkit::cluster::{ClusterOptions, TestCluster, metrics_url};
 use hangar_testkit::fake_llm::{FakeLlm, Turn};
+use hangar_testkit::poll::eventually;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -14,22 +15,6 @@ use std::time::{Duration, Instant};
 /// The repository root (deploy/ lives there).
 fn repo() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-}
-
-/// Polls `check` until it answers `Some`, for at most `limit`.
-async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 async fn scrape(url: &str, token: Option<&str>) -> reqwest::Response {
