@@ -317,6 +317,8 @@ async fn throughput(server: &Server, runs: usize, workers: usize, clients: usize
             .find(|(s, _)| s == "SUCCEEDED")
             .map_or(0, |c| c.1)
     };
+    // Runs of the earlier phase may still be ending: count from a still store.
+    settled(store.as_ref()).await;
     let before = succeeded(store.run_state_counts().await.unwrap());
     let request = RunAgentRequest {
         prompt: Some("bench".into()),
@@ -343,10 +345,29 @@ async fn throughput(server: &Server, runs: usize, workers: usize, clients: usize
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let rate = (per_client * clients) as f64 / t0.elapsed().as_secs_f64();
+    settled(store.as_ref()).await;
     for h in handles {
         h.abort();
     }
     rate
+}
+
+/// Waits until no run is queued or running.
+async fn settled(store: &dyn hangar_store::Store) {
+    loop {
+        let live: i64 = store
+            .run_state_counts()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|(s, _)| !RunState::parse(s).is_some_and(|s| s.is_terminal()))
+            .map(|(_, n)| n)
+            .sum();
+        if live == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 }
 
 /// One measurement in this process, with metrics `on` or off.
