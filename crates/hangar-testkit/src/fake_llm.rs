@@ -183,6 +183,8 @@ struct Shared {
     script: VecDeque<Turn>,
     received: Vec<FakeRequest>,
     violations: Vec<String>,
+    /// How many of `violations` the test has read ([`FakeLlm::violations`]).
+    checked: usize,
     next_call: u64,
     next_response: u64,
 }
@@ -209,8 +211,22 @@ impl std::fmt::Debug for FakeLlm {
 }
 
 impl Drop for FakeLlm {
+    /// Stops the server, and fails the test if the agent broke the tool-call
+    /// protocol in a way the test never looked at ([`FakeLlm::violations`]):
+    /// every use checks it, not only the ones that remember to.
     fn drop(&mut self) {
         self.server.abort();
+        if std::thread::panicking() {
+            return;
+        }
+        let state = lock(&self.shared);
+        let unchecked = &state.violations[state.checked.min(state.violations.len())..];
+        if !unchecked.is_empty() {
+            panic!(
+                "fake LLM: the model protocol was broken and the test did not check it: {unchecked:?} \
+                 (read FakeLlm::violations() to assert on expected ones)"
+            );
+        }
     }
 }
 
@@ -289,8 +305,12 @@ impl FakeLlm {
     }
 
     /// Protocol violations seen (unanswered tool calls, orphan results).
+    /// Those read here count as checked; any other fails the test when the
+    /// server is dropped.
     pub fn violations(&self) -> Vec<String> {
-        lock(&self.shared).violations.clone()
+        let mut state = lock(&self.shared);
+        state.checked = state.violations.len();
+        state.violations.clone()
     }
 }
 

@@ -94,9 +94,72 @@ pub async fn run_all(store: &dyn Store) {
     a_lost_started_run_can_be_queued_again(store).await;
     last_executions_show_how_each_run_last_ended(store).await;
     usage_adds_up_per_run_and_per_caller(store).await;
+    stats_count_runs_the_queue_and_a_teams_failures(store).await;
     super::accounts::run_all(store).await;
     super::shares::run_all(store).await;
     super::worker_tokens::run_all(store).await;
+}
+
+/// The aggregates behind metrics and the Overview page (issue 13): runs by
+/// state over every team, the queue per target host with its oldest run,
+/// and one team's runs, failures and cost.
+async fn stats_count_runs_the_queue_and_a_teams_failures(store: &dyn Store) {
+    let count = |counts: &[(String, i64)], state: RunState| {
+        counts
+            .iter()
+            .find(|(s, _)| *s == state.to_string())
+            .map_or(0, |c| c.1)
+    };
+    let before = store.run_state_counts().await.unwrap();
+    let t = team(store, "stats").await;
+    let host = format!("stats-host-{}", RunId::generate().0);
+    let first = new_run(store, t.id, Some(&host)).await;
+    new_run(store, t.id, Some(&host)).await;
+    let failed = new_run(store, t.id, None).await;
+    let exec = assign(store, &failed, "stats-worker").await;
+    let mut ended = end(RunState::Failed);
+    ended.failure_reason = Some("setup_command".into());
+    store
+        .finish_execution(&failed.id, &exec, &ended)
+        .await
+        .unwrap();
+    store.add_usage(&failed.id, 10, 5, 0.25).await.unwrap();
+
+    let after = store.run_state_counts().await.unwrap();
+    assert_eq!(
+        count(&after, RunState::Queued),
+        count(&before, RunState::Queued) + 2
+    );
+    assert_eq!(
+        count(&after, RunState::Failed),
+        count(&before, RunState::Failed) + 1
+    );
+    let queue = store.queue_stats().await.unwrap();
+    let mine = queue
+        .iter()
+        .find(|q| q.host.as_deref() == Some(host.as_str()))
+        .expect("the host's queue");
+    assert_eq!(mine.depth, 2);
+    assert_eq!(mine.oldest_created_at, first.created_at);
+    // An assigned run waits for no worker: not in the queue.
+    assert!(queue.iter().all(|q| q.depth > 0));
+
+    let overview = store.team_overview(t.id, 0).await.unwrap();
+    assert_eq!(count(&overview.runs_by_state, RunState::Queued), 2);
+    assert_eq!(count(&overview.runs_by_state, RunState::Failed), 1);
+    assert_eq!(overview.runs_created, 3);
+    assert_eq!(overview.failures, vec![("setup_command".to_owned(), 1)]);
+    assert!(
+        (overview.cost_usd - 0.25).abs() < 1e-9,
+        "{}",
+        overview.cost_usd
+    );
+    // Nothing of this team since a moment in the future.
+    let later = store
+        .team_overview(t.id, Timestamp::now().unix_millis() + 60_000)
+        .await
+        .unwrap();
+    assert_eq!((later.runs_created, later.failures.len()), (0, 0));
 }
 
 /// Gateway usage accumulates on the run, and per API key or user for
