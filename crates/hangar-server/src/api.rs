@@ -21,8 +21,10 @@ use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use axum::Router;
 use axum::body::Bytes;
-use axum::routing::{get, post};
 use serde::de::DeserializeOwned;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Parses a JSON body with an error that says what is wrong and where.
 pub fn parse_json<T: DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
@@ -68,111 +70,69 @@ fn json_error(field: &str, e: serde_json::Error) -> ApiError {
     ApiError::BadRequest(format!("{what}: {e}"))
 }
 
+/// The `/api/v1` routes, each registered with its `#[utoipa::path]`, so a
+/// route cannot exist without being in the OpenAPI document; with that
+/// document ([`crate::openapi::ApiDoc`] adds the title, tags and security).
+pub fn openapi_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi())
+        .routes(routes!(runs::create, runs::list))
+        .routes(routes!(runs::create_legacy))
+        .routes(routes!(runs::create_local))
+        .routes(routes!(runs::get_one))
+        .routes(routes!(runs::cancel))
+        .routes(routes!(runs::followup))
+        .routes(routes!(shares::create, shares::list))
+        .routes(routes!(shares::delete))
+        .routes(routes!(shares::public_session))
+        .routes(routes!(shares::public_events))
+        .routes(routes!(models::list))
+        .routes(routes!(mcp::list))
+        .routes(routes!(mcp::get_one))
+        .routes(routes!(runs::transcript))
+        .routes(routes!(runs::environment))
+        .routes(routes!(agent::conversation))
+        .routes(routes!(agent::artifact))
+        .routes(routes!(agent::identities))
+        .routes(routes!(agent::list_agents))
+        .routes(routes!(agent::poll))
+        .routes(routes!(agent::run_events, agent::report))
+        .routes(routes!(events::sse))
+        .routes(routes!(events::websocket))
+        .routes(routes!(crate::sessions::session_socket))
+        .routes(routes!(schedules::create, schedules::list))
+        .routes(routes!(
+            schedules::get_one,
+            schedules::replace,
+            schedules::delete
+        ))
+        .routes(routes!(schedules::pause))
+        .routes(routes!(schedules::resume))
+        .routes(routes!(keys::create, keys::list))
+        .routes(routes!(keys::expire))
+        .routes(routes!(users::list_teams))
+        .routes(routes!(users::create, users::list))
+        .routes(routes!(users::get_one, users::update, users::delete))
+        .routes(routes!(workers::list))
+        .routes(routes!(worker_tokens::create, worker_tokens::list))
+        .routes(routes!(worker_tokens::expire))
+        .routes(routes!(crate::openapi::openapi_json))
+        .routes(routes!(whoami::whoami))
+        .routes(routes!(environments::oz_list))
+        .routes(routes!(environments::create, environments::list))
+        .routes(routes!(
+            environments::get_one,
+            environments::update,
+            environments::delete
+        ))
+        .routes(routes!(secrets::create, secrets::list))
+        .routes(routes!(secrets::update, secrets::delete))
+        .routes(routes!(crate::llm_gateway::chat_completions))
+        .routes(routes!(crate::llm_gateway::models))
+        .routes(routes!(crate::llm_gateway::usage))
+        .routes(routes!(crate::gateway::worker_socket))
+}
+
 /// The `/api/v1` routes.
 pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/agent/runs", post(runs::create).get(runs::list))
-        .route("/agent/run", post(runs::create_legacy))
-        .route("/agent/runs/local", post(runs::create_local))
-        .route("/agent/runs/{run_id}", get(runs::get_one))
-        .route("/agent/runs/{run_id}/cancel", post(runs::cancel))
-        .route("/agent/runs/{run_id}/followups", post(runs::followup))
-        .route(
-            "/agent/runs/{run_id}/shares",
-            post(shares::create).get(shares::list),
-        )
-        .route(
-            "/agent/runs/{run_id}/shares/{share_id}",
-            axum::routing::delete(shares::delete),
-        )
-        .route("/public/sessions/{token}", get(shares::public_session))
-        .route(
-            "/public/sessions/{token}/events",
-            get(shares::public_events),
-        )
-        .route("/agent/models", get(models::list))
-        .route("/mcp-servers", get(mcp::list))
-        .route("/mcp-servers/{server}", get(mcp::get_one))
-        .route("/agent/runs/{run_id}/transcript", get(runs::transcript))
-        .route("/agent/runs/{run_id}/environment", get(runs::environment))
-        .route(
-            "/agent/runs/{run_id}/conversation",
-            get(agent::conversation),
-        )
-        .route("/agent/artifacts/{artifact_uid}", get(agent::artifact))
-        .route("/agent/identities", get(agent::identities))
-        .route("/agent", get(agent::list_agents))
-        .route("/agent/events", get(agent::poll))
-        .route(
-            "/agent/events/{run_id}",
-            get(agent::run_events).post(agent::report),
-        )
-        .route("/agent/runs/{run_id}/events", get(events::sse))
-        .route("/agent/runs/{run_id}/events/ws", get(events::websocket))
-        .route(
-            "/agent/runs/{run_id}/session",
-            get(crate::sessions::session_socket),
-        )
-        .route(
-            "/agent/schedules",
-            post(schedules::create).get(schedules::list),
-        )
-        .route(
-            "/agent/schedules/{schedule_id}",
-            get(schedules::get_one)
-                .put(schedules::replace)
-                .delete(schedules::delete),
-        )
-        .route(
-            "/agent/schedules/{schedule_id}/pause",
-            post(schedules::pause),
-        )
-        .route(
-            "/agent/schedules/{schedule_id}/resume",
-            post(schedules::resume),
-        )
-        .route("/api-keys", post(keys::create).get(keys::list))
-        .route("/api-keys/{key_id}/expire", post(keys::expire))
-        .route("/teams", get(users::list_teams))
-        .route("/users", post(users::create).get(users::list))
-        .route(
-            "/users/{user_id}",
-            get(users::get_one)
-                .patch(users::update)
-                .delete(users::delete),
-        )
-        .route("/workers", get(workers::list))
-        .route(
-            "/worker-tokens",
-            post(worker_tokens::create).get(worker_tokens::list),
-        )
-        .route(
-            "/worker-tokens/{token_id}/expire",
-            post(worker_tokens::expire),
-        )
-        .route("/openapi.json", get(crate::openapi::openapi_json))
-        .route("/whoami", get(whoami::whoami))
-        .route("/agent/environments", get(environments::oz_list))
-        .route(
-            "/environments",
-            post(environments::create).get(environments::list),
-        )
-        .route(
-            "/environments/{env_id}",
-            get(environments::get_one)
-                .put(environments::update)
-                .delete(environments::delete),
-        )
-        .route("/secrets", post(secrets::create).get(secrets::list))
-        .route(
-            "/secrets/{name}",
-            axum::routing::put(secrets::update).delete(secrets::delete),
-        )
-        .route(
-            "/llm/chat/completions",
-            post(crate::llm_gateway::chat_completions),
-        )
-        .route("/llm/models", get(crate::llm_gateway::models))
-        .route("/llm/usage", get(crate::llm_gateway::usage))
-        .route("/selfhosted/worker/ws", get(crate::gateway::worker_socket))
+    openapi_router().split_for_parts().0
 }

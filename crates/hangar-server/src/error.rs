@@ -153,6 +153,16 @@ impl ApiError {
     }
 }
 
+/// The error answer of every route, described once for the OpenAPI
+/// document: `4XX` with an RFC 7807 problem (`responses(…, ProblemResponses)`).
+#[derive(utoipa::IntoResponses)]
+#[response(
+    status = "4XX",
+    description = "Problem (RFC 7807)",
+    content_type = "application/problem+json"
+)]
+pub struct ProblemResponses(#[allow(dead_code)] hangar_protocol::Problem);
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         crate::metrics::get().store_error(&e);

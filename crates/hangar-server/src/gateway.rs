@@ -373,7 +373,7 @@ impl ConnView {
 pub(crate) const SANDBOX_NONE_EVENT: &str = "sandbox_none";
 
 /// Upgrades an authenticated worker connection.
-#[utoipa::path(get, path = "/selfhosted/worker/ws", tag = "hangar", params(("worker_id" = String, Query, description = "The worker id")), responses((status = 101, description = "WebSocket: the worker protocol (PROTOCOL.md section 2)"), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/selfhosted/worker/ws", tag = "hangar", params(("worker_id" = String, Query, description = "The worker id")), responses((status = 101, description = "WebSocket: the worker protocol (PROTOCOL.md section 2)"), crate::error::ProblemResponses))]
 pub async fn worker_socket(
     State(app): State<AppState>,
     headers: HeaderMap,

@@ -75,7 +75,7 @@ fn gateway_error(e: LlmError) -> ApiError {
 }
 
 /// `GET /api/v1/llm/models`.
-#[utoipa::path(get, path = "/llm/models", tag = "llm", responses((status = 200, description = "OpenAI-compatible model list", body = Object), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/llm/models", tag = "llm", responses((status = 200, description = "OpenAI-compatible model list", body = Object), crate::error::ProblemResponses))]
 pub async fn models(State(app): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
     authenticate(app.store.as_ref(), &headers).await?;
     let models: Vec<ModelEntry> = app.llm.models();
@@ -86,7 +86,7 @@ pub async fn models(State(app): State<AppState>, headers: HeaderMap) -> ApiResul
 /// (API keys, and dashboard users calling with their session): admins see
 /// the whole team's, members their own keys' and their own. Runs carry their
 /// usage themselves (`request_usage` of `GET /agent/runs/{id}`).
-#[utoipa::path(get, path = "/llm/usage", tag = "llm", responses((status = 200, description = "`{usage: [{caller: api_key|dashboard_session, api_key_id?, user_id?, name, requests, prompt_tokens, completion_tokens, cost_usd, updated_at}]}`", body = Object), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/llm/usage", tag = "llm", responses((status = 200, description = "`{usage: [{caller: api_key|dashboard_session, api_key_id?, user_id?, name, requests, prompt_tokens, completion_tokens, cost_usd, updated_at}]}`", body = Object), crate::error::ProblemResponses))]
 pub async fn usage(State(app): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
     let who = authenticate(app.store.as_ref(), &headers).await?;
     let (team, user) = who.require_api_key()?;

@@ -187,7 +187,7 @@ pub async fn deliver_followups(app: &AppState, run: &RunId) {
 }
 
 /// Upgrades an agent's session stream.
-#[utoipa::path(get, path = "/agent/runs/{runId}/session", tag = "hangar", params(("runId" = String, Path, description = "The run")), responses((status = 101, description = "WebSocket: the agent session stream (run token only)"), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/agent/runs/{runId}/session", tag = "hangar", params(("runId" = String, Path, description = "The run")), responses((status = 101, description = "WebSocket: the agent session stream (run token only)"), crate::error::ProblemResponses))]
 pub async fn session_socket(
     State(app): State<AppState>,
     Path(run_id): Path<String>,

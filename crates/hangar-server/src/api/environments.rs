@@ -192,7 +192,7 @@ pub async fn load(app: &AppState, team: i64, id: &str) -> ApiResult<EnvironmentI
 }
 
 /// `POST /environments`.
-#[utoipa::path(post, path = "/environments", tag = "hangar", request_body = hangar_protocol::environment::EnvironmentRequest, responses((status = 200, description = "Created", body = hangar_protocol::environment::EnvironmentItem), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/environments", tag = "hangar", request_body = hangar_protocol::environment::EnvironmentRequest, responses((status = 200, description = "Created", body = hangar_protocol::environment::EnvironmentItem), crate::error::ProblemResponses))]
 pub async fn create(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -223,7 +223,7 @@ pub async fn create(
 }
 
 /// `GET /environments`.
-#[utoipa::path(get, path = "/environments", tag = "hangar", responses((status = 200, description = "Environments", body = hangar_protocol::environment::EnvironmentList), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/environments", tag = "hangar", responses((status = 200, description = "Environments", body = hangar_protocol::environment::EnvironmentList), crate::error::ProblemResponses))]
 pub async fn list(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -238,7 +238,7 @@ pub async fn list(
 }
 
 /// `GET /environments/{id}` (id or name).
-#[utoipa::path(get, path = "/environments/{env_id}", tag = "hangar", params(("env_id" = String, Path, description = "Id or name")), responses((status = 200, description = "The environment", body = hangar_protocol::environment::EnvironmentItem), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/environments/{env_id}", tag = "hangar", params(("env_id" = String, Path, description = "Id or name")), responses((status = 200, description = "The environment", body = hangar_protocol::environment::EnvironmentItem), crate::error::ProblemResponses))]
 pub async fn get_one(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -251,7 +251,7 @@ pub async fn get_one(
 }
 
 /// `PUT /environments/{id}`: full replace.
-#[utoipa::path(put, path = "/environments/{env_id}", tag = "hangar", params(("env_id" = String, Path, description = "Id or name")), request_body = hangar_protocol::environment::EnvironmentRequest, responses((status = 200, description = "Replaced", body = hangar_protocol::environment::EnvironmentItem), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(put, path = "/environments/{env_id}", tag = "hangar", params(("env_id" = String, Path, description = "Id or name")), request_body = hangar_protocol::environment::EnvironmentRequest, responses((status = 200, description = "Replaced", body = hangar_protocol::environment::EnvironmentItem), crate::error::ProblemResponses))]
 pub async fn update(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -283,7 +283,7 @@ pub async fn update(
 }
 
 /// `DELETE /environments/{id}`.
-#[utoipa::path(delete, path = "/environments/{env_id}", tag = "hangar", params(("env_id" = String, Path, description = "Id or name")), responses((status = 200, description = "Deleted", body = Object), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(delete, path = "/environments/{env_id}", tag = "hangar", params(("env_id" = String, Path, description = "Id or name")), responses((status = 200, description = "Deleted", body = Object), crate::error::ProblemResponses))]
 pub async fn delete(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -309,7 +309,7 @@ fn github_repo(url: &str) -> Option<GitHubRepo> {
 }
 
 /// `GET /agent/environments` (Oz shape).
-#[utoipa::path(get, path = "/agent/environments", tag = "agent", operation_id = "listEnvironments", responses((status = 200, description = "Environments", body = hangar_protocol::environment::ListEnvironmentsResponse), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/agent/environments", tag = "agent", operation_id = "listEnvironments", responses((status = 200, description = "Environments", body = hangar_protocol::environment::ListEnvironmentsResponse), crate::error::ProblemResponses))]
 pub async fn oz_list(
     State(app): State<AppState>,
     headers: HeaderMap,

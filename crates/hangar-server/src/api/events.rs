@@ -275,7 +275,7 @@ pub(crate) fn parse_query(raw: Option<&str>, headers: &HeaderMap) -> ApiResult<S
 }
 
 /// `GET /agent/runs/{id}/events`.
-#[utoipa::path(get, path = "/agent/runs/{runId}/events", tag = "hangar", params(("runId" = String, Path, description = "The run"), ("follow" = Option<bool>, Query, description = "false: replay and end"), ("after" = Option<String>, Query, description = "Resume after this event id")), responses((status = 200, description = "Server-Sent Events: the live session", content_type = "text/event-stream"), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/agent/runs/{runId}/events", tag = "hangar", params(("runId" = String, Path, description = "The run"), ("follow" = Option<bool>, Query, description = "false: replay and end"), ("after" = Option<String>, Query, description = "Resume after this event id")), responses((status = 200, description = "Server-Sent Events: the live session", content_type = "text/event-stream"), crate::error::ProblemResponses))]
 pub async fn sse(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -601,7 +601,7 @@ impl Pump {
 
 /// `GET /agent/runs/{id}/events/ws`: the same frames over a WebSocket, plus
 /// follow-ups and cancel from editors.
-#[utoipa::path(get, path = "/agent/runs/{runId}/events/ws", tag = "hangar", params(("runId" = String, Path, description = "The run")), responses((status = 101, description = "WebSocket: the live session"), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/agent/runs/{runId}/events/ws", tag = "hangar", params(("runId" = String, Path, description = "The run")), responses((status = 101, description = "WebSocket: the live session"), crate::error::ProblemResponses))]
 pub async fn websocket(
     State(app): State<AppState>,
     headers: HeaderMap,

@@ -25,7 +25,7 @@ fn item(r: &ApiKeyRecord, key: Option<String>) -> ApiKeyItem {
 }
 
 /// Creates a key.
-#[utoipa::path(post, path = "/api-keys", tag = "hangar", request_body = hangar_protocol::CreateApiKeyRequest, responses((status = 200, description = "The key, with its secret shown once", body = hangar_protocol::ApiKeyItem), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/api-keys", tag = "hangar", request_body = hangar_protocol::CreateApiKeyRequest, responses((status = 200, description = "The key, with its secret shown once", body = hangar_protocol::ApiKeyItem), crate::error::ProblemResponses))]
 pub async fn create(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -69,7 +69,7 @@ pub async fn create(
 }
 
 /// Lists keys (never their secrets).
-#[utoipa::path(get, path = "/api-keys", tag = "hangar", responses((status = 200, description = "`{api_keys}`", body = Object), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/api-keys", tag = "hangar", responses((status = 200, description = "`{api_keys}`", body = Object), crate::error::ProblemResponses))]
 pub async fn list(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -90,7 +90,7 @@ pub async fn list(
 }
 
 /// Expires (revokes) a key immediately.
-#[utoipa::path(post, path = "/api-keys/{key_id}/expire", tag = "hangar", params(("key_id" = String, Path, description = "The key")), responses((status = 200, description = "Expired", body = Object), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/api-keys/{key_id}/expire", tag = "hangar", params(("key_id" = String, Path, description = "The key")), responses((status = 200, description = "Expired", body = Object), crate::error::ProblemResponses))]
 pub async fn expire(
     State(app): State<AppState>,
     headers: HeaderMap,

@@ -24,7 +24,7 @@ fn transport(server: &McpServerConfig) -> &'static str {
 }
 
 /// Lists the configured MCP servers: names and transports.
-#[utoipa::path(get, path = "/mcp-servers", tag = "agent", operation_id = "listMcpServers", responses((status = 200, description = "Named MCP servers: `{mcp_servers: [{name, transport}]}`", body = Object), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/mcp-servers", tag = "agent", operation_id = "listMcpServers", responses((status = 200, description = "Named MCP servers: `{mcp_servers: [{name, transport}]}`", body = Object), crate::error::ProblemResponses))]
 pub async fn list(State(app): State<AppState>, headers: HeaderMap) -> ApiResult<Json<Value>> {
     authenticate(app.store.as_ref(), &headers).await?;
     let servers: Vec<Value> = app
@@ -37,7 +37,7 @@ pub async fn list(State(app): State<AppState>, headers: HeaderMap) -> ApiResult<
 }
 
 /// One configured MCP server: `{name, transport, config}`, templates unexpanded.
-#[utoipa::path(get, path = "/mcp-servers/{server}", tag = "agent", operation_id = "getMcpServer", params(("server" = String, Path, description = "Name in the server's `mcp_servers` config")), responses((status = 200, description = "The server's spec", body = Object), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/mcp-servers/{server}", tag = "agent", operation_id = "getMcpServer", params(("server" = String, Path, description = "Name in the server's `mcp_servers` config")), responses((status = 200, description = "The server's spec", body = Object), crate::error::ProblemResponses))]
 pub async fn get_one(
     State(app): State<AppState>,
     headers: HeaderMap,

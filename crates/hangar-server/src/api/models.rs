@@ -23,7 +23,7 @@ fn provider_label(app: &AppState, provider: &str) -> &'static str {
 }
 
 /// Lists models: every advertised model of every provider, plus the default.
-#[utoipa::path(get, path = "/agent/models", tag = "agent", operation_id = "listModels", responses((status = 200, description = "Models of the configured providers", body = Object), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/agent/models", tag = "agent", operation_id = "listModels", responses((status = 200, description = "Models of the configured providers", body = Object), crate::error::ProblemResponses))]
 pub async fn list(
     State(app): State<AppState>,
     headers: HeaderMap,

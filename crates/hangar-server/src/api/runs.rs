@@ -253,7 +253,7 @@ async fn resolve_environment(
 }
 
 /// `POST /agent/runs` and `POST /agent/run`.
-#[utoipa::path(post, path = "/agent/runs", tag = "agent", operation_id = "runAgent", request_body = hangar_protocol::RunAgentRequest, responses((status = 200, description = "Run created", body = hangar_protocol::RunAgentResponse), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/agent/runs", tag = "agent", operation_id = "runAgent", request_body = hangar_protocol::RunAgentRequest, responses((status = 200, description = "Run created", body = hangar_protocol::RunAgentResponse), crate::error::ProblemResponses))]
 pub async fn create(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -303,7 +303,7 @@ pub async fn create(
 }
 
 /// `POST /agent/run`: the Oz API's legacy alias of `POST /agent/runs`.
-#[utoipa::path(post, path = "/agent/run", tag = "agent", operation_id = "runAgentLegacy", request_body = hangar_protocol::RunAgentRequest, responses((status = 200, description = "Run created", body = hangar_protocol::RunAgentResponse), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/agent/run", tag = "agent", operation_id = "runAgentLegacy", request_body = hangar_protocol::RunAgentRequest, responses((status = 200, description = "Run created", body = hangar_protocol::RunAgentResponse), crate::error::ProblemResponses))]
 pub async fn create_legacy(
     state: State<AppState>,
     headers: HeaderMap,
@@ -329,7 +329,7 @@ pub struct LocalRunResponse {
 /// `hangar agent run` executes itself (`execution_location: LOCAL`). The
 /// caller streams its session with the returned run token; its terminal
 /// `status` event ends the run.
-#[utoipa::path(post, path = "/agent/runs/local", tag = "hangar", request_body = hangar_protocol::RunAgentRequest, responses((status = 200, description = "Unmanaged run registered", body = LocalRunResponse), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/agent/runs/local", tag = "hangar", request_body = hangar_protocol::RunAgentRequest, responses((status = 200, description = "Unmanaged run registered", body = LocalRunResponse), crate::error::ProblemResponses))]
 pub async fn create_local(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -561,7 +561,7 @@ fn add_metadata_filter(q: &mut RunQuery, key: &str, value: &str) -> ApiResult<()
 }
 
 /// `GET /agent/runs`.
-#[utoipa::path(get, path = "/agent/runs", tag = "agent", operation_id = "listRuns", params(("limit" = Option<i64>, Query, description = "1-500, default 20"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"), ("sort_by" = Option<String>, Query, description = "updated_at or created_at"), ("sort_order" = Option<String>, Query, description = "asc or desc"), ("state" = Option<Vec<hangar_protocol::RunState>>, Query, description = "Repeatable"), ("source" = Option<hangar_protocol::RunSourceType>, Query, description = "Source"), ("creator" = Option<String>, Query, description = "Creator uid"), ("environment_id" = Option<String>, Query, description = "Environment"), ("schedule_id" = Option<String>, Query, description = "Schedule"), ("name" = Option<String>, Query, description = "config.name"), ("model_id" = Option<String>, Query, description = "Model"), ("skill" = Option<String>, Query, description = "Skill spec"), ("execution_location" = Option<String>, Query, description = "LOCAL or REMOTE"), ("created_after" = Option<String>, Query, description = "RFC 3339"), ("created_before" = Option<String>, Query, description = "RFC 3339"), ("updated_after" = Option<String>, Query, description = "RFC 3339"), ("q" = Option<String>, Query, description = "Text search"), ("executor" = Option<String>, Query, description = "Executor uid (the creator in Hangar)"), ("ancestor_run_id" = Option<String>, Query, description = "Only descendants of this run"), ("metadata" = Option<String>, Query, description = "metadata[KEY]=VALUE, repeatable up to 5 pairs (AND)"), ("automation_id" = Option<String>, Query, description = "Same as metadata[automation_id]"), ("factory_uid" = Option<String>, Query, description = "Matches nothing (no factories)")), responses((status = 200, description = "A page of runs", body = hangar_protocol::ListRunsResponse), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/agent/runs", tag = "agent", operation_id = "listRuns", params(("limit" = Option<i64>, Query, description = "1-500, default 20"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"), ("sort_by" = Option<String>, Query, description = "updated_at or created_at"), ("sort_order" = Option<String>, Query, description = "asc or desc"), ("state" = Option<Vec<hangar_protocol::RunState>>, Query, description = "Repeatable"), ("source" = Option<hangar_protocol::RunSourceType>, Query, description = "Source"), ("creator" = Option<String>, Query, description = "Creator uid"), ("environment_id" = Option<String>, Query, description = "Environment"), ("schedule_id" = Option<String>, Query, description = "Schedule"), ("name" = Option<String>, Query, description = "config.name"), ("model_id" = Option<String>, Query, description = "Model"), ("skill" = Option<String>, Query, description = "Skill spec"), ("execution_location" = Option<String>, Query, description = "LOCAL or REMOTE"), ("created_after" = Option<String>, Query, description = "RFC 3339"), ("created_before" = Option<String>, Query, description = "RFC 3339"), ("updated_after" = Option<String>, Query, description = "RFC 3339"), ("q" = Option<String>, Query, description = "Text search"), ("executor" = Option<String>, Query, description = "Executor uid (the creator in Hangar)"), ("ancestor_run_id" = Option<String>, Query, description = "Only descendants of this run"), ("metadata" = Option<String>, Query, description = "metadata[KEY]=VALUE, repeatable up to 5 pairs (AND)"), ("automation_id" = Option<String>, Query, description = "Same as metadata[automation_id]"), ("factory_uid" = Option<String>, Query, description = "Matches nothing (no factories)")), responses((status = 200, description = "A page of runs", body = hangar_protocol::ListRunsResponse), crate::error::ProblemResponses))]
 pub async fn list(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -623,7 +623,7 @@ pub(crate) async fn load_visible(
 }
 
 /// `GET /agent/runs/{id}`.
-#[utoipa::path(get, path = "/agent/runs/{runId}", tag = "agent", operation_id = "getRun", params(("runId" = String, Path, description = "The run")), responses((status = 200, description = "The run", body = hangar_protocol::RunItem), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/agent/runs/{runId}", tag = "agent", operation_id = "getRun", params(("runId" = String, Path, description = "The run")), responses((status = 200, description = "The run", body = hangar_protocol::RunItem), crate::error::ProblemResponses))]
 pub async fn get_one(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -659,7 +659,7 @@ pub(crate) async fn unsandboxed(app: &AppState, run: &RunRecord) -> ApiResult<Op
 }
 
 /// `POST /agent/runs/{id}/cancel`: answers the run id, as the Oz API does.
-#[utoipa::path(post, path = "/agent/runs/{runId}/cancel", tag = "agent", operation_id = "cancelRun", params(("runId" = String, Path, description = "The run")), responses((status = 200, description = "The cancelled run id", body = String), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/agent/runs/{runId}/cancel", tag = "agent", operation_id = "cancelRun", params(("runId" = String, Path, description = "The run")), responses((status = 200, description = "The cancelled run id", body = String), crate::error::ProblemResponses))]
 pub async fn cancel(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -714,7 +714,7 @@ pub(crate) async fn cancel_run(app: &AppState, team_id: i64, id: &RunId) -> ApiR
 }
 
 /// `GET /agent/runs/{id}/transcript`: every stored session event, in order.
-#[utoipa::path(get, path = "/agent/runs/{runId}/transcript", tag = "agent", operation_id = "getRunTranscript", params(("runId" = String, Path, description = "The run")), responses((status = 200, description = "Every stored session event", body = hangar_protocol::TranscriptResponse), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/agent/runs/{runId}/transcript", tag = "agent", operation_id = "getRunTranscript", params(("runId" = String, Path, description = "The run")), responses((status = 200, description = "Every stored session event", body = hangar_protocol::TranscriptResponse), crate::error::ProblemResponses))]
 pub async fn transcript(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -743,7 +743,7 @@ pub async fn transcript(
 
 /// `GET /agent/runs/{id}/environment`: the run's environment, for its agent
 /// to prepare when a stock `oz-agent-worker` started it with `--environment`.
-#[utoipa::path(get, path = "/agent/runs/{runId}/environment", tag = "agent", operation_id = "getRunEnvironment", params(("runId" = String, Path, description = "The run")), responses((status = 200, description = "The run's environment (repositories, setup commands; secret names only)", body = hangar_protocol::worker::RunEnvironment), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/agent/runs/{runId}/environment", tag = "agent", operation_id = "getRunEnvironment", params(("runId" = String, Path, description = "The run")), responses((status = 200, description = "The run's environment (repositories, setup commands; secret names only)", body = hangar_protocol::worker::RunEnvironment), crate::error::ProblemResponses))]
 pub async fn environment(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -837,7 +837,7 @@ pub struct FollowupRequest {
 /// `POST /agent/runs/{id}/followups`: steers a running run (the agent
 /// injects the message at its next turn boundary), or continues an ended one
 /// in a new execution (see [`send_followup`]).
-#[utoipa::path(post, path = "/agent/runs/{runId}/followups", tag = "agent", operation_id = "createFollowup", params(("runId" = String, Path, description = "The run")), request_body = FollowupRequest, responses((status = 200, description = "Delivered, or the run was reopened", body = Object), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/agent/runs/{runId}/followups", tag = "agent", operation_id = "createFollowup", params(("runId" = String, Path, description = "The run")), request_body = FollowupRequest, responses((status = 200, description = "Delivered, or the run was reopened", body = Object), crate::error::ProblemResponses))]
 pub async fn followup(
     State(app): State<AppState>,
     headers: HeaderMap,

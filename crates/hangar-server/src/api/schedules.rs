@@ -214,7 +214,7 @@ fn now_ms() -> i64 {
 }
 
 /// `POST /agent/schedules` → 201 with the schedule.
-#[utoipa::path(post, path = "/agent/schedules", tag = "schedules", operation_id = "createScheduledAgent", request_body = hangar_protocol::CreateScheduledAgentRequest, responses((status = 201, description = "Schedule created", body = hangar_protocol::ScheduledAgentItem), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/agent/schedules", tag = "schedules", operation_id = "createScheduledAgent", request_body = hangar_protocol::CreateScheduledAgentRequest, responses((status = 201, description = "Schedule created", body = hangar_protocol::ScheduledAgentItem), crate::error::ProblemResponses))]
 pub async fn create(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -263,7 +263,7 @@ pub async fn create(
 }
 
 /// `GET /agent/schedules`: the team's schedules, sorted by name.
-#[utoipa::path(get, path = "/agent/schedules", tag = "schedules", operation_id = "listScheduledAgents", responses((status = 200, description = "Schedules by name", body = hangar_protocol::ListScheduledAgentsResponse), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/agent/schedules", tag = "schedules", operation_id = "listScheduledAgents", responses((status = 200, description = "Schedules by name", body = hangar_protocol::ListScheduledAgentsResponse), crate::error::ProblemResponses))]
 pub async fn list(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -278,7 +278,7 @@ pub async fn list(
 }
 
 /// `GET /agent/schedules/{id}`.
-#[utoipa::path(get, path = "/agent/schedules/{scheduleId}", tag = "schedules", operation_id = "getScheduledAgent", params(("scheduleId" = String, Path, description = "The schedule")), responses((status = 200, description = "The schedule", body = hangar_protocol::ScheduledAgentItem), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/agent/schedules/{scheduleId}", tag = "schedules", operation_id = "getScheduledAgent", params(("scheduleId" = String, Path, description = "The schedule")), responses((status = 200, description = "The schedule", body = hangar_protocol::ScheduledAgentItem), crate::error::ProblemResponses))]
 pub async fn get_one(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -297,7 +297,7 @@ pub async fn get_one(
 
 /// `PUT /agent/schedules/{id}`: a full replace; `name`, `cron_schedule` and
 /// `enabled` are required, an absent `agent_config` or `timezone` clears it.
-#[utoipa::path(put, path = "/agent/schedules/{scheduleId}", tag = "schedules", operation_id = "updateScheduledAgent", params(("scheduleId" = String, Path, description = "The schedule")), request_body = hangar_protocol::UpdateScheduledAgentRequest, responses((status = 200, description = "The replaced schedule", body = hangar_protocol::ScheduledAgentItem), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(put, path = "/agent/schedules/{scheduleId}", tag = "schedules", operation_id = "updateScheduledAgent", params(("scheduleId" = String, Path, description = "The schedule")), request_body = hangar_protocol::UpdateScheduledAgentRequest, responses((status = 200, description = "The replaced schedule", body = hangar_protocol::ScheduledAgentItem), crate::error::ProblemResponses))]
 pub async fn replace(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -348,7 +348,7 @@ pub async fn replace(
 }
 
 /// `DELETE /agent/schedules/{id}`; the runs it created stay.
-#[utoipa::path(delete, path = "/agent/schedules/{scheduleId}", tag = "schedules", operation_id = "deleteScheduledAgent", params(("scheduleId" = String, Path, description = "The schedule")), responses((status = 200, description = "Deleted", body = hangar_protocol::DeleteScheduledAgentResponse), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(delete, path = "/agent/schedules/{scheduleId}", tag = "schedules", operation_id = "deleteScheduledAgent", params(("scheduleId" = String, Path, description = "The schedule")), responses((status = 200, description = "Deleted", body = hangar_protocol::DeleteScheduledAgentResponse), crate::error::ProblemResponses))]
 pub async fn delete(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -412,7 +412,7 @@ async fn set_enabled(
 }
 
 /// `POST /agent/schedules/{id}/pause`: no runs until resumed.
-#[utoipa::path(post, path = "/agent/schedules/{scheduleId}/pause", tag = "schedules", operation_id = "pauseScheduledAgent", params(("scheduleId" = String, Path, description = "The schedule")), responses((status = 200, description = "Paused", body = hangar_protocol::ScheduledAgentItem), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/agent/schedules/{scheduleId}/pause", tag = "schedules", operation_id = "pauseScheduledAgent", params(("scheduleId" = String, Path, description = "The schedule")), responses((status = 200, description = "Paused", body = hangar_protocol::ScheduledAgentItem), crate::error::ProblemResponses))]
 pub async fn pause(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -423,7 +423,7 @@ pub async fn pause(
 
 /// `POST /agent/schedules/{id}/resume`: runs from the next slot on; slots
 /// missed while paused never run.
-#[utoipa::path(post, path = "/agent/schedules/{scheduleId}/resume", tag = "schedules", operation_id = "resumeScheduledAgent", params(("scheduleId" = String, Path, description = "The schedule")), responses((status = 200, description = "Resumed", body = hangar_protocol::ScheduledAgentItem), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/agent/schedules/{scheduleId}/resume", tag = "schedules", operation_id = "resumeScheduledAgent", params(("scheduleId" = String, Path, description = "The schedule")), responses((status = 200, description = "Resumed", body = hangar_protocol::ScheduledAgentItem), crate::error::ProblemResponses))]
 pub async fn resume(
     State(app): State<AppState>,
     headers: HeaderMap,

@@ -73,7 +73,7 @@ fn seal(
 }
 
 /// `POST /secrets`.
-#[utoipa::path(post, path = "/secrets", tag = "hangar", request_body = hangar_protocol::environment::CreateSecretRequest, responses((status = 200, description = "Created (value never returned)", body = hangar_protocol::environment::SecretItem), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/secrets", tag = "hangar", request_body = hangar_protocol::environment::CreateSecretRequest, responses((status = 200, description = "Created (value never returned)", body = hangar_protocol::environment::SecretItem), crate::error::ProblemResponses))]
 pub async fn create(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -96,7 +96,7 @@ pub async fn create(
 }
 
 /// `GET /secrets`: names and times only.
-#[utoipa::path(get, path = "/secrets", tag = "hangar", responses((status = 200, description = "`{secrets}` without values", body = Object), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/secrets", tag = "hangar", responses((status = 200, description = "`{secrets}` without values", body = Object), crate::error::ProblemResponses))]
 pub async fn list(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -115,7 +115,7 @@ pub async fn list(
 }
 
 /// `PUT /secrets/{name}`: replaces the value.
-#[utoipa::path(put, path = "/secrets/{name}", tag = "hangar", params(("name" = String, Path, description = "Secret name")), request_body = hangar_protocol::environment::UpdateSecretRequest, responses((status = 200, description = "Updated", body = hangar_protocol::environment::SecretItem), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(put, path = "/secrets/{name}", tag = "hangar", params(("name" = String, Path, description = "Secret name")), request_body = hangar_protocol::environment::UpdateSecretRequest, responses((status = 200, description = "Updated", body = hangar_protocol::environment::SecretItem), crate::error::ProblemResponses))]
 pub async fn update(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -136,7 +136,7 @@ pub async fn update(
 }
 
 /// `DELETE /secrets/{name}`.
-#[utoipa::path(delete, path = "/secrets/{name}", tag = "hangar", params(("name" = String, Path, description = "Secret name")), responses((status = 200, description = "Deleted", body = Object), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(delete, path = "/secrets/{name}", tag = "hangar", params(("name" = String, Path, description = "Secret name")), responses((status = 200, description = "Deleted", body = Object), crate::error::ProblemResponses))]
 pub async fn delete(
     State(app): State<AppState>,
     headers: HeaderMap,

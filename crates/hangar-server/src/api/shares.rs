@@ -120,7 +120,7 @@ async fn resolve_grantee(
 
 /// `POST /agent/runs/{id}/shares` → 201 with the grant (and, for a public
 /// link, its URL: shown only here).
-#[utoipa::path(post, path = "/agent/runs/{runId}/shares", tag = "hangar", params(("runId" = String, Path, description = "The run")), request_body = hangar_protocol::share::CreateShareRequest, responses((status = 201, description = "Share created", body = hangar_protocol::share::ShareItem), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/agent/runs/{runId}/shares", tag = "hangar", params(("runId" = String, Path, description = "The run")), request_body = hangar_protocol::share::CreateShareRequest, responses((status = 201, description = "Share created", body = hangar_protocol::share::ShareItem), crate::error::ProblemResponses))]
 pub async fn create(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -171,7 +171,7 @@ fn only_editors_share(e: ApiError) -> ApiError {
 
 /// `GET /agent/runs/{id}/shares`: the grants (public links without their
 /// token). Anyone who can view the session may list who else can.
-#[utoipa::path(get, path = "/agent/runs/{runId}/shares", tag = "hangar", params(("runId" = String, Path, description = "The run")), responses((status = 200, description = "Shares of the run", body = hangar_protocol::share::ListSharesResponse), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/agent/runs/{runId}/shares", tag = "hangar", params(("runId" = String, Path, description = "The run")), responses((status = 200, description = "Shares of the run", body = hangar_protocol::share::ListSharesResponse), crate::error::ProblemResponses))]
 pub async fn list(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -188,7 +188,7 @@ pub async fn list(
 
 /// `DELETE /agent/runs/{id}/shares/{share_id}` → 204; the streams the grant
 /// allowed close within 2 s.
-#[utoipa::path(delete, path = "/agent/runs/{runId}/shares/{share_id}", tag = "hangar", params(("runId" = String, Path, description = "The run"), ("share_id" = String, Path, description = "The share")), responses((status = 204, description = "Revoked"), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(delete, path = "/agent/runs/{runId}/shares/{share_id}", tag = "hangar", params(("runId" = String, Path, description = "The run"), ("share_id" = String, Path, description = "The share")), responses((status = 204, description = "Revoked"), crate::error::ProblemResponses))]
 pub async fn delete(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -215,7 +215,7 @@ pub async fn delete(
 
 /// `GET /public/sessions/{token}`: the run a public link shows, with nothing
 /// beyond title, state and times (no prompt, no configuration).
-#[utoipa::path(get, path = "/public/sessions/{token}", tag = "hangar", security(()), params(("token" = String, Path, description = "Public link token")), responses((status = 200, description = "A publicly shared session", body = hangar_protocol::share::PublicSession), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/public/sessions/{token}", tag = "hangar", security(()), params(("token" = String, Path, description = "Public link token")), responses((status = 200, description = "A publicly shared session", body = hangar_protocol::share::PublicSession), crate::error::ProblemResponses))]
 pub async fn public_session(
     State(app): State<AppState>,
     Path(token): Path<String>,
@@ -237,7 +237,7 @@ pub async fn public_session(
 /// Events, exactly as `/agent/runs/{id}/events` serves it to a viewer (same
 /// `follow`, `after` and `Last-Event-ID`); the stream closes with `revoked`
 /// within 2 s of the link's revocation.
-#[utoipa::path(get, path = "/public/sessions/{token}/events", tag = "hangar", security(()), params(("token" = String, Path, description = "Public link token"), ("follow" = Option<bool>, Query, description = "false: replay and end"), ("after" = Option<String>, Query, description = "Resume after this event id (or send `Last-Event-ID`)")), responses((status = 200, description = "Server-Sent Events: a publicly shared live session", content_type = "text/event-stream"), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/public/sessions/{token}/events", tag = "hangar", security(()), params(("token" = String, Path, description = "Public link token"), ("follow" = Option<bool>, Query, description = "false: replay and end"), ("after" = Option<String>, Query, description = "Resume after this event id (or send `Last-Event-ID`)")), responses((status = 200, description = "Server-Sent Events: a publicly shared live session", content_type = "text/event-stream"), crate::error::ProblemResponses))]
 pub async fn public_events(
     State(app): State<AppState>,
     headers: HeaderMap,

@@ -103,7 +103,7 @@ fn check_name(name: &str) -> ApiResult<String> {
 }
 
 /// `GET /teams`: the caller's team.
-#[utoipa::path(get, path = "/teams", tag = "hangar", responses((status = 200, description = "Teams of the caller", body = hangar_protocol::account::ListTeamsResponse), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/teams", tag = "hangar", responses((status = 200, description = "Teams of the caller", body = hangar_protocol::account::ListTeamsResponse), crate::error::ProblemResponses))]
 pub async fn list_teams(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -121,7 +121,7 @@ pub async fn list_teams(
 }
 
 /// `GET /users`.
-#[utoipa::path(get, path = "/users", tag = "hangar", responses((status = 200, description = "Users of the team", body = hangar_protocol::account::ListUsersResponse), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/users", tag = "hangar", responses((status = 200, description = "Users of the team", body = hangar_protocol::account::ListUsersResponse), crate::error::ProblemResponses))]
 pub async fn list(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -134,7 +134,7 @@ pub async fn list(
 }
 
 /// `GET /users/{user_id}`.
-#[utoipa::path(get, path = "/users/{user_id}", tag = "hangar", params(("user_id" = String, Path, description = "The user")), responses((status = 200, description = "The user", body = hangar_protocol::account::UserItem), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/users/{user_id}", tag = "hangar", params(("user_id" = String, Path, description = "The user")), responses((status = 200, description = "The user", body = hangar_protocol::account::UserItem), crate::error::ProblemResponses))]
 pub async fn get_one(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -150,7 +150,7 @@ pub async fn get_one(
 }
 
 /// `POST /users` (admins).
-#[utoipa::path(post, path = "/users", tag = "hangar", request_body = hangar_protocol::account::CreateUserRequest, responses((status = 201, description = "User created", body = hangar_protocol::account::UserItem), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/users", tag = "hangar", request_body = hangar_protocol::account::CreateUserRequest, responses((status = 201, description = "User created", body = hangar_protocol::account::UserItem), crate::error::ProblemResponses))]
 pub async fn create(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -192,7 +192,7 @@ pub async fn create(
 }
 
 /// `PATCH /users/{user_id}` (admins).
-#[utoipa::path(patch, path = "/users/{user_id}", tag = "hangar", params(("user_id" = String, Path, description = "The user")), request_body = hangar_protocol::account::UpdateUserRequest, responses((status = 200, description = "Updated", body = hangar_protocol::account::UserItem), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(patch, path = "/users/{user_id}", tag = "hangar", params(("user_id" = String, Path, description = "The user")), request_body = hangar_protocol::account::UpdateUserRequest, responses((status = 200, description = "Updated", body = hangar_protocol::account::UserItem), crate::error::ProblemResponses))]
 pub async fn update(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -242,7 +242,7 @@ pub async fn update(
 }
 
 /// `DELETE /users/{user_id}` (admins; not themselves, not the last admin).
-#[utoipa::path(delete, path = "/users/{user_id}", tag = "hangar", params(("user_id" = String, Path, description = "The user")), responses((status = 204, description = "Deleted"), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(delete, path = "/users/{user_id}", tag = "hangar", params(("user_id" = String, Path, description = "The user")), responses((status = 204, description = "Deleted"), crate::error::ProblemResponses))]
 pub async fn delete(
     State(app): State<AppState>,
     headers: HeaderMap,

@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 
 /// Describes the caller's credential, team and user.
-#[utoipa::path(get, path = "/whoami", tag = "hangar", responses((status = 200, description = "The caller: team, user, key", body = Object), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/whoami", tag = "hangar", responses((status = 200, description = "The caller: team, user, key", body = Object), crate::error::ProblemResponses))]
 pub async fn whoami(
     State(app): State<AppState>,
     headers: HeaderMap,

@@ -107,7 +107,7 @@ fn binding(req: &CreateWorkerTokenRequest) -> ApiResult<WorkerBinding> {
 }
 
 /// Creates a worker token.
-#[utoipa::path(post, path = "/worker-tokens", tag = "workers", request_body = hangar_protocol::CreateWorkerTokenRequest, responses((status = 200, description = "The token, with its secret shown once", body = hangar_protocol::WorkerTokenItem), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/worker-tokens", tag = "workers", request_body = hangar_protocol::CreateWorkerTokenRequest, responses((status = 200, description = "The token, with its secret shown once", body = hangar_protocol::WorkerTokenItem), crate::error::ProblemResponses))]
 pub async fn create(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -150,7 +150,7 @@ pub async fn create(
 }
 
 /// Lists the team's worker tokens (never their secrets).
-#[utoipa::path(get, path = "/worker-tokens", tag = "workers", responses((status = 200, description = "The team's worker tokens", body = hangar_protocol::ListWorkerTokensResponse), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/worker-tokens", tag = "workers", responses((status = 200, description = "The team's worker tokens", body = hangar_protocol::ListWorkerTokensResponse), crate::error::ProblemResponses))]
 pub async fn list(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -166,7 +166,7 @@ pub async fn list(
 /// Expires (revokes) a worker token now: it can no longer connect, and a
 /// worker connected with it is cut off at its replica's next registry
 /// refresh ([`crate::gateway::close_revoked`]).
-#[utoipa::path(post, path = "/worker-tokens/{token_id}/expire", tag = "workers", params(("token_id" = String, Path, description = "The worker token")), responses((status = 200, description = "Expired", body = Object), (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/worker-tokens/{token_id}/expire", tag = "workers", params(("token_id" = String, Path, description = "The worker token")), responses((status = 200, description = "Expired", body = Object), crate::error::ProblemResponses))]
 pub async fn expire(
     State(app): State<AppState>,
     headers: HeaderMap,

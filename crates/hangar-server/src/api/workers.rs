@@ -14,7 +14,7 @@ use axum::http::HeaderMap;
 #[utoipa::path(get, path = "/workers", tag = "workers",
     params(("all" = Option<bool>, Query, description = "Include disconnected and lost workers")),
     responses((status = 200, description = "Workers of the caller's team on every replica", body = ListWorkersResponse),
-        (status = "4XX", description = "Problem (RFC 7807)", body = hangar_protocol::Problem, content_type = "application/problem+json")))]
+        crate::error::ProblemResponses))]
 pub async fn list(
     State(app): State<AppState>,
     headers: HeaderMap,
