@@ -33,6 +33,13 @@ pub fn parse_json<T: DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
             "the request body is empty; send a JSON object".into(),
         ));
     }
+    // Every body of this API is an object: serde would read a struct from an
+    // array positionally (`[null, null]`), so an array is refused here.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(ApiError::BadRequest(
+            "the request body is a JSON array; send a JSON object".into(),
+        ));
+    }
     let de = &mut serde_json::Deserializer::from_slice(body);
     let parsed: T = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let field = e.path().to_string();

@@ -64,10 +64,61 @@ pub fn document() -> &'static str {
     static DOC: OnceLock<String> = OnceLock::new();
     DOC.get_or_init(|| {
         let (_, doc) = api::openapi_router().split_for_parts();
-        doc.to_pretty_json().unwrap_or_else(|e| {
+        let mut value = serde_json::to_value(&doc).unwrap_or_default();
+        merge_closed_flattens(&mut value);
+        serde_json::to_string_pretty(&value).unwrap_or_else(|e| {
             format!("{{\"error\":\"cannot render the OpenAPI document: {e}\"}}")
         })
     })
+}
+
+/// A type that flattens a closed one (`#[serde(flatten)]` of a struct with
+/// `deny_unknown_fields`, such as `EnvironmentItem` over
+/// `EnvironmentRequest`) comes out of utoipa as `allOf: [closed, extra]`,
+/// which no value can satisfy: the closed part forbids the extra fields.
+/// Such a schema becomes one object with the properties and required
+/// fields of both (and no `additionalProperties` limit).
+fn merge_closed_flattens(doc: &mut serde_json::Value) {
+    use serde_json::{Map, Value};
+    let Some(schemas) = doc
+        .pointer_mut("/components/schemas")
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    let snapshot = schemas.clone();
+    let closed = |v: &Value| -> Option<Value> {
+        let name = v.get("$ref")?.as_str()?.rsplit('/').next()?;
+        let target = snapshot.get(name)?;
+        (target.get("additionalProperties") == Some(&Value::Bool(false))).then(|| target.clone())
+    };
+    for schema in schemas.values_mut() {
+        let Some(parts) = schema.get("allOf").and_then(Value::as_array).cloned() else {
+            continue;
+        };
+        if !parts.iter().any(|p| closed(p).is_some()) {
+            continue;
+        }
+        let mut properties = Map::new();
+        let mut required: Vec<Value> = Vec::new();
+        for part in &parts {
+            let part = closed(part).unwrap_or_else(|| part.clone());
+            if let Some(props) = part.get("properties").and_then(Value::as_object) {
+                properties.extend(props.clone());
+            }
+            if let Some(req) = part.get("required").and_then(Value::as_array) {
+                required.extend(req.iter().cloned());
+            }
+        }
+        let mut merged = Map::new();
+        merged.insert("type".into(), Value::from("object"));
+        if let Some(d) = schema.get("description") {
+            merged.insert("description".into(), d.clone());
+        }
+        merged.insert("properties".into(), Value::Object(properties));
+        merged.insert("required".into(), Value::Array(required));
+        *schema = Value::Object(merged);
+    }
 }
 
 /// `GET /openapi.json`: this document.

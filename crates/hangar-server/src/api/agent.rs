@@ -268,7 +268,8 @@ pub fn normalise(
     operation_id = "getRunConversation",
     params(("runId" = String, Path, description = "The run")),
     responses((status = 200, description = "Normalized conversation", body = ConversationResponse),
-        (status = 404, description = "Run not found", body = hangar_protocol::Problem)))]
+        (status = 404, description = "Run not found", body = hangar_protocol::Problem, content_type = "application/problem+json"),
+        crate::error::ProblemResponses))]
 pub async fn conversation(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -287,7 +288,8 @@ pub async fn conversation(
     operation_id = "getArtifact",
     params(("artifactUid" = String, Path, description = "The artifact uid from `RunItem.artifacts`")),
     responses((status = 200, description = "Artifact details", body = ArtifactResponse),
-        (status = 404, description = "Artifact not found or unsupported artifact type", body = hangar_protocol::Problem)))]
+        (status = 404, description = "Artifact not found or unsupported artifact type", body = hangar_protocol::Problem, content_type = "application/problem+json"),
+        crate::error::ProblemResponses))]
 pub async fn artifact(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -370,7 +372,8 @@ pub async fn artifact(
 /// `GET /agent/identities`: Hangar runs as the team, so a team has no agent
 /// identities; the list is empty (creating them is not supported).
 #[utoipa::path(get, path = "/agent/identities", tag = "agent", operation_id = "listAgentIdentities",
-    responses((status = 200, description = "Agent identities of the caller's team", body = ListAgentIdentitiesResponse)))]
+    responses((status = 200, description = "Agent identities of the caller's team", body = ListAgentIdentitiesResponse),
+        crate::error::ProblemResponses))]
 pub async fn identities(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -389,7 +392,8 @@ pub async fn identities(
         ("refresh" = Option<bool>, Query, description = "Ignored"),
         ("sort_by" = Option<String>, Query, description = "`name` or `last_run`"),
         ("include_malformed_skills" = Option<bool>, Query, description = "Ignored")),
-    responses((status = 200, description = "Available agents", body = ListAgentsResponse)))]
+    responses((status = 200, description = "Available agents", body = ListAgentsResponse),
+        crate::error::ProblemResponses))]
 pub async fn list_agents(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -496,7 +500,8 @@ fn to_wire(e: hangar_store::LifecycleEventRecord) -> AgentEvent {
     params(("run_ids" = Option<Vec<String>>, Query, description = "Runs to watch (repeatable; all when absent)"),
         ("since" = Option<i64>, Query, description = "Last sequence seen (also `after`)"),
         ("limit" = Option<i64>, Query, description = "1–500, default 100")),
-    responses((status = 200, description = "Events in sequence order", body = Vec<AgentEvent>)))]
+    responses((status = 200, description = "Events in sequence order", body = Vec<AgentEvent>),
+        crate::error::ProblemResponses))]
 pub async fn poll(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -516,7 +521,8 @@ pub async fn poll(
         ("since" = Option<i64>, Query, description = "Last sequence seen (also `after`)"),
         ("limit" = Option<i64>, Query, description = "1–500, default 100")),
     responses((status = 200, description = "The run's events in sequence order", body = Vec<AgentEvent>),
-        (status = 404, description = "Run not found", body = hangar_protocol::Problem)))]
+        (status = 404, description = "Run not found", body = hangar_protocol::Problem, content_type = "application/problem+json"),
+        crate::error::ProblemResponses))]
 pub async fn run_events(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -538,8 +544,9 @@ pub async fn run_events(
     params(("runId" = String, Path, description = "The run")),
     request_body = ReportAgentEventRequest,
     responses((status = 200, description = "Event recorded", body = ReportAgentEventResponse),
-        (status = 400, description = "Unknown event type", body = hangar_protocol::Problem),
-        (status = 404, description = "Run not found", body = hangar_protocol::Problem)))]
+        (status = 400, description = "Unknown event type", body = hangar_protocol::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Run not found", body = hangar_protocol::Problem, content_type = "application/problem+json"),
+        crate::error::ProblemResponses))]
 pub async fn report(
     State(app): State<AppState>,
     headers: HeaderMap,

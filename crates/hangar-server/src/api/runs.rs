@@ -659,7 +659,7 @@ pub(crate) async fn unsandboxed(app: &AppState, run: &RunRecord) -> ApiResult<Op
 }
 
 /// `POST /agent/runs/{id}/cancel`: answers the run id, as the Oz API does.
-#[utoipa::path(post, path = "/agent/runs/{runId}/cancel", tag = "agent", operation_id = "cancelRun", params(("runId" = String, Path, description = "The run")), responses((status = 200, description = "The cancelled run id", body = String), crate::error::ProblemResponses))]
+#[utoipa::path(post, path = "/agent/runs/{runId}/cancel", tag = "agent", operation_id = "cancelRun", params(("runId" = String, Path, description = "The run")), responses((status = 200, description = "The cancelled run id", body = String, content_type = "application/json"), crate::error::ProblemResponses))]
 pub async fn cancel(
     State(app): State<AppState>,
     headers: HeaderMap,
