@@ -306,3 +306,28 @@ async fn two_replicas_starting_together_bootstrap_once() {
         .await
         .unwrap();
 }
+
+/// Issue 16 (schemathesis): a JSON array is never read as an object
+/// (serde would fill a struct from it positionally).
+#[tokio::test]
+async fn a_json_array_where_an_object_is_expected_is_refused() {
+    let t = TwoTeams::start().await;
+    let a = t.key_a.as_str();
+    let users = t.call("GET", "/users", Some(a), None).await;
+    let uid = users.json()["users"][0]["id"].as_str().unwrap().to_owned();
+    for (method, path, body) in [
+        ("PATCH", format!("/users/{uid}"), "[null, null]"),
+        ("POST", "/agent/runs".to_owned(), r#"["do something"]"#),
+        ("POST", "/environments".to_owned(), "  []"),
+    ] {
+        let r = t.call(method, &path, Some(a), Some(body)).await;
+        r.assert_problem(400, &format!("{method} {path} {body}"));
+        assert!(r.text.contains("JSON array"), "{}", r.text);
+    }
+    // The user is unchanged.
+    let after = t.call("GET", &format!("/users/{uid}"), Some(a), None).await;
+    assert_eq!(
+        after.json()["display_name"],
+        users.json()["users"][0]["display_name"]
+    );
+}
