@@ -13,6 +13,7 @@
 //!   real `kube` client.
 //! - [`otlp`]: an OTLP/HTTP collector that decodes protobuf exports.
 //! - [`poll`]: `eventually` / `until`, for waiting on a condition.
+//! - [`up`]: `hangar up` on a fresh HOME, as a new user runs it.
 
 pub mod cluster;
 pub mod fake_kube;
@@ -22,3 +23,4 @@ pub mod images;
 pub mod otlp;
 pub mod oz_worker;
 pub mod poll;
+pub mod up;

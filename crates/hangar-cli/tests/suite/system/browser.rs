@@ -586,31 +586,17 @@ async fn every_page_renders_on_desktop_and_phone() {
 /// link is refused a second time.
 #[tokio::test(flavor = "multi_thread")]
 async fn hangar_up_sign_in_link_signs_in_once_and_asks_for_a_password() {
-    let home = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let log = home.path().join("up.log");
-    let out = std::fs::File::create(&log).unwrap();
-    let mut up = Command::new(crate::suite::common::hangar_bin())
-        .args(["up", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(home.path().join("data"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", home.path())
-        .env("XDG_CONFIG_HOME", home.path().join("config"))
-        .env("XDG_STATE_HOME", home.path().join("state"))
-        .env("OTEL_EXPORTER_PROMETHEUS_PORT", "0")
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let up = hangar_testkit::up::HangarUp::start(
+        &crate::suite::common::hangar_bin(),
+        tempfile::tempdir().unwrap(),
+        &[],
+        &[],
+    )
+    .unwrap();
+    let port = up.port;
     let deadline = Instant::now() + Duration::from_secs(30);
     let (link, banner) = loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let text = up.output();
         let link = text.lines().find_map(|l| {
             let l = l.strip_prefix("Sign in:  ")?;
             l.starts_with("http://").then(|| l.trim().to_owned())
@@ -677,5 +663,5 @@ async fn hangar_up_sign_in_link_signs_in_once_and_asks_for_a_password() {
         Ok(())
     })
     .await;
-    up.start_kill().unwrap();
+    drop(up);
 }

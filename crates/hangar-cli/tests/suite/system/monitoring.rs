@@ -359,49 +359,23 @@ async fn monitoring_prometheus_scrapes_hangar_up_and_sees_runs_queue_and_saturat
         ),
     )
     .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let log = home.path().join("up.log");
-    let out = std::fs::File::create(&log).unwrap();
-    let mut up = tokio::process::Command::new(hangar_bin())
-        .args([
-            "up",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--max-concurrent-tasks",
-            "1",
-            "--config",
-        ])
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(home.path().join("data"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", home.path())
-        .env("XDG_CONFIG_HOME", home.path().join("config"))
-        .env("XDG_STATE_HOME", home.path().join("state"))
-        .env("OTEL_EXPORTER_PROMETHEUS_PORT", "0")
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let up = hangar_testkit::up::HangarUp::start(
+        &hangar_bin(),
+        home,
+        &[
+            "--max-concurrent-tasks".into(),
+            "1".into(),
+            "--config".into(),
+            config.display().to_string(),
+        ],
+        &[],
+    )
+    .unwrap();
     // The banner says where to scrape.
-    let target = metrics_url(&log, 0).await.unwrap();
-    let banner = std::fs::read_to_string(&log).unwrap();
+    let target = metrics_url(&up.log, 0).await.unwrap();
+    let banner = up.output();
     assert!(banner.contains("  Metrics     http://"), "{banner}");
-    let creds: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(home.path().join("config/hangar/cli.json")).unwrap(),
-    )
-    .unwrap();
-    let client = hangar_client::Client::new(
-        &format!("http://127.0.0.1:{port}"),
-        creds["api_key"].as_str().unwrap().to_owned(),
-    )
-    .unwrap();
+    let client = hangar_client::Client::new(&up.url(), up.api_key().unwrap()).unwrap();
 
     // A real Prometheus scraping it every 200 ms.
     let prom_port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -414,21 +388,21 @@ async fn monitoring_prometheus_scrapes_hangar_up_and_sees_runs_queue_and_saturat
         .trim_end_matches("/metrics")
         .to_owned();
     std::fs::write(
-        home.path().join("prometheus.yml"),
+        up.home.path().join("prometheus.yml"),
         format!(
             "global:\n  scrape_interval: 200ms\n  evaluation_interval: 200ms\nscrape_configs:\n  - job_name: hangar\n    static_configs:\n      - targets: ['{hostport}']\n"
         ),
     )
     .unwrap();
-    let prom_log = std::fs::File::create(home.path().join("prometheus.log")).unwrap();
+    let prom_log = std::fs::File::create(up.home.path().join("prometheus.log")).unwrap();
     let _prometheus = tokio::process::Command::new("prometheus")
         .arg(format!(
             "--config.file={}",
-            home.path().join("prometheus.yml").display()
+            up.home.path().join("prometheus.yml").display()
         ))
         .arg(format!(
             "--storage.tsdb.path={}",
-            home.path().join("tsdb").display()
+            up.home.path().join("tsdb").display()
         ))
         .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
         .stdout(prom_log.try_clone().unwrap())
@@ -518,7 +492,6 @@ async fn monitoring_prometheus_scrapes_hangar_up_and_sees_runs_queue_and_saturat
             hangar_protocol::RunState::Succeeded
         );
     }
-    up.start_kill().unwrap();
 }
 
 /// OTLP: a collector receives the protobuf export of metrics and of one
