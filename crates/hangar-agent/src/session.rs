@@ -241,7 +241,7 @@ impl SessionStream {
     /// Stops taking events and waits up to `timeout` until the server has
     /// acknowledged all of them; then stops the task. Unacknowledged events
     /// stay in the spool; when there are none, the spool is marked
-    /// delivered ([`delivered_marker`]).
+    /// delivered (`delivered_marker`).
     pub async fn finish(self, timeout: Duration) -> SessionReport {
         let SessionStream {
             writer,

@@ -29,7 +29,7 @@ const PASSTHROUGH: &[&str] = &["top_p", "top_k", "thinking", "metadata"];
 pub struct AnthropicConfig {
     /// Base URL; the provider posts to `{base_url}/v1/messages` (a base URL
     /// that already ends in `/v1` is accepted too). Defaults to
-    /// [`DEFAULT_ANTHROPIC_BASE_URL`].
+    /// `DEFAULT_ANTHROPIC_BASE_URL`.
     pub base_url: String,
     /// Sent as `x-api-key` when set.
     pub api_key: Option<SecretString>,

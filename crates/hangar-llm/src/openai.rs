@@ -18,7 +18,7 @@ pub const DEFAULT_OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
 #[derive(Debug, Clone)]
 pub struct OpenAiConfig {
     /// Base URL; the provider posts to `{base_url}/chat/completions`.
-    /// Defaults to [`DEFAULT_OPENAI_BASE_URL`].
+    /// Defaults to `DEFAULT_OPENAI_BASE_URL`.
     pub base_url: String,
     /// Sent as `Authorization: Bearer …` when set (an OpenAI key, or a Hangar
     /// run token when talking to the gateway).

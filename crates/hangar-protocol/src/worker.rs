@@ -1,6 +1,6 @@
 //! Worker ⇄ server WebSocket messages (PROTOCOL.md §2).
 //!
-//! Frames are [`Envelope`](crate::Envelope)s. The Oz message set is kept exactly;
+//! Frames are [`Envelope`]s. The Oz message set is kept exactly;
 //! `worker_hello`, `task_started` and `worker_draining` are Hangar extensions that
 //! an Oz-only worker simply never sends. Every worker → server message carries
 //! `execution_id` so the server can fence off stale executions.

@@ -3,9 +3,9 @@
 //! Cron expressions have five fields (minute, hour, day of month, month, day
 //! of week) and are evaluated in UTC or in the schedule's IANA time zone
 //! ([`CronSchedule`]). Each tick asks the store for schedules whose
-//! `next_run` has come ([`ScheduleStore::due_schedules`]), picks the latest
+//! `next_run` has come ([`hangar_store::ScheduleStore::due_schedules`]), picks the latest
 //! slot at or before now and claims it with
-//! [`ScheduleStore::claim_schedule_slot`]: the claim is a conditional update
+//! [`hangar_store::ScheduleStore::claim_schedule_slot`]: the claim is a conditional update
 //! of the schedule's slot floor in the transaction that creates the run, so a
 //! slot creates at most one run however many schedulers (replicas) race for
 //! it (scenario D12).

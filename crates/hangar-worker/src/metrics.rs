@@ -44,7 +44,7 @@ pub struct Metrics {
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
 
-/// The instruments; [`init`] creates them with the worker's identity, and
+/// The instruments; `init` creates them with the worker's identity, and
 /// before that (tests, embedding) they are created without it.
 pub fn get() -> &'static Metrics {
     METRICS.get_or_init(|| Metrics::new(None))

@@ -836,7 +836,7 @@ pub struct FollowupRequest {
 
 /// `POST /agent/runs/{id}/followups`: steers a running run (the agent
 /// injects the message at its next turn boundary), or continues an ended one
-/// in a new execution (see [`send_followup`]).
+/// in a new execution (see `send_followup`).
 #[utoipa::path(post, path = "/agent/runs/{runId}/followups", tag = "agent", operation_id = "createFollowup", params(("runId" = String, Path, description = "The run")), request_body = FollowupRequest, responses((status = 200, description = "Delivered, or the run was reopened", body = Object), crate::error::ProblemResponses))]
 pub async fn followup(
     State(app): State<AppState>,

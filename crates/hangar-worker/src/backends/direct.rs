@@ -5,16 +5,16 @@
 //! - the agent sees only `HOME`, `TMPDIR`, `PATH`, the assignment's
 //!   `env_vars`, the configured env and `GIT_CONFIG_GLOBAL` — never the
 //!   worker's API key;
-//! - every process of an execution runs in a sandbox ([`sandbox`]: own PID,
+//! - every process of an execution runs in a sandbox (`sandbox`: own PID,
 //!   mount and, unless the network policy is `full`, network namespaces; only
 //!   the workspace writable; never as root), unless the worker is configured
 //!   with `sandbox: none`;
-//! - every process of an execution is contained ([`containment`]): the
+//! - every process of an execution is contained (`containment`): the
 //!   leader's process group is signalled as a whole (SIGTERM, then SIGKILL
 //!   after the grace), and everything it started, daemons included, dies
 //!   with it, on cancel, on completion and when the worker dies;
 //! - a restarted worker reaps the executions its previous life left
-//!   ([`state`]);
+//!   (`state`);
 //! - a session spool that may hold unacknowledged events is kept, never
 //!   deleted with its workspace;
 //! - only the execution's own workspace is ever removed;
