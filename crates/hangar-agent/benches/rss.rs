@@ -2,7 +2,8 @@
 //! answer) against the fake OpenAI server. The bench re-runs itself as a
 //! child process that only runs the agent (so the fake server's memory is
 //! not counted) and reads the child's `VmHWM`. Target ≤ 30 MiB.
-
+// Tests and benchmarks own the tasks they spawn (clippy.toml bans tokio::spawn in the product).
+#![allow(clippy::disallowed_methods)]
 #![allow(clippy::unwrap_used, clippy::expect_used)] // bench code
 
 #[path = "support/common.rs"]

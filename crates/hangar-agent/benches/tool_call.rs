@@ -10,7 +10,8 @@
 //! with the real durable [`SessionStream`] (spool on disk, group-committed
 //! fsync, WebSocket to an in-process server that acks every event), which
 //! is what a managed run pays.
-
+// Tests and benchmarks own the tasks they spawn (clippy.toml bans tokio::spawn in the product).
+#![allow(clippy::disallowed_methods)]
 #![allow(clippy::unwrap_used, clippy::expect_used)] // bench code
 
 #[path = "support/common.rs"]

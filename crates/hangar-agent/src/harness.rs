@@ -212,6 +212,7 @@ pub async fn run_harness(
         .await;
     };
     let stderr = child.stderr.take();
+    #[allow(clippy::disallowed_methods)] // aborted on drop: ends with the harness run
     let stderr_task = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
         let mut tail = String::new();
         if let Some(stderr) = stderr {

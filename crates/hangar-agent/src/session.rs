@@ -223,6 +223,7 @@ impl SessionStream {
             stop: stop.clone(),
             backoff: Backoff::default(),
         };
+        #[allow(clippy::disallowed_methods)] // aborted on drop: ends with its SessionStream
         let task = AbortOnDropHandle::new(tokio::spawn(worker.run()));
         let stream = SessionStream {
             writer,

@@ -1,6 +1,7 @@
 //! hangar-agent integration tests: the managed runner against an in-process
 //! fake Hangar server (run API, session WebSocket, scripted LLM gateway).
-
+// Tests and benchmarks own the tasks they spawn (clippy.toml bans tokio::spawn in the product).
+#![allow(clippy::disallowed_methods)]
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
 mod support {

@@ -17,7 +17,8 @@
 //! metrics off (no exporter: OpenTelemetry's no-op meter) and on (the
 //! Prometheus exporter, scraped every second, and the store-backed gauges
 //! refreshed), and prints the ratio of the means (target: within 5%).
-
+// Tests and benchmarks own the tasks they spawn (clippy.toml bans tokio::spawn in the product).
+#![allow(clippy::disallowed_methods)]
 // A benchmark aborts on any failure; unwrapping says where.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

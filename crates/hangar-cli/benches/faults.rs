@@ -12,7 +12,8 @@
 //! 3. **replica death**: `kill -9` of the replica holding the worker's
 //!    connection together with the worker, detected by the surviving replica
 //!    (PostgreSQL: needs `HANGAR_TEST_DATABASE_URL`, as `scripts/test` sets).
-
+// Tests and benchmarks own the tasks they spawn (clippy.toml bans tokio::spawn in the product).
+#![allow(clippy::disallowed_methods)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use hangar_protocol::{AgentConfig, RunAgentRequest, RunState};

@@ -78,6 +78,7 @@ pub fn signal_tokens() -> (CancellationToken, CancellationToken) {
     let second = CancellationToken::new();
     let (f, s) = (first.clone(), second.clone());
     // Owned by the runtime for the life of the process: it only waits on signals.
+    #[allow(clippy::disallowed_methods)] // waits on signals for the life of the process
     tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
         let (Ok(mut term), Ok(mut int)) = (

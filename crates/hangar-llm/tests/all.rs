@@ -1,6 +1,7 @@
 //! Integration tests of hangar-llm against the fake model server of
 //! hangar-testkit, over real HTTP and SSE. One binary; modules in `suite/`.
-
+// Tests and benchmarks own the tasks they spawn (clippy.toml bans tokio::spawn in the product).
+#![allow(clippy::disallowed_methods)]
 // Helpers outside `#[test]` functions panic on purpose, as tests do.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -307,6 +307,8 @@ impl Dispatcher {
     fn end_unless_reported(&self, worker_id: &str, exec: ExecutionRecord) {
         let store = self.store.clone();
         let message = format!("worker `{worker_id}` restarted and no longer runs this task");
+        #[allow(clippy::disallowed_methods)]
+        // a bounded grace timer that only writes the execution's end to the store
         tokio::spawn(async move {
             tokio::time::sleep(REPORT_GRACE).await;
             let end = ExecutionEnd {

@@ -573,6 +573,7 @@ async fn connection(
 
     let heartbeat = app.config.heartbeat_interval;
     let pinger = liveness.clone();
+    #[allow(clippy::disallowed_methods)] // the connection's writer, which ends with the connection
     let writer = tokio::spawn(async move {
         let mut ticker = tokio::time::interval(heartbeat);
         ticker.tick().await;

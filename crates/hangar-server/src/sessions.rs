@@ -272,6 +272,7 @@ async fn agent_connection(app: AppState, run: RunId, exec: ExecutionId, socket: 
     deliver_followups(&app, &run).await;
 
     let heartbeat = app.config.heartbeat_interval;
+    #[allow(clippy::disallowed_methods)] // the connection's writer, which ends with the connection
     let writer = tokio::spawn(async move {
         let mut ticker = tokio::time::interval(heartbeat);
         ticker.tick().await;

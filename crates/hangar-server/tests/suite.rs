@@ -1,4 +1,6 @@
 //! Test modules.
+// Tests and benchmarks own the tasks they spawn (clippy.toml bans tokio::spawn in the product).
+#![allow(clippy::disallowed_methods)]
 
 mod accounts;
 mod api_contract;

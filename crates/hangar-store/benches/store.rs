@@ -5,7 +5,8 @@
 //! `HANGAR_TEST_DATABASE_URL` (`eval "$(scripts/pg-test-env)"`); without it
 //! they are reported as not measured. Sizes: `HANGAR_BENCH_RUNS` (default
 //! 100000), `HANGAR_BENCH_CREATES` (default 2000).
-
+// Tests and benchmarks own the tasks they spawn (clippy.toml bans tokio::spawn in the product).
+#![allow(clippy::disallowed_methods)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use hangar_protocol::{

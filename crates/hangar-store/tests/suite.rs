@@ -1,3 +1,5 @@
+// Tests and benchmarks own the tasks they spawn (clippy.toml bans tokio::spawn in the product).
+#![allow(clippy::disallowed_methods)]
 mod accounts;
 mod conformance;
 mod dump;

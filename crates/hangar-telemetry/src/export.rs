@@ -398,6 +398,7 @@ impl Telemetry {
             })?;
         let app = crate::export::metrics_router(registry, endpoint.bearer_token.clone());
         // Owned by the caller through the returned handle.
+        #[allow(clippy::disallowed_methods)] // the caller owns it through the returned JoinHandle
         let handle = tokio::spawn(async move {
             let served = axum::serve(listener, app)
                 .with_graceful_shutdown(async move { shutdown.cancelled().await })

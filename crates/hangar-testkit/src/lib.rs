@@ -14,6 +14,8 @@
 //! - [`otlp`]: an OTLP/HTTP collector that decodes protobuf exports.
 //! - [`poll`]: `eventually` / `until`, for waiting on a condition.
 //! - [`up`]: `hangar up` on a fresh HOME, as a new user runs it.
+// Test support: the fakes own the tasks they spawn, for as long as the test holds them.
+#![allow(clippy::disallowed_methods)]
 
 pub mod cluster;
 pub mod fake_kube;

@@ -4,7 +4,8 @@
 //!
 //! `cargo bench -p hangar-worker --bench docker_start` (needs a Docker engine;
 //! builds the Debian base image on first use). `SAMPLES=N` sets the count.
-
+// Tests and benchmarks own the tasks they spawn (clippy.toml bans tokio::spawn in the product).
+#![allow(clippy::disallowed_methods)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use hangar_protocol::Timestamp;

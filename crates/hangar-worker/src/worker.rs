@@ -391,6 +391,7 @@ impl Worker {
         };
         let greeting = self.greeting(registry.clone());
         // Owned: awaited (or aborted) below before run() returns.
+        #[allow(clippy::disallowed_methods)] // awaited (or aborted) before run() returns
         let conn = tokio::spawn(connection::run(
             settings,
             greeting,

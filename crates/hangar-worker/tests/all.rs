@@ -1,5 +1,6 @@
 //! The single integration-test binary of hangar-worker.
-
+// Tests and benchmarks own the tasks they spawn (clippy.toml bans tokio::spawn in the product).
+#![allow(clippy::disallowed_methods)]
 // Test helpers fail loudly by design.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

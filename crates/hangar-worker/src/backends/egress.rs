@@ -813,6 +813,7 @@ mod tests {
     async fn proxy_with(allow: &[&str], internal: &[&str], hosts: &[&str]) -> (SocketAddr, u16) {
         let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let up_port = upstream.local_addr().unwrap().port();
+        #[allow(clippy::disallowed_methods)] // a test server that ends with the test
         tokio::spawn(async move {
             while let Ok((mut c, _)) = upstream.accept().await {
                 let _ = c.write_all(b"upstream-body").await;
@@ -827,6 +828,7 @@ mod tests {
         });
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        #[allow(clippy::disallowed_methods)] // a test server that ends with the test
         tokio::spawn(serve(listener, CancellationToken::new(), move |conn| {
             let policy = policy.clone();
             async move { proxy_connection(conn, &policy).await }

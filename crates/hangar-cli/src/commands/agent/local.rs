@@ -341,6 +341,7 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode> {
     let (first, _) = crate::commands::signal_tokens();
     let watcher = {
         let cancel = cancel.clone();
+        #[allow(clippy::disallowed_methods)] // aborted on drop: ends with the local run
         tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
             first.cancelled().await;
             cancel.cancel();
