@@ -84,9 +84,14 @@ pub struct ListUsersResponse {
 #[serde(deny_unknown_fields)]
 pub struct CreateUserRequest {
     /// Email (unique across the installation, case-insensitive).
+    #[cfg_attr(feature = "utoipa", schema(format = Email))]
     pub email: String,
     /// Display name; defaults to the part of the email before `@`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "utoipa",
+        schema(min_length = 1, max_length = 100, pattern = r"\S")
+    )]
     pub display_name: Option<String>,
     /// Role; defaults to `member`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -94,6 +99,7 @@ pub struct CreateUserRequest {
     /// Password for the dashboard (at least 10 characters); without one the
     /// user cannot sign in until an admin sets it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "utoipa", schema(min_length = 10, max_length = 1024))]
     pub password: Option<String>,
 }
 
@@ -104,9 +110,14 @@ pub struct CreateUserRequest {
 pub struct UpdateUserRequest {
     /// New email.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "utoipa", schema(format = Email))]
     pub email: Option<String>,
     /// New display name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "utoipa",
+        schema(min_length = 1, max_length = 100, pattern = r"\S")
+    )]
     pub display_name: Option<String>,
     /// New role.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -116,6 +127,7 @@ pub struct UpdateUserRequest {
     pub disabled: Option<bool>,
     /// New password (signs the user out everywhere).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "utoipa", schema(min_length = 10, max_length = 1024))]
     pub password: Option<String>,
 }
 

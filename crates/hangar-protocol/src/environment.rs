@@ -30,6 +30,10 @@ pub struct EnvironmentRepo {
 #[serde(deny_unknown_fields)]
 pub struct EnvironmentRequest {
     /// Unique name within the team.
+    #[cfg_attr(
+        feature = "utoipa",
+        schema(min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9._-]+$")
+    )]
     pub name: String,
     /// Description.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -138,8 +142,10 @@ pub struct ListEnvironmentsResponse {
 #[serde(deny_unknown_fields)]
 pub struct CreateSecretRequest {
     /// Name; also the environment variable it is injected as.
+    #[cfg_attr(feature = "utoipa", schema(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$"))]
     pub name: String,
     /// Value (write-only).
+    #[cfg_attr(feature = "utoipa", schema(min_length = 1))]
     pub value: String,
 }
 
@@ -149,6 +155,7 @@ pub struct CreateSecretRequest {
 #[serde(deny_unknown_fields)]
 pub struct UpdateSecretRequest {
     /// New value.
+    #[cfg_attr(feature = "utoipa", schema(min_length = 1))]
     pub value: String,
 }
 

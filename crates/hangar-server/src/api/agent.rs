@@ -498,8 +498,8 @@ fn to_wire(e: hangar_store::LifecycleEventRecord) -> AgentEvent {
 /// first; `run_ids` narrows to some runs (all of the team's when absent).
 #[utoipa::path(get, path = "/agent/events", tag = "agent", operation_id = "pollAgentEvents",
     params(("run_ids" = Option<Vec<String>>, Query, description = "Runs to watch (repeatable; all when absent)"),
-        ("since" = Option<i64>, Query, description = "Last sequence seen (also `after`)"),
-        ("limit" = Option<i64>, Query, description = "1–500, default 100")),
+        ("since" = Option<i64>, Query, minimum = 0, description = "Last sequence seen (also `after`)"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "1–500, default 100")),
     responses((status = 200, description = "Events in sequence order", body = Vec<AgentEvent>),
         crate::error::ProblemResponses))]
 pub async fn poll(
@@ -518,8 +518,8 @@ pub async fn poll(
 /// **(extension)** `GET /agent/events/{run_id}`: one run's lifecycle events.
 #[utoipa::path(get, path = "/agent/events/{runId}", tag = "agent", operation_id = "listRunEvents",
     params(("runId" = String, Path, description = "The run"),
-        ("since" = Option<i64>, Query, description = "Last sequence seen (also `after`)"),
-        ("limit" = Option<i64>, Query, description = "1–500, default 100")),
+        ("since" = Option<i64>, Query, minimum = 0, description = "Last sequence seen (also `after`)"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "1–500, default 100")),
     responses((status = 200, description = "The run's events in sequence order", body = Vec<AgentEvent>),
         (status = 404, description = "Run not found", body = hangar_protocol::Problem, content_type = "application/problem+json"),
         crate::error::ProblemResponses))]
