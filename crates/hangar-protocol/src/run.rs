@@ -672,6 +672,10 @@ pub struct ListRunsResponse {
 #[serde(deny_unknown_fields)]
 pub struct CreateApiKeyRequest {
     /// Name to recognise the key by.
+    #[cfg_attr(
+        feature = "utoipa",
+        schema(min_length = 1, max_length = 100, pattern = r"\S")
+    )]
     pub name: String,
     /// Optional expiry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -714,6 +718,10 @@ pub struct ApiKeyItem {
 pub struct CreateWorkerTokenRequest {
     /// Name to recognise the token by (default: its binding).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "utoipa",
+        schema(min_length = 1, max_length = 100, pattern = r"\S")
+    )]
     pub name: Option<String>,
     /// The one worker id (`--worker-id`) the token may connect as.
     #[serde(default, skip_serializing_if = "Option::is_none")]

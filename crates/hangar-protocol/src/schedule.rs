@@ -82,6 +82,10 @@ pub struct ScheduledAgentItem {
 #[serde(deny_unknown_fields)]
 pub struct CreateScheduledAgentRequest {
     /// Human-readable name.
+    #[cfg_attr(
+        feature = "utoipa",
+        schema(min_length = 1, max_length = 200, pattern = r"\S")
+    )]
     pub name: String,
     /// 5-field cron expression.
     pub cron_schedule: String,
@@ -117,6 +121,10 @@ pub struct CreateScheduledAgentRequest {
 #[serde(deny_unknown_fields)]
 pub struct UpdateScheduledAgentRequest {
     /// Human-readable name.
+    #[cfg_attr(
+        feature = "utoipa",
+        schema(min_length = 1, max_length = 200, pattern = r"\S")
+    )]
     pub name: String,
     /// 5-field cron expression.
     pub cron_schedule: String,

@@ -43,7 +43,7 @@ pub async fn create(
         user
     };
     let name = req.name.trim();
-    if name.is_empty() || name.len() > 100 {
+    if name.is_empty() || name.chars().count() > 100 {
         return Err(ApiError::BadRequest(
             "`name` must be 1 to 100 characters".into(),
         ));

@@ -831,6 +831,7 @@ mod tests {
 #[serde(deny_unknown_fields)]
 pub struct FollowupRequest {
     /// The message for the agent.
+    #[schema(min_length = 1, pattern = r"\S")]
     pub message: String,
 }
 

@@ -117,7 +117,7 @@ pub async fn create(
     let req: CreateWorkerTokenRequest = parse_json(&body)?;
     let binding = binding(&req)?;
     let name = match req.name.as_deref().map(str::trim) {
-        Some(n) if n.is_empty() || n.len() > 100 => {
+        Some(n) if n.is_empty() || n.chars().count() > 100 => {
             return Err(ApiError::BadRequest(
                 "`name` must be 1 to 100 characters".into(),
             ));
