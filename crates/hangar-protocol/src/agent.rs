@@ -396,6 +396,10 @@ pub const REPORTABLE_EVENT_TYPES: [&str; 6] = [
 #[serde(deny_unknown_fields)]
 pub struct ReportAgentEventRequest {
     /// One of [`REPORTABLE_EVENT_TYPES`].
+    #[cfg_attr(
+        feature = "utoipa",
+        schema(pattern = "^run_(in_progress|succeeded|failed|errored|blocked|cancelled)$")
+    )]
     pub event_type: String,
     /// Client-assigned execution id for correlation.
     #[serde(default, skip_serializing_if = "Option::is_none")]

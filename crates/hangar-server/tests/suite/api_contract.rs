@@ -331,3 +331,25 @@ async fn a_json_array_where_an_object_is_expected_is_refused() {
         users.json()["users"][0]["display_name"]
     );
 }
+
+/// The event types the document allows are exactly the reportable ones.
+#[test]
+fn the_documented_event_types_are_the_reportable_ones() {
+    let doc: serde_json::Value = serde_json::from_str(hangar_server::openapi::document()).unwrap();
+    let pattern = doc["components"]["schemas"]["ReportAgentEventRequest"]["properties"]
+        ["event_type"]["pattern"]
+        .as_str()
+        .unwrap();
+    let inner = pattern
+        .strip_prefix("^run_(")
+        .and_then(|p| p.strip_suffix(")$"))
+        .unwrap_or_else(|| panic!("unexpected pattern {pattern}"));
+    let mut documented: Vec<String> = inner.split('|').map(|s| format!("run_{s}")).collect();
+    documented.sort();
+    let mut reportable: Vec<String> = hangar_protocol::agent::REPORTABLE_EVENT_TYPES
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    reportable.sort();
+    assert_eq!(documented, reportable);
+}
