@@ -188,11 +188,12 @@ pub fn start_at(
             parent: *parent,
         };
     }
-    let builder = tracer()
+    let tracer = tracer();
+    let builder = tracer
         .span_builder(name)
         .with_start_time(at)
         .with_attributes(attrs);
-    let span = tracer().build_with_context(builder, &parent.context());
+    let span = tracer.build_with_context(builder, &parent.context());
     Span {
         inner: Some(span),
         parent: *parent,
@@ -277,12 +278,13 @@ pub fn record_run(
     }
     let root = TraceParent::for_run(run_id);
     attrs.push(KeyValue::new("hangar.run.id", run_id.to_owned()));
-    let builder = tracer()
+    let tracer = tracer();
+    let builder = tracer
         .span_builder("hangar.run")
         .with_start_time(created)
         .with_attributes(attrs);
     let mut span = with_preset((root.trace_id, root.span_id), || {
-        tracer().build_with_context(builder, &Context::new())
+        tracer.build_with_context(builder, &Context::new())
     });
     if let Some(e) = error {
         span.set_status(Status::error(e.to_owned()));

@@ -48,9 +48,9 @@ pub async fn page(State(app): State<AppState>, headers: HeaderMap) -> Response {
     let now = Timestamp::now().unix_millis();
     let day_ms = 24 * 3600 * 1000;
     let midnight = now - now.rem_euclid(day_ms);
-    let (day, today) = match (
-        app.store.team_overview(v.team.id, now - day_ms).await,
-        app.store.team_overview(v.team.id, midnight).await,
+    let (day, today) = match tokio::join!(
+        app.store.team_overview(v.team.id, now - day_ms),
+        app.store.team_overview(v.team.id, midnight),
     ) {
         (Ok(day), Ok(today)) => (day, today),
         (Err(e), _) | (_, Err(e)) => {
