@@ -13,21 +13,21 @@
 /// `(run_id, execution_id, message, sender, at, execution_id, run_id)`;
 /// returns its `id`, or no row when the execution has ended.
 pub(crate) const ADD: &str = "INSERT INTO run_followups \
-     (run_id, execution_id, message, sender, created_at) SELECT ?, ?, ?, ?, ? \
-     WHERE EXISTS (SELECT 1 FROM executions WHERE id = ? AND run_id = ? AND ended_at IS NULL) \
+     (run_id, execution_id, message, sender, created_at) SELECT $1, $2, $3, $4, $5 \
+     WHERE EXISTS (SELECT 1 FROM executions WHERE id = $6 AND run_id = $7 AND ended_at IS NULL) \
      RETURNING id";
 
 /// The follow-ups of an execution its agent has not acknowledged: `(execution_id)`.
 pub(crate) const PENDING: &str = "SELECT id, message, sender, created_at FROM run_followups \
-     WHERE execution_id = ? AND delivered_at IS NULL ORDER BY id";
+     WHERE execution_id = $1 AND delivered_at IS NULL ORDER BY id";
 
 /// The agent acknowledged one: `(at, id, execution_id)`.
-pub(crate) const DELIVERED: &str = "UPDATE run_followups SET delivered_at = ? \
-     WHERE id = ? AND execution_id = ? AND delivered_at IS NULL";
+pub(crate) const DELIVERED: &str = "UPDATE run_followups SET delivered_at = $1 \
+     WHERE id = $2 AND execution_id = $3 AND delivered_at IS NULL";
 
 /// The latest follow-up that reopened the run: `(run_id)`.
 pub(crate) const LATEST_REOPENING: &str = "SELECT id, message, sender, created_at \
-     FROM run_followups WHERE run_id = ? AND execution_id IS NULL ORDER BY id DESC LIMIT 1";
+     FROM run_followups WHERE run_id = $1 AND execution_id IS NULL ORDER BY id DESC LIMIT 1";
 
 /// A [`FollowupRecord`](crate::FollowupRecord) from a row of [`PENDING`] or
 /// [`LATEST_REOPENING`], on either database.

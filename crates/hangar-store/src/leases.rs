@@ -10,9 +10,9 @@
 
 /// Renews the leases of a worker's live executions:
 /// `(holder, expires_at, now, worker_id, team_id)`.
-pub(crate) const RENEW: &str = "UPDATE executions SET lease_holder = ?, lease_expires_at = ?, \
-     updated_at = ? WHERE worker_id = ? AND ended_at IS NULL AND lease_expires_at IS NOT NULL \
-     AND run_id IN (SELECT id FROM runs WHERE team_id = ?)";
+pub(crate) const RENEW: &str = "UPDATE executions SET lease_holder = $1, lease_expires_at = $2, \
+     updated_at = $3 WHERE worker_id = $4 AND ended_at IS NULL AND lease_expires_at IS NOT NULL \
+     AND run_id IN (SELECT id FROM runs WHERE team_id = $5)";
 
 /// Live executions whose lease expired before `?`, with their run's team, oldest first.
 pub(crate) const EXPIRED: &str = "SELECT r.team_id AS team_id, x.id AS id, x.run_id AS run_id, \
@@ -20,35 +20,35 @@ pub(crate) const EXPIRED: &str = "SELECT r.team_id AS team_id, x.id AS id, x.run
      x.ended_at AS ended_at, x.exit_code AS exit_code, x.failure_reason AS failure_reason, \
      x.message AS message, x.lease_holder AS lease_holder, x.lease_expires_at AS lease_expires_at \
      FROM executions x JOIN runs r ON r.id = x.run_id \
-     WHERE x.ended_at IS NULL AND x.lease_expires_at IS NOT NULL AND x.lease_expires_at < ? \
-     ORDER BY x.lease_expires_at LIMIT ?";
+     WHERE x.ended_at IS NULL AND x.lease_expires_at IS NOT NULL AND x.lease_expires_at < $1 \
+     ORDER BY x.lease_expires_at LIMIT $2";
 
 /// Takes an expired lease for the caller to end it: `(id, now)`. One row
 /// changed means this caller won; no renewal can revive the lease after it.
 pub(crate) const TAKE_EXPIRED: &str = "UPDATE executions SET lease_expires_at = NULL \
-     WHERE id = ? AND ended_at IS NULL AND lease_expires_at IS NOT NULL AND lease_expires_at < ?";
+     WHERE id = $1 AND ended_at IS NULL AND lease_expires_at IS NOT NULL AND lease_expires_at < $2";
 
 /// Records why a live execution is failing, as its agent reported it, for
 /// the worker's report to keep: `(reason, id)`. Only a live execution with no
 /// reason yet; the execution's end then keeps it (`COALESCE`).
-pub(crate) const NOTE_FAILURE_REASON: &str = "UPDATE executions SET failure_reason = ? \
-     WHERE id = ? AND ended_at IS NULL AND failure_reason IS NULL";
+pub(crate) const NOTE_FAILURE_REASON: &str = "UPDATE executions SET failure_reason = $1 \
+     WHERE id = $2 AND ended_at IS NULL AND failure_reason IS NULL";
 
 /// Gives every live lease expiring before `until` that expiry: `(until, until)`.
 /// A server starting after an outage does this, because no worker could
 /// renew its leases while no replica was up.
-pub(crate) const EXTEND_ALL: &str = "UPDATE executions SET lease_expires_at = ? \
-     WHERE ended_at IS NULL AND lease_expires_at IS NOT NULL AND lease_expires_at < ?";
+pub(crate) const EXTEND_ALL: &str = "UPDATE executions SET lease_expires_at = $1 \
+     WHERE ended_at IS NULL AND lease_expires_at IS NOT NULL AND lease_expires_at < $2";
 
 /// Whether an execution's issuing API key (if it has one) is still active:
 /// `(execution_id, now)`; a row when it is, or when there is none.
 pub(crate) const ISSUER_ACTIVE: &str = "SELECT 1 AS ok FROM executions x \
-     LEFT JOIN api_keys k ON k.id = x.issuer_key_id WHERE x.id = ? AND (x.issuer_key_id IS NULL \
-     OR (k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > ?)))";
+     LEFT JOIN api_keys k ON k.id = x.issuer_key_id WHERE x.id = $1 AND (x.issuer_key_id IS NULL \
+     OR (k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > $2)))";
 
 /// How many executions of a run ended because their worker was lost: `(run_id)`.
 pub(crate) const LOST_COUNT: &str = "SELECT COUNT(*) AS lost FROM executions \
-     WHERE run_id = ? AND failure_reason = 'worker_lost'";
+     WHERE run_id = $1 AND failure_reason = 'worker_lost'";
 
 /// The latest execution of each of `runs` runs (by creation, then id):
 /// `(run_id, …)`, one placeholder per run. Not about leases, but written
@@ -66,13 +66,13 @@ pub(crate) fn last_executions(runs: usize) -> String {
 }
 
 /// Ends a started execution whose worker was lost: `(at, at, message, id)`.
-pub(crate) const END_LOST: &str = "UPDATE executions SET state = 'ended', ended_at = ?, \
-     updated_at = ?, failure_reason = 'worker_lost', message = ? WHERE id = ? AND ended_at IS NULL";
+pub(crate) const END_LOST: &str = "UPDATE executions SET state = 'ended', ended_at = $1, \
+     updated_at = $2, failure_reason = 'worker_lost', message = $3 WHERE id = $4 AND ended_at IS NULL";
 
 /// Queues its run again: `(at, message, run_id, execution_id)`.
 pub(crate) const REQUEUE_LOST_RUN: &str = "UPDATE runs SET state = 'QUEUED', \
-     current_execution_id = NULL, sandbox_running = FALSE, updated_at = ?, status_message = ? \
-     WHERE id = ? AND current_execution_id = ? \
+     current_execution_id = NULL, sandbox_running = FALSE, updated_at = $1, status_message = $2 \
+     WHERE id = $3 AND current_execution_id = $4 \
      AND state NOT IN ('SUCCEEDED', 'FAILED', 'ERROR', 'CANCELLED', 'BLOCKED')";
 
 /// The leases of a team's live executions: `(team_id)`.
@@ -80,7 +80,7 @@ pub(crate) const OF_TEAM: &str = "SELECT x.worker_id AS worker_id, x.run_id AS r
      x.id AS execution_id, x.lease_holder AS lease_holder, x.lease_expires_at AS lease_expires_at, \
      (SELECT COUNT(*) FROM executions y WHERE y.run_id = x.run_id AND y.created_at <= x.created_at) \
      AS epoch FROM executions x JOIN runs r ON r.id = x.run_id \
-     WHERE r.team_id = ? AND x.ended_at IS NULL AND x.lease_expires_at IS NOT NULL";
+     WHERE r.team_id = $1 AND x.ended_at IS NULL AND x.lease_expires_at IS NOT NULL";
 
 /// `sql` with its `?` placeholders numbered `$1`, `$2`, … for PostgreSQL.
 pub(crate) fn numbered(sql: &str) -> String {

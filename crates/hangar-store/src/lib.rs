@@ -27,6 +27,7 @@ mod records;
 mod rows;
 mod schedules;
 mod shares;
+mod sql;
 mod sqlite;
 mod stats;
 mod usage;
@@ -370,7 +371,7 @@ pub trait Store:
 
 /// The write [`Store::ping`] commits (`?` is the time in ms; PostgreSQL
 /// numbers it `$1`).
-const PROBE_WRITE: &str = "INSERT INTO store_probe (id, at) VALUES (1, ?) \
+const PROBE_WRITE: &str = "INSERT INTO store_probe (id, at) VALUES (1, $1) \
     ON CONFLICT (id) DO UPDATE SET at = excluded.at";
 
 /// Worker id recorded on executions of unmanaged runs; such executions are

@@ -9,15 +9,10 @@
 //! assigning right now (`FOR UPDATE SKIP LOCKED`). Cross-replica signals:
 //! [`Notifier`](crate::Notifier), implemented in [`notify`].
 
-mod accounts;
-mod environments;
 mod lifecycle;
 mod notify;
-mod schedules;
-mod shares;
-mod usage;
 
-crate::stats::stats_store!(PostgresStore, crate::leases::numbered);
+crate::sql::shared_store!(PostgresStore);
 
 pub use notify::PgSignalListener;
 
@@ -314,163 +309,26 @@ impl PostgresStore {
     }
 }
 
-crate::worker_tokens::impl_worker_token_store!(PostgresStore, PgRow, pool, pool);
+impl crate::sql::Dialect for PostgresStore {
+    type Db = sqlx::Postgres;
+
+    fn read(&self) -> &PgPool {
+        &self.pool
+    }
+
+    fn write(&self) -> &PgPool {
+        &self.pool
+    }
+
+    const FOR_UPDATE: &'static str = " FOR UPDATE";
+    const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
+    const BEGIN_WRITE: &'static str = "BEGIN";
+    const JSON: crate::records::Dialect = crate::records::Dialect::Postgres;
+}
 
 crate::rows::row_decoders!(PgRow, |row: &PgRow, column: &str| -> StoreResult<bool> {
     Ok(row.try_get(column)?)
 });
-
-#[async_trait]
-impl TeamStore for PostgresStore {
-    async fn team_count(&self) -> StoreResult<i64> {
-        sqlx::query_scalar("SELECT COUNT(*) FROM teams")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(pg_error)
-    }
-
-    async fn create_team(&self, uid: &str, name: &str) -> StoreResult<TeamRecord> {
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO teams (uid, name, created_at) VALUES ($1, $2, $3) RETURNING id",
-        )
-        .bind(uid)
-        .bind(name)
-        .bind(Timestamp::now().unix_millis())
-        // Read to the end: an error reported after the row (a failed commit)
-        // would be lost by stopping at the first row.
-        .fetch_all(&self.pool)
-        .await
-        .map_err(pg_error)?
-        .pop()
-        .ok_or(StoreError::NotFound)?;
-        Ok(TeamRecord {
-            id,
-            uid: uid.to_owned(),
-            name: name.to_owned(),
-        })
-    }
-
-    async fn create_user(&self, user: NewUser) -> StoreResult<UserRecord> {
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO users (uid, team_id, email, display_name, role, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-        )
-        .bind(&user.uid)
-        .bind(user.team_id)
-        .bind(&user.email)
-        .bind(&user.display_name)
-        .bind(&user.role)
-        .bind(Timestamp::now().unix_millis())
-        // Read to the end: an error reported after the row (a failed commit)
-        // would be lost by stopping at the first row.
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| accounts::create_user_error(e, user.email.as_deref()))?
-        .pop()
-        .ok_or(StoreError::NotFound)?;
-        Ok(UserRecord {
-            id,
-            uid: user.uid,
-            team_id: user.team_id,
-            email: user.email,
-            display_name: user.display_name,
-            role: user.role,
-            disabled: false,
-        })
-    }
-
-    async fn team(&self, id: i64) -> StoreResult<TeamRecord> {
-        let row = sqlx::query("SELECT id, uid, name FROM teams WHERE id = $1")
-            .bind(id)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(pg_error)?;
-        Ok(TeamRecord {
-            id: row.try_get("id")?,
-            uid: row.try_get("uid")?,
-            name: row.try_get("name")?,
-        })
-    }
-
-    async fn user(&self, id: i64) -> StoreResult<UserRecord> {
-        accounts::user(self, id).await
-    }
-
-    async fn user_by_email(&self, team_id: i64, email: &str) -> StoreResult<Option<UserRecord>> {
-        accounts::user_by_email(self, team_id, email).await
-    }
-}
-
-#[async_trait]
-impl ApiKeyStore for PostgresStore {
-    async fn create_api_key(&self, key: NewApiKey) -> StoreResult<ApiKeyRecord> {
-        sqlx::query(
-            "INSERT INTO api_keys (id, team_id, user_id, name, prefix, hash, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(&key.id)
-        .bind(key.team_id)
-        .bind(key.user_id)
-        .bind(&key.name)
-        .bind(&key.prefix)
-        .bind(&key.hash)
-        .bind(key.created_at)
-        .bind(key.expires_at)
-        .execute(&self.pool)
-        .await
-        .map_err(pg_error)?;
-        Ok(ApiKeyRecord {
-            id: key.id,
-            team_id: key.team_id,
-            user_id: key.user_id,
-            name: key.name,
-            prefix: key.prefix,
-            created_at: key.created_at,
-            expires_at: key.expires_at,
-            revoked_at: None,
-        })
-    }
-
-    async fn api_key_by_hash(&self, hash: &[u8]) -> StoreResult<Option<ApiKeyRecord>> {
-        let row = sqlx::query(
-            "SELECT id, team_id, user_id, name, prefix, created_at, expires_at, revoked_at \
-             FROM api_keys WHERE hash = $1",
-        )
-        .bind(hash)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(pg_error)?;
-        row.as_ref().map(api_key_from_row).transpose()
-    }
-
-    async fn revoke_api_key(&self, team_id: i64, id: &str, at: i64) -> StoreResult<()> {
-        let done = sqlx::query(
-            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2 AND team_id = $3",
-        )
-        .bind(at)
-        .bind(id)
-        .bind(team_id)
-        .execute(&self.pool)
-        .await
-        .map_err(pg_error)?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
-    }
-
-    async fn list_api_keys(&self, team_id: i64) -> StoreResult<Vec<ApiKeyRecord>> {
-        let rows = sqlx::query(
-            "SELECT id, team_id, user_id, name, prefix, created_at, expires_at, revoked_at \
-             FROM api_keys WHERE team_id = $1 ORDER BY created_at, id",
-        )
-        .bind(team_id)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(pg_error)?;
-        rows.iter().map(api_key_from_row).collect()
-    }
-}
 
 #[async_trait]
 impl RunStore for PostgresStore {

@@ -21,6 +21,23 @@ macro_rules! row_decoders {
                 .ok_or_else(|| StoreError::Corrupt(format!("unknown run state `{s}`")))
         }
 
+        /// The schedule a run row came from (the `schedule_*` columns of `runs`).
+        fn run_schedule(row: &$row) -> StoreResult<Option<hangar_protocol::ScheduleInfo>> {
+            let id: Option<String> = row.try_get("schedule_id")?;
+            Ok(match id {
+                Some(schedule_id) => Some(hangar_protocol::ScheduleInfo {
+                    schedule_id,
+                    schedule_name: row
+                        .try_get::<Option<String>, _>("schedule_name")?
+                        .unwrap_or_default(),
+                    cron_schedule: row
+                        .try_get::<Option<String>, _>("schedule_cron")?
+                        .unwrap_or_default(),
+                }),
+                None => None,
+            })
+        }
+
         fn run_from_row(row: &$row) -> StoreResult<RunRecord> {
             let state: String = row.try_get("state")?;
             let source: String = row.try_get("source")?;
@@ -53,7 +70,7 @@ macro_rules! row_decoders {
                 prompt_tokens: row.try_get("prompt_tokens")?,
                 completion_tokens: row.try_get("completion_tokens")?,
                 inference_cost: row.try_get("inference_cost")?,
-                schedule: schedules::run_schedule(row)?,
+                schedule: run_schedule(row)?,
             })
         }
 

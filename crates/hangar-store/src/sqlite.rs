@@ -1,13 +1,8 @@
 //! The embedded SQLite store: WAL journal, `synchronous=FULL`, one file in the data directory.
 
-mod accounts;
-mod environments;
 mod lifecycle;
-mod schedules;
-mod shares;
-mod usage;
 
-crate::stats::stats_store!(SqliteStore, crate::stats::as_written);
+crate::sql::shared_store!(SqliteStore);
 use crate::*;
 use hangar_protocol::session::SessionEvent;
 use hangar_protocol::{RunExecutionLocation, RunSourceType, Timestamp};
@@ -181,7 +176,22 @@ impl SqliteStore {
     }
 }
 
-crate::worker_tokens::impl_worker_token_store!(SqliteStore, SqliteRow, pool, writer);
+impl crate::sql::Dialect for SqliteStore {
+    type Db = sqlx::Sqlite;
+
+    fn read(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    fn write(&self) -> &SqlitePool {
+        &self.writer
+    }
+
+    const FOR_UPDATE: &'static str = "";
+    const SKIP_LOCKED: &'static str = "";
+    const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
+    const JSON: crate::records::Dialect = crate::records::Dialect::Sqlite;
+}
 
 crate::rows::row_decoders!(SqliteRow, |row: &SqliteRow,
                                        column: &str|
@@ -208,151 +218,6 @@ impl SqliteStore {
         } else {
             Transition::Unchanged
         })
-    }
-}
-
-#[async_trait]
-impl TeamStore for SqliteStore {
-    async fn team_count(&self) -> StoreResult<i64> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM teams")
-            .fetch_one(&self.pool)
-            .await?)
-    }
-
-    async fn create_team(&self, uid: &str, name: &str) -> StoreResult<TeamRecord> {
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO teams (uid, name, created_at) VALUES (?, ?, ?) RETURNING id",
-        )
-        .bind(uid)
-        .bind(name)
-        .bind(Timestamp::now().unix_millis())
-        // Stepped to the end: SQLite commits an autocommit statement when it
-        // finishes, and stopping at the first row would hide a failed commit.
-        .fetch_all(&self.writer)
-        .await?
-        .pop()
-        .ok_or(StoreError::NotFound)?;
-        Ok(TeamRecord {
-            id,
-            uid: uid.to_owned(),
-            name: name.to_owned(),
-        })
-    }
-
-    async fn create_user(&self, user: NewUser) -> StoreResult<UserRecord> {
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO users (uid, team_id, email, display_name, role, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-        )
-        .bind(&user.uid)
-        .bind(user.team_id)
-        .bind(&user.email)
-        .bind(&user.display_name)
-        .bind(&user.role)
-        .bind(Timestamp::now().unix_millis())
-        // Stepped to the end: SQLite commits an autocommit statement when it
-        // finishes, and stopping at the first row would hide a failed commit.
-        .fetch_all(&self.writer)
-        .await
-        .map_err(|e| accounts::create_user_error(e, user.email.as_deref()))?
-        .pop()
-        .ok_or(StoreError::NotFound)?;
-        Ok(UserRecord {
-            id,
-            uid: user.uid,
-            team_id: user.team_id,
-            email: user.email,
-            display_name: user.display_name,
-            role: user.role,
-            disabled: false,
-        })
-    }
-
-    async fn team(&self, id: i64) -> StoreResult<TeamRecord> {
-        let row = sqlx::query("SELECT id, uid, name FROM teams WHERE id = ?")
-            .bind(id)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(TeamRecord {
-            id: row.try_get("id")?,
-            uid: row.try_get("uid")?,
-            name: row.try_get("name")?,
-        })
-    }
-
-    async fn user(&self, id: i64) -> StoreResult<UserRecord> {
-        accounts::user(self, id).await
-    }
-
-    async fn user_by_email(&self, team_id: i64, email: &str) -> StoreResult<Option<UserRecord>> {
-        accounts::user_by_email(self, team_id, email).await
-    }
-}
-
-#[async_trait]
-impl ApiKeyStore for SqliteStore {
-    async fn create_api_key(&self, key: NewApiKey) -> StoreResult<ApiKeyRecord> {
-        sqlx::query(
-            "INSERT INTO api_keys (id, team_id, user_id, name, prefix, hash, created_at, expires_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&key.id)
-        .bind(key.team_id)
-        .bind(key.user_id)
-        .bind(&key.name)
-        .bind(&key.prefix)
-        .bind(&key.hash)
-        .bind(key.created_at)
-        .bind(key.expires_at)
-        .execute(&self.writer)
-        .await?;
-        Ok(ApiKeyRecord {
-            id: key.id,
-            team_id: key.team_id,
-            user_id: key.user_id,
-            name: key.name,
-            prefix: key.prefix,
-            created_at: key.created_at,
-            expires_at: key.expires_at,
-            revoked_at: None,
-        })
-    }
-
-    async fn api_key_by_hash(&self, hash: &[u8]) -> StoreResult<Option<ApiKeyRecord>> {
-        let row = sqlx::query(
-            "SELECT id, team_id, user_id, name, prefix, created_at, expires_at, revoked_at \
-             FROM api_keys WHERE hash = ?",
-        )
-        .bind(hash)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(api_key_from_row).transpose()
-    }
-
-    async fn revoke_api_key(&self, team_id: i64, id: &str, at: i64) -> StoreResult<()> {
-        let done = sqlx::query(
-            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ? AND team_id = ?",
-        )
-        .bind(at)
-        .bind(id)
-        .bind(team_id)
-        .execute(&self.writer)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
-    }
-
-    async fn list_api_keys(&self, team_id: i64) -> StoreResult<Vec<ApiKeyRecord>> {
-        let rows = sqlx::query(
-            "SELECT id, team_id, user_id, name, prefix, created_at, expires_at, revoked_at \
-             FROM api_keys WHERE team_id = ? ORDER BY created_at",
-        )
-        .bind(team_id)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(api_key_from_row).collect()
     }
 }
 

@@ -1,7 +1,7 @@
 //! Aggregates for metrics and the dashboard's overview: runs by state, the
 //! queue per host, a team's failures and cost. Read-only, written once for
 //! both databases ([`stats_store!`] implements the trait on each with its
-//! placeholder style).
+//! `$N` placeholders, see [`crate::sql`]).
 
 use crate::StoreResult;
 use async_trait::async_trait;
@@ -49,37 +49,35 @@ pub(crate) const QUEUE: &str = "SELECT worker_host AS host, COUNT(*) AS depth, \
 
 /// `(team_id)`.
 pub(crate) const TEAM_STATES: &str =
-    "SELECT state, COUNT(*) FROM runs WHERE team_id = ? GROUP BY state";
+    "SELECT state, COUNT(*) FROM runs WHERE team_id = $1 GROUP BY state";
 
 /// `(team_id, since)`.
 pub(crate) const TEAM_CREATED: &str = "SELECT COUNT(*), COALESCE(SUM(inference_cost), 0.0) \
-     FROM runs WHERE team_id = ? AND created_at >= ?";
+     FROM runs WHERE team_id = $1 AND created_at >= $2";
 
 /// `(team_id, since)`.
 pub(crate) const TEAM_FAILURES: &str = "SELECT e.failure_reason, COUNT(*) AS n \
      FROM executions e JOIN runs r ON r.id = e.run_id \
-     WHERE r.team_id = ? AND e.ended_at >= ? AND e.failure_reason IS NOT NULL \
+     WHERE r.team_id = $1 AND e.ended_at >= $2 AND e.failure_reason IS NOT NULL \
      GROUP BY e.failure_reason ORDER BY n DESC, e.failure_reason";
 
-/// Implements [`StatsStore`] for `$store` (with a `pool` field), turning
-/// each statement's `?` placeholders into the dialect's with `$sql`.
+/// Implements [`StatsStore`] for `$store` (see [`crate::sql`]).
 macro_rules! stats_store {
-    ($store:ty, $sql:path) => {
+    ($store:ty) => {
         #[async_trait::async_trait]
         impl crate::stats::StatsStore for $store {
             async fn run_state_counts(&self) -> crate::StoreResult<Vec<(String, i64)>> {
                 use crate::stats::RUN_STATES;
-                Ok(sqlx::query_as(sqlx::AssertSqlSafe($sql(RUN_STATES)))
-                    .fetch_all(&self.pool)
+                Ok(sqlx::query_as(RUN_STATES)
+                    .fetch_all(crate::sql::Dialect::read(self))
                     .await?)
             }
 
             async fn queue_stats(&self) -> crate::StoreResult<Vec<crate::stats::QueueStat>> {
                 use crate::stats::{QUEUE, QueueStat};
-                let rows: Vec<(Option<String>, i64, i64)> =
-                    sqlx::query_as(sqlx::AssertSqlSafe($sql(QUEUE)))
-                        .fetch_all(&self.pool)
-                        .await?;
+                let rows: Vec<(Option<String>, i64, i64)> = sqlx::query_as(QUEUE)
+                    .fetch_all(crate::sql::Dialect::read(self))
+                    .await?;
                 Ok(rows
                     .into_iter()
                     .map(|(host, depth, oldest_created_at)| QueueStat {
@@ -96,20 +94,19 @@ macro_rules! stats_store {
                 since: i64,
             ) -> crate::StoreResult<crate::stats::TeamOverview> {
                 use crate::stats::{TEAM_CREATED, TEAM_FAILURES, TEAM_STATES};
-                let runs_by_state = sqlx::query_as(sqlx::AssertSqlSafe($sql(TEAM_STATES)))
+                let runs_by_state = sqlx::query_as(TEAM_STATES)
                     .bind(team_id)
-                    .fetch_all(&self.pool)
+                    .fetch_all(crate::sql::Dialect::read(self))
                     .await?;
-                let (runs_created, cost_usd): (i64, f64) =
-                    sqlx::query_as(sqlx::AssertSqlSafe($sql(TEAM_CREATED)))
-                        .bind(team_id)
-                        .bind(since)
-                        .fetch_one(&self.pool)
-                        .await?;
-                let failures = sqlx::query_as(sqlx::AssertSqlSafe($sql(TEAM_FAILURES)))
+                let (runs_created, cost_usd): (i64, f64) = sqlx::query_as(TEAM_CREATED)
                     .bind(team_id)
                     .bind(since)
-                    .fetch_all(&self.pool)
+                    .fetch_one(crate::sql::Dialect::read(self))
+                    .await?;
+                let failures = sqlx::query_as(TEAM_FAILURES)
+                    .bind(team_id)
+                    .bind(since)
+                    .fetch_all(crate::sql::Dialect::read(self))
                     .await?;
                 Ok(crate::stats::TeamOverview {
                     runs_by_state,
@@ -123,8 +120,3 @@ macro_rules! stats_store {
 }
 
 pub(crate) use stats_store;
-
-/// SQLite takes `?` as written.
-pub(crate) fn as_written(sql: &str) -> String {
-    sql.to_owned()
-}

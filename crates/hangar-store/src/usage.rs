@@ -76,7 +76,7 @@ pub trait UsageStore: Send + Sync {
 /// `(team_id, subject, prompt, completion, cost, at)`.
 pub(crate) const ADD: &str = "INSERT INTO llm_caller_usage \
      (team_id, subject, requests, prompt_tokens, completion_tokens, cost_usd, updated_at) \
-     VALUES (?, ?, 1, ?, ?, ?, ?) ON CONFLICT (team_id, subject) DO UPDATE SET \
+     VALUES ($1, $2, 1, $3, $4, $5, $6) ON CONFLICT (team_id, subject) DO UPDATE SET \
      requests = llm_caller_usage.requests + 1, \
      prompt_tokens = llm_caller_usage.prompt_tokens + excluded.prompt_tokens, \
      completion_tokens = llm_caller_usage.completion_tokens + excluded.completion_tokens, \
@@ -85,7 +85,7 @@ pub(crate) const ADD: &str = "INSERT INTO llm_caller_usage \
 
 /// `(team_id)`.
 pub(crate) const OF_TEAM: &str = "SELECT team_id, subject, requests, prompt_tokens, \
-     completion_tokens, cost_usd, updated_at FROM llm_caller_usage WHERE team_id = ? \
+     completion_tokens, cost_usd, updated_at FROM llm_caller_usage WHERE team_id = $1 \
      ORDER BY subject";
 
 /// Clamps a token count into a BIGINT.

@@ -225,11 +225,13 @@ macro_rules! worker_token_from_row {
 
 pub(crate) use worker_token_from_row;
 
-/// Implements [`WorkerTokenStore`] for a store whose pools are `$read` and
-/// `$write` fields, rows of type `$row`: the same statements on both databases.
+/// Implements [`WorkerTokenStore`] for `$store`: the same statements on both
+/// databases (see [`crate::sql`]).
 macro_rules! impl_worker_token_store {
-    ($store:ty, $row:ty, $read:ident, $write:ident) => {
-        $crate::worker_tokens::worker_token_from_row!($row);
+    ($store:ty) => {
+        $crate::worker_tokens::worker_token_from_row!(
+            <<$store as $crate::sql::Dialect>::Db as sqlx::Database>::Row
+        );
 
         #[async_trait::async_trait]
         impl $crate::WorkerTokenStore for $store {
@@ -239,11 +241,11 @@ macro_rules! impl_worker_token_store {
             ) -> $crate::StoreResult<$crate::WorkerTokenRecord> {
                 let query = sqlx::query($crate::worker_tokens::WORKER_TOKEN_INSERT);
                 $crate::worker_tokens::bind_worker_token(query, &token)
-                    .execute(&self.$write)
+                    .execute($crate::sql::Dialect::write(self))
                     .await?;
                 let row = sqlx::query($crate::worker_tokens::WORKER_TOKEN_BY_ID)
                     .bind(token.id.as_str())
-                    .fetch_one(&self.$write)
+                    .fetch_one($crate::sql::Dialect::write(self))
                     .await?;
                 worker_token_from_row(&row)
             }
@@ -254,7 +256,7 @@ macro_rules! impl_worker_token_store {
             ) -> $crate::StoreResult<Option<$crate::WorkerTokenRecord>> {
                 let row = sqlx::query($crate::worker_tokens::WORKER_TOKEN_BY_HASH)
                     .bind(hash)
-                    .fetch_optional(&self.$read)
+                    .fetch_optional($crate::sql::Dialect::read(self))
                     .await?;
                 row.as_ref().map(worker_token_from_row).transpose()
             }
@@ -265,7 +267,7 @@ macro_rules! impl_worker_token_store {
             ) -> $crate::StoreResult<Vec<$crate::WorkerTokenRecord>> {
                 let rows = sqlx::query($crate::worker_tokens::WORKER_TOKENS_OF_TEAM)
                     .bind(team_id)
-                    .fetch_all(&self.$read)
+                    .fetch_all($crate::sql::Dialect::read(self))
                     .await?;
                 rows.iter().map(worker_token_from_row).collect()
             }
@@ -280,7 +282,7 @@ macro_rules! impl_worker_token_store {
                     .bind(at)
                     .bind(id)
                     .bind(team_id)
-                    .execute(&self.$write)
+                    .execute($crate::sql::Dialect::write(self))
                     .await?;
                 if done.rows_affected() == 0 {
                     return Err($crate::StoreError::NotFound);
@@ -292,7 +294,7 @@ macro_rules! impl_worker_token_store {
                 sqlx::query($crate::worker_tokens::WORKER_TOKEN_USED)
                     .bind(at)
                     .bind(id)
-                    .execute(&self.$write)
+                    .execute($crate::sql::Dialect::write(self))
                     .await?;
                 Ok(())
             }

@@ -1,0 +1,85 @@
+//! The store's statements, written once for both databases.
+//!
+//! Both schemas have the same tables and columns, and every statement uses
+//! `$N` placeholders, which SQLite accepts too. So each storage trait is
+//! implemented once, by a macro in this module's children that the two stores
+//! invoke through [`shared_store!`]: the method bodies are the same code,
+//! compiled against each driver's own types (no `Any` driver, no runtime
+//! translation).
+//!
+//! What truly differs is behind [`Dialect`], each item with the reason:
+//! which connection pool reads and which writes, row locks, and the JSON
+//! operators of run filters. The few methods that differ in more than that
+//! stay in `sqlite.rs` and `postgres.rs` (batched event inserts, signals).
+//!
+//! To add a query: write it here once, in the module of its trait, and run
+//! the conformance suite (`cargo nextest run -p hangar-store`), which runs
+//! every behaviour on SQLite in memory, SQLite on disk and PostgreSQL.
+
+pub(crate) mod accounts;
+pub(crate) mod api_keys;
+pub(crate) mod environments;
+// TODO pub(crate) mod events;
+// TODO pub(crate) mod lifecycle;
+// TODO pub(crate) mod runs;
+pub(crate) mod schedules;
+pub(crate) mod shares;
+pub(crate) mod usage;
+
+/// What the shared statements need to know about a database.
+pub(crate) trait Dialect {
+    /// The sqlx driver.
+    type Db: sqlx::Database;
+
+    /// The pool reads go to. On SQLite a pool of readers (WAL: they never
+    /// block the writer); on PostgreSQL the one pool.
+    fn read(&self) -> &sqlx::Pool<Self::Db>;
+
+    /// The pool writes go to. On SQLite its one writing connection (SQLite
+    /// admits one writer at a time; queueing here, FIFO, beats its sleeping
+    /// busy handler); on PostgreSQL the one pool.
+    fn write(&self) -> &sqlx::Pool<Self::Db>;
+
+    /// Appended to a `SELECT` that must lock the rows it reads until the
+    /// transaction ends. PostgreSQL replicas write concurrently, so a
+    /// read-then-write needs ` FOR UPDATE`; SQLite has no row locks (nor the
+    /// syntax) and needs none: its single writer connection runs one write
+    /// transaction at a time.
+    const FOR_UPDATE: &'static str;
+
+    /// Appended to the queue scan: ` FOR UPDATE SKIP LOCKED` on PostgreSQL
+    /// passes over runs another replica is assigning at this moment; SQLite
+    /// has one writer, so nothing to skip.
+    const SKIP_LOCKED: &'static str;
+
+    /// Begins a write transaction that must see the latest committed state.
+    /// SQLite: `BEGIN IMMEDIATE` takes the write lock up front, so a writer
+    /// in another process on the same file waits for it instead of failing
+    /// to upgrade a stale read snapshot. PostgreSQL: `BEGIN` (its row locks
+    /// and re-checked `WHERE`s do that per row).
+    const BEGIN_WRITE: &'static str;
+
+    /// How run filters read JSON inside the `config` column.
+    const JSON: crate::records::Dialect;
+}
+
+/// Implements every storage trait whose statements are shared, for `$store`
+/// (which implements [`Dialect`] and has the row decoders of
+/// [`crate::rows::row_decoders`] in scope).
+macro_rules! shared_store {
+    ($store:ty) => {
+        // $crate::sql::runs::run_store!($store);
+        // $crate::sql::events::event_reads!($store);
+        $crate::sql::accounts::account_store!($store);
+        $crate::sql::api_keys::api_key_store!($store);
+        $crate::sql::environments::environment_store!($store);
+        // $crate::sql::lifecycle::lifecycle_store!($store);
+        $crate::sql::schedules::schedule_store!($store);
+        $crate::sql::shares::share_store!($store);
+        $crate::sql::usage::usage_store!($store);
+        $crate::stats::stats_store!($store);
+        $crate::worker_tokens::impl_worker_token_store!($store);
+    };
+}
+
+pub(crate) use shared_store;
