@@ -9,7 +9,6 @@
 //! assigning right now (`FOR UPDATE SKIP LOCKED`). Cross-replica signals:
 //! [`Notifier`](crate::Notifier), implemented in [`notify`].
 
-mod lifecycle;
 mod notify;
 
 crate::sql::shared_store!(PostgresStore);
@@ -287,6 +286,17 @@ impl PostgresStore {
         &self.pool
     }
 
+    /// [`ClusterStore::bootstrap_lock`]: a session-level advisory lock on a
+    /// connection of its own, keyed by the schema so deployments sharing a
+    /// database do not wait for each other.
+    async fn take_bootstrap_lock(&self) -> StoreResult<BootstrapLock> {
+        let mut conn = self.pool.acquire().await?;
+        sqlx::query("SELECT pg_advisory_lock(hashtext('hangar-bootstrap:' || current_schema()))")
+            .execute(&mut *conn)
+            .await?;
+        Ok(BootstrapLock { conn: Some(conn) })
+    }
+
     /// Explains why a conditional run update matched no row.
     async fn why_not(&self, run: &RunId, exec: &ExecutionId) -> StoreResult<Transition> {
         let row = sqlx::query("SELECT state, current_execution_id FROM runs WHERE id = $1")
@@ -323,6 +333,8 @@ impl crate::sql::Dialect for PostgresStore {
     const FOR_UPDATE: &'static str = " FOR UPDATE";
     const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
     const BEGIN_WRITE: &'static str = "BEGIN";
+    const NEXT_LIFECYCLE_SEQUENCE: &'static str =
+        "hangar_next_lifecycle_sequence(r.team_id)";
     const JSON: crate::records::Dialect = crate::records::Dialect::Postgres;
 }
 

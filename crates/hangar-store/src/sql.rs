@@ -20,7 +20,7 @@ pub(crate) mod accounts;
 pub(crate) mod api_keys;
 pub(crate) mod environments;
 // TODO pub(crate) mod events;
-// TODO pub(crate) mod lifecycle;
+pub(crate) mod lifecycle;
 // TODO pub(crate) mod runs;
 pub(crate) mod schedules;
 pub(crate) mod shares;
@@ -59,6 +59,13 @@ pub(crate) trait Dialect {
     /// and re-checked `WHERE`s do that per row).
     const BEGIN_WRITE: &'static str;
 
+    /// The next lifecycle sequence number of the team of the run row `r`,
+    /// gap-free and in commit order. SQLite: `MAX + 1`, which cannot race
+    /// behind its one writer. PostgreSQL: a function that locks the team's
+    /// counter row until commit (a migration creates it), since replicas
+    /// insert concurrently.
+    const NEXT_LIFECYCLE_SEQUENCE: &'static str;
+
     /// How run filters read JSON inside the `config` column.
     const JSON: crate::records::Dialect;
 }
@@ -73,7 +80,7 @@ macro_rules! shared_store {
         $crate::sql::accounts::account_store!($store);
         $crate::sql::api_keys::api_key_store!($store);
         $crate::sql::environments::environment_store!($store);
-        // $crate::sql::lifecycle::lifecycle_store!($store);
+        $crate::sql::lifecycle::lifecycle_store!($store);
         $crate::sql::schedules::schedule_store!($store);
         $crate::sql::shares::share_store!($store);
         $crate::sql::usage::usage_store!($store);

@@ -1,6 +1,5 @@
 //! The embedded SQLite store: WAL journal, `synchronous=FULL`, one file in the data directory.
 
-mod lifecycle;
 
 crate::sql::shared_store!(SqliteStore);
 use crate::*;
@@ -190,6 +189,8 @@ impl crate::sql::Dialect for SqliteStore {
     const FOR_UPDATE: &'static str = "";
     const SKIP_LOCKED: &'static str = "";
     const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
+    const NEXT_LIFECYCLE_SEQUENCE: &'static str =
+        "(SELECT COALESCE(MAX(sequence), 0) + 1 FROM lifecycle_events WHERE team_id = r.team_id)";
     const JSON: crate::records::Dialect = crate::records::Dialect::Sqlite;
 }
 
@@ -200,6 +201,11 @@ crate::rows::row_decoders!(SqliteRow, |row: &SqliteRow,
 });
 
 impl SqliteStore {
+    /// [`ClusterStore::bootstrap_lock`]: none needed, one process owns a SQLite file.
+    async fn take_bootstrap_lock(&self) -> StoreResult<BootstrapLock> {
+        Ok(BootstrapLock::none())
+    }
+
     /// Explains why a conditional run update matched no row.
     async fn why_not(&self, run: &RunId, exec: &ExecutionId) -> StoreResult<Transition> {
         let row = sqlx::query("SELECT state, current_execution_id FROM runs WHERE id = ?")

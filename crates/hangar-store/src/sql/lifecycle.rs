@@ -16,16 +16,20 @@ macro_rules! lifecycle_store {
                     team_id: i64,
                     q: &LifecycleQuery,
                 ) -> StoreResult<Vec<LifecycleEventRecord>> {
-                    let rows = sqlx::query(AssertSqlSafe(format!(
-                        "SELECT {EVENT_COLUMNS} FROM lifecycle_events WHERE team_id = $1 AND sequence > $2 \
-                         AND (cardinality($3::text[]) = 0 OR run_id = ANY($3)) ORDER BY sequence LIMIT $4"
-                    )))
-                    .bind(team_id)
-                    .bind(q.since)
-                    .bind(&q.run_ids)
-                    .bind(q.limit)
-                    .fetch_all(self.read())
-                    .await?;
+                    let mut sql = format!(
+                        "SELECT {EVENT_COLUMNS} FROM lifecycle_events WHERE team_id = $1 AND sequence > $2"
+                    );
+                    if !q.run_ids.is_empty() {
+                        let marks: Vec<String> =
+                            (0..q.run_ids.len()).map(|i| format!("${}", i + 3)).collect();
+                        sql.push_str(&format!(" AND run_id IN ({})", marks.join(", ")));
+                    }
+                    sql.push_str(&format!(" ORDER BY sequence LIMIT ${}", q.run_ids.len() + 3));
+                    let mut query = sqlx::query(AssertSqlSafe(sql)).bind(team_id).bind(q.since);
+                    for id in &q.run_ids {
+                        query = query.bind(id);
+                    }
+                    let rows = query.bind(q.limit).fetch_all(self.read()).await?;
                     rows.iter().map(event_from_row).collect()
                 }
 
@@ -34,32 +38,27 @@ macro_rules! lifecycle_store {
                     team_id: i64,
                     e: &NewLifecycleEvent,
                 ) -> StoreResult<i64> {
-                    // The counter row is locked until commit: sequences stay gap-free and ordered.
-                    let mut tx = self.write().begin().await?;
-                    let team: Option<i64> =
-                        sqlx::query_scalar("SELECT team_id FROM runs WHERE id = $1 AND team_id = $2")
-                            .bind(&e.run_id)
-                            .bind(team_id)
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                    if team.is_none() {
-                        return Err(StoreError::NotFound);
-                    }
-                    let seq: Option<i64> = sqlx::query_scalar(
-                        "INSERT INTO lifecycle_events (team_id, sequence, run_id, event_type, execution_id, \
-                         ref_id, occurred_at) \
-                         VALUES ($1, hangar_next_lifecycle_sequence($1), $2, $3, $4, $5, $6) \
-                         RETURNING sequence",
-                    )
+                    // One statement: no row (and no sequence number taken) unless the
+                    // run is the team's.
+                    let next = <$store as $crate::sql::Dialect>::NEXT_LIFECYCLE_SEQUENCE;
+                    let seq: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
+                        "INSERT INTO lifecycle_events (team_id, sequence, run_id, event_type, \
+                         execution_id, ref_id, occurred_at) \
+                         SELECT r.team_id, {next}, r.id, $3, $4, $5, $6 FROM runs r \
+                         WHERE r.id = $2 AND r.team_id = $1 RETURNING sequence"
+                    )))
                     .bind(team_id)
                     .bind(&e.run_id)
                     .bind(&e.event_type)
                     .bind(&e.execution_id)
                     .bind(&e.ref_id)
                     .bind(e.occurred_at)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    tx.commit().await?;
+                    // Read to the end: the statement commits when it finishes, and an
+                    // error reported after the row (a failed commit) would be lost by
+                    // stopping at the first row.
+                    .fetch_all(self.write())
+                    .await?
+                    .pop();
                     seq.ok_or(StoreError::NotFound)
                 }
             }
@@ -114,13 +113,7 @@ macro_rules! lifecycle_store {
                 }
 
                 async fn bootstrap_lock(&self) -> StoreResult<BootstrapLock> {
-                    // Session-level advisory lock on a connection of its own, keyed by the
-                    // schema so deployments sharing a database do not wait for each other.
-                    let mut conn = self.CHECK().acquire().await?;
-                    sqlx::query("SELECT pg_advisory_lock(hashtext('hangar-bootstrap:' || current_schema()))")
-                        .execute(&mut *conn)
-                        .await?;
-                    Ok(BootstrapLock { conn: Some(conn) })
+                    self.take_bootstrap_lock().await
                 }
             }
 
