@@ -1,6 +1,5 @@
-//! Follow-ups to live executions, written once for both databases (`?`
-//! placeholders; the PostgreSQL store numbers them with
-//! [`crate::leases::numbered`]).
+//! Follow-ups to live executions, written once for both databases (`$N`
+//! placeholders, see [`crate::sql`]).
 //!
 //! A follow-up is stored for the run's current execution before the API
 //! acknowledges it ([`ADD`] inserts only while that execution is live). The

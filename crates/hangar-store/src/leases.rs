@@ -5,8 +5,8 @@
 //! heartbeats of the worker running it renew it through whichever replica it
 //! is connected to ([`RenewLeases`]); any replica sweeps expired ones, and a
 //! conditional update ([`TAKE_EXPIRED`]) makes exactly one sweeper win each,
-//! however many run at once. Statements use `?` placeholders; the PostgreSQL
-//! store numbers them with [`numbered`].
+//! however many run at once. Statements use `$N` placeholders, which both
+//! databases take (see [`crate::sql`]).
 
 /// Renews the leases of a worker's live executions:
 /// `(holder, expires_at, now, worker_id, team_id)`.
@@ -54,7 +54,8 @@ pub(crate) const LOST_COUNT: &str = "SELECT COUNT(*) AS lost FROM executions \
 /// `(run_id, …)`, one placeholder per run. Not about leases, but written
 /// once for both databases the same way.
 pub(crate) fn last_executions(runs: usize) -> String {
-    let ids = vec!["?"; runs].join(", ");
+    let ids: Vec<String> = (1..=runs).map(|i| format!("${i}")).collect();
+    let ids = ids.join(", ");
     format!(
         "SELECT x.id AS id, x.run_id AS run_id, x.worker_id AS worker_id, x.state AS state, \
          x.created_at AS created_at, x.ended_at AS ended_at, x.exit_code AS exit_code, \
@@ -81,27 +82,3 @@ pub(crate) const OF_TEAM: &str = "SELECT x.worker_id AS worker_id, x.run_id AS r
      (SELECT COUNT(*) FROM executions y WHERE y.run_id = x.run_id AND y.created_at <= x.created_at) \
      AS epoch FROM executions x JOIN runs r ON r.id = x.run_id \
      WHERE r.team_id = $1 AND x.ended_at IS NULL AND x.lease_expires_at IS NOT NULL";
-
-/// `sql` with its `?` placeholders numbered `$1`, `$2`, … for PostgreSQL.
-pub(crate) fn numbered(sql: &str) -> String {
-    let mut out = String::with_capacity(sql.len() + 8);
-    let mut n = 0;
-    for c in sql.chars() {
-        if c == '?' {
-            n += 1;
-            out.push('$');
-            out.push_str(&n.to_string());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn numbered_placeholders() {
-        assert_eq!(super::numbered("a = ? AND b < ?"), "a = $1 AND b < $2");
-    }
-}

@@ -406,6 +406,16 @@ pub(crate) enum Dialect {
     Postgres,
 }
 
+impl Dialect {
+    /// The text of the top-level field `field` of the run's `config` JSON.
+    pub(crate) fn text(self, field: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!("json_extract(config, '$.{field}')"),
+            Dialect::Postgres => format!("(config::jsonb ->> '{field}')"),
+        }
+    }
+}
+
 /// A value bound to a run-listing filter.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum FilterValue {

@@ -19,12 +19,36 @@
 pub(crate) mod accounts;
 pub(crate) mod api_keys;
 pub(crate) mod environments;
-// TODO pub(crate) mod events;
+pub(crate) mod events;
 pub(crate) mod lifecycle;
-// TODO pub(crate) mod runs;
+pub(crate) mod runs;
 pub(crate) mod schedules;
 pub(crate) mod shares;
 pub(crate) mod usage;
+
+/// The columns a [`crate::RunRecord`] is decoded from.
+pub(crate) const RUN_COLUMNS: &str = "id, team_id, creator_user_id, title, prompt, state, source, \
+    execution_location, config, created_at, updated_at, started_at, status_message, error_code, \
+    current_execution_id, sandbox_running, prompt_tokens, completion_tokens, inference_cost, \
+    schedule_id, schedule_name, schedule_cron";
+
+/// The columns a [`crate::ExecutionRecord`] is decoded from.
+pub(crate) const EXECUTION_COLUMNS: &str =
+    "id, run_id, worker_id, state, created_at, ended_at, exit_code, failure_reason, message";
+
+/// An event as stored: its `kind` (a column, for filtering) and its JSON body.
+pub(crate) fn event_row(
+    event: &hangar_protocol::session::SessionEvent,
+) -> crate::StoreResult<(String, String)> {
+    let body = serde_json::to_value(event)
+        .map_err(|e| crate::StoreError::Corrupt(format!("event: {e}")))?;
+    let kind = body
+        .get("kind")
+        .and_then(|k| k.as_str())
+        .unwrap_or("unknown")
+        .to_owned();
+    Ok((kind, body.to_string()))
+}
 
 /// What the shared statements need to know about a database.
 pub(crate) trait Dialect {
@@ -75,8 +99,8 @@ pub(crate) trait Dialect {
 /// [`crate::rows::row_decoders`] in scope).
 macro_rules! shared_store {
     ($store:ty) => {
-        // $crate::sql::runs::run_store!($store);
-        // $crate::sql::events::event_reads!($store);
+        $crate::sql::runs::run_store!($store);
+        $crate::sql::events::event_store!($store);
         $crate::sql::accounts::account_store!($store);
         $crate::sql::api_keys::api_key_store!($store);
         $crate::sql::environments::environment_store!($store);

@@ -1,8 +1,7 @@
 //! LLM gateway usage of callers that have no run: API keys and dashboard
 //! sessions. (A run's usage lives on the run itself, see
-//! [`crate::RunStore::add_usage`].) Written once for both databases: the
-//! statements use `?` placeholders, which the PostgreSQL store numbers with
-//! [`crate::leases::numbered`].
+//! [`crate::RunStore::add_usage`].) Written once for both databases (see
+//! [`crate::sql`]).
 
 use crate::StoreResult;
 use async_trait::async_trait;

@@ -7,6 +7,7 @@ macro_rules! schedule_store {
             type Db = <$store as $crate::sql::Dialect>::Db;
             type DbRow = <Db as sqlx::Database>::Row;
             use async_trait::async_trait;
+            use $crate::sql::RUN_COLUMNS;
             use $crate::*;
             use hangar_protocol::AgentConfig;
             use sqlx::{AssertSqlSafe, Row};

@@ -1,0 +1,846 @@
+//! [`RunStore`](crate::RunStore): runs, their executions, leases and follow-ups,
+//! written once (see [`crate::sql`]).
+
+macro_rules! run_store {
+    ($store:ty) => {
+        const _: () = {
+            use $crate::sql::Dialect as _;
+            use $crate::*;
+            use async_trait::async_trait;
+            use hangar_protocol::{ExecutionId, RunId};
+            use $crate::sql::{EXECUTION_COLUMNS, RUN_COLUMNS};
+            use sqlx::{AssertSqlSafe, Row};
+
+            /// The states no change leaves.
+            const TERMINAL_STATES: &str = "('SUCCEEDED', 'FAILED', 'ERROR', 'CANCELLED')";
+
+            impl $store {
+                /// Explains why a conditional run update matched no row.
+                async fn why_not(&self, run: &RunId, exec: &ExecutionId) -> StoreResult<Transition> {
+                    let row = sqlx::query("SELECT state, current_execution_id FROM runs WHERE id = $1")
+                        .bind(run.as_str())
+                        .fetch_optional(self.read())
+                        .await?;
+                    let Some(row) = row else {
+                        return Err(StoreError::NotFound);
+                    };
+                    let state = parse_state(&row.try_get::<String, _>("state")?)?;
+                    let current: Option<String> = row.try_get("current_execution_id")?;
+                    Ok(if current.as_deref() != Some(exec.as_str()) {
+                        Transition::Stale
+                    } else if state.is_terminal() {
+                        Transition::AlreadyTerminal
+                    } else {
+                        Transition::Unchanged
+                    })
+                }
+            }
+
+            #[async_trait]
+            impl RunStore for $store {
+                async fn create_run(&self, run: NewRun) -> StoreResult<RunRecord> {
+                    let config = serde_json::to_string(&run.config)
+                        .map_err(|e| StoreError::Corrupt(format!("run config: {e}")))?;
+                    let row = sqlx::query(AssertSqlSafe(format!(
+                        "INSERT INTO runs (id, team_id, creator_user_id, title, prompt, state, source, \
+                         execution_location, worker_host, config, created_at, updated_at) \
+                         VALUES ($1, $2, $3, $4, $5, 'QUEUED', $6, $7, $8, $9, $10, $10) RETURNING {RUN_COLUMNS}"
+                    )))
+                    .bind(run.id.as_str())
+                    .bind(run.team_id)
+                    .bind(run.creator_user_id)
+                    .bind(&run.title)
+                    .bind(&run.prompt)
+                    .bind(run.source.as_str())
+                    .bind(run.execution_location.as_str())
+                    .bind(&run.config.worker_host)
+                    .bind(config)
+                    .bind(run.created_at)
+                    // Read to the end: an error reported after the row (a failed commit)
+                    // would be lost by stopping at the first row.
+                    .fetch_all(self.write())
+                    .await?
+                    .pop()
+                    .ok_or(StoreError::NotFound)?;
+                    run_from_row(&row)
+                }
+
+                async fn create_local_run(&self, run: NewRun, exec: NewExecution) -> StoreResult<RunRecord> {
+                    let config = serde_json::to_string(&run.config)
+                        .map_err(|e| StoreError::Corrupt(format!("run config: {e}")))?;
+                    let mut tx = self.write().begin().await?;
+                    sqlx::query(
+                        "INSERT INTO runs (id, team_id, creator_user_id, title, prompt, state, source, \
+                         execution_location, worker_host, config, created_at, updated_at, started_at, \
+                         current_execution_id, sandbox_running) \
+                         VALUES ($1, $2, $3, $4, $5, 'INPROGRESS', $6, $7, $8, $9, $10, $10, $10, $11, TRUE)",
+                    )
+                    .bind(run.id.as_str())
+                    .bind(run.team_id)
+                    .bind(run.creator_user_id)
+                    .bind(&run.title)
+                    .bind(&run.prompt)
+                    .bind(run.source.as_str())
+                    .bind(run.execution_location.as_str())
+                    .bind(&run.config.worker_host)
+                    .bind(config)
+                    .bind(run.created_at)
+                    .bind(exec.id.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query(
+                        "INSERT INTO executions (id, run_id, worker_id, state, token_hash, created_at, updated_at, \
+                         issuer_key_id) VALUES ($1, $2, $3, 'started', $4, $5, $5, $6)",
+                    )
+                    .bind(exec.id.as_str())
+                    .bind(run.id.as_str())
+                    .bind(&exec.worker_id)
+                    .bind(&exec.token_hash)
+                    .bind(exec.created_at)
+                    .bind(&exec.issuer_key_id)
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    self.run_any_team(&run.id).await
+                }
+
+                async fn run(&self, team_id: i64, id: &RunId) -> StoreResult<RunRecord> {
+                    let row = sqlx::query(AssertSqlSafe(format!(
+                        "SELECT {RUN_COLUMNS} FROM runs WHERE id = $1 AND team_id = $2"
+                    )))
+                    .bind(id.as_str())
+                    .bind(team_id)
+                    .fetch_one(self.read())
+                    .await?;
+                    run_from_row(&row)
+                }
+
+                async fn run_any_team(&self, id: &RunId) -> StoreResult<RunRecord> {
+                    let row = sqlx::query(AssertSqlSafe(format!(
+                        "SELECT {RUN_COLUMNS} FROM runs WHERE id = $1"
+                    )))
+                    .bind(id.as_str())
+                    .fetch_one(self.read())
+                    .await?;
+                    run_from_row(&row)
+                }
+
+                async fn list_runs(&self, team_id: i64, query: &RunQuery) -> StoreResult<RunPage> {
+                    let key = match query.sort {
+                        RunSort::UpdatedAt => "updated_at",
+                        RunSort::CreatedAt => "created_at",
+                    };
+                    let json = <$store as $crate::sql::Dialect>::JSON;
+                    let (dir, cmp) = if query.ascending {
+                        ("ASC", ">")
+                    } else {
+                        ("DESC", "<")
+                    };
+                    let mut sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE team_id = $1");
+                    let mut n = 1;
+                    let mut next_param = || {
+                        n += 1;
+                        n
+                    };
+                    if !query.states.is_empty() {
+                        let marks: Vec<String> = query
+                            .states
+                            .iter()
+                            .map(|_| format!("${}", next_param()))
+                            .collect();
+                        sql.push_str(&format!(" AND state IN ({})", marks.join(", ")));
+                    }
+                    if query.source.is_some() {
+                        sql.push_str(&format!(" AND source = ${}", next_param()));
+                    }
+                    if query.schedule_id.is_some() {
+                        sql.push_str(&format!(" AND schedule_id = ${}", next_param()));
+                    }
+                    let (extra, values) = $crate::records::filter_clauses(
+                        query,
+                        json,
+                        &|field| json.text(field),
+                        &mut || format!("${}", next_param()),
+                    );
+                    sql.push_str(&extra);
+                    if query.after.is_some() {
+                        let (k, id) = (next_param(), next_param());
+                        sql.push_str(&format!(" AND ({key}, id) {cmp} (${k}, ${id})"));
+                    }
+                    sql.push_str(&format!(
+                        " ORDER BY {key} {dir}, id {dir} LIMIT ${}",
+                        next_param()
+                    ));
+                    let mut q = sqlx::query(AssertSqlSafe(sql)).bind(team_id);
+                    for state in &query.states {
+                        q = q.bind(state.as_str());
+                    }
+                    if let Some(source) = query.source {
+                        q = q.bind(source.as_str());
+                    }
+                    if let Some(schedule) = &query.schedule_id {
+                        q = q.bind(schedule.clone());
+                    }
+                    for v in values {
+                        q = match v {
+                            $crate::records::FilterValue::Text(t) => q.bind(t),
+                            $crate::records::FilterValue::Int(i) => q.bind(i),
+                        };
+                    }
+                    if let Some((k, id)) = &query.after {
+                        q = q.bind(*k).bind(id.clone());
+                    }
+                    let limit = query.limit.max(1);
+                    let rows = q
+                        .bind(limit + 1)
+                        .fetch_all(self.read())
+                        .await?;
+                    let mut runs = rows
+                        .iter()
+                        .map(run_from_row)
+                        .collect::<StoreResult<Vec<_>>>()?;
+                    let next = if runs.len() as i64 > limit {
+                        runs.truncate(limit as usize);
+                        runs.last().map(|r| {
+                            let k = match query.sort {
+                                RunSort::UpdatedAt => r.updated_at,
+                                RunSort::CreatedAt => r.created_at,
+                            };
+                            (k, r.id.0.clone())
+                        })
+                    } else {
+                        None
+                    };
+                    Ok(RunPage { runs, next })
+                }
+
+                async fn queued_runs(&self, limit: i64) -> StoreResult<Vec<RunRecord>> {
+                    // PostgreSQL skips runs another replica is assigning at this moment
+                    // (`Dialect::SKIP_LOCKED`); the row locks end with this statement, and
+                    // `assign` stays the conditional update that decides.
+                    let skip_locked = <$store as $crate::sql::Dialect>::SKIP_LOCKED;
+                    let rows = sqlx::query(AssertSqlSafe(format!(
+                        "SELECT {RUN_COLUMNS} FROM runs WHERE state = 'QUEUED' AND current_execution_id IS NULL \
+                         ORDER BY created_at, id LIMIT $1{skip_locked}"
+                    )))
+                    .bind(limit)
+                    .fetch_all(self.read())
+                    .await?;
+                    rows.iter().map(run_from_row).collect()
+                }
+
+                async fn assign(&self, exec: NewExecution) -> StoreResult<Transition> {
+                    let mut tx = self.write().begin().await?;
+                    let updated = sqlx::query(
+                        "UPDATE runs SET current_execution_id = $1, updated_at = $2 \
+                         WHERE id = $3 AND state = 'QUEUED' AND current_execution_id IS NULL",
+                    )
+                    .bind(exec.id.as_str())
+                    .bind(exec.created_at)
+                    .bind(exec.run_id.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                    if updated.rows_affected() == 0 {
+                        tx.rollback().await?;
+                        return Ok(Transition::Stale);
+                    }
+                    sqlx::query(
+                        "INSERT INTO executions (id, run_id, worker_id, state, token_hash, created_at, updated_at, \
+                         lease_holder, lease_expires_at) VALUES ($1, $2, $3, 'assigned', $4, $5, $5, $6, $7)",
+                    )
+                    .bind(exec.id.as_str())
+                    .bind(exec.run_id.as_str())
+                    .bind(&exec.worker_id)
+                    .bind(&exec.token_hash)
+                    .bind(exec.created_at)
+                    .bind(&exec.lease_holder)
+                    .bind(exec.lease_expires_at)
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    Ok(Transition::Applied)
+                }
+
+                async fn claim(&self, run: &RunId, exec: &ExecutionId, at: i64) -> StoreResult<Transition> {
+                    let mut tx = self.write().begin().await?;
+                    let done = sqlx::query(
+                        "UPDATE runs SET state = 'CLAIMED', updated_at = $1 \
+                         WHERE id = $2 AND current_execution_id = $3 AND state IN ('QUEUED', 'PENDING')",
+                    )
+                    .bind(at)
+                    .bind(run.as_str())
+                    .bind(exec.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query(
+                        "UPDATE executions SET state = 'claimed', updated_at = $1 WHERE id = $2 AND state = 'assigned'",
+                    )
+                    .bind(at)
+                    .bind(exec.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    if done.rows_affected() == 1 {
+                        Ok(Transition::Applied)
+                    } else {
+                        self.why_not(run, exec).await
+                    }
+                }
+
+                async fn reject(
+                    &self,
+                    run: &RunId,
+                    exec: &ExecutionId,
+                    reason: &str,
+                    at: i64,
+                ) -> StoreResult<Transition> {
+                    let mut tx = self.write().begin().await?;
+                    // Lock order everywhere: the run row, then its executions.
+                    let done = sqlx::query(
+                        "UPDATE runs SET current_execution_id = NULL, updated_at = $1, \
+                         state = CASE WHEN state = 'CLAIMED' THEN 'QUEUED' ELSE state END \
+                         WHERE id = $2 AND current_execution_id = $3 AND state IN ('QUEUED', 'PENDING', 'CLAIMED')",
+                    )
+                    .bind(at)
+                    .bind(run.as_str())
+                    .bind(exec.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query(
+                        "UPDATE executions SET state = 'ended', ended_at = $1, updated_at = $1, message = $2 \
+                         WHERE id = $3 AND ended_at IS NULL",
+                    )
+                    .bind(at)
+                    .bind(reason)
+                    .bind(exec.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    if done.rows_affected() == 1 {
+                        Ok(Transition::Applied)
+                    } else {
+                        self.why_not(run, exec).await
+                    }
+                }
+
+                async fn start(&self, run: &RunId, exec: &ExecutionId, at: i64) -> StoreResult<Transition> {
+                    let mut tx = self.write().begin().await?;
+                    // Lock order everywhere: the run row, then its executions.
+                    let done = sqlx::query(
+                        "UPDATE runs SET state = 'INPROGRESS', started_at = COALESCE(started_at, $1), \
+                         sandbox_running = TRUE, updated_at = $1 \
+                         WHERE id = $2 AND current_execution_id = $3 AND state IN ('QUEUED', 'PENDING', 'CLAIMED')",
+                    )
+                    .bind(at)
+                    .bind(run.as_str())
+                    .bind(exec.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query(
+                        "UPDATE executions SET state = 'started', updated_at = $1 \
+                         WHERE id = $2 AND state IN ('assigned', 'claimed')",
+                    )
+                    .bind(at)
+                    .bind(exec.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    if done.rows_affected() == 1 {
+                        Ok(Transition::Applied)
+                    } else {
+                        self.why_not(run, exec).await
+                    }
+                }
+
+                async fn report_outcome(
+                    &self,
+                    run: &RunId,
+                    exec: &ExecutionId,
+                    outcome: &Outcome,
+                ) -> StoreResult<Transition> {
+                    let done = sqlx::query(AssertSqlSafe(format!(
+                        "UPDATE runs SET state = $1, status_message = $2, error_code = $3, updated_at = $4 \
+                         WHERE id = $5 AND current_execution_id = $6 AND state NOT IN {TERMINAL_STATES}"
+                    )))
+                    .bind(outcome.state.as_str())
+                    .bind(&outcome.message)
+                    .bind(&outcome.error_code)
+                    .bind(Timestamp::now().unix_millis())
+                    .bind(run.as_str())
+                    .bind(exec.as_str())
+                    .execute(self.write())
+                    .await?;
+                    if done.rows_affected() == 1 {
+                        Ok(Transition::Applied)
+                    } else {
+                        self.why_not(run, exec).await
+                    }
+                }
+
+                async fn finish_execution(
+                    &self,
+                    run: &RunId,
+                    exec: &ExecutionId,
+                    end: &ExecutionEnd,
+                ) -> StoreResult<Transition> {
+                    let lock = <$store as $crate::sql::Dialect>::FOR_UPDATE;
+                    let mut tx = self.write().begin().await?;
+                    // Lock order everywhere: the run row, then its executions. The lock
+                    // orders this report against a concurrent cancel or outcome arriving
+                    // through another replica.
+                    let row =
+                        sqlx::query(AssertSqlSafe(format!(
+                            "SELECT state, current_execution_id FROM runs WHERE id = $1{lock}"
+                        )))
+                            .bind(run.as_str())
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    let ended = sqlx::query(
+                        "UPDATE executions SET state = 'ended', ended_at = $1, updated_at = $1, exit_code = $2, \
+                         failure_reason = COALESCE(failure_reason, $3), message = $4 WHERE id = $5 AND run_id = $6 AND ended_at IS NULL",
+                    )
+                    .bind(end.at)
+                    .bind(end.exit_code)
+                    .bind(&end.failure_reason)
+                    .bind(&end.outcome.message)
+                    .bind(exec.as_str())
+                    .bind(run.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                    let Some(row) = row.filter(|_| ended.rows_affected() == 1) else {
+                        tx.rollback().await?;
+                        // Unknown or already ended: a duplicate or stale report.
+                        let known = sqlx::query("SELECT 1 FROM executions WHERE id = $1 AND run_id = $2")
+                            .bind(exec.as_str())
+                            .bind(run.as_str())
+                            .fetch_optional(self.read())
+                            .await?;
+                        return Ok(if known.is_some() {
+                            Transition::Unchanged
+                        } else {
+                            Transition::Stale
+                        });
+                    };
+                    let state = parse_state(&row.try_get::<String, _>("state")?)?;
+                    let current: Option<String> = row.try_get("current_execution_id")?;
+                    let transition = if current.as_deref() != Some(exec.as_str()) {
+                        Transition::Stale
+                    } else if state.is_terminal() {
+                        sqlx::query("UPDATE runs SET sandbox_running = FALSE, updated_at = $1 WHERE id = $2")
+                            .bind(end.at)
+                            .bind(run.as_str())
+                            .execute(&mut *tx)
+                            .await?;
+                        Transition::AlreadyTerminal
+                    } else {
+                        sqlx::query(
+                            "UPDATE runs SET sandbox_running = FALSE, state = $1, status_message = $2, \
+                             error_code = $3, updated_at = $4 WHERE id = $5",
+                        )
+                        .bind(end.outcome.state.as_str())
+                        .bind(&end.outcome.message)
+                        .bind(&end.outcome.error_code)
+                        .bind(end.at)
+                        .bind(run.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                        Transition::Applied
+                    };
+                    tx.commit().await?;
+                    Ok(transition)
+                }
+
+                async fn cancel_run(
+                    &self,
+                    team_id: i64,
+                    id: &RunId,
+                    message: &str,
+                    at: i64,
+                ) -> StoreResult<RunRecord> {
+                    let lock = <$store as $crate::sql::Dialect>::FOR_UPDATE;
+                    let mut tx = self.write().begin().await?;
+                    // The row lock orders this cancel against a concurrent outcome from
+                    // another replica: whichever commits second sees the other's state.
+                    let row = sqlx::query(AssertSqlSafe(format!(
+                        "SELECT {RUN_COLUMNS} FROM runs WHERE id = $1 AND team_id = $2{lock}"
+                    )))
+                    .bind(id.as_str())
+                    .bind(team_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    let Some(row) = row else {
+                        tx.rollback().await?;
+                        return Err(StoreError::NotFound);
+                    };
+                    let before = run_from_row(&row)?;
+                    if before.state.is_terminal() {
+                        // Release the row lock now rather than when the pool next uses
+                        // this connection.
+                        tx.rollback().await?;
+                        return Err(StoreError::Conflict(format!(
+                            "run {} already ended in state {}",
+                            id, before.state
+                        )));
+                    }
+                    sqlx::query(
+                        "UPDATE runs SET state = 'CANCELLED', status_message = $1, updated_at = $2 WHERE id = $3",
+                    )
+                    .bind(message)
+                    .bind(at)
+                    .bind(id.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                    // An assignment that was never claimed has no sandbox: end it now.
+                    sqlx::query(
+                        "UPDATE executions SET state = 'ended', ended_at = $1, updated_at = $1, message = $2 \
+                         WHERE run_id = $3 AND ended_at IS NULL AND state = 'assigned'",
+                    )
+                    .bind(at)
+                    .bind(message)
+                    .bind(id.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    Ok(before)
+                }
+
+                async fn add_usage(
+                    &self,
+                    run: &RunId,
+                    prompt: u64,
+                    completion: u64,
+                    cost: f64,
+                ) -> StoreResult<()> {
+                    sqlx::query(
+                        "UPDATE runs SET prompt_tokens = prompt_tokens + $1, \
+                         completion_tokens = completion_tokens + $2, inference_cost = inference_cost + $3 \
+                         WHERE id = $4",
+                    )
+                    .bind(i64::try_from(prompt).unwrap_or(i64::MAX))
+                    .bind(i64::try_from(completion).unwrap_or(i64::MAX))
+                    .bind(cost)
+                    .bind(run.as_str())
+                    .execute(self.write())
+                    .await?;
+                    Ok(())
+                }
+
+                async fn execution(&self, id: &ExecutionId) -> StoreResult<ExecutionRecord> {
+                    let row = sqlx::query(AssertSqlSafe(format!(
+                        "SELECT {EXECUTION_COLUMNS} FROM executions WHERE id = $1"
+                    )))
+                    .bind(id.as_str())
+                    .fetch_one(self.read())
+                    .await?;
+                    execution_from_row(&row)
+                }
+
+                async fn execution_by_token(&self, token_hash: &[u8]) -> StoreResult<Option<ExecutionRecord>> {
+                    let row = sqlx::query(AssertSqlSafe(format!(
+                        "SELECT {EXECUTION_COLUMNS} FROM executions WHERE token_hash = $1"
+                    )))
+                    .bind(token_hash)
+                    .fetch_optional(self.read())
+                    .await?;
+                    row.as_ref().map(execution_from_row).transpose()
+                }
+
+                async fn live_executions(&self, worker_id: &str) -> StoreResult<Vec<ExecutionRecord>> {
+                    let rows = sqlx::query(AssertSqlSafe(format!(
+                        "SELECT {EXECUTION_COLUMNS} FROM executions WHERE worker_id = $1 AND ended_at IS NULL"
+                    )))
+                    .bind(worker_id)
+                    .fetch_all(self.read())
+                    .await?;
+                    rows.iter().map(execution_from_row).collect()
+                }
+
+                async fn all_live_executions(&self) -> StoreResult<Vec<(i64, ExecutionRecord)>> {
+                    let rows = sqlx::query(
+                        "SELECT r.team_id AS team_id, x.id AS id, x.run_id AS run_id, x.worker_id AS worker_id, \
+                         x.state AS state, x.created_at AS created_at, x.ended_at AS ended_at, \
+                         x.exit_code AS exit_code, x.failure_reason AS failure_reason, x.message AS message \
+                         FROM executions x JOIN runs r ON r.id = x.run_id WHERE x.ended_at IS NULL",
+                    )
+                    .fetch_all(self.read())
+                    .await?;
+                    rows.iter()
+                        .map(|row| Ok((row.try_get("team_id")?, execution_from_row(row)?)))
+                        .collect()
+                }
+
+                async fn renew_leases(
+                    &self,
+                    team_id: i64,
+                    worker_id: &str,
+                    holder: &str,
+                    expires_at: i64,
+                    now: i64,
+                ) -> StoreResult<u64> {
+                    let done = sqlx::query($crate::leases::RENEW)
+                        .bind(holder)
+                        .bind(expires_at)
+                        .bind(now)
+                        .bind(worker_id)
+                        .bind(team_id)
+                        .execute(self.write())
+                        .await?;
+                    Ok(done.rows_affected())
+                }
+
+                async fn expired_leases(
+                    &self,
+                    now: i64,
+                    limit: i64,
+                ) -> StoreResult<Vec<(i64, ExecutionRecord)>> {
+                    let rows = sqlx::query($crate::leases::EXPIRED)
+                    .bind(now)
+                    .bind(limit)
+                    .fetch_all(self.read())
+                    .await?;
+                    rows.iter()
+                        .map(|row| Ok((row.try_get("team_id")?, execution_from_row(row)?)))
+                        .collect()
+                }
+
+                async fn issuer_active(&self, exec: &ExecutionId, now: i64) -> StoreResult<bool> {
+                    let row = sqlx::query($crate::leases::ISSUER_ACTIVE)
+                    .bind(exec.as_str())
+                    .bind(now)
+                    .fetch_optional(self.read())
+                    .await?;
+                    Ok(row.is_some())
+                }
+
+                async fn last_executions(&self, runs: &[RunId]) -> StoreResult<Vec<ExecutionRecord>> {
+                    if runs.is_empty() {
+                        return Ok(Vec::new());
+                    }
+                    let sql = $crate::leases::last_executions(runs.len());
+                    let mut query = sqlx::query(AssertSqlSafe(sql));
+                    for run in runs {
+                        query = query.bind(run.as_str());
+                    }
+                    let rows = query.fetch_all(self.read()).await?;
+                    rows.iter().map(execution_from_row).collect()
+                }
+
+                async fn lost_executions(&self, run: &RunId) -> StoreResult<i64> {
+                    let row = sqlx::query($crate::leases::LOST_COUNT)
+                    .bind(run.as_str())
+                    .fetch_one(self.read())
+                    .await?;
+                    Ok(row.try_get("lost")?)
+                }
+
+                async fn requeue_lost(
+                    &self,
+                    run: &RunId,
+                    exec: &ExecutionId,
+                    message: &str,
+                    at: i64,
+                ) -> StoreResult<Transition> {
+                    let mut tx = self.write().begin().await?;
+                    sqlx::query($crate::leases::END_LOST)
+                    .bind(at)
+                    .bind(at)
+                    .bind(message)
+                    .bind(exec.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                    let done = sqlx::query($crate::leases::REQUEUE_LOST_RUN)
+                    .bind(at)
+                    .bind(message)
+                    .bind(run.as_str())
+                    .bind(exec.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    if done.rows_affected() == 1 {
+                        Ok(Transition::Applied)
+                    } else {
+                        self.why_not(run, exec).await
+                    }
+                }
+
+                async fn extend_leases(&self, until: i64) -> StoreResult<u64> {
+                    let done = sqlx::query($crate::leases::EXTEND_ALL)
+                    .bind(until)
+                    .bind(until)
+                    .execute(self.write())
+                    .await?;
+                    Ok(done.rows_affected())
+                }
+
+                async fn note_failure_reason(&self, exec: &ExecutionId, reason: &str) -> StoreResult<()> {
+                    sqlx::query($crate::leases::NOTE_FAILURE_REASON)
+                    .bind(reason)
+                    .bind(exec.as_str())
+                    .execute(self.write())
+                    .await?;
+                    Ok(())
+                }
+
+                async fn take_expired_lease(&self, exec: &ExecutionId, now: i64) -> StoreResult<bool> {
+                    let done = sqlx::query($crate::leases::TAKE_EXPIRED)
+                    .bind(exec.as_str())
+                    .bind(now)
+                    .execute(self.write())
+                    .await?;
+                    Ok(done.rows_affected() == 1)
+                }
+
+                async fn team_leases(&self, team_id: i64) -> StoreResult<Vec<LeaseRecord>> {
+                    let rows = sqlx::query($crate::leases::OF_TEAM)
+                    .bind(team_id)
+                    .fetch_all(self.read())
+                    .await?;
+                    rows.iter()
+                        .map(|row| {
+                            Ok(LeaseRecord {
+                                worker_id: row.try_get("worker_id")?,
+                                run_id: RunId(row.try_get("run_id")?),
+                                execution_id: ExecutionId(row.try_get("execution_id")?),
+                                epoch: row.try_get("epoch")?,
+                                holder: row.try_get("lease_holder")?,
+                                expires_at: row.try_get("lease_expires_at")?,
+                            })
+                        })
+                        .collect()
+                }
+
+                async fn reopen_run(
+                    &self,
+                    team_id: i64,
+                    id: &RunId,
+                    followup: &NewFollowup,
+                ) -> StoreResult<RunRecord> {
+                    let lock = <$store as $crate::sql::Dialect>::FOR_UPDATE;
+                    let mut tx = self.write().begin().await?;
+                    // The row lock orders this against a concurrent assignment, outcome or
+                    // second follow-up from another replica.
+                    let row = sqlx::query(AssertSqlSafe(format!(
+                        "SELECT {RUN_COLUMNS} FROM runs WHERE id = $1 AND team_id = $2{lock}"
+                    )))
+                    .bind(id.as_str())
+                    .bind(team_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    let Some(row) = row else {
+                        tx.rollback().await?;
+                        return Err(StoreError::NotFound);
+                    };
+                    let before = run_from_row(&row)?;
+                    if !before.state.is_terminal() {
+                        // Release the row lock now, not when the pool next reuses the connection.
+                        tx.rollback().await?;
+                        return Err(StoreError::Conflict(format!(
+                            "run {id} has not ended (it is {})",
+                            before.state
+                        )));
+                    }
+                    let live = sqlx::query("SELECT 1 FROM executions WHERE run_id = $1 AND ended_at IS NULL")
+                        .bind(id.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if live.is_some() {
+                        tx.rollback().await?;
+                        return Err(StoreError::Conflict(format!(
+                            "run {id} ended but its last execution is still finishing"
+                        )));
+                    }
+                    let row = sqlx::query(AssertSqlSafe(format!(
+                        "UPDATE runs SET state = 'QUEUED', current_execution_id = NULL, status_message = NULL, \
+                         error_code = NULL, sandbox_running = FALSE, updated_at = $1 WHERE id = $2 \
+                         RETURNING {RUN_COLUMNS}"
+                    )))
+                    .bind(followup.at)
+                    .bind(id.as_str())
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    let reopened = run_from_row(&row)?;
+                    sqlx::query(
+                        "INSERT INTO run_followups (run_id, message, sender, created_at) VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(id.as_str())
+                    .bind(&followup.message)
+                    .bind(&followup.sender)
+                    .bind(followup.at)
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    Ok(reopened)
+                }
+
+                async fn latest_followup(&self, id: &RunId) -> StoreResult<Option<FollowupRecord>> {
+                    let row = sqlx::query($crate::followups::LATEST_REOPENING)
+                    .bind(id.as_str())
+                    .fetch_optional(self.read())
+                    .await?;
+                    Ok(row.as_ref().map($crate::followups::from_row).transpose()?)
+                }
+
+                async fn add_followup(
+                    &self,
+                    id: &RunId,
+                    execution_id: &ExecutionId,
+                    followup: &NewFollowup,
+                ) -> StoreResult<FollowupRecord> {
+                    // fetch_all: an autocommit statement's commit error surfaces only
+                    // once the statement is driven to completion.
+                    let row = sqlx::query($crate::followups::ADD)
+                    .bind(id.as_str())
+                    .bind(execution_id.as_str())
+                    .bind(&followup.message)
+                    .bind(&followup.sender)
+                    .bind(followup.at)
+                    .bind(execution_id.as_str())
+                    .bind(id.as_str())
+                    .fetch_all(self.write())
+                    .await?
+                    .pop()
+                    .ok_or_else(|| {
+                        StoreError::Conflict(format!("execution {execution_id} of run {id} has ended"))
+                    })?;
+                    Ok(FollowupRecord {
+                        id: row.try_get("id")?,
+                        message: followup.message.clone(),
+                        sender: followup.sender.clone(),
+                        created_at: followup.at,
+                    })
+                }
+
+                async fn pending_followups(
+                    &self,
+                    execution_id: &ExecutionId,
+                ) -> StoreResult<Vec<FollowupRecord>> {
+                    let rows = sqlx::query($crate::followups::PENDING)
+                    .bind(execution_id.as_str())
+                    .fetch_all(self.read())
+                    .await?;
+                    Ok(rows
+                        .iter()
+                        .map($crate::followups::from_row)
+                        .collect::<Result<_, _>>()?)
+                }
+
+                async fn followup_delivered(
+                    &self,
+                    execution_id: &ExecutionId,
+                    followup_id: i64,
+                    at: i64,
+                ) -> StoreResult<()> {
+                    sqlx::query($crate::followups::DELIVERED)
+                    .bind(at)
+                    .bind(followup_id)
+                    .bind(execution_id.as_str())
+                    .execute(self.write())
+                    .await?;
+                    Ok(())
+                }
+            }
+        };
+    };
+}
+
+pub(crate) use run_store;
