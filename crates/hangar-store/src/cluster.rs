@@ -79,8 +79,7 @@ impl BootstrapLock {
                 "SELECT pg_advisory_unlock(hashtext('hangar-bootstrap:' || current_schema()))",
             )
             .execute(&mut *conn)
-            .await
-            .map_err(crate::postgres::pg_error)?;
+            .await?;
         }
         Ok(())
     }

@@ -18,85 +18,12 @@ pub use notify::PgSignalListener;
 use crate::*;
 use hangar_protocol::session::SessionEvent;
 use hangar_protocol::{RunExecutionLocation, RunSourceType, Timestamp};
-use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::Row;
+use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Row, SqlSafeStr};
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
-
-const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (
-        1,
-        "init",
-        include_str!("../migrations/postgres/0001_init.sql"),
-    ),
-    (
-        2,
-        "schedules",
-        include_str!("../migrations/postgres/0002_schedules.sql"),
-    ),
-    (
-        3,
-        "environments",
-        include_str!("../migrations/postgres/0003_environments.sql"),
-    ),
-    (
-        4,
-        "shares",
-        include_str!("../migrations/postgres/0004_shares.sql"),
-    ),
-    (
-        5,
-        "accounts",
-        include_str!("../migrations/postgres/0005_accounts.sql"),
-    ),
-    (
-        6,
-        "lifecycle_workers",
-        include_str!("../migrations/postgres/0006_lifecycle_workers.sql"),
-    ),
-    (
-        7,
-        "run_followups",
-        include_str!("../migrations/postgres/0007_run_followups.sql"),
-    ),
-    (
-        8,
-        "store_probe",
-        include_str!("../migrations/postgres/0008_store_probe.sql"),
-    ),
-    (
-        9,
-        "execution_leases",
-        include_str!("../migrations/postgres/0009_execution_leases.sql"),
-    ),
-    (
-        10,
-        "live_followups",
-        include_str!("../migrations/postgres/0010_live_followups.sql"),
-    ),
-    (
-        11,
-        "execution_issuer",
-        include_str!("../migrations/postgres/0011_execution_issuer.sql"),
-    ),
-    (
-        12,
-        "worker_tokens",
-        include_str!("../migrations/postgres/0012_worker_tokens.sql"),
-    ),
-    (
-        13,
-        "llm_caller_usage",
-        include_str!("../migrations/postgres/0013_llm_caller_usage.sql"),
-    ),
-    (
-        14,
-        "runs_state_index",
-        include_str!("../migrations/postgres/0014_runs_state_index.sql"),
-    ),
-];
 
 /// Default pool size per replica.
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 16;
@@ -178,23 +105,47 @@ impl fmt::Debug for PostgresStore {
 }
 
 fn migrator(schema: Option<&str>) -> Migrator {
-    let migrations = MIGRATIONS
-        .iter()
-        .map(|(version, name, sql)| {
-            Migration::new(
-                *version,
-                (*name).into(),
-                MigrationType::Simple,
-                sql.into_sql_str(),
-                false,
-            )
-        })
-        .collect();
-    let mut migrator = Migrator::with_migrations(migrations);
+    let mut migrator = crate::sql::migrations!("postgres");
     if let Some(schema) = schema {
         migrator.create_schema(schema.to_owned());
     }
     migrator
+}
+
+/// Databases migrated before both dialects shared one numbering recorded
+/// `shares` as version 4 (SQLite's 4, an index for listing runs, had no
+/// PostgreSQL twin then). Shifts versions 4 and up by one so the shared
+/// numbering applies: the files are unchanged, so their checksums still
+/// match, and the new 4 runs next. Idempotent and safe under concurrent
+/// replicas (the table is locked while it checks).
+async fn renumber_legacy_migrations(pool: &PgPool) -> StoreResult<()> {
+    let mut tx = pool.begin().await?;
+    let table: Option<String> = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations')::text")
+        .fetch_one(&mut *tx)
+        .await?;
+    if table.is_none() {
+        return Ok(());
+    }
+    sqlx::query("LOCK TABLE _sqlx_migrations IN EXCLUSIVE MODE")
+        .execute(&mut *tx)
+        .await?;
+    let legacy: Option<i64> = sqlx::query_scalar(
+        "SELECT version FROM _sqlx_migrations WHERE version = 4 AND description = 'shares'",
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    if legacy.is_some() {
+        // Through negatives: the primary key is checked row by row.
+        sqlx::query("UPDATE _sqlx_migrations SET version = -version WHERE version >= 4")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE _sqlx_migrations SET version = 1 - version WHERE version <= -4")
+            .execute(&mut *tx)
+            .await?;
+        tracing::info!("renumbered this database's migrations to the shared numbering");
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Whether `name` can be used unquoted as a schema name.
@@ -209,11 +160,6 @@ fn valid_schema_name(name: &str) -> bool {
 /// A configuration error (bad URL, bad schema name).
 pub(crate) fn config_error(message: String) -> StoreError {
     StoreError::Database(sqlx::Error::Configuration(message.into()))
-}
-
-/// Translates a PostgreSQL error: conditions a retry can cure are `Unavailable`.
-pub(crate) fn pg_error(e: sqlx::Error) -> StoreError {
-    StoreError::from(e)
 }
 
 impl PostgresStore {
@@ -232,7 +178,7 @@ impl PostgresStore {
                 "invalid schema name `{schema}`: use lowercase letters, digits and `_`"
             )));
         }
-        let mut options = PgConnectOptions::from_str(&config.url).map_err(pg_error)?;
+        let mut options = PgConnectOptions::from_str(&config.url)?;
         // The random part of a UUIDv7 (the start is a timestamp shared by replicas
         // started in the same millisecond).
         let id = RunId::generate().0;
@@ -246,13 +192,12 @@ impl PostgresStore {
             .min_connections(1)
             .acquire_timeout(config.connect_timeout)
             .connect_with(options)
-            .await
-            .map_err(pg_error)?;
+            .await?;
+        renumber_legacy_migrations(&pool).await?;
         migrator(config.schema.as_deref()).run(&pool).await?;
         let schema: String = sqlx::query_scalar("SELECT current_schema()")
             .fetch_one(&pool)
-            .await
-            .map_err(pg_error)?;
+            .await?;
         tracing::debug!(schema, origin, "connected to PostgreSQL");
         Ok(PostgresStore {
             pool,

@@ -94,6 +94,140 @@ pub(crate) trait Dialect {
     const JSON: crate::records::Dialect;
 }
 
+/// The migrations of the dialect whose SQL files are in `migrations/$dir`:
+/// one numbering for both (a test checks both folders hold the same names).
+/// Listed here rather than with `sqlx::migrate!`, which needs sqlx's
+/// `macros` feature and so a second build of both drivers for the host.
+macro_rules! migrations {
+    ($dir:literal) => {
+        $crate::sql::migrator(&[
+            (
+                1,
+                "init",
+                include_str!(concat!("../migrations/", $dir, "/0001_init.sql")),
+            ),
+            (
+                2,
+                "schedules",
+                include_str!(concat!("../migrations/", $dir, "/0002_schedules.sql")),
+            ),
+            (
+                3,
+                "environments",
+                include_str!(concat!("../migrations/", $dir, "/0003_environments.sql")),
+            ),
+            (
+                4,
+                "run_listing_index",
+                include_str!(concat!(
+                    "../migrations/",
+                    $dir,
+                    "/0004_run_listing_index.sql"
+                )),
+            ),
+            (
+                5,
+                "shares",
+                include_str!(concat!("../migrations/", $dir, "/0005_shares.sql")),
+            ),
+            (
+                6,
+                "accounts",
+                include_str!(concat!("../migrations/", $dir, "/0006_accounts.sql")),
+            ),
+            (
+                7,
+                "lifecycle_workers",
+                include_str!(concat!(
+                    "../migrations/",
+                    $dir,
+                    "/0007_lifecycle_workers.sql"
+                )),
+            ),
+            (
+                8,
+                "run_followups",
+                include_str!(concat!("../migrations/", $dir, "/0008_run_followups.sql")),
+            ),
+            (
+                9,
+                "store_probe",
+                include_str!(concat!("../migrations/", $dir, "/0009_store_probe.sql")),
+            ),
+            (
+                10,
+                "execution_leases",
+                include_str!(concat!(
+                    "../migrations/",
+                    $dir,
+                    "/0010_execution_leases.sql"
+                )),
+            ),
+            (
+                11,
+                "live_followups",
+                include_str!(concat!("../migrations/", $dir, "/0011_live_followups.sql")),
+            ),
+            (
+                12,
+                "execution_issuer",
+                include_str!(concat!(
+                    "../migrations/",
+                    $dir,
+                    "/0012_execution_issuer.sql"
+                )),
+            ),
+            (
+                13,
+                "worker_tokens",
+                include_str!(concat!("../migrations/", $dir, "/0013_worker_tokens.sql")),
+            ),
+            (
+                14,
+                "llm_caller_usage",
+                include_str!(concat!(
+                    "../migrations/",
+                    $dir,
+                    "/0014_llm_caller_usage.sql"
+                )),
+            ),
+            (
+                15,
+                "runs_state_index",
+                include_str!(concat!(
+                    "../migrations/",
+                    $dir,
+                    "/0015_runs_state_index.sql"
+                )),
+            ),
+        ])
+    };
+}
+
+pub(crate) use migrations;
+
+/// A migrator of `(version, name, sql)` migrations.
+pub(crate) fn migrator(
+    migrations: &[(i64, &'static str, &'static str)],
+) -> sqlx::migrate::Migrator {
+    use sqlx::SqlSafeStr;
+    use sqlx::migrate::{Migration, MigrationType, Migrator};
+    Migrator::with_migrations(
+        migrations
+            .iter()
+            .map(|(version, name, sql)| {
+                Migration::new(
+                    *version,
+                    (*name).into(),
+                    MigrationType::Simple,
+                    sql.into_sql_str(),
+                    false,
+                )
+            })
+            .collect(),
+    )
+}
+
 /// Implements every storage trait whose statements are shared, for `$store`
 /// (which implements [`Dialect`] and has the row decoders of
 /// [`crate::rows::row_decoders`] in scope).
@@ -114,3 +248,31 @@ macro_rules! shared_store {
 }
 
 pub(crate) use shared_store;
+
+#[cfg(test)]
+mod tests {
+    /// The names in a migrations folder, sorted.
+    fn names(dialect: &str) -> Vec<String> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("migrations")
+            .join(dialect);
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn both_dialects_number_their_migrations_alike_and_list_every_file() {
+        let sqlite = names("sqlite");
+        assert_eq!(sqlite, names("postgres"));
+        let listed = super::migrations!("sqlite");
+        let listed: Vec<String> = listed
+            .iter()
+            .map(|m| format!("{:04}_{}.sql", m.version, m.description))
+            .collect();
+        assert_eq!(listed, sqlite);
+    }
+}

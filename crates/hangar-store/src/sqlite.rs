@@ -4,93 +4,14 @@ crate::sql::shared_store!(SqliteStore);
 use crate::*;
 use hangar_protocol::session::SessionEvent;
 use hangar_protocol::{RunExecutionLocation, RunSourceType, Timestamp};
-use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::Row;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{Row, SqlSafeStr};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
-
-const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (
-        1,
-        "init",
-        include_str!("../migrations/sqlite/0001_init.sql"),
-    ),
-    (
-        2,
-        "schedules",
-        include_str!("../migrations/sqlite/0002_schedules.sql"),
-    ),
-    (
-        3,
-        "environments",
-        include_str!("../migrations/sqlite/0003_environments.sql"),
-    ),
-    (
-        4,
-        "run_listing_index",
-        include_str!("../migrations/sqlite/0004_run_listing_index.sql"),
-    ),
-    (
-        5,
-        "shares",
-        include_str!("../migrations/sqlite/0005_shares.sql"),
-    ),
-    (
-        6,
-        "accounts",
-        include_str!("../migrations/sqlite/0006_accounts.sql"),
-    ),
-    (
-        7,
-        "lifecycle_workers",
-        include_str!("../migrations/sqlite/0007_lifecycle_workers.sql"),
-    ),
-    (
-        8,
-        "run_followups",
-        include_str!("../migrations/sqlite/0008_run_followups.sql"),
-    ),
-    (
-        9,
-        "store_probe",
-        include_str!("../migrations/sqlite/0009_store_probe.sql"),
-    ),
-    (
-        10,
-        "execution_leases",
-        include_str!("../migrations/sqlite/0010_execution_leases.sql"),
-    ),
-    (
-        11,
-        "live_followups",
-        include_str!("../migrations/sqlite/0011_live_followups.sql"),
-    ),
-    (
-        12,
-        "execution_issuer",
-        include_str!("../migrations/sqlite/0012_execution_issuer.sql"),
-    ),
-    (
-        13,
-        "worker_tokens",
-        include_str!("../migrations/sqlite/0013_worker_tokens.sql"),
-    ),
-    (
-        14,
-        "llm_caller_usage",
-        include_str!("../migrations/sqlite/0014_llm_caller_usage.sql"),
-    ),
-    (
-        15,
-        "runs_state_index",
-        include_str!("../migrations/sqlite/0015_runs_state_index.sql"),
-    ),
-];
 
 /// SQLite implementation of [`Store`].
 #[derive(Clone, Debug)]
@@ -101,22 +22,6 @@ pub struct SqliteStore {
     /// writers here (FIFO, no sleeping) instead of in SQLite's busy handler
     /// (which sleeps 1, 2, 5, 10… ms between retries) keeps write latency flat.
     writer: SqlitePool,
-}
-
-fn migrator() -> Migrator {
-    let migrations = MIGRATIONS
-        .iter()
-        .map(|(version, name, sql)| {
-            Migration::new(
-                *version,
-                (*name).into(),
-                MigrationType::Simple,
-                sql.into_sql_str(),
-                false,
-            )
-        })
-        .collect();
-    Migrator::with_migrations(migrations)
 }
 
 impl SqliteStore {
@@ -148,7 +53,7 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options.clone())
             .await?;
-        migrator().run(&writer).await?;
+        crate::sql::migrations!("sqlite").run(&writer).await?;
         if max <= 1 {
             // In memory: every connection would be a separate database.
             return Ok(SqliteStore {

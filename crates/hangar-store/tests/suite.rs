@@ -1,6 +1,7 @@
 // Tests and benchmarks own the tasks they spawn (clippy.toml bans tokio::spawn in the product).
 #![allow(clippy::disallowed_methods)]
 mod accounts;
+mod behaviours;
 mod conformance;
 mod dump;
 mod leases_model;

@@ -6,7 +6,7 @@
 //! (its origin) and the run and execution. A listener ignores signals from
 //! other schemas, so deployments sharing one database do not wake each other.
 
-use super::{PostgresStore, pg_error};
+use super::PostgresStore;
 use crate::StoreResult;
 use crate::notify::{
     CANCEL_CHANNEL, DISPATCH_CHANNEL, FOLLOWUP_CHANNEL, Notifier, SHARES_CHANNEL, Signal,
@@ -91,7 +91,7 @@ impl SignalListener for PgSignalListener {
             if std::mem::take(&mut self.lost) {
                 return Ok(Signal::Resync);
             }
-            match self.listener.try_recv().await.map_err(pg_error)? {
+            match self.listener.try_recv().await? {
                 Some(n) => {
                     if let Some(signal) = self.decode(&n) {
                         return Ok(signal);
@@ -109,9 +109,7 @@ impl PostgresStore {
     /// Starts listening to this schema's signals (a concrete
     /// [`Notifier::listen`]).
     pub async fn signal_listener(&self) -> StoreResult<PgSignalListener> {
-        let mut listener = PgListener::connect_with(&self.pool)
-            .await
-            .map_err(pg_error)?;
+        let mut listener = PgListener::connect_with(&self.pool).await?;
         listener
             .listen_all([
                 DISPATCH_CHANNEL,
@@ -119,8 +117,7 @@ impl PostgresStore {
                 SHARES_CHANNEL,
                 FOLLOWUP_CHANNEL,
             ])
-            .await
-            .map_err(pg_error)?;
+            .await?;
         Ok(PgSignalListener {
             listener,
             schema: self.schema.clone(),
@@ -137,8 +134,7 @@ impl Notifier for PostgresStore {
             .bind(DISPATCH_CHANNEL)
             .bind(run_id.map(RunId::as_str))
             .execute(&self.pool)
-            .await
-            .map_err(pg_error)?;
+            .await?;
         Ok(())
     }
 
@@ -148,8 +144,7 @@ impl Notifier for PostgresStore {
             .bind(run_id.as_str())
             .bind(execution_id.as_str())
             .execute(&self.pool)
-            .await
-            .map_err(pg_error)?;
+            .await?;
         Ok(())
     }
 

@@ -32,15 +32,7 @@ fn session(user: &UserRecord, token: u8, expires_at: i64) -> WebSessionRecord {
     }
 }
 
-/// Runs every account check on `store`.
-pub async fn run_all(store: &dyn Store) {
-    emails_are_unique_and_case_insensitive(store).await;
-    passwords_and_sessions(store).await;
-    last_admin_is_kept(store).await;
-    deletion_is_soft_and_complete(store).await;
-}
-
-async fn emails_are_unique_and_case_insensitive(store: &dyn Store) {
+pub(crate) async fn emails_are_unique_and_case_insensitive(store: &dyn Store) {
     let a = store.create_team(&unique("t"), "acc-a").await.unwrap();
     let b = store.create_team(&unique("t"), "acc-b").await.unwrap();
     let local = unique("ada");
@@ -134,7 +126,7 @@ impl AddDomain for String {
     }
 }
 
-async fn passwords_and_sessions(store: &dyn Store) {
+pub(crate) async fn passwords_and_sessions(store: &dyn Store) {
     let t = store
         .create_team(&unique("t"), "acc-sessions")
         .await
@@ -271,7 +263,7 @@ async fn passwords_and_sessions(store: &dyn Store) {
     ));
 }
 
-async fn last_admin_is_kept(store: &dyn Store) {
+pub(crate) async fn last_admin_is_kept(store: &dyn Store) {
     let t = store.create_team(&unique("t"), "acc-admins").await.unwrap();
     let admin = user(store, t.id, &unique("eve").add_domain(), "admin").await;
     let member = user(store, t.id, &unique("fay").add_domain(), "member").await;
@@ -336,7 +328,7 @@ async fn last_admin_is_kept(store: &dyn Store) {
         .unwrap();
 }
 
-async fn deletion_is_soft_and_complete(store: &dyn Store) {
+pub(crate) async fn deletion_is_soft_and_complete(store: &dyn Store) {
     let t = store.create_team(&unique("t"), "acc-delete").await.unwrap();
     let _admin = user(store, t.id, &unique("gus").add_domain(), "admin").await;
     let email = unique("hal").add_domain();

@@ -79,31 +79,10 @@ fn event(seq: u64) -> SessionEvent {
     }
 }
 
-pub async fn run_all(store: &dyn Store) {
-    lifecycle_and_fencing(store).await;
-    rejected_runs_return_to_the_queue(store).await;
-    cancel_rules(store).await;
-    followups_reopen_only_ended_runs(store).await;
-    events_are_stored_once_in_order(store).await;
-    runs_are_team_scoped_and_paged(store).await;
-    api_keys(store).await;
-    run_filters(store).await;
-    metadata_and_ancestry_filters(store).await;
-    leases_renew_expire_and_are_taken_once(store).await;
-    live_followups_are_stored_pending_until_acked(store).await;
-    a_lost_started_run_can_be_queued_again(store).await;
-    last_executions_show_how_each_run_last_ended(store).await;
-    usage_adds_up_per_run_and_per_caller(store).await;
-    stats_count_runs_the_queue_and_a_teams_failures(store).await;
-    super::accounts::run_all(store).await;
-    super::shares::run_all(store).await;
-    super::worker_tokens::run_all(store).await;
-}
-
 /// The aggregates behind metrics and the Overview page (issue 13): runs by
 /// state over every team, the queue per target host with its oldest run,
 /// and one team's runs, failures and cost.
-async fn stats_count_runs_the_queue_and_a_teams_failures(store: &dyn Store) {
+pub(crate) async fn stats_count_runs_the_queue_and_a_teams_failures(store: &dyn Store) {
     let count = |counts: &[(String, i64)], state: RunState| {
         counts
             .iter()
@@ -164,7 +143,7 @@ async fn stats_count_runs_the_queue_and_a_teams_failures(store: &dyn Store) {
 
 /// Gateway usage accumulates on the run, and per API key or user for
 /// callers without a run, scoped to the team.
-async fn usage_adds_up_per_run_and_per_caller(store: &dyn Store) {
+pub(crate) async fn usage_adds_up_per_run_and_per_caller(store: &dyn Store) {
     let t = team(store, "usage").await;
     let other = team(store, "usage-other").await;
     let run = new_run(store, t.id, None).await;
@@ -213,7 +192,7 @@ async fn usage_adds_up_per_run_and_per_caller(store: &dyn Store) {
     assert_eq!(others[0].prompt_tokens, 9);
 }
 
-async fn run_filters(store: &dyn Store) {
+pub(crate) async fn run_filters(store: &dyn Store) {
     let t = team(store, "filters").await;
     let mk = |name: &str, model: &str, prompt: &str, created_at: i64| NewRun {
         id: RunId::generate(),
@@ -340,7 +319,7 @@ async fn run_filters(store: &dyn Store) {
     );
 }
 
-async fn lifecycle_and_fencing(store: &dyn Store) {
+pub(crate) async fn lifecycle_and_fencing(store: &dyn Store) {
     let t = team(store, "fencing").await;
     let run = new_run(store, t.id, Some("a")).await;
     assert_eq!(run.state, RunState::Queued);
@@ -453,7 +432,7 @@ async fn lifecycle_and_fencing(store: &dyn Store) {
     );
 }
 
-async fn rejected_runs_return_to_the_queue(store: &dyn Store) {
+pub(crate) async fn rejected_runs_return_to_the_queue(store: &dyn Store) {
     let t = team(store, "reject").await;
     let run = new_run(store, t.id, None).await;
     let e1 = assign(store, &run, "w").await;
@@ -501,7 +480,7 @@ async fn rejected_runs_return_to_the_queue(store: &dyn Store) {
     );
 }
 
-async fn cancel_rules(store: &dyn Store) {
+pub(crate) async fn cancel_rules(store: &dyn Store) {
     let t = team(store, "cancel").await;
     let other = team(store, "other").await;
     let run = new_run(store, t.id, None).await;
@@ -542,7 +521,7 @@ async fn cancel_rules(store: &dyn Store) {
     );
 }
 
-async fn events_are_stored_once_in_order(store: &dyn Store) {
+pub(crate) async fn events_are_stored_once_in_order(store: &dyn Store) {
     let t = team(store, "events").await;
     let run = new_run(store, t.id, None).await;
     let e1 = assign(store, &run, "w").await;
@@ -584,7 +563,7 @@ fn event_with_text(e: &SessionEvent, text: &str) -> SessionEvent {
     }
 }
 
-async fn runs_are_team_scoped_and_paged(store: &dyn Store) {
+pub(crate) async fn runs_are_team_scoped_and_paged(store: &dyn Store) {
     let t = team(store, "paging").await;
     let other = team(store, "paging-other").await;
     let mut ids = Vec::new();
@@ -631,7 +610,7 @@ async fn runs_are_team_scoped_and_paged(store: &dyn Store) {
     );
 }
 
-async fn api_keys(store: &dyn Store) {
+pub(crate) async fn api_keys(store: &dyn Store) {
     let t = team(store, "keys").await;
     let now = Timestamp::now().unix_millis();
     let key = store
@@ -666,7 +645,7 @@ async fn api_keys(store: &dyn Store) {
     );
 }
 
-async fn followups_reopen_only_ended_runs(store: &dyn Store) {
+pub(crate) async fn followups_reopen_only_ended_runs(store: &dyn Store) {
     let t = team(store, "reopen").await;
     let other = team(store, "reopen-other").await;
     let run = new_run(store, t.id, None).await;
@@ -758,7 +737,7 @@ async fn followups_reopen_only_ended_runs(store: &dyn Store) {
 
 /// `metadata[k]=v` and `ancestor_run_id` read the run-level fields kept in
 /// the configuration (`_hangar`), in both SQL dialects.
-async fn metadata_and_ancestry_filters(store: &dyn Store) {
+pub(crate) async fn metadata_and_ancestry_filters(store: &dyn Store) {
     let t = team(store, "metadata").await;
     let mk = |metadata: &[(&str, &str)], ancestors: &[&RunId]| NewRun {
         id: RunId::generate(),
@@ -833,7 +812,7 @@ async fn metadata_and_ancestry_filters(store: &dyn Store) {
 /// Leases: renewed by their worker's team only, listed once expired, taken by
 /// exactly one sweeper and never after a renewal; a claimed run whose lease
 /// expired before it started is queued again.
-async fn leases_renew_expire_and_are_taken_once(store: &dyn Store) {
+pub(crate) async fn leases_renew_expire_and_are_taken_once(store: &dyn Store) {
     let t = team(store, "leases").await;
     let other = team(store, "leases-other").await;
     let now = Timestamp::now().unix_millis();
@@ -940,7 +919,7 @@ async fn leases_renew_expire_and_are_taken_once(store: &dyn Store) {
 /// Follow-ups to a live execution: stored in order, pending until the agent
 /// acknowledges each (once), refused once the execution ended, and never
 /// taken for the follow-up that reopens an ended run.
-async fn live_followups_are_stored_pending_until_acked(store: &dyn Store) {
+pub(crate) async fn live_followups_are_stored_pending_until_acked(store: &dyn Store) {
     let t = team(store, "live-followups").await;
     let run = new_run(store, t.id, Some("fw")).await;
     let exec = assign_with_lease(store, &run, "fw", None).await;
@@ -993,7 +972,7 @@ async fn live_followups_are_stored_pending_until_acked(store: &dyn Store) {
 /// `lease_expiry_policy: requeue`: a started run whose worker was lost goes
 /// back to the queue in one step, counted as lost, and only while it is the
 /// run's current execution.
-async fn a_lost_started_run_can_be_queued_again(store: &dyn Store) {
+pub(crate) async fn a_lost_started_run_can_be_queued_again(store: &dyn Store) {
     let t = team(store, "lost-requeue").await;
     let run = new_run(store, t.id, Some("lq")).await;
     let exec = assign_with_lease(store, &run, "lq", None).await;
@@ -1025,7 +1004,7 @@ async fn a_lost_started_run_can_be_queued_again(store: &dyn Store) {
 
 /// A run's latest execution, ended or not, is what its details show
 /// (`failure_reason`, `exit_code`): one per run, none for a run never assigned.
-async fn last_executions_show_how_each_run_last_ended(store: &dyn Store) {
+pub(crate) async fn last_executions_show_how_each_run_last_ended(store: &dyn Store) {
     let t = team(store, "last-exec").await;
     let retried = new_run(store, t.id, None).await;
     let live = new_run(store, t.id, None).await;

@@ -42,14 +42,7 @@ fn types(events: &[LifecycleEventRecord]) -> Vec<&str> {
     events.iter().map(|e| e.event_type.as_str()).collect()
 }
 
-/// Everything one store must do.
-pub async fn run_all(store: &dyn Store) {
-    state_changes_are_numbered_per_team(store).await;
-    client_events_and_filters(store).await;
-    worker_registry_is_team_scoped_and_fenced(store).await;
-}
-
-async fn state_changes_are_numbered_per_team(store: &dyn Store) {
+pub(crate) async fn state_changes_are_numbered_per_team(store: &dyn Store) {
     let a = team(store, "lifecycle-a").await;
     let b = team(store, "lifecycle-b").await;
     let run = store.create_run(new_run(a.id)).await.unwrap();
@@ -123,7 +116,7 @@ async fn state_changes_are_numbered_per_team(store: &dyn Store) {
     assert_eq!(types(&page), ["run_claimed", "run_in_progress"]);
 }
 
-async fn client_events_and_filters(store: &dyn Store) {
+pub(crate) async fn client_events_and_filters(store: &dyn Store) {
     let a = team(store, "lifecycle-client").await;
     let b = team(store, "lifecycle-client-b").await;
     let one = store.create_run(new_run(a.id)).await.unwrap();
@@ -213,7 +206,7 @@ fn presence(team_id: i64, worker: &str, replica: &str, conn: &str, at: i64) -> W
     }
 }
 
-async fn worker_registry_is_team_scoped_and_fenced(store: &dyn Store) {
+pub(crate) async fn worker_registry_is_team_scoped_and_fenced(store: &dyn Store) {
     let a = team(store, "workers-a").await;
     let b = team(store, "workers-b").await;
     let w = presence(a.id, "w-1", "replica-a", "conn-1", 1_000);
@@ -253,20 +246,6 @@ async fn worker_registry_is_team_scoped_and_fenced(store: &dyn Store) {
     assert!(pruned >= 1);
     assert!(store.list_workers(b.id).await.unwrap().is_empty());
     assert_eq!(store.list_workers(a.id).await.unwrap().len(), 1);
-}
-
-#[tokio::test]
-async fn lifecycle_and_workers_on_sqlite() {
-    let store = SqliteStore::in_memory().await.unwrap();
-    run_all(&store).await;
-}
-
-#[tokio::test]
-async fn lifecycle_and_workers_on_postgres() {
-    let db = TestSchema::new();
-    let store = db.store().await;
-    run_all(&store).await;
-    db.cleanup(&store).await;
 }
 
 /// Runs of one team created and cancelled through three replicas at once:

@@ -1,11 +1,9 @@
-//! The conformance suite on PostgreSQL, plus what only several replicas on one
-//! database can show: no double assignment, signals across replicas.
+//! What only PostgreSQL, or several replicas on one database, can show: no double assignment, signals across replicas.
 //!
 //! Needs `HANGAR_TEST_DATABASE_URL` (`eval "$(scripts/pg-test-env)"`). Without
 //! it, or with a database that does not answer, these tests fail: they never
 //! skip. Each test works in its own schema, dropped when it passes.
 
-use crate::suite::conformance;
 use hangar_protocol::{
     AgentConfig, ExecutionId, RunExecutionLocation, RunId, RunSourceType, RunState, Timestamp,
 };
@@ -71,22 +69,6 @@ impl TestSchema {
         .unwrap();
         Store::close(store).await;
     }
-}
-
-#[tokio::test]
-async fn conformance_on_postgres() {
-    let db = TestSchema::new();
-    let store = db.store().await;
-    conformance::run_all(&store).await;
-    db.cleanup(&store).await;
-}
-
-#[tokio::test]
-async fn s8_worker_tokens_are_created_found_and_expired_on_postgres() {
-    let db = TestSchema::new();
-    let store = db.store().await;
-    crate::suite::worker_tokens::run_all(&store).await;
-    db.cleanup(&store).await;
 }
 
 #[tokio::test]
@@ -415,4 +397,52 @@ async fn signals_reach_other_replicas() {
     Store::close(&b).await;
     drop(on_a);
     db.cleanup(&a).await;
+}
+
+/// A database migrated before both dialects shared one numbering (`shares`
+/// was PostgreSQL's 4, and it had no run-listing index migration) opens:
+/// its versions move up by one, the new 4 runs, and every check passes.
+#[tokio::test]
+async fn a_database_of_the_old_migration_numbering_is_renumbered_and_opens() {
+    let db = TestSchema::new();
+    let store = db.store().await;
+    store
+        .create_team(&RunId::generate().0, "kept")
+        .await
+        .unwrap();
+    // Back to how such a database looked: no version 4, 5..=15 one lower.
+    let pool = store.pool();
+    for sql in [
+        "DROP INDEX runs_team_state_created",
+        "DELETE FROM _sqlx_migrations WHERE version = 4",
+        "UPDATE _sqlx_migrations SET version = -version WHERE version > 4",
+        "UPDATE _sqlx_migrations SET version = -version - 1 WHERE version < 0",
+    ] {
+        sqlx::query(sql).execute(pool).await.unwrap();
+    }
+    let shares: String =
+        sqlx::query_scalar("SELECT description FROM _sqlx_migrations WHERE version = 4")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!(shares, "shares", "the old numbering was rebuilt");
+    Store::close(&store).await;
+
+    let again = db.store().await;
+    let versions: Vec<(i64, String)> =
+        sqlx::query_as("SELECT version, description FROM _sqlx_migrations ORDER BY version")
+            .fetch_all(again.pool())
+            .await
+            .unwrap();
+    assert_eq!(versions.len(), 15, "{versions:?}");
+    assert_eq!(versions[3], (4, "run_listing_index".to_owned()));
+    assert_eq!(versions[4], (5, "shares".to_owned()));
+    let index: Option<String> =
+        sqlx::query_scalar("SELECT to_regclass('runs_team_state_created')::text")
+            .fetch_one(again.pool())
+            .await
+            .unwrap();
+    assert!(index.is_some(), "the new migration 4 ran");
+    assert_eq!(again.team_count().await.unwrap(), 1);
+    db.cleanup(&again).await;
 }

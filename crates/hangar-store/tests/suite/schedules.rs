@@ -67,14 +67,7 @@ fn update_of(s: &ScheduleRecord, at: i64) -> ScheduleUpdate {
     }
 }
 
-/// Everything one store must do with schedules.
-pub async fn run_all(store: &dyn Store) {
-    crud_is_team_scoped(store).await;
-    the_slot_floor_moves_on_resume_and_on_a_new_cron(store).await;
-    a_slot_is_claimed_once_with_its_run(store).await;
-}
-
-async fn crud_is_team_scoped(store: &dyn Store) {
+pub(crate) async fn crud_is_team_scoped(store: &dyn Store) {
     let t = team(store).await;
     let other = team(store).await;
     let b = store
@@ -149,7 +142,7 @@ async fn crud_is_team_scoped(store: &dyn Store) {
     ));
 }
 
-async fn the_slot_floor_moves_on_resume_and_on_a_new_cron(store: &dyn Store) {
+pub(crate) async fn the_slot_floor_moves_on_resume_and_on_a_new_cron(store: &dyn Store) {
     let t = team(store).await;
     let s = store
         .create_schedule(new_schedule(t.id, "floor"))
@@ -207,7 +200,7 @@ async fn the_slot_floor_moves_on_resume_and_on_a_new_cron(store: &dyn Store) {
     assert_eq!(back.last_slot, T0 + 20 * MIN);
 }
 
-async fn a_slot_is_claimed_once_with_its_run(store: &dyn Store) {
+pub(crate) async fn a_slot_is_claimed_once_with_its_run(store: &dyn Store) {
     let t = team(store).await;
     let s = store
         .create_schedule(new_schedule(t.id, "claims"))
@@ -417,12 +410,6 @@ async fn concurrent_claims_make_one_run_per_slot(stores: Vec<Arc<dyn Store>>) {
     assert_eq!(page.runs.len(), 10);
 }
 
-#[tokio::test]
-async fn schedules_on_sqlite() {
-    let store = SqliteStore::in_memory().await.unwrap();
-    run_all(&store).await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schedule_slots_race_on_one_sqlite_file() {
     let dir = tempfile::tempdir().unwrap();
@@ -430,14 +417,6 @@ async fn schedule_slots_race_on_one_sqlite_file() {
     let a: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).await.unwrap());
     let b: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).await.unwrap());
     concurrent_claims_make_one_run_per_slot(vec![a, b]).await;
-}
-
-#[tokio::test]
-async fn schedules_on_postgres() {
-    let db = TestSchema::new();
-    let store = db.store().await;
-    run_all(&store).await;
-    db.cleanup(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,4 @@
-//! [`ShareStore`] conformance (run from `conformance::run_all` on SQLite and
-//! PostgreSQL): team scoping, one grant per team/user with the role replaced,
+//! [`ShareStore`] conformance (a behaviour of [`crate::suite::behaviours`]): team scoping, one grant per team/user with the role replaced,
 //! public links found by token hash only, deletion; plus, on PostgreSQL, the
 //! signal that tells other replicas a run's grants changed.
 
@@ -51,7 +50,7 @@ fn share(team_id: i64, run: &RunId, grantee: Grantee, role: &str, at: i64) -> Ne
     }
 }
 
-pub async fn run_all(store: &dyn Store) {
+pub(crate) async fn grants_are_team_scoped_and_links_found_by_hash(store: &dyn Store) {
     let t = team(store, "shares").await;
     let other = team(store, "shares-other").await;
     let ana = user(store, t.id, &format!("ana-{}@example.com", t.id)).await;

@@ -1,5 +1,5 @@
-//! [`WorkerTokenStore`] conformance (run from `conformance::run_all`, and on
-//! its own by the `s8_worker_tokens_*` tests, on SQLite and PostgreSQL):
+//! [`WorkerTokenStore`] conformance (scenario S8, a behaviour of
+//! [`crate::suite::behaviours`]):
 //! a token is found by the hash of its secret only, keeps its binding,
 //! records its last use, is listed per team, and its revocation is
 //! immediate, idempotent and team-scoped.
@@ -29,7 +29,7 @@ fn fresh_hash() -> Vec<u8> {
     hash
 }
 
-pub async fn run_all(store: &dyn Store) {
+pub(crate) async fn s8_worker_tokens_are_created_found_and_expired(store: &dyn Store) {
     let t = store
         .create_team(&RunId::generate().0, "worker-tokens")
         .await
