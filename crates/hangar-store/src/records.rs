@@ -416,6 +416,83 @@ impl Dialect {
     }
 }
 
+/// The statement listing a team's runs as `q` asks, and the values to bind
+/// to its `$1`, `$2`, … in order. It asks for one run more than the page
+/// holds, to know whether a next page exists ([`run_page`]).
+pub(crate) fn list_runs_query(
+    team_id: i64,
+    q: &RunQuery,
+    dialect: Dialect,
+) -> (String, Vec<FilterValue>) {
+    let key = match q.sort {
+        RunSort::UpdatedAt => "updated_at",
+        RunSort::CreatedAt => "created_at",
+    };
+    let (dir, cmp) = if q.ascending {
+        ("ASC", ">")
+    } else {
+        ("DESC", "<")
+    };
+    let mut sql = format!(
+        "SELECT {} FROM runs WHERE team_id = $1",
+        crate::sql::RUN_COLUMNS
+    );
+    let mut values = vec![FilterValue::Int(team_id)];
+    let mut n = 1;
+    let mut mark = || {
+        n += 1;
+        format!("${n}")
+    };
+    if !q.states.is_empty() {
+        let marks: Vec<String> = q.states.iter().map(|_| mark()).collect();
+        sql.push_str(&format!(" AND state IN ({})", marks.join(", ")));
+        values.extend(
+            q.states
+                .iter()
+                .map(|s| FilterValue::Text(s.as_str().to_owned())),
+        );
+    }
+    if let Some(source) = q.source {
+        sql.push_str(&format!(" AND source = {}", mark()));
+        values.push(FilterValue::Text(source.as_str().to_owned()));
+    }
+    if let Some(schedule) = &q.schedule_id {
+        sql.push_str(&format!(" AND schedule_id = {}", mark()));
+        values.push(FilterValue::Text(schedule.clone()));
+    }
+    let (extra, filters) = filter_clauses(q, dialect, &|field| dialect.text(field), &mut mark);
+    sql.push_str(&extra);
+    values.extend(filters);
+    if let Some((k, id)) = &q.after {
+        let (k_mark, id_mark) = (mark(), mark());
+        sql.push_str(&format!(" AND ({key}, id) {cmp} ({k_mark}, {id_mark})"));
+        values.push(FilterValue::Int(*k));
+        values.push(FilterValue::Text(id.clone()));
+    }
+    sql.push_str(&format!(" ORDER BY {key} {dir}, id {dir} LIMIT {}", mark()));
+    values.push(FilterValue::Int(q.limit.max(1) + 1));
+    (sql, values)
+}
+
+/// The page of `runs` (as [`list_runs_query`] read them, one too many when
+/// there is a next page) and the cursor of the next page.
+pub(crate) fn run_page(q: &RunQuery, mut runs: Vec<RunRecord>) -> RunPage {
+    let limit = q.limit.max(1);
+    let next = if runs.len() as i64 > limit {
+        runs.truncate(limit as usize);
+        runs.last().map(|r| {
+            let k = match q.sort {
+                RunSort::UpdatedAt => r.updated_at,
+                RunSort::CreatedAt => r.created_at,
+            };
+            (k, r.id.0.clone())
+        })
+    } else {
+        None
+    };
+    RunPage { runs, next }
+}
+
 /// A value bound to a run-listing filter.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum FilterValue {

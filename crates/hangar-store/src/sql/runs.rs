@@ -126,92 +126,18 @@ macro_rules! run_store {
                 }
 
                 async fn list_runs(&self, team_id: i64, query: &RunQuery) -> StoreResult<RunPage> {
-                    let key = match query.sort {
-                        RunSort::UpdatedAt => "updated_at",
-                        RunSort::CreatedAt => "created_at",
-                    };
                     let json = <$store as $crate::sql::Dialect>::JSON;
-                    let (dir, cmp) = if query.ascending {
-                        ("ASC", ">")
-                    } else {
-                        ("DESC", "<")
-                    };
-                    let mut sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE team_id = $1");
-                    let mut n = 1;
-                    let mut next_param = || {
-                        n += 1;
-                        n
-                    };
-                    if !query.states.is_empty() {
-                        let marks: Vec<String> = query
-                            .states
-                            .iter()
-                            .map(|_| format!("${}", next_param()))
-                            .collect();
-                        sql.push_str(&format!(" AND state IN ({})", marks.join(", ")));
-                    }
-                    if query.source.is_some() {
-                        sql.push_str(&format!(" AND source = ${}", next_param()));
-                    }
-                    if query.schedule_id.is_some() {
-                        sql.push_str(&format!(" AND schedule_id = ${}", next_param()));
-                    }
-                    let (extra, values) = $crate::records::filter_clauses(
-                        query,
-                        json,
-                        &|field| json.text(field),
-                        &mut || format!("${}", next_param()),
-                    );
-                    sql.push_str(&extra);
-                    if query.after.is_some() {
-                        let (k, id) = (next_param(), next_param());
-                        sql.push_str(&format!(" AND ({key}, id) {cmp} (${k}, ${id})"));
-                    }
-                    sql.push_str(&format!(
-                        " ORDER BY {key} {dir}, id {dir} LIMIT ${}",
-                        next_param()
-                    ));
-                    let mut q = sqlx::query(AssertSqlSafe(sql)).bind(team_id);
-                    for state in &query.states {
-                        q = q.bind(state.as_str());
-                    }
-                    if let Some(source) = query.source {
-                        q = q.bind(source.as_str());
-                    }
-                    if let Some(schedule) = &query.schedule_id {
-                        q = q.bind(schedule.clone());
-                    }
+                    let (sql, values) = $crate::records::list_runs_query(team_id, query, json);
+                    let mut q = sqlx::query(AssertSqlSafe(sql));
                     for v in values {
                         q = match v {
                             $crate::records::FilterValue::Text(t) => q.bind(t),
                             $crate::records::FilterValue::Int(i) => q.bind(i),
                         };
                     }
-                    if let Some((k, id)) = &query.after {
-                        q = q.bind(*k).bind(id.clone());
-                    }
-                    let limit = query.limit.max(1);
-                    let rows = q
-                        .bind(limit + 1)
-                        .fetch_all(self.read())
-                        .await?;
-                    let mut runs = rows
-                        .iter()
-                        .map(run_from_row)
-                        .collect::<StoreResult<Vec<_>>>()?;
-                    let next = if runs.len() as i64 > limit {
-                        runs.truncate(limit as usize);
-                        runs.last().map(|r| {
-                            let k = match query.sort {
-                                RunSort::UpdatedAt => r.updated_at,
-                                RunSort::CreatedAt => r.created_at,
-                            };
-                            (k, r.id.0.clone())
-                        })
-                    } else {
-                        None
-                    };
-                    Ok(RunPage { runs, next })
+                    let rows = q.fetch_all(self.read()).await?;
+                    let runs = rows.iter().map(run_from_row).collect::<StoreResult<Vec<_>>>()?;
+                    Ok($crate::records::run_page(query, runs))
                 }
 
                 async fn queued_runs(&self, limit: i64) -> StoreResult<Vec<RunRecord>> {
