@@ -361,33 +361,9 @@ impl Agent {
                 messages = messages.len(),
                 "calling the model"
             );
-            let mut call_span = turn_ctx.map(|c| {
-                trace::start(
-                    "llm.call",
-                    &c,
-                    vec![KeyValue::new(
-                        "gen_ai.request.model",
-                        self.config.model.clone(),
-                    )],
-                )
-            });
             let called = self
-                .call_model_retrying(&messages, &specs, turn_no, cancel)
+                .traced_model_call(&messages, &specs, turn_no, turn_ctx, cancel)
                 .await;
-            if let Some(span) = &mut call_span {
-                match &called {
-                    Ok(Some(turn)) => {
-                        if let Some(u) = turn.usage {
-                            span.set("gen_ai.usage.input_tokens", u.prompt_tokens as i64);
-                            span.set("gen_ai.usage.output_tokens", u.completion_tokens as i64);
-                        }
-                        span.set("hangar.tool_calls", turn.calls.len() as i64);
-                    }
-                    Ok(None) => span.set("hangar.cancelled", true),
-                    Err(e) => span.fail(e.to_string()),
-                }
-            }
-            drop(call_span);
             let turn = match called {
                 Ok(Some(turn)) => turn,
                 Ok(None) => return Ok(RunOutcome::Cancelled),
@@ -418,71 +394,11 @@ impl Agent {
                 return Ok(RunOutcome::Succeeded { message: turn.text });
             }
 
-            let contexts: Vec<ToolContext> = turn
-                .calls
-                .iter()
-                .map(|call| ToolContext {
-                    workdir: self.config.workdir.clone(),
-                    cancel: cancel.clone(),
-                    call_id: call.id.clone(),
-                    redactor: self.redactor.clone(),
-                })
-                .collect();
-            let outputs = futures::future::join_all(turn.calls.iter().zip(&contexts).map(
-                |(call, ctx)| async move {
-                    let mut span = turn_ctx.map(|c| {
-                        trace::start(
-                            "tool.call",
-                            &c,
-                            vec![KeyValue::new("gen_ai.tool.name", call.name.clone())],
-                        )
-                    });
-                    let out = self.tools.dispatch(&call.name, &call.arguments, ctx).await;
-                    if let Some(span) = &mut span {
-                        match &out {
-                            Ok(o) if o.is_error => span.fail("the tool reported an error"),
-                            Ok(_) => {}
-                            Err(e) => span.fail(e.to_string()),
-                        }
-                    }
-                    out
-                },
-            ))
-            .await;
-            let mut fatal = None;
-            for ((call, ctx), output) in turn.calls.iter().zip(&contexts).zip(outputs) {
-                let output = output.unwrap_or_else(|e| {
-                    let output = ToolOutput::error(e.to_string());
-                    fatal.get_or_insert(e);
-                    output
-                });
-                let text = cap_tool_output(
-                    self.redactor.redact(&output.text).into_owned(),
-                    self.config.max_tool_output_bytes,
-                );
-                sink.emit(EventBody::ToolResult {
-                    call_id: call.id.clone(),
-                    name: call.name.clone(),
-                    output: text.clone(),
-                    is_error: output.is_error,
-                })
-                .await?;
-                if call.name == ARTIFACT_TOOL
-                    && !output.is_error
-                    && let Ok(args) = parse_arguments(&call.arguments)
-                    && let Ok(event) = ReportArtifactTool::event(args, ctx)
-                {
-                    sink.emit(event).await?;
-                }
-                messages.push(ChatMessage::tool_result(&call.id, text));
-            }
-            if let Some(e) = fatal {
-                let message = e.to_string();
-                sink.emit(EventBody::Error {
-                    message: message.clone(),
-                })
-                .await?;
-                return Ok(RunOutcome::Failed { message });
+            if let Some(failed) = self
+                .run_tools(&turn, turn_ctx, &mut messages, sink, cancel)
+                .await?
+            {
+                return Ok(failed);
             }
             if cancel.is_cancelled() {
                 return Ok(RunOutcome::Cancelled);
@@ -494,6 +410,125 @@ impl Agent {
                 self.config.max_turns
             ),
         })
+    }
+
+    /// One model call of turn `turn_no`, under an `llm.call` span of the turn.
+    /// `Ok(None)` when cancelled.
+    async fn traced_model_call(
+        &self,
+        messages: &[ChatMessage],
+        specs: &[ToolSpec],
+        turn_no: u32,
+        turn_ctx: Option<TraceParent>,
+        cancel: &CancellationToken,
+    ) -> Result<Option<Turn>, LlmError> {
+        let mut span = turn_ctx.map(|c| {
+            trace::start(
+                "llm.call",
+                &c,
+                vec![KeyValue::new(
+                    "gen_ai.request.model",
+                    self.config.model.clone(),
+                )],
+            )
+        });
+        let called = self
+            .call_model_retrying(messages, specs, turn_no, cancel)
+            .await;
+        if let Some(span) = &mut span {
+            match &called {
+                Ok(Some(turn)) => {
+                    if let Some(u) = turn.usage {
+                        span.set("gen_ai.usage.input_tokens", u.prompt_tokens as i64);
+                        span.set("gen_ai.usage.output_tokens", u.completion_tokens as i64);
+                    }
+                    span.set("hangar.tool_calls", turn.calls.len() as i64);
+                }
+                Ok(None) => span.set("hangar.cancelled", true),
+                Err(e) => span.fail(e.to_string()),
+            }
+        }
+        called
+    }
+
+    /// Runs the tool calls of `turn` concurrently (each under a `tool.call`
+    /// span), reports their results and adds them to `messages`.
+    /// `Some(outcome)` when a tool failed in a way that ends the run.
+    async fn run_tools(
+        &self,
+        turn: &Turn,
+        turn_ctx: Option<TraceParent>,
+        messages: &mut Vec<ChatMessage>,
+        sink: &dyn EventSink,
+        cancel: &CancellationToken,
+    ) -> Result<Option<RunOutcome>, AgentError> {
+        let contexts: Vec<ToolContext> = turn
+            .calls
+            .iter()
+            .map(|call| ToolContext {
+                workdir: self.config.workdir.clone(),
+                cancel: cancel.clone(),
+                call_id: call.id.clone(),
+                redactor: self.redactor.clone(),
+            })
+            .collect();
+        let outputs = futures::future::join_all(turn.calls.iter().zip(&contexts).map(
+            |(call, ctx)| async move {
+                let mut span = turn_ctx.map(|c| {
+                    trace::start(
+                        "tool.call",
+                        &c,
+                        vec![KeyValue::new("gen_ai.tool.name", call.name.clone())],
+                    )
+                });
+                let out = self.tools.dispatch(&call.name, &call.arguments, ctx).await;
+                if let Some(span) = &mut span {
+                    match &out {
+                        Ok(o) if o.is_error => span.fail("the tool reported an error"),
+                        Ok(_) => {}
+                        Err(e) => span.fail(e.to_string()),
+                    }
+                }
+                out
+            },
+        ))
+        .await;
+        let mut fatal = None;
+        for ((call, ctx), output) in turn.calls.iter().zip(&contexts).zip(outputs) {
+            let output = output.unwrap_or_else(|e| {
+                let output = ToolOutput::error(e.to_string());
+                fatal.get_or_insert(e);
+                output
+            });
+            let text = cap_tool_output(
+                self.redactor.redact(&output.text).into_owned(),
+                self.config.max_tool_output_bytes,
+            );
+            sink.emit(EventBody::ToolResult {
+                call_id: call.id.clone(),
+                name: call.name.clone(),
+                output: text.clone(),
+                is_error: output.is_error,
+            })
+            .await?;
+            if call.name == ARTIFACT_TOOL
+                && !output.is_error
+                && let Ok(args) = parse_arguments(&call.arguments)
+                && let Ok(event) = ReportArtifactTool::event(args, ctx)
+            {
+                sink.emit(event).await?;
+            }
+            messages.push(ChatMessage::tool_result(&call.id, text));
+        }
+        let Some(e) = fatal else {
+            return Ok(None);
+        };
+        let message = e.to_string();
+        sink.emit(EventBody::Error {
+            message: message.clone(),
+        })
+        .await?;
+        Ok(Some(RunOutcome::Failed { message }))
     }
 
     /// Replaces the older part of the conversation (after the system prompt
@@ -744,240 +779,4 @@ async fn take_followups(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::event::SinkError;
-    use hangar_llm::ChunkStream;
-    use hangar_protocol::llm::ChatChunk;
-    use serde_json::json;
-    use std::collections::VecDeque;
-    use std::sync::Mutex;
-
-    /// Answers each request with the next scripted chunk list.
-    struct Scripted {
-        turns: Mutex<VecDeque<Result<Vec<serde_json::Value>, LlmError>>>,
-        requests: Mutex<Vec<ChatRequest>>,
-    }
-
-    impl Scripted {
-        fn new(turns: Vec<Result<Vec<serde_json::Value>, LlmError>>) -> Arc<Self> {
-            Arc::new(Scripted {
-                turns: Mutex::new(turns.into()),
-                requests: Mutex::default(),
-            })
-        }
-    }
-
-    #[async_trait::async_trait]
-    impl ModelProvider for Scripted {
-        async fn chat_stream(&self, request: ChatRequest) -> Result<ChunkStream, LlmError> {
-            self.requests.lock().unwrap().push(request);
-            let next = self.turns.lock().unwrap().pop_front();
-            match next {
-                Some(Ok(chunks)) => {
-                    let chunks: Vec<Result<ChatChunk, LlmError>> = chunks
-                        .into_iter()
-                        .map(|c| Ok(serde_json::from_value(c).unwrap()))
-                        .collect();
-                    Ok(Box::pin(futures::stream::iter(chunks)))
-                }
-                Some(Err(e)) => Err(e),
-                None => Ok(Box::pin(futures::stream::pending())),
-            }
-        }
-    }
-
-    fn text(t: &str) -> Vec<serde_json::Value> {
-        vec![json!({"choices":[{"index":0,"delta":{"content":t},"finish_reason":"stop"}]})]
-    }
-
-    fn call(id: &str, name: &str, args: &str) -> Vec<serde_json::Value> {
-        vec![json!({"choices":[{"index":0,"delta":{"tool_calls":[
-            {"index":0,"id":id,"type":"function","function":{"name":name,"arguments":args}}]},"finish_reason":"tool_calls"}],
-            "usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7}})]
-    }
-
-    #[derive(Default)]
-    struct VecSink(Mutex<Vec<EventBody>>);
-
-    #[async_trait::async_trait]
-    impl EventSink for VecSink {
-        async fn emit(&self, event: EventBody) -> Result<(), SinkError> {
-            self.0.lock().unwrap().push(event);
-            Ok(())
-        }
-    }
-
-    impl VecSink {
-        fn kinds(&self) -> Vec<String> {
-            self.0
-                .lock()
-                .unwrap()
-                .iter()
-                .map(|e| {
-                    serde_json::to_value(e).unwrap()["kind"]
-                        .as_str()
-                        .unwrap()
-                        .to_owned()
-                })
-                .collect()
-        }
-    }
-
-    fn agent(provider: Arc<Scripted>, dir: &Path, max_turns: u32) -> Agent {
-        let mut config = LoopConfig::new("openai/test", dir, Some("Be brief."));
-        config.max_turns = max_turns;
-        Agent::new(provider, ToolRegistry::with_builtins(), config)
-    }
-
-    #[tokio::test]
-    async fn tool_errors_go_back_to_the_model() {
-        let dir = tempfile::tempdir().unwrap();
-        let provider = Scripted::new(vec![
-            Ok(call("c1", "nope", "{}")),
-            Ok(call("c2", "shell", "{oops")),
-            Ok(text("gave up")),
-        ]);
-        let sink = VecSink::default();
-        let (_tx, mut rx) = mpsc::channel(1);
-        let outcome = agent(provider.clone(), dir.path(), 10)
-            .run("do it", &sink, &mut rx, &CancellationToken::new())
-            .await
-            .unwrap();
-        assert_eq!(
-            outcome,
-            RunOutcome::Succeeded {
-                message: "gave up".into()
-            }
-        );
-        let events = sink.0.lock().unwrap().clone();
-        let errors: Vec<_> = events
-            .iter()
-            .filter_map(|e| match e {
-                EventBody::ToolResult {
-                    is_error: true,
-                    output,
-                    ..
-                } => Some(output.clone()),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(errors.len(), 2, "{events:?}");
-        assert!(
-            matches!(&events[2], EventBody::ToolCall { arguments, .. } if arguments == &json!({}))
-        );
-        assert!(
-            matches!(&events[5], EventBody::ToolCall { arguments, .. } if arguments == &json!("{oops"))
-        );
-        let requests = provider.requests.lock().unwrap();
-        assert_eq!(requests.len(), 3);
-        let system = requests[0].messages[0].content.as_ref().unwrap().text();
-        assert!(system.ends_with("Be brief."), "{system}");
-        assert_eq!(requests[0].stream, Some(true));
-        let last = requests[2].messages.last().unwrap();
-        assert_eq!(last.role, Role::Tool);
-        assert_eq!(last.tool_call_id.as_deref(), Some("c2"));
-    }
-
-    #[tokio::test]
-    async fn turn_limit_fails_the_run() {
-        let dir = tempfile::tempdir().unwrap();
-        let provider = Scripted::new(
-            (0..3)
-                .map(|_| Ok(call("c1", "shell", r#"{"command":"true"}"#)))
-                .collect(),
-        );
-        let sink = VecSink::default();
-        let (_tx, mut rx) = mpsc::channel(1);
-        let outcome = agent(provider, dir.path(), 2)
-            .run("loop", &sink, &mut rx, &CancellationToken::new())
-            .await
-            .unwrap();
-        assert!(
-            matches!(outcome, RunOutcome::Failed { ref message } if message.contains("2 model calls"))
-        );
-        assert_eq!(sink.kinds().last().map(String::as_str), Some("status"));
-    }
-
-    #[tokio::test]
-    async fn model_error_is_reported_and_fails() {
-        let dir = tempfile::tempdir().unwrap();
-        let provider = Scripted::new(vec![Err(LlmError::Status {
-            status: 500,
-            body: "down".into(),
-            retryable: true,
-        })]);
-        let sink = VecSink::default();
-        let (_tx, mut rx) = mpsc::channel(1);
-        let outcome = agent(provider, dir.path(), 5)
-            .run("x", &sink, &mut rx, &CancellationToken::new())
-            .await
-            .unwrap();
-        assert!(matches!(outcome, RunOutcome::Failed { .. }));
-        assert_eq!(sink.kinds(), ["user_message", "error", "status"]);
-        let last = sink.0.lock().unwrap().last().cloned().unwrap();
-        assert!(matches!(
-            last,
-            EventBody::Status {
-                state: Some(RunState::Failed),
-                ..
-            }
-        ));
-    }
-
-    #[tokio::test]
-    async fn cancel_stops_a_hanging_model_call() {
-        let dir = tempfile::tempdir().unwrap();
-        // No scripted turn: the stream never yields.
-        let provider = Scripted::new(vec![]);
-        let sink = VecSink::default();
-        let (_tx, mut rx) = mpsc::channel(1);
-        let cancel = CancellationToken::new();
-        let agent = agent(provider, dir.path(), 5);
-        let run = agent.run("x", &sink, &mut rx, &cancel);
-        let (outcome, ()) = tokio::join!(run, async {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            cancel.cancel();
-        });
-        assert_eq!(outcome.unwrap(), RunOutcome::Cancelled);
-        assert_eq!(sink.kinds(), ["user_message", "status"]);
-    }
-
-    #[tokio::test]
-    async fn followup_after_final_answer_continues() {
-        let dir = tempfile::tempdir().unwrap();
-        let provider = Scripted::new(vec![Ok(text("first")), Ok(text("second"))]);
-        let sink = VecSink::default();
-        let (tx, mut rx) = mpsc::channel(4);
-        tx.send(Followup {
-            message: "also this".into(),
-            from: "ana".into(),
-            id: None,
-        })
-        .await
-        .unwrap();
-        let outcome = agent(provider.clone(), dir.path(), 5)
-            .run("x", &sink, &mut rx, &CancellationToken::new())
-            .await
-            .unwrap();
-        assert_eq!(
-            outcome,
-            RunOutcome::Succeeded {
-                message: "second".into()
-            }
-        );
-        assert_eq!(
-            sink.kinds(),
-            [
-                "user_message",
-                "assistant_message",
-                "user_message",
-                "assistant_message",
-                "status"
-            ]
-        );
-        let requests = provider.requests.lock().unwrap();
-        let last = requests[1].messages.last().unwrap();
-        assert_eq!(last.content.as_ref().unwrap().text(), "also this");
-    }
-}
+mod tests;

@@ -221,6 +221,33 @@ fn resource(settings: &Settings) -> Resource {
     builder.build()
 }
 
+/// Builds the tracer provider exporting to `traces` and installs it as the
+/// global one.
+fn tracer_provider(
+    traces: &[Exporter],
+    resource: Resource,
+    client: impl Fn() -> Result<RuntimeClient, TelemetryError>,
+) -> Result<SdkTracerProvider, TelemetryError> {
+    let mut builder = SdkTracerProvider::builder()
+        .with_resource(resource)
+        .with_id_generator(crate::trace::PresetIds);
+    if traces.contains(&Exporter::Otlp) {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_http_client(client()?)
+            .build()
+            .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+        builder = builder.with_batch_exporter(exporter);
+    }
+    if traces.contains(&Exporter::Console) {
+        builder = builder.with_simple_exporter(opentelemetry_stdout::SpanExporter::default());
+    }
+    let provider = builder.build();
+    opentelemetry::global::set_tracer_provider(provider.clone());
+    crate::trace::set_enabled();
+    Ok(provider)
+}
+
 impl Telemetry {
     /// Reads the `OTEL_*` variables, builds the exporters and installs them
     /// as the global providers. Call once, early, inside the tokio runtime.
@@ -300,25 +327,7 @@ impl Telemetry {
         let tracer_provider = if traces.is_empty() {
             None
         } else {
-            let mut builder = SdkTracerProvider::builder()
-                .with_resource(resource)
-                .with_id_generator(crate::trace::PresetIds);
-            if traces.contains(&Exporter::Otlp) {
-                let exporter = opentelemetry_otlp::SpanExporter::builder()
-                    .with_http()
-                    .with_http_client(client()?)
-                    .build()
-                    .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
-                builder = builder.with_batch_exporter(exporter);
-            }
-            if traces.contains(&Exporter::Console) {
-                builder =
-                    builder.with_simple_exporter(opentelemetry_stdout::SpanExporter::default());
-            }
-            let provider = builder.build();
-            opentelemetry::global::set_tracer_provider(provider.clone());
-            crate::trace::set_enabled();
-            Some(provider)
+            Some(tracer_provider(&traces, resource, client)?)
         };
         Ok(Telemetry {
             meter_provider,
