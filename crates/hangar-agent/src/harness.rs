@@ -156,6 +156,27 @@ fn line_events(line: &str) -> (Vec<EventBody>, Option<String>) {
     (events, None)
 }
 
+/// Keeps the last few KiB of the harness's stderr, to explain a failure.
+fn stderr_tail(
+    stderr: Option<tokio::process::ChildStderr>,
+) -> tokio_util::task::AbortOnDropHandle<String> {
+    #[allow(clippy::disallowed_methods)] // aborted on drop: ends with the harness run
+    tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
+        let mut tail = String::new();
+        if let Some(stderr) = stderr {
+            let mut lines = tokio::io::BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                tail.push_str(&line);
+                tail.push('\n');
+                if tail.len() > 8192 {
+                    tail.drain(..tail.len() - 4096);
+                }
+            }
+        }
+        tail
+    }))
+}
+
 /// Runs `program` (a harness CLI) with `args` in `workdir`, reporting its
 /// output to `sink`; ends with a `status` event like the built-in loop.
 pub async fn run_harness(
@@ -211,22 +232,7 @@ pub async fn run_harness(
         )
         .await;
     };
-    let stderr = child.stderr.take();
-    #[allow(clippy::disallowed_methods)] // aborted on drop: ends with the harness run
-    let stderr_task = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
-        let mut tail = String::new();
-        if let Some(stderr) = stderr {
-            let mut lines = tokio::io::BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                tail.push_str(&line);
-                tail.push('\n');
-                if tail.len() > 8192 {
-                    tail.drain(..tail.len() - 4096);
-                }
-            }
-        }
-        tail
-    }));
+    let stderr_task = stderr_tail(child.stderr.take());
     let mut lines = tokio::io::BufReader::new(stdout).lines();
     let mut answer = String::new();
     loop {

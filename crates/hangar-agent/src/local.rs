@@ -265,6 +265,75 @@ pub async fn prepare(
     })
 }
 
+/// The provider for `model`: a local one when one serves it, else the
+/// server's gateway for a tracked run. Returns the provider, the model name
+/// it knows and the full `provider/model` id.
+fn resolve_provider(
+    registry: &ProviderRegistry,
+    model: Option<String>,
+    registration: &Option<(String, LocalRunRegistration)>,
+) -> Result<(Arc<dyn ModelProvider>, String, String), LocalRunError> {
+    Ok(match (model, registration) {
+        (Some(model), reg) => match registry.resolve(&model) {
+            Ok((provider, local)) => (provider, local, model),
+            Err(e) => match reg {
+                Some((url, reg)) => {
+                    let client =
+                        Client::new(url, reg.run_token.clone()).map_err(LocalRunError::Register)?;
+                    (gateway_provider(&client)?, model.clone(), model)
+                }
+                None => return Err(e.into()),
+            },
+        },
+        (None, Some(_)) => {
+            return Err(LocalRunError::Model(hangar_llm::LlmError::UnknownModel {
+                model: String::new(),
+                reason: "pass --model provider/model".into(),
+            }));
+        }
+        (None, None) => return Err(LocalRunError::NoProvider),
+    })
+}
+
+/// Registers a tracked local run with `server` and shares it as asked;
+/// calls the `on_registered` hook.
+async fn register(
+    opts: &LocalRun,
+    server: &TrackingServer,
+    model: Option<String>,
+) -> Result<(LocalRunRegistration, Vec<ShareItem>), LocalRunError> {
+    let client =
+        Client::new(&server.url, server.api_key.clone()).map_err(LocalRunError::Register)?;
+    let request = RunAgentRequest {
+        prompt: Some(opts.prompt.clone()).filter(|p| !p.trim().is_empty()),
+        skill: opts.skill.clone(),
+        config: Some(AgentConfig {
+            name: opts.name.clone(),
+            model_id: model,
+            base_prompt: opts.base_prompt.clone(),
+            mcp_servers: (!opts.mcp_servers.is_empty()).then(|| opts.mcp_servers.clone()),
+            ..AgentConfig::default()
+        }),
+        ..RunAgentRequest::default()
+    };
+    let grants = server
+        .share
+        .iter()
+        .map(|s| parse_share_spec(s))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(LocalRunError::Share)?;
+    let reg: LocalRunRegistration = client
+        .post_json(LOCAL_RUNS_PATH, &request)
+        .await
+        .map_err(LocalRunError::Register)?;
+    tracing::info!(run_id = %reg.run_id, "tracked local run registered");
+    let shares = share_run(&client, &reg.run_id, &grants).await;
+    if let Some(hook) = &opts.on_registered {
+        (hook.0)(&reg.run_id, &shares);
+    }
+    Ok((reg, shares))
+}
+
 /// Runs `opts` to its outcome, reporting every event to `sink` (and to the
 /// server when tracked). `cancel` stops it (the outcome is then `Cancelled`).
 pub async fn run_local(
@@ -283,35 +352,8 @@ pub async fn run_local(
     let mut shares = Vec::new();
     let registration = match &opts.server {
         Some(server) => {
-            let client = Client::new(&server.url, server.api_key.clone())
-                .map_err(LocalRunError::Register)?;
-            let request = RunAgentRequest {
-                prompt: Some(opts.prompt.clone()).filter(|p| !p.trim().is_empty()),
-                skill: opts.skill.clone(),
-                config: Some(AgentConfig {
-                    name: opts.name.clone(),
-                    model_id: model.clone(),
-                    base_prompt: opts.base_prompt.clone(),
-                    mcp_servers: (!opts.mcp_servers.is_empty()).then(|| opts.mcp_servers.clone()),
-                    ..AgentConfig::default()
-                }),
-                ..RunAgentRequest::default()
-            };
-            let grants = server
-                .share
-                .iter()
-                .map(|s| parse_share_spec(s))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(LocalRunError::Share)?;
-            let reg: LocalRunRegistration = client
-                .post_json(LOCAL_RUNS_PATH, &request)
-                .await
-                .map_err(LocalRunError::Register)?;
-            tracing::info!(run_id = %reg.run_id, "tracked local run registered");
-            shares = share_run(&client, &reg.run_id, &grants).await;
-            if let Some(hook) = &opts.on_registered {
-                (hook.0)(&reg.run_id, &shares);
-            }
+            let (reg, granted) = register(&opts, server, model.clone()).await?;
+            shares = granted;
             redactor = redactor.with([reg.run_token.clone(), server.api_key.clone()]);
             Some((server.url.clone(), reg))
         }
@@ -353,27 +395,7 @@ pub async fn run_local(
     }
 
     // A local provider when one serves the model, else the server's gateway.
-    let (provider, model_name, model): (Arc<dyn ModelProvider>, String, String) =
-        match (model, &registration) {
-            (Some(model), reg) => match registry.resolve(&model) {
-                Ok((provider, local)) => (provider, local, model),
-                Err(e) => match reg {
-                    Some((url, reg)) => {
-                        let client = Client::new(url, reg.run_token.clone())
-                            .map_err(LocalRunError::Register)?;
-                        (gateway_provider(&client)?, model.clone(), model)
-                    }
-                    None => return Err(e.into()),
-                },
-            },
-            (None, Some(_)) => {
-                return Err(LocalRunError::Model(hangar_llm::LlmError::UnknownModel {
-                    model: String::new(),
-                    reason: "pass --model provider/model".into(),
-                }));
-            }
-            (None, None) => return Err(LocalRunError::NoProvider),
-        };
+    let (provider, model_name, model) = resolve_provider(&registry, model, &registration)?;
 
     let mcp_options = McpOptions {
         startup_timeout: opts.mcp_startup_timeout,

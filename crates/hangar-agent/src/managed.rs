@@ -147,7 +147,7 @@ pub async fn run_managed(
     let model = opts
         .model_override
         .clone()
-        .or(config.model_id)
+        .or(config.model_id.clone())
         .filter(|m| !m.trim().is_empty())
         .ok_or_else(|| AgentError::NoModel(opts.run_id.clone()))?;
     let provider = gateway_provider(&client)?;
@@ -185,31 +185,8 @@ pub async fn run_managed(
         session.finish(FLUSH_TIMEOUT).await;
         return outcome;
     }
-    let mcp_options = McpOptions {
-        startup_timeout: DEFAULT_MCP_STARTUP_TIMEOUT,
-        strict: false,
-        workdir: opts.workdir.clone(),
-    };
-    let mut mcp_servers = config.mcp_servers.clone().unwrap_or_default();
-    mcp_servers.extend(opts.mcp_overrides.clone());
-    let prepared = prepare(
-        &opts.workdir,
-        &run.prompt,
-        config.base_prompt.as_deref(),
-        opts.skill_override
-            .as_deref()
-            .or(config.skill_spec.as_deref()),
-        &mcp_servers,
-        &mcp_options,
-    )
-    .await;
-    let harness = config
-        .harness
-        .as_ref()
-        .and_then(|h| h.kind.as_deref())
-        .filter(|k| !k.trim().is_empty() && k.trim() != "oz")
-        .map(crate::harness::HarnessKind::parse);
-    let outcome = match (harness, prepared) {
+    let prepared = prepare_agent(&opts, &run.prompt, &config).await;
+    let outcome = match (third_party_harness(&config), prepared) {
         (Some(Ok(kind)), Ok(prepared)) => {
             prepared.mcp.shutdown().await;
             crate::harness::run_harness(
@@ -225,15 +202,7 @@ pub async fn run_managed(
         }
         (Some(Err(reason)), _) => {
             let message = format!("cannot start the run: {reason}");
-            let sink = RedactingSink::new(&session, redactor);
-            sink.emit(EventBody::Status {
-                state: Some(RunState::Failed),
-                message: message.clone(),
-                failure_reason: None,
-            })
-            .await
-            .map(|()| RunOutcome::Failed { message })
-            .map_err(AgentError::from)
+            report_start_failure(&session, redactor, message, false).await
         }
         (None, Ok(prepared)) => {
             let agent = Agent::new(
@@ -242,45 +211,22 @@ pub async fn run_managed(
                 LoopConfig::new(model, &opts.workdir, prepared.base_prompt.as_deref()),
             )
             .with_redactor(redactor);
-            let outcome = match continuation {
-                Some(Continuation { history, message }) => {
-                    tracing::info!(
-                        messages = history.len(),
-                        "continuing the conversation of earlier executions with a follow-up"
-                    );
-                    agent
-                        .continue_conversation(history, &message, &session, &mut followups, &cancel)
-                        .await
-                }
-                None => {
-                    agent
-                        .run(&prepared.prompt, &session, &mut followups, &cancel)
-                        .await
-                }
-            };
+            let outcome = converse(
+                &agent,
+                &prepared.prompt,
+                continuation,
+                &session,
+                &mut followups,
+                &cancel,
+            )
+            .await;
             prepared.mcp.shutdown().await;
             outcome
         }
         (_, Err(e)) => {
-            let message = format!("cannot start the run: {e}");
             tracing::warn!(error = %e, "run setup failed");
-            let sink = RedactingSink::new(&session, redactor);
-            let reported = async {
-                sink.emit(EventBody::Error {
-                    message: message.clone(),
-                })
-                .await?;
-                sink.emit(EventBody::Status {
-                    state: Some(RunState::Failed),
-                    message: message.clone(),
-                    failure_reason: None,
-                })
-                .await
-            }
-            .await;
-            reported
-                .map(|()| RunOutcome::Failed { message })
-                .map_err(AgentError::from)
+            let message = format!("cannot start the run: {e}");
+            report_start_failure(&session, redactor, message, true).await
         }
     };
     let report = session.finish(FLUSH_TIMEOUT).await;
@@ -290,6 +236,94 @@ pub async fn run_managed(
         "session stream closed"
     );
     outcome
+}
+
+/// The third-party harness the run asks for (`None` for Hangar's own agent,
+/// which `oz` also names); `Err` names a harness that does not exist.
+fn third_party_harness(
+    config: &hangar_protocol::AgentConfig,
+) -> Option<Result<crate::harness::HarnessKind, String>> {
+    config
+        .harness
+        .as_ref()
+        .and_then(|h| h.kind.as_deref())
+        .filter(|k| !k.trim().is_empty() && k.trim() != "oz")
+        .map(crate::harness::HarnessKind::parse)
+}
+
+/// Prepares the agent's tools and prompt: the run's MCP servers (plus the
+/// command line's), its skill (or the override) and its base prompt.
+async fn prepare_agent(
+    opts: &ManagedRun,
+    prompt: &str,
+    config: &hangar_protocol::AgentConfig,
+) -> Result<crate::local::Prepared, crate::local::LocalRunError> {
+    let mcp_options = McpOptions {
+        startup_timeout: DEFAULT_MCP_STARTUP_TIMEOUT,
+        strict: false,
+        workdir: opts.workdir.clone(),
+    };
+    let mut mcp_servers = config.mcp_servers.clone().unwrap_or_default();
+    mcp_servers.extend(opts.mcp_overrides.clone());
+    prepare(
+        &opts.workdir,
+        prompt,
+        config.base_prompt.as_deref(),
+        opts.skill_override
+            .as_deref()
+            .or(config.skill_spec.as_deref()),
+        &mcp_servers,
+        &mcp_options,
+    )
+    .await
+}
+
+/// Runs the agent on the task, or on the follow-up that continues the
+/// conversation of earlier executions.
+async fn converse(
+    agent: &Agent,
+    prompt: &str,
+    continuation: Option<Continuation>,
+    session: &SessionStream,
+    followups: &mut tokio::sync::mpsc::Receiver<hangar_protocol::session::Followup>,
+    cancel: &CancellationToken,
+) -> Result<RunOutcome, AgentError> {
+    match continuation {
+        Some(Continuation { history, message }) => {
+            tracing::info!(
+                messages = history.len(),
+                "continuing the conversation of earlier executions with a follow-up"
+            );
+            agent
+                .continue_conversation(history, &message, session, followups, cancel)
+                .await
+        }
+        None => agent.run(prompt, session, followups, cancel).await,
+    }
+}
+
+/// Reports that the run could not start (its MCP servers, skill or harness):
+/// an `error` event when `error_event`, then the failed status.
+async fn report_start_failure(
+    session: &SessionStream,
+    redactor: Arc<Redactor>,
+    message: String,
+    error_event: bool,
+) -> Result<RunOutcome, AgentError> {
+    let sink = RedactingSink::new(session, redactor);
+    if error_event {
+        sink.emit(EventBody::Error {
+            message: message.clone(),
+        })
+        .await?;
+    }
+    sink.emit(EventBody::Status {
+        state: Some(RunState::Failed),
+        message: message.clone(),
+        failure_reason: None,
+    })
+    .await?;
+    Ok(RunOutcome::Failed { message })
 }
 
 /// Reports a failed workspace preparation as the run's outcome.
