@@ -57,6 +57,59 @@ fn workspace_root(data_dir: &std::path::Path) -> PathBuf {
     }
 }
 
+/// What `hangar up` prints once everything runs: where to find it, how to
+/// sign in and how to add a worker elsewhere.
+async fn print_banner(
+    server: &Server,
+    args: &UpArgs,
+    data_dir: &std::path::Path,
+    workspaces: &std::path::Path,
+    metrics_at: Option<std::net::SocketAddr>,
+) {
+    let url = server.url().to_owned();
+    println!();
+    println!("Hangar is up.");
+    println!("  Dashboard   {url}/");
+    println!("  API         {url}/api/v1");
+    println!(
+        "  Worker      `{LOCAL_WORKER}` ({} backend)",
+        args.backend.as_str()
+    );
+    match crate::credentials::saved_path() {
+        Some(p) => println!("  API key     saved in {}", p.display()),
+        None => println!("  API key     printed above on first start"),
+    }
+    if let Some(addr) = metrics_at {
+        println!(
+            "  Metrics     http://{addr}/metrics (Prometheus; scrape it, see README \"Monitoring\")"
+        );
+    }
+    println!("  Data        {}", data_dir.display());
+    println!("  Workspaces  {}", workspaces.display());
+    println!();
+    println!(
+        "Try:  hangar agent run-cloud -p \"List the files in the workspace and summarise them\""
+    );
+    match server.sign_in_link().await {
+        Ok(link) => println!(
+            "Sign in:  {link}\n          (works once, for 15 minutes; the dashboard then asks for a password)"
+        ),
+        Err(e) => println!(
+            "Sign in:  no link ({e}); create an account with `hangar user create --email you@example.com --role admin --password-stdin`"
+        ),
+    }
+    println!(
+        "Another machine's worker:  hangar worker token create --worker-id NAME   (prints a token, once)\n          then there:  HANGAR_API_KEY=<token> hangar worker --server-url {url} --worker-id NAME"
+    );
+    if args.listen.ip().is_loopback() {
+        println!(
+            "          (this server listens on loopback only: start hangar up with --listen 0.0.0.0:{} and a reachable public_url in its --config for that)",
+            args.listen.port()
+        );
+    }
+    println!("Stop: Ctrl-C (twice to cancel running tasks)");
+}
+
 /// Starts everything and waits for Ctrl-C.
 pub async fn run(args: UpArgs) -> Result<ExitCode> {
     let log_secrets = crate::commands::init_logging(
@@ -140,48 +193,7 @@ pub async fn run(args: UpArgs) -> Result<ExitCode> {
         }
     };
 
-    let url = server.url().to_owned();
-    println!();
-    println!("Hangar is up.");
-    println!("  Dashboard   {url}/");
-    println!("  API         {url}/api/v1");
-    println!(
-        "  Worker      `{LOCAL_WORKER}` ({} backend)",
-        args.backend.as_str()
-    );
-    match crate::credentials::saved_path() {
-        Some(p) => println!("  API key     saved in {}", p.display()),
-        None => println!("  API key     printed above on first start"),
-    }
-    if let Some(addr) = metrics_at {
-        println!(
-            "  Metrics     http://{addr}/metrics (Prometheus; scrape it, see README \"Monitoring\")"
-        );
-    }
-    println!("  Data        {}", config.data_dir.display());
-    println!("  Workspaces  {}", workspaces.display());
-    println!();
-    println!(
-        "Try:  hangar agent run-cloud -p \"List the files in the workspace and summarise them\""
-    );
-    match server.sign_in_link().await {
-        Ok(link) => println!(
-            "Sign in:  {link}\n          (works once, for 15 minutes; the dashboard then asks for a password)"
-        ),
-        Err(e) => println!(
-            "Sign in:  no link ({e}); create an account with `hangar user create --email you@example.com --role admin --password-stdin`"
-        ),
-    }
-    println!(
-        "Another machine's worker:  hangar worker token create --worker-id NAME   (prints a token, once)\n          then there:  HANGAR_API_KEY=<token> hangar worker --server-url {url} --worker-id NAME"
-    );
-    if args.listen.ip().is_loopback() {
-        println!(
-            "          (this server listens on loopback only: start hangar up with --listen 0.0.0.0:{} and a reachable public_url in its --config for that)",
-            args.listen.port()
-        );
-    }
-    println!("Stop: Ctrl-C (twice to cancel running tasks)");
+    print_banner(&server, &args, &config.data_dir, &workspaces, metrics_at).await;
 
     let (graceful, forced) = crate::commands::signal_tokens();
     let worker_task = worker.run(graceful.clone(), forced.clone());

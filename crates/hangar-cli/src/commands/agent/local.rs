@@ -269,8 +269,10 @@ fn shorten(text: &str, max: usize) -> String {
     }
 }
 
-/// Runs an unmanaged agent and prints the result; exit 0 only on success.
-pub async fn run(args: LocalArgs) -> Result<ExitCode> {
+/// The local run `args` ask for: the working directory, the run file, the
+/// MCP servers (a bare `--mcp NAME` looked up on the server when one is
+/// configured), the tracking server and the share hook.
+async fn local_run(args: &LocalArgs) -> Result<LocalRun> {
     let workdir = match &args.cwd {
         Some(dir) => std::fs::canonicalize(dir)
             .with_context(|| format!("-C {}: no such directory", dir.display()))?,
@@ -335,7 +337,12 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode> {
             }
         },
     )));
+    Ok(opts)
+}
 
+/// Runs an unmanaged agent and prints the result; exit 0 only on success.
+pub async fn run(args: LocalArgs) -> Result<ExitCode> {
+    let opts = local_run(&args).await?;
     let printer = Printer::new(args.output);
     let cancel = CancellationToken::new();
     let (first, _) = crate::commands::signal_tokens();
