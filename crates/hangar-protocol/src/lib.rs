@@ -17,6 +17,7 @@ pub mod agent;
 pub mod envelope;
 pub mod environment;
 pub mod ids;
+pub mod keys;
 pub mod llm;
 pub mod problem;
 pub mod redact;
@@ -30,6 +31,7 @@ pub mod worker;
 
 pub use envelope::{Envelope, EnvelopeError};
 pub use ids::{ExecutionId, RunId, WorkerId};
+pub use keys::*;
 pub use problem::{PlatformErrorCode, Problem};
 pub use run::*;
 pub use schedule::*;
