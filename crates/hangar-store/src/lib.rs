@@ -6,7 +6,9 @@
 //! records they return, and the implementations: [`SqliteStore`] (embedded
 //! default, WAL, `synchronous=FULL`) and [`PostgresStore`] (several replicas on
 //! one database, with [`Notifier`] signals between them); [`open`] picks one
-//! from a URL. Both pass the same conformance suite.
+//! from a URL. Every statement is written once for both (`sql`, `$N`
+//! placeholders; only what truly differs is per dialect), and both pass the
+//! same conformance suite.
 //!
 //! Every state change of a run is a conditional update that names the
 //! execution it comes from, so a stale execution can never overwrite a newer
