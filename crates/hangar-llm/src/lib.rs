@@ -66,15 +66,14 @@ mod openai;
 mod prices;
 mod registry;
 mod retry;
-mod secret;
 
 pub use anthropic::{AnthropicConfig, AnthropicProvider};
 pub use collect::collect;
+pub use hangar_protocol::SecretString;
 pub use openai::{OpenAiConfig, OpenAiProvider};
 pub use prices::{DEFAULT_PRICES, DEFAULT_PRICES_AS_OF, default_price};
 pub use registry::{ModelPrice, ProviderConfig, ProviderKind, ProviderRegistry, ProvidersConfig};
 pub use retry::RetryPolicy;
-pub use secret::SecretString;
 
 /// A stream of response chunks.
 pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<ChatChunk, LlmError>> + Send>>;

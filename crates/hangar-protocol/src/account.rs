@@ -2,6 +2,7 @@
 //!
 //! Passwords are write-only: they appear in requests, never in answers.
 
+use crate::SecretString;
 use serde::{Deserialize, Serialize};
 
 /// A team as the API returns it.
@@ -79,7 +80,7 @@ pub struct ListUsersResponse {
 }
 
 /// `POST /users` body.
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateUserRequest {
@@ -98,13 +99,20 @@ pub struct CreateUserRequest {
     pub role: Option<UserRole>,
     /// Password for the dashboard (at least 10 characters); without one the
     /// user cannot sign in until an admin sets it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "utoipa", schema(min_length = 10, max_length = 1024))]
-    pub password: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::secret::expose_option"
+    )]
+    #[cfg_attr(
+        feature = "utoipa",
+        schema(value_type = Option<String>, format = Password, write_only, min_length = 10, max_length = 1024)
+    )]
+    pub password: Option<SecretString>,
 }
 
 /// `PATCH /users/{id}` body: only the fields present change.
-#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUserRequest {
@@ -126,36 +134,16 @@ pub struct UpdateUserRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disabled: Option<bool>,
     /// New password (signs the user out everywhere).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "utoipa", schema(min_length = 10, max_length = 1024))]
-    pub password: Option<String>,
-}
-
-fn redacted(p: &Option<String>) -> Option<&'static str> {
-    p.as_ref().map(|_| "…")
-}
-
-impl std::fmt::Debug for CreateUserRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CreateUserRequest")
-            .field("email", &self.email)
-            .field("display_name", &self.display_name)
-            .field("role", &self.role)
-            .field("password", &redacted(&self.password))
-            .finish()
-    }
-}
-
-impl std::fmt::Debug for UpdateUserRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UpdateUserRequest")
-            .field("email", &self.email)
-            .field("display_name", &self.display_name)
-            .field("role", &self.role)
-            .field("disabled", &self.disabled)
-            .field("password", &redacted(&self.password))
-            .finish()
-    }
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::secret::expose_option"
+    )]
+    #[cfg_attr(
+        feature = "utoipa",
+        schema(value_type = Option<String>, format = Password, write_only, min_length = 10, max_length = 1024)
+    )]
+    pub password: Option<SecretString>,
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Environments and secrets of the REST API: **(extension)** `/environments`
 //! and `/secrets`, plus the Oz `/agent/environments` listing.
 
+use crate::SecretString;
 use crate::worker::NetworkPolicy;
 use crate::{Scope, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -137,7 +138,7 @@ pub struct ListEnvironmentsResponse {
 }
 
 /// Create a secret (`POST /secrets`).
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateSecretRequest {
@@ -145,35 +146,26 @@ pub struct CreateSecretRequest {
     #[cfg_attr(feature = "utoipa", schema(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$"))]
     pub name: String,
     /// Value (write-only).
-    #[cfg_attr(feature = "utoipa", schema(min_length = 1))]
-    pub value: String,
+    #[serde(serialize_with = "crate::secret::expose")]
+    #[cfg_attr(
+        feature = "utoipa",
+        schema(value_type = String, format = Password, write_only, min_length = 1)
+    )]
+    pub value: SecretString,
 }
 
 /// Replace a secret's value (`PUT /secrets/{name}`).
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UpdateSecretRequest {
     /// New value.
-    #[cfg_attr(feature = "utoipa", schema(min_length = 1))]
-    pub value: String,
-}
-
-impl std::fmt::Debug for CreateSecretRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CreateSecretRequest")
-            .field("name", &self.name)
-            .field("value", &"***")
-            .finish()
-    }
-}
-
-impl std::fmt::Debug for UpdateSecretRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UpdateSecretRequest")
-            .field("value", &"***")
-            .finish()
-    }
+    #[serde(serialize_with = "crate::secret::expose")]
+    #[cfg_attr(
+        feature = "utoipa",
+        schema(value_type = String, format = Password, write_only, min_length = 1)
+    )]
+    pub value: SecretString,
 }
 
 /// A secret as the API shows it: never its value.

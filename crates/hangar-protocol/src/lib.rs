@@ -24,6 +24,7 @@ pub mod redact;
 pub mod repository;
 pub mod run;
 pub mod schedule;
+pub mod secret;
 pub mod session;
 pub mod share;
 pub mod timestamp;
@@ -35,6 +36,7 @@ pub use keys::*;
 pub use problem::{PlatformErrorCode, Problem};
 pub use run::*;
 pub use schedule::*;
+pub use secret::SecretString;
 pub use timestamp::Timestamp;
 
 /// Environment variable that carries the run-scoped token into a task.

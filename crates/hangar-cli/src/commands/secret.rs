@@ -68,7 +68,13 @@ pub async fn run(cmd: SecretCommand, global: &Global) -> Result<ExitCode> {
         SecretSub::Create { name, value } => {
             let value = read_value(value)?;
             let s: SecretItem = client
-                .post_json("api/v1/secrets", &CreateSecretRequest { name, value })
+                .post_json(
+                    "api/v1/secrets",
+                    &CreateSecretRequest {
+                        name,
+                        value: value.into(),
+                    },
+                )
                 .await?;
             match global.output {
                 OutputFormat::Pretty => println!("Created secret {}.", s.name),
@@ -92,7 +98,9 @@ pub async fn run(cmd: SecretCommand, global: &Global) -> Result<ExitCode> {
             let s: SecretItem = client
                 .put_json(
                     &format!("api/v1/secrets/{}", encode(&name)),
-                    &UpdateSecretRequest { value },
+                    &UpdateSecretRequest {
+                        value: value.into(),
+                    },
                 )
                 .await?;
             match global.output {

@@ -161,7 +161,7 @@ pub async fn run(cmd: UserCommand, global: &Global) -> Result<ExitCode> {
                     email,
                     display_name: name,
                     role: Some(role.into()),
-                    password,
+                    password: password.map(Into::into),
                 })
                 .await?;
             match global.output {
@@ -221,7 +221,7 @@ pub async fn run(cmd: UserCommand, global: &Global) -> Result<ExitCode> {
                 .update_user(
                     &id,
                     &UpdateUserRequest {
-                        password: Some(password),
+                        password: Some(password.into()),
                         ..Default::default()
                     },
                 )

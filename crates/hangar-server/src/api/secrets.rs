@@ -82,12 +82,12 @@ pub async fn create(
     let team = crate::roles::admin_team(&app, &headers, "create team secrets").await?;
     let req: CreateSecretRequest = parse_json(&body)?;
     check_name(&req.name)?;
-    check_value(&req.value)?;
+    check_value(req.value.expose())?;
     let record = seal(
         &app,
         team,
         &req.name,
-        &req.value,
+        req.value.expose(),
         Timestamp::now().unix_millis(),
     )?;
     app.store.create_secret(record.clone()).await?;
@@ -124,13 +124,13 @@ pub async fn update(
 ) -> ApiResult<Json<SecretItem>> {
     let team = crate::roles::admin_team(&app, &headers, "change team secrets").await?;
     let req: UpdateSecretRequest = parse_json(&body)?;
-    check_value(&req.value)?;
+    check_value(req.value.expose())?;
     let existing = app
         .store
         .secret(team, &name)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("secret `{name}` does not exist")))?;
-    let record = seal(&app, team, &name, &req.value, existing.created_at)?;
+    let record = seal(&app, team, &name, req.value.expose(), existing.created_at)?;
     app.store.update_secret(record.clone()).await?;
     Ok(Json(item(&record)))
 }

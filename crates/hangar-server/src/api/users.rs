@@ -166,8 +166,8 @@ pub async fn create(
     };
     let hash = match &req.password {
         Some(pw) => {
-            web_auth::validate_password(pw)?;
-            Some(web_auth::hash_password(pw).await?)
+            web_auth::validate_password(pw.expose())?;
+            Some(web_auth::hash_password(pw.expose()).await?)
         }
         None => None,
     };
@@ -209,8 +209,8 @@ pub async fn update(
     };
     let hash = match &req.password {
         Some(pw) => {
-            web_auth::validate_password(pw)?;
-            Some(web_auth::hash_password(pw).await?)
+            web_auth::validate_password(pw.expose())?;
+            Some(web_auth::hash_password(pw.expose()).await?)
         }
         None => None,
     };

@@ -195,7 +195,7 @@ async fn add_user(cluster: &TestCluster, email: &str, role: UserRole) -> Result<
             email: email.to_owned(),
             display_name: None,
             role: Some(role),
-            password: Some(PASSWORD.to_owned()),
+            password: Some(PASSWORD.into()),
         })
         .await?;
     Ok(())

@@ -1,4 +1,9 @@
-//! A string that never prints itself.
+//! The one redacting secret type: a string that never prints itself.
+//!
+//! Every secret Hangar holds in a value (an LLM provider's API key, a
+//! secret's value or a password in a request, a token in a config file) is a
+//! [`SecretString`], so neither a log line, a `Debug` dump nor a printed
+//! configuration can show it.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
@@ -65,6 +70,41 @@ impl Serialize for SecretString {
     }
 }
 
+/// Serializes the secret's value: for a request field that must carry it
+/// over the wire (`#[serde(serialize_with = "expose")]`). Everything else
+/// serializes as `***`.
+pub fn expose<S: Serializer>(secret: &SecretString, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(secret.expose())
+}
+
+/// [`expose`] for an optional secret.
+pub fn expose_option<S: Serializer>(
+    secret: &Option<SecretString>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match secret {
+        Some(secret) => serializer.serialize_some(secret.expose()),
+        None => serializer.serialize_none(),
+    }
+}
+
+/// In the OpenAPI document: a string the client writes and never reads back.
+#[cfg(feature = "utoipa")]
+impl utoipa::PartialSchema for SecretString {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                utoipa::openapi::KnownFormat::Password,
+            )))
+            .write_only(true)
+            .into()
+    }
+}
+
+#[cfg(feature = "utoipa")]
+impl utoipa::ToSchema for SecretString {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,6 +117,27 @@ mod tests {
         assert_eq!(format!("{:?}", Some(secret.clone())), "Some(***)");
         assert_eq!(serde_json::to_string(&secret).unwrap(), "\"***\"");
         assert_eq!(secret.expose(), "sk-very-secret");
+    }
+
+    #[test]
+    fn exposes_only_where_asked() {
+        #[derive(Serialize)]
+        struct Request {
+            #[serde(serialize_with = "expose")]
+            value: SecretString,
+            #[serde(serialize_with = "expose_option")]
+            password: Option<SecretString>,
+            kept: SecretString,
+        }
+        let request = Request {
+            value: "v".into(),
+            password: Some("p".into()),
+            kept: "k".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&request).unwrap(),
+            r#"{"value":"v","password":"p","kept":"***"}"#
+        );
     }
 
     #[test]
