@@ -45,8 +45,9 @@ pub struct EnvironmentRequest {
     /// Repositories cloned in order.
     #[serde(default)]
     pub repos: Vec<EnvironmentRepo>,
-    /// Setup commands run in order before the agent starts.
+    /// Setup commands run in order before the agent starts (none blank).
     #[serde(default)]
+    #[cfg_attr(feature = "utoipa", schema(value_type = Vec<NonBlankText>, inline))]
     pub setup_commands: Vec<String>,
     /// Plain environment variables.
     #[serde(default)]
@@ -179,3 +180,21 @@ pub struct SecretItem {
     /// Last update.
     pub updated_at: Timestamp,
 }
+
+/// In the OpenAPI document: text with something other than whitespace in it.
+#[cfg(feature = "utoipa")]
+pub struct NonBlankText;
+
+#[cfg(feature = "utoipa")]
+impl utoipa::PartialSchema for NonBlankText {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .min_length(Some(1))
+            .pattern(Some(r"\S"))
+            .into()
+    }
+}
+
+#[cfg(feature = "utoipa")]
+impl utoipa::ToSchema for NonBlankText {}
