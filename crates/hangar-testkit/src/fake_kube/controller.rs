@@ -362,7 +362,68 @@ struct JobSync {
     started: Instant,
 }
 
+/// The Job `spec` fields that drive a sync, with the API server's defaults.
+struct JobLimits {
+    completions: i64,
+    parallelism: i64,
+    backoff_limit: i64,
+    suspended: bool,
+}
+
+impl JobLimits {
+    /// Reads the limits from a Job's `spec`.
+    fn of(spec: &Value) -> JobLimits {
+        JobLimits {
+            completions: spec["completions"].as_i64().unwrap_or(1).max(1),
+            parallelism: spec["parallelism"].as_i64().unwrap_or(1).max(0),
+            backoff_limit: spec["backoffLimit"].as_i64().unwrap_or(6),
+            suspended: spec["suspend"].as_bool().unwrap_or(false),
+        }
+    }
+}
+
+/// The Job's unfinished pods as one sync counts them.
+#[derive(Default)]
+struct LivePods {
+    /// Unfinished pods not being deleted.
+    active: Vec<Value>,
+    /// Unfinished pods being deleted.
+    terminating: i64,
+    /// Unfinished pods whose Ready condition is True.
+    ready: i64,
+}
+
+/// Why a Job finishes: its Event, whether it failed, and its conditions'
+/// reason and message.
+struct Outcome {
+    event: &'static str,
+    failed: bool,
+    reason: &'static str,
+    message: &'static str,
+}
+
+impl Finish {
+    /// Sets the finished conditions: the target one at once, the final one
+    /// (and the completion time) once `settled` (no pod left).
+    fn mark(&mut self, status: &mut Value, settled: bool, now: Instant) {
+        let (target, last) = if self.failed {
+            ("FailureTarget", "Failed")
+        } else {
+            ("SuccessCriteriaMet", "Complete")
+        };
+        set_condition(status, target, self.reason, self.message);
+        if settled {
+            if set_condition(status, last, self.reason, self.message) && !self.failed {
+                status["completionTime"] = json!(store::now());
+            }
+            self.final_at.get_or_insert(now);
+        }
+    }
+}
+
 impl JobSync {
+    /// One pass of the job controller over its Job: counts pods, finishes
+    /// the Job or creates pods, writes the status; answers what to do next.
     fn sync(&mut self, st: &mut State, now: Instant) -> Step {
         let Some(job) = st.get("jobs", &self.ns, &self.name).cloned() else {
             return Step::Exit;
@@ -372,13 +433,50 @@ impl JobSync {
         }
         let deleting = job["metadata"]["deletionTimestamp"].is_string();
         let spec = &job["spec"];
-        let completions = spec["completions"].as_i64().unwrap_or(1).max(1);
-        let parallelism = spec["parallelism"].as_i64().unwrap_or(1).max(0);
-        let backoff_limit = spec["backoffLimit"].as_i64().unwrap_or(6);
-        let suspended = spec["suspend"].as_bool().unwrap_or(false);
-        let fault = st.job_faults.get(&self.uid).cloned();
-        let pods: Vec<Value> = st
-            .list("pods", Some(&self.ns))
+        let limits = JobLimits::of(spec);
+        let deadline_fault = st.job_faults.get(&self.uid) == Some(&Fault::ActiveDeadline);
+        let pods = self.owned_pods(st);
+        let (mut live, present) = self.tally_pods(&pods, deadline_fault, now);
+        self.count_vanished(st, &present, now);
+        self.active_seen.retain(|u| present.contains(u));
+
+        let start_time = job["status"]["startTime"]
+            .as_str()
+            .map(str::to_owned)
+            .or_else(|| (!limits.suspended).then(store::now));
+        let deadline = self.deadline(spec);
+        let mut new_pods = Vec::new();
+        if self.finish.is_none() && !deleting {
+            if let Some(outcome) = self.outcome(&limits, deadline, now) {
+                self.finish_job(st, &job, &outcome, &mut live);
+            } else if !limits.suspended && now >= self.next_create {
+                new_pods = self.create_pods(st, &job, &limits, &mut live, now);
+            }
+        }
+        let mut status = self.counted_status(&job, start_time.as_deref(), &live);
+        let wake = if let Some(finish) = &mut self.finish {
+            let settled = live.active.is_empty() && live.terminating == 0;
+            finish.mark(&mut status, settled, now);
+            let final_at = finish.final_at;
+            self.expire_finished(st, spec, final_at, deleting, now)
+        } else {
+            [
+                deadline,
+                (self.next_create > now).then_some(self.next_create),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+        };
+        if status != job["status"] {
+            st.modify("jobs", &self.ns, &self.name, |j| j["status"] = status);
+        }
+        Step::Wait { new_pods, wake }
+    }
+
+    /// The pods this Job owns, as they are now.
+    fn owned_pods(&self, st: &State) -> Vec<Value> {
+        st.list("pods", Some(&self.ns))
             .into_iter()
             .filter(|p| {
                 p["metadata"]["ownerReferences"]
@@ -389,10 +487,21 @@ impl JobSync {
                     })
             })
             .cloned()
-            .collect();
+            .collect()
+    }
+
+    /// Counts newly finished pods and sorts the unfinished ones (arming the
+    /// injected deadline when `deadline_fault` and one runs); answers them
+    /// and the uids of all pods present.
+    fn tally_pods(
+        &mut self,
+        pods: &[Value],
+        deadline_fault: bool,
+        now: Instant,
+    ) -> (LivePods, HashSet<String>) {
         let mut present = HashSet::new();
-        let (mut active, mut terminating, mut ready) = (Vec::new(), 0, 0);
-        for pod in &pods {
+        let mut live = LivePods::default();
+        for pod in pods {
             let puid = pod["metadata"]["uid"]
                 .as_str()
                 .unwrap_or_default()
@@ -414,25 +523,28 @@ impl JobSync {
                 phase => {
                     self.active_seen.insert(puid);
                     if pod["metadata"]["deletionTimestamp"].is_string() {
-                        terminating += 1;
+                        live.terminating += 1;
                     } else {
-                        active.push(pod.clone());
+                        live.active.push(pod.clone());
                     }
-                    if phase == Some("Running")
-                        && fault == Some(Fault::ActiveDeadline)
-                        && self.fault_deadline.is_none()
-                    {
+                    if phase == Some("Running") && deadline_fault && self.fault_deadline.is_none() {
                         self.fault_deadline = Some(now + FAULT_DEADLINE);
                     }
                     if pod["status"]["conditions"].as_array().is_some_and(|cs| {
                         cs.iter()
                             .any(|c| c["type"] == "Ready" && c["status"] == "True")
                     }) {
-                        ready += 1;
+                        live.ready += 1;
                     }
                 }
             }
         }
+        (live, present)
+    }
+
+    /// Counts the pods seen unfinished that are no longer `present`, by
+    /// their last known phase (failed unless it was Succeeded).
+    fn count_vanished(&mut self, st: &State, present: &HashSet<String>, now: Instant) {
         let vanished: Vec<String> = self
             .active_seen
             .iter()
@@ -455,129 +567,170 @@ impl JobSync {
                 self.next_create = now + retry_backoff(self.failed);
             }
         }
-        self.active_seen.retain(|u| present.contains(u));
+    }
 
-        let start_time = job["status"]["startTime"]
-            .as_str()
-            .map(str::to_owned)
-            .or_else(|| (!suspended).then(store::now));
+    /// The earlier of `activeDeadlineSeconds` and the injected deadline.
+    fn deadline(&self, spec: &Value) -> Option<Instant> {
         let deadline = spec["activeDeadlineSeconds"]
             .as_i64()
             .map(|s| self.started + Duration::from_secs(s.max(0) as u64));
-        let deadline = match (deadline, self.fault_deadline) {
+        match (deadline, self.fault_deadline) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
+        }
+    }
+
+    /// Whether the Job finishes now: completions reached, backoff limit
+    /// exceeded, or deadline passed.
+    fn outcome(
+        &self,
+        limits: &JobLimits,
+        deadline: Option<Instant>,
+        now: Instant,
+    ) -> Option<Outcome> {
+        if self.succeeded >= limits.completions {
+            Some(Outcome {
+                event: "Completed",
+                failed: false,
+                reason: "CompletionsReached",
+                message: "Reached expected number of succeeded pods",
+            })
+        } else if self.failed > limits.backoff_limit {
+            Some(Outcome {
+                event: "BackoffLimitExceeded",
+                failed: true,
+                reason: "BackoffLimitExceeded",
+                message: "Job has reached the specified backoff limit",
+            })
+        } else if deadline.is_some_and(|d| now >= d) {
+            Some(Outcome {
+                event: "DeadlineExceeded",
+                failed: true,
+                reason: "DeadlineExceeded",
+                message: "Job was active longer than specified deadline",
+            })
+        } else {
+            None
+        }
+    }
+
+    /// Records the Job's `outcome` (an Event and [`Finish`]); a failed Job's
+    /// active pods are deleted.
+    fn finish_job(&mut self, st: &mut State, job: &Value, outcome: &Outcome, live: &mut LivePods) {
+        let event_message = if outcome.failed {
+            outcome.message
+        } else {
+            "Job completed"
         };
-        let mut new_pods = Vec::new();
-        if self.finish.is_none() && !deleting {
-            let finish = if self.succeeded >= completions {
-                Some((
-                    "Completed",
+        st.event(
+            job,
+            None,
+            outcome.failed,
+            outcome.event,
+            event_message,
+            "job-controller",
+        );
+        self.finish = Some(Finish {
+            failed: outcome.failed,
+            reason: outcome.reason,
+            message: outcome.message,
+            final_at: None,
+        });
+        if outcome.failed {
+            self.delete_active(st, job, live);
+        }
+    }
+
+    /// Deletes the active pods of a failed Job; they count as terminating.
+    fn delete_active(&self, st: &mut State, job: &Value, live: &mut LivePods) {
+        let grace = DeleteOptions::default();
+        let pods_res = res_of("pods");
+        for pod in &live.active {
+            let pname = pod["metadata"]["name"].as_str().unwrap_or_default();
+            if let Some(res) = pods_res
+                && delete_locked(st, res, &self.ns, pname, &grace).is_ok()
+            {
+                st.event(
+                    job,
+                    None,
                     false,
-                    "CompletionsReached",
-                    "Reached expected number of succeeded pods",
-                ))
-            } else if self.failed > backoff_limit {
-                Some((
-                    "BackoffLimitExceeded",
-                    true,
-                    "BackoffLimitExceeded",
-                    "Job has reached the specified backoff limit",
-                ))
-            } else if deadline.is_some_and(|d| now >= d) {
-                Some((
-                    "DeadlineExceeded",
-                    true,
-                    "DeadlineExceeded",
-                    "Job was active longer than specified deadline",
-                ))
-            } else {
-                None
-            };
-            if let Some((event, failed, reason, message)) = finish {
-                let event_message = if failed { message } else { "Job completed" };
-                st.event(&job, None, failed, event, event_message, "job-controller");
-                self.finish = Some(Finish {
-                    failed,
-                    reason,
-                    message,
-                    final_at: None,
-                });
-                if failed {
-                    let grace = DeleteOptions::default();
-                    let pods_res = res_of("pods");
-                    for pod in &active {
-                        let pname = pod["metadata"]["name"].as_str().unwrap_or_default();
-                        if let Some(res) = pods_res
-                            && delete_locked(st, res, &self.ns, pname, &grace).is_ok()
-                        {
-                            st.event(
-                                &job,
-                                None,
-                                false,
-                                "SuccessfulDelete",
-                                &format!("Deleted pod: {pname}"),
-                                "job-controller",
-                            );
-                            terminating += 1;
-                        }
-                    }
-                    active.clear();
-                }
-            } else if !suspended && now >= self.next_create {
-                let want = parallelism.min(completions - self.succeeded)
-                    - active.len() as i64
-                    - terminating;
-                for _ in 0..want.max(0) {
-                    let pod = objects::job_pod(&job, st);
-                    let pname = pod["metadata"]["name"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_owned();
-                    if let Some(message) = st.reject_pods.clone() {
-                        let denial = objects::pod_security_denial(&pname, &message);
-                        st.event(
-                            &job,
-                            None,
-                            true,
-                            "FailedCreate",
-                            &format!("Error creating: {}", denial.message),
-                            "job-controller",
-                        );
-                        self.next_create = now + Duration::from_millis(500);
-                        break;
-                    }
-                    let Some(res) = res_of("pods") else { break };
-                    let created = st.create(res, pod);
-                    let puid = created["metadata"]["uid"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_owned();
-                    self.active_seen.insert(puid.clone());
-                    st.event(
-                        &job,
-                        None,
-                        false,
-                        "SuccessfulCreate",
-                        &format!("Created pod: {pname}"),
-                        "job-controller",
-                    );
-                    active.push(created);
-                    new_pods.push((self.ns.clone(), pname, puid));
-                }
+                    "SuccessfulDelete",
+                    &format!("Deleted pod: {pname}"),
+                    "job-controller",
+                );
+                live.terminating += 1;
             }
         }
-        // Status.
+        live.active.clear();
+    }
+
+    /// Creates the pods the Job lacks (up to its parallelism), unless pod
+    /// creation is rejected; answers the new pods for the kubelet.
+    fn create_pods(
+        &mut self,
+        st: &mut State,
+        job: &Value,
+        limits: &JobLimits,
+        live: &mut LivePods,
+        now: Instant,
+    ) -> Vec<(String, String, String)> {
+        let mut new_pods = Vec::new();
+        let want = limits.parallelism.min(limits.completions - self.succeeded)
+            - live.active.len() as i64
+            - live.terminating;
+        for _ in 0..want.max(0) {
+            let pod = objects::job_pod(job, st);
+            let pname = pod["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            if let Some(message) = st.reject_pods.clone() {
+                let denial = objects::pod_security_denial(&pname, &message);
+                st.event(
+                    job,
+                    None,
+                    true,
+                    "FailedCreate",
+                    &format!("Error creating: {}", denial.message),
+                    "job-controller",
+                );
+                self.next_create = now + Duration::from_millis(500);
+                break;
+            }
+            let Some(res) = res_of("pods") else { break };
+            let created = st.create(res, pod);
+            let puid = created["metadata"]["uid"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            self.active_seen.insert(puid.clone());
+            st.event(
+                job,
+                None,
+                false,
+                "SuccessfulCreate",
+                &format!("Created pod: {pname}"),
+                "job-controller",
+            );
+            live.active.push(created);
+            new_pods.push((self.ns.clone(), pname, puid));
+        }
+        new_pods
+    }
+
+    /// The Job's status with the current start time and pod counts (its
+    /// conditions as they were).
+    fn counted_status(&self, job: &Value, start_time: Option<&str>, live: &LivePods) -> Value {
         let mut status = job["status"].clone();
         if !status.is_object() {
             status = json!({});
         }
-        if let Some(t) = &start_time {
+        if let Some(t) = start_time {
             status["startTime"] = json!(t);
         }
-        status["active"] = json!(active.len());
-        status["ready"] = json!(ready);
-        status["terminating"] = json!(terminating);
+        status["active"] = json!(live.active.len());
+        status["ready"] = json!(live.ready);
+        status["terminating"] = json!(live.terminating);
         status["uncountedTerminatedPods"] = json!({});
         for (field, n) in [("succeeded", self.succeeded), ("failed", self.failed)] {
             if n > 0 {
@@ -586,55 +739,43 @@ impl JobSync {
                 s.remove(field);
             }
         }
-        if active.is_empty()
+        if live.active.is_empty()
             && let Some(s) = status.as_object_mut()
         {
             s.remove("active");
         }
-        let mut wake = None;
-        if let Some(finish) = &mut self.finish {
-            let (target, last) = if finish.failed {
-                ("FailureTarget", "Failed")
-            } else {
-                ("SuccessCriteriaMet", "Complete")
-            };
-            set_condition(&mut status, target, finish.reason, finish.message);
-            if active.is_empty() && terminating == 0 {
-                if set_condition(&mut status, last, finish.reason, finish.message) && !finish.failed
-                {
-                    status["completionTime"] = json!(store::now());
-                }
-                finish.final_at.get_or_insert(now);
-            }
-            if let (Some(final_at), Some(ttl)) =
-                (finish.final_at, spec["ttlSecondsAfterFinished"].as_i64())
-            {
-                let at = final_at + Duration::from_secs(ttl.max(0) as u64);
-                if now >= at && !deleting {
-                    let opts = DeleteOptions {
-                        propagation: Some(Propagation::Foreground),
-                        ..DeleteOptions::default()
-                    };
-                    if let Some(res) = res_of("jobs") {
-                        let _ = delete_locked(st, res, &self.ns, &self.name, &opts);
-                    }
-                } else if !deleting {
-                    wake = Some(at);
-                }
-            }
-        } else {
-            wake = [
-                deadline,
-                (self.next_create > now).then_some(self.next_create),
-            ]
-            .into_iter()
-            .flatten()
-            .min();
+        status
+    }
+
+    /// Deletes a finished Job (in the foreground) once its
+    /// `ttlSecondsAfterFinished` has passed; answers when it will have.
+    fn expire_finished(
+        &self,
+        st: &mut State,
+        spec: &Value,
+        final_at: Option<Instant>,
+        deleting: bool,
+        now: Instant,
+    ) -> Option<Instant> {
+        let (Some(final_at), Some(ttl)) = (final_at, spec["ttlSecondsAfterFinished"].as_i64())
+        else {
+            return None;
+        };
+        let at = final_at + Duration::from_secs(ttl.max(0) as u64);
+        if deleting {
+            return None;
         }
-        if status != job["status"] {
-            st.modify("jobs", &self.ns, &self.name, |j| j["status"] = status);
+        if now < at {
+            return Some(at);
         }
-        Step::Wait { new_pods, wake }
+        let opts = DeleteOptions {
+            propagation: Some(Propagation::Foreground),
+            ..DeleteOptions::default()
+        };
+        if let Some(res) = res_of("jobs") {
+            let _ = delete_locked(st, res, &self.ns, &self.name, &opts);
+        }
+        None
     }
 }
 
