@@ -486,13 +486,7 @@ async fn resource_request(req: Req, group: &str, rest: &[&str]) -> Result<Respon
         ("create", _, _) => create(&req, res, ns.unwrap_or_default()),
         ("deletecollection", _, _) => delete_collection(&req, res, ns.unwrap_or_default()),
         ("get", Some(name), Some("log")) => logs(&req, ns.unwrap_or_default(), name),
-        ("get", Some(name), _) => {
-            let st = req.inner.lock();
-            let obj = st
-                .get(res.plural, ns.unwrap_or_default(), name)
-                .ok_or_else(|| ApiError::not_found(res, name))?;
-            Ok(ok(obj))
-        }
+        ("get", Some(name), _) => get(&req, res, ns.unwrap_or_default(), name),
         ("update", Some(name), sub) => {
             let body = req.json_body()?;
             write(
@@ -504,38 +498,7 @@ async fn resource_request(req: Req, group: &str, rest: &[&str]) -> Result<Respon
                 |_| Ok(body),
             )
         }
-        ("patch", Some(name), sub) => {
-            let ctype = req
-                .headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned();
-            if !ctype.starts_with("application/merge-patch+json")
-                && !ctype.starts_with("application/strategic-merge-patch+json")
-            {
-                return Err(ApiError::new(
-                    415,
-                    "UnsupportedMediaType",
-                    format!(
-                        "the fake API server does not support the patch type {ctype:?} (only merge and strategic merge patches)"
-                    ),
-                ));
-            }
-            let patch = req.json_body()?;
-            write(
-                &req,
-                res,
-                ns.unwrap_or_default(),
-                name,
-                sub.is_some(),
-                |current| {
-                    let mut obj = current.clone();
-                    store::merge_patch(&mut obj, &patch);
-                    Ok(obj)
-                },
-            )
-        }
+        ("patch", Some(name), sub) => patch(&req, res, ns.unwrap_or_default(), name, sub.is_some()),
         ("delete", Some(name), None) => {
             let opts = delete_options(&req)?;
             let answer = controller::delete(&req.inner, res, ns.unwrap_or_default(), name, &opts)?;
@@ -543,6 +506,49 @@ async fn resource_request(req: Req, group: &str, rest: &[&str]) -> Result<Respon
         }
         _ => Err(method_not_allowed(&req.method)),
     }
+}
+
+/// `GET` of one object.
+fn get(req: &Req, res: &'static Res, ns: &str, name: &str) -> Result<Response, ApiError> {
+    let st = req.inner.lock();
+    let obj = st
+        .get(res.plural, ns, name)
+        .ok_or_else(|| ApiError::not_found(res, name))?;
+    Ok(ok(obj))
+}
+
+/// `PATCH` of one object (or its `status`): merge and strategic merge
+/// patches only.
+fn patch(
+    req: &Req,
+    res: &'static Res,
+    ns: &str,
+    name: &str,
+    status_only: bool,
+) -> Result<Response, ApiError> {
+    let ctype = req
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    if !ctype.starts_with("application/merge-patch+json")
+        && !ctype.starts_with("application/strategic-merge-patch+json")
+    {
+        return Err(ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the fake API server does not support the patch type {ctype:?} (only merge and strategic merge patches)"
+            ),
+        ));
+    }
+    let patch = req.json_body()?;
+    write(req, res, ns, name, status_only, |current| {
+        let mut obj = current.clone();
+        store::merge_patch(&mut obj, &patch);
+        Ok(obj)
+    })
 }
 
 fn list(req: &Req, res: &'static Res, ns: Option<&str>) -> Result<Response, ApiError> {

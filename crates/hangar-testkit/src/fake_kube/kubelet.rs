@@ -3,6 +3,7 @@
 //! included), running and termination, writing a realistic `status` and
 //! Events at each step, and injects the [`Fault`]s.
 
+mod image;
 mod setup;
 mod spec;
 mod status;
@@ -14,7 +15,6 @@ use super::docker::{self, Exit};
 use super::store;
 use super::{Fault, Inner, Kubelet};
 use serde_json::Value;
-use spec::full_reference;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -375,118 +375,24 @@ impl PodRun {
             return self.stop_requested();
         }
         if !docker::valid_reference(&image) || targeted && fault == Some(Fault::InvalidImage) {
-            let message = format!(
-                "Failed to apply default image tag \"{image}\": couldn't parse image name \"{image}\": invalid reference format"
-            );
-            self.set_state(
-                i,
-                CState::Waiting("InvalidImageName".into(), Some(message.clone())),
-            );
-            self.event(Some(i), true, "InspectFailed", &message);
-            self.event(Some(i), true, "Failed", "Error: InvalidImageName");
-            return Some(self.sleep(FOREVER).await.unwrap_or(0));
+            return Some(self.invalid_image(i, &image).await);
         }
         let policy = self.ctrs[i].spec["imagePullPolicy"]
             .as_str()
             .unwrap_or("IfNotPresent")
             .to_owned();
         let scripted = self.scripted_outcome(i).is_some() || self.inner.kubelet != Kubelet::Docker;
-        loop {
-            let present = if targeted && fault == Some(Fault::ImagePull) {
-                false
-            } else if scripted {
-                true
-            } else {
-                docker::image_present(&image).await
-            };
-            if present {
-                break;
-            }
-            if policy == "Never" {
-                let message =
-                    format!("Container image \"{image}\" is not present with pull policy of Never");
-                self.set_state(
-                    i,
-                    CState::Waiting("ErrImageNeverPull".into(), Some(message.clone())),
-                );
-                self.event(Some(i), true, "ErrImageNeverPull", &message);
-                return Some(self.sleep(FOREVER).await.unwrap_or(0));
-            }
-            let full = full_reference(&image);
-            let error = format!(
-                "rpc error: code = NotFound desc = failed to pull and unpack image \"{full}\": failed to resolve reference \"{full}\": {full}: not found"
-            );
-            self.event(
-                Some(i),
-                false,
-                "Pulling",
-                &format!("Pulling image \"{image}\""),
-            );
-            self.set_state(
-                i,
-                CState::Waiting("ErrImagePull".into(), Some(error.clone())),
-            );
-            self.event(
-                Some(i),
-                true,
-                "Failed",
-                &format!("Failed to pull image \"{image}\": {error}"),
-            );
-            self.event(Some(i), true, "Failed", "Error: ErrImagePull");
-            if let Some(grace) = self.sleep(Duration::from_millis(300)).await {
-                return Some(grace);
-            }
-            let backoff = format!("Back-off pulling image \"{image}\"");
-            self.set_state(
-                i,
-                CState::Waiting("ImagePullBackOff".into(), Some(backoff.clone())),
-            );
-            self.event(Some(i), false, "BackOff", &backoff);
-            self.event(Some(i), true, "Failed", "Error: ImagePullBackOff");
-            if let Some(grace) = self.sleep(Duration::from_secs(1)).await {
-                return Some(grace);
-            }
+        let fail_pull = targeted && fault == Some(Fault::ImagePull);
+        if let Some(grace) = self
+            .ensure_image(i, &image, &policy, scripted, fail_pull)
+            .await
+        {
+            return Some(grace);
         }
-        self.ctrs[i].image_id = if scripted {
-            format!("sha256:{}", store::random_hex64())
-        } else {
-            docker::image_id(&image).await.unwrap_or_default()
-        };
-        if policy == "Always" {
-            self.event(
-                Some(i),
-                false,
-                "Pulling",
-                &format!("Pulling image \"{image}\""),
-            );
-            self.event(
-                Some(i),
-                false,
-                "Pulled",
-                &format!("Successfully pulled image \"{image}\" in 12ms (12ms including waiting). Image size: 0 bytes."),
-            );
-        } else {
-            self.event(
-                Some(i),
-                false,
-                "Pulled",
-                &format!("Container image \"{image}\" already present on machine"),
-            );
-        }
-        let resolved = loop {
-            match self.resolve(i) {
-                Ok(r) => break r,
-                Err(message) => {
-                    self.set_state(
-                        i,
-                        CState::Waiting("CreateContainerConfigError".into(), Some(message.clone())),
-                    );
-                    self.event(Some(i), true, "Failed", &format!("Error: {message}"));
-                    if let Some(grace) = self.sleep(Duration::from_millis(200)).await {
-                        return Some(grace);
-                    }
-                }
-            }
+        self.image_pulled(i, &image, &policy, scripted).await;
+        let resolved = match self.resolve_config(i).await {
+            Ok(resolved) => resolved,
+            Err(grace) => return Some(grace),
         };
         let name = self.ctrs[i].name.clone();
         self.event(
@@ -504,6 +410,26 @@ impl PodRun {
         );
         self.publish();
         None
+    }
+
+    /// Resolves container `i`'s configuration, retrying while it refers to
+    /// what does not exist yet; `Err(grace)` when the pod is deleted first.
+    async fn resolve_config(&mut self, i: usize) -> Result<Resolved, i64> {
+        loop {
+            match self.resolve(i) {
+                Ok(r) => return Ok(r),
+                Err(message) => {
+                    self.set_state(
+                        i,
+                        CState::Waiting("CreateContainerConfigError".into(), Some(message.clone())),
+                    );
+                    self.event(Some(i), true, "Failed", &format!("Error: {message}"));
+                    if let Some(grace) = self.sleep(Duration::from_millis(200)).await {
+                        return Err(grace);
+                    }
+                }
+            }
+        }
     }
 
     /// The scripted end of a container the fault targets.
@@ -529,6 +455,37 @@ impl PodRun {
         let key = (self.uid.clone(), self.ctrs[i].name.clone());
         let started = store::now();
         let outcome = self.scripted_outcome(i);
+        if outcome.is_some() || self.inner.kubelet != Kubelet::Docker {
+            let outcome = outcome.unwrap_or(Outcome::Exit(0, false));
+            self.launch_scripted(i, &resolved, key, outcome);
+        } else {
+            self.launch_docker(i, resolved, key).await;
+        }
+        self.ctrs[i].state = CState::Running(started);
+    }
+
+    /// How long scripted container `i` runs before its scripted end.
+    fn scripted_run_for(&self, i: usize) -> Duration {
+        match self.inner.kubelet {
+            // Only the task container runs for `run_for`: init steps,
+            // sidecars and one-container Jobs of other names finish at once.
+            Kubelet::Scripted { run_for } if i != self.task || self.ctrs[i].name != "task" => {
+                run_for.min(SCRIPTED_INIT_RUN)
+            }
+            Kubelet::Scripted { run_for } => run_for,
+            Kubelet::Docker => FAULT_RUN,
+        }
+    }
+
+    /// Starts scripted container `i`: logs what it ran, then a task ends it
+    /// with `outcome` (or a stop) and reports the exit.
+    fn launch_scripted(
+        &mut self,
+        i: usize,
+        resolved: &Resolved,
+        key: (String, String),
+        outcome: Outcome,
+    ) {
         let tx = self.exits_tx.clone();
         let shown: Vec<String> = resolved
             .command
@@ -536,100 +493,82 @@ impl PodRun {
             .chain(&resolved.args)
             .cloned()
             .collect();
-        if outcome.is_some() || self.inner.kubelet != Kubelet::Docker {
-            let run_for = match self.inner.kubelet {
-                // Only the task container runs for `run_for`: init steps,
-                // sidecars and one-container Jobs of other names finish at once.
-                Kubelet::Scripted { run_for } if i != self.task || self.ctrs[i].name != "task" => {
-                    run_for.min(SCRIPTED_INIT_RUN)
-                }
-                Kubelet::Scripted { run_for } => run_for,
-                Kubelet::Docker => FAULT_RUN,
-            };
-            let outcome = outcome.unwrap_or(Outcome::Exit(0, false));
-            let name = self.ctrs[i].name.clone();
-            let line = if shown.is_empty() {
-                format!(
-                    "fake-kubelet: container {name} ran the default command of {}\n",
-                    self.ctrs[i].image
-                )
-            } else {
-                format!("fake-kubelet: container {name} ran {}\n", shown.join(" "))
-            };
-            self.inner
-                .lock()
-                .logs
-                .entry(key.clone())
-                .or_default()
-                .extend_from_slice(line.as_bytes());
-            let (stop_tx, mut stop_rx) = watch::channel(None::<i64>);
-            let inner = self.inner.clone();
-            self.inner.spawn(async move {
-                let natural = async {
-                    match outcome {
-                        Outcome::Exit(code, oom) => {
-                            tokio::time::sleep(run_for).await;
-                            (code, oom)
-                        }
-                        Outcome::Forever => std::future::pending().await,
+        let run_for = self.scripted_run_for(i);
+        let name = self.ctrs[i].name.clone();
+        let line = if shown.is_empty() {
+            format!(
+                "fake-kubelet: container {name} ran the default command of {}\n",
+                self.ctrs[i].image
+            )
+        } else {
+            format!("fake-kubelet: container {name} ran {}\n", shown.join(" "))
+        };
+        append_log(&self.inner, key.clone(), &line);
+        let (stop_tx, mut stop_rx) = watch::channel(None::<i64>);
+        let inner = self.inner.clone();
+        self.inner.spawn(async move {
+            let natural = async {
+                match outcome {
+                    Outcome::Exit(code, oom) => {
+                        tokio::time::sleep(run_for).await;
+                        (code, oom)
                     }
-                };
-                let (code, oom) = tokio::select! {
-                    end = natural => end,
-                    _ = stop_rx.changed() => {
-                        let grace = (*stop_rx.borrow()).unwrap_or(0);
-                        (if grace == 0 { 137 } else { 143 }, false)
-                    }
-                };
-                if code != 0 {
-                    let line = if oom {
-                        format!("fake-kubelet: container {name} was OOM-killed\n")
-                    } else {
-                        format!("fake-kubelet: container {name} exited with code {code}\n")
-                    };
-                    inner
-                        .lock()
-                        .logs
-                        .entry(key)
-                        .or_default()
-                        .extend_from_slice(line.as_bytes());
+                    Outcome::Forever => std::future::pending().await,
                 }
+            };
+            let (code, oom) = tokio::select! {
+                end = natural => end,
+                _ = stop_rx.changed() => {
+                    let grace = (*stop_rx.borrow()).unwrap_or(0);
+                    (if grace == 0 { 137 } else { 143 }, false)
+                }
+            };
+            if code != 0 {
+                let line = if oom {
+                    format!("fake-kubelet: container {name} was OOM-killed\n")
+                } else {
+                    format!("fake-kubelet: container {name} exited with code {code}\n")
+                };
+                append_log(&inner, key, &line);
+            }
+            let _ = tx.send((
+                i,
+                Exit {
+                    code,
+                    oom,
+                    error: None,
+                },
+            ));
+        });
+        self.ctrs[i].handle = Some(Handle::Scripted(stop_tx));
+        self.ctrs[i].container_id = Some(format!("containerd://{}", store::random_hex64()));
+    }
+
+    /// Starts container `i` in Docker; a task reports its exit (or the
+    /// failure to start it).
+    async fn launch_docker(&mut self, i: usize, resolved: Resolved, key: (String, String)) {
+        let tx = self.exits_tx.clone();
+        let spec = self.run_spec(i, resolved);
+        match docker::run(&self.inner, &spec, key).await {
+            Ok(running) => {
+                self.ctrs[i].container_id = running.id.as_ref().map(|id| format!("docker://{id}"));
+                self.inner.spawn(async move {
+                    let exit = running.wait().await;
+                    let _ = tx.send((i, exit));
+                });
+                self.ctrs[i].handle = Some(Handle::Docker(spec.name));
+            }
+            Err(error) => {
                 let _ = tx.send((
                     i,
                     Exit {
-                        code,
-                        oom,
-                        error: None,
+                        code: 128,
+                        oom: false,
+                        error: Some(error),
                     },
                 ));
-            });
-            self.ctrs[i].handle = Some(Handle::Scripted(stop_tx));
-            self.ctrs[i].container_id = Some(format!("containerd://{}", store::random_hex64()));
-        } else {
-            let spec = self.run_spec(i, resolved);
-            match docker::run(&self.inner, &spec, key).await {
-                Ok(running) => {
-                    self.ctrs[i].container_id =
-                        running.id.as_ref().map(|id| format!("docker://{id}"));
-                    self.inner.spawn(async move {
-                        let exit = running.wait().await;
-                        let _ = tx.send((i, exit));
-                    });
-                    self.ctrs[i].handle = Some(Handle::Docker(spec.name));
-                }
-                Err(error) => {
-                    let _ = tx.send((
-                        i,
-                        Exit {
-                            code: 128,
-                            oom: false,
-                            error: Some(error),
-                        },
-                    ));
-                }
             }
         }
-        self.ctrs[i].state = CState::Running(started);
     }
 
     fn record_exit(&mut self, i: usize, exit: Exit) {
@@ -777,4 +716,14 @@ impl PodRun {
         // their waiters.
         drop(self.temp_dirs);
     }
+}
+
+/// Appends `line` to the log of container `key` (pod uid, container name).
+fn append_log(inner: &Inner, key: (String, String), line: &str) {
+    inner
+        .lock()
+        .logs
+        .entry(key)
+        .or_default()
+        .extend_from_slice(line.as_bytes());
 }

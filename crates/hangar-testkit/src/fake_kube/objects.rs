@@ -25,6 +25,38 @@ pub(crate) fn create(
     body: Value,
 ) -> Result<Value, ApiError> {
     let mut obj = body;
+    check_type(res, &obj)?;
+    let (uid, name, generate) = reset_metadata(res, ns, &mut obj)?;
+    let mut st = inner.lock();
+    let name = if name.is_empty() {
+        unused_name(&st, res, ns, &generate)
+    } else {
+        name
+    };
+    obj["metadata"]["name"] = json!(name);
+    default(res, &mut obj, &uid);
+    let causes = validate(res, &obj);
+    if !causes.is_empty() {
+        return Err(ApiError::invalid(res, &name, &causes));
+    }
+    admit(&st, res, ns, &name)?;
+    if res.plural == "jobs" {
+        assign_fault(&mut st, &obj);
+    }
+    let before = st.rv;
+    let stored = st.create(res, obj);
+    let after = st.rv;
+    drop(st);
+    if after != before {
+        inner.changed.send_replace(after);
+    }
+    controller::after_create(inner, res, &stored);
+    Ok(stored)
+}
+
+/// Checks that a create's body is an object of the resource's
+/// `apiVersion` and `kind` (when it names them).
+fn check_type(res: &Res, obj: &Value) -> Result<(), ApiError> {
     if !obj.is_object() {
         return Err(ApiError::bad_request(
             "the request body must be a JSON object",
@@ -46,7 +78,18 @@ pub(crate) fn create(
             res.kind
         )));
     }
-    let meta = object_mut(&mut obj, "metadata");
+    Ok(())
+}
+
+/// Sets a new object's namespace and a new uid, dropping the fields the
+/// server owns; answers the uid, `name` and `generateName` (one of which
+/// must be set).
+fn reset_metadata(
+    res: &Res,
+    ns: &str,
+    obj: &mut Value,
+) -> Result<(String, String, String), ApiError> {
+    let meta = object_mut(obj, "metadata");
     if let Some(other) = meta.get("namespace").and_then(Value::as_str)
         && !other.is_empty()
         && other != ns
@@ -90,23 +133,22 @@ pub(crate) fn create(
             )],
         ));
     }
-    let mut st = inner.lock();
-    let name = if name.is_empty() {
-        loop {
-            let candidate = format!("{generate}{}", store::random_suffix());
-            if st.get(res.plural, ns, &candidate).is_none() {
-                break candidate;
-            }
+    Ok((uid, name, generate))
+}
+
+/// A name from `generate` and a random suffix that no object has yet.
+fn unused_name(st: &State, res: &Res, ns: &str, generate: &str) -> String {
+    loop {
+        let candidate = format!("{generate}{}", store::random_suffix());
+        if st.get(res.plural, ns, &candidate).is_none() {
+            return candidate;
         }
-    } else {
-        name
-    };
-    obj["metadata"]["name"] = json!(name);
-    default(res, &mut obj, &uid);
-    let causes = validate(res, &obj);
-    if !causes.is_empty() {
-        return Err(ApiError::invalid(res, &name, &causes));
     }
+}
+
+/// Admission: the injected webhook and Pod Security denials, then a name
+/// already taken.
+fn admit(st: &State, res: &Res, ns: &str, name: &str) -> Result<(), ApiError> {
     if res.plural == "jobs"
         && let Some(message) = &st.reject_jobs
     {
@@ -115,23 +157,12 @@ pub(crate) fn create(
     if res.plural == "pods"
         && let Some(message) = &st.reject_pods
     {
-        return Err(pod_security_denial(&name, message));
+        return Err(pod_security_denial(name, message));
     }
-    if st.get(res.plural, ns, &name).is_some() {
-        return Err(ApiError::already_exists(res, &name));
+    if st.get(res.plural, ns, name).is_some() {
+        return Err(ApiError::already_exists(res, name));
     }
-    if res.plural == "jobs" {
-        assign_fault(&mut st, &obj);
-    }
-    let before = st.rv;
-    let stored = st.create(res, obj);
-    let after = st.rv;
-    drop(st);
-    if after != before {
-        inner.changed.send_replace(after);
-    }
-    controller::after_create(inner, res, &stored);
-    Ok(stored)
+    Ok(())
 }
 
 /// A validating webhook's denial.

@@ -4,7 +4,7 @@
 
 use super::{ApiError, Req, field_selector, label_selector};
 use crate::fake_kube::Inner;
-use crate::fake_kube::store::{self, ChangeType, Res};
+use crate::fake_kube::store::{self, ChangeType, FieldSelector, LabelSelector, Res};
 use axum::body::{Body, Bytes};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -13,7 +13,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// `GET pods/{name}/log`.
 pub(super) fn logs(req: &Req, ns: &str, name: &str) -> Result<Response, ApiError> {
@@ -220,139 +220,108 @@ pub(super) fn watch_response(
     res: &'static Res,
     ns: Option<String>,
 ) -> Result<Response, ApiError> {
-    let labels = label_selector(&req.params)?;
-    let fields = field_selector(res, &req.params)?;
+    let filter = WatchFilter {
+        labels: label_selector(&req.params)?,
+        fields: field_selector(res, &req.params)?,
+        ns,
+    };
     let timeout = req.params.int("timeoutSeconds")?.unwrap_or(1800).max(0) as u64;
     let bookmarks = req.params.flag("allowWatchBookmarks");
     let send_initial = req.params.flag("sendInitialEvents");
-    let rv_param = req
-        .params
-        .get("resourceVersion")
-        .filter(|r| !r.is_empty())
-        .map(|r| {
-            r.parse::<u64>()
-                .map_err(|_| ApiError::bad_request(format!("invalid resource version: {r:?}")))
-        })
-        .transpose()?;
+    let rv_param = resource_version_param(req)?;
     let inner = req.inner.clone();
-    let mut changed = inner.changed.subscribe();
-    let mut close = inner.close.subscribe();
-    let mut expire = inner.expire.subscribe();
-    let matches = {
-        let ns = ns.clone();
-        move |o: &Value| {
-            ns.as_deref()
-                .is_none_or(|ns| o["metadata"]["namespace"].as_str() == Some(ns))
-                && labels.matches(&o["metadata"]["labels"])
-                && fields.matches(o)
-        }
-    };
+    let changed = inner.changed.subscribe();
+    let close = inner.close.subscribe();
+    let expire = inner.expire.subscribe();
     let (tx, rx) = mpsc::channel::<Bytes>(256);
-    let mut initial = Vec::new();
-    let (mut cursor, too_old) = {
-        let st = inner.lock();
-        let from_now = matches!(rv_param, None | Some(0)) || send_initial;
-        if from_now {
-            for o in st.list(res.plural, ns.as_deref()) {
-                if matches(o) {
-                    initial.push(watch_line("ADDED", o));
-                }
-            }
-            if send_initial {
-                initial.push(watch_line(
-                    "BOOKMARK",
-                    &json!({
-                        "kind": res.kind,
-                        "apiVersion": res.api_version(),
-                        "metadata": {
-                            "resourceVersion": st.rv.to_string(),
-                            "annotations": {"k8s.io/initial-events-end": "true"},
-                        },
-                    }),
-                ));
-            }
-            (st.rv, None)
-        } else {
-            let rv = rv_param.unwrap_or_default();
-            if rv < st.compacted {
-                (rv, Some(expired_line(rv, st.rv)))
-            } else {
-                (rv.min(st.rv), None)
-            }
-        }
-    };
+    let (initial, cursor, too_old) = watch_start(&inner, res, &filter, rv_param, send_initial);
     inner.open_watches.fetch_add(1, Ordering::SeqCst);
     let guard = WatchGuard(inner.clone());
     let bookmark_every = *inner
         .bookmark_every
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    inner.clone().spawn(async move {
-        let _guard = guard;
-        for line in initial {
-            if tx.send(line).await.is_err() {
-                return;
+    let task = Watch {
+        inner: inner.clone(),
+        res,
+        filter,
+        tx,
+        cursor,
+        timeout,
+        bookmarks,
+        bookmark_every,
+        changed,
+        close,
+        expire,
+    };
+    inner.spawn(task.run(guard, initial, too_old));
+    Ok(stream_response(rx))
+}
+
+/// The `resourceVersion` parameter of a watch, if set.
+fn resource_version_param(req: &Req) -> Result<Option<u64>, ApiError> {
+    req.params
+        .get("resourceVersion")
+        .filter(|r| !r.is_empty())
+        .map(|r| {
+            r.parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid resource version: {r:?}")))
+        })
+        .transpose()
+}
+
+/// The events a new watch starts with (the current objects, and the
+/// initial-events bookmark, when it starts from now), the resource version
+/// it goes on from, and the 410 line when that version is compacted.
+fn watch_start(
+    inner: &Inner,
+    res: &'static Res,
+    filter: &WatchFilter,
+    rv_param: Option<u64>,
+    send_initial: bool,
+) -> (Vec<Bytes>, u64, Option<Bytes>) {
+    let st = inner.lock();
+    let mut initial = Vec::new();
+    let from_now = matches!(rv_param, None | Some(0)) || send_initial;
+    if from_now {
+        for o in st.list(res.plural, filter.ns.as_deref()) {
+            if filter.matches(o) {
+                initial.push(watch_line("ADDED", o));
             }
         }
-        if let Some(line) = too_old {
-            let _ = tx.send(line).await;
-            return;
+        if send_initial {
+            initial.push(bookmark_line(res, st.rv, true));
         }
-        let deadline = tokio::time::sleep(Duration::from_secs(timeout));
-        tokio::pin!(deadline);
-        let mut bookmark = tokio::time::interval(bookmark_every.max(Duration::from_millis(10)));
-        bookmark.tick().await;
-        loop {
-            let (lines, gone) = {
-                let st = inner.lock();
-                if cursor < st.compacted {
-                    (Vec::new(), Some(expired_line(cursor, st.rv)))
-                } else {
-                    let mut lines = Vec::new();
-                    for change in st.changes.iter().filter(|c| c.rv > cursor) {
-                        if change.resource == res.plural
-                            && let Some(kind) = watch_type(change, &matches)
-                        {
-                            lines.push(watch_line(kind, &change.object));
-                        }
-                    }
-                    cursor = cursor.max(st.rv);
-                    (lines, None)
-                }
-            };
-            for line in lines {
-                if tx.send(line).await.is_err() {
-                    return;
-                }
-            }
-            if let Some(line) = gone {
-                let _ = tx.send(line).await;
-                return;
-            }
-            tokio::select! {
-                _ = changed.changed() => {}
-                _ = close.changed() => return,
-                _ = expire.changed() => {
-                    let current = inner.lock().rv;
-                    let _ = tx.send(expired_line(cursor, current)).await;
-                    return;
-                }
-                _ = &mut deadline => return,
-                _ = tx.closed() => return,
-                _ = bookmark.tick(), if bookmarks => {
-                    let line = watch_line("BOOKMARK", &json!({
-                        "kind": res.kind,
-                        "apiVersion": res.api_version(),
-                        "metadata": {"resourceVersion": cursor.to_string()},
-                    }));
-                    if tx.send(line).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-    });
-    Ok((
+        return (initial, st.rv, None);
+    }
+    let rv = rv_param.unwrap_or_default();
+    if rv < st.compacted {
+        (initial, rv, Some(expired_line(rv, st.rv)))
+    } else {
+        (initial, rv.min(st.rv), None)
+    }
+}
+
+/// A BOOKMARK event at `rv`, marking the end of the initial events when
+/// `initial_end`.
+fn bookmark_line(res: &Res, rv: u64, initial_end: bool) -> Bytes {
+    let mut metadata = json!({"resourceVersion": rv.to_string()});
+    if initial_end {
+        metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+    }
+    watch_line(
+        "BOOKMARK",
+        &json!({
+            "kind": res.kind,
+            "apiVersion": res.api_version(),
+            "metadata": metadata,
+        }),
+    )
+}
+
+/// The 200 answer streaming a watch's lines as they come.
+fn stream_response(rx: mpsc::Receiver<Bytes>) -> Response {
+    (
         StatusCode::OK,
         [
             (header::CONTENT_TYPE, "application/json"),
@@ -360,7 +329,121 @@ pub(super) fn watch_response(
         ],
         Body::from_stream(receiver_stream(rx)),
     )
-        .into_response())
+        .into_response()
+}
+
+/// Which objects a watcher sees: those in its namespace (all when `None`)
+/// that match its selectors.
+struct WatchFilter {
+    ns: Option<String>,
+    labels: LabelSelector,
+    fields: FieldSelector,
+}
+
+impl WatchFilter {
+    /// Whether the watcher sees object `o`.
+    fn matches(&self, o: &Value) -> bool {
+        self.ns
+            .as_deref()
+            .is_none_or(|ns| o["metadata"]["namespace"].as_str() == Some(ns))
+            && self.labels.matches(&o["metadata"]["labels"])
+            && self.fields.matches(o)
+    }
+}
+
+/// A watch's task: what it sends to whom, and how far it has got.
+struct Watch {
+    inner: Arc<Inner>,
+    res: &'static Res,
+    filter: WatchFilter,
+    tx: mpsc::Sender<Bytes>,
+    /// The resource version sent up to.
+    cursor: u64,
+    /// `timeoutSeconds`.
+    timeout: u64,
+    /// `allowWatchBookmarks`.
+    bookmarks: bool,
+    bookmark_every: Duration,
+    changed: watch::Receiver<u64>,
+    close: watch::Receiver<u64>,
+    expire: watch::Receiver<u64>,
+}
+
+impl Watch {
+    /// Sends the `initial` lines (or the `too_old` error), then each change
+    /// and bookmark until the watch ends, times out or expires.
+    async fn run(mut self, guard: WatchGuard, initial: Vec<Bytes>, too_old: Option<Bytes>) {
+        let _guard = guard;
+        if !self.send_all(initial).await {
+            return;
+        }
+        if let Some(line) = too_old {
+            let _ = self.tx.send(line).await;
+            return;
+        }
+        let deadline = tokio::time::sleep(Duration::from_secs(self.timeout));
+        tokio::pin!(deadline);
+        let mut bookmark =
+            tokio::time::interval(self.bookmark_every.max(Duration::from_millis(10)));
+        bookmark.tick().await;
+        loop {
+            let (lines, gone) = self.pending();
+            if !self.send_all(lines).await {
+                return;
+            }
+            if let Some(line) = gone {
+                let _ = self.tx.send(line).await;
+                return;
+            }
+            tokio::select! {
+                _ = self.changed.changed() => {}
+                _ = self.close.changed() => return,
+                _ = self.expire.changed() => {
+                    let current = self.inner.lock().rv;
+                    let _ = self.tx.send(expired_line(self.cursor, current)).await;
+                    return;
+                }
+                _ = &mut deadline => return,
+                _ = self.tx.closed() => return,
+                _ = bookmark.tick(), if self.bookmarks => {
+                    let line = bookmark_line(self.res, self.cursor, false);
+                    if self.tx.send(line).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends `lines` in order; answers false once the watcher is gone.
+    async fn send_all(&self, lines: Vec<Bytes>) -> bool {
+        for line in lines {
+            if self.tx.send(line).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The lines for the changes past the cursor (which moves to the
+    /// current version), or the 410 line when the cursor is compacted.
+    fn pending(&mut self) -> (Vec<Bytes>, Option<Bytes>) {
+        let st = self.inner.lock();
+        if self.cursor < st.compacted {
+            return (Vec::new(), Some(expired_line(self.cursor, st.rv)));
+        }
+        let matches = |o: &Value| self.filter.matches(o);
+        let mut lines = Vec::new();
+        for change in st.changes.iter().filter(|c| c.rv > self.cursor) {
+            if change.resource == self.res.plural
+                && let Some(kind) = watch_type(change, &matches)
+            {
+                lines.push(watch_line(kind, &change.object));
+            }
+        }
+        self.cursor = self.cursor.max(st.rv);
+        (lines, None)
+    }
 }
 
 /// The event a watcher with selector `matches` sees for `change`, if any

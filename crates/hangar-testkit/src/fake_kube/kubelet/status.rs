@@ -68,70 +68,7 @@ impl PodRun {
             }
             return status;
         }
-        let terminal = matches!(self.phase, "Succeeded" | "Failed");
-        let pending_init: Vec<String> = self
-            .ctrs
-            .iter()
-            .filter(|c| c.init)
-            .filter(|c| {
-                if c.sidecar {
-                    !c.running() && c.exit_code().is_none()
-                } else {
-                    c.exit_code() != Some(0)
-                }
-            })
-            .map(|c| c.name.clone())
-            .collect();
-        let unready: Vec<String> = self
-            .ctrs
-            .iter()
-            .filter(|c| !c.init && !c.running())
-            .map(|c| c.name.clone())
-            .collect();
-        let sidecars_unready = self.ctrs.iter().any(|c| c.sidecar && !c.running());
-        let phase = self.phase;
-        let not_ready = |names: &[String]| -> Option<(&'static str, String)> {
-            if terminal {
-                let reason = if phase == "Succeeded" {
-                    "PodCompleted"
-                } else {
-                    "PodFailed"
-                };
-                Some((reason, String::new()))
-            } else {
-                Some((
-                    "ContainersNotReady",
-                    format!("containers with unready status: [{}]", names.join(" ")),
-                ))
-            }
-        };
-        let mut conditions = Vec::new();
-        if let Some(message) = self.evicted.clone() {
-            conditions.push(self.condition(
-                "DisruptionTarget",
-                true,
-                Some(("TerminationByKubelet", message)),
-            ));
-        }
-        let sandbox = self.sandbox && !terminal;
-        conditions.push(self.condition("PodReadyToStartContainers", sandbox, None));
-        let init_why = (!pending_init.is_empty()).then(|| {
-            (
-                "ContainersNotInitialized",
-                format!(
-                    "containers with incomplete status: [{}]",
-                    pending_init.join(" ")
-                ),
-            )
-        });
-        conditions.push(self.condition("Initialized", pending_init.is_empty(), init_why));
-        let ready = !terminal && unready.is_empty() && !sidecars_unready;
-        let why = if ready { None } else { not_ready(&unready) };
-        conditions.push(self.condition("Ready", ready, why));
-        let cready = !terminal && unready.is_empty();
-        let why = if cready { None } else { not_ready(&unready) };
-        conditions.push(self.condition("ContainersReady", cready, why));
-        conditions.push(self.condition("PodScheduled", true, None));
+        let conditions = self.conditions();
         let mut status = json!({
             "phase": self.phase,
             "conditions": conditions,
@@ -163,6 +100,92 @@ impl PodRun {
         }
         status["containerStatuses"] = json!(statuses(false));
         status
+    }
+
+    /// The conditions of a scheduled pod: disruption, sandbox,
+    /// initialization, readiness, scheduling.
+    fn conditions(&mut self) -> Vec<Value> {
+        let terminal = matches!(self.phase, "Succeeded" | "Failed");
+        let pending_init = self.pending_init();
+        let unready: Vec<String> = self
+            .ctrs
+            .iter()
+            .filter(|c| !c.init && !c.running())
+            .map(|c| c.name.clone())
+            .collect();
+        let sidecars_unready = self.ctrs.iter().any(|c| c.sidecar && !c.running());
+        let phase = self.phase;
+        let mut conditions = Vec::new();
+        if let Some(message) = self.evicted.clone() {
+            conditions.push(self.condition(
+                "DisruptionTarget",
+                true,
+                Some(("TerminationByKubelet", message)),
+            ));
+        }
+        let sandbox = self.sandbox && !terminal;
+        conditions.push(self.condition("PodReadyToStartContainers", sandbox, None));
+        let init_why = (!pending_init.is_empty()).then(|| {
+            (
+                "ContainersNotInitialized",
+                format!(
+                    "containers with incomplete status: [{}]",
+                    pending_init.join(" ")
+                ),
+            )
+        });
+        conditions.push(self.condition("Initialized", pending_init.is_empty(), init_why));
+        let ready = !terminal && unready.is_empty() && !sidecars_unready;
+        let why = if ready {
+            None
+        } else {
+            not_ready(terminal, phase, &unready)
+        };
+        conditions.push(self.condition("Ready", ready, why));
+        let cready = !terminal && unready.is_empty();
+        let why = if cready {
+            None
+        } else {
+            not_ready(terminal, phase, &unready)
+        };
+        conditions.push(self.condition("ContainersReady", cready, why));
+        conditions.push(self.condition("PodScheduled", true, None));
+        conditions
+    }
+
+    /// The init containers not done yet: sidecars not started, others not
+    /// exited 0.
+    fn pending_init(&self) -> Vec<String> {
+        self.ctrs
+            .iter()
+            .filter(|c| c.init)
+            .filter(|c| {
+                if c.sidecar {
+                    !c.running() && c.exit_code().is_none()
+                } else {
+                    c.exit_code() != Some(0)
+                }
+            })
+            .map(|c| c.name.clone())
+            .collect()
+    }
+}
+
+/// Why a condition of readiness is False: the pod ended (`terminal`, in
+/// `phase`), or containers `names` are not ready.
+fn not_ready(terminal: bool, phase: &str, names: &[String]) -> Option<(&'static str, String)> {
+    if terminal {
+        let reason = if phase == "Succeeded" {
+            "PodCompleted"
+        } else {
+            "PodFailed"
+        };
+        Some((reason, String::new()))
+    } else {
+        Some((
+            "ContainersNotReady",
+            format!("containers with unready status: [{}]", names.join(" ")),
+        ))
     }
 }
 

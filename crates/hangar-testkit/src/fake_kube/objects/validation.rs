@@ -106,64 +106,7 @@ pub(super) fn validate(res: &Res, obj: &Value) -> Vec<Cause> {
     }
     validate_labels(&meta["labels"], "metadata.labels", &mut causes);
     match res.plural {
-        "jobs" => {
-            if name.len() > 63 {
-                causes.push(Cause::invalid(
-                    "metadata.name",
-                    name,
-                    "must be no more than 63 characters",
-                ));
-            }
-            let spec = &obj["spec"];
-            for field in [
-                "backoffLimit",
-                "parallelism",
-                "completions",
-                "ttlSecondsAfterFinished",
-            ] {
-                if spec[field].as_i64().is_some_and(|v| v < 0) {
-                    causes.push(Cause::invalid(
-                        format!("spec.{field}"),
-                        &spec[field],
-                        "must be greater than or equal to 0",
-                    ));
-                }
-            }
-            if spec["activeDeadlineSeconds"]
-                .as_i64()
-                .is_some_and(|v| v <= 0)
-            {
-                causes.push(Cause::invalid(
-                    "spec.activeDeadlineSeconds",
-                    &spec["activeDeadlineSeconds"],
-                    "must be greater than 0",
-                ));
-            }
-            if spec["completionMode"].as_str() == Some("Indexed") {
-                causes.push(Cause::forbidden(
-                    "spec.completionMode",
-                    "Indexed Jobs are not supported by the fake cluster",
-                ));
-            }
-            validate_labels(
-                &spec["template"]["metadata"]["labels"],
-                "spec.template.metadata.labels",
-                &mut causes,
-            );
-            let pod_spec = &spec["template"]["spec"];
-            validate_pod_spec(pod_spec, "spec.template.spec", &mut causes);
-            match pod_spec["restartPolicy"].as_str() {
-                Some("Never" | "OnFailure") => {}
-                None => causes.push(Cause::required(
-                    "spec.template.spec.restartPolicy",
-                    "valid values: \"OnFailure\", \"Never\"",
-                )),
-                Some(other) => causes.push(Cause {
-                    field: "spec.template.spec.restartPolicy".into(),
-                    kind: CauseKind::NotSupported(other.to_owned(), &["OnFailure", "Never"]),
-                }),
-            }
-        }
+        "jobs" => validate_job(name, &obj["spec"], &mut causes),
         "pods" => {
             validate_pod_spec(&obj["spec"], "spec", &mut causes);
             match obj["spec"]["restartPolicy"].as_str() {
@@ -179,45 +122,110 @@ pub(super) fn validate(res: &Res, obj: &Value) -> Vec<Cause> {
         }
         "secrets" => {
             if let Some(data) = obj["data"].as_object() {
-                let mut total = 0;
-                for (k, v) in data {
-                    if k.is_empty()
-                        || !k
-                            .chars()
-                            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-                    {
-                        causes.push(Cause::invalid(
-                            format!("data[{k}]"),
-                            k,
-                            "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')",
-                        ));
-                    }
-                    match v
-                        .as_str()
-                        .map(|s| base64::engine::general_purpose::STANDARD.decode(s))
-                    {
-                        Some(Ok(bytes)) => total += bytes.len(),
-                        _ => causes.push(Cause::invalid(
-                            format!("data[{k}]"),
-                            v,
-                            "illegal base64 data",
-                        )),
-                    }
-                }
-                if total > 1_048_576 {
-                    causes.push(Cause {
-                        field: "data".into(),
-                        kind: CauseKind::Invalid(
-                            String::new(),
-                            "Too long: may not be more than 1048576 bytes".into(),
-                        ),
-                    });
-                }
+                validate_secret_data(data, &mut causes);
             }
         }
         _ => {}
     }
     causes
+}
+
+/// A Job's name length and `spec`: counts, deadline, completion mode, and
+/// its pod template.
+fn validate_job(name: &str, spec: &Value, causes: &mut Vec<Cause>) {
+    if name.len() > 63 {
+        causes.push(Cause::invalid(
+            "metadata.name",
+            name,
+            "must be no more than 63 characters",
+        ));
+    }
+    for field in [
+        "backoffLimit",
+        "parallelism",
+        "completions",
+        "ttlSecondsAfterFinished",
+    ] {
+        if spec[field].as_i64().is_some_and(|v| v < 0) {
+            causes.push(Cause::invalid(
+                format!("spec.{field}"),
+                &spec[field],
+                "must be greater than or equal to 0",
+            ));
+        }
+    }
+    if spec["activeDeadlineSeconds"]
+        .as_i64()
+        .is_some_and(|v| v <= 0)
+    {
+        causes.push(Cause::invalid(
+            "spec.activeDeadlineSeconds",
+            &spec["activeDeadlineSeconds"],
+            "must be greater than 0",
+        ));
+    }
+    if spec["completionMode"].as_str() == Some("Indexed") {
+        causes.push(Cause::forbidden(
+            "spec.completionMode",
+            "Indexed Jobs are not supported by the fake cluster",
+        ));
+    }
+    validate_labels(
+        &spec["template"]["metadata"]["labels"],
+        "spec.template.metadata.labels",
+        causes,
+    );
+    let pod_spec = &spec["template"]["spec"];
+    validate_pod_spec(pod_spec, "spec.template.spec", causes);
+    match pod_spec["restartPolicy"].as_str() {
+        Some("Never" | "OnFailure") => {}
+        None => causes.push(Cause::required(
+            "spec.template.spec.restartPolicy",
+            "valid values: \"OnFailure\", \"Never\"",
+        )),
+        Some(other) => causes.push(Cause {
+            field: "spec.template.spec.restartPolicy".into(),
+            kind: CauseKind::NotSupported(other.to_owned(), &["OnFailure", "Never"]),
+        }),
+    }
+}
+
+/// A Secret's `data`: its keys, its base64 values, and their total size.
+fn validate_secret_data(data: &serde_json::Map<String, Value>, causes: &mut Vec<Cause>) {
+    let mut total = 0;
+    for (k, v) in data {
+        if k.is_empty()
+            || !k
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            causes.push(Cause::invalid(
+                format!("data[{k}]"),
+                k,
+                "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')",
+            ));
+        }
+        match v
+            .as_str()
+            .map(|s| base64::engine::general_purpose::STANDARD.decode(s))
+        {
+            Some(Ok(bytes)) => total += bytes.len(),
+            _ => causes.push(Cause::invalid(
+                format!("data[{k}]"),
+                v,
+                "illegal base64 data",
+            )),
+        }
+    }
+    if total > 1_048_576 {
+        causes.push(Cause {
+            field: "data".into(),
+            kind: CauseKind::Invalid(
+                String::new(),
+                "Too long: may not be more than 1048576 bytes".into(),
+            ),
+        });
+    }
 }
 
 fn validate_labels(labels: &Value, field: &str, causes: &mut Vec<Cause>) {
@@ -245,7 +253,39 @@ fn validate_labels(labels: &Value, field: &str, causes: &mut Vec<Cause>) {
     }
 }
 
+/// A pod spec at `path`: its volumes and containers.
 fn validate_pod_spec(spec: &Value, path: &str, causes: &mut Vec<Cause>) {
+    let volumes = validate_volumes(spec, path, causes);
+    let containers = spec["containers"].as_array().filter(|c| !c.is_empty());
+    if containers.is_none() {
+        causes.push(Cause::required(format!("{path}.containers"), ""));
+    }
+    let mut names = HashSet::new();
+    for key in ["initContainers", "containers"] {
+        let Some(cs) = spec[key].as_array() else {
+            continue;
+        };
+        for (i, c) in cs.iter().enumerate() {
+            let at = format!("{path}.{key}[{i}]");
+            let name = c["name"].as_str().unwrap_or_default();
+            if name.is_empty() {
+                causes.push(Cause::required(format!("{at}.name"), ""));
+            } else if !valid_dns_label(name) {
+                causes.push(Cause::invalid(format!("{at}.name"), name, LABEL_HELP));
+            } else if !names.insert(name.to_owned()) {
+                causes.push(Cause {
+                    field: format!("{at}.name"),
+                    kind: CauseKind::Duplicate(name.to_owned()),
+                });
+            }
+            validate_container(c, key, &at, &volumes, causes);
+        }
+    }
+}
+
+/// A pod spec's volumes (unique valid names, no image volumes); answers
+/// their names.
+fn validate_volumes(spec: &Value, path: &str, causes: &mut Vec<Cause>) -> HashSet<String> {
     let mut volumes = HashSet::new();
     if let Some(vs) = spec["volumes"].as_array() {
         for (i, v) in vs.iter().enumerate() {
@@ -269,105 +309,102 @@ fn validate_pod_spec(spec: &Value, path: &str, causes: &mut Vec<Cause>) {
             }
         }
     }
-    let containers = spec["containers"].as_array().filter(|c| !c.is_empty());
-    if containers.is_none() {
-        causes.push(Cause::required(format!("{path}.containers"), ""));
+    volumes
+}
+
+/// One container at `at` (of list `key`), its name aside: image, restart
+/// policy, mounts of known `volumes`, environment, resources.
+fn validate_container(
+    c: &Value,
+    key: &str,
+    at: &str,
+    volumes: &HashSet<String>,
+    causes: &mut Vec<Cause>,
+) {
+    if c["image"].as_str().is_none_or(str::is_empty) {
+        causes.push(Cause::required(format!("{at}.image"), ""));
     }
-    let mut names = HashSet::new();
-    for key in ["initContainers", "containers"] {
-        let Some(cs) = spec[key].as_array() else {
-            continue;
-        };
-        for (i, c) in cs.iter().enumerate() {
-            let at = format!("{path}.{key}[{i}]");
-            let name = c["name"].as_str().unwrap_or_default();
-            if name.is_empty() {
-                causes.push(Cause::required(format!("{at}.name"), ""));
-            } else if !valid_dns_label(name) {
-                causes.push(Cause::invalid(format!("{at}.name"), name, LABEL_HELP));
-            } else if !names.insert(name.to_owned()) {
+    match (key, c["restartPolicy"].as_str()) {
+        (_, None) | ("initContainers", Some("Always")) => {}
+        ("initContainers", Some(other)) => causes.push(Cause {
+            field: format!("{at}.restartPolicy"),
+            kind: CauseKind::NotSupported(other.to_owned(), &["Always"]),
+        }),
+        (_, Some(_)) => causes.push(Cause::forbidden(
+            format!("{at}.restartPolicy"),
+            "may not be set for non-init containers",
+        )),
+    }
+    if let Some(mounts) = c["volumeMounts"].as_array() {
+        for (j, m) in mounts.iter().enumerate() {
+            let vname = m["name"].as_str().unwrap_or_default();
+            if !volumes.contains(vname) {
                 causes.push(Cause {
-                    field: format!("{at}.name"),
-                    kind: CauseKind::Duplicate(name.to_owned()),
+                    field: format!("{at}.volumeMounts[{j}].name"),
+                    kind: CauseKind::NotFound(vname.to_owned()),
                 });
             }
-            if c["image"].as_str().is_none_or(str::is_empty) {
-                causes.push(Cause::required(format!("{at}.image"), ""));
+            if m["mountPath"].as_str().is_none_or(str::is_empty) {
+                causes.push(Cause::required(
+                    format!("{at}.volumeMounts[{j}].mountPath"),
+                    "",
+                ));
             }
-            match (key, c["restartPolicy"].as_str()) {
-                (_, None) | ("initContainers", Some("Always")) => {}
-                ("initContainers", Some(other)) => causes.push(Cause {
-                    field: format!("{at}.restartPolicy"),
-                    kind: CauseKind::NotSupported(other.to_owned(), &["Always"]),
-                }),
-                (_, Some(_)) => causes.push(Cause::forbidden(
-                    format!("{at}.restartPolicy"),
-                    "may not be set for non-init containers",
-                )),
+        }
+    }
+    validate_env(c, at, causes);
+    validate_resources(&c["resources"], at, causes);
+}
+
+/// A container's `envFrom` Secret references and `env` names.
+fn validate_env(c: &Value, at: &str, causes: &mut Vec<Cause>) {
+    if let Some(from) = c["envFrom"].as_array() {
+        for (j, e) in from.iter().enumerate() {
+            if e["secretRef"].is_object()
+                && e["secretRef"]["name"].as_str().is_none_or(str::is_empty)
+            {
+                causes.push(Cause::required(
+                    format!("{at}.envFrom[{j}].secretRef.name"),
+                    "",
+                ));
             }
-            if let Some(mounts) = c["volumeMounts"].as_array() {
-                for (j, m) in mounts.iter().enumerate() {
-                    let vname = m["name"].as_str().unwrap_or_default();
-                    if !volumes.contains(vname) {
-                        causes.push(Cause {
-                            field: format!("{at}.volumeMounts[{j}].name"),
-                            kind: CauseKind::NotFound(vname.to_owned()),
-                        });
-                    }
-                    if m["mountPath"].as_str().is_none_or(str::is_empty) {
-                        causes.push(Cause::required(
-                            format!("{at}.volumeMounts[{j}].mountPath"),
-                            "",
-                        ));
-                    }
-                }
+        }
+    }
+    if let Some(env) = c["env"].as_array() {
+        for (j, e) in env.iter().enumerate() {
+            if e["name"].as_str().is_none_or(str::is_empty) {
+                causes.push(Cause::required(format!("{at}.env[{j}].name"), ""));
             }
-            if let Some(from) = c["envFrom"].as_array() {
-                for (j, e) in from.iter().enumerate() {
-                    if e["secretRef"].is_object()
-                        && e["secretRef"]["name"].as_str().is_none_or(str::is_empty)
-                    {
-                        causes.push(Cause::required(
-                            format!("{at}.envFrom[{j}].secretRef.name"),
-                            "",
-                        ));
-                    }
-                }
+        }
+    }
+}
+
+/// A container's CPU and memory quantities, requests within limits.
+fn validate_resources(r: &Value, at: &str, causes: &mut Vec<Cause>) {
+    for res in ["cpu", "memory"] {
+        for kind in ["limits", "requests"] {
+            let q = &r[kind][res];
+            if !q.is_null() && store::parse_quantity(q).is_none() {
+                causes.push(Cause::invalid(
+                    format!("{at}.resources.{kind}.{res}"),
+                    q,
+                    "must be a valid quantity",
+                ));
             }
-            if let Some(env) = c["env"].as_array() {
-                for (j, e) in env.iter().enumerate() {
-                    if e["name"].as_str().is_none_or(str::is_empty) {
-                        causes.push(Cause::required(format!("{at}.env[{j}].name"), ""));
-                    }
-                }
-            }
-            let r = &c["resources"];
-            for res in ["cpu", "memory"] {
-                for kind in ["limits", "requests"] {
-                    let q = &r[kind][res];
-                    if !q.is_null() && store::parse_quantity(q).is_none() {
-                        causes.push(Cause::invalid(
-                            format!("{at}.resources.{kind}.{res}"),
-                            q,
-                            "must be a valid quantity",
-                        ));
-                    }
-                }
-                if let (Some(req), Some(lim)) = (
-                    store::parse_quantity(&r["requests"][res]),
-                    store::parse_quantity(&r["limits"][res]),
-                ) && req > lim
-                {
-                    causes.push(Cause::invalid(
-                        format!("{at}.resources.requests"),
-                        &r["requests"][res],
-                        &format!(
-                            "must be less than or equal to {res} limit of {}",
-                            r["limits"][res]
-                        ),
-                    ));
-                }
-            }
+        }
+        if let (Some(req), Some(lim)) = (
+            store::parse_quantity(&r["requests"][res]),
+            store::parse_quantity(&r["limits"][res]),
+        ) && req > lim
+        {
+            causes.push(Cause::invalid(
+                format!("{at}.resources.requests"),
+                &r["requests"][res],
+                &format!(
+                    "must be less than or equal to {res} limit of {}",
+                    r["limits"][res]
+                ),
+            ));
         }
     }
 }
