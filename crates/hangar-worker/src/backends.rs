@@ -23,10 +23,12 @@ pub mod command;
 mod ctl_dir;
 pub mod direct;
 pub mod docker;
-mod egress;
+pub mod factory;
 pub(crate) mod inputs;
 pub mod kubernetes;
+pub(crate) mod output;
 pub(crate) mod repos;
+pub(crate) mod sandbox;
 pub(crate) mod spools;
 
 use async_trait::async_trait;
@@ -348,5 +350,37 @@ pub trait Execution: Send {
                 spec.execution_id
             ),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn safe_segments() {
+        assert!(is_safe_segment("0193a7b2-5c1e-7d3e-9f00-123456789abc"));
+        assert!(is_safe_segment("exec_1.a"));
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "../x",
+            "a\\b",
+            "a b",
+            "a\0b",
+            &"x".repeat(201),
+        ] {
+            assert!(!is_safe_segment(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn exit_status_codes() {
+        assert_eq!(ExitStatus::Code(3).code(), 3);
+        assert_eq!(ExitStatus::Signal(9).code(), 137);
+        assert!(ExitStatus::Code(0).success());
+        assert!(!ExitStatus::Signal(15).success());
     }
 }

@@ -22,7 +22,10 @@ mod execution;
 pub mod spec;
 pub mod status;
 
+use super::factory::{self, BackendFactory};
 use super::{Backend, BackendError, Execution, Recovered, TaskSpec};
+use crate::config::{BackendKind, WorkerConfig};
+use crate::worker::WorkerError;
 use hangar_protocol::worker::FailureReason;
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
@@ -111,9 +114,22 @@ pub struct KubernetesConfig {
     pub poll_interval: Duration,
 }
 
+impl BackendFactory for KubernetesConfig {
+    const KIND: BackendKind = BackendKind::Kubernetes;
+    type Backend = Kubernetes;
+
+    fn from_worker(config: &WorkerConfig) -> Result<Self, WorkerError> {
+        Self::resolve(config).map_err(factory::backend_error::<Self>)
+    }
+
+    fn build(self) -> Result<Kubernetes, BackendError> {
+        Ok(Kubernetes::new(self))
+    }
+}
+
 impl KubernetesConfig {
     /// The backend's part of a worker config, checked.
-    pub fn from_worker(config: &crate::WorkerConfig) -> Result<Self, BackendError> {
+    fn resolve(config: &crate::WorkerConfig) -> Result<Self, BackendError> {
         let k = &config.kubernetes;
         let invalid = |msg: String| BackendError::new(FailureReason::JobCreate, msg);
         let agent_image = k

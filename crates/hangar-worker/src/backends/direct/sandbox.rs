@@ -36,13 +36,13 @@
 //! that namespace (and the sandbox's user namespace, for a worker that is not
 //! root) and opens listeners on its loopback: a relay to the
 //! server (at the server URL's port) and, for allowlists, the egress proxy
-//! shared with the Docker backend (`egress::serve_proxy`). Those sockets are
+//! shared with the Docker backend (`sandbox::egress::serve_proxy`). Those sockets are
 //! the only way out; their connections are made by the worker on the host.
 
 // What runs between fork and exec (moving descriptors) must be raw system calls.
 #![allow(unsafe_code)]
 
-use crate::backends::egress;
+use crate::backends::sandbox::egress;
 use crate::config::SandboxMount;
 use hangar_protocol::worker::NetworkPolicy;
 use nix::libc;
