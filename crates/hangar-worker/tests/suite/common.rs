@@ -343,6 +343,8 @@ exit "${EXIT_CODE:-0}"
 
 /// A worker running in-process against a fake server.
 pub struct TestWorker {
+    /// The worker's id (`test-worker` unless the test changed it).
+    pub worker_id: String,
     pub dir: tempfile::TempDir,
     pub out: PathBuf,
     pub workspace_root: PathBuf,
@@ -401,11 +403,13 @@ impl TestWorker {
         let mut config = test_config(&server.url, dir.path());
         tweak(&mut config);
         let workspace_root = config.direct.workspace_root.clone().unwrap();
+        let worker_id = config.worker_id.clone();
         let shutdown = CancellationToken::new();
         let hard_shutdown = CancellationToken::new();
         let worker = Worker::new(config).unwrap();
         let handle = tokio::spawn(worker.run(shutdown.clone(), hard_shutdown.clone()));
         TestWorker {
+            worker_id,
             dir,
             out,
             workspace_root,
