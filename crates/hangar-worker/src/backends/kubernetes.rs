@@ -353,20 +353,10 @@ impl Kubernetes {
         ))
     }
 
-    /// Runs a short Job as tasks will run (the pod template's scheduling,
-    /// admission, the image pull) and waits for it to complete.
-    async fn preflight(&self, client: &kube::Client, ns: &str) -> Result<(), BackendError> {
+    /// The preflight Job `name`: one container that runs `true` in the
+    /// preflight image, with the pod template and labels of task Jobs.
+    fn preflight_job(&self, name: &str) -> Job {
         let c = &self.shared.config;
-        let name = format!(
-            "hangar-preflight-{}-{}",
-            &spec::label_value(&c.worker_id)
-                .to_ascii_lowercase()
-                .chars()
-                .filter(|ch| ch.is_ascii_alphanumeric())
-                .take(20)
-                .collect::<String>(),
-            hangar_protocol::Timestamp::now().unix_millis()
-        );
         let mut pod = c.pod_template.clone().unwrap_or_default();
         pod.restart_policy = Some("Never".into());
         pod.automount_service_account_token = Some(false);
@@ -393,9 +383,9 @@ impl Kubernetes {
             "hangar.dev/preflight".into(),
             spec::label_value(&c.worker_id),
         );
-        let job = Job {
+        Job {
             metadata: kube::api::ObjectMeta {
-                name: Some(name.clone()),
+                name: Some(name.to_owned()),
                 labels: Some(labels.clone()),
                 annotations: Some(c.extra_annotations.clone()),
                 ..Default::default()
@@ -414,7 +404,24 @@ impl Kubernetes {
                 ..Default::default()
             }),
             ..Default::default()
-        };
+        }
+    }
+
+    /// Runs a short Job as tasks will run (the pod template's scheduling,
+    /// admission, the image pull) and waits for it to complete.
+    async fn preflight(&self, client: &kube::Client, ns: &str) -> Result<(), BackendError> {
+        let c = &self.shared.config;
+        let name = format!(
+            "hangar-preflight-{}-{}",
+            &spec::label_value(&c.worker_id)
+                .to_ascii_lowercase()
+                .chars()
+                .filter(|ch| ch.is_ascii_alphanumeric())
+                .take(20)
+                .collect::<String>(),
+            hangar_protocol::Timestamp::now().unix_millis()
+        );
+        let job = self.preflight_job(&name);
         let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
         jobs.create(&PostParams::default(), &job)
             .await

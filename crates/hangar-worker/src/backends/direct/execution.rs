@@ -274,6 +274,47 @@ impl DirectExecution {
         })
     }
 
+    /// Runs the configured setup command, then the environment's, in order;
+    /// the first that fails fails the task as `setup_command`.
+    async fn run_setup(&mut self, stop: &CancellationToken) -> Result<(), BackendError> {
+        let mut setup_commands: Vec<String> = self.config().setup_command.iter().cloned().collect();
+        if let Some(environment) = &self.spec.assignment.environment {
+            setup_commands.extend(environment.setup_commands.iter().cloned());
+        }
+        let spec = self.spec.clone();
+        let timed = !setup_commands.is_empty();
+        let setup = async {
+            for setup in setup_commands {
+                let status = self
+                    .run_hook(&setup, "setup", Some(stop), None)
+                    .await
+                    .map_err(|e| {
+                        BackendError::with_source(
+                            FailureReason::SetupCommand,
+                            format!("cannot run the setup command: {e}"),
+                            e,
+                        )
+                    })?;
+                match status {
+                    None => return Err(BackendError::cancelled()),
+                    Some(s) if !s.success() => {
+                        return Err(BackendError::new(
+                            FailureReason::SetupCommand,
+                            format!("the setup command `{setup}` failed with {s}"),
+                        ));
+                    }
+                    Some(_) => {}
+                }
+            }
+            Ok::<(), BackendError>(())
+        };
+        if timed {
+            crate::metrics::step("setup", &spec, setup).await
+        } else {
+            setup.await
+        }
+    }
+
     /// Runs a `/bin/sh -c` hook; `None` when `stop` fired or `limit` passed first.
     async fn run_hook(
         &mut self,
@@ -384,42 +425,7 @@ impl Execution for DirectExecution {
                     )
                 })?;
         }
-        let mut setup_commands: Vec<String> = self.config().setup_command.iter().cloned().collect();
-        if let Some(environment) = &self.spec.assignment.environment {
-            setup_commands.extend(environment.setup_commands.iter().cloned());
-        }
-        let spec = self.spec.clone();
-        let timed = !setup_commands.is_empty();
-        let setup = async {
-            for setup in setup_commands {
-                let status = self
-                    .run_hook(&setup, "setup", Some(stop), None)
-                    .await
-                    .map_err(|e| {
-                        BackendError::with_source(
-                            FailureReason::SetupCommand,
-                            format!("cannot run the setup command: {e}"),
-                            e,
-                        )
-                    })?;
-                match status {
-                    None => return Err(BackendError::cancelled()),
-                    Some(s) if !s.success() => {
-                        return Err(BackendError::new(
-                            FailureReason::SetupCommand,
-                            format!("the setup command `{setup}` failed with {s}"),
-                        ));
-                    }
-                    Some(_) => {}
-                }
-            }
-            Ok::<(), BackendError>(())
-        };
-        if timed {
-            crate::metrics::step("setup", &spec, setup).await?;
-        } else {
-            setup.await?;
-        }
+        self.run_setup(stop).await?;
         if stop.is_cancelled() {
             return Err(BackendError::cancelled());
         }

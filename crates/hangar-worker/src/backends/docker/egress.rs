@@ -220,42 +220,7 @@ impl Egress {
             })?;
         }
 
-        // The relay: the agent's server URL points at it. A host name stays a
-        // name (TLS validates it) and is mapped to the gateway.
-        let mut agent_url = server.clone();
-        let name_is_ip = server_host.parse::<IpAddr>().is_ok();
-        let url_host = if name_is_ip {
-            gateway.to_string()
-        } else {
-            self.extra_hosts.push(format!("{server_host}:{gateway}"));
-            server_host.clone()
-        };
-        agent_url
-            .set_host(Some(&url_host))
-            .and_then(|()| {
-                agent_url
-                    .set_port(Some(self.relay_port))
-                    .map_err(|()| url::ParseError::InvalidPort)
-            })
-            .map_err(|e| err(format!("cannot build the agent's server URL: {e}")))?;
-        self.agent_server_url = agent_url.as_str().trim_end_matches('/').to_owned();
-        // The task's own names resolve to the proxy's view too (direct use still fails).
-        for (name, ip) in &hosts {
-            self.extra_hosts.push(format!("{name}:{ip}"));
-        }
-
-        let proxy_url = format!("http://{gateway}:{}", self.proxy_port);
-        let no_proxy = format!("localhost,127.0.0.1,{gateway},{url_host}");
-        for (k, v) in [
-            ("HTTP_PROXY", &proxy_url),
-            ("HTTPS_PROXY", &proxy_url),
-            ("http_proxy", &proxy_url),
-            ("https_proxy", &proxy_url),
-            ("NO_PROXY", &no_proxy),
-            ("no_proxy", &no_proxy),
-        ] {
-            self.env.push((k.to_owned(), v.clone()));
-        }
+        let proxy_url = self.task_view(server, &server_host, &hosts)?;
 
         let stop = self.stop.clone();
         self.tasks.spawn(serve_proxy(
@@ -277,6 +242,55 @@ impl Egress {
             "egress allowlist proxy ready"
         );
         Ok(())
+    }
+
+    /// What the task is told: the agent's server URL (through the relay),
+    /// `/etc/hosts` entries and the proxy variables. Answers the proxy URL.
+    fn task_view(
+        &mut self,
+        server: &url::Url,
+        server_host: &str,
+        hosts: &HashMap<String, IpAddr>,
+    ) -> Result<String, BackendError> {
+        let gateway = self.gateway;
+        // The relay: the agent's server URL points at it. A host name stays a
+        // name (TLS validates it) and is mapped to the gateway.
+        let mut agent_url = server.clone();
+        let name_is_ip = server_host.parse::<IpAddr>().is_ok();
+        let url_host = if name_is_ip {
+            gateway.to_string()
+        } else {
+            self.extra_hosts.push(format!("{server_host}:{gateway}"));
+            server_host.to_owned()
+        };
+        agent_url
+            .set_host(Some(&url_host))
+            .and_then(|()| {
+                agent_url
+                    .set_port(Some(self.relay_port))
+                    .map_err(|()| url::ParseError::InvalidPort)
+            })
+            .map_err(|e| err(format!("cannot build the agent's server URL: {e}")))?;
+        self.agent_server_url = agent_url.as_str().trim_end_matches('/').to_owned();
+        // The task's own names resolve to the proxy's view too (direct use still fails).
+        for (name, ip) in hosts {
+            self.extra_hosts.push(format!("{name}:{ip}"));
+        }
+
+        let proxy_url = format!("http://{gateway}:{}", self.proxy_port);
+        let no_proxy = format!("localhost,127.0.0.1,{gateway},{url_host}");
+        for (k, v) in [
+            ("HTTP_PROXY", &proxy_url),
+            ("HTTPS_PROXY", &proxy_url),
+            ("http_proxy", &proxy_url),
+            ("https_proxy", &proxy_url),
+            ("NO_PROXY", &no_proxy),
+            ("no_proxy", &no_proxy),
+        ] {
+            self.env.push((k.to_owned(), v.clone()));
+        }
+
+        Ok(proxy_url)
     }
 
     async fn install_firewall(&mut self, bridge: &str) -> Result<(), String> {
