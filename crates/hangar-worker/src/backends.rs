@@ -14,9 +14,14 @@
 //!
 //! Describing a task ([`TaskSpec`]) is separate from running it ([`Execution`]).
 //! `direct`, `docker`, `command` and `kubernetes` are in this build, each
-//! with the same shape (`XConfig` + `X`). [`Backend::start`] checks the
-//! backend once before connecting, and [`Backend::recover`] lets durable
-//! backends pick up executions that outlived a worker restart (reported in
+//! with the same shape: `backends/<name>.rs` with `XConfig` + `X`, the rest
+//! in `backends/<name>/`, and `XConfig` a [`factory::BackendFactory`] (the
+//! worker core knows none of a backend's settings). What several share:
+//! `output` (task output in the worker's log) and `sandbox` (the egress
+//! proxy and server relay). Every backend runs the one conformance suite
+//! (`tests/suite/conformance.rs`). [`Backend::start`] checks the backend
+//! once before connecting, and [`Backend::recover`] lets durable backends
+//! pick up executions that outlived a worker restart (reported in
 //! `worker_hello.running`).
 
 pub mod command;

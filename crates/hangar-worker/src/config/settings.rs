@@ -1,4 +1,4 @@
-//! Each backend's settings in a [`WorkerConfig`](super::WorkerConfig), as
+//! Each backend's settings in a [`WorkerConfig`](super::WorkerConfig)(super::WorkerConfig), as
 //! resolved from flags and the config file; each backend's `XConfig` reads
 //! its own (`backends::factory`).
 
@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Direct-backend settings of a [`WorkerConfig`].
+/// Direct-backend settings of a [`WorkerConfig`](super::WorkerConfig).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DirectSettings {
     /// Parent of the per-execution workspaces; `None` = `$XDG_DATA_HOME/hangar/workspaces`.
@@ -124,7 +124,7 @@ impl PullPolicy {
     }
 }
 
-/// Kubernetes-backend settings of a [`WorkerConfig`] (`backend.kubernetes`,
+/// Kubernetes-backend settings of a [`WorkerConfig`](super::WorkerConfig) (`backend.kubernetes`,
 /// PROTOCOL.md §3). Checked when the backend starts (`backends::kubernetes`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct KubernetesSettings {
@@ -188,7 +188,7 @@ impl Default for KubernetesSettings {
     }
 }
 
-/// Command-backend settings of a [`WorkerConfig`] (`backend.command`).
+/// Command-backend settings of a [`WorkerConfig`](super::WorkerConfig) (`backend.command`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct CommandSettings {
     /// Starts a task: `/bin/sh -c` with the JSON payload on stdin; prints
@@ -202,7 +202,7 @@ pub struct CommandSettings {
     pub dispatch_timeout: Duration,
     /// Interval between checks of a dispatched task.
     pub status_interval: Duration,
-    /// Where dispatched executions are recorded (see [`FileCommand`]).
+    /// Where dispatched executions are recorded (see [`FileCommand`](super::FileCommand)).
     pub state_dir: Option<PathBuf>,
 }
 
@@ -219,7 +219,7 @@ impl Default for CommandSettings {
     }
 }
 
-/// Docker-backend settings of a [`WorkerConfig`]. `None` fields take the
+/// Docker-backend settings of a [`WorkerConfig`](super::WorkerConfig). `None` fields take the
 /// backend's defaults (see `backends::docker`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DockerSettings {

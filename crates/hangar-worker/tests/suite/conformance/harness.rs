@@ -5,12 +5,12 @@
 use super::Harness;
 use crate::suite::common::*;
 use crate::suite::docker::{base_image, container_name, docker, inspect};
+use hangar_testkit::poll::until;
 use hangar_worker::WorkerConfig;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 /// The direct backend: host processes in a bubblewrap sandbox, in a
 /// workspace under the workspace root.
@@ -210,14 +210,6 @@ impl Drop for DockerHarness {
     }
 }
 
-async fn wait_until(mut f: impl FnMut() -> bool, what: &str) {
-    let deadline = Instant::now() + WAIT;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 impl Harness for DockerHarness {
     const NAME: &'static str = "docker";
     const SETUP_OUTPUT_IN_MESSAGE: bool = true;
@@ -249,10 +241,9 @@ impl Harness for DockerHarness {
 
     async fn assert_nothing_left(&self, w: &TestWorker, exec: &str) {
         let worker = w.worker_id.clone();
-        wait_until(
-            || Self::containers(&worker, exec).is_empty(),
-            &format!("removal of the container of {exec}"),
-        )
+        until(&format!("removal of the container of {exec}"), WAIT, || {
+            Self::containers(&worker, exec).is_empty()
+        })
         .await;
         wait_for_removal(&self.sandbox_dir(w, exec)).await;
     }
@@ -315,10 +306,9 @@ impl Harness for DockerHarness {
 
     async fn wait_ended(&self, w: &TestWorker, exec: &str) {
         let name = container_name(&w.worker_id, exec);
-        wait_until(
-            || inspect(&name).is_some_and(|c| c["State"]["Running"] == false),
-            &format!("{exec} to exit"),
-        )
+        until(&format!("{exec} to exit"), WAIT, || {
+            inspect(&name).is_some_and(|c| c["State"]["Running"] == false)
+        })
         .await;
     }
 }
