@@ -63,6 +63,9 @@ fn group_if_alive(pid: i32) -> Option<i32> {
 impl Harness for DirectHarness {
     const NAME: &'static str = "direct";
     const SETUP_OUTPUT_IN_MESSAGE: bool = false;
+    const CONFIGURED_ENV_IN_TASK: bool = true;
+    const WORKER_PREPARES: bool = true;
+    const KNOWS_EXIT_CODE: bool = true;
 
     fn configure(&self, _c: &mut WorkerConfig, _test: &str) {
         // `test_config` is the direct backend already.
@@ -213,6 +216,9 @@ impl Drop for DockerHarness {
 impl Harness for DockerHarness {
     const NAME: &'static str = "docker";
     const SETUP_OUTPUT_IN_MESSAGE: bool = true;
+    const CONFIGURED_ENV_IN_TASK: bool = true;
+    const WORKER_PREPARES: bool = true;
+    const KNOWS_EXIT_CODE: bool = true;
 
     fn configure(&self, c: &mut WorkerConfig, test: &str) {
         let worker = format!("dk-c-{test}");
@@ -308,6 +314,138 @@ impl Harness for DockerHarness {
         let name = container_name(&w.worker_id, exec);
         until(&format!("{exec} to exit"), WAIT, || {
             inspect(&name).is_some_and(|c| c["State"]["Running"] == false)
+        })
+        .await;
+    }
+}
+
+/// The command backend with the example dispatcher
+/// (`examples/command-backend/hangar-dispatch.py`, local mode): each task
+/// is a detached process in `<workspace root>/<execution>`. Its "agent" is
+/// the fake agent, wrapped to report its outcome where the fake server
+/// answers the run's state from (as a real agent reports on its session).
+pub struct CommandHarness;
+
+/// Runs the fake agent (`$1`), then reports the outcome as the run's state.
+const REPORTING_AGENT: &str = r#"#!/bin/bash
+agent="$1"; shift
+"$agent" "$@"
+code=$?
+if [ "$code" = 0 ]; then state=SUCCEEDED; else state=FAILED; fi
+echo "$state" > "$TEST_OUT/$HANGAR_RUN_ID.state.tmp"
+mv "$TEST_OUT/$HANGAR_RUN_ID.state.tmp" "$TEST_OUT/$HANGAR_RUN_ID.state"
+exit "$code"
+"#;
+
+impl CommandHarness {
+    fn state_dir(w: &TestWorker) -> PathBuf {
+        w.dir.path().join("command-state")
+    }
+}
+
+impl Harness for CommandHarness {
+    const NAME: &'static str = "command";
+    const SETUP_OUTPUT_IN_MESSAGE: bool = false;
+    const CONFIGURED_ENV_IN_TASK: bool = false;
+    const WORKER_PREPARES: bool = false;
+    const KNOWS_EXIT_CODE: bool = false;
+
+    fn configure(&self, c: &mut WorkerConfig, _test: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let root = c.direct.workspace_root.clone().unwrap();
+        let dir = root.parent().unwrap().to_path_buf();
+        let fake_agent = c.agent_path.clone().unwrap();
+        // The dispatcher runs `$HANGAR_BIN <base_args>`: a wrapper that
+        // hands the fake agent's path first.
+        let agent = dir.join("reporting-agent.sh");
+        std::fs::write(
+            &agent,
+            REPORTING_AGENT.replace(
+                "agent=\"$1\"; shift",
+                &format!("agent={:?}", fake_agent.display().to_string()),
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let dispatcher = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../examples/command-backend/hangar-dispatch.py");
+        let command = |what: &str| format!("python3 {} {what}", dispatcher.display());
+        c.backend = hangar_worker::BackendKind::Command;
+        c.command.dispatch_command = Some(command("dispatch"));
+        c.command.cancel_command = Some(command("cancel"));
+        c.command.status_command = Some(command("status"));
+        c.command.status_interval = std::time::Duration::from_millis(100);
+        c.command.state_dir = Some(dir.join("command-state"));
+        c.env.extend([
+            ("HANGAR_DISPATCH_MODE".to_owned(), "local".to_owned()),
+            ("HANGAR_BIN".to_owned(), agent.display().to_string()),
+            (
+                "HANGAR_DISPATCH_ROOT".to_owned(),
+                root.display().to_string(),
+            ),
+        ]);
+    }
+
+    fn attach(&self, server: &FakeServer, w: &TestWorker) {
+        server.serve_run_states(&w.out);
+    }
+
+    fn limit(&self, _c: &mut WorkerConfig, _pids: u64, _memory_mb: u64) {
+        unreachable!("the command backend sets no limits")
+    }
+
+    fn cwd(&self, w: &TestWorker, exec: &str) -> String {
+        w.workspace_root.join(exec).to_string_lossy().into_owned()
+    }
+
+    fn workspace_file(&self, w: &TestWorker, exec: &str, name: &str) -> PathBuf {
+        w.workspace_root.join(exec).join(name)
+    }
+
+    fn assert_running(&self, _w: &TestWorker, exec: &str) {
+        assert!(
+            !execution_processes(exec).is_empty(),
+            "the dispatched task {exec} is not running"
+        );
+    }
+
+    async fn assert_nothing_left(&self, w: &TestWorker, exec: &str) {
+        // The wrapper reports the state just before it exits.
+        until(&format!("the processes of {exec} to end"), WAIT, || {
+            execution_processes(exec).is_empty()
+        })
+        .await;
+        let record = Self::state_dir(w).join(format!("{exec}.json"));
+        assert!(!record.exists(), "the record of {exec} is not removed");
+    }
+
+    fn assert_kept(&self, _w: &TestWorker, _exec: &str) {
+        unreachable!("the command backend keeps nothing")
+    }
+
+    fn assert_private(&self, _w: &TestWorker, _exec: &str) {
+        unreachable!("the command backend keeps nothing")
+    }
+
+    fn sandbox_identity(&self, _w: &TestWorker, _exec: &str) -> String {
+        unreachable!("the command backend does not park")
+    }
+
+    fn assert_reused(&self, _w: &TestWorker, _kept: &str, _new: &str) {
+        unreachable!("the command backend does not park")
+    }
+
+    fn pids_current(&self, _w: &TestWorker, _exec: &str) -> Option<u64> {
+        unreachable!("the command backend sets no limits")
+    }
+
+    fn assert_oom_message(&self, _message: &str) {
+        unreachable!("the command backend sets no limits")
+    }
+
+    async fn wait_ended(&self, _w: &TestWorker, exec: &str) {
+        until(&format!("{exec} to exit"), WAIT, || {
+            execution_processes(exec).is_empty()
         })
         .await;
     }
