@@ -337,7 +337,7 @@ impl FakeConn {
 
 /// The fake agent: one script whose behaviour the assignment's env selects.
 /// Writes what it saw to `$TEST_OUT/<execution>.*`.
-const AGENT_SCRIPT: &str = r#"#!/bin/bash
+pub const AGENT_SCRIPT: &str = r#"#!/bin/bash
 set -u
 out="$TEST_OUT/$HANGAR_EXECUTION_ID"
 printf '%s\n' "$@" > "$out.args"

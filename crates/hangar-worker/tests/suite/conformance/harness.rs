@@ -53,6 +53,13 @@ fn execution_pids(exec: &str) -> Option<u64> {
         .map(|s| s.trim().parse().unwrap())
 }
 
+/// A kept sandbox directory is the worker's alone (0700).
+fn assert_private_dir(dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "{} is not private", dir.display());
+}
+
 /// The process group of `pid`, if it still exists.
 fn group_if_alive(pid: i32) -> Option<i32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -84,13 +91,15 @@ impl Harness for DirectHarness {
         w.workspace_root.join(exec).join(name)
     }
 
-    fn assert_running(&self, _w: &TestWorker, exec: &str) {
-        let agent = execution_pid(exec, " agent run");
+    fn assert_running(&self, w: &TestWorker, exec: &str) {
+        let processes = processes_of(&w.out, exec);
+        let agent = processes
+            .iter()
+            .find(|(_, cmd)| cmd.contains(" agent run"))
+            .map(|(pid, _)| *pid)
+            .unwrap_or_else(|| panic!("no agent of {exec} runs: {processes:?}"));
         let pgid = group_of(agent);
-        let pids: Vec<i32> = execution_processes(exec)
-            .into_iter()
-            .map(|(pid, _)| pid)
-            .collect();
+        let pids: Vec<i32> = processes.into_iter().map(|(pid, _)| pid).collect();
         // Everything the agent started runs in its group (a stray that
         // ignores SIGTERM included), so signalling the group reaches it.
         for pid in &pids {
@@ -108,7 +117,7 @@ impl Harness for DirectHarness {
     async fn assert_nothing_left(&self, w: &TestWorker, exec: &str) {
         // Both the processes of its group and any daemon that left it.
         assert_eq!(
-            execution_processes(exec),
+            processes_of(&w.out, exec),
             Vec::new(),
             "processes of {exec} outlived it"
         );
@@ -138,6 +147,7 @@ impl Harness for DirectHarness {
             self.sandbox_dir(w, exec).is_dir(),
             "the workspace of {exec} is not kept"
         );
+        assert_private_dir(&self.sandbox_dir(w, exec));
     }
 
     fn assert_private(&self, w: &TestWorker, exec: &str) {
@@ -261,6 +271,7 @@ impl Harness for DockerHarness {
             "the container of {exec} is kept"
         );
         assert!(self.sandbox_dir(w, exec).is_dir());
+        assert_private_dir(&self.sandbox_dir(w, exec));
     }
 
     fn assert_private(&self, _w: &TestWorker, _exec: &str) {
@@ -324,7 +335,49 @@ impl Harness for DockerHarness {
 /// is a detached process in `<workspace root>/<execution>`. Its "agent" is
 /// the fake agent, wrapped to report its outcome where the fake server
 /// answers the run's state from (as a real agent reports on its session).
-pub struct CommandHarness;
+#[derive(Default)]
+pub struct CommandHarness {
+    /// The out directories of this test's workers: every dispatched task
+    /// has one in its environment (`TEST_OUT`).
+    outs: Mutex<Vec<PathBuf>>,
+}
+
+/// Live processes of execution `exec` of a worker writing to `out`: tests
+/// run at once, and other tests' executions may share the id.
+fn processes_of(out: &std::path::Path, exec: &str) -> Vec<(i32, String)> {
+    let marker = format!("TEST_OUT={}", out.display());
+    execution_processes(exec)
+        .into_iter()
+        .filter(|(pid, _)| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == marker.as_bytes()))
+        })
+        .collect()
+}
+
+impl Drop for CommandHarness {
+    /// Stops what a failed test left running (after its assertions: it
+    /// never hides a leak).
+    fn drop(&mut self) {
+        let outs = self.outs.lock().map(|o| o.clone()).unwrap_or_default();
+        for out in outs {
+            let marker = format!("TEST_OUT={}", out.display());
+            for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+                let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                    continue;
+                };
+                let ours = std::fs::read(entry.path().join("environ"))
+                    .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == marker.as_bytes()));
+                if ours {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+        }
+    }
+}
 
 /// Runs the fake agent (`$1`), then reports the outcome as the run's state.
 const REPORTING_AGENT: &str = r#"#!/bin/bash
@@ -388,6 +441,7 @@ impl Harness for CommandHarness {
 
     fn attach(&self, server: &FakeServer, w: &TestWorker) {
         server.serve_run_states(&w.out);
+        self.outs.lock().unwrap().push(w.out.clone());
     }
 
     fn limit(&self, _c: &mut WorkerConfig, _pids: u64, _memory_mb: u64) {
@@ -402,9 +456,9 @@ impl Harness for CommandHarness {
         w.workspace_root.join(exec).join(name)
     }
 
-    fn assert_running(&self, _w: &TestWorker, exec: &str) {
+    fn assert_running(&self, w: &TestWorker, exec: &str) {
         assert!(
-            !execution_processes(exec).is_empty(),
+            !processes_of(&w.out, exec).is_empty(),
             "the dispatched task {exec} is not running"
         );
     }
@@ -412,7 +466,7 @@ impl Harness for CommandHarness {
     async fn assert_nothing_left(&self, w: &TestWorker, exec: &str) {
         // The wrapper reports the state just before it exits.
         until(&format!("the processes of {exec} to end"), WAIT, || {
-            execution_processes(exec).is_empty()
+            processes_of(&w.out, exec).is_empty()
         })
         .await;
         let record = Self::state_dir(w).join(format!("{exec}.json"));
@@ -443,9 +497,178 @@ impl Harness for CommandHarness {
         unreachable!("the command backend sets no limits")
     }
 
-    async fn wait_ended(&self, _w: &TestWorker, exec: &str) {
+    async fn wait_ended(&self, w: &TestWorker, exec: &str) {
         until(&format!("{exec} to exit"), WAIT, || {
-            execution_processes(exec).is_empty()
+            processes_of(&w.out, exec).is_empty()
+        })
+        .await;
+    }
+}
+
+/// The kubernetes backend against the fake API server of `hangar-testkit`
+/// with its Docker kubelet: pods really run in the local engine, the agent
+/// image holds the fake agent at `/agent/hangar` (copied into the pod by the
+/// backend's init container), and a pod template mounts the test's
+/// directory at the same path (hostPath), so the fake agent's output files
+/// and gates work as on the host.
+pub struct KubernetesHarness {
+    fake: hangar_testkit::fake_kube::FakeKube,
+    base: String,
+    agent_image: String,
+}
+
+impl KubernetesHarness {
+    pub async fn new() -> Self {
+        let base = base_image().await;
+        let agent_image = {
+            let base = base.clone();
+            tokio::task::spawn_blocking(move || {
+                let dir = tempfile::tempdir().unwrap();
+                let script = dir.path().join("hangar");
+                std::fs::write(&script, AGENT_SCRIPT).unwrap();
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+                hangar_testkit::images::image_with_files(
+                    "hangar-test/fake-agent",
+                    &base,
+                    &[(script, "/agent/hangar")],
+                    &[],
+                )
+                .expect("cannot build the fake agent image")
+            })
+            .await
+            .unwrap()
+        };
+        KubernetesHarness {
+            fake: hangar_testkit::fake_kube::FakeKube::start(
+                hangar_testkit::fake_kube::Kubelet::Docker,
+            )
+            .await,
+            base,
+            agent_image,
+        }
+    }
+
+    /// The fake's objects of `kind` of execution `exec`.
+    fn of_execution(&self, kind: &str, exec: &str) -> Vec<serde_json::Value> {
+        self.fake
+            .objects(kind)
+            .into_iter()
+            .filter(|o| o["metadata"]["labels"]["hangar.dev/execution"] == exec)
+            .collect()
+    }
+
+    fn pod_phase(&self, exec: &str) -> Option<String> {
+        self.of_execution("pods", exec)
+            .first()
+            .and_then(|p| p["status"]["phase"].as_str().map(str::to_owned))
+    }
+}
+
+impl Harness for KubernetesHarness {
+    const NAME: &'static str = "kubernetes";
+    const SETUP_OUTPUT_IN_MESSAGE: bool = false;
+    const CONFIGURED_ENV_IN_TASK: bool = true;
+    const WORKER_PREPARES: bool = false;
+    const KNOWS_EXIT_CODE: bool = true;
+
+    fn configure(&self, c: &mut WorkerConfig, _test: &str) {
+        let root = c.direct.workspace_root.clone().unwrap();
+        let dir = root.parent().unwrap().to_path_buf();
+        let k = &mut c.kubernetes;
+        c.backend = hangar_worker::BackendKind::Kubernetes;
+        k.kubeconfig = Some(self.fake.kubeconfig(&dir));
+        k.namespace = Some(hangar_testkit::fake_kube::NAMESPACE.to_owned());
+        k.agent_image = Some(self.agent_image.clone());
+        k.default_image = Some(self.base.clone());
+        k.image_pull_policy = Some("Never".to_owned());
+        let dir = dir.display().to_string();
+        k.pod_template = Some(serde_json::json!({
+            "containers": [{
+                "name": "task",
+                "volumeMounts": [{"name": "test-dir", "mountPath": dir}],
+            }],
+            "volumes": [{"name": "test-dir", "hostPath": {"path": dir}}],
+        }));
+    }
+
+    fn limit(&self, _c: &mut WorkerConfig, _pids: u64, _memory_mb: u64) {
+        unreachable!("containment is not in the kubernetes suite")
+    }
+
+    fn cwd(&self, _w: &TestWorker, _exec: &str) -> String {
+        "/workspace".to_owned()
+    }
+
+    fn workspace_file(&self, _w: &TestWorker, _exec: &str, _name: &str) -> PathBuf {
+        unreachable!("the workspace is the pod's")
+    }
+
+    fn assert_running(&self, _w: &TestWorker, exec: &str) {
+        assert_eq!(
+            self.pod_phase(exec).as_deref(),
+            Some("Running"),
+            "the pod of {exec} is not running"
+        );
+    }
+
+    async fn assert_nothing_left(&self, _w: &TestWorker, exec: &str) {
+        // The Secret never outlives the execution; the pod stops; the Job
+        // goes, unless it failed (kept for inspection until its TTL).
+        until(&format!("the Secret and pod of {exec} to go"), WAIT, || {
+            self.of_execution("secrets", exec).is_empty()
+                && self
+                    .pod_phase(exec)
+                    .is_none_or(|p| p == "Succeeded" || p == "Failed")
+        })
+        .await;
+        until(&format!("the Job of {exec} to go"), WAIT, || {
+            self.of_execution("jobs", exec).iter().all(|j| {
+                j["status"]["conditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c["type"] == "Failed" && c["status"] == "True")
+            })
+        })
+        .await;
+    }
+
+    fn assert_kept(&self, _w: &TestWorker, exec: &str) {
+        assert_eq!(self.of_execution("jobs", exec).len(), 1, "the Job is kept");
+        assert_eq!(
+            self.of_execution("secrets", exec).len(),
+            1,
+            "its Secret is kept"
+        );
+    }
+
+    fn assert_private(&self, _w: &TestWorker, _exec: &str) {
+        // The workspace is the pod's emptyDir: nothing else mounts it.
+    }
+
+    fn sandbox_identity(&self, _w: &TestWorker, _exec: &str) -> String {
+        unreachable!("the kubernetes backend does not park")
+    }
+
+    fn assert_reused(&self, _w: &TestWorker, _kept: &str, _new: &str) {
+        unreachable!("the kubernetes backend does not park")
+    }
+
+    fn pids_current(&self, _w: &TestWorker, _exec: &str) -> Option<u64> {
+        unreachable!("containment is not in the kubernetes suite")
+    }
+
+    fn assert_oom_message(&self, _message: &str) {
+        unreachable!("containment is not in the kubernetes suite")
+    }
+
+    async fn wait_ended(&self, _w: &TestWorker, exec: &str) {
+        until(&format!("the pod of {exec} to end"), WAIT, || {
+            matches!(
+                self.pod_phase(exec).as_deref(),
+                Some("Succeeded" | "Failed")
+            )
         })
         .await;
     }
