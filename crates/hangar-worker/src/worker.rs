@@ -37,9 +37,6 @@ pub enum WorkerError {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// The backend is not in this build.
-    #[error("the {0} backend is not supported yet in this build; use the docker or direct backend")]
-    UnsupportedBackend(BackendKind),
     /// The backend could not start.
     #[error("cannot start the {backend} backend: {source}")]
     Backend {
