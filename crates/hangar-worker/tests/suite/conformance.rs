@@ -101,7 +101,8 @@ macro_rules! conformance {
         idle_reuse $(: unsupported($r6:literal))?,
         cleanup $(: unsupported($r7:literal))?,
         d2_reattach $(: unsupported($r8:literal))?,
-        s3_containment $(: unsupported($r9:literal))? $(,)?
+        s3_memory_contained $(: unsupported($r9:literal))?,
+        s3_processes_contained $(: unsupported($r10:literal))? $(,)?
     }) => {
         mod $backend {
             #[allow(unused_imports)]
@@ -114,7 +115,8 @@ macro_rules! conformance {
             conformance!(@case $harness, idle_reuse $(, $r6)?);
             conformance!(@case $harness, cleanup $(, $r7)?);
             conformance!(@case $harness, d2_reattach $(, $r8)?);
-            conformance!(@case $harness, s3_containment $(, $r9)?);
+            conformance!(@case $harness, s3_memory_contained $(, $r9)?);
+            conformance!(@case $harness, s3_processes_contained $(, $r10)?);
         }
     };
     (@case $harness:expr, $behaviour:ident) => {
@@ -146,7 +148,8 @@ conformance!(direct = DirectHarness::new() => {
          worker reaps what the previous one left (backends::direct::state) instead of \
          reattaching"
     ),
-    s3_containment,
+    s3_memory_contained,
+    s3_processes_contained,
 });
 
 conformance!(docker = DockerHarness::new().await => {
@@ -158,7 +161,8 @@ conformance!(docker = DockerHarness::new().await => {
     idle_reuse,
     cleanup,
     d2_reattach,
-    s3_containment,
+    s3_memory_contained,
+    s3_processes_contained,
 });
 
 conformance!(kubernetes = KubernetesHarness::new().await => {
@@ -176,9 +180,9 @@ conformance!(kubernetes = KubernetesHarness::new().await => {
     ),
     cleanup,
     d2_reattach,
-    s3_containment: unsupported(
-        "a pod's process limit is the node's (the kubelet's podPidsLimit), not the worker's; \
-         the run's memory shape becomes the task container's limit (kubernetes_spec)"
+    s3_memory_contained,
+    s3_processes_contained: unsupported(
+        "a pod's process limit is the node's (the kubelet's podPidsLimit), not the worker's"
     ),
 });
 
@@ -203,7 +207,10 @@ conformance!(command = CommandHarness::default() => {
          worker only forgets its record, which every behaviour checks"
     ),
     d2_reattach,
-    s3_containment: unsupported(
+    s3_memory_contained: unsupported(
+        "limits are the dispatcher's (its scheduler's), from the payload's instance_shape"
+    ),
+    s3_processes_contained: unsupported(
         "limits are the dispatcher's (its scheduler's), from the payload's instance_shape"
     ),
 });
@@ -657,18 +664,16 @@ async fn d2_reattach<H: Harness>(h: &H) {
     let _ = tokio::time::timeout(WAIT, handle).await;
 }
 
-/// S3: a memory hog is OOM-killed inside its limit and reported as
-/// `container_oom`; a fork bomb stops at the process limit, the host and
-/// the worker stay responsive (it handles a cancel), and nothing is left.
-async fn s3_containment<H: Harness>(h: &H) {
+/// S3, memory: a memory hog is OOM-killed inside its limit and reported
+/// as `container_oom`; the worker stays responsive and nothing is left.
+async fn s3_memory_contained<H: Harness>(h: &H) {
     let mut server = FakeServer::start().await;
-    let w = start(h, &server, "s3", |c| {
+    let w = start(h, &server, "s3-mem", |c| {
         h.limit(c, 64, 64);
         c.kill_grace = Duration::from_millis(300);
     });
     let mut conn = server.accept().await;
     conn.hello().await;
-
     conn.assign(w.assignment("run-mem", "exec-mem", &[("MODE", "mem_hog")]));
     let done = conn.recv_end().await;
     let WorkerToServer::TaskFailed(f) = done else {
@@ -681,7 +686,23 @@ async fn s3_containment<H: Harness>(h: &H) {
         f.message
     );
     h.assert_oom_message(&f.message);
+    h.assert_nothing_left(&w, "exec-mem").await;
+    // Still responsive: the next task runs.
+    conn.assign(w.assignment("run-after", "exec-after", &[]));
+    let done = conn.recv_end().await;
+    assert!(matches!(done, WorkerToServer::TaskCompleted(_)), "{done:?}");
+}
 
+/// S3, processes: a fork bomb stops at the process limit, the host and the
+/// worker stay responsive (it handles a cancel), and nothing is left.
+async fn s3_processes_contained<H: Harness>(h: &H) {
+    let mut server = FakeServer::start().await;
+    let w = start(h, &server, "s3-fork", |c| {
+        h.limit(c, 64, 64);
+        c.kill_grace = Duration::from_millis(300);
+    });
+    let mut conn = server.accept().await;
+    conn.hello().await;
     conn.assign(w.assignment("run-fork", "exec-fork", &[("MODE", "fork_bomb")]));
     wait_for_file(&w.out_file("exec-fork", "ready")).await;
     tokio::time::sleep(Duration::from_secs(2)).await;

@@ -593,8 +593,14 @@ impl Harness for KubernetesHarness {
         }));
     }
 
-    fn limit(&self, _c: &mut WorkerConfig, _pids: u64, _memory_mb: u64) {
-        unreachable!("containment is not in the kubernetes suite")
+    fn limit(&self, c: &mut WorkerConfig, _pids: u64, memory_mb: u64) {
+        // The task container's limit in the pod template (a run's
+        // instance shape would override it); pods have no process limit
+        // of their own.
+        let template = c.kubernetes.pod_template.as_mut().unwrap();
+        template["containers"][0]["resources"] = serde_json::json!({
+            "limits": {"memory": format!("{memory_mb}Mi")},
+        });
     }
 
     fn cwd(&self, _w: &TestWorker, _exec: &str) -> String {
@@ -657,11 +663,11 @@ impl Harness for KubernetesHarness {
     }
 
     fn pids_current(&self, _w: &TestWorker, _exec: &str) -> Option<u64> {
-        unreachable!("containment is not in the kubernetes suite")
+        unreachable!("pods have no process limit of their own")
     }
 
-    fn assert_oom_message(&self, _message: &str) {
-        unreachable!("containment is not in the kubernetes suite")
+    fn assert_oom_message(&self, message: &str) {
+        assert!(message.contains("memory limit 64Mi"), "{message}");
     }
 
     async fn wait_ended(&self, _w: &TestWorker, exec: &str) {
