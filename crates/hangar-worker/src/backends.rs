@@ -14,19 +14,26 @@
 //!
 //! Describing a task ([`TaskSpec`]) is separate from running it ([`Execution`]).
 //! `direct`, `docker`, `command` and `kubernetes` are in this build, each
-//! with the same shape (`XConfig` + `X`). [`Backend::start`] checks the
-//! backend once before connecting, and [`Backend::recover`] lets durable
-//! backends pick up executions that outlived a worker restart (reported in
+//! with the same shape: `backends/<name>.rs` with `XConfig` + `X`, the rest
+//! in `backends/<name>/`, and `XConfig` a [`factory::BackendFactory`] (the
+//! worker core knows none of a backend's settings). What several share:
+//! `output` (task output in the worker's log) and `sandbox` (the egress
+//! proxy and server relay). Every backend runs the one conformance suite
+//! (`tests/suite/conformance.rs`). [`Backend::start`] checks the backend
+//! once before connecting, and [`Backend::recover`] lets durable backends
+//! pick up executions that outlived a worker restart (reported in
 //! `worker_hello.running`).
 
 pub mod command;
 mod ctl_dir;
 pub mod direct;
 pub mod docker;
-mod egress;
+pub mod factory;
 pub(crate) mod inputs;
 pub mod kubernetes;
+pub(crate) mod output;
 pub(crate) mod repos;
+pub(crate) mod sandbox;
 pub(crate) mod spools;
 
 use async_trait::async_trait;
@@ -348,5 +355,37 @@ pub trait Execution: Send {
                 spec.execution_id
             ),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn safe_segments() {
+        assert!(is_safe_segment("0193a7b2-5c1e-7d3e-9f00-123456789abc"));
+        assert!(is_safe_segment("exec_1.a"));
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "../x",
+            "a\\b",
+            "a b",
+            "a\0b",
+            &"x".repeat(201),
+        ] {
+            assert!(!is_safe_segment(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn exit_status_codes() {
+        assert_eq!(ExitStatus::Code(3).code(), 3);
+        assert_eq!(ExitStatus::Signal(9).code(), 137);
+        assert!(ExitStatus::Code(0).success());
+        assert!(!ExitStatus::Signal(15).success());
     }
 }

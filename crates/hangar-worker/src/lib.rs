@@ -4,8 +4,11 @@
 //! the one outbound WebSocket to the control plane (hello, heartbeats,
 //! reconnect with jittered backoff, an outbox that survives reconnects), the
 //! task lifecycle (claim/reject, started, completed/failed, cancel, drain), and
-//! the execution backends behind the [`backends::Backend`] trait (`direct` and
-//! `docker` in this build; docker executions are recovered after a restart).
+//! the execution backends behind the [`backends::Backend`] trait: `direct`
+//! (bubblewrap sandbox on the host), `docker`, `kubernetes` and `command`,
+//! each built from the worker's configuration by its
+//! [`backends::factory::BackendFactory`]; docker, kubernetes and command
+//! executions are recovered after a restart.
 //!
 //! Depends on `hangar-protocol` (wire types) and `hangar-client` (WebSocket
 //! connect); never on the server or the CLI.

@@ -89,6 +89,28 @@ enum Outcome {
     Failed(BackendError),
 }
 
+/// The execution of `spec`: the kept sandbox of its run when that can be
+/// adopted, else a new one (an unusable kept one is cleaned up).
+async fn execution_for(
+    reuse: Option<Box<dyn Execution>>,
+    backend: &dyn Backend,
+    spec: TaskSpec,
+) -> Result<Box<dyn Execution>, BackendError> {
+    let Some(mut kept) = reuse else {
+        return backend.execution(spec);
+    };
+    match kept.adopt(spec.clone()) {
+        Ok(()) => Ok(kept),
+        Err(e) => {
+            tracing::warn!(task_id = %spec.task_id, execution_id = %spec.execution_id, error = %e, "cannot reuse the kept sandbox");
+            if let Err(e) = kept.cleanup().await {
+                tracing::warn!(task_id = %spec.task_id, reason = ?e.reason, error = %e, "cleanup of the kept sandbox failed");
+            }
+            backend.execution(spec)
+        }
+    }
+}
+
 /// Runs the execution to the end and queues its terminal report.
 pub(crate) async fn drive(mut run: TaskRun) {
     let task_id = run.spec.task_id.clone();
@@ -135,20 +157,7 @@ pub(crate) async fn drive(mut run: TaskRun) {
         run.outbox.send(report).await;
         return;
     }
-    let execution = match run.reuse {
-        Some(mut kept) => match kept.adopt(run.spec.clone()) {
-            Ok(()) => Ok(kept),
-            Err(e) => {
-                // Unusable: clean the kept one up and start afresh.
-                tracing::warn!(task_id = %task_id, execution_id = %execution_id, error = %e, "cannot reuse the kept sandbox");
-                if let Err(e) = kept.cleanup().await {
-                    tracing::warn!(task_id = %task_id, reason = ?e.reason, error = %e, "cleanup of the kept sandbox failed");
-                }
-                run.backend.execution(run.spec)
-            }
-        },
-        None => run.backend.execution(run.spec),
-    };
+    let execution = execution_for(run.reuse, run.backend.as_ref(), run.spec).await;
     let outcome = match execution {
         Ok(mut exec) => {
             let outcome = lifecycle(

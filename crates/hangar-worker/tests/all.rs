@@ -7,9 +7,10 @@
 mod suite {
     pub mod common;
     mod config;
+    mod conformance;
     mod connection;
     mod direct;
-    mod docker;
+    pub mod docker;
     mod drain;
     mod idle;
     mod kubernetes_spec;

@@ -23,7 +23,10 @@ mod state;
 
 pub use payload::{DispatchPayload, PAYLOAD_VERSION};
 
+use super::factory::{self, BackendFactory};
 use super::{Backend, BackendError, Execution, ExitStatus, Recovered, TaskSpec};
+use crate::config::{BackendKind, WorkerConfig};
+use crate::worker::WorkerError;
 use hangar_protocol::RunState;
 use hangar_protocol::redact::Redactor;
 use hangar_protocol::worker::FailureReason;
@@ -65,9 +68,22 @@ pub struct CommandConfig {
     pub idle_on_complete: Option<String>,
 }
 
+impl BackendFactory for CommandConfig {
+    const KIND: BackendKind = BackendKind::Command;
+    type Backend = Command;
+
+    fn from_worker(config: &WorkerConfig) -> Result<Self, WorkerError> {
+        Self::resolve(config).map_err(factory::backend_error::<Self>)
+    }
+
+    fn build(self) -> Result<Command, BackendError> {
+        Command::new(self)
+    }
+}
+
 impl CommandConfig {
     /// The command backend's part of a worker config.
-    pub fn from_worker(config: &crate::WorkerConfig) -> Result<Self, BackendError> {
+    fn resolve(config: &crate::WorkerConfig) -> Result<Self, BackendError> {
         let c = &config.command;
         let state_dir = match &c.state_dir {
             Some(d) => d.clone(),
@@ -98,11 +114,11 @@ impl CommandConfig {
 
 /// The command backend.
 #[derive(Debug)]
-pub struct CommandBackend {
+pub struct Command {
     config: Arc<CommandConfig>,
 }
 
-impl CommandBackend {
+impl Command {
     /// A backend over `config`; creates its state directory.
     pub fn new(config: CommandConfig) -> Result<Self, BackendError> {
         state::prepare_dir(&config.state_dir).map_err(|e| {
@@ -115,14 +131,14 @@ impl CommandBackend {
                 e,
             )
         })?;
-        Ok(CommandBackend {
+        Ok(Command {
             config: Arc::new(config),
         })
     }
 }
 
 #[async_trait::async_trait]
-impl Backend for CommandBackend {
+impl Backend for Command {
     fn name(&self) -> &'static str {
         "command"
     }

@@ -56,6 +56,7 @@
 //!   Allowlist runs are not kept.
 
 mod client;
+mod egress;
 mod execution;
 mod image;
 mod materialise;
@@ -66,8 +67,10 @@ mod spec;
 pub use client::discover_endpoint;
 pub use spec::labels_for;
 
+use super::factory::{self, BackendFactory};
 use super::{Backend, BackendError, Execution, Recovered, TaskSpec, is_safe_segment};
-use crate::config::PullPolicy;
+use crate::config::{BackendKind, PullPolicy, WorkerConfig};
+use crate::worker::WorkerError;
 use async_trait::async_trait;
 use client::{connect, docker_err};
 use execution::DockerExecution;
@@ -122,8 +125,6 @@ const SETUP_OUTPUT_LINES: &str = "60";
 const SETUP_POLL: Duration = Duration::from_millis(20);
 /// Limit for Docker API calls made while cleaning up.
 const CLEANUP_TIMEOUT: Duration = Duration::from_secs(30);
-/// Agent output line limit in the worker's log.
-const MAX_LOG_LINE: usize = 16 * 1024;
 
 /// Settings of the docker backend.
 #[derive(Debug, Clone, PartialEq)]
@@ -177,6 +178,60 @@ pub struct DockerConfig {
     /// `full` policy: reject traffic from task containers to the cloud
     /// metadata addresses with host firewall rules (see `metadata.rs`).
     pub block_metadata_address: bool,
+}
+
+impl BackendFactory for DockerConfig {
+    const KIND: BackendKind = BackendKind::Docker;
+    type Backend = Docker;
+
+    fn from_worker(config: &WorkerConfig) -> Result<Self, WorkerError> {
+        let d = &config.docker;
+        let workspace_root = match &d.workspace_root {
+            Some(root) => root.clone(),
+            None => dirs::data_dir()
+                .map(|p| p.join("hangar").join("docker-workspaces"))
+                .ok_or(WorkerError::NoWorkspaceRoot)?,
+        };
+        let agent_path = factory::agent_path(config)?;
+        let server_url = d
+            .agent_server_url
+            .clone()
+            .unwrap_or_else(|| config.server_url.clone());
+        let mut dc = DockerConfig::new(
+            config.worker_id.clone(),
+            workspace_root,
+            agent_path,
+            server_url,
+        );
+        dc.default_image = d.default_image.clone();
+        dc.pull_policy = d.image_pull_policy;
+        dc.network = d.network.clone();
+        dc.volumes = config.volumes.clone();
+        dc.env = config.env.clone();
+        dc.cleanup = config.cleanup;
+        dc.idle_on_complete = config.idle_on_complete.clone();
+        dc.kill_grace = config.kill_grace;
+        dc.cpus = d.cpus.unwrap_or(DEFAULT_CPUS);
+        dc.memory_mb = d.memory_mb.unwrap_or(DEFAULT_MEMORY_MB);
+        dc.pids_limit = d.pids_limit.unwrap_or(DEFAULT_PIDS_LIMIT);
+        if let Some(caps) = &d.cap_add {
+            dc.cap_add = caps.clone();
+        }
+        dc.extra_hosts = d.extra_hosts.clone();
+        dc.egress_server_url = config.server_url.clone();
+        dc.egress_host_firewall = d.egress_host_firewall.unwrap_or(true);
+        dc.egress_allow_internal = d.egress_allow_internal.clone();
+        dc.block_metadata_address = d.block_metadata_address.unwrap_or(true);
+        Ok(dc)
+    }
+
+    fn spool_root(&self) -> Option<PathBuf> {
+        Some(self.workspace_root.clone())
+    }
+
+    fn build(self) -> Result<Docker, BackendError> {
+        Docker::new(self)
+    }
 }
 
 impl DockerConfig {
@@ -266,7 +321,7 @@ impl Docker {
                 ));
             }
         }
-        super::egress::parse_extra_hosts(&config.extra_hosts)
+        super::sandbox::egress::parse_extra_hosts(&config.extra_hosts)
             .map_err(|e| BackendError::new(FailureReason::ContainerCreate, e))?;
         if config.network.as_deref() == Some("host") {
             tracing::warn!(worker_id = %config.worker_id, "task containers share the host network namespace (network: host, configured explicitly)");

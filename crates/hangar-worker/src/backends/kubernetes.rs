@@ -22,7 +22,10 @@ mod execution;
 pub mod spec;
 pub mod status;
 
+use super::factory::{self, BackendFactory};
 use super::{Backend, BackendError, Execution, Recovered, TaskSpec};
+use crate::config::{BackendKind, WorkerConfig};
+use crate::worker::WorkerError;
 use hangar_protocol::worker::FailureReason;
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
@@ -111,9 +114,22 @@ pub struct KubernetesConfig {
     pub poll_interval: Duration,
 }
 
+impl BackendFactory for KubernetesConfig {
+    const KIND: BackendKind = BackendKind::Kubernetes;
+    type Backend = Kubernetes;
+
+    fn from_worker(config: &WorkerConfig) -> Result<Self, WorkerError> {
+        Self::resolve(config).map_err(factory::backend_error::<Self>)
+    }
+
+    fn build(self) -> Result<Kubernetes, BackendError> {
+        Ok(Kubernetes::new(self))
+    }
+}
+
 impl KubernetesConfig {
     /// The backend's part of a worker config, checked.
-    pub fn from_worker(config: &crate::WorkerConfig) -> Result<Self, BackendError> {
+    fn resolve(config: &crate::WorkerConfig) -> Result<Self, BackendError> {
         let k = &config.kubernetes;
         let invalid = |msg: String| BackendError::new(FailureReason::JobCreate, msg);
         let agent_image = k
@@ -337,20 +353,10 @@ impl Kubernetes {
         ))
     }
 
-    /// Runs a short Job as tasks will run (the pod template's scheduling,
-    /// admission, the image pull) and waits for it to complete.
-    async fn preflight(&self, client: &kube::Client, ns: &str) -> Result<(), BackendError> {
+    /// The preflight Job `name`: one container that runs `true` in the
+    /// preflight image, with the pod template and labels of task Jobs.
+    fn preflight_job(&self, name: &str) -> Job {
         let c = &self.shared.config;
-        let name = format!(
-            "hangar-preflight-{}-{}",
-            &spec::label_value(&c.worker_id)
-                .to_ascii_lowercase()
-                .chars()
-                .filter(|ch| ch.is_ascii_alphanumeric())
-                .take(20)
-                .collect::<String>(),
-            hangar_protocol::Timestamp::now().unix_millis()
-        );
         let mut pod = c.pod_template.clone().unwrap_or_default();
         pod.restart_policy = Some("Never".into());
         pod.automount_service_account_token = Some(false);
@@ -377,9 +383,9 @@ impl Kubernetes {
             "hangar.dev/preflight".into(),
             spec::label_value(&c.worker_id),
         );
-        let job = Job {
+        Job {
             metadata: kube::api::ObjectMeta {
-                name: Some(name.clone()),
+                name: Some(name.to_owned()),
                 labels: Some(labels.clone()),
                 annotations: Some(c.extra_annotations.clone()),
                 ..Default::default()
@@ -398,7 +404,24 @@ impl Kubernetes {
                 ..Default::default()
             }),
             ..Default::default()
-        };
+        }
+    }
+
+    /// Runs a short Job as tasks will run (the pod template's scheduling,
+    /// admission, the image pull) and waits for it to complete.
+    async fn preflight(&self, client: &kube::Client, ns: &str) -> Result<(), BackendError> {
+        let c = &self.shared.config;
+        let name = format!(
+            "hangar-preflight-{}-{}",
+            &spec::label_value(&c.worker_id)
+                .to_ascii_lowercase()
+                .chars()
+                .filter(|ch| ch.is_ascii_alphanumeric())
+                .take(20)
+                .collect::<String>(),
+            hangar_protocol::Timestamp::now().unix_millis()
+        );
+        let job = self.preflight_job(&name);
         let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
         jobs.create(&PostParams::default(), &job)
             .await

@@ -57,6 +57,9 @@ struct ServerState {
     reject: Mutex<Option<(usize, StatusCode)>>,
     attempts: AtomicUsize,
     conns: Mutex<Option<mpsc::UnboundedSender<FakeConn>>>,
+    /// Where `GET /api/v1/agent/runs/{id}` reads a run's state
+    /// (`<dir>/<id>.state`, e.g. `SUCCEEDED`; `INPROGRESS` when absent).
+    run_states: Mutex<Option<PathBuf>>,
 }
 
 /// A fake control plane on 127.0.0.1.
@@ -84,6 +87,7 @@ impl FakeServer {
         *state.conns.lock().unwrap() = Some(tx);
         let app = Router::new()
             .route(WORKER_WS_PATH, get(ws_handler))
+            .route("/api/v1/agent/runs/{id}", get(run_handler))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -116,10 +120,41 @@ impl FakeServer {
         *self.state.reject.lock().unwrap() = Some((n, status));
     }
 
+    /// Answers `GET /api/v1/agent/runs/{id}` (what the command backend
+    /// polls) from `<dir>/<id>.state`, where a task reports its outcome as
+    /// a real agent would on its session.
+    pub fn serve_run_states(&self, dir: &Path) {
+        *self.state.run_states.lock().unwrap() = Some(dir.to_owned());
+    }
+
     /// Handshake attempts so far (accepted or not).
     pub fn attempts(&self) -> usize {
         self.state.attempts.load(Ordering::SeqCst)
     }
+}
+
+async fn run_handler(
+    State(state): State<Arc<ServerState>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let Some(dir) = state.run_states.lock().unwrap().clone() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let text = std::fs::read_to_string(dir.join(format!("{id}.state")))
+        .unwrap_or_else(|_| "INPROGRESS".to_owned());
+    let run_state: hangar_protocol::RunState =
+        serde_json::from_value(serde_json::Value::String(text.trim().to_owned())).unwrap();
+    let now = Timestamp::now();
+    axum::Json(serde_json::json!({
+        "run_id": id,
+        "task_id": id,
+        "title": "test task",
+        "state": run_state,
+        "prompt": "do the thing",
+        "created_at": now,
+        "updated_at": now,
+    }))
+    .into_response()
 }
 
 async fn ws_handler(
@@ -302,7 +337,7 @@ impl FakeConn {
 
 /// The fake agent: one script whose behaviour the assignment's env selects.
 /// Writes what it saw to `$TEST_OUT/<execution>.*`.
-const AGENT_SCRIPT: &str = r#"#!/bin/bash
+pub const AGENT_SCRIPT: &str = r#"#!/bin/bash
 set -u
 out="$TEST_OUT/$HANGAR_EXECUTION_ID"
 printf '%s\n' "$@" > "$out.args"
@@ -343,6 +378,8 @@ exit "${EXIT_CODE:-0}"
 
 /// A worker running in-process against a fake server.
 pub struct TestWorker {
+    /// The worker's id (`test-worker` unless the test changed it).
+    pub worker_id: String,
     pub dir: tempfile::TempDir,
     pub out: PathBuf,
     pub workspace_root: PathBuf,
@@ -401,11 +438,13 @@ impl TestWorker {
         let mut config = test_config(&server.url, dir.path());
         tweak(&mut config);
         let workspace_root = config.direct.workspace_root.clone().unwrap();
+        let worker_id = config.worker_id.clone();
         let shutdown = CancellationToken::new();
         let hard_shutdown = CancellationToken::new();
         let worker = Worker::new(config).unwrap();
         let handle = tokio::spawn(worker.run(shutdown.clone(), hard_shutdown.clone()));
         TestWorker {
+            worker_id,
             dir,
             out,
             workspace_root,

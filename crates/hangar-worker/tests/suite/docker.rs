@@ -9,15 +9,14 @@
 
 use super::common::*;
 use hangar_protocol::worker::{
-    EnvironmentSpec, FailureReason, NetworkPolicy, RepoSpec, TaskCompleted, TaskFailed,
-    WorkerToServer,
+    EnvironmentSpec, FailureReason, NetworkPolicy, RepoSpec, TaskCompleted, WorkerToServer,
 };
 use hangar_testkit::git::git;
 use hangar_worker::{BackendKind, PullPolicy, WorkerConfig};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-async fn base_image() -> String {
+pub(super) async fn base_image() -> String {
     tokio::task::spawn_blocking(hangar_testkit::images::base_image)
         .await
         .unwrap()
@@ -25,7 +24,7 @@ async fn base_image() -> String {
 }
 
 /// Switches a test config to the docker backend with a unique worker id.
-fn docker(c: &mut WorkerConfig, worker_id: &str, image: &str) {
+pub(super) fn docker(c: &mut WorkerConfig, worker_id: &str, image: &str) {
     let root = c.direct.workspace_root.clone().unwrap();
     let dir = root.parent().unwrap().to_path_buf();
     c.worker_id = worker_id.to_owned();
@@ -39,11 +38,11 @@ fn docker(c: &mut WorkerConfig, worker_id: &str, image: &str) {
     c.volumes = vec![format!("{}:{}:rw", dir.display(), dir.display())];
 }
 
-fn container_name(worker: &str, exec: &str) -> String {
+pub(super) fn container_name(worker: &str, exec: &str) -> String {
     format!("hangar-{worker}-{exec}")
 }
 
-fn inspect(name: &str) -> Option<serde_json::Value> {
+pub(super) fn inspect(name: &str) -> Option<serde_json::Value> {
     let out = Command::new("docker")
         .args(["inspect", "--type", "container", name])
         .output()
@@ -56,7 +55,7 @@ fn inspect(name: &str) -> Option<serde_json::Value> {
 }
 
 /// Containers labelled with this worker id (any state).
-fn containers_of(worker: &str) -> Vec<String> {
+pub(super) fn containers_of(worker: &str) -> Vec<String> {
     let out = Command::new("docker")
         .args([
             "ps",
@@ -211,57 +210,6 @@ async fn docker_s1_hardened_run_succeeds_in_unmodified_debian_image() {
 }
 
 #[tokio::test]
-async fn docker_setup_commands_run_in_order_and_failure_is_setup_command() {
-    let image = base_image().await;
-    let worker = "dk-setup";
-    let _sweep = Sweep(worker.into());
-    let mut server = FakeServer::start().await;
-    let w = TestWorker::start(&server, |c| docker(c, worker, &image));
-    let mut conn = server.accept().await;
-    conn.hello().await;
-
-    // Success: both commands ran, in order, before the agent, in /workspace,
-    // and what they left stays for the agent.
-    let mut ok = w.assignment("run-ok", "exec-ok", &[]);
-    ok.environment = Some(env_spec(&[
-        "echo one > order",
-        "echo two >> order && touch /root/installed",
-    ]));
-    conn.assign(ok);
-    let done = conn.recv_end().await;
-    assert!(matches!(done, WorkerToServer::TaskCompleted(_)), "{done:?}");
-    assert_eq!(w.read_out("exec-ok", "pwd").trim(), "/workspace");
-
-    // Failure: the second command fails; the agent never starts.
-    let mut bad = w.assignment("run-bad", "exec-bad", &[]);
-    bad.environment = Some(env_spec(&[
-        "echo preparing",
-        "echo boom-output >&2; exit 3",
-        "echo never",
-    ]));
-    conn.assign(bad);
-    let done = conn.recv_end().await;
-    let WorkerToServer::TaskFailed(TaskFailed {
-        failure_reason,
-        message,
-        ..
-    }) = done
-    else {
-        panic!("{done:?}")
-    };
-    assert_eq!(failure_reason, Some(FailureReason::SetupCommand));
-    assert!(message.contains("exit 3"), "{message}");
-    assert!(message.contains("boom-output"), "{message}");
-    assert!(message.contains("preparing"), "{message}");
-    assert!(!message.contains("never\n"), "{message}");
-    assert!(
-        !w.out_file("exec-bad", "args").exists(),
-        "the agent must not start"
-    );
-    wait_until(|| containers_of(worker).is_empty(), "container removal").await;
-}
-
-#[tokio::test]
 async fn docker_clones_a_local_repository_into_workspace_without_git_in_image() {
     let image = base_image().await;
     // The image really has no git.
@@ -324,252 +272,6 @@ async fn docker_clones_a_local_repository_into_workspace_without_git_in_image() 
     conn.assign(a);
     let done = conn.recv_end().await;
     assert!(matches!(done, WorkerToServer::TaskCompleted(_)), "{done:?}");
-    wait_until(|| containers_of(worker).is_empty(), "container removal").await;
-}
-
-#[tokio::test]
-async fn docker_d8_cancel_sigterm_then_sigkill_leaves_nothing() {
-    let image = base_image().await;
-    let worker = "dk-d8";
-    let _sweep = Sweep(worker.into());
-    let mut server = FakeServer::start().await;
-    let grace = Duration::from_millis(1500);
-    let w = TestWorker::start(&server, |c| {
-        docker(c, worker, &image);
-        c.kill_grace = grace;
-    });
-    let mut conn = server.accept().await;
-    conn.hello().await;
-    conn.assign(w.assignment("run-d8", "exec-d8", &[("MODE", "ignore_term")]));
-    wait_for_file(&w.out_file("exec-d8", "ready")).await;
-    let cancelled_at = Instant::now();
-    conn.cancel("run-d8");
-    let done = conn.recv_end().await;
-    let elapsed = cancelled_at.elapsed();
-    let WorkerToServer::TaskCompleted(c) = done else {
-        panic!("{done:?}")
-    };
-    assert_eq!(c.task_state.as_deref(), Some("CANCELLED"));
-    // SIGTERM reached the agent (through the container's init) and was ignored…
-    wait_for_file(&w.out_file("exec-d8", "signals")).await;
-    assert!(w.read_out("exec-d8", "signals").contains("term"));
-    // …so only SIGKILL after the grace ended it.
-    assert!(elapsed >= grace, "{elapsed:?} < {grace:?}");
-    wait_until(|| containers_of(worker).is_empty(), "container removal").await;
-}
-
-#[tokio::test]
-async fn docker_d9_drain_finishes_the_running_task() {
-    let image = base_image().await;
-    let worker = "dk-d9";
-    let _sweep = Sweep(worker.into());
-    let mut server = FakeServer::start().await;
-    let mut w = TestWorker::start(&server, |c| docker(c, worker, &image));
-    let mut conn = server.accept().await;
-    conn.hello().await;
-    let gate = w.gate("d9");
-    conn.assign(w.assignment("run-d9", "exec-d9", &[("GATE", gate.to_str().unwrap())]));
-    wait_for_file(&w.out_file("exec-d9", "ready")).await;
-    w.shutdown.cancel();
-    conn.recv_until(|m| matches!(m, WorkerToServer::WorkerDraining))
-        .await;
-    conn.assign(w.assignment("run-d9b", "exec-d9b", &[]));
-    let r = conn
-        .recv_until(|m| matches!(m, WorkerToServer::TaskRejected(_)))
-        .await;
-    assert!(matches!(r, WorkerToServer::TaskRejected(_)));
-    assert!(
-        inspect(&container_name(worker, "exec-d9")).is_some(),
-        "still running while draining"
-    );
-    w.open_gate(&gate);
-    let done = conn.recv_end().await;
-    assert!(
-        matches!(
-            done,
-            WorkerToServer::TaskCompleted(TaskCompleted {
-                task_state: None,
-                ..
-            })
-        ),
-        "{done:?}"
-    );
-    w.join().await.unwrap();
-    assert!(containers_of(worker).is_empty());
-}
-
-#[tokio::test]
-async fn docker_d2_worker_killed_and_restarted_reconciles_by_label() {
-    let image = base_image().await;
-    let worker = "dk-d2";
-    let _sweep = Sweep(worker.into());
-    let mut server = FakeServer::start().await;
-    let mut w = TestWorker::start(&server, |c| docker(c, worker, &image));
-    let mut conn = server.accept().await;
-    conn.hello().await;
-    let gate_run = w.gate("d2-running");
-    let gate_done = w.gate("d2-done");
-    conn.assign(w.assignment("run-a", "exec-a", &[("GATE", gate_run.to_str().unwrap())]));
-    conn.assign(w.assignment(
-        "run-b",
-        "exec-b",
-        &[("GATE", gate_done.to_str().unwrap()), ("EXIT_CODE", "4")],
-    ));
-    wait_for_file(&w.out_file("exec-a", "ready")).await;
-    wait_for_file(&w.out_file("exec-b", "ready")).await;
-
-    // "kill -9": the worker's future is dropped; nothing is cleaned up.
-    w.handle.take().unwrap().abort();
-    conn.drop_connection();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(
-        containers_of(worker).len(),
-        2,
-        "containers outlive the worker"
-    );
-    // exec-b ends while no worker is there.
-    w.open_gate(&gate_done);
-    wait_until(
-        || {
-            inspect(&container_name(worker, "exec-b"))
-                .map(|c| c["State"]["Running"] == false)
-                .unwrap_or(false)
-        },
-        "exec-b to exit",
-    )
-    .await;
-
-    // A new worker with the same id and directories.
-    let root = w.workspace_root.clone();
-    let dir = w.dir.path().to_path_buf();
-    let (shutdown, hard) = (
-        tokio_util::sync::CancellationToken::new(),
-        tokio_util::sync::CancellationToken::new(),
-    );
-    let mut config = test_config(&server.url, &dir);
-    config.direct.workspace_root = Some(root.clone());
-    docker(&mut config, worker, &image);
-    let handle = tokio::spawn(
-        hangar_worker::Worker::new(config)
-            .unwrap()
-            .run(shutdown.clone(), hard.clone()),
-    );
-    // The aborted worker's connection task may still reconnect (empty hello): skip it.
-    let (mut conn2, hello) = loop {
-        let mut c = server.accept().await;
-        let h = c.hello().await;
-        if !h.running.is_empty() {
-            break (c, h);
-        }
-    };
-    let mut running: Vec<String> = hello
-        .running
-        .iter()
-        .map(|r| r.execution_id.clone())
-        .collect();
-    running.sort();
-    assert_eq!(running, ["exec-a", "exec-b"], "both reported for reattach");
-
-    // The ended one is reported with its real exit code and removed.
-    let b = conn2
-        .recv_until(|m| matches!(m, WorkerToServer::TaskFailed(f) if f.task_id == "run-b"))
-        .await;
-    let WorkerToServer::TaskFailed(f) = b else {
-        unreachable!()
-    };
-    assert_eq!(f.exit_code, Some(4));
-    assert_eq!(f.execution_id.as_deref(), Some("exec-b"));
-    assert!(f.message.contains('4'), "{}", f.message);
-    wait_until(
-        || inspect(&container_name(worker, "exec-b")).is_none(),
-        "exec-b removal",
-    )
-    .await;
-
-    // The running one is waited on again and finishes normally.
-    w.open_gate(&gate_run);
-    let a = conn2
-        .recv_until(|m| matches!(m, WorkerToServer::TaskCompleted(c) if c.task_id == "run-a"))
-        .await;
-    assert!(matches!(
-        a,
-        WorkerToServer::TaskCompleted(TaskCompleted {
-            task_state: None,
-            ..
-        })
-    ));
-    wait_until(
-        || containers_of(worker).is_empty(),
-        "all containers removed",
-    )
-    .await;
-    assert!(
-        !root.join("exec-a").exists() && !root.join("exec-b").exists(),
-        "workspaces removed"
-    );
-    shutdown.cancel();
-    hard.cancel();
-    let _ = tokio::time::timeout(WAIT, handle).await;
-}
-
-#[tokio::test]
-async fn docker_s3_fork_bomb_and_memory_hog_are_contained() {
-    let image = base_image().await;
-    let worker = "dk-s3";
-    let _sweep = Sweep(worker.into());
-    let mut server = FakeServer::start().await;
-    let w = TestWorker::start(&server, |c| {
-        docker(c, worker, &image);
-        c.docker.pids_limit = Some(64);
-        c.docker.memory_mb = Some(64);
-        c.kill_grace = Duration::from_millis(300);
-    });
-    let mut conn = server.accept().await;
-    conn.hello().await;
-
-    // Memory hog: OOM-killed inside its limit, reported as container_oom.
-    conn.assign(w.assignment("run-mem", "exec-mem", &[("MODE", "mem_hog")]));
-    let done = conn.recv_end().await;
-    let WorkerToServer::TaskFailed(f) = done else {
-        panic!("{done:?}")
-    };
-    assert_eq!(
-        f.failure_reason,
-        Some(FailureReason::ContainerOom),
-        "{}",
-        f.message
-    );
-
-    // Fork bomb: the process count stops at the limit; the worker stays
-    // responsive (it handles a cancel) and nothing is left.
-    conn.assign(w.assignment("run-fork", "exec-fork", &[("MODE", "fork_bomb")]));
-    wait_for_file(&w.out_file("exec-fork", "ready")).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let c = inspect(&container_name(worker, "exec-fork")).expect("container");
-    let id = c["Id"].as_str().unwrap();
-    let pids: u64 = ["/sys/fs/cgroup/pids/docker", "/sys/fs/cgroup/system.slice"]
-        .iter()
-        .filter_map(|base| {
-            std::fs::read_to_string(format!("{base}/{id}/pids.current"))
-                .or_else(|_| {
-                    std::fs::read_to_string(format!("{base}/docker-{id}.scope/pids.current"))
-                })
-                .ok()
-        })
-        .next()
-        .map(|s| s.trim().parse().unwrap())
-        .expect("pids cgroup of the container");
-    assert!(pids <= 64, "pids {pids} over the limit");
-    // The host can still start processes.
-    assert!(Command::new("true").status().unwrap().success());
-    let asked = Instant::now();
-    conn.cancel("run-fork");
-    let done = conn.recv_end().await;
-    assert!(
-        matches!(&done, WorkerToServer::TaskCompleted(c) if c.task_state.as_deref() == Some("CANCELLED")),
-        "{done:?}"
-    );
-    assert!(asked.elapsed() < WAIT);
     wait_until(|| containers_of(worker).is_empty(), "container removal").await;
 }
 
@@ -768,69 +470,6 @@ timeout 5 getent hosts example.com >/dev/null && echo "dns open" >> $OUT || echo
         !String::from_utf8_lossy(&rules.stdout).contains("hangar-egress"),
         "firewall rules left"
     );
-}
-
-#[tokio::test]
-async fn docker_idle_on_complete_reuses_the_container_for_a_follow_up() {
-    let image = base_image().await;
-    let worker = "dk-idle";
-    let _sweep = Sweep(worker.into());
-    let mut server = FakeServer::start().await;
-    let w = TestWorker::start(&server, |c| {
-        docker(c, worker, &image);
-        c.idle_on_complete = Some("3s".into());
-    });
-    let mut conn = server.accept().await;
-    conn.hello().await;
-    let run = |exec: &str| {
-        let mut a = w.assignment("run-idle", exec, &[("MY_SECRET", exec)]);
-        a.environment = Some(env_spec(&["echo ran >> /workspace/setup-count"]));
-        a
-    };
-    let finished = |m: &WorkerToServer| {
-        matches!(
-            m,
-            WorkerToServer::TaskCompleted(_) | WorkerToServer::TaskFailed(_)
-        )
-    };
-    conn.assign(run("exec-1"));
-    let done = conn.recv_until(finished).await;
-    assert!(matches!(done, WorkerToServer::TaskCompleted(_)), "{done:?}");
-    assert_eq!(containers_of(worker).len(), 1, "the container is kept idle");
-
-    conn.assign(run("exec-2"));
-    let done = conn.recv_until(finished).await;
-    assert!(matches!(done, WorkerToServer::TaskCompleted(_)), "{done:?}");
-    let hostname = |exec: &str| {
-        w.read_out(exec, "env")
-            .lines()
-            .find(|l| l.starts_with("HOSTNAME="))
-            .map(str::to_owned)
-            .unwrap()
-    };
-    assert_eq!(hostname("exec-1"), hostname("exec-2"), "same container");
-    let env = w.read_out("exec-2", "env");
-    assert!(env.contains("HANGAR_EXECUTION_ID=exec-2"), "{env}");
-    assert!(env.contains("MY_SECRET=exec-2"), "fresh env file: {env}");
-    let kept = w.workspace_root.join("exec-1");
-    assert_eq!(
-        std::fs::read_to_string(kept.join("workspace/setup-count")).unwrap(),
-        "ran\n",
-        "setup commands do not run again"
-    );
-    assert_eq!(
-        std::fs::read_to_string(kept.join("ctl/execution")).unwrap(),
-        "exec-2"
-    );
-    assert_eq!(containers_of(worker).len(), 1);
-
-    // No further follow-up: container and workspace go after 3 s idle.
-    wait_until(
-        || containers_of(worker).is_empty(),
-        "idle container removal",
-    )
-    .await;
-    wait_for_removal(&kept).await;
 }
 
 #[tokio::test]

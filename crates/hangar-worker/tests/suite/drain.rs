@@ -1,45 +1,8 @@
-//! Shutdown: drain (D9) and hard stop.
+//! Shutdown: drain across reconnects and hard stop (the drain itself, D9,
+//! is in the conformance suite).
 
 use super::common::*;
-use hangar_protocol::worker::{FailureReason, TaskRejected, WorkerToServer};
-
-#[tokio::test]
-async fn d9_drain_rejects_new_work_finishes_running_tasks_then_closes_1000() {
-    let mut server = FakeServer::start().await;
-    let mut w = TestWorker::start(&server, |_| {});
-    let mut conn = server.accept().await;
-    conn.hello().await;
-    let gate = w.gate("drain");
-    conn.assign(w.assignment("run-1", "exec-1", &[("GATE", gate.to_str().unwrap())]));
-    conn.recv_until(|m| matches!(m, WorkerToServer::TaskStarted(_)))
-        .await;
-
-    w.shutdown.cancel();
-    assert_eq!(conn.recv().await, WorkerToServer::WorkerDraining);
-    conn.assign(w.assignment("run-2", "exec-2", &[]));
-    assert_eq!(
-        conn.recv().await,
-        WorkerToServer::TaskRejected(TaskRejected {
-            task_id: "run-2".into(),
-            reason: "worker is draining".into(),
-            execution_id: Some("exec-2".into()),
-        })
-    );
-    // Still running, still connected: run() has not returned.
-    assert!(!w.handle.as_ref().unwrap().is_finished());
-
-    w.open_gate(&gate);
-    match conn.recv().await {
-        WorkerToServer::TaskCompleted(c) => assert_eq!(c.execution_id.as_deref(), Some("exec-1")),
-        other => panic!("expected task_completed, got {other:?}"),
-    }
-    let rest = conn.until_end().await;
-    assert!(
-        matches!(rest.as_slice(), [Seen::Close(Some(1000))]),
-        "{rest:?}"
-    );
-    w.join().await.unwrap();
-}
+use hangar_protocol::worker::{FailureReason, WorkerToServer};
 
 #[tokio::test]
 async fn drain_survives_a_reconnect() {

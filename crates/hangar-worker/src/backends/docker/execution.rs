@@ -4,9 +4,10 @@
 use super::client::docker_err;
 use super::{
     CLEANUP_TIMEOUT, DockerConfig, LABEL_EXECUTION, LABEL_MANAGED, LABEL_RUN, LABEL_WORKER,
-    MAX_LOG_LINE, SETUP_OUTPUT_LINES, SETUP_POLL, Shared,
+    SETUP_OUTPUT_LINES, SETUP_POLL, Shared,
 };
 use crate::backends::ctl_dir::CtlDir;
+use crate::backends::output::{LineLog, OutputLabels, stderr_label};
 use crate::backends::{BackendError, Execution, ExitStatus, TaskSpec, repos};
 use async_trait::async_trait;
 use bollard::query_parameters::{
@@ -43,7 +44,7 @@ pub(super) struct DockerExecution {
     /// Output pump of the container.
     pub(super) readers: JoinSet<()>,
     /// Egress proxy and task network of an allowlist run.
-    pub(super) egress: Option<crate::backends::egress::Egress>,
+    pub(super) egress: Option<super::egress::Egress>,
     /// Adopted a parked container: `prepare` only rewrites the start files.
     pub(super) reused: bool,
 }
@@ -190,23 +191,22 @@ impl DockerExecution {
                 ..Default::default()
             }),
         );
-        let (task_id, execution_id) = (self.task_id.clone(), self.execution_id.clone());
+        let labels = OutputLabels {
+            task_id: self.task_id.clone(),
+            execution_id: self.execution_id.clone(),
+            source: "agent",
+        };
         self.readers.spawn(async move {
+            let mut stdout = LineLog::new(labels.clone());
+            let mut stderr = LineLog::new(labels.with_source(stderr_label(labels.source)));
             while let Some(Ok(chunk)) = stream.next().await {
-                let source = match &chunk {
-                    bollard::container::LogOutput::StdErr { .. } => "agent-stderr",
-                    _ => "agent",
-                };
-                let bytes = chunk.into_bytes();
-                for line in String::from_utf8_lossy(&bytes).lines() {
-                    let truncated = line.len() > MAX_LOG_LINE;
-                    let mut end = line.len().min(MAX_LOG_LINE);
-                    while !line.is_char_boundary(end) {
-                        end -= 1;
-                    }
-                    tracing::debug!(task_id = %task_id, execution_id = %execution_id, source, truncated, "{}", &line[..end]);
+                match chunk {
+                    bollard::container::LogOutput::StdErr { message } => stderr.feed(&message),
+                    other => stdout.feed(&other.into_bytes()),
                 }
             }
+            stdout.finish();
+            stderr.finish();
         });
     }
 
@@ -390,11 +390,11 @@ impl Execution for DockerExecution {
                 (LABEL_RUN.to_owned(), spec.task_id.clone()),
                 (LABEL_EXECUTION.to_owned(), spec.execution_id.clone()),
             ]);
-            let egress = crate::backends::egress::Egress::start(
+            let egress = super::egress::Egress::start(
                 self.client(),
                 format!("{}-egress", self.name),
                 labels,
-                crate::backends::egress::EgressRequest {
+                super::egress::EgressRequest {
                     worker_id: &cfg.worker_id,
                     task_id: &spec.task_id,
                     execution_id: &spec.execution_id,
@@ -555,7 +555,7 @@ impl Execution for DockerExecution {
         } else if self.spec.is_none() && self.config().cleanup {
             // Recovered after a crash: the egress of an allowlist run (if any)
             // died with the old worker; remove its rules and network.
-            crate::backends::egress::remove_leftover(
+            super::egress::remove_leftover(
                 self.client(),
                 &self.config().worker_id,
                 &self.execution_id,

@@ -409,6 +409,21 @@ impl KubeExecution {
         }
     }
 
+    /// Deletes the Job's pods with `grace` (rounded up to whole seconds):
+    /// a Job's own deletion options do not reach its pods, which the
+    /// garbage collector deletes with their terminationGracePeriodSeconds
+    /// (30 s unless the pod template sets it).
+    async fn delete_pods(&self, grace: Duration) {
+        let Ok(watched) = self.watched() else { return };
+        let seconds = grace.as_secs() + u64::from(grace.subsec_nanos() > 0);
+        let params =
+            DeleteParams::default().grace_period(u32::try_from(seconds).unwrap_or(u32::MAX));
+        let selector = ListParams::default().labels(&watched.pod_selector());
+        if let Err(e) = watched.pods.delete_collection(&params, &selector).await {
+            tracing::warn!(job = %self.job, error = %api_message(&e), "cannot delete the Job's pods");
+        }
+    }
+
     async fn delete_secret(&self) {
         let Ok(client) = self.shared.client() else {
             return;
@@ -463,8 +478,9 @@ impl Execution for KubeExecution {
     }
 
     async fn cancel(&mut self, grace: Duration) -> Result<ExitStatus, BackendError> {
-        // Foreground: the pod goes first (SIGTERM, its grace, then SIGKILL),
-        // then the Job; the Secret goes with the Job.
+        // The pod first (SIGTERM, the grace, then SIGKILL), then the Job
+        // (foreground: after its pods); the Secret goes with the Job.
+        self.delete_pods(grace).await;
         self.delete_job(Some(grace)).await;
         self.delete_secret().await;
         let Ok(watched) = self.watched() else {

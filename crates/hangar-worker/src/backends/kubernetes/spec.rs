@@ -178,6 +178,67 @@ pub fn build_job(
         // Tasks need no Kubernetes API; a template can still opt in.
         pod.automount_service_account_token = Some(false);
     }
+    add_workspace_and_agent(&mut pod, config);
+
+    let image = spec
+        .assignment
+        .docker_image
+        .clone()
+        .or_else(|| config.default_image.clone())
+        .unwrap_or_else(|| FALLBACK_IMAGE.to_owned());
+    hangar_protocol::repository::check_image_ref(&image).map_err(|e| {
+        BackendError::new(
+            FailureReason::InvalidImage,
+            format!("refusing image `{image}`: {e}"),
+        )
+    })?;
+    let containers = &mut pod.containers;
+    let at = match containers.iter().position(|c| c.name == TASK_CONTAINER) {
+        Some(i) => i,
+        None => {
+            containers.insert(
+                0,
+                Container {
+                    name: TASK_CONTAINER.into(),
+                    ..Default::default()
+                },
+            );
+            0
+        }
+    };
+    configure_task(&mut containers[at], config, spec, image, args, &name);
+
+    Ok(Job {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: Some(config.namespace.clone()),
+            labels: Some(labels.clone()),
+            annotations: Some(annotations.clone()),
+            ..Default::default()
+        },
+        spec: Some(JobSpec {
+            backoff_limit: Some(0),
+            active_deadline_seconds: Some(config.active_deadline_seconds as i64),
+            // Succeeded Jobs are deleted by the worker at once; a failed one
+            // stays this long for `kubectl describe`, then goes.
+            ttl_seconds_after_finished: Some(config.ttl_seconds_after_finished as i32),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    annotations: Some(annotations),
+                    ..Default::default()
+                }),
+                spec: Some(pod),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+/// The workspace and agent volumes, and the init container that copies
+/// the agent binary from the agent image (before the template's own).
+fn add_workspace_and_agent(pod: &mut PodSpec, config: &KubernetesConfig) {
     let volumes = pod.volumes.get_or_insert_with(Vec::new);
     volumes.push(Volume {
         name: "hangar-workspace".into(),
@@ -214,34 +275,19 @@ pub fn build_job(
     let mut init = vec![copy_agent];
     init.extend(pod.init_containers.take().unwrap_or_default());
     pod.init_containers = Some(init);
+}
 
-    let image = spec
-        .assignment
-        .docker_image
-        .clone()
-        .or_else(|| config.default_image.clone())
-        .unwrap_or_else(|| FALLBACK_IMAGE.to_owned());
-    hangar_protocol::repository::check_image_ref(&image).map_err(|e| {
-        BackendError::new(
-            FailureReason::InvalidImage,
-            format!("refusing image `{image}`: {e}"),
-        )
-    })?;
-    let containers = &mut pod.containers;
-    let at = match containers.iter().position(|c| c.name == TASK_CONTAINER) {
-        Some(i) => i,
-        None => {
-            containers.insert(
-                0,
-                Container {
-                    name: TASK_CONTAINER.into(),
-                    ..Default::default()
-                },
-            );
-            0
-        }
-    };
-    let task = &mut containers[at];
+/// The task container of Job `name`: image, the task script running
+/// `hangar <args>`, the Secret's environment, mounts, the teardown hook,
+/// security context and the run's shape.
+fn configure_task(
+    task: &mut Container,
+    config: &KubernetesConfig,
+    spec: &TaskSpec,
+    image: String,
+    args: Vec<String>,
+    name: &str,
+) {
     task.image = Some(image);
     if task.image_pull_policy.is_none() {
         task.image_pull_policy = config.image_pull_policy.clone();
@@ -255,7 +301,7 @@ pub fn build_job(
         .get_or_insert_with(Vec::new)
         .push(EnvFromSource {
             secret_ref: Some(SecretEnvSource {
-                name: secret_name(&name),
+                name: secret_name(name),
                 optional: Some(false),
             }),
             ..Default::default()
@@ -305,33 +351,6 @@ pub fn build_job(
         });
     }
     apply_shape(task, spec);
-
-    Ok(Job {
-        metadata: ObjectMeta {
-            name: Some(name),
-            namespace: Some(config.namespace.clone()),
-            labels: Some(labels.clone()),
-            annotations: Some(annotations.clone()),
-            ..Default::default()
-        },
-        spec: Some(JobSpec {
-            backoff_limit: Some(0),
-            active_deadline_seconds: Some(config.active_deadline_seconds as i64),
-            // Succeeded Jobs are deleted by the worker at once; a failed one
-            // stays this long for `kubectl describe`, then goes.
-            ttl_seconds_after_finished: Some(config.ttl_seconds_after_finished as i32),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels),
-                    annotations: Some(annotations),
-                    ..Default::default()
-                }),
-                spec: Some(pod),
-            },
-            ..Default::default()
-        }),
-        ..Default::default()
-    })
 }
 
 /// Requests and limits from the run's instance shape (requests = limits per

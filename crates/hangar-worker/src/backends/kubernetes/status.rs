@@ -146,106 +146,12 @@ fn classify_pod(pod: &Pod, events: &[Event], clock: Clock) -> Option<Phase> {
         )));
     }
     // 2. Init containers; a native sidecar's exit never fails the task.
-    let sidecars: Vec<String> = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.init_containers.as_ref())
-        .map(|c| {
-            c.iter()
-                .filter(|c| c.restart_policy.as_deref() == Some("Always"))
-                .map(|c| c.name.clone())
-                .collect()
-        })
-        .unwrap_or_default();
-    for s in status.init_container_statuses.iter().flatten() {
-        if sidecars.contains(&s.name) {
-            continue;
-        }
-        if let Some(t) = s.state.as_ref().and_then(|st| st.terminated.as_ref())
-            && exit_code(t) != 0
-        {
-            let what = if s.name == AGENT_INIT_CONTAINER {
-                "copying the agent from backend.kubernetes.agent_image failed; check that the \
-                 image holds /agent/hangar (build it with scripts/image)"
-                    .to_owned()
-            } else {
-                "check the pod_template's init container".to_owned()
-            };
-            return Some(Phase::Failed(
-                BackendError::new(
-                    FailureReason::InitContainer,
-                    format!(
-                        "init container `{}` of pod {name} exited with {} ({}{}): {what}",
-                        s.name,
-                        exit_code(t),
-                        t.reason.clone().unwrap_or_default(),
-                        t.message
-                            .as_deref()
-                            .map(|m| format!(": {}", m.trim()))
-                            .unwrap_or_default(),
-                    ),
-                )
-                .with_exit_code(Some(exit_code(t))),
-            ));
-        }
-        if let Some(f) = waiting_failure(&name, s, true, age(pod, clock)) {
-            return Some(f);
-        }
+    if let Some(f) = init_container_failure(pod, status, &name, clock) {
+        return Some(f);
     }
     // 3. The task container.
-    if let Some(s) = task_status(pod) {
-        if let Some(t) = s.state.as_ref().and_then(|st| st.terminated.as_ref())
-            && exit_code(t) != 0
-        {
-            let code = exit_code(t);
-            let msg = t.message.clone().unwrap_or_default();
-            if t.reason.as_deref() == Some("OOMKilled") {
-                let limit = pod
-                    .spec
-                    .as_ref()
-                    .and_then(|p| p.containers.iter().find(|c| c.name == TASK_CONTAINER))
-                    .and_then(|c| {
-                        c.resources
-                            .as_ref()?
-                            .limits
-                            .as_ref()?
-                            .get("memory")
-                            .cloned()
-                    })
-                    .map(|q| q.0)
-                    .unwrap_or_else(|| "none".into());
-                return Some(Phase::Failed(
-                    BackendError::new(
-                        FailureReason::ContainerOom,
-                        format!(
-                            "the task container of pod {name} ran out of memory (OOMKilled, \
-                             memory limit {limit}); give the run a larger instance shape or \
-                             raise the task container's limit in pod_template"
-                        ),
-                    )
-                    .with_exit_code(Some(code)),
-                ));
-            }
-            if msg.contains(SETUP_FAILED) {
-                return Some(Phase::Failed(
-                    BackendError::new(
-                        FailureReason::SetupCommand,
-                        format!("{} in pod {name}", msg.trim()),
-                    )
-                    .with_exit_code(Some(code)),
-                ));
-            }
-            return Some(Phase::Exited {
-                code,
-                detail: format!(
-                    "the task container of pod {name} exited with {code} ({})",
-                    t.reason.clone().unwrap_or_else(|| "Error".into())
-                ),
-            });
-        }
-        if let Some(f) = waiting_failure(&name, s, false, age(pod, clock)) {
-            return Some(f);
-        }
+    if let Some(f) = task_container_failure(pod, &name, clock) {
+        return Some(f);
     }
     // 4. Scheduling.
     if let Some(c) = status
@@ -298,6 +204,123 @@ fn classify_pod(pod: &Pod, events: &[Event], clock: Clock) -> Option<Phase> {
             FailureReason::JobFailed,
             format!("pod {name} failed ({reason}): {message}"),
         )));
+    }
+    None
+}
+
+/// Step 2 of [`classify_pod`]: an init container (not a native sidecar)
+/// that failed or cannot start.
+fn init_container_failure(
+    pod: &Pod,
+    status: &k8s_openapi::api::core::v1::PodStatus,
+    name: &str,
+    clock: Clock,
+) -> Option<Phase> {
+    let sidecars: Vec<String> = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.init_containers.as_ref())
+        .map(|c| {
+            c.iter()
+                .filter(|c| c.restart_policy.as_deref() == Some("Always"))
+                .map(|c| c.name.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    for s in status.init_container_statuses.iter().flatten() {
+        if sidecars.contains(&s.name) {
+            continue;
+        }
+        if let Some(t) = s.state.as_ref().and_then(|st| st.terminated.as_ref())
+            && exit_code(t) != 0
+        {
+            let what = if s.name == AGENT_INIT_CONTAINER {
+                "copying the agent from backend.kubernetes.agent_image failed; check that the \
+                 image holds /agent/hangar (build it with scripts/image)"
+                    .to_owned()
+            } else {
+                "check the pod_template's init container".to_owned()
+            };
+            return Some(Phase::Failed(
+                BackendError::new(
+                    FailureReason::InitContainer,
+                    format!(
+                        "init container `{}` of pod {name} exited with {} ({}{}): {what}",
+                        s.name,
+                        exit_code(t),
+                        t.reason.clone().unwrap_or_default(),
+                        t.message
+                            .as_deref()
+                            .map(|m| format!(": {}", m.trim()))
+                            .unwrap_or_default(),
+                    ),
+                )
+                .with_exit_code(Some(exit_code(t))),
+            ));
+        }
+        if let Some(f) = waiting_failure(name, s, true, age(pod, clock)) {
+            return Some(f);
+        }
+    }
+    None
+}
+
+/// Step 3 of [`classify_pod`]: the task container failed (OOM, setup,
+/// exit) or cannot start.
+fn task_container_failure(pod: &Pod, name: &str, clock: Clock) -> Option<Phase> {
+    if let Some(s) = task_status(pod) {
+        if let Some(t) = s.state.as_ref().and_then(|st| st.terminated.as_ref())
+            && exit_code(t) != 0
+        {
+            let code = exit_code(t);
+            let msg = t.message.clone().unwrap_or_default();
+            if t.reason.as_deref() == Some("OOMKilled") {
+                let limit = pod
+                    .spec
+                    .as_ref()
+                    .and_then(|p| p.containers.iter().find(|c| c.name == TASK_CONTAINER))
+                    .and_then(|c| {
+                        c.resources
+                            .as_ref()?
+                            .limits
+                            .as_ref()?
+                            .get("memory")
+                            .cloned()
+                    })
+                    .map(|q| q.0)
+                    .unwrap_or_else(|| "none".into());
+                return Some(Phase::Failed(
+                    BackendError::new(
+                        FailureReason::ContainerOom,
+                        format!(
+                            "the task container of pod {name} ran out of memory (OOMKilled, \
+                             memory limit {limit}); give the run a larger instance shape or \
+                             raise the task container's limit in pod_template"
+                        ),
+                    )
+                    .with_exit_code(Some(code)),
+                ));
+            }
+            if msg.contains(SETUP_FAILED) {
+                return Some(Phase::Failed(
+                    BackendError::new(
+                        FailureReason::SetupCommand,
+                        format!("{} in pod {name}", msg.trim()),
+                    )
+                    .with_exit_code(Some(code)),
+                ));
+            }
+            return Some(Phase::Exited {
+                code,
+                detail: format!(
+                    "the task container of pod {name} exited with {code} ({})",
+                    t.reason.clone().unwrap_or_else(|| "Error".into())
+                ),
+            });
+        }
+        if let Some(f) = waiting_failure(name, s, false, age(pod, clock)) {
+            return Some(f);
+        }
     }
     None
 }
