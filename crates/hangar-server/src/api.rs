@@ -1,13 +1,12 @@
 //! REST routes under `/api/v1`, one module per resource.
 
-pub mod agent;
+pub mod conversation;
 pub mod environments;
-pub mod events;
 pub mod health;
 pub mod keys;
 pub mod mcp;
 pub mod models;
-pub mod run_options;
+pub mod openapi;
 pub mod runs;
 pub mod schedules;
 pub mod secrets;
@@ -79,9 +78,9 @@ fn json_error(field: &str, e: serde_json::Error) -> ApiError {
 
 /// The `/api/v1` routes, each registered with its `#[utoipa::path]`, so a
 /// route cannot exist without being in the OpenAPI document; with that
-/// document ([`crate::openapi::ApiDoc`] adds the title, tags and security).
+/// document ([`crate::api::openapi::ApiDoc`] adds the title, tags and security).
 pub fn openapi_router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi())
+    OpenApiRouter::with_openapi(crate::api::openapi::ApiDoc::openapi())
         .routes(routes!(runs::create, runs::list))
         .routes(routes!(runs::create_legacy))
         .routes(routes!(runs::create_local))
@@ -97,15 +96,15 @@ pub fn openapi_router() -> OpenApiRouter<AppState> {
         .routes(routes!(mcp::get_one))
         .routes(routes!(runs::transcript))
         .routes(routes!(runs::environment))
-        .routes(routes!(agent::conversation))
-        .routes(routes!(agent::artifact))
-        .routes(routes!(agent::identities))
-        .routes(routes!(agent::list_agents))
-        .routes(routes!(agent::poll))
-        .routes(routes!(agent::run_events, agent::report))
-        .routes(routes!(events::sse))
-        .routes(routes!(events::websocket))
-        .routes(routes!(crate::sessions::session_socket))
+        .routes(routes!(conversation::conversation))
+        .routes(routes!(conversation::artifact))
+        .routes(routes!(conversation::identities))
+        .routes(routes!(conversation::list_agents))
+        .routes(routes!(conversation::poll))
+        .routes(routes!(conversation::run_events, conversation::report))
+        .routes(routes!(crate::sessions::viewers::sse))
+        .routes(routes!(crate::sessions::viewers::websocket))
+        .routes(routes!(crate::sessions::hub::session_socket))
         .routes(routes!(schedules::create, schedules::list))
         .routes(routes!(
             schedules::get_one,
@@ -122,7 +121,7 @@ pub fn openapi_router() -> OpenApiRouter<AppState> {
         .routes(routes!(workers::list))
         .routes(routes!(worker_tokens::create, worker_tokens::list))
         .routes(routes!(worker_tokens::expire))
-        .routes(routes!(crate::openapi::openapi_json))
+        .routes(routes!(crate::api::openapi::openapi_json))
         .routes(routes!(whoami::whoami))
         .routes(routes!(environments::oz_list))
         .routes(routes!(environments::create, environments::list))
@@ -133,10 +132,10 @@ pub fn openapi_router() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(secrets::create, secrets::list))
         .routes(routes!(secrets::update, secrets::delete))
-        .routes(routes!(crate::llm_gateway::chat_completions))
-        .routes(routes!(crate::llm_gateway::models))
-        .routes(routes!(crate::llm_gateway::usage))
-        .routes(routes!(crate::gateway::worker_socket))
+        .routes(routes!(crate::llm::chat_completions))
+        .routes(routes!(crate::llm::models))
+        .routes(routes!(crate::llm::usage))
+        .routes(routes!(crate::dispatch::worker_socket::worker_socket))
 }
 
 /// The `/api/v1` routes.

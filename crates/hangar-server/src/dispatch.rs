@@ -7,6 +7,9 @@
 //! connects or frees a slot. Each assignment is an execution with its own id and
 //! run token; reports name their execution and a stale one changes nothing.
 
+pub mod presence;
+pub mod worker_socket;
+
 use crate::auth::new_run_token;
 use hangar_protocol::worker::{
     RunningTask, ServerToWorker, Task, TaskAssignment, TaskCancellation, TaskDefinition, TaskOwner,
@@ -77,7 +80,7 @@ pub enum Occupant {
         /// Its credential's id.
         credential_id: String,
         /// Its liveness, to probe it or close it.
-        liveness: Arc<crate::gateway::Liveness>,
+        liveness: Arc<crate::dispatch::worker_socket::Liveness>,
     },
 }
 
@@ -86,7 +89,7 @@ struct Slot {
     /// The credential the connection presented.
     credential_id: String,
     /// Probes and closes the connection.
-    liveness: Arc<crate::gateway::Liveness>,
+    liveness: Arc<crate::dispatch::worker_socket::Liveness>,
     tx: mpsc::Sender<ServerToWorker>,
     capacity: u32,
     active: HashSet<ExecutionId>,
@@ -147,7 +150,7 @@ pub struct Dispatcher {
     /// This replica, as named in the lease holders it writes.
     replica_id: String,
     /// Agent sessions on this replica: an execution ended by its lease loses its socket.
-    sessions: Arc<crate::sessions::SessionHub>,
+    sessions: Arc<crate::sessions::hub::SessionHub>,
     /// `sidecar_image` for stock workers' assignments.
     sidecar_image: Option<String>,
 }
@@ -190,7 +193,7 @@ impl Dispatcher {
         config: &crate::config::ServerConfig,
         secrets: crate::secrets::SecretBox,
         replica_id: String,
-        sessions: Arc<crate::sessions::SessionHub>,
+        sessions: Arc<crate::sessions::hub::SessionHub>,
     ) -> Arc<Self> {
         let lost_timeout = config.worker_lost_timeout;
         let expiry_policy = config.lease_expiry_policy;
@@ -329,7 +332,14 @@ impl Dispatcher {
     }
 
     /// Every connection on this replica: `(team, worker id, credential id, liveness)`.
-    pub fn connections(&self) -> Vec<(i64, String, String, Arc<crate::gateway::Liveness>)> {
+    pub fn connections(
+        &self,
+    ) -> Vec<(
+        i64,
+        String,
+        String,
+        Arc<crate::dispatch::worker_socket::Liveness>,
+    )> {
         self.registry()
             .workers
             .iter()
@@ -362,7 +372,7 @@ impl Dispatcher {
 
     /// Registers a connection and reconciles the executions the store thinks
     /// it runs with what it reports. A worker id already held by a live
-    /// connection (one not closed by [`crate::gateway::Liveness::close`]),
+    /// connection (one not closed by [`crate::dispatch::worker_socket::Liveness::close`]),
     /// or being registered, is a `Conflict`: never a silent takeover, and
     /// nothing is reconciled for the refused connection.
     pub async fn connect(
@@ -370,7 +380,7 @@ impl Dispatcher {
         team_id: i64,
         worker_id: &str,
         credential_id: &str,
-        liveness: Arc<crate::gateway::Liveness>,
+        liveness: Arc<crate::dispatch::worker_socket::Liveness>,
         tx: mpsc::Sender<ServerToWorker>,
         hello: Option<WorkerHello>,
     ) -> StoreResult<Registration> {
@@ -400,7 +410,7 @@ impl Dispatcher {
         &self,
         key: WorkerKey,
         credential_id: &str,
-        liveness: Arc<crate::gateway::Liveness>,
+        liveness: Arc<crate::dispatch::worker_socket::Liveness>,
         tx: mpsc::Sender<ServerToWorker>,
         hello: Option<WorkerHello>,
     ) -> StoreResult<Registration> {

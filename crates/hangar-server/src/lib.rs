@@ -1,32 +1,46 @@
 //! Hangar's control plane.
 //!
-//! Owns: the REST API ([`api`]), the worker WebSocket ([`gateway`]), the
-//! [`dispatch::Dispatcher`], the agent session hub ([`sessions`]), the LLM
-//! gateway ([`llm_gateway`]), authentication ([`auth`]) and first-start
-//! bootstrap. Storage comes from `hangar-store`, model providers from
-//! `hangar-llm`; this crate never depends on the worker, the agent or the CLI.
+//! The module tree follows the life of a run:
+//!
+//! 1. **Triggers** ask for a run: the REST API ([`api`], `/api/v1`), the
+//!    [`schedule`]r, and the dashboard ([`web`]), which acts through the API.
+//! 2. **[`runs`]** holds the rules every trigger goes through: a request is
+//!    validated, its model and environment resolved, the run stored and
+//!    handed to dispatch; cancelling and continuing (follow-ups) live there
+//!    too.
+//! 3. **[`dispatch`]** queues runs and places each on a connected worker: the
+//!    [`dispatch::Dispatcher`], the worker WebSocket
+//!    ([`dispatch::worker_socket`]), execution leases and the worker registry
+//!    every replica shares ([`dispatch::presence`]).
+//! 4. **[`sessions`]**: the agent streams its session into the hub
+//!    ([`sessions::hub`]); viewers watch it live ([`sessions::viewers`]) when
+//!    [`sessions::sharing`] lets them.
+//! 5. **[`llm`]**: the agent's model calls go through the LLM gateway, which
+//!    holds the provider keys, meters every call and enforces budgets.
+//!
+//! Around them: credentials ([`auth`]), errors as problem+json ([`error`]),
+//! configuration ([`config`]), secrets at rest ([`secrets`]), rate limits
+//! ([`rate_limit`]), metrics ([`metrics`]) and the signals between replicas
+//! on PostgreSQL ([`replicas`]). Storage comes from `hangar-store`, model
+//! providers from `hangar-llm`; this crate never depends on the worker, the
+//! agent or the CLI.
 //!
 //! Entry point: [`Server::start`] with a [`ServerConfig`].
 
 pub mod api;
 pub mod auth;
 pub mod config;
-pub mod dashboard;
 pub mod dispatch;
 pub mod error;
-pub mod gateway;
-pub mod llm_gateway;
+pub mod llm;
 pub mod metrics;
-pub mod openapi;
-pub mod presence;
 pub mod rate_limit;
 pub mod replicas;
-pub mod roles;
+pub mod runs;
 pub mod schedule;
 pub mod secrets;
 pub mod sessions;
-pub mod sharing;
-pub mod web_auth;
+pub mod web;
 
 pub use config::{ConfigError, MetricsConfig, ServerConfig};
 
@@ -41,7 +55,7 @@ use error::{ApiError, PROBLEM_JSON, REQUEST_PATH};
 use hangar_llm::ProviderRegistry;
 use hangar_store::{NewUser, SqliteStore, Store};
 use serde::Serialize;
-use sessions::SessionHub;
+use sessions::hub::SessionHub;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -61,13 +75,13 @@ pub struct AppInner {
     /// Agent sessions.
     pub sessions: Arc<SessionHub>,
     /// Grant changes for open session streams.
-    pub shares: Arc<sharing::ShareHub>,
+    pub shares: Arc<sessions::sharing::ShareHub>,
     /// Open public-link streams, per link and per address.
     pub public_streams: Arc<rate_limit::StreamSlots>,
     /// Backoff for failed dashboard sign-ins.
-    pub logins: Arc<web_auth::LoginThrottle>,
+    pub logins: Arc<web::auth::LoginThrottle>,
     /// Single-use sign-in links (`hangar up`).
-    pub sign_in_links: Arc<web_auth::SignInLinks>,
+    pub sign_in_links: Arc<web::auth::SignInLinks>,
     /// Model providers.
     pub llm: Arc<ProviderRegistry>,
     /// Model for runs that name none.
@@ -75,7 +89,7 @@ pub struct AppInner {
     /// Signals to the other replicas (PostgreSQL); `None` on SQLite.
     pub notifier: Option<Arc<dyn hangar_store::Notifier>>,
     /// Gateway budgets and rate buckets (`llm_gateway:`).
-    pub budgets: Arc<llm_gateway::GatewayBudgets>,
+    pub budgets: Arc<llm::GatewayBudgets>,
     /// Encrypts secret values at rest.
     pub secrets: secrets::SecretBox,
     /// Effective configuration.
@@ -319,7 +333,7 @@ impl Server {
             .unwrap_or_else(|| config.data_dir.join("master.key"));
         let secret_box = secrets::SecretBox::load(&master_key_file)
             .map_err(|e| ServerError::Other(format!("secrets master key: {e}")))?;
-        let llm = llm_gateway::build_registry(&config.providers, config.providers_from_env)?;
+        let llm = llm::build_registry(&config.providers, config.providers_from_env)?;
         let default_model = config.default_model.clone().or_else(|| llm.default_model());
         if let Some(m) = &default_model {
             llm.resolve(m)
@@ -370,14 +384,14 @@ impl Server {
             store,
             dispatcher: dispatcher.clone(),
             sessions,
-            shares: Arc::new(sharing::ShareHub::default()),
+            shares: Arc::new(sessions::sharing::ShareHub::default()),
             public_streams: Arc::new(rate_limit::StreamSlots::default()),
-            logins: Arc::new(web_auth::LoginThrottle::default()),
-            sign_in_links: Arc::new(web_auth::SignInLinks::default()),
+            logins: Arc::new(web::auth::LoginThrottle::default()),
+            sign_in_links: Arc::new(web::auth::SignInLinks::default()),
             llm: Arc::new(llm),
             default_model,
             notifier: notifier.clone(),
-            budgets: Arc::new(llm_gateway::GatewayBudgets::new(config.llm_gateway.clone())),
+            budgets: Arc::new(llm::GatewayBudgets::new(config.llm_gateway.clone())),
             secrets: secret_box.clone(),
             config: config.clone(),
             public_url,
@@ -387,7 +401,7 @@ impl Server {
         }));
 
         let app = Router::new()
-            .merge(dashboard::routes())
+            .merge(web::dashboard::routes())
             .route("/healthz", get(api::health::healthz))
             .route("/readyz", get(api::health::readyz))
             .nest(
@@ -399,7 +413,7 @@ impl Server {
             )
             .fallback(fallback)
             .layer(DefaultBodyLimit::max(config.max_body_bytes))
-            .layer(axum::middleware::from_fn(web_auth::csrf_layer))
+            .layer(axum::middleware::from_fn(web::auth::csrf_layer))
             .layer(axum::middleware::from_fn(problem_layer))
             .layer(axum::middleware::from_fn(metrics::http_layer))
             .with_state(state.clone());
@@ -410,7 +424,7 @@ impl Server {
             tasks.spawn(replicas::listen(state.clone(), notifier, shutdown.clone()));
         }
         tasks.spawn(schedule::Scheduler::for_server(&state).run(shutdown.clone()));
-        tasks.spawn(presence::run(state.clone(), shutdown.clone()));
+        tasks.spawn(dispatch::presence::run(state.clone(), shutdown.clone()));
         tasks.spawn(metrics::refresh(
             state.clone(),
             config.metrics.refresh_interval,

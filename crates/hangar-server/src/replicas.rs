@@ -63,7 +63,7 @@ async fn resync(app: &AppState) {
     app.dispatcher.wake();
     // Follow-ups stored elsewhere while we were deaf.
     for run in app.sessions.connected_runs() {
-        crate::sessions::deliver_followups(app, &run).await;
+        crate::sessions::hub::deliver_followups(app, &run).await;
     }
     // Cancellations made elsewhere while we were deaf: forward them to our workers.
     match app.store.all_live_executions().await {
@@ -76,7 +76,7 @@ async fn resync(app: &AppState) {
                 // (FAILED `budget_exceeded`), must not keep an execution alive.
                 if let Ok(run) = app.store.run_any_team(&exec.run_id).await
                     && (run.state == hangar_protocol::RunState::Cancelled
-                        || crate::llm_gateway::meter::ended_over_budget(&run))
+                        || crate::llm::meter::ended_over_budget(&run))
                 {
                     app.dispatcher.send_cancellation(team, &exec);
                     app.sessions.cancel(&exec.run_id);
@@ -99,7 +99,7 @@ async fn apply(app: &AppState, signal: Signal) -> StoreResult<()> {
             local: false,
             run_id,
             ..
-        } => crate::sessions::deliver_followups(app, &run_id).await,
+        } => crate::sessions::hub::deliver_followups(app, &run_id).await,
         // Streams of this replica that a grant change on another one ends.
         Signal::SharesChanged {
             local: false,

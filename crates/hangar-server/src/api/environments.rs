@@ -198,7 +198,7 @@ pub async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Json<EnvironmentItem>> {
-    let team = crate::roles::admin_team(&app, &headers, "create environments").await?;
+    let team = crate::auth::roles::admin_team(&app, &headers, "create environments").await?;
     let mut req: EnvironmentRequest = parse_json(&body)?;
     req.name = req.name.trim().to_owned();
     validate(
@@ -258,7 +258,7 @@ pub async fn update(
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult<Json<EnvironmentItem>> {
-    let team = crate::roles::admin_team(&app, &headers, "change environments").await?;
+    let team = crate::auth::roles::admin_team(&app, &headers, "change environments").await?;
     let mut req: EnvironmentRequest = parse_json(&body)?;
     req.name = req.name.trim().to_owned();
     validate(
@@ -289,7 +289,7 @@ pub async fn delete(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let team = crate::roles::admin_team(&app, &headers, "delete environments").await?;
+    let team = crate::auth::roles::admin_team(&app, &headers, "delete environments").await?;
     let current = load(&app, team, &id).await?;
     app.store.delete_environment(team, &current.id).await?;
     Ok(Json(

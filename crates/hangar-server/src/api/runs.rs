@@ -1,10 +1,11 @@
 //! `/api/v1/agent/runs`: create, list, get, cancel, transcript.
 
 use crate::AppState;
-use crate::api::{parse_json, run_options};
+use crate::api::parse_json;
 use crate::auth::{Principal, authenticate};
 use crate::error::{ApiError, ApiResult};
-use crate::sharing::{Access, require_access};
+use crate::runs::options as run_options;
+use crate::sessions::sharing::{Access, require_access};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
@@ -632,7 +633,7 @@ pub async fn get_one(
     let principal = authenticate(app.store.as_ref(), &headers).await?;
     let run = load_visible(&app, &principal, &run_id).await?;
     let mut item = run_item(&app, &run);
-    item.artifacts = Some(crate::api::agent::run_artifacts(&app, &run.id).await?);
+    item.artifacts = Some(crate::api::conversation::run_artifacts(&app, &run.id).await?);
     item.sandbox = unsandboxed(&app, &run).await?;
     with_last_executions(&app, std::slice::from_mut(&mut item)).await?;
     Ok(Json(item))
@@ -654,7 +655,7 @@ pub(crate) async fn unsandboxed(app: &AppState, run: &RunRecord) -> ApiResult<Op
         .await?;
     Ok(events
         .iter()
-        .any(|e| e.event_type == crate::gateway::SANDBOX_NONE_EVENT)
+        .any(|e| e.event_type == crate::dispatch::worker_socket::SANDBOX_NONE_EVENT)
         .then(|| "none".to_owned()))
 }
 
@@ -913,7 +914,7 @@ pub(crate) async fn send_followup(
         }
         Err(e) => return Err(e.into()),
     };
-    crate::sessions::deliver_followups(app, &run.id).await;
+    crate::sessions::hub::deliver_followups(app, &run.id).await;
     Ok(serde_json::json!({
         "run_id": run_id,
         "delivered": true,

@@ -2,10 +2,11 @@
 //! pause and resume scheduled agents, shaped after the Oz Agent API.
 
 use crate::AppState;
+use crate::api::parse_json;
 use crate::api::runs::MAX_PROMPT_BYTES;
-use crate::api::{parse_json, run_options};
 use crate::auth::authenticate;
 use crate::error::{ApiError, ApiResult};
+use crate::runs::options as run_options;
 use crate::schedule::{CronSchedule, resolve_model};
 use axum::Json;
 use axum::body::Bytes;
@@ -378,7 +379,7 @@ async fn owned_schedule(
         .schedule(team_id, id)
         .await
         .map_err(store_error(id))?;
-    crate::roles::require_owner_or_admin(app, &who, current.created_by, action).await?;
+    crate::auth::roles::require_owner_or_admin(app, &who, current.created_by, action).await?;
     Ok((team_id, user_id, current))
 }
 

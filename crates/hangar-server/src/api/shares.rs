@@ -2,16 +2,17 @@
 //! access to a run's session; `/api/v1/public/sessions/{token}`: what a public
 //! link shows, without any credential.
 //!
-//! The access rules themselves live in [`crate::sharing`]. Every change calls
-//! [`crate::sharing::ShareHub::changed`] (and, on PostgreSQL, the store
+//! The access rules themselves live in [`crate::sessions::sharing`]. Every change calls
+//! [`crate::sessions::sharing::ShareHub::changed`] (and, on PostgreSQL, the store
 //! signals the other replicas), so a revocation closes the streams it allowed.
 
 use crate::AppState;
+use crate::api::parse_json;
 use crate::api::runs::load_visible;
-use crate::api::{events, parse_json};
 use crate::auth::{Principal, authenticate};
 use crate::error::{ApiError, ApiResult};
-use crate::sharing::{Access, issue_public_token, public_link, require_access};
+use crate::sessions::sharing::{Access, issue_public_token, public_link, require_access};
+use crate::sessions::viewers;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
@@ -246,7 +247,7 @@ pub async fn public_events(
     extensions: axum::http::Extensions,
 ) -> ApiResult<Response> {
     let (_, run) = public_link(&app, &token).await?;
-    let query = events::parse_query(raw.as_deref(), &headers)?;
+    let query = viewers::parse_query(raw.as_deref(), &headers)?;
     let addr = extensions
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip().to_string())
@@ -276,10 +277,10 @@ pub async fn public_events(
         );
         return Ok(resp);
     };
-    Ok(events::event_stream_holding(
+    Ok(viewers::event_stream_holding(
         app,
         run,
-        events::AccessCheck::PublicLink(token),
+        viewers::AccessCheck::PublicLink(token),
         query.after,
         query.follow,
         Some(slot),

@@ -1,10 +1,10 @@
 //! `GET /api/v1/workers`: the team's workers connected to any replica, from
-//! the shared registry (see [`crate::presence`]).
+//! the shared registry (see [`crate::dispatch::presence`]).
 
 use crate::AppState;
 use crate::auth::authenticate;
+use crate::dispatch::presence::ListWorkersResponse;
 use crate::error::{ApiError, ApiResult};
-use crate::presence::ListWorkersResponse;
 use axum::Json;
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
@@ -40,7 +40,7 @@ pub async fn list(
             }
         }
     }
-    let mut workers = crate::presence::list(&app, team).await?;
+    let mut workers = crate::dispatch::presence::list(&app, team).await?;
     if !all {
         workers.retain(|w| w.status == "connected");
     }

@@ -6,7 +6,7 @@
 
 use super::{bare_page, viewer};
 use crate::AppState;
-use crate::web_auth;
+use crate::web::auth as web_auth;
 use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};

@@ -42,8 +42,8 @@ use crate::AppState;
 use crate::api::runs::{self, load_visible};
 use crate::auth::authenticate;
 use crate::error::{ApiError, ApiResult};
-use crate::sessions::LiveEvent;
-use crate::sharing::{self, Access};
+use crate::sessions::hub::LiveEvent;
+use crate::sessions::sharing::{self, Access};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
@@ -609,7 +609,7 @@ pub async fn websocket(
     RawQuery(raw): RawQuery,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
-    crate::web_auth::check_websocket_origin(&headers, &app.public_url)?;
+    crate::web::auth::check_websocket_origin(&headers, &app.public_url)?;
     let principal = authenticate(app.store.as_ref(), &headers).await?;
     let query = parse_query(raw.as_deref(), &headers)?;
     let run = load_visible(&app, &principal, &run_id).await?;

@@ -90,7 +90,7 @@ pub async fn models(State(app): State<AppState>, headers: HeaderMap) -> ApiResul
 pub async fn usage(State(app): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
     let who = authenticate(app.store.as_ref(), &headers).await?;
     let (team, user) = who.require_api_key()?;
-    let all = crate::roles::role(&app, &who).await? == crate::roles::Role::Admin;
+    let all = crate::auth::roles::role(&app, &who).await? == crate::auth::roles::Role::Admin;
     let keys: std::collections::HashMap<String, hangar_store::ApiKeyRecord> = app
         .store
         .list_api_keys(team)

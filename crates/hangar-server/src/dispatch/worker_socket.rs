@@ -253,7 +253,7 @@ async fn admit(app: &AppState, credential: &WorkerCredential, worker_id: &str) -
     // worker answers a ping every heartbeat). That replica drops the dead
     // connection itself at its read timeout.
     let now = Timestamp::now().unix_millis();
-    let refresh = crate::presence::refresh_interval(app.config.worker_lost_timeout);
+    let refresh = crate::dispatch::presence::refresh_interval(app.config.worker_lost_timeout);
     let fresh = 2 * refresh + Duration::from_secs(1);
     let silent_after =
         app.config.heartbeat_interval + refresh + probe_wait(app.config.heartbeat_interval);
@@ -380,7 +380,7 @@ pub async fn worker_socket(
     query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
-    if let Err(e) = crate::web_auth::check_websocket_origin(&headers, &app.public_url) {
+    if let Err(e) = crate::web::auth::check_websocket_origin(&headers, &app.public_url) {
         return e.into_response();
     }
     let credential = match authenticate_worker(app.store.as_ref(), &headers).await {
@@ -597,7 +597,7 @@ async fn connection(
         let _ = sink.close().await;
     });
 
-    crate::presence::connected(&app, &registration).await;
+    crate::dispatch::presence::connected(&app, &registration).await;
     let key = registration.key.clone();
     if let Some(msg) = first {
         handle(&app, &key, &view, msg).await;
@@ -655,7 +655,7 @@ async fn finish(
     mut writer: tokio::task::JoinHandle<()>,
 ) {
     app.dispatcher.disconnect(registration);
-    crate::presence::disconnected(app, registration).await;
+    crate::dispatch::presence::disconnected(app, registration).await;
     // Disconnecting drops the outbox sender, so the writer sends a close frame
     // and ends; a peer that does not read gets no longer than CLOSE_WAIT.
     if tokio::time::timeout(CLOSE_WAIT, &mut writer).await.is_err() {

@@ -4,7 +4,7 @@
 
 use super::{Nav, Viewer, error_page, fragment, layout, money, state_badge, time, viewer};
 use crate::AppState;
-use crate::sharing::{Access, session_access};
+use crate::sessions::sharing::{Access, session_access};
 use axum::extract::{OriginalUri, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;

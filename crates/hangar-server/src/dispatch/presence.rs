@@ -7,7 +7,7 @@
 //! connected row not refreshed within the lost timeout belongs to a replica
 //! that stopped, and shows as `lost`. Rows not seen for [`FORGET_AFTER`] are
 //! deleted. Each refresh also closes the connections whose credential was
-//! revoked or expired ([`crate::gateway::close_revoked`]).
+//! revoked or expired ([`crate::dispatch::worker_socket::close_revoked`]).
 
 use crate::AppState;
 use crate::dispatch::{Registration, WorkerInfo};
@@ -161,7 +161,7 @@ pub async fn run(app: AppState, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
         }
         publish(&app).await;
-        crate::gateway::close_revoked(&app).await;
+        crate::dispatch::worker_socket::close_revoked(&app).await;
         ticks += 1;
         if ticks % 100 == 1 {
             let before = Timestamp::now().unix_millis() - FORGET_AFTER.as_millis() as i64;

@@ -277,7 +277,13 @@ pub async fn conversation(
 ) -> ApiResult<Json<ConversationResponse>> {
     let principal = authenticate(app.store.as_ref(), &headers).await?;
     let run = load_visible(&app, &principal, &run_id).await?;
-    crate::sharing::require_access(&app, &principal, &run, crate::sharing::Access::View).await?;
+    crate::sessions::sharing::require_access(
+        &app,
+        &principal,
+        &run,
+        crate::sessions::sharing::Access::View,
+    )
+    .await?;
     // A run whose agent has not sent anything yet has an empty conversation.
     let events = app.store.run_events(&run.id).await?;
     Ok(Json(normalise(&run.id.0, &run.prompt, &events)))
@@ -313,7 +319,13 @@ pub async fn artifact(
         .await
         .map_err(|_| not_found())?;
     // Artifacts come from the session: they need view access like the transcript.
-    crate::sharing::require_access(&app, &principal, &run, crate::sharing::Access::View).await?;
+    crate::sessions::sharing::require_access(
+        &app,
+        &principal,
+        &run,
+        crate::sessions::sharing::Access::View,
+    )
+    .await?;
     let events = app.store.run_events(&run.id).await?;
     let item = events
         .iter()
