@@ -8,7 +8,6 @@
 
 use crate::AppState;
 use crate::api::parse_json;
-use crate::api::runs::load_visible;
 use crate::auth::authenticate;
 use crate::error::{ApiError, ApiResult};
 use axum::Json;
@@ -276,7 +275,7 @@ pub async fn conversation(
     Path(run_id): Path<String>,
 ) -> ApiResult<Json<ConversationResponse>> {
     let principal = authenticate(app.store.as_ref(), &headers).await?;
-    let run = load_visible(&app, &principal, &run_id).await?;
+    let run = app.runs().visible(&principal, &run_id).await?;
     crate::sessions::sharing::require_access(
         &app,
         &principal,
@@ -315,7 +314,9 @@ pub async fn artifact(
             other => other.into(),
         })?;
     // A foreign run is indistinguishable from a missing artifact.
-    let run = load_visible(&app, &principal, exec.run_id.as_str())
+    let run = app
+        .runs()
+        .visible(&principal, exec.run_id.as_str())
         .await
         .map_err(|_| not_found())?;
     // Artifacts come from the session: they need view access like the transcript.
@@ -543,7 +544,7 @@ pub async fn run_events(
 ) -> ApiResult<Json<Vec<AgentEvent>>> {
     let principal = authenticate(app.store.as_ref(), &headers).await?;
     let mut q = event_query(raw.as_deref(), false)?;
-    let run = load_visible(&app, &principal, &run_id).await?;
+    let run = app.runs().visible(&principal, &run_id).await?;
     q.run_ids = vec![run.id.0.clone()];
     let events = app.store.lifecycle_events(run.team_id, &q).await?;
     Ok(Json(events.into_iter().map(to_wire).collect()))
@@ -582,7 +583,7 @@ pub async fn report(
             )));
         }
     }
-    let run = load_visible(&app, &principal, &run_id).await?;
+    let run = app.runs().visible(&principal, &run_id).await?;
     let sequence = app
         .store
         .record_lifecycle_event(

@@ -3,11 +3,12 @@
 
 use crate::AppState;
 use crate::api::parse_json;
-use crate::api::runs::MAX_PROMPT_BYTES;
 use crate::auth::authenticate;
 use crate::error::{ApiError, ApiResult};
+use crate::runs::MAX_PROMPT_BYTES;
+use crate::runs::create::resolve_model;
 use crate::runs::options as run_options;
-use crate::schedule::{CronSchedule, resolve_model};
+use crate::schedule::CronSchedule;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};

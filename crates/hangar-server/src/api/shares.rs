@@ -8,7 +8,6 @@
 
 use crate::AppState;
 use crate::api::parse_json;
-use crate::api::runs::load_visible;
 use crate::auth::{Principal, authenticate};
 use crate::error::{ApiError, ApiResult};
 use crate::sessions::sharing::{Access, issue_public_token, public_link, require_access};
@@ -129,7 +128,7 @@ pub async fn create(
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<ShareItem>)> {
     let principal = manager(&app, &headers).await?;
-    let run = load_visible(&app, &principal, &run_id).await?;
+    let run = app.runs().visible(&principal, &run_id).await?;
     require_access(&app, &principal, &run, Access::Edit)
         .await
         .map_err(only_editors_share)?;
@@ -179,7 +178,7 @@ pub async fn list(
     Path(run_id): Path<String>,
 ) -> ApiResult<Json<ListSharesResponse>> {
     let principal = manager(&app, &headers).await?;
-    let run = load_visible(&app, &principal, &run_id).await?;
+    let run = app.runs().visible(&principal, &run_id).await?;
     require_access(&app, &principal, &run, Access::View).await?;
     let shares = app.store.list_shares(run.team_id, &run.id).await?;
     Ok(Json(ListSharesResponse {
@@ -196,7 +195,7 @@ pub async fn delete(
     Path((run_id, share_id)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let principal = manager(&app, &headers).await?;
-    let run = load_visible(&app, &principal, &run_id).await?;
+    let run = app.runs().visible(&principal, &run_id).await?;
     require_access(&app, &principal, &run, Access::Edit)
         .await
         .map_err(only_editors_share)?;

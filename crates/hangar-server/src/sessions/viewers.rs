@@ -39,7 +39,6 @@
 //! on the same socket. `revoked` closes it.
 
 use crate::AppState;
-use crate::api::runs::{self, load_visible};
 use crate::auth::authenticate;
 use crate::error::{ApiError, ApiResult};
 use crate::sessions::hub::LiveEvent;
@@ -284,7 +283,7 @@ pub async fn sse(
 ) -> ApiResult<Response> {
     let principal = authenticate(app.store.as_ref(), &headers).await?;
     let query = parse_query(raw.as_deref(), &headers)?;
-    let run = load_visible(&app, &principal, &run_id).await?;
+    let run = app.runs().visible(&principal, &run_id).await?;
     sharing::require_access(&app, &principal, &run, Access::View).await?;
     Ok(event_stream(
         app,
@@ -612,7 +611,7 @@ pub async fn websocket(
     crate::web::auth::check_websocket_origin(&headers, &app.public_url)?;
     let principal = authenticate(app.store.as_ref(), &headers).await?;
     let query = parse_query(raw.as_deref(), &headers)?;
-    let run = load_visible(&app, &principal, &run_id).await?;
+    let run = app.runs().visible(&principal, &run_id).await?;
     sharing::require_access(&app, &principal, &run, Access::View).await?;
     let ws = ws.map_err(|_| {
         ApiError::BadRequest(
@@ -725,12 +724,10 @@ async fn handle_input(
     // Re-read: the run may have ended or been reopened since the socket opened.
     let run = app.store.run_any_team(&run.id).await?;
     match input {
-        ViewerInput::Followup { message } => {
-            runs::send_followup(app, principal, &run, &message).await
-        }
+        ViewerInput::Followup { message } => app.runs().followup(principal, &run, &message).await,
         ViewerInput::Cancel => {
             sharing::require_access(app, principal, &run, Access::Edit).await?;
-            let id = runs::cancel_run(app, run.team_id, &run.id).await?;
+            let id = app.runs().cancel(run.team_id, &run.id).await?;
             Ok(serde_json::json!({ "type": "cancel", "run_id": id }))
         }
     }

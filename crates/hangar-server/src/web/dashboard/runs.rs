@@ -371,10 +371,7 @@ pub async fn meta_fragment(
     };
     let users = app.store.list_users(v.team.id).await.unwrap_or_default();
     let last = last_execution(&app, &run).await;
-    let sandbox = crate::api::runs::unsandboxed(&app, &run)
-        .await
-        .ok()
-        .flatten();
+    let sandbox = app.runs().sandbox(&run).await.ok().flatten();
     fragment(meta(
         &app,
         &run,
@@ -422,10 +419,7 @@ pub async fn detail_page(
     let last = last_execution(&app, &run).await;
     let editor = access >= Access::Edit;
     let events = format!("/api/v1/agent/runs/{}/events", run.id);
-    let sandbox = crate::api::runs::unsandboxed(&app, &run)
-        .await
-        .ok()
-        .flatten();
+    let sandbox = app.runs().sandbox(&run).await.ok().flatten();
     let body = html! {
         div #run data-run-id=(run.id) data-state=(run.state.as_str()) data-access=(if editor { "edit" } else { "view" }) {
             nav.crumbs aria-label="Breadcrumb" { a href="/" { "Runs" } " / " span aria-current="page" { (run.title) } }
