@@ -1,9 +1,11 @@
 //! REST routes under `/api/v1`, one module per resource.
 
+pub mod agents;
 pub mod conversation;
 pub mod environments;
 pub mod health;
 pub mod keys;
+pub mod lifecycle_events;
 pub mod mcp;
 pub mod models;
 pub mod openapi;
@@ -20,6 +22,8 @@ use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::Query;
+use axum::extract::rejection::QueryRejection;
 use serde::de::DeserializeOwned;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -61,6 +65,40 @@ pub fn parse_json<T: DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
     Ok(parsed)
 }
 
+/// A typed query (a `#[derive(Deserialize, IntoParams)]` struct with
+/// `deny_unknown_fields`), taken as a `Result` so the handler reads it after
+/// authenticating, in the order every route checks a request.
+pub type QueryResult<T> = Result<Query<T>, QueryRejection>;
+
+/// The query of a request, or a 400 that says what is wrong: an unknown
+/// parameter is named, with `hint` (what the route takes).
+pub fn read_query<T>(query: QueryResult<T>, hint: &str) -> ApiResult<T> {
+    let rejection = match query {
+        Ok(Query(q)) => return Ok(q),
+        Err(rejection) => rejection,
+    };
+    // The decoder's own message (`unknown field `x`, expected …`, a
+    // duplicate field, text that is not UTF-8), without axum's prefix.
+    let why = std::error::Error::source(&rejection)
+        .map(ToString::to_string)
+        .unwrap_or_else(|| rejection.body_text());
+    if let Some(rest) = why.strip_prefix("unknown field `")
+        && let Some((name, _)) = rest.split_once('`')
+    {
+        let hint = if hint.is_empty() {
+            String::new()
+        } else {
+            format!("; {hint}")
+        };
+        return Err(ApiError::BadRequest(format!(
+            "unknown query parameter `{name}`{hint}"
+        )));
+    }
+    Err(ApiError::BadRequest(format!(
+        "the query string cannot be read: {why}"
+    )))
+}
+
 /// A body error naming the field (`config.model_id`) when the JSON is valid but a value is not.
 fn json_error(field: &str, e: serde_json::Error) -> ApiError {
     let what = match e.classify() {
@@ -98,10 +136,13 @@ pub fn openapi_router() -> OpenApiRouter<AppState> {
         .routes(routes!(runs::environment))
         .routes(routes!(conversation::conversation))
         .routes(routes!(conversation::artifact))
-        .routes(routes!(conversation::identities))
-        .routes(routes!(conversation::list_agents))
-        .routes(routes!(conversation::poll))
-        .routes(routes!(conversation::run_events, conversation::report))
+        .routes(routes!(agents::identities))
+        .routes(routes!(agents::list_agents))
+        .routes(routes!(lifecycle_events::poll))
+        .routes(routes!(
+            lifecycle_events::run_events,
+            lifecycle_events::report
+        ))
         .routes(routes!(crate::sessions::viewers::sse))
         .routes(routes!(crate::sessions::viewers::websocket))
         .routes(routes!(crate::sessions::hub::session_socket))

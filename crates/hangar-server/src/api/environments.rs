@@ -2,12 +2,12 @@
 //! `GET /agent/environments` listing.
 
 use crate::AppState;
-use crate::api::parse_json;
+use crate::api::{QueryResult, parse_json, read_query};
 use crate::auth::authenticate;
 use crate::error::{ApiError, ApiResult};
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use hangar_protocol::environment::{
     CloudEnvironment, CloudEnvironmentConfig, EnvironmentItem, EnvironmentList, EnvironmentRequest,
@@ -308,33 +308,34 @@ fn github_repo(url: &str) -> Option<GitHubRepo> {
     })
 }
 
+/// Query of `GET /agent/environments`. Not in the document yet, which
+/// lists no parameters for this route (kept as published).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OzListParams {
+    /// `name` or `last_updated` (the default, newest first).
+    pub sort_by: Option<String>,
+}
+
 /// `GET /agent/environments` (Oz shape).
 #[utoipa::path(get, path = "/agent/environments", tag = "agent", operation_id = "listEnvironments", responses((status = 200, description = "Environments", body = hangar_protocol::environment::ListEnvironmentsResponse), crate::error::ProblemResponses))]
 pub async fn oz_list(
     State(app): State<AppState>,
     headers: HeaderMap,
-    RawQuery(raw): RawQuery,
+    query: QueryResult<OzListParams>,
 ) -> ApiResult<Json<ListEnvironmentsResponse>> {
     let (team, _) = authenticate(app.store.as_ref(), &headers)
         .await?
         .require_api_key()?;
-    let mut by_name = false;
-    for (k, v) in url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
-        match (k.as_ref(), v.as_ref()) {
-            ("sort_by", "name") => by_name = true,
-            ("sort_by", "last_updated") => by_name = false,
-            ("sort_by", other) => {
-                return Err(ApiError::BadRequest(format!(
-                    "`sort_by` must be `name` or `last_updated`, got `{other}`"
-                )));
-            }
-            (other, _) => {
-                return Err(ApiError::BadRequest(format!(
-                    "unknown query parameter `{other}`"
-                )));
-            }
+    let by_name = match read_query(query, "")?.sort_by.as_deref() {
+        None | Some("last_updated") => false,
+        Some("name") => true,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "`sort_by` must be `name` or `last_updated`, got `{other}`"
+            )));
         }
-    }
+    };
     let mut items: Vec<EnvironmentItem> = app
         .store
         .list_environments(team)

@@ -1,5 +1,9 @@
 //! `/api/v1/agent/runs`: create, list, get, cancel, transcript.
 
+mod list_query;
+
+pub use list_query::ListRunsParams;
+
 use crate::AppState;
 use crate::api::parse_json;
 use crate::auth::authenticate;
@@ -13,10 +17,10 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use hangar_protocol::{
     ListRunsResponse, PageInfo, RequestUsage, RunAgentRequest, RunAgentResponse, RunCreatorInfo,
-    RunExecutionLocation, RunId, RunItem, RunSourceType, RunState, RunStatusMessage, Scope,
-    Timestamp, TranscriptEvent, TranscriptResponse,
+    RunExecutionLocation, RunId, RunItem, RunState, RunStatusMessage, Scope, Timestamp,
+    TranscriptEvent, TranscriptResponse,
 };
-use hangar_store::{RunQuery, RunRecord, RunSort};
+use hangar_store::RunRecord;
 
 /// Converts a stored run to its API shape.
 pub fn run_item(app: &AppState, r: &RunRecord) -> RunItem {
@@ -179,190 +183,8 @@ pub async fn create_local(
     }))
 }
 
-fn encode_cursor(key: i64, id: &str) -> String {
-    hex::encode(format!("{key}:{id}"))
-}
-
-fn decode_cursor(cursor: &str) -> ApiResult<(i64, String)> {
-    let bad = || ApiError::BadRequest("`cursor` is not a cursor returned by this API".into());
-    let raw = String::from_utf8(hex::decode(cursor).map_err(|_| bad())?).map_err(|_| bad())?;
-    let (key, id) = raw.split_once(':').ok_or_else(bad)?;
-    Ok((key.parse().map_err(|_| bad())?, id.to_owned()))
-}
-
-/// Query parameters of the Oz spec this version does not filter on yet.
-const UNSUPPORTED_FILTERS: &[&str] = &["artifact_type"];
-
-/// Parses `GET /agent/runs` parameters; `None` when they can match no run
-/// (a factory, or an executor other than the creator asked for).
-fn parse_list_query(raw: Option<&str>) -> ApiResult<Option<RunQuery>> {
-    let mut q = RunQuery {
-        limit: 20,
-        ..RunQuery::default()
-    };
-    let mut matches_nothing = false;
-    let mut executor = None;
-    for (k, v) in url::form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
-        if let Some(key) = k
-            .strip_prefix("metadata[")
-            .and_then(|k| k.strip_suffix(']'))
-        {
-            add_metadata_filter(&mut q, key, &v)?;
-            continue;
-        }
-        match k.as_ref() {
-            // Oz stamps factory automations' runs with this metadata key.
-            "automation_id" => add_metadata_filter(&mut q, "automation_id", &v)?,
-            "ancestor_run_id" => {
-                if v.trim().is_empty() {
-                    return Err(ApiError::BadRequest(
-                        "`ancestor_run_id` must not be empty".into(),
-                    ));
-                }
-                q.ancestor_run_id = Some(v.into_owned());
-            }
-            // Hangar has no factories: a factory uid matches nothing, as the
-            // Oz API answers for factories the caller cannot access.
-            "factory_uid" => matches_nothing = true,
-            // Runs execute as their creator.
-            "executor" => {
-                executor = Some(v.parse::<i64>().map_err(|_| {
-                    ApiError::BadRequest(format!(
-                        "`executor` `{v}` is not a uid from `RunItem.executor.uid`"
-                    ))
-                })?);
-            }
-            "limit" => {
-                let n: i64 = v.parse().map_err(|_| {
-                    ApiError::BadRequest(format!(
-                        "`limit` must be a number from 1 to 500, got `{v}`"
-                    ))
-                })?;
-                if !(1..=500).contains(&n) {
-                    return Err(ApiError::BadRequest(format!(
-                        "`limit` must be from 1 to 500, got {n}"
-                    )));
-                }
-                q.limit = n;
-            }
-            "cursor" => q.after = Some(decode_cursor(&v)?),
-            "state" => {
-                for part in v.split(',') {
-                    let state = RunState::parse(part.trim()).ok_or_else(|| {
-                        ApiError::BadRequest(format!(
-                            "`state` value `{part}` is unknown; use one of QUEUED, PENDING, CLAIMED, INPROGRESS, SUCCEEDED, FAILED, BLOCKED, ERROR, CANCELLED"
-                        ))
-                    })?;
-                    q.states.push(state);
-                }
-            }
-            "schedule_id" => q.schedule_id = Some(v.into_owned()),
-            "source" => {
-                q.source = Some(RunSourceType::parse(&v).ok_or_else(|| {
-                    ApiError::BadRequest(format!("`source` value `{v}` is not a run source type"))
-                })?);
-            }
-            "sort_by" => {
-                q.sort = match v.as_ref() {
-                    "updated_at" => RunSort::UpdatedAt,
-                    "created_at" => RunSort::CreatedAt,
-                    other => {
-                        return Err(ApiError::BadRequest(format!(
-                            "`sort_by` value `{other}` is not supported; use `updated_at` or `created_at`"
-                        )));
-                    }
-                }
-            }
-            "sort_order" => {
-                q.ascending = match v.as_ref() {
-                    "asc" => true,
-                    "desc" => false,
-                    other => {
-                        return Err(ApiError::BadRequest(format!(
-                            "`sort_order` must be `asc` or `desc`, got `{other}`"
-                        )));
-                    }
-                }
-            }
-            "name" => q.name = Some(v.into_owned()),
-            "model_id" => q.model_id = Some(v.into_owned()),
-            "environment_id" => q.environment_id = Some(v.into_owned()),
-            "skill" | "skill_spec" => q.skill_spec = Some(v.into_owned()),
-            "q" => {
-                if v.trim().is_empty() {
-                    return Err(ApiError::BadRequest("`q` must not be empty".into()));
-                }
-                q.text = Some(v.trim().to_owned());
-            }
-            "creator" => {
-                // Creators are users; their uid in `RunItem.creator` is the numeric id.
-                q.creator_user_id = Some(v.parse().map_err(|_| {
-                    ApiError::BadRequest(format!(
-                        "`creator` `{v}` is not a creator uid from `RunItem.creator.uid`"
-                    ))
-                })?);
-            }
-            "execution_location" => {
-                q.execution_location = Some(match v.as_ref() {
-                    "LOCAL" => RunExecutionLocation::Local,
-                    "REMOTE" => RunExecutionLocation::Remote,
-                    other => {
-                        return Err(ApiError::BadRequest(format!(
-                            "`execution_location` must be LOCAL or REMOTE, got `{other}`"
-                        )));
-                    }
-                });
-            }
-            "created_after" | "created_before" | "updated_after" => {
-                let t = Timestamp::parse(&v).map_err(|_| {
-                    ApiError::BadRequest(format!(
-                        "`{k}` `{v}` is not an RFC 3339 timestamp like 2026-01-31T12:00:00Z"
-                    ))
-                })?;
-                let ms = Some(t.unix_millis());
-                match k.as_ref() {
-                    "created_after" => q.created_after = ms,
-                    "created_before" => q.created_before = ms,
-                    _ => q.updated_after = ms,
-                }
-            }
-            other if UNSUPPORTED_FILTERS.contains(&other) => {
-                return Err(ApiError::BadRequest(format!(
-                    "the `{other}` filter is not supported by this server version yet"
-                )));
-            }
-            other => {
-                return Err(ApiError::BadRequest(format!(
-                    "unknown query parameter `{other}`"
-                )));
-            }
-        }
-    }
-    if let Some(executor) = executor {
-        matches_nothing |= q.creator_user_id.is_some_and(|c| c != executor);
-        q.creator_user_id = Some(executor);
-    }
-    Ok((!matches_nothing).then_some(q))
-}
-
-fn add_metadata_filter(q: &mut RunQuery, key: &str, value: &str) -> ApiResult<()> {
-    if !run_options::valid_metadata_key(key) {
-        return Err(ApiError::BadRequest(format!(
-            "`metadata[{key}]`: metadata keys are 1-64 bytes of letters, digits, `.`, `_` and `-`"
-        )));
-    }
-    if q.metadata.len() >= run_options::MAX_METADATA_FILTERS {
-        return Err(ApiError::BadRequest(format!(
-            "at most {} metadata filters are allowed per request",
-            run_options::MAX_METADATA_FILTERS
-        )));
-    }
-    q.metadata.push((key.to_owned(), value.to_owned()));
-    Ok(())
-}
-
 /// `GET /agent/runs`.
-#[utoipa::path(get, path = "/agent/runs", tag = "agent", operation_id = "listRuns", params(("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "1-500, default 20"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"), ("sort_by" = Option<String>, Query, description = "updated_at or created_at"), ("sort_order" = Option<String>, Query, description = "asc or desc"), ("state" = Option<Vec<hangar_protocol::RunState>>, Query, description = "Repeatable"), ("source" = Option<hangar_protocol::RunSourceType>, Query, description = "Source"), ("creator" = Option<String>, Query, description = "Creator uid"), ("environment_id" = Option<String>, Query, description = "Environment"), ("schedule_id" = Option<String>, Query, description = "Schedule"), ("name" = Option<String>, Query, description = "config.name"), ("model_id" = Option<String>, Query, description = "Model"), ("skill" = Option<String>, Query, description = "Skill spec"), ("execution_location" = Option<String>, Query, description = "LOCAL or REMOTE"), ("created_after" = Option<String>, Query, description = "RFC 3339"), ("created_before" = Option<String>, Query, description = "RFC 3339"), ("updated_after" = Option<String>, Query, description = "RFC 3339"), ("q" = Option<String>, Query, description = "Text search"), ("executor" = Option<String>, Query, description = "Executor uid (the creator in Hangar)"), ("ancestor_run_id" = Option<String>, Query, description = "Only descendants of this run"), ("metadata" = Option<String>, Query, description = "metadata[KEY]=VALUE, repeatable up to 5 pairs (AND)"), ("automation_id" = Option<String>, Query, description = "Same as metadata[automation_id]"), ("factory_uid" = Option<String>, Query, description = "Matches nothing (no factories)")), responses((status = 200, description = "A page of runs", body = hangar_protocol::ListRunsResponse), crate::error::ProblemResponses))]
+#[utoipa::path(get, path = "/agent/runs", tag = "agent", operation_id = "listRuns", params(ListRunsParams), responses((status = 200, description = "A page of runs", body = hangar_protocol::ListRunsResponse), crate::error::ProblemResponses))]
 pub async fn list(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -371,7 +193,7 @@ pub async fn list(
     let (team_id, _) = authenticate(app.store.as_ref(), &headers)
         .await?
         .require_api_key()?;
-    let Some(query) = parse_list_query(raw.as_deref())? else {
+    let Some(query) = ListRunsParams::from_query(raw.as_deref())?.into_run_query()? else {
         return Ok(Json(ListRunsResponse {
             runs: Vec::new(),
             page_info: PageInfo {
@@ -398,7 +220,7 @@ pub async fn list(
         runs,
         page_info: PageInfo {
             has_next_page: page.next.is_some(),
-            next_cursor: page.next.map(|(k, id)| encode_cursor(k, &id)),
+            next_cursor: page.next.map(|(k, id)| list_query::encode_cursor(k, &id)),
         },
     }))
 }
@@ -491,53 +313,6 @@ pub async fn environment(
         environment,
         allow_local_repositories: app.config.allow_local_repositories,
     }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn list_query_rejects_bad_values_with_reasons() {
-        let err = |q: &str| parse_list_query(Some(q)).unwrap_err().to_string();
-        assert!(err("limit=0").contains("1 to 500"));
-        assert!(err("limit=abc").contains("abc"));
-        assert!(err("state=DONE").contains("DONE"));
-        assert!(err("cursor=zz").contains("cursor"));
-        assert!(err("sort_order=up").contains("asc"));
-        assert!(err("bogus=1").contains("bogus"));
-        let q = parse_list_query(Some("state=QUEUED&state=INPROGRESS&limit=5"))
-            .unwrap()
-            .unwrap();
-        assert_eq!(q.states, vec![RunState::Queued, RunState::InProgress]);
-        assert_eq!(q.limit, 5);
-        assert!(err("metadata[a%20b]=1").contains("metadata[a b]"));
-        assert!(err("metadata[a]=1&metadata[b]=1&metadata[c]=1&metadata[d]=1&metadata[e]=1&metadata[f]=1").contains("at most 5"));
-        let q = parse_list_query(Some("metadata%5Bticket_id%5D=VIS-1&automation_id=au"))
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            q.metadata,
-            vec![
-                ("ticket_id".to_owned(), "VIS-1".to_owned()),
-                ("automation_id".to_owned(), "au".to_owned())
-            ]
-        );
-        assert!(parse_list_query(Some("factory_uid=f")).unwrap().is_none());
-        assert!(
-            parse_list_query(Some("creator=1&executor=2"))
-                .unwrap()
-                .is_none()
-        );
-        let q = parse_list_query(Some("executor=2")).unwrap().unwrap();
-        assert_eq!(q.creator_user_id, Some(2));
-    }
-
-    #[test]
-    fn cursors_round_trip() {
-        let c = encode_cursor(42, "abc-def");
-        assert_eq!(decode_cursor(&c).unwrap(), (42, "abc-def".to_owned()));
-    }
 }
 
 /// `POST /agent/runs/{id}/followups` body.

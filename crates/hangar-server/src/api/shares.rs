@@ -7,14 +7,14 @@
 //! signals the other replicas), so a revocation closes the streams it allowed.
 
 use crate::AppState;
-use crate::api::parse_json;
+use crate::api::{QueryResult, parse_json};
 use crate::auth::{Principal, authenticate};
 use crate::error::{ApiError, ApiResult};
 use crate::sessions::sharing::{Access, issue_public_token, public_link, require_access};
 use crate::sessions::viewers;
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hangar_protocol::share::{
@@ -242,11 +242,11 @@ pub async fn public_events(
     State(app): State<AppState>,
     headers: HeaderMap,
     Path(token): Path<String>,
-    RawQuery(raw): RawQuery,
+    query: QueryResult<viewers::StreamParams>,
     extensions: axum::http::Extensions,
 ) -> ApiResult<Response> {
     let (_, run) = public_link(&app, &token).await?;
-    let query = viewers::parse_query(raw.as_deref(), &headers)?;
+    let query = viewers::parse_query(query, &headers)?;
     let addr = extensions
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip().to_string())

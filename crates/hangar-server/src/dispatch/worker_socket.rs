@@ -37,7 +37,6 @@ use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
 use hangar_protocol::Timestamp;
 use hangar_protocol::worker::{ServerToWorker, WorkerHello, WorkerToServer};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -72,12 +71,22 @@ pub fn validate_worker_id(id: &str) -> ApiResult<()> {
 /// Worker ids the server keeps for itself (`local:unmanaged` holds unmanaged runs).
 pub const RESERVED_WORKER_PREFIX: &str = "local:";
 
+/// Query of the worker socket. Other parameters are ignored: workers of
+/// other versions may send more.
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct WorkerSocketParams {
+    /// The worker id
+    #[param(value_type = String, required = true)]
+    pub worker_id: Option<String>,
+}
+
 /// Upgrades an authenticated worker connection.
-#[utoipa::path(get, path = "/selfhosted/worker/ws", tag = "hangar", params(("worker_id" = String, Query, description = "The worker id")), responses((status = 101, description = "WebSocket: the worker protocol (PROTOCOL.md section 2)"), crate::error::ProblemResponses))]
+#[utoipa::path(get, path = "/selfhosted/worker/ws", tag = "hangar", params(WorkerSocketParams), responses((status = 101, description = "WebSocket: the worker protocol (PROTOCOL.md section 2)"), crate::error::ProblemResponses))]
 pub async fn worker_socket(
     State(app): State<AppState>,
     headers: HeaderMap,
-    query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<WorkerSocketParams>, axum::extract::rejection::QueryRejection>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     if let Err(e) = crate::web::auth::check_websocket_origin(&headers, &app.public_url) {
@@ -99,7 +108,7 @@ pub async fn worker_socket(
             .into_response();
         }
     };
-    let worker_id = query.get("worker_id").cloned().unwrap_or_default();
+    let worker_id = query.worker_id.unwrap_or_default();
     if let Err(e) = validate_worker_id(&worker_id) {
         return e.into_response();
     }

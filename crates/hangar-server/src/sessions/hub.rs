@@ -186,13 +186,20 @@ pub async fn deliver_followups(app: &AppState, run: &RunId) {
     }
 }
 
+/// Query of the agent's session socket. Other parameters are ignored.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct SessionSocketParams {
+    /// The execution the agent streams (must be its run token's).
+    pub execution_id: Option<String>,
+}
+
 /// Upgrades an agent's session stream.
 #[utoipa::path(get, path = "/agent/runs/{runId}/session", tag = "hangar", params(("runId" = String, Path, description = "The run")), responses((status = 101, description = "WebSocket: the agent session stream (run token only)"), crate::error::ProblemResponses))]
 pub async fn session_socket(
     State(app): State<AppState>,
     Path(run_id): Path<String>,
     headers: HeaderMap,
-    Query(query): Query<HashMap<String, String>>,
+    Query(query): Query<SessionSocketParams>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     if let Err(e) = crate::web::auth::check_websocket_origin(&headers, &app.public_url) {
@@ -216,7 +223,7 @@ pub async fn session_socket(
     if token_run.0 != run_id {
         return ApiError::run_not_found(&run_id).into_response();
     }
-    if let Some(asked) = query.get("execution_id")
+    if let Some(asked) = &query.execution_id
         && asked != execution_id.as_str()
     {
         return ApiError::Forbidden(format!(

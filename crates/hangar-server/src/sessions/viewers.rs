@@ -39,12 +39,13 @@
 //! on the same socket. `revoked` closes it.
 
 use crate::AppState;
+use crate::api::{QueryResult, read_query};
 use crate::auth::authenticate;
 use crate::error::{ApiError, ApiResult};
 use crate::sessions::hub::LiveEvent;
 use crate::sessions::sharing::{self, Access};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -227,7 +228,18 @@ impl Frame {
     }
 }
 
-/// Query of the events routes.
+/// Query of the session stream routes, as sent.
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct StreamParams {
+    /// false: replay and end
+    #[param(value_type = Option<bool>)]
+    pub follow: Option<String>,
+    /// Resume after this event id
+    pub after: Option<String>,
+}
+
 /// `follow` and the resume cursor of a stream request (also used by the
 /// public-link stream in `api::shares`).
 #[derive(Debug, Clone, Copy)]
@@ -236,32 +248,29 @@ pub(crate) struct StreamQuery {
     pub(crate) after: Option<EventCursor>,
 }
 
-pub(crate) fn parse_query(raw: Option<&str>, headers: &HeaderMap) -> ApiResult<StreamQuery> {
-    let mut q = StreamQuery {
-        follow: true,
-        after: None,
-    };
-    for (k, v) in url::form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
-        match k.as_ref() {
-            "follow" => {
-                q.follow = match v.as_ref() {
-                    "true" | "1" => true,
-                    "false" | "0" => false,
-                    other => {
-                        return Err(ApiError::BadRequest(format!(
-                            "`follow` must be `true` or `false`, got `{other}`"
-                        )));
-                    }
-                }
-            }
-            "after" => q.after = Some(EventCursor::parse(&v)?),
-            other => {
-                return Err(ApiError::BadRequest(format!(
-                    "unknown query parameter `{other}`; this route takes `follow` and `after`"
-                )));
-            }
+/// Reads a stream request's query; the `Last-Event-ID` header wins over `after`.
+pub(crate) fn parse_query(
+    query: QueryResult<StreamParams>,
+    headers: &HeaderMap,
+) -> ApiResult<StreamQuery> {
+    let params = read_query(query, "this route takes `follow` and `after`")?;
+    let follow = match params.follow.as_deref() {
+        None | Some("true" | "1") => true,
+        Some("false" | "0") => false,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "`follow` must be `true` or `false`, got `{other}`"
+            )));
         }
-    }
+    };
+    let mut q = StreamQuery {
+        follow,
+        after: params
+            .after
+            .as_deref()
+            .map(EventCursor::parse)
+            .transpose()?,
+    };
     if let Some(h) = headers.get("last-event-id") {
         let v = h.to_str().map_err(|_| {
             ApiError::BadRequest("the Last-Event-ID header is not valid text".into())
@@ -274,15 +283,15 @@ pub(crate) fn parse_query(raw: Option<&str>, headers: &HeaderMap) -> ApiResult<S
 }
 
 /// `GET /agent/runs/{id}/events`.
-#[utoipa::path(get, path = "/agent/runs/{runId}/events", tag = "hangar", params(("runId" = String, Path, description = "The run"), ("follow" = Option<bool>, Query, description = "false: replay and end"), ("after" = Option<String>, Query, description = "Resume after this event id")), responses((status = 200, description = "Server-Sent Events: the live session", content_type = "text/event-stream"), crate::error::ProblemResponses))]
+#[utoipa::path(get, path = "/agent/runs/{runId}/events", tag = "hangar", params(("runId" = String, Path, description = "The run"), StreamParams), responses((status = 200, description = "Server-Sent Events: the live session", content_type = "text/event-stream"), crate::error::ProblemResponses))]
 pub async fn sse(
     State(app): State<AppState>,
     headers: HeaderMap,
     Path(run_id): Path<String>,
-    RawQuery(raw): RawQuery,
+    query: QueryResult<StreamParams>,
 ) -> ApiResult<Response> {
     let principal = authenticate(app.store.as_ref(), &headers).await?;
-    let query = parse_query(raw.as_deref(), &headers)?;
+    let query = parse_query(query, &headers)?;
     let run = app.runs().visible(&principal, &run_id).await?;
     sharing::require_access(&app, &principal, &run, Access::View).await?;
     Ok(event_stream(
@@ -605,12 +614,12 @@ pub async fn websocket(
     State(app): State<AppState>,
     headers: HeaderMap,
     Path(run_id): Path<String>,
-    RawQuery(raw): RawQuery,
+    query: QueryResult<StreamParams>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
     crate::web::auth::check_websocket_origin(&headers, &app.public_url)?;
     let principal = authenticate(app.store.as_ref(), &headers).await?;
-    let query = parse_query(raw.as_deref(), &headers)?;
+    let query = parse_query(query, &headers)?;
     let run = app.runs().visible(&principal, &run_id).await?;
     sharing::require_access(&app, &principal, &run, Access::View).await?;
     let ws = ws.map_err(|_| {
@@ -758,10 +767,14 @@ mod tests {
     fn the_header_wins_over_after() {
         let mut h = HeaderMap::new();
         h.insert("last-event-id", "1.7".parse().unwrap());
-        let q = parse_query(Some("after=1.2&follow=false"), &h).unwrap();
+        let parse_query = |raw: &str, h: &HeaderMap| {
+            let uri: axum::http::Uri = format!("/?{raw}").parse().unwrap();
+            super::parse_query(axum::extract::Query::try_from_uri(&uri), h)
+        };
+        let q = parse_query("after=1.2&follow=false", &h).unwrap();
         assert_eq!(q.after.unwrap().seq, 7);
         assert!(!q.follow);
-        assert!(parse_query(Some("follow=maybe"), &HeaderMap::new()).is_err());
-        assert!(parse_query(Some("bogus=1"), &HeaderMap::new()).is_err());
+        assert!(parse_query("follow=maybe", &HeaderMap::new()).is_err());
+        assert!(parse_query("bogus=1", &HeaderMap::new()).is_err());
     }
 }
