@@ -244,8 +244,8 @@ impl Scheduler {
             app.store.clone(),
             Arc::new(SystemClock),
             Arc::new(DispatchLauncher {
-                llm: app.llm.clone(),
-                default_model: app.default_model.clone(),
+                llm: app.llm.providers.clone(),
+                default_model: app.llm.default_model.clone(),
                 dispatcher: app.dispatcher.clone(),
             }),
             app.config.schedule_catch_up,

@@ -18,3 +18,15 @@
 pub mod hub;
 pub mod sharing;
 pub mod viewers;
+
+use std::sync::Arc;
+
+/// The session services of [`AppState`](crate::AppState).
+pub struct Sessions {
+    /// Agents' sessions on this replica, and their live events.
+    pub hub: Arc<hub::SessionHub>,
+    /// Grant changes for open session streams.
+    pub shares: Arc<sharing::ShareHub>,
+    /// Open public-link streams, per link and per address.
+    pub public_streams: Arc<crate::rate_limit::StreamSlots>,
+}

@@ -7,3 +7,14 @@
 
 pub mod auth;
 pub mod dashboard;
+
+use std::sync::Arc;
+
+/// The dashboard sign-in services of [`AppState`](crate::AppState).
+#[derive(Default)]
+pub struct SignIn {
+    /// Backoff for failed dashboard sign-ins.
+    pub logins: Arc<auth::LoginThrottle>,
+    /// Single-use sign-in links (`hangar up`).
+    pub sign_in_links: Arc<auth::SignInLinks>,
+}

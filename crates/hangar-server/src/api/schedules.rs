@@ -175,8 +175,12 @@ fn validate(
     }
     // Check the model now so a typo fails here, not at the first slot.
     let mut probe = config.clone().unwrap_or_default();
-    resolve_model(&app.llm, app.default_model.as_deref(), &mut probe)
-        .map_err(ApiError::BadRequest)?;
+    resolve_model(
+        &app.llm.providers,
+        app.llm.default_model.as_deref(),
+        &mut probe,
+    )
+    .map_err(ApiError::BadRequest)?;
     Ok(Definition {
         name: name.to_owned(),
         cron,

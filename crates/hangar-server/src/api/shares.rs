@@ -153,7 +153,7 @@ pub async fn create(
             other => other.into(),
         })?;
     // A changed role may lower someone's access: open streams re-check.
-    app.shares.changed(&run.id);
+    app.sessions.shares.changed(&run.id);
     let url = token.map(|t| format!("{}/s/{t}", app.public_url.trim_end_matches('/')));
     tracing::info!(run_id = %run.id, share_id = %stored.id, grantee = stored.grantee.kind(), role = %stored.role, "session shared");
     Ok((StatusCode::CREATED, Json(share_item(&stored, url))))
@@ -208,7 +208,7 @@ pub async fn delete(
             )),
             other => other.into(),
         })?;
-    app.shares.changed(&run.id);
+    app.sessions.shares.changed(&run.id);
     tracing::info!(run_id = %run.id, %share_id, "session share revoked");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -261,7 +261,7 @@ pub async fn public_events(
             crate::rate_limit::PUBLIC_STREAMS_PER_ADDRESS,
         ),
     ];
-    let Some(slot) = app.public_streams.acquire(&keys) else {
+    let Some(slot) = app.sessions.public_streams.acquire(&keys) else {
         crate::metrics::get().rate_limited("public_stream");
         let mut resp = ApiError::TooManyRequests(format!(
             "too many open streams of this public link or from your address (at most {} per \

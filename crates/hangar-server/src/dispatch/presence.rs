@@ -86,8 +86,8 @@ fn row(app: &AppState, team_id: i64, conn_id: u64, w: &WorkerInfo, now: i64) -> 
     WorkerPresence {
         team_id,
         worker_id: w.worker_id.clone(),
-        replica_id: app.replica_id.clone(),
-        connection_id: format!("{}:{conn_id}", app.replica_id),
+        replica_id: app.runtime.replica_id.clone(),
+        connection_id: format!("{}:{conn_id}", app.runtime.replica_id),
         backend: w.backend.clone(),
         version: w.version.clone(),
         capacity: i64::from(w.max_concurrent_tasks),
@@ -138,7 +138,7 @@ pub async fn connected(app: &AppState, registration: &Registration) {
 /// A worker's connection to this replica closed.
 pub async fn disconnected(app: &AppState, registration: &Registration) {
     let (team, worker) = &registration.key;
-    let conn = format!("{}:{}", app.replica_id, registration.conn_id);
+    let conn = format!("{}:{}", app.runtime.replica_id, registration.conn_id);
     let now = Timestamp::now().unix_millis();
     if let Err(e) = app
         .store

@@ -203,7 +203,7 @@ async fn connection(
     loop {
         let next = tokio::select! {
             n = tokio::time::timeout(read_timeout, stream.next()) => n,
-            _ = app.shutdown.cancelled() => break,
+            _ = app.runtime.shutdown.cancelled() => break,
             _ = liveness.closed.cancelled() => {
                 tracing::info!(
                     worker_id,

@@ -37,7 +37,7 @@ impl Runs<'_> {
                 app.dispatcher.release(&key, &exec.id);
             } else {
                 app.dispatcher.send_cancellation(team_id, &exec);
-                app.sessions.cancel(id);
+                app.sessions.hub.cancel(id);
                 running = true;
             }
         }

@@ -170,11 +170,12 @@ impl Runs<'_> {
         match &config.model_id {
             Some(model) => {
                 app.llm
+                    .providers
                     .resolve(model)
                     .map_err(|e| ApiError::BadRequest(format!("`config.model_id`: {e}")))?;
             }
             None => {
-                if let Some(default) = app.default_model.clone() {
+                if let Some(default) = app.llm.default_model.clone() {
                     config.model_id = Some(default);
                 } else if location == RunExecutionLocation::Remote {
                     return Err(ApiError::BadRequest(

@@ -174,11 +174,11 @@ impl SessionHub {
 /// that agent is connected to this replica. Called when a follow-up is
 /// stored here, when another replica signals one, and when an agent connects.
 pub async fn deliver_followups(app: &AppState, run: &RunId) {
-    let Some(exec) = app.sessions.connected_execution(run) else {
+    let Some(exec) = app.sessions.hub.connected_execution(run) else {
         return;
     };
     match app.store.pending_followups(&exec).await {
-        Ok(pending) if !pending.is_empty() => app.sessions.send_followups(run, &exec, pending),
+        Ok(pending) if !pending.is_empty() => app.sessions.hub.send_followups(run, &exec, pending),
         Ok(_) => {}
         Err(e) => {
             tracing::warn!(error = %e, run_id = %run, "cannot read pending follow-ups; they are sent when the agent reconnects");
@@ -253,7 +253,7 @@ async fn agent_connection(app: AppState, run: RunId, exec: ExecutionId, socket: 
     if tx.try_send(ServerToAgent::Ack(Ack { seq: last })).is_err() {
         return;
     }
-    let (conn_id, closed) = app.sessions.attach(&run, exec.clone(), tx.clone());
+    let (conn_id, closed) = app.sessions.hub.attach(&run, exec.clone(), tx.clone());
     if let Ok(r) = app.store.run_any_team(&run).await {
         use hangar_protocol::RunState;
         match r.state {
@@ -301,7 +301,7 @@ async fn agent_connection(app: AppState, run: RunId, exec: ExecutionId, socket: 
     loop {
         let next = tokio::select! {
             n = tokio::time::timeout(read_timeout, stream.next()) => n,
-            _ = app.shutdown.cancelled() => break,
+            _ = app.runtime.shutdown.cancelled() => break,
             _ = closed.cancelled() => {
                 tracing::info!(run_id = %run, execution_id = %exec, "execution ended; closing its agent's session");
                 break;
@@ -341,7 +341,7 @@ async fn agent_connection(app: AppState, run: RunId, exec: ExecutionId, socket: 
             }
         }
     }
-    app.sessions.detach(&run, conn_id);
+    app.sessions.hub.detach(&run, conn_id);
     drop(tx);
     let _ = writer.await;
 }
@@ -382,7 +382,7 @@ async fn commit(
         .append_events(run, exec, std::slice::from_ref(&event))
         .await?;
     crate::metrics::get().events_committed(1, started.elapsed());
-    app.sessions.publish(
+    app.sessions.hub.publish(
         run,
         LiveEvent {
             execution_id: exec.clone(),

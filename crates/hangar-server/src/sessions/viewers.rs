@@ -356,8 +356,8 @@ pub fn spawn_pump(
     let (tx, rx) = mpsc::channel(FRAME_BUFFER);
     // Subscribe before anything is read from the store: nothing committed
     // from here on can be missed.
-    let live = state.sessions.subscribe(&run.id);
-    let shares = state.shares.subscribe();
+    let live = state.sessions.hub.subscribe(&run.id);
+    let shares = state.sessions.shares.subscribe();
     let pump = Pump {
         state,
         run,
@@ -368,7 +368,7 @@ pub fn spawn_pump(
         last_terminal_status: false,
         terminal_since: None,
     };
-    let tasks = pump.state.tasks.clone();
+    let tasks = pump.state.runtime.tasks.clone();
     tasks.spawn(pump.run(live, shares, follow));
     rx
 }
@@ -414,7 +414,7 @@ impl Pump {
         let mut recheck = tokio::time::interval(CREDENTIAL_RECHECK);
         recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         recheck.reset();
-        let shutdown = self.state.shutdown.clone();
+        let shutdown = self.state.runtime.shutdown.clone();
         loop {
             let step = tokio::select! {
                 () = self.tx.closed() => return,
@@ -431,7 +431,7 @@ impl Pump {
                         self.catch_up().await.map(|()| false)
                     }
                     Err(broadcast::error::RecvError::Closed) => {
-                        live = self.state.sessions.subscribe(&self.run.id);
+                        live = self.state.sessions.hub.subscribe(&self.run.id);
                         self.catch_up().await.map(|()| false)
                     }
                 },
@@ -536,6 +536,7 @@ impl Pump {
         if self
             .state
             .sessions
+            .hub
             .connected_execution(&self.run.id)
             .is_none()
         {
@@ -566,7 +567,7 @@ impl Pump {
             return Ok(false);
         }
         let since = *self.terminal_since.get_or_insert_with(Instant::now);
-        let agent_here = self.state.sessions.connected_execution(&self.run.id);
+        let agent_here = self.state.sessions.hub.connected_execution(&self.run.id);
         let waiting_for_agent =
             agent_here.is_some() && !self.last_terminal_status && since.elapsed() < END_GRACE;
         if waiting_for_agent {

@@ -389,6 +389,7 @@ async fn gateway_over_budget_run_is_stopped_through_every_replica() {
     while !b
         .state()
         .sessions
+        .hub
         .connected_runs()
         .iter()
         .any(|r| r.as_str() == run_id)

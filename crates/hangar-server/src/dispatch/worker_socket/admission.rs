@@ -135,7 +135,7 @@ pub(super) async fn admit(
         .find(|w| w.worker_id == worker_id)
         .filter(|w| {
             w.connected
-                && w.replica_id != app.replica_id
+                && w.replica_id != app.runtime.replica_id
                 && now - w.last_seen <= fresh.as_millis() as i64
         });
     if let Some(row) = held_elsewhere {

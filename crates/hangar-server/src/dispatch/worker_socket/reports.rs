@@ -231,7 +231,7 @@ async fn store_finish(
         .finish_execution(&exec.run_id, &exec.id, end)
         .await?;
     app.dispatcher.release(key, &exec.id);
-    app.sessions.close(&exec.run_id, &exec.id);
+    app.sessions.hub.close(&exec.run_id, &exec.id);
     if t == Transition::Applied {
         crate::metrics::run_ended(app.store.as_ref(), &exec.run_id).await;
     }

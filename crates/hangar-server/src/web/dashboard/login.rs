@@ -120,7 +120,7 @@ pub async fn submit(State(app): State<AppState>, req: Request) -> Response {
         format!("ip:{addr}"),
         format!("email:{}", email.to_lowercase()),
     ];
-    if let Some(wait) = app.logins.wait(&keys) {
+    if let Some(wait) = app.web.logins.wait(&keys) {
         crate::metrics::get().rate_limited("login");
         let secs = wait.as_secs().max(1);
         let mut resp = form(
@@ -167,7 +167,7 @@ pub async fn submit(State(app): State<AppState>, req: Request) -> Response {
         return resp;
     };
     let Some(user) = user.filter(|_| ok) else {
-        app.logins.failed(&keys);
+        app.web.logins.failed(&keys);
         tracing::info!(%addr, "dashboard sign-in failed");
         return form(
             &next,
@@ -176,7 +176,7 @@ pub async fn submit(State(app): State<AppState>, req: Request) -> Response {
             StatusCode::UNAUTHORIZED,
         );
     };
-    app.logins.succeeded(&keys);
+    app.web.logins.succeeded(&keys);
     let token = match web_auth::open_session(app.store.as_ref(), &user).await {
         Ok(t) => t,
         Err(e) => {
@@ -247,7 +247,7 @@ pub async fn link(
              one, or sign in with your email and password.",
         )
     };
-    let Some(user_id) = app.sign_in_links.take(&token) else {
+    let Some(user_id) = app.web.sign_in_links.take(&token) else {
         tracing::info!("a spent or unknown sign-in link was refused");
         return refused();
     };

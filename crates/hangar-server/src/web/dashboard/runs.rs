@@ -176,7 +176,7 @@ pub async fn list_page(
             );
         }
     };
-    let models = app.llm.models();
+    let models = app.llm.providers.models();
     // Signed in with the one-time link of `hangar up` (or an account without
     // an email): ask for the password (and email) to sign in with later.
     let welcome = v.user.email.is_none()
