@@ -25,7 +25,9 @@
 //! providers from `hangar-llm`; this crate never depends on the worker, the
 //! agent or the CLI.
 //!
-//! Entry point: [`Server::start`] with a [`ServerConfig`].
+//! The process itself: [`server`] starts and stops it ([`Server::start`]
+//! with a [`ServerConfig`]), [`bootstrap`] creates the first team and key,
+//! and [`app`] holds the services every handler shares ([`AppState`]).
 
 pub mod api;
 pub mod app;

@@ -48,6 +48,57 @@ impl RepositoryPolicy {
     }
 }
 
+/// One repository of an environment: its clone URL (S9: nothing git would
+/// take as an option or a local file, no internal host unless allowed), ref,
+/// path inside the workspace and token secret.
+fn validate_repo(
+    i: usize,
+    repo: &hangar_protocol::environment::EnvironmentRepo,
+    app_secrets: &[String],
+    policy: RepositoryPolicy,
+) -> ApiResult<()> {
+    let bad = |m: String| Err(ApiError::BadRequest(m));
+    if repo.url.trim().is_empty() || repo.url.chars().any(char::is_whitespace) {
+        return bad(format!(
+            "`repos[{i}].url` must be a clone URL without spaces"
+        ));
+    }
+    // S9: nothing that git would take as an option or a local file.
+    match hangar_protocol::repository::check_repo_url(&repo.url, policy.allow_local) {
+        Ok(hangar_protocol::repository::RepoLocation::Remote { host, .. }) => {
+            if let Err(e) = hangar_protocol::repository::check_repo_host(
+                &repo.url,
+                &host,
+                policy.allow_internal_hosts,
+            ) {
+                return bad(format!("`repos[{i}].url`: {e}"));
+            }
+        }
+        Ok(hangar_protocol::repository::RepoLocation::Local) => {}
+        Err(e) => return bad(format!("`repos[{i}].url`: {e}")),
+    }
+    if let Some(r) = repo.git_ref.as_deref().filter(|r| !r.is_empty())
+        && let Err(e) = hangar_protocol::repository::check_git_ref(r)
+    {
+        return bad(format!("`repos[{i}].ref`: {e}"));
+    }
+    if let Some(p) = &repo.path
+        && (p.starts_with('/') || p.split('/').any(|s| s == ".."))
+    {
+        return bad(format!(
+            "`repos[{i}].path` `{p}` must be relative and stay inside the workspace"
+        ));
+    }
+    if let Some(s) = &repo.token_secret
+        && !app_secrets.contains(s)
+    {
+        return bad(format!(
+            "`repos[{i}].token_secret` names secret `{s}`, which does not exist; create it with `hangar secret create {s}`"
+        ));
+    }
+    Ok(())
+}
+
 fn validate(
     app_secrets: &[String],
     req: &EnvironmentRequest,
@@ -72,44 +123,7 @@ fn validate(
         return bad(format!("`docker_image`: {e}"));
     }
     for (i, repo) in req.repos.iter().enumerate() {
-        if repo.url.trim().is_empty() || repo.url.chars().any(char::is_whitespace) {
-            return bad(format!(
-                "`repos[{i}].url` must be a clone URL without spaces"
-            ));
-        }
-        // S9: nothing that git would take as an option or a local file.
-        match hangar_protocol::repository::check_repo_url(&repo.url, policy.allow_local) {
-            Ok(hangar_protocol::repository::RepoLocation::Remote { host, .. }) => {
-                if let Err(e) = hangar_protocol::repository::check_repo_host(
-                    &repo.url,
-                    &host,
-                    policy.allow_internal_hosts,
-                ) {
-                    return bad(format!("`repos[{i}].url`: {e}"));
-                }
-            }
-            Ok(hangar_protocol::repository::RepoLocation::Local) => {}
-            Err(e) => return bad(format!("`repos[{i}].url`: {e}")),
-        }
-        if let Some(r) = repo.git_ref.as_deref().filter(|r| !r.is_empty())
-            && let Err(e) = hangar_protocol::repository::check_git_ref(r)
-        {
-            return bad(format!("`repos[{i}].ref`: {e}"));
-        }
-        if let Some(p) = &repo.path
-            && (p.starts_with('/') || p.split('/').any(|s| s == ".."))
-        {
-            return bad(format!(
-                "`repos[{i}].path` `{p}` must be relative and stay inside the workspace"
-            ));
-        }
-        if let Some(s) = &repo.token_secret
-            && !app_secrets.contains(s)
-        {
-            return bad(format!(
-                "`repos[{i}].token_secret` names secret `{s}`, which does not exist; create it with `hangar secret create {s}`"
-            ));
-        }
+        validate_repo(i, repo, app_secrets, policy)?;
     }
     for (i, c) in req.setup_commands.iter().enumerate() {
         if c.trim().is_empty() {

@@ -249,53 +249,16 @@ async fn agent_connection(app: AppState, run: RunId, exec: ExecutionId, socket: 
             return;
         }
     };
-    let (tx, mut rx) = mpsc::channel::<ServerToAgent>(SESSION_OUTBOX);
+    let (tx, rx) = mpsc::channel::<ServerToAgent>(SESSION_OUTBOX);
     if tx.try_send(ServerToAgent::Ack(Ack { seq: last })).is_err() {
         return;
     }
     let (conn_id, closed) = app.sessions.hub.attach(&run, exec.clone(), tx.clone());
-    if let Ok(r) = app.store.run_any_team(&run).await {
-        use hangar_protocol::RunState;
-        match r.state {
-            // Cancelled before the agent connected: tell it at once.
-            RunState::Cancelled => {
-                let _ = tx.try_send(ServerToAgent::Cancel);
-            }
-            // The agent's check-in starts the run when its worker sent no
-            // `task_started` (the stock oz-agent-worker never does), as in Oz.
-            // Fenced like `task_started`: only the run's current execution.
-            RunState::Pending | RunState::Claimed
-                if r.current_execution_id.as_ref() == Some(&exec) =>
-            {
-                let now = hangar_protocol::Timestamp::now().unix_millis();
-                if let Err(e) = app.store.start(&run, &exec, now).await {
-                    tracing::warn!(error = %e, run_id = %run, "cannot start the run at the agent's check-in");
-                }
-            }
-            _ => {}
-        }
-    }
+    check_in(&app, &run, &exec, &tx).await;
     // Follow-ups stored while it was away (or before it first connected).
     deliver_followups(&app, &run).await;
 
-    let heartbeat = app.config.heartbeat_interval;
-    #[allow(clippy::disallowed_methods)] // the connection's writer, which ends with the connection
-    let writer = tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(heartbeat);
-        ticker.tick().await;
-        loop {
-            tokio::select! {
-                msg = rx.recv() => {
-                    let Some(msg) = msg else { break };
-                    if sink.send(Message::Text(msg.to_envelope().to_text().into())).await.is_err() { break; }
-                }
-                _ = ticker.tick() => {
-                    if sink.send(Message::Ping(Vec::new().into())).await.is_err() { break; }
-                }
-            }
-        }
-        let _ = sink.close().await;
-    });
+    let writer = spawn_writer(sink, rx, app.config.heartbeat_interval);
 
     let read_timeout = app.config.read_timeout;
     loop {
@@ -344,6 +307,65 @@ async fn agent_connection(app: AppState, run: RunId, exec: ExecutionId, socket: 
     app.sessions.hub.detach(&run, conn_id);
     drop(tx);
     let _ = writer.await;
+}
+
+/// What the agent's arrival means for its run: a run cancelled before it
+/// connected is told at once; a run its worker never reported started (the
+/// stock oz-agent-worker sends no `task_started`) starts now, as in Oz,
+/// fenced like `task_started` to the run's current execution.
+async fn check_in(
+    app: &AppState,
+    run: &RunId,
+    exec: &ExecutionId,
+    tx: &mpsc::Sender<ServerToAgent>,
+) {
+    if let Ok(r) = app.store.run_any_team(run).await {
+        use hangar_protocol::RunState;
+        match r.state {
+            // Cancelled before the agent connected: tell it at once.
+            RunState::Cancelled => {
+                let _ = tx.try_send(ServerToAgent::Cancel);
+            }
+            // The agent's check-in starts the run when its worker sent no
+            // `task_started` (the stock oz-agent-worker never does), as in Oz.
+            // Fenced like `task_started`: only the run's current execution.
+            RunState::Pending | RunState::Claimed
+                if r.current_execution_id.as_ref() == Some(exec) =>
+            {
+                let now = hangar_protocol::Timestamp::now().unix_millis();
+                if let Err(e) = app.store.start(run, exec, now).await {
+                    tracing::warn!(error = %e, run_id = %run, "cannot start the run at the agent's check-in");
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The session's writer: acks and control messages, and a ping every
+/// heartbeat; it ends with the outbox or when the socket fails.
+fn spawn_writer(
+    mut sink: futures::stream::SplitSink<WebSocket, Message>,
+    mut rx: mpsc::Receiver<ServerToAgent>,
+    heartbeat: std::time::Duration,
+) -> tokio::task::JoinHandle<()> {
+    #[allow(clippy::disallowed_methods)] // the connection's writer, which ends with the connection
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(heartbeat);
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                msg = rx.recv() => {
+                    let Some(msg) = msg else { break };
+                    if sink.send(Message::Text(msg.to_envelope().to_text().into())).await.is_err() { break; }
+                }
+                _ = ticker.tick() => {
+                    if sink.send(Message::Ping(Vec::new().into())).await.is_err() { break; }
+                }
+            }
+        }
+        let _ = sink.close().await;
+    })
 }
 
 async fn commit(
