@@ -70,13 +70,20 @@ fn form(next: &str, email: &str, error: Option<&str>, status: StatusCode) -> Res
     )
 }
 
+/// Query of `GET /login`. Other parameters are ignored.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct LoginPageParams {
+    /// Where to go once signed in (a path on this server).
+    pub next: Option<String>,
+}
+
 /// `GET /login`.
 pub async fn page(
     State(app): State<AppState>,
     headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
+    Query(q): Query<LoginPageParams>,
 ) -> Response {
-    let next = safe_next(q.get("next").map(String::as_str));
+    let next = safe_next(q.next.as_deref());
     // Already signed in: straight on.
     if viewer(&app, &headers, &next).await.is_ok() {
         return Redirect::to(&next).into_response();
