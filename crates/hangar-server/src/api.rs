@@ -1,13 +1,14 @@
 //! REST routes under `/api/v1`, one module per resource.
 
-pub mod agent;
+pub mod agents;
+pub mod conversation;
 pub mod environments;
-pub mod events;
 pub mod health;
 pub mod keys;
+pub mod lifecycle_events;
 pub mod mcp;
 pub mod models;
-pub mod run_options;
+pub mod openapi;
 pub mod runs;
 pub mod schedules;
 pub mod secrets;
@@ -21,6 +22,8 @@ use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::Query;
+use axum::extract::rejection::QueryRejection;
 use serde::de::DeserializeOwned;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -62,6 +65,40 @@ pub fn parse_json<T: DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
     Ok(parsed)
 }
 
+/// A typed query (a `#[derive(Deserialize, IntoParams)]` struct with
+/// `deny_unknown_fields`), taken as a `Result` so the handler reads it after
+/// authenticating, in the order every route checks a request.
+pub type QueryResult<T> = Result<Query<T>, QueryRejection>;
+
+/// The query of a request, or a 400 that says what is wrong: an unknown
+/// parameter is named, with `hint` (what the route takes).
+pub fn read_query<T>(query: QueryResult<T>, hint: &str) -> ApiResult<T> {
+    let rejection = match query {
+        Ok(Query(q)) => return Ok(q),
+        Err(rejection) => rejection,
+    };
+    // The decoder's own message (`unknown field `x`, expected …`, a
+    // duplicate field, text that is not UTF-8), without axum's prefix.
+    let why = std::error::Error::source(&rejection)
+        .map(ToString::to_string)
+        .unwrap_or_else(|| rejection.body_text());
+    if let Some(rest) = why.strip_prefix("unknown field `")
+        && let Some((name, _)) = rest.split_once('`')
+    {
+        let hint = if hint.is_empty() {
+            String::new()
+        } else {
+            format!("; {hint}")
+        };
+        return Err(ApiError::BadRequest(format!(
+            "unknown query parameter `{name}`{hint}"
+        )));
+    }
+    Err(ApiError::BadRequest(format!(
+        "the query string cannot be read: {why}"
+    )))
+}
+
 /// A body error naming the field (`config.model_id`) when the JSON is valid but a value is not.
 fn json_error(field: &str, e: serde_json::Error) -> ApiError {
     let what = match e.classify() {
@@ -79,9 +116,9 @@ fn json_error(field: &str, e: serde_json::Error) -> ApiError {
 
 /// The `/api/v1` routes, each registered with its `#[utoipa::path]`, so a
 /// route cannot exist without being in the OpenAPI document; with that
-/// document ([`crate::openapi::ApiDoc`] adds the title, tags and security).
+/// document ([`crate::api::openapi::ApiDoc`] adds the title, tags and security).
 pub fn openapi_router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi())
+    OpenApiRouter::with_openapi(crate::api::openapi::ApiDoc::openapi())
         .routes(routes!(runs::create, runs::list))
         .routes(routes!(runs::create_legacy))
         .routes(routes!(runs::create_local))
@@ -97,15 +134,18 @@ pub fn openapi_router() -> OpenApiRouter<AppState> {
         .routes(routes!(mcp::get_one))
         .routes(routes!(runs::transcript))
         .routes(routes!(runs::environment))
-        .routes(routes!(agent::conversation))
-        .routes(routes!(agent::artifact))
-        .routes(routes!(agent::identities))
-        .routes(routes!(agent::list_agents))
-        .routes(routes!(agent::poll))
-        .routes(routes!(agent::run_events, agent::report))
-        .routes(routes!(events::sse))
-        .routes(routes!(events::websocket))
-        .routes(routes!(crate::sessions::session_socket))
+        .routes(routes!(conversation::conversation))
+        .routes(routes!(conversation::artifact))
+        .routes(routes!(agents::identities))
+        .routes(routes!(agents::list_agents))
+        .routes(routes!(lifecycle_events::poll))
+        .routes(routes!(
+            lifecycle_events::run_events,
+            lifecycle_events::report
+        ))
+        .routes(routes!(crate::sessions::viewers::sse))
+        .routes(routes!(crate::sessions::viewers::websocket))
+        .routes(routes!(crate::sessions::hub::session_socket))
         .routes(routes!(schedules::create, schedules::list))
         .routes(routes!(
             schedules::get_one,
@@ -122,7 +162,7 @@ pub fn openapi_router() -> OpenApiRouter<AppState> {
         .routes(routes!(workers::list))
         .routes(routes!(worker_tokens::create, worker_tokens::list))
         .routes(routes!(worker_tokens::expire))
-        .routes(routes!(crate::openapi::openapi_json))
+        .routes(routes!(crate::api::openapi::openapi_json))
         .routes(routes!(whoami::whoami))
         .routes(routes!(environments::oz_list))
         .routes(routes!(environments::create, environments::list))
@@ -133,10 +173,10 @@ pub fn openapi_router() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(secrets::create, secrets::list))
         .routes(routes!(secrets::update, secrets::delete))
-        .routes(routes!(crate::llm_gateway::chat_completions))
-        .routes(routes!(crate::llm_gateway::models))
-        .routes(routes!(crate::llm_gateway::usage))
-        .routes(routes!(crate::gateway::worker_socket))
+        .routes(routes!(crate::llm::chat_completions))
+        .routes(routes!(crate::llm::models))
+        .routes(routes!(crate::llm::usage))
+        .routes(routes!(crate::dispatch::worker_socket::worker_socket))
 }
 
 /// The `/api/v1` routes.

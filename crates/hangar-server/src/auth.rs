@@ -1,12 +1,14 @@
 //! Credentials: API keys (`hk_…`, team-scoped, hashed at rest), run tokens
 //! (`hr_…`, scoped to one execution of one run, dead once it ends), worker
 //! tokens (`hw_…`, hashed at rest, bound to a worker id or a pool) and the
-//! dashboard's session cookie (see [`crate::web_auth`]), accepted only when a
+//! dashboard's session cookie (see [`crate::web::auth`]), accepted only when a
 //! request carries no `Authorization` header.
 //!
 //! A worker token is never a [`Principal`]: [`authenticate`] refuses it
 //! (403), so no REST route can accept one by mistake. Only the worker socket
 //! resolves it, through [`authenticate_worker`], into a [`WorkerCredential`].
+
+pub mod roles;
 
 use crate::error::{ApiError, ApiResult};
 use axum::http::HeaderMap;
@@ -139,7 +141,7 @@ pub async fn authenticate_worker(
     headers: &HeaderMap,
 ) -> ApiResult<WorkerCredential> {
     if !headers.contains_key(axum::http::header::AUTHORIZATION)
-        && crate::web_auth::session_cookie(headers).is_some()
+        && crate::web::auth::session_cookie(headers).is_some()
     {
         return Err(ApiError::Forbidden(format!(
             "a dashboard session cannot connect as a worker; {WORKER_CREDENTIAL_HINT}"
@@ -295,9 +297,9 @@ pub fn bearer(headers: &HeaderMap) -> ApiResult<&str> {
 /// `Authorization` header, the dashboard's session cookie.
 pub async fn authenticate(store: &dyn Store, headers: &HeaderMap) -> ApiResult<Principal> {
     if !headers.contains_key(axum::http::header::AUTHORIZATION)
-        && let Some(token) = crate::web_auth::session_cookie(headers)
+        && let Some(token) = crate::web::auth::session_cookie(headers)
     {
-        return crate::web_auth::authenticate_session(store, token).await;
+        return crate::web::auth::authenticate_session(store, token).await;
     }
     let token = bearer(headers)?;
     authenticate_token(store, token).await

@@ -58,7 +58,7 @@ pub struct ServerConfig {
     pub rate_limit: crate::rate_limit::RateLimitConfig,
     /// LLM gateway budgets: tokens and dollars per run, model calls per
     /// second per run and per key, with per-team overrides (0 disables).
-    pub llm_gateway: crate::llm_gateway::GatewayConfig,
+    pub llm_gateway: crate::llm::GatewayConfig,
     /// Named MCP servers (`--mcp NAME`), each `{command, args, env}` (stdio)
     /// or `{url, headers}` (streamable HTTP). Values may hold `${VAR}`, which
     /// the agent expands from its own environment (including the run's
@@ -149,7 +149,7 @@ impl Default for ServerConfig {
             providers_from_env: true,
             schedule_catch_up: crate::schedule::CatchUp::One,
             rate_limit: crate::rate_limit::RateLimitConfig::default(),
-            llm_gateway: crate::llm_gateway::GatewayConfig::default(),
+            llm_gateway: crate::llm::GatewayConfig::default(),
             mcp_servers: std::collections::BTreeMap::new(),
             allow_local_repositories: false,
             allow_internal_repository_hosts: false,

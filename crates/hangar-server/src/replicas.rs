@@ -62,8 +62,8 @@ pub async fn listen(app: AppState, notifier: Arc<dyn Notifier>, shutdown: Cancel
 async fn resync(app: &AppState) {
     app.dispatcher.wake();
     // Follow-ups stored elsewhere while we were deaf.
-    for run in app.sessions.connected_runs() {
-        crate::sessions::deliver_followups(app, &run).await;
+    for run in app.sessions.hub.connected_runs() {
+        crate::sessions::hub::deliver_followups(app, &run).await;
     }
     // Cancellations made elsewhere while we were deaf: forward them to our workers.
     match app.store.all_live_executions().await {
@@ -71,15 +71,15 @@ async fn resync(app: &AppState) {
             for (team, exec) in live {
                 // A revocation made elsewhere may have been missed: streams of
                 // running runs re-check their access.
-                app.shares.changed(&exec.run_id);
+                app.sessions.shares.changed(&exec.run_id);
                 // Cancelled runs, and runs the gateway ended over their budget
                 // (FAILED `budget_exceeded`), must not keep an execution alive.
                 if let Ok(run) = app.store.run_any_team(&exec.run_id).await
                     && (run.state == hangar_protocol::RunState::Cancelled
-                        || crate::llm_gateway::meter::ended_over_budget(&run))
+                        || crate::llm::meter::ended_over_budget(&run))
                 {
                     app.dispatcher.send_cancellation(team, &exec);
-                    app.sessions.cancel(&exec.run_id);
+                    app.sessions.hub.cancel(&exec.run_id);
                 }
             }
         }
@@ -99,12 +99,12 @@ async fn apply(app: &AppState, signal: Signal) -> StoreResult<()> {
             local: false,
             run_id,
             ..
-        } => crate::sessions::deliver_followups(app, &run_id).await,
+        } => crate::sessions::hub::deliver_followups(app, &run_id).await,
         // Streams of this replica that a grant change on another one ends.
         Signal::SharesChanged {
             local: false,
             run_id,
-        } => app.shares.changed(&run_id),
+        } => app.sessions.shares.changed(&run_id),
         Signal::Dispatch {
             local: false,
             run_id,
@@ -112,7 +112,7 @@ async fn apply(app: &AppState, signal: Signal) -> StoreResult<()> {
         } => {
             // An execution that ended elsewhere: its agent's socket here closes.
             if let (Some(run_id), Some(exec)) = (run_id, execution_id) {
-                app.sessions.close(&run_id, &exec);
+                app.sessions.hub.close(&run_id, &exec);
             }
             app.dispatcher.wake();
         }
@@ -126,7 +126,7 @@ async fn apply(app: &AppState, signal: Signal) -> StoreResult<()> {
                 if exec.ended_at.is_none() {
                     let run = app.store.run_any_team(&run_id).await?;
                     app.dispatcher.send_cancellation(run.team_id, &exec);
-                    app.sessions.cancel(&run_id);
+                    app.sessions.hub.cancel(&run_id);
                 }
             }
         }

@@ -194,7 +194,8 @@ pub trait RunLauncher: Send + Sync {
     fn submit(&self, run: RunRecord);
 }
 
-/// The server's [`RunLauncher`]: models from the provider registry, runs to the dispatcher.
+/// The server's [`RunLauncher`]: the run service's model rule
+/// ([`crate::runs::create::resolve_model`]), runs to the dispatcher.
 pub struct DispatchLauncher {
     /// Model providers.
     pub llm: Arc<ProviderRegistry>,
@@ -206,34 +207,11 @@ pub struct DispatchLauncher {
 
 impl RunLauncher for DispatchLauncher {
     fn prepare(&self, config: &mut AgentConfig) -> Result<(), String> {
-        resolve_model(&self.llm, self.default_model.as_deref(), config)
+        crate::runs::create::resolve_model(&self.llm, self.default_model.as_deref(), config)
     }
 
     fn submit(&self, run: RunRecord) {
         self.dispatcher.submit(run);
-    }
-}
-
-/// Checks the configured model, or fills in the default one.
-pub fn resolve_model(
-    llm: &ProviderRegistry,
-    default_model: Option<&str>,
-    config: &mut AgentConfig,
-) -> Result<(), String> {
-    match &config.model_id {
-        Some(model) => llm
-            .resolve(model)
-            .map(|_| ())
-            .map_err(|e| format!("`agent_config.model_id`: {e}")),
-        None => match default_model {
-            Some(default) => {
-                config.model_id = Some(default.to_owned());
-                Ok(())
-            }
-            None => Err("no model given and no default model is configured: set \
-                 `agent_config.model_id` (e.g. `openai/gpt-5`), or configure a provider on the server"
-                .to_owned()),
-        },
     }
 }
 
@@ -266,8 +244,8 @@ impl Scheduler {
             app.store.clone(),
             Arc::new(SystemClock),
             Arc::new(DispatchLauncher {
-                llm: app.llm.clone(),
-                default_model: app.default_model.clone(),
+                llm: app.llm.providers.clone(),
+                default_model: app.llm.default_model.clone(),
                 dispatcher: app.dispatcher.clone(),
             }),
             app.config.schedule_catch_up,

@@ -2,12 +2,12 @@
 //! `GET /agent/environments` listing.
 
 use crate::AppState;
-use crate::api::parse_json;
+use crate::api::{QueryResult, parse_json, read_query};
 use crate::auth::authenticate;
 use crate::error::{ApiError, ApiResult};
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use hangar_protocol::environment::{
     CloudEnvironment, CloudEnvironmentConfig, EnvironmentItem, EnvironmentList, EnvironmentRequest,
@@ -48,6 +48,57 @@ impl RepositoryPolicy {
     }
 }
 
+/// One repository of an environment: its clone URL (S9: nothing git would
+/// take as an option or a local file, no internal host unless allowed), ref,
+/// path inside the workspace and token secret.
+fn validate_repo(
+    i: usize,
+    repo: &hangar_protocol::environment::EnvironmentRepo,
+    app_secrets: &[String],
+    policy: RepositoryPolicy,
+) -> ApiResult<()> {
+    let bad = |m: String| Err(ApiError::BadRequest(m));
+    if repo.url.trim().is_empty() || repo.url.chars().any(char::is_whitespace) {
+        return bad(format!(
+            "`repos[{i}].url` must be a clone URL without spaces"
+        ));
+    }
+    // S9: nothing that git would take as an option or a local file.
+    match hangar_protocol::repository::check_repo_url(&repo.url, policy.allow_local) {
+        Ok(hangar_protocol::repository::RepoLocation::Remote { host, .. }) => {
+            if let Err(e) = hangar_protocol::repository::check_repo_host(
+                &repo.url,
+                &host,
+                policy.allow_internal_hosts,
+            ) {
+                return bad(format!("`repos[{i}].url`: {e}"));
+            }
+        }
+        Ok(hangar_protocol::repository::RepoLocation::Local) => {}
+        Err(e) => return bad(format!("`repos[{i}].url`: {e}")),
+    }
+    if let Some(r) = repo.git_ref.as_deref().filter(|r| !r.is_empty())
+        && let Err(e) = hangar_protocol::repository::check_git_ref(r)
+    {
+        return bad(format!("`repos[{i}].ref`: {e}"));
+    }
+    if let Some(p) = &repo.path
+        && (p.starts_with('/') || p.split('/').any(|s| s == ".."))
+    {
+        return bad(format!(
+            "`repos[{i}].path` `{p}` must be relative and stay inside the workspace"
+        ));
+    }
+    if let Some(s) = &repo.token_secret
+        && !app_secrets.contains(s)
+    {
+        return bad(format!(
+            "`repos[{i}].token_secret` names secret `{s}`, which does not exist; create it with `hangar secret create {s}`"
+        ));
+    }
+    Ok(())
+}
+
 fn validate(
     app_secrets: &[String],
     req: &EnvironmentRequest,
@@ -72,44 +123,7 @@ fn validate(
         return bad(format!("`docker_image`: {e}"));
     }
     for (i, repo) in req.repos.iter().enumerate() {
-        if repo.url.trim().is_empty() || repo.url.chars().any(char::is_whitespace) {
-            return bad(format!(
-                "`repos[{i}].url` must be a clone URL without spaces"
-            ));
-        }
-        // S9: nothing that git would take as an option or a local file.
-        match hangar_protocol::repository::check_repo_url(&repo.url, policy.allow_local) {
-            Ok(hangar_protocol::repository::RepoLocation::Remote { host, .. }) => {
-                if let Err(e) = hangar_protocol::repository::check_repo_host(
-                    &repo.url,
-                    &host,
-                    policy.allow_internal_hosts,
-                ) {
-                    return bad(format!("`repos[{i}].url`: {e}"));
-                }
-            }
-            Ok(hangar_protocol::repository::RepoLocation::Local) => {}
-            Err(e) => return bad(format!("`repos[{i}].url`: {e}")),
-        }
-        if let Some(r) = repo.git_ref.as_deref().filter(|r| !r.is_empty())
-            && let Err(e) = hangar_protocol::repository::check_git_ref(r)
-        {
-            return bad(format!("`repos[{i}].ref`: {e}"));
-        }
-        if let Some(p) = &repo.path
-            && (p.starts_with('/') || p.split('/').any(|s| s == ".."))
-        {
-            return bad(format!(
-                "`repos[{i}].path` `{p}` must be relative and stay inside the workspace"
-            ));
-        }
-        if let Some(s) = &repo.token_secret
-            && !app_secrets.contains(s)
-        {
-            return bad(format!(
-                "`repos[{i}].token_secret` names secret `{s}`, which does not exist; create it with `hangar secret create {s}`"
-            ));
-        }
+        validate_repo(i, repo, app_secrets, policy)?;
     }
     for (i, c) in req.setup_commands.iter().enumerate() {
         if c.trim().is_empty() {
@@ -198,7 +212,7 @@ pub async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Json<EnvironmentItem>> {
-    let team = crate::roles::admin_team(&app, &headers, "create environments").await?;
+    let team = crate::auth::roles::admin_team(&app, &headers, "create environments").await?;
     let mut req: EnvironmentRequest = parse_json(&body)?;
     req.name = req.name.trim().to_owned();
     validate(
@@ -258,7 +272,7 @@ pub async fn update(
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult<Json<EnvironmentItem>> {
-    let team = crate::roles::admin_team(&app, &headers, "change environments").await?;
+    let team = crate::auth::roles::admin_team(&app, &headers, "change environments").await?;
     let mut req: EnvironmentRequest = parse_json(&body)?;
     req.name = req.name.trim().to_owned();
     validate(
@@ -289,7 +303,7 @@ pub async fn delete(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let team = crate::roles::admin_team(&app, &headers, "delete environments").await?;
+    let team = crate::auth::roles::admin_team(&app, &headers, "delete environments").await?;
     let current = load(&app, team, &id).await?;
     app.store.delete_environment(team, &current.id).await?;
     Ok(Json(
@@ -308,33 +322,34 @@ fn github_repo(url: &str) -> Option<GitHubRepo> {
     })
 }
 
+/// Query of `GET /agent/environments`. Not in the document yet, which
+/// lists no parameters for this route (kept as published).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OzListParams {
+    /// `name` or `last_updated` (the default, newest first).
+    pub sort_by: Option<String>,
+}
+
 /// `GET /agent/environments` (Oz shape).
 #[utoipa::path(get, path = "/agent/environments", tag = "agent", operation_id = "listEnvironments", responses((status = 200, description = "Environments", body = hangar_protocol::environment::ListEnvironmentsResponse), crate::error::ProblemResponses))]
 pub async fn oz_list(
     State(app): State<AppState>,
     headers: HeaderMap,
-    RawQuery(raw): RawQuery,
+    query: QueryResult<OzListParams>,
 ) -> ApiResult<Json<ListEnvironmentsResponse>> {
     let (team, _) = authenticate(app.store.as_ref(), &headers)
         .await?
         .require_api_key()?;
-    let mut by_name = false;
-    for (k, v) in url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
-        match (k.as_ref(), v.as_ref()) {
-            ("sort_by", "name") => by_name = true,
-            ("sort_by", "last_updated") => by_name = false,
-            ("sort_by", other) => {
-                return Err(ApiError::BadRequest(format!(
-                    "`sort_by` must be `name` or `last_updated`, got `{other}`"
-                )));
-            }
-            (other, _) => {
-                return Err(ApiError::BadRequest(format!(
-                    "unknown query parameter `{other}`"
-                )));
-            }
+    let by_name = match read_query(query, "")?.sort_by.as_deref() {
+        None | Some("last_updated") => false,
+        Some("name") => true,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "`sort_by` must be `name` or `last_updated`, got `{other}`"
+            )));
         }
-    }
+    };
     let mut items: Vec<EnvironmentItem> = app
         .store
         .list_environments(team)

@@ -1,5 +1,5 @@
 //! `/healthz` (the process is alive) and `/readyz` (the store can commit a write).
-//! The page at `/` is the dashboard ([`crate::dashboard`]).
+//! The page at `/` is the dashboard ([`crate::web::dashboard`]).
 
 use crate::AppState;
 use axum::Json;

@@ -2,9 +2,9 @@
 
 use crate::AppState;
 use crate::api::parse_json;
+use crate::auth::roles::Role;
 use crate::auth::{authenticate, issue_api_key};
 use crate::error::{ApiError, ApiResult};
-use crate::roles::Role;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -37,7 +37,7 @@ pub async fn create(
     // A team key belongs to no user and acts as an admin: only an admin may
     // make one (it is also what an `oz-agent-worker` connects with).
     let user = if req.team {
-        crate::roles::require_admin(&app, &who, "create team keys").await?;
+        crate::auth::roles::require_admin(&app, &who, "create team keys").await?;
         None
     } else {
         user
@@ -77,7 +77,7 @@ pub async fn list(
     let who = authenticate(app.store.as_ref(), &headers).await?;
     let (team, user) = who.require_api_key()?;
     // Admins see the team's keys; members their own.
-    let all = crate::roles::role(&app, &who).await? == Role::Admin;
+    let all = crate::auth::roles::role(&app, &who).await? == Role::Admin;
     let keys: Vec<ApiKeyItem> = app
         .store
         .list_api_keys(team)
@@ -106,7 +106,8 @@ pub async fn expire(
         .into_iter()
         .find(|k| k.id == key_id)
         .ok_or_else(missing)?;
-    crate::roles::require_owner_or_admin(&app, &who, key.user_id, "expire this API key").await?;
+    crate::auth::roles::require_owner_or_admin(&app, &who, key.user_id, "expire this API key")
+        .await?;
     app.store
         .revoke_api_key(team, &key_id, Timestamp::now().unix_millis())
         .await

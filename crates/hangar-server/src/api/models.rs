@@ -31,8 +31,8 @@ pub async fn list(
     authenticate(app.store.as_ref(), &headers)
         .await?
         .require_api_key()?;
-    let mut entries = app.llm.models();
-    if let Some(default) = &app.default_model
+    let mut entries = app.llm.providers.models();
+    if let Some(default) = &app.llm.default_model
         && !entries.iter().any(|e| &e.id == default)
         && let Some((provider, _)) = default.split_once('/')
     {
@@ -57,7 +57,7 @@ pub async fn list(
         })
         .collect();
     Ok(Json(serde_json::json!({
-        "default_model_id": app.default_model.clone().unwrap_or_default(),
+        "default_model_id": app.llm.default_model.clone().unwrap_or_default(),
         "models": models,
     })))
 }

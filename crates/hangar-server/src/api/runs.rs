@@ -1,28 +1,26 @@
 //! `/api/v1/agent/runs`: create, list, get, cancel, transcript.
 
+mod list_query;
+
+pub use list_query::ListRunsParams;
+
 use crate::AppState;
-use crate::api::{parse_json, run_options};
-use crate::auth::{Principal, authenticate};
+use crate::api::parse_json;
+use crate::auth::authenticate;
 use crate::error::{ApiError, ApiResult};
-use crate::sharing::{Access, require_access};
+use crate::runs::create::Requester;
+use crate::runs::{SOURCE_HEADER, options as run_options};
+use crate::sessions::sharing::{Access, require_access};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use hangar_protocol::{
     ListRunsResponse, PageInfo, RequestUsage, RunAgentRequest, RunAgentResponse, RunCreatorInfo,
-    RunExecutionLocation, RunId, RunItem, RunSourceType, RunState, RunStatusMessage, Scope,
-    Timestamp, TranscriptEvent, TranscriptResponse,
+    RunExecutionLocation, RunId, RunItem, RunState, RunStatusMessage, Scope, Timestamp,
+    TranscriptEvent, TranscriptResponse,
 };
-use hangar_store::{NewRun, RunQuery, RunRecord, RunSort};
-
-/// Longest accepted prompt, in bytes.
-pub const MAX_PROMPT_BYTES: usize = 256 * 1024;
-/// Most attachments per run.
-pub const MAX_ATTACHMENTS: usize = 5;
-
-/// Header a first-party client sets to record where a run came from (`CLI`, `WEB_APP`, …).
-pub const SOURCE_HEADER: &str = "x-hangar-source";
+use hangar_store::RunRecord;
 
 /// Converts a stored run to its API shape.
 pub fn run_item(app: &AppState, r: &RunRecord) -> RunItem {
@@ -105,153 +103,6 @@ pub(crate) async fn with_last_executions(app: &AppState, items: &mut [RunItem]) 
     Ok(())
 }
 
-fn derive_title(prompt: &str) -> String {
-    let line = prompt
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or("Agent run");
-    let mut title: String = line.chars().take(80).collect();
-    if line.chars().count() > 80 {
-        title.push('…');
-    }
-    title
-}
-
-fn validate_host(host: &str) -> ApiResult<()> {
-    if host.is_empty() || host.len() > 128 || host.chars().any(|c| c.is_whitespace() || c == '/') {
-        return Err(ApiError::BadRequest(format!(
-            "`config.worker_host` `{host}` is invalid: it must equal a worker's `--worker-id` (no spaces or `/`)"
-        )));
-    }
-    Ok(())
-}
-
-/// Validates a create request into a run to store (model resolved, title derived).
-fn validated_run(
-    app: &AppState,
-    headers: &HeaderMap,
-    body: &Bytes,
-    team_id: i64,
-    user_id: Option<i64>,
-    location: RunExecutionLocation,
-) -> ApiResult<NewRun> {
-    let req: RunAgentRequest = parse_json(body)?;
-    let mut config = req.config.clone().unwrap_or_default();
-    run_options::from_request(&req, &mut config)?;
-    if let Some(skill) = &req.skill {
-        config.skill_spec = Some(skill.clone());
-    }
-    let prompt = req.prompt.as_deref().map(str::trim).unwrap_or("");
-    if prompt.is_empty() && config.skill_spec.is_none() {
-        return Err(ApiError::BadRequest(
-            "`prompt` is required (or name a skill with `skill` or `config.skill_spec`)".into(),
-        ));
-    }
-    if prompt.len() > MAX_PROMPT_BYTES {
-        return Err(ApiError::BadRequest(format!(
-            "`prompt` is {} bytes; the limit is {MAX_PROMPT_BYTES}",
-            prompt.len()
-        )));
-    }
-    if req
-        .attachments
-        .as_ref()
-        .is_some_and(|a| a.len() > MAX_ATTACHMENTS)
-    {
-        return Err(ApiError::BadRequest(format!(
-            "at most {MAX_ATTACHMENTS} attachments are allowed"
-        )));
-    }
-    if let Some(m) = config.idle_timeout_minutes
-        && !(1..=60).contains(&m)
-    {
-        return Err(ApiError::BadRequest(format!(
-            "`config.idle_timeout_minutes` is {m}; it must be between 1 and 60"
-        )));
-    }
-    if let Some(host) = &config.worker_host {
-        validate_host(host)?;
-    }
-    if let Some(title) = &req.title
-        && title.chars().count() > 200
-    {
-        return Err(ApiError::BadRequest(
-            "`title` must be at most 200 characters".into(),
-        ));
-    }
-    // Resolve the model now so a typo fails here, not minutes later in a sandbox.
-    match &config.model_id {
-        Some(model) => {
-            app.llm
-                .resolve(model)
-                .map_err(|e| ApiError::BadRequest(format!("`config.model_id`: {e}")))?;
-        }
-        None => {
-            if let Some(default) = app.default_model.clone() {
-                config.model_id = Some(default);
-            } else if location == RunExecutionLocation::Remote {
-                return Err(ApiError::BadRequest(
-                    "no model given and no default model is configured: set `config.model_id` \
-                     (e.g. `openai/gpt-5`), or configure a provider on the server \
-                     (OPENAI_API_KEY, ANTHROPIC_API_KEY, or `providers:` in the config file)"
-                        .into(),
-                ));
-            }
-        }
-    }
-    let source = match headers.get(SOURCE_HEADER).and_then(|v| v.to_str().ok()) {
-        Some(s) => RunSourceType::parse(s).ok_or_else(|| {
-            ApiError::BadRequest(format!(
-                "header `{SOURCE_HEADER}: {s}` is not a run source type"
-            ))
-        })?,
-        None if location == RunExecutionLocation::Local => RunSourceType::Local,
-        None => RunSourceType::Api,
-    };
-    let title = req
-        .title
-        .as_deref()
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .map(str::to_owned)
-        .unwrap_or_else(|| derive_title(prompt));
-    Ok(NewRun {
-        id: RunId::generate(),
-        team_id,
-        creator_user_id: user_id,
-        title,
-        prompt: prompt.to_owned(),
-        source,
-        execution_location: location,
-        config,
-        created_at: Timestamp::now().unix_millis(),
-    })
-}
-
-/// Checks the run's environment exists in the team, normalises a name to its
-/// id, and returns the configuration snapshot to store with the run.
-async fn resolve_environment(
-    app: &AppState,
-    team_id: i64,
-    run: &mut NewRun,
-) -> ApiResult<Option<String>> {
-    let Some(id) = run.config.environment_id.clone() else {
-        return Ok(None);
-    };
-    let env = crate::api::environments::load(app, team_id, &id)
-        .await
-        .map_err(|e| match e {
-            ApiError::NotFound(_) => ApiError::BadRequest(format!(
-                "`config.environment_id`: environment `{id}` does not exist; list them with `hangar environment list`"
-            )),
-            other => other,
-        })?;
-    run.config.environment_id = Some(env.id.clone());
-    let spec = serde_json::to_string(&env.spec).map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok(Some(spec))
-}
-
 /// `POST /agent/runs` and `POST /agent/run`.
 #[utoipa::path(post, path = "/agent/runs", tag = "agent", operation_id = "runAgent", request_body = hangar_protocol::RunAgentRequest, responses((status = 200, description = "Run created", body = hangar_protocol::RunAgentResponse), crate::error::ProblemResponses))]
 pub async fn create(
@@ -262,44 +113,26 @@ pub async fn create(
     let (team_id, user_id) = authenticate(app.store.as_ref(), &headers)
         .await?
         .require_api_key()?;
-    let mut new = validated_run(
-        &app,
-        &headers,
-        &body,
+    let req: RunAgentRequest = parse_json(&body)?;
+    let created = app
+        .runs()
+        .create(requester(&headers, team_id, user_id), &req)
+        .await?;
+    Ok(Json(RunAgentResponse {
+        run_id: created.run.id.0.clone(),
+        task_id: created.run.id.0,
+        state: RunState::Queued,
+        at_capacity: created.at_capacity,
+    }))
+}
+
+/// Who asks, as the run service needs it: team, user and the source header.
+fn requester(headers: &HeaderMap, team_id: i64, user_id: Option<i64>) -> Requester<'_> {
+    Requester {
         team_id,
         user_id,
-        RunExecutionLocation::Remote,
-    )?;
-    run_options::resolve_links(&app, team_id, &mut new.config).await?;
-    let snapshot = resolve_environment(&app, team_id, &mut new).await?;
-    let host = new.config.worker_host.clone();
-    let run = app.store.create_run(new).await?;
-    crate::metrics::get().run_created(run.source.as_str());
-    hangar_telemetry::trace::record(
-        "run.create",
-        &hangar_telemetry::trace::TraceParent::for_run(&run.id.0),
-        hangar_telemetry::trace::at_millis(run.created_at),
-        std::time::SystemTime::now(),
-        Vec::new(),
-    );
-    if let Some(spec) = snapshot {
-        app.store.save_run_environment(&run.id, &spec).await?;
+        source: headers.get(SOURCE_HEADER).and_then(|v| v.to_str().ok()),
     }
-    let at_capacity = app.dispatcher.at_capacity(team_id, host.as_deref());
-    app.dispatcher.submit(run.clone());
-    tracing::info!(
-        run_id = %run.id,
-        team_id,
-        worker_host = host.as_deref().unwrap_or("-"),
-        trace_id = %hangar_telemetry::trace::TraceParent::for_run(&run.id.0).trace_id_hex(),
-        "run created"
-    );
-    Ok(Json(RunAgentResponse {
-        run_id: run.id.0.clone(),
-        task_id: run.id.0,
-        state: RunState::Queued,
-        at_capacity,
-    }))
 }
 
 /// `POST /agent/run`: the Oz API's legacy alias of `POST /agent/runs`.
@@ -337,231 +170,21 @@ pub async fn create_local(
 ) -> ApiResult<Json<LocalRunResponse>> {
     let principal = authenticate(app.store.as_ref(), &headers).await?;
     let (team_id, user_id) = principal.require_api_key()?;
-    // The run token dies with the key that registered the run.
-    let issuer_key_id = match &principal {
-        Principal::ApiKey { key_id, .. } => Some(key_id.clone()),
-        _ => None,
-    };
-    let mut new = validated_run(
-        &app,
-        &headers,
-        &body,
-        team_id,
-        user_id,
-        RunExecutionLocation::Local,
-    )?;
-    run_options::resolve_links(&app, team_id, &mut new.config).await?;
-    let snapshot = resolve_environment(&app, team_id, &mut new).await?;
-    let (token, token_hash) = crate::auth::new_run_token();
-    let exec = hangar_store::NewExecution {
-        id: hangar_protocol::ExecutionId::generate(),
-        run_id: new.id.clone(),
-        worker_id: hangar_store::LOCAL_WORKER_ID.to_owned(),
-        token_hash,
-        created_at: new.created_at,
-        lease_holder: None,
-        lease_expires_at: None,
-        issuer_key_id,
-    };
-    let execution_id = exec.id.0.clone();
-    let run = app.store.create_local_run(new, exec).await?;
-    crate::metrics::get().run_created(run.source.as_str());
-    if let Some(spec) = snapshot {
-        app.store.save_run_environment(&run.id, &spec).await?;
-    }
-    tracing::info!(run_id = %run.id, team_id, "local run registered");
+    let req: RunAgentRequest = parse_json(&body)?;
+    let created = app
+        .runs()
+        .create_local(&principal, requester(&headers, team_id, user_id), &req)
+        .await?;
     Ok(Json(LocalRunResponse {
-        run_id: run.id.0,
-        execution_id,
-        run_token: token,
-        state: run.state,
+        run_id: created.run.id.0,
+        execution_id: created.execution_id.0,
+        run_token: created.run_token,
+        state: created.run.state,
     }))
 }
 
-fn encode_cursor(key: i64, id: &str) -> String {
-    hex::encode(format!("{key}:{id}"))
-}
-
-fn decode_cursor(cursor: &str) -> ApiResult<(i64, String)> {
-    let bad = || ApiError::BadRequest("`cursor` is not a cursor returned by this API".into());
-    let raw = String::from_utf8(hex::decode(cursor).map_err(|_| bad())?).map_err(|_| bad())?;
-    let (key, id) = raw.split_once(':').ok_or_else(bad)?;
-    Ok((key.parse().map_err(|_| bad())?, id.to_owned()))
-}
-
-/// Query parameters of the Oz spec this version does not filter on yet.
-const UNSUPPORTED_FILTERS: &[&str] = &["artifact_type"];
-
-/// Parses `GET /agent/runs` parameters; `None` when they can match no run
-/// (a factory, or an executor other than the creator asked for).
-fn parse_list_query(raw: Option<&str>) -> ApiResult<Option<RunQuery>> {
-    let mut q = RunQuery {
-        limit: 20,
-        ..RunQuery::default()
-    };
-    let mut matches_nothing = false;
-    let mut executor = None;
-    for (k, v) in url::form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
-        if let Some(key) = k
-            .strip_prefix("metadata[")
-            .and_then(|k| k.strip_suffix(']'))
-        {
-            add_metadata_filter(&mut q, key, &v)?;
-            continue;
-        }
-        match k.as_ref() {
-            // Oz stamps factory automations' runs with this metadata key.
-            "automation_id" => add_metadata_filter(&mut q, "automation_id", &v)?,
-            "ancestor_run_id" => {
-                if v.trim().is_empty() {
-                    return Err(ApiError::BadRequest(
-                        "`ancestor_run_id` must not be empty".into(),
-                    ));
-                }
-                q.ancestor_run_id = Some(v.into_owned());
-            }
-            // Hangar has no factories: a factory uid matches nothing, as the
-            // Oz API answers for factories the caller cannot access.
-            "factory_uid" => matches_nothing = true,
-            // Runs execute as their creator.
-            "executor" => {
-                executor = Some(v.parse::<i64>().map_err(|_| {
-                    ApiError::BadRequest(format!(
-                        "`executor` `{v}` is not a uid from `RunItem.executor.uid`"
-                    ))
-                })?);
-            }
-            "limit" => {
-                let n: i64 = v.parse().map_err(|_| {
-                    ApiError::BadRequest(format!(
-                        "`limit` must be a number from 1 to 500, got `{v}`"
-                    ))
-                })?;
-                if !(1..=500).contains(&n) {
-                    return Err(ApiError::BadRequest(format!(
-                        "`limit` must be from 1 to 500, got {n}"
-                    )));
-                }
-                q.limit = n;
-            }
-            "cursor" => q.after = Some(decode_cursor(&v)?),
-            "state" => {
-                for part in v.split(',') {
-                    let state = RunState::parse(part.trim()).ok_or_else(|| {
-                        ApiError::BadRequest(format!(
-                            "`state` value `{part}` is unknown; use one of QUEUED, PENDING, CLAIMED, INPROGRESS, SUCCEEDED, FAILED, BLOCKED, ERROR, CANCELLED"
-                        ))
-                    })?;
-                    q.states.push(state);
-                }
-            }
-            "schedule_id" => q.schedule_id = Some(v.into_owned()),
-            "source" => {
-                q.source = Some(RunSourceType::parse(&v).ok_or_else(|| {
-                    ApiError::BadRequest(format!("`source` value `{v}` is not a run source type"))
-                })?);
-            }
-            "sort_by" => {
-                q.sort = match v.as_ref() {
-                    "updated_at" => RunSort::UpdatedAt,
-                    "created_at" => RunSort::CreatedAt,
-                    other => {
-                        return Err(ApiError::BadRequest(format!(
-                            "`sort_by` value `{other}` is not supported; use `updated_at` or `created_at`"
-                        )));
-                    }
-                }
-            }
-            "sort_order" => {
-                q.ascending = match v.as_ref() {
-                    "asc" => true,
-                    "desc" => false,
-                    other => {
-                        return Err(ApiError::BadRequest(format!(
-                            "`sort_order` must be `asc` or `desc`, got `{other}`"
-                        )));
-                    }
-                }
-            }
-            "name" => q.name = Some(v.into_owned()),
-            "model_id" => q.model_id = Some(v.into_owned()),
-            "environment_id" => q.environment_id = Some(v.into_owned()),
-            "skill" | "skill_spec" => q.skill_spec = Some(v.into_owned()),
-            "q" => {
-                if v.trim().is_empty() {
-                    return Err(ApiError::BadRequest("`q` must not be empty".into()));
-                }
-                q.text = Some(v.trim().to_owned());
-            }
-            "creator" => {
-                // Creators are users; their uid in `RunItem.creator` is the numeric id.
-                q.creator_user_id = Some(v.parse().map_err(|_| {
-                    ApiError::BadRequest(format!(
-                        "`creator` `{v}` is not a creator uid from `RunItem.creator.uid`"
-                    ))
-                })?);
-            }
-            "execution_location" => {
-                q.execution_location = Some(match v.as_ref() {
-                    "LOCAL" => RunExecutionLocation::Local,
-                    "REMOTE" => RunExecutionLocation::Remote,
-                    other => {
-                        return Err(ApiError::BadRequest(format!(
-                            "`execution_location` must be LOCAL or REMOTE, got `{other}`"
-                        )));
-                    }
-                });
-            }
-            "created_after" | "created_before" | "updated_after" => {
-                let t = Timestamp::parse(&v).map_err(|_| {
-                    ApiError::BadRequest(format!(
-                        "`{k}` `{v}` is not an RFC 3339 timestamp like 2026-01-31T12:00:00Z"
-                    ))
-                })?;
-                let ms = Some(t.unix_millis());
-                match k.as_ref() {
-                    "created_after" => q.created_after = ms,
-                    "created_before" => q.created_before = ms,
-                    _ => q.updated_after = ms,
-                }
-            }
-            other if UNSUPPORTED_FILTERS.contains(&other) => {
-                return Err(ApiError::BadRequest(format!(
-                    "the `{other}` filter is not supported by this server version yet"
-                )));
-            }
-            other => {
-                return Err(ApiError::BadRequest(format!(
-                    "unknown query parameter `{other}`"
-                )));
-            }
-        }
-    }
-    if let Some(executor) = executor {
-        matches_nothing |= q.creator_user_id.is_some_and(|c| c != executor);
-        q.creator_user_id = Some(executor);
-    }
-    Ok((!matches_nothing).then_some(q))
-}
-
-fn add_metadata_filter(q: &mut RunQuery, key: &str, value: &str) -> ApiResult<()> {
-    if !run_options::valid_metadata_key(key) {
-        return Err(ApiError::BadRequest(format!(
-            "`metadata[{key}]`: metadata keys are 1-64 bytes of letters, digits, `.`, `_` and `-`"
-        )));
-    }
-    if q.metadata.len() >= run_options::MAX_METADATA_FILTERS {
-        return Err(ApiError::BadRequest(format!(
-            "at most {} metadata filters are allowed per request",
-            run_options::MAX_METADATA_FILTERS
-        )));
-    }
-    q.metadata.push((key.to_owned(), value.to_owned()));
-    Ok(())
-}
-
 /// `GET /agent/runs`.
-#[utoipa::path(get, path = "/agent/runs", tag = "agent", operation_id = "listRuns", params(("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "1-500, default 20"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"), ("sort_by" = Option<String>, Query, description = "updated_at or created_at"), ("sort_order" = Option<String>, Query, description = "asc or desc"), ("state" = Option<Vec<hangar_protocol::RunState>>, Query, description = "Repeatable"), ("source" = Option<hangar_protocol::RunSourceType>, Query, description = "Source"), ("creator" = Option<String>, Query, description = "Creator uid"), ("environment_id" = Option<String>, Query, description = "Environment"), ("schedule_id" = Option<String>, Query, description = "Schedule"), ("name" = Option<String>, Query, description = "config.name"), ("model_id" = Option<String>, Query, description = "Model"), ("skill" = Option<String>, Query, description = "Skill spec"), ("execution_location" = Option<String>, Query, description = "LOCAL or REMOTE"), ("created_after" = Option<String>, Query, description = "RFC 3339"), ("created_before" = Option<String>, Query, description = "RFC 3339"), ("updated_after" = Option<String>, Query, description = "RFC 3339"), ("q" = Option<String>, Query, description = "Text search"), ("executor" = Option<String>, Query, description = "Executor uid (the creator in Hangar)"), ("ancestor_run_id" = Option<String>, Query, description = "Only descendants of this run"), ("metadata" = Option<String>, Query, description = "metadata[KEY]=VALUE, repeatable up to 5 pairs (AND)"), ("automation_id" = Option<String>, Query, description = "Same as metadata[automation_id]"), ("factory_uid" = Option<String>, Query, description = "Matches nothing (no factories)")), responses((status = 200, description = "A page of runs", body = hangar_protocol::ListRunsResponse), crate::error::ProblemResponses))]
+#[utoipa::path(get, path = "/agent/runs", tag = "agent", operation_id = "listRuns", params(ListRunsParams), responses((status = 200, description = "A page of runs", body = hangar_protocol::ListRunsResponse), crate::error::ProblemResponses))]
 pub async fn list(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -570,7 +193,7 @@ pub async fn list(
     let (team_id, _) = authenticate(app.store.as_ref(), &headers)
         .await?
         .require_api_key()?;
-    let Some(query) = parse_list_query(raw.as_deref())? else {
+    let Some(query) = ListRunsParams::from_query(raw.as_deref())?.into_run_query()? else {
         return Ok(Json(ListRunsResponse {
             runs: Vec::new(),
             page_info: PageInfo {
@@ -597,29 +220,9 @@ pub async fn list(
         runs,
         page_info: PageInfo {
             has_next_page: page.next.is_some(),
-            next_cursor: page.next.map(|(k, id)| encode_cursor(k, &id)),
+            next_cursor: page.next.map(|(k, id)| list_query::encode_cursor(k, &id)),
         },
     }))
-}
-
-pub(crate) async fn load_visible(
-    app: &AppState,
-    principal: &Principal,
-    run_id: &str,
-) -> ApiResult<RunRecord> {
-    let id = RunId(run_id.to_owned());
-    let run = app
-        .store
-        .run(principal.team_id(), &id)
-        .await
-        .map_err(|e| match e {
-            hangar_store::StoreError::NotFound => ApiError::run_not_found(run_id),
-            other => other.into(),
-        })?;
-    if !principal.can_read_run(run.team_id, &run.id) {
-        return Err(ApiError::run_not_found(run_id));
-    }
-    Ok(run)
 }
 
 /// `GET /agent/runs/{id}`.
@@ -630,32 +233,12 @@ pub async fn get_one(
     Path(run_id): Path<String>,
 ) -> ApiResult<Json<RunItem>> {
     let principal = authenticate(app.store.as_ref(), &headers).await?;
-    let run = load_visible(&app, &principal, &run_id).await?;
+    let run = app.runs().visible(&principal, &run_id).await?;
     let mut item = run_item(&app, &run);
-    item.artifacts = Some(crate::api::agent::run_artifacts(&app, &run.id).await?);
-    item.sandbox = unsandboxed(&app, &run).await?;
+    item.artifacts = Some(crate::api::conversation::run_artifacts(&app, &run.id).await?);
+    item.sandbox = app.runs().sandbox(&run).await?;
     with_last_executions(&app, std::slice::from_mut(&mut item)).await?;
     Ok(Json(item))
-}
-
-/// `Some("none")` when a worker reported running one of the run's executions
-/// without its sandbox (a `sandbox_none` lifecycle event, see the worker socket).
-pub(crate) async fn unsandboxed(app: &AppState, run: &RunRecord) -> ApiResult<Option<String>> {
-    let events = app
-        .store
-        .lifecycle_events(
-            run.team_id,
-            &hangar_store::LifecycleQuery {
-                run_ids: vec![run.id.0.clone()],
-                since: 0,
-                limit: 10_000,
-            },
-        )
-        .await?;
-    Ok(events
-        .iter()
-        .any(|e| e.event_type == crate::gateway::SANDBOX_NONE_EVENT)
-        .then(|| "none".to_owned()))
 }
 
 /// `POST /agent/runs/{id}/cancel`: answers the run id, as the Oz API does.
@@ -667,50 +250,9 @@ pub async fn cancel(
 ) -> ApiResult<Json<String>> {
     let principal = authenticate(app.store.as_ref(), &headers).await?;
     let (team_id, _) = principal.require_api_key()?;
-    let run = load_visible(&app, &principal, &run_id).await?;
+    let run = app.runs().visible(&principal, &run_id).await?;
     require_access(&app, &principal, &run, Access::Edit).await?;
-    Ok(Json(cancel_run(&app, team_id, &run.id).await?))
-}
-
-/// Cancels a queued or running run of `team_id` and tells its worker and agent
-/// (callers check access first). Answers the run id.
-pub(crate) async fn cancel_run(app: &AppState, team_id: i64, id: &RunId) -> ApiResult<String> {
-    let run_id = id.0.clone();
-    let before = app
-        .store
-        .cancel_run(
-            team_id,
-            id,
-            "Cancelled by user request.",
-            Timestamp::now().unix_millis(),
-        )
-        .await
-        .map_err(|e| match e {
-            hangar_store::StoreError::NotFound => ApiError::run_not_found(&run_id),
-            hangar_store::StoreError::Conflict(m) => {
-                ApiError::BadRequest(format!("{m}; only queued or running runs can be cancelled"))
-            }
-            other => other.into(),
-        })?;
-    let mut running = false;
-    if let Some(exec_id) = &before.current_execution_id {
-        let exec = app.store.execution(exec_id).await?;
-        let key = (team_id, exec.worker_id.clone());
-        if exec.ended_at.is_some() {
-            // Assigned but never claimed: nothing runs, free the slot.
-            app.dispatcher.release(&key, &exec.id);
-        } else {
-            app.dispatcher.send_cancellation(team_id, &exec);
-            app.sessions.cancel(id);
-            running = true;
-        }
-    }
-    if !running {
-        // Nothing will report an end: the trace ends here.
-        crate::metrics::run_ended(app.store.as_ref(), id).await;
-    }
-    tracing::info!(run_id = %id, from = %before.state, "run cancelled");
-    Ok(run_id)
+    Ok(Json(app.runs().cancel(team_id, &run.id).await?))
 }
 
 /// `GET /agent/runs/{id}/transcript`: every stored session event, in order.
@@ -721,7 +263,7 @@ pub async fn transcript(
     Path(run_id): Path<String>,
 ) -> ApiResult<Json<TranscriptResponse>> {
     let principal = authenticate(app.store.as_ref(), &headers).await?;
-    let run = load_visible(&app, &principal, &run_id).await?;
+    let run = app.runs().visible(&principal, &run_id).await?;
     require_access(&app, &principal, &run, Access::View).await?;
     let events = app
         .store
@@ -750,7 +292,7 @@ pub async fn environment(
     Path(run_id): Path<String>,
 ) -> ApiResult<Json<hangar_protocol::worker::RunEnvironment>> {
     let principal = authenticate(app.store.as_ref(), &headers).await?;
-    let run = load_visible(&app, &principal, &run_id).await?;
+    let run = app.runs().visible(&principal, &run_id).await?;
     require_access(&app, &principal, &run, Access::View).await?;
     let environment = match app.store.run_environment(&run.id).await? {
         Some(snapshot) => {
@@ -771,59 +313,6 @@ pub async fn environment(
         environment,
         allow_local_repositories: app.config.allow_local_repositories,
     }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn list_query_rejects_bad_values_with_reasons() {
-        let err = |q: &str| parse_list_query(Some(q)).unwrap_err().to_string();
-        assert!(err("limit=0").contains("1 to 500"));
-        assert!(err("limit=abc").contains("abc"));
-        assert!(err("state=DONE").contains("DONE"));
-        assert!(err("cursor=zz").contains("cursor"));
-        assert!(err("sort_order=up").contains("asc"));
-        assert!(err("bogus=1").contains("bogus"));
-        let q = parse_list_query(Some("state=QUEUED&state=INPROGRESS&limit=5"))
-            .unwrap()
-            .unwrap();
-        assert_eq!(q.states, vec![RunState::Queued, RunState::InProgress]);
-        assert_eq!(q.limit, 5);
-        assert!(err("metadata[a%20b]=1").contains("metadata[a b]"));
-        assert!(err("metadata[a]=1&metadata[b]=1&metadata[c]=1&metadata[d]=1&metadata[e]=1&metadata[f]=1").contains("at most 5"));
-        let q = parse_list_query(Some("metadata%5Bticket_id%5D=VIS-1&automation_id=au"))
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            q.metadata,
-            vec![
-                ("ticket_id".to_owned(), "VIS-1".to_owned()),
-                ("automation_id".to_owned(), "au".to_owned())
-            ]
-        );
-        assert!(parse_list_query(Some("factory_uid=f")).unwrap().is_none());
-        assert!(
-            parse_list_query(Some("creator=1&executor=2"))
-                .unwrap()
-                .is_none()
-        );
-        let q = parse_list_query(Some("executor=2")).unwrap().unwrap();
-        assert_eq!(q.creator_user_id, Some(2));
-    }
-
-    #[test]
-    fn cursors_round_trip() {
-        let c = encode_cursor(42, "abc-def");
-        assert_eq!(decode_cursor(&c).unwrap(), (42, "abc-def".to_owned()));
-    }
-
-    #[test]
-    fn titles_come_from_the_first_line() {
-        assert_eq!(derive_title("\n  Fix the bug\nmore"), "Fix the bug");
-        assert_eq!(derive_title(&"x".repeat(100)).chars().count(), 81);
-    }
 }
 
 /// `POST /agent/runs/{id}/followups` body.
@@ -848,131 +337,8 @@ pub async fn followup(
     let principal = authenticate(app.store.as_ref(), &headers).await?;
     principal.require_api_key()?;
     let req: FollowupRequest = parse_json(&body)?;
-    let run = load_visible(&app, &principal, &run_id).await?;
+    let run = app.runs().visible(&principal, &run_id).await?;
     Ok(Json(
-        send_followup(&app, &principal, &run, &req.message).await?,
+        app.runs().followup(&principal, &run, &req.message).await?,
     ))
-}
-
-/// How long a follow-up on a just-ended run waits for its last execution to
-/// wind down before answering 409.
-const REOPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Sends a follow-up as `principal` (edit access required). A running run's
-/// agent gets it at its next turn; an ended run is reopened (`QUEUED`, the
-/// message recorded) and dispatched again, preferring the worker of its last
-/// execution, whose agent continues the conversation with the message.
-pub(crate) async fn send_followup(
-    app: &AppState,
-    principal: &Principal,
-    run: &RunRecord,
-    message: &str,
-) -> ApiResult<serde_json::Value> {
-    let (team_id, user_id) = principal.require_api_key()?;
-    let message = message.trim();
-    if message.is_empty() {
-        return Err(ApiError::BadRequest("`message` must not be empty".into()));
-    }
-    if message.len() > MAX_PROMPT_BYTES {
-        return Err(ApiError::BadRequest(format!(
-            "`message` is longer than {MAX_PROMPT_BYTES} bytes"
-        )));
-    }
-    require_access(app, principal, run, Access::Edit).await?;
-    let from = user_id
-        .map(|u| format!("user:{u}"))
-        .unwrap_or_else(|| format!("team:{team_id}"));
-    let run_id = run.id.as_str();
-    if run.state.is_terminal() {
-        return reopen(app, run, message, from).await;
-    }
-    // Only a started execution keeps its follow-ups: one not yet started may
-    // still go back to the queue.
-    let execution = match &run.current_execution_id {
-        Some(execution) if run.state == RunState::InProgress => execution,
-        _ => {
-            return Err(ApiError::Conflict(format!(
-                "run {run_id} is {} and its agent has not started yet; retry once it is INPROGRESS",
-                run.state
-            )));
-        }
-    };
-    // Stored before it is acknowledged; the replica holding the agent's
-    // session delivers it, exactly once, even if the agent reconnects.
-    let followup = hangar_store::NewFollowup {
-        message: message.to_owned(),
-        sender: from,
-        at: Timestamp::now().unix_millis(),
-    };
-    let stored = match app.store.add_followup(&run.id, execution, &followup).await {
-        Ok(stored) => stored,
-        Err(hangar_store::StoreError::Conflict(_)) => {
-            return Err(ApiError::Conflict(format!(
-                "run {run_id}'s execution is ending; retry the follow-up in a few seconds to continue the run"
-            )));
-        }
-        Err(e) => return Err(e.into()),
-    };
-    crate::sessions::deliver_followups(app, &run.id).await;
-    Ok(serde_json::json!({
-        "run_id": run_id,
-        "delivered": true,
-        "followup_id": stored.id,
-        "state": run.state,
-    }))
-}
-
-/// Reopens an ended run for a follow-up and hands it to the dispatcher.
-async fn reopen(
-    app: &AppState,
-    run: &RunRecord,
-    message: &str,
-    from: String,
-) -> ApiResult<serde_json::Value> {
-    let run_id = run.id.as_str();
-    if run.execution_location == RunExecutionLocation::Local {
-        return Err(ApiError::InvalidState(format!(
-            "run {run_id} ran on someone's machine (`hangar agent run`) and has ended; \
-             follow-ups can only continue cloud runs — start a new run"
-        )));
-    }
-    let previous_worker = match &run.current_execution_id {
-        Some(exec) => Some(app.store.execution(exec).await?.worker_id),
-        None => None,
-    };
-    let followup = hangar_store::NewFollowup {
-        message: message.to_owned(),
-        sender: from,
-        at: Timestamp::now().unix_millis(),
-    };
-    let deadline = tokio::time::Instant::now() + REOPEN_WAIT;
-    let reopened = loop {
-        match app.store.reopen_run(run.team_id, &run.id, &followup).await {
-            Ok(r) => break r,
-            Err(hangar_store::StoreError::NotFound) => return Err(ApiError::run_not_found(run_id)),
-            Err(hangar_store::StoreError::Conflict(m)) => {
-                // The agent reported its outcome; its worker has not yet
-                // reported the end of the execution. Give it a moment.
-                let current = app.store.run_any_team(&run.id).await?;
-                if !current.state.is_terminal() || tokio::time::Instant::now() >= deadline {
-                    return Err(ApiError::Conflict(format!(
-                        "{m}; retry the follow-up in a few seconds"
-                    )));
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    };
-    if let Some(worker) = previous_worker.filter(|w| w != hangar_store::LOCAL_WORKER_ID) {
-        app.dispatcher.prefer_worker(&reopened.id, worker);
-    }
-    app.dispatcher.submit(reopened.clone());
-    tracing::info!(run_id, from = %run.state, "ended run reopened by a follow-up");
-    Ok(serde_json::json!({
-        "run_id": run_id,
-        "delivered": false,
-        "reopened": true,
-        "state": reopened.state,
-    }))
 }

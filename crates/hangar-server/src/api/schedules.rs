@@ -2,11 +2,13 @@
 //! pause and resume scheduled agents, shaped after the Oz Agent API.
 
 use crate::AppState;
-use crate::api::runs::MAX_PROMPT_BYTES;
-use crate::api::{parse_json, run_options};
+use crate::api::parse_json;
 use crate::auth::authenticate;
 use crate::error::{ApiError, ApiResult};
-use crate::schedule::{CronSchedule, resolve_model};
+use crate::runs::MAX_PROMPT_BYTES;
+use crate::runs::create::resolve_model;
+use crate::runs::options as run_options;
+use crate::schedule::CronSchedule;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -173,8 +175,12 @@ fn validate(
     }
     // Check the model now so a typo fails here, not at the first slot.
     let mut probe = config.clone().unwrap_or_default();
-    resolve_model(&app.llm, app.default_model.as_deref(), &mut probe)
-        .map_err(ApiError::BadRequest)?;
+    resolve_model(
+        &app.llm.providers,
+        app.llm.default_model.as_deref(),
+        &mut probe,
+    )
+    .map_err(ApiError::BadRequest)?;
     Ok(Definition {
         name: name.to_owned(),
         cron,
@@ -378,7 +384,7 @@ async fn owned_schedule(
         .schedule(team_id, id)
         .await
         .map_err(store_error(id))?;
-    crate::roles::require_owner_or_admin(app, &who, current.created_by, action).await?;
+    crate::auth::roles::require_owner_or_admin(app, &who, current.created_by, action).await?;
     Ok((team_id, user_id, current))
 }
 

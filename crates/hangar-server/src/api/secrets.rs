@@ -79,7 +79,7 @@ pub async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Json<SecretItem>> {
-    let team = crate::roles::admin_team(&app, &headers, "create team secrets").await?;
+    let team = crate::auth::roles::admin_team(&app, &headers, "create team secrets").await?;
     let req: CreateSecretRequest = parse_json(&body)?;
     check_name(&req.name)?;
     check_value(req.value.expose())?;
@@ -122,7 +122,7 @@ pub async fn update(
     Path(name): Path<String>,
     body: Bytes,
 ) -> ApiResult<Json<SecretItem>> {
-    let team = crate::roles::admin_team(&app, &headers, "change team secrets").await?;
+    let team = crate::auth::roles::admin_team(&app, &headers, "change team secrets").await?;
     let req: UpdateSecretRequest = parse_json(&body)?;
     check_value(req.value.expose())?;
     let existing = app
@@ -142,7 +142,7 @@ pub async fn delete(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let team = crate::roles::admin_team(&app, &headers, "delete team secrets").await?;
+    let team = crate::auth::roles::admin_team(&app, &headers, "delete team secrets").await?;
     app.store
         .delete_secret(team, &name)
         .await

@@ -2,19 +2,19 @@
 //! access to a run's session; `/api/v1/public/sessions/{token}`: what a public
 //! link shows, without any credential.
 //!
-//! The access rules themselves live in [`crate::sharing`]. Every change calls
-//! [`crate::sharing::ShareHub::changed`] (and, on PostgreSQL, the store
+//! The access rules themselves live in [`crate::sessions::sharing`]. Every change calls
+//! [`crate::sessions::sharing::ShareHub::changed`] (and, on PostgreSQL, the store
 //! signals the other replicas), so a revocation closes the streams it allowed.
 
 use crate::AppState;
-use crate::api::runs::load_visible;
-use crate::api::{events, parse_json};
+use crate::api::{QueryResult, parse_json};
 use crate::auth::{Principal, authenticate};
 use crate::error::{ApiError, ApiResult};
-use crate::sharing::{Access, issue_public_token, public_link, require_access};
+use crate::sessions::sharing::{Access, issue_public_token, public_link, require_access};
+use crate::sessions::viewers;
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hangar_protocol::share::{
@@ -128,7 +128,7 @@ pub async fn create(
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<ShareItem>)> {
     let principal = manager(&app, &headers).await?;
-    let run = load_visible(&app, &principal, &run_id).await?;
+    let run = app.runs().visible(&principal, &run_id).await?;
     require_access(&app, &principal, &run, Access::Edit)
         .await
         .map_err(only_editors_share)?;
@@ -153,7 +153,7 @@ pub async fn create(
             other => other.into(),
         })?;
     // A changed role may lower someone's access: open streams re-check.
-    app.shares.changed(&run.id);
+    app.sessions.shares.changed(&run.id);
     let url = token.map(|t| format!("{}/s/{t}", app.public_url.trim_end_matches('/')));
     tracing::info!(run_id = %run.id, share_id = %stored.id, grantee = stored.grantee.kind(), role = %stored.role, "session shared");
     Ok((StatusCode::CREATED, Json(share_item(&stored, url))))
@@ -178,7 +178,7 @@ pub async fn list(
     Path(run_id): Path<String>,
 ) -> ApiResult<Json<ListSharesResponse>> {
     let principal = manager(&app, &headers).await?;
-    let run = load_visible(&app, &principal, &run_id).await?;
+    let run = app.runs().visible(&principal, &run_id).await?;
     require_access(&app, &principal, &run, Access::View).await?;
     let shares = app.store.list_shares(run.team_id, &run.id).await?;
     Ok(Json(ListSharesResponse {
@@ -195,7 +195,7 @@ pub async fn delete(
     Path((run_id, share_id)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let principal = manager(&app, &headers).await?;
-    let run = load_visible(&app, &principal, &run_id).await?;
+    let run = app.runs().visible(&principal, &run_id).await?;
     require_access(&app, &principal, &run, Access::Edit)
         .await
         .map_err(only_editors_share)?;
@@ -208,7 +208,7 @@ pub async fn delete(
             )),
             other => other.into(),
         })?;
-    app.shares.changed(&run.id);
+    app.sessions.shares.changed(&run.id);
     tracing::info!(run_id = %run.id, %share_id, "session share revoked");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -242,11 +242,11 @@ pub async fn public_events(
     State(app): State<AppState>,
     headers: HeaderMap,
     Path(token): Path<String>,
-    RawQuery(raw): RawQuery,
+    query: QueryResult<viewers::StreamParams>,
     extensions: axum::http::Extensions,
 ) -> ApiResult<Response> {
     let (_, run) = public_link(&app, &token).await?;
-    let query = events::parse_query(raw.as_deref(), &headers)?;
+    let query = viewers::parse_query(query, &headers)?;
     let addr = extensions
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip().to_string())
@@ -261,7 +261,7 @@ pub async fn public_events(
             crate::rate_limit::PUBLIC_STREAMS_PER_ADDRESS,
         ),
     ];
-    let Some(slot) = app.public_streams.acquire(&keys) else {
+    let Some(slot) = app.sessions.public_streams.acquire(&keys) else {
         crate::metrics::get().rate_limited("public_stream");
         let mut resp = ApiError::TooManyRequests(format!(
             "too many open streams of this public link or from your address (at most {} per \
@@ -276,10 +276,10 @@ pub async fn public_events(
         );
         return Ok(resp);
     };
-    Ok(events::event_stream_holding(
+    Ok(viewers::event_stream_holding(
         app,
         run,
-        events::AccessCheck::PublicLink(token),
+        viewers::AccessCheck::PublicLink(token),
         query.after,
         query.follow,
         Some(slot),

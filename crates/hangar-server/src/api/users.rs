@@ -10,7 +10,7 @@ use crate::AppState;
 use crate::api::parse_json;
 use crate::auth::authenticate;
 use crate::error::{ApiError, ApiResult};
-use crate::web_auth;
+use crate::web::auth as web_auth;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};

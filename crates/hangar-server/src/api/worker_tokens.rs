@@ -6,8 +6,8 @@
 use crate::AppState;
 use crate::api::parse_json;
 use crate::auth::{authenticate, issue_worker_token};
+use crate::dispatch::worker_socket::{RESERVED_WORKER_PREFIX, WORKER_ID_RULE, validate_worker_id};
 use crate::error::{ApiError, ApiResult};
-use crate::gateway::{RESERVED_WORKER_PREFIX, WORKER_ID_RULE, validate_worker_id};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -22,7 +22,7 @@ use std::collections::HashMap;
 async fn admin(app: &AppState, headers: &HeaderMap, action: &str) -> ApiResult<(i64, Option<i64>)> {
     let who = authenticate(app.store.as_ref(), headers).await?;
     let caller = who.require_api_key()?;
-    crate::roles::require_admin(app, &who, action).await?;
+    crate::auth::roles::require_admin(app, &who, action).await?;
     Ok(caller)
 }
 
@@ -165,7 +165,7 @@ pub async fn list(
 
 /// Expires (revokes) a worker token now: it can no longer connect, and a
 /// worker connected with it is cut off at its replica's next registry
-/// refresh ([`crate::gateway::close_revoked`]).
+/// refresh ([`crate::dispatch::worker_socket::close_revoked`]).
 #[utoipa::path(post, path = "/worker-tokens/{token_id}/expire", tag = "workers", params(("token_id" = String, Path, description = "The worker token")), responses((status = 200, description = "Expired", body = Object), crate::error::ProblemResponses))]
 pub async fn expire(
     State(app): State<AppState>,

@@ -389,7 +389,7 @@ async fn dashboard_pages_only_show_the_viewers_team() {
         })
         .await
         .unwrap();
-    let hash = hangar_server::web_auth::hash_password(PW).await.unwrap();
+    let hash = hangar_server::web::auth::hash_password(PW).await.unwrap();
     store
         .set_password_hash(team_b.id, &bob.uid, Some(&hash))
         .await

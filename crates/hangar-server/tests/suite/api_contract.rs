@@ -335,7 +335,8 @@ async fn a_json_array_where_an_object_is_expected_is_refused() {
 /// The event types the document allows are exactly the reportable ones.
 #[test]
 fn the_documented_event_types_are_the_reportable_ones() {
-    let doc: serde_json::Value = serde_json::from_str(hangar_server::openapi::document()).unwrap();
+    let doc: serde_json::Value =
+        serde_json::from_str(hangar_server::api::openapi::document()).unwrap();
     let pattern = doc["components"]["schemas"]["ReportAgentEventRequest"]["properties"]
         ["event_type"]["pattern"]
         .as_str()

@@ -278,7 +278,7 @@ async fn gateway_requests_per_second_limit_answers_429() {
         c.llm_gateway.burst = 2;
         c.llm_gateway.teams.insert(
             "team-b".into(),
-            hangar_server::llm_gateway::TeamLimits {
+            hangar_server::llm::TeamLimits {
                 requests_per_second: Some(0),
                 ..Default::default()
             },
@@ -389,6 +389,7 @@ async fn gateway_over_budget_run_is_stopped_through_every_replica() {
     while !b
         .state()
         .sessions
+        .hub
         .connected_runs()
         .iter()
         .any(|r| r.as_str() == run_id)

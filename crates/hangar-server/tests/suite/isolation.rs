@@ -227,7 +227,8 @@ pub(crate) fn normalise(path: &str) -> String {
 /// `(METHOD, path)` of every route, from the OpenAPI document the router
 /// itself generates (`api::openapi_router`): the routes that exist.
 pub(crate) fn routes_in_document() -> BTreeSet<(String, String)> {
-    let doc: serde_json::Value = serde_json::from_str(hangar_server::openapi::document()).unwrap();
+    let doc: serde_json::Value =
+        serde_json::from_str(hangar_server::api::openapi::document()).unwrap();
     let mut found = BTreeSet::new();
     for (path, item) in doc["paths"].as_object().unwrap() {
         for method in item.as_object().unwrap().keys() {

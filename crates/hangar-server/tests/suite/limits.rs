@@ -124,7 +124,11 @@ async fn shutdown_stops_within_its_deadline_even_when_a_task_never_ends() {
         .unwrap();
     assert_eq!(stream.status(), 200);
     let server = t.take_server();
-    server.state().tasks.spawn(std::future::pending::<()>());
+    server
+        .state()
+        .runtime
+        .tasks
+        .spawn(std::future::pending::<()>());
     let started = std::time::Instant::now();
     server
         .shutdown_within(std::time::Duration::from_millis(300))

@@ -591,7 +591,7 @@ async fn revoking_the_viewers_key_closes_the_stream() {
 /// The dashboard's cookie sessions follow the same rules as personal keys.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_sessions_follow_the_same_rules() {
-    use hangar_server::web_auth;
+    use hangar_server::web::auth as web_auth;
     let t = TwoTeams::start().await;
     let m = members(&t).await;
     let (run, _) = local_run(&t, &m.alice, "alice's task").await;

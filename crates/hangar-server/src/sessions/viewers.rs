@@ -39,13 +39,13 @@
 //! on the same socket. `revoked` closes it.
 
 use crate::AppState;
-use crate::api::runs::{self, load_visible};
+use crate::api::{QueryResult, read_query};
 use crate::auth::authenticate;
 use crate::error::{ApiError, ApiResult};
-use crate::sessions::LiveEvent;
-use crate::sharing::{self, Access};
+use crate::sessions::hub::LiveEvent;
+use crate::sessions::sharing::{self, Access};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -228,7 +228,18 @@ impl Frame {
     }
 }
 
-/// Query of the events routes.
+/// Query of the session stream routes, as sent.
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct StreamParams {
+    /// false: replay and end
+    #[param(value_type = Option<bool>)]
+    pub follow: Option<String>,
+    /// Resume after this event id
+    pub after: Option<String>,
+}
+
 /// `follow` and the resume cursor of a stream request (also used by the
 /// public-link stream in `api::shares`).
 #[derive(Debug, Clone, Copy)]
@@ -237,32 +248,29 @@ pub(crate) struct StreamQuery {
     pub(crate) after: Option<EventCursor>,
 }
 
-pub(crate) fn parse_query(raw: Option<&str>, headers: &HeaderMap) -> ApiResult<StreamQuery> {
-    let mut q = StreamQuery {
-        follow: true,
-        after: None,
-    };
-    for (k, v) in url::form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
-        match k.as_ref() {
-            "follow" => {
-                q.follow = match v.as_ref() {
-                    "true" | "1" => true,
-                    "false" | "0" => false,
-                    other => {
-                        return Err(ApiError::BadRequest(format!(
-                            "`follow` must be `true` or `false`, got `{other}`"
-                        )));
-                    }
-                }
-            }
-            "after" => q.after = Some(EventCursor::parse(&v)?),
-            other => {
-                return Err(ApiError::BadRequest(format!(
-                    "unknown query parameter `{other}`; this route takes `follow` and `after`"
-                )));
-            }
+/// Reads a stream request's query; the `Last-Event-ID` header wins over `after`.
+pub(crate) fn parse_query(
+    query: QueryResult<StreamParams>,
+    headers: &HeaderMap,
+) -> ApiResult<StreamQuery> {
+    let params = read_query(query, "this route takes `follow` and `after`")?;
+    let follow = match params.follow.as_deref() {
+        None | Some("true" | "1") => true,
+        Some("false" | "0") => false,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "`follow` must be `true` or `false`, got `{other}`"
+            )));
         }
-    }
+    };
+    let mut q = StreamQuery {
+        follow,
+        after: params
+            .after
+            .as_deref()
+            .map(EventCursor::parse)
+            .transpose()?,
+    };
     if let Some(h) = headers.get("last-event-id") {
         let v = h.to_str().map_err(|_| {
             ApiError::BadRequest("the Last-Event-ID header is not valid text".into())
@@ -275,16 +283,16 @@ pub(crate) fn parse_query(raw: Option<&str>, headers: &HeaderMap) -> ApiResult<S
 }
 
 /// `GET /agent/runs/{id}/events`.
-#[utoipa::path(get, path = "/agent/runs/{runId}/events", tag = "hangar", params(("runId" = String, Path, description = "The run"), ("follow" = Option<bool>, Query, description = "false: replay and end"), ("after" = Option<String>, Query, description = "Resume after this event id")), responses((status = 200, description = "Server-Sent Events: the live session", content_type = "text/event-stream"), crate::error::ProblemResponses))]
+#[utoipa::path(get, path = "/agent/runs/{runId}/events", tag = "hangar", params(("runId" = String, Path, description = "The run"), StreamParams), responses((status = 200, description = "Server-Sent Events: the live session", content_type = "text/event-stream"), crate::error::ProblemResponses))]
 pub async fn sse(
     State(app): State<AppState>,
     headers: HeaderMap,
     Path(run_id): Path<String>,
-    RawQuery(raw): RawQuery,
+    query: QueryResult<StreamParams>,
 ) -> ApiResult<Response> {
     let principal = authenticate(app.store.as_ref(), &headers).await?;
-    let query = parse_query(raw.as_deref(), &headers)?;
-    let run = load_visible(&app, &principal, &run_id).await?;
+    let query = parse_query(query, &headers)?;
+    let run = app.runs().visible(&principal, &run_id).await?;
     sharing::require_access(&app, &principal, &run, Access::View).await?;
     Ok(event_stream(
         app,
@@ -348,8 +356,8 @@ pub fn spawn_pump(
     let (tx, rx) = mpsc::channel(FRAME_BUFFER);
     // Subscribe before anything is read from the store: nothing committed
     // from here on can be missed.
-    let live = state.sessions.subscribe(&run.id);
-    let shares = state.shares.subscribe();
+    let live = state.sessions.hub.subscribe(&run.id);
+    let shares = state.sessions.shares.subscribe();
     let pump = Pump {
         state,
         run,
@@ -360,7 +368,7 @@ pub fn spawn_pump(
         last_terminal_status: false,
         terminal_since: None,
     };
-    let tasks = pump.state.tasks.clone();
+    let tasks = pump.state.runtime.tasks.clone();
     tasks.spawn(pump.run(live, shares, follow));
     rx
 }
@@ -406,7 +414,7 @@ impl Pump {
         let mut recheck = tokio::time::interval(CREDENTIAL_RECHECK);
         recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         recheck.reset();
-        let shutdown = self.state.shutdown.clone();
+        let shutdown = self.state.runtime.shutdown.clone();
         loop {
             let step = tokio::select! {
                 () = self.tx.closed() => return,
@@ -423,7 +431,7 @@ impl Pump {
                         self.catch_up().await.map(|()| false)
                     }
                     Err(broadcast::error::RecvError::Closed) => {
-                        live = self.state.sessions.subscribe(&self.run.id);
+                        live = self.state.sessions.hub.subscribe(&self.run.id);
                         self.catch_up().await.map(|()| false)
                     }
                 },
@@ -528,6 +536,7 @@ impl Pump {
         if self
             .state
             .sessions
+            .hub
             .connected_execution(&self.run.id)
             .is_none()
         {
@@ -558,7 +567,7 @@ impl Pump {
             return Ok(false);
         }
         let since = *self.terminal_since.get_or_insert_with(Instant::now);
-        let agent_here = self.state.sessions.connected_execution(&self.run.id);
+        let agent_here = self.state.sessions.hub.connected_execution(&self.run.id);
         let waiting_for_agent =
             agent_here.is_some() && !self.last_terminal_status && since.elapsed() < END_GRACE;
         if waiting_for_agent {
@@ -606,13 +615,13 @@ pub async fn websocket(
     State(app): State<AppState>,
     headers: HeaderMap,
     Path(run_id): Path<String>,
-    RawQuery(raw): RawQuery,
+    query: QueryResult<StreamParams>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
-    crate::web_auth::check_websocket_origin(&headers, &app.public_url)?;
+    crate::web::auth::check_websocket_origin(&headers, &app.public_url)?;
     let principal = authenticate(app.store.as_ref(), &headers).await?;
-    let query = parse_query(raw.as_deref(), &headers)?;
-    let run = load_visible(&app, &principal, &run_id).await?;
+    let query = parse_query(query, &headers)?;
+    let run = app.runs().visible(&principal, &run_id).await?;
     sharing::require_access(&app, &principal, &run, Access::View).await?;
     let ws = ws.map_err(|_| {
         ApiError::BadRequest(
@@ -725,12 +734,10 @@ async fn handle_input(
     // Re-read: the run may have ended or been reopened since the socket opened.
     let run = app.store.run_any_team(&run.id).await?;
     match input {
-        ViewerInput::Followup { message } => {
-            runs::send_followup(app, principal, &run, &message).await
-        }
+        ViewerInput::Followup { message } => app.runs().followup(principal, &run, &message).await,
         ViewerInput::Cancel => {
             sharing::require_access(app, principal, &run, Access::Edit).await?;
-            let id = runs::cancel_run(app, run.team_id, &run.id).await?;
+            let id = app.runs().cancel(run.team_id, &run.id).await?;
             Ok(serde_json::json!({ "type": "cancel", "run_id": id }))
         }
     }
@@ -761,10 +768,14 @@ mod tests {
     fn the_header_wins_over_after() {
         let mut h = HeaderMap::new();
         h.insert("last-event-id", "1.7".parse().unwrap());
-        let q = parse_query(Some("after=1.2&follow=false"), &h).unwrap();
+        let parse_query = |raw: &str, h: &HeaderMap| {
+            let uri: axum::http::Uri = format!("/?{raw}").parse().unwrap();
+            super::parse_query(axum::extract::Query::try_from_uri(&uri), h)
+        };
+        let q = parse_query("after=1.2&follow=false", &h).unwrap();
         assert_eq!(q.after.unwrap().seq, 7);
         assert!(!q.follow);
-        assert!(parse_query(Some("follow=maybe"), &HeaderMap::new()).is_err());
-        assert!(parse_query(Some("bogus=1"), &HeaderMap::new()).is_err());
+        assert!(parse_query("follow=maybe", &HeaderMap::new()).is_err());
+        assert!(parse_query("bogus=1", &HeaderMap::new()).is_err());
     }
 }

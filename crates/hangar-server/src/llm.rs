@@ -27,6 +27,16 @@ use hangar_store::UsageSubject;
 use meter::{Meter, Payer};
 use std::sync::Arc;
 
+/// The LLM services of [`AppState`].
+pub struct Llm {
+    /// Model providers.
+    pub providers: Arc<ProviderRegistry>,
+    /// Model for runs that name none.
+    pub default_model: Option<String>,
+    /// Gateway budgets and rate buckets (`llm_gateway:`).
+    pub budgets: Arc<GatewayBudgets>,
+}
+
 /// Builds the registry from the config file's providers, plus (when enabled)
 /// `OPENAI_API_KEY`/`OPENAI_BASE_URL` and `ANTHROPIC_API_KEY`/`ANTHROPIC_BASE_URL`
 /// for providers named `openai`/`anthropic` that the file does not define.
@@ -78,7 +88,7 @@ fn gateway_error(e: LlmError) -> ApiError {
 #[utoipa::path(get, path = "/llm/models", tag = "llm", responses((status = 200, description = "OpenAI-compatible model list", body = Object), crate::error::ProblemResponses))]
 pub async fn models(State(app): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
     authenticate(app.store.as_ref(), &headers).await?;
-    let models: Vec<ModelEntry> = app.llm.models();
+    let models: Vec<ModelEntry> = app.llm.providers.models();
     Ok(axum::Json(serde_json::json!({ "object": "list", "data": models })).into_response())
 }
 
@@ -90,7 +100,7 @@ pub async fn models(State(app): State<AppState>, headers: HeaderMap) -> ApiResul
 pub async fn usage(State(app): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
     let who = authenticate(app.store.as_ref(), &headers).await?;
     let (team, user) = who.require_api_key()?;
-    let all = crate::roles::role(&app, &who).await? == crate::roles::Role::Admin;
+    let all = crate::auth::roles::role(&app, &who).await? == crate::auth::roles::Role::Admin;
     let keys: std::collections::HashMap<String, hangar_store::ApiKeyRecord> = app
         .store
         .list_api_keys(team)
@@ -145,7 +155,11 @@ pub async fn chat_completions(
     if request.messages.is_empty() {
         return Err(ApiError::BadRequest("`messages` must not be empty".into()));
     }
-    let (provider, local_model) = app.llm.resolve(&request.model).map_err(gateway_error)?;
+    let (provider, local_model) = app
+        .llm
+        .providers
+        .resolve(&request.model)
+        .map_err(gateway_error)?;
     let payer = match &principal {
         Principal::RunToken {
             team_id, run_id, ..
@@ -217,8 +231,8 @@ async fn check_budget(app: &AppState, payer: &Payer) -> Result<(), Response> {
     let team_id = match payer {
         Payer::Run { team_id, .. } | Payer::Caller { team_id, .. } => *team_id,
     };
-    let limits = app.budgets.limits(app.store.as_ref(), team_id).await;
-    if let Err(wait) = app.budgets.check_rate(&limits, &payer.bucket()) {
+    let limits = app.llm.budgets.limits(app.store.as_ref(), team_id).await;
+    if let Err(wait) = app.llm.budgets.check_rate(&limits, &payer.bucket()) {
         crate::metrics::get().rate_limited("llm_gateway");
         let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
         let who = match payer {

@@ -229,20 +229,20 @@ pub async fn providers(State(app): State<AppState>, headers: HeaderMap) -> Respo
         Err(r) => return r,
     };
     let mut by_provider: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for m in app.llm.models() {
+    for m in app.llm.providers.models() {
         by_provider
             .entry(m.provider.clone())
             .or_default()
             .push(m.id);
     }
-    for name in app.llm.provider_names() {
+    for name in app.llm.providers.provider_names() {
         by_provider.entry(name).or_default();
     }
     let body = html! {
         h1 { "Models" }
         p.muted {
             "Model providers configured on the server. Default model: "
-            code { (app.default_model.clone().unwrap_or_else(|| "none".into())) } "."
+            code { (app.llm.default_model.clone().unwrap_or_else(|| "none".into())) } "."
         }
         @if by_provider.is_empty() {
             p.card { "No provider is configured. Add one under " code { "providers" } " in the server configuration." }

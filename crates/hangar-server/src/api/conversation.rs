@@ -1,27 +1,15 @@
-//! Oz routes around runs: the normalised conversation, artifacts, lifecycle
-//! events, agent identities and the agent (skill) list.
-//!
-//! Conversation and artifacts are derived from the stored session events;
-//! lifecycle events come from the store's per-team log (see
-//! `hangar_store::LifecycleStore`), written by the database on every run
-//! state change.
+//! Oz routes about what a run produced: its normalised conversation and its
+//! artifacts (plans, files), both derived from the stored session events.
 
 use crate::AppState;
-use crate::api::parse_json;
-use crate::api::runs::load_visible;
 use crate::auth::authenticate;
 use crate::error::{ApiError, ApiResult};
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use hangar_protocol::agent::*;
 use hangar_protocol::session::{EventBody, SessionEvent};
 use hangar_protocol::{ExecutionId, RunId, Timestamp};
-use hangar_store::{LifecycleQuery, NewLifecycleEvent};
-
-/// Largest `limit` of an event poll.
-pub const MAX_EVENT_LIMIT: i64 = 500;
 
 /// The artifact uid of an `artifact` session event: `{execution_id}.{seq}`.
 fn artifact_uid(exec: &ExecutionId, seq: u64) -> String {
@@ -276,8 +264,14 @@ pub async fn conversation(
     Path(run_id): Path<String>,
 ) -> ApiResult<Json<ConversationResponse>> {
     let principal = authenticate(app.store.as_ref(), &headers).await?;
-    let run = load_visible(&app, &principal, &run_id).await?;
-    crate::sharing::require_access(&app, &principal, &run, crate::sharing::Access::View).await?;
+    let run = app.runs().visible(&principal, &run_id).await?;
+    crate::sessions::sharing::require_access(
+        &app,
+        &principal,
+        &run,
+        crate::sessions::sharing::Access::View,
+    )
+    .await?;
     // A run whose agent has not sent anything yet has an empty conversation.
     let events = app.store.run_events(&run.id).await?;
     Ok(Json(normalise(&run.id.0, &run.prompt, &events)))
@@ -309,11 +303,19 @@ pub async fn artifact(
             other => other.into(),
         })?;
     // A foreign run is indistinguishable from a missing artifact.
-    let run = load_visible(&app, &principal, exec.run_id.as_str())
+    let run = app
+        .runs()
+        .visible(&principal, exec.run_id.as_str())
         .await
         .map_err(|_| not_found())?;
     // Artifacts come from the session: they need view access like the transcript.
-    crate::sharing::require_access(&app, &principal, &run, crate::sharing::Access::View).await?;
+    crate::sessions::sharing::require_access(
+        &app,
+        &principal,
+        &run,
+        crate::sessions::sharing::Access::View,
+    )
+    .await?;
     let events = app.store.run_events(&run.id).await?;
     let item = events
         .iter()
@@ -367,228 +369,6 @@ pub async fn artifact(
              serves plans and files"
         ))),
     }
-}
-
-/// `GET /agent/identities`: Hangar runs as the team, so a team has no agent
-/// identities; the list is empty (creating them is not supported).
-#[utoipa::path(get, path = "/agent/identities", tag = "agent", operation_id = "listAgentIdentities",
-    responses((status = 200, description = "Agent identities of the caller's team", body = ListAgentIdentitiesResponse),
-        crate::error::ProblemResponses))]
-pub async fn identities(
-    State(app): State<AppState>,
-    headers: HeaderMap,
-) -> ApiResult<Json<ListAgentIdentitiesResponse>> {
-    authenticate(app.store.as_ref(), &headers)
-        .await?
-        .require_api_key()?;
-    Ok(Json(ListAgentIdentitiesResponse { agents: Vec::new() }))
-}
-
-/// `GET /agent`: agents (skills) available to runs. Hangar does not discover
-/// skills from repositories; the list is empty and runs name a skill with
-/// `skill`/`config.skill_spec`. The spec's query parameters are validated.
-#[utoipa::path(get, path = "/agent", tag = "agent", operation_id = "listAgents",
-    params(("repo" = Option<String>, Query, description = "owner/repo"),
-        ("refresh" = Option<bool>, Query, description = "Ignored"),
-        ("sort_by" = Option<String>, Query, description = "`name` or `last_run`"),
-        ("include_malformed_skills" = Option<bool>, Query, description = "Ignored")),
-    responses((status = 200, description = "Available agents", body = ListAgentsResponse),
-        crate::error::ProblemResponses))]
-pub async fn list_agents(
-    State(app): State<AppState>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-) -> ApiResult<Json<ListAgentsResponse>> {
-    authenticate(app.store.as_ref(), &headers)
-        .await?
-        .require_api_key()?;
-    for (k, v) in url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
-        match k.as_ref() {
-            "repo"
-                if v.split_once('/')
-                    .is_none_or(|(o, r)| o.is_empty() || r.is_empty()) =>
-            {
-                return Err(ApiError::BadRequest(format!(
-                    "`repo` `{v}` must have the form owner/repo"
-                )));
-            }
-            "refresh" | "include_malformed_skills" if v != "true" && v != "false" => {
-                return Err(ApiError::BadRequest(format!(
-                    "`{k}` must be true or false, got `{v}`"
-                )));
-            }
-            "sort_by" if v != "name" && v != "last_run" => {
-                return Err(ApiError::BadRequest(format!(
-                    "`sort_by` must be `name` or `last_run`, got `{v}`"
-                )));
-            }
-            "repo" | "refresh" | "include_malformed_skills" | "sort_by" => {}
-            other => {
-                return Err(ApiError::BadRequest(format!(
-                    "unknown query parameter `{other}`"
-                )));
-            }
-        }
-    }
-    Ok(Json(ListAgentsResponse { agents: Vec::new() }))
-}
-
-/// Parses `run_ids` (repeatable or comma-separated), `since`/`after` and `limit`.
-fn event_query(raw: Option<&str>, allow_run_ids: bool) -> ApiResult<LifecycleQuery> {
-    let mut q = LifecycleQuery {
-        run_ids: Vec::new(),
-        since: 0,
-        limit: 100,
-    };
-    for (k, v) in url::form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
-        match k.as_ref() {
-            "run_ids" | "run_id" if allow_run_ids => {
-                q.run_ids.extend(
-                    v.split(',')
-                        .map(str::trim)
-                        .filter(|s| !s.is_empty())
-                        .map(str::to_owned),
-                );
-                if q.run_ids.len() > MAX_EVENT_LIMIT as usize {
-                    return Err(ApiError::BadRequest(format!(
-                        "at most {MAX_EVENT_LIMIT} `run_ids` per poll"
-                    )));
-                }
-            }
-            "since" | "after" => {
-                q.since = v.parse().ok().filter(|n: &i64| *n >= 0).ok_or_else(|| {
-                    ApiError::BadRequest(format!(
-                        "`{k}` must be a sequence number (0 or more) from an earlier poll, got `{v}`"
-                    ))
-                })?;
-            }
-            "limit" => {
-                q.limit = v
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=MAX_EVENT_LIMIT).contains(n))
-                    .ok_or_else(|| {
-                        ApiError::BadRequest(format!(
-                            "`limit` must be a number from 1 to {MAX_EVENT_LIMIT}, got `{v}`"
-                        ))
-                    })?;
-            }
-            other => {
-                return Err(ApiError::BadRequest(format!(
-                    "unknown query parameter `{other}`; use run_ids, since (or after) and limit"
-                )));
-            }
-        }
-    }
-    Ok(q)
-}
-
-fn to_wire(e: hangar_store::LifecycleEventRecord) -> AgentEvent {
-    AgentEvent {
-        event_type: e.event_type,
-        run_id: e.run_id,
-        ref_id: e.ref_id,
-        execution_id: e.execution_id,
-        occurred_at: Timestamp::from_unix_millis(e.occurred_at),
-        sequence: e.sequence,
-    }
-}
-
-/// `GET /agent/events`: the team's lifecycle events after `since`, oldest
-/// first; `run_ids` narrows to some runs (all of the team's when absent).
-#[utoipa::path(get, path = "/agent/events", tag = "agent", operation_id = "pollAgentEvents",
-    params(("run_ids" = Option<Vec<String>>, Query, description = "Runs to watch (repeatable; all when absent)"),
-        ("since" = Option<i64>, Query, minimum = 0, description = "Last sequence seen (also `after`)"),
-        ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "1–500, default 100")),
-    responses((status = 200, description = "Events in sequence order", body = Vec<AgentEvent>),
-        crate::error::ProblemResponses))]
-pub async fn poll(
-    State(app): State<AppState>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-) -> ApiResult<Json<Vec<AgentEvent>>> {
-    let (team_id, _) = authenticate(app.store.as_ref(), &headers)
-        .await?
-        .require_api_key()?;
-    let q = event_query(raw.as_deref(), true)?;
-    let events = app.store.lifecycle_events(team_id, &q).await?;
-    Ok(Json(events.into_iter().map(to_wire).collect()))
-}
-
-/// **(extension)** `GET /agent/events/{run_id}`: one run's lifecycle events.
-#[utoipa::path(get, path = "/agent/events/{runId}", tag = "agent", operation_id = "listRunEvents",
-    params(("runId" = String, Path, description = "The run"),
-        ("since" = Option<i64>, Query, minimum = 0, description = "Last sequence seen (also `after`)"),
-        ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "1–500, default 100")),
-    responses((status = 200, description = "The run's events in sequence order", body = Vec<AgentEvent>),
-        (status = 404, description = "Run not found", body = hangar_protocol::Problem, content_type = "application/problem+json"),
-        crate::error::ProblemResponses))]
-pub async fn run_events(
-    State(app): State<AppState>,
-    headers: HeaderMap,
-    Path(run_id): Path<String>,
-    RawQuery(raw): RawQuery,
-) -> ApiResult<Json<Vec<AgentEvent>>> {
-    let principal = authenticate(app.store.as_ref(), &headers).await?;
-    let mut q = event_query(raw.as_deref(), false)?;
-    let run = load_visible(&app, &principal, &run_id).await?;
-    q.run_ids = vec![run.id.0.clone()];
-    let events = app.store.lifecycle_events(run.team_id, &q).await?;
-    Ok(Json(events.into_iter().map(to_wire).collect()))
-}
-
-/// `POST /agent/events/{run_id}`: records a client-reported lifecycle event
-/// in the run's event log (the run's state is driven by its worker and is not
-/// changed by it).
-#[utoipa::path(post, path = "/agent/events/{runId}", tag = "agent", operation_id = "reportAgentEvent",
-    params(("runId" = String, Path, description = "The run")),
-    request_body = ReportAgentEventRequest,
-    responses((status = 200, description = "Event recorded", body = ReportAgentEventResponse),
-        (status = 400, description = "Unknown event type", body = hangar_protocol::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Run not found", body = hangar_protocol::Problem, content_type = "application/problem+json"),
-        crate::error::ProblemResponses))]
-pub async fn report(
-    State(app): State<AppState>,
-    headers: HeaderMap,
-    Path(run_id): Path<String>,
-    body: Bytes,
-) -> ApiResult<Json<ReportAgentEventResponse>> {
-    let principal = authenticate(app.store.as_ref(), &headers).await?;
-    let (team_id, _) = principal.require_api_key()?;
-    let req: ReportAgentEventRequest = parse_json(&body)?;
-    if !REPORTABLE_EVENT_TYPES.contains(&req.event_type.as_str()) {
-        return Err(ApiError::BadRequest(format!(
-            "`event_type` `{}` is unknown; use one of {}",
-            req.event_type,
-            REPORTABLE_EVENT_TYPES.join(", ")
-        )));
-    }
-    for (name, v) in [("execution_id", &req.execution_id), ("ref_id", &req.ref_id)] {
-        if v.as_ref().is_some_and(|s| s.len() > 200) {
-            return Err(ApiError::BadRequest(format!(
-                "`{name}` must be at most 200 bytes"
-            )));
-        }
-    }
-    let run = load_visible(&app, &principal, &run_id).await?;
-    let sequence = app
-        .store
-        .record_lifecycle_event(
-            team_id,
-            &NewLifecycleEvent {
-                run_id: run.id.0,
-                event_type: req.event_type,
-                execution_id: req.execution_id,
-                ref_id: req.ref_id,
-                occurred_at: Timestamp::now().unix_millis(),
-            },
-        )
-        .await
-        .map_err(|e| match e {
-            hangar_store::StoreError::NotFound => ApiError::run_not_found(&run_id),
-            other => other.into(),
-        })?;
-    Ok(Json(ReportAgentEventResponse { sequence }))
 }
 
 #[cfg(test)]
@@ -658,16 +438,5 @@ mod tests {
         let v = serde_json::to_value(&step.messages[2].content[0]).unwrap();
         assert_eq!(v["type"], "action_result");
         assert_eq!(v["state"], "completed");
-    }
-
-    #[test]
-    fn event_queries_are_checked() {
-        assert!(event_query(Some("limit=0"), true).is_err());
-        assert!(event_query(Some("since=-1"), true).is_err());
-        assert!(event_query(Some("bogus=1"), true).is_err());
-        assert!(event_query(Some("run_ids=a"), false).is_err());
-        let q = event_query(Some("run_ids=a&run_ids=b,c&after=7&limit=3"), true).unwrap();
-        assert_eq!(q.run_ids, ["a", "b", "c"]);
-        assert_eq!((q.since, q.limit), (7, 3));
     }
 }

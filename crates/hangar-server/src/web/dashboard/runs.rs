@@ -4,7 +4,7 @@
 
 use super::{Nav, Viewer, error_page, fragment, layout, money, state_badge, time, viewer};
 use crate::AppState;
-use crate::sharing::{Access, session_access};
+use crate::sessions::sharing::{Access, session_access};
 use axum::extract::{OriginalUri, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -176,7 +176,7 @@ pub async fn list_page(
             );
         }
     };
-    let models = app.llm.models();
+    let models = app.llm.providers.models();
     // Signed in with the one-time link of `hangar up` (or an account without
     // an email): ask for the password (and email) to sign in with later.
     let welcome = v.user.email.is_none()
@@ -184,22 +184,42 @@ pub async fn list_page(
             .query()
             .is_some_and(|q| q.split('&').any(|p| p == "welcome=1"));
     let body = html! {
-        @if welcome {
-            section.card #set-password {
-                h2 { "Welcome to Hangar" }
-                p { "You are signed in with a one-time link. Set a password to sign in with from now on." }
-                form method="post" action="/account/password" {
-                    input type="hidden" name="csrf" value=(v.csrf);
-                    @if v.user.email.is_none() {
-                        label for="account-email" { "Email" }
-                        input #account-email type="email" name="email" autocomplete="username" required;
-                    }
-                    label for="account-password" { "Password " span.muted { "(at least 10 characters)" } }
-                    input #account-password type="password" name="password" autocomplete="new-password" minlength="10" required;
-                    button.primary type="submit" { "Set password" }
+        @if welcome { (welcome_card(&v)) }
+        (new_run_head(&models))
+        (filters_form(&f, &users))
+        p #runs-live.muted.small role="status" aria-live="polite" { "Updates every 2 seconds." }
+        table.runs {
+            caption.sr-only { "Runs, newest first" }
+            thead { tr { th scope="col" { "Run" } th scope="col" { "State" } th scope="col" { "Source" } th scope="col" { "Creator" } th scope="col" { "Host" } th scope="col" { "Created" } } }
+            tbody #run-rows data-src="/_dash/runs" { (rows(&runs, &user_names(&users))) }
+        }
+    };
+    layout(&v, Nav::Runs, "Runs", body)
+}
+
+/// Asks a user signed in with a one-time link for a password (and an email).
+fn welcome_card(v: &Viewer) -> Markup {
+    html! {
+        section.card #set-password {
+            h2 { "Welcome to Hangar" }
+            p { "You are signed in with a one-time link. Set a password to sign in with from now on." }
+            form method="post" action="/account/password" {
+                input type="hidden" name="csrf" value=(v.csrf);
+                @if v.user.email.is_none() {
+                    label for="account-email" { "Email" }
+                    input #account-email type="email" name="email" autocomplete="username" required;
                 }
+                label for="account-password" { "Password " span.muted { "(at least 10 characters)" } }
+                input #account-password type="password" name="password" autocomplete="new-password" minlength="10" required;
+                button.primary type="submit" { "Set password" }
             }
         }
+    }
+}
+
+/// The page title and the "New run" form.
+fn new_run_head(models: &[hangar_protocol::llm::ModelEntry]) -> Markup {
+    html! {
         div.pagehead {
             h1 { "Runs" }
             details.newrun {
@@ -212,7 +232,7 @@ pub async fn list_page(
                             label for="new-model" { "Model" }
                             select #new-model name="model" {
                                 option value="" { "Server default" }
-                                @for m in &models { option value=(m.id) { (m.id) } }
+                                @for m in models { option value=(m.id) { (m.id) } }
                             }
                         }
                         div {
@@ -225,6 +245,12 @@ pub async fn list_page(
                 }
             }
         }
+    }
+}
+
+/// The filters over the run list.
+fn filters_form(f: &Filters, users: &[UserRecord]) -> Markup {
+    html! {
         form #run-filters.filters method="get" action="/" role="search" aria-label="Filter runs" {
             div {
                 label for="f-state" { "State" }
@@ -248,7 +274,7 @@ pub async fn list_page(
                 label for="f-creator" { "Creator" }
                 select #f-creator name="creator" {
                     option value="" { "Anyone" }
-                    @for u in &users {
+                    @for u in users {
                         option value=(u.uid) selected[f.creator == u.uid] { (u.display_name) }
                     }
                 }
@@ -263,14 +289,7 @@ pub async fn list_page(
             }
             button type="submit" { "Filter" }
         }
-        p #runs-live.muted.small role="status" aria-live="polite" { "Updates every 2 seconds." }
-        table.runs {
-            caption.sr-only { "Runs, newest first" }
-            thead { tr { th scope="col" { "Run" } th scope="col" { "State" } th scope="col" { "Source" } th scope="col" { "Creator" } th scope="col" { "Host" } th scope="col" { "Created" } } }
-            tbody #run-rows data-src="/_dash/runs" { (rows(&runs, &user_names(&users))) }
-        }
-    };
-    layout(&v, Nav::Runs, "Runs", body)
+    }
 }
 
 async fn load_run(app: &AppState, v: &Viewer, id: &str) -> Result<(RunRecord, Access), Response> {
@@ -371,10 +390,7 @@ pub async fn meta_fragment(
     };
     let users = app.store.list_users(v.team.id).await.unwrap_or_default();
     let last = last_execution(&app, &run).await;
-    let sandbox = crate::api::runs::unsandboxed(&app, &run)
-        .await
-        .ok()
-        .flatten();
+    let sandbox = app.runs().sandbox(&run).await.ok().flatten();
     fragment(meta(
         &app,
         &run,
@@ -422,10 +438,7 @@ pub async fn detail_page(
     let last = last_execution(&app, &run).await;
     let editor = access >= Access::Edit;
     let events = format!("/api/v1/agent/runs/{}/events", run.id);
-    let sandbox = crate::api::runs::unsandboxed(&app, &run)
-        .await
-        .ok()
-        .flatten();
+    let sandbox = app.runs().sandbox(&run).await.ok().flatten();
     let body = html! {
         div #run data-run-id=(run.id) data-state=(run.state.as_str()) data-access=(if editor { "edit" } else { "view" }) {
             nav.crumbs aria-label="Breadcrumb" { a href="/" { "Runs" } " / " span aria-current="page" { (run.title) } }

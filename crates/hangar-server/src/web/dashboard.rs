@@ -23,7 +23,7 @@ mod team;
 pub use cron_text::describe_cron;
 
 use crate::AppState;
-use crate::web_auth;
+use crate::web::auth as web_auth;
 use axum::Router;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -32,8 +32,8 @@ use hangar_protocol::{RunState, Timestamp};
 use hangar_store::{TeamRecord, UserRecord};
 use maud::{DOCTYPE, Markup, html};
 
-const APP_JS: &str = include_str!("static/app.js");
-const APP_CSS: &str = include_str!("static/app.css");
+const APP_JS: &str = include_str!("dashboard/static/app.js");
+const APP_CSS: &str = include_str!("dashboard/static/app.css");
 
 /// Dashboard routes (merged into the server's router next to `/api/v1`).
 pub fn routes() -> Router<AppState> {

@@ -7,7 +7,7 @@
 //! connected row not refreshed within the lost timeout belongs to a replica
 //! that stopped, and shows as `lost`. Rows not seen for [`FORGET_AFTER`] are
 //! deleted. Each refresh also closes the connections whose credential was
-//! revoked or expired ([`crate::gateway::close_revoked`]).
+//! revoked or expired ([`crate::dispatch::worker_socket::close_revoked`]).
 
 use crate::AppState;
 use crate::dispatch::{Registration, WorkerInfo};
@@ -86,8 +86,8 @@ fn row(app: &AppState, team_id: i64, conn_id: u64, w: &WorkerInfo, now: i64) -> 
     WorkerPresence {
         team_id,
         worker_id: w.worker_id.clone(),
-        replica_id: app.replica_id.clone(),
-        connection_id: format!("{}:{conn_id}", app.replica_id),
+        replica_id: app.runtime.replica_id.clone(),
+        connection_id: format!("{}:{conn_id}", app.runtime.replica_id),
         backend: w.backend.clone(),
         version: w.version.clone(),
         capacity: i64::from(w.max_concurrent_tasks),
@@ -138,7 +138,7 @@ pub async fn connected(app: &AppState, registration: &Registration) {
 /// A worker's connection to this replica closed.
 pub async fn disconnected(app: &AppState, registration: &Registration) {
     let (team, worker) = &registration.key;
-    let conn = format!("{}:{}", app.replica_id, registration.conn_id);
+    let conn = format!("{}:{}", app.runtime.replica_id, registration.conn_id);
     let now = Timestamp::now().unix_millis();
     if let Err(e) = app
         .store
@@ -161,7 +161,7 @@ pub async fn run(app: AppState, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
         }
         publish(&app).await;
-        crate::gateway::close_revoked(&app).await;
+        crate::dispatch::worker_socket::close_revoked(&app).await;
         ticks += 1;
         if ticks % 100 == 1 {
             let before = Timestamp::now().unix_millis() - FORGET_AFTER.as_millis() as i64;

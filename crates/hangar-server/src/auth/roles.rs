@@ -14,7 +14,7 @@
 //!   are no principal at all ([`crate::auth::authenticate`] refuses them) and
 //!   only connect workers ([`crate::auth::authenticate_worker`]).
 //!
-//! Run sessions follow [`crate::sharing`]; run tokens never reach these checks
+//! Run sessions follow [`crate::sessions::sharing`]; run tokens never reach these checks
 //! (`Principal::require_api_key` refuses them first).
 
 use crate::AppState;

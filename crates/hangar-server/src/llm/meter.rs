@@ -162,7 +162,7 @@ impl Drop for Meter {
         tracing::debug!(payer = ?payer, prompt_tokens = usage.prompt_tokens, completion_tokens = usage.completion_tokens, "gateway response dropped before its end; metering what was seen");
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
-                let tasks = self.app.budgets.tasks.clone();
+                let tasks = self.app.llm.budgets.tasks.clone();
                 tasks.spawn_on(
                     async move { record(&app, &payer, &model, usage).await },
                     &handle,
@@ -180,7 +180,7 @@ impl Drop for Meter {
 /// went over its budget.
 pub async fn record(app: &AppState, payer: &Payer, model: &str, usage: Usage) {
     // Cost from the provider's `prices:` or the built-in list prices; 0 when unpriced.
-    let cost = app.llm.cost(model, &usage).unwrap_or(0.0);
+    let cost = app.llm.providers.cost(model, &usage).unwrap_or(0.0);
     let (prompt, completion) = (usage.prompt_tokens, usage.completion_tokens);
     crate::metrics::get().llm_call(model, prompt, completion, cost);
     match payer {
@@ -217,7 +217,7 @@ pub async fn enforce(
     team_id: i64,
     run: &hangar_store::RunRecord,
 ) -> Option<String> {
-    let limits = app.budgets.limits(app.store.as_ref(), team_id).await;
+    let limits = app.llm.budgets.limits(app.store.as_ref(), team_id).await;
     let why = limits.exceeded(
         run.prompt_tokens.saturating_add(run.completion_tokens),
         run.inference_cost,
@@ -264,7 +264,7 @@ async fn stop_run(app: &AppState, team_id: i64, run: &hangar_store::RunRecord, w
         }
     }
     // The worker or agent may be connected to another replica.
-    if let Some(notifier) = &app.notifier
+    if let Some(notifier) = &app.runtime.notifier
         && let Err(e) = notifier.notify_cancel(&run.id, exec_id).await
     {
         tracing::warn!(error = %e, run_id = %run.id, "cannot signal the other replicas to stop the run");
@@ -272,7 +272,7 @@ async fn stop_run(app: &AppState, team_id: i64, run: &hangar_store::RunRecord, w
     match app.store.execution(exec_id).await {
         Ok(exec) if exec.ended_at.is_none() => {
             app.dispatcher.send_cancellation(team_id, &exec);
-            app.sessions.cancel(&run.id);
+            app.sessions.hub.cancel(&run.id);
         }
         Ok(_) => {}
         Err(e) => {

@@ -6,10 +6,11 @@
 
 use super::{bare_page, viewer};
 use crate::AppState;
-use crate::web_auth;
+use crate::web::auth as web_auth;
 use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
+use hangar_store::UserRecord;
 use maud::html;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -69,18 +70,99 @@ fn form(next: &str, email: &str, error: Option<&str>, status: StatusCode) -> Res
     )
 }
 
+/// Query of `GET /login`. Other parameters are ignored.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct LoginPageParams {
+    /// Where to go once signed in (a path on this server).
+    pub next: Option<String>,
+}
+
 /// `GET /login`.
 pub async fn page(
     State(app): State<AppState>,
     headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
+    Query(q): Query<LoginPageParams>,
 ) -> Response {
-    let next = safe_next(q.get("next").map(String::as_str));
+    let next = safe_next(q.next.as_deref());
     // Already signed in: straight on.
     if viewer(&app, &headers, &next).await.is_ok() {
         return Redirect::to(&next).into_response();
     }
     form(&next, "", None, StatusCode::OK)
+}
+
+/// A 429 form while `keys` (the address, the email) are backing off after
+/// failed sign-ins.
+fn throttled(app: &AppState, keys: &[String], next: &str, email: &str) -> Option<Response> {
+    let wait = app.web.logins.wait(keys)?;
+    crate::metrics::get().rate_limited("login");
+    let secs = wait.as_secs().max(1);
+    let mut resp = form(
+        next,
+        email,
+        Some(&format!(
+            "Too many failed sign-ins. Wait {secs} s and try again."
+        )),
+        StatusCode::TOO_MANY_REQUESTS,
+    );
+    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    Some(resp)
+}
+
+/// The user whose email and password these are, checked with one argon2
+/// verification whatever happens (so a missing account, a disabled one and
+/// a wrong password take the same time); else the form to answer.
+async fn check_credentials(
+    app: &AppState,
+    addr: &str,
+    email: &str,
+    password: &str,
+    next: &str,
+    keys: &[String],
+) -> Result<UserRecord, Response> {
+    let creds = match app.store.credentials_by_email(email).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "sign-in lookup failed");
+            return Err(form(
+                next,
+                email,
+                Some("Sign-in is temporarily unavailable; try again shortly."),
+                StatusCode::SERVICE_UNAVAILABLE,
+            ));
+        }
+    };
+    // One argon2 verification whatever happens, so a missing account, a
+    // disabled one and a wrong password all take the same time.
+    let (hash, user) = match creds {
+        Some(c) if !c.user.disabled => (c.password_hash, Some(c.user)),
+        _ => (None, None),
+    };
+    let Some(ok) = web_auth::check_password_bounded(hash, password).await else {
+        tracing::warn!(%addr, "sign-in refused: too many password checks at once");
+        let mut resp = form(
+            next,
+            email,
+            Some("Too many sign-ins at once. Wait a few seconds and try again."),
+            StatusCode::SERVICE_UNAVAILABLE,
+        );
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+        return Err(resp);
+    };
+    let Some(user) = user.filter(|_| ok) else {
+        app.web.logins.failed(keys);
+        tracing::info!(%addr, "dashboard sign-in failed");
+        return Err(form(
+            next,
+            email,
+            Some("Wrong email or password."),
+            StatusCode::UNAUTHORIZED,
+        ));
+    };
+    Ok(user)
 }
 
 /// `POST /login` (form: `email`, `password`, `next`).
@@ -120,63 +202,14 @@ pub async fn submit(State(app): State<AppState>, req: Request) -> Response {
         format!("ip:{addr}"),
         format!("email:{}", email.to_lowercase()),
     ];
-    if let Some(wait) = app.logins.wait(&keys) {
-        crate::metrics::get().rate_limited("login");
-        let secs = wait.as_secs().max(1);
-        let mut resp = form(
-            &next,
-            email,
-            Some(&format!(
-                "Too many failed sign-ins. Wait {secs} s and try again."
-            )),
-            StatusCode::TOO_MANY_REQUESTS,
-        );
-        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-            resp.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        return resp;
+    if let Some(refused) = throttled(&app, &keys, &next, email) {
+        return refused;
     }
-    let creds = match app.store.credentials_by_email(email).await {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(error = %e, "sign-in lookup failed");
-            return form(
-                &next,
-                email,
-                Some("Sign-in is temporarily unavailable; try again shortly."),
-                StatusCode::SERVICE_UNAVAILABLE,
-            );
-        }
+    let user = match check_credentials(&app, &addr, email, password, &next, &keys).await {
+        Ok(user) => user,
+        Err(refused) => return refused,
     };
-    // One argon2 verification whatever happens, so a missing account, a
-    // disabled one and a wrong password all take the same time.
-    let (hash, user) = match creds {
-        Some(c) if !c.user.disabled => (c.password_hash, Some(c.user)),
-        _ => (None, None),
-    };
-    let Some(ok) = web_auth::check_password_bounded(hash, password).await else {
-        tracing::warn!(%addr, "sign-in refused: too many password checks at once");
-        let mut resp = form(
-            &next,
-            email,
-            Some("Too many sign-ins at once. Wait a few seconds and try again."),
-            StatusCode::SERVICE_UNAVAILABLE,
-        );
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
-        return resp;
-    };
-    let Some(user) = user.filter(|_| ok) else {
-        app.logins.failed(&keys);
-        tracing::info!(%addr, "dashboard sign-in failed");
-        return form(
-            &next,
-            email,
-            Some("Wrong email or password."),
-            StatusCode::UNAUTHORIZED,
-        );
-    };
-    app.logins.succeeded(&keys);
+    app.web.logins.succeeded(&keys);
     let token = match web_auth::open_session(app.store.as_ref(), &user).await {
         Ok(t) => t,
         Err(e) => {
@@ -247,7 +280,7 @@ pub async fn link(
              one, or sign in with your email and password.",
         )
     };
-    let Some(user_id) = app.sign_in_links.take(&token) else {
+    let Some(user_id) = app.web.sign_in_links.take(&token) else {
         tracing::info!("a spent or unknown sign-in link was refused");
         return refused();
     };

@@ -1,0 +1,331 @@
+//! The worker WebSocket: `GET /api/v1/selfhosted/worker/ws?worker_id=<ID>`.
+//!
+//! One task reads frames and applies them through the store (fenced by
+//! execution); a writer task owned by the connection sends queued frames and
+//! pings. A worker that sends nothing for `read_timeout` is disconnected.
+//!
+//! Who may connect (scenario S8): a worker token, as the worker id or under
+//! the pool it is bound to, or a team key that belongs to no user (what
+//! `oz-agent-worker` and `hangar up`'s local worker use), never a personal
+//! key, a dashboard session or a run token ([`authenticate_worker`]).
+//!
+//! One connection per worker id: a second one is refused with 409 (held on
+//! this replica, or on another one per the shared registry), unless it
+//! presents the same credential and the old connection is dead. A worker back from a network cut is let in promptly:
+//! its old connection is probed with a ping ([`Liveness::answers`]) and,
+//! when it missed its pong or does not answer within [`probe_wait`], closed.
+
+mod admission;
+mod liveness;
+mod reports;
+
+pub use admission::close_revoked;
+pub use liveness::{Liveness, probe_wait};
+pub(crate) use reports::SANDBOX_NONE_EVENT;
+
+use admission::admit;
+use reports::{ConnView, Frame, decode, handle};
+
+use crate::AppState;
+use crate::auth::{WorkerCredential, authenticate_worker};
+use crate::dispatch::{Registration, WORKER_OUTBOX};
+use crate::error::{ApiError, ApiResult};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use futures::{SinkExt, StreamExt};
+use hangar_protocol::Timestamp;
+use hangar_protocol::worker::{ServerToWorker, WorkerHello, WorkerToServer};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Largest frame accepted from a worker.
+const MAX_FRAME_BYTES: usize = 1024 * 1024;
+/// How long a closing connection's writer gets to send its close frame.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+/// How long to wait for the optional `worker_hello` before registering without it.
+const HELLO_WAIT: Duration = Duration::from_secs(2);
+
+pub use hangar_protocol::worker::WORKER_ID_RULE;
+
+/// Validates a worker id: what `--host` must match exactly.
+pub fn validate_worker_id(id: &str) -> ApiResult<()> {
+    if id.is_empty() {
+        return Err(ApiError::BadRequest(format!(
+            "the `worker_id` query parameter is required; {WORKER_ID_RULE}"
+        )));
+    }
+    // The query string is decoded leniently: bytes that are not UTF-8 arrive
+    // as U+FFFD, which is refused with them.
+    if !hangar_protocol::worker::is_valid_worker_id(id) {
+        return Err(ApiError::BadRequest(format!(
+            "worker id `{}` is invalid; {WORKER_ID_RULE}",
+            id.escape_debug()
+        )));
+    }
+    Ok(())
+}
+
+/// Worker ids the server keeps for itself (`local:unmanaged` holds unmanaged runs).
+pub const RESERVED_WORKER_PREFIX: &str = "local:";
+
+/// Query of the worker socket. Other parameters are ignored: workers of
+/// other versions may send more.
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct WorkerSocketParams {
+    /// The worker id
+    #[param(value_type = String, required = true)]
+    pub worker_id: Option<String>,
+}
+
+/// Upgrades an authenticated worker connection.
+#[utoipa::path(get, path = "/selfhosted/worker/ws", tag = "hangar", params(WorkerSocketParams), responses((status = 101, description = "WebSocket: the worker protocol (PROTOCOL.md section 2)"), crate::error::ProblemResponses))]
+pub async fn worker_socket(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<WorkerSocketParams>, axum::extract::rejection::QueryRejection>,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    if let Err(e) = crate::web::auth::check_websocket_origin(&headers, &app.public_url) {
+        return e.into_response();
+    }
+    let credential = match authenticate_worker(app.store.as_ref(), &headers).await {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    // A query that does not decode (say, a `worker_id` that is not UTF-8)
+    // gets a problem saying what an id may be, not axum's plain-text 400.
+    let query = match query {
+        Ok(Query(q)) => q,
+        Err(e) => {
+            return ApiError::BadRequest(format!(
+                "the `worker_id` query parameter cannot be read ({}); {WORKER_ID_RULE}",
+                e.body_text()
+            ))
+            .into_response();
+        }
+    };
+    let worker_id = query.worker_id.unwrap_or_default();
+    if let Err(e) = validate_worker_id(&worker_id) {
+        return e.into_response();
+    }
+    if worker_id.starts_with(RESERVED_WORKER_PREFIX) {
+        return ApiError::Forbidden(format!(
+            "worker id `{worker_id}` is reserved: ids starting with `{RESERVED_WORKER_PREFIX}` \
+             belong to the server (unmanaged runs); pick another `--worker-id`"
+        ))
+        .into_response();
+    }
+    if let WorkerCredential::WorkerToken { binding, .. } = &credential
+        && !binding.allows(&worker_id)
+    {
+        return ApiError::Forbidden(format!(
+            "this worker token is bound to {binding}, so it cannot connect as worker \
+             `{worker_id}`: start the worker with a matching `--worker-id`, or create a token \
+             for it with `hangar worker token create --worker-id {worker_id}`"
+        ))
+        .into_response();
+    }
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(_) => {
+            return ApiError::BadRequest(
+                "this endpoint speaks WebSocket: connect with an Upgrade: websocket request".into(),
+            )
+            .into_response();
+        }
+    };
+    if let Err(e) = admit(&app, &credential, &worker_id).await {
+        return e.into_response();
+    }
+    match &credential {
+        WorkerCredential::WorkerToken { token_id, .. } => {
+            let now = Timestamp::now().unix_millis();
+            if let Err(e) = app.store.worker_token_used(token_id, now).await {
+                tracing::warn!(error = %e, worker_id, "could not record the worker token's use");
+            }
+        }
+        WorkerCredential::TeamKey { key_id, .. } => {
+            tracing::debug!(worker_id, key_id, "worker connecting with a team API key");
+        }
+    }
+    ws.max_message_size(MAX_FRAME_BYTES)
+        .on_upgrade(move |socket| connection(app, credential, worker_id, socket))
+}
+
+async fn connection(
+    app: AppState,
+    credential: WorkerCredential,
+    worker_id: String,
+    socket: WebSocket,
+) {
+    let _open = crate::metrics::get().websocket("worker");
+    // Before registration: nothing can be assigned on this connection earlier.
+    let view = ConnView::opened_now();
+    let (mut sink, mut stream) = socket.split();
+    let liveness = Liveness::new();
+
+    // A Hangar worker sends `worker_hello` first; an Oz worker sends nothing until it has news.
+    let mut first: Option<Frame> = None;
+    let mut hello: Option<WorkerHello> = None;
+    if let Ok(Some(Ok(Message::Text(text)))) = tokio::time::timeout(HELLO_WAIT, stream.next()).await
+    {
+        match decode(&text) {
+            Frame::Message(WorkerToServer::WorkerHello(h)) => hello = Some(h),
+            other => first = Some(other),
+        }
+    }
+
+    let (tx, rx) = mpsc::channel::<ServerToWorker>(WORKER_OUTBOX);
+    let registration = match register(&app, &credential, &worker_id, &liveness, tx, hello).await {
+        Ok(r) => r,
+        Err(close) => {
+            let _ = sink.send(Message::Close(close)).await;
+            return;
+        }
+    };
+    let heartbeat = app.config.heartbeat_interval;
+    let writer = spawn_writer(sink, rx, liveness.clone(), heartbeat);
+
+    crate::dispatch::presence::connected(&app, &registration).await;
+    let key = registration.key.clone();
+    if let Some(msg) = first {
+        handle(&app, &key, &view, msg).await;
+    }
+    let read_timeout = app.config.read_timeout;
+    // Every frame from the worker (its pings and pongs included) proves it is
+    // alive; at most once per half heartbeat that renews its leases.
+    let renew_every = heartbeat / 2;
+    let mut renewed = tokio::time::Instant::now();
+    loop {
+        let next = tokio::select! {
+            n = tokio::time::timeout(read_timeout, stream.next()) => n,
+            _ = app.runtime.shutdown.cancelled() => break,
+            _ = liveness.closed.cancelled() => {
+                tracing::info!(
+                    worker_id,
+                    "closing the connection: its worker reconnected, or its credential was revoked"
+                );
+                break;
+            }
+        };
+        if matches!(next, Ok(Some(Ok(_)))) {
+            liveness.heard_now();
+        }
+        if matches!(next, Ok(Some(Ok(_))))
+            && renewed.elapsed() >= renew_every
+            && app.dispatcher.holds_work(&registration)
+        {
+            renewed = tokio::time::Instant::now();
+            if let Err(e) = app.dispatcher.renew(&registration).await {
+                tracing::warn!(error = %e, worker_id, "could not renew the worker's leases");
+            }
+        }
+        match next {
+            Err(_) => {
+                tracing::warn!(
+                    worker_id,
+                    "worker silent past the read timeout; disconnecting"
+                );
+                break;
+            }
+            Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => break,
+            Ok(Some(Ok(Message::Text(text)))) => handle(&app, &key, &view, decode(&text)).await,
+            Ok(Some(Ok(_))) => {} // ping, pong, binary: liveness only
+        }
+    }
+    // Ended: a reconnection of this worker need not probe it.
+    liveness.close();
+    finish(&app, &registration, writer).await;
+}
+
+/// Registers the connection with the dispatcher. When it is refused
+/// (another connection registered since this one was admitted) or fails,
+/// answers the close frame to send.
+async fn register(
+    app: &AppState,
+    credential: &WorkerCredential,
+    worker_id: &str,
+    liveness: &Arc<Liveness>,
+    tx: mpsc::Sender<ServerToWorker>,
+    hello: Option<WorkerHello>,
+) -> Result<Registration, Option<CloseFrame>> {
+    let registered = app
+        .dispatcher
+        .connect(
+            credential.team_id(),
+            worker_id,
+            credential.id(),
+            liveness.clone(),
+            tx,
+            hello,
+        )
+        .await;
+    match registered {
+        Ok(r) => Ok(r),
+        Err(hangar_store::StoreError::Conflict(why)) => {
+            // Another connection registered since this one was admitted.
+            tracing::warn!(worker_id, "{why}; closing the second connection");
+            Err(Some(CloseFrame {
+                code: axum::extract::ws::close_code::POLICY,
+                reason: "worker id already connected".into(),
+            }))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, worker_id, "could not register worker");
+            Err(None)
+        }
+    }
+}
+
+/// The connection's writer: sends queued frames, and pings every heartbeat
+/// or when a reconnecting worker's probe asks. It ends with the outbox
+/// (when the connection unregisters) or when the socket fails, closing it.
+fn spawn_writer(
+    mut sink: futures::stream::SplitSink<WebSocket, Message>,
+    mut rx: mpsc::Receiver<ServerToWorker>,
+    pinger: Arc<Liveness>,
+    heartbeat: Duration,
+) -> tokio::task::JoinHandle<()> {
+    #[allow(clippy::disallowed_methods)] // the connection's writer, which ends with the connection
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(heartbeat);
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                msg = rx.recv() => {
+                    let Some(msg) = msg else { break };
+                    let text = msg.to_envelope().to_text();
+                    if sink.send(Message::Text(text.into())).await.is_err() { break; }
+                }
+                _ = ticker.tick() => {
+                    pinger.pinged_now();
+                    if sink.send(Message::Ping(Vec::new().into())).await.is_err() { break; }
+                }
+                _ = pinger.probe.notified() => {
+                    pinger.pinged_now();
+                    if sink.send(Message::Ping(Vec::new().into())).await.is_err() { break; }
+                }
+            }
+        }
+        let _ = sink.close().await;
+    })
+}
+
+async fn finish(
+    app: &AppState,
+    registration: &Registration,
+    mut writer: tokio::task::JoinHandle<()>,
+) {
+    app.dispatcher.disconnect(registration);
+    crate::dispatch::presence::disconnected(app, registration).await;
+    // Disconnecting drops the outbox sender, so the writer sends a close frame
+    // and ends; a peer that does not read gets no longer than CLOSE_WAIT.
+    if tokio::time::timeout(CLOSE_WAIT, &mut writer).await.is_err() {
+        writer.abort();
+        let _ = writer.await;
+    }
+}
