@@ -3,6 +3,8 @@
 //! Target: at least 0.8× rg's speed.
 // Tests and benchmarks own the tasks they spawn (clippy.toml bans tokio::spawn in the product).
 #![allow(clippy::disallowed_methods)]
+// A test (or benchmark) is one scenario, read top to bottom: it may be long.
+#![allow(clippy::too_many_lines)]
 #![allow(clippy::unwrap_used, clippy::expect_used)] // bench code
 
 #[path = "support/common.rs"]

@@ -12,6 +12,8 @@
 //! is what a managed run pays.
 // Tests and benchmarks own the tasks they spawn (clippy.toml bans tokio::spawn in the product).
 #![allow(clippy::disallowed_methods)]
+// A test (or benchmark) is one scenario, read top to bottom: it may be long.
+#![allow(clippy::too_many_lines)]
 #![allow(clippy::unwrap_used, clippy::expect_used)] // bench code
 
 #[path = "support/common.rs"]

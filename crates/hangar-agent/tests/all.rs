@@ -2,6 +2,8 @@
 //! fake Hangar server (run API, session WebSocket, scripted LLM gateway).
 // Tests and benchmarks own the tasks they spawn (clippy.toml bans tokio::spawn in the product).
 #![allow(clippy::disallowed_methods)]
+// A test (or benchmark) is one scenario, read top to bottom: it may be long.
+#![allow(clippy::too_many_lines)]
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
 mod support {

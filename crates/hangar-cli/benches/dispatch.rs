@@ -19,6 +19,8 @@
 //! refreshed), and prints the ratio of the means (target: within 5%).
 // Tests and benchmarks own the tasks they spawn (clippy.toml bans tokio::spawn in the product).
 #![allow(clippy::disallowed_methods)]
+// A test (or benchmark) is one scenario, read top to bottom: it may be long.
+#![allow(clippy::too_many_lines)]
 // A benchmark aborts on any failure; unwrapping says where.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -7,6 +7,8 @@
 //! 100000), `HANGAR_BENCH_CREATES` (default 2000).
 // Tests and benchmarks own the tasks they spawn (clippy.toml bans tokio::spawn in the product).
 #![allow(clippy::disallowed_methods)]
+// A test (or benchmark) is one scenario, read top to bottom: it may be long.
+#![allow(clippy::too_many_lines)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use hangar_protocol::{

@@ -1,5 +1,7 @@
 // Tests and benchmarks own the tasks they spawn (clippy.toml bans tokio::spawn in the product).
 #![allow(clippy::disallowed_methods)]
+// A test (or benchmark) is one scenario, read top to bottom: it may be long.
+#![allow(clippy::too_many_lines)]
 mod accounts;
 mod behaviours;
 mod conformance;

@@ -205,6 +205,9 @@ impl Containment {
             cgroup: None,
             limited: Vec::new(),
         };
+        // Once, when the backend starts and before it takes a task: a blocking
+        // wait of a few milliseconds, and `apply_std` needs a std Command.
+        #[allow(clippy::disallowed_methods)]
         let mut cmd = std::process::Command::new("/bin/true");
         scope.apply_std(&mut cmd);
         match cmd

@@ -253,6 +253,9 @@ impl Sandbox {
         let prepared = self
             .prepare_with(&launch, false)
             .map_err(|e| fail(format!("it cannot be prepared ({e})")))?;
+        // Once, when the backend starts and before it takes a task: a blocking
+        // wait for `/bin/true` in the sandbox, a few milliseconds.
+        #[allow(clippy::disallowed_methods)]
         let mut cmd = std::process::Command::new(&prepared.program);
         cmd.args(&prepared.args)
             .env_clear()
