@@ -87,7 +87,8 @@ pub struct CreateScheduledAgentRequest {
         schema(min_length = 1, max_length = 200, pattern = r"\S")
     )]
     pub name: String,
-    /// 5-field cron expression.
+    /// 5-field cron expression (minute hour day-of-month month day-of-week).
+    #[cfg_attr(feature = "utoipa", schema(pattern = r"^\s*\S+(\s+\S+){4}\s*$"))]
     pub cron_schedule: String,
     /// Prompt; required unless `agent_config.skill_spec` is given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -126,7 +127,8 @@ pub struct UpdateScheduledAgentRequest {
         schema(min_length = 1, max_length = 200, pattern = r"\S")
     )]
     pub name: String,
-    /// 5-field cron expression.
+    /// 5-field cron expression (minute hour day-of-month month day-of-week).
+    #[cfg_attr(feature = "utoipa", schema(pattern = r"^\s*\S+(\s+\S+){4}\s*$"))]
     pub cron_schedule: String,
     /// Whether the schedule creates runs.
     pub enabled: bool,

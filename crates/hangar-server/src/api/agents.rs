@@ -32,11 +32,13 @@ pub async fn identities(
 #[into_params(parameter_in = Query)]
 pub struct ListAgentsParams {
     /// owner/repo
+    #[param(pattern = r"^[^/]+/[\s\S]+$")]
     pub repo: Option<String>,
     /// Ignored
     #[param(value_type = Option<bool>)]
     pub refresh: Option<String>,
     /// `name` or `last_run`
+    #[param(pattern = r"^(name|last_run)$")]
     pub sort_by: Option<String>,
     /// Ignored
     #[param(value_type = Option<bool>)]

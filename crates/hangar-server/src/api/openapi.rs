@@ -66,10 +66,82 @@ pub fn document() -> &'static str {
         let (_, doc) = api::openapi_router().split_for_parts();
         let mut value = serde_json::to_value(&doc).unwrap_or_default();
         merge_closed_flattens(&mut value);
+        require_prompt_or_skill(&mut value);
+        only_this_team(&mut value);
+        metadata_filters_as_deep_object(&mut value);
         serde_json::to_string_pretty(&value).unwrap_or_else(|e| {
             format!("{{\"error\":\"cannot render the OpenAPI document: {e}\"}}")
         })
     })
+}
+
+/// A run needs a task: a non-blank `prompt`, or a skill (`skill`, or
+/// `config.skill_spec`) whose instructions are the task. No field attribute
+/// can say "one of these", so `RunAgentRequest` gets the rule as `anyOf`.
+fn require_prompt_or_skill(doc: &mut serde_json::Value) {
+    let non_blank = || serde_json::json!({"type": "string", "pattern": "\\S"});
+    let Some(schema) = doc
+        .pointer_mut("/components/schemas/RunAgentRequest")
+        .and_then(serde_json::Value::as_object_mut)
+    else {
+        return;
+    };
+    schema.insert(
+        "anyOf".to_owned(),
+        serde_json::json!([
+            {"required": ["prompt"], "properties": {"prompt": non_blank()}},
+            {"required": ["skill"], "properties": {"skill": non_blank()}},
+            {
+                "required": ["config"],
+                "properties": {"config": {
+                    "type": "object",
+                    "required": ["skill_spec"],
+                    "properties": {"skill_spec": non_blank()}
+                }}
+            }
+        ]),
+    );
+}
+
+/// `team` on run and schedule requests may only be `true` (or absent):
+/// everything belongs to the API key's team.
+fn only_this_team(doc: &mut serde_json::Value) {
+    let Some(schemas) = doc
+        .pointer_mut("/components/schemas")
+        .and_then(serde_json::Value::as_object_mut)
+    else {
+        return;
+    };
+    for schema in schemas.values_mut() {
+        if let Some(team) = schema.pointer_mut("/properties/team")
+            && let Some(team) = team.as_object_mut()
+        {
+            team.insert("enum".to_owned(), serde_json::json!([true, null]));
+        }
+    }
+}
+
+/// The runs list's `metadata[KEY]=VALUE` filters are one deep-object query
+/// parameter: up to 5 keys of 1-64 letters, digits, `.`, `_` and `-`.
+fn metadata_filters_as_deep_object(doc: &mut serde_json::Value) {
+    let Some(params) = doc
+        .pointer_mut("/paths/~1agent~1runs/get/parameters")
+        .and_then(serde_json::Value::as_array_mut)
+    else {
+        return;
+    };
+    for param in params {
+        if param["name"] == "metadata" {
+            param["style"] = "deepObject".into();
+            param["explode"] = true.into();
+            param["schema"] = serde_json::json!({
+                "type": "object",
+                "maxProperties": crate::runs::options::MAX_METADATA_FILTERS,
+                "propertyNames": {"pattern": "^[A-Za-z0-9._-]{1,64}$"},
+                "additionalProperties": {"type": "string"}
+            });
+        }
+    }
 }
 
 /// A type that flattens a closed one (`#[serde(flatten)]` of a struct with

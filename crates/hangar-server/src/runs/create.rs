@@ -222,7 +222,11 @@ impl Runs<'_> {
 /// The request's own limits: a prompt or a skill, prompt size, attachments,
 /// idle timeout, worker host and title.
 fn check_limits(req: &RunAgentRequest, prompt: &str, config: &AgentConfig) -> ApiResult<()> {
-    if prompt.is_empty() && config.skill_spec.is_none() {
+    let no_skill = config
+        .skill_spec
+        .as_deref()
+        .is_none_or(|s| s.trim().is_empty());
+    if prompt.is_empty() && no_skill {
         return Err(ApiError::BadRequest(
             "`prompt` is required (or name a skill with `skill` or `config.skill_spec`)".into(),
         ));

@@ -87,7 +87,9 @@ impl fmt::Display for EventCursor {
 }
 
 impl EventCursor {
-    /// Parses `N.M` as sent in `id:`; a bare `N` means "up to execution N's start".
+    /// Parses `N.M` as sent in `id:`; a bare `N` means "up to execution N's
+    /// start". `N` has 1 to 9 digits and `M` 1 to 19, as the document states
+    /// (`^[0-9]{1,9}(\.[0-9]{1,19})?$`), so every id of that form parses.
     pub fn parse(raw: &str) -> ApiResult<Self> {
         let bad = || {
             ApiError::BadRequest(format!(
@@ -95,8 +97,13 @@ impl EventCursor {
                  omit it to replay from the start"
             ))
         };
-        let raw = raw.trim();
         let (e, s) = raw.split_once('.').unwrap_or((raw, "0"));
+        let digits = |s: &str, max: usize| {
+            (1..=max).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
+        };
+        if !digits(e, 9) || !digits(s, 19) {
+            return Err(bad());
+        }
         Ok(EventCursor {
             execution: e.parse().map_err(|_| bad())?,
             seq: s.parse().map_err(|_| bad())?,
@@ -237,6 +244,7 @@ pub struct StreamParams {
     #[param(value_type = Option<bool>)]
     pub follow: Option<String>,
     /// Resume after this event id
+    #[param(pattern = r"^[0-9]{1,9}(\.[0-9]{1,19})?$")]
     pub after: Option<String>,
 }
 

@@ -25,10 +25,13 @@ pub struct ListRunsParams {
     #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
     pub limit: Option<String>,
     /// next_cursor of the previous page
+    #[param(pattern = r"^[0-9]{1,18}\.[0-9A-Za-z_-]{1,64}$")]
     pub cursor: Option<String>,
     /// updated_at or created_at
+    #[param(pattern = r"^(updated_at|created_at)$")]
     pub sort_by: Option<String>,
     /// asc or desc
+    #[param(pattern = r"^(asc|desc)$")]
     pub sort_order: Option<String>,
     /// Repeatable
     #[param(value_type = Option<Vec<hangar_protocol::RunState>>)]
@@ -37,6 +40,7 @@ pub struct ListRunsParams {
     #[param(value_type = Option<hangar_protocol::RunSourceType>)]
     pub source: Option<String>,
     /// Creator uid
+    #[param(pattern = r"^-?[0-9]{1,18}$")]
     pub creator: Option<String>,
     /// Environment
     pub environment_id: Option<String>,
@@ -49,18 +53,25 @@ pub struct ListRunsParams {
     /// Skill spec
     pub skill: Option<String>,
     /// LOCAL or REMOTE
+    #[param(pattern = r"^(LOCAL|REMOTE)$")]
     pub execution_location: Option<String>,
     /// RFC 3339
+    #[param(format = DateTime)]
     pub created_after: Option<String>,
     /// RFC 3339
+    #[param(format = DateTime)]
     pub created_before: Option<String>,
     /// RFC 3339
+    #[param(format = DateTime)]
     pub updated_after: Option<String>,
     /// Text search
+    #[param(pattern = r"\S")]
     pub q: Option<String>,
     /// Executor uid (the creator in Hangar)
+    #[param(pattern = r"^-?[0-9]{1,18}$")]
     pub executor: Option<String>,
     /// Only descendants of this run
+    #[param(min_length = 1)]
     pub ancestor_run_id: Option<String>,
     /// metadata[KEY]=VALUE, repeatable up to 5 pairs (AND)
     #[param(value_type = Option<String>)]
@@ -279,15 +290,31 @@ fn add_metadata_filter(q: &mut RunQuery, key: &str, value: &str) -> ApiResult<()
     Ok(())
 }
 
-/// The `next_cursor` of a page ending at `(key, id)`.
+/// The `next_cursor` of a page ending at `(key, id)`: `<key>.<id>`, the sort
+/// key (ms) and run id of the page's last run. Any cursor of that form is a
+/// position in the list, so the document can state the form
+/// (`^[0-9]{1,18}\.[0-9A-Za-z_-]{1,64}$`) and the server accepts all of it.
 pub(super) fn encode_cursor(key: i64, id: &str) -> String {
-    hex::encode(format!("{key}:{id}"))
+    format!("{key}.{id}")
 }
 
 fn decode_cursor(cursor: &str) -> ApiResult<(i64, String)> {
-    let bad = || ApiError::BadRequest("`cursor` is not a cursor returned by this API".into());
-    let raw = String::from_utf8(hex::decode(cursor).map_err(|_| bad())?).map_err(|_| bad())?;
-    let (key, id) = raw.split_once(':').ok_or_else(bad)?;
+    let bad = || {
+        ApiError::BadRequest(
+            "`cursor` is not a cursor returned by this API (`<number>.<run id>`); \
+             pass the `next_cursor` of the previous page as it is"
+                .into(),
+        )
+    };
+    let (key, id) = cursor.split_once('.').ok_or_else(bad)?;
+    let key_ok = (1..=18).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_digit());
+    let id_ok = (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !key_ok || !id_ok {
+        return Err(bad());
+    }
     Ok((key.parse().map_err(|_| bad())?, id.to_owned()))
 }
 
