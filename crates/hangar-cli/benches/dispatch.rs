@@ -125,7 +125,7 @@ fn claimed_and_completed(
     [
         WorkerToServer::TaskClaimed(TaskClaimed {
             task_id: a.task_id.clone(),
-            worker_id: worker_id.to_owned(),
+            worker_id: worker_id.into(),
             execution_id: Some(a.execution_id.clone()),
         }),
         WorkerToServer::TaskCompleted(TaskCompleted {

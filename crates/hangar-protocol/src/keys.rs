@@ -1,7 +1,7 @@
 //! **(extension)** API keys and worker tokens of the REST API (`/api-keys`,
 //! `/worker-tokens`): the credentials a team hands out.
 
-use crate::Timestamp;
+use crate::{Timestamp, WorkerId};
 use serde::{Deserialize, Serialize};
 
 /// **(extension)** `POST /api-keys` body.
@@ -63,7 +63,8 @@ pub struct CreateWorkerTokenRequest {
     pub name: Option<String>,
     /// The one worker id (`--worker-id`) the token may connect as.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub worker_id: Option<String>,
+    #[cfg_attr(feature = "utoipa", schema(value_type = Option<String>))]
+    pub worker_id: Option<WorkerId>,
     /// A prefix: the token may connect as any worker id starting with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool: Option<String>,
@@ -87,7 +88,8 @@ pub struct WorkerTokenItem {
     pub token: Option<String>,
     /// The worker id it is bound to (or `pool`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub worker_id: Option<String>,
+    #[cfg_attr(feature = "utoipa", schema(value_type = Option<String>))]
+    pub worker_id: Option<WorkerId>,
     /// The worker id prefix it is bound to (or `worker_id`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool: Option<String>,

@@ -13,7 +13,7 @@ use std::fmt;
 /// It deserializes from a plain string and serializes as `"***"`, so an
 /// effective-config dump (`--print-config`) never shows the value. Read the
 /// value with [`SecretString::expose`], only where it is sent.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct SecretString(String);
 
 impl SecretString {

@@ -5,7 +5,7 @@
 //! an Oz-only worker simply never sends. Every worker → server message carries
 //! `execution_id` so the server can fence off stale executions.
 
-use crate::{AgentConfig, Envelope, EnvelopeError, Timestamp};
+use crate::{AgentConfig, Envelope, EnvelopeError, Timestamp, WorkerId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -246,7 +246,7 @@ pub struct TaskClaimed {
     /// Run id.
     pub task_id: String,
     /// Worker id.
-    pub worker_id: String,
+    pub worker_id: WorkerId,
     /// Execution id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub execution_id: Option<String>,

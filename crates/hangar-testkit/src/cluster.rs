@@ -386,7 +386,7 @@ impl TestCluster {
         let created = self
             .client()
             .create_worker_token(&hangar_protocol::CreateWorkerTokenRequest {
-                worker_id: Some(id.to_owned()),
+                worker_id: Some(id.into()),
                 ..Default::default()
             })
             .await

@@ -38,38 +38,9 @@ pub const DEFAULT_FENCE_AFTER: Duration = Duration::from_secs(120);
 /// Default time between SIGTERM and SIGKILL when stopping a task.
 pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(10);
 
-/// An API key. `Debug` and `Display` print `***` so it never reaches a log.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct ApiKey(String);
-
-impl ApiKey {
-    /// Wraps a key.
-    pub fn new(key: impl Into<String>) -> Self {
-        ApiKey(key.into())
-    }
-
-    /// The key itself, for the `Authorization` header only.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// Whether no key was given.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl fmt::Debug for ApiKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl fmt::Display for ApiKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
+/// The worker's credential: the one redacting secret type, whose `Debug`
+/// and `Display` print `***` so it never reaches a log.
+pub use hangar_protocol::SecretString as ApiKey;
 
 /// Where tasks run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
@@ -77,11 +48,11 @@ pub enum BackendKind {
     /// A container per task (the documented default).
     #[default]
     Docker,
-    /// A Kubernetes Job per task (not in this build yet).
+    /// A Kubernetes Job per task.
     Kubernetes,
     /// A process per task in a workspace directory on the host.
     Direct,
-    /// Hand the task to an operator command (not in this build yet).
+    /// Hand the task to an operator command.
     Command,
 }
 

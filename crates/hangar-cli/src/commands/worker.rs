@@ -86,7 +86,7 @@ async fn token(sub: TokenSub, global: &Global) -> Result<ExitCode> {
             let token: WorkerTokenItem = client
                 .create_worker_token(&CreateWorkerTokenRequest {
                     name,
-                    worker_id,
+                    worker_id: worker_id.map(Into::into),
                     pool,
                     expires_at,
                 })
@@ -103,9 +103,13 @@ async fn token(sub: TokenSub, global: &Global) -> Result<ExitCode> {
                     println!();
                     println!("    {secret}");
                     println!();
-                    let id = token.worker_id.clone().unwrap_or_else(|| {
-                        format!("{}NAME", token.pool.as_deref().unwrap_or_default())
-                    });
+                    let id = token
+                        .worker_id
+                        .as_ref()
+                        .map(ToString::to_string)
+                        .unwrap_or_else(|| {
+                            format!("{}NAME", token.pool.as_deref().unwrap_or_default())
+                        });
                     let url = client.base_url().as_str().trim_end_matches('/');
                     println!("Start the worker with it:");
                     println!(

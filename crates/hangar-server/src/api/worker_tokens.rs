@@ -46,7 +46,7 @@ fn item(
     uids: &HashMap<i64, String>,
 ) -> WorkerTokenItem {
     let (worker_id, pool) = match &r.binding {
-        WorkerBinding::Worker(id) => (Some(id.clone()), None),
+        WorkerBinding::Worker(id) => (Some(id.clone().into()), None),
         WorkerBinding::Pool(prefix) => (None, Some(prefix.clone())),
     };
     WorkerTokenItem {
@@ -74,6 +74,7 @@ fn binding(req: &CreateWorkerTokenRequest) -> ApiResult<WorkerBinding> {
     };
     match (&req.worker_id, &req.pool) {
         (Some(id), None) => {
+            let id = id.as_str();
             validate_worker_id(id).map_err(|_| {
                 ApiError::BadRequest(format!(
                     "`worker_id` `{}` is invalid; {WORKER_ID_RULE}",
@@ -83,7 +84,7 @@ fn binding(req: &CreateWorkerTokenRequest) -> ApiResult<WorkerBinding> {
             if id.starts_with(RESERVED_WORKER_PREFIX) {
                 return Err(reserved("worker_id", id));
             }
-            Ok(WorkerBinding::Worker(id.clone()))
+            Ok(WorkerBinding::Worker(id.to_owned()))
         }
         (None, Some(prefix)) => {
             validate_worker_id(prefix).map_err(|_| {

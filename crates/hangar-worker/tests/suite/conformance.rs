@@ -260,7 +260,7 @@ async fn launch<H: Harness>(h: &H) {
         conn.recv().await,
         WorkerToServer::TaskClaimed(TaskClaimed {
             task_id: "run-l".into(),
-            worker_id: w.worker_id.clone(),
+            worker_id: w.worker_id.clone().into(),
             execution_id: Some("exec-l".into()),
         })
     );
