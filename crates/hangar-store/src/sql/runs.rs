@@ -14,6 +14,24 @@ macro_rules! run_store {
             /// The states no change leaves.
             const TERMINAL_STATES: &str = "('SUCCEEDED', 'FAILED', 'ERROR', 'CANCELLED')";
 
+            /// The team's run `id`, its row locked until the transaction ends
+            /// (`Dialect::FOR_UPDATE`); `None` when there is no such run.
+            async fn locked_run(
+                tx: &mut <<$store as $crate::sql::Dialect>::Db as sqlx::Database>::Connection,
+                team_id: i64,
+                id: &RunId,
+            ) -> StoreResult<Option<RunRecord>> {
+                let lock = <$store as $crate::sql::Dialect>::FOR_UPDATE;
+                let row = sqlx::query(AssertSqlSafe(format!(
+                    "SELECT {RUN_COLUMNS} FROM runs WHERE id = $1 AND team_id = $2{lock}"
+                )))
+                .bind(id.as_str())
+                .bind(team_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                row.as_ref().map(run_from_row).transpose()
+            }
+
             impl $store {
                 /// Explains why a conditional run update matched no row.
                 async fn why_not(&self, run: &RunId, exec: &ExecutionId) -> StoreResult<Transition> {
@@ -383,22 +401,13 @@ macro_rules! run_store {
                     message: &str,
                     at: i64,
                 ) -> StoreResult<RunRecord> {
-                    let lock = <$store as $crate::sql::Dialect>::FOR_UPDATE;
                     let mut tx = self.write().begin().await?;
                     // The row lock orders this cancel against a concurrent outcome from
                     // another replica: whichever commits second sees the other's state.
-                    let row = sqlx::query(AssertSqlSafe(format!(
-                        "SELECT {RUN_COLUMNS} FROM runs WHERE id = $1 AND team_id = $2{lock}"
-                    )))
-                    .bind(id.as_str())
-                    .bind(team_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    let Some(row) = row else {
+                    let Some(before) = locked_run(&mut tx, team_id, id).await? else {
                         tx.rollback().await?;
                         return Err(StoreError::NotFound);
                     };
-                    let before = run_from_row(&row)?;
                     if before.state.is_terminal() {
                         // Release the row lock now rather than when the pool next uses
                         // this connection.
@@ -641,22 +650,13 @@ macro_rules! run_store {
                     id: &RunId,
                     followup: &NewFollowup,
                 ) -> StoreResult<RunRecord> {
-                    let lock = <$store as $crate::sql::Dialect>::FOR_UPDATE;
                     let mut tx = self.write().begin().await?;
                     // The row lock orders this against a concurrent assignment, outcome or
                     // second follow-up from another replica.
-                    let row = sqlx::query(AssertSqlSafe(format!(
-                        "SELECT {RUN_COLUMNS} FROM runs WHERE id = $1 AND team_id = $2{lock}"
-                    )))
-                    .bind(id.as_str())
-                    .bind(team_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    let Some(row) = row else {
+                    let Some(before) = locked_run(&mut tx, team_id, id).await? else {
                         tx.rollback().await?;
                         return Err(StoreError::NotFound);
                     };
-                    let before = run_from_row(&row)?;
                     if !before.state.is_terminal() {
                         // Release the row lock now, not when the pool next reuses the connection.
                         tx.rollback().await?;
