@@ -19,6 +19,7 @@ pub use settings::{
 };
 
 use clap::ValueEnum;
+use hangar_protocol::WorkerId;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
@@ -125,7 +126,7 @@ impl LogFormat {
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkerConfig {
     /// Name of this worker (exact match for `--host`).
-    pub worker_id: String,
+    pub worker_id: WorkerId,
     /// Team API key; only ever sent in the `Authorization` header.
     pub api_key: ApiKey,
     /// Base URL of the control plane.
@@ -181,7 +182,7 @@ pub struct WorkerConfig {
 impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
-            worker_id: String::new(),
+            worker_id: WorkerId::from(""),
             api_key: ApiKey::default(),
             server_url: DEFAULT_SERVER_URL.to_owned(),
             backend: BackendKind::default(),
@@ -249,7 +250,7 @@ pub(crate) fn invalid(msg: impl Into<String>) -> ConfigError {
 impl WorkerConfig {
     /// Checks invariants that hold however the config was built.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        validate_worker_id(&self.worker_id)?;
+        validate_worker_id(self.worker_id.as_str())?;
         if self.api_key.is_empty() {
             return Err(invalid(
                 "no API key: pass --api-key <KEY> or set HANGAR_API_KEY",

@@ -13,6 +13,7 @@
 
 use crate::config::ApiKey;
 use futures::{SinkExt, StreamExt};
+use hangar_protocol::WorkerId;
 use hangar_protocol::worker::{ServerToWorker, WorkerToServer};
 use hangar_protocol::{Envelope, WORKER_WS_PATH};
 use std::collections::VecDeque;
@@ -105,7 +106,7 @@ pub(crate) struct Settings {
     pub heard: LastHeard,
     pub url: Url,
     pub api_key: ApiKey,
-    pub worker_id: String,
+    pub worker_id: WorkerId,
     pub heartbeat_interval: Duration,
     pub read_timeout: Duration,
     pub connect_timeout: Duration,

@@ -4,6 +4,7 @@
 
 use crate::backends::{Backend, BackendError, Execution, ExitStatus, Recovered, TaskSpec};
 use crate::connection::Outbox;
+use hangar_protocol::WorkerId;
 use hangar_protocol::redact::{LogSecrets, Redactor};
 use hangar_protocol::worker::FailureReason;
 use hangar_protocol::worker::{TaskCompleted, TaskFailed, TaskStarted, WorkerToServer};
@@ -65,7 +66,7 @@ pub(crate) struct TaskRun {
     /// `OTEL_*` variables the agent gets to export its spans.
     pub trace_env: Vec<(String, String)>,
     /// This worker (span attributes).
-    pub worker_id: String,
+    pub worker_id: WorkerId,
     /// The backend's name (span attributes).
     pub backend_name: &'static str,
 }
@@ -124,7 +125,7 @@ pub(crate) async fn drive(mut run: TaskRun) {
         vec![
             KeyValue::new("hangar.run.id", task_id.clone()),
             KeyValue::new("hangar.execution.id", execution_id.clone()),
-            KeyValue::new("hangar.worker.id", run.worker_id.clone()),
+            KeyValue::new("hangar.worker.id", run.worker_id.to_string()),
             KeyValue::new("hangar.worker.backend", run.backend_name),
         ],
     );

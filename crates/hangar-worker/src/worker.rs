@@ -217,7 +217,7 @@ impl Worker {
         hard_shutdown: CancellationToken,
     ) -> Result<(), WorkerError> {
         let cfg = &self.config;
-        let url = connection::worker_ws_url(&cfg.server_url, &cfg.worker_id)?;
+        let url = connection::worker_ws_url(&cfg.server_url, cfg.worker_id.as_str())?;
         let backend_err = |source| WorkerError::Backend {
             backend: cfg.backend,
             source,
@@ -225,7 +225,7 @@ impl Worker {
         self.backend.start().await.map_err(backend_err)?;
         let recovered = self.backend.recover().await.map_err(backend_err)?;
         crate::metrics::init(
-            &cfg.worker_id,
+            cfg.worker_id.as_str(),
             self.backend.name(),
             cfg.max_concurrent_tasks,
             self.spool_root.clone(),

@@ -188,7 +188,7 @@ async fn daemon(mut args: WorkerArgs) -> Result<ExitCode> {
     }
     let mut settings = hangar_telemetry::Settings::new("hangar-worker");
     settings.attributes = vec![
-        ("worker.id", config.worker_id.clone()),
+        ("worker.id", config.worker_id.to_string()),
         ("worker.backend", config.backend.as_str().to_owned()),
     ];
     let telemetry = hangar_telemetry::Telemetry::init(settings)?;

@@ -98,7 +98,7 @@ impl CommandConfig {
                 })?,
         };
         Ok(CommandConfig {
-            worker_id: config.worker_id.clone(),
+            worker_id: config.worker_id.to_string(),
             server_url: config.server_url.clone(),
             dispatch_command: c.dispatch_command.clone().unwrap_or_default(),
             cancel_command: c.cancel_command.clone(),

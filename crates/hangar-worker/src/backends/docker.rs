@@ -198,7 +198,7 @@ impl BackendFactory for DockerConfig {
             .clone()
             .unwrap_or_else(|| config.server_url.clone());
         let mut dc = DockerConfig::new(
-            config.worker_id.clone(),
+            config.worker_id.to_string(),
             workspace_root,
             agent_path,
             server_url,

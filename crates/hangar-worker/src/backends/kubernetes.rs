@@ -188,7 +188,7 @@ impl KubernetesConfig {
             ));
         }
         Ok(KubernetesConfig {
-            worker_id: config.worker_id.clone(),
+            worker_id: config.worker_id.to_string(),
             namespace: k.namespace.clone().unwrap_or_default(),
             kubeconfig: k.kubeconfig.clone(),
             server_url: k

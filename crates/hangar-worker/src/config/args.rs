@@ -152,7 +152,7 @@ impl WorkerArgs {
         };
         validate_worker_id(&worker_id)?;
         let mut cfg = WorkerConfig {
-            worker_id,
+            worker_id: worker_id.into(),
             ..WorkerConfig::default()
         };
 

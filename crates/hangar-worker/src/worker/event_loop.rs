@@ -378,7 +378,7 @@ impl Core<'_> {
                 self.outbox
                     .send(WorkerToServer::TaskClaimed(TaskClaimed {
                         task_id: task_id.clone(),
-                        worker_id: cfg.worker_id.clone().into(),
+                        worker_id: cfg.worker_id.clone(),
                         execution_id: Some(execution_id.clone()),
                     }))
                     .await;

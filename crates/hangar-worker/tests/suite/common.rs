@@ -444,7 +444,7 @@ impl TestWorker {
         let worker = Worker::new(config).unwrap();
         let handle = tokio::spawn(worker.run(shutdown.clone(), hard_shutdown.clone()));
         TestWorker {
-            worker_id,
+            worker_id: worker_id.to_string(),
             dir,
             out,
             workspace_root,

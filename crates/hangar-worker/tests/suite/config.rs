@@ -72,7 +72,7 @@ backend:
     let defaults = WorkerConfig::default();
 
     // flags
-    assert_eq!(cfg.worker_id, "from-flag");
+    assert_eq!(cfg.worker_id.as_str(), "from-flag");
     assert_eq!(cfg.api_key.expose(), "hk_flag");
     assert_eq!(cfg.server_url, "http://10.0.0.1:9000");
     assert_eq!(

@@ -27,7 +27,7 @@ pub(super) async fn base_image() -> String {
 pub(super) fn docker(c: &mut WorkerConfig, worker_id: &str, image: &str) {
     let root = c.direct.workspace_root.clone().unwrap();
     let dir = root.parent().unwrap().to_path_buf();
-    c.worker_id = worker_id.to_owned();
+    c.worker_id = worker_id.into();
     c.backend = BackendKind::Docker;
     c.docker.workspace_root = Some(root);
     c.docker.default_image = Some(image.to_owned());
