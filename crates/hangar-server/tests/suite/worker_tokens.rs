@@ -6,6 +6,7 @@
 
 use crate::suite::common::TwoTeams;
 use futures::{SinkExt, StreamExt};
+use hangar_testkit::poll::eventually;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -77,25 +78,19 @@ async fn listed(t: &TwoTeams, worker_id: &str) -> bool {
 }
 
 async fn wait_listed(t: &TwoTeams, worker_id: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !listed(t, worker_id).await {
-        assert!(
-            Instant::now() < deadline,
-            "worker `{worker_id}` never registered"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let what = format!("worker `{worker_id}` to register");
+    eventually(&what, Duration::from_secs(10), || async {
+        listed(t, worker_id).await.then_some(())
+    })
+    .await;
 }
 
 async fn wait_unlisted(t: &TwoTeams, worker_id: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while listed(t, worker_id).await {
-        assert!(
-            Instant::now() < deadline,
-            "worker `{worker_id}` never disconnected"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let what = format!("worker `{worker_id}` to disconnect");
+    eventually(&what, Duration::from_secs(10), || async {
+        (!listed(t, worker_id).await).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -398,19 +393,19 @@ async fn s8_a_worker_connected_through_another_replica_is_not_taken_over() {
     assert_eq!(status, 409);
     let ws = open_worker(&t, "roamer", &mine).await.unwrap();
     let _alive = keep_alive(ws);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let w = t.ok("GET", "/workers", &t.key_a, None).await;
-        let row = w["workers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|w| w["worker_id"] == "roamer")
-            .cloned();
-        if row.is_some_and(|r| r["replica_id"] != "replica-elsewhere") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "never registered here: {w}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        "the worker registered on this replica",
+        Duration::from_secs(10),
+        || async {
+            let w = t.ok("GET", "/workers", &t.key_a, None).await;
+            w["workers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|w| w["worker_id"] == "roamer")
+                .filter(|r| r["replica_id"] != "replica-elsewhere")
+                .map(|_| ())
+        },
+    )
+    .await;
 }
