@@ -536,28 +536,14 @@ impl Drop for TestWorker {
 
 /// Waits until `path` exists (an event the agent produces), failing after [`WAIT`].
 pub async fn wait_for_file(path: &Path) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !path.exists() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{} did not appear",
-            path.display()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let what = format!("{} to appear", path.display());
+    hangar_testkit::poll::until(&what, WAIT, || path.exists()).await;
 }
 
 /// Waits until `path` is gone, failing after [`WAIT`].
 pub async fn wait_for_removal(path: &Path) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while path.exists() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{} was not removed",
-            path.display()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let what = format!("{} to be removed", path.display());
+    hangar_testkit::poll::until(&what, WAIT, || !path.exists()).await;
 }
 
 /// Waits until no live process is left in group `pgid`; SIGKILLed processes
