@@ -104,17 +104,13 @@ fn require_prompt_or_skill(doc: &mut serde_json::Value) {
 }
 
 /// `team` on run and schedule requests may only be `true` (or absent):
-/// everything belongs to the API key's team.
+/// everything belongs to the API key's team. (An API key's own `team` flag
+/// is a real choice and keeps both values.)
 fn only_this_team(doc: &mut serde_json::Value) {
-    let Some(schemas) = doc
-        .pointer_mut("/components/schemas")
-        .and_then(serde_json::Value::as_object_mut)
-    else {
-        return;
-    };
-    for schema in schemas.values_mut() {
-        if let Some(team) = schema.pointer_mut("/properties/team")
-            && let Some(team) = team.as_object_mut()
+    for schema in ["RunAgentRequest", "CreateScheduledAgentRequest"] {
+        if let Some(team) = doc
+            .pointer_mut(&format!("/components/schemas/{schema}/properties/team"))
+            .and_then(serde_json::Value::as_object_mut)
         {
             team.insert("enum".to_owned(), serde_json::json!([true, null]));
         }
