@@ -36,6 +36,36 @@ pub(crate) const RUN_COLUMNS: &str = "id, team_id, creator_user_id, title, promp
 pub(crate) const EXECUTION_COLUMNS: &str =
     "id, run_id, worker_id, state, created_at, ended_at, exit_code, failure_reason, message";
 
+/// Binds the ten values every new run is inserted with, as `$1`..`$10`:
+/// id, team, creator, title, prompt, source, execution location, worker
+/// host, config (JSON) and creation time. The statements (queued, local,
+/// from a schedule) differ only in what follows.
+pub(crate) fn bind_new_run<'q, DB>(
+    query: sqlx::query::Query<'q, DB, DB::Arguments>,
+    run: &crate::NewRun,
+) -> crate::StoreResult<sqlx::query::Query<'q, DB, DB::Arguments>>
+where
+    DB: sqlx::Database,
+    for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> Option<i64>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> Option<String>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
+    let config = serde_json::to_string(&run.config)
+        .map_err(|e| crate::StoreError::Corrupt(format!("run config: {e}")))?;
+    Ok(query
+        .bind(run.id.0.clone())
+        .bind(run.team_id)
+        .bind(run.creator_user_id)
+        .bind(run.title.clone())
+        .bind(run.prompt.clone())
+        .bind(run.source.as_str().to_owned())
+        .bind(run.execution_location.as_str().to_owned())
+        .bind(run.config.worker_host.clone())
+        .bind(config)
+        .bind(run.created_at))
+}
+
 /// An event as stored: its `kind` (a column, for filtering) and its JSON body.
 pub(crate) fn event_row(
     event: &hangar_protocol::session::SessionEvent,

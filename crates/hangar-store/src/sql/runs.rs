@@ -57,23 +57,12 @@ macro_rules! run_store {
             #[async_trait]
             impl RunStore for $store {
                 async fn create_run(&self, run: NewRun) -> StoreResult<RunRecord> {
-                    let config = serde_json::to_string(&run.config)
-                        .map_err(|e| StoreError::Corrupt(format!("run config: {e}")))?;
-                    let row = sqlx::query(AssertSqlSafe(format!(
+                    let query = sqlx::query(AssertSqlSafe(format!(
                         "INSERT INTO runs (id, team_id, creator_user_id, title, prompt, state, source, \
                          execution_location, worker_host, config, created_at, updated_at) \
                          VALUES ($1, $2, $3, $4, $5, 'QUEUED', $6, $7, $8, $9, $10, $10) RETURNING {RUN_COLUMNS}"
-                    )))
-                    .bind(run.id.as_str())
-                    .bind(run.team_id)
-                    .bind(run.creator_user_id)
-                    .bind(&run.title)
-                    .bind(&run.prompt)
-                    .bind(run.source.as_str())
-                    .bind(run.execution_location.as_str())
-                    .bind(&run.config.worker_host)
-                    .bind(config)
-                    .bind(run.created_at)
+                    )));
+                    let row = $crate::sql::bind_new_run(query, &run)?
                     // Read to the end: an error reported after the row (a failed commit)
                     // would be lost by stopping at the first row.
                     .fetch_all(self.write())
@@ -84,25 +73,14 @@ macro_rules! run_store {
                 }
 
                 async fn create_local_run(&self, run: NewRun, exec: NewExecution) -> StoreResult<RunRecord> {
-                    let config = serde_json::to_string(&run.config)
-                        .map_err(|e| StoreError::Corrupt(format!("run config: {e}")))?;
                     let mut tx = self.write().begin().await?;
-                    sqlx::query(
+                    let query = sqlx::query(
                         "INSERT INTO runs (id, team_id, creator_user_id, title, prompt, state, source, \
                          execution_location, worker_host, config, created_at, updated_at, started_at, \
                          current_execution_id, sandbox_running) \
                          VALUES ($1, $2, $3, $4, $5, 'INPROGRESS', $6, $7, $8, $9, $10, $10, $10, $11, TRUE)",
-                    )
-                    .bind(run.id.as_str())
-                    .bind(run.team_id)
-                    .bind(run.creator_user_id)
-                    .bind(&run.title)
-                    .bind(&run.prompt)
-                    .bind(run.source.as_str())
-                    .bind(run.execution_location.as_str())
-                    .bind(&run.config.worker_host)
-                    .bind(config)
-                    .bind(run.created_at)
+                    );
+                    $crate::sql::bind_new_run(query, &run)?
                     .bind(exec.id.as_str())
                     .execute(&mut *tx)
                     .await?;

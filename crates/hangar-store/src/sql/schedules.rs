@@ -236,25 +236,14 @@ macro_rules! schedule_store {
                         SlotAction::Run(run) => {
                             let name: String = claimed.try_get("name")?;
                             let cron: String = claimed.try_get("cron_schedule")?;
-                            let config = serde_json::to_string(&run.config)
-                                .map_err(|e| StoreError::Corrupt(format!("run config: {e}")))?;
-                            let row = sqlx::query(AssertSqlSafe(format!(
+                            let query = sqlx::query(AssertSqlSafe(format!(
                                 "INSERT INTO runs (id, team_id, creator_user_id, title, prompt, state, source, \
                                  execution_location, worker_host, config, created_at, updated_at, \
                                  schedule_id, schedule_name, schedule_cron) \
                                  VALUES ($1, $2, $3, $4, $5, 'QUEUED', $6, $7, $8, $9, $10, $11, $12, $13, $14) \
                                  RETURNING {RUN_COLUMNS}"
-                            )))
-                            .bind(run.id.as_str())
-                            .bind(run.team_id)
-                            .bind(run.creator_user_id)
-                            .bind(&run.title)
-                            .bind(&run.prompt)
-                            .bind(run.source.as_str())
-                            .bind(run.execution_location.as_str())
-                            .bind(&run.config.worker_host)
-                            .bind(config)
-                            .bind(run.created_at)
+                            )));
+                            let row = $crate::sql::bind_new_run(query, &run)?
                             .bind(run.created_at)
                             .bind(id)
                             .bind(name)
