@@ -6,6 +6,7 @@ mod accounts;
 mod behaviours;
 mod conformance;
 mod dump;
+mod executions;
 mod leases_model;
 mod lifecycle;
 mod postgres;
