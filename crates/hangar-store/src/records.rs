@@ -460,7 +460,7 @@ pub(crate) fn list_runs_query(
         sql.push_str(&format!(" AND schedule_id = {}", mark()));
         values.push(FilterValue::Text(schedule.clone()));
     }
-    let (extra, filters) = filter_clauses(q, dialect, &|field| dialect.text(field), &mut mark);
+    let (extra, filters) = filter_clauses(q, dialect, &mut mark);
     sql.push_str(&extra);
     values.extend(filters);
     if let Some((k, id)) = &q.after {
@@ -504,12 +504,11 @@ pub(crate) enum FilterValue {
 
 /// SQL conditions (each starting with ` AND`) and their values for the
 /// filters of `q` other than states, source, schedule and paging, in one
-/// dialect: `json_text(field)` extracts a text field of the JSON `config`
-/// column; `mark()` yields the next parameter placeholder.
+/// dialect (`Dialect::text` reads a field of the JSON `config` column);
+/// `mark()` yields the next parameter placeholder.
 pub(crate) fn filter_clauses(
     q: &RunQuery,
     dialect: Dialect,
-    json_text: &dyn Fn(&str) -> String,
     mark: &mut dyn FnMut() -> String,
 ) -> (String, Vec<FilterValue>) {
     let mut sql = String::new();
@@ -521,7 +520,7 @@ pub(crate) fn filter_clauses(
         ("skill_spec", &q.skill_spec),
     ] {
         if let Some(v) = value {
-            sql.push_str(&format!(" AND {} = {}", json_text(field), mark()));
+            sql.push_str(&format!(" AND {} = {}", dialect.text(field), mark()));
             values.push(FilterValue::Text(v.clone()));
         }
     }
@@ -580,7 +579,7 @@ pub(crate) fn filter_clauses(
         sql.push_str(&format!(
             " AND (LOWER(title) LIKE {a} ESCAPE '\\' OR LOWER(prompt) LIKE {b} ESCAPE '\\' \
              OR LOWER(COALESCE({}, '')) LIKE {c} ESCAPE '\\')",
-            json_text("skill_spec")
+            dialect.text("skill_spec")
         ));
         values.extend([
             FilterValue::Text(pattern.clone()),
