@@ -369,6 +369,42 @@ pub trait Store:
     async fn ping(&self) -> StoreResult<()>;
     /// Closes connections (flushes the WAL).
     async fn close(&self);
+    /// How many writes this store has made durable since it opened, and in
+    /// how many commits (on SQLite, fsyncs: group commit shares one among
+    /// the writes that queue up together).
+    fn write_counts(&self) -> WriteCounts;
+}
+
+/// [`Store::write_counts`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteCounts {
+    /// Writes that committed (one per `write`/`transaction` of the store).
+    pub writes: u64,
+    /// Transactions committed.
+    pub commits: u64,
+}
+
+/// The counters behind [`Store::write_counts`].
+#[derive(Debug, Default)]
+pub(crate) struct WriteCounters {
+    writes: std::sync::atomic::AtomicU64,
+    commits: std::sync::atomic::AtomicU64,
+}
+
+impl WriteCounters {
+    pub(crate) fn add(&self, writes: u64, commits: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.writes.fetch_add(writes, Relaxed);
+        self.commits.fetch_add(commits, Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> WriteCounts {
+        use std::sync::atomic::Ordering::Relaxed;
+        WriteCounts {
+            writes: self.writes.load(Relaxed),
+            commits: self.commits.load(Relaxed),
+        }
+    }
 }
 
 /// The write [`Store::ping`] commits (`?` is the time in ms; PostgreSQL

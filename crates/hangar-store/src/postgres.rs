@@ -93,6 +93,7 @@ pub struct PostgresStore {
     schema: String,
     /// This store's `application_name`, the `origin` of the signals it causes.
     origin: String,
+    counters: std::sync::Arc<crate::WriteCounters>,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -203,6 +204,7 @@ impl PostgresStore {
             pool,
             schema,
             origin,
+            counters: Default::default(),
         })
     }
 
@@ -275,6 +277,55 @@ impl PostgresStore {
     async fn close_pools(&self) {
         self.pool.close().await;
     }
+
+    /// A write of one statement: a connection of the pool in autocommit
+    /// (the statement is durable when it returns), behind the same guard
+    /// shape as SQLite's group-committed writes.
+    pub(crate) async fn write(&self) -> StoreResult<PgAutocommit> {
+        self.counters.add(1, 1);
+        Ok(PgAutocommit(self.pool.acquire().await?))
+    }
+
+    /// A write of several statements that commit together or not at all.
+    pub(crate) async fn transaction(
+        &self,
+    ) -> StoreResult<sqlx::Transaction<'static, sqlx::Postgres>> {
+        self.counters.add(1, 1);
+        Ok(self.pool.begin().await?)
+    }
+
+    /// [`Store::write_counts`]: PostgreSQL commits each write on its own
+    /// (counted as it begins).
+    fn write_counters(&self) -> &crate::WriteCounters {
+        &self.counters
+    }
+}
+
+/// [`PostgresStore::write`]'s guard: each statement commits as it runs, so
+/// `commit` and `rollback` have nothing left to do.
+#[derive(Debug)]
+pub(crate) struct PgAutocommit(sqlx::pool::PoolConnection<sqlx::Postgres>);
+
+impl PgAutocommit {
+    /// The statements already committed.
+    #[allow(clippy::unused_async)]
+    pub(crate) async fn commit(self) -> StoreResult<()> {
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for PgAutocommit {
+    type Target = sqlx::PgConnection;
+
+    fn deref(&self) -> &sqlx::PgConnection {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for PgAutocommit {
+    fn deref_mut(&mut self) -> &mut sqlx::PgConnection {
+        &mut self.0
+    }
 }
 
 impl crate::sql::Dialect for PostgresStore {
@@ -284,13 +335,8 @@ impl crate::sql::Dialect for PostgresStore {
         &self.pool
     }
 
-    fn write(&self) -> &PgPool {
-        &self.pool
-    }
-
     const FOR_UPDATE: &'static str = " FOR UPDATE";
     const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
-    const BEGIN_WRITE: &'static str = "BEGIN";
     const NEXT_LIFECYCLE_SEQUENCE: &'static str = "hangar_next_lifecycle_sequence(r.team_id)";
     const JSON: crate::records::Dialect = crate::records::Dialect::Postgres;
 }

@@ -8,9 +8,13 @@
 //! translation).
 //!
 //! What truly differs is behind [`Dialect`], each item with the reason:
-//! which connection pool reads and which writes, row locks, and the JSON
-//! operators of run filters. The few methods that differ in more than that
-//! stay in `sqlite.rs` and `postgres.rs` (batched event inserts, signals).
+//! which connection pool reads, row locks, and the JSON operators of run
+//! filters. Writes go through two methods each store has, `write()` (one
+//! statement) and `transaction()` (several that commit together), whose
+//! guards have one shape: on SQLite a savepoint in a group commit
+//! (`sqlite/group_commit.rs`), on PostgreSQL an autocommit connection and a
+//! transaction. The few methods that differ in more than that stay in
+//! `sqlite.rs` and `postgres.rs` (batched event inserts, signals).
 //!
 //! To add a query: write it here once, in the module of its trait, and run
 //! the conformance suite (`cargo nextest run -p hangar-store`), which runs
@@ -87,12 +91,15 @@ pub(crate) trait Dialect {
 
     /// The pool reads go to. On SQLite a pool of readers (WAL: they never
     /// block the writer); on PostgreSQL the one pool.
+    ///
+    /// Writes are not here but in two inherent methods of each store, whose
+    /// guards have the same shape (dereference to a connection, `commit`,
+    /// `rollback`): `write()` for one statement and `transaction()` for
+    /// several that commit together. On SQLite both are a savepoint in the
+    /// writer's open batch (group commit: one fsync for the writes that queue
+    /// up together; `commit` returns once the batch has committed); on
+    /// PostgreSQL an autocommit connection and a transaction of the pool.
     fn read(&self) -> &sqlx::Pool<Self::Db>;
-
-    /// The pool writes go to. On SQLite its one writing connection (SQLite
-    /// admits one writer at a time; queueing here, FIFO, beats its sleeping
-    /// busy handler); on PostgreSQL the one pool.
-    fn write(&self) -> &sqlx::Pool<Self::Db>;
 
     /// Appended to a `SELECT` that must lock the rows it reads until the
     /// transaction ends. PostgreSQL replicas write concurrently, so a
@@ -105,13 +112,6 @@ pub(crate) trait Dialect {
     /// passes over runs another replica is assigning at this moment; SQLite
     /// has one writer, so nothing to skip.
     const SKIP_LOCKED: &'static str;
-
-    /// Begins a write transaction that must see the latest committed state.
-    /// SQLite: `BEGIN IMMEDIATE` takes the write lock up front, so a writer
-    /// in another process on the same file waits for it instead of failing
-    /// to upgrade a stale read snapshot. PostgreSQL: `BEGIN` (its row locks
-    /// and re-checked `WHERE`s do that per row).
-    const BEGIN_WRITE: &'static str;
 
     /// The next lifecycle sequence number of the team of the run row `r`,
     /// gap-free and in commit order. SQLite: `MAX + 1`, which cannot race

@@ -1,7 +1,10 @@
 //! The embedded SQLite store: WAL journal, `synchronous=FULL`, one file in the data directory.
 
 crate::sql::shared_store!(SqliteStore);
+mod group_commit;
+
 use crate::*;
+use group_commit::{GroupWriter, SqliteWrite};
 use hangar_protocol::session::SessionEvent;
 use hangar_protocol::{RunExecutionLocation, RunSourceType, Timestamp};
 use sqlx::Row;
@@ -18,10 +21,15 @@ use std::time::Duration;
 pub struct SqliteStore {
     /// Readers (WAL: they never block the writer).
     pool: SqlitePool,
-    /// The one writing connection. SQLite admits one writer at a time; queueing
-    /// writers here (FIFO, no sleeping) instead of in SQLite's busy handler
-    /// (which sleeps 1, 2, 5, 10… ms between retries) keeps write latency flat.
-    writer: SqlitePool,
+    /// The one writing connection, shared by the writes that queue up
+    /// behind each other (group commit: one transaction and one fsync for
+    /// all of them, a savepoint each). SQLite admits one writer at a time;
+    /// queueing writers here (FIFO, no sleeping) instead of in SQLite's busy
+    /// handler (which sleeps 1, 2, 5, 10… ms between retries) keeps write
+    /// latency flat.
+    writer: GroupWriter,
+    /// The pool `writer` borrows its connection from (closed last).
+    writer_pool: SqlitePool,
 }
 
 impl SqliteStore {
@@ -58,7 +66,8 @@ impl SqliteStore {
             // In memory: every connection would be a separate database.
             return Ok(SqliteStore {
                 pool: writer.clone(),
-                writer,
+                writer: GroupWriter::new(writer.clone()),
+                writer_pool: writer,
             });
         }
         let pool = SqlitePoolOptions::new()
@@ -67,7 +76,28 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
-        Ok(SqliteStore { pool, writer })
+        Ok(SqliteStore {
+            pool,
+            writer: GroupWriter::new(writer.clone()),
+            writer_pool: writer,
+        })
+    }
+
+    /// A write of one statement: a savepoint in the open batch;
+    /// [`SqliteWrite::commit`] returns once it is durable.
+    pub(crate) async fn write(&self) -> StoreResult<SqliteWrite> {
+        self.writer.begin().await
+    }
+
+    /// A write of several statements that commit together or not at all:
+    /// on SQLite the same savepoint as [`SqliteStore::write`].
+    pub(crate) async fn transaction(&self) -> StoreResult<SqliteWrite> {
+        self.writer.begin().await
+    }
+
+    /// [`Store::write_counts`]: writes and the batches that committed them.
+    fn write_counters(&self) -> &crate::WriteCounters {
+        self.writer.counters()
     }
 }
 
@@ -78,13 +108,8 @@ impl crate::sql::Dialect for SqliteStore {
         &self.pool
     }
 
-    fn write(&self) -> &SqlitePool {
-        &self.writer
-    }
-
     const FOR_UPDATE: &'static str = "";
     const SKIP_LOCKED: &'static str = "";
-    const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
     const NEXT_LIFECYCLE_SEQUENCE: &'static str =
         "(SELECT COALESCE(MAX(sequence), 0) + 1 FROM lifecycle_events WHERE team_id = r.team_id)";
     const JSON: crate::records::Dialect = crate::records::Dialect::Sqlite;
@@ -102,15 +127,15 @@ impl SqliteStore {
         Ok(BootstrapLock::none())
     }
 
-    /// [`EventStore::append_events`]' insert: one transaction, a statement
-    /// per event (SQLite has no arrays to send a batch in one).
+    /// [`EventStore::append_events`]' insert: one write, a statement per
+    /// event (SQLite has no arrays to send a batch in one).
     async fn insert_events(
         &self,
         run: &RunId,
         exec: &ExecutionId,
         events: &[SessionEvent],
     ) -> StoreResult<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.transaction().await?;
         for event in events {
             let (kind, body) = crate::sql::event_row(event)?;
             sqlx::query(
@@ -130,9 +155,12 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// [`Store::close`]: both pools.
+    /// [`Store::close`]: commits the open batch, then closes both pools.
     async fn close_pools(&self) {
+        if let Err(e) = self.writer.flush().await {
+            tracing::warn!(error = %e, "the last writes did not commit at close");
+        }
         self.pool.close().await;
-        self.writer.close().await;
+        self.writer_pool.close().await;
     }
 }

@@ -240,12 +240,14 @@ macro_rules! impl_worker_token_store {
                 token: $crate::NewWorkerToken,
             ) -> $crate::StoreResult<$crate::WorkerTokenRecord> {
                 let query = sqlx::query($crate::worker_tokens::WORKER_TOKEN_INSERT);
+                let mut db = self.write().await?;
                 $crate::worker_tokens::bind_worker_token(query, &token)
-                    .execute($crate::sql::Dialect::write(self))
+                    .execute(&mut *db)
                     .await?;
+                db.commit().await?;
                 let row = sqlx::query($crate::worker_tokens::WORKER_TOKEN_BY_ID)
                     .bind(token.id.as_str())
-                    .fetch_one($crate::sql::Dialect::write(self))
+                    .fetch_one($crate::sql::Dialect::read(self))
                     .await?;
                 worker_token_from_row(&row)
             }
@@ -278,12 +280,14 @@ macro_rules! impl_worker_token_store {
                 id: &str,
                 at: i64,
             ) -> $crate::StoreResult<()> {
+                let mut db = self.write().await?;
                 let done = sqlx::query($crate::worker_tokens::WORKER_TOKEN_REVOKE)
                     .bind(at)
                     .bind(id)
                     .bind(team_id)
-                    .execute($crate::sql::Dialect::write(self))
+                    .execute(&mut *db)
                     .await?;
+                db.commit().await?;
                 if done.rows_affected() == 0 {
                     return Err($crate::StoreError::NotFound);
                 }
@@ -291,11 +295,13 @@ macro_rules! impl_worker_token_store {
             }
 
             async fn worker_token_used(&self, id: &str, at: i64) -> $crate::StoreResult<()> {
+                let mut db = self.write().await?;
                 sqlx::query($crate::worker_tokens::WORKER_TOKEN_USED)
                     .bind(at)
                     .bind(id)
-                    .execute($crate::sql::Dialect::write(self))
+                    .execute(&mut *db)
                     .await?;
+                db.commit().await?;
                 Ok(())
             }
         }

@@ -114,6 +114,7 @@ macro_rules! account_store {
                 }
 
                 async fn create_team(&self, uid: &str, name: &str) -> StoreResult<TeamRecord> {
+                    let mut db = self.write().await?;
                     let id: i64 = sqlx::query_scalar(
                         "INSERT INTO teams (uid, name, created_at) VALUES ($1, $2, $3) RETURNING id",
                     )
@@ -122,10 +123,11 @@ macro_rules! account_store {
                     .bind(Timestamp::now().unix_millis())
                     // Read to the end: an error reported after the row (a failed commit)
                     // would be lost by stopping at the first row.
-                    .fetch_all(self.write())
+                    .fetch_all(&mut *db)
                     .await?
                     .pop()
                     .ok_or(StoreError::NotFound)?;
+                    db.commit().await?;
                     Ok(TeamRecord {
                         id,
                         uid: uid.to_owned(),
@@ -134,6 +136,7 @@ macro_rules! account_store {
                 }
 
                 async fn create_user(&self, user: NewUser) -> StoreResult<UserRecord> {
+                    let mut db = self.write().await?;
                     let id: i64 = sqlx::query_scalar(
                         "INSERT INTO users (uid, team_id, email, display_name, role, created_at) \
                          VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
@@ -146,11 +149,12 @@ macro_rules! account_store {
                     .bind(Timestamp::now().unix_millis())
                     // Read to the end: an error reported after the row (a failed commit)
                     // would be lost by stopping at the first row.
-                    .fetch_all(self.write())
+                    .fetch_all(&mut *db)
                     .await
                     .map_err(|e| create_user_error(e, user.email.as_deref()))?
                     .pop()
                     .ok_or(StoreError::NotFound)?;
+                    db.commit().await?;
                     Ok(UserRecord {
                         id,
                         uid: user.uid,
@@ -223,7 +227,7 @@ macro_rules! account_store {
                     uid: &str,
                     update: UserUpdate,
                 ) -> StoreResult<UserRecord> {
-                    let mut tx = self.write().begin().await?;
+                    let mut tx = self.transaction().await?;
                     let old = lock_user(&mut tx, team_id, uid).await?;
                     let new = apply_update(&old, update);
                     if is_active_admin(&old) && !is_active_admin(&new) {
@@ -250,7 +254,7 @@ macro_rules! account_store {
                 }
 
                 async fn delete_user(&self, team_id: i64, uid: &str, at: i64) -> StoreResult<()> {
-                    let mut tx = self.write().begin().await?;
+                    let mut tx = self.transaction().await?;
                     let user = lock_user(&mut tx, team_id, uid).await?;
                     if is_active_admin(&user) {
                         ensure_other_admin(&mut tx, team_id).await?;
@@ -283,7 +287,7 @@ macro_rules! account_store {
                     uid: &str,
                     hash: Option<&str>,
                 ) -> StoreResult<()> {
-                    let mut tx = self.write().begin().await?;
+                    let mut tx = self.transaction().await?;
                     let id: Option<i64> = sqlx::query_scalar(
                         "UPDATE users SET password_hash = $1 \
                          WHERE team_id = $2 AND uid = $3 AND deleted_at IS NULL RETURNING id",
@@ -302,6 +306,7 @@ macro_rules! account_store {
                 }
 
                 async fn create_web_session(&self, session: WebSessionRecord) -> StoreResult<()> {
+                    let mut db = self.write().await?;
                     sqlx::query(
                         "INSERT INTO web_sessions (token_hash, team_id, user_id, created_at, expires_at) \
                          VALUES ($1, $2, $3, $4, $5)",
@@ -311,8 +316,9 @@ macro_rules! account_store {
                     .bind(session.user_id)
                     .bind(session.created_at)
                     .bind(session.expires_at)
-                    .execute(self.write())
+                    .execute(&mut *db)
                     .await?;
+                    db.commit().await?;
                     Ok(())
                 }
 
@@ -335,22 +341,29 @@ macro_rules! account_store {
                 }
 
                 async fn delete_web_session(&self, token_hash: &[u8]) -> StoreResult<()> {
+                    let mut db = self.write().await?;
                     sqlx::query("DELETE FROM web_sessions WHERE token_hash = $1")
                         .bind(token_hash)
-                        .execute(self.write())
+                        .execute(&mut *db)
                         .await?;
+                    db.commit().await?;
                     Ok(())
                 }
 
                 async fn delete_user_web_sessions(&self, user_id: i64) -> StoreResult<u64> {
-                    end_sessions(self.write(), user_id).await
+                    let mut db = self.write().await?;
+                    let ended = end_sessions(&mut *db, user_id).await?;
+                    db.commit().await?;
+                    Ok(ended)
                 }
 
                 async fn purge_expired_web_sessions(&self, now: i64) -> StoreResult<u64> {
+                    let mut db = self.write().await?;
                     let done = sqlx::query("DELETE FROM web_sessions WHERE expires_at <= $1")
                         .bind(now)
-                        .execute(self.write())
+                        .execute(&mut *db)
                         .await?;
+                    db.commit().await?;
                     Ok(done.rows_affected())
                 }
             }

@@ -10,6 +10,7 @@ macro_rules! api_key_store {
             #[async_trait]
             impl ApiKeyStore for $store {
                 async fn create_api_key(&self, key: NewApiKey) -> StoreResult<ApiKeyRecord> {
+                    let mut db = self.write().await?;
                     sqlx::query(
                         "INSERT INTO api_keys (id, team_id, user_id, name, prefix, hash, created_at, expires_at) \
                          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -22,8 +23,9 @@ macro_rules! api_key_store {
                     .bind(&key.hash)
                     .bind(key.created_at)
                     .bind(key.expires_at)
-                    .execute(self.write())
+                    .execute(&mut *db)
                     .await?;
+                    db.commit().await?;
                     Ok(ApiKeyRecord {
                         id: key.id,
                         team_id: key.team_id,
@@ -48,14 +50,16 @@ macro_rules! api_key_store {
                 }
 
                 async fn revoke_api_key(&self, team_id: i64, id: &str, at: i64) -> StoreResult<()> {
+                    let mut db = self.write().await?;
                     let done = sqlx::query(
                         "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2 AND team_id = $3",
                     )
                     .bind(at)
                     .bind(id)
                     .bind(team_id)
-                    .execute(self.write())
+                    .execute(&mut *db)
                     .await?;
+                    db.commit().await?;
                     if done.rows_affected() == 0 {
                         return Err(StoreError::NotFound);
                     }

@@ -17,6 +17,7 @@ macro_rules! environment_store {
             #[async_trait]
             impl EnvironmentStore for $store {
                 async fn create_environment(&self, env: EnvironmentRecord) -> StoreResult<EnvironmentRecord> {
+                    let mut db = self.write().await?;
                     let done = sqlx::query(
                         "INSERT INTO environments (id, team_id, name, spec, created_at, updated_at) \
                          VALUES ($1, $2, $3, $4, $5, $6)",
@@ -27,8 +28,9 @@ macro_rules! environment_store {
                     .bind(&env.spec)
                     .bind(env.created_at)
                     .bind(env.updated_at)
-                    .execute(self.write())
+                    .execute(&mut *db)
                     .await;
+                    db.commit().await?;
                     match done {
                         Ok(_) => Ok(env),
                         Err(e) if unique_violation(&e) => Err(StoreError::Conflict(format!(
@@ -65,6 +67,7 @@ macro_rules! environment_store {
                 }
 
                 async fn update_environment(&self, env: EnvironmentRecord) -> StoreResult<EnvironmentRecord> {
+                    let mut db = self.write().await?;
                     let done = sqlx::query(
                         "UPDATE environments SET name = $1, spec = $2, updated_at = $3 WHERE id = $4 AND team_id = $5",
                     )
@@ -73,8 +76,9 @@ macro_rules! environment_store {
                     .bind(env.updated_at)
                     .bind(&env.id)
                     .bind(env.team_id)
-                    .execute(self.write())
+                    .execute(&mut *db)
                     .await;
+                    db.commit().await?;
                     match done {
                         Ok(r) if r.rows_affected() == 0 => Err(StoreError::NotFound),
                         Ok(_) => self.environment(env.team_id, &env.id).await,
@@ -87,11 +91,13 @@ macro_rules! environment_store {
                 }
 
                 async fn delete_environment(&self, team_id: i64, id: &str) -> StoreResult<()> {
+                    let mut db = self.write().await?;
                     let done = sqlx::query("DELETE FROM environments WHERE id = $1 AND team_id = $2")
                         .bind(id)
                         .bind(team_id)
-                        .execute(self.write())
+                        .execute(&mut *db)
                         .await?;
+                    db.commit().await?;
                     if done.rows_affected() == 0 {
                         return Err(StoreError::NotFound);
                     }
@@ -99,11 +105,13 @@ macro_rules! environment_store {
                 }
 
                 async fn save_run_environment(&self, run: &RunId, spec: &str) -> StoreResult<()> {
+                    let mut db = self.write().await?;
                     sqlx::query("INSERT INTO run_environments (run_id, spec) VALUES ($1, $2) ON CONFLICT (run_id) DO UPDATE SET spec = excluded.spec")
                         .bind(run.as_str())
                         .bind(spec)
-                        .execute(self.write())
+                        .execute(&mut *db)
                         .await?;
+                    db.commit().await?;
                     Ok(())
                 }
 
@@ -120,6 +128,7 @@ macro_rules! environment_store {
             #[async_trait]
             impl SecretStore for $store {
                 async fn create_secret(&self, s: SecretRecord) -> StoreResult<()> {
+                    let mut db = self.write().await?;
                     let done = sqlx::query(
                         "INSERT INTO secrets (team_id, name, nonce, ciphertext, created_at, updated_at) \
                          VALUES ($1, $2, $3, $4, $5, $6)",
@@ -130,8 +139,9 @@ macro_rules! environment_store {
                     .bind(&s.ciphertext)
                     .bind(s.created_at)
                     .bind(s.updated_at)
-                    .execute(self.write())
+                    .execute(&mut *db)
                     .await;
+                    db.commit().await?;
                     match done {
                         Ok(_) => Ok(()),
                         Err(e) if unique_violation(&e) => Err(StoreError::Conflict(format!(
@@ -143,6 +153,7 @@ macro_rules! environment_store {
                 }
 
                 async fn update_secret(&self, s: SecretRecord) -> StoreResult<()> {
+                    let mut db = self.write().await?;
                     let done = sqlx::query(
                         "UPDATE secrets SET nonce = $1, ciphertext = $2, updated_at = $3 WHERE team_id = $4 AND name = $5",
                     )
@@ -151,8 +162,9 @@ macro_rules! environment_store {
                     .bind(s.updated_at)
                     .bind(s.team_id)
                     .bind(&s.name)
-                    .execute(self.write())
+                    .execute(&mut *db)
                     .await?;
+                    db.commit().await?;
                     if done.rows_affected() == 0 {
                         return Err(StoreError::NotFound);
                     }
@@ -183,11 +195,13 @@ macro_rules! environment_store {
                 }
 
                 async fn delete_secret(&self, team_id: i64, name: &str) -> StoreResult<()> {
+                    let mut db = self.write().await?;
                     let done = sqlx::query("DELETE FROM secrets WHERE team_id = $1 AND name = $2")
                         .bind(team_id)
                         .bind(name)
-                        .execute(self.write())
+                        .execute(&mut *db)
                         .await?;
+                    db.commit().await?;
                     if done.rows_affected() == 0 {
                         return Err(StoreError::NotFound);
                     }

@@ -86,15 +86,21 @@ macro_rules! event_store {
             #[async_trait]
             impl Store for $store {
                 async fn ping(&self) -> StoreResult<()> {
+                    let mut db = self.write().await?;
                     sqlx::query(PROBE_WRITE)
                         .bind(Timestamp::now().unix_millis())
-                        .execute(self.write())
+                        .execute(&mut *db)
                         .await?;
+                    db.commit().await?;
                     Ok(())
                 }
 
                 async fn close(&self) {
                     self.close_pools().await;
+                }
+
+                fn write_counts(&self) -> WriteCounts {
+                    self.write_counters().snapshot()
                 }
             }
 

@@ -41,6 +41,7 @@ macro_rules! lifecycle_store {
                     // One statement: no row (and no sequence number taken) unless the
                     // run is the team's.
                     let next = <$store as $crate::sql::Dialect>::NEXT_LIFECYCLE_SEQUENCE;
+                    let mut db = self.write().await?;
                     let seq: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
                         "INSERT INTO lifecycle_events (team_id, sequence, run_id, event_type, \
                          execution_id, ref_id, occurred_at) \
@@ -56,9 +57,10 @@ macro_rules! lifecycle_store {
                     // Read to the end: the statement commits when it finishes, and an
                     // error reported after the row (a failed commit) would be lost by
                     // stopping at the first row.
-                    .fetch_all(self.write())
+                    .fetch_all(&mut *db)
                     .await?
                     .pop();
+                    db.commit().await?;
                     seq.ok_or(StoreError::NotFound)
                 }
             }
@@ -70,7 +72,9 @@ macro_rules! lifecycle_store {
                         "INSERT INTO worker_presence ({WORKER_COLUMNS}) \
                          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) {WORKER_ON_CONFLICT}"
                     )));
-                    bind_worker(query, w)?.execute(self.write()).await?;
+                    let mut db = self.write().await?;
+                    bind_worker(query, w)?.execute(&mut *db).await?;
+                    db.commit().await?;
                     Ok(())
                 }
 
@@ -81,6 +85,7 @@ macro_rules! lifecycle_store {
                     connection_id: &str,
                     at: i64,
                 ) -> StoreResult<()> {
+                    let mut db = self.write().await?;
                     sqlx::query(
                         "UPDATE worker_presence SET connected = FALSE, running_tasks = 0, last_seen = $1 \
                          WHERE team_id = $2 AND worker_id = $3 AND connection_id = $4",
@@ -89,8 +94,9 @@ macro_rules! lifecycle_store {
                     .bind(team_id)
                     .bind(worker_id)
                     .bind(connection_id)
-                    .execute(self.write())
+                    .execute(&mut *db)
                     .await?;
+                    db.commit().await?;
                     Ok(())
                 }
 
@@ -105,10 +111,12 @@ macro_rules! lifecycle_store {
                 }
 
                 async fn prune_workers(&self, before: i64) -> StoreResult<u64> {
+                    let mut db = self.write().await?;
                     let done = sqlx::query("DELETE FROM worker_presence WHERE last_seen < $1")
                         .bind(before)
-                        .execute(self.write())
+                        .execute(&mut *db)
                         .await?;
+                    db.commit().await?;
                     Ok(done.rows_affected())
                 }
 

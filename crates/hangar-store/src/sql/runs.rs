@@ -62,18 +62,20 @@ macro_rules! run_store {
                          execution_location, worker_host, config, created_at, updated_at) \
                          VALUES ($1, $2, $3, $4, $5, 'QUEUED', $6, $7, $8, $9, $10, $10) RETURNING {RUN_COLUMNS}"
                     )));
+                    let mut db = self.write().await?;
                     let row = $crate::sql::bind_new_run(query, &run)?
                     // Read to the end: an error reported after the row (a failed commit)
                     // would be lost by stopping at the first row.
-                    .fetch_all(self.write())
+                    .fetch_all(&mut *db)
                     .await?
                     .pop()
                     .ok_or(StoreError::NotFound)?;
+                    db.commit().await?;
                     run_from_row(&row)
                 }
 
                 async fn create_local_run(&self, run: NewRun, exec: NewExecution) -> StoreResult<RunRecord> {
-                    let mut tx = self.write().begin().await?;
+                    let mut tx = self.transaction().await?;
                     let query = sqlx::query(
                         "INSERT INTO runs (id, team_id, creator_user_id, title, prompt, state, source, \
                          execution_location, worker_host, config, created_at, updated_at, started_at, \
@@ -152,7 +154,7 @@ macro_rules! run_store {
                 }
 
                 async fn assign(&self, exec: NewExecution) -> StoreResult<Transition> {
-                    let mut tx = self.write().begin().await?;
+                    let mut tx = self.transaction().await?;
                     let updated = sqlx::query(
                         "UPDATE runs SET current_execution_id = $1, updated_at = $2 \
                          WHERE id = $3 AND state = 'QUEUED' AND current_execution_id IS NULL",
@@ -184,7 +186,7 @@ macro_rules! run_store {
                 }
 
                 async fn claim(&self, run: &RunId, exec: &ExecutionId, at: i64) -> StoreResult<Transition> {
-                    let mut tx = self.write().begin().await?;
+                    let mut tx = self.transaction().await?;
                     let done = sqlx::query(
                         "UPDATE runs SET state = 'CLAIMED', updated_at = $1 \
                          WHERE id = $2 AND current_execution_id = $3 AND state IN ('QUEUED', 'PENDING')",
@@ -216,7 +218,7 @@ macro_rules! run_store {
                     reason: &str,
                     at: i64,
                 ) -> StoreResult<Transition> {
-                    let mut tx = self.write().begin().await?;
+                    let mut tx = self.transaction().await?;
                     // Lock order everywhere: the run row, then its executions.
                     let done = sqlx::query(
                         "UPDATE runs SET current_execution_id = NULL, updated_at = $1, \
@@ -246,7 +248,7 @@ macro_rules! run_store {
                 }
 
                 async fn start(&self, run: &RunId, exec: &ExecutionId, at: i64) -> StoreResult<Transition> {
-                    let mut tx = self.write().begin().await?;
+                    let mut tx = self.transaction().await?;
                     // Lock order everywhere: the run row, then its executions.
                     let done = sqlx::query(
                         "UPDATE runs SET state = 'INPROGRESS', started_at = COALESCE(started_at, $1), \
@@ -280,6 +282,7 @@ macro_rules! run_store {
                     exec: &ExecutionId,
                     outcome: &Outcome,
                 ) -> StoreResult<Transition> {
+                    let mut db = self.write().await?;
                     let done = sqlx::query(AssertSqlSafe(format!(
                         "UPDATE runs SET state = $1, status_message = $2, error_code = $3, updated_at = $4 \
                          WHERE id = $5 AND current_execution_id = $6 AND state NOT IN {TERMINAL_STATES}"
@@ -290,8 +293,9 @@ macro_rules! run_store {
                     .bind(Timestamp::now().unix_millis())
                     .bind(run.as_str())
                     .bind(exec.as_str())
-                    .execute(self.write())
+                    .execute(&mut *db)
                     .await?;
+                    db.commit().await?;
                     if done.rows_affected() == 1 {
                         Ok(Transition::Applied)
                     } else {
@@ -306,7 +310,7 @@ macro_rules! run_store {
                     end: &ExecutionEnd,
                 ) -> StoreResult<Transition> {
                     let lock = <$store as $crate::sql::Dialect>::FOR_UPDATE;
-                    let mut tx = self.write().begin().await?;
+                    let mut tx = self.transaction().await?;
                     // Lock order everywhere: the run row, then its executions. The lock
                     // orders this report against a concurrent cancel or outcome arriving
                     // through another replica.
@@ -379,7 +383,7 @@ macro_rules! run_store {
                     message: &str,
                     at: i64,
                 ) -> StoreResult<RunRecord> {
-                    let mut tx = self.write().begin().await?;
+                    let mut tx = self.transaction().await?;
                     // The row lock orders this cancel against a concurrent outcome from
                     // another replica: whichever commits second sees the other's state.
                     let Some(before) = locked_run(&mut tx, team_id, id).await? else {
@@ -424,6 +428,7 @@ macro_rules! run_store {
                     completion: u64,
                     cost: f64,
                 ) -> StoreResult<()> {
+                    let mut db = self.write().await?;
                     sqlx::query(
                         "UPDATE runs SET prompt_tokens = prompt_tokens + $1, \
                          completion_tokens = completion_tokens + $2, inference_cost = inference_cost + $3 \
@@ -433,8 +438,9 @@ macro_rules! run_store {
                     .bind(i64::try_from(completion).unwrap_or(i64::MAX))
                     .bind(cost)
                     .bind(run.as_str())
-                    .execute(self.write())
+                    .execute(&mut *db)
                     .await?;
+                    db.commit().await?;
                     Ok(())
                 }
 
@@ -490,14 +496,16 @@ macro_rules! run_store {
                     expires_at: i64,
                     now: i64,
                 ) -> StoreResult<u64> {
+                    let mut db = self.write().await?;
                     let done = sqlx::query($crate::leases::RENEW)
                         .bind(holder)
                         .bind(expires_at)
                         .bind(now)
                         .bind(worker_id)
                         .bind(team_id)
-                        .execute(self.write())
+                        .execute(&mut *db)
                         .await?;
+                    db.commit().await?;
                     Ok(done.rows_affected())
                 }
 
@@ -553,7 +561,7 @@ macro_rules! run_store {
                     message: &str,
                     at: i64,
                 ) -> StoreResult<Transition> {
-                    let mut tx = self.write().begin().await?;
+                    let mut tx = self.transaction().await?;
                     sqlx::query($crate::leases::END_LOST)
                     .bind(at)
                     .bind(at)
@@ -577,29 +585,35 @@ macro_rules! run_store {
                 }
 
                 async fn extend_leases(&self, until: i64) -> StoreResult<u64> {
+                    let mut db = self.write().await?;
                     let done = sqlx::query($crate::leases::EXTEND_ALL)
                     .bind(until)
                     .bind(until)
-                    .execute(self.write())
+                    .execute(&mut *db)
                     .await?;
+                    db.commit().await?;
                     Ok(done.rows_affected())
                 }
 
                 async fn note_failure_reason(&self, exec: &ExecutionId, reason: &str) -> StoreResult<()> {
+                    let mut db = self.write().await?;
                     sqlx::query($crate::leases::NOTE_FAILURE_REASON)
                     .bind(reason)
                     .bind(exec.as_str())
-                    .execute(self.write())
+                    .execute(&mut *db)
                     .await?;
+                    db.commit().await?;
                     Ok(())
                 }
 
                 async fn take_expired_lease(&self, exec: &ExecutionId, now: i64) -> StoreResult<bool> {
+                    let mut db = self.write().await?;
                     let done = sqlx::query($crate::leases::TAKE_EXPIRED)
                     .bind(exec.as_str())
                     .bind(now)
-                    .execute(self.write())
+                    .execute(&mut *db)
                     .await?;
+                    db.commit().await?;
                     Ok(done.rows_affected() == 1)
                 }
 
@@ -628,7 +642,7 @@ macro_rules! run_store {
                     id: &RunId,
                     followup: &NewFollowup,
                 ) -> StoreResult<RunRecord> {
-                    let mut tx = self.write().begin().await?;
+                    let mut tx = self.transaction().await?;
                     // The row lock orders this against a concurrent assignment, outcome or
                     // second follow-up from another replica.
                     let Some(before) = locked_run(&mut tx, team_id, id).await? else {
@@ -690,6 +704,7 @@ macro_rules! run_store {
                     execution_id: &ExecutionId,
                     followup: &NewFollowup,
                 ) -> StoreResult<FollowupRecord> {
+                    let mut db = self.write().await?;
                     // fetch_all: an autocommit statement's commit error surfaces only
                     // once the statement is driven to completion.
                     let row = sqlx::query($crate::followups::ADD)
@@ -700,12 +715,13 @@ macro_rules! run_store {
                     .bind(followup.at)
                     .bind(execution_id.as_str())
                     .bind(id.as_str())
-                    .fetch_all(self.write())
+                    .fetch_all(&mut *db)
                     .await?
                     .pop()
                     .ok_or_else(|| {
                         StoreError::Conflict(format!("execution {execution_id} of run {id} has ended"))
                     })?;
+                    db.commit().await?;
                     Ok(FollowupRecord {
                         id: row.try_get("id")?,
                         message: followup.message.clone(),
@@ -734,12 +750,14 @@ macro_rules! run_store {
                     followup_id: i64,
                     at: i64,
                 ) -> StoreResult<()> {
+                    let mut db = self.write().await?;
                     sqlx::query($crate::followups::DELIVERED)
                     .bind(at)
                     .bind(followup_id)
                     .bind(execution_id.as_str())
-                    .execute(self.write())
+                    .execute(&mut *db)
                     .await?;
+                    db.commit().await?;
                     Ok(())
                 }
             }

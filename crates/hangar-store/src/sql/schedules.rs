@@ -54,6 +54,7 @@ macro_rules! schedule_store {
             #[async_trait]
             impl ScheduleStore for $store {
                 async fn create_schedule(&self, s: NewSchedule) -> StoreResult<ScheduleRecord> {
+                    let mut db = self.write().await?;
                     let row = sqlx::query(AssertSqlSafe(format!(
                         "INSERT INTO schedules (id, team_id, name, cron_schedule, timezone, enabled, prompt, \
                          config, created_by, updated_by, created_at, updated_at, last_slot, next_run) \
@@ -73,10 +74,11 @@ macro_rules! schedule_store {
                     .bind(s.next_run)
                     // Read to the end: an error reported after the row (a failed commit)
                     // would be lost by stopping at the first row.
-                    .fetch_all(self.write())
+                    .fetch_all(&mut *db)
                     .await?
                     .pop()
                     .ok_or(StoreError::NotFound)?;
+                    db.commit().await?;
                     schedule_from_row(&row)
                 }
 
@@ -107,6 +109,7 @@ macro_rules! schedule_store {
                     id: &str,
                     u: ScheduleUpdate,
                 ) -> StoreResult<ScheduleRecord> {
+                    let mut db = self.write().await?;
                     // SET expressions see the row as it was, so the floor test compares
                     // the old definition with the new one.
                     let row = sqlx::query(AssertSqlSafe(format!(
@@ -131,10 +134,11 @@ macro_rules! schedule_store {
                     .bind(team_id)
                     // Read to the end: an error reported after the row (a failed commit)
                     // would be lost by stopping at the first row.
-                    .fetch_all(self.write())
+                    .fetch_all(&mut *db)
                     .await?
                     .pop()
                     .ok_or(StoreError::NotFound)?;
+                    db.commit().await?;
                     schedule_from_row(&row)
                 }
 
@@ -147,6 +151,7 @@ macro_rules! schedule_store {
                     by: Option<i64>,
                     at: i64,
                 ) -> StoreResult<ScheduleRecord> {
+                    let mut db = self.write().await?;
                     let row = sqlx::query(AssertSqlSafe(format!(
                         "UPDATE schedules SET \
                          last_slot = CASE WHEN $1 AND NOT enabled \
@@ -162,19 +167,22 @@ macro_rules! schedule_store {
                     .bind(team_id)
                     // Read to the end: an error reported after the row (a failed commit)
                     // would be lost by stopping at the first row.
-                    .fetch_all(self.write())
+                    .fetch_all(&mut *db)
                     .await?
                     .pop()
                     .ok_or(StoreError::NotFound)?;
+                    db.commit().await?;
                     schedule_from_row(&row)
                 }
 
                 async fn delete_schedule(&self, team_id: i64, id: &str) -> StoreResult<()> {
+                    let mut db = self.write().await?;
                     let done = sqlx::query("DELETE FROM schedules WHERE id = $1 AND team_id = $2")
                         .bind(id)
                         .bind(team_id)
-                        .execute(self.write())
+                        .execute(&mut *db)
                         .await?;
+                    db.commit().await?;
                     if done.rows_affected() == 0 {
                         return Err(StoreError::NotFound);
                     }
@@ -209,10 +217,7 @@ macro_rules! schedule_store {
                     };
                     // The claim: a concurrent claimer of the same row waits for this
                     // transaction, then re-checks `last_slot < slot` against the new floor.
-                    let mut tx = self
-                        .write()
-                        .begin_with(<$store as $crate::sql::Dialect>::BEGIN_WRITE)
-                        .await?;
+                    let mut tx = self.transaction().await?;
                     let claimed = sqlx::query(
                         "UPDATE schedules SET last_slot = $1, next_run = $2, \
                          last_ran = COALESCE($3, last_ran), \

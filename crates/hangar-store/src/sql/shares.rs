@@ -22,7 +22,7 @@ macro_rules! share_store {
                     )))
                     .bind(run.as_str())
                     .bind(key)
-                    .fetch_one(self.write())
+                    .fetch_one(self.read())
                     .await?;
                     share_from_row(&row)
                 }
@@ -31,9 +31,12 @@ macro_rules! share_store {
             #[async_trait]
             impl ShareStore for $store {
                 async fn create_share(&self, share: NewShare) -> StoreResult<ShareRecord> {
+                    // The checks and the grant in one write: neither the run nor the
+                    // user can change teams in between.
+                    let mut db = self.transaction().await?;
                     let run_team: Option<i64> = sqlx::query_scalar("SELECT team_id FROM runs WHERE id = $1")
                         .bind(share.run_id.as_str())
-                        .fetch_optional(self.write())
+                        .fetch_optional(&mut *db)
                         .await?;
                     if run_team != Some(share.team_id) {
                         return Err(StoreError::NotFound);
@@ -41,7 +44,7 @@ macro_rules! share_store {
                     if let Grantee::User { user_id, .. } = &share.grantee {
                         let team: Option<i64> = sqlx::query_scalar("SELECT team_id FROM users WHERE id = $1")
                             .bind(user_id)
-                            .fetch_optional(self.write())
+                            .fetch_optional(&mut *db)
                             .await?;
                         if team != Some(share.team_id) {
                             return Err(StoreError::NotFound);
@@ -53,7 +56,8 @@ macro_rules! share_store {
                          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
                          ON CONFLICT (run_id, grantee_key) DO UPDATE SET role = excluded.role"
                     )));
-                    bind_share(query, &share, &key).execute(self.write()).await?;
+                    bind_share(query, &share, &key).execute(&mut *db).await?;
+                    db.commit().await?;
                     self.share_by_key(&share.run_id, &key).await
                 }
 
@@ -70,13 +74,15 @@ macro_rules! share_store {
                 }
 
                 async fn delete_share(&self, team_id: i64, run: &RunId, id: &str) -> StoreResult<()> {
+                    let mut db = self.write().await?;
                     let done =
                         sqlx::query("DELETE FROM run_shares WHERE team_id = $1 AND run_id = $2 AND id = $3")
                             .bind(team_id)
                             .bind(run.as_str())
                             .bind(id)
-                            .execute(self.write())
+                            .execute(&mut *db)
                             .await?;
+                    db.commit().await?;
                     if done.rows_affected() == 0 {
                         return Err(StoreError::NotFound);
                     }

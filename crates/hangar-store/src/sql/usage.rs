@@ -23,6 +23,7 @@ macro_rules! usage_store {
                     cost: f64,
                     at: i64,
                 ) -> StoreResult<()> {
+                    let mut db = self.write().await?;
                     sqlx::query(ADD)
                         .bind(team_id)
                         .bind(subject.stored())
@@ -30,8 +31,9 @@ macro_rules! usage_store {
                         .bind(tokens(completion))
                         .bind(cost)
                         .bind(at)
-                        .execute(self.write())
+                        .execute(&mut *db)
                         .await?;
+                    db.commit().await?;
                     Ok(())
                 }
 

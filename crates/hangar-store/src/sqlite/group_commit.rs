@@ -1,0 +1,511 @@
+//! Group commit for SQLite's one writer.
+//!
+//! SQLite admits one writer, and with `synchronous=FULL` every commit waits
+//! for an fsync. Committing each write on its own caps the store at one
+//! fsync per write. Here the writes that queue up behind each other share
+//! one transaction and one fsync instead, and nothing is given up for it:
+//!
+//! - **Each write is its own savepoint** inside the batch's transaction, so
+//!   a statement that fails (a constraint, a conflict) is rolled back to its
+//!   savepoint and fails only its caller; the batch goes on.
+//! - **Nothing is acknowledged before the commit.** [`SqliteWrite::commit`]
+//!   returns only once the transaction holding the write has committed (or
+//!   failed, when every write in it learns the error): a crash before then
+//!   loses only writes whose callers were never answered.
+//! - **The batch commits when nobody is waiting to join it**, or after
+//!   [`MAX_BATCH`] writes: a lone writer commits at once, as before, and
+//!   under load the fsyncs are shared by whoever arrived meanwhile.
+//!
+//! Who commits: the writer that finds no other writer queued behind it
+//! commits before it lets go of the lock. Otherwise it lets the next writer
+//! in and waits for the batch's outcome, or for the lock, whichever comes
+//! first: a writer that gets the lock back while its batch is still open
+//! commits the batch itself. So a batch cannot be left open by a writer that
+//! gives up (its future dropped) while others wait on it.
+
+use crate::{StoreError, StoreResult, WriteCounters};
+use sqlx::Transaction;
+use sqlx::sqlite::{Sqlite, SqliteConnection, SqlitePool};
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio::sync::{Mutex, OwnedMutexGuard, watch};
+
+/// Most writes one batch takes before it commits even with writers queued,
+/// so a steady stream of writes cannot hold acknowledgements back for long.
+const MAX_BATCH: usize = 128;
+
+/// The SQLite writer: one connection at a time, shared by the writes of a batch.
+#[derive(Clone, Debug)]
+pub(crate) struct GroupWriter {
+    batch: Arc<Mutex<Batch>>,
+    /// Writers waiting for the lock to begin a write (not those that wrote
+    /// and now wait for a commit).
+    arriving: Arc<AtomicUsize>,
+    counters: Arc<WriteCounters>,
+}
+
+/// How a batch ended, as every write in it learns.
+#[derive(Clone, Debug)]
+enum Outcome {
+    Committed,
+    /// The transaction did not commit; `unavailable` when the database was
+    /// out of space or otherwise temporarily unusable.
+    Failed {
+        message: String,
+        unavailable: bool,
+    },
+}
+
+impl Outcome {
+    fn failed(e: &StoreError) -> Self {
+        Outcome::Failed {
+            message: e.to_string(),
+            unavailable: matches!(e, StoreError::Unavailable(_)),
+        }
+    }
+
+    fn into_result(self) -> StoreResult<()> {
+        match self {
+            Outcome::Committed => Ok(()),
+            Outcome::Failed {
+                message,
+                unavailable,
+            } => {
+                let e = sqlx::Error::Io(std::io::Error::other(format!(
+                    "the transaction holding this write did not commit: {message}"
+                )));
+                Err(if unavailable {
+                    StoreError::Unavailable(e)
+                } else {
+                    StoreError::Database(e)
+                })
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Batch {
+    pool: SqlitePool,
+    /// The open transaction, from the first write of a batch to its commit.
+    tx: Option<Transaction<'static, Sqlite>>,
+    /// Writes released into `tx` that wait for its commit.
+    writes: usize,
+    /// A write's guard was dropped inside its savepoint (an early error
+    /// return, or its future dropped): that savepoint is rolled back before
+    /// anything else runs on the connection.
+    abandoned: bool,
+    /// Where the outcome of the open batch is published.
+    outcome: watch::Sender<Option<Outcome>>,
+    counters: Arc<WriteCounters>,
+}
+
+impl GroupWriter {
+    /// A writer over `pool`, whose connections it borrows one batch at a time.
+    pub(crate) fn new(pool: SqlitePool) -> Self {
+        let counters = Arc::new(WriteCounters::default());
+        GroupWriter {
+            batch: Arc::new(Mutex::new(Batch {
+                pool,
+                tx: None,
+                writes: 0,
+                abandoned: false,
+                outcome: watch::channel(None).0,
+                counters: counters.clone(),
+            })),
+            arriving: Arc::new(AtomicUsize::new(0)),
+            counters,
+        }
+    }
+
+    /// Writes committed, and the batches that committed them.
+    pub(crate) fn counters(&self) -> &WriteCounters {
+        &self.counters
+    }
+
+    /// Begins a write: waits for the writer, joins (or opens) the batch, and
+    /// opens this write's savepoint.
+    pub(crate) async fn begin(&self) -> StoreResult<SqliteWrite> {
+        let mut batch = {
+            let _arriving = Arriving::new(&self.arriving);
+            self.batch.clone().lock_owned().await
+        };
+        batch.settle().await;
+        if batch.tx.is_none() {
+            // IMMEDIATE: take the write lock up front, so a writer in another
+            // process on the same file waits (busy timeout) instead of
+            // failing to upgrade a stale read snapshot.
+            batch.tx = Some(batch.pool.begin_with("BEGIN IMMEDIATE").await?);
+        }
+        sqlx::query("SAVEPOINT hangar_write")
+            .execute(batch.conn())
+            .await?;
+        Ok(SqliteWrite {
+            batch: Some(batch),
+            writer: self.clone(),
+        })
+    }
+
+    /// Commits the open batch, if any (at shutdown).
+    pub(crate) async fn flush(&self) -> StoreResult<()> {
+        let mut batch = self.batch.lock().await;
+        batch.settle().await;
+        batch.commit().await
+    }
+
+    /// Waits for the outcome of the batch `outcome` reports on; commits that
+    /// batch itself if it gets the lock while the batch is still open.
+    async fn outcome_of(&self, mut outcome: watch::Receiver<Option<Outcome>>) -> StoreResult<()> {
+        let peek = outcome.clone();
+        tokio::select! {
+            biased;
+            // Owned, so that no `watch::Ref` (not `Send`) is held across an await.
+            published = async { outcome.wait_for(Option::is_some).await.map(|o| o.clone()) } => {
+                match published {
+                    Ok(Some(o)) => o.into_result(),
+                    Ok(None) | Err(_) => Outcome::Failed {
+                        message: "the writer closed".to_owned(),
+                        unavailable: true,
+                    }
+                    .into_result(),
+                }
+            }
+            mut batch = self.batch.lock() => {
+                // Batches end only under the lock, publishing first: if ours has
+                // no outcome yet, it is the one open now.
+                let published = peek.borrow().clone();
+                if let Some(o) = published {
+                    return o.into_result();
+                }
+                batch.settle().await;
+                batch.commit().await
+            }
+        }
+    }
+}
+
+/// Counts a writer waiting for the lock, for as long as it waits (even if
+/// its future is dropped meanwhile).
+struct Arriving<'a>(&'a AtomicUsize);
+
+impl<'a> Arriving<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Arriving(count)
+    }
+}
+
+impl Drop for Arriving<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Batch {
+    fn conn(&mut self) -> &mut SqliteConnection {
+        match self.tx.as_mut() {
+            Some(tx) => tx,
+            // `begin` opens the transaction before it hands out a write.
+            None => unreachable!("a write runs inside its batch's transaction"),
+        }
+    }
+
+    /// Rolls back the savepoint of an abandoned write. If even that fails,
+    /// the transaction is broken: it is rolled back and every write in it
+    /// fails.
+    async fn settle(&mut self) {
+        if !self.abandoned {
+            return;
+        }
+        self.abandoned = false;
+        let Some(tx) = self.tx.as_mut() else { return };
+        let undone = sqlx::query("ROLLBACK TO hangar_write; RELEASE hangar_write")
+            .execute(&mut **tx)
+            .await;
+        if let Err(e) = undone {
+            self.fail(&e.into()).await;
+        }
+    }
+
+    /// Commits the batch and tells every write in it.
+    async fn commit(&mut self) -> StoreResult<()> {
+        let Some(tx) = self.tx.take() else {
+            if self.writes > 0 {
+                // A commit was interrupted (its future dropped) after it took
+                // the transaction: whether it committed is unknown.
+                let e = StoreError::Unavailable(sqlx::Error::Io(std::io::Error::other(
+                    "the commit was interrupted",
+                )));
+                self.publish(Outcome::failed(&e));
+                return Err(e);
+            }
+            return Ok(());
+        };
+        match tx.commit().await {
+            Ok(()) => {
+                self.counters
+                    .add(u64::try_from(self.writes).unwrap_or(u64::MAX), 1);
+                self.publish(Outcome::Committed);
+                Ok(())
+            }
+            Err(e) => {
+                let e = StoreError::from(e);
+                self.publish(Outcome::failed(&e));
+                Err(e)
+            }
+        }
+    }
+
+    /// Rolls the batch back: every write in it fails with `e`.
+    async fn fail(&mut self, e: &StoreError) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.rollback().await;
+        }
+        self.publish(Outcome::failed(e));
+    }
+
+    /// Ends the batch: its writes learn `outcome`, and the next batch starts
+    /// with a channel of its own.
+    fn publish(&mut self, outcome: Outcome) {
+        self.writes = 0;
+        let ended = std::mem::replace(&mut self.outcome, watch::channel(None).0);
+        ended.send_replace(Some(outcome));
+    }
+}
+
+/// One write in a batch: a savepoint on the writer's connection, which it
+/// dereferences to. [`SqliteWrite::commit`] returns once the write is
+/// durable; dropping the guard (or [`SqliteWrite::rollback`]) undoes it.
+#[derive(Debug)]
+pub(crate) struct SqliteWrite {
+    /// `None` once committed or rolled back.
+    batch: Option<OwnedMutexGuard<Batch>>,
+    writer: GroupWriter,
+}
+
+impl SqliteWrite {
+    fn batch(&mut self) -> &mut Batch {
+        match self.batch.as_mut() {
+            Some(b) => b,
+            None => unreachable!("a finished write is consumed"),
+        }
+    }
+
+    /// Keeps this write and returns once the batch holding it has committed;
+    /// fails if the batch does not commit.
+    pub(crate) async fn commit(mut self) -> StoreResult<()> {
+        let arriving = self.writer.arriving.clone();
+        let batch = self.batch();
+        if let Err(e) = sqlx::query("RELEASE hangar_write")
+            .execute(batch.conn())
+            .await
+        {
+            // The savepoint is gone, and with it most likely the transaction.
+            let e = StoreError::from(e);
+            batch.fail(&e).await;
+            self.batch = None;
+            return Err(e);
+        }
+        batch.writes += 1;
+        let outcome = batch.outcome.subscribe();
+        if arriving.load(Ordering::Acquire) == 0 || batch.writes >= MAX_BATCH {
+            let committed = batch.commit().await;
+            self.batch = None;
+            return committed;
+        }
+        // Let the next writer in; its write joins this batch.
+        self.batch = None;
+        self.writer.outcome_of(outcome).await
+    }
+
+    /// Undoes this write; the rest of the batch goes on.
+    pub(crate) async fn rollback(mut self) -> StoreResult<()> {
+        let arriving = self.writer.arriving.clone();
+        let batch = self.batch();
+        let undone = sqlx::query("ROLLBACK TO hangar_write; RELEASE hangar_write")
+            .execute(batch.conn())
+            .await;
+        if let Err(e) = undone {
+            let e = StoreError::from(e);
+            batch.fail(&e).await;
+            self.batch = None;
+            return Err(e);
+        }
+        // Others may wait on the batch, and its transaction holds the
+        // connection: commit it now if nobody follows to do it.
+        let lone = arriving.load(Ordering::Acquire) == 0;
+        let committed = if lone { batch.commit().await } else { Ok(()) };
+        self.batch = None;
+        committed
+    }
+}
+
+impl Drop for SqliteWrite {
+    fn drop(&mut self) {
+        let Some(mut batch) = self.batch.take() else {
+            return;
+        };
+        // Dropped inside its savepoint: whoever takes the lock next undoes it.
+        batch.abandoned = true;
+        drop(batch);
+        if self.writer.arriving.load(Ordering::Acquire) == 0
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            // Nobody follows to settle it: do it now, or the batch's
+            // transaction (and the connection) would stay open until the next
+            // write. The task ends once it has had the lock.
+            let writer = self.writer.clone();
+            runtime.spawn(async move {
+                if let Err(e) = writer.flush().await {
+                    tracing::warn!(error = %e, "committing the writes before an abandoned one failed");
+                }
+            });
+        }
+    }
+}
+
+impl Deref for SqliteWrite {
+    type Target = SqliteConnection;
+
+    fn deref(&self) -> &SqliteConnection {
+        match self.batch.as_ref().and_then(|b| b.tx.as_ref()) {
+            Some(tx) => tx,
+            None => unreachable!("a write runs inside its batch's transaction"),
+        }
+    }
+}
+
+impl DerefMut for SqliteWrite {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        self.batch().conn()
+    }
+}
+
+#[cfg(test)]
+// The tests own the tasks they spawn and join them.
+#[allow(clippy::disallowed_methods)]
+mod tests {
+    use super::*;
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+
+    async fn writer(dir: &std::path::Path) -> (GroupWriter, SqlitePool) {
+        let options = SqliteConnectOptions::new()
+            .filename(dir.join("batch.db"))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE t (v TEXT PRIMARY KEY)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        (GroupWriter::new(pool.clone()), pool)
+    }
+
+    /// One write: insert `v` and commit it, or roll it back on error.
+    async fn insert(writer: &GroupWriter, v: &str) -> StoreResult<()> {
+        let mut w = writer.begin().await?;
+        sqlx::query("INSERT INTO t (v) VALUES ($1)")
+            .bind(v)
+            .execute(&mut *w)
+            .await?;
+        w.commit().await
+    }
+
+    async fn rows(pool: &SqlitePool) -> Vec<String> {
+        sqlx::query_scalar("SELECT v FROM t ORDER BY v")
+            .fetch_all(pool)
+            .await
+            .unwrap()
+    }
+
+    /// Waits until `n` writers queue for the lock.
+    async fn queued(writer: &GroupWriter, n: usize) {
+        while writer.arriving.load(Ordering::Acquire) < n {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lone_write_commits_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, pool) = writer(dir.path()).await;
+        insert(&writer, "a").await.unwrap();
+        insert(&writer, "b").await.unwrap();
+        assert_eq!(
+            writer.counters().snapshot(),
+            crate::WriteCounts {
+                writes: 2,
+                commits: 2
+            }
+        );
+        assert_eq!(rows(&pool).await, ["a", "b"]);
+    }
+
+    #[tokio::test]
+    async fn a_failing_statement_inside_a_batch_fails_only_its_caller() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, pool) = writer(dir.path()).await;
+        insert(&writer, "taken").await.unwrap();
+        // Hold the writer while three writes queue behind it: one of them
+        // breaks the primary key.
+        let mut first = writer.begin().await.unwrap();
+        sqlx::query("INSERT INTO t (v) VALUES ('first')")
+            .execute(&mut *first)
+            .await
+            .unwrap();
+        let behind = ["second", "taken", "third"].map(|v| {
+            let writer = writer.clone();
+            tokio::spawn(async move { insert(&writer, v).await })
+        });
+        queued(&writer, 3).await;
+        first.commit().await.unwrap();
+        let [second, taken, third] = behind;
+        second.await.unwrap().unwrap();
+        let err = taken.await.unwrap().unwrap_err();
+        assert!(err.to_string().contains("UNIQUE"), "{err}");
+        third.await.unwrap().unwrap();
+        // The four good writes shared one commit (plus the first insert's own).
+        assert_eq!(
+            writer.counters().snapshot(),
+            crate::WriteCounts {
+                writes: 4,
+                commits: 2
+            }
+        );
+        assert_eq!(rows(&pool).await, ["first", "second", "taken", "third"]);
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_write_is_undone_and_its_batch_still_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, pool) = writer(dir.path()).await;
+        let mut first = writer.begin().await.unwrap();
+        sqlx::query("INSERT INTO t (v) VALUES ('kept')")
+            .execute(&mut *first)
+            .await
+            .unwrap();
+        // A writer queues, so `first` hands the batch on instead of committing.
+        let abandoning = {
+            let writer = writer.clone();
+            tokio::spawn(async move {
+                let mut w = writer.begin().await.unwrap();
+                sqlx::query("INSERT INTO t (v) VALUES ('dropped')")
+                    .execute(&mut *w)
+                    .await
+                    .unwrap();
+                // Dropped without commit: as an early `?` return would.
+            })
+        };
+        queued(&writer, 1).await;
+        first.commit().await.unwrap();
+        abandoning.await.unwrap();
+        assert_eq!(rows(&pool).await, ["kept"]);
+        insert(&writer, "after").await.unwrap();
+        assert_eq!(rows(&pool).await, ["after", "kept"]);
+    }
+}
