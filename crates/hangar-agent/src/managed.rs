@@ -59,6 +59,11 @@ pub struct ManagedRun {
     /// Flags accepted for compatibility that this agent cannot honour; each
     /// is recorded on the run as one status line at the start.
     pub notes: Vec<String>,
+    /// Whether this execution may continue an earlier conversation of the
+    /// run (a follow-up reopened it): only then is the transcript fetched at
+    /// the start. From [`hangar_protocol::ENV_RUN_CONTINUES`] (`0`: a fresh
+    /// run); true when unset.
+    pub continues: bool,
 }
 
 /// Prepares a managed run's workspace; see [`ManagedRun::prepare`]. Gets
@@ -96,6 +101,7 @@ impl std::fmt::Debug for ManagedRun {
             )
             .field("prepare", &self.prepare.is_some())
             .field("notes", &self.notes)
+            .field("continues", &self.continues)
             .finish()
     }
 }
@@ -123,6 +129,7 @@ impl ManagedRun {
             mcp_overrides: BTreeMap::new(),
             prepare: None,
             notes: Vec::new(),
+            continues: var(hangar_protocol::ENV_RUN_CONTINUES).is_none_or(|v| v != "0"),
         })
     }
 }
@@ -151,7 +158,7 @@ pub async fn run_managed(
         .filter(|m| !m.trim().is_empty())
         .ok_or_else(|| AgentError::NoModel(opts.run_id.clone()))?;
     let provider = gateway_provider(&client)?;
-    let continuation = fetch_continuation(&client, &opts.run_id, &opts.execution_id).await?;
+    let continuation = fetch_continuation(&client, &opts).await?;
     let spool_dir = opts
         .spool_dir
         .clone()
@@ -375,13 +382,18 @@ pub struct Continuation {
     pub message: String,
 }
 
-/// Loads the run's transcript (with the run token); `Some` when the run was
+/// Loads the run's transcript (with the run token) unless the assignment
+/// said the run is fresh; `Some` when the run was
 /// reopened by a follow-up after earlier executions talked to the model.
 async fn fetch_continuation(
     client: &Client,
-    run_id: &str,
-    execution_id: &str,
+    opts: &ManagedRun,
 ) -> Result<Option<Continuation>, AgentError> {
+    if !opts.continues {
+        // A fresh run (the assignment said so): nothing to continue.
+        return Ok(None);
+    }
+    let (run_id, execution_id) = (opts.run_id.as_str(), opts.execution_id.as_str());
     let transcript = client
         .transcript(run_id)
         .await

@@ -323,6 +323,7 @@ async fn throughput(server: &Server, runs: usize, workers: usize, clients: usize
     // Runs of the earlier phase may still be ending: count from a still store.
     settled(store.as_ref()).await;
     let before = succeeded(store.run_state_counts().await.unwrap());
+    let writes_before = store.write_counts();
     let request = RunAgentRequest {
         prompt: Some("bench".into()),
         ..Default::default()
@@ -349,6 +350,16 @@ async fn throughput(server: &Server, runs: usize, workers: usize, clients: usize
     }
     let rate = (per_client * clients) as f64 / t0.elapsed().as_secs_f64();
     settled(store.as_ref()).await;
+    let written = store.write_counts();
+    let per_run = |n: u64| n as f64 / (per_client * clients) as f64;
+    println!(
+        "{:<44} {:>8.2} writes/run, {:.2} commits/run (group commit: {:.1} writes per commit)",
+        "store writes (create → SUCCEEDED)",
+        per_run(written.writes - writes_before.writes),
+        per_run(written.commits - writes_before.commits),
+        (written.writes - writes_before.writes) as f64
+            / (written.commits - writes_before.commits).max(1) as f64,
+    );
     for h in handles {
         h.abort();
     }

@@ -47,6 +47,11 @@ pub const ENV_RUN_ID: &str = "HANGAR_RUN_ID";
 pub const ENV_EXECUTION_ID: &str = "HANGAR_EXECUTION_ID";
 /// Environment variable naming the control plane's base URL.
 pub const ENV_SERVER_URL: &str = "HANGAR_SERVER_URL";
+/// Environment variable saying whether a task continues an earlier
+/// conversation of its run (a follow-up reopened it): `1` or `0`, set by the
+/// server in every assignment, so that an agent fetches the run's transcript
+/// only when there is one to continue. Unset (an older server): it fetches.
+pub const ENV_RUN_CONTINUES: &str = "HANGAR_RUN_CONTINUES";
 /// Environment variable holding an API key for CLI and worker.
 pub const ENV_API_KEY: &str = "HANGAR_API_KEY";
 

@@ -160,6 +160,7 @@ pub struct Dispatcher {
 }
 
 /// A worker slot taken for one assignment.
+#[derive(Debug)]
 struct Reserved {
     worker_id: String,
     conn_id: u64,

@@ -164,6 +164,11 @@ pub trait RunStore: Send + Sync {
     /// run`): the run and its execution are created together, already
     /// `INPROGRESS`, so the dispatcher never sees it queued.
     async fn create_local_run(&self, run: NewRun, exec: NewExecution) -> StoreResult<RunRecord>;
+    /// Stores a new `QUEUED` run already assigned to `exec` (the dispatcher's
+    /// fast path: a worker had room when the run was created), the run and
+    /// its execution in one write, as [`RunStore::create_run`] then
+    /// [`RunStore::assign`] would leave them.
+    async fn create_assigned_run(&self, run: NewRun, exec: NewExecution) -> StoreResult<RunRecord>;
     /// A run of a team.
     async fn run(&self, team_id: i64, id: &RunId) -> StoreResult<RunRecord>;
     /// A run regardless of team (internal use: dispatch, run tokens).

@@ -136,6 +136,7 @@ impl FakeHangar {
             mcp_overrides: Default::default(),
             prepare: None,
             notes: Vec::new(),
+            continues: true,
         }
     }
 

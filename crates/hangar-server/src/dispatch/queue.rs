@@ -3,12 +3,25 @@
 //! assignment), and building the assignment with the run's environment.
 
 use super::{DISPATCH_BATCH, Dispatcher, Reserved, Slot, WorkerKey};
+
+/// A worker slot reserved, and the execution to hold it, for a run about to
+/// be stored ([`Dispatcher::place_new`]).
+#[derive(Debug)]
+pub(crate) struct Placement {
+    team_id: i64,
+    reserved: Reserved,
+    /// What to store with the run ([`hangar_store::RunStore::create_assigned_run`]).
+    pub(crate) execution: NewExecution,
+    token: String,
+}
 use crate::auth::new_run_token;
+use hangar_protocol::RunId;
 use hangar_protocol::worker::{ServerToWorker, Task, TaskAssignment, TaskDefinition, TaskOwner};
 use hangar_protocol::{
-    ENV_EXECUTION_ID, ENV_RUN_ID, ENV_RUN_TOKEN, ENV_SERVER_URL, ExecutionId, Timestamp,
+    ENV_EXECUTION_ID, ENV_RUN_CONTINUES, ENV_RUN_ID, ENV_RUN_TOKEN, ENV_SERVER_URL, ExecutionId,
+    Timestamp,
 };
-use hangar_store::{NewExecution, RunRecord, StoreResult, Transition};
+use hangar_store::{NewExecution, NewRun, RunRecord, StoreResult, Transition};
 use hangar_telemetry::trace::{TraceParent, at_millis as millis_to_system};
 use opentelemetry::KeyValue;
 use std::collections::BTreeMap;
@@ -19,33 +32,40 @@ impl Dispatcher {
         self.registry().workers.values().any(Slot::has_room)
     }
 
-    /// Picks a worker for `run` and reserves a slot on it.
-    fn reserve(&self, run: &RunRecord, exec: &ExecutionId) -> Option<Reserved> {
+    /// Picks a worker for run `run_id` of team `team_id` (on `host` when the
+    /// run names one) and reserves a slot on it.
+    fn reserve(
+        &self,
+        team_id: i64,
+        run_id: &RunId,
+        host: Option<&str>,
+        exec: &ExecutionId,
+    ) -> Option<Reserved> {
         let mut reg = self.registry();
-        let key = match run.worker_host() {
+        let key = match host {
             Some(host) => {
-                let key = (run.team_id, host.to_owned());
+                let key = (team_id, host.to_owned());
                 reg.workers.get(&key).filter(|s| s.has_room())?;
                 key
             }
             None => {
                 let preferred = reg
                     .affinity
-                    .get(&run.id)
-                    .map(|w| (run.team_id, w.clone()))
+                    .get(run_id)
+                    .map(|w| (team_id, w.clone()))
                     .filter(|k| reg.workers.get(k).is_some_and(Slot::has_room));
                 match preferred {
                     Some(key) => key,
                     None => reg
                         .workers
                         .iter()
-                        .filter(|((team, _), s)| *team == run.team_id && s.has_room())
+                        .filter(|((team, _), s)| *team == team_id && s.has_room())
                         .min_by_key(|(_, s)| s.active.len())
                         .map(|(k, _)| k.clone())?,
                 }
             }
         };
-        reg.affinity.remove(&run.id);
+        reg.affinity.remove(run_id);
         let slot = reg.workers.get_mut(&key)?;
         slot.active.insert(exec.clone());
         Some(Reserved {
@@ -91,7 +111,7 @@ impl Dispatcher {
             conn_id,
             tx,
             stock,
-        }) = self.reserve(run, &exec_id)
+        }) = self.reserve(run.team_id, &run.id, run.worker_host(), &exec_id)
         else {
             return Ok(false);
         };
@@ -121,40 +141,14 @@ impl Dispatcher {
                 if let Some(followup) = self.store.latest_followup(&run.id).await? {
                     assignment.task.task_definition.prompt = followup.message;
                     assignment.task.agent_conversation_id = Some(run.id.0.clone());
+                    assignment
+                        .env_vars
+                        .insert(ENV_RUN_CONTINUES.to_owned(), "1".to_owned());
                 }
                 if let Some(spec) = environment {
                     self.attach_environment(run, &spec, &mut assignment).await?;
                 }
-                if stock {
-                    // Its Docker and Kubernetes backends mount this at /agent
-                    // and run /agent/entrypoint.sh; a Hangar worker brings
-                    // its own agent.
-                    assignment.sidecar_image = self.sidecar_image.clone();
-                }
-                if tx
-                    .try_send(ServerToWorker::TaskAssignment(Box::new(assignment)))
-                    .is_err()
-                {
-                    // The connection went away between reserve and send; the
-                    // run is queued again when the execution's lease expires.
-                    tracing::warn!(run_id = %run.id, worker_id, "assignment not delivered");
-                } else {
-                    // Ready since its last change: creation, or a requeue.
-                    let ready = run.updated_at.min(now);
-                    crate::metrics::get()
-                        .dispatched(Duration::from_millis((now - ready).max(0) as u64));
-                    hangar_telemetry::trace::record(
-                        "run.dispatch",
-                        &TraceParent::for_run(&run.id.0),
-                        millis_to_system(ready),
-                        std::time::SystemTime::now(),
-                        vec![
-                            KeyValue::new("hangar.worker.id", worker_id.clone()),
-                            KeyValue::new("hangar.execution.id", exec_id.0.clone()),
-                        ],
-                    );
-                }
-                tracing::debug!(run_id = %run.id, execution_id = %exec_id, worker_id, "assigned");
+                self.deliver(run, assignment, &worker_id, stock, &tx, now);
                 Ok(true)
             }
             Ok(_) => {
@@ -166,6 +160,111 @@ impl Dispatcher {
                 Err(e)
             }
         }
+    }
+
+    /// Sends a stored assignment to the worker whose slot it reserved.
+    fn deliver(
+        &self,
+        run: &RunRecord,
+        mut assignment: TaskAssignment,
+        worker_id: &str,
+        stock: bool,
+        tx: &tokio::sync::mpsc::Sender<ServerToWorker>,
+        now: i64,
+    ) {
+        let exec_id = assignment.execution_id.clone();
+        if stock {
+            // Its Docker and Kubernetes backends mount this at /agent
+            // and run /agent/entrypoint.sh; a Hangar worker brings
+            // its own agent.
+            assignment.sidecar_image = self.sidecar_image.clone();
+        }
+        if tx
+            .try_send(ServerToWorker::TaskAssignment(Box::new(assignment)))
+            .is_err()
+        {
+            // The connection went away between reserve and send; the
+            // run is queued again when the execution's lease expires.
+            tracing::warn!(run_id = %run.id, worker_id, "assignment not delivered");
+        } else {
+            // Ready since its last change: creation, or a requeue.
+            let ready = run.updated_at.min(now);
+            crate::metrics::get().dispatched(Duration::from_millis((now - ready).max(0) as u64));
+            hangar_telemetry::trace::record(
+                "run.dispatch",
+                &TraceParent::for_run(&run.id.0),
+                millis_to_system(ready),
+                std::time::SystemTime::now(),
+                vec![
+                    KeyValue::new("hangar.worker.id", worker_id.to_owned()),
+                    KeyValue::new("hangar.execution.id", exec_id.clone()),
+                ],
+            );
+        }
+        tracing::debug!(run_id = %run.id, execution_id = %exec_id, worker_id, "assigned");
+    }
+
+    /// The fast path of a run being created: when a worker has room, a
+    /// slot is reserved and the execution made now, so that the run is
+    /// stored already assigned (one write, [`hangar_store::RunStore::create_assigned_run`])
+    /// and sent by the task that created it ([`Dispatcher::placed`]), with
+    /// no queue scan and no hand-over to the dispatch loop. `None` when no
+    /// worker has room, or the run needs its environment (which is stored
+    /// after it): it then waits in the queue as usual.
+    pub(crate) fn place_new(&self, run: &NewRun, has_environment: bool) -> Option<Placement> {
+        if has_environment {
+            return None;
+        }
+        let exec_id = ExecutionId::generate();
+        let reserved = self.reserve(
+            run.team_id,
+            &run.id,
+            run.config.worker_host.as_deref(),
+            &exec_id,
+        )?;
+        let (token, token_hash) = new_run_token();
+        let now = Timestamp::now().unix_millis();
+        let execution = NewExecution {
+            id: exec_id,
+            run_id: run.id.clone(),
+            worker_id: reserved.worker_id.clone(),
+            token_hash,
+            created_at: now,
+            lease_holder: Some(self.holder(reserved.conn_id)),
+            lease_expires_at: Some(now + self.lost_timeout.as_millis() as i64),
+            issuer_key_id: None,
+        };
+        Some(Placement {
+            team_id: run.team_id,
+            reserved,
+            execution,
+            token,
+        })
+    }
+
+    /// Sends the assignment of a run stored with its [`Placement`].
+    pub(crate) fn placed(&self, run: &RunRecord, placement: Placement) {
+        let Placement {
+            reserved,
+            execution,
+            token,
+            ..
+        } = placement;
+        let assignment = self.assignment(run, &execution.id, token);
+        self.deliver(
+            run,
+            assignment,
+            &reserved.worker_id,
+            reserved.stock,
+            &reserved.tx,
+            Timestamp::now().unix_millis(),
+        );
+    }
+
+    /// Frees the slot of a [`Placement`] whose run was not stored.
+    pub(crate) fn unplace(&self, placement: Placement) {
+        let key = (placement.team_id, placement.reserved.worker_id);
+        self.unreserve(&key, &placement.execution.id);
     }
 
     fn unreserve(&self, key: &WorkerKey, exec: &ExecutionId) {
@@ -181,6 +280,8 @@ impl Dispatcher {
         env.insert(ENV_RUN_ID.to_owned(), run.id.0.clone());
         env.insert(ENV_EXECUTION_ID.to_owned(), exec.0.clone());
         env.insert(ENV_SERVER_URL.to_owned(), self.public_url.clone());
+        // A fresh run: the agent has no transcript to fetch (a follow-up sets 1).
+        env.insert(ENV_RUN_CONTINUES.to_owned(), "0".to_owned());
         // The run's trace: the worker's and the agent's spans nest under it.
         env.insert(
             hangar_telemetry::trace::ENV.to_owned(),

@@ -59,7 +59,26 @@ impl Runs<'_> {
         options::resolve_links(app, who.team_id, &mut new.config).await?;
         let snapshot = self.resolve_environment(who.team_id, &mut new).await?;
         let host = new.config.worker_host.clone();
-        let run = app.store.create_run(new).await?;
+        // The fast path: a worker has room, so the run is stored already
+        // assigned (one write) and sent from here; otherwise it queues.
+        let placement = app.dispatcher.place_new(&new, snapshot.is_some());
+        let stored = match &placement {
+            Some(p) => {
+                app.store
+                    .create_assigned_run(new, p.execution.clone())
+                    .await
+            }
+            None => app.store.create_run(new).await,
+        };
+        let run = match stored {
+            Ok(run) => run,
+            Err(e) => {
+                if let Some(p) = placement {
+                    app.dispatcher.unplace(p);
+                }
+                return Err(e.into());
+            }
+        };
         crate::metrics::get().run_created(run.source.as_str());
         hangar_telemetry::trace::record(
             "run.create",
@@ -71,8 +90,17 @@ impl Runs<'_> {
         if let Some(spec) = snapshot {
             app.store.save_run_environment(&run.id, &spec).await?;
         }
-        let at_capacity = app.dispatcher.at_capacity(who.team_id, host.as_deref());
-        app.dispatcher.submit(run.clone());
+        let at_capacity = match placement {
+            Some(p) => {
+                app.dispatcher.placed(&run, p);
+                false
+            }
+            None => {
+                let at_capacity = app.dispatcher.at_capacity(who.team_id, host.as_deref());
+                app.dispatcher.submit(run.clone());
+                at_capacity
+            }
+        };
         tracing::info!(
             run_id = %run.id,
             team_id = who.team_id,

@@ -102,6 +102,40 @@ macro_rules! run_store {
                     self.run_any_team(&run.id).await
                 }
 
+                async fn create_assigned_run(
+                    &self,
+                    run: NewRun,
+                    exec: NewExecution,
+                ) -> StoreResult<RunRecord> {
+                    let mut tx = self.transaction().await?;
+                    let query = sqlx::query(AssertSqlSafe(format!(
+                        "INSERT INTO runs (id, team_id, creator_user_id, title, prompt, state, source, \
+                         execution_location, worker_host, config, created_at, updated_at, \
+                         current_execution_id) \
+                         VALUES ($1, $2, $3, $4, $5, 'QUEUED', $6, $7, $8, $9, $10, $10, $11) \
+                         RETURNING {RUN_COLUMNS}"
+                    )));
+                    let row = $crate::sql::bind_new_run(query, &run)?
+                    .bind(exec.id.as_str())
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    sqlx::query(
+                        "INSERT INTO executions (id, run_id, worker_id, state, token_hash, created_at, updated_at, \
+                         lease_holder, lease_expires_at) VALUES ($1, $2, $3, 'assigned', $4, $5, $5, $6, $7)",
+                    )
+                    .bind(exec.id.as_str())
+                    .bind(run.id.as_str())
+                    .bind(&exec.worker_id)
+                    .bind(&exec.token_hash)
+                    .bind(exec.created_at)
+                    .bind(&exec.lease_holder)
+                    .bind(exec.lease_expires_at)
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    run_from_row(&row)
+                }
+
                 async fn run(&self, team_id: i64, id: &RunId) -> StoreResult<RunRecord> {
                     let row = sqlx::query(AssertSqlSafe(format!(
                         "SELECT {RUN_COLUMNS} FROM runs WHERE id = $1 AND team_id = $2"

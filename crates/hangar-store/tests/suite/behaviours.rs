@@ -48,7 +48,7 @@ macro_rules! on_every_store {
 
 on_every_store! {
     conformance: [lifecycle_and_fencing, rejected_runs_return_to_the_queue, cancel_rules, events_are_stored_once_in_order, runs_are_team_scoped_and_paged, api_keys, run_filters, metadata_and_ancestry_filters, usage_adds_up_per_run_and_per_caller, stats_count_runs_the_queue_and_a_teams_failures],
-    executions: [followups_reopen_only_ended_runs, leases_renew_expire_and_are_taken_once, live_followups_are_stored_pending_until_acked, a_lost_started_run_can_be_queued_again, last_executions_show_how_each_run_last_ended],
+    executions: [a_run_created_assigned_is_as_if_assigned_after_creation, followups_reopen_only_ended_runs, leases_renew_expire_and_are_taken_once, live_followups_are_stored_pending_until_acked, a_lost_started_run_can_be_queued_again, last_executions_show_how_each_run_last_ended],
     accounts: [emails_are_unique_and_case_insensitive, passwords_and_sessions, last_admin_is_kept, deletion_is_soft_and_complete],
     shares: [grants_are_team_scoped_and_links_found_by_hash],
     worker_tokens: [s8_worker_tokens_are_created_found_and_expired],
