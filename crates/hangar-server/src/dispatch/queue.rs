@@ -6,7 +6,7 @@ use super::{DISPATCH_BATCH, Dispatcher, Reserved, Slot, WorkerKey};
 use crate::auth::new_run_token;
 use hangar_protocol::worker::{ServerToWorker, Task, TaskAssignment, TaskDefinition, TaskOwner};
 use hangar_protocol::{
-    ENV_EXECUTION_ID, ENV_RUN_ID, ENV_RUN_TOKEN, ENV_SERVER_URL, ExecutionId, Timestamp,
+    ENV_EXECUTION_ID, ENV_RUN_ID, ENV_RUN_TOKEN, ENV_SERVER_URL, ExecutionId, Timestamp, WorkerId,
 };
 use hangar_store::{NewExecution, RunRecord, StoreResult, Transition};
 use hangar_telemetry::trace::{TraceParent, at_millis as millis_to_system};
@@ -24,7 +24,7 @@ impl Dispatcher {
         let mut reg = self.registry();
         let key = match run.worker_host() {
             Some(host) => {
-                let key = (run.team_id, host.to_owned());
+                let key = (run.team_id, WorkerId::from(host));
                 reg.workers.get(&key).filter(|s| s.has_room())?;
                 key
             }
@@ -137,7 +137,7 @@ impl Dispatcher {
                 {
                     // The connection went away between reserve and send; the
                     // run is queued again when the execution's lease expires.
-                    tracing::warn!(run_id = %run.id, worker_id, "assignment not delivered");
+                    tracing::warn!(run_id = %run.id, worker_id = worker_id.as_str(), "assignment not delivered");
                 } else {
                     // Ready since its last change: creation, or a requeue.
                     let ready = run.updated_at.min(now);
@@ -149,12 +149,12 @@ impl Dispatcher {
                         millis_to_system(ready),
                         std::time::SystemTime::now(),
                         vec![
-                            KeyValue::new("hangar.worker.id", worker_id.clone()),
+                            KeyValue::new("hangar.worker.id", worker_id.to_string()),
                             KeyValue::new("hangar.execution.id", exec_id.0.clone()),
                         ],
                     );
                 }
-                tracing::debug!(run_id = %run.id, execution_id = %exec_id, worker_id, "assigned");
+                tracing::debug!(run_id = %run.id, execution_id = %exec_id, worker_id = worker_id.as_str(), "assigned");
                 Ok(true)
             }
             Ok(_) => {

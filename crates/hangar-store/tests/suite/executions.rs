@@ -115,7 +115,7 @@ pub(crate) async fn leases_renew_expire_and_are_taken_once(store: &dyn Store) {
     // Another team's worker of the same id renews nothing of this team.
     assert_eq!(
         store
-            .renew_leases(other.id, "lw", "replica-b:9", now + 60_000, now)
+            .renew_leases(other.id, &"lw".into(), "replica-b:9", now + 60_000, now)
             .await
             .unwrap(),
         0
@@ -129,7 +129,7 @@ pub(crate) async fn leases_renew_expire_and_are_taken_once(store: &dyn Store) {
     );
     assert_eq!(
         store
-            .renew_leases(t.id, "lw", "replica-b:2", later + 10_000, later)
+            .renew_leases(t.id, &"lw".into(), "replica-b:2", later + 10_000, later)
             .await
             .unwrap(),
         1
@@ -159,7 +159,13 @@ pub(crate) async fn leases_renew_expire_and_are_taken_once(store: &dyn Store) {
     assert!(store.take_expired_lease(&exec, much_later).await.unwrap());
     assert!(!store.take_expired_lease(&exec, much_later).await.unwrap());
     store
-        .renew_leases(t.id, "lw", "replica-a:3", much_later + 10_000, much_later)
+        .renew_leases(
+            t.id,
+            &"lw".into(),
+            "replica-a:3",
+            much_later + 10_000,
+            much_later,
+        )
         .await
         .unwrap();
     assert!(
