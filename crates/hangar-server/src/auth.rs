@@ -316,7 +316,7 @@ pub async fn authenticate_token(store: &dyn Store, token: &str) -> ApiResult<Pri
             ));
         };
         // An unmanaged run's token dies with the key that registered it.
-        if exec.worker_id == hangar_store::LOCAL_WORKER_ID
+        if exec.worker_id.as_str() == hangar_store::LOCAL_WORKER_ID
             && !store.issuer_active(&exec.id, now).await?
         {
             return Err(ApiError::Unauthenticated(

@@ -27,7 +27,7 @@ pub mod worker_socket;
 pub(crate) use queue::{environment_spec, parse_environment_snapshot};
 
 use hangar_protocol::worker::ServerToWorker;
-use hangar_protocol::{ExecutionId, Timestamp};
+use hangar_protocol::{ExecutionId, RunId, Timestamp, WorkerId};
 use hangar_store::{RunRecord, Store};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -43,13 +43,13 @@ const DISPATCH_BATCH: i64 = 256;
 const FRESH_CAPACITY: usize = 4096;
 
 /// A worker is identified by its team and its self-chosen id.
-pub type WorkerKey = (i64, String);
+pub type WorkerKey = (i64, WorkerId);
 
 /// What the server knows about a connected worker.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct WorkerInfo {
     /// Worker id.
-    pub worker_id: String,
+    pub worker_id: WorkerId,
     /// Backend it runs tasks on.
     pub backend: String,
     /// Version it reported.
@@ -128,7 +128,7 @@ struct Registry {
     next_conn: u64,
     /// Runs reopened by a follow-up, and the worker of their last execution
     /// (soft affinity: its idle sandbox may still hold the workspace).
-    affinity: HashMap<hangar_protocol::RunId, String>,
+    affinity: HashMap<RunId, WorkerId>,
 }
 
 /// Most remembered worker preferences of reopened runs.
@@ -162,7 +162,7 @@ pub struct Dispatcher {
 /// A worker slot taken for one assignment.
 #[derive(Debug)]
 struct Reserved {
-    worker_id: String,
+    worker_id: WorkerId,
     conn_id: u64,
     tx: mpsc::Sender<ServerToWorker>,
     /// A stock `oz-agent-worker` (no `worker_hello`).
@@ -234,7 +234,7 @@ impl Dispatcher {
     /// Prefers `worker_id` for the next assignment of `run` (a run reopened by
     /// a follow-up goes back to the worker of its last execution when that
     /// worker is connected here with room; otherwise anywhere, as usual).
-    pub fn prefer_worker(&self, run: &hangar_protocol::RunId, worker_id: String) {
+    pub fn prefer_worker(&self, run: &RunId, worker_id: WorkerId) {
         let mut reg = self.registry();
         // Bounded: entries are consumed at assignment; forget stale ones.
         if reg.affinity.len() >= MAX_AFFINITY {
@@ -304,9 +304,9 @@ impl Dispatcher {
     /// Whether no worker of the team that could take `host` has room.
     pub fn at_capacity(&self, team_id: i64, host: Option<&str>) -> bool {
         let reg = self.registry();
-        !reg.workers
-            .iter()
-            .any(|((team, id), s)| *team == team_id && host.is_none_or(|h| h == id) && s.has_room())
+        !reg.workers.iter().any(|((team, id), s)| {
+            *team == team_id && host.is_none_or(|h| h == id.as_str()) && s.has_room()
+        })
     }
 
     /// Runs the dispatch loop until `shutdown`.

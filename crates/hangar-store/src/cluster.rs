@@ -11,6 +11,7 @@
 
 use crate::{StoreError, StoreResult};
 use async_trait::async_trait;
+use hangar_protocol::WorkerId;
 use sqlx::query::Query;
 use sqlx::{Database, Encode, Type};
 use std::collections::BTreeMap;
@@ -21,7 +22,7 @@ pub struct WorkerPresence {
     /// Team.
     pub team_id: i64,
     /// Worker id.
-    pub worker_id: String,
+    pub worker_id: WorkerId,
     /// Replica holding the connection.
     pub replica_id: String,
     /// The connection (a reconnect gets a new one).
@@ -105,7 +106,7 @@ pub trait ClusterStore: Send + Sync {
     async fn worker_disconnected(
         &self,
         team_id: i64,
-        worker_id: &str,
+        worker_id: &WorkerId,
         connection_id: &str,
         at: i64,
     ) -> StoreResult<()>;

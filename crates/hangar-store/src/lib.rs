@@ -55,7 +55,7 @@ pub use worker_tokens::{NewWorkerToken, WorkerBinding, WorkerTokenRecord, Worker
 
 use async_trait::async_trait;
 use hangar_protocol::session::SessionEvent;
-use hangar_protocol::{ExecutionId, RunId, RunState};
+use hangar_protocol::{ExecutionId, RunId, RunState, WorkerId};
 
 /// Errors from a store.
 #[derive(Debug, thiserror::Error)]
@@ -233,7 +233,7 @@ pub trait RunStore: Send + Sync {
     /// Resolves a run token (by hash) to its live execution.
     async fn execution_by_token(&self, token_hash: &[u8]) -> StoreResult<Option<ExecutionRecord>>;
     /// Executions that have not ended on a worker.
-    async fn live_executions(&self, worker_id: &str) -> StoreResult<Vec<ExecutionRecord>>;
+    async fn live_executions(&self, worker_id: &WorkerId) -> StoreResult<Vec<ExecutionRecord>>;
     /// Every execution that has not ended, with its run's team.
     async fn all_live_executions(&self) -> StoreResult<Vec<(i64, ExecutionRecord)>>;
 
@@ -242,7 +242,7 @@ pub trait RunStore: Send + Sync {
     async fn renew_leases(
         &self,
         team_id: i64,
-        worker_id: &str,
+        worker_id: &WorkerId,
         holder: &str,
         expires_at: i64,
         now: i64,

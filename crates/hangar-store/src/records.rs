@@ -1,7 +1,7 @@
 //! Records stored and returned by the store traits.
 
 use hangar_protocol::{
-    AgentConfig, ExecutionId, RunExecutionLocation, RunId, RunSourceType, RunState,
+    AgentConfig, ExecutionId, RunExecutionLocation, RunId, RunSourceType, RunState, WorkerId,
 };
 
 /// A team.
@@ -268,7 +268,7 @@ pub struct NewExecution {
     /// Run.
     pub run_id: RunId,
     /// Worker.
-    pub worker_id: String,
+    pub worker_id: WorkerId,
     /// SHA-256 of the run token.
     pub token_hash: Vec<u8>,
     /// Time (ms).
@@ -287,7 +287,7 @@ pub struct NewExecution {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct LeaseRecord {
     /// Worker running the execution.
-    pub worker_id: String,
+    pub worker_id: WorkerId,
     /// Run.
     pub run_id: RunId,
     /// Execution.
@@ -345,7 +345,7 @@ pub struct ExecutionRecord {
     /// Run.
     pub run_id: RunId,
     /// Worker.
-    pub worker_id: String,
+    pub worker_id: WorkerId,
     /// State.
     pub state: ExecutionState,
     /// Creation (ms).

@@ -79,7 +79,7 @@ macro_rules! row_decoders {
             Ok(ExecutionRecord {
                 id: ExecutionId(row.try_get("id")?),
                 run_id: RunId(row.try_get("run_id")?),
-                worker_id: row.try_get("worker_id")?,
+                worker_id: WorkerId(row.try_get("worker_id")?),
                 state: ExecutionState::parse(&state).ok_or_else(|| {
                     StoreError::Corrupt(format!("unknown execution state `{state}`"))
                 })?,
@@ -166,7 +166,7 @@ macro_rules! row_decoders {
             let labels: String = row.try_get("labels")?;
             Ok(WorkerPresence {
                 team_id: row.try_get("team_id")?,
-                worker_id: row.try_get("worker_id")?,
+                worker_id: WorkerId(row.try_get("worker_id")?),
                 replica_id: row.try_get("replica_id")?,
                 connection_id: row.try_get("connection_id")?,
                 backend: row.try_get("backend")?,

@@ -8,6 +8,7 @@
 
 use crate::{StoreError, StoreResult};
 use async_trait::async_trait;
+use hangar_protocol::WorkerId;
 use sqlx::query::Query;
 use sqlx::{Database, Encode, Type};
 
@@ -15,17 +16,17 @@ use sqlx::{Database, Encode, Type};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WorkerBinding {
     /// Exactly this worker id.
-    Worker(String),
+    Worker(WorkerId),
     /// Any worker id starting with this prefix.
     Pool(String),
 }
 
 impl WorkerBinding {
     /// Whether a worker of id `worker_id` may connect with this binding.
-    pub fn allows(&self, worker_id: &str) -> bool {
+    pub fn allows(&self, worker_id: &WorkerId) -> bool {
         match self {
             WorkerBinding::Worker(id) => id == worker_id,
-            WorkerBinding::Pool(prefix) => worker_id.starts_with(prefix.as_str()),
+            WorkerBinding::Pool(prefix) => worker_id.as_str().starts_with(prefix.as_str()),
         }
     }
 }
@@ -167,7 +168,7 @@ where
     for<'t> Vec<u8>: Encode<'t, DB> + Type<DB>,
 {
     let (worker_id, pool) = match &t.binding {
-        WorkerBinding::Worker(id) => (Some(id.clone()), None),
+        WorkerBinding::Worker(id) => (Some(id.to_string()), None),
         WorkerBinding::Pool(prefix) => (None, Some(prefix.clone())),
     };
     query
@@ -189,7 +190,7 @@ pub(crate) fn binding_of(
     pool: Option<String>,
 ) -> StoreResult<WorkerBinding> {
     match (worker_id, pool) {
-        (Some(id), None) => Ok(WorkerBinding::Worker(id)),
+        (Some(id), None) => Ok(WorkerBinding::Worker(WorkerId(id))),
         (None, Some(prefix)) => Ok(WorkerBinding::Pool(prefix)),
         _ => Err(StoreError::Corrupt(
             "worker token bound to both or neither of a worker id and a pool".into(),

@@ -7,12 +7,13 @@
 //! logs stay in the cluster's temporary directory and are printed when a
 //! test panics.
 
+use crate::poll::within;
 use anyhow::{Context, Result, bail};
 use hangar_client::Client;
 use hangar_protocol::RunItem;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::process::{Child, Command};
 
 /// How a cluster's server is configured.
@@ -197,14 +198,17 @@ impl TestCluster {
         self.server = Some(child);
         if self.url.is_empty() {
             let cli_json = dir.join("cli.json");
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while !cli_json.exists() {
-                self.check_server_alive()?;
-                if Instant::now() > deadline {
-                    bail!("server did not bootstrap within 30 s");
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            within(
+                "the server to bootstrap",
+                BOOT,
+                BOOT_POLL,
+                async || match self.check_server_alive() {
+                    Err(died) => Ok(Err(died)),
+                    Ok(()) if cli_json.exists() => Ok(Ok(())),
+                    Ok(()) => Err("no cli.json yet"),
+                },
+            )
+            .await??;
         }
         Ok(())
     }
@@ -222,19 +226,15 @@ impl TestCluster {
 
     async fn wait_ready(&mut self) -> Result<()> {
         let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            self.check_server_alive()?;
-            if let Ok(r) = http.get(format!("{}/readyz", self.url)).send().await
-                && r.status().is_success()
-            {
-                return Ok(());
+        let readyz = format!("{}/readyz", self.url);
+        let what = format!("the server at {} to be ready", self.url);
+        within(&what, BOOT, BOOT_POLL, async || {
+            match self.check_server_alive() {
+                Err(died) => Ok(Err(died)),
+                Ok(()) => ready(&http, &readyz).await.map(Ok),
             }
-            if Instant::now() > deadline {
-                bail!("server at {} not ready within 30 s", self.url);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        })
+        .await?
     }
 
     /// Starts another `hangar server` replica with the same config file (so the
@@ -270,18 +270,10 @@ impl TestCluster {
         self.replicas.push((name.to_owned(), child, log));
         let url = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(r) = http.get(format!("{url}/readyz")).send().await
-                && r.status().is_success()
-            {
-                return Ok(url);
-            }
-            if Instant::now() > deadline {
-                bail!("replica {name} not ready within 30 s");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let readyz = format!("{url}/readyz");
+        let what = format!("replica {name} to be ready");
+        within(&what, BOOT, BOOT_POLL, async || ready(&http, &readyz).await).await?;
+        Ok(url)
     }
 
     /// Kills replica `name` with SIGKILL.
@@ -460,21 +452,19 @@ impl TestCluster {
         done: impl Fn(&RunItem) -> bool,
     ) -> Result<RunItem> {
         let client = self.client();
-        let deadline = Instant::now() + timeout;
-        loop {
-            let run = client.get_run(run_id).await?;
-            if done(&run) {
-                return Ok(run);
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "run {run_id} still {} after {timeout:?}: {:?}",
-                    run.state,
-                    run.status_message
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let what = format!("run {run_id}");
+        let run = within(
+            &what,
+            timeout,
+            Duration::from_millis(20),
+            async || match client.get_run(run_id).await {
+                Err(e) => Ok(Err(e)),
+                Ok(run) if done(&run) => Ok(Ok(run)),
+                Ok(run) => Err(format!("{} ({:?})", run.state, run.status_message)),
+            },
+        )
+        .await??;
+        Ok(run)
     }
 
     /// Waits until a run reaches a terminal state and its sandbox is gone.
@@ -497,12 +487,26 @@ impl TestCluster {
     }
 }
 
+/// How long a server or replica gets to start.
+const BOOT: Duration = Duration::from_secs(30);
+/// How often a starting server is checked.
+const BOOT_POLL: Duration = Duration::from_millis(20);
+
+/// Whether `GET readyz` answers success (`Err`: what it answered instead).
+async fn ready(http: &reqwest::Client, readyz: &str) -> std::result::Result<(), String> {
+    match http.get(readyz).send().await {
+        Ok(r) if r.status().is_success() => Ok(()),
+        Ok(r) => Err(format!("status {}", r.status())),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// The last `http://…/metrics` URL a process printed in its log (the
 /// server prints where it serves metrics; a worker logs it), waiting up to
 /// 30 s for one to appear after `skip` bytes of the log.
 pub async fn metrics_url(log: &Path, skip: usize) -> Result<String> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    let what = format!("a metrics URL in {}", log.display());
+    let url = within(&what, BOOT, Duration::from_millis(50), async || {
         let text = std::fs::read_to_string(log).unwrap_or_default();
         let found = text
             .get(skip..)
@@ -515,33 +519,33 @@ pub async fn metrics_url(log: &Path, skip: usize) -> Result<String> {
                 let end = rest.find("/metrics")? + "/metrics".len();
                 Some(rest[..end].to_owned())
             });
-        if let Some(url) = found {
-            return Ok(url);
-        }
-        if Instant::now() > deadline {
-            bail!("no metrics URL in {} within 30 s", log.display());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        found.ok_or("none yet")
+    })
+    .await?;
+    Ok(url)
 }
 
 /// Polls `GET /workers` until worker `id` is (or is not) listed.
 async fn wait_listed(client: &Client, id: &str, present: bool) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let list: serde_json::Value = client.get_json("api/v1/workers").await?;
+    let what = format!(
+        "worker {id} to be {} at {}",
+        if present { "listed" } else { "unlisted" },
+        client.base_url()
+    );
+    within(&what, BOOT, Duration::from_millis(25), async || {
+        let list: serde_json::Value = match client.get_json("api/v1/workers").await {
+            Ok(list) => list,
+            Err(e) => return Ok(Err(e)),
+        };
         let found = list["workers"]
             .as_array()
             .is_some_and(|ws| ws.iter().any(|w| w["worker_id"] == id));
         if found == present {
-            return Ok(());
+            Ok(Ok(()))
+        } else {
+            Err(format!("listed={found}"))
         }
-        if Instant::now() > deadline {
-            bail!(
-                "worker {id} listed={found}, wanted {present}, at {} after 30 s",
-                client.base_url()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    })
+    .await??;
+    Ok(())
 }

@@ -7,6 +7,7 @@
 
 use futures::{StreamExt, TryStreamExt};
 use hangar_testkit::fake_kube::{FakeKube, Fault, Kubelet, NAMESPACE};
+use hangar_testkit::poll::{empty, within};
 use k8s_openapi::api::authorization::v1::SelfSubjectAccessReview;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event, Pod, Secret};
@@ -149,17 +150,21 @@ fn job_pods(fake: &FakeKube, job: &str) -> Vec<Value> {
 
 /// Waits until a pod of `job` satisfies `check`; answers it.
 async fn wait_pod(fake: &FakeKube, job: &str, check: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Some(p) = job_pods(fake, job).into_iter().find(|p| check(p)) {
-            return p;
+    let what = format!("a pod of {job} to get there");
+    // Every 20 ms: scripted pods pass through short-lived states.
+    within(&what, WAIT, POLL, async || {
+        let pods = job_pods(fake, job);
+        match pods.iter().find(|p| check(p)) {
+            Some(p) => Ok(p.clone()),
+            None => Err(pods),
         }
-        if tokio::time::Instant::now() > deadline {
-            panic!("no pod of {job} got there: {:#?}", job_pods(fake, job));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
+    .unwrap()
 }
+
+/// How often the tests look at the fake cluster.
+const POLL: Duration = Duration::from_millis(20);
 
 /// The state of container `name` in a pod (init or regular).
 fn container_state<'a>(pod: &'a Value, name: &str) -> &'a Value {
@@ -192,17 +197,16 @@ async fn events_of(client: &kube::Client, name: &str) -> Vec<(String, String, St
 }
 
 async fn wait_event(client: &kube::Client, name: &str, reason: &str) -> (String, String, String) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
+    let what = format!("a {reason} event about {name}");
+    within(&what, WAIT, POLL, async || {
         let all = events_of(client, name).await;
-        if let Some(e) = all.iter().find(|(_, r, _)| r == reason) {
-            return e.clone();
+        match all.iter().find(|(_, r, _)| r == reason) {
+            Some(e) => Ok(e.clone()),
+            None => Err(all),
         }
-        if tokio::time::Instant::now() > deadline {
-            panic!("no {reason} event about {name}: {all:#?}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
+    .unwrap()
 }
 
 #[tokio::test]
@@ -1472,14 +1476,11 @@ async fn ttl_seconds_after_finished_deletes_the_finished_job_and_its_pods() {
     fake.wait_for("Job", NAMESPACE, "ttl", WAIT, |j| j.is_none())
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !job_pods(&fake, "ttl").is_empty() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "pods outlived the Job"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    within("the Job's pods to go with it", WAIT, POLL, async || {
+        empty(job_pods(&fake, "ttl"))
+    })
+    .await
+    .unwrap();
 }
 
 // ---- Faults (scripted kubelet) ----

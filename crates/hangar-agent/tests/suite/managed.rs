@@ -4,6 +4,7 @@ use super::fake_hangar::{FakeHangar, MODEL, TOKEN, Turn, WAIT_LIMIT, final_state
 use hangar_agent::{CancellationToken, EventBody, RunOutcome};
 use hangar_protocol::RunState;
 use hangar_protocol::session::{Followup, ServerToAgent};
+use hangar_testkit::poll::until;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -145,9 +146,7 @@ async fn cancel_frame_stops_a_long_tool() {
     let run = fake.run_agent(dir.path(), cancel.clone());
     let started = dir.path().join("started");
     let cancel_when_running = async {
-        while !started.exists() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        until("the tool to start", WAIT_LIMIT, || started.exists()).await;
         fake.send(ServerToAgent::Cancel);
         Instant::now()
     };
@@ -217,9 +216,8 @@ async fn followup_becomes_a_user_message_at_the_next_turn() {
             kinds(e).contains(&"tool_call".to_owned())
         })
         .await;
-        while !dir.path().join("waiting").exists() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let waiting = dir.path().join("waiting");
+        until("the tool to wait", WAIT_LIMIT, || waiting.exists()).await;
         fake.send(ServerToAgent::Followup(Followup {
             message: "Also add a README.".into(),
             from: "ana".into(),
@@ -282,9 +280,10 @@ async fn cancel_frame_stops_a_hanging_model_call() {
     .await;
     let run = fake.run_agent(dir.path(), CancellationToken::new());
     let cancel_when_asked = async {
-        while fake.llm_requests().is_empty() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        until("a model request", WAIT_LIMIT, || {
+            !fake.llm_requests().is_empty()
+        })
+        .await;
         fake.send(ServerToAgent::Cancel);
         Instant::now()
     };

@@ -62,15 +62,8 @@ async fn shell_timeout_kills_the_process_group() {
             .trim()
             .parse()
             .unwrap();
-        let mut dead = is_dead(pid);
-        for _ in 0..100 {
-            if dead {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            dead = is_dead(pid);
-        }
-        assert!(dead, "{file} process {pid} survived the timeout");
+        let what = format!("{file} process {pid} to die after the timeout");
+        hangar_testkit::poll::until(&what, Duration::from_secs(2), || is_dead(pid)).await;
     }
     // The model was told.
     let requests = fake.llm_requests();

@@ -106,8 +106,13 @@ pub async fn run_on(cluster: &TestCluster, host: &str, prompt: &str) -> String {
 /// its worker reported the execution's end (`failure_reason`); at most a
 /// minute.
 pub async fn ended(cluster: &TestCluster, run_id: &str) -> serde_json::Value {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
+    // On timeout the last answer is returned all the same: the caller's
+    // assertions on it say what is wrong.
+    let mut last = serde_json::Value::Null;
+    let limit = std::time::Duration::from_secs(60);
+    let every = std::time::Duration::from_millis(100);
+    let what = format!("run {run_id} to end");
+    let done = hangar_testkit::poll::within(&what, limit, every, async || {
         let run: serde_json::Value = cluster
             .client()
             .get_json(&format!("api/v1/agent/runs/{run_id}"))
@@ -117,9 +122,12 @@ pub async fn ended(cluster: &TestCluster, run_id: &str) -> serde_json::Value {
         let terminal = ["SUCCEEDED", "FAILED", "ERROR", "CANCELLED"].contains(&state.as_str());
         let reported =
             state == "SUCCEEDED" || state == "CANCELLED" || run["failure_reason"].is_string();
-        if (terminal && reported) || std::time::Instant::now() > deadline {
-            return run;
+        if terminal && reported {
+            return Ok(run);
         }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+        last = run;
+        Err(state)
+    })
+    .await;
+    done.unwrap_or(last)
 }

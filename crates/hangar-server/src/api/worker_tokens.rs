@@ -46,7 +46,7 @@ fn item(
     uids: &HashMap<i64, String>,
 ) -> WorkerTokenItem {
     let (worker_id, pool) = match &r.binding {
-        WorkerBinding::Worker(id) => (Some(id.clone().into()), None),
+        WorkerBinding::Worker(id) => (Some(id.clone()), None),
         WorkerBinding::Pool(prefix) => (None, Some(prefix.clone())),
     };
     WorkerTokenItem {
@@ -84,7 +84,7 @@ fn binding(req: &CreateWorkerTokenRequest) -> ApiResult<WorkerBinding> {
             if id.starts_with(RESERVED_WORKER_PREFIX) {
                 return Err(reserved("worker_id", id));
             }
-            Ok(WorkerBinding::Worker(id.to_owned()))
+            Ok(WorkerBinding::Worker(id.into()))
         }
         (None, Some(prefix)) => {
             validate_worker_id(prefix).map_err(|_| {

@@ -4,7 +4,7 @@
 
 use super::{Connecting, Dispatcher, Occupant, REPORT_GRACE, Registration, Slot, WorkerKey};
 use hangar_protocol::worker::{RunningTask, ServerToWorker, TaskCancellation, WorkerHello};
-use hangar_protocol::{ExecutionId, RunState, Timestamp};
+use hangar_protocol::{ExecutionId, RunState, Timestamp, WorkerId};
 use hangar_store::{ExecutionEnd, ExecutionRecord, ExecutionState, Outcome, StoreResult};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -14,7 +14,7 @@ impl Dispatcher {
     /// Ends an execution its reconnecting worker no longer runs, unless the
     /// worker's own report of it (queued while it was cut off, sent right
     /// after its hello) arrives within [`REPORT_GRACE`].
-    fn end_unless_reported(&self, worker_id: &str, exec: ExecutionRecord) {
+    fn end_unless_reported(&self, worker_id: &WorkerId, exec: ExecutionRecord) {
         let store = self.store.clone();
         let message = format!("worker `{worker_id}` restarted and no longer runs this task");
         #[allow(clippy::disallowed_methods)]
@@ -43,7 +43,7 @@ impl Dispatcher {
         &self,
     ) -> Vec<(
         i64,
-        String,
+        WorkerId,
         String,
         Arc<crate::dispatch::worker_socket::Liveness>,
     )> {
@@ -62,8 +62,8 @@ impl Dispatcher {
     }
 
     /// What holds worker `worker_id` of `team_id` on this replica.
-    pub fn occupant(&self, team_id: i64, worker_id: &str) -> Occupant {
-        let key: WorkerKey = (team_id, worker_id.to_owned());
+    pub fn occupant(&self, team_id: i64, worker_id: &WorkerId) -> Occupant {
+        let key: WorkerKey = (team_id, worker_id.clone());
         let reg = self.registry();
         if reg.connecting.contains(&key) {
             return Occupant::Connecting;
@@ -85,13 +85,13 @@ impl Dispatcher {
     pub async fn connect(
         &self,
         team_id: i64,
-        worker_id: &str,
+        worker_id: &WorkerId,
         credential_id: &str,
         liveness: Arc<crate::dispatch::worker_socket::Liveness>,
         tx: mpsc::Sender<ServerToWorker>,
         hello: Option<WorkerHello>,
     ) -> StoreResult<Registration> {
-        let key: WorkerKey = (team_id, worker_id.to_owned());
+        let key: WorkerKey = (team_id, worker_id.clone());
         {
             let mut reg = self.registry();
             let held = reg
@@ -122,8 +122,7 @@ impl Dispatcher {
         hello: Option<WorkerHello>,
     ) -> StoreResult<Registration> {
         let team_id = key.0;
-        let worker_id = key.1.clone();
-        let worker_id = worker_id.as_str();
+        let worker_id = &key.1.clone();
         let live = self
             .reconcile(team_id, worker_id, hello.as_ref(), &tx)
             .await?;
@@ -164,7 +163,13 @@ impl Dispatcher {
         let registration = Registration { key, conn_id };
         // The executions it kept are held by this connection from now on.
         self.renew(&registration).await?;
-        tracing::info!(team_id, worker_id, conn_id, capacity, "worker connected");
+        tracing::info!(
+            team_id,
+            worker_id = worker_id.as_str(),
+            conn_id,
+            capacity,
+            "worker connected"
+        );
         self.wake();
         Ok(registration)
     }
@@ -176,7 +181,7 @@ impl Dispatcher {
     async fn reconcile(
         &self,
         team_id: i64,
-        worker_id: &str,
+        worker_id: &WorkerId,
         hello: Option<&WorkerHello>,
         tx: &mpsc::Sender<ServerToWorker>,
     ) -> StoreResult<Vec<ExecutionRecord>> {

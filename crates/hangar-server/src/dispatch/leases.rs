@@ -60,7 +60,7 @@ impl Dispatcher {
                      before the task started; the run is queued again"
                 );
                 self.store.reject(&exec.run_id, &exec.id, &why, now).await?;
-                tracing::warn!(run_id = %exec.run_id, execution_id = %exec.id, worker_id, "lease expired before the task started; run queued again");
+                tracing::warn!(run_id = %exec.run_id, execution_id = %exec.id, worker_id = worker_id.as_str(), "lease expired before the task started; run queued again");
             } else if self.expiry_policy == crate::config::LeaseExpiryPolicy::Requeue
                 && self.store.lost_executions(&exec.run_id).await? == 0
             {
@@ -71,7 +71,7 @@ impl Dispatcher {
                 self.store
                     .requeue_lost(&exec.run_id, &exec.id, &why, now)
                     .await?;
-                tracing::warn!(run_id = %exec.run_id, execution_id = %exec.id, worker_id, "lease expired; run queued again for another worker (requeue policy)");
+                tracing::warn!(run_id = %exec.run_id, execution_id = %exec.id, worker_id = worker_id.as_str(), "lease expired; run queued again for another worker (requeue policy)");
             } else {
                 let end = ExecutionEnd {
                     outcome: Outcome {
@@ -89,7 +89,7 @@ impl Dispatcher {
                 self.store
                     .finish_execution(&exec.run_id, &exec.id, &end)
                     .await?;
-                tracing::warn!(run_id = %exec.run_id, execution_id = %exec.id, worker_id, "lease expired; run marked ERROR (worker_lost)");
+                tracing::warn!(run_id = %exec.run_id, execution_id = %exec.id, worker_id = worker_id.as_str(), "lease expired; run marked ERROR (worker_lost)");
                 crate::metrics::run_ended(self.store.as_ref(), &exec.run_id).await;
             }
             // Operators and pollers see why: `lease_expired`, naming the worker.
@@ -97,7 +97,7 @@ impl Dispatcher {
                 run_id: exec.run_id.0.clone(),
                 event_type: LEASE_EXPIRED_EVENT.to_owned(),
                 execution_id: Some(exec.id.0.clone()),
-                ref_id: Some(worker_id.clone()),
+                ref_id: Some(worker_id.to_string()),
                 occurred_at: now,
             };
             if let Err(e) = self.store.record_lifecycle_event(team_id, &event).await {

@@ -11,7 +11,7 @@
 
 use crate::AppState;
 use crate::dispatch::{Registration, WorkerInfo};
-use hangar_protocol::Timestamp;
+use hangar_protocol::{Timestamp, WorkerId};
 use hangar_store::WorkerPresence;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -30,7 +30,8 @@ pub fn refresh_interval(lost_timeout: Duration) -> Duration {
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct WorkerItem {
     /// Worker id (`--worker-id`).
-    pub worker_id: String,
+    #[schema(value_type = String)]
+    pub worker_id: WorkerId,
     /// `connected`, `disconnected` (closed its socket recently) or `lost`
     /// (not heard from within the lost timeout).
     pub status: String,
@@ -186,7 +187,7 @@ pub fn status(w: &WorkerPresence, now: i64, lost_timeout: Duration) -> &'static 
 pub async fn list(app: &AppState, team_id: i64) -> hangar_store::StoreResult<Vec<WorkerItem>> {
     let now = Timestamp::now().unix_millis();
     let lost = app.config.worker_lost_timeout;
-    let mut leases: std::collections::HashMap<String, Vec<LeaseItem>> = Default::default();
+    let mut leases: std::collections::HashMap<WorkerId, Vec<LeaseItem>> = Default::default();
     for l in app.store.team_leases(team_id).await? {
         leases.entry(l.worker_id).or_default().push(LeaseItem {
             run_id: l.run_id.0,

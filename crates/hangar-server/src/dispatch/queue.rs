@@ -3,6 +3,18 @@
 //! assignment), and building the assignment with the run's environment.
 
 use super::{DISPATCH_BATCH, Dispatcher, Reserved, Slot, WorkerKey};
+use crate::auth::new_run_token;
+use hangar_protocol::RunId;
+use hangar_protocol::worker::{ServerToWorker, Task, TaskAssignment, TaskDefinition, TaskOwner};
+use hangar_protocol::{
+    ENV_EXECUTION_ID, ENV_RUN_CONTINUES, ENV_RUN_ID, ENV_RUN_TOKEN, ENV_SERVER_URL, ExecutionId,
+    Timestamp, WorkerId,
+};
+use hangar_store::{NewExecution, NewRun, RunRecord, StoreResult, Transition};
+use hangar_telemetry::trace::{TraceParent, at_millis as millis_to_system};
+use opentelemetry::KeyValue;
+use std::collections::BTreeMap;
+use std::time::Duration;
 
 /// A worker slot reserved, and the execution to hold it, for a run about to
 /// be stored ([`Dispatcher::place_new`]).
@@ -14,18 +26,6 @@ pub(crate) struct Placement {
     pub(crate) execution: NewExecution,
     token: String,
 }
-use crate::auth::new_run_token;
-use hangar_protocol::RunId;
-use hangar_protocol::worker::{ServerToWorker, Task, TaskAssignment, TaskDefinition, TaskOwner};
-use hangar_protocol::{
-    ENV_EXECUTION_ID, ENV_RUN_CONTINUES, ENV_RUN_ID, ENV_RUN_TOKEN, ENV_SERVER_URL, ExecutionId,
-    Timestamp,
-};
-use hangar_store::{NewExecution, NewRun, RunRecord, StoreResult, Transition};
-use hangar_telemetry::trace::{TraceParent, at_millis as millis_to_system};
-use opentelemetry::KeyValue;
-use std::collections::BTreeMap;
-use std::time::Duration;
 
 impl Dispatcher {
     fn any_room(&self) -> bool {
@@ -44,7 +44,7 @@ impl Dispatcher {
         let mut reg = self.registry();
         let key = match host {
             Some(host) => {
-                let key = (team_id, host.to_owned());
+                let key = (team_id, WorkerId::from(host));
                 reg.workers.get(&key).filter(|s| s.has_room())?;
                 key
             }
@@ -167,7 +167,7 @@ impl Dispatcher {
         &self,
         run: &RunRecord,
         mut assignment: TaskAssignment,
-        worker_id: &str,
+        worker_id: &WorkerId,
         stock: bool,
         tx: &tokio::sync::mpsc::Sender<ServerToWorker>,
         now: i64,
@@ -185,7 +185,7 @@ impl Dispatcher {
         {
             // The connection went away between reserve and send; the
             // run is queued again when the execution's lease expires.
-            tracing::warn!(run_id = %run.id, worker_id, "assignment not delivered");
+            tracing::warn!(run_id = %run.id, worker_id = worker_id.as_str(), "assignment not delivered");
         } else {
             // Ready since its last change: creation, or a requeue.
             let ready = run.updated_at.min(now);
@@ -196,12 +196,12 @@ impl Dispatcher {
                 millis_to_system(ready),
                 std::time::SystemTime::now(),
                 vec![
-                    KeyValue::new("hangar.worker.id", worker_id.to_owned()),
+                    KeyValue::new("hangar.worker.id", worker_id.to_string()),
                     KeyValue::new("hangar.execution.id", exec_id.clone()),
                 ],
             );
         }
-        tracing::debug!(run_id = %run.id, execution_id = %exec_id, worker_id, "assigned");
+        tracing::debug!(run_id = %run.id, execution_id = %exec_id, worker_id = worker_id.as_str(), "assigned");
     }
 
     /// The fast path of a run being created: when a worker has room, a

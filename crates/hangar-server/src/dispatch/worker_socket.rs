@@ -35,8 +35,8 @@ use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
-use hangar_protocol::Timestamp;
 use hangar_protocol::worker::{ServerToWorker, WorkerHello, WorkerToServer};
+use hangar_protocol::{Timestamp, WorkerId};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -112,7 +112,8 @@ pub async fn worker_socket(
     if let Err(e) = validate_worker_id(&worker_id) {
         return e.into_response();
     }
-    if worker_id.starts_with(RESERVED_WORKER_PREFIX) {
+    let worker_id = WorkerId::from(worker_id);
+    if worker_id.as_str().starts_with(RESERVED_WORKER_PREFIX) {
         return ApiError::Forbidden(format!(
             "worker id `{worker_id}` is reserved: ids starting with `{RESERVED_WORKER_PREFIX}` \
              belong to the server (unmanaged runs); pick another `--worker-id`"
@@ -145,11 +146,15 @@ pub async fn worker_socket(
         WorkerCredential::WorkerToken { token_id, .. } => {
             let now = Timestamp::now().unix_millis();
             if let Err(e) = app.store.worker_token_used(token_id, now).await {
-                tracing::warn!(error = %e, worker_id, "could not record the worker token's use");
+                tracing::warn!(error = %e, worker_id = worker_id.as_str(), "could not record the worker token's use");
             }
         }
         WorkerCredential::TeamKey { key_id, .. } => {
-            tracing::debug!(worker_id, key_id, "worker connecting with a team API key");
+            tracing::debug!(
+                worker_id = worker_id.as_str(),
+                key_id,
+                "worker connecting with a team API key"
+            );
         }
     }
     ws.max_message_size(MAX_FRAME_BYTES)
@@ -159,7 +164,7 @@ pub async fn worker_socket(
 async fn connection(
     app: AppState,
     credential: WorkerCredential,
-    worker_id: String,
+    worker_id: WorkerId,
     socket: WebSocket,
 ) {
     let _open = crate::metrics::get().websocket("worker");
@@ -206,7 +211,7 @@ async fn connection(
             _ = app.runtime.shutdown.cancelled() => break,
             _ = liveness.closed.cancelled() => {
                 tracing::info!(
-                    worker_id,
+                    worker_id = worker_id.as_str(),
                     "closing the connection: its worker reconnected, or its credential was revoked"
                 );
                 break;
@@ -221,13 +226,13 @@ async fn connection(
         {
             renewed = tokio::time::Instant::now();
             if let Err(e) = app.dispatcher.renew(&registration).await {
-                tracing::warn!(error = %e, worker_id, "could not renew the worker's leases");
+                tracing::warn!(error = %e, worker_id = worker_id.as_str(), "could not renew the worker's leases");
             }
         }
         match next {
             Err(_) => {
                 tracing::warn!(
-                    worker_id,
+                    worker_id = worker_id.as_str(),
                     "worker silent past the read timeout; disconnecting"
                 );
                 break;
@@ -248,7 +253,7 @@ async fn connection(
 async fn register(
     app: &AppState,
     credential: &WorkerCredential,
-    worker_id: &str,
+    worker_id: &WorkerId,
     liveness: &Arc<Liveness>,
     tx: mpsc::Sender<ServerToWorker>,
     hello: Option<WorkerHello>,
@@ -268,14 +273,17 @@ async fn register(
         Ok(r) => Ok(r),
         Err(hangar_store::StoreError::Conflict(why)) => {
             // Another connection registered since this one was admitted.
-            tracing::warn!(worker_id, "{why}; closing the second connection");
+            tracing::warn!(
+                worker_id = worker_id.as_str(),
+                "{why}; closing the second connection"
+            );
             Err(Some(CloseFrame {
                 code: axum::extract::ws::close_code::POLICY,
                 reason: "worker id already connected".into(),
             }))
         }
         Err(e) => {
-            tracing::error!(error = %e, worker_id, "could not register worker");
+            tracing::error!(error = %e, worker_id = worker_id.as_str(), "could not register worker");
             Err(None)
         }
     }

@@ -132,7 +132,7 @@ impl Runs<'_> {
         let exec = NewExecution {
             id: ExecutionId::generate(),
             run_id: new.id.clone(),
-            worker_id: hangar_store::LOCAL_WORKER_ID.to_owned(),
+            worker_id: hangar_store::LOCAL_WORKER_ID.into(),
             token_hash,
             created_at: new.created_at,
             lease_holder: None,

@@ -125,7 +125,9 @@ impl Runs<'_> {
                 Err(e) => return Err(e.into()),
             }
         };
-        if let Some(worker) = previous_worker.filter(|w| w != hangar_store::LOCAL_WORKER_ID) {
+        if let Some(worker) =
+            previous_worker.filter(|w| w.as_str() != hangar_store::LOCAL_WORKER_ID)
+        {
             app.dispatcher.prefer_worker(&reopened.id, worker);
         }
         app.dispatcher.submit(reopened.clone());

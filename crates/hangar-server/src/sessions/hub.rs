@@ -425,7 +425,7 @@ async fn commit(
         }
         // An unmanaged run has no worker to end its execution: the outcome does.
         let record = app.store.execution(exec).await?;
-        if record.worker_id == hangar_store::LOCAL_WORKER_ID {
+        if record.worker_id.as_str() == hangar_store::LOCAL_WORKER_ID {
             let end = hangar_store::ExecutionEnd {
                 outcome,
                 exit_code: None,

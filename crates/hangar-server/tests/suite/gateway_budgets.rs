@@ -5,6 +5,7 @@
 use super::common::*;
 use futures::StreamExt;
 use hangar_testkit::fake_llm::Turn;
+use hangar_testkit::poll::{until_ok, within};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -37,14 +38,22 @@ async fn run_until(
     done: impl Fn(&hangar_store::RunRecord) -> bool,
 ) -> hangar_store::RunRecord {
     let id = hangar_protocol::RunId(run_id.to_owned());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    // On timeout the last view is answered all the same: the caller's
+    // assertions on it say what is wrong.
+    let mut last = None;
+    let what = format!("run {run_id}");
+    let every = Duration::from_millis(20);
+    let done = within(&what, Duration::from_secs(10), every, async || {
         let run = t.store().run(1, &id).await.unwrap();
-        if done(&run) || tokio::time::Instant::now() > deadline {
-            return run;
+        if done(&run) {
+            return Ok(run);
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        let state = run.state;
+        last = Some(run);
+        Err(state)
+    })
+    .await;
+    done.unwrap_or_else(|_| last.expect("polled at least once"))
 }
 
 /// The `usage` of the SSE `data:` frames of a streamed answer.
@@ -385,21 +394,15 @@ async fn gateway_over_budget_run_is_stopped_through_every_replica() {
         .unwrap();
     // Wait until B holds the agent's session (the upgrade finishes after
     // the handshake answer).
-    let attached = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !b
-        .state()
-        .sessions
-        .hub
-        .connected_runs()
-        .iter()
-        .any(|r| r.as_str() == run_id)
-    {
-        assert!(
-            tokio::time::Instant::now() < attached,
-            "the agent never attached to B"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_ok("the agent to attach to B", Duration::from_secs(10), || {
+        let connected = b.state().sessions.hub.connected_runs();
+        if connected.iter().any(|r| r.as_str() == run_id) {
+            Ok(())
+        } else {
+            Err(connected)
+        }
+    })
+    .await;
     // Its model call goes through replica A and crosses the limit.
     let answer = http
         .post(format!("{}/api/v1/llm/chat/completions", a.url()))

@@ -5,6 +5,7 @@
 
 use crate::suite::common::{MODEL, Reply, TwoTeams};
 use futures::{SinkExt, StreamExt};
+use hangar_testkit::poll::eventually_ok;
 use std::collections::BTreeSet;
 
 /// What a run token may do on a route.
@@ -398,16 +399,19 @@ async fn team_a_objects(t: &TwoTeams) -> Fixture {
     .await
     .unwrap();
     // Wait until the worker is registered.
-    let mut registered = false;
-    for _ in 0..100 {
-        let w = t.ok("GET", "/workers", a, None).await;
-        if w.to_string().contains(&worker_id) {
-            registered = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(registered, "team A's worker never showed up");
+    eventually_ok(
+        "team A's worker to show up",
+        std::time::Duration::from_secs(5),
+        async || {
+            let w = t.ok("GET", "/workers", a, None).await;
+            if w.to_string().contains(&worker_id) {
+                Ok(())
+            } else {
+                Err(w)
+            }
+        },
+    )
+    .await;
     let share = t
         .ok(
             "POST",
@@ -884,16 +888,19 @@ async fn c1_a_worker_of_another_team_cannot_report_on_its_runs() {
     // worker is gone from team B's list, every frame above was handled.
     ws.close(None).await.unwrap();
     while let Some(Ok(_)) = ws.next().await {}
-    let mut gone = false;
-    for _ in 0..100 {
-        let w = t.ok("GET", "/workers", &t.key_b, None).await;
-        if !w.to_string().contains(IMPOSTOR) {
-            gone = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(gone, "team B's worker never disconnected");
+    eventually_ok(
+        "team B's worker to disconnect",
+        std::time::Duration::from_secs(5),
+        async || {
+            let w = t.ok("GET", "/workers", &t.key_b, None).await;
+            if w.to_string().contains(IMPOSTOR) {
+                Err(w)
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .await;
     let local = t
         .ok("GET", &format!("/agent/runs/{}", f.local_run_id), a, None)
         .await;

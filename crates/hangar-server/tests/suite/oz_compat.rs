@@ -7,8 +7,9 @@
 
 use crate::suite::common::TwoTeams;
 use futures::{SinkExt, StreamExt};
+use hangar_testkit::poll::{eventually_ok, within};
 use serde_json::{Value, json};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 
 type Socket =
@@ -126,18 +127,23 @@ async fn settled(t: &TwoTeams, run_id: &str) -> Value {
 }
 
 async fn settled_with(t: &TwoTeams, run_id: &str, key: &str) -> Value {
-    let start = Instant::now();
-    loop {
+    // On timeout the last view is answered all the same: the caller's
+    // assertions on it say what is wrong.
+    let mut last = Value::Null;
+    let what = format!("run {run_id} to settle");
+    let settled = within(&what, SETTLE, Duration::from_millis(50), async || {
         let run = t
             .ok("GET", &format!("/agent/runs/{run_id}"), key, None)
             .await;
-        let state = run["state"].as_str().unwrap_or_default();
-        let live = ["QUEUED", "PENDING", "CLAIMED", "INPROGRESS"].contains(&state);
-        if !live || start.elapsed() > SETTLE {
-            return run;
+        let state = run["state"].as_str().unwrap_or_default().to_owned();
+        if !["QUEUED", "PENDING", "CLAIMED", "INPROGRESS"].contains(&state.as_str()) {
+            return Ok(run);
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        last = run;
+        Err(state)
+    })
+    .await;
+    settled.unwrap_or(last)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -354,18 +360,8 @@ async fn oz_the_agents_check_in_starts_a_stock_workers_run() {
     assert!(token.starts_with(hangar_protocol::RUN_TOKEN_PREFIX));
     let _alive = worker.keep_alive();
     // The stock worker sends no `task_started`: claimed, not started.
-    let deadline = Instant::now() + SETTLE;
-    loop {
-        let run = t
-            .ok("GET", &format!("/agent/runs/{run_id}"), &t.key_b, None)
-            .await;
-        if run["state"] == "CLAIMED" {
-            assert!(run.get("started_at").is_none_or(Value::is_null), "{run}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "never CLAIMED: {run}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let run = run_in_state(&t, &run_id, "CLAIMED").await;
+    assert!(run.get("started_at").is_none_or(Value::is_null), "{run}");
     // The agent checks in (its session stream): the run is in progress.
     let _agent = hangar_client::connect_websocket(
         &t.ws_url(&format!("/agent/runs/{run_id}/session")),
@@ -373,21 +369,25 @@ async fn oz_the_agents_check_in_starts_a_stock_workers_run() {
     )
     .await
     .unwrap();
-    let deadline = Instant::now() + SETTLE;
-    loop {
+    // The check-in starts the run.
+    let run = run_in_state(&t, &run_id, "INPROGRESS").await;
+    assert!(run["started_at"].is_string(), "{run}");
+}
+
+/// Polls team B's run until it is in `want`; answers it.
+async fn run_in_state(t: &TwoTeams, run_id: &str, want: &str) -> Value {
+    let what = format!("run {run_id} to be {want}");
+    eventually_ok(&what, SETTLE, async || {
         let run = t
             .ok("GET", &format!("/agent/runs/{run_id}"), &t.key_b, None)
             .await;
-        if run["state"] == "INPROGRESS" {
-            assert!(run["started_at"].is_string(), "{run}");
-            break;
+        if run["state"] == want {
+            Ok(run)
+        } else {
+            Err(run)
         }
-        assert!(
-            Instant::now() < deadline,
-            "the check-in did not start the run: {run}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -408,15 +408,7 @@ async fn oz_a_follow_up_reassignment_carries_the_follow_up_and_the_conversation(
             json!({"task_id": run_id, "message": "done"}),
         )
         .await;
-    let deadline = Instant::now() + SETTLE;
-    while t
-        .ok("GET", &format!("/agent/runs/{run_id}"), &t.key_b, None)
-        .await["state"]
-        != "SUCCEEDED"
-    {
-        assert!(Instant::now() < deadline, "the run never succeeded");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    run_in_state(&t, &run_id, "SUCCEEDED").await;
     let body = json!({"message": "now do the second thing"}).to_string();
     t.ok(
         "POST",
@@ -454,23 +446,7 @@ async fn oz_a_late_report_without_execution_id_never_ends_a_newer_execution() {
             json!({"task_id": run_id, "message": "finished while away"}),
         )
         .await;
-    let wait_state = |want: &'static str| {
-        let t = &t;
-        let run_id = run_id.clone();
-        async move {
-            let deadline = Instant::now() + SETTLE;
-            loop {
-                let run = t
-                    .ok("GET", &format!("/agent/runs/{run_id}"), &t.key_b, None)
-                    .await;
-                if run["state"] == want {
-                    return run;
-                }
-                assert!(Instant::now() < deadline, "never {want}: {run}");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    };
+    let wait_state = |want: &'static str| run_in_state(&t, &run_id, want);
     wait_state("SUCCEEDED").await;
     // A follow-up assigns a newer execution on this connection. A duplicate
     // failure report for the old one, sent before the new one is claimed,

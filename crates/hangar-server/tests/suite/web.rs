@@ -199,19 +199,15 @@ async fn c8_public_link_streams_are_bounded_per_address_and_released() {
     assert!(text.contains("too many open streams"), "{text}");
     // Closing one releases its slot.
     drop(open.pop());
-    let mut reopened = None;
-    for _ in 0..50 {
-        let r = t.http.get(&events).send().await.unwrap();
-        if r.status().as_u16() == 200 {
-            reopened = Some(r);
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert!(
-        reopened.is_some(),
-        "a closed stream's slot was never released"
-    );
+    hangar_testkit::poll::eventually_ok(
+        "a closed stream's slot to be released",
+        std::time::Duration::from_secs(5),
+        async || match t.http.get(&events).send().await.unwrap().status() {
+            s if s.as_u16() == 200 => Ok(()),
+            other => Err(other),
+        },
+    )
+    .await;
 }
 
 /// The Overview page (issue 13, item 7) counts the signed-in team's runs

@@ -81,7 +81,7 @@ macro_rules! lifecycle_store {
                 async fn worker_disconnected(
                     &self,
                     team_id: i64,
-                    worker_id: &str,
+                    worker_id: &WorkerId,
                     connection_id: &str,
                     at: i64,
                 ) -> StoreResult<()> {
@@ -92,7 +92,7 @@ macro_rules! lifecycle_store {
                     )
                     .bind(at)
                     .bind(team_id)
-                    .bind(worker_id)
+                    .bind(worker_id.as_str())
                     .bind(connection_id)
                     .execute(&mut *db)
                     .await?;

@@ -7,7 +7,7 @@ macro_rules! run_store {
             use $crate::sql::Dialect as _;
             use $crate::*;
             use async_trait::async_trait;
-            use hangar_protocol::{ExecutionId, RunId};
+            use hangar_protocol::{ExecutionId, RunId, WorkerId};
             use $crate::sql::{EXECUTION_COLUMNS, RUN_COLUMNS};
             use sqlx::{AssertSqlSafe, Row};
 
@@ -92,7 +92,7 @@ macro_rules! run_store {
                     )
                     .bind(exec.id.as_str())
                     .bind(run.id.as_str())
-                    .bind(&exec.worker_id)
+                    .bind(exec.worker_id.as_str())
                     .bind(&exec.token_hash)
                     .bind(exec.created_at)
                     .bind(&exec.issuer_key_id)
@@ -125,7 +125,7 @@ macro_rules! run_store {
                     )
                     .bind(exec.id.as_str())
                     .bind(run.id.as_str())
-                    .bind(&exec.worker_id)
+                    .bind(exec.worker_id.as_str())
                     .bind(&exec.token_hash)
                     .bind(exec.created_at)
                     .bind(&exec.lease_holder)
@@ -208,7 +208,7 @@ macro_rules! run_store {
                     )
                     .bind(exec.id.as_str())
                     .bind(exec.run_id.as_str())
-                    .bind(&exec.worker_id)
+                    .bind(exec.worker_id.as_str())
                     .bind(&exec.token_hash)
                     .bind(exec.created_at)
                     .bind(&exec.lease_holder)
@@ -498,11 +498,11 @@ macro_rules! run_store {
                     row.as_ref().map(execution_from_row).transpose()
                 }
 
-                async fn live_executions(&self, worker_id: &str) -> StoreResult<Vec<ExecutionRecord>> {
+                async fn live_executions(&self, worker_id: &WorkerId) -> StoreResult<Vec<ExecutionRecord>> {
                     let rows = sqlx::query(AssertSqlSafe(format!(
                         "SELECT {EXECUTION_COLUMNS} FROM executions WHERE worker_id = $1 AND ended_at IS NULL"
                     )))
-                    .bind(worker_id)
+                    .bind(worker_id.as_str())
                     .fetch_all(self.read())
                     .await?;
                     rows.iter().map(execution_from_row).collect()
@@ -525,7 +525,7 @@ macro_rules! run_store {
                 async fn renew_leases(
                     &self,
                     team_id: i64,
-                    worker_id: &str,
+                    worker_id: &WorkerId,
                     holder: &str,
                     expires_at: i64,
                     now: i64,
@@ -535,7 +535,7 @@ macro_rules! run_store {
                         .bind(holder)
                         .bind(expires_at)
                         .bind(now)
-                        .bind(worker_id)
+                        .bind(worker_id.as_str())
                         .bind(team_id)
                         .execute(&mut *db)
                         .await?;
@@ -659,7 +659,7 @@ macro_rules! run_store {
                     rows.iter()
                         .map(|row| {
                             Ok(LeaseRecord {
-                                worker_id: row.try_get("worker_id")?,
+                                worker_id: WorkerId(row.try_get("worker_id")?),
                                 run_id: RunId(row.try_get("run_id")?),
                                 execution_id: ExecutionId(row.try_get("execution_id")?),
                                 epoch: row.try_get("epoch")?,

@@ -464,7 +464,7 @@ pub(crate) async fn rejected_runs_return_to_the_queue(store: &dyn Store) {
     );
     assert!(
         store
-            .live_executions("w2")
+            .live_executions(&"w2".into())
             .await
             .unwrap()
             .iter()
@@ -472,7 +472,7 @@ pub(crate) async fn rejected_runs_return_to_the_queue(store: &dyn Store) {
     );
     assert!(
         !store
-            .live_executions("w")
+            .live_executions(&"w".into())
             .await
             .unwrap()
             .iter()

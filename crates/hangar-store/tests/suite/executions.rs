@@ -115,7 +115,7 @@ pub(crate) async fn leases_renew_expire_and_are_taken_once(store: &dyn Store) {
     // Another team's worker of the same id renews nothing of this team.
     assert_eq!(
         store
-            .renew_leases(other.id, "lw", "replica-b:9", now + 60_000, now)
+            .renew_leases(other.id, &"lw".into(), "replica-b:9", now + 60_000, now)
             .await
             .unwrap(),
         0
@@ -129,7 +129,7 @@ pub(crate) async fn leases_renew_expire_and_are_taken_once(store: &dyn Store) {
     );
     assert_eq!(
         store
-            .renew_leases(t.id, "lw", "replica-b:2", later + 10_000, later)
+            .renew_leases(t.id, &"lw".into(), "replica-b:2", later + 10_000, later)
             .await
             .unwrap(),
         1
@@ -159,7 +159,13 @@ pub(crate) async fn leases_renew_expire_and_are_taken_once(store: &dyn Store) {
     assert!(store.take_expired_lease(&exec, much_later).await.unwrap());
     assert!(!store.take_expired_lease(&exec, much_later).await.unwrap());
     store
-        .renew_leases(t.id, "lw", "replica-a:3", much_later + 10_000, much_later)
+        .renew_leases(
+            t.id,
+            &"lw".into(),
+            "replica-a:3",
+            much_later + 10_000,
+            much_later,
+        )
         .await
         .unwrap();
     assert!(
@@ -381,7 +387,7 @@ pub(crate) async fn a_run_created_assigned_is_as_if_assigned_after_creation(stor
         .unwrap();
     assert_eq!(second, Transition::Stale);
     let stored = store.execution(&exec).await.unwrap();
-    assert_eq!(stored.worker_id, "w-fast");
+    assert_eq!(stored.worker_id.as_str(), "w-fast");
     assert_eq!(
         store
             .execution_by_token(exec.0.as_bytes())
@@ -390,7 +396,7 @@ pub(crate) async fn a_run_created_assigned_is_as_if_assigned_after_creation(stor
             .map(|e| e.id),
         Some(exec.clone())
     );
-    assert_eq!(store.live_executions("w-fast").await.unwrap().len(), 1);
+    assert_eq!(store.live_executions(&"w-fast".into()).await.unwrap().len(), 1);
     // And it runs as any assigned run does.
     assert_eq!(
         store.claim(&run_id, &exec, now + 1).await.unwrap(),

@@ -120,7 +120,7 @@ async fn check(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 store
                     .renew_leases(
                         team.id,
-                        WORKERS[w],
+                        &WORKERS[w].into(),
                         &format!("r:{w}"),
                         clock + LEASE_MS,
                         clock,

@@ -222,12 +222,12 @@ pub(crate) async fn worker_registry_is_team_scoped_and_fenced(store: &dyn Store)
     let moved = presence(a.id, "w-1", "replica-b", "conn-2", 2_000);
     store.upsert_worker(&moved).await.unwrap();
     store
-        .worker_disconnected(a.id, "w-1", "conn-1", 2_500)
+        .worker_disconnected(a.id, &"w-1".into(), "conn-1", 2_500)
         .await
         .unwrap();
     assert_eq!(store.list_workers(a.id).await.unwrap(), vec![moved]);
     store
-        .worker_disconnected(a.id, "w-1", "conn-2", 3_000)
+        .worker_disconnected(a.id, &"w-1".into(), "conn-2", 3_000)
         .await
         .unwrap();
     let listed = store.list_workers(a.id).await.unwrap();
@@ -239,7 +239,7 @@ pub(crate) async fn worker_registry_is_team_scoped_and_fenced(store: &dyn Store)
     // Team B's worker is its own.
     let theirs = store.list_workers(b.id).await.unwrap();
     assert_eq!(theirs.len(), 1);
-    assert_eq!(theirs[0].worker_id, "w-b");
+    assert_eq!(theirs[0].worker_id.as_str(), "w-b");
 
     // Pruning forgets what was not seen since the cut-off.
     let pruned = store.prune_workers(2_000).await.unwrap();

@@ -54,8 +54,8 @@ pub(crate) async fn s8_worker_tokens_are_created_found_and_expired(store: &dyn S
     assert_eq!(exact.binding, WorkerBinding::Worker("gpu-box-1".into()));
     assert!(exact.is_active(now));
     assert_eq!(exact.last_used_at, None);
-    assert!(exact.binding.allows("gpu-box-1"));
-    assert!(!exact.binding.allows("gpu-box-10"));
+    assert!(exact.binding.allows(&"gpu-box-1".into()));
+    assert!(!exact.binding.allows(&"gpu-box-10".into()));
 
     // Bound to a pool, expiring.
     let pool_hash = fresh_hash();
@@ -67,8 +67,8 @@ pub(crate) async fn s8_worker_tokens_are_created_found_and_expired(store: &dyn S
     );
     new_pool.expires_at = Some(now + 60_000);
     let pool = store.create_worker_token(new_pool).await.unwrap();
-    assert!(pool.binding.allows("ci-7"));
-    assert!(!pool.binding.allows("gpu-box-1"));
+    assert!(pool.binding.allows(&"ci-7".into()));
+    assert!(!pool.binding.allows(&"gpu-box-1".into()));
     assert!(pool.is_active(now));
     assert!(!pool.is_active(now + 60_000), "expired at its expiry");
 

@@ -549,18 +549,12 @@ pub async fn wait_for_removal(path: &Path) {
 /// Waits until no live process is left in group `pgid`; SIGKILLed processes
 /// take a moment to die on a loaded machine. Fails after 2 s, naming them.
 pub async fn wait_for_group_gone(pgid: i32) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-    loop {
-        let left = live_group_members(pgid);
-        if left.is_empty() {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "processes left in the task's group 2 s after the worker stopped: {left:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    hangar_testkit::poll::until_ok(
+        "no process left in the task's group after the worker stopped",
+        Duration::from_secs(2),
+        || hangar_testkit::poll::empty(live_group_members(pgid)),
+    )
+    .await;
 }
 
 /// Live (not zombie) processes whose process group is `pgid`.

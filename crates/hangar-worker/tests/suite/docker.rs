@@ -14,7 +14,7 @@ use hangar_protocol::worker::{
 use hangar_testkit::git::git;
 use hangar_worker::{BackendKind, PullPolicy, WorkerConfig};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 pub(super) async fn base_image() -> String {
     tokio::task::spawn_blocking(hangar_testkit::images::base_image)
@@ -92,12 +92,8 @@ fn env_spec(setup: &[&str]) -> EnvironmentSpec {
     }
 }
 
-async fn wait_until(mut f: impl FnMut() -> bool, what: &str) {
-    let deadline = Instant::now() + WAIT;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+async fn wait_until(f: impl FnMut() -> bool, what: &str) {
+    hangar_testkit::poll::until(what, WAIT, f).await;
 }
 
 #[tokio::test]

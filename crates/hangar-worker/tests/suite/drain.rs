@@ -92,14 +92,15 @@ async fn reports_queued_while_disconnected_are_flushed_before_run_returns() {
     wait_for_removal(&w.workspace_root.join("exec-f")).await;
     // The task is done and the worker wants to leave, but must deliver first.
     let tried = server.attempts();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while server.attempts() < tried + 2 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the worker gave up delivering"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    hangar_testkit::poll::until_ok("the worker to keep delivering", WAIT, || {
+        let attempts = server.attempts();
+        if attempts >= tried + 2 {
+            Ok(())
+        } else {
+            Err(attempts)
+        }
+    })
+    .await;
     assert!(
         !w.handle.as_ref().unwrap().is_finished(),
         "run() returned with a report undelivered"

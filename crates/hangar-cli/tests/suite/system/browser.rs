@@ -12,17 +12,18 @@
 //! `HANGAR_SCREENSHOTS=<dir>` to keep screenshots of every page.
 
 use crate::suite::common::cluster_with;
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use fantoccini::{Client, ClientBuilder, Locator};
 use hangar_protocol::account::{CreateUserRequest, UserRole};
 use hangar_protocol::share::{CreateShareRequest, ShareRole};
 use hangar_protocol::{AgentConfig, RunAgentRequest, RunState};
 use hangar_testkit::cluster::TestCluster;
 use hangar_testkit::fake_llm::{FakeLlm, Turn};
+use hangar_testkit::poll::{until_ok, within};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::process::{Child, Command};
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -66,17 +67,18 @@ impl Browser {
             .spawn()
             .context("cannot start chromedriver")?;
         let url = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            ensure!(
-                Instant::now() < deadline,
-                "chromedriver never listened on {url}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let what = format!("chromedriver to listen on {url}");
+        within(
+            &what,
+            Duration::from_secs(20),
+            Duration::from_millis(50),
+            async || {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .map_err(|e| e.to_string())
+            },
+        )
+        .await?;
         let mut args: Vec<String> = FLAGS.iter().map(|s| (*s).to_owned()).collect();
         args.push(format!("--user-data-dir={}", profile.path().display()));
         args.push("--window-size=1280,900".to_owned());
@@ -163,10 +165,13 @@ where
 
 /// Polls a JavaScript expression until it is truthy; returns its value.
 async fn wait_js(client: &Client, expr: &str, timeout: Duration, what: &str) -> Result<Value> {
-    let deadline = Instant::now() + timeout;
     let script = format!("return ({expr});");
-    loop {
-        let v = client.execute(&script, vec![]).await?;
+    let what = format!("{what} (`{expr}`)");
+    let v = within(&what, timeout, Duration::from_millis(100), async || {
+        let v = match client.execute(&script, vec![]).await {
+            Ok(v) => v,
+            Err(failed) => return Ok(Err(failed)),
+        };
         let truthy = match &v {
             Value::Null => false,
             Value::Bool(b) => *b,
@@ -174,14 +179,10 @@ async fn wait_js(client: &Client, expr: &str, timeout: Duration, what: &str) -> 
             Value::Number(n) => n.as_f64() != Some(0.0),
             _ => true,
         };
-        if truthy {
-            return Ok(v);
-        }
-        if Instant::now() > deadline {
-            bail!("timed out after {timeout:?} waiting for {what} (`{expr}` = {v})");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        if truthy { Ok(Ok(v)) } else { Err(v) }
+    })
+    .await??;
+    Ok(v)
 }
 
 fn text_of(sel: &str) -> String {
@@ -426,18 +427,17 @@ async fn an_editor_cancels_a_running_run() {
         .await?;
         // The API agrees (see the note on issue 6: a read right after the
         // stream's `end` was seen to lag by under a second on SQLite).
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            let state = probe.get_run(&rid).await?.state;
-            if state == RunState::Cancelled {
-                break;
-            }
-            ensure!(
-                std::time::Instant::now() < deadline,
-                "run state {state:?} 5 s after the page showed it cancelled"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        within(
+            "the API to show the run cancelled, 5 s after the page did",
+            Duration::from_secs(5),
+            Duration::from_millis(50),
+            async || match probe.get_run(&rid).await {
+                Err(failed) => Ok(Err(failed)),
+                Ok(run) if run.state == RunState::Cancelled => Ok(Ok(())),
+                Ok(run) => Err(run.state),
+            },
+        )
+        .await??;
         Ok(())
     })
     .await;
@@ -594,19 +594,18 @@ async fn hangar_up_sign_in_link_signs_in_once_and_asks_for_a_password() {
     )
     .unwrap();
     let port = up.port;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let (link, banner) = loop {
+    let (link, banner) = until_ok("a sign-in link", Duration::from_secs(30), || {
         let text = up.output();
         let link = text.lines().find_map(|l| {
             let l = l.strip_prefix("Sign in:  ")?;
             l.starts_with("http://").then(|| l.trim().to_owned())
         });
-        if let Some(link) = link {
-            break (link, text);
+        match link {
+            Some(link) => Ok((link, text)),
+            None => Err(text),
         }
-        assert!(Instant::now() < deadline, "no sign-in link in:\n{text}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    })
+    .await;
     assert!(
         link.starts_with(&format!("http://127.0.0.1:{port}/login/link/")),
         "{link}"

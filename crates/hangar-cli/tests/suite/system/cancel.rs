@@ -4,7 +4,7 @@ use crate::suite::common::{cluster_with, processes_under};
 use hangar_protocol::{AgentConfig, RunAgentRequest, RunState};
 use hangar_testkit::fake_llm::{FakeLlm, Turn};
 use serde_json::json;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cancel_of_a_running_run_leaves_no_process_and_ends_cancelled() {
@@ -33,20 +33,15 @@ async fn cancel_of_a_running_run_leaves_no_process_and_ends_cancelled() {
         .unwrap();
 
     // Wait until the tool's processes are really running in the workspace.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    hangar_testkit::poll::until_ok("the tool to start", Duration::from_secs(30), || {
         let procs = processes_under(&ws_root);
-        if procs
+        let sleeping = procs
             .iter()
             .filter(|(_, cmd)| cmd.starts_with("sleep 30"))
-            .count()
-            == 2
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "tool never started: {procs:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+            .count();
+        if sleeping == 2 { Ok(()) } else { Err(procs) }
+    })
+    .await;
     assert_eq!(
         client.get_run(&created.run_id).await.unwrap().state,
         RunState::InProgress

@@ -7,9 +7,10 @@ use crate::suite::common::{cluster_with, ended, hangar_bin, run_on};
 use hangar_protocol::RunState;
 use hangar_testkit::cluster::TestCluster;
 use hangar_testkit::fake_llm::{FakeLlm, Turn};
+use hangar_testkit::poll::{empty, until, until_ok};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const FINISH: Duration = Duration::from_secs(60);
 
@@ -107,32 +108,27 @@ async fn command_backend_cancel_runs_the_cancel_command_and_stops_the_task() {
         .await
         .unwrap();
     // The tool call is running remotely.
-    let deadline = Instant::now() + FINISH;
-    while processes_with("sleep 300").is_empty() {
-        assert!(Instant::now() < deadline, "the remote tool never started");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until("the remote tool to start", FINISH, || {
+        !processes_with("sleep 300").is_empty()
+    })
+    .await;
     cluster.client().cancel_run(&run_id).await.unwrap();
     let done = cluster.wait_finished(&run_id, FINISH).await.unwrap();
     assert_eq!(done.state, RunState::Cancelled);
     // The worker ran cancel_command for the dispatched task (its external id: a pid).
-    let deadline = Instant::now() + Duration::from_secs(20);
     let cancelled = cluster.dir().join("cancelled");
-    while !cancelled.exists() {
-        assert!(Instant::now() < deadline, "cancel_command never ran");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until("cancel_command to run", Duration::from_secs(20), || {
+        cancelled.exists()
+    })
+    .await;
     let external = std::fs::read_to_string(&cancelled).unwrap();
     assert!(external.trim().parse::<u32>().is_ok(), "{external}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !processes_with("sleep 300").is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the remote task survived its cancel: {:?}",
-            processes_with("sleep 300")
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_ok(
+        "the remote task to end after its cancel",
+        Duration::from_secs(20),
+        || empty(processes_with("sleep 300")),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -94,21 +94,18 @@ fn tool_output(llm: &FakeLlm, n: usize) -> String {
 }
 
 async fn wait_no_containers(worker: &str, root: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    hangar_testkit::poll::until_ok("nothing left behind", Duration::from_secs(30), || {
         let left = containers_of(worker);
         let dirs: Vec<_> = std::fs::read_dir(root)
             .map(|rd| rd.flatten().map(|e| e.path()).collect())
             .unwrap_or_default();
         if left.is_empty() && dirs.is_empty() {
-            return;
+            Ok(())
+        } else {
+            Err(format!("containers {left:?}, workspaces {dirs:?}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "left behind: containers {left:?}, workspaces {dirs:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

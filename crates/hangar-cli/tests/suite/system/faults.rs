@@ -7,6 +7,7 @@ use hangar_client::Client;
 use hangar_protocol::{AgentConfig, RunAgentRequest, RunItem, RunState};
 use hangar_testkit::cluster::{ClusterOptions, TestCluster};
 use hangar_testkit::fake_llm::{FakeLlm, Turn};
+use hangar_testkit::poll::{empty, eventually_ok, until_ok};
 use nix::sys::signal::Signal;
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -179,14 +180,15 @@ async fn e6_sqlite_disk_full_refuses_writes_with_503_and_recovers() {
 
     // Space returns: the server recovers by itself, with no restart.
     std::fs::remove_file(&ballast).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while status_of(&http, format!("{}/readyz", cluster.url)).await != 200 {
-        assert!(
-            Instant::now() < deadline,
-            "/readyz did not recover when space returned"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually_ok(
+        "/readyz to recover when space returned",
+        Duration::from_secs(10),
+        async || match status_of(&http, format!("{}/readyz", cluster.url)).await {
+            200 => Ok(()),
+            other => Err(other),
+        },
+    )
+    .await;
     let r = create_run(&http, &cluster, "after").await;
     assert_eq!(r.status(), 200);
     let body: serde_json::Value = r.json().await.unwrap();
@@ -256,20 +258,16 @@ fn sleeping_llm_turns() -> Vec<Turn> {
 }
 
 pub(crate) async fn wait_in_progress(cluster: &TestCluster, client: &Client, run_id: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    let what = format!("run {run_id} to start ({})", cluster.url);
+    eventually_ok(&what, Duration::from_secs(30), async || {
         let run = client.get_run(run_id).await.unwrap();
         if run.state == RunState::InProgress {
-            return;
+            Ok(())
+        } else {
+            Err(run.state)
         }
-        assert!(
-            Instant::now() < deadline,
-            "run {run_id} never started: {:?} ({})",
-            run.state,
-            cluster.url
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
 }
 
 /// Waits until the shell tool's `sleep 300` runs in a workspace under `root`.
@@ -280,18 +278,16 @@ async fn wait_for_tool(root: &Path) {
 /// Waits until a process whose command line starts with `command` runs in a
 /// workspace under `root`.
 pub(crate) async fn wait_for_process(root: &Path, command: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !processes_under(root)
-        .iter()
-        .any(|(_, cmd)| cmd.starts_with(command))
-    {
-        assert!(
-            Instant::now() < deadline,
-            "`{command}` never started: {:?}",
-            processes_under(root)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let what = format!("`{command}` to start");
+    until_ok(&what, Duration::from_secs(30), || {
+        let found = processes_under(root);
+        if found.iter().any(|(_, cmd)| cmd.starts_with(command)) {
+            Ok(())
+        } else {
+            Err(found)
+        }
+    })
+    .await;
 }
 
 /// Waits for the run to end after a fault; asserts its expired lease ended
@@ -370,15 +366,12 @@ async fn d3_worker_frozen_past_its_lease_is_ended_and_its_late_result_refused() 
     // The server closed the ended execution's session and refuses its run
     // token: the agent stops its tool and exits by itself, while its worker
     // is still frozen.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !processes_under(&root).is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the agent of the ended execution kept working: {:?}",
-            processes_under(&root)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_ok(
+        "the agent of the ended execution to stop working",
+        Duration::from_secs(20),
+        || empty(processes_under(&root)),
+    )
+    .await;
 
     // Thawed, it reconnects, learns the execution ended, and cleans up.
     cluster
@@ -386,15 +379,10 @@ async fn d3_worker_frozen_past_its_lease_is_ended_and_its_late_result_refused() 
         .unwrap()
         .signal(Signal::SIGCONT)
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !processes_under(&root).is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the ended task still runs: {:?}",
-            processes_under(&root)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_ok("the ended task to stop", Duration::from_secs(30), || {
+        empty(processes_under(&root))
+    })
+    .await;
     // Its late report changed nothing.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let after = client.get_run(&created.run_id).await.unwrap();
@@ -512,15 +500,12 @@ async fn d3_worker_cut_off_past_its_lease_stops_its_task_itself() {
 
     cluster.kill_server().await.unwrap();
     let cut_at = Instant::now();
-    let deadline = cut_at + LEASE + Duration::from_secs(10);
-    while !processes_under(&root).is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the cut-off worker kept its task running: {:?}",
-            processes_under(&root)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_ok(
+        "the cut-off worker to stop its task",
+        LEASE + Duration::from_secs(10),
+        || empty(processes_under(&root)),
+    )
+    .await;
     let stopped = cut_at.elapsed();
     assert!(
         stopped >= LEASE - Duration::from_secs(1),
@@ -599,28 +584,21 @@ impl Daemons {
 
     /// Waits until both run (so the test cannot pass by never starting them).
     async fn wait_started(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.alive().len() < 2 {
-            assert!(
-                Instant::now() < deadline,
-                "the task's background processes never started: {:?}",
-                self.alive()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        until_ok(
+            "the task's background processes to start",
+            Duration::from_secs(30),
+            || {
+                let alive = self.alive();
+                if alive.len() >= 2 { Ok(()) } else { Err(alive) }
+            },
+        )
+        .await;
     }
 
     /// Asserts both are gone within `limit`.
     async fn assert_gone_within(&self, limit: Duration, after: &str) {
-        let deadline = Instant::now() + limit;
-        while !self.alive().is_empty() {
-            assert!(
-                Instant::now() < deadline,
-                "background processes of the task survived {after}: {:?}",
-                self.alive()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let what = format!("the task's background processes to end {after}");
+        until_ok(&what, limit, || empty(self.alive())).await;
     }
 }
 
@@ -637,15 +615,8 @@ fn rand_suffix() -> u64 {
 
 /// Waits until nothing runs in the workspaces under `root`.
 pub(crate) async fn assert_nothing_under(root: &Path, limit: Duration, after: &str) {
-    let deadline = Instant::now() + limit;
-    while !processes_under(root).is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "processes of the task survived {after}: {:?}",
-            processes_under(root)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let what = format!("the task's processes to end {after}");
+    until_ok(&what, limit, || empty(processes_under(root))).await;
 }
 
 /// Workspaces and execution records left under a worker's root; the kept
@@ -824,15 +795,12 @@ async fn d1_worker_killed_mid_task_leaves_no_orphans_and_its_run_ends() {
 
 /// Waits until no workspace or execution record is left under `root`.
 pub(crate) async fn wait_no_workspaces(root: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !workspaces_under(root).is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "workspaces left behind: {:?}",
-            workspaces_under(root)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_ok(
+        "no workspace to be left behind",
+        Duration::from_secs(10),
+        || empty(workspaces_under(root)),
+    )
+    .await;
 }
 
 /// R4: a follow-up sent through replica B to an agent connected to replica

@@ -13,6 +13,7 @@ use hangar_protocol::session::{EventBody, SessionEvent};
 use hangar_protocol::{AgentConfig, RunAgentRequest, RunState};
 use hangar_testkit::cluster::{ClusterOptions, TestCluster};
 use hangar_testkit::fake_llm::{FakeLlm, Turn};
+use hangar_testkit::poll::{eventually_ok, until_ok, within};
 use serde_json::json;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -242,24 +243,28 @@ async fn wait_tool_calls_stored(client: &Client, run_id: &str, n: usize) {
 }
 
 async fn wait_stored(client: &Client, run_id: &str, kind: &str, n: usize) -> usize {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(t) = client.transcript(run_id).await {
+    let what = format!("{n} `{kind}` events stored for {run_id}");
+    // Checked every 5 ms: the tests act right after the event is stored.
+    within(
+        &what,
+        Duration::from_secs(30),
+        Duration::from_millis(5),
+        async || {
+            let t = client.transcript(run_id).await.map_err(|e| e.to_string())?;
             let count = t
                 .events
                 .iter()
                 .filter(|e| event_kind(&e.event) == kind)
                 .count();
             if count >= n {
-                return count;
+                Ok(count)
+            } else {
+                Err(format!("{count} stored"))
             }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "fewer than {n} `{kind}` events stored for {run_id} after 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+        },
+    )
+    .await
+    .unwrap()
 }
 
 fn event_kind(event: &SessionEvent) -> &'static str {
@@ -333,16 +338,17 @@ async fn assert_transcript_is_spool(client: &Client, run_id: &str, spool: &Path)
 /// Asserts nothing of the worker's tasks is left: no process in, and no
 /// workspace under, `root` (waits for the cleanup that follows the report).
 async fn assert_nothing_left(root: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !(processes_under(root).is_empty() && dir_entries(root).is_empty()) {
-        assert!(
-            Instant::now() < deadline,
-            "left behind: processes {:?}, workspaces {:?}",
-            processes_under(root),
-            dir_entries(root)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_ok("nothing left behind", Duration::from_secs(15), || {
+        let (processes, workspaces) = (processes_under(root), dir_entries(root));
+        if processes.is_empty() && workspaces.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "processes {processes:?}, workspaces {workspaces:?}"
+            ))
+        }
+    })
+    .await;
 }
 
 /// Asserts every run ever created on the cluster is listed, and each in
@@ -387,17 +393,14 @@ fn count_in_log(log: &Path, needle: &str) -> usize {
 
 /// Pid of the shell tool's `sleep` in a workspace under `root`.
 async fn sleep_pid(root: &Path) -> i32 {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some((pid, _)) = processes_under(root)
-            .into_iter()
-            .find(|(_, cmd)| cmd.starts_with("sleep "))
-        {
-            return pid;
+    until_ok("the sleep tool to start", Duration::from_secs(30), || {
+        let found = processes_under(root);
+        match found.iter().find(|(_, cmd)| cmd.starts_with("sleep ")) {
+            Some((pid, _)) => Ok(*pid),
+            None => Err(found),
         }
-        assert!(Instant::now() < deadline, "the sleep tool never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
 }
 
 fn alive(pid: i32) -> bool {
@@ -738,15 +741,15 @@ async fn e6_postgres_unavailable_refuses_writes_with_503_and_recovers() {
 
     // The database is back: the server recovers by itself.
     proxy.set_mode(Mode::Open);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    eventually_ok("/readyz to recover", Duration::from_secs(20), async || {
         let r = http.get(format!("{url}/readyz")).send().await.unwrap();
         if r.status() == 200 {
-            break;
+            Ok(())
+        } else {
+            Err(r.status())
         }
-        assert!(Instant::now() < deadline, "/readyz did not recover");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
     let r = create_run(&http, &url, &key, "after".into()).await;
     assert_eq!(r.status(), 200);
     let body: serde_json::Value = r.json().await.unwrap();

@@ -14,6 +14,7 @@ use hangar_agent::tools::KILL_GRACE;
 use hangar_protocol::RunState;
 use hangar_testkit::cluster::TestCluster;
 use hangar_testkit::fake_llm::{FakeLlm, Turn};
+use hangar_testkit::poll::{eventually_ok, until, until_ok};
 use nix::sys::signal::Signal;
 use serde_json::json;
 use std::process::Command;
@@ -100,14 +101,12 @@ async fn d2_docker_worker_killed_and_restarted_reattaches_its_container_and_leak
     let client = cluster.client();
     let created = client.create_run(&sleeping_run(worker)).await.unwrap();
     wait_in_progress(&cluster, &client, &created.run_id).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while processes_with(tool).is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the tool never ran in the container"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until(
+        "the tool to run in the container",
+        Duration::from_secs(60),
+        || !processes_with(tool).is_empty(),
+    )
+    .await;
     let containers = containers_of(worker);
     assert_eq!(containers.len(), 1, "{containers:?}");
     let execution = execution_of(&containers[0]);
@@ -138,15 +137,15 @@ async fn d2_docker_worker_killed_and_restarted_reattaches_its_container_and_leak
         !processes_with(tool).is_empty(),
         "the tool ended before the worker was back ({back_after:?})"
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while lease_of(&cluster, worker, &created.run_id).await.is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "the restarted worker does not hold the run's lease: {}",
-            get_json(&cluster, "/api/v1/workers").await
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually_ok(
+        "the restarted worker to hold the run's lease",
+        Duration::from_secs(10),
+        async || match lease_of(&cluster, worker, &created.run_id).await {
+            Some(_) => Ok(()),
+            None => Err(get_json(&cluster, "/api/v1/workers").await),
+        },
+    )
+    .await;
 
     let run = cluster
         .wait_finished(&created.run_id, Duration::from_secs(90))
@@ -158,15 +157,22 @@ async fn d2_docker_worker_killed_and_restarted_reattaches_its_container_and_leak
 
     // Nothing leaked: no container with the execution's (or the worker's)
     // labels, no workspace.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !containers_labelled(label, &execution).is_empty() || !containers_of(worker).is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "task containers leaked: {:?}",
-            containers_labelled(label, &execution)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_ok(
+        "no task container to be left",
+        Duration::from_secs(30),
+        || {
+            let (labelled, of_worker) = (
+                containers_labelled(label, &execution),
+                containers_of(worker),
+            );
+            if labelled.is_empty() && of_worker.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{labelled:?} {of_worker:?}"))
+            }
+        },
+    )
+    .await;
     wait_no_workspaces(&root).await;
     // Reported once: the run did not change after it ended.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -312,22 +318,19 @@ async fn d9_sigterm_drains_the_worker_past_its_lease_and_loses_no_run() {
         .signal(Signal::SIGTERM)
         .unwrap();
     let sigterm_at = Instant::now();
-    let deadline = sigterm_at + Duration::from_secs(10);
-    loop {
-        let workers = get_json(&cluster, "/api/v1/workers").await;
-        let draining = workers["workers"]
-            .as_array()
-            .and_then(|ws| ws.iter().find(|w| w["worker_id"] == "d9"))
-            .is_some_and(|w| w["draining"] == true);
-        if draining {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the server never saw the worker draining: {workers}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually_ok(
+        "the server to see the worker draining",
+        Duration::from_secs(10),
+        async || {
+            let workers = get_json(&cluster, "/api/v1/workers").await;
+            let draining = workers["workers"]
+                .as_array()
+                .and_then(|ws| ws.iter().find(|w| w["worker_id"] == "d9"))
+                .is_some_and(|w| w["draining"] == true);
+            if draining { Ok(()) } else { Err(workers) }
+        },
+    )
+    .await;
     let second = client.create_run(&sleeping_run("d9")).await.unwrap();
 
     // While it drains: the second run waits, the first keeps its lease.

@@ -238,23 +238,20 @@ async fn a_followup_reuses_the_idle_sandbox_of_the_ended_run() {
         .await
         .unwrap();
     // Wait for the second execution to end (the run is QUEUED again first).
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let t = loop {
-        let t = client.transcript(&run.run_id).await.unwrap();
-        let ended = t
-            .events
-            .iter()
-            .filter(|e| matches!(e.event.body, EventBody::Status { .. }))
-            .count();
-        if ended >= 2 {
-            break t;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no second execution: {t:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let t = hangar_testkit::poll::eventually_ok(
+        "a second execution to end",
+        Duration::from_secs(60),
+        async || {
+            let t = client.transcript(&run.run_id).await.unwrap();
+            let ended = t
+                .events
+                .iter()
+                .filter(|e| matches!(e.event.body, EventBody::Status { .. }))
+                .count();
+            if ended >= 2 { Ok(t) } else { Err(t) }
+        },
+    )
+    .await;
     let outputs: Vec<&str> = t
         .events
         .iter()

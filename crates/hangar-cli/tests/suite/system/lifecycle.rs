@@ -23,21 +23,26 @@ async fn states_until_done(
     run_id: &str,
     mut seen: Vec<RunState>,
 ) -> Vec<RunState> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let run = client.get_run(run_id).await.expect("get run");
-        if seen.last() != Some(&run.state) {
-            seen.push(run.state);
-        }
-        if run.state.is_terminal() && run.is_sandbox_running == Some(false) {
-            return seen;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "run stuck; states so far {seen:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    // Every 5 ms, so that short-lived states are seen too.
+    hangar_testkit::poll::within(
+        "the run to end",
+        Duration::from_secs(60),
+        Duration::from_millis(5),
+        async || {
+            let run = client.get_run(run_id).await.expect("get run");
+            if seen.last() != Some(&run.state) {
+                seen.push(run.state);
+            }
+            if run.state.is_terminal() && run.is_sandbox_running == Some(false) {
+                Ok(())
+            } else {
+                Err(format!("states so far {seen:?}"))
+            }
+        },
+    )
+    .await
+    .unwrap();
+    seen
 }
 
 #[tokio::test(flavor = "multi_thread")]

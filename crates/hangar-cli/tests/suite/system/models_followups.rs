@@ -5,7 +5,7 @@ use hangar_protocol::{AgentConfig, RunAgentRequest, RunState};
 use hangar_testkit::cluster::{ClusterOptions, TestCluster};
 use hangar_testkit::fake_llm::{FakeLlm, Turn};
 use serde_json::json;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn models_followups_and_cost() {
@@ -48,22 +48,25 @@ async fn models_followups_and_cost() {
         .unwrap();
     // Deliver a follow-up as soon as the agent is connected.
     let path = format!("api/v1/agent/runs/{}/followups", run.run_id);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match client
+    // Retried every 20 ms: a 409 means the agent is not connected yet.
+    hangar_testkit::poll::within(
+        "the agent to connect and take the follow-up",
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        async || match client
             .post_json::<_, serde_json::Value>(&path, &json!({"message": "also check the README"}))
             .await
         {
             Ok(v) => {
                 assert_eq!(v["delivered"], true);
-                break;
+                Ok(())
             }
-            Err(e) if e.status() == Some(409) => {}
+            Err(e) if e.status() == Some(409) => Err(e),
             Err(e) => panic!("follow-up failed: {e}"),
-        }
-        assert!(Instant::now() < deadline, "agent never connected");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        },
+    )
+    .await
+    .unwrap();
     let done = cluster
         .wait_finished(&run.run_id, Duration::from_secs(60))
         .await

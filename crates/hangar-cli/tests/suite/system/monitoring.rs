@@ -7,10 +7,10 @@
 use crate::suite::common::{ended, hangar_bin, run_on};
 use hangar_testkit::cluster::{ClusterOptions, TestCluster, metrics_url};
 use hangar_testkit::fake_llm::{FakeLlm, Turn};
-use hangar_testkit::poll::eventually;
+use hangar_testkit::poll::{eventually, eventually_ok};
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The repository root (deploy/ lives there).
 fn repo() -> &'static Path {
@@ -540,19 +540,8 @@ async fn monitoring_otlp_collector_receives_metrics_and_one_trace_from_server_wo
         ("hangar-agent", "llm.call"),
         ("hangar-agent", "tool.call"),
     ];
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let spans = eventually("every span of the run", Duration::from_secs(40), || async {
-        if Instant::now() > deadline {
-            let have: BTreeSet<(String, String, String)> = collector
-                .spans()
-                .into_iter()
-                .map(|s| (s.trace_id, s.service, s.name))
-                .collect();
-            panic!(
-                "spans of trace {trace_id} missing; received: {have:#?}; rejected: {:?}",
-                collector.rejected()
-            );
-        }
+    let what = format!("every span of trace {trace_id}");
+    let spans = eventually_ok(&what, Duration::from_secs(30), async || {
         let spans: Vec<_> = collector
             .spans()
             .into_iter()
@@ -562,10 +551,21 @@ async fn monitoring_otlp_collector_receives_metrics_and_one_trace_from_server_wo
             .iter()
             .map(|s| (s.service.clone(), s.name.clone()))
             .collect();
-        wanted
+        if wanted
             .iter()
             .all(|(svc, name)| have.contains(&(svc.to_string(), name.to_string())))
-            .then_some(spans)
+        {
+            return Ok(spans);
+        }
+        let received: BTreeSet<(String, String, String)> = collector
+            .spans()
+            .into_iter()
+            .map(|s| (s.trace_id, s.service, s.name))
+            .collect();
+        Err(format!(
+            "received: {received:#?}; rejected: {:?}",
+            collector.rejected()
+        ))
     })
     .await;
     // One tree: one root, and every other span's parent is in the trace.

@@ -307,11 +307,17 @@ async fn oz_a_follow_up_on_a_stock_workers_run_reaches_its_agent() {
         )
         .await
         .unwrap();
-    let deadline = std::time::Instant::now() + FINISH;
-    while worker.assignments().len() < 2 || llm.requests().len() < 2 {
-        assert!(std::time::Instant::now() < deadline, "no second execution");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    hangar_testkit::poll::until_ok("a second execution", FINISH, || {
+        let (assignments, requests) = (worker.assignments().len(), llm.requests().len());
+        if assignments >= 2 && requests >= 2 {
+            Ok(())
+        } else {
+            Err(format!(
+                "{assignments} assignments, {requests} model requests"
+            ))
+        }
+    })
+    .await;
     let done = cluster.wait_finished(&run_id, FINISH).await.unwrap();
     assert_eq!(done.state, RunState::Succeeded, "{:?}", done.status_message);
     let second = &llm.requests()[1];

@@ -4,8 +4,9 @@ use crate::suite::common::{hangar_bin, processes_under};
 use hangar_protocol::{AgentConfig, RunAgentRequest, RunState};
 use hangar_testkit::cluster::{ClusterOptions, TestCluster};
 use hangar_testkit::fake_llm::{FakeLlm, Turn};
+use hangar_testkit::poll::{eventually_ok, until_ok};
 use serde_json::json;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A fresh schema in the test database, dropped at the end.
 pub(crate) struct Schema {
@@ -101,17 +102,19 @@ async fn two_replicas_on_postgres_dispatch_and_cancel_across_each_other() {
         .create_run(&for_host("sleep", "on-a"))
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !processes_under(&root_a)
-        .iter()
-        .any(|(_, cmd)| cmd.starts_with("sleep 300"))
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the tool never started on worker on-a"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_ok(
+        "the tool to start on worker on-a",
+        Duration::from_secs(30),
+        || {
+            let found = processes_under(&root_a);
+            if found.iter().any(|(_, cmd)| cmd.starts_with("sleep 300")) {
+                Ok(())
+            } else {
+                Err(found)
+            }
+        },
+    )
+    .await;
     // A viewer on B watches the run whose agent streams to A: it sees the
     // events committed through A live, then the end.
     let mut stream = client_b.run_events(&long.run_id, None, true).await.unwrap();
@@ -129,17 +132,20 @@ async fn two_replicas_on_postgres_dispatch_and_cancel_across_each_other() {
     // Cancel only once the tool call is committed: an event still in the
     // agent's spool when it is killed can be lost today (issue 10, item 6),
     // which is not what this test is about.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !serde_json::to_string(&client_b.transcript(&long.run_id).await.unwrap().events)
-        .unwrap()
-        .contains("tool_call")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the tool call was never committed"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually_ok(
+        "the tool call to be committed",
+        Duration::from_secs(30),
+        async || {
+            let events = client_b.transcript(&long.run_id).await.unwrap().events;
+            let events = serde_json::to_string(&events).unwrap();
+            if events.contains("tool_call") {
+                Ok(())
+            } else {
+                Err(events)
+            }
+        },
+    )
+    .await;
     client_b.cancel_run(&long.run_id).await.unwrap();
     let seen = tokio::time::timeout(Duration::from_secs(30), viewer)
         .await

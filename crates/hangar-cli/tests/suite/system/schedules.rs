@@ -6,7 +6,7 @@ use hangar_testkit::cluster::TestCluster;
 use hangar_testkit::fake_llm::FakeLlm;
 use serde_json::{Value, json};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 struct Cli<'a> {
     cluster: &'a TestCluster,
@@ -533,15 +533,18 @@ async fn a_cron_slot_creates_one_scheduled_run() {
     let runs_url = format!("{}/api/v1/agent/runs?schedule_id={id}", cluster.url);
 
     // Cron has minute resolution: the first slot comes within 60 s.
-    let deadline = Instant::now() + Duration::from_secs(75);
-    let run = loop {
-        let (_, page) = call(reqwest::Method::GET, &runs_url, key, None).await;
-        if let Some(run) = page["runs"].as_array().and_then(|r| r.first()) {
-            break run.clone();
-        }
-        assert!(Instant::now() < deadline, "no scheduled run within 75 s");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let run = hangar_testkit::poll::eventually_ok(
+        "a scheduled run",
+        Duration::from_secs(75),
+        async || {
+            let (_, page) = call(reqwest::Method::GET, &runs_url, key, None).await;
+            match page["runs"].as_array().and_then(|r| r.first()) {
+                Some(run) => Ok(run.clone()),
+                None => Err(page),
+            }
+        },
+    )
+    .await;
     assert_eq!(run["source"], "SCHEDULED_AGENT");
     assert_eq!(run["title"], "every minute");
     assert_eq!(run["prompt"], "tick");

@@ -145,20 +145,16 @@ impl Viewer {
 
     /// Waits until the stream shows `needle` (it is live and delivering).
     async fn wait_for(&self, needle: &str) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !self.text().contains(needle) {
-            assert!(
-                !self.done.is_finished(),
-                "the stream closed early: {}",
-                self.text()
-            );
-            assert!(
-                Instant::now() < deadline,
-                "no `{needle}` on the stream: {}",
-                self.text()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let what = format!("`{needle}` on the stream");
+        hangar_testkit::poll::until_ok(&what, Duration::from_secs(60), || {
+            let text = self.text();
+            if text.contains(needle) {
+                return Ok(());
+            }
+            assert!(!self.done.is_finished(), "the stream closed early: {text}");
+            Err(text)
+        })
+        .await;
     }
 
     /// Waits for the server to close the stream; returns how long it took.

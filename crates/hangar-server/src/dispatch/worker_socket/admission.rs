@@ -8,7 +8,7 @@ use crate::AppState;
 use crate::auth::WorkerCredential;
 use crate::dispatch::Occupant;
 use crate::error::{ApiError, ApiResult};
-use hangar_protocol::Timestamp;
+use hangar_protocol::{Timestamp, WorkerId};
 use hangar_store::StoreResult;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,7 +20,7 @@ use std::time::Duration;
 /// within a refresh interval, and it cannot reconnect.
 pub async fn close_revoked(app: &AppState) {
     let now = Timestamp::now().unix_millis();
-    let mut by_team: HashMap<i64, Vec<(String, String, Arc<Liveness>)>> = HashMap::new();
+    let mut by_team: HashMap<i64, Vec<(WorkerId, String, Arc<Liveness>)>> = HashMap::new();
     for (team, worker_id, credential_id, liveness) in app.dispatcher.connections() {
         if !liveness.is_closed() {
             by_team
@@ -60,7 +60,7 @@ pub async fn close_revoked(app: &AppState) {
         for (worker_id, credential_id, liveness) in connections {
             if !active.contains(&credential_id) {
                 tracing::warn!(
-                    worker_id,
+                    worker_id = worker_id.as_str(),
                     credential_id,
                     "disconnecting a worker: its credential was revoked or has expired"
                 );
@@ -76,7 +76,7 @@ pub async fn close_revoked(app: &AppState) {
 pub(super) async fn admit(
     app: &AppState,
     credential: &WorkerCredential,
-    worker_id: &str,
+    worker_id: &WorkerId,
 ) -> ApiResult<()> {
     let team_id = credential.team_id();
     let other_credential = || {
@@ -110,7 +110,7 @@ pub(super) async fn admit(
                 )));
             }
             tracing::warn!(
-                worker_id,
+                worker_id = worker_id.as_str(),
                 "the worker's previous connection does not answer pings; closing it for its reconnection"
             );
             liveness.close();
@@ -132,7 +132,7 @@ pub(super) async fn admit(
         .list_workers(team_id)
         .await?
         .into_iter()
-        .find(|w| w.worker_id == worker_id)
+        .find(|w| &w.worker_id == worker_id)
         .filter(|w| {
             w.connected
                 && w.replica_id != app.runtime.replica_id
@@ -153,7 +153,7 @@ pub(super) async fn admit(
             )));
         }
         tracing::warn!(
-            worker_id,
+            worker_id = worker_id.as_str(),
             replica_id = %row.replica_id,
             "the worker's connection to another replica has gone silent; letting its reconnection in"
         );

@@ -90,7 +90,7 @@ pub async fn page(State(app): State<AppState>, headers: HeaderMap) -> Response {
             } else {
                 format!("{} / {max} ({pct:.0}%)", w.running_tasks)
             };
-            (w.worker_id.clone(), pct, shown)
+            (w.worker_id.to_string(), pct, shown)
         })
         .collect();
     let states: Vec<(String, f64, String)> = RunState::ALL

@@ -27,7 +27,8 @@ pub async fn workers(State(app): State<AppState>, headers: HeaderMap) -> Respons
     };
     let workers = app.dispatcher.workers(v.team.id);
     // What each worker runs, with its lease, from the store (all replicas).
-    let mut running: BTreeMap<String, Vec<hangar_store::LeaseRecord>> = BTreeMap::new();
+    let mut running: BTreeMap<hangar_protocol::WorkerId, Vec<hangar_store::LeaseRecord>> =
+        BTreeMap::new();
     match app.store.team_leases(v.team.id).await {
         Ok(leases) => {
             for lease in leases {
