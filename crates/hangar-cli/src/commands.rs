@@ -4,6 +4,7 @@ pub mod agent;
 pub mod api_key;
 pub mod auth;
 pub mod environment;
+pub mod integration;
 pub mod run;
 pub mod schedule;
 pub mod secret;

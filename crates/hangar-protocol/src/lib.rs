@@ -17,6 +17,7 @@ pub mod agent;
 pub mod envelope;
 pub mod environment;
 pub mod ids;
+pub mod integration;
 pub mod keys;
 pub mod llm;
 pub mod problem;

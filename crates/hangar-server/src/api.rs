@@ -4,6 +4,7 @@ pub mod agents;
 pub mod conversation;
 pub mod environments;
 pub mod health;
+pub mod integrations;
 pub mod keys;
 pub mod lifecycle_events;
 pub mod mcp;
@@ -173,6 +174,12 @@ pub fn openapi_router() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(secrets::create, secrets::list))
         .routes(routes!(secrets::update, secrets::delete))
+        .routes(routes!(integrations::create, integrations::list))
+        .routes(routes!(
+            integrations::get_one,
+            integrations::update,
+            integrations::delete
+        ))
         .routes(routes!(crate::llm::chat_completions))
         .routes(routes!(crate::llm::models))
         .routes(routes!(crate::llm::usage))

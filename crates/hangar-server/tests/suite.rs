@@ -9,6 +9,7 @@ mod api_contract;
 mod common;
 mod fuzz;
 mod gateway_budgets;
+mod integrations;
 mod isolation;
 mod limits;
 mod oz_compat;

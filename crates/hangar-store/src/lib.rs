@@ -20,6 +20,7 @@ mod accounts;
 mod cluster;
 mod environments;
 mod followups;
+mod integrations;
 mod leases;
 mod lifecycle;
 mod notify;
@@ -38,6 +39,7 @@ mod worker_tokens;
 pub use accounts::{AccountStore, UserCredentials, UserUpdate, WebSessionRecord};
 pub use cluster::{BootstrapLock, ClusterStore, WorkerPresence};
 pub use environments::{EnvironmentRecord, EnvironmentStore, SecretRecord, SecretStore};
+pub use integrations::{IntegrationRecord, IntegrationStore};
 pub use lifecycle::{LifecycleEventRecord, LifecycleQuery, LifecycleStore, NewLifecycleEvent};
 pub use notify::{
     CANCEL_CHANNEL, DISPATCH_CHANNEL, FOLLOWUP_CHANNEL, Notifier, SHARES_CHANNEL, Signal,
@@ -354,6 +356,7 @@ pub trait Store:
     + EventStore
     + EnvironmentStore
     + SecretStore
+    + IntegrationStore
     + ScheduleStore
     + LifecycleStore
     + ClusterStore

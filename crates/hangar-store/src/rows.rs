@@ -115,6 +115,21 @@ macro_rules! row_decoders {
             })
         }
 
+        pub(crate) fn integration_from_row(row: &$row) -> StoreResult<IntegrationRecord> {
+            Ok(IntegrationRecord {
+                id: row.try_get("id")?,
+                team_id: row.try_get("team_id")?,
+                kind: row.try_get("kind")?,
+                name: row.try_get("name")?,
+                settings: row.try_get("settings")?,
+                secret_nonce: row.try_get("secret_nonce")?,
+                secret_ciphertext: row.try_get("secret_ciphertext")?,
+                created_by: row.try_get("created_by")?,
+                created_at: row.try_get("created_at")?,
+                updated_at: row.try_get("updated_at")?,
+            })
+        }
+
         pub(crate) fn secret_from_row(row: &$row) -> StoreResult<SecretRecord> {
             Ok(SecretRecord {
                 team_id: row.try_get("team_id")?,

@@ -20,6 +20,7 @@ pub(crate) mod accounts;
 pub(crate) mod api_keys;
 pub(crate) mod environments;
 pub(crate) mod events;
+pub(crate) mod integrations;
 pub(crate) mod lifecycle;
 pub(crate) mod runs;
 pub(crate) mod schedules;
@@ -230,6 +231,11 @@ macro_rules! migrations {
                     "/0015_runs_state_index.sql"
                 )),
             ),
+            (
+                16,
+                "integrations",
+                include_str!(concat!("../migrations/", $dir, "/0016_integrations.sql")),
+            ),
         ])
     };
 }
@@ -268,6 +274,7 @@ macro_rules! shared_store {
         $crate::sql::accounts::account_store!($store);
         $crate::sql::api_keys::api_key_store!($store);
         $crate::sql::environments::environment_store!($store);
+        $crate::sql::integrations::integration_store!($store);
         $crate::sql::lifecycle::lifecycle_store!($store);
         $crate::sql::schedules::schedule_store!($store);
         $crate::sql::shares::share_store!($store);

@@ -7,6 +7,7 @@ mod behaviours;
 mod conformance;
 mod dump;
 mod executions;
+mod integrations;
 mod leases_model;
 mod lifecycle;
 mod postgres;

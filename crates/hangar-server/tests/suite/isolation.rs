@@ -28,7 +28,7 @@ enum TokenRule {
 }
 
 /// One route of the API. Path placeholders: `{run_id}`, `{schedule_id}`,
-/// `{key_id}`, `{token_id}` (a worker token), `{env_id}`, `{name}`, `{share_id}`, `{token}` (a public link), `{user_id}`; `{n}` in a body is a fresh number.
+/// `{key_id}`, `{token_id}` (a worker token), `{env_id}`, `{name}`, `{share_id}`, `{token}` (a public link), `{user_id}`, `{integration_id}`; `{n}` in a body is a fresh number.
 #[derive(Debug, Clone, Copy)]
 struct Route {
     method: &'static str,
@@ -191,6 +191,21 @@ const ROUTES: &[Route] = &[
         Forbidden,
     ),
     route("DELETE", "/secrets/{name}", None, Forbidden),
+    route(
+        "POST",
+        "/integrations",
+        Some(r#"{"kind":"webhook","name":"hook-{n}","secret":"s{n}"}"#),
+        Forbidden,
+    ),
+    route("GET", "/integrations", None, Forbidden),
+    route("GET", "/integrations/{integration_id}", None, Forbidden),
+    route(
+        "PUT",
+        "/integrations/{integration_id}",
+        Some(r#"{"name":"hook-{n}"}"#),
+        Forbidden,
+    ),
+    route("DELETE", "/integrations/{integration_id}", None, Forbidden),
     route("POST", "/llm/chat/completions", Some(CHAT_BODY), Allowed),
     route("GET", "/llm/models", None, Allowed),
     route("GET", "/llm/usage", None, Forbidden),
@@ -283,6 +298,8 @@ struct Fixture {
     public_token: String,
     /// A user of team A.
     user_id: String,
+    /// A webhook integration of team A.
+    integration_id: String,
     /// Never in a reply to team B.
     markers: Vec<String>,
     /// Keeps team A's worker connected.
@@ -441,6 +458,17 @@ async fn team_a_objects(t: &TwoTeams) -> Fixture {
         )
         .await;
     let user_id = user["id"].as_str().unwrap().to_owned();
+    let integration = t
+        .ok(
+            "POST",
+            "/integrations",
+            a,
+            Some(&format!(
+                r#"{{"kind":"webhook","name":"alpha-hook","secret":"{MARKER}-hook-secret","settings":{{"prompt_prefix":"{MARKER} hook"}}}}"#
+            )),
+        )
+        .await;
+    let integration_id = integration["id"].as_str().unwrap().to_owned();
     let whoami_a = t.ok("GET", "/whoami", a, None).await;
     let bootstrap_key_id = whoami_a["key_id"].as_str().unwrap().to_owned();
     let team_a_uid = whoami_a["team"]["id"].as_str().unwrap().to_owned();
@@ -461,6 +489,8 @@ async fn team_a_objects(t: &TwoTeams) -> Fixture {
         share_id.clone(),
         public_token.clone(),
         user_id.clone(),
+        integration_id.clone(),
+        "alpha-hook".to_owned(),
         "alpha-user@example.com".to_owned(),
         "alpha person".to_owned(),
         team_a_uid,
@@ -482,6 +512,7 @@ async fn team_a_objects(t: &TwoTeams) -> Fixture {
         share_id,
         public_token,
         user_id,
+        integration_id,
         markers,
         _worker: worker,
     }
@@ -507,6 +538,7 @@ fn fill(path: &str, run: &str, f: &Fixture, env: &str) -> String {
         .replace("{share_id}", &f.share_id)
         .replace("{token}", &f.public_token)
         .replace("{user_id}", &f.user_id)
+        .replace("{integration_id}", &f.integration_id)
         .replace("{artifact_uid}", &f.artifact_uid)
         .replace("{server}", MCP_SERVER)
 }
@@ -521,6 +553,7 @@ fn nonexistent(path: &str) -> String {
         .replace("{name}", "NO_SUCH_SECRET")
         .replace("{share_id}", "01NOSUCHSHARE")
         .replace("{user_id}", "01NOSUCHUSER")
+        .replace("{integration_id}", "01NOSUCHINTEGRATION")
         .replace("{token}", &format!("hs_{}", "0".repeat(64)))
         .replace("{artifact_uid}", "01NOSUCHEXECUTION.1")
         .replace("{server}", "no-such-mcp-server")

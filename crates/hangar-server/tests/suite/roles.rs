@@ -116,6 +116,7 @@ async fn c9_every_route_follows_the_roles_table() {
             .replace("{share_id}", "no-such-share")
             .replace("{server}", "no-such-server")
             .replace("{token}", "hs_notavalidlink")
+            .replace("{integration_id}", "no-such-integration")
     };
 
     // Deletions last: the admin's own calls below really delete.
