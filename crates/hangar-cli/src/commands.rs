@@ -13,6 +13,7 @@ pub mod share;
 pub mod up;
 pub mod user;
 pub mod watch;
+pub mod webhook;
 pub mod worker;
 
 use crate::output::OutputFormat;

@@ -29,6 +29,7 @@ pub mod secret;
 pub mod session;
 pub mod share;
 pub mod timestamp;
+pub mod webhook;
 pub mod worker;
 
 pub use envelope::{Envelope, EnvelopeError};

@@ -15,6 +15,7 @@ pub mod schedules;
 pub mod secrets;
 pub mod shares;
 pub mod users;
+pub mod webhooks;
 pub mod whoami;
 pub mod worker_tokens;
 pub mod workers;
@@ -180,6 +181,10 @@ pub fn openapi_router() -> OpenApiRouter<AppState> {
             integrations::update,
             integrations::delete
         ))
+        .routes(routes!(webhooks::create, webhooks::list))
+        .routes(routes!(webhooks::get_one, webhooks::delete))
+        .routes(routes!(webhooks::deliveries))
+        .routes(routes!(webhooks::redeliver))
         .routes(routes!(crate::llm::chat_completions))
         .routes(routes!(crate::llm::models))
         .routes(routes!(crate::llm::usage))

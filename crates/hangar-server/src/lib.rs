@@ -21,7 +21,7 @@
 //!
 //! Around them: credentials ([`auth`]), errors as problem+json ([`error`]),
 //! configuration ([`config`]), secrets at rest ([`secrets`]), rate limits
-//! ([`rate_limit`]), metrics ([`metrics`]) and the signals between replicas
+//! ([`rate_limit`]), outbound [`webhooks`], metrics ([`metrics`]) and the signals between replicas
 //! on PostgreSQL ([`replicas`]). Storage comes from `hangar-store`, model
 //! providers from `hangar-llm`; this crate never depends on the worker, the
 //! agent or the CLI.
@@ -48,6 +48,7 @@ pub mod secrets;
 pub mod server;
 pub mod sessions;
 pub mod web;
+pub mod webhooks;
 
 pub use app::AppState;
 pub use bootstrap::{Bootstrap, CliCredentials, write_cli_credentials};

@@ -11,7 +11,7 @@ use crate::error::{self, ApiError, PROBLEM_JSON, REQUEST_PATH};
 use crate::sessions::hub::SessionHub;
 use crate::{
     api, auth, dispatch, integrations, llm, metrics, rate_limit, replicas, schedule, secrets,
-    sessions, web,
+    sessions, web, webhooks,
 };
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
@@ -370,6 +370,7 @@ fn supervise(state: &AppState, listener: tokio::net::TcpListener) -> TaskTracker
     }
     tasks.spawn(schedule::Scheduler::for_server(state).run(shutdown.clone()));
     tasks.spawn(dispatch::presence::run(state.clone(), shutdown.clone()));
+    tasks.spawn(webhooks::run(state.clone(), shutdown.clone()));
     tasks.spawn(metrics::refresh(
         state.clone(),
         state.config.metrics.refresh_interval,

@@ -17,4 +17,5 @@ mod roles;
 mod run_tokens;
 mod sharing;
 mod web;
+mod webhooks;
 mod worker_tokens;

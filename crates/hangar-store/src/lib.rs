@@ -34,6 +34,7 @@ mod sql;
 mod sqlite;
 mod stats;
 mod usage;
+mod webhooks;
 mod worker_tokens;
 
 pub use accounts::{AccountStore, UserCredentials, UserUpdate, WebSessionRecord};
@@ -53,6 +54,9 @@ pub use shares::{Grantee, NewShare, ShareRecord, ShareStore};
 pub use sqlite::SqliteStore;
 pub use stats::{QueueStat, StatsStore, TeamOverview};
 pub use usage::{CallerUsageRecord, UsageStore, UsageSubject};
+pub use webhooks::{
+    NewWebhookDelivery, WebhookAttempt, WebhookDeliveryRecord, WebhookRecord, WebhookStore,
+};
 pub use worker_tokens::{NewWorkerToken, WorkerBinding, WorkerTokenRecord, WorkerTokenStore};
 
 use async_trait::async_trait;
@@ -357,6 +361,7 @@ pub trait Store:
     + EnvironmentStore
     + SecretStore
     + IntegrationStore
+    + WebhookStore
     + ScheduleStore
     + LifecycleStore
     + ClusterStore

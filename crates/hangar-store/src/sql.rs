@@ -26,6 +26,7 @@ pub(crate) mod runs;
 pub(crate) mod schedules;
 pub(crate) mod shares;
 pub(crate) mod usage;
+pub(crate) mod webhooks;
 
 /// The columns a [`crate::RunRecord`] is decoded from.
 pub(crate) const RUN_COLUMNS: &str = "id, team_id, creator_user_id, title, prompt, state, source, \
@@ -236,6 +237,11 @@ macro_rules! migrations {
                 "integrations",
                 include_str!(concat!("../migrations/", $dir, "/0016_integrations.sql")),
             ),
+            (
+                17,
+                "webhooks",
+                include_str!(concat!("../migrations/", $dir, "/0017_webhooks.sql")),
+            ),
         ])
     };
 }
@@ -275,6 +281,7 @@ macro_rules! shared_store {
         $crate::sql::api_keys::api_key_store!($store);
         $crate::sql::environments::environment_store!($store);
         $crate::sql::integrations::integration_store!($store);
+        $crate::sql::webhooks::webhook_store!($store);
         $crate::sql::lifecycle::lifecycle_store!($store);
         $crate::sql::schedules::schedule_store!($store);
         $crate::sql::shares::share_store!($store);

@@ -14,4 +14,5 @@ mod postgres;
 mod schedules;
 mod shares;
 mod sqlite;
+mod webhooks;
 mod worker_tokens;

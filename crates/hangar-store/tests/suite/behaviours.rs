@@ -52,6 +52,7 @@ on_every_store! {
     accounts: [emails_are_unique_and_case_insensitive, passwords_and_sessions, last_admin_is_kept, deletion_is_soft_and_complete],
     shares: [grants_are_team_scoped_and_links_found_by_hash],
     integrations: [integrations_are_team_scoped_and_named_once, c4_deliveries_are_claimed_once],
+    webhooks: [webhook_outbox_is_fenced_and_logged],
     worker_tokens: [s8_worker_tokens_are_created_found_and_expired],
     lifecycle: [state_changes_are_numbered_per_team, client_events_and_filters, worker_registry_is_team_scoped_and_fenced],
     schedules: [crud_is_team_scoped, the_slot_floor_moves_on_resume_and_on_a_new_cron, a_slot_is_claimed_once_with_its_run],
