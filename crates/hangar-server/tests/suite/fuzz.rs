@@ -411,6 +411,12 @@ fn body_routes(run: &str, schedule: &str, env: &str) -> Vec<BodyRoute> {
                 "/settings/agent_config/model_id",
             ],
         ),
+        r(
+            "POST",
+            "/webhooks".into(),
+            &json!({"url": "https://example.com/hook", "event_types": ["run_succeeded"]}),
+            &vec!["/url", "/event_types", "/event_types/0"],
+        ),
     ];
     routes.push(BodyRoute {
         upstream: true,
@@ -877,6 +883,9 @@ async fn c7_fuzzed_query_strings_and_path_ids_never_get_5xx() {
         ("DELETE", "/secrets/{}"),
         ("GET", "/integrations/{}"),
         ("DELETE", "/integrations/{}"),
+        ("GET", "/webhooks/{}"),
+        ("DELETE", "/webhooks/{}"),
+        ("GET", "/webhooks/{}/deliveries"),
     ];
     for (method, template) in templates {
         let (t2, handle, key) = (t.clone(), Handle::current(), a.clone());
