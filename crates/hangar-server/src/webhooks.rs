@@ -330,11 +330,26 @@ async fn pass(app: &AppState) -> Result<(), hangar_store::StoreError> {
     Ok(())
 }
 
-/// The outbox loop of this replica, until `shutdown`.
+/// How often the inbound de-duplication log is pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// Inbound delivery keys older than this are forgotten: a replay that old
+/// is refused as stale by its timestamp (`integrations::SIGNATURE_WINDOW`).
+const KEEP_DELIVERY_KEYS: Duration = Duration::from_secs(3600);
+
+/// The outbox loop of this replica, until `shutdown`; it also prunes the
+/// inbound webhooks' de-duplication log.
 pub async fn run(app: AppState, shutdown: CancellationToken) {
+    let mut pruned_at = std::time::Instant::now();
     loop {
         if let Err(e) = pass(&app).await {
             tracing::warn!(error = %e, "webhook outbox pass failed; retrying");
+        }
+        if pruned_at.elapsed() >= PRUNE_EVERY {
+            pruned_at = std::time::Instant::now();
+            let before = Timestamp::now().unix_millis() - millis(KEEP_DELIVERY_KEYS);
+            if let Err(e) = app.store.prune_deliveries(before).await {
+                tracing::warn!(error = %e, "pruning inbound webhook delivery keys failed");
+            }
         }
         tokio::select! {
             () = shutdown.cancelled() => return,
