@@ -4,6 +4,7 @@ pub mod agent;
 pub mod api_key;
 pub mod auth;
 pub mod environment;
+pub mod integration;
 pub mod run;
 pub mod schedule;
 pub mod secret;
@@ -12,6 +13,7 @@ pub mod share;
 pub mod up;
 pub mod user;
 pub mod watch;
+pub mod webhook;
 pub mod worker;
 
 use crate::output::OutputFormat;

@@ -58,6 +58,10 @@ enum Command {
     Environment(commands::environment::EnvironmentCommand),
     /// Manage secrets (values are write-only).
     Secret(commands::secret::SecretCommand),
+    /// Manage integrations: Slack, Linear, GitHub and signed webhooks that start runs.
+    Integration(commands::integration::IntegrationCommand),
+    /// Manage outbound webhooks: signed run lifecycle events posted to your URLs.
+    Webhook(commands::webhook::WebhookCommand),
     /// Manage the team's users and their dashboard logins.
     User(commands::user::UserCommand),
     /// Show the team of the current credentials.
@@ -113,6 +117,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::ApiKey(cmd) => commands::api_key::run(cmd, &global).await,
         Command::Environment(cmd) => commands::environment::run(cmd, &global).await,
         Command::Secret(cmd) => commands::secret::run(cmd, &global).await,
+        Command::Integration(cmd) => commands::integration::run(cmd, &global).await,
+        Command::Webhook(cmd) => commands::webhook::run(cmd, &global).await,
         Command::User(cmd) => commands::user::run(cmd, &global).await,
         Command::Team(cmd) => commands::user::run_team(cmd, &global).await,
         Command::Login => commands::auth::login(&global).await,

@@ -17,6 +17,7 @@ pub mod agent;
 pub mod envelope;
 pub mod environment;
 pub mod ids;
+pub mod integration;
 pub mod keys;
 pub mod llm;
 pub mod problem;
@@ -28,6 +29,7 @@ pub mod secret;
 pub mod session;
 pub mod share;
 pub mod timestamp;
+pub mod webhook;
 pub mod worker;
 
 pub use envelope::{Envelope, EnvelopeError};

@@ -102,6 +102,8 @@ pub enum RunSourceType {
     CloudMode,
     /// The CLI.
     Cli,
+    /// **(extension)** A generic signed webhook (`/integrations/webhook/…`).
+    Webhook,
 }
 
 impl RunSourceType {
@@ -117,6 +119,7 @@ impl RunSourceType {
             RunSourceType::GithubAction => "GITHUB_ACTION",
             RunSourceType::CloudMode => "CLOUD_MODE",
             RunSourceType::Cli => "CLI",
+            RunSourceType::Webhook => "WEBHOOK",
         }
     }
 
@@ -341,6 +344,9 @@ pub struct RunOptions {
     /// Attachments received with the request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attachments: Option<Vec<AttachmentRecord>>,
+    /// The integration that started the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<crate::integration::RunTrigger>,
 }
 
 impl RunOptions {
@@ -643,6 +649,10 @@ pub struct RunItem {
     /// carry it as `trace_id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
+    /// **(extension)** The integration that started the run, who
+    /// triggered it and a link back (also in `trigger_url`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<crate::integration::RunTrigger>,
 }
 
 /// Cursor paging.

@@ -4,6 +4,7 @@ pub mod agents;
 pub mod conversation;
 pub mod environments;
 pub mod health;
+pub mod integrations;
 pub mod keys;
 pub mod lifecycle_events;
 pub mod mcp;
@@ -14,6 +15,7 @@ pub mod schedules;
 pub mod secrets;
 pub mod shares;
 pub mod users;
+pub mod webhooks;
 pub mod whoami;
 pub mod worker_tokens;
 pub mod workers;
@@ -173,6 +175,16 @@ pub fn openapi_router() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(secrets::create, secrets::list))
         .routes(routes!(secrets::update, secrets::delete))
+        .routes(routes!(integrations::create, integrations::list))
+        .routes(routes!(
+            integrations::get_one,
+            integrations::update,
+            integrations::delete
+        ))
+        .routes(routes!(webhooks::create, webhooks::list))
+        .routes(routes!(webhooks::get_one, webhooks::delete))
+        .routes(routes!(webhooks::deliveries))
+        .routes(routes!(webhooks::redeliver))
         .routes(routes!(crate::llm::chat_completions))
         .routes(routes!(crate::llm::models))
         .routes(routes!(crate::llm::usage))

@@ -78,6 +78,8 @@ pub struct ServerConfig {
     pub sidecar_image: Option<String>,
     /// Prometheus metrics of this server on a listener of their own.
     pub metrics: MetricsConfig,
+    /// Outbound webhooks: retries and which targets they may reach.
+    pub webhooks: crate::webhooks::WebhookConfig,
 }
 
 /// `metrics:` in the server config.
@@ -155,6 +157,7 @@ impl Default for ServerConfig {
             allow_internal_repository_hosts: false,
             sidecar_image: None,
             metrics: MetricsConfig::default(),
+            webhooks: crate::webhooks::WebhookConfig::default(),
         }
     }
 }
@@ -338,7 +341,7 @@ impl ServerConfig {
 }
 
 /// `"30s"`-style durations in the config file.
-mod humantime_serde_compat {
+pub(crate) mod humantime_serde_compat {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
 

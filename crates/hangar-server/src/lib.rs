@@ -3,7 +3,8 @@
 //! The module tree follows the life of a run:
 //!
 //! 1. **Triggers** ask for a run: the REST API ([`api`], `/api/v1`), the
-//!    [`schedule`]r, and the dashboard ([`web`]), which acts through the API.
+//!    [`schedule`]r, the dashboard ([`web`]), which acts through the API, and
+//!    the signed webhooks of [`integrations`].
 //! 2. **[`runs`]** holds the rules every trigger goes through: a request is
 //!    validated, its model and environment resolved, the run stored and
 //!    handed to dispatch; cancelling and continuing (follow-ups) live there
@@ -20,7 +21,7 @@
 //!
 //! Around them: credentials ([`auth`]), errors as problem+json ([`error`]),
 //! configuration ([`config`]), secrets at rest ([`secrets`]), rate limits
-//! ([`rate_limit`]), metrics ([`metrics`]) and the signals between replicas
+//! ([`rate_limit`]), outbound [`webhooks`], metrics ([`metrics`]) and the signals between replicas
 //! on PostgreSQL ([`replicas`]). Storage comes from `hangar-store`, model
 //! providers from `hangar-llm`; this crate never depends on the worker, the
 //! agent or the CLI.
@@ -36,6 +37,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod dispatch;
 pub mod error;
+pub mod integrations;
 pub mod llm;
 pub mod metrics;
 pub mod rate_limit;
@@ -46,6 +48,7 @@ pub mod secrets;
 pub mod server;
 pub mod sessions;
 pub mod web;
+pub mod webhooks;
 
 pub use app::AppState;
 pub use bootstrap::{Bootstrap, CliCredentials, write_cli_credentials};

@@ -67,6 +67,7 @@ const SOURCES: &[&str] = &[
     "LINEAR",
     "GITHUB_ACTION",
     "CLOUD_MODE",
+    "WEBHOOK",
 ];
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();

@@ -10,7 +10,8 @@ use crate::dispatch::Dispatcher;
 use crate::error::{self, ApiError, PROBLEM_JSON, REQUEST_PATH};
 use crate::sessions::hub::SessionHub;
 use crate::{
-    api, auth, dispatch, llm, metrics, rate_limit, replicas, schedule, secrets, sessions, web,
+    api, auth, dispatch, integrations, llm, metrics, rate_limit, replicas, schedule, secrets,
+    sessions, web, webhooks,
 };
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
@@ -337,6 +338,10 @@ fn router(state: &AppState) -> Router {
         .merge(web::dashboard::routes())
         .route("/healthz", get(api::health::healthz))
         .route("/readyz", get(api::health::readyz))
+        .route(
+            "/integrations/{kind}/{id}/events",
+            axum::routing::post(integrations::webhook::events),
+        )
         .nest(
             "/api/v1",
             api::routes().layer(axum::middleware::from_fn_with_state(
@@ -365,6 +370,7 @@ fn supervise(state: &AppState, listener: tokio::net::TcpListener) -> TaskTracker
     }
     tasks.spawn(schedule::Scheduler::for_server(state).run(shutdown.clone()));
     tasks.spawn(dispatch::presence::run(state.clone(), shutdown.clone()));
+    tasks.spawn(webhooks::run(state.clone(), shutdown.clone()));
     tasks.spawn(metrics::refresh(
         state.clone(),
         state.config.metrics.refresh_interval,

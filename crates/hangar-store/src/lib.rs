@@ -20,6 +20,7 @@ mod accounts;
 mod cluster;
 mod environments;
 mod followups;
+mod integrations;
 mod leases;
 mod lifecycle;
 mod notify;
@@ -33,11 +34,13 @@ mod sql;
 mod sqlite;
 mod stats;
 mod usage;
+mod webhooks;
 mod worker_tokens;
 
 pub use accounts::{AccountStore, UserCredentials, UserUpdate, WebSessionRecord};
 pub use cluster::{BootstrapLock, ClusterStore, WorkerPresence};
 pub use environments::{EnvironmentRecord, EnvironmentStore, SecretRecord, SecretStore};
+pub use integrations::{IntegrationRecord, IntegrationStore};
 pub use lifecycle::{LifecycleEventRecord, LifecycleQuery, LifecycleStore, NewLifecycleEvent};
 pub use notify::{
     CANCEL_CHANNEL, DISPATCH_CHANNEL, FOLLOWUP_CHANNEL, Notifier, SHARES_CHANNEL, Signal,
@@ -51,6 +54,9 @@ pub use shares::{Grantee, NewShare, ShareRecord, ShareStore};
 pub use sqlite::SqliteStore;
 pub use stats::{QueueStat, StatsStore, TeamOverview};
 pub use usage::{CallerUsageRecord, UsageStore, UsageSubject};
+pub use webhooks::{
+    NewWebhookDelivery, WebhookAttempt, WebhookDeliveryRecord, WebhookRecord, WebhookStore,
+};
 pub use worker_tokens::{NewWorkerToken, WorkerBinding, WorkerTokenRecord, WorkerTokenStore};
 
 use async_trait::async_trait;
@@ -359,6 +365,8 @@ pub trait Store:
     + EventStore
     + EnvironmentStore
     + SecretStore
+    + IntegrationStore
+    + WebhookStore
     + ScheduleStore
     + LifecycleStore
     + ClusterStore

@@ -115,6 +115,54 @@ macro_rules! row_decoders {
             })
         }
 
+        pub(crate) fn integration_from_row(row: &$row) -> StoreResult<IntegrationRecord> {
+            Ok(IntegrationRecord {
+                id: row.try_get("id")?,
+                team_id: row.try_get("team_id")?,
+                kind: row.try_get("kind")?,
+                name: row.try_get("name")?,
+                settings: row.try_get("settings")?,
+                secret_nonce: row.try_get("secret_nonce")?,
+                secret_ciphertext: row.try_get("secret_ciphertext")?,
+                created_by: row.try_get("created_by")?,
+                created_at: row.try_get("created_at")?,
+                updated_at: row.try_get("updated_at")?,
+            })
+        }
+
+        pub(crate) fn webhook_from_row(row: &$row) -> StoreResult<WebhookRecord> {
+            Ok(WebhookRecord {
+                id: row.try_get("id")?,
+                team_id: row.try_get("team_id")?,
+                url: row.try_get("url")?,
+                event_types: row.try_get("event_types")?,
+                secret_nonce: row.try_get("secret_nonce")?,
+                secret_ciphertext: row.try_get("secret_ciphertext")?,
+                cursor: row.try_get("event_cursor")?,
+                created_by: row.try_get("created_by")?,
+                created_at: row.try_get("created_at")?,
+            })
+        }
+
+        pub(crate) fn delivery_from_row(row: &$row) -> StoreResult<WebhookDeliveryRecord> {
+            Ok(WebhookDeliveryRecord {
+                id: row.try_get("id")?,
+                webhook_id: row.try_get("webhook_id")?,
+                team_id: row.try_get("team_id")?,
+                event_type: row.try_get("event_type")?,
+                sequence: row.try_get("sequence")?,
+                payload: row.try_get("payload")?,
+                state: row.try_get("state")?,
+                attempts: row.try_get("attempts")?,
+                last_status: row.try_get("last_status")?,
+                last_error: row.try_get("last_error")?,
+                next_attempt_at: row.try_get("next_attempt_at")?,
+                retry_until: row.try_get("retry_until")?,
+                created_at: row.try_get("created_at")?,
+                updated_at: row.try_get("updated_at")?,
+            })
+        }
+
         pub(crate) fn secret_from_row(row: &$row) -> StoreResult<SecretRecord> {
             Ok(SecretRecord {
                 team_id: row.try_get("team_id")?,

@@ -24,11 +24,13 @@ pub(crate) mod accounts;
 pub(crate) mod api_keys;
 pub(crate) mod environments;
 pub(crate) mod events;
+pub(crate) mod integrations;
 pub(crate) mod lifecycle;
 pub(crate) mod runs;
 pub(crate) mod schedules;
 pub(crate) mod shares;
 pub(crate) mod usage;
+pub(crate) mod webhooks;
 
 /// The columns a [`crate::RunRecord`] is decoded from.
 pub(crate) const RUN_COLUMNS: &str = "id, team_id, creator_user_id, title, prompt, state, source, \
@@ -230,6 +232,16 @@ macro_rules! migrations {
                     "/0015_runs_state_index.sql"
                 )),
             ),
+            (
+                16,
+                "integrations",
+                include_str!(concat!("../migrations/", $dir, "/0016_integrations.sql")),
+            ),
+            (
+                17,
+                "webhooks",
+                include_str!(concat!("../migrations/", $dir, "/0017_webhooks.sql")),
+            ),
         ])
     };
 }
@@ -268,6 +280,8 @@ macro_rules! shared_store {
         $crate::sql::accounts::account_store!($store);
         $crate::sql::api_keys::api_key_store!($store);
         $crate::sql::environments::environment_store!($store);
+        $crate::sql::integrations::integration_store!($store);
+        $crate::sql::webhooks::webhook_store!($store);
         $crate::sql::lifecycle::lifecycle_store!($store);
         $crate::sql::schedules::schedule_store!($store);
         $crate::sql::shares::share_store!($store);

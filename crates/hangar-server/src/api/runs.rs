@@ -56,7 +56,7 @@ pub fn run_item(app: &AppState, r: &RunRecord) -> RunItem {
         source: Some(r.source),
         session_id: Some(r.id.0.clone()),
         session_link: Some(format!("{}/runs/{}", app.public_url, r.id)),
-        trigger_url: None,
+        trigger_url: options.trigger.as_ref().and_then(|t| t.url.clone()),
         creator: creator.clone(),
         request_usage: Some(RequestUsage {
             inference_cost: Some(r.inference_cost),
@@ -80,6 +80,7 @@ pub fn run_item(app: &AppState, r: &RunRecord) -> RunItem {
         failure_reason: None,
         exit_code: None,
         trace_id: Some(hangar_telemetry::trace::TraceParent::for_run(&r.id.0).trace_id_hex()),
+        trigger: options.trigger,
     }
 }
 
@@ -132,6 +133,7 @@ fn requester(headers: &HeaderMap, team_id: i64, user_id: Option<i64>) -> Request
         team_id,
         user_id,
         source: headers.get(SOURCE_HEADER).and_then(|v| v.to_str().ok()),
+        trigger: None,
     }
 }
 

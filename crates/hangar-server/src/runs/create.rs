@@ -12,6 +12,7 @@ use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use hangar_llm::ProviderRegistry;
 use hangar_protocol::environment::EnvironmentRequest;
+use hangar_protocol::integration::{IntegrationKind, RunTrigger};
 use hangar_protocol::{
     AgentConfig, ExecutionId, RunAgentRequest, RunExecutionLocation, RunId, RunSourceType,
     Timestamp,
@@ -28,6 +29,9 @@ pub struct Requester<'a> {
     pub user_id: Option<i64>,
     /// The [`SOURCE_HEADER`] value, if any.
     pub source: Option<&'a str>,
+    /// The integration that asks, recorded on the run (its source is the
+    /// integration's: `source` is ignored).
+    pub trigger: Option<&'a RunTrigger>,
 }
 
 /// A created cloud run.
@@ -169,7 +173,13 @@ impl Runs<'_> {
         let prompt = req.prompt.as_deref().map(str::trim).unwrap_or("");
         check_limits(req, prompt, &config)?;
         self.model_for(&mut config, location)?;
-        let source = source_of(who.source, location)?;
+        let source = match who.trigger {
+            Some(trigger) => {
+                config.hangar.get_or_insert_default().trigger = Some(trigger.clone());
+                source_of_integration(trigger.kind)
+            }
+            None => source_of(who.source, location)?,
+        };
         let title = req
             .title
             .as_deref()
@@ -305,6 +315,17 @@ fn source_of(header: Option<&str>, location: RunExecutionLocation) -> ApiResult<
         }),
         None if location == RunExecutionLocation::Local => Ok(RunSourceType::Local),
         None => Ok(RunSourceType::Api),
+    }
+}
+
+/// The run source of an integration's runs (`GITHUB_ACTION` is the Oz
+/// value for runs started from GitHub).
+fn source_of_integration(kind: IntegrationKind) -> RunSourceType {
+    match kind {
+        IntegrationKind::Slack => RunSourceType::Slack,
+        IntegrationKind::Linear => RunSourceType::Linear,
+        IntegrationKind::Github => RunSourceType::GithubAction,
+        IntegrationKind::Webhook => RunSourceType::Webhook,
     }
 }
 

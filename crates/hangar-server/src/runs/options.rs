@@ -209,6 +209,7 @@ pub fn from_request(req: &RunAgentRequest, config: &mut AgentConfig) -> ApiResul
         ancestors: None,
         interactive: req.interactive,
         attachments: (!attachments.is_empty()).then_some(attachments),
+        trigger: None,
     };
     config.hangar = (!options.is_empty()).then_some(options);
     Ok(())

@@ -393,6 +393,30 @@ fn body_routes(run: &str, schedule: &str, env: &str) -> Vec<BodyRoute> {
             &json!({"value": "v"}),
             &vec!["/value", "/name"],
         ),
+        r(
+            "POST",
+            "/integrations".into(),
+            &json!({"kind": "webhook", "name": "w", "secret": "s",
+                "settings": {"prompt_template": "{{a}}", "prompt_prefix": "p",
+                    "agent_config": {"model_id": "fake/test-model"}}}),
+            &vec![
+                "/kind",
+                "/name",
+                "/secret",
+                "/settings",
+                "/settings/prompt_template",
+                "/settings/prompt_prefix",
+                "/settings/repos",
+                "/settings/agent_config",
+                "/settings/agent_config/model_id",
+            ],
+        ),
+        r(
+            "POST",
+            "/webhooks".into(),
+            &json!({"url": "https://example.com/hook", "event_types": ["run_succeeded"]}),
+            &vec!["/url", "/event_types", "/event_types/0"],
+        ),
     ];
     routes.push(BodyRoute {
         upstream: true,
@@ -637,6 +661,20 @@ fn typed_fields(run: &str, schedule: &str, env: &str) -> Vec<TypedRoute> {
             json!({"name": "S", "value": "v"}),
             vec![("/name", Str), ("/value", Str)],
         ),
+        (
+            "POST",
+            "/integrations".into(),
+            json!({"kind": "webhook", "name": "w", "secret": "s",
+                "settings": {"prompt_template": "{{a}}", "channels": []}}),
+            vec![
+                ("/kind", Str),
+                ("/name", Str),
+                ("/secret", Str),
+                ("/settings", Struct),
+                ("/settings/prompt_template", Str),
+                ("/settings/channels", Arr),
+            ],
+        ),
     ]
 }
 
@@ -775,6 +813,7 @@ async fn c7_fuzzed_query_strings_and_path_ids_never_get_5xx() {
         ("/agent/models".into(), vec!["limit"]),
         ("/environments".into(), vec!["limit"]),
         ("/secrets".into(), vec!["limit"]),
+        ("/integrations".into(), vec!["limit"]),
         ("/api-keys".into(), vec!["limit"]),
         ("/workers".into(), vec!["limit"]),
         ("/whoami".into(), vec!["x"]),
@@ -842,6 +881,11 @@ async fn c7_fuzzed_query_strings_and_path_ids_never_get_5xx() {
         ("GET", "/environments/{}"),
         ("DELETE", "/environments/{}"),
         ("DELETE", "/secrets/{}"),
+        ("GET", "/integrations/{}"),
+        ("DELETE", "/integrations/{}"),
+        ("GET", "/webhooks/{}"),
+        ("DELETE", "/webhooks/{}"),
+        ("GET", "/webhooks/{}/deliveries"),
     ];
     for (method, template) in templates {
         let (t2, handle, key) = (t.clone(), Handle::current(), a.clone());

@@ -29,7 +29,7 @@ enum TokenRule {
 }
 
 /// One route of the API. Path placeholders: `{run_id}`, `{schedule_id}`,
-/// `{key_id}`, `{token_id}` (a worker token), `{env_id}`, `{name}`, `{share_id}`, `{token}` (a public link), `{user_id}`; `{n}` in a body is a fresh number.
+/// `{key_id}`, `{token_id}` (a worker token), `{env_id}`, `{name}`, `{share_id}`, `{token}` (a public link), `{user_id}`, `{integration_id}`, `{webhook_id}`, `{delivery_id}`; `{n}` in a body is a fresh number.
 #[derive(Debug, Clone, Copy)]
 struct Route {
     method: &'static str,
@@ -192,6 +192,37 @@ const ROUTES: &[Route] = &[
         Forbidden,
     ),
     route("DELETE", "/secrets/{name}", None, Forbidden),
+    route(
+        "POST",
+        "/integrations",
+        Some(r#"{"kind":"webhook","name":"hook-{n}","secret":"s{n}"}"#),
+        Forbidden,
+    ),
+    route("GET", "/integrations", None, Forbidden),
+    route("GET", "/integrations/{integration_id}", None, Forbidden),
+    route(
+        "PUT",
+        "/integrations/{integration_id}",
+        Some(r#"{"name":"hook-{n}"}"#),
+        Forbidden,
+    ),
+    route("DELETE", "/integrations/{integration_id}", None, Forbidden),
+    route(
+        "POST",
+        "/webhooks",
+        Some(r#"{"url":"https://example.com/hook-{n}"}"#),
+        Forbidden,
+    ),
+    route("GET", "/webhooks", None, Forbidden),
+    route("GET", "/webhooks/{webhook_id}", None, Forbidden),
+    route("DELETE", "/webhooks/{webhook_id}", None, Forbidden),
+    route("GET", "/webhooks/{webhook_id}/deliveries", None, Forbidden),
+    route(
+        "POST",
+        "/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver",
+        None,
+        Forbidden,
+    ),
     route("POST", "/llm/chat/completions", Some(CHAT_BODY), Allowed),
     route("GET", "/llm/models", None, Allowed),
     route("GET", "/llm/usage", None, Forbidden),
@@ -284,6 +315,12 @@ struct Fixture {
     public_token: String,
     /// A user of team A.
     user_id: String,
+    /// A webhook integration of team A.
+    integration_id: String,
+    /// An outbound webhook of team A.
+    webhook_id: String,
+    /// A delivery of `webhook_id` (planted in the store).
+    delivery_id: String,
     /// Never in a reply to team B.
     markers: Vec<String>,
     /// Keeps team A's worker connected.
@@ -445,6 +482,49 @@ async fn team_a_objects(t: &TwoTeams) -> Fixture {
         )
         .await;
     let user_id = user["id"].as_str().unwrap().to_owned();
+    let integration = t
+        .ok(
+            "POST",
+            "/integrations",
+            a,
+            Some(&format!(
+                r#"{{"kind":"webhook","name":"alpha-hook","secret":"{MARKER}-hook-secret","settings":{{"prompt_prefix":"{MARKER} hook"}}}}"#
+            )),
+        )
+        .await;
+    let integration_id = integration["id"].as_str().unwrap().to_owned();
+    let webhook = t
+        .ok(
+            "POST",
+            "/webhooks",
+            a,
+            Some(r#"{"url":"https://example.com/alpha-hook"}"#),
+        )
+        .await;
+    let webhook_id = webhook["id"].as_str().unwrap().to_owned();
+    let delivery_id = {
+        let store = t.store();
+        let hook = store.webhook(1, &webhook_id).await.unwrap();
+        let d = hangar_store::NewWebhookDelivery {
+            id: hangar_protocol::RunId::generate().0,
+            event_type: "run_queued".into(),
+            sequence: hook.cursor,
+            payload: format!(r#"{{"marker":"{MARKER}"}}"#),
+            created_at: hangar_protocol::Timestamp::now().unix_millis(),
+            retry_until: hangar_protocol::Timestamp::now().unix_millis() + 60_000,
+        };
+        let planted = store
+            .enqueue_webhook_deliveries(
+                &webhook_id,
+                hook.cursor,
+                hook.cursor,
+                std::slice::from_ref(&d),
+            )
+            .await
+            .unwrap();
+        assert!(planted);
+        d.id
+    };
     let whoami_a = t.ok("GET", "/whoami", a, None).await;
     let bootstrap_key_id = whoami_a["key_id"].as_str().unwrap().to_owned();
     let team_a_uid = whoami_a["team"]["id"].as_str().unwrap().to_owned();
@@ -465,6 +545,10 @@ async fn team_a_objects(t: &TwoTeams) -> Fixture {
         share_id.clone(),
         public_token.clone(),
         user_id.clone(),
+        integration_id.clone(),
+        "alpha-hook".to_owned(),
+        webhook_id.clone(),
+        delivery_id.clone(),
         "alpha-user@example.com".to_owned(),
         "alpha person".to_owned(),
         team_a_uid,
@@ -486,6 +570,9 @@ async fn team_a_objects(t: &TwoTeams) -> Fixture {
         share_id,
         public_token,
         user_id,
+        integration_id,
+        webhook_id,
+        delivery_id,
         markers,
         _worker: worker,
     }
@@ -511,6 +598,9 @@ fn fill(path: &str, run: &str, f: &Fixture, env: &str) -> String {
         .replace("{share_id}", &f.share_id)
         .replace("{token}", &f.public_token)
         .replace("{user_id}", &f.user_id)
+        .replace("{integration_id}", &f.integration_id)
+        .replace("{webhook_id}", &f.webhook_id)
+        .replace("{delivery_id}", &f.delivery_id)
         .replace("{artifact_uid}", &f.artifact_uid)
         .replace("{server}", MCP_SERVER)
 }
@@ -525,6 +615,9 @@ fn nonexistent(path: &str) -> String {
         .replace("{name}", "NO_SUCH_SECRET")
         .replace("{share_id}", "01NOSUCHSHARE")
         .replace("{user_id}", "01NOSUCHUSER")
+        .replace("{integration_id}", "01NOSUCHINTEGRATION")
+        .replace("{webhook_id}", "01NOSUCHWEBHOOK")
+        .replace("{delivery_id}", "01NOSUCHDELIVERY")
         .replace("{token}", &format!("hs_{}", "0".repeat(64)))
         .replace("{artifact_uid}", "01NOSUCHEXECUTION.1")
         .replace("{server}", "no-such-mcp-server")

@@ -116,6 +116,9 @@ async fn c9_every_route_follows_the_roles_table() {
             .replace("{share_id}", "no-such-share")
             .replace("{server}", "no-such-server")
             .replace("{token}", "hs_notavalidlink")
+            .replace("{integration_id}", "no-such-integration")
+            .replace("{webhook_id}", "no-such-webhook")
+            .replace("{delivery_id}", "no-such-delivery")
     };
 
     // Deletions last: the admin's own calls below really delete.

@@ -28,6 +28,7 @@ const SOURCES: &[RunSourceType] = &[
     RunSourceType::Linear,
     RunSourceType::GithubAction,
     RunSourceType::CloudMode,
+    RunSourceType::Webhook,
 ];
 
 /// The list filters, from the query string (unknown values are ignored, so a

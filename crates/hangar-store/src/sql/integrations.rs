@@ -1,0 +1,181 @@
+//! [`IntegrationStore`](crate::IntegrationStore), written once (see [`crate::sql`]).
+
+macro_rules! integration_store {
+    ($store:ty) => {
+        const _: () = {
+            use $crate::integrations::INTEGRATION_COLUMNS;
+            use $crate::sql::Dialect as _;
+            use $crate::{IntegrationRecord, IntegrationStore, StoreError, StoreResult};
+            use async_trait::async_trait;
+            use sqlx::AssertSqlSafe;
+
+            fn unique_violation(e: &sqlx::Error) -> bool {
+                matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+            }
+
+            fn name_taken(name: &str) -> StoreError {
+                StoreError::Conflict(format!("an integration named `{name}` already exists"))
+            }
+
+            #[async_trait]
+            impl IntegrationStore for $store {
+                async fn create_integration(&self, i: IntegrationRecord) -> StoreResult<()> {
+                    let done = sqlx::query(AssertSqlSafe(format!(
+                        "INSERT INTO integrations ({INTEGRATION_COLUMNS}) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+                    )))
+                    .bind(&i.id)
+                    .bind(i.team_id)
+                    .bind(&i.kind)
+                    .bind(&i.name)
+                    .bind(&i.settings)
+                    .bind(&i.secret_nonce)
+                    .bind(&i.secret_ciphertext)
+                    .bind(i.created_by)
+                    .bind(i.created_at)
+                    .bind(i.updated_at)
+                    .execute(self.write())
+                    .await;
+                    match done {
+                        Ok(_) => Ok(()),
+                        Err(e) if unique_violation(&e) => Err(name_taken(&i.name)),
+                        Err(e) => Err(e.into()),
+                    }
+                }
+
+                async fn integration(
+                    &self,
+                    team_id: i64,
+                    id_or_name: &str,
+                ) -> StoreResult<IntegrationRecord> {
+                    let row = sqlx::query(AssertSqlSafe(format!(
+                        "SELECT {INTEGRATION_COLUMNS} FROM integrations \
+                         WHERE team_id = $1 AND (id = $2 OR name = $3) ORDER BY (id = $4) DESC LIMIT 1"
+                    )))
+                    .bind(team_id)
+                    .bind(id_or_name)
+                    .bind(id_or_name)
+                    .bind(id_or_name)
+                    .fetch_one(self.read())
+                    .await?;
+                    integration_from_row(&row)
+                }
+
+                async fn integration_by_id(&self, id: &str) -> StoreResult<IntegrationRecord> {
+                    let row = sqlx::query(AssertSqlSafe(format!(
+                        "SELECT {INTEGRATION_COLUMNS} FROM integrations WHERE id = $1"
+                    )))
+                    .bind(id)
+                    .fetch_one(self.read())
+                    .await?;
+                    integration_from_row(&row)
+                }
+
+                async fn list_integrations(&self, team_id: i64) -> StoreResult<Vec<IntegrationRecord>> {
+                    let rows = sqlx::query(AssertSqlSafe(format!(
+                        "SELECT {INTEGRATION_COLUMNS} FROM integrations WHERE team_id = $1 ORDER BY name"
+                    )))
+                    .bind(team_id)
+                    .fetch_all(self.read())
+                    .await?;
+                    rows.iter().map(integration_from_row).collect()
+                }
+
+                async fn update_integration(&self, i: IntegrationRecord) -> StoreResult<()> {
+                    let done = sqlx::query(
+                        "UPDATE integrations SET name = $1, settings = $2, secret_nonce = $3, \
+                         secret_ciphertext = $4, updated_at = $5 WHERE id = $6 AND team_id = $7",
+                    )
+                    .bind(&i.name)
+                    .bind(&i.settings)
+                    .bind(&i.secret_nonce)
+                    .bind(&i.secret_ciphertext)
+                    .bind(i.updated_at)
+                    .bind(&i.id)
+                    .bind(i.team_id)
+                    .execute(self.write())
+                    .await;
+                    match done {
+                        Ok(r) if r.rows_affected() == 0 => Err(StoreError::NotFound),
+                        Ok(_) => Ok(()),
+                        Err(e) if unique_violation(&e) => Err(name_taken(&i.name)),
+                        Err(e) => Err(e.into()),
+                    }
+                }
+
+                async fn delete_integration(&self, team_id: i64, id: &str) -> StoreResult<()> {
+                    let mut tx = self.write().begin().await?;
+                    sqlx::query(
+                        "DELETE FROM integration_deliveries WHERE integration_id IN \
+                         (SELECT id FROM integrations WHERE id = $1 AND team_id = $2)",
+                    )
+                    .bind(id)
+                    .bind(team_id)
+                    .execute(&mut *tx)
+                    .await?;
+                    let done = sqlx::query("DELETE FROM integrations WHERE id = $1 AND team_id = $2")
+                        .bind(id)
+                        .bind(team_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    if done.rows_affected() == 0 {
+                        return Err(StoreError::NotFound);
+                    }
+                    tx.commit().await?;
+                    Ok(())
+                }
+
+                async fn claim_delivery(
+                    &self,
+                    integration_id: &str,
+                    keys: &[String],
+                    at: i64,
+                ) -> StoreResult<bool> {
+                    let mut tx = self.write().begin().await?;
+                    for key in keys {
+                        // `ON CONFLICT DO NOTHING`: a replay is an answer, not an
+                        // error that would abort a PostgreSQL transaction.
+                        let done = sqlx::query(
+                            "INSERT INTO integration_deliveries (integration_id, delivery_key, received_at) \
+                             VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                        )
+                        .bind(integration_id)
+                        .bind(key)
+                        .bind(at)
+                        .execute(&mut *tx)
+                        .await?;
+                        if done.rows_affected() == 0 {
+                            tx.rollback().await?;
+                            return Ok(false);
+                        }
+                    }
+                    tx.commit().await?;
+                    Ok(true)
+                }
+
+                async fn release_delivery(&self, integration_id: &str, keys: &[String]) -> StoreResult<()> {
+                    for key in keys {
+                        sqlx::query(
+                            "DELETE FROM integration_deliveries WHERE integration_id = $1 AND delivery_key = $2",
+                        )
+                        .bind(integration_id)
+                        .bind(key)
+                        .execute(self.write())
+                        .await?;
+                    }
+                    Ok(())
+                }
+
+                async fn prune_deliveries(&self, before: i64) -> StoreResult<u64> {
+                    let done = sqlx::query("DELETE FROM integration_deliveries WHERE received_at < $1")
+                        .bind(before)
+                        .execute(self.write())
+                        .await?;
+                    Ok(done.rows_affected())
+                }
+            }
+        };
+    };
+}
+
+pub(crate) use integration_store;
