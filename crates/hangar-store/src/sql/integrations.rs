@@ -20,6 +20,7 @@ macro_rules! integration_store {
             #[async_trait]
             impl IntegrationStore for $store {
                 async fn create_integration(&self, i: IntegrationRecord) -> StoreResult<()> {
+                    let mut db = self.write().await?;
                     let done = sqlx::query(AssertSqlSafe(format!(
                         "INSERT INTO integrations ({INTEGRATION_COLUMNS}) \
                          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
@@ -34,8 +35,9 @@ macro_rules! integration_store {
                     .bind(i.created_by)
                     .bind(i.created_at)
                     .bind(i.updated_at)
-                    .execute(self.write())
+                    .execute(&mut *db)
                     .await;
+                    db.commit().await?;
                     match done {
                         Ok(_) => Ok(()),
                         Err(e) if unique_violation(&e) => Err(name_taken(&i.name)),
@@ -82,6 +84,7 @@ macro_rules! integration_store {
                 }
 
                 async fn update_integration(&self, i: IntegrationRecord) -> StoreResult<()> {
+                    let mut db = self.write().await?;
                     let done = sqlx::query(
                         "UPDATE integrations SET name = $1, settings = $2, secret_nonce = $3, \
                          secret_ciphertext = $4, updated_at = $5 WHERE id = $6 AND team_id = $7",
@@ -93,8 +96,9 @@ macro_rules! integration_store {
                     .bind(i.updated_at)
                     .bind(&i.id)
                     .bind(i.team_id)
-                    .execute(self.write())
+                    .execute(&mut *db)
                     .await;
+                    db.commit().await?;
                     match done {
                         Ok(r) if r.rows_affected() == 0 => Err(StoreError::NotFound),
                         Ok(_) => Ok(()),
@@ -104,7 +108,7 @@ macro_rules! integration_store {
                 }
 
                 async fn delete_integration(&self, team_id: i64, id: &str) -> StoreResult<()> {
-                    let mut tx = self.write().begin().await?;
+                    let mut tx = self.transaction().await?;
                     sqlx::query(
                         "DELETE FROM integration_deliveries WHERE integration_id IN \
                          (SELECT id FROM integrations WHERE id = $1 AND team_id = $2)",
@@ -131,7 +135,7 @@ macro_rules! integration_store {
                     keys: &[String],
                     at: i64,
                 ) -> StoreResult<bool> {
-                    let mut tx = self.write().begin().await?;
+                    let mut tx = self.transaction().await?;
                     for key in keys {
                         // `ON CONFLICT DO NOTHING`: a replay is an answer, not an
                         // error that would abort a PostgreSQL transaction.
@@ -155,22 +159,26 @@ macro_rules! integration_store {
 
                 async fn release_delivery(&self, integration_id: &str, keys: &[String]) -> StoreResult<()> {
                     for key in keys {
+                        let mut db = self.write().await?;
                         sqlx::query(
                             "DELETE FROM integration_deliveries WHERE integration_id = $1 AND delivery_key = $2",
                         )
                         .bind(integration_id)
                         .bind(key)
-                        .execute(self.write())
+                        .execute(&mut *db)
                         .await?;
+                        db.commit().await?;
                     }
                     Ok(())
                 }
 
                 async fn prune_deliveries(&self, before: i64) -> StoreResult<u64> {
+                    let mut db = self.write().await?;
                     let done = sqlx::query("DELETE FROM integration_deliveries WHERE received_at < $1")
                         .bind(before)
-                        .execute(self.write())
+                        .execute(&mut *db)
                         .await?;
+                    db.commit().await?;
                     Ok(done.rows_affected())
                 }
             }

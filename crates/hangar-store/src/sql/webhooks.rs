@@ -15,6 +15,7 @@ macro_rules! webhook_store {
             #[async_trait]
             impl WebhookStore for $store {
                 async fn create_webhook(&self, w: WebhookRecord) -> StoreResult<WebhookRecord> {
+                    let mut db = self.write().await?;
                     sqlx::query(AssertSqlSafe(format!(
                         "INSERT INTO webhooks ({WEBHOOK_COLUMNS}) SELECT $1, $2, $3, $4, $5, $6, \
                          COALESCE((SELECT MAX(sequence) FROM lifecycle_events WHERE team_id = $7), 0), $8, $9"
@@ -28,8 +29,9 @@ macro_rules! webhook_store {
                     .bind(w.team_id)
                     .bind(w.created_by)
                     .bind(w.created_at)
-                    .execute(self.write())
+                    .execute(&mut *db)
                     .await?;
+                    db.commit().await?;
                     self.webhook(w.team_id, &w.id).await
                 }
 
@@ -64,7 +66,7 @@ macro_rules! webhook_store {
                 }
 
                 async fn delete_webhook(&self, team_id: i64, id: &str) -> StoreResult<()> {
-                    let mut tx = self.write().begin().await?;
+                    let mut tx = self.transaction().await?;
                     sqlx::query(
                         "DELETE FROM webhook_deliveries WHERE webhook_id = $1 AND team_id = $2",
                     )
@@ -91,7 +93,7 @@ macro_rules! webhook_store {
                     to: i64,
                     deliveries: &[NewWebhookDelivery],
                 ) -> StoreResult<bool> {
-                    let mut tx = self.write().begin().await?;
+                    let mut tx = self.transaction().await?;
                     let moved = sqlx::query(
                         "UPDATE webhooks SET event_cursor = $1 WHERE id = $2 AND event_cursor = $3",
                     )
@@ -149,6 +151,7 @@ macro_rules! webhook_store {
                     seen_next_attempt_at: i64,
                     lease_until: i64,
                 ) -> StoreResult<bool> {
+                    let mut db = self.write().await?;
                     let done = sqlx::query(
                         "UPDATE webhook_deliveries SET next_attempt_at = $1 \
                          WHERE id = $2 AND state = 'pending' AND next_attempt_at = $3",
@@ -156,8 +159,9 @@ macro_rules! webhook_store {
                     .bind(lease_until)
                     .bind(id)
                     .bind(seen_next_attempt_at)
-                    .execute(self.write())
+                    .execute(&mut *db)
                     .await?;
+                    db.commit().await?;
                     Ok(done.rows_affected() == 1)
                 }
 
@@ -166,6 +170,7 @@ macro_rules! webhook_store {
                     id: &str,
                     a: &WebhookAttempt,
                 ) -> StoreResult<()> {
+                    let mut db = self.write().await?;
                     sqlx::query(
                         "UPDATE webhook_deliveries SET state = $1, attempts = attempts + 1, \
                          last_status = $2, last_error = $3, next_attempt_at = $4, updated_at = $5 \
@@ -177,8 +182,9 @@ macro_rules! webhook_store {
                     .bind(a.next_attempt_at)
                     .bind(a.at)
                     .bind(id)
-                    .execute(self.write())
+                    .execute(&mut *db)
                     .await?;
+                    db.commit().await?;
                     Ok(())
                 }
 
@@ -210,6 +216,7 @@ macro_rules! webhook_store {
                     now: i64,
                     retry_until: i64,
                 ) -> StoreResult<WebhookDeliveryRecord> {
+                    let mut db = self.write().await?;
                     let done = sqlx::query(
                         "UPDATE webhook_deliveries SET state = 'pending', next_attempt_at = $1, \
                          retry_until = $2, updated_at = $3 \
@@ -221,8 +228,9 @@ macro_rules! webhook_store {
                     .bind(delivery_id)
                     .bind(webhook_id)
                     .bind(team_id)
-                    .execute(self.write())
+                    .execute(&mut *db)
                     .await?;
+                    db.commit().await?;
                     if done.rows_affected() == 0 {
                         return Err(StoreError::NotFound);
                     }
@@ -230,7 +238,7 @@ macro_rules! webhook_store {
                         "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE id = $1"
                     )))
                     .bind(delivery_id)
-                    .fetch_one(self.write())
+                    .fetch_one(self.read())
                     .await?;
                     delivery_from_row(&row)
                 }
