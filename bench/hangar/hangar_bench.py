@@ -28,6 +28,7 @@ Writes the figures as JSON (--json) for bench/peers/report.py.
 
 import argparse
 import asyncio
+import base64
 import json
 import multiprocessing as mp
 import os
@@ -189,6 +190,68 @@ async def serve_worker(ws, worker_id, received, arrived=None):
         pass
 
 
+class RawIdleWorker:
+    """An idle worker on a bare asyncio stream: the WebSocket handshake, a
+    masked `worker_hello`, then pongs to the server's pings and nothing else.
+    Cheaper than the websockets library, so that opening M of them measures
+    the server rather than the Python generator."""
+
+    def __init__(self, url, key, worker_id):
+        u = urllib.parse.urlsplit(url)
+        self.host, self.port = u.hostname, u.port
+        self.path = f"/api/v1/selfhosted/worker/ws?worker_id={worker_id}"
+        self.key = key
+        self.writer = None
+
+    @staticmethod
+    def frame(opcode, payload):
+        mask = os.urandom(4)
+        n = len(payload)
+        if n < 126:
+            head = bytes([0x80 | opcode, 0x80 | n])
+        elif n < 65536:
+            head = bytes([0x80 | opcode, 0x80 | 126]) + n.to_bytes(2, "big")
+        else:
+            head = bytes([0x80 | opcode, 0x80 | 127]) + n.to_bytes(8, "big")
+        m = int.from_bytes((mask * (n // 4 + 1))[:n], "big")
+        body = (int.from_bytes(payload, "big") ^ m).to_bytes(n, "big") if n else b""
+        return head + mask + body
+
+    async def open(self, timeout):
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(self.host, self.port), timeout)
+        self.writer = writer
+        nonce = base64.b64encode(os.urandom(16)).decode()
+        writer.write(
+            (f"GET {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+             f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {nonce}\r\n"
+             f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {self.key}\r\n\r\n").encode())
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
+        if not head.startswith(b"HTTP/1.1 101"):
+            writer.close()
+            raise RuntimeError(head.split(b"\r\n")[0].decode("latin-1"))
+        writer.write(self.frame(0x1, hello_frame().encode()))
+        return asyncio.create_task(self.keep(reader))
+
+    async def keep(self, reader):
+        try:
+            while True:
+                b0, b1 = await reader.readexactly(2)
+                n = b1 & 0x7F
+                if n == 126:
+                    n = int.from_bytes(await reader.readexactly(2), "big")
+                elif n == 127:
+                    n = int.from_bytes(await reader.readexactly(8), "big")
+                payload = await reader.readexactly(n)
+                op = b0 & 0x0F
+                if op == 0x9:
+                    self.writer.write(self.frame(0xA, payload))
+                elif op == 0x8:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+
+
 def worker_proc(url, key, ids, ready, stop, out):
     """A process holding workers `ids`, answering until `stop` is set."""
     common.raise_nofile()
@@ -216,10 +279,7 @@ def client_proc(url, key, conns, per_conn, rate_per_conn, start, out, created):
     per_conn runs; paced at rate_per_conn runs/s each when rate_per_conn > 0,
     or for as long as `per_conn` allows."""
 
-    async def one(sent):
-        h = Http(url, key)
-        await h.connect()
-        await asyncio.get_running_loop().run_in_executor(None, start.wait)
+    async def one(h, sent):
         interval = 1.0 / rate_per_conn if rate_per_conn > 0 else 0.0
         next_at = time.monotonic() + random.random() * interval
         errors = 0
@@ -244,13 +304,13 @@ def client_proc(url, key, conns, per_conn, rate_per_conn, start, out, created):
 
     async def main():
         sent = {}
+        conns_ = [Http(url, key) for _ in range(conns)]
+        for h in conns_:
+            await h.connect()
+        # Connected before the clock starts; released together.
+        await asyncio.get_running_loop().run_in_executor(None, start.wait)
         c0 = common.self_cpu()
-        tasks = [asyncio.create_task(one(sent)) for _ in range(conns)]
-        t0 = None
-        errors = 0
-        for task in tasks:
-            errors += await task
-        # The clock starts at the release, not at process start.
+        errors = sum(await asyncio.gather(*(one(h, sent) for h in conns_)))
         out.put({"role": "clients", "sent": sent, "errors": errors,
                  "cpu_s": common.self_cpu() - c0, "t_end": time.monotonic()})
 
@@ -274,7 +334,7 @@ def idle_proc(url, key, ids, concurrency, out, stop):
             for _attempt in range(8):
                 async with sem:
                     try:
-                        socks.append(await open_worker(url, key, i, open_timeout=60))
+                        socks.append(await RawIdleWorker(url, key, i).open(60))
                         return True
                     except Exception as e:  # noqa: BLE001
                         failures += 1
@@ -283,10 +343,11 @@ def idle_proc(url, key, ids, concurrency, out, stop):
                 backoff = min(backoff * 2, 5.0)
             return False
 
-        t0 = time.monotonic()
+        t0, c0 = time.monotonic(), common.self_cpu()
         await asyncio.gather(*(one(i) for i in ids))
+        wall = time.monotonic() - t0
         out.put({"connected": len(socks), "failures": failures, "last_error": last_error[0],
-                 "seconds": time.monotonic() - t0, "nofile": got})
+                 "seconds": wall, "nofile": got, "cpu_s": common.self_cpu() - c0, "wall_s": wall})
         while not stop.is_set():
             await asyncio.sleep(0.2)
         out.put({"done": True})
@@ -587,7 +648,8 @@ def idle_workers_phase(srv, team, m, procs, concurrency):
         p.start()
         ps.append(p)
     reports = [out.get(timeout=900) for _ in ps]
-    seconds = time.monotonic() - t0
+    # From the first handshake of any process to the last one's hello.
+    seconds = max(r["seconds"] for r in reports)
     connected = sum(r["connected"] for r in reports)
     failures = sum(r["failures"] for r in reports)
     # Let the server settle (hellos handled, registry written).
@@ -609,7 +671,9 @@ def idle_workers_phase(srv, team, m, procs, concurrency):
             "listed_s": listed_after, "failures": failures,
             "last_error": next((r["last_error"] for r in reports if r["last_error"]), ""),
             "rss_before": rss0, "rss": rss, "threads": threads,
-            "nofile": min(r["nofile"] for r in reports)}
+            "nofile": min(r["nofile"] for r in reports),
+            "loadgen": [{"role": "idle workers", "cpu_s": r["cpu_s"], "wall_s": r["wall_s"]}
+                        for r in reports]}
 
 
 def main():
@@ -707,6 +771,9 @@ def main():
                 f" {iw['listed_s']:.1f} s; server RSS {common.mib(iw['rss']):.1f} MiB"
                 f" (was {common.mib(iw['rss_before']):.1f}, {per / 1024:.1f} KiB per connection,"
                 f" {iw['threads']} threads); RLIMIT_NOFILE {iw['nofile']}")
+            line, saturated = common.load_report(iw["loadgen"])
+            log(f"  load generator while connecting, per process: {line}"
+                + ("  ← saturates a core: the connect time is partly the generator's" if saturated else ""))
             if iw["connected"] < args.m:
                 log(f"  could NOT open {args.m}: the largest count reached is {iw['connected']}"
                     f" (last error: {iw['last_error']})")
