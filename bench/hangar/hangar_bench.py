@@ -719,6 +719,7 @@ def main():
         exclude = set(all_runs(srv.url, srv.admin_key))
         log(f"throughput phase: {args.n} runs, W={args.w} workers in {args.worker_procs} processes,"
             f" C={args.c} clients in {args.procs} processes (load {common.loadavg():.2f})")
+        result["load"] = common.loadavg()
         tp = load_phase(srv, team, args, args.n)
         result["throughput"] = tp["throughput"]
         result["elapsed_s"] = tp["elapsed_s"]

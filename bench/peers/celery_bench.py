@@ -166,6 +166,7 @@ def main():
         server_pids = [redis_proc.pid, worker.pid]
         cpu0 = common.cpu_seconds(server_pids)
         redis_cpu0 = common.cpu_seconds([redis_proc.pid])
+        result["load"] = common.loadavg()
         t0 = time.monotonic()
         start.set()
         while r_backend.dbsize() < n:

@@ -74,7 +74,8 @@ def main():
         for h in hangars:
             hv = get(h)
             ratio = hv / cv if (want_ratio and hv is not None and cv) else None
-            line += [num(hv, fmt), (num(ratio, ".2f") + "×") if ratio is not None else "—"]
+            rfmt = ".2f" if ratio is None or ratio >= 0.1 else ".3f"
+            line += [num(hv, fmt), (num(ratio, rfmt) + "×") if ratio is not None else "—"]
             if ok is not None and target:
                 mets.append(("yes" if ok(ratio, hv) else "NO") + (f" ({h['db']})" if len(hangars) > 1 else ""))
         line += [target, ", ".join(mets)]
@@ -102,6 +103,8 @@ def main():
     print("Celery's idle RSS sums redis-server and the worker's process tree (main + W prefork children;"
           f" PSS {common.mib(celery.get('idle_pss', 0)):.1f} MiB, shared pages counted once); Hangar's is"
           " the one server process. Celery has no counterpart of M connected workers.")
+    print("1-minute load average when each throughput phase started (other work on the machine): "
+          + ", ".join(f"{p['versions']} {p.get('load', float('nan')):.2f}" for p in [celery] + hangars))
     sat = [p for p in [celery] + hangars if p.get("loadgen_saturated")]
     for p in [celery] + hangars:
         parts = ", ".join(f"{x['role']} {x['cpu_s'] / x['wall_s'] * 100:.0f}%" for x in p.get("loadgen", [])
