@@ -590,6 +590,12 @@ def load_phase(srv, team, args, n, rate=0.0, duration=0.0, prefix="tp"):
         p.start()
         cprocs.append(p)
     time.sleep(2)  # clients connected
+    perf = None
+    if getattr(args, "perf", None) and not rate:
+        perf = subprocess.Popen(
+            ["perf", "record", "-F", "999", "-p", str(srv.proc.pid), "-o", args.perf, "--quiet"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
     cpu0, t0 = srv.cpu(), time.monotonic()
     start.set()
     rss_log = []
@@ -614,6 +620,9 @@ def load_phase(srv, team, args, n, rate=0.0, duration=0.0, prefix="tp"):
             raise TimeoutError("runs still live after 1200 s")
     elapsed = time.monotonic() - t0
     cpu = srv.cpu() - cpu0
+    if perf:
+        perf.send_signal(signal.SIGINT)
+        perf.wait(timeout=60)
     stop.set()
     workers = [out.get(timeout=60) for _ in wprocs]
     for p in wprocs + cprocs:
@@ -692,6 +701,9 @@ def main():
     ap.add_argument("--database-url", help="PostgreSQL URL (default: SQLite in a temporary directory)")
     ap.add_argument("--duration", type=float, default=0, help="sustained phase length in s (0: skip)")
     ap.add_argument("--rate", type=float, default=1000, help="runs/s of the sustained phase")
+    ap.add_argument("--perf", metavar="FILE",
+                    help="record the server with `perf record` during the throughput phase, and"
+                         " print its hottest symbols")
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args()
 
@@ -739,6 +751,14 @@ def main():
             f" ({tp['server_cpu_s'] / tp['created'] * 1e3:.2f} ms per run);"
             f" load generator per process: {line}"
             + ("  ← a load generator process saturates a core" if saturated else ""))
+        if args.perf and os.path.exists(args.perf):
+            report = subprocess.run(
+                ["perf", "report", "-i", args.perf, "--stdio", "--no-children", "--sort", "dso,symbol",
+                 "--percent-limit", "1.5"], capture_output=True, text=True).stdout
+            hot = [ln for ln in report.splitlines() if ln.strip() and not ln.startswith("#")]
+            log(f"server CPU profile of the throughput phase (perf, {args.perf}), hottest symbols:")
+            for ln in hot[:25]:
+                log("  " + ln.strip())
         time.sleep(2)
         result["idle_rss_after"] = srv.rss()
         log(f"idle RSS after the load: {common.mib(result['idle_rss_after']):.1f} MiB")
