@@ -370,6 +370,11 @@ class HangarServer:
             'cli_config_path: ""',  # do not write the CLI's config file
             "providers_from_env: false",
             "rate_limit: {requests_per_second: 0, burst: 0, team_requests_per_second: 0, team_burst: 0}",
+            # A run needs a model to be created; the workers complete at
+            # once, so it is never called (as in benches/dispatch.rs).
+            "providers:",
+            "  fake: {kind: openai, base_url: 'http://127.0.0.1:9/v1', api_key: bench,"
+            " default_model: bench-model}",
         ]
         if database_url:
             cfg.append(f"database_url: {json.dumps(database_url)}")
