@@ -33,6 +33,7 @@ import json
 import multiprocessing as mp
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -317,7 +318,7 @@ def client_proc(url, key, conns, per_conn, rate_per_conn, start, out, created):
     asyncio.run(main())
 
 
-def idle_proc(url, key, ids, concurrency, out, stop):
+def idle_proc(url, key, ids, concurrency, deadline_s, out, stop):
     """Opens idle workers `ids` (at most `concurrency` handshakes at once,
     failures retried with jittered exponential backoff), reports, holds them."""
     got = common.raise_nofile()
@@ -331,10 +332,13 @@ def idle_proc(url, key, ids, concurrency, out, stop):
             backoff = 0.05
             # Jitter the start over the first second, as restarting workers would.
             await asyncio.sleep(random.random() * 1.0)
-            for _attempt in range(8):
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
                 async with sem:
                     try:
-                        socks.append(await RawIdleWorker(url, key, i).open(60))
+                        socks.append(await RawIdleWorker(url, key, i).open(min(60, left)))
                         return True
                     except Exception as e:  # noqa: BLE001
                         failures += 1
@@ -344,6 +348,8 @@ def idle_proc(url, key, ids, concurrency, out, stop):
             return False
 
         t0, c0 = time.monotonic(), common.self_cpu()
+        # Retries go on (jittered backoff up to 5 s) until the deadline.
+        deadline = t0 + deadline_s
         await asyncio.gather(*(one(i) for i in ids))
         wall = time.monotonic() - t0
         out.put({"connected": len(socks), "failures": failures, "last_error": last_error[0],
@@ -650,7 +656,7 @@ def load_phase(srv, team, args, n, rate=0.0, duration=0.0, prefix="tp"):
     }
 
 
-def idle_workers_phase(srv, team, m, procs, concurrency):
+def idle_workers_phase(srv, team, m, procs, concurrency, deadline_s):
     ctx = mp.get_context("spawn")
     out, stop = ctx.Queue(), ctx.Event()
     rss0 = srv.rss()
@@ -658,10 +664,10 @@ def idle_workers_phase(srv, team, m, procs, concurrency):
     t0 = time.monotonic()
     for k in range(procs):
         ids = [f"idle-{i}" for i in range(m) if i % procs == k]
-        p = ctx.Process(target=idle_proc, args=(srv.url, team, ids, concurrency, out, stop))
+        p = ctx.Process(target=idle_proc, args=(srv.url, team, ids, concurrency, deadline_s, out, stop))
         p.start()
         ps.append(p)
-    reports = [out.get(timeout=900) for _ in ps]
+    reports = [out.get(timeout=deadline_s + 120) for _ in ps]
     # From the first handshake of any process to the last one's hello.
     seconds = max(r["seconds"] for r in reports)
     connected = sum(r["connected"] for r in reports)
@@ -670,7 +676,10 @@ def idle_workers_phase(srv, team, m, procs, concurrency):
     listed = 0
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        listed = asyncio.run(workers_listed(srv.url, team, "idle-"))
+        try:
+            listed = asyncio.run(workers_listed(srv.url, team, "idle-"))
+        except Exception as e:  # noqa: BLE001
+            log(f"  GET /workers failed: {e!r:.200}")
         if listed >= connected:
             break
         time.sleep(1)
@@ -702,6 +711,8 @@ def main():
     ap.add_argument("--worker-procs", type=int, default=2, help="processes the W workers are spread over")
     ap.add_argument("--idle-procs", type=int, default=4, help="processes the M idle workers are spread over")
     ap.add_argument("--idle-concurrency", type=int, default=64, help="handshakes in flight per idle process")
+    ap.add_argument("--idle-deadline", type=float, default=300,
+                    help="seconds the M idle workers may take to connect, retries included")
     ap.add_argument("--latency-samples", type=int, default=1000)
     ap.add_argument("--database-url", help="PostgreSQL URL (default: SQLite in a temporary directory)")
     ap.add_argument("--duration", type=float, default=0, help="sustained phase length in s (0: skip)")
@@ -761,9 +772,15 @@ def main():
                 ["perf", "report", "-i", args.perf, "--stdio", "--no-children", "--sort", "dso,symbol",
                  "--percent-limit", "1.5"], capture_output=True, text=True).stdout
             hot = [ln for ln in report.splitlines() if ln.strip() and not ln.startswith("#")]
+            threads = subprocess.run(
+                ["perf", "report", "-i", args.perf, "--stdio", "--no-children", "--sort", "comm"],
+                capture_output=True, text=True).stdout
+            split = ", ".join(" ".join(ln.split()) for ln in threads.splitlines()
+                              if ln.strip() and not ln.startswith("#"))
+            log(f"server CPU by thread (perf): {split}")
             log(f"server CPU profile of the throughput phase (perf, {args.perf}), hottest symbols:")
             for ln in hot[:25]:
-                log("  " + ln.strip())
+                log("  " + re.sub(r"\s+-\s+-\s*$", "", re.sub(r" {3,}", "  ", ln.strip())))
         time.sleep(2)
         result["idle_rss_after"] = srv.rss()
         log(f"idle RSS after the load: {common.mib(result['idle_rss_after']):.1f} MiB")
@@ -788,7 +805,8 @@ def main():
         if args.m:
             log(f"idle workers: connecting {args.m} ({args.idle_procs} processes,"
                 f" {args.idle_concurrency} handshakes in flight each, jittered retries)")
-            iw = idle_workers_phase(srv, team, args.m, args.idle_procs, args.idle_concurrency)
+            iw = idle_workers_phase(srv, team, args.m, args.idle_procs, args.idle_concurrency,
+                                    args.idle_deadline)
             result["idle_workers"] = iw
             result["rss_m"] = iw["rss"]
             per = (iw["rss"] - iw["rss_before"]) / max(1, iw["connected"])
@@ -801,12 +819,37 @@ def main():
             log(f"  load generator while connecting, per process: {line}"
                 + ("  ← saturates a core: the connect time is partly the generator's" if saturated else ""))
             if iw["connected"] < args.m:
-                log(f"  could NOT open {args.m}: the largest count reached is {iw['connected']}"
-                    f" (last error: {iw['last_error']})")
+                log(f"  could NOT open {args.m} within {args.idle_deadline:.0f} s: the largest count"
+                    f" reached is {iw['connected']} (last error: {iw['last_error']})")
     finally:
+        try:
+            summarize_log(srv)
+        except Exception:  # noqa: BLE001
+            pass
         srv.stop()
     if args.json:
         common.write_json(args.json, result)
+
+
+def summarize_log(srv):
+    """The server's warnings and errors over the whole run, by message."""
+    counts = {}
+    with open(os.path.join(srv.tmp, "server.log")) as f:
+        for line in f:
+            try:
+                e = json.loads(line)
+            except ValueError:
+                continue
+            if e.get("level") in ("WARN", "ERROR"):
+                fields = e.get("fields", {})
+                msg = fields.get("message", "")
+                err = fields.get("error", "")
+                k = (e["level"], msg[:90], err[:90])
+                counts[k] = counts.get(k, 0) + 1
+    if counts:
+        log("server warnings and errors over the run (count, level, message, error):")
+        for (lvl, msg, err), n in sorted(counts.items(), key=lambda kv: -kv[1])[:12]:
+            log(f"  {n:6}  {lvl:5}  {msg}" + (f"  [{err}]" if err else ""))
 
 
 if __name__ == "__main__":
