@@ -338,7 +338,8 @@ def idle_proc(url, key, ids, concurrency, deadline_s, out, stop):
                     return False
                 async with sem:
                     try:
-                        socks.append(await RawIdleWorker(url, key, i).open(min(60, left)))
+                        socks.append(await asyncio.wait_for(
+                            RawIdleWorker(url, key, i).open(60), min(60, max(left, 0.1))))
                         return True
                     except Exception as e:  # noqa: BLE001
                         failures += 1
@@ -667,7 +668,7 @@ def idle_workers_phase(srv, team, m, procs, concurrency, deadline_s):
         p = ctx.Process(target=idle_proc, args=(srv.url, team, ids, concurrency, deadline_s, out, stop))
         p.start()
         ps.append(p)
-    reports = [out.get(timeout=deadline_s + 120) for _ in ps]
+    reports = [out.get(timeout=deadline_s + 600) for _ in ps]
     # From the first handshake of any process to the last one's hello.
     seconds = max(r["seconds"] for r in reports)
     connected = sum(r["connected"] for r in reports)
