@@ -675,7 +675,7 @@ def idle_workers_phase(srv, team, m, procs, concurrency, deadline_s):
     failures = sum(r["failures"] for r in reports)
     # Let the server settle (hellos handled, registry written).
     listed = 0
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
             listed = asyncio.run(workers_listed(srv.url, team, "idle-"))
