@@ -333,10 +333,13 @@ def idle_proc(url, key, ids, concurrency, deadline_s, out, stop):
             # Jitter the start over the first second, as restarting workers would.
             await asyncio.sleep(random.random() * 1.0)
             while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
+                if deadline - time.monotonic() <= 0:
                     return False
                 async with sem:
+                    # What is left once a handshake slot is free, not before.
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return False
                     try:
                         socks.append(await asyncio.wait_for(
                             RawIdleWorker(url, key, i).open(60), min(60, max(left, 0.1))))
