@@ -72,6 +72,35 @@ where
         .bind(run.created_at))
 }
 
+/// Inserts an execution assigned to a worker (`assign`, and a run created
+/// already assigned), bound by [`bind_assigned_execution`].
+pub(crate) const INSERT_ASSIGNED_EXECUTION: &str = "INSERT INTO executions (id, run_id, \
+    worker_id, state, token_hash, created_at, updated_at, lease_holder, lease_expires_at) \
+    VALUES ($1, $2, $3, 'assigned', $4, $5, $5, $6, $7)";
+
+/// Binds [`INSERT_ASSIGNED_EXECUTION`]'s values for `exec`.
+pub(crate) fn bind_assigned_execution<'q, DB>(
+    query: sqlx::query::Query<'q, DB, DB::Arguments>,
+    exec: &crate::NewExecution,
+) -> sqlx::query::Query<'q, DB, DB::Arguments>
+where
+    DB: sqlx::Database,
+    for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> Option<i64>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> Option<String>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> Vec<u8>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
+    query
+        .bind(exec.id.0.clone())
+        .bind(exec.run_id.0.clone())
+        .bind(exec.worker_id.as_str().to_owned())
+        .bind(exec.token_hash.clone())
+        .bind(exec.created_at)
+        .bind(exec.lease_holder.clone())
+        .bind(exec.lease_expires_at)
+}
+
 /// An event as stored: its `kind` (a column, for filtering) and its JSON body.
 pub(crate) fn event_row(
     event: &hangar_protocol::session::SessionEvent,

@@ -119,17 +119,8 @@ macro_rules! run_store {
                     .bind(exec.id.as_str())
                     .fetch_one(&mut *tx)
                     .await?;
-                    sqlx::query(
-                        "INSERT INTO executions (id, run_id, worker_id, state, token_hash, created_at, updated_at, \
-                         lease_holder, lease_expires_at) VALUES ($1, $2, $3, 'assigned', $4, $5, $5, $6, $7)",
-                    )
-                    .bind(exec.id.as_str())
-                    .bind(run.id.as_str())
-                    .bind(exec.worker_id.as_str())
-                    .bind(&exec.token_hash)
-                    .bind(exec.created_at)
-                    .bind(&exec.lease_holder)
-                    .bind(exec.lease_expires_at)
+                    let query = sqlx::query($crate::sql::INSERT_ASSIGNED_EXECUTION);
+                    $crate::sql::bind_assigned_execution(query, &exec)
                     .execute(&mut *tx)
                     .await?;
                     tx.commit().await?;
@@ -202,17 +193,8 @@ macro_rules! run_store {
                         tx.rollback().await?;
                         return Ok(Transition::Stale);
                     }
-                    sqlx::query(
-                        "INSERT INTO executions (id, run_id, worker_id, state, token_hash, created_at, updated_at, \
-                         lease_holder, lease_expires_at) VALUES ($1, $2, $3, 'assigned', $4, $5, $5, $6, $7)",
-                    )
-                    .bind(exec.id.as_str())
-                    .bind(exec.run_id.as_str())
-                    .bind(exec.worker_id.as_str())
-                    .bind(&exec.token_hash)
-                    .bind(exec.created_at)
-                    .bind(&exec.lease_holder)
-                    .bind(exec.lease_expires_at)
+                    let query = sqlx::query($crate::sql::INSERT_ASSIGNED_EXECUTION);
+                    $crate::sql::bind_assigned_execution(query, &exec)
                     .execute(&mut *tx)
                     .await?;
                     tx.commit().await?;

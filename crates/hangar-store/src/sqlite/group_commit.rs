@@ -24,7 +24,7 @@
 //! gives up (its future dropped) while others wait on it.
 
 use crate::{StoreError, StoreResult, WriteCounters};
-use sqlx::Transaction;
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{Sqlite, SqliteConnection, SqlitePool};
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
@@ -88,8 +88,12 @@ impl Outcome {
 #[derive(Debug)]
 struct Batch {
     pool: SqlitePool,
-    /// The open transaction, from the first write of a batch to its commit.
-    tx: Option<Transaction<'static, Sqlite>>,
+    /// The connection with the batch's transaction open, from the first
+    /// write of a batch to its commit. The transaction is begun and ended
+    /// with plain statements, not sqlx's `Transaction`: SQLite rolls a
+    /// transaction back by itself on some errors (a full disk), and sqlx's
+    /// bookkeeping would then disagree with the connection.
+    tx: Option<PoolConnection<Sqlite>>,
     /// Writes released into `tx` that wait for its commit.
     writes: usize,
     /// A write's guard was dropped inside its savepoint (an early error
@@ -136,7 +140,9 @@ impl GroupWriter {
             // IMMEDIATE: take the write lock up front, so a writer in another
             // process on the same file waits (busy timeout) instead of
             // failing to upgrade a stale read snapshot.
-            batch.tx = Some(batch.pool.begin_with("BEGIN IMMEDIATE").await?);
+            let mut conn = batch.pool.acquire().await?;
+            sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+            batch.tx = Some(conn);
         }
         sqlx::query("SAVEPOINT hangar_write")
             .execute(batch.conn())
@@ -205,7 +211,7 @@ impl Drop for Arriving<'_> {
 impl Batch {
     fn conn(&mut self) -> &mut SqliteConnection {
         match self.tx.as_mut() {
-            Some(tx) => tx,
+            Some(conn) => conn,
             // `begin` opens the transaction before it hands out a write.
             None => unreachable!("a write runs inside its batch's transaction"),
         }
@@ -219,12 +225,16 @@ impl Batch {
             return;
         }
         self.abandoned = false;
-        let Some(tx) = self.tx.as_mut() else { return };
+        let Some(conn) = self.tx.as_mut() else {
+            return;
+        };
         let undone = sqlx::query("ROLLBACK TO hangar_write; RELEASE hangar_write")
-            .execute(&mut **tx)
+            .execute(&mut **conn)
             .await;
         if let Err(e) = undone {
-            self.fail(&e.into()).await;
+            // SQLite rolled the whole transaction back by itself (a full
+            // disk, an I/O error): every write in it fails.
+            self.fail(&StoreError::Unavailable(e)).await;
         }
     }
 
@@ -242,8 +252,9 @@ impl Batch {
             }
             return Ok(());
         };
-        match tx.commit().await {
-            Ok(()) => {
+        let mut conn = tx;
+        match sqlx::query("COMMIT").execute(&mut *conn).await {
+            Ok(_) => {
                 self.counters
                     .add(u64::try_from(self.writes).unwrap_or(u64::MAX), 1);
                 self.publish(Outcome::Committed);
@@ -251,6 +262,7 @@ impl Batch {
             }
             Err(e) => {
                 let e = StoreError::from(e);
+                roll_back(conn).await;
                 self.publish(Outcome::failed(&e));
                 Err(e)
             }
@@ -259,8 +271,8 @@ impl Batch {
 
     /// Rolls the batch back: every write in it fails with `e`.
     async fn fail(&mut self, e: &StoreError) {
-        if let Some(tx) = self.tx.take() {
-            let _ = tx.rollback().await;
+        if let Some(conn) = self.tx.take() {
+            roll_back(conn).await;
         }
         self.publish(Outcome::failed(e));
     }
@@ -271,6 +283,19 @@ impl Batch {
         self.writes = 0;
         let ended = std::mem::replace(&mut self.outcome, watch::channel(None).0);
         ended.send_replace(Some(outcome));
+    }
+}
+
+/// Ends whatever transaction `conn` still has (SQLite may have rolled it
+/// back already) before it goes back to the pool; a connection that cannot
+/// even do that is closed rather than reused.
+async fn roll_back(mut conn: PoolConnection<Sqlite>) {
+    if let Err(e) = sqlx::query("ROLLBACK").execute(&mut *conn).await {
+        let autocommit = e.to_string().contains("no transaction is active");
+        if !autocommit {
+            tracing::warn!(error = %e, "closing the writer connection: its transaction did not roll back");
+            conn.close_on_drop();
+        }
     }
 }
 
@@ -301,8 +326,10 @@ impl SqliteWrite {
             .execute(batch.conn())
             .await
         {
-            // The savepoint is gone, and with it most likely the transaction.
-            let e = StoreError::from(e);
+            // The savepoint is gone, and with it the transaction: SQLite rolls
+            // back by itself on a full disk or an I/O error. Never the
+            // caller's mistake.
+            let e = StoreError::Unavailable(e);
             batch.fail(&e).await;
             self.batch = None;
             return Err(e);
@@ -327,7 +354,8 @@ impl SqliteWrite {
             .execute(batch.conn())
             .await;
         if let Err(e) = undone {
-            let e = StoreError::from(e);
+            // As in `commit`: the transaction is gone.
+            let e = StoreError::Unavailable(e);
             batch.fail(&e).await;
             self.batch = None;
             return Err(e);
@@ -370,7 +398,7 @@ impl Deref for SqliteWrite {
 
     fn deref(&self) -> &SqliteConnection {
         match self.batch.as_ref().and_then(|b| b.tx.as_ref()) {
-            Some(tx) => tx,
+            Some(conn) => conn,
             None => unreachable!("a write runs inside its batch's transaction"),
         }
     }

@@ -396,7 +396,10 @@ pub(crate) async fn a_run_created_assigned_is_as_if_assigned_after_creation(stor
             .map(|e| e.id),
         Some(exec.clone())
     );
-    assert_eq!(store.live_executions(&"w-fast".into()).await.unwrap().len(), 1);
+    assert_eq!(
+        store.live_executions(&"w-fast".into()).await.unwrap().len(),
+        1
+    );
     // And it runs as any assigned run does.
     assert_eq!(
         store.claim(&run_id, &exec, now + 1).await.unwrap(),
