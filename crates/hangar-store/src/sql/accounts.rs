@@ -121,8 +121,8 @@ macro_rules! account_store {
                     .bind(uid)
                     .bind(name)
                     .bind(Timestamp::now().unix_millis())
-                    // Read to the end: an error reported after the row (a failed commit)
-                    // would be lost by stopping at the first row.
+                    // Read to the end: on PostgreSQL (autocommit) an error reported after
+                    // the row (a failed commit) would be lost by stopping at the first row.
                     .fetch_all(&mut *db)
                     .await?
                     .pop()
@@ -147,8 +147,8 @@ macro_rules! account_store {
                     .bind(&user.display_name)
                     .bind(&user.role)
                     .bind(Timestamp::now().unix_millis())
-                    // Read to the end: an error reported after the row (a failed commit)
-                    // would be lost by stopping at the first row.
+                    // Read to the end: on PostgreSQL (autocommit) an error reported after
+                    // the row (a failed commit) would be lost by stopping at the first row.
                     .fetch_all(&mut *db)
                     .await
                     .map_err(|e| create_user_error(e, user.email.as_deref()))?

@@ -54,9 +54,9 @@ macro_rules! lifecycle_store {
                     .bind(&e.execution_id)
                     .bind(&e.ref_id)
                     .bind(e.occurred_at)
-                    // Read to the end: the statement commits when it finishes, and an
-                    // error reported after the row (a failed commit) would be lost by
-                    // stopping at the first row.
+                    // Read to the end: on PostgreSQL (autocommit) the statement commits when
+                    // it finishes, and an error reported after the row (a failed commit)
+                    // would be lost by stopping at the first row.
                     .fetch_all(&mut *db)
                     .await?
                     .pop();

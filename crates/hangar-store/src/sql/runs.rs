@@ -64,8 +64,8 @@ macro_rules! run_store {
                     )));
                     let mut db = self.write().await?;
                     let row = $crate::sql::bind_new_run(query, &run)?
-                    // Read to the end: an error reported after the row (a failed commit)
-                    // would be lost by stopping at the first row.
+                    // Read to the end: on PostgreSQL (autocommit) an error reported after
+                    // the row (a failed commit) would be lost by stopping at the first row.
                     .fetch_all(&mut *db)
                     .await?
                     .pop()

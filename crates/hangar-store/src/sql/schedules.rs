@@ -72,8 +72,8 @@ macro_rules! schedule_store {
                     .bind(s.created_by)
                     .bind(s.created_at)
                     .bind(s.next_run)
-                    // Read to the end: an error reported after the row (a failed commit)
-                    // would be lost by stopping at the first row.
+                    // Read to the end: on PostgreSQL (autocommit) an error reported after
+                    // the row (a failed commit) would be lost by stopping at the first row.
                     .fetch_all(&mut *db)
                     .await?
                     .pop()
@@ -132,8 +132,8 @@ macro_rules! schedule_store {
                     .bind(u.updated_at)
                     .bind(id)
                     .bind(team_id)
-                    // Read to the end: an error reported after the row (a failed commit)
-                    // would be lost by stopping at the first row.
+                    // Read to the end: on PostgreSQL (autocommit) an error reported after
+                    // the row (a failed commit) would be lost by stopping at the first row.
                     .fetch_all(&mut *db)
                     .await?
                     .pop()
@@ -165,8 +165,8 @@ macro_rules! schedule_store {
                     .bind(at)
                     .bind(id)
                     .bind(team_id)
-                    // Read to the end: an error reported after the row (a failed commit)
-                    // would be lost by stopping at the first row.
+                    // Read to the end: on PostgreSQL (autocommit) an error reported after
+                    // the row (a failed commit) would be lost by stopping at the first row.
                     .fetch_all(&mut *db)
                     .await?
                     .pop()
