@@ -11,24 +11,26 @@ pub(crate) async fn team(store: &dyn Store, name: &str) -> TeamRecord {
     store.create_team(&RunId::generate().0, name).await.unwrap()
 }
 
+/// A new run of team `team_id`, on worker `host` if given.
+pub(crate) fn run_spec(team_id: i64, host: Option<&str>) -> NewRun {
+    NewRun {
+        id: RunId::generate(),
+        team_id,
+        creator_user_id: None,
+        title: "t".into(),
+        prompt: "p".into(),
+        source: RunSourceType::Api,
+        execution_location: RunExecutionLocation::Remote,
+        config: AgentConfig {
+            worker_host: host.map(str::to_owned),
+            ..Default::default()
+        },
+        created_at: Timestamp::now().unix_millis(),
+    }
+}
+
 pub(crate) async fn new_run(store: &dyn Store, team_id: i64, host: Option<&str>) -> RunRecord {
-    store
-        .create_run(NewRun {
-            id: RunId::generate(),
-            team_id,
-            creator_user_id: None,
-            title: "t".into(),
-            prompt: "p".into(),
-            source: RunSourceType::Api,
-            execution_location: RunExecutionLocation::Remote,
-            config: AgentConfig {
-                worker_host: host.map(str::to_owned),
-                ..Default::default()
-            },
-            created_at: Timestamp::now().unix_millis(),
-        })
-        .await
-        .unwrap()
+    store.create_run(run_spec(team_id, host)).await.unwrap()
 }
 
 pub(crate) async fn assign(store: &dyn Store, run: &RunRecord, worker: &str) -> ExecutionId {
@@ -42,22 +44,31 @@ pub(crate) async fn assign_with_lease(
     worker: &str,
     lease_expires_at: Option<i64>,
 ) -> ExecutionId {
-    let id = ExecutionId::generate();
-    let t = store
-        .assign(NewExecution {
-            id: id.clone(),
-            run_id: run.id.clone(),
-            worker_id: worker.into(),
-            token_hash: id.0.as_bytes().to_vec(),
-            created_at: Timestamp::now().unix_millis(),
-            lease_holder: lease_expires_at.map(|_| "replica-a:1".into()),
-            lease_expires_at,
-            issuer_key_id: None,
-        })
-        .await
-        .unwrap();
+    let exec = execution_spec(&run.id, worker, lease_expires_at);
+    let id = exec.id.clone();
+    let t = store.assign(exec).await.unwrap();
     assert_eq!(t, Transition::Applied);
     id
+}
+
+/// A new execution of `run` on `worker`, with a lease expiring at
+/// `lease_expires_at` if given.
+pub(crate) fn execution_spec(
+    run: &RunId,
+    worker: &str,
+    lease_expires_at: Option<i64>,
+) -> NewExecution {
+    let id = ExecutionId::generate();
+    NewExecution {
+        token_hash: id.0.as_bytes().to_vec(),
+        id,
+        run_id: run.clone(),
+        worker_id: worker.into(),
+        created_at: Timestamp::now().unix_millis(),
+        lease_holder: lease_expires_at.map(|_| "replica-a:1".into()),
+        lease_expires_at,
+        issuer_key_id: None,
+    }
 }
 
 pub(crate) fn end(state: RunState) -> ExecutionEnd {

@@ -1,7 +1,9 @@
 //! Conformance behaviours of live executions: leases, follow-ups to a live
 //! or an ended run, lost workers, and how each run last ended.
 
-use super::conformance::{assign, assign_with_lease, end, event, new_run, team};
+use super::conformance::{
+    assign, assign_with_lease, end, event, execution_spec, new_run, run_spec, team,
+};
 use hangar_protocol::{ExecutionId, RunState, Timestamp};
 use hangar_store::*;
 
@@ -337,52 +339,19 @@ pub(crate) async fn last_executions_show_how_each_run_last_ended(store: &dyn Sto
 /// The dispatcher's fast path: a run stored already assigned is what
 /// creating it and then assigning it would have left, in one write.
 pub(crate) async fn a_run_created_assigned_is_as_if_assigned_after_creation(store: &dyn Store) {
-    use hangar_protocol::{AgentConfig, RunExecutionLocation, RunId, RunSourceType};
     let t = team(store, "fast-path").await;
     let now = Timestamp::now().unix_millis();
-    let run_id = RunId::generate();
-    let exec = ExecutionId::generate();
-    let run = store
-        .create_assigned_run(
-            NewRun {
-                id: run_id.clone(),
-                team_id: t.id,
-                creator_user_id: None,
-                title: "t".into(),
-                prompt: "p".into(),
-                source: RunSourceType::Api,
-                execution_location: RunExecutionLocation::Remote,
-                config: AgentConfig::default(),
-                created_at: now,
-            },
-            NewExecution {
-                id: exec.clone(),
-                run_id: run_id.clone(),
-                worker_id: "w-fast".into(),
-                token_hash: exec.0.as_bytes().to_vec(),
-                created_at: now,
-                lease_holder: Some("replica-a:1".into()),
-                lease_expires_at: Some(now + 60_000),
-                issuer_key_id: None,
-            },
-        )
-        .await
-        .unwrap();
+    let spec = run_spec(t.id, None);
+    let run_id = spec.id.clone();
+    let execution = execution_spec(&run_id, "w-fast", Some(now + 60_000));
+    let exec = execution.id.clone();
+    let run = store.create_assigned_run(spec, execution).await.unwrap();
     assert_eq!(run.state, RunState::Queued);
     assert_eq!(run.current_execution_id.as_ref(), Some(&exec));
     // Not waiting in the queue, and not assignable a second time.
     assert!(store.queued_runs(10).await.unwrap().is_empty());
     let second = store
-        .assign(NewExecution {
-            id: ExecutionId::generate(),
-            run_id: run_id.clone(),
-            worker_id: "w-other".into(),
-            token_hash: b"other".to_vec(),
-            created_at: now,
-            lease_holder: None,
-            lease_expires_at: None,
-            issuer_key_id: None,
-        })
+        .assign(execution_spec(&run_id, "w-other", None))
         .await
         .unwrap();
     assert_eq!(second, Transition::Stale);
