@@ -79,6 +79,15 @@ pub struct IntegrationSettings {
     /// GitHub: `owner/name` repositories that may trigger runs (all when empty).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub repos: Vec<String>,
+    /// Linear, GitHub: the name a comment mentions to ask the agent
+    /// (`@hangar`, without the `@`). Default: `hangar` on GitHub; on Linear,
+    /// the API key's user (its display name), who is also the assignee that
+    /// starts a run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mention: Option<String>,
+    /// GitHub: labels that start a run when added to an issue or pull request.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
     /// The provider's API (GitHub Enterprise, tests); default: its public API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_base_url: Option<String>,

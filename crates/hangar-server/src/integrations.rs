@@ -18,7 +18,12 @@
 //! The webhook secret is sealed like a team secret ([`crate::secrets`]),
 //! bound to the integration's id; it is never returned, logged or echoed.
 
+pub mod github;
+pub mod linear;
+pub mod provider;
+pub mod replies;
 pub mod signature;
+pub mod slack;
 pub mod template;
 pub mod webhook;
 

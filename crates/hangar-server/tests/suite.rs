@@ -10,6 +10,7 @@ mod common;
 mod fuzz;
 mod gateway_budgets;
 mod integrations;
+mod integrations_providers;
 mod isolation;
 mod limits;
 mod oz_compat;

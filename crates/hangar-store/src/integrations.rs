@@ -48,6 +48,36 @@ impl std::fmt::Debug for IntegrationRecord {
     }
 }
 
+/// The columns an [`IntegrationThread`] is decoded from.
+pub(crate) const THREAD_COLUMNS: &str = "run_id, integration_id, team_id, thread_key, reply_to, \
+    status_ref, reported, lease_until, created_at";
+
+/// A run an integration started from a thread (a Slack thread, a Linear
+/// issue, a GitHub issue or pull request), and where its replies go.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IntegrationThread {
+    /// The run.
+    pub run_id: String,
+    /// The integration that started it.
+    pub integration_id: String,
+    /// Team of both.
+    pub team_id: i64,
+    /// The thread, as the integration names it (`C123:1700000000.0001`,
+    /// `acme/web#12`, a Linear issue id): a later mention there finds the run.
+    pub thread_key: String,
+    /// Where replies go (the provider's address of the thread, JSON).
+    pub reply_to: String,
+    /// The provider's id of the status message edited as the run
+    /// progresses (`None` until it is posted).
+    pub status_ref: Option<String>,
+    /// The run state last reported in the thread (`None`: nothing yet).
+    pub reported: Option<String>,
+    /// Until when (ms) a replica holds it to post a reply.
+    pub lease_until: i64,
+    /// Created (ms).
+    pub created_at: i64,
+}
+
 /// Integrations and their accepted deliveries.
 #[async_trait]
 pub trait IntegrationStore: Send + Sync {
@@ -80,4 +110,37 @@ pub trait IntegrationStore: Send + Sync {
     /// Forgets deliveries received before `before` (older than any replay
     /// the signature's time window accepts); returns how many.
     async fn prune_deliveries(&self, before: i64) -> StoreResult<u64>;
+    /// Records the thread a run was started from (lease 0, nothing reported).
+    async fn add_integration_thread(&self, thread: &IntegrationThread) -> StoreResult<()>;
+    /// The latest run started from a thread; `None` when none was.
+    async fn thread_run(
+        &self,
+        integration_id: &str,
+        thread_key: &str,
+    ) -> StoreResult<Option<IntegrationThread>>;
+    /// Threads with something to report: their run's state is not the one
+    /// last reported, and no replica holds them (lease before `now`); with
+    /// that state. At most `limit`, oldest first.
+    async fn due_integration_threads(
+        &self,
+        now: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<(IntegrationThread, String)>>;
+    /// Takes a thread to post its reply until `lease_until`, if its lease is
+    /// still `seen_lease` (compare and set): `true` for the one replica that
+    /// gets it.
+    async fn take_integration_thread(
+        &self,
+        run_id: &str,
+        seen_lease: i64,
+        lease_until: i64,
+    ) -> StoreResult<bool>;
+    /// Records what was reported (the state, and the status message's id
+    /// once posted) and frees the lease.
+    async fn record_integration_reply(
+        &self,
+        run_id: &str,
+        reported: &str,
+        status_ref: Option<&str>,
+    ) -> StoreResult<()>;
 }

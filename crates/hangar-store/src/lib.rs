@@ -40,7 +40,7 @@ mod worker_tokens;
 pub use accounts::{AccountStore, UserCredentials, UserUpdate, WebSessionRecord};
 pub use cluster::{BootstrapLock, ClusterStore, WorkerPresence};
 pub use environments::{EnvironmentRecord, EnvironmentStore, SecretRecord, SecretStore};
-pub use integrations::{IntegrationRecord, IntegrationStore};
+pub use integrations::{IntegrationRecord, IntegrationStore, IntegrationThread};
 pub use lifecycle::{LifecycleEventRecord, LifecycleQuery, LifecycleStore, NewLifecycleEvent};
 pub use notify::{
     CANCEL_CHANNEL, DISPATCH_CHANNEL, FOLLOWUP_CHANNEL, Notifier, SHARES_CHANNEL, Signal,

@@ -130,6 +130,20 @@ macro_rules! row_decoders {
             })
         }
 
+        pub(crate) fn thread_from_row(row: &$row) -> StoreResult<IntegrationThread> {
+            Ok(IntegrationThread {
+                run_id: row.try_get("run_id")?,
+                integration_id: row.try_get("integration_id")?,
+                team_id: row.try_get("team_id")?,
+                thread_key: row.try_get("thread_key")?,
+                reply_to: row.try_get("reply_to")?,
+                status_ref: row.try_get("status_ref")?,
+                reported: row.try_get("reported")?,
+                lease_until: row.try_get("lease_until")?,
+                created_at: row.try_get("created_at")?,
+            })
+        }
+
         pub(crate) fn webhook_from_row(row: &$row) -> StoreResult<WebhookRecord> {
             Ok(WebhookRecord {
                 id: row.try_get("id")?,

@@ -271,6 +271,15 @@ macro_rules! migrations {
                 "webhooks",
                 include_str!(concat!("../migrations/", $dir, "/0017_webhooks.sql")),
             ),
+            (
+                18,
+                "integration threads",
+                include_str!(concat!(
+                    "../migrations/",
+                    $dir,
+                    "/0018_integration_threads.sql"
+                )),
+            ),
         ])
     };
 }

@@ -11,6 +11,8 @@
 //! - [`fake_kube`]: a fake Kubernetes API server (Jobs, Pods, Secrets,
 //!   Events, watches) with a simulated job controller and kubelet, for the
 //!   real `kube` client.
+//! - [`fake_providers`]: fake Slack, Linear and GitHub APIs that record
+//!   what an integration posts in a thread, issue or pull request.
 //! - [`otlp`]: an OTLP/HTTP collector that decodes protobuf exports.
 //! - [`poll`]: `eventually` / `until`, for waiting on a condition.
 //! - [`up`]: `hangar up` on a fresh HOME, as a new user runs it.
@@ -20,6 +22,7 @@
 pub mod cluster;
 pub mod fake_kube;
 pub mod fake_llm;
+pub mod fake_providers;
 pub mod git;
 pub mod images;
 pub mod otlp;

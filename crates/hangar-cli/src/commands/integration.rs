@@ -122,6 +122,14 @@ struct SettingsArgs {
     /// GitHub repository (`owner/name`) that may trigger runs (repeatable; all when none).
     #[arg(long = "repo", value_name = "OWNER/NAME")]
     repos: Vec<String>,
+    /// Linear, GitHub: the handle a comment mentions to ask the agent, without
+    /// the `@` [default: `hangar` on GitHub, the API key's user on Linear].
+    #[arg(long, value_name = "HANDLE")]
+    mention: Option<String>,
+    /// GitHub: a label that starts a run when added to an issue or pull
+    /// request (repeatable).
+    #[arg(long = "label", value_name = "LABEL")]
+    labels: Vec<String>,
     /// The provider's API base URL (GitHub Enterprise, tests) [default: its public API].
     #[arg(long, value_name = "URL")]
     api_base_url: Option<String>,
@@ -196,6 +204,8 @@ impl SettingsArgs {
         set_list(&mut s.channels, &self.channels);
         set_list(&mut s.linear_teams, &self.linear_teams);
         set_list(&mut s.repos, &self.repos);
+        set_list(&mut s.labels, &self.labels);
+        set(&mut s.mention, &self.mention);
         set(&mut s.api_base_url, &self.api_base_url);
         set(&mut s.bot_token_secret, &self.bot_token_secret);
         set(&mut s.api_key_secret, &self.api_key_secret);

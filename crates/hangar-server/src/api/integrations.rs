@@ -64,6 +64,8 @@ fn kind_specific(s: &IntegrationSettings) -> Vec<(&'static str, bool, &'static [
         ("linear_teams", !s.linear_teams.is_empty(), &[Linear]),
         ("api_key_secret", s.api_key_secret.is_some(), &[Linear]),
         ("repos", !s.repos.is_empty(), &[Github]),
+        ("labels", !s.labels.is_empty(), &[Github]),
+        ("mention", s.mention.is_some(), &[Linear, Github]),
         ("token_secret", s.token_secret.is_some(), &[Github]),
         ("app_id", s.app_id.is_some(), &[Github]),
         (
@@ -103,6 +105,7 @@ async fn validate(
         ("channels", &s.channels),
         ("linear_teams", &s.linear_teams),
         ("repos", &s.repos),
+        ("labels", &s.labels),
     ] {
         if list.len() > MAX_FILTER_ENTRIES
             || list.iter().any(|e| e.trim().is_empty() || e.len() > 200)
@@ -120,6 +123,17 @@ async fn validate(
         return Err(ApiError::BadRequest(format!(
             "`settings.repos` entry `{bad}` must be `owner/name`"
         )));
+    }
+    if let Some(m) = &s.mention {
+        let ok = !m.is_empty()
+            && m.len() <= 64
+            && m.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !ok {
+            return Err(ApiError::BadRequest(format!(
+                "`settings.mention` `{m}` is invalid: a handle of 1-64 letters, digits, `-`, `_` or `.`, without the `@`"
+            )));
+        }
     }
     if s.app_id.is_some() != s.private_key_secret.is_some() {
         return Err(ApiError::BadRequest(

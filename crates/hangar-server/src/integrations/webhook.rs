@@ -19,6 +19,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use hangar_protocol::integration::{
     IntegrationKind, IntegrationSettings, RunTrigger, WebhookAccepted,
 };
@@ -38,7 +39,7 @@ pub async fn events(
     Path((kind, id)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
-) -> ApiResult<(StatusCode, Json<WebhookAccepted>)> {
+) -> ApiResult<Response> {
     let not_found = || ApiError::NotFound(format!("no {kind} integration `{id}`"));
     let kind = IntegrationKind::parse(&kind).ok_or_else(not_found)?;
     let record = match app.store.integration_by_id(&id).await {
@@ -50,12 +51,12 @@ pub async fn events(
         return Err(not_found());
     }
     match kind {
-        IntegrationKind::Webhook => generic(&app, &record, &headers, &body).await,
-        IntegrationKind::Slack | IntegrationKind::Linear | IntegrationKind::Github => {
-            Err(ApiError::NotFound(format!(
-                "{kind} events are not handled by this server yet (integration `{id}`)"
-            )))
-        }
+        IntegrationKind::Webhook => generic(&app, &record, &headers, &body)
+            .await
+            .map(IntoResponse::into_response),
+        IntegrationKind::Slack => super::slack::events(&app, &record, &headers, &body).await,
+        IntegrationKind::Linear => super::linear::events(&app, &record, &headers, &body).await,
+        IntegrationKind::Github => super::github::events(&app, &record, &headers, &body).await,
     }
 }
 

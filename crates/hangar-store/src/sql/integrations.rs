@@ -3,9 +3,11 @@
 macro_rules! integration_store {
     ($store:ty) => {
         const _: () = {
-            use $crate::integrations::INTEGRATION_COLUMNS;
+            use $crate::integrations::{INTEGRATION_COLUMNS, THREAD_COLUMNS};
             use $crate::sql::Dialect as _;
-            use $crate::{IntegrationRecord, IntegrationStore, StoreError, StoreResult};
+            use $crate::{
+                IntegrationRecord, IntegrationStore, IntegrationThread, StoreError, StoreResult,
+            };
             use async_trait::async_trait;
             use sqlx::AssertSqlSafe;
 
@@ -109,14 +111,16 @@ macro_rules! integration_store {
 
                 async fn delete_integration(&self, team_id: i64, id: &str) -> StoreResult<()> {
                     let mut tx = self.transaction().await?;
-                    sqlx::query(
-                        "DELETE FROM integration_deliveries WHERE integration_id IN \
-                         (SELECT id FROM integrations WHERE id = $1 AND team_id = $2)",
-                    )
-                    .bind(id)
-                    .bind(team_id)
-                    .execute(&mut *tx)
-                    .await?;
+                    for table in ["integration_deliveries", "integration_threads"] {
+                        sqlx::query(AssertSqlSafe(format!(
+                            "DELETE FROM {table} WHERE integration_id IN \
+                             (SELECT id FROM integrations WHERE id = $1 AND team_id = $2)"
+                        )))
+                        .bind(id)
+                        .bind(team_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
                     let done = sqlx::query("DELETE FROM integrations WHERE id = $1 AND team_id = $2")
                         .bind(id)
                         .bind(team_id)
@@ -180,6 +184,109 @@ macro_rules! integration_store {
                         .await?;
                     db.commit().await?;
                     Ok(done.rows_affected())
+                }
+
+                async fn add_integration_thread(&self, t: &IntegrationThread) -> StoreResult<()> {
+                    let mut db = self.write().await?;
+                    sqlx::query(AssertSqlSafe(format!(
+                        "INSERT INTO integration_threads ({THREAD_COLUMNS}) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+                    )))
+                    .bind(&t.run_id)
+                    .bind(&t.integration_id)
+                    .bind(t.team_id)
+                    .bind(&t.thread_key)
+                    .bind(&t.reply_to)
+                    .bind(&t.status_ref)
+                    .bind(&t.reported)
+                    .bind(t.lease_until)
+                    .bind(t.created_at)
+                    .execute(&mut *db)
+                    .await?;
+                    db.commit().await?;
+                    Ok(())
+                }
+
+                async fn thread_run(
+                    &self,
+                    integration_id: &str,
+                    thread_key: &str,
+                ) -> StoreResult<Option<IntegrationThread>> {
+                    let row = sqlx::query(AssertSqlSafe(format!(
+                        "SELECT {THREAD_COLUMNS} FROM integration_threads \
+                         WHERE integration_id = $1 AND thread_key = $2 \
+                         ORDER BY created_at DESC, run_id DESC LIMIT 1"
+                    )))
+                    .bind(integration_id)
+                    .bind(thread_key)
+                    .fetch_optional(self.read())
+                    .await?;
+                    row.as_ref().map(thread_from_row).transpose()
+                }
+
+                async fn due_integration_threads(
+                    &self,
+                    now: i64,
+                    limit: i64,
+                ) -> StoreResult<Vec<(IntegrationThread, String)>> {
+                    let columns = THREAD_COLUMNS
+                        .split(", ")
+                        .map(|c| format!("t.{c}"))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    let rows = sqlx::query(AssertSqlSafe(format!(
+                        "SELECT {columns}, r.state AS run_state FROM integration_threads t \
+                         JOIN runs r ON r.id = t.run_id \
+                         WHERE t.lease_until <= $1 AND (t.reported IS NULL OR t.reported <> r.state) \
+                         ORDER BY t.created_at LIMIT $2"
+                    )))
+                    .bind(now)
+                    .bind(limit)
+                    .fetch_all(self.read())
+                    .await?;
+                    rows.iter()
+                        .map(|row| Ok((thread_from_row(row)?, row.try_get("run_state")?)))
+                        .collect()
+                }
+
+                async fn take_integration_thread(
+                    &self,
+                    run_id: &str,
+                    seen_lease: i64,
+                    lease_until: i64,
+                ) -> StoreResult<bool> {
+                    let mut db = self.write().await?;
+                    let done = sqlx::query(
+                        "UPDATE integration_threads SET lease_until = $1 \
+                         WHERE run_id = $2 AND lease_until = $3",
+                    )
+                    .bind(lease_until)
+                    .bind(run_id)
+                    .bind(seen_lease)
+                    .execute(&mut *db)
+                    .await?;
+                    db.commit().await?;
+                    Ok(done.rows_affected() == 1)
+                }
+
+                async fn record_integration_reply(
+                    &self,
+                    run_id: &str,
+                    reported: &str,
+                    status_ref: Option<&str>,
+                ) -> StoreResult<()> {
+                    let mut db = self.write().await?;
+                    sqlx::query(
+                        "UPDATE integration_threads SET reported = $1, \
+                         status_ref = COALESCE($2, status_ref), lease_until = 0 WHERE run_id = $3",
+                    )
+                    .bind(reported)
+                    .bind(status_ref)
+                    .bind(run_id)
+                    .execute(&mut *db)
+                    .await?;
+                    db.commit().await?;
+                    Ok(())
                 }
             }
         };

@@ -1,0 +1,618 @@
+//! Slack, Linear and GitHub events against a real server and the fake
+//! provider APIs of `hangar_testkit::fake_providers`: each provider's
+//! signature scheme (scenario C4: a tampered body, a stale time and a
+//! replayed delivery are each refused or de-duplicated, and start no second
+//! run), the reply in the right thread with the run's link, the how-to
+//! reply to someone who is not a Hangar user, Slack's URL verification and
+//! a GitHub App's installation token scoped to the repository.
+//!
+//! These runs stay queued (no worker): the end-to-end tests with a real
+//! worker and agent are in `hangar-cli`'s `system::integrations_e2e`.
+
+use crate::suite::common::{MODEL, TwoTeams};
+use hangar_server::integrations::signature::{sign_hex, slack_signature};
+use hangar_testkit::fake_providers::{FakeGithub, FakeLinear, FakeSlack, LinearIssue, Posted};
+use hangar_testkit::poll::until_ok;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const SIGNING: &str = "slack-signing-9c1e";
+const BOT: &str = "xoxb-test-token";
+const HOOK: &str = "whsec-provider-77";
+const LINEAR_KEY: &str = "lin_api_test";
+const PAT: &str = "ghp_testtoken";
+
+fn now() -> i64 {
+    hangar_protocol::Timestamp::now().unix_millis() / 1000
+}
+
+async fn secret(t: &TwoTeams, name: &str, value: &str) {
+    let body = json!({"name": name, "value": value}).to_string();
+    t.ok("POST", "/secrets", &t.key_a, Some(&body)).await;
+}
+
+/// Creates an integration of team A; returns `(id, webhook_url)`.
+async fn integration(
+    t: &TwoTeams,
+    kind: &str,
+    secret_value: &str,
+    settings: Value,
+) -> (String, String) {
+    let mut settings = settings;
+    settings["agent_config"] = json!({"model_id": MODEL});
+    let body = json!({"kind": kind, "name": kind, "secret": secret_value, "settings": settings});
+    let created = t
+        .ok("POST", "/integrations", &t.key_a, Some(&body.to_string()))
+        .await;
+    let url = created["webhook_url"].as_str().unwrap().to_owned();
+    (created["id"].as_str().unwrap().to_owned(), url)
+}
+
+async fn runs(t: &TwoTeams) -> Vec<Value> {
+    let list = t.ok("GET", "/agent/runs?limit=100", &t.key_a, None).await;
+    list["runs"].as_array().cloned().unwrap_or_default()
+}
+
+async fn post(t: &TwoTeams, url: &str, headers: &[(&str, String)], body: &[u8]) -> (u16, Value) {
+    let mut req = t.http.post(url).header("content-type", "application/json");
+    for (k, v) in headers {
+        req = req.header(*k, v);
+    }
+    let resp = req.body(body.to_vec()).send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// Waits until `posted()` holds a message of `thread` that contains `needle`.
+async fn reply_in(posted: impl Fn() -> Vec<Posted>, thread: &str, needle: &str) -> Posted {
+    until_ok(
+        &format!("a reply containing `{needle}` in {thread}"),
+        Duration::from_secs(10),
+        || {
+            let all = posted();
+            all.iter()
+                .find(|p| p.thread == thread && p.text.contains(needle))
+                .cloned()
+                .ok_or(all)
+        },
+    )
+    .await
+}
+
+// ---------------------------------------------------------------- Slack
+
+fn slack_mention(event_id: &str, user: &str, text: &str, thread_ts: Option<&str>) -> Vec<u8> {
+    let mut event = json!({
+        "type": "app_mention", "user": user, "text": text,
+        "channel": "C0DEV", "ts": "1765130000.000200", "event_ts": "1765130000.000200"
+    });
+    if let Some(ts) = thread_ts {
+        event["thread_ts"] = json!(ts);
+    }
+    json!({"type": "event_callback", "team_id": "T1", "api_app_id": "A1",
+           "event_id": event_id, "event_time": now(), "event": event})
+    .to_string()
+    .into_bytes()
+}
+
+fn slack_headers(body: &[u8], ts: i64) -> Vec<(&'static str, String)> {
+    vec![
+        ("x-slack-request-timestamp", ts.to_string()),
+        (
+            "x-slack-signature",
+            slack_signature(SIGNING.as_bytes(), ts, body),
+        ),
+    ]
+}
+
+async fn slack_setup(t: &TwoTeams) -> (FakeSlack, String) {
+    let slack = FakeSlack::start(BOT).await;
+    t.member("ann").await;
+    slack.add_user("UANN", Some("ann@a.test"));
+    slack.add_user("UBOB", Some("bob@elsewhere.test"));
+    secret(t, "SLACK_BOT", BOT).await;
+    let (_, url) = integration(
+        t,
+        "slack",
+        SIGNING,
+        json!({"bot_token_secret": "SLACK_BOT", "api_base_url": slack.api_base_url()}),
+    )
+    .await;
+    (slack, url)
+}
+
+#[tokio::test]
+async fn slack_url_verification_answers_the_challenge_once_signed() {
+    let t = TwoTeams::start().await;
+    let (_slack, url) = slack_setup(&t).await;
+    let body = br#"{"token":"x","challenge":"3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P","type":"url_verification"}"#;
+    let (status, answer) = post(&t, &url, &slack_headers(body, now()), body).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["challenge"],
+        "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"
+    );
+    let (status, _) = post(&t, &url, &slack_headers(b"{}", now()), body).await;
+    assert_eq!(
+        status, 401,
+        "a challenge signed over another body is refused"
+    );
+}
+
+#[tokio::test]
+async fn c4_slack_signed_mention_starts_one_run_and_replies_in_its_thread() {
+    let t = TwoTeams::start().await;
+    let (slack, url) = slack_setup(&t).await;
+    slack.add_message(
+        "C0DEV",
+        "1765129000.000100",
+        "UBOB",
+        "prod is down since 10:02",
+        "1765129000.000100",
+    );
+    let body = slack_mention(
+        "Ev1",
+        "UANN",
+        "<@U0HANGAR> look at the logs",
+        Some("1765129000.000100"),
+    );
+    let (status, answer) = post(&t, &url, &slack_headers(&body, now()), &body).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["outcome"], "started", "{answer}");
+    let run_id = answer["run_id"].as_str().unwrap();
+    let runs = runs(&t).await;
+    assert_eq!(runs.len(), 1);
+    let run = t
+        .ok("GET", &format!("/agent/runs/{run_id}"), &t.key_a, None)
+        .await;
+    assert_eq!(run["source"], "SLACK");
+    let prompt = run["prompt"].as_str().unwrap_or_default();
+    assert!(
+        prompt.contains("prod is down since 10:02"),
+        "thread context missing: {prompt}"
+    );
+    assert!(prompt.contains("look at the logs"), "{prompt}");
+    // The status message is in the thread, with the run's link.
+    let status_msg = reply_in(|| slack.posted(), "C0DEV:1765129000.000100", run_id).await;
+    assert!(status_msg.text.contains("Queued"), "{status_msg:?}");
+    assert!(slack.calls().contains(&"users.info".to_owned()));
+}
+
+#[tokio::test]
+async fn c4_slack_tampered_body_is_refused_and_starts_no_run() {
+    let t = TwoTeams::start().await;
+    let (slack, url) = slack_setup(&t).await;
+    let body = slack_mention("Ev2", "UANN", "<@U0HANGAR> deploy", None);
+    let headers = slack_headers(&body, now());
+    let tampered = String::from_utf8(body)
+        .unwrap()
+        .replace("deploy", "rm -rf")
+        .into_bytes();
+    let (status, answer) = post(&t, &url, &headers, &tampered).await;
+    assert_eq!(status, 401, "{answer}");
+    assert!(
+        answer["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("signature"),
+        "{answer}"
+    );
+    assert!(runs(&t).await.is_empty());
+    assert!(
+        slack.calls().is_empty(),
+        "nothing is read or posted for a refused request"
+    );
+}
+
+#[tokio::test]
+async fn c4_slack_stale_timestamp_is_refused_and_starts_no_run() {
+    let t = TwoTeams::start().await;
+    let (_slack, url) = slack_setup(&t).await;
+    let body = slack_mention("Ev3", "UANN", "<@U0HANGAR> deploy", None);
+    let old = now() - 301;
+    let (status, answer) = post(&t, &url, &slack_headers(&body, old), &body).await;
+    assert_eq!(status, 401, "{answer}");
+    assert!(
+        answer["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("stale"),
+        "{answer}"
+    );
+    assert!(runs(&t).await.is_empty());
+}
+
+#[tokio::test]
+async fn c4_slack_replayed_or_retried_event_is_deduplicated() {
+    let t = TwoTeams::start().await;
+    let (_slack, url) = slack_setup(&t).await;
+    let body = slack_mention("Ev4", "UANN", "<@U0HANGAR> deploy", None);
+    let headers = slack_headers(&body, now());
+    let (status, first) = post(&t, &url, &headers, &body).await;
+    assert_eq!(
+        (status, first["outcome"].as_str()),
+        (200, Some("started")),
+        "{first}"
+    );
+    // The same request again (a replay), and Slack's retry of the same
+    // event (a new timestamp and signature, the same event_id).
+    let (status, replay) = post(&t, &url, &headers, &body).await;
+    assert_eq!(
+        (status, replay["outcome"].as_str()),
+        (200, Some("duplicate")),
+        "{replay}"
+    );
+    let (status, retry) = post(&t, &url, &slack_headers(&body, now() + 1), &body).await;
+    assert_eq!(
+        (status, retry["outcome"].as_str()),
+        (200, Some("duplicate")),
+        "{retry}"
+    );
+    assert_eq!(runs(&t).await.len(), 1);
+}
+
+#[tokio::test]
+async fn slack_unlinked_user_gets_the_howto_reply_and_no_run() {
+    let t = TwoTeams::start().await;
+    let (slack, url) = slack_setup(&t).await;
+    let body = slack_mention("Ev5", "UBOB", "<@U0HANGAR> deploy", None);
+    let (status, answer) = post(&t, &url, &slack_headers(&body, now()), &body).await;
+    assert_eq!(
+        (status, answer["outcome"].as_str()),
+        (200, Some("unlinked")),
+        "{answer}"
+    );
+    let reply = reply_in(
+        || slack.posted(),
+        "C0DEV:1765130000.000200",
+        "hangar user create",
+    )
+    .await;
+    assert!(reply.text.contains("bob@elsewhere.test"), "{reply:?}");
+    assert!(runs(&t).await.is_empty());
+}
+
+#[tokio::test]
+async fn slack_channels_outside_the_list_and_bot_messages_start_nothing() {
+    let t = TwoTeams::start().await;
+    let slack = FakeSlack::start(BOT).await;
+    secret(&t, "SLACK_BOT", BOT).await;
+    let (_, url) = integration(
+        &t,
+        "slack",
+        SIGNING,
+        json!({"bot_token_secret": "SLACK_BOT", "api_base_url": slack.api_base_url(), "channels": ["C0OPS"]}),
+    )
+    .await;
+    let body = slack_mention("Ev6", "UANN", "<@U0HANGAR> deploy", None);
+    let (status, answer) = post(&t, &url, &slack_headers(&body, now()), &body).await;
+    assert_eq!(
+        (status, answer["outcome"].as_str()),
+        (200, Some("ignored")),
+        "{answer}"
+    );
+    assert!(runs(&t).await.is_empty());
+}
+
+// ---------------------------------------------------------------- Linear
+
+fn linear_assigned(issue: &str, actor: &str, ts_ms: i64) -> Vec<u8> {
+    json!({
+        "action": "update", "type": "Issue", "createdAt": "2026-12-07T18:00:00.000Z",
+        "actor": {"id": actor, "name": "Ann", "type": "user"},
+        "data": {"id": issue, "identifier": "ENG-7", "title": "Flaky login test", "assigneeId": "lin-agent", "teamId": "t1"},
+        "updatedFrom": {"assigneeId": null},
+        "url": "https://linear.app/acme/issue/ENG-7",
+        "organizationId": "org1", "webhookTimestamp": ts_ms, "webhookId": "wh1"
+    })
+    .to_string()
+    .into_bytes()
+}
+
+fn linear_headers(body: &[u8], delivery: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("linear-signature", sign_hex(HOOK.as_bytes(), &[body])),
+        ("linear-delivery", delivery.to_owned()),
+        ("linear-event", "Issue".to_owned()),
+    ]
+}
+
+async fn linear_setup(t: &TwoTeams) -> (FakeLinear, String) {
+    let linear = FakeLinear::start(LINEAR_KEY, "lin-agent", "hangar").await;
+    t.member("ann").await;
+    linear.add_user("lin-ann", "Ann", Some("ann@a.test"));
+    linear.add_user("lin-bob", "Bob", Some("bob@elsewhere.test"));
+    linear.add_issue(LinearIssue {
+        id: "iss-7".into(),
+        identifier: "ENG-7".into(),
+        title: "Flaky login test".into(),
+        description: "login_test fails one run in five".into(),
+        team: "ENG".into(),
+    });
+    secret(t, "LINEAR_KEY", LINEAR_KEY).await;
+    let (_, url) = integration(
+        t,
+        "linear",
+        HOOK,
+        json!({"api_key_secret": "LINEAR_KEY", "api_base_url": linear.api_base_url(), "linear_teams": ["ENG"]}),
+    )
+    .await;
+    (linear, url)
+}
+
+#[tokio::test]
+async fn c4_linear_assignment_starts_one_run_with_ticket_metadata_and_comments() {
+    let t = TwoTeams::start().await;
+    let (linear, url) = linear_setup(&t).await;
+    let body = linear_assigned("iss-7", "lin-ann", now() * 1000);
+    let (status, answer) = post(&t, &url, &linear_headers(&body, "d-1"), &body).await;
+    assert_eq!(
+        (status, answer["outcome"].as_str()),
+        (200, Some("started")),
+        "{answer}"
+    );
+    let run_id = answer["run_id"].as_str().unwrap();
+    let run = t
+        .ok("GET", &format!("/agent/runs/{run_id}"), &t.key_a, None)
+        .await;
+    assert_eq!(run["source"], "LINEAR");
+    assert_eq!(run["metadata"]["ticket_id"], "ENG-7", "{run}");
+    assert_eq!(run["metadata"]["ticket_source"], "linear", "{run}");
+    assert!(
+        run["prompt"]
+            .as_str()
+            .unwrap()
+            .contains("login_test fails one run in five")
+    );
+    reply_in(|| linear.posted(), "iss-7", run_id).await;
+}
+
+#[tokio::test]
+async fn c4_linear_tampered_stale_and_replayed_deliveries_start_no_second_run() {
+    let t = TwoTeams::start().await;
+    let (linear, url) = linear_setup(&t).await;
+    // Tampered: signed, then changed.
+    let body = linear_assigned("iss-7", "lin-ann", now() * 1000);
+    let headers = linear_headers(&body, "d-2");
+    let tampered = String::from_utf8(body.clone())
+        .unwrap()
+        .replace("Flaky", "Other")
+        .into_bytes();
+    let (status, answer) = post(&t, &url, &headers, &tampered).await;
+    assert_eq!(status, 401, "tampered: {answer}");
+    // Stale: signed correctly, but its webhookTimestamp is six minutes old.
+    let stale = linear_assigned("iss-7", "lin-ann", (now() - 360) * 1000);
+    let (status, answer) = post(&t, &url, &linear_headers(&stale, "d-3"), &stale).await;
+    assert_eq!(status, 401, "stale: {answer}");
+    assert!(
+        answer["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("stale"),
+        "{answer}"
+    );
+    assert!(runs(&t).await.is_empty());
+    assert!(linear.posted().is_empty());
+    // Replayed: accepted once, then the same delivery again.
+    let (status, first) = post(&t, &url, &headers, &body).await;
+    assert_eq!(
+        (status, first["outcome"].as_str()),
+        (200, Some("started")),
+        "{first}"
+    );
+    let (status, replay) = post(&t, &url, &headers, &body).await;
+    assert_eq!(
+        (status, replay["outcome"].as_str()),
+        (200, Some("duplicate")),
+        "{replay}"
+    );
+    assert_eq!(runs(&t).await.len(), 1);
+}
+
+#[tokio::test]
+async fn linear_unlinked_user_gets_the_howto_comment() {
+    let t = TwoTeams::start().await;
+    let (linear, url) = linear_setup(&t).await;
+    let body = linear_assigned("iss-7", "lin-bob", now() * 1000);
+    let (status, answer) = post(&t, &url, &linear_headers(&body, "d-4"), &body).await;
+    assert_eq!(
+        (status, answer["outcome"].as_str()),
+        (200, Some("unlinked")),
+        "{answer}"
+    );
+    let reply = reply_in(|| linear.posted(), "iss-7", "hangar user create").await;
+    assert!(reply.text.contains("bob@elsewhere.test"), "{reply:?}");
+    assert!(runs(&t).await.is_empty());
+}
+
+// ---------------------------------------------------------------- GitHub
+
+fn github_comment(login: &str, text: &str, created_at: &str) -> Vec<u8> {
+    json!({
+        "action": "created",
+        "repository": {"full_name": "acme/web"},
+        "installation": {"id": 42},
+        "issue": {"number": 12, "title": "Crash on save", "body": "Saving a draft crashes", "html_url": "https://github.com/acme/web/issues/12"},
+        "comment": {"id": 1, "body": text, "user": {"login": login, "type": "User"},
+                    "created_at": created_at, "html_url": "https://github.com/acme/web/issues/12#issuecomment-1"},
+        "sender": {"login": login}
+    })
+    .to_string()
+    .into_bytes()
+}
+
+fn github_headers(body: &[u8], delivery: &str) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "x-hub-signature-256",
+            format!("sha256={}", sign_hex(HOOK.as_bytes(), &[body])),
+        ),
+        ("x-github-delivery", delivery.to_owned()),
+        ("x-github-event", "issue_comment".to_owned()),
+    ]
+}
+
+fn rfc3339(secs_ago: i64) -> String {
+    hangar_protocol::Timestamp::from_unix_millis((now() - secs_ago) * 1000).to_rfc3339()
+}
+
+async fn github_setup(t: &TwoTeams) -> (FakeGithub, String) {
+    let github = FakeGithub::with_token(PAT).await;
+    t.member("ann").await;
+    github.add_user("ann", Some("ann@a.test"));
+    github.add_user("bob", None);
+    secret(t, "GH_TOKEN", PAT).await;
+    let (_, url) = integration(
+        t,
+        "github",
+        HOOK,
+        json!({"token_secret": "GH_TOKEN", "api_base_url": github.api_base_url(), "repos": ["acme/web"]}),
+    )
+    .await;
+    (github, url)
+}
+
+#[tokio::test]
+async fn c4_github_mention_starts_one_run_and_comments_on_the_issue() {
+    let t = TwoTeams::start().await;
+    let (github, url) = github_setup(&t).await;
+    let body = github_comment("ann", "@hangar please fix this", &rfc3339(0));
+    let (status, answer) = post(&t, &url, &github_headers(&body, "g-1"), &body).await;
+    assert_eq!(
+        (status, answer["outcome"].as_str()),
+        (200, Some("started")),
+        "{answer}"
+    );
+    let run_id = answer["run_id"].as_str().unwrap();
+    let run = t
+        .ok("GET", &format!("/agent/runs/{run_id}"), &t.key_a, None)
+        .await;
+    assert_eq!(run["source"], "GITHUB_ACTION");
+    assert!(
+        run["prompt"]
+            .as_str()
+            .unwrap()
+            .contains("Saving a draft crashes")
+    );
+    reply_in(|| github.posted(), "acme/web#12", run_id).await;
+}
+
+#[tokio::test]
+async fn c4_github_tampered_stale_and_replayed_deliveries_start_no_second_run() {
+    let t = TwoTeams::start().await;
+    let (github, url) = github_setup(&t).await;
+    let body = github_comment("ann", "@hangar please fix this", &rfc3339(0));
+    let headers = github_headers(&body, "g-2");
+    let tampered = String::from_utf8(body.clone())
+        .unwrap()
+        .replace("fix this", "delete main")
+        .into_bytes();
+    let (status, answer) = post(&t, &url, &headers, &tampered).await;
+    assert_eq!(status, 401, "tampered: {answer}");
+    let stale = github_comment("ann", "@hangar please fix this", &rfc3339(600));
+    let (status, answer) = post(&t, &url, &github_headers(&stale, "g-3"), &stale).await;
+    assert_eq!(status, 401, "stale: {answer}");
+    assert!(runs(&t).await.is_empty());
+    assert!(github.posted().is_empty());
+    let (status, first) = post(&t, &url, &headers, &body).await;
+    assert_eq!(
+        (status, first["outcome"].as_str()),
+        (200, Some("started")),
+        "{first}"
+    );
+    let (status, replay) = post(&t, &url, &headers, &body).await;
+    assert_eq!(
+        (status, replay["outcome"].as_str()),
+        (200, Some("duplicate")),
+        "{replay}"
+    );
+    assert_eq!(runs(&t).await.len(), 1);
+}
+
+#[tokio::test]
+async fn github_unlinked_user_gets_the_howto_comment() {
+    let t = TwoTeams::start().await;
+    let (github, url) = github_setup(&t).await;
+    let body = github_comment("bob", "@hangar please fix this", &rfc3339(0));
+    let (status, answer) = post(&t, &url, &github_headers(&body, "g-4"), &body).await;
+    assert_eq!(
+        (status, answer["outcome"].as_str()),
+        (200, Some("unlinked")),
+        "{answer}"
+    );
+    let reply = reply_in(|| github.posted(), "acme/web#12", "hangar user create").await;
+    assert!(
+        reply.text.contains("did not tell me your e-mail"),
+        "{reply:?}"
+    );
+    assert!(runs(&t).await.is_empty());
+}
+
+/// An RSA key pair made by `openssl`: `(PKCS#1 PEM, public key PKCS#1 DER)`.
+fn rsa_key() -> (String, Vec<u8>) {
+    let out = std::process::Command::new("openssl")
+        .args(["genrsa", "-traditional", "2048"])
+        .output()
+        .expect("openssl genrsa");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pem = String::from_utf8(out.stdout).unwrap();
+    let der = std::process::Command::new("openssl")
+        .args(["rsa", "-RSAPublicKey_out", "-outform", "DER"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write as _;
+            child.stdin.take().unwrap().write_all(pem.as_bytes())?;
+            child.wait_with_output()
+        })
+        .expect("openssl rsa");
+    assert!(
+        der.status.success(),
+        "{}",
+        String::from_utf8_lossy(&der.stderr)
+    );
+    (pem, der.stdout)
+}
+
+#[tokio::test]
+async fn github_app_mints_an_installation_token_scoped_to_the_repository() {
+    let t = TwoTeams::start().await;
+    let (pem, public) = rsa_key();
+    let github = FakeGithub::with_app("1234", public).await;
+    t.member("ann").await;
+    github.add_user("ann", Some("ann@a.test"));
+    secret(&t, "GH_APP_KEY", &pem).await;
+    let (_, url) = integration(
+        &t,
+        "github",
+        HOOK,
+        json!({"app_id": "1234", "private_key_secret": "GH_APP_KEY", "api_base_url": github.api_base_url()}),
+    )
+    .await;
+    let body = github_comment("ann", "@hangar please fix this", &rfc3339(0));
+    let (status, answer) = post(&t, &url, &github_headers(&body, "g-5"), &body).await;
+    assert_eq!(
+        (status, answer["outcome"].as_str()),
+        (200, Some("started")),
+        "{answer}"
+    );
+    reply_in(
+        || github.posted(),
+        "acme/web#12",
+        answer["run_id"].as_str().unwrap(),
+    )
+    .await;
+    let minted = github.minted();
+    assert!(!minted.is_empty());
+    assert!(
+        minted
+            .iter()
+            .all(|(installation, repos)| *installation == 42 && repos == &vec!["web".to_owned()]),
+        "every installation token is scoped to the one repository: {minted:?}"
+    );
+}
