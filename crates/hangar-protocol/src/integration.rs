@@ -190,6 +190,18 @@ pub struct ListIntegrationsResponse {
     pub integrations: Vec<IntegrationItem>,
 }
 
+/// `POST /integrations/{id}/test`: whether the integration's credentials
+/// work against its provider.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+pub struct IntegrationTestResult {
+    /// Whether the provider accepted them.
+    pub ok: bool,
+    /// What was checked and what the provider said (`connected as @hangar
+    /// in Acme`), or what is wrong and how to fix it.
+    pub detail: String,
+}
+
 /// The answer to an accepted webhook delivery.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WebhookAccepted {

@@ -181,6 +181,7 @@ pub fn openapi_router() -> OpenApiRouter<AppState> {
             integrations::update,
             integrations::delete
         ))
+        .routes(routes!(integrations::test))
         .routes(routes!(webhooks::create, webhooks::list))
         .routes(routes!(webhooks::get_one, webhooks::delete))
         .routes(routes!(webhooks::deliveries))

@@ -11,9 +11,14 @@
 //! timestamp must be within [`SIGNATURE_WINDOW`]; its delivery is recorded
 //! in the store ([`hangar_store::IntegrationStore::claim_delivery`]) so a
 //! replay, even after a restart or on another replica, is refused. Only then
-//! does the kind's handler read it ([`webhook`] for `kind = webhook`) and
-//! create a run through the run service, as the API does, with the source
-//! and [`RunTrigger`](hangar_protocol::integration::RunTrigger) recorded.
+//! does the kind's handler read it and create a run through the run
+//! service, as the API does, with the source and
+//! [`RunTrigger`](hangar_protocol::integration::RunTrigger) recorded:
+//! [`webhook`] for `kind = webhook` (a template makes the prompt), and
+//! [`slack`], [`linear`] and [`github`], each with its provider's signature
+//! scheme, whose requests come from a thread ([`provider`]: the asker is
+//! linked to a Hangar user by e-mail, a later mention in the thread is a
+//! follow-up) and whose replies go back there ([`replies`]).
 //!
 //! The webhook secret is sealed like a team secret ([`crate::secrets`]),
 //! bound to the integration's id; it is never returned, logged or echoed.

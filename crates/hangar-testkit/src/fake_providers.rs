@@ -206,6 +206,7 @@ async fn slack_method(
     let args = slack_args(&query, &headers, &body);
     let arg = |k: &str| args.get(k).cloned().unwrap_or_default();
     match method.as_str() {
+        "auth.test" => slack_ok(json!({"user": "hangar", "team": "Acme", "user_id": "U0HANGAR"})),
         "users.info" => match s.emails.get(&arg("user")) {
             Some(email) => {
                 slack_ok(json!({"user": {"id": arg("user"), "profile": {"email": email}}}))
@@ -470,6 +471,8 @@ impl FakeGithub {
         let state = Arc::new(Mutex::new(state));
         let app = Router::new()
             .route("/users/{login}", get(gh_user))
+            .route("/user", get(gh_me))
+            .route("/app", get(gh_app))
             .route(
                 "/repos/{owner}/{name}/issues/{number}/comments",
                 get(gh_comments).post(gh_comment_create),
@@ -573,6 +576,31 @@ async fn gh_user(State(state): GhState, Path(login): Path<String>, headers: Head
             axum::Json(json!({"login": login, "type": "User", "email": email})).into_response()
         }
         None => gh_error(StatusCode::NOT_FOUND, "Not Found"),
+    }
+}
+
+async fn gh_me(State(state): GhState, headers: HeaderMap) -> Response {
+    let s = lock(&state);
+    match (&s.pat, bearer(&headers)) {
+        (Some(pat), Some(token)) if *pat == token => {
+            axum::Json(json!({"login": "hangar-bot", "type": "User"})).into_response()
+        }
+        _ => gh_error(StatusCode::UNAUTHORIZED, "Bad credentials"),
+    }
+}
+
+async fn gh_app(State(state): GhState, headers: HeaderMap) -> Response {
+    let s = lock(&state);
+    let (Some((app_id, key)), Some(jwt)) = (s.app.clone(), bearer(&headers)) else {
+        return gh_error(
+            StatusCode::UNAUTHORIZED,
+            "A JSON web token could not be decoded",
+        );
+    };
+    match check_jwt(&jwt, &app_id, &key) {
+        Ok(()) => axum::Json(json!({"id": app_id, "slug": "hangar-agent", "name": "Hangar Agent"}))
+            .into_response(),
+        Err(e) => gh_error(StatusCode::UNAUTHORIZED, &e),
     }
 }
 

@@ -1,4 +1,4 @@
-//! `hangar integration create|update|get|list|delete slack|linear|github|webhook`
+//! `hangar integration create|update|get|test|list|delete slack|linear|github|webhook`
 //! over `/api/v1/integrations`.
 //!
 //! Credentials never appear on the command line: the provider's signing or
@@ -13,7 +13,7 @@ use hangar_agent::mcp::resolve_mcp_spec;
 use hangar_client::{Client, encode};
 use hangar_protocol::integration::{
     CreateIntegrationRequest, IntegrationItem, IntegrationKind, IntegrationSettings,
-    ListIntegrationsResponse, UpdateIntegrationRequest,
+    IntegrationTestResult, ListIntegrationsResponse, UpdateIntegrationRequest,
 };
 use hangar_protocol::{AgentConfig, SecretString};
 use std::io::Read;
@@ -70,6 +70,14 @@ enum IntegrationSub {
     },
     /// Show an integration and its webhook URL.
     Get {
+        /// What it connects to.
+        kind: Kind,
+        /// Id or name [default: the team's only integration of this kind].
+        integration: Option<String>,
+    },
+    /// Check the integration's credentials against its provider (admins);
+    /// exits 1 when they do not work.
+    Test {
         /// What it connects to.
         kind: Kind,
         /// Id or name [default: the team's only integration of this kind].
@@ -404,6 +412,22 @@ pub async fn run(cmd: IntegrationCommand, global: &Global) -> Result<ExitCode> {
         IntegrationSub::Get { kind, integration } => {
             let item = resolve(&client, kind, integration).await?;
             show(&item, format, "");
+        }
+        IntegrationSub::Test { kind, integration } => {
+            let item = resolve(&client, kind, integration).await?;
+            let result: IntegrationTestResult = client
+                .post_json(&format!("{}/test", path(&item.id)), &serde_json::json!({}))
+                .await?;
+            match format {
+                OutputFormat::Pretty | OutputFormat::Text => {
+                    let mark = if result.ok { "ok" } else { "FAILED" };
+                    println!("{mark}: {}", result.detail);
+                }
+                f => print_json(&result, f),
+            }
+            if !result.ok {
+                return Ok(ExitCode::from(1));
+            }
         }
         IntegrationSub::List { kind } => {
             let mut all: ListIntegrationsResponse = client.get_json("api/v1/integrations").await?;

@@ -12,6 +12,7 @@ mod faults_stream;
 mod faults_workers;
 mod followups_ended;
 mod gateway_budgets;
+mod integrations_e2e;
 mod kubernetes;
 mod lifecycle;
 mod local_runs;

@@ -15,7 +15,7 @@ use axum::http::HeaderMap;
 use hangar_protocol::Timestamp;
 use hangar_protocol::integration::{
     CreateIntegrationRequest, IntegrationItem, IntegrationKind, IntegrationSettings,
-    ListIntegrationsResponse, UpdateIntegrationRequest,
+    IntegrationTestResult, ListIntegrationsResponse, UpdateIntegrationRequest,
 };
 use hangar_store::{IntegrationRecord, StoreError};
 
@@ -347,4 +347,24 @@ pub async fn delete(
     Ok(Json(
         serde_json::json!({ "id": record.id, "deleted": true }),
     ))
+}
+
+/// `POST /integrations/{integration_id}/test`: checks the integration's
+/// credentials against its provider (Slack `auth.test`, Linear `viewer`,
+/// GitHub the token's user or the App) and that its secret is readable.
+/// The answer is 200 either way; `ok` says whether it works.
+#[utoipa::path(post, path = "/integrations/{integration_id}/test", tag = "hangar", params(("integration_id" = String, Path, description = "Id or name")), responses((status = 200, description = "The check's result", body = hangar_protocol::integration::IntegrationTestResult), crate::error::ProblemResponses))]
+pub async fn test(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<IntegrationTestResult>> {
+    let team = crate::auth::roles::admin_team(&app, &headers, "test integrations").await?;
+    let record = load(&app, team, &id).await?;
+    let (ok, detail) = match integrations::provider::check(&app, &record).await {
+        Ok(detail) => (true, detail),
+        Err(detail) => (false, detail),
+    };
+    tracing::info!(integration_id = %record.id, ok, "integration tested");
+    Ok(Json(IntegrationTestResult { ok, detail }))
 }

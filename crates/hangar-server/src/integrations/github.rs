@@ -408,6 +408,42 @@ impl provider::ProviderApi for Api {
     }
 }
 
+/// Who the integration's credentials are: the token's user (`GET /user`),
+/// or the App (`GET /app`, with its JWT).
+pub async fn whoami(
+    app: &AppState,
+    record: &IntegrationRecord,
+    settings: &IntegrationSettings,
+) -> Result<String, String> {
+    let base = settings
+        .api_base_url
+        .clone()
+        .unwrap_or_else(|| DEFAULT_API.to_owned())
+        .trim_end_matches('/')
+        .to_owned();
+    let (path, token) = match (&settings.token_secret, &settings.app_id, &settings.private_key_secret) {
+        (Some(name), _, _) => ("/user", team_secret(app, record.team_id, name).await?),
+        (None, Some(app_id), Some(key_name)) => {
+            let key = team_secret(app, record.team_id, key_name).await?;
+            let jwt = app_jwt(app_id, key.expose(), Timestamp::now().unix_millis() / 1000)?;
+            ("/app", SecretString::from(jwt))
+        }
+        _ => return Err("the GitHub integration has no credentials: set `--token-secret NAME` or `--app-id ID --private-key-secret NAME`".into()),
+    };
+    let api = Api { base, token };
+    let v = Api::send(api.request(reqwest::Method::GET, path), path).await?;
+    Ok(match path {
+        "/user" => format!(
+            "GitHub: connected as @{}",
+            v["login"].as_str().unwrap_or("?")
+        ),
+        _ => format!(
+            "GitHub: connected as the App {}",
+            v["name"].as_str().or(v["slug"].as_str()).unwrap_or("?")
+        ),
+    })
+}
+
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }

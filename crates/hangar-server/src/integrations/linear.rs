@@ -94,6 +94,43 @@ pub fn mentions(body: &str, handle: &str) -> bool {
     })
 }
 
+/// The request in a payload: `(issue id, asker's id, text)`, or why it is
+/// none. An issue newly assigned to the agent (`viewer_id`), or a comment
+/// by someone else that mentions `@handle`.
+fn request(
+    payload: &Value,
+    viewer_id: &str,
+    handle: &str,
+) -> Result<(String, String, String), String> {
+    let data = &payload["data"];
+    if payload["type"] == "Issue" {
+        let assigned = data["assigneeId"].as_str() == Some(viewer_id);
+        let newly =
+            payload["action"] == "create" || payload["updatedFrom"].get("assigneeId").is_some();
+        if !(assigned && newly) {
+            return Err("the issue was not just assigned to the agent".into());
+        }
+        return Ok((
+            data["id"].as_str().unwrap_or_default().to_owned(),
+            payload["actor"]["id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            "Work on this issue: it was assigned to you.".to_owned(),
+        ));
+    }
+    let body = data["body"].as_str().unwrap_or_default();
+    let author = data["userId"].as_str().unwrap_or_default();
+    if author == viewer_id || !mentions(body, handle) {
+        return Err(format!("the comment does not mention @{handle}"));
+    }
+    let issue = data["issueId"]
+        .as_str()
+        .or(data["issue"]["id"].as_str())
+        .unwrap_or_default();
+    Ok((issue.to_owned(), author.to_owned(), body.to_owned()))
+}
+
 /// Reads a request out of a verified payload; `Ok(Err(reason))` when it is
 /// not one.
 async fn ask(
@@ -118,36 +155,9 @@ async fn ask(
         .or(viewer["displayName"].as_str())
         .unwrap_or("hangar")
         .to_owned();
-    let data = &payload["data"];
-    let (issue_id, asker, text) = match payload["type"].as_str() {
-        Some("Issue") => {
-            let assigned = data["assigneeId"].as_str() == Some(viewer_id);
-            let newly =
-                payload["action"] == "create" || payload["updatedFrom"].get("assigneeId").is_some();
-            if !(assigned && newly) {
-                return Ok(Err("the issue was not just assigned to the agent".into()));
-            }
-            (
-                data["id"].as_str().unwrap_or_default().to_owned(),
-                payload["actor"]["id"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-                "Work on this issue: it was assigned to you.".to_owned(),
-            )
-        }
-        _ => {
-            let body = data["body"].as_str().unwrap_or_default();
-            let author = data["userId"].as_str().unwrap_or_default();
-            if author == viewer_id || !mentions(body, &handle) {
-                return Ok(Err(format!("the comment does not mention @{handle}")));
-            }
-            let issue = data["issueId"]
-                .as_str()
-                .or(data["issue"]["id"].as_str())
-                .unwrap_or_default();
-            (issue.to_owned(), author.to_owned(), body.to_owned())
-        }
+    let (issue_id, asker, text) = match request(payload, viewer_id, &handle) {
+        Ok(found) => found,
+        Err(reason) => return Ok(Err(reason)),
     };
     if issue_id.is_empty() || asker.is_empty() {
         return Ok(Err("the payload names no issue or no user".into()));
@@ -244,6 +254,18 @@ impl Api {
                 .to_owned(),
             key: team_secret(app, record.team_id, name).await?,
         })
+    }
+
+    /// Who the API key is (`viewer`).
+    pub async fn whoami(&self) -> Result<String, String> {
+        let v = self
+            .graphql("query { viewer { id name displayName } }", json!({}))
+            .await?;
+        Ok(format!(
+            "Linear: connected as {} (the agent's user: assign issues to it, or mention @{})",
+            v["viewer"]["name"].as_str().unwrap_or("?"),
+            v["viewer"]["displayName"].as_str().unwrap_or("?")
+        ))
     }
 
     /// Runs a query or mutation; GraphQL errors are errors.

@@ -199,6 +199,28 @@ pub async fn api_for(
     })
 }
 
+/// Checks that an integration's secret opens and its credentials work
+/// against its provider: what it is connected as, or what is wrong.
+pub async fn check(app: &AppState, record: &IntegrationRecord) -> Result<String, String> {
+    super::open_secret(app, record).map_err(|e| e.to_string())?;
+    let settings = settings_of(record).map_err(|e| e.to_string())?;
+    match kind_of(record).map_err(|e| e.to_string())? {
+        IntegrationKind::Slack => super::slack::Api::new(app, record, &settings)
+            .await?
+            .whoami()
+            .await,
+        IntegrationKind::Linear => super::linear::Api::new(app, record, &settings)
+            .await?
+            .whoami()
+            .await,
+        IntegrationKind::Github => super::github::whoami(app, record, &settings).await,
+        IntegrationKind::Webhook => Ok(
+            "the webhook secret is readable; send a signed request to the webhook URL to start a run"
+                .into(),
+        ),
+    }
+}
+
 /// The Hangar user of the team with this e-mail, if any.
 pub async fn linked_user(
     app: &AppState,

@@ -344,4 +344,137 @@ mod tests {
             Err(SignatureError::MissingHeader(TIMESTAMP_HEADER))
         );
     }
+
+    /// One scheme under mutation: how a request is signed, and whether a
+    /// request is accepted at `now`.
+    struct Scheme {
+        sign: fn(&[u8], i64, &[u8]) -> HeaderMap,
+        accepts: fn(&[u8], &HeaderMap, &[u8], i64) -> bool,
+        /// The signature header and its prefix.
+        signature: (&'static str, &'static str),
+        /// The timestamp header, for schemes that sign one.
+        timestamp: Option<&'static str>,
+    }
+
+    /// Scenario C4 as a property over one scheme: whatever single change is
+    /// made to a signed request (a bit of the body, a byte appended, the
+    /// timestamp, a digit of the signature, the secret), it is refused;
+    /// 10,000 cases. The untouched request is accepted.
+    fn no_mutation_is_accepted(scheme: &Scheme) {
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, TestRunner};
+        let mut runner = TestRunner::new(Config {
+            cases: 10_000,
+            failure_persistence: None,
+            ..Config::default()
+        });
+        let strategy = (
+            proptest::collection::vec(any::<u8>(), 0..200),
+            any::<usize>(),
+            0u8..8,
+            0u8..4,
+            1i64..100_000,
+        );
+        runner
+            .run(&strategy, |(body, at, bit, which, delta)| {
+                let now = 1_700_000_000;
+                let secret = b"provider-secret";
+                prop_assert!((scheme.accepts)(
+                    secret,
+                    &(scheme.sign)(secret, now, &body),
+                    &body,
+                    now
+                ));
+                let mut headers = (scheme.sign)(secret, now, &body);
+                let mut sent = body.clone();
+                let mut key: &[u8] = secret;
+                match (which, scheme.timestamp) {
+                    (0, _) if !sent.is_empty() => {
+                        let i = at % sent.len();
+                        sent[i] ^= 1 << bit;
+                    }
+                    (0, _) => sent.push(bit),
+                    (1, Some(ts_header)) => {
+                        let ts = now + if at % 2 == 0 { delta } else { -delta };
+                        headers.insert(ts_header, ts.to_string().parse().unwrap());
+                    }
+                    (1, None) => key = b"another-secret",
+                    _ => {
+                        let (name, prefix) = scheme.signature;
+                        let sig = headers[name].to_str().unwrap().to_owned();
+                        let mut chars: Vec<char> = sig.chars().collect();
+                        let i = prefix.len() + at % (chars.len() - prefix.len());
+                        chars[i] = if chars[i] == '0' { '1' } else { '0' };
+                        let changed: String = chars.into_iter().collect();
+                        headers.insert(name, changed.parse().unwrap());
+                    }
+                }
+                prop_assert!(!(scheme.accepts)(key, &headers, &sent, now));
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    fn body_signed(name: &'static str, prefix: &'static str) -> impl Fn(&[u8], &[u8]) -> HeaderMap {
+        move |secret, body| {
+            let mut h = HeaderMap::new();
+            let value = format!("{prefix}{}", sign_hex(secret, &[body]));
+            h.insert(name, value.parse().unwrap());
+            h
+        }
+    }
+
+    #[test]
+    fn c4_no_mutated_slack_request_is_accepted() {
+        no_mutation_is_accepted(&Scheme {
+            sign: |secret, ts, body| {
+                let mut h = HeaderMap::new();
+                h.insert(SLACK_TIMESTAMP_HEADER, ts.to_string().parse().unwrap());
+                h.insert(
+                    SLACK_SIGNATURE_HEADER,
+                    slack_signature(secret, ts, body).parse().unwrap(),
+                );
+                h
+            },
+            accepts: |secret, h, body, now| verify_slack(secret, h, body, now, WINDOW).is_ok(),
+            signature: (SLACK_SIGNATURE_HEADER, "v0="),
+            timestamp: Some(SLACK_TIMESTAMP_HEADER),
+        });
+    }
+
+    #[test]
+    fn c4_no_mutated_linear_request_is_accepted() {
+        no_mutation_is_accepted(&Scheme {
+            sign: |secret, _, body| body_signed(LINEAR_SIGNATURE_HEADER, "")(secret, body),
+            accepts: |secret, h, body, _| {
+                verify_body(secret, h, LINEAR_SIGNATURE_HEADER, "", body).is_ok()
+            },
+            signature: (LINEAR_SIGNATURE_HEADER, ""),
+            timestamp: None,
+        });
+    }
+
+    #[test]
+    fn c4_no_mutated_github_request_is_accepted() {
+        no_mutation_is_accepted(&Scheme {
+            sign: |secret, _, body| body_signed(GITHUB_SIGNATURE_HEADER, "sha256=")(secret, body),
+            accepts: |secret, h, body, _| {
+                verify_body(secret, h, GITHUB_SIGNATURE_HEADER, "sha256=", body).is_ok()
+            },
+            signature: (GITHUB_SIGNATURE_HEADER, "sha256="),
+            timestamp: None,
+        });
+    }
+
+    #[test]
+    fn slack_signature_matches_slacks_documented_example() {
+        // Slack's "Verifying requests from Slack" example: this secret, timestamp
+        // and body give this signature.
+        let secret = b"8f742231b10e8888abcd99yyyzzz85a5";
+        let body = b"token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&team_domain=testteamnow&channel_id=G8PSS9T3V&channel_name=foobar&user_id=U2CERLKJA&user_name=roadrunner&command=%2Fwebhook-collect&text=&response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2FT1DC2JH3J%2F397700885554%2F96rGlfmibIGlgcZRskXaIFfN&trigger_id=398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c";
+        assert_eq!(
+            slack_signature(secret, 1531420618, body),
+            "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503"
+        );
+    }
 }

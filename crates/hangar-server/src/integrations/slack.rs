@@ -265,6 +265,16 @@ impl Api {
         Ok(value)
     }
 
+    /// Who the bot token is (`auth.test`).
+    pub async fn whoami(&self) -> Result<String, String> {
+        let v = self.call("auth.test", Some(&json!({})), &[]).await?;
+        Ok(format!(
+            "Slack: connected as @{} in {}",
+            v["user"].as_str().unwrap_or("?"),
+            v["team"].as_str().unwrap_or("?")
+        ))
+    }
+
     /// The e-mail of a Slack user's profile (`users:read.email` scope).
     async fn email_of(&self, user: &str) -> Result<Option<String>, String> {
         let v = self.call("users.info", None, &[("user", user)]).await?;

@@ -1,5 +1,6 @@
-//! `POST /integrations/<kind>/<id>/events`: the route providers call, and
-//! the generic signed webhook (`kind = webhook`).
+//! `POST /integrations/<kind>/<id>/events`: the route providers call (it
+//! hands Slack, Linear and GitHub events to their modules), and the generic
+//! signed webhook (`kind = webhook`).
 //!
 //! Order matters, and every step before the run is a 4xx that creates
 //! nothing: the integration must exist with that kind (404); the signature

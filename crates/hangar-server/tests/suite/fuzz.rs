@@ -883,6 +883,7 @@ async fn c7_fuzzed_query_strings_and_path_ids_never_get_5xx() {
         ("DELETE", "/secrets/{}"),
         ("GET", "/integrations/{}"),
         ("DELETE", "/integrations/{}"),
+        ("POST", "/integrations/{}/test"),
         ("GET", "/webhooks/{}"),
         ("DELETE", "/webhooks/{}"),
         ("GET", "/webhooks/{}/deliveries"),

@@ -616,3 +616,63 @@ async fn github_app_mints_an_installation_token_scoped_to_the_repository() {
         "every installation token is scoped to the one repository: {minted:?}"
     );
 }
+
+// ---------------------------------------------------------------- Test button
+
+#[tokio::test]
+async fn integration_test_reports_whether_the_credentials_work() {
+    let t = TwoTeams::start().await;
+    let (_slack, _) = slack_setup(&t).await;
+    let (pem, public) = rsa_key();
+    let github = FakeGithub::with_app("99", public).await;
+    secret(&t, "GH_APP_KEY", &pem).await;
+    let body = json!({"kind": "github", "name": "gh-app", "secret": HOOK,
+        "settings": {"app_id": "99", "private_key_secret": "GH_APP_KEY", "api_base_url": github.api_base_url()}});
+    t.ok("POST", "/integrations", &t.key_a, Some(&body.to_string()))
+        .await;
+    secret(&t, "WRONG_KEY", "lin_api_wrong").await;
+    let linear = FakeLinear::start(LINEAR_KEY, "lin-agent", "hangar").await;
+    let body = json!({"kind": "linear", "name": "lin", "secret": HOOK,
+        "settings": {"api_key_secret": "WRONG_KEY", "api_base_url": linear.api_base_url()}});
+    t.ok("POST", "/integrations", &t.key_a, Some(&body.to_string()))
+        .await;
+
+    let slack = t
+        .ok("POST", "/integrations/slack/test", &t.key_a, None)
+        .await;
+    assert_eq!(slack["ok"], true, "{slack}");
+    assert!(
+        slack["detail"]
+            .as_str()
+            .unwrap()
+            .contains("@hangar in Acme"),
+        "{slack}"
+    );
+    let app = t
+        .ok("POST", "/integrations/gh-app/test", &t.key_a, None)
+        .await;
+    assert_eq!(app["ok"], true, "{app}");
+    assert!(
+        app["detail"].as_str().unwrap().contains("Hangar Agent"),
+        "{app}"
+    );
+    let wrong = t.ok("POST", "/integrations/lin/test", &t.key_a, None).await;
+    assert_eq!(wrong["ok"], false, "{wrong}");
+    assert!(
+        wrong["detail"]
+            .as_str()
+            .unwrap()
+            .contains("Authentication required"),
+        "{wrong}"
+    );
+    assert!(
+        !wrong.to_string().contains("lin_api_wrong"),
+        "the key is never echoed: {wrong}"
+    );
+    // Members may read integrations but not use their credentials.
+    let (_, member) = t.member("mia").await;
+    let reply = t
+        .call("POST", "/integrations/slack/test", Some(&member), None)
+        .await;
+    assert_eq!(reply.status, 403, "{}", reply.text);
+}

@@ -206,6 +206,12 @@ const ROUTES: &[Route] = &[
         Some(r#"{"name":"hook-{n}"}"#),
         Forbidden,
     ),
+    route(
+        "POST",
+        "/integrations/{integration_id}/test",
+        None,
+        Forbidden,
+    ),
     route("DELETE", "/integrations/{integration_id}", None, Forbidden),
     route(
         "POST",

@@ -51,7 +51,7 @@ on_every_store! {
     executions: [a_run_created_assigned_is_as_if_assigned_after_creation, followups_reopen_only_ended_runs, leases_renew_expire_and_are_taken_once, live_followups_are_stored_pending_until_acked, a_lost_started_run_can_be_queued_again, last_executions_show_how_each_run_last_ended],
     accounts: [emails_are_unique_and_case_insensitive, passwords_and_sessions, last_admin_is_kept, deletion_is_soft_and_complete],
     shares: [grants_are_team_scoped_and_links_found_by_hash],
-    integrations: [integrations_are_team_scoped_and_named_once, c4_deliveries_are_claimed_once],
+    integrations: [integrations_are_team_scoped_and_named_once, c4_deliveries_are_claimed_once, integration_threads_report_each_state_once],
     webhooks: [webhook_outbox_is_fenced_and_logged],
     worker_tokens: [s8_worker_tokens_are_created_found_and_expired],
     lifecycle: [state_changes_are_numbered_per_team, client_events_and_filters, worker_registry_is_team_scoped_and_fenced],

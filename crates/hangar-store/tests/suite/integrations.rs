@@ -158,3 +158,100 @@ pub(crate) async fn c4_deliveries_are_claimed_once(store: &dyn Store) {
             .unwrap()
     );
 }
+
+/// The replies of an integration's thread: a thread is due while its run's
+/// state is not the one last reported; one replica takes it (compare and
+/// set on the lease); recording the reply frees it and keeps the status
+/// message's id; a later state makes it due again.
+pub(crate) async fn integration_threads_report_each_state_once(store: &dyn Store) {
+    let t = store
+        .create_team(&RunId::generate().0, "threads")
+        .await
+        .unwrap();
+    let integration = record(t.id, "slack");
+    store.create_integration(integration.clone()).await.unwrap();
+    let run = crate::suite::conformance::new_run(store, t.id, None).await;
+    let thread = IntegrationThread {
+        run_id: run.id.0.clone(),
+        integration_id: integration.id.clone(),
+        team_id: t.id,
+        thread_key: "C1:1.0".into(),
+        reply_to: r#"{"kind":"slack","channel":"C1","thread_ts":"1.0"}"#.into(),
+        status_ref: None,
+        reported: None,
+        lease_until: 0,
+        created_at: Timestamp::now().unix_millis(),
+    };
+    store.add_integration_thread(&thread).await.unwrap();
+    assert_eq!(
+        store.thread_run(&integration.id, "C1:1.0").await.unwrap(),
+        Some(thread.clone())
+    );
+    assert_eq!(
+        store.thread_run(&integration.id, "C1:2.0").await.unwrap(),
+        None
+    );
+
+    let now = Timestamp::now().unix_millis();
+    let mine = |due: Vec<(IntegrationThread, String)>| {
+        due.into_iter()
+            .filter(|(t, _)| t.run_id == run.id.0)
+            .collect::<Vec<_>>()
+    };
+    let due = mine(store.due_integration_threads(now, 100).await.unwrap());
+    assert_eq!(due, vec![(thread.clone(), "QUEUED".to_owned())]);
+    // One replica takes it; a second, with the same view, does not.
+    assert!(
+        store
+            .take_integration_thread(&run.id.0, 0, now + 30_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .take_integration_thread(&run.id.0, 0, now + 30_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        mine(store.due_integration_threads(now, 100).await.unwrap()).is_empty(),
+        "held"
+    );
+    store
+        .record_integration_reply(&run.id.0, "QUEUED", Some("1.5"))
+        .await
+        .unwrap();
+    assert!(
+        mine(store.due_integration_threads(now, 100).await.unwrap()).is_empty(),
+        "reported"
+    );
+    // The run moves on: due again, with the status message's id kept.
+    store
+        .cancel_run(t.id, &run.id, "stop", Timestamp::now().unix_millis())
+        .await
+        .unwrap();
+    let due = mine(store.due_integration_threads(now, 100).await.unwrap());
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].0.status_ref.as_deref(), Some("1.5"));
+    assert_eq!(due[0].0.reported.as_deref(), Some("QUEUED"));
+    assert_eq!(due[0].1, "CANCELLED");
+    store
+        .record_integration_reply(&run.id.0, &due[0].1, None)
+        .await
+        .unwrap();
+    let kept = store
+        .thread_run(&integration.id, "C1:1.0")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(kept.status_ref.as_deref(), Some("1.5"), "None keeps the id");
+    // Deleting the integration deletes its threads.
+    store
+        .delete_integration(t.id, &integration.id)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.thread_run(&integration.id, "C1:1.0").await.unwrap(),
+        None
+    );
+}
