@@ -277,12 +277,7 @@ impl Api {
         repo: Option<&str>,
         installation_id: Option<u64>,
     ) -> Result<Api, String> {
-        let base = settings
-            .api_base_url
-            .clone()
-            .unwrap_or_else(|| DEFAULT_API.to_owned())
-            .trim_end_matches('/')
-            .to_owned();
+        let base = provider::api_base(settings, DEFAULT_API);
         let token = match (
             &settings.token_secret,
             &settings.app_id,
@@ -415,12 +410,7 @@ pub async fn whoami(
     record: &IntegrationRecord,
     settings: &IntegrationSettings,
 ) -> Result<String, String> {
-    let base = settings
-        .api_base_url
-        .clone()
-        .unwrap_or_else(|| DEFAULT_API.to_owned())
-        .trim_end_matches('/')
-        .to_owned();
+    let base = provider::api_base(settings, DEFAULT_API);
     let (path, token) = match (&settings.token_secret, &settings.app_id, &settings.private_key_secret) {
         (Some(name), _, _) => ("/user", team_secret(app, record.team_id, name).await?),
         (None, Some(app_id), Some(key_name)) => {

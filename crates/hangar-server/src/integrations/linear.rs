@@ -246,12 +246,7 @@ impl Api {
             "the Linear integration has no API key: set `--api-key-secret NAME` (a team secret holding the key)",
         )?;
         Ok(Api {
-            base: settings
-                .api_base_url
-                .clone()
-                .unwrap_or_else(|| DEFAULT_API.to_owned())
-                .trim_end_matches('/')
-                .to_owned(),
+            base: provider::api_base(settings, DEFAULT_API),
             key: team_secret(app, record.team_id, name).await?,
         })
     }

@@ -142,6 +142,17 @@ pub async fn team_secret(app: &AppState, team_id: i64, name: &str) -> Result<Sec
         })
 }
 
+/// The provider's API base URL: the integration's `api_base_url`, or the
+/// provider's public API, without a trailing `/`.
+pub fn api_base(settings: &IntegrationSettings, default: &str) -> String {
+    settings
+        .api_base_url
+        .as_deref()
+        .unwrap_or(default)
+        .trim_end_matches('/')
+        .to_owned()
+}
+
 /// The HTTP client every provider API call uses (rustls, a timeout, no
 /// redirects: a token is never sent on to another host).
 pub fn http() -> &'static reqwest::Client {

@@ -247,60 +247,23 @@ mod tests {
         h
     }
 
-    /// Scenario C4 as a property: whatever single change is made to a
-    /// signed request (a bit of the body, the timestamp, a digit of the
-    /// signature), it is refused; 10,000 cases.
     #[test]
     fn c4_no_mutated_signed_request_is_accepted() {
-        use proptest::prelude::*;
-        use proptest::test_runner::{Config, TestRunner};
-        let mut runner = TestRunner::new(Config {
-            cases: 10_000,
-            failure_persistence: None,
-            ..Config::default()
+        no_mutation_is_accepted(&Scheme {
+            sign: signed,
+            accepts: |secret, h, body, now| verify_hangar(secret, h, body, now, WINDOW).is_ok(),
+            signature: (SIGNATURE_HEADER, SCHEME),
+            timestamp: Some(TIMESTAMP_HEADER),
         });
-        let strategy = (
-            proptest::collection::vec(any::<u8>(), 0..200),
-            any::<usize>(),
-            0u8..8,
-            0u8..3,
-            1i64..100_000,
-        );
-        runner
-            .run(&strategy, |(body, at, bit, which, delta)| {
-                let now = 1_700_000_000;
-                let secret = b"whsec_property";
-                let mut headers = signed(secret, now, &body);
-                let mut sent = body.clone();
-                match which {
-                    0 if !sent.is_empty() => {
-                        let i = at % sent.len();
-                        sent[i] ^= 1 << bit;
-                    }
-                    0 => sent.push(bit),
-                    1 => {
-                        let ts = now + if at % 2 == 0 { delta } else { -delta };
-                        headers.insert(TIMESTAMP_HEADER, ts.to_string().parse().unwrap());
-                    }
-                    _ => {
-                        let sig = headers[SIGNATURE_HEADER].to_str().unwrap().to_owned();
-                        let mut chars: Vec<char> = sig.chars().collect();
-                        let i = SCHEME.len() + at % (chars.len() - SCHEME.len());
-                        chars[i] = if chars[i] == '0' { '1' } else { '0' };
-                        let changed: String = chars.into_iter().collect();
-                        headers.insert(SIGNATURE_HEADER, changed.parse().unwrap());
-                    }
-                }
-                prop_assert!(verify_hangar(secret, &headers, &sent, now, WINDOW).is_err());
-                // The untouched request passes, and only while it is fresh.
-                let original = signed(secret, now, &body);
-                prop_assert!(verify_hangar(secret, &original, &body, now + 300, WINDOW).is_ok());
-                prop_assert!(
-                    verify_hangar(secret, &original, &body, now + 301 + delta, WINDOW).is_err()
-                );
-                Ok(())
-            })
-            .unwrap();
+    }
+
+    #[test]
+    fn c4_a_signed_request_is_accepted_only_while_fresh() {
+        let (secret, body, now) = (b"whsec", br#"{"a":1}"#, 1_700_000_000);
+        let h = signed(secret, now, body);
+        assert!(verify_hangar(secret, &h, body, now + 300, WINDOW).is_ok());
+        assert!(verify_hangar(secret, &h, body, now - 300, WINDOW).is_ok());
+        assert!(verify_hangar(secret, &h, body, now + 301, WINDOW).is_err());
     }
 
     #[test]

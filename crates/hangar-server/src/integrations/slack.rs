@@ -224,12 +224,7 @@ impl Api {
             "the Slack integration has no bot token: set `--bot-token-secret NAME` (a team secret holding the xoxb- token)",
         )?;
         Ok(Api {
-            base: settings
-                .api_base_url
-                .clone()
-                .unwrap_or_else(|| DEFAULT_API.to_owned())
-                .trim_end_matches('/')
-                .to_owned(),
+            base: provider::api_base(settings, DEFAULT_API),
             token: team_secret(app, record.team_id, name).await?,
         })
     }
