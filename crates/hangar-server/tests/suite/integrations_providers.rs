@@ -368,22 +368,28 @@ async fn c4_linear_assignment_starts_one_run_with_ticket_metadata_and_comments()
 }
 
 #[tokio::test]
-async fn c4_linear_tampered_stale_and_replayed_deliveries_start_no_second_run() {
+async fn c4_linear_tampered_body_is_refused_and_starts_no_run() {
     let t = TwoTeams::start().await;
     let (linear, url) = linear_setup(&t).await;
-    // Tampered: signed, then changed.
     let body = linear_assigned("iss-7", "lin-ann", now() * 1000);
-    let headers = linear_headers(&body, "d-2");
     let tampered = String::from_utf8(body.clone())
         .unwrap()
         .replace("Flaky", "Other")
         .into_bytes();
-    let (status, answer) = post(&t, &url, &headers, &tampered).await;
-    assert_eq!(status, 401, "tampered: {answer}");
-    // Stale: signed correctly, but its webhookTimestamp is six minutes old.
+    let (status, answer) = post(&t, &url, &linear_headers(&body, "d-2"), &tampered).await;
+    assert_eq!(status, 401, "{answer}");
+    assert!(runs(&t).await.is_empty());
+    assert!(linear.posted().is_empty());
+}
+
+#[tokio::test]
+async fn c4_linear_stale_timestamp_is_refused_and_starts_no_run() {
+    let t = TwoTeams::start().await;
+    let (linear, url) = linear_setup(&t).await;
+    // Signed correctly, but its webhookTimestamp is six minutes old.
     let stale = linear_assigned("iss-7", "lin-ann", (now() - 360) * 1000);
     let (status, answer) = post(&t, &url, &linear_headers(&stale, "d-3"), &stale).await;
-    assert_eq!(status, 401, "stale: {answer}");
+    assert_eq!(status, 401, "{answer}");
     assert!(
         answer["detail"]
             .as_str()
@@ -393,7 +399,14 @@ async fn c4_linear_tampered_stale_and_replayed_deliveries_start_no_second_run() 
     );
     assert!(runs(&t).await.is_empty());
     assert!(linear.posted().is_empty());
-    // Replayed: accepted once, then the same delivery again.
+}
+
+#[tokio::test]
+async fn c4_linear_replayed_delivery_is_deduplicated() {
+    let t = TwoTeams::start().await;
+    let (_linear, url) = linear_setup(&t).await;
+    let body = linear_assigned("iss-7", "lin-ann", now() * 1000);
+    let headers = linear_headers(&body, "d-4");
     let (status, first) = post(&t, &url, &headers, &body).await;
     assert_eq!(
         (status, first["outcome"].as_str()),
@@ -401,6 +414,14 @@ async fn c4_linear_tampered_stale_and_replayed_deliveries_start_no_second_run() 
         "{first}"
     );
     let (status, replay) = post(&t, &url, &headers, &body).await;
+    assert_eq!(
+        (status, replay["outcome"].as_str()),
+        (200, Some("duplicate")),
+        "{replay}"
+    );
+    // The same delivery id signed over a changed body is a replay too.
+    let again = linear_assigned("iss-7", "lin-ann", now() * 1000 + 1);
+    let (status, replay) = post(&t, &url, &linear_headers(&again, "d-4"), &again).await;
     assert_eq!(
         (status, replay["outcome"].as_str()),
         (200, Some("duplicate")),
@@ -414,7 +435,7 @@ async fn linear_unlinked_user_gets_the_howto_comment() {
     let t = TwoTeams::start().await;
     let (linear, url) = linear_setup(&t).await;
     let body = linear_assigned("iss-7", "lin-bob", now() * 1000);
-    let (status, answer) = post(&t, &url, &linear_headers(&body, "d-4"), &body).await;
+    let (status, answer) = post(&t, &url, &linear_headers(&body, "d-6"), &body).await;
     assert_eq!(
         (status, answer["outcome"].as_str()),
         (200, Some("unlinked")),
@@ -498,22 +519,45 @@ async fn c4_github_mention_starts_one_run_and_comments_on_the_issue() {
 }
 
 #[tokio::test]
-async fn c4_github_tampered_stale_and_replayed_deliveries_start_no_second_run() {
+async fn c4_github_tampered_body_is_refused_and_starts_no_run() {
     let t = TwoTeams::start().await;
     let (github, url) = github_setup(&t).await;
     let body = github_comment("ann", "@hangar please fix this", &rfc3339(0));
-    let headers = github_headers(&body, "g-2");
     let tampered = String::from_utf8(body.clone())
         .unwrap()
         .replace("fix this", "delete main")
         .into_bytes();
-    let (status, answer) = post(&t, &url, &headers, &tampered).await;
-    assert_eq!(status, 401, "tampered: {answer}");
-    let stale = github_comment("ann", "@hangar please fix this", &rfc3339(600));
-    let (status, answer) = post(&t, &url, &github_headers(&stale, "g-3"), &stale).await;
-    assert_eq!(status, 401, "stale: {answer}");
+    let (status, answer) = post(&t, &url, &github_headers(&body, "g-2"), &tampered).await;
+    assert_eq!(status, 401, "{answer}");
     assert!(runs(&t).await.is_empty());
     assert!(github.posted().is_empty());
+}
+
+#[tokio::test]
+async fn c4_github_stale_comment_is_refused_and_starts_no_run() {
+    let t = TwoTeams::start().await;
+    let (github, url) = github_setup(&t).await;
+    // Signed correctly, but about a comment made ten minutes ago.
+    let stale = github_comment("ann", "@hangar please fix this", &rfc3339(600));
+    let (status, answer) = post(&t, &url, &github_headers(&stale, "g-3"), &stale).await;
+    assert_eq!(status, 401, "{answer}");
+    assert!(
+        answer["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("stale"),
+        "{answer}"
+    );
+    assert!(runs(&t).await.is_empty());
+    assert!(github.posted().is_empty());
+}
+
+#[tokio::test]
+async fn c4_github_replayed_delivery_is_deduplicated() {
+    let t = TwoTeams::start().await;
+    let (_github, url) = github_setup(&t).await;
+    let body = github_comment("ann", "@hangar please fix this", &rfc3339(0));
+    let headers = github_headers(&body, "g-4");
     let (status, first) = post(&t, &url, &headers, &body).await;
     assert_eq!(
         (status, first["outcome"].as_str()),
@@ -534,7 +578,7 @@ async fn github_unlinked_user_gets_the_howto_comment() {
     let t = TwoTeams::start().await;
     let (github, url) = github_setup(&t).await;
     let body = github_comment("bob", "@hangar please fix this", &rfc3339(0));
-    let (status, answer) = post(&t, &url, &github_headers(&body, "g-4"), &body).await;
+    let (status, answer) = post(&t, &url, &github_headers(&body, "g-6"), &body).await;
     assert_eq!(
         (status, answer["outcome"].as_str()),
         (200, Some("unlinked")),
