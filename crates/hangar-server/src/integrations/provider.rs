@@ -104,6 +104,12 @@ pub enum Outcome {
     },
     /// A delivery already received (the provider retried it).
     Duplicate,
+    /// The run could not be started for a reason a retry would not change
+    /// (an unknown environment, a budget spent): the reason was replied.
+    Refused {
+        /// Why, as replied in the thread.
+        reason: String,
+    },
 }
 
 impl IntoResponse for Outcome {
@@ -346,7 +352,28 @@ pub async fn handle(
             Err(e) => return Err(e.into()),
         }
     }
-    start(app, record, settings, &user, ask).await
+    let reply_to = ask.reply_to.clone();
+    match start(app, record, settings, &user, ask).await {
+        Err(e) if lasting(&e) => {
+            let reason = e.to_string();
+            tracing::info!(integration_id = %record.id, error = %reason, "integration request refused; replying why");
+            let api = api_for(app, record, &reply_to)
+                .await
+                .map_err(|e| ApiError::BadGateway(format!("{kind} API: {e}")))?;
+            api.post(&reply_to, &format!("I could not start a run: {reason}"))
+                .await
+                .map_err(|e| ApiError::BadGateway(format!("{kind} API: {e}")))?;
+            Ok(Outcome::Refused { reason })
+        }
+        other => other,
+    }
+}
+
+/// Whether a run refused with `e` would be refused again if the provider
+/// retried (a 4xx other than a conflict or a rate limit).
+fn lasting(e: &ApiError) -> bool {
+    let status = e.problem().status;
+    (400..500).contains(&status) && status != 409 && status != 429
 }
 
 fn provider_name(kind: IntegrationKind) -> &'static str {

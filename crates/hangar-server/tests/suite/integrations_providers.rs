@@ -720,3 +720,44 @@ async fn integration_test_reports_whether_the_credentials_work() {
         .await;
     assert_eq!(reply.status, 403, "{}", reply.text);
 }
+
+#[tokio::test]
+async fn a_run_that_cannot_start_is_explained_in_the_thread() {
+    let t = TwoTeams::start().await;
+    let slack = FakeSlack::start(BOT).await;
+    t.member("ann").await;
+    slack.add_user("UANN", Some("ann@a.test"));
+    secret(&t, "SLACK_BOT", BOT).await;
+    let env = t
+        .ok("POST", "/environments", &t.key_a, Some(r#"{"name":"web"}"#))
+        .await;
+    let env_id = env["id"].as_str().unwrap();
+    let body = json!({"kind": "slack", "name": "slack", "secret": SIGNING, "settings": {
+        "bot_token_secret": "SLACK_BOT", "api_base_url": slack.api_base_url(),
+        "agent_config": {"model_id": MODEL, "environment_id": env_id}}});
+    let created = t
+        .ok("POST", "/integrations", &t.key_a, Some(&body.to_string()))
+        .await;
+    let url = created["webhook_url"].as_str().unwrap();
+    // The environment goes away after the integration was set up.
+    t.ok("DELETE", &format!("/environments/{env_id}"), &t.key_a, None)
+        .await;
+    let body = slack_mention("Ev9", "UANN", "<@U0HANGAR> deploy", None);
+    let (status, answer) = post(&t, url, &slack_headers(&body, now()), &body).await;
+    assert_eq!(
+        (status, answer["outcome"].as_str()),
+        (200, Some("refused")),
+        "{answer}"
+    );
+    let reply = reply_in(
+        || slack.posted(),
+        "C0DEV:1765130000.000200",
+        "could not start",
+    )
+    .await;
+    assert!(
+        reply.text.contains(env_id),
+        "the reason names the environment: {reply:?}"
+    );
+    assert!(runs(&t).await.is_empty());
+}
