@@ -120,12 +120,18 @@ pub trait IntegrationStore: Send + Sync {
     ) -> StoreResult<Option<IntegrationThread>>;
     /// Threads with something to report: their run's state is not the one
     /// last reported, and no replica holds them (lease before `now`); with
-    /// that state. At most `limit`, oldest first.
+    /// that state. At most `limit`, oldest first. Only threads whose run was
+    /// not reported ended are looked at, unless `all` (a run reopened from
+    /// outside its thread is found then).
     async fn due_integration_threads(
         &self,
         now: i64,
+        all: bool,
         limit: i64,
     ) -> StoreResult<Vec<(IntegrationThread, String)>>;
+    /// Follows a thread again whose run was reported ended (a follow-up
+    /// from the thread reopened it): its next state is reported at once.
+    async fn reopen_integration_thread(&self, run_id: &str) -> StoreResult<()>;
     /// Takes a thread to post its reply until `lease_until`, if its lease is
     /// still `seen_lease` (compare and set): `true` for the one replica that
     /// gets it.

@@ -398,6 +398,10 @@ async fn follow_up(
         key_id: format!("integration:{}", record.id),
     };
     app.runs().followup(&principal, run, &ask.text).await?;
+    if run.state.is_terminal() {
+        // The run was reopened: report it in the thread again.
+        app.store.reopen_integration_thread(&run.id.0).await?;
+    }
     tracing::info!(integration_id = %record.id, run_id = %run.id, "thread message sent to its run as a follow-up");
     super::replies::nudge();
     Ok(Outcome::FollowedUp {

@@ -9,6 +9,10 @@
 //! not the one last reported, takes each with a lease (one replica posts),
 //! posts, and records the state reported. A provider that fails keeps the
 //! lease until it expires ([`REPLY_LEASE`]); the next pass tries again.
+//! Each pass reads only the threads still open (their run not reported
+//! ended; a partial index), and every [`ALL_EVERY`] all of them, for a run
+//! reopened from elsewhere; a follow-up from the thread reopens its thread
+//! at once.
 
 use super::provider::{ProviderApi, ReplyTo, api_for, clip};
 use crate::AppState;
@@ -158,11 +162,12 @@ async fn report(
     Ok(posted)
 }
 
-/// One pass: report every thread with something new.
-async fn pass(app: &AppState) -> Result<(), StoreError> {
+/// One pass: report every thread with something new; the threads whose
+/// run was reported ended only when `all`.
+async fn pass(app: &AppState, all: bool) -> Result<(), StoreError> {
     let now = Timestamp::now().unix_millis();
     let lease = i64::try_from(REPLY_LEASE.as_millis()).unwrap_or(i64::MAX);
-    for (thread, state) in app.store.due_integration_threads(now, BATCH).await? {
+    for (thread, state) in app.store.due_integration_threads(now, all, BATCH).await? {
         if !app
             .store
             .take_integration_thread(&thread.run_id, thread.lease_until, now + lease)
@@ -190,10 +195,20 @@ async fn pass(app: &AppState) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// How often a pass looks at every thread, not only the open ones: a run
+/// reopened from outside its thread (the API, the dashboard) is reported
+/// within this.
+const ALL_EVERY: Duration = Duration::from_secs(60);
+
 /// The reply loop of this replica, until `shutdown`.
 pub async fn run(app: AppState, shutdown: CancellationToken) {
+    let mut all_at = std::time::Instant::now();
     loop {
-        if let Err(e) = pass(&app).await {
+        let all = all_at.elapsed() >= ALL_EVERY;
+        if all {
+            all_at = std::time::Instant::now();
+        }
+        if let Err(e) = pass(&app, all).await {
             tracing::warn!(error = %e, "integration replies pass failed; retrying");
         }
         tokio::select! {

@@ -761,3 +761,58 @@ async fn a_run_that_cannot_start_is_explained_in_the_thread() {
     );
     assert!(runs(&t).await.is_empty());
 }
+
+#[tokio::test]
+async fn a_mention_in_the_thread_of_an_ended_run_reopens_it_and_is_reported_at_once() {
+    let t = TwoTeams::start().await;
+    let (slack, url) = slack_setup(&t).await;
+    let body = slack_mention("Ev10", "UANN", "<@U0HANGAR> deploy", None);
+    let (_, answer) = post(&t, &url, &slack_headers(&body, now()), &body).await;
+    let run_id = answer["run_id"].as_str().unwrap().to_owned();
+    let thread = "C0DEV:1765130000.000200";
+    t.ok(
+        "POST",
+        &format!("/agent/runs/{run_id}/cancel"),
+        &t.key_a,
+        None,
+    )
+    .await;
+    reply_in(|| slack.posted(), thread, "The run was cancelled").await;
+    let status = reply_in(|| slack.posted(), thread, "Cancelled").await;
+
+    let again = json!({"type": "event_callback", "event_id": "Ev11", "event": {
+        "type": "app_mention", "user": "UANN", "text": "<@U0HANGAR> try again",
+        "channel": "C0DEV", "ts": "1765130000.000300", "thread_ts": "1765130000.000200"}})
+    .to_string()
+    .into_bytes();
+    let (status_code, answer) = post(&t, &url, &slack_headers(&again, now()), &again).await;
+    assert_eq!(
+        (status_code, answer["outcome"].as_str()),
+        (200, Some("followed_up")),
+        "{answer}"
+    );
+    assert_eq!(answer["run_id"], run_id.as_str());
+    // The same status message says it is queued again, well before the
+    // loop's look at every thread (a minute).
+    let requeued = until_ok(
+        "the status message to say Queued again",
+        Duration::from_secs(10),
+        || {
+            let now = slack
+                .posted()
+                .into_iter()
+                .find(|p| p.id == status.id)
+                .unwrap();
+            if now.text.contains("Queued") {
+                Ok(now)
+            } else {
+                Err(now)
+            }
+        },
+    )
+    .await;
+    assert!(
+        requeued.edits.iter().any(|e| e.contains("Cancelled")),
+        "{requeued:?}"
+    );
+}

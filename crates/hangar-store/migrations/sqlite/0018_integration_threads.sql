@@ -19,3 +19,8 @@ CREATE TABLE integration_threads (
     created_at     INTEGER NOT NULL
 );
 CREATE INDEX integration_threads_thread ON integration_threads (integration_id, thread_key, created_at);
+-- The threads still to follow: those whose run has not been reported ended.
+-- The reply loop reads these every pass, and all threads only now and then
+-- (a run reopened from elsewhere than its thread).
+CREATE INDEX integration_threads_open ON integration_threads (created_at)
+    WHERE reported IS NULL OR reported NOT IN ('SUCCEEDED', 'FAILED', 'ERROR', 'CANCELLED');

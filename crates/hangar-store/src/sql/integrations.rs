@@ -227,8 +227,16 @@ macro_rules! integration_store {
                 async fn due_integration_threads(
                     &self,
                     now: i64,
+                    all: bool,
                     limit: i64,
                 ) -> StoreResult<Vec<(IntegrationThread, String)>> {
+                    // The same terms as the partial index `integration_threads_open`.
+                    let open = if all {
+                        ""
+                    } else {
+                        "AND (t.reported IS NULL OR t.reported NOT IN \
+                         ('SUCCEEDED', 'FAILED', 'ERROR', 'CANCELLED'))"
+                    };
                     let columns = THREAD_COLUMNS
                         .split(", ")
                         .map(|c| format!("t.{c}"))
@@ -238,7 +246,7 @@ macro_rules! integration_store {
                         "SELECT {columns}, r.state AS run_state FROM integration_threads t \
                          JOIN runs r ON r.id = t.run_id \
                          WHERE t.lease_until <= $1 AND (t.reported IS NULL OR t.reported <> r.state) \
-                         ORDER BY t.created_at LIMIT $2"
+                         {open} ORDER BY t.created_at LIMIT $2"
                     )))
                     .bind(now)
                     .bind(limit)
@@ -247,6 +255,16 @@ macro_rules! integration_store {
                     rows.iter()
                         .map(|row| Ok((thread_from_row(row)?, row.try_get("run_state")?)))
                         .collect()
+                }
+
+                async fn reopen_integration_thread(&self, run_id: &str) -> StoreResult<()> {
+                    let mut db = self.write().await?;
+                    sqlx::query("UPDATE integration_threads SET reported = NULL WHERE run_id = $1")
+                        .bind(run_id)
+                        .execute(&mut *db)
+                        .await?;
+                    db.commit().await?;
+                    Ok(())
                 }
 
                 async fn take_integration_thread(

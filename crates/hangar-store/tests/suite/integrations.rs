@@ -198,7 +198,12 @@ pub(crate) async fn integration_threads_report_each_state_once(store: &dyn Store
             .filter(|(t, _)| t.run_id == run.id.0)
             .collect::<Vec<_>>()
     };
-    let due = mine(store.due_integration_threads(now, 100).await.unwrap());
+    let due = mine(
+        store
+            .due_integration_threads(now, false, 100)
+            .await
+            .unwrap(),
+    );
     assert_eq!(due, vec![(thread.clone(), "QUEUED".to_owned())]);
     // One replica takes it; a second, with the same view, does not.
     assert!(
@@ -214,7 +219,13 @@ pub(crate) async fn integration_threads_report_each_state_once(store: &dyn Store
             .unwrap()
     );
     assert!(
-        mine(store.due_integration_threads(now, 100).await.unwrap()).is_empty(),
+        mine(
+            store
+                .due_integration_threads(now, false, 100)
+                .await
+                .unwrap()
+        )
+        .is_empty(),
         "held"
     );
     store
@@ -222,7 +233,13 @@ pub(crate) async fn integration_threads_report_each_state_once(store: &dyn Store
         .await
         .unwrap();
     assert!(
-        mine(store.due_integration_threads(now, 100).await.unwrap()).is_empty(),
+        mine(
+            store
+                .due_integration_threads(now, false, 100)
+                .await
+                .unwrap()
+        )
+        .is_empty(),
         "reported"
     );
     // The run moves on: due again, with the status message's id kept.
@@ -230,7 +247,12 @@ pub(crate) async fn integration_threads_report_each_state_once(store: &dyn Store
         .cancel_run(t.id, &run.id, "stop", Timestamp::now().unix_millis())
         .await
         .unwrap();
-    let due = mine(store.due_integration_threads(now, 100).await.unwrap());
+    let due = mine(
+        store
+            .due_integration_threads(now, false, 100)
+            .await
+            .unwrap(),
+    );
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].0.status_ref.as_deref(), Some("1.5"));
     assert_eq!(due[0].0.reported.as_deref(), Some("QUEUED"));
