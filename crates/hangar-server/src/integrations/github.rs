@@ -119,8 +119,22 @@ fn request<'p>(
     let repo = payload["repository"]["full_name"]
         .as_str()
         .unwrap_or_default();
-    if repo.is_empty() {
-        return Err(format!("GitHub event `{event}` names no repository"));
+    let valid = |part: &str| {
+        !part.is_empty()
+            && part != "."
+            && part != ".."
+            && part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    if !repo
+        .split_once('/')
+        .is_some_and(|(o, n)| valid(o) && valid(n))
+    {
+        return Err(format!(
+            "GitHub event `{event}` names no repository `owner/name` (got `{}`)",
+            clip(repo, 100)
+        ));
     }
     if !settings.repos.is_empty() && !settings.repos.iter().any(|r| r.eq_ignore_ascii_case(repo)) {
         return Err(format!("repository {repo} may not trigger runs"));
@@ -529,6 +543,12 @@ mod tests {
         assert_eq!(found.text, "fix it");
         assert!(request("issue_comment", &comment_event("fix it", "User"), &s).is_err());
         assert!(request("issue_comment", &comment_event("@hangar fix", "Bot"), &s).is_err());
+        let mut odd = comment_event("@hangar fix", "User");
+        odd["repository"]["full_name"] = json!("acme/../../user");
+        assert!(
+            request("issue_comment", &odd, &s).is_err(),
+            "a repository is `owner/name`"
+        );
         let other = IntegrationSettings {
             repos: vec!["acme/api".into()],
             ..IntegrationSettings::default()
