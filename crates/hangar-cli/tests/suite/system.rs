@@ -8,6 +8,7 @@ mod command_backend;
 mod docker_system;
 mod environments;
 mod faults;
+mod faults_disk;
 mod faults_stream;
 mod faults_workers;
 mod followups_ended;
