@@ -573,12 +573,12 @@ pub(crate) fn filter_clauses(
     if let Some(integration) = &q.trigger_integration_id {
         let i = mark();
         sql.push_str(&match dialect {
-            Dialect::Sqlite => format!(
-                " AND json_extract(config, '$._hangar.trigger.integration_id') = {i}"
-            ),
-            Dialect::Postgres => format!(
-                " AND (config::jsonb -> '_hangar' -> 'trigger' ->> 'integration_id') = {i}"
-            ),
+            Dialect::Sqlite => {
+                format!(" AND json_extract(config, '$._hangar.trigger.integration_id') = {i}")
+            }
+            Dialect::Postgres => {
+                format!(" AND (config::jsonb -> '_hangar' -> 'trigger' ->> 'integration_id') = {i}")
+            }
         });
         values.push(FilterValue::Text(integration.clone()));
     }

@@ -335,19 +335,28 @@ async fn outbound_webhook_test_sends_a_signed_ping_through_the_outbox() {
     assert!(got.signed_with(&secret), "signed like every delivery");
     assert_eq!(got.header("x-hangar-event"), "ping");
     let body = got.json();
-    assert_eq!((body["id"].as_str(), body["type"].as_str()), (Some(id.as_str()), Some("ping")));
+    assert_eq!(
+        (body["id"].as_str(), body["type"].as_str()),
+        (Some(id.as_str()), Some("ping"))
+    );
     assert_eq!(body["data"]["webhook_id"], hook.as_str());
 
     // In the delivery log, delivered, newest first; a second ping counts down.
     let second = t.ok("POST", &test_path, &t.key_a, None).await;
     assert_eq!(second["sequence"], -2);
     let log_path = format!("/webhooks/{hook}/deliveries");
-    eventually("both pings are delivered", Duration::from_secs(20), || async {
-        let log = t.ok("GET", &log_path, &t.key_a, None).await;
-        let d = log["deliveries"].as_array().cloned().unwrap_or_default();
-        (d.len() == 2 && d.iter().all(|d| d["state"] == "delivered" && d["response_code"] == 204))
+    eventually(
+        "both pings are delivered",
+        Duration::from_secs(20),
+        || async {
+            let log = t.ok("GET", &log_path, &t.key_a, None).await;
+            let d = log["deliveries"].as_array().cloned().unwrap_or_default();
+            (d.len() == 2
+                && d.iter()
+                    .all(|d| d["state"] == "delivered" && d["response_code"] == 204))
             .then_some(d)
-    })
+        },
+    )
     .await;
     let log = t.ok("GET", &log_path, &t.key_a, None).await;
     assert_eq!(log["deliveries"][0]["id"], second["id"], "{log}");

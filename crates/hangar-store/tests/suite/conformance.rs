@@ -745,6 +745,9 @@ pub(crate) async fn metadata_and_ancestry_filters(store: &dyn Store) {
         trigger_integration_id: Some(id.to_owned()),
         ..Default::default()
     };
-    assert_eq!(ids(by_integration("int-1")).await, vec![triggered.id.clone()]);
+    assert_eq!(
+        ids(by_integration("int-1")).await,
+        vec![triggered.id.clone()]
+    );
     assert!(ids(by_integration("int-2")).await.is_empty());
 }

@@ -197,12 +197,19 @@ pub(crate) async fn webhook_outbox_is_fenced_and_logged(store: &dyn Store) {
         .await
         .unwrap();
     assert_eq!(
-        (p1.event_type.as_str(), p1.sequence, p1.state.as_str(), p1.attempts),
+        (
+            p1.event_type.as_str(),
+            p1.sequence,
+            p1.state.as_str(),
+            p1.attempts
+        ),
         ("ping", -1, "pending", 0)
     );
     assert_eq!((p2.sequence, p2.next_attempt_at), (-2, 4_000));
     assert!(matches!(
-        store.enqueue_webhook_ping(other.id, &w.id, &ping(3_000)).await,
+        store
+            .enqueue_webhook_ping(other.id, &w.id, &ping(3_000))
+            .await,
         Err(StoreError::NotFound)
     ));
     assert!(

@@ -196,7 +196,10 @@ fn action_steps_never_interpolate_expressions_into_scripts() {
     let action = action();
     for step in action["runs"]["steps"].as_sequence().unwrap() {
         let script = step["run"].as_str().unwrap();
-        assert!(!script.contains("${{"), "a run: script interpolates: {script}");
+        assert!(
+            !script.contains("${{"),
+            "a run: script interpolates: {script}"
+        );
         assert!(
             script.contains("$GITHUB_ACTION_PATH/scripts/action/"),
             "{script}"
@@ -253,8 +256,16 @@ async fn action_unmanaged_run_in_the_job_sets_the_outputs() {
     assert_eq!(json["state"], "SUCCEEDED");
     assert_eq!(json["run_id"], run_id.as_str());
     assert_eq!(json["run_url"], o["run_url"].as_str());
-    assert!(run.step_summary.contains("Hangar run: SUCCEEDED"), "{}", run.step_summary);
-    assert!(run.step_summary.contains(&o["run_url"]), "{}", run.step_summary);
+    assert!(
+        run.step_summary.contains("Hangar run: SUCCEEDED"),
+        "{}",
+        run.step_summary
+    );
+    assert!(
+        run.step_summary.contains(&o["run_url"]),
+        "{}",
+        run.step_summary
+    );
     // The key never appears in the log except in the mask command.
     let key_lines = run
         .log
@@ -300,7 +311,12 @@ async fn action_inputs_reach_the_agent_verbatim() {
     assert_eq!(run.outputs["run_url"], "");
     let leftovers = crate::suite::common::dir_entries(workspace.path())
         .into_iter()
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("pwned"))
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("pwned")
+        })
         .collect::<Vec<_>>();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     // The model saw the prompt exactly as given.
@@ -345,8 +361,19 @@ async fn action_cloud_run_on_the_teams_workers_sets_the_outputs() {
     assert_eq!(config.worker_host.as_deref(), Some("ci-worker"));
     assert_eq!(config.name.as_deref(), Some("ci-fix"));
     assert_eq!(Some(&o["run_url"]), item.session_link.as_ref());
-    assert!(run.log.contains(&format!("Created run {}", o["run_id"])), "{}", run.log);
-    assert!(run.log.contains(&format!("::notice title=Hangar run SUCCEEDED::{}", o["run_url"])), "{}", run.log);
+    assert!(
+        run.log.contains(&format!("Created run {}", o["run_id"])),
+        "{}",
+        run.log
+    );
+    assert!(
+        run.log.contains(&format!(
+            "::notice title=Hangar run SUCCEEDED::{}",
+            o["run_url"]
+        )),
+        "{}",
+        run.log
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -371,9 +398,19 @@ async fn action_without_a_prompt_or_a_server_fails_with_an_error() {
         run.log
     );
 
-    let run = run_action(workspace.path(), &[("prompt", "x"), ("cloud", "yes please")], &[]).await;
+    let run = run_action(
+        workspace.path(),
+        &[("prompt", "x"), ("cloud", "yes please")],
+        &[],
+    )
+    .await;
     assert!(!run.success);
-    assert!(run.log.contains("::error title=Hangar action::cloud: expected true or false"), "{}", run.log);
+    assert!(
+        run.log
+            .contains("::error title=Hangar action::cloud: expected true or false"),
+        "{}",
+        run.log
+    );
 
     let run = run_action(
         workspace.path(),
@@ -398,9 +435,16 @@ async fn action_failed_run_sets_the_outputs_and_fails_the_step() {
     .await;
     assert!(!run.success, "{}", run.log);
     let state = &run.outputs["state"];
-    assert!(state == "FAILED" || state == "ERROR", "{:?}\n{}", run.outputs, run.log);
     assert!(
-        run.log.contains(&format!("::error title=Hangar action::the run ended {state}")),
+        state == "FAILED" || state == "ERROR",
+        "{:?}\n{}",
+        run.outputs,
+        run.log
+    );
+    assert!(
+        run.log.contains(&format!(
+            "::error title=Hangar action::the run ended {state}"
+        )),
         "{}",
         run.log
     );
