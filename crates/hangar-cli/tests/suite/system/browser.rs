@@ -830,6 +830,29 @@ async fn integrations_page_creates_an_integration_and_tests_and_redelivers_webho
         ensure!(after["settings"]["prompt_prefix"] == "From the pager:", "{after}");
         ensure!(after["settings"]["prompt_template"] == "Investigate {{alert.title}}", "{after}");
 
+        // A signed delivery to the webhook URL starts a run: it is listed
+        // under the integration's last runs, with its state and link.
+        let body = br#"{"alert": {"title": "disk full"}}"#.to_vec();
+        let ts = hangar_protocol::Timestamp::now().unix_millis() / 1000;
+        let signature = hangar_server::integrations::signature::hangar_signature(b"s3cret-signing-value", ts, &body);
+        let sent = reqwest::Client::new()
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("x-hangar-timestamp", ts.to_string())
+            .header("x-hangar-signature", signature)
+            .header("x-hangar-delivery", "page-delivery-1")
+            .body(body)
+            .send()
+            .await?;
+        ensure!(sent.status().is_success(), "the signed delivery answered {}", sent.status());
+        let accepted: Value = sent.json().await?;
+        let run_id = accepted["run_id"].as_str().unwrap_or_default().to_owned();
+        c.refresh().await?;
+        let link = wait_js(&c, &format!("(() => {{ const a = document.querySelector(\"section[data-integration='{id}'] .runs a[href='/runs/{run_id}']\"); return a ? a.textContent : ''; }})()"), Duration::from_secs(10), "the run under the integration").await?;
+        let title = probe.get_run(&run_id).await?.title;
+        ensure!(link == json!(title), "the run's link reads {link}, its title is {title:?}");
+        ensure!(c.find(Locator::Css(&format!("section[data-integration='{id}'] .runs .badge[data-state]"))).await.is_ok(), "no state badge for the run");
+
         // Test: the answer ({ok, detail}) or the API's error shows, cleanly.
         c.execute("window.__errors = []; window.addEventListener('error', (e) => window.__errors.push(String(e.message))); window.addEventListener('unhandledrejection', (e) => window.__errors.push(String(e.reason)));", vec![]).await?;
         c.find(Locator::Css(&format!("button[data-integration-test='{id}']"))).await?.click().await?;
