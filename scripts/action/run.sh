@@ -76,7 +76,7 @@ if [[ "$cloud" == true ]]; then
     [[ -n "${INPUT_CWD:-}" ]] && echo "::warning title=Hangar action::cwd is ignored for cloud runs"
     [[ -n "${INPUT_HOST:-}" ]] && args+=("--host=$INPUT_HOST")
     [[ -n "${INPUT_ENVIRONMENT:-}" ]] && args+=("--environment=$INPUT_ENVIRONMENT")
-    "$bin" --output-format json agent run-cloud "${args[@]}" >"$work/created.json" ||
+    HANGAR_RUN_SOURCE=GITHUB_ACTION "$bin" --output-format json agent run-cloud "${args[@]}" >"$work/created.json" ||
         fail "the run was not created (see the error above)"
     run_id="$(jq -r '.run_id // empty' "$work/created.json")"
     [[ -n "$run_id" ]] || fail "the server's answer names no run: $(cat "$work/created.json")"

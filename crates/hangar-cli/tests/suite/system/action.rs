@@ -360,6 +360,10 @@ async fn action_cloud_run_on_the_teams_workers_sets_the_outputs() {
     let config = item.agent_config.clone().unwrap();
     assert_eq!(config.worker_host.as_deref(), Some("ci-worker"));
     assert_eq!(config.name.as_deref(), Some("ci-fix"));
+    assert_eq!(
+        item.source,
+        Some(hangar_protocol::RunSourceType::GithubAction)
+    );
     assert_eq!(Some(&o["run_url"]), item.session_link.as_ref());
     assert!(
         run.log.contains(&format!("Created run {}", o["run_id"])),
