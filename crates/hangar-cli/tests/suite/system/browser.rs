@@ -878,6 +878,17 @@ async fn integrations_page_creates_an_integration_and_tests_and_redelivers_webho
             save_page(&c, &PathBuf::from(dir), "integrations-admin").await;
         }
 
+        // Delete, after a confirmation.
+        let old: Value = probe.post_json("api/v1/integrations", &json!({"kind": "webhook", "name": "old-hook", "secret": "x-secret"})).await?;
+        let old_id = old["id"].as_str().unwrap_or_default().to_owned();
+        c.refresh().await?;
+        c.execute("window.confirm = () => true;", vec![]).await?;
+        c.find(Locator::Css(&format!("button[data-integration-delete='{old_id}']"))).await?.click().await?;
+        wait_js(&c, &format!("{}.includes('Deleted “old-hook”')", text_of("#integration-status")), Duration::from_secs(15), "the deleted message").await?;
+        ensure!(c.find(Locator::Css(&format!("section[data-integration='{old_id}']"))).await.is_err(), "the deleted integration is still listed");
+        let left: Value = probe.get_json("api/v1/integrations").await?;
+        ensure!(left["integrations"].as_array().map(Vec::len) == Some(1), "{left}");
+
         // A member: read-only page, and the API refuses their create.
         c.goto(&format!("{base}/logout")).await?;
         login(&c, &base, "milo@example.com").await?;
