@@ -186,6 +186,7 @@ pub fn openapi_router() -> OpenApiRouter<AppState> {
         .routes(routes!(webhooks::get_one, webhooks::delete))
         .routes(routes!(webhooks::deliveries))
         .routes(routes!(webhooks::redeliver))
+        .routes(routes!(webhooks::send_test))
         .routes(routes!(crate::llm::chat_completions))
         .routes(routes!(crate::llm::models))
         .routes(routes!(crate::llm::usage))

@@ -9,7 +9,8 @@
 //! retried with exponential backoff (`retry_base` doubling up to
 //! `retry_max`) until `retry_window` (24 h) after it was enqueued, then it
 //! is `failed`. Every attempt is recorded (state, status, error, attempts)
-//! and a delivery can be sent again from the API (`redeliver`).
+//! and a delivery can be sent again from the API (`redeliver`). A test
+//! delivery (`ping`, [`enqueue_ping`]) takes the same path.
 //!
 //! Each request is signed with the subscription's secret as the generic
 //! inbound webhooks are ([`crate::integrations::signature`]): headers
@@ -169,6 +170,43 @@ fn payload(app: &AppState, delivery_id: &str, e: &hangar_store::LifecycleEventRe
         }
     })
     .to_string()
+}
+
+/// The event type of a test delivery (`POST /webhooks/{id}/test`).
+pub const PING_EVENT: &str = "ping";
+
+/// Enqueues a signed `ping` to a team's subscription through the outbox, so
+/// it is sent, retried and logged like every delivery; `NotFound` for
+/// another team's subscription.
+pub async fn enqueue_ping(
+    app: &AppState,
+    team_id: i64,
+    webhook_id: &str,
+) -> Result<WebhookDeliveryRecord, hangar_store::StoreError> {
+    let id = hangar_protocol::RunId::generate().0;
+    let now = Timestamp::now();
+    let body = serde_json::json!({
+        "id": id,
+        "type": PING_EVENT,
+        "created_at": now,
+        "data": {
+            "event_type": PING_EVENT,
+            "webhook_id": webhook_id,
+            "message": "A test delivery from Hangar: the subscription reaches this URL.",
+        }
+    });
+    let at = now.unix_millis();
+    let delivery = NewWebhookDelivery {
+        payload: body.to_string(),
+        id,
+        event_type: PING_EVENT.to_owned(),
+        sequence: 0,
+        created_at: at,
+        retry_until: at + millis(app.config.webhooks.retry_window),
+    };
+    app.store
+        .enqueue_webhook_ping(team_id, webhook_id, &delivery)
+        .await
 }
 
 /// Turns one subscription's new lifecycle events into deliveries.

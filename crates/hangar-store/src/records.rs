@@ -216,6 +216,8 @@ pub struct RunQuery {
     pub metadata: Vec<(String, String)>,
     /// Only runs descending from this run (`config._hangar.ancestors`).
     pub ancestor_run_id: Option<String>,
+    /// Only runs an integration started (`config._hangar.trigger.integration_id`).
+    pub trigger_integration_id: Option<String>,
     /// Sort field.
     pub sort: RunSort,
     /// Ascending instead of descending.
@@ -567,6 +569,18 @@ pub(crate) fn filter_clauses(
             ),
         });
         values.push(FilterValue::Text(ancestor.clone()));
+    }
+    if let Some(integration) = &q.trigger_integration_id {
+        let i = mark();
+        sql.push_str(&match dialect {
+            Dialect::Sqlite => {
+                format!(" AND json_extract(config, '$._hangar.trigger.integration_id') = {i}")
+            }
+            Dialect::Postgres => {
+                format!(" AND (config::jsonb -> '_hangar' -> 'trigger' ->> 'integration_id') = {i}")
+            }
+        });
+        values.push(FilterValue::Text(integration.clone()));
     }
     if let Some(text) = &q.text {
         let escaped = text

@@ -174,4 +174,15 @@ pub trait WebhookStore: Send + Sync {
         now: i64,
         retry_until: i64,
     ) -> StoreResult<WebhookDeliveryRecord>;
+    /// Enqueues a delivery that is no lifecycle event (a `ping` that tests
+    /// the receiver) for a team's subscription, through the same outbox and
+    /// log. Its sequence is negative, one below the subscription's lowest
+    /// (-1, -2, …), so it never takes a lifecycle event's place (the
+    /// `delivery`'s own `sequence` is ignored); `NotFound`.
+    async fn enqueue_webhook_ping(
+        &self,
+        team_id: i64,
+        webhook_id: &str,
+        delivery: &NewWebhookDelivery,
+    ) -> StoreResult<WebhookDeliveryRecord>;
 }

@@ -392,6 +392,17 @@ fn environment_preparation(
     })
 }
 
+/// The run source `run-cloud` reports: `$HANGAR_RUN_SOURCE` when set (the
+/// GitHub Action sets `GITHUB_ACTION`; the server refuses unknown values),
+/// else `CLI`.
+fn run_source() -> String {
+    std::env::var("HANGAR_RUN_SOURCE")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "CLI".to_owned())
+}
+
 async fn run_cloud(args: RunCloudArgs, global: &Global) -> Result<ExitCode> {
     let client = global.client()?;
     if args.prompt.trim().is_empty() {
@@ -425,7 +436,7 @@ async fn run_cloud(args: RunCloudArgs, global: &Global) -> Result<ExitCode> {
         title: args.title,
         ..RunAgentRequest::default()
     };
-    let resp = client.create_run_from(&req, "CLI").await?;
+    let resp = client.create_run_from(&req, &run_source()).await?;
     let applied = crate::commands::share::apply(&client, &resp.run_id, &shares)
         .await
         .with_context(|| format!("run {} was created but not shared", resp.run_id));

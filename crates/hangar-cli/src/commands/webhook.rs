@@ -1,4 +1,4 @@
-//! `hangar webhook create|list|delete|deliveries|redeliver`: outbound
+//! `hangar webhook create|list|delete|deliveries|redeliver|test`: outbound
 //! webhooks over `/api/v1/webhooks`. The signing secret is printed once,
 //! when the webhook is created.
 
@@ -53,6 +53,11 @@ enum WebhookSub {
         /// Delivery id (from `hangar webhook deliveries`).
         delivery: String,
     },
+    /// Send a test delivery (`ping`), signed, through the delivery log.
+    Test {
+        /// Webhook id.
+        id: String,
+    },
 }
 
 fn path(id: &str) -> String {
@@ -71,6 +76,37 @@ fn print_delivery(d: &WebhookDeliveryItem) {
             .unwrap_or_else(|| "-".into()),
         d.error.as_deref().unwrap_or(&d.updated_at.to_rfc3339())
     );
+}
+
+/// Sends `delivery` of webhook `id` again, or a test (`ping`) when `None`,
+/// and prints the queued delivery.
+async fn queue(
+    client: &hangar_client::Client,
+    format: OutputFormat,
+    id: &str,
+    delivery: Option<&str>,
+) -> Result<()> {
+    let url = match delivery {
+        Some(d) => format!("{}/deliveries/{}/redeliver", path(id), encode(d)),
+        None => format!("{}/test", path(id)),
+    };
+    let d: WebhookDeliveryItem = client.post_json(&url, &serde_json::json!({})).await?;
+    match format {
+        OutputFormat::Pretty if delivery.is_some() => println!(
+            "Delivery {} queued again (due {}).",
+            d.id,
+            d.next_attempt_at
+                .as_ref()
+                .map_or_else(|| "now".to_owned(), Timestamp::to_rfc3339)
+        ),
+        OutputFormat::Pretty => println!(
+            "Test delivery {} (ping) queued; see it with: hangar webhook deliveries {id}",
+            d.id
+        ),
+        OutputFormat::Text => println!("{}", d.id),
+        f => print_json(&d, f),
+    }
+    Ok(())
 }
 
 /// Dispatches `hangar webhook …`.
@@ -150,24 +186,9 @@ pub async fn run(cmd: WebhookCommand, global: &Global) -> Result<ExitCode> {
             }
         }
         WebhookSub::Redeliver { id, delivery } => {
-            let d: WebhookDeliveryItem = client
-                .post_json(
-                    &format!("{}/deliveries/{}/redeliver", path(&id), encode(&delivery)),
-                    &serde_json::json!({}),
-                )
-                .await?;
-            match format {
-                OutputFormat::Pretty => println!(
-                    "Delivery {} queued again (due {}).",
-                    d.id,
-                    d.next_attempt_at
-                        .as_ref()
-                        .map_or_else(|| "now".to_owned(), Timestamp::to_rfc3339)
-                ),
-                OutputFormat::Text => println!("{}", d.id),
-                f => print_json(&d, f),
-            }
+            queue(&client, format, &id, Some(&delivery)).await?;
         }
+        WebhookSub::Test { id } => queue(&client, format, &id, None).await?,
     }
     Ok(ExitCode::SUCCESS)
 }

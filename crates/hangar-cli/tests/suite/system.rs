@@ -1,5 +1,6 @@
 //! Server + worker + agent processes end to end.
 
+mod action;
 mod api_errors;
 mod browser;
 mod cancel;

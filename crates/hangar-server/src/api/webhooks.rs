@@ -1,6 +1,7 @@
 //! **(extension)** `/webhooks`: outbound webhook subscriptions of the team
 //! and their delivery logs (see [`crate::webhooks`]). Admins create and
-//! delete them and send a delivery again; any key of the team reads them.
+//! delete them, send a delivery again and send a test (`ping`); any key of
+//! the team reads them.
 //! The signing secret is shown once, in the answer to its creation.
 
 use crate::AppState;
@@ -232,5 +233,22 @@ pub async fn redeliver(
             other => other.into(),
         })?;
     tracing::info!(webhook_id = %id, delivery_id = %delivery_id, "webhook delivery queued again");
+    Ok(Json(delivery(&d)))
+}
+
+/// `POST /webhooks/{webhook_id}/test`: enqueues a signed `ping` delivery
+/// (`X-Hangar-Event: ping`) through the outbox, so it is sent, retried and
+/// logged like the lifecycle events; its `sequence` is negative.
+#[utoipa::path(post, path = "/webhooks/{webhook_id}/test", tag = "hangar", params(("webhook_id" = String, Path, description = "Id")), responses((status = 200, description = "The test delivery, queued", body = hangar_protocol::webhook::WebhookDeliveryItem), crate::error::ProblemResponses))]
+pub async fn send_test(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<WebhookDeliveryItem>> {
+    let team = crate::auth::roles::admin_team(&app, &headers, "test webhooks").await?;
+    let d = crate::webhooks::enqueue_ping(&app, team, &id)
+        .await
+        .map_err(not_found(&id))?;
+    tracing::info!(webhook_id = %id, delivery_id = %d.id, "webhook test delivery queued");
     Ok(Json(delivery(&d)))
 }

@@ -3,7 +3,7 @@
 //!
 //! Owns: the page routes (`/`, `/overview`, `/login`, `/logout`, `/runs/{id}`, `/s/{token}`,
 //! `/workers`, `/schedules`, `/environments`, `/secrets`, `/api-keys`,
-//! `/providers`, `/users`), the HTML fragments the script polls
+//! `/providers`, `/users`, `/integrations`), the HTML fragments the script polls
 //! (`/_dash/…`), the layout every page shares, and the static assets.
 //!
 //! Pages read the store directly with the signed-in user's team; every action
@@ -13,6 +13,7 @@
 //! Pages need the session cookie; without one they redirect to `/login`.
 
 mod cron_text;
+mod integrations;
 mod login;
 mod overview;
 mod public;
@@ -56,8 +57,13 @@ pub fn routes() -> Router<AppState> {
         .route("/api-keys", get(team::api_keys))
         .route("/providers", get(team::providers))
         .route("/users", get(team::users))
+        .route("/integrations", get(integrations::page))
         .route("/_dash/runs", get(runs::rows_fragment))
         .route("/_dash/runs/{run_id}/meta", get(runs::meta_fragment))
+        .route(
+            "/_dash/webhooks/{webhook_id}/deliveries",
+            get(integrations::deliveries_fragment),
+        )
         .route("/static/app.js", get(app_js))
         .route("/static/app.css", get(app_css))
         .route("/favicon.ico", get(favicon))
@@ -140,6 +146,8 @@ pub enum Nav {
     Providers,
     /// Users.
     Users,
+    /// Integrations and outbound webhooks.
+    Integrations,
     /// Outside the navigation (login, public viewer).
     None,
 }
@@ -154,6 +162,7 @@ const NAV: &[(Nav, &str, &str)] = &[
     (Nav::ApiKeys, "/api-keys", "API keys"),
     (Nav::Providers, "/providers", "Models"),
     (Nav::Users, "/users", "Users"),
+    (Nav::Integrations, "/integrations", "Integrations"),
 ];
 
 fn head(title: &str, csrf: Option<&str>) -> Markup {

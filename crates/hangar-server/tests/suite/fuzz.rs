@@ -887,6 +887,7 @@ async fn c7_fuzzed_query_strings_and_path_ids_never_get_5xx() {
         ("GET", "/webhooks/{}"),
         ("DELETE", "/webhooks/{}"),
         ("GET", "/webhooks/{}/deliveries"),
+        ("POST", "/webhooks/{}/test"),
     ];
     for (method, template) in templates {
         let (t2, handle, key) = (t.clone(), Handle::current(), a.clone());

@@ -229,6 +229,7 @@ const ROUTES: &[Route] = &[
         None,
         Forbidden,
     ),
+    route("POST", "/webhooks/{webhook_id}/test", None, Forbidden),
     route("POST", "/llm/chat/completions", Some(CHAT_BODY), Allowed),
     route("GET", "/llm/models", None, Allowed),
     route("GET", "/llm/usage", None, Forbidden),

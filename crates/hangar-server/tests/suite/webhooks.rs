@@ -308,3 +308,68 @@ async fn outbound_webhook_ssrf_guard_refuses_internal_targets_by_default() {
         .await
         .assert_problem(403, "a member creates a webhook");
 }
+
+#[tokio::test]
+async fn outbound_webhook_test_sends_a_signed_ping_through_the_outbox() {
+    let t = TwoTeams::start_with(fast).await;
+    let rx = Receiver::start("127.0.0.1:0".parse().unwrap()).await;
+    let (hook, secret) = subscribe(&t, &rx.url(), &["run_succeeded"]).await;
+    let test_path = format!("/webhooks/{hook}/test");
+
+    // Queued in the outbox: the answer is the delivery, not yet sent.
+    let queued = t.ok("POST", &test_path, &t.key_a, None).await;
+    assert_eq!(queued["event_type"], "ping", "{queued}");
+    assert_eq!(queued["sequence"], -1, "below every lifecycle event");
+    let id = queued["id"].as_str().unwrap().to_owned();
+    until("the ping arrives", Duration::from_secs(20), || {
+        rx.received()
+            .iter()
+            .any(|r| r.header("x-hangar-delivery") == id)
+    })
+    .await;
+    let got = rx
+        .received()
+        .into_iter()
+        .find(|r| r.header("x-hangar-delivery") == id)
+        .unwrap();
+    assert!(got.signed_with(&secret), "signed like every delivery");
+    assert_eq!(got.header("x-hangar-event"), "ping");
+    let body = got.json();
+    assert_eq!(
+        (body["id"].as_str(), body["type"].as_str()),
+        (Some(id.as_str()), Some("ping"))
+    );
+    assert_eq!(body["data"]["webhook_id"], hook.as_str());
+
+    // In the delivery log, delivered, newest first; a second ping counts down.
+    let second = t.ok("POST", &test_path, &t.key_a, None).await;
+    assert_eq!(second["sequence"], -2);
+    let log_path = format!("/webhooks/{hook}/deliveries");
+    eventually(
+        "both pings are delivered",
+        Duration::from_secs(20),
+        || async {
+            let log = t.ok("GET", &log_path, &t.key_a, None).await;
+            let d = log["deliveries"].as_array().cloned().unwrap_or_default();
+            (d.len() == 2
+                && d.iter()
+                    .all(|d| d["state"] == "delivered" && d["response_code"] == 204))
+            .then_some(d)
+        },
+    )
+    .await;
+    let log = t.ok("GET", &log_path, &t.key_a, None).await;
+    assert_eq!(log["deliveries"][0]["id"], second["id"], "{log}");
+
+    // Admins only; another team's subscription does not exist for them.
+    let (_, member) = t.member("watcher").await;
+    t.call("POST", &test_path, Some(&member), None)
+        .await
+        .assert_problem(403, "a member sends a test");
+    t.call("POST", &test_path, Some(&t.key_b), None)
+        .await
+        .assert_problem(404, "team B tests A's webhook");
+    t.call("POST", "/webhooks/nope/test", Some(&t.key_a), None)
+        .await
+        .assert_problem(404, "an unknown webhook");
+}

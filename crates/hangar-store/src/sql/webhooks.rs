@@ -198,7 +198,7 @@ macro_rules! webhook_store {
                     let rows = sqlx::query(AssertSqlSafe(format!(
                         "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries \
                          WHERE webhook_id = $1 AND team_id = $2 \
-                         ORDER BY sequence DESC, created_at DESC LIMIT $3"
+                         ORDER BY created_at DESC, sequence DESC LIMIT $3"
                     )))
                     .bind(webhook_id)
                     .bind(team_id)
@@ -238,6 +238,46 @@ macro_rules! webhook_store {
                         "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE id = $1"
                     )))
                     .bind(delivery_id)
+                    .fetch_one(self.read())
+                    .await?;
+                    delivery_from_row(&row)
+                }
+
+                async fn enqueue_webhook_ping(
+                    &self,
+                    team_id: i64,
+                    webhook_id: &str,
+                    d: &NewWebhookDelivery,
+                ) -> StoreResult<WebhookDeliveryRecord> {
+                    let mut db = self.write().await?;
+                    let done = sqlx::query(AssertSqlSafe(format!(
+                        "INSERT INTO webhook_deliveries ({DELIVERY_COLUMNS}) \
+                         SELECT $1, id, team_id, $2, \
+                         COALESCE((SELECT MIN(sequence) FROM webhook_deliveries \
+                         WHERE webhook_id = $3 AND sequence < 0), 0) - 1, \
+                         $4, 'pending', 0, CAST(NULL AS BIGINT), CAST(NULL AS TEXT), $5, $6, $7, $8 \
+                         FROM webhooks WHERE id = $9 AND team_id = $10"
+                    )))
+                    .bind(&d.id)
+                    .bind(&d.event_type)
+                    .bind(webhook_id)
+                    .bind(&d.payload)
+                    .bind(d.created_at)
+                    .bind(d.retry_until)
+                    .bind(d.created_at)
+                    .bind(d.created_at)
+                    .bind(webhook_id)
+                    .bind(team_id)
+                    .execute(&mut *db)
+                    .await?;
+                    db.commit().await?;
+                    if done.rows_affected() == 0 {
+                        return Err(StoreError::NotFound);
+                    }
+                    let row = sqlx::query(AssertSqlSafe(format!(
+                        "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE id = $1"
+                    )))
+                    .bind(&d.id)
                     .fetch_one(self.read())
                     .await?;
                     delivery_from_row(&row)

@@ -656,8 +656,9 @@ pub(crate) async fn api_keys(store: &dyn Store) {
     );
 }
 
-/// `metadata[k]=v` and `ancestor_run_id` read the run-level fields kept in
-/// the configuration (`_hangar`), in both SQL dialects.
+/// `metadata[k]=v`, `ancestor_run_id` and the trigger's integration read the
+/// run-level fields kept in the configuration (`_hangar`), in both SQL
+/// dialects.
 pub(crate) async fn metadata_and_ancestry_filters(store: &dyn Store) {
     let t = team(store, "metadata").await;
     let mk = |metadata: &[(&str, &str)], ancestors: &[&RunId]| NewRun {
@@ -728,4 +729,25 @@ pub(crate) async fn metadata_and_ancestry_filters(store: &dyn Store) {
     };
     assert_eq!(ids(descendants(&root.id)).await, vec![child.id.clone()]);
     assert!(ids(descendants(&other.id)).await.is_empty());
+
+    let mut triggered = mk(&[], &[]);
+    if let Some(options) = triggered.config.hangar.as_mut() {
+        options.trigger = Some(hangar_protocol::integration::RunTrigger {
+            kind: hangar_protocol::integration::IntegrationKind::Webhook,
+            integration_id: "int-1".into(),
+            delivery_id: Some("d-1".into()),
+            actor: None,
+            url: None,
+        });
+    }
+    let triggered = store.create_run(triggered).await.unwrap();
+    let by_integration = |id: &str| RunQuery {
+        trigger_integration_id: Some(id.to_owned()),
+        ..Default::default()
+    };
+    assert_eq!(
+        ids(by_integration("int-1")).await,
+        vec![triggered.id.clone()]
+    );
+    assert!(ids(by_integration("int-2")).await.is_empty());
 }

@@ -1,7 +1,8 @@
 //! [`WebhookStore`] conformance (a behaviour of [`crate::suite::behaviours`]):
 //! subscriptions start at the team's latest lifecycle event, the cursor
 //! moves once (fenced for several replicas), a delivery is taken by one
-//! caller per attempt, and the log records attempts and redeliveries.
+//! caller per attempt, the log records attempts and redeliveries, and a
+//! ping goes through the same outbox.
 
 use hangar_protocol::{AgentConfig, RunExecutionLocation, RunId, RunSourceType, Timestamp};
 use hangar_store::*;
@@ -181,6 +182,52 @@ pub(crate) async fn webhook_outbox_is_fenced_and_logged(store: &dyn Store) {
             .await,
         Err(StoreError::NotFound)
     ));
+    // A ping goes through the same outbox and log, below every lifecycle
+    // event's sequence; another team's subscription is not found.
+    let ping = |at: i64| NewWebhookDelivery {
+        event_type: "ping".into(),
+        ..delivery(0, at)
+    };
+    let p1 = store
+        .enqueue_webhook_ping(t.id, &w.id, &ping(3_000))
+        .await
+        .unwrap();
+    let p2 = store
+        .enqueue_webhook_ping(t.id, &w.id, &ping(4_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            p1.event_type.as_str(),
+            p1.sequence,
+            p1.state.as_str(),
+            p1.attempts
+        ),
+        ("ping", -1, "pending", 0)
+    );
+    assert_eq!((p2.sequence, p2.next_attempt_at), (-2, 4_000));
+    assert!(matches!(
+        store
+            .enqueue_webhook_ping(other.id, &w.id, &ping(3_000))
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(
+        store
+            .due_webhook_deliveries(4_000, 100)
+            .await
+            .unwrap()
+            .iter()
+            .any(|d| d.id == p2.id)
+    );
+    // The log is newest first: the pings were enqueued last.
+    let log = store
+        .list_webhook_deliveries(t.id, &w.id, 10)
+        .await
+        .unwrap();
+    let order: Vec<&str> = log.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(&order[..2], &[p2.id.as_str(), p1.id.as_str()]);
+    assert_eq!(log.len(), 4);
     store.delete_webhook(t.id, &w.id).await.unwrap();
     assert!(
         store

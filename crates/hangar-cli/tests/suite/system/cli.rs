@@ -280,3 +280,39 @@ async fn s8_worker_token_commands_create_list_and_expire() {
         serde_json::from_str(&oz.ok(&["whoami", "--output-format", "json"])).unwrap();
     assert!(me["user"].is_null(), "a team key belongs to no user: {me}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn webhook_test_command_queues_a_ping_in_the_delivery_log() {
+    let llm = FakeLlm::start(vec![]).await;
+    let cluster = cluster_with(&llm).await;
+    let cli = Cli {
+        url: cluster.url.clone(),
+        key: cluster.api_key.clone(),
+        home: tempfile::tempdir().unwrap(),
+    };
+    let json = |text: String| -> serde_json::Value { serde_json::from_str(&text).unwrap() };
+    let hook = json(cli.ok(&[
+        "webhook",
+        "create",
+        "--url",
+        "https://example.com/hangar-hook",
+        "--output-format",
+        "json",
+    ]));
+    let id = hook["id"].as_str().unwrap().to_owned();
+    let ping = json(cli.ok(&["webhook", "test", &id, "--output-format", "json"]));
+    assert_eq!(ping["event_type"], "ping", "{ping}");
+    assert_eq!(ping["sequence"], -1);
+    let pretty = cli.ok(&["webhook", "test", &id]);
+    assert!(pretty.contains("(ping) queued"), "{pretty}");
+    let log = json(cli.ok(&["webhook", "deliveries", &id, "--output-format", "json"]));
+    let events: Vec<&str> = log["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["event_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(events, ["ping", "ping"], "{log}");
+    let err = cli.fails(&["webhook", "test", "no-such-webhook"]);
+    assert!(err.contains("does not exist"), "{err}");
+}

@@ -603,6 +603,250 @@
     });
   }
 
+  // ---- Integrations and outbound webhooks ------------------------------
+
+  // The settings field that says who may trigger, and the one naming the
+  // team secret with the provider's API token, per kind.
+  const INT_FILTER = { slack: 'channels', linear: 'linear_teams', github: 'repos' };
+  const INT_TOKEN = { slack: 'bot_token_secret', linear: 'api_key_secret', github: 'token_secret' };
+  const FLASH = 'hangar-flash';
+
+  function setOrDelete(obj, key, value) {
+    if (value === undefined || value === null || value === '' || (Array.isArray(value) && !value.length)) {
+      delete obj[key];
+    } else {
+      obj[key] = value;
+    }
+  }
+
+  function initIntegrations() {
+    const status = $('#integration-status');
+    if (!status) return;
+    try {
+      const flash = sessionStorage.getItem(FLASH);
+      if (flash) { sessionStorage.removeItem(FLASH); say(status, flash, 'ok'); }
+    } catch (_) { /* storage disabled: no message */ }
+
+    $$('button[data-copy]').forEach((b) => {
+      b.addEventListener('click', async () => {
+        const input = document.getElementById(b.dataset.copy);
+        if (!input) return;
+        try {
+          await navigator.clipboard.writeText(input.value);
+          say(status, 'Copied the webhook URL.', 'ok');
+        } catch (_) {
+          input.focus();
+          input.select();
+          say(status, 'Press Ctrl+C (or ⌘C) to copy the selected URL.');
+        }
+      });
+    });
+
+    $$('button[data-integration-test]').forEach((b) => {
+      b.addEventListener('click', async () => {
+        const id = b.dataset.integrationTest;
+        const out = $$('[data-test-result]').find((e) => e.dataset.testResult === id);
+        b.disabled = true;
+        say(out, 'Testing…');
+        try {
+          const r = await api('POST', `/api/v1/integrations/${encodeURIComponent(id)}/test`);
+          const ok = !!(r && r.ok === true);
+          const detail = (r && typeof r.detail === 'string' && r.detail) || (ok ? 'It works.' : 'The test failed.');
+          say(out, `${ok ? '✓' : '✗'} ${detail}`, ok ? 'ok' : 'error');
+        } catch (err) {
+          say(out, err.message, 'error');
+        } finally {
+          b.disabled = false;
+        }
+      });
+    });
+
+    $$('button[data-integration-delete]').forEach((b) => {
+      b.addEventListener('click', async () => {
+        if (!window.confirm(`Delete the integration “${b.dataset.name}”? Its webhook URL stops working.`)) return;
+        b.disabled = true;
+        try {
+          await api('DELETE', `/api/v1/integrations/${encodeURIComponent(b.dataset.integrationDelete)}`);
+          try { sessionStorage.setItem(FLASH, `Deleted “${b.dataset.name}”.`); } catch (_) { /* no message */ }
+          location.reload();
+        } catch (err) {
+          b.disabled = false;
+          say(status, err.message, 'error');
+        }
+      });
+    });
+
+    const form = $('#integration-form');
+    if (!form) return;
+    const editor = $('#integration-editor');
+    const kind = $('#int-kind');
+    const save = $('#int-save');
+    const cancel = $('#int-cancel');
+    // The settings being edited: the fields the form does not show are kept.
+    let base = {};
+
+    function sync() {
+      const k = kind.value;
+      $('#int-template-row').hidden = k !== 'webhook';
+      $('#int-allowed').disabled = !INT_FILTER[k];
+      $('#int-token').disabled = !INT_TOKEN[k];
+    }
+
+    function reset() {
+      form.reset();
+      $('#int-id').value = '';
+      base = {};
+      kind.disabled = false;
+      say($('#integration-form-title'), 'New integration');
+      save.textContent = 'Create integration';
+      cancel.hidden = true;
+      sync();
+    }
+
+    kind.addEventListener('change', sync);
+    cancel.addEventListener('click', reset);
+    sync();
+
+    $$('button[data-integration-edit]').forEach((b) => {
+      b.addEventListener('click', () => {
+        let settings = {};
+        try { settings = JSON.parse(b.dataset.settings || '{}') || {}; } catch (_) { settings = {}; }
+        base = settings;
+        const k = b.dataset.kind;
+        const ac = settings.agent_config || {};
+        $('#int-id').value = b.dataset.integrationEdit;
+        kind.value = k;
+        kind.disabled = true;
+        $('#int-name').value = b.dataset.name;
+        $('#int-secret').value = '';
+        $('#int-allowed').value = (settings[INT_FILTER[k]] || []).join(', ');
+        $('#int-token').value = settings[INT_TOKEN[k]] || '';
+        $('#int-model').value = ac.model_id || '';
+        $('#int-host').value = ac.worker_host || '';
+        $('#int-env').value = ac.environment_id || '';
+        $('#int-prefix').value = settings.prompt_prefix || '';
+        $('#int-template').value = settings.prompt_template || '';
+        say($('#integration-form-title'), `Edit ${b.dataset.name}`);
+        save.textContent = 'Save changes';
+        cancel.hidden = false;
+        sync();
+        editor.open = true;
+        editor.scrollIntoView({ block: 'start' });
+        $('#int-name').focus();
+      });
+    });
+
+    form.addEventListener('submit', async (e) => {
+      e.preventDefault();
+      const id = $('#int-id').value;
+      const k = kind.value;
+      const name = $('#int-name').value.trim();
+      const secret = $('#int-secret').value;
+      if (!id && !secret) {
+        say(status, 'Enter the webhook signing secret.', 'error');
+        $('#int-secret').focus();
+        return;
+      }
+      const settings = JSON.parse(JSON.stringify(base));
+      const allowed = $('#int-allowed').value.split(/[\s,]+/).filter((v) => v);
+      if (INT_FILTER[k]) setOrDelete(settings, INT_FILTER[k], allowed);
+      if (INT_TOKEN[k]) setOrDelete(settings, INT_TOKEN[k], $('#int-token').value.trim());
+      const ac = Object.assign({}, settings.agent_config || {});
+      setOrDelete(ac, 'model_id', $('#int-model').value.trim());
+      setOrDelete(ac, 'worker_host', $('#int-host').value.trim());
+      setOrDelete(ac, 'environment_id', $('#int-env').value.trim());
+      setOrDelete(settings, 'agent_config', Object.keys(ac).length ? ac : null);
+      setOrDelete(settings, 'prompt_prefix', $('#int-prefix').value.trim());
+      if (k === 'webhook') setOrDelete(settings, 'prompt_template', $('#int-template').value.trim());
+      const body = { name, settings };
+      if (secret) body.secret = secret;
+      save.disabled = true;
+      say(status, 'Saving…');
+      try {
+        const r = id
+          ? await api('PUT', `/api/v1/integrations/${encodeURIComponent(id)}`, body)
+          : await api('POST', '/api/v1/integrations', Object.assign({ kind: k }, body));
+        $('#int-secret').value = '';
+        const what = id ? 'Saved' : 'Created';
+        try {
+          sessionStorage.setItem(FLASH, `${what} “${r.name}”. Its webhook URL: ${r.webhook_url}`);
+        } catch (_) { /* no message */ }
+        location.reload();
+      } catch (err) {
+        say(status, err.message, 'error');
+      } finally {
+        save.disabled = false;
+      }
+    });
+  }
+
+  function initWebhooks() {
+    const status = $('#webhook-status');
+    if (!status) return;
+    const logOf = (id) => $$('tbody[data-deliveries]').find((t) => t.dataset.deliveries === id);
+
+    async function refresh(id) {
+      const tbody = logOf(id);
+      if (!tbody) return;
+      const resp = await fetch(tbody.dataset.src, { credentials: 'same-origin' });
+      if (resp.ok && !resp.redirected) {
+        tbody.innerHTML = await resp.text();
+        localTimes(tbody);
+        bindRedeliver(tbody);
+      }
+    }
+
+    // Refreshes a log while it has pending deliveries (at most a minute).
+    const watching = new Set();
+    function watch(id) {
+      if (watching.has(id)) return;
+      watching.add(id);
+      let left = 60;
+      const tick = async () => {
+        try { await refresh(id); } catch (_) { /* next tick retries */ }
+        const tbody = logOf(id);
+        if (tbody && $('tr[data-state="pending"]', tbody) && --left > 0) setTimeout(tick, 1000);
+        else watching.delete(id);
+      };
+      setTimeout(tick, 300);
+    }
+
+    function bindRedeliver(root) {
+      $$('button[data-redeliver]', root).forEach((b) => {
+        b.addEventListener('click', async () => {
+          b.disabled = true;
+          try {
+            await api('POST', `/api/v1/webhooks/${encodeURIComponent(b.dataset.webhook)}/deliveries/${encodeURIComponent(b.dataset.redeliver)}/redeliver`);
+            say(status, 'Queued again; the log updates when it is sent.', 'ok');
+            watch(b.dataset.webhook);
+          } catch (err) {
+            b.disabled = false;
+            say(status, err.message, 'error');
+          }
+        });
+      });
+    }
+
+    bindRedeliver(document);
+    $$('button[data-webhook-test]').forEach((b) => {
+      b.addEventListener('click', async () => {
+        b.disabled = true;
+        try {
+          await api('POST', `/api/v1/webhooks/${encodeURIComponent(b.dataset.webhookTest)}/test`);
+          say(status, 'Test delivery (ping) queued; the log updates when it is sent.', 'ok');
+          watch(b.dataset.webhookTest);
+        } catch (err) {
+          say(status, err.message, 'error');
+        } finally {
+          b.disabled = false;
+        }
+      });
+    });
+    $$('tbody[data-deliveries]').forEach((t) => {
+      if ($('tr[data-state="pending"]', t)) watch(t.dataset.deliveries);
+    });
+  }
+
   function init() {
     localTimes();
     initRunsList();
@@ -611,6 +855,8 @@
     initShare();
     initSchedules();
     initApiKeys();
+    initIntegrations();
+    initWebhooks();
   }
 
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', init);
