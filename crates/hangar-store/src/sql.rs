@@ -273,7 +273,7 @@ macro_rules! migrations {
             ),
             (
                 18,
-                "integration threads",
+                "integration_threads",
                 include_str!(concat!(
                     "../migrations/",
                     $dir,
