@@ -198,7 +198,7 @@ async fn pass(app: &AppState, all: bool) -> Result<(), StoreError> {
 /// How often a pass looks at every thread, not only the open ones: a run
 /// reopened from outside its thread (the API, the dashboard) is reported
 /// within this.
-const ALL_EVERY: Duration = Duration::from_secs(60);
+pub const ALL_EVERY: Duration = Duration::from_secs(60);
 
 /// The reply loop of this replica, until `shutdown`.
 pub async fn run(app: AppState, shutdown: CancellationToken) {
