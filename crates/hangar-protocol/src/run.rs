@@ -96,8 +96,11 @@ pub enum RunSourceType {
     ScheduledAgent,
     /// The dashboard.
     WebApp,
-    /// A GitHub action or comment.
+    /// A GitHub Action (`action.yml`).
     GithubAction,
+    /// A GitHub webhook: a comment or label on an issue or pull request
+    /// (the newer Oz value).
+    GithubWebhook,
     /// Cloud mode.
     CloudMode,
     /// The CLI.
@@ -107,6 +110,21 @@ pub enum RunSourceType {
 }
 
 impl RunSourceType {
+    /// Every source, in the order lists show them.
+    pub const ALL: [RunSourceType; 11] = [
+        RunSourceType::Api,
+        RunSourceType::Cli,
+        RunSourceType::WebApp,
+        RunSourceType::ScheduledAgent,
+        RunSourceType::Local,
+        RunSourceType::Slack,
+        RunSourceType::Linear,
+        RunSourceType::GithubAction,
+        RunSourceType::GithubWebhook,
+        RunSourceType::CloudMode,
+        RunSourceType::Webhook,
+    ];
+
     /// The wire name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -117,6 +135,7 @@ impl RunSourceType {
             RunSourceType::ScheduledAgent => "SCHEDULED_AGENT",
             RunSourceType::WebApp => "WEB_APP",
             RunSourceType::GithubAction => "GITHUB_ACTION",
+            RunSourceType::GithubWebhook => "GITHUB_WEBHOOK",
             RunSourceType::CloudMode => "CLOUD_MODE",
             RunSourceType::Cli => "CLI",
             RunSourceType::Webhook => "WEBHOOK",
@@ -700,4 +719,34 @@ pub struct TranscriptEvent {
     #[serde(flatten)]
     #[cfg_attr(feature = "utoipa", schema(value_type = Object))]
     pub event: crate::session::SessionEvent,
+}
+
+#[cfg(test)]
+mod source_tests {
+    use super::RunSourceType;
+
+    #[test]
+    fn every_source_is_listed_once_and_round_trips() {
+        for s in RunSourceType::ALL {
+            assert_eq!(RunSourceType::parse(s.as_str()), Some(s));
+            // A new variant does not compile here until it is listed in ALL.
+            match s {
+                RunSourceType::Linear
+                | RunSourceType::Api
+                | RunSourceType::Slack
+                | RunSourceType::Local
+                | RunSourceType::ScheduledAgent
+                | RunSourceType::WebApp
+                | RunSourceType::GithubAction
+                | RunSourceType::GithubWebhook
+                | RunSourceType::CloudMode
+                | RunSourceType::Cli
+                | RunSourceType::Webhook => {}
+            }
+        }
+        let mut names: Vec<&str> = RunSourceType::ALL.iter().map(|s| s.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), RunSourceType::ALL.len());
+    }
 }

@@ -56,19 +56,6 @@ pub const LIMITS: &[&str] = &["api", "llm_gateway", "public_stream", "login"];
 pub const WEBSOCKET_KINDS: &[&str] = &["worker", "agent", "viewer"];
 /// Store error kinds.
 pub const STORE_ERROR_KINDS: &[&str] = &["unavailable", "conflict", "not_found", "other"];
-/// Run sources primed at start (others appear when first used).
-const SOURCES: &[&str] = &[
-    "API",
-    "CLI",
-    "SCHEDULED_AGENT",
-    "WEB_APP",
-    "LOCAL",
-    "SLACK",
-    "LINEAR",
-    "GITHUB_ACTION",
-    "CLOUD_MODE",
-    "WEBHOOK",
-];
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
 
@@ -174,8 +161,9 @@ impl Metrics {
 
     /// Every bounded series exists from the first scrape.
     fn prime(&self) {
-        for s in SOURCES {
-            self.runs_created.add(0, &[KeyValue::new("source", *s)]);
+        for s in hangar_protocol::RunSourceType::ALL {
+            self.runs_created
+                .add(0, &[KeyValue::new("source", s.as_str())]);
         }
         for l in LIMITS {
             self.rate_limited.add(0, &[KeyValue::new("limit", *l)]);

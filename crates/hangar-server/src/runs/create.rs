@@ -318,13 +318,13 @@ fn source_of(header: Option<&str>, location: RunExecutionLocation) -> ApiResult<
     }
 }
 
-/// The run source of an integration's runs (`GITHUB_ACTION` is the Oz
-/// value for runs started from GitHub).
+/// The run source of an integration's runs (`GITHUB_WEBHOOK` is the newer
+/// Oz value for runs started from GitHub comments and labels).
 fn source_of_integration(kind: IntegrationKind) -> RunSourceType {
     match kind {
         IntegrationKind::Slack => RunSourceType::Slack,
         IntegrationKind::Linear => RunSourceType::Linear,
-        IntegrationKind::Github => RunSourceType::GithubAction,
+        IntegrationKind::Github => RunSourceType::GithubWebhook,
         IntegrationKind::Webhook => RunSourceType::Webhook,
     }
 }

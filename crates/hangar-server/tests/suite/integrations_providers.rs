@@ -508,7 +508,7 @@ async fn c4_github_mention_starts_one_run_and_comments_on_the_issue() {
     let run = t
         .ok("GET", &format!("/agent/runs/{run_id}"), &t.key_a, None)
         .await;
-    assert_eq!(run["source"], "GITHUB_ACTION");
+    assert_eq!(run["source"], "GITHUB_WEBHOOK");
     assert!(
         run["prompt"]
             .as_str()

@@ -18,18 +18,7 @@ const PAGE: usize = 50;
 /// Runs scanned when filtering by host (the store has no host index).
 const HOST_SCAN: i64 = 500;
 
-const SOURCES: &[RunSourceType] = &[
-    RunSourceType::Api,
-    RunSourceType::Cli,
-    RunSourceType::WebApp,
-    RunSourceType::ScheduledAgent,
-    RunSourceType::Local,
-    RunSourceType::Slack,
-    RunSourceType::Linear,
-    RunSourceType::GithubAction,
-    RunSourceType::CloudMode,
-    RunSourceType::Webhook,
-];
+const SOURCES: &[RunSourceType] = &RunSourceType::ALL;
 
 /// The list filters, from the query string (unknown values are ignored, so a
 /// stale bookmark still opens).
