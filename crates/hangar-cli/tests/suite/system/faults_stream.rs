@@ -556,7 +556,10 @@ async fn e1_session_stream_cut_mid_burst_stores_exactly_what_the_agent_produced(
 /// same tool process and succeeds; its transcript has no gap or duplicate.
 #[tokio::test(flavor = "multi_thread")]
 async fn d4_repeated_short_blips_cause_no_false_lost_and_no_stream_gap() {
-    let llm = FakeLlm::start(burst_script(Duration::from_secs(14))).await;
+    // The tool outlives the four blips (about 12 s after it is found) with
+    // room for a loaded machine: it was seen ending on its own by the third
+    // blip when it slept 14 s and the burst took a while to store.
+    let llm = FakeLlm::start(burst_script(Duration::from_secs(24))).await;
     let mut cluster = sqlite_cluster(&llm).await;
     let client = cluster.client();
     let proxy = Proxy::start(socket_of(&cluster.url)).await;
