@@ -370,6 +370,10 @@ fn supervise(state: &AppState, listener: tokio::net::TcpListener) -> TaskTracker
     }
     tasks.spawn(schedule::Scheduler::for_server(state).run(shutdown.clone()));
     tasks.spawn(dispatch::presence::run(state.clone(), shutdown.clone()));
+    tasks.spawn(dispatch::worker_socket::sweep(
+        state.clone(),
+        shutdown.clone(),
+    ));
     tasks.spawn(webhooks::run(state.clone(), shutdown.clone()));
     tasks.spawn(metrics::refresh(
         state.clone(),
