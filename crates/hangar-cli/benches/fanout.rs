@@ -1,12 +1,14 @@
 //! Session fan-out benchmark (not a test): prints figures.
 //!
 //! `cargo bench -p hangar-cli --bench fanout` (release build). One in-process
-//! server with SQLite; a registered run whose "agent" is a session WebSocket
-//! with the run token; `HANGAR_BENCH_VIEWERS` (default 100) live SSE viewers
-//! on `GET /api/v1/agent/runs/{id}/events` over real HTTP. Each of
-//! `HANGAR_BENCH_EVENTS` events (default 200) is sent on the agent socket one
-//! at a time; the latency of a sample is from that send (before the commit)
-//! to its receipt by one viewer. Target: p99 ≤ 50 ms.
+//! server with SQLite; per round, a registered run whose "agent" is a session
+//! WebSocket with the run token, and V live SSE viewers on
+//! `GET /api/v1/agent/runs/{id}/events` over real HTTP, V from the
+//! comma-separated `HANGAR_BENCH_VIEWERS` (default `100,1000`: one round
+//! each). Each of `HANGAR_BENCH_EVENTS` events (default 200) is sent on the
+//! agent socket one at a time; the latency of a sample is from that send
+//! (before the commit) to its receipt by one viewer. Target: p99 ≤ 50 ms at
+//! 1,000 viewers.
 // Tests and benchmarks own the tasks they spawn (clippy.toml bans tokio::spawn in the product).
 #![allow(clippy::disallowed_methods)]
 // A test (or benchmark) is one scenario, read top to bottom: it may be long.
@@ -38,7 +40,11 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    let viewers = env_usize("HANGAR_BENCH_VIEWERS", 100);
+    let rounds: Vec<usize> = std::env::var("HANGAR_BENCH_VIEWERS")
+        .unwrap_or_else(|_| "100,1000".to_owned())
+        .split(',')
+        .filter_map(|v| v.trim().parse().ok())
+        .collect();
     let events = env_usize("HANGAR_BENCH_EVENTS", 200);
     let dir = tempfile::tempdir().unwrap();
     let config = ServerConfig {
@@ -51,6 +57,14 @@ async fn main() {
     let server = Server::start(config).await.expect("server");
     let key = server.issue_local_key("bench").await.unwrap();
     let client = Client::new(server.url(), key.clone()).unwrap();
+    for viewers in rounds {
+        round(&client, viewers, events).await;
+    }
+    server.shutdown().await;
+}
+
+/// One run watched by `viewers` SSE streams while `events` are committed.
+async fn round(client: &Client, viewers: usize, events: usize) {
     let local: serde_json::Value = client
         .post_json(
             "api/v1/agent/runs/local",
@@ -144,7 +158,7 @@ async fn main() {
     }
     all.sort();
     println!(
-        "session fan-out: {viewers} SSE viewers x {events} events ({} samples, {:.1} s)",
+        "session fan-out: {viewers} SSE viewers x {events} events ({} samples, {:.1} s; the run's viewers share one feed)",
         all.len(),
         started.elapsed().as_secs_f64()
     );
@@ -156,5 +170,4 @@ async fn main() {
         pct(&all, 1.0)
     );
     drop(agent);
-    server.shutdown().await;
 }

@@ -166,6 +166,7 @@ impl Server {
                 hub,
                 shares: Arc::new(sessions::sharing::ShareHub::default()),
                 public_streams: Arc::new(rate_limit::StreamSlots::default()),
+                feeds: sessions::feed::Feeds::default(),
             },
             llm,
             web: web::SignIn::default(),

@@ -16,6 +16,7 @@ mod oz_compat;
 mod roles;
 mod run_tokens;
 mod sharing;
+mod viewers;
 mod web;
 mod webhooks;
 mod worker_tokens;
