@@ -21,9 +21,7 @@ use hangar_client::Client;
 use hangar_protocol::Timestamp;
 use hangar_protocol::session::{AgentToServer, EventBody, SessionEvent};
 use hangar_server::{Server, ServerConfig};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::Mutex;
 use tokio_tungstenite::tungstenite::Message;
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -81,19 +79,19 @@ async fn round(client: &Client, viewers: usize, events: usize) {
         .await
         .unwrap();
 
-    // The viewers: each records when it received every seq.
-    let sent: Arc<Mutex<Vec<Option<Instant>>>> = Arc::new(Mutex::new(vec![None; events + 1]));
-    let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<Vec<Duration>>(viewers);
+    // The viewers: each records when it received every seq, and nothing
+    // else on the way (the latencies are computed at the end): the load
+    // generator shares the cores with the server it measures.
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<Vec<(usize, Instant)>>(viewers);
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(viewers);
     for _ in 0..viewers {
         let client = client.clone();
         let run_id = run_id.clone();
-        let sent = sent.clone();
         let done_tx = done_tx.clone();
         let ready_tx = ready_tx.clone();
         tokio::spawn(async move {
             let mut stream = client.run_events(&run_id, None, true).await.unwrap();
-            let mut latencies = Vec::with_capacity(events);
+            let mut received = Vec::with_capacity(events);
             let mut ready = false;
             while let Some(e) = stream.next().await.unwrap() {
                 if e.event == "run_state" && !ready {
@@ -105,16 +103,15 @@ async fn round(client: &Client, viewers: usize, events: usize) {
                     continue;
                 }
                 let at = Instant::now();
-                let v: serde_json::Value = serde_json::from_str(&e.data).unwrap();
-                let seq = v["seq"].as_u64().unwrap() as usize;
-                if let Some(t0) = sent.lock().await[seq] {
-                    latencies.push(at - t0);
-                }
+                // The id is `<execution>.<seq>`.
+                let id = e.id.unwrap();
+                let seq: usize = id.split_once('.').unwrap().1.parse().unwrap();
+                received.push((seq, at));
                 if seq == events {
                     break;
                 }
             }
-            done_tx.send(latencies).await.unwrap();
+            done_tx.send(received).await.unwrap();
         });
     }
     drop(done_tx);
@@ -122,6 +119,7 @@ async fn round(client: &Client, viewers: usize, events: usize) {
         ready_rx.recv().await.unwrap();
     }
 
+    let mut sent: Vec<Option<Instant>> = vec![None; events + 1];
     let started = Instant::now();
     for seq in 1..=events as u64 {
         let event = SessionEvent {
@@ -132,7 +130,7 @@ async fn round(client: &Client, viewers: usize, events: usize) {
             },
         };
         let frame = AgentToServer::Event(event).to_envelope().to_text();
-        sent.lock().await[seq as usize] = Some(Instant::now());
+        sent[seq as usize] = Some(Instant::now());
         agent.send(Message::Text(frame.into())).await.unwrap();
         // Wait for the ack, so events are measured one at a time.
         loop {
@@ -149,12 +147,16 @@ async fn round(client: &Client, viewers: usize, events: usize) {
     }
     let mut all = Vec::with_capacity(viewers * events);
     for _ in 0..viewers {
-        let l = tokio::time::timeout(Duration::from_secs(60), done_rx.recv())
+        let received = tokio::time::timeout(Duration::from_secs(60), done_rx.recv())
             .await
             .expect("a viewer never got the last event")
             .unwrap();
-        assert_eq!(l.len(), events, "a viewer missed events");
-        all.extend(l);
+        assert_eq!(received.len(), events, "a viewer missed events");
+        all.extend(
+            received
+                .into_iter()
+                .map(|(seq, at)| at - sent[seq].expect("sent before received")),
+        );
     }
     all.sort();
     println!(
