@@ -44,7 +44,7 @@ use crate::AppState;
 use crate::api::{QueryResult, read_query};
 use crate::auth::authenticate;
 use crate::error::{ApiError, ApiResult};
-use crate::sessions::feed::{Feed, Item, Joined};
+use crate::sessions::feed::{Item, Joined, Snapshot};
 use crate::sessions::sharing::{self, Access};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
@@ -357,12 +357,19 @@ pub fn event_stream_holding(
     follow: bool,
     slot: Option<crate::rate_limit::StreamSlot>,
 ) -> Response {
-    let rx = spawn_pump(state, run, who, after, follow);
+    // Polled by the connection itself: no task between the feed and the socket.
+    let frames = ViewerStream::new(state, run, who, after, follow);
     let viewer = crate::metrics::get().viewer();
-    let stream = futures::stream::unfold((rx, slot, viewer), |(mut rx, slot, viewer)| async move {
-        let frame = rx.recv().await?;
-        Some((Ok::<Event, Infallible>(frame.to_sse()), (rx, slot, viewer)))
-    });
+    let stream = futures::stream::unfold(
+        (frames, slot, viewer),
+        |(mut frames, slot, viewer)| async move {
+            let frame = frames.next().await?;
+            Some((
+                Ok::<Event, Infallible>(frame.to_sse()),
+                (frames, slot, viewer),
+            ))
+        },
+    );
     let mut resp = Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
         .into_response();
@@ -374,11 +381,10 @@ pub fn event_stream_holding(
     resp
 }
 
-/// Starts the pump of one viewer; frames arrive on the returned channel,
-/// which closes after `end` or `revoked`. A following viewer joins the
-/// run's [`feed`](crate::sessions::feed), shared with every other viewer of
-/// the run on this replica; the pump replays the store, then forwards the
-/// feed's items that continue its cursor.
+/// Starts the pump of one viewer in a task of its own; frames arrive on the
+/// returned channel, which closes after `end` or `revoked` (the WebSocket
+/// route, whose socket also carries input). The SSE route polls a
+/// [`ViewerStream`] directly, with no task in between.
 pub fn spawn_pump(
     state: AppState,
     run: RunRecord,
@@ -387,157 +393,111 @@ pub fn spawn_pump(
     follow: bool,
 ) -> mpsc::Receiver<Frame> {
     let (tx, rx) = mpsc::channel(FRAME_BUFFER);
-    // Joined before anything is read from the store: nothing committed from
-    // here on can be missed.
-    let joined = follow.then(|| state.sessions.feeds.join(&state, &run, who));
-    let pump = Pump {
-        state,
-        run,
-        cursor: after,
-        numbers: HashMap::new(),
-        tx,
-        sent_state: None,
-    };
-    let tasks = pump.state.runtime.tasks.clone();
-    tasks.spawn(pump.run(joined));
+    let mut viewer = ViewerStream::new(state, run, who, after, follow);
+    let tasks = viewer.state.runtime.tasks.clone();
+    tasks.spawn(async move {
+        loop {
+            let frame = tokio::select! {
+                () = tx.closed() => return,
+                frame = viewer.next() => frame,
+            };
+            let Some(frame) = frame else { return };
+            if tx.send(frame).await.is_err() {
+                return;
+            }
+        }
+    });
     rx
 }
 
-/// Why the pump stopped early.
-struct Gone;
-
-struct Pump {
+/// One viewer's frames, pulled one at a time: the store after its cursor,
+/// then the items of its run's [`feed`](crate::sessions::feed) that continue
+/// the cursor (the store again for anything else). A following viewer joins
+/// the feed when created, before anything is read from the store, so nothing
+/// committed from then on can be missed.
+pub struct ViewerStream {
     state: AppState,
     run: RunRecord,
     /// Last event delivered (or the client's resume point).
     cursor: Option<EventCursor>,
     /// Execution numbers, from the store's order.
     numbers: HashMap<ExecutionId, u32>,
-    tx: mpsc::Sender<Frame>,
     /// The `data` of the last `run_state` frame sent.
     sent_state: Option<Arc<str>>,
+    /// The feed (`None` without `follow`).
+    joined: Option<Joined>,
+    /// Events read from the store, delivered one by one.
+    replay: std::vec::IntoIter<(ExecutionId, hangar_protocol::session::SessionEvent)>,
+    /// Frames to send once the replay is delivered.
+    queue: std::collections::VecDeque<Frame>,
+    /// Where the stream is.
+    phase: Phase,
 }
 
-impl Pump {
-    async fn run(mut self, joined: Option<Joined>) {
-        if self.catch_up().await.is_err() {
-            return;
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// The first replay is to be read.
+    Start,
+    /// Following the feed.
+    Live,
+    /// Nothing after the queue.
+    Done,
+}
+
+impl ViewerStream {
+    /// A viewer of `run` after `after`; with `follow` it joins the run's feed now.
+    pub fn new(
+        state: AppState,
+        run: RunRecord,
+        who: AccessCheck,
+        after: Option<EventCursor>,
+        follow: bool,
+    ) -> ViewerStream {
+        let joined = follow.then(|| state.sessions.feeds.join(&state, &run, who));
+        ViewerStream {
+            state,
+            run,
+            cursor: after,
+            numbers: HashMap::new(),
+            sent_state: None,
+            joined,
+            replay: Vec::new().into_iter(),
+            queue: Default::default(),
+            phase: Phase::Start,
         }
-        let Some(mut joined) = joined else {
-            let state = self.run.state;
-            let _ = self.send(Frame::End { state }).await;
-            return;
-        };
-        if self.send_state(Frame::run_state(&self.run)).await.is_err() {
-            return;
-        }
-        let shutdown = self.state.runtime.shutdown.clone();
+    }
+
+    /// The next frame; `None` after `end` or `revoked` (or at shutdown).
+    pub async fn next(&mut self) -> Option<Frame> {
         loop {
-            let step = tokio::select! {
-                () = self.tx.closed() => return,
-                () = shutdown.cancelled() => return,
-                revoked = &mut joined.revoked => {
-                    // Err: the feed forgot this viewer without a reason,
-                    // which it never does while the viewer holds it; close.
-                    if let Ok(detail) = revoked {
-                        let _ = self.send(Frame::Revoked { detail }).await;
+            if let Some(frame) = self.next_replayed() {
+                return Some(frame);
+            }
+            if let Some(frame) = self.queue.pop_front() {
+                return Some(frame);
+            }
+            match self.phase {
+                Phase::Done => return None,
+                Phase::Start => {
+                    self.catch_up().await;
+                    if self.joined.is_some() {
+                        self.push_state(Frame::run_state(&self.run));
+                        self.phase = Phase::Live;
+                    } else {
+                        self.queue.push_back(Frame::End {
+                            state: self.run.state,
+                        });
+                        self.phase = Phase::Done;
                     }
-                    return;
                 }
-                item = joined.items.recv() => match item {
-                    Ok(item) => self.on_item(&item).await,
-                    Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        tracing::debug!(run_id = %self.run.id, missed, "viewer lagged; re-reading the store");
-                        self.resync(&joined.feed).await
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return,
-                },
-            };
-            match step {
-                Ok(false) => {}
-                Ok(true) | Err(Gone) => return,
+                Phase::Live => self.step().await,
             }
         }
     }
 
-    async fn send(&self, frame: Frame) -> Result<(), Gone> {
-        self.tx.send(frame).await.map_err(|_| Gone)
-    }
-
-    /// Sends a `run_state` frame unless it says what the last one said.
-    async fn send_state(&mut self, frame: Frame) -> Result<(), Gone> {
-        if let Frame::RunState { data } = &frame {
-            if self.sent_state.as_ref() == Some(data) {
-                return Ok(());
-            }
-            self.sent_state = Some(data.clone());
-        }
-        self.send(frame).await
-    }
-
-    /// One item of the feed; answers whether the stream is complete.
-    async fn on_item(&mut self, item: &Item) -> Result<bool, Gone> {
-        match item {
-            Item::Sync { cursor } => {
-                if *cursor > self.cursor {
-                    self.catch_up().await?;
-                }
-            }
-            Item::Session { after, frame } => {
-                let Frame::Session { id, .. } = frame else {
-                    return Ok(false);
-                };
-                if self.cursor.is_some_and(|c| *id <= c) {
-                    return Ok(false); // replayed from the store already
-                }
-                if *after == self.cursor {
-                    self.send(frame.clone()).await?;
-                    self.cursor = Some(*id);
-                } else {
-                    // Not the next one for this viewer: the store has both.
-                    self.catch_up().await?;
-                }
-            }
-            Item::RunState(frame) => self.send_state(frame.clone()).await?,
-            Item::End { state, last } => {
-                if *last > self.cursor {
-                    self.catch_up().await?;
-                }
-                self.send(Frame::End { state: *state }).await?;
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    }
-
-    /// After lagging behind the feed: the store for the events, the feed's
-    /// snapshot for the state and the end.
-    async fn resync(&mut self, feed: &Feed) -> Result<bool, Gone> {
-        self.catch_up().await?;
-        let snapshot = feed.snapshot();
-        if let Some(frame) = snapshot.run_state {
-            self.send_state(frame).await?;
-        }
-        if let Some((state, last)) = snapshot.end {
-            if last > self.cursor {
-                self.catch_up().await?;
-            }
-            self.send(Frame::End { state }).await?;
-            return Ok(true);
-        }
-        Ok(false)
-    }
-
-    /// Delivers every stored event after the cursor.
-    async fn catch_up(&mut self) -> Result<(), Gone> {
-        let events = match self.state.store.run_events(&self.run.id).await {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::warn!(error = %e, run_id = %self.run.id, "cannot read the session; retrying at the next event");
-                return Ok(());
-            }
-        };
-        for (exec, event) in events {
+    /// The next stored event after the cursor, if a replay is under way.
+    fn next_replayed(&mut self) -> Option<Frame> {
+        for (exec, event) in self.replay.by_ref() {
             let next = self.numbers.len() as u32 + 1;
             let number = *self.numbers.entry(exec.clone()).or_insert(next);
             let id = EventCursor {
@@ -547,10 +507,122 @@ impl Pump {
             if self.cursor.is_some_and(|c| id <= c) {
                 continue;
             }
-            self.send(Frame::session(id, &exec, event)).await?;
             self.cursor = Some(id);
+            return Some(Frame::session(id, &exec, event));
         }
-        Ok(())
+        None
+    }
+
+    /// Reads the store; its events after the cursor are delivered next.
+    async fn catch_up(&mut self) {
+        match self.state.store.run_events(&self.run.id).await {
+            Ok(events) => {
+                // Numbering restarts from the store's order each time.
+                self.numbers.clear();
+                self.replay = events.into_iter();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, run_id = %self.run.id, "cannot read the session; retrying at the next event");
+            }
+        }
+    }
+
+    /// Queues a `run_state` frame unless it says what the last one said.
+    fn push_state(&mut self, frame: Frame) {
+        if let Frame::RunState { data } = &frame {
+            if self.sent_state.as_ref() == Some(data) {
+                return;
+            }
+            self.sent_state = Some(data.clone());
+        }
+        self.queue.push_back(frame);
+    }
+
+    /// Waits for the feed's next item (or a revocation, or shutdown).
+    async fn step(&mut self) {
+        let Some(joined) = self.joined.as_mut() else {
+            self.phase = Phase::Done;
+            return;
+        };
+        let shutdown = self.state.runtime.shutdown.clone();
+        let item = tokio::select! {
+            () = shutdown.cancelled() => {
+                self.phase = Phase::Done;
+                return;
+            }
+            revoked = &mut joined.revoked => {
+                // Err: the feed forgot this viewer without a reason, which
+                // it never does while the viewer holds it; close.
+                if let Ok(detail) = revoked {
+                    self.queue.push_back(Frame::Revoked { detail });
+                }
+                self.phase = Phase::Done;
+                return;
+            }
+            item = joined.items.recv() => item,
+        };
+        match item {
+            Ok(item) => self.on_item(&item).await,
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::debug!(run_id = %self.run.id, missed, "viewer lagged; re-reading the store");
+                self.resync().await;
+            }
+            Err(broadcast::error::RecvError::Closed) => self.phase = Phase::Done,
+        }
+    }
+
+    /// One item of the feed.
+    async fn on_item(&mut self, item: &Item) {
+        match item {
+            Item::Sync { cursor } => {
+                if *cursor > self.cursor {
+                    self.catch_up().await;
+                }
+            }
+            Item::Session { after, frame } => {
+                let Frame::Session { id, .. } = frame else {
+                    return;
+                };
+                if self.cursor.is_some_and(|c| *id <= c) {
+                    return; // replayed from the store already
+                }
+                if *after == self.cursor {
+                    self.queue.push_back(frame.clone());
+                    self.cursor = Some(*id);
+                } else {
+                    // Not the next one for this viewer: the store has both.
+                    self.catch_up().await;
+                }
+            }
+            Item::RunState(frame) => self.push_state(frame.clone()),
+            Item::End { state, last } => self.end(*state, *last).await,
+        }
+    }
+
+    /// The stream is complete once every event up to `last` is delivered.
+    async fn end(&mut self, state: RunState, last: Option<EventCursor>) {
+        if last > self.cursor {
+            self.catch_up().await;
+        }
+        // After the replay (delivered before the queue).
+        self.queue.push_back(Frame::End { state });
+        self.phase = Phase::Done;
+    }
+
+    /// After lagging behind the feed: the store for the events, the feed's
+    /// snapshot for the state and the end.
+    async fn resync(&mut self) {
+        self.catch_up().await;
+        let Some(joined) = self.joined.as_ref() else {
+            return;
+        };
+        let snapshot: Snapshot = joined.feed.snapshot();
+        if let Some(frame) = snapshot.run_state {
+            self.push_state(frame);
+        }
+        if let Some((state, last)) = snapshot.end {
+            self.end(state, last).await;
+        }
     }
 }
 
