@@ -18,10 +18,10 @@
 //! its stream closes with `revoked`.
 //!
 //! Lifecycle: [`Feeds::join`] creates a run's feed with its first viewer and
-//! starts its two tasks (publisher and access checks); they stop when the last
-//! viewer leaves (the [`Feed`] handle is dropped) or once the run's stream has
-//! ended, after which the next viewer (a follow-up reopened the run) starts a
-//! new feed.
+//! starts its three tasks (publisher, run state watcher, access checks);
+//! they stop when the last viewer leaves (the [`Feed`] handle is dropped) or
+//! once the run's stream has ended, after which the next viewer (a follow-up
+//! reopened the run) starts a new feed.
 //!
 //! [`ShareHub`]: crate::sessions::sharing::ShareHub
 
@@ -215,8 +215,10 @@ fn start(state: &AppState, run: RunRecord) -> Arc<Feed> {
         last_terminal_status: false,
         terminal_since: None,
     };
+    let (runs_tx, runs_rx) = watch::channel(publisher.run.clone());
     let tasks = &state.runtime.tasks;
-    tasks.spawn(publisher.run(live, stop.clone()));
+    tasks.spawn(publisher.run(live, runs_rx, stop.clone()));
+    tasks.spawn(watch_run(state.clone(), runs_tx, stop.clone()));
     tasks.spawn(check_access(
         state.clone(),
         Arc::downgrade(&shared),
@@ -245,12 +247,23 @@ struct Publisher {
 }
 
 impl Publisher {
-    async fn run(mut self, mut live: broadcast::Receiver<LiveEvent>, stop: CancellationToken) {
+    async fn run(
+        mut self,
+        mut live: broadcast::Receiver<LiveEvent>,
+        mut runs: watch::Receiver<RunRecord>,
+        stop: CancellationToken,
+    ) {
         // Where the store is now; viewers that read it earlier catch up.
         self.catch_up(false).await;
         self.shared.publish(Item::Sync {
             cursor: self.cursor,
         });
+        // The run as it is now (the first viewer's copy may be older: a
+        // follow-up reopens an ended run on the same socket): the first
+        // `run_state`, and the end for a run already over.
+        if self.poll_state().await {
+            return;
+        }
         let mut poll = tokio::time::interval(POLL_INTERVAL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let shutdown = self.state.runtime.shutdown.clone();
@@ -270,6 +283,14 @@ impl Publisher {
                         self.catch_up(true).await;
                         false
                     }
+                },
+                changed = runs.changed() => match changed {
+                    Ok(()) => {
+                        let fresh = runs.borrow_and_update().clone();
+                        self.on_run(fresh).await
+                    }
+                    // The state watcher stops with this feed.
+                    Err(_) => return,
                 },
                 _ = poll.tick() => self.poll().await,
             };
@@ -357,6 +378,10 @@ impl Publisher {
         false
     }
 
+    /// Every [`POLL_INTERVAL`]: the events of an agent connected to another
+    /// replica, and the end of a terminal run once its grace is over. The
+    /// run's state comes from [`watch_run`], so no read of it ever holds up
+    /// the events.
     async fn poll(&mut self) -> bool {
         if self
             .state
@@ -368,19 +393,22 @@ impl Publisher {
             // The agent may be connected to another replica.
             self.catch_up(true).await;
         }
-        self.poll_state().await
+        self.check_end().await
     }
 
-    /// Re-reads the run; announces a state change; ends the feed once the
-    /// run is terminal and its last events are in.
+    /// Re-reads the run now (its agent reported a terminal status).
     async fn poll_state(&mut self) -> bool {
-        let fresh = match self.state.store.run_any_team(&self.run.id).await {
-            Ok(r) => r,
+        match self.state.store.run_any_team(&self.run.id).await {
+            Ok(fresh) => self.on_run(fresh).await,
             Err(e) => {
                 tracing::warn!(error = %e, run_id = %self.run.id, "cannot re-read the run");
-                return false;
+                false
             }
-        };
+        }
+    }
+
+    /// A fresh read of the run: announces a state change, then checks the end.
+    async fn on_run(&mut self, fresh: RunRecord) -> bool {
         let first = self.shared.snapshot.borrow().run_state.is_none();
         let changed = first
             || fresh.state != self.run.state
@@ -393,6 +421,11 @@ impl Publisher {
                 .send_modify(|s| s.run_state = Some(frame.clone()));
             self.shared.publish(Item::RunState(frame));
         }
+        self.check_end().await
+    }
+
+    /// Ends the feed once the run is terminal and its last events are in.
+    async fn check_end(&mut self) -> bool {
         if !self.run.state.is_terminal() {
             self.terminal_since = None;
             return false;
@@ -414,6 +447,36 @@ impl Publisher {
             last: end.1,
         });
         true
+    }
+}
+
+/// Re-reads a feed's run every [`POLL_INTERVAL`] (once per run, whatever
+/// the number of viewers) and hands a changed state or status message to
+/// the publisher, which never waits on this read.
+async fn watch_run(state: AppState, runs: watch::Sender<RunRecord>, stop: CancellationToken) {
+    let run_id = runs.borrow().id.clone();
+    let mut poll = tokio::time::interval(POLL_INTERVAL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let shutdown = state.runtime.shutdown.clone();
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = shutdown.cancelled() => return,
+            _ = poll.tick() => {}
+        }
+        match state.store.run_any_team(&run_id).await {
+            Ok(fresh) => {
+                runs.send_if_modified(|run| {
+                    let changed =
+                        run.state != fresh.state || run.status_message != fresh.status_message;
+                    if changed {
+                        *run = fresh;
+                    }
+                    changed
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, run_id = %run_id, "cannot re-read the run"),
+        }
     }
 }
 
