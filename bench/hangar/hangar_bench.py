@@ -23,6 +23,8 @@ the first start prints, creates a team key for the workers
 5. optionally (--duration S) a sustained phase at --rate runs/s, printing the
    server's RSS every 30 s and the same no-loss check at the end.
 
+`--only idle` runs phase 4 alone.
+
 Writes the figures as JSON (--json) for bench/peers/report.py.
 """
 
@@ -724,6 +726,9 @@ def main():
     ap.add_argument("--perf", metavar="FILE",
                     help="record the server with `perf record` during the throughput phase, and"
                          " print its hottest symbols")
+    ap.add_argument("--only", choices=["idle"],
+                    help="run one phase: `idle` connects the M idle workers only (RSS per"
+                         " connection and connect time), skipping latency and throughput")
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args()
 
@@ -742,69 +747,70 @@ def main():
         result["idle_rss"] = srv.rss()
         log(f"idle RSS: {common.mib(result['idle_rss']):.1f} MiB (server process, {srv.threads()} threads)")
 
-        lat, create = latency_phase(srv.url, srv.admin_key, team, args.w, args.latency_samples)
-        result["dispatch"] = common.summary_ms(lat)
-        result["create"] = common.summary_ms(create)
-        log(common.fmt_summary("create run (POST → response), unloaded", result["create"]))
-        log(common.fmt_summary("dispatch latency, unloaded (POST → assignment)", result["dispatch"]))
+        if args.only != "idle":
+            lat, create = latency_phase(srv.url, srv.admin_key, team, args.w, args.latency_samples)
+            result["dispatch"] = common.summary_ms(lat)
+            result["create"] = common.summary_ms(create)
+            log(common.fmt_summary("create run (POST → response), unloaded", result["create"]))
+            log(common.fmt_summary("dispatch latency, unloaded (POST → assignment)", result["dispatch"]))
 
-        exclude = set(all_runs(srv.url, srv.admin_key))
-        log(f"throughput phase: {args.n} runs, W={args.w} workers in {args.worker_procs} processes,"
-            f" C={args.c} clients in {args.procs} processes (load {common.loadavg():.2f})")
-        result["load"] = common.loadavg()
-        tp = load_phase(srv, team, args, args.n)
-        result["throughput"] = tp["throughput"]
-        result["elapsed_s"] = tp["elapsed_s"]
-        result["dispatch_loaded"] = tp["dispatch_loaded"]
-        log(f"throughput: {tp['created']} runs in {tp['elapsed_s']:.2f} s = {tp['throughput']:.0f} runs/s"
-            f" (created → SUCCEEDED through the API; creating alone took {tp['create_s']:.2f} s ="
-            f" {tp['created'] / tp['create_s']:.0f}/s; {tp['errors']} create errors)")
-        ok, line = check(srv.url, srv.admin_key, tp["sent"], tp["received"], exclude)
-        result["check_ok"] = ok
-        log(line)
-        log(common.fmt_summary("dispatch latency under the throughput load", tp["dispatch_loaded"]))
-        line, saturated = common.load_report(tp["loadgen"])
-        result["loadgen"] = tp["loadgen"]
-        result["loadgen_saturated"] = saturated
-        result["server_cpu_s"] = tp["server_cpu_s"]
-        log(f"CPU during the phase: server {tp['server_cpu_s']:.1f} s over {tp['elapsed_s']:.1f} s wall"
-            f" ({tp['server_cpu_s'] / tp['created'] * 1e3:.2f} ms per run);"
-            f" load generator per process: {line}"
-            + ("  ← a load generator process saturates a core" if saturated else ""))
-        if args.perf and os.path.exists(args.perf):
-            report = subprocess.run(
-                ["perf", "report", "-i", args.perf, "--stdio", "--no-children", "--sort", "dso,symbol",
-                 "--percent-limit", "1.5"], capture_output=True, text=True).stdout
-            hot = [ln for ln in report.splitlines() if ln.strip() and not ln.startswith("#")]
-            threads = subprocess.run(
-                ["perf", "report", "-i", args.perf, "--stdio", "--no-children", "--sort", "comm"],
-                capture_output=True, text=True).stdout
-            split = ", ".join(" ".join(ln.split()) for ln in threads.splitlines()
-                              if ln.strip() and not ln.startswith("#"))
-            log(f"server CPU by thread (perf): {split}")
-            log(f"server CPU profile of the throughput phase (perf, {args.perf}), hottest symbols:")
-            for ln in hot[:25]:
-                log("  " + re.sub(r"\s+-\s+-\s*$", "", re.sub(r" {3,}", "  ", ln.strip())))
-        time.sleep(2)
-        result["idle_rss_after"] = srv.rss()
-        log(f"idle RSS after the load: {common.mib(result['idle_rss_after']):.1f} MiB")
-
-        if args.duration:
-            log(f"sustained phase: {args.rate:.0f} runs/s for {args.duration:.0f} s")
             exclude = set(all_runs(srv.url, srv.admin_key))
-            su = load_phase(srv, team, args, 0, rate=args.rate, duration=args.duration, prefix="su")
-            ok, line = check(srv.url, srv.admin_key, su["sent"], su["received"], exclude)
-            result["sustained"] = {"rate": args.rate, "duration": args.duration,
-                                   "achieved": su["created"] / su["create_s"],
-                                   "throughput": su["throughput"], "check_ok": ok,
-                                   "rss_log": su["rss_log"], "dispatch_loaded": su["dispatch_loaded"]}
-            log(f"sustained: {su['created']} runs created at {su['created'] / su['create_s']:.0f}/s,"
-                f" all ended after {su['elapsed_s']:.1f} s; {su['errors']} create errors")
+            log(f"throughput phase: {args.n} runs, W={args.w} workers in {args.worker_procs} processes,"
+                f" C={args.c} clients in {args.procs} processes (load {common.loadavg():.2f})")
+            result["load"] = common.loadavg()
+            tp = load_phase(srv, team, args, args.n)
+            result["throughput"] = tp["throughput"]
+            result["elapsed_s"] = tp["elapsed_s"]
+            result["dispatch_loaded"] = tp["dispatch_loaded"]
+            log(f"throughput: {tp['created']} runs in {tp['elapsed_s']:.2f} s = {tp['throughput']:.0f} runs/s"
+                f" (created → SUCCEEDED through the API; creating alone took {tp['create_s']:.2f} s ="
+                f" {tp['created'] / tp['create_s']:.0f}/s; {tp['errors']} create errors)")
+            ok, line = check(srv.url, srv.admin_key, tp["sent"], tp["received"], exclude)
+            result["check_ok"] = ok
             log(line)
-            log(common.fmt_summary("dispatch latency, sustained", su["dispatch_loaded"]))
-            rss = [r for _, r in su["rss_log"]]
-            if rss:
-                log(f"server RSS every 30 s: {', '.join(f'{common.mib(r):.0f}' for r in rss)} MiB")
+            log(common.fmt_summary("dispatch latency under the throughput load", tp["dispatch_loaded"]))
+            line, saturated = common.load_report(tp["loadgen"])
+            result["loadgen"] = tp["loadgen"]
+            result["loadgen_saturated"] = saturated
+            result["server_cpu_s"] = tp["server_cpu_s"]
+            log(f"CPU during the phase: server {tp['server_cpu_s']:.1f} s over {tp['elapsed_s']:.1f} s wall"
+                f" ({tp['server_cpu_s'] / tp['created'] * 1e3:.2f} ms per run);"
+                f" load generator per process: {line}"
+                + ("  ← a load generator process saturates a core" if saturated else ""))
+            if args.perf and os.path.exists(args.perf):
+                report = subprocess.run(
+                    ["perf", "report", "-i", args.perf, "--stdio", "--no-children", "--sort", "dso,symbol",
+                     "--percent-limit", "1.5"], capture_output=True, text=True).stdout
+                hot = [ln for ln in report.splitlines() if ln.strip() and not ln.startswith("#")]
+                threads = subprocess.run(
+                    ["perf", "report", "-i", args.perf, "--stdio", "--no-children", "--sort", "comm"],
+                    capture_output=True, text=True).stdout
+                split = ", ".join(" ".join(ln.split()) for ln in threads.splitlines()
+                                  if ln.strip() and not ln.startswith("#"))
+                log(f"server CPU by thread (perf): {split}")
+                log(f"server CPU profile of the throughput phase (perf, {args.perf}), hottest symbols:")
+                for ln in hot[:25]:
+                    log("  " + re.sub(r"\s+-\s+-\s*$", "", re.sub(r" {3,}", "  ", ln.strip())))
+            time.sleep(2)
+            result["idle_rss_after"] = srv.rss()
+            log(f"idle RSS after the load: {common.mib(result['idle_rss_after']):.1f} MiB")
+
+            if args.duration:
+                log(f"sustained phase: {args.rate:.0f} runs/s for {args.duration:.0f} s")
+                exclude = set(all_runs(srv.url, srv.admin_key))
+                su = load_phase(srv, team, args, 0, rate=args.rate, duration=args.duration, prefix="su")
+                ok, line = check(srv.url, srv.admin_key, su["sent"], su["received"], exclude)
+                result["sustained"] = {"rate": args.rate, "duration": args.duration,
+                                       "achieved": su["created"] / su["create_s"],
+                                       "throughput": su["throughput"], "check_ok": ok,
+                                       "rss_log": su["rss_log"], "dispatch_loaded": su["dispatch_loaded"]}
+                log(f"sustained: {su['created']} runs created at {su['created'] / su['create_s']:.0f}/s,"
+                    f" all ended after {su['elapsed_s']:.1f} s; {su['errors']} create errors")
+                log(line)
+                log(common.fmt_summary("dispatch latency, sustained", su["dispatch_loaded"]))
+                rss = [r for _, r in su["rss_log"]]
+                if rss:
+                    log(f"server RSS every 30 s: {', '.join(f'{common.mib(r):.0f}' for r in rss)} MiB")
 
         if args.m:
             log(f"idle workers: connecting {args.m} ({args.idle_procs} processes,"

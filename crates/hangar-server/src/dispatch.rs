@@ -110,6 +110,21 @@ struct Slot {
 }
 
 impl Slot {
+    fn info(&self, worker_id: &WorkerId) -> WorkerInfo {
+        WorkerInfo {
+            worker_id: worker_id.clone(),
+            backend: self.backend.clone(),
+            version: self.version.clone(),
+            max_concurrent_tasks: self.capacity,
+            running_tasks: self.active.len(),
+            draining: self.draining,
+            labels: self.labels.clone(),
+            connected_at: self.connected_at,
+            credential_id: self.credential_id.clone(),
+            heard_at: self.liveness.heard_at(),
+        }
+    }
+
     fn has_room(&self) -> bool {
         // A connection being closed (found dead, or its credential revoked) takes no work.
         !self.liveness.is_closed()
@@ -258,18 +273,7 @@ impl Dispatcher {
             .workers
             .iter()
             .filter(|((team, _), _)| *team == team_id)
-            .map(|((_, id), s)| WorkerInfo {
-                worker_id: id.clone(),
-                backend: s.backend.clone(),
-                version: s.version.clone(),
-                max_concurrent_tasks: s.capacity,
-                running_tasks: s.active.len(),
-                draining: s.draining,
-                labels: s.labels.clone(),
-                connected_at: s.connected_at,
-                credential_id: s.credential_id.clone(),
-                heard_at: s.liveness.heard_at(),
-            })
+            .map(|((_, id), s)| s.info(id))
             .collect();
         list.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
         list
@@ -280,25 +284,25 @@ impl Dispatcher {
         let reg = self.registry();
         reg.workers
             .iter()
-            .map(|((team, id), s)| {
-                (
-                    *team,
-                    s.conn_id,
-                    WorkerInfo {
-                        worker_id: id.clone(),
-                        backend: s.backend.clone(),
-                        version: s.version.clone(),
-                        max_concurrent_tasks: s.capacity,
-                        running_tasks: s.active.len(),
-                        draining: s.draining,
-                        labels: s.labels.clone(),
-                        connected_at: s.connected_at,
-                        credential_id: s.credential_id.clone(),
-                        heard_at: s.liveness.heard_at(),
-                    },
-                )
-            })
+            .map(|((team, id), s)| (*team, s.conn_id, s.info(id)))
             .collect()
+    }
+
+    /// What the server knows about one registered connection, if it is
+    /// still the worker's (a lookup, not a scan of every connection).
+    pub fn connected_worker(&self, registration: &Registration) -> Option<WorkerInfo> {
+        let reg = self.registry();
+        reg.workers
+            .get(&registration.key)
+            .filter(|s| s.conn_id == registration.conn_id)
+            .map(|s| s.info(&registration.key.1))
+    }
+
+    /// The liveness of every connection on this replica (for the shared
+    /// ping timer, [`worker_socket::sweep`]).
+    pub fn livenesses(&self) -> Vec<Arc<worker_socket::Liveness>> {
+        let reg = self.registry();
+        reg.workers.values().map(|s| s.liveness.clone()).collect()
     }
 
     /// Whether no worker of the team that could take `host` has room.

@@ -166,6 +166,7 @@ impl Server {
                 hub,
                 shares: Arc::new(sessions::sharing::ShareHub::default()),
                 public_streams: Arc::new(rate_limit::StreamSlots::default()),
+                feeds: sessions::feed::Feeds::default(),
             },
             llm,
             web: web::SignIn::default(),
@@ -370,6 +371,10 @@ fn supervise(state: &AppState, listener: tokio::net::TcpListener) -> TaskTracker
     }
     tasks.spawn(schedule::Scheduler::for_server(state).run(shutdown.clone()));
     tasks.spawn(dispatch::presence::run(state.clone(), shutdown.clone()));
+    tasks.spawn(dispatch::worker_socket::sweep(
+        state.clone(),
+        shutdown.clone(),
+    ));
     tasks.spawn(webhooks::run(state.clone(), shutdown.clone()));
     tasks.spawn(crate::integrations::replies::run(
         state.clone(),

@@ -8,6 +8,9 @@
 //! - [`viewers`]: the viewer side (`GET /api/v1/agent/runs/{id}/events`,
 //!   Server-Sent Events or a WebSocket; also behind public links): replay
 //!   from the store, then live, with no gap and no duplicate.
+//! - [`feed`]: one live feed per watched run on this replica, which every
+//!   viewer of the run shares (events rendered once, the run's state read
+//!   once, access re-checked once per credential).
 //! - [`sharing`]: who may watch and steer a session (view or edit), public
 //!   links, and the [`sharing::ShareHub`] that tells open streams a grant
 //!   changed.
@@ -15,6 +18,7 @@
 //! Not to be confused with the dashboard's sign-in session (the
 //! `hangar_session` cookie), which lives in [`crate::web::auth`].
 
+pub mod feed;
 pub mod hub;
 pub mod sharing;
 pub mod viewers;
@@ -29,4 +33,6 @@ pub struct Sessions {
     pub shares: Arc<sharing::ShareHub>,
     /// Open public-link streams, per link and per address.
     pub public_streams: Arc<crate::rate_limit::StreamSlots>,
+    /// One live feed per watched run, shared by its viewers.
+    pub feeds: feed::Feeds,
 }

@@ -17,6 +17,7 @@ mod oz_compat;
 mod roles;
 mod run_tokens;
 mod sharing;
+mod viewers;
 mod web;
 mod webhooks;
 mod worker_tokens;

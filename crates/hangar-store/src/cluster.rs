@@ -101,6 +101,16 @@ impl Drop for BootstrapLock {
 pub trait ClusterStore: Send + Sync {
     /// Inserts or refreshes a worker's presence.
     async fn upsert_worker(&self, worker: &WorkerPresence) -> StoreResult<()>;
+    /// Inserts or refreshes many workers' presence in one write (a
+    /// replica's periodic refresh of every worker it holds), in statements
+    /// of [`WORKER_UPSERT_BATCH`] rows. The rows name distinct workers.
+    async fn upsert_workers(&self, workers: &[WorkerPresence]) -> StoreResult<()>;
+    /// One worker's presence, if the registry has it.
+    async fn worker(
+        &self,
+        team_id: i64,
+        worker_id: &WorkerId,
+    ) -> StoreResult<Option<WorkerPresence>>;
     /// Marks a worker disconnected, if `connection_id` is still its connection
     /// (a reconnect to another replica is not undone by the old one closing).
     async fn worker_disconnected(
@@ -116,6 +126,27 @@ pub trait ClusterStore: Send + Sync {
     async fn prune_workers(&self, before: i64) -> StoreResult<u64>;
     /// Waits until no other replica is bootstrapping, and holds that until released.
     async fn bootstrap_lock(&self) -> StoreResult<BootstrapLock>;
+}
+
+/// Rows per statement of [`ClusterStore::upsert_workers`]: 15 parameters a
+/// row stays far below SQLite's 32,766 and PostgreSQL's 65,535.
+pub const WORKER_UPSERT_BATCH: usize = 500;
+
+/// `VALUES ($1, …, $15), ($16, …)` for `rows` workers.
+pub(crate) fn worker_values(rows: usize) -> String {
+    let per_row = WORKER_COLUMNS.split(',').count();
+    let mut sql = String::with_capacity(rows * per_row * 5);
+    for r in 0..rows {
+        sql.push_str(if r == 0 { "(" } else { ", (" });
+        for c in 0..per_row {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", r * per_row + c + 1));
+        }
+        sql.push(')');
+    }
+    sql
 }
 
 /// The `worker_presence` columns, in the order [`bind_worker`] binds them.

@@ -38,7 +38,7 @@ mod webhooks;
 mod worker_tokens;
 
 pub use accounts::{AccountStore, UserCredentials, UserUpdate, WebSessionRecord};
-pub use cluster::{BootstrapLock, ClusterStore, WorkerPresence};
+pub use cluster::{BootstrapLock, ClusterStore, WORKER_UPSERT_BATCH, WorkerPresence};
 pub use environments::{EnvironmentRecord, EnvironmentStore, SecretRecord, SecretStore};
 pub use integrations::{IntegrationRecord, IntegrationStore, IntegrationThread};
 pub use lifecycle::{LifecycleEventRecord, LifecycleQuery, LifecycleStore, NewLifecycleEvent};

@@ -126,6 +126,7 @@ impl Dispatcher {
         let live = self
             .reconcile(team_id, worker_id, hello.as_ref(), &tx)
             .await?;
+        let holds_work = !live.is_empty();
         let stock = hello.is_none();
         let (capacity, backend, version, labels) = match hello {
             Some(h) => (h.max_concurrent_tasks, h.backend, h.version, h.labels),
@@ -161,8 +162,11 @@ impl Dispatcher {
             conn_id
         };
         let registration = Registration { key, conn_id };
-        // The executions it kept are held by this connection from now on.
-        self.renew(&registration).await?;
+        // The executions it kept are held by this connection from now on
+        // (none kept: nothing to write, as for most connections).
+        if holds_work {
+            self.renew(&registration).await?;
+        }
         tracing::info!(
             team_id,
             worker_id = worker_id.as_str(),

@@ -103,33 +103,29 @@ fn row(app: &AppState, team_id: i64, conn_id: u64, w: &WorkerInfo, now: i64) -> 
     }
 }
 
-/// Writes the presence of every worker connected to this replica.
+/// Writes the presence of every worker connected to this replica, in one
+/// write (batched statements) rather than one per worker.
 pub async fn publish(app: &AppState) {
     let now = Timestamp::now().unix_millis();
-    for (team, conn, info) in app.dispatcher.connected_workers() {
-        if let Err(e) = app
-            .store
-            .upsert_worker(&row(app, team, conn, &info, now))
-            .await
-        {
-            tracing::warn!(error = %e, worker_id = %info.worker_id, "could not record worker presence");
-        }
+    let rows: Vec<WorkerPresence> = app
+        .dispatcher
+        .connected_workers()
+        .iter()
+        .map(|(team, conn, info)| row(app, *team, *conn, info, now))
+        .collect();
+    if let Err(e) = app.store.upsert_workers(&rows).await {
+        tracing::warn!(error = %e, workers = rows.len(), "could not record the workers' presence");
     }
 }
 
 /// A worker just registered on this replica.
 pub async fn connected(app: &AppState, registration: &Registration) {
     let now = Timestamp::now().unix_millis();
-    let (team, worker) = &registration.key;
-    let found = app
-        .dispatcher
-        .connected_workers()
-        .into_iter()
-        .find(|(t, c, w)| t == team && *c == registration.conn_id && &w.worker_id == worker);
-    if let Some((team, conn, info)) = found
+    let (team, _) = &registration.key;
+    if let Some(info) = app.dispatcher.connected_worker(registration)
         && let Err(e) = app
             .store
-            .upsert_worker(&row(app, team, conn, &info, now))
+            .upsert_worker(&row(app, *team, registration.conn_id, &info, now))
             .await
     {
         tracing::warn!(error = %e, worker_id = %info.worker_id, "could not record worker presence");

@@ -1,8 +1,9 @@
 //! The worker WebSocket: `GET /api/v1/selfhosted/worker/ws?worker_id=<ID>`.
 //!
-//! One task reads frames and applies them through the store (fenced by
-//! execution); a writer task owned by the connection sends queued frames and
-//! pings. A worker that sends nothing for `read_timeout` is disconnected.
+//! One task per connection reads frames and applies them through the store
+//! (fenced by execution), and writes the queued frames and pings. It keeps
+//! no timer: the replica's [`sweep`] asks each connection for its ping every
+//! heartbeat and disconnects a worker that sent nothing for `read_timeout`.
 //!
 //! Who may connect (scenario S8): a worker token, as the worker id or under
 //! the pool it is bound to, or a team key that belongs to no user (what
@@ -20,7 +21,7 @@ mod liveness;
 mod reports;
 
 pub use admission::close_revoked;
-pub use liveness::{Liveness, probe_wait};
+pub use liveness::{Liveness, probe_wait, sweep, sweep_interval};
 pub(crate) use reports::SANDBOX_NONE_EVENT;
 
 use admission::admit;
@@ -43,7 +44,13 @@ use tokio::sync::mpsc;
 
 /// Largest frame accepted from a worker.
 const MAX_FRAME_BYTES: usize = 1024 * 1024;
-/// How long a closing connection's writer gets to send its close frame.
+/// A connection's read buffer, filled (zeroed) when it is created: the
+/// worker protocol's frames are a few hundred bytes, and tungstenite's
+/// default (128 KiB) was most of an idle connection's memory. A larger
+/// frame grows the buffer as it arrives. Writes are not buffered past the
+/// frame being sent (`write_buffer_size(0)`): every send flushes anyway.
+pub(crate) const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// How long a closing connection gets to send its close frame.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// How long to wait for the optional `worker_hello` before registering without it.
 const HELLO_WAIT: Duration = Duration::from_secs(2);
@@ -158,6 +165,8 @@ pub async fn worker_socket(
         }
     }
     ws.max_message_size(MAX_FRAME_BYTES)
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(0)
         .on_upgrade(move |socket| connection(app, credential, worker_id, socket))
 }
 
@@ -165,18 +174,17 @@ async fn connection(
     app: AppState,
     credential: WorkerCredential,
     worker_id: WorkerId,
-    socket: WebSocket,
+    mut socket: WebSocket,
 ) {
     let _open = crate::metrics::get().websocket("worker");
     // Before registration: nothing can be assigned on this connection earlier.
     let view = ConnView::opened_now();
-    let (mut sink, mut stream) = socket.split();
     let liveness = Liveness::new();
 
     // A Hangar worker sends `worker_hello` first; an Oz worker sends nothing until it has news.
     let mut first: Option<Frame> = None;
     let mut hello: Option<WorkerHello> = None;
-    if let Ok(Some(Ok(Message::Text(text)))) = tokio::time::timeout(HELLO_WAIT, stream.next()).await
+    if let Ok(Some(Ok(Message::Text(text)))) = tokio::time::timeout(HELLO_WAIT, socket.next()).await
     {
         match decode(&text) {
             Frame::Message(WorkerToServer::WorkerHello(h)) => hello = Some(h),
@@ -184,67 +192,88 @@ async fn connection(
         }
     }
 
-    let (tx, rx) = mpsc::channel::<ServerToWorker>(WORKER_OUTBOX);
+    let (tx, mut rx) = mpsc::channel::<ServerToWorker>(WORKER_OUTBOX);
     let registration = match register(&app, &credential, &worker_id, &liveness, tx, hello).await {
         Ok(r) => r,
         Err(close) => {
-            let _ = sink.send(Message::Close(close)).await;
+            let _ = socket.send(Message::Close(close)).await;
             return;
         }
     };
-    let heartbeat = app.config.heartbeat_interval;
-    let writer = spawn_writer(sink, rx, liveness.clone(), heartbeat);
 
     crate::dispatch::presence::connected(&app, &registration).await;
     let key = registration.key.clone();
     if let Some(msg) = first {
         handle(&app, &key, &view, msg).await;
     }
-    let read_timeout = app.config.read_timeout;
     // Every frame from the worker (its pings and pongs included) proves it is
     // alive; at most once per half heartbeat that renews its leases.
-    let renew_every = heartbeat / 2;
+    let renew_every = app.config.heartbeat_interval / 2;
     let mut renewed = tokio::time::Instant::now();
+    // One task reads and writes: it has no timer of its own (the replica's
+    // `sweep` asks for pings and closes a silent worker through `liveness`).
     loop {
-        let next = tokio::select! {
-            n = tokio::time::timeout(read_timeout, stream.next()) => n,
-            _ = app.runtime.shutdown.cancelled() => break,
-            _ = liveness.closed.cancelled() => {
-                tracing::info!(
-                    worker_id = worker_id.as_str(),
-                    "closing the connection: its worker reconnected, or its credential was revoked"
-                );
+        tokio::select! {
+            () = app.runtime.shutdown.cancelled() => break,
+            () = liveness.closed.cancelled() => {
+                if liveness.went_silent() {
+                    tracing::warn!(
+                        worker_id = worker_id.as_str(),
+                        "worker silent past the read timeout; disconnecting"
+                    );
+                } else {
+                    tracing::info!(
+                        worker_id = worker_id.as_str(),
+                        "closing the connection: its worker reconnected, or its credential was revoked"
+                    );
+                }
                 break;
             }
-        };
-        if matches!(next, Ok(Some(Ok(_)))) {
-            liveness.heard_now();
-        }
-        if matches!(next, Ok(Some(Ok(_))))
-            && renewed.elapsed() >= renew_every
-            && app.dispatcher.holds_work(&registration)
-        {
-            renewed = tokio::time::Instant::now();
-            if let Err(e) = app.dispatcher.renew(&registration).await {
-                tracing::warn!(error = %e, worker_id = worker_id.as_str(), "could not renew the worker's leases");
+            msg = rx.recv() => {
+                // None: unregistered (a newer connection of the worker took its place).
+                let Some(msg) = msg else { break };
+                let text = msg.to_envelope().to_text();
+                if send(&mut socket, &liveness, Message::Text(text.into())).await.is_err() {
+                    break;
+                }
             }
-        }
-        match next {
-            Err(_) => {
-                tracing::warn!(
-                    worker_id = worker_id.as_str(),
-                    "worker silent past the read timeout; disconnecting"
-                );
-                break;
+            () = liveness.probe.notified() => {
+                liveness.pinged_now();
+                if send(&mut socket, &liveness, Message::Ping(Vec::new().into())).await.is_err() {
+                    break;
+                }
             }
-            Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => break,
-            Ok(Some(Ok(Message::Text(text)))) => handle(&app, &key, &view, decode(&text)).await,
-            Ok(Some(Ok(_))) => {} // ping, pong, binary: liveness only
+            next = socket.next() => {
+                let Some(Ok(message)) = next else { break };
+                liveness.heard_now();
+                if renewed.elapsed() >= renew_every && app.dispatcher.holds_work(&registration) {
+                    renewed = tokio::time::Instant::now();
+                    if let Err(e) = app.dispatcher.renew(&registration).await {
+                        tracing::warn!(error = %e, worker_id = worker_id.as_str(), "could not renew the worker's leases");
+                    }
+                }
+                match message {
+                    Message::Close(_) => break,
+                    // Boxed: the idle connection's future stays small (a
+                    // report's store calls live on the heap only while applied).
+                    Message::Text(text) => Box::pin(handle(&app, &key, &view, decode(&text))).await,
+                    _ => {} // ping, pong, binary: liveness only
+                }
+            }
         }
     }
     // Ended: a reconnection of this worker need not probe it.
     liveness.close();
-    finish(&app, &registration, writer).await;
+    finish(&app, &registration, socket).await;
+}
+
+/// Sends one frame, unless the connection is closed meanwhile (a worker
+/// that stopped reading must not keep its connection open past its close).
+async fn send(socket: &mut WebSocket, liveness: &Liveness, message: Message) -> Result<(), ()> {
+    tokio::select! {
+        sent = socket.send(message) => sent.map_err(|_| ()),
+        () = liveness.closed.cancelled() => Err(()),
+    }
 }
 
 /// Registers the connection with the dispatcher. When it is refused
@@ -289,51 +318,9 @@ async fn register(
     }
 }
 
-/// The connection's writer: sends queued frames, and pings every heartbeat
-/// or when a reconnecting worker's probe asks. It ends with the outbox
-/// (when the connection unregisters) or when the socket fails, closing it.
-fn spawn_writer(
-    mut sink: futures::stream::SplitSink<WebSocket, Message>,
-    mut rx: mpsc::Receiver<ServerToWorker>,
-    pinger: Arc<Liveness>,
-    heartbeat: Duration,
-) -> tokio::task::JoinHandle<()> {
-    #[allow(clippy::disallowed_methods)] // the connection's writer, which ends with the connection
-    tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(heartbeat);
-        ticker.tick().await;
-        loop {
-            tokio::select! {
-                msg = rx.recv() => {
-                    let Some(msg) = msg else { break };
-                    let text = msg.to_envelope().to_text();
-                    if sink.send(Message::Text(text.into())).await.is_err() { break; }
-                }
-                _ = ticker.tick() => {
-                    pinger.pinged_now();
-                    if sink.send(Message::Ping(Vec::new().into())).await.is_err() { break; }
-                }
-                _ = pinger.probe.notified() => {
-                    pinger.pinged_now();
-                    if sink.send(Message::Ping(Vec::new().into())).await.is_err() { break; }
-                }
-            }
-        }
-        let _ = sink.close().await;
-    })
-}
-
-async fn finish(
-    app: &AppState,
-    registration: &Registration,
-    mut writer: tokio::task::JoinHandle<()>,
-) {
+async fn finish(app: &AppState, registration: &Registration, mut socket: WebSocket) {
     app.dispatcher.disconnect(registration);
     crate::dispatch::presence::disconnected(app, registration).await;
-    // Disconnecting drops the outbox sender, so the writer sends a close frame
-    // and ends; a peer that does not read gets no longer than CLOSE_WAIT.
-    if tokio::time::timeout(CLOSE_WAIT, &mut writer).await.is_err() {
-        writer.abort();
-        let _ = writer.await;
-    }
+    // A peer that does not read gets no longer than CLOSE_WAIT for its close frame.
+    let _ = tokio::time::timeout(CLOSE_WAIT, socket.close()).await;
 }

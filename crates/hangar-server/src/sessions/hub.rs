@@ -23,6 +23,9 @@ use tokio::sync::mpsc;
 const SESSION_OUTBOX: usize = 256;
 /// Largest frame accepted from an agent.
 const MAX_FRAME_BYTES: usize = 4 * 1024 * 1024;
+/// An agent socket's read buffer (zeroed when it opens; tungstenite's
+/// default is 128 KiB): events are mostly small, a larger one grows it.
+const READ_BUFFER_BYTES: usize = 16 * 1024;
 
 struct Attached {
     conn_id: u64,
@@ -235,6 +238,8 @@ pub async fn session_socket(
         return ApiError::BadRequest("this endpoint speaks WebSocket".into()).into_response();
     };
     ws.max_message_size(MAX_FRAME_BYTES)
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(0)
         .on_upgrade(move |socket| agent_connection(app, token_run, execution_id, socket))
 }
 

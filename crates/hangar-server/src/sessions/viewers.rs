@@ -23,12 +23,14 @@
 //! delivered; with `follow=false` right after the replay (the state may then
 //! be non-terminal).
 //!
-//! Replay then live, with no gap and no duplicate: the stream subscribes to
-//! the hub first, then replays the store after the cursor, then forwards live
-//! events that continue the sequence. Anything else (a viewer that lagged the
-//! hub's buffer, an event of an execution it has not seen yet, an agent
-//! connected to another replica) is re-read from the store, so what a live
-//! viewer sees is exactly the stored transcript a replay shows.
+//! Replay then live, with no gap and no duplicate: the stream joins its
+//! run's [`feed`](crate::sessions::feed) first (one per run on this replica,
+//! shared by all its viewers, which follows the hub and the run's state),
+//! then replays the store after the cursor, then forwards the feed's items
+//! that continue the sequence. Anything else (a viewer that lagged the feed,
+//! joined while it started, an event of an execution it has not seen yet)
+//! is re-read from the store, so what a live viewer sees is exactly the
+//! stored transcript a replay shows.
 //!
 //! `GET /api/v1/agent/runs/{id}/events/ws` carries the same frames as JSON
 //! text (`{"id", "event", "data"}`) and accepts `{"type":"followup","message"}`
@@ -42,7 +44,6 @@ use crate::AppState;
 use crate::api::{QueryResult, read_query};
 use crate::auth::authenticate;
 use crate::error::{ApiError, ApiResult};
-use crate::sessions::hub::LiveEvent;
 use crate::sessions::sharing::{self, Access};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
@@ -50,24 +51,22 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
-use hangar_protocol::session::EventBody;
-use hangar_protocol::{ExecutionId, RunState, TranscriptEvent};
+use hangar_protocol::RunState;
 use hangar_store::RunRecord;
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fmt;
-use std::time::{Duration, Instant};
-use tokio::sync::{broadcast, mpsc};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
 
-/// Frames buffered between the stream's pump and a slow connection.
+mod stream;
+
+pub use stream::ViewerStream;
+
+/// Frames buffered between a WebSocket viewer's pump and its socket.
 const FRAME_BUFFER: usize = 256;
-/// How often the run's state is re-read (and, when its agent is connected to
-/// another replica, its new events).
-const POLL_INTERVAL: Duration = Duration::from_millis(500);
 /// Keep-alive comment period.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
-/// How long a terminal run's stream waits for its agent's last events.
-const END_GRACE: Duration = Duration::from_secs(3);
 /// Largest frame accepted from a WebSocket viewer.
 const MAX_WS_INPUT: usize = 512 * 1024;
 
@@ -150,7 +149,24 @@ impl CallerCredentials {
 pub const CREDENTIAL_RECHECK: Duration = Duration::from_secs(2);
 
 impl AccessCheck {
-    async fn still_allowed(&self, state: &AppState, run: &RunRecord) -> ApiResult<()> {
+    /// What identifies the credential: viewers with equal keys are checked once.
+    pub(crate) fn key(&self) -> String {
+        match self {
+            AccessCheck::Caller(CallerCredentials(headers)) => {
+                let mut key = String::from("caller");
+                for (name, value) in headers {
+                    key.push('\n');
+                    key.push_str(name.as_str());
+                    key.push(':');
+                    key.push_str(&String::from_utf8_lossy(value.as_bytes()));
+                }
+                key
+            }
+            AccessCheck::PublicLink(token) => format!("link\n{token}"),
+        }
+    }
+
+    pub(crate) async fn still_allowed(&self, state: &AppState, run: &RunRecord) -> ApiResult<()> {
         match self {
             AccessCheck::Caller(credentials) => {
                 let principal = authenticate(state.store.as_ref(), &credentials.0).await?;
@@ -167,20 +183,21 @@ impl AccessCheck {
     }
 }
 
-/// One thing sent to a viewer.
+/// One thing sent to a viewer. Session and state frames carry their JSON
+/// `data` rendered once, shared by every viewer of the run.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Frame {
     /// A committed session event.
     Session {
         /// Its position.
         id: EventCursor,
-        /// `{"execution_id", "seq", "at", "kind", …}`.
-        data: serde_json::Value,
+        /// `{"execution_id", "seq", "at", "kind", …}` as JSON text.
+        data: Arc<str>,
     },
     /// The run's state changed.
     RunState {
-        /// `{"state", "status_message"}`.
-        data: serde_json::Value,
+        /// `{"state", "status_message"}` as JSON text.
+        data: Arc<str>,
     },
     /// The stream is complete.
     End {
@@ -204,11 +221,12 @@ impl Frame {
         }
     }
 
-    fn data(&self) -> serde_json::Value {
+    /// The `data` as JSON text.
+    fn data(&self) -> std::borrow::Cow<'_, str> {
         match self {
-            Frame::Session { data, .. } | Frame::RunState { data } => data.clone(),
-            Frame::End { state } => serde_json::json!({ "state": state }),
-            Frame::Revoked { detail } => serde_json::json!({ "detail": detail }),
+            Frame::Session { data, .. } | Frame::RunState { data } => (&**data).into(),
+            Frame::End { state } => serde_json::json!({ "state": state }).to_string().into(),
+            Frame::Revoked { detail } => serde_json::json!({ "detail": detail }).to_string().into(),
         }
     }
 
@@ -220,18 +238,24 @@ impl Frame {
     }
 
     fn to_sse(&self) -> Event {
-        let event = Event::default()
-            .event(self.name())
-            .data(self.data().to_string());
+        let event = Event::default().event(self.name()).data(self.data());
         match self.id() {
             Some(id) => event.id(id),
             None => event,
         }
     }
 
-    /// The WebSocket form: `{"id", "event", "data"}`.
-    pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({ "id": self.id(), "event": self.name(), "data": self.data() })
+    /// The WebSocket form: `{"id", "event", "data"}` as JSON text.
+    pub fn to_text(&self) -> String {
+        let id = match self.id() {
+            Some(id) => format!("\"{id}\""),
+            None => "null".to_owned(),
+        };
+        format!(
+            r#"{{"id":{id},"event":"{}","data":{}}}"#,
+            self.name(),
+            self.data()
+        )
     }
 }
 
@@ -335,12 +359,19 @@ pub fn event_stream_holding(
     follow: bool,
     slot: Option<crate::rate_limit::StreamSlot>,
 ) -> Response {
-    let rx = spawn_pump(state, run, who, after, follow);
+    // Polled by the connection itself: no task between the feed and the socket.
+    let frames = ViewerStream::new(state, run, who, after, follow);
     let viewer = crate::metrics::get().viewer();
-    let stream = futures::stream::unfold((rx, slot, viewer), |(mut rx, slot, viewer)| async move {
-        let frame = rx.recv().await?;
-        Some((Ok::<Event, Infallible>(frame.to_sse()), (rx, slot, viewer)))
-    });
+    let stream = futures::stream::unfold(
+        (frames, slot, viewer),
+        |(mut frames, slot, viewer)| async move {
+            let frame = frames.next().await?;
+            Some((
+                Ok::<Event, Infallible>(frame.to_sse()),
+                (frames, slot, viewer),
+            ))
+        },
+    );
     let mut resp = Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
         .into_response();
@@ -352,8 +383,10 @@ pub fn event_stream_holding(
     resp
 }
 
-/// Starts the pump of one viewer; frames arrive on the returned channel,
-/// which closes after `end` or `revoked`.
+/// Starts the pump of one viewer in a task of its own; frames arrive on the
+/// returned channel, which closes after `end` or `revoked` (the WebSocket
+/// route, whose socket also carries input). The SSE route polls a
+/// [`ViewerStream`] directly, with no task in between.
 pub fn spawn_pump(
     state: AppState,
     run: RunRecord,
@@ -362,258 +395,21 @@ pub fn spawn_pump(
     follow: bool,
 ) -> mpsc::Receiver<Frame> {
     let (tx, rx) = mpsc::channel(FRAME_BUFFER);
-    // Subscribe before anything is read from the store: nothing committed
-    // from here on can be missed.
-    let live = state.sessions.hub.subscribe(&run.id);
-    let shares = state.sessions.shares.subscribe();
-    let pump = Pump {
-        state,
-        run,
-        who,
-        cursor: after,
-        numbers: HashMap::new(),
-        tx,
-        last_terminal_status: false,
-        terminal_since: None,
-    };
-    let tasks = pump.state.runtime.tasks.clone();
-    tasks.spawn(pump.run(live, shares, follow));
-    rx
-}
-
-/// Why the pump stopped early.
-struct Gone;
-
-struct Pump {
-    state: AppState,
-    run: RunRecord,
-    who: AccessCheck,
-    /// Last event delivered (or the client's resume point).
-    cursor: Option<EventCursor>,
-    /// Execution numbers, from the store's order.
-    numbers: HashMap<ExecutionId, u32>,
-    tx: mpsc::Sender<Frame>,
-    /// The last delivered event is the agent's terminal `status`.
-    last_terminal_status: bool,
-    /// When the run was first seen terminal.
-    terminal_since: Option<Instant>,
-}
-
-impl Pump {
-    async fn run(
-        mut self,
-        mut live: broadcast::Receiver<LiveEvent>,
-        mut shares: broadcast::Receiver<hangar_protocol::RunId>,
-        follow: bool,
-    ) {
-        if self.catch_up().await.is_err() {
-            return;
-        }
-        if !follow {
-            let state = self.run.state;
-            let _ = self.send(Frame::End { state }).await;
-            return;
-        }
-        if self.send(self.run_state_frame()).await.is_err() {
-            return;
-        }
-        let mut poll = tokio::time::interval(POLL_INTERVAL);
-        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut recheck = tokio::time::interval(CREDENTIAL_RECHECK);
-        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        recheck.reset();
-        let shutdown = self.state.runtime.shutdown.clone();
+    let tasks = state.runtime.tasks.clone();
+    let mut viewer = ViewerStream::new(state, run, who, after, follow);
+    tasks.spawn(async move {
         loop {
-            let step = tokio::select! {
-                () = self.tx.closed() => return,
-                () = shutdown.cancelled() => return,
-                change = shares.recv() => match change {
-                    Ok(run) if run != self.run.id => Ok(false),
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => self.recheck_access().await,
-                    Err(broadcast::error::RecvError::Closed) => Ok(false),
-                },
-                event = live.recv() => match event {
-                    Ok(event) => self.on_live(event).await,
-                    Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        tracing::debug!(run_id = %self.run.id, missed, "viewer lagged; re-reading the store");
-                        self.catch_up().await.map(|()| false)
-                    }
-                    Err(broadcast::error::RecvError::Closed) => {
-                        live = self.state.sessions.hub.subscribe(&self.run.id);
-                        self.catch_up().await.map(|()| false)
-                    }
-                },
-                _ = poll.tick() => self.poll().await,
-                _ = recheck.tick() => self.recheck_access().await,
+            let frame = tokio::select! {
+                () = tx.closed() => return,
+                frame = viewer.next() => frame,
             };
-            match step {
-                Ok(false) => {}
-                Ok(true) | Err(Gone) => return,
+            let Some(frame) = frame else { return };
+            if tx.send(frame).await.is_err() {
+                return;
             }
         }
-    }
-
-    async fn send(&self, frame: Frame) -> Result<(), Gone> {
-        self.tx.send(frame).await.map_err(|_| Gone)
-    }
-
-    fn run_state_frame(&self) -> Frame {
-        Frame::RunState {
-            data: serde_json::json!({
-                "state": self.run.state,
-                "status_message": self.run.status_message,
-            }),
-        }
-    }
-
-    /// Delivers every stored event after the cursor.
-    async fn catch_up(&mut self) -> Result<(), Gone> {
-        let events = match self.state.store.run_events(&self.run.id).await {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::warn!(error = %e, run_id = %self.run.id, "cannot read the session; retrying at the next poll");
-                return Ok(());
-            }
-        };
-        for (exec, event) in events {
-            let next = self.numbers.len() as u32 + 1;
-            let number = *self.numbers.entry(exec.clone()).or_insert(next);
-            let id = EventCursor {
-                execution: number,
-                seq: event.seq,
-            };
-            if self.cursor.is_some_and(|c| id <= c) {
-                continue;
-            }
-            self.deliver(id, exec, event).await?;
-        }
-        Ok(())
-    }
-
-    async fn deliver(
-        &mut self,
-        id: EventCursor,
-        exec: ExecutionId,
-        event: hangar_protocol::session::SessionEvent,
-    ) -> Result<(), Gone> {
-        self.last_terminal_status = matches!(
-            &event.body,
-            EventBody::Status { state: Some(s), .. } if s.is_terminal()
-        );
-        let data = serde_json::to_value(TranscriptEvent {
-            execution_id: exec.0,
-            event,
-        })
-        .unwrap_or_default();
-        self.send(Frame::Session { id, data }).await?;
-        self.cursor = Some(id);
-        Ok(())
-    }
-
-    /// A live event: forwarded when it continues the sequence, otherwise the
-    /// store is re-read (it holds every event before it is published).
-    async fn on_live(&mut self, live: LiveEvent) -> Result<bool, Gone> {
-        let terminal = matches!(
-            &live.event.body,
-            EventBody::Status { state: Some(s), .. } if s.is_terminal()
-        );
-        let next_in_line = match (self.numbers.get(&live.execution_id), self.cursor) {
-            (Some(&n), Some(c)) => {
-                let id = EventCursor {
-                    execution: n,
-                    seq: live.event.seq,
-                };
-                if id <= c {
-                    return Ok(false); // already delivered (a resend)
-                }
-                (n == c.execution && live.event.seq == c.seq + 1).then_some(id)
-            }
-            _ => None,
-        };
-        match next_in_line {
-            Some(id) => self.deliver(id, live.execution_id, live.event).await?,
-            None => self.catch_up().await?,
-        }
-        if terminal {
-            return self.poll_state().await;
-        }
-        Ok(false)
-    }
-
-    async fn poll(&mut self) -> Result<bool, Gone> {
-        if self
-            .state
-            .sessions
-            .hub
-            .connected_execution(&self.run.id)
-            .is_none()
-        {
-            // The agent may be connected to another replica.
-            self.catch_up().await?;
-        }
-        self.poll_state().await
-    }
-
-    /// Re-reads the run; announces a state change; ends the stream once the
-    /// run is terminal and its last events are in.
-    async fn poll_state(&mut self) -> Result<bool, Gone> {
-        let fresh = match self.state.store.run_any_team(&self.run.id).await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(error = %e, run_id = %self.run.id, "cannot re-read the run");
-                return Ok(false);
-            }
-        };
-        let changed =
-            fresh.state != self.run.state || fresh.status_message != self.run.status_message;
-        self.run = fresh;
-        if changed {
-            self.send(self.run_state_frame()).await?;
-        }
-        if !self.run.state.is_terminal() {
-            self.terminal_since = None;
-            return Ok(false);
-        }
-        let since = *self.terminal_since.get_or_insert_with(Instant::now);
-        let agent_here = self.state.sessions.hub.connected_execution(&self.run.id);
-        let waiting_for_agent =
-            agent_here.is_some() && !self.last_terminal_status && since.elapsed() < END_GRACE;
-        if waiting_for_agent {
-            return Ok(false);
-        }
-        self.catch_up().await?;
-        self.send(Frame::End {
-            state: self.run.state,
-        })
-        .await?;
-        Ok(true)
-    }
-
-    async fn recheck_access(&mut self) -> Result<bool, Gone> {
-        match self.who.still_allowed(&self.state, &self.run).await {
-            Ok(()) => Ok(false),
-            Err(
-                e @ (ApiError::Forbidden(_) | ApiError::NotFound(_) | ApiError::Unauthenticated(_)),
-            ) => {
-                tracing::info!(run_id = %self.run.id, "viewer lost access; closing its stream");
-                let detail = match e {
-                    ApiError::Forbidden(d)
-                    | ApiError::NotFound(d)
-                    | ApiError::Unauthenticated(d) => d,
-                    _ => String::new(),
-                };
-                self.send(Frame::Revoked {
-                    detail: format!("your access to this session was revoked: {detail}"),
-                })
-                .await?;
-                Ok(true)
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, run_id = %self.run.id, "cannot re-check a viewer's access");
-                Ok(false)
-            }
-        }
-    }
+    });
+    rx
 }
 
 /// `GET /agent/runs/{id}/events/ws`: the same frames over a WebSocket, plus
@@ -636,15 +432,19 @@ pub async fn websocket(
             "this endpoint speaks WebSocket; for Server-Sent Events use /events".into(),
         )
     })?;
-    Ok(ws.max_message_size(MAX_WS_INPUT).on_upgrade(move |socket| {
-        viewer_socket(
-            app,
-            run,
-            CallerCredentials::from_headers(&headers),
-            query,
-            socket,
-        )
-    }))
+    Ok(ws
+        .max_message_size(MAX_WS_INPUT)
+        .read_buffer_size(crate::dispatch::worker_socket::READ_BUFFER_BYTES)
+        .write_buffer_size(0)
+        .on_upgrade(move |socket| {
+            viewer_socket(
+                app,
+                run,
+                CallerCredentials::from_headers(&headers),
+                query,
+                socket,
+            )
+        }))
 }
 
 /// What a WebSocket viewer may send.
@@ -692,7 +492,7 @@ async fn viewer_socket(
                     last = Some(*id);
                 }
                 let revoked = matches!(frame, Frame::Revoked { .. });
-                let text = frame.to_json().to_string();
+                let text = frame.to_text();
                 if sink.send(Message::Text(text.into())).await.is_err() || revoked {
                     break;
                 }

@@ -4,7 +4,9 @@ macro_rules! lifecycle_store {
     ($store:ty) => {
         const _: () = {
             use $crate::sql::Dialect as _;
-            use $crate::cluster::{WORKER_COLUMNS, WORKER_ON_CONFLICT, bind_worker};
+            use $crate::cluster::{
+                WORKER_COLUMNS, WORKER_ON_CONFLICT, WORKER_UPSERT_BATCH, bind_worker, worker_values,
+            };
             use $crate::lifecycle::EVENT_COLUMNS;
             use $crate::*;
             use sqlx::AssertSqlSafe;
@@ -76,6 +78,40 @@ macro_rules! lifecycle_store {
                     bind_worker(query, w)?.execute(&mut *db).await?;
                     db.commit().await?;
                     Ok(())
+                }
+
+                async fn upsert_workers(&self, workers: &[WorkerPresence]) -> StoreResult<()> {
+                    if workers.is_empty() {
+                        return Ok(());
+                    }
+                    let mut tx = self.transaction().await?;
+                    for chunk in workers.chunks(WORKER_UPSERT_BATCH) {
+                        let mut query = sqlx::query(AssertSqlSafe(format!(
+                            "INSERT INTO worker_presence ({WORKER_COLUMNS}) VALUES {} {WORKER_ON_CONFLICT}",
+                            worker_values(chunk.len())
+                        )));
+                        for w in chunk {
+                            query = bind_worker(query, w)?;
+                        }
+                        query.execute(&mut *tx).await?;
+                    }
+                    tx.commit().await?;
+                    Ok(())
+                }
+
+                async fn worker(
+                    &self,
+                    team_id: i64,
+                    worker_id: &WorkerId,
+                ) -> StoreResult<Option<WorkerPresence>> {
+                    let row = sqlx::query(AssertSqlSafe(format!(
+                        "SELECT {WORKER_COLUMNS} FROM worker_presence WHERE team_id = $1 AND worker_id = $2"
+                    )))
+                    .bind(team_id)
+                    .bind(worker_id.as_str())
+                    .fetch_optional(self.read())
+                    .await?;
+                    row.as_ref().map(worker_from_row).transpose()
                 }
 
                 async fn worker_disconnected(

@@ -54,6 +54,6 @@ on_every_store! {
     integrations: [integrations_are_team_scoped_and_named_once, c4_deliveries_are_claimed_once, integration_threads_report_each_state_once],
     webhooks: [webhook_outbox_is_fenced_and_logged],
     worker_tokens: [s8_worker_tokens_are_created_found_and_expired],
-    lifecycle: [state_changes_are_numbered_per_team, client_events_and_filters, worker_registry_is_team_scoped_and_fenced],
+    lifecycle: [state_changes_are_numbered_per_team, client_events_and_filters, worker_registry_is_team_scoped_and_fenced, worker_registry_refreshes_in_batches],
     schedules: [crud_is_team_scoped, the_slot_floor_moves_on_resume_and_on_a_new_cron, a_slot_is_claimed_once_with_its_run],
 }

@@ -248,6 +248,49 @@ pub(crate) async fn worker_registry_is_team_scoped_and_fenced(store: &dyn Store)
     assert_eq!(store.list_workers(a.id).await.unwrap().len(), 1);
 }
 
+/// A replica's refresh writes every worker it holds in one call, across
+/// statement batches; a later refresh updates the rows in place, and one
+/// worker is found by its id without listing the team.
+pub(crate) async fn worker_registry_refreshes_in_batches(store: &dyn Store) {
+    let t = team(store, "workers-batch").await;
+    let other = team(store, "workers-batch-other").await;
+    let n = hangar_store::WORKER_UPSERT_BATCH * 2 + 3;
+    let rows: Vec<WorkerPresence> = (0..n)
+        .map(|i| {
+            presence(
+                t.id,
+                &format!("w-{i:05}"),
+                "replica-a",
+                &format!("c-{i}"),
+                1_000,
+            )
+        })
+        .collect();
+    store.upsert_workers(&rows).await.unwrap();
+    store.upsert_workers(&[]).await.unwrap();
+    assert_eq!(store.list_workers(t.id).await.unwrap(), rows);
+
+    let refreshed: Vec<WorkerPresence> = rows
+        .iter()
+        .map(|w| WorkerPresence {
+            last_seen: 5_000,
+            running_tasks: 2,
+            ..w.clone()
+        })
+        .collect();
+    store.upsert_workers(&refreshed).await.unwrap();
+    assert_eq!(store.list_workers(t.id).await.unwrap(), refreshed);
+
+    let one = store.worker(t.id, &"w-00007".into()).await.unwrap();
+    assert_eq!(one.as_ref(), Some(&refreshed[7]));
+    assert_eq!(store.worker(t.id, &"w-absent".into()).await.unwrap(), None);
+    // Another team's id is not found through this team.
+    assert_eq!(
+        store.worker(other.id, &"w-00007".into()).await.unwrap(),
+        None
+    );
+}
+
 /// Runs of one team created and cancelled through three replicas at once:
 /// the team's sequence numbers are exactly 1..=N, each run has its two events
 /// in order, and a poller that follows the cursor while they are written sees

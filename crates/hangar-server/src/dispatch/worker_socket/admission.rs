@@ -127,17 +127,13 @@ pub(super) async fn admit(
     let fresh = 2 * refresh + Duration::from_secs(1);
     let silent_after =
         app.config.heartbeat_interval + refresh + probe_wait(app.config.heartbeat_interval);
-    let held_elsewhere = app
-        .store
-        .list_workers(team_id)
-        .await?
-        .into_iter()
-        .find(|w| &w.worker_id == worker_id)
-        .filter(|w| {
-            w.connected
-                && w.replica_id != app.runtime.replica_id
-                && now - w.last_seen <= fresh.as_millis() as i64
-        });
+    // One row by its key: listing the team's workers here made every
+    // connection cost O(workers), and 10,000 of them connecting O(n²).
+    let held_elsewhere = app.store.worker(team_id, worker_id).await?.filter(|w| {
+        w.connected
+            && w.replica_id != app.runtime.replica_id
+            && now - w.last_seen <= fresh.as_millis() as i64
+    });
     if let Some(row) = held_elsewhere {
         if row.credential_id.as_deref() != Some(credential.id()) {
             return Err(other_credential());
