@@ -816,3 +816,109 @@ async fn a_mention_in_the_thread_of_an_ended_run_reopens_it_and_is_reported_at_o
         "{requeued:?}"
     );
 }
+
+#[tokio::test]
+async fn slack_direct_message_starts_a_run_answered_in_its_thread() {
+    let t = TwoTeams::start().await;
+    let (slack, url) = slack_setup(&t).await;
+    let body = json!({"type": "event_callback", "event_id": "EvDM", "event": {
+        "type": "message", "channel_type": "im", "user": "UANN", "text": "summarize yesterday's deploys",
+        "channel": "D0ANN", "ts": "1765130100.000100"}})
+    .to_string()
+    .into_bytes();
+    let (status, answer) = post(&t, &url, &slack_headers(&body, now()), &body).await;
+    assert_eq!(
+        (status, answer["outcome"].as_str()),
+        (200, Some("started")),
+        "{answer}"
+    );
+    let run_id = answer["run_id"].as_str().unwrap();
+    reply_in(|| slack.posted(), "D0ANN:1765130100.000100", run_id).await;
+}
+
+#[tokio::test]
+async fn linear_comment_mentioning_the_agent_starts_a_run_on_its_issue() {
+    let t = TwoTeams::start().await;
+    let (linear, url) = linear_setup(&t).await;
+    let body = json!({
+        "action": "create", "type": "Comment", "actor": {"id": "lin-ann", "name": "Ann"},
+        "data": {"id": "c1", "body": "@hangar can you reproduce this?", "issueId": "iss-7", "userId": "lin-ann"},
+        "webhookTimestamp": now() * 1000
+    })
+    .to_string()
+    .into_bytes();
+    let (status, answer) = post(&t, &url, &linear_headers(&body, "d-c1"), &body).await;
+    assert_eq!(
+        (status, answer["outcome"].as_str()),
+        (200, Some("started")),
+        "{answer}"
+    );
+    let run_id = answer["run_id"].as_str().unwrap();
+    let run = t
+        .ok("GET", &format!("/agent/runs/{run_id}"), &t.key_a, None)
+        .await;
+    assert!(
+        run["prompt"]
+            .as_str()
+            .unwrap()
+            .contains("can you reproduce this?"),
+        "{run}"
+    );
+    reply_in(|| linear.posted(), "iss-7", run_id).await;
+    // A comment by the agent's own user, or one without the mention, starts nothing.
+    let own = json!({
+        "action": "create", "type": "Comment", "actor": {"id": "lin-agent", "name": "hangar"},
+        "data": {"id": "c2", "body": "@hangar on it", "issueId": "iss-7", "userId": "lin-agent"},
+        "webhookTimestamp": now() * 1000
+    })
+    .to_string()
+    .into_bytes();
+    let (_, answer) = post(&t, &url, &linear_headers(&own, "d-c2"), &own).await;
+    assert_eq!(answer["outcome"], "ignored", "{answer}");
+}
+
+#[tokio::test]
+async fn github_label_added_to_an_issue_starts_a_run() {
+    let t = TwoTeams::start().await;
+    let github = FakeGithub::with_token(PAT).await;
+    t.member("ann").await;
+    github.add_user("ann", Some("ann@a.test"));
+    secret(&t, "GH_TOKEN", PAT).await;
+    let (_, url) = integration(
+        &t,
+        "github",
+        HOOK,
+        json!({"token_secret": "GH_TOKEN", "api_base_url": github.api_base_url(), "labels": ["agent"]}),
+    )
+    .await;
+    let labeled = |label: &str| {
+        json!({
+            "action": "labeled", "label": {"name": label}, "sender": {"login": "ann"},
+            "repository": {"full_name": "acme/web"},
+            "issue": {"number": 21, "title": "Flaky CI", "body": "The e2e job fails", "updated_at": rfc3339(0)}
+        })
+        .to_string()
+        .into_bytes()
+    };
+    let headers = |body: &[u8], id: &str| {
+        let mut h = github_headers(body, id);
+        h[2].1 = "issues".to_owned();
+        h
+    };
+    let other = labeled("bug");
+    let (_, answer) = post(&t, &url, &headers(&other, "g-l1"), &other).await;
+    assert_eq!(answer["outcome"], "ignored", "{answer}");
+    let body = labeled("agent");
+    let (status, answer) = post(&t, &url, &headers(&body, "g-l2"), &body).await;
+    assert_eq!(
+        (status, answer["outcome"].as_str()),
+        (200, Some("started")),
+        "{answer}"
+    );
+    reply_in(
+        || github.posted(),
+        "acme/web#21",
+        answer["run_id"].as_str().unwrap(),
+    )
+    .await;
+}
