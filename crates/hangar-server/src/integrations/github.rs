@@ -292,22 +292,13 @@ impl Api {
         installation_id: Option<u64>,
     ) -> Result<Api, String> {
         let base = provider::api_base(settings, DEFAULT_API);
-        let token = match (
-            &settings.token_secret,
-            &settings.app_id,
-            &settings.private_key_secret,
-        ) {
-            (Some(name), _, _) => team_secret(app, record.team_id, name).await?,
-            (None, Some(app_id), Some(key_name)) => {
-                let key = team_secret(app, record.team_id, key_name).await?;
+        let token = match credentials(app, record, settings).await? {
+            Credentials::Token(token) => token,
+            Credentials::App(jwt) => {
                 let installation = installation_id.ok_or(
                     "the event came from no GitHub App installation; install the App on the repository",
                 )?;
-                let jwt = app_jwt(app_id, key.expose(), Timestamp::now().unix_millis() / 1000)?;
-                installation_token(&base, &jwt, installation, repo).await?
-            }
-            _ => {
-                return Err("the GitHub integration has no credentials: set `--token-secret NAME` or `--app-id ID --private-key-secret NAME`".into());
+                installation_token(&base, jwt.expose(), installation, repo).await?
             }
         };
         Ok(Api { base, token })
@@ -417,6 +408,37 @@ impl provider::ProviderApi for Api {
     }
 }
 
+/// What a GitHub integration authenticates with.
+enum Credentials {
+    /// A personal access token.
+    Token(SecretString),
+    /// A GitHub App's JWT (buys installation tokens, reads `/app`).
+    App(SecretString),
+}
+
+/// The integration's credentials: its token secret, or a fresh JWT of its App.
+async fn credentials(
+    app: &AppState,
+    record: &IntegrationRecord,
+    settings: &IntegrationSettings,
+) -> Result<Credentials, String> {
+    match (
+        &settings.token_secret,
+        &settings.app_id,
+        &settings.private_key_secret,
+    ) {
+        (Some(name), _, _) => Ok(Credentials::Token(
+            team_secret(app, record.team_id, name).await?,
+        )),
+        (None, Some(app_id), Some(key_name)) => {
+            let key = team_secret(app, record.team_id, key_name).await?;
+            let jwt = app_jwt(app_id, key.expose(), Timestamp::now().unix_millis() / 1000)?;
+            Ok(Credentials::App(SecretString::from(jwt)))
+        }
+        _ => Err("the GitHub integration has no credentials: set `--token-secret NAME` or `--app-id ID --private-key-secret NAME`".into()),
+    }
+}
+
 /// Who the integration's credentials are: the token's user (`GET /user`),
 /// or the App (`GET /app`, with its JWT).
 pub async fn whoami(
@@ -425,14 +447,9 @@ pub async fn whoami(
     settings: &IntegrationSettings,
 ) -> Result<String, String> {
     let base = provider::api_base(settings, DEFAULT_API);
-    let (path, token) = match (&settings.token_secret, &settings.app_id, &settings.private_key_secret) {
-        (Some(name), _, _) => ("/user", team_secret(app, record.team_id, name).await?),
-        (None, Some(app_id), Some(key_name)) => {
-            let key = team_secret(app, record.team_id, key_name).await?;
-            let jwt = app_jwt(app_id, key.expose(), Timestamp::now().unix_millis() / 1000)?;
-            ("/app", SecretString::from(jwt))
-        }
-        _ => return Err("the GitHub integration has no credentials: set `--token-secret NAME` or `--app-id ID --private-key-secret NAME`".into()),
+    let (path, token) = match credentials(app, record, settings).await? {
+        Credentials::Token(token) => ("/user", token),
+        Credentials::App(jwt) => ("/app", jwt),
     };
     let api = Api { base, token };
     let v = Api::send(api.request(reqwest::Method::GET, path), path).await?;

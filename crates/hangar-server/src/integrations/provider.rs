@@ -330,15 +330,8 @@ pub async fn handle(
     let kind = kind_of(record)?;
     let Some(user) = linked_user(app, record.team_id, ask.email.as_deref()).await? else {
         tracing::info!(integration_id = %record.id, actor = %ask.actor, "request from a user who is not linked; replying how to link");
-        let api = api_for(app, record, &ask.reply_to)
-            .await
-            .map_err(|e| ApiError::BadGateway(format!("{kind} API: {e}")))?;
-        api.post(
-            &ask.reply_to,
-            &howto_text(provider_name(kind), ask.email.as_deref()),
-        )
-        .await
-        .map_err(|e| ApiError::BadGateway(format!("{kind} API: {e}")))?;
+        let howto = howto_text(provider_name(kind), ask.email.as_deref());
+        reply(app, record, &ask.reply_to, &howto).await?;
         return Ok(Outcome::Unlinked);
     };
     if let Some(thread) = app.store.thread_run(&record.id, &ask.thread_key).await? {
@@ -357,16 +350,30 @@ pub async fn handle(
         Err(e) if lasting(&e) => {
             let reason = e.to_string();
             tracing::info!(integration_id = %record.id, error = %reason, "integration request refused; replying why");
-            let api = api_for(app, record, &reply_to)
-                .await
-                .map_err(|e| ApiError::BadGateway(format!("{kind} API: {e}")))?;
-            api.post(&reply_to, &format!("I could not start a run: {reason}"))
-                .await
-                .map_err(|e| ApiError::BadGateway(format!("{kind} API: {e}")))?;
+            reply(
+                app,
+                record,
+                &reply_to,
+                &format!("I could not start a run: {reason}"),
+            )
+            .await?;
             Ok(Outcome::Refused { reason })
         }
         other => other,
     }
+}
+
+/// Posts `text` in the thread `to` at once (a 502 when the provider fails).
+async fn reply(
+    app: &AppState,
+    record: &IntegrationRecord,
+    to: &ReplyTo,
+    text: &str,
+) -> ApiResult<()> {
+    let bad_gateway = |e: String| ApiError::BadGateway(format!("{} API: {e}", record.kind));
+    let api = api_for(app, record, to).await.map_err(bad_gateway)?;
+    api.post(to, text).await.map_err(bad_gateway)?;
+    Ok(())
 }
 
 /// Whether a run refused with `e` would be refused again if the provider
