@@ -16,6 +16,7 @@
 
 use super::provider::{ProviderApi, ReplyTo, api_for, clip};
 use crate::AppState;
+use hangar_protocol::agent::ArtifactItem;
 use hangar_protocol::session::EventBody;
 use hangar_protocol::{RunId, RunState, Timestamp};
 use hangar_store::{IntegrationThread, RunRecord, StoreError};
@@ -56,14 +57,18 @@ fn phase(state: &str) -> &'static str {
     }
 }
 
+/// `: <why>` from the run's status message, or nothing.
+fn why(run: &RunRecord) -> String {
+    run.status_message
+        .as_deref()
+        .map(|m| format!(": {}", clip(m, 300)))
+        .unwrap_or_default()
+}
+
 /// The status message for a run in `state`.
 fn status_text(api: &dyn ProviderApi, run: &RunRecord, state: &str, url: &str) -> String {
     let link = api.link(url, &run.title);
-    let why = run
-        .status_message
-        .as_deref()
-        .map(|m| format!(": {}", clip(m, 300)))
-        .unwrap_or_default();
+    let why = why(run);
     match phase(state) {
         "queued" => format!("⏳ Queued: {link}"),
         "working" => format!("🛠️ Working on it: {link}"),
@@ -92,22 +97,20 @@ async fn result_text(
             EventBody::AssistantMessage { text } if !text.trim().is_empty() => Some(text),
             _ => None,
         });
-    let pulls: Vec<String> = crate::api::conversation::run_artifacts(app, &run.id)
-        .await
-        .unwrap_or_default()
+    let pulls: Vec<String> = app
+        .store
+        .run_events_of_kind(&run.id, "artifact")
+        .await?
         .iter()
-        .filter(|a| a["artifact_type"] == "PULL_REQUEST")
-        .filter_map(|a| a["data"]["url"].as_str().map(str::to_owned))
+        .filter_map(|(exec, e)| crate::api::conversation::artifact_item(exec, e))
+        .filter_map(|a| match a {
+            ArtifactItem::PullRequest(pr) => Some(pr.data.url),
+            _ => None,
+        })
         .collect();
     let mut text = match phase(run.state.as_str()) {
         "succeeded" => String::from("✅ Finished."),
-        "failed" => format!(
-            "❌ The run failed{}.",
-            run.status_message
-                .as_deref()
-                .map(|m| format!(": {}", clip(m, 300)))
-                .unwrap_or_default()
-        ),
+        "failed" => format!("❌ The run failed{}.", why(run)),
         _ => String::from("🚫 The run was cancelled."),
     };
     if let Some(summary) = summary {
