@@ -114,6 +114,17 @@ async fn send(url: &str, headers: &[(&str, String)], body: &[u8]) -> (u16, Value
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
+/// Sends a signed event that must start a run; returns the run's id.
+async fn started(url: &str, headers: &[(&str, String)], body: &[u8]) -> String {
+    let (status, answer) = send(url, headers, body).await;
+    assert_eq!(
+        (status, answer["outcome"].as_str()),
+        (200, Some("started")),
+        "{answer}"
+    );
+    answer["run_id"].as_str().unwrap().to_owned()
+}
+
 /// Sends what `event(n)` makes (signed by `sign`) until the thread's run
 /// takes it as a follow-up: a 409 means its agent has not started yet.
 async fn follow_up(
@@ -240,13 +251,7 @@ async fn slack_mention_runs_replies_in_the_thread_and_takes_a_follow_up() {
         .into_bytes()
     };
     let body = mention(1, "the parser crashes on empty headers");
-    let (status, answer) = send(&url, &sign(&body), &body).await;
-    assert_eq!(
-        (status, answer["outcome"].as_str()),
-        (200, Some("started")),
-        "{answer}"
-    );
-    let run_id = answer["run_id"].as_str().unwrap().to_owned();
+    let run_id = started(&url, &sign(&body), &body).await;
     follow_up(&url, sign, |n| mention(n, FOLLOW_UP)).await;
     finished(&cluster, &llm, &run_id).await;
     check_thread(|| slack.posted(), "C0DEV:1765130000.000001", &run_id).await;
@@ -299,13 +304,7 @@ async fn linear_assignment_runs_comments_on_the_issue_and_takes_a_follow_up() {
     })
     .to_string()
     .into_bytes();
-    let (status, answer) = send(&url, &sign(&assigned), &assigned).await;
-    assert_eq!(
-        (status, answer["outcome"].as_str()),
-        (200, Some("started")),
-        "{answer}"
-    );
-    let run_id = answer["run_id"].as_str().unwrap().to_owned();
+    let run_id = started(&url, &sign(&assigned), &assigned).await;
     let run: Value = cluster
         .client()
         .get_json(&format!("api/v1/agent/runs/{run_id}"))
@@ -372,13 +371,7 @@ async fn github_mention_runs_comments_on_the_issue_and_takes_a_follow_up() {
         .into_bytes()
     };
     let body = comment(1, "please fix this");
-    let (status, answer) = send(&url, &sign(&body), &body).await;
-    assert_eq!(
-        (status, answer["outcome"].as_str()),
-        (200, Some("started")),
-        "{answer}"
-    );
-    let run_id = answer["run_id"].as_str().unwrap().to_owned();
+    let run_id = started(&url, &sign(&body), &body).await;
     follow_up(&url, sign, |n| comment(n, FOLLOW_UP)).await;
     finished(&cluster, &llm, &run_id).await;
     let prompt = llm.requests()[0].to_string();
