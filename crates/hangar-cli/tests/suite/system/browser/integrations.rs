@@ -159,6 +159,9 @@ async fn integrations_page_creates_an_integration_and_tests_and_redelivers_webho
         let filled = c.execute("return [document.querySelector('#int-name').value, document.querySelector('#int-secret').value, document.querySelector('#int-host').value]", vec![]).await?;
         ensure!(filled == json!(["alerts", "", "oncall-worker"]), "edit form: {filled}");
         c.find(Locator::Css("#int-prefix")).await?.send_keys("From the pager:").await?;
+        // The create's "Saved" flash is still shown: clear it, so that the
+        // wait below sees the edit's own (after its reload), not the old one.
+        c.execute("document.querySelector('#integration-status').textContent = ''", vec![]).await?;
         c.find(Locator::Css("#int-save")).await?.click().await?;
         wait_js(&c, &format!("{}.includes('Saved')", text_of("#integration-status")), Duration::from_secs(15), "the saved message").await?;
         let after: Value = probe.get_json(&format!("api/v1/integrations/{id}")).await?;
