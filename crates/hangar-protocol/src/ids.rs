@@ -29,6 +29,14 @@ macro_rules! string_id {
             }
         }
 
+        // Hash and Eq are the string's, so maps keyed by the id are looked
+        // up with a `&str`.
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
         impl From<&str> for $name {
             fn from(s: &str) -> Self {
                 $name(s.to_owned())

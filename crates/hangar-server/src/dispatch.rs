@@ -20,6 +20,7 @@
 
 mod connections;
 mod leases;
+pub use leases::Reported;
 pub mod presence;
 mod queue;
 pub mod worker_socket;
@@ -96,7 +97,9 @@ struct Slot {
     liveness: Arc<crate::dispatch::worker_socket::Liveness>,
     tx: mpsc::Sender<ServerToWorker>,
     capacity: u32,
-    active: HashSet<ExecutionId>,
+    /// The executions it holds, and their runs (an execution's run and
+    /// worker never change: a report naming one is resolved from here).
+    active: HashMap<ExecutionId, RunId>,
     draining: bool,
     /// The worker refused for capacity: assign nothing until one of its executions ends.
     refused: bool,

@@ -4,7 +4,7 @@
 
 use super::{Connecting, Dispatcher, Occupant, REPORT_GRACE, Registration, Slot, WorkerKey};
 use hangar_protocol::worker::{RunningTask, ServerToWorker, TaskCancellation, WorkerHello};
-use hangar_protocol::{ExecutionId, RunState, Timestamp, WorkerId};
+use hangar_protocol::{ExecutionId, RunId, RunState, Timestamp, WorkerId};
 use hangar_store::{ExecutionEnd, ExecutionRecord, ExecutionState, Outcome, StoreResult};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -149,7 +149,7 @@ impl Dispatcher {
                     liveness,
                     tx,
                     capacity,
-                    active: live.into_iter().map(|e| e.id).collect(),
+                    active: live.into_iter().map(|e| (e.id, e.run_id)).collect(),
                     draining: false,
                     refused: false,
                     backend,
@@ -271,13 +271,18 @@ impl Dispatcher {
 
     /// Sends a cancellation to the worker running `exec`, if connected.
     pub fn send_cancellation(&self, team_id: i64, exec: &ExecutionRecord) {
+        self.cancel_on(&(team_id, exec.worker_id.clone()), &exec.run_id);
+    }
+
+    /// Tells worker `key`, if it is connected here, to cancel run `run`.
+    pub fn cancel_on(&self, key: &WorkerKey, run: &RunId) {
         let reg = self.registry();
-        if let Some(slot) = reg.workers.get(&(team_id, exec.worker_id.clone())) {
+        if let Some(slot) = reg.workers.get(key) {
             let msg = ServerToWorker::TaskCancellation(TaskCancellation {
-                task_id: exec.run_id.0.clone(),
+                task_id: run.0.clone(),
             });
             if slot.tx.try_send(msg).is_err() {
-                tracing::warn!(worker_id = %exec.worker_id, run_id = %exec.run_id, "cancellation not delivered: worker outbox full or closed; it is resent when the worker reconnects");
+                tracing::warn!(worker_id = %key.1, run_id = %run, "cancellation not delivered: worker outbox full or closed; it is resent when the worker reconnects");
             }
         }
     }

@@ -5,7 +5,7 @@
 
 use super::{Dispatcher, LEASE_EXPIRED_EVENT, Registration, WorkerKey};
 use hangar_protocol::{ExecutionId, RunId, RunState, Timestamp};
-use hangar_store::{ExecutionEnd, ExecutionRecord, ExecutionState, Outcome, StoreResult};
+use hangar_store::{ExecutionEnd, ExecutionState, Outcome, StoreResult};
 
 /// Expired leases ended per sweep pass.
 const SWEEP_BATCH: i64 = 256;
@@ -116,14 +116,27 @@ impl Dispatcher {
 
     /// Resolves the execution a worker report refers to: the one it names, or
     /// (for Oz workers that do not send it) the run's current one. Only
-    /// executions of this worker are accepted.
+    /// executions of this worker are accepted. A named execution this
+    /// replica assigned to the worker (or adopted when it connected) is
+    /// known without reading the store: its run and worker never change,
+    /// and the store's writes fence whatever is stale.
     pub async fn resolve_execution(
         &self,
         key: &WorkerKey,
         task_id: &str,
         execution_id: Option<&str>,
-    ) -> StoreResult<Option<ExecutionRecord>> {
-        let exec_id = match execution_id.filter(|e| !e.is_empty()) {
+    ) -> StoreResult<Option<Reported>> {
+        let named = execution_id.filter(|e| !e.is_empty());
+        if let Some(named) = named
+            && let Some(run_id) = self.held(key, named)
+        {
+            return Ok((run_id.0 == task_id).then(|| Reported {
+                id: ExecutionId(named.to_owned()),
+                run_id,
+                created_at: None,
+            }));
+        }
+        let exec_id = match named {
             Some(e) => ExecutionId(e.to_owned()),
             None => match self.store.run_any_team(&RunId(task_id.to_owned())).await {
                 Ok(run) => match run.current_execution_id {
@@ -143,6 +156,29 @@ impl Dispatcher {
             return Ok(None);
         }
         let run = self.store.run_any_team(&exec.run_id).await?;
-        Ok((run.team_id == key.0).then_some(exec))
+        Ok((run.team_id == key.0).then_some(Reported {
+            id: exec.id,
+            run_id: exec.run_id,
+            created_at: Some(exec.created_at),
+        }))
     }
+
+    /// The run of execution `exec`, if this replica holds it for worker `key`.
+    fn held(&self, key: &WorkerKey, exec: &str) -> Option<RunId> {
+        let reg = self.registry();
+        let slot = reg.workers.get(key)?;
+        slot.active.get(exec).cloned()
+    }
+}
+
+/// The execution a worker's report is about.
+#[derive(Debug, Clone)]
+pub struct Reported {
+    /// The execution.
+    pub id: ExecutionId,
+    /// Its run.
+    pub run_id: RunId,
+    /// When it was made (ms); `None` when it was known without reading the
+    /// store (only for reports that name it).
+    pub created_at: Option<i64>,
 }

@@ -67,7 +67,7 @@ impl Dispatcher {
         };
         reg.affinity.remove(run_id);
         let slot = reg.workers.get_mut(&key)?;
-        slot.active.insert(exec.clone());
+        slot.active.insert(exec.clone(), run_id.clone());
         Some(Reserved {
             worker_id: key.1,
             conn_id: slot.conn_id,

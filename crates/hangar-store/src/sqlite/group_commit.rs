@@ -139,14 +139,19 @@ impl GroupWriter {
         if batch.tx.is_none() {
             // IMMEDIATE: take the write lock up front, so a writer in another
             // process on the same file waits (busy timeout) instead of
-            // failing to upgrade a stale read snapshot.
+            // failing to upgrade a stale read snapshot. The batch's own
+            // savepoint marks the transaction as this batch's (see
+            // `Batch::commit`); the first write's is opened in the same call.
             let mut conn = batch.pool.acquire().await?;
-            sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+            sqlx::query("BEGIN IMMEDIATE; SAVEPOINT hangar_batch; SAVEPOINT hangar_write")
+                .execute(&mut *conn)
+                .await?;
             batch.tx = Some(conn);
+        } else {
+            sqlx::query("SAVEPOINT hangar_write")
+                .execute(batch.conn())
+                .await?;
         }
-        sqlx::query("SAVEPOINT hangar_write")
-            .execute(batch.conn())
-            .await?;
         Ok(SqliteWrite {
             batch: Some(batch),
             writer: self.clone(),
@@ -253,7 +258,16 @@ impl Batch {
             return Ok(());
         };
         let mut conn = tx;
-        match sqlx::query("COMMIT").execute(&mut *conn).await {
+        // Writes leave their savepoints open (`SqliteWrite::commit`). Had
+        // SQLite rolled the batch's transaction back by itself, a later
+        // write's SAVEPOINT would have begun a new one, and a bare COMMIT
+        // would acknowledge writes that are gone: the batch's savepoint is
+        // released first, and fails unless the transaction is still the one
+        // the batch began.
+        match sqlx::query("RELEASE hangar_batch; COMMIT")
+            .execute(&mut *conn)
+            .await
+        {
             Ok(_) => {
                 self.counters
                     .add(u64::try_from(self.writes).unwrap_or(u64::MAX), 1);
@@ -261,7 +275,9 @@ impl Batch {
                 Ok(())
             }
             Err(e) => {
-                let e = StoreError::from(e);
+                // Never the caller's mistake: a full disk, an I/O error, or a
+                // transaction SQLite already rolled back by itself.
+                let e = StoreError::Unavailable(e);
                 roll_back(conn).await;
                 self.publish(Outcome::failed(&e));
                 Err(e)
@@ -322,18 +338,10 @@ impl SqliteWrite {
     pub(crate) async fn commit(mut self) -> StoreResult<()> {
         let arriving = self.writer.arriving.clone();
         let batch = self.batch();
-        if let Err(e) = sqlx::query("RELEASE hangar_write")
-            .execute(batch.conn())
-            .await
-        {
-            // The savepoint is gone, and with it the transaction: SQLite rolls
-            // back by itself on a full disk or an I/O error. Never the
-            // caller's mistake.
-            let e = StoreError::Unavailable(e);
-            batch.fail(&e).await;
-            self.batch = None;
-            return Err(e);
-        }
+        // The savepoint stays open: the next write's nests inside it, and the
+        // batch's COMMIT releases them all (a round trip less per write). A
+        // transaction SQLite rolled back by itself (a full disk, an I/O
+        // error) fails at that COMMIT, and every write in it with it.
         batch.writes += 1;
         let outcome = batch.outcome.subscribe();
         if arriving.load(Ordering::Acquire) == 0 || batch.writes >= MAX_BATCH {
@@ -506,6 +514,41 @@ mod tests {
             }
         );
         assert_eq!(rows(&pool).await, ["first", "second", "taken", "third"]);
+    }
+
+    #[tokio::test]
+    async fn a_batch_sqlite_rolled_back_by_itself_is_never_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, pool) = writer(dir.path()).await;
+        let mut first = writer.begin().await.unwrap();
+        sqlx::query("INSERT INTO t (v) VALUES ('lost')")
+            .execute(&mut *first)
+            .await
+            .unwrap();
+        // What SQLite does by itself on a full disk or an I/O error, behind
+        // the back of a write that went on as if its statement had worked.
+        sqlx::query("ROLLBACK").execute(&mut *first).await.unwrap();
+        // A second write queues: it joins the batch, and its SAVEPOINT
+        // begins a new transaction outside the one the batch began.
+        let second = {
+            let writer = writer.clone();
+            tokio::spawn(async move { insert(&writer, "after").await })
+        };
+        queued(&writer, 1).await;
+        let first = first.commit().await;
+        let second = second.await.unwrap();
+        assert!(
+            matches!(first, Err(StoreError::Unavailable(_))),
+            "{first:?}"
+        );
+        assert!(
+            matches!(second, Err(StoreError::Unavailable(_))),
+            "{second:?}"
+        );
+        assert!(rows(&pool).await.is_empty(), "{:?}", rows(&pool).await);
+        // The writer goes on.
+        insert(&writer, "next").await.unwrap();
+        assert_eq!(rows(&pool).await, ["next"]);
     }
 
     #[tokio::test]

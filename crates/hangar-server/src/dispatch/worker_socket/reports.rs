@@ -3,7 +3,7 @@
 //! execution; a report that does not decode still ends its task.
 
 use crate::AppState;
-use crate::dispatch::WorkerKey;
+use crate::dispatch::{Reported, WorkerKey};
 use hangar_protocol::worker::{
     FailureReason, TaskCompleted, TaskFailed, TaskStarted, WorkerToServer,
 };
@@ -53,7 +53,7 @@ impl ConnView {
         task_id: &str,
         execution_id: Option<&str>,
         answer: Answer,
-    ) -> StoreResult<Option<hangar_store::ExecutionRecord>> {
+    ) -> StoreResult<Option<Reported>> {
         let named = execution_id.is_some_and(|e| !e.is_empty());
         let Some(exec) = app
             .dispatcher
@@ -73,7 +73,8 @@ impl ConnView {
             answered.push_back(exec.id.0.clone());
             return Ok(Some(exec));
         }
-        if answered.iter().any(|e| e == exec.id.as_str()) || exec.created_at < self.opened_at {
+        let before_this_connection = exec.created_at.is_some_and(|c| c < self.opened_at);
+        if answered.iter().any(|e| e == exec.id.as_str()) || before_this_connection {
             return Ok(Some(exec));
         }
         tracing::info!(
@@ -223,7 +224,7 @@ async fn unreadable(
 async fn store_finish(
     app: &AppState,
     key: &WorkerKey,
-    exec: &hangar_store::ExecutionRecord,
+    exec: &Reported,
     end: &ExecutionEnd,
 ) -> StoreResult<Transition> {
     let t = app
@@ -313,7 +314,7 @@ async fn apply(
             let t = app.store.claim(&exec.run_id, &exec.id, now).await?;
             if t == Transition::AlreadyTerminal {
                 // Cancelled between assignment and claim.
-                app.dispatcher.send_cancellation(key.0, &exec);
+                app.dispatcher.cancel_on(key, &exec.run_id);
             }
         }
         WorkerToServer::TaskRejected(m) => {
