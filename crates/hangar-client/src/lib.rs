@@ -112,10 +112,31 @@ impl Client {
     /// A client for `server_url` authenticating with `token`.
     pub fn new(server_url: &str, token: impl Into<String>) -> Result<Self, ClientError> {
         let base = parse_server_url(server_url)?;
-        let http = reqwest::Client::builder()
+        let plain = base.scheme() == "http";
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .tcp_nodelay(true)
-            .build()?;
+            // A plain-HTTP server needs no TLS roots; loading the system's
+            // certificates is most of building a client (the agent builds
+            // one at every start).
+            .tls_built_in_root_certs(!plain);
+        if plain {
+            // Without roots, a redirect to HTTPS could not be verified: it
+            // fails with what to configure instead.
+            builder = builder.redirect(reqwest::redirect::Policy::custom(|attempt| {
+                if attempt.url().scheme() != "http" {
+                    let to = attempt.url().to_string();
+                    attempt.error(format!(
+                        "the server redirected to {to}: use its https:// URL as the server URL"
+                    ))
+                } else if attempt.previous().len() >= 10 {
+                    attempt.error("too many redirects")
+                } else {
+                    attempt.follow()
+                }
+            }));
+        }
+        let http = builder.build()?;
         Ok(Client {
             base,
             token: token.into(),
@@ -408,4 +429,37 @@ pub async fn connect_websocket(url: &Url, token: &str) -> Result<WebSocket, Clie
             e => ClientError::WebSocket(Box::new(e)),
         })?;
     Ok(ws)
+}
+
+#[cfg(test)]
+// A test owns the task it spawns.
+#[allow(clippy::disallowed_methods, clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A plain-HTTP client loads no TLS roots, so a redirect to HTTPS (which
+    /// it could not verify) fails with what to configure instead.
+    #[tokio::test]
+    async fn a_plain_http_server_redirecting_to_https_is_told_to_use_https() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = socket.read(&mut buf).await.unwrap();
+            let head = "HTTP/1.1 301 Moved Permanently\r\nLocation: https://hangar.example/api/v1/whoami\r\nContent-Length: 0\r\n\r\n";
+            socket.write_all(head.as_bytes()).await.unwrap();
+        });
+        let client = Client::new(&format!("http://127.0.0.1:{port}"), "hk_x").unwrap();
+        let err = client
+            .get_json::<serde_json::Value>("api/v1/whoami")
+            .await
+            .unwrap_err();
+        let text = format!("{err:?}");
+        assert!(
+            text.contains("use its https:// URL as the server URL"),
+            "{text}"
+        );
+    }
 }

@@ -109,9 +109,9 @@ impl AnthropicProvider {
             format!("{base}/v1/messages")
         };
         Ok(AnthropicProvider {
+            client: http::client(&endpoint)?,
             config,
             endpoint,
-            client: http::client()?,
         })
     }
 

@@ -84,9 +84,9 @@ impl OpenAiProvider {
     pub fn new(config: OpenAiConfig) -> Result<Self, LlmError> {
         let endpoint = format!("{}/chat/completions", config.base_url.trim_end_matches('/'));
         Ok(OpenAiProvider {
+            client: http::client(&endpoint)?,
             config,
             endpoint,
-            client: http::client()?,
         })
     }
 
