@@ -7,8 +7,9 @@
 //!    received by a connected worker socket, over `HANGAR_BENCH_RUNS` runs
 //!    (default 2,000). Baseline in the same run: the create call alone.
 //! 2. **one-turn run overhead**: create → `SUCCEEDED` for a run whose model
-//!    answers at once (fake LLM), on the direct backend with the real agent
-//!    process, over `HANGAR_BENCH_OVERHEAD_RUNS` runs (default 100).
+//!    answers at once (fake LLM), on the direct backend of a `hangar worker`
+//!    process with the real agent process, over `HANGAR_BENCH_OVERHEAD_RUNS`
+//!    runs (default 100).
 //! 3. **throughput**: `HANGAR_BENCH_THROUGHPUT_RUNS` runs (default 2,000)
 //!    created by 8 concurrent clients and completed at once by 8 protocol
 //!    workers, created → `SUCCEEDED` in the store.
@@ -202,20 +203,28 @@ async fn dispatch_latency(server: &Server, runs: usize) -> (f64, f64) {
 
 async fn run_overhead(server: &Server, llm: &FakeLlm, runs: usize, dir: &std::path::Path) {
     let key = server.issue_local_key("bench-worker-direct").await.unwrap();
-    let worker_args = hangar_worker::WorkerArgs {
-        worker_id: Some("direct-bench".into()),
-        api_key: Some(key.clone()),
-        server_url: Some(server.url().to_owned()),
-        backend: Some(hangar_worker::BackendKind::Direct),
-        max_concurrent_tasks: Some(1),
-        workspace_root: Some(dir.join("workspaces")),
-        agent_path: Some(env!("CARGO_BIN_EXE_hangar").into()),
-        ..Default::default()
-    };
-    let worker = hangar_worker::Worker::new(worker_args.resolve().unwrap()).unwrap();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let hard = tokio_util::sync::CancellationToken::new();
-    let worker_task = tokio::spawn(worker.run(stop.clone(), hard.clone()));
+    // The worker as deployed: its own `hangar worker` process (a small one
+    // to fork the sandbox from), not a library inside this benchmark.
+    let config = dir.join("worker.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "backend:\n  direct:\n    workspace_root: {}\n",
+            dir.join("workspaces").display()
+        ),
+    )
+    .unwrap();
+    let mut worker = tokio::process::Command::new(env!("CARGO_BIN_EXE_hangar"))
+        .args(["worker", "--worker-id", "direct-bench", "--backend", "direct"])
+        .args(["--max-concurrent-tasks", "1", "--log-level", "warn"])
+        .arg("--server-url")
+        .arg(server.url())
+        .arg("--config-file")
+        .arg(&config)
+        .env("HANGAR_API_KEY", &key)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
     let client = Client::new(server.url(), key).unwrap();
     loop {
         let list: serde_json::Value = client.get_json("api/v1/workers").await.unwrap();
@@ -267,8 +276,10 @@ async fn run_overhead(server: &Server, llm: &FakeLlm, runs: usize, dir: &std::pa
         "{}",
         Stats::new(to_slot_free).line("one-turn run: create → sandbox gone")
     );
-    stop.cancel();
-    let _ = worker_task.await;
+    // SIGTERM: the worker drains (nothing runs) and exits.
+    let pid = nix::unistd::Pid::from_raw(worker.id().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(30), worker.wait()).await;
 }
 
 /// Runs runs created by `clients` concurrent clients through `workers`
