@@ -215,7 +215,13 @@ async fn run_overhead(server: &Server, llm: &FakeLlm, runs: usize, dir: &std::pa
     )
     .unwrap();
     let mut worker = tokio::process::Command::new(env!("CARGO_BIN_EXE_hangar"))
-        .args(["worker", "--worker-id", "direct-bench", "--backend", "direct"])
+        .args([
+            "worker",
+            "--worker-id",
+            "direct-bench",
+            "--backend",
+            "direct",
+        ])
         .args(["--max-concurrent-tasks", "1", "--log-level", "warn"])
         .arg("--server-url")
         .arg(server.url())
