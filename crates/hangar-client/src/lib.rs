@@ -91,6 +91,32 @@ impl std::fmt::Debug for Client {
     }
 }
 
+/// A reqwest client builder for requests to `url`. A plain-HTTP URL (a
+/// server or gateway on the same host or network) loads no TLS roots:
+/// reading the system's certificates is most of building a client, and the
+/// agent builds its clients at every start. Without roots a redirect to
+/// HTTPS could not be verified, so it fails with `advice` (what to configure
+/// instead); other redirects are followed, up to 10.
+pub fn http_builder(url: &str, advice: &'static str) -> reqwest::ClientBuilder {
+    let plain = url
+        .get(..7)
+        .is_some_and(|s| s.eq_ignore_ascii_case("http://"));
+    let builder = reqwest::Client::builder().tls_built_in_root_certs(!plain);
+    if !plain {
+        return builder;
+    }
+    builder.redirect(reqwest::redirect::Policy::custom(move |attempt| {
+        if attempt.url().scheme() != "http" {
+            let to = attempt.url().to_string();
+            attempt.error(format!("redirected to {to}: {advice}"))
+        } else if attempt.previous().len() >= 10 {
+            attempt.error("too many redirects")
+        } else {
+            attempt.follow()
+        }
+    }))
+}
+
 /// Parses and normalises a server base URL (`http(s)://host:port[/prefix]`).
 pub fn parse_server_url(raw: &str) -> Result<Url, ClientError> {
     let bad = |reason: &str| ClientError::BadUrl {
@@ -112,31 +138,10 @@ impl Client {
     /// A client for `server_url` authenticating with `token`.
     pub fn new(server_url: &str, token: impl Into<String>) -> Result<Self, ClientError> {
         let base = parse_server_url(server_url)?;
-        let plain = base.scheme() == "http";
-        let mut builder = reqwest::Client::builder()
+        let http = http_builder(base.as_str(), "use its https:// URL as the server URL")
             .connect_timeout(Duration::from_secs(10))
             .tcp_nodelay(true)
-            // A plain-HTTP server needs no TLS roots; loading the system's
-            // certificates is most of building a client (the agent builds
-            // one at every start).
-            .tls_built_in_root_certs(!plain);
-        if plain {
-            // Without roots, a redirect to HTTPS could not be verified: it
-            // fails with what to configure instead.
-            builder = builder.redirect(reqwest::redirect::Policy::custom(|attempt| {
-                if attempt.url().scheme() != "http" {
-                    let to = attempt.url().to_string();
-                    attempt.error(format!(
-                        "the server redirected to {to}: use its https:// URL as the server URL"
-                    ))
-                } else if attempt.previous().len() >= 10 {
-                    attempt.error("too many redirects")
-                } else {
-                    attempt.follow()
-                }
-            }));
-        }
-        let http = builder.build()?;
+            .build()?;
         Ok(Client {
             base,
             token: token.into(),

@@ -15,37 +15,11 @@ use std::time::Duration;
 const MAX_ERROR_BODY: usize = 2048;
 
 /// Builds the HTTP client a provider keeps for its lifetime, for requests
-/// to `endpoint`. A plain-HTTP endpoint (a gateway on the same host or
-/// network) gets no TLS roots: loading the system's certificates is most of
-/// a client's construction, and the agent builds one at every start.
+/// to `endpoint` (no TLS roots for a plain-HTTP one: [`hangar_client::http_builder`]).
 pub(crate) fn client(endpoint: &str) -> Result<reqwest::Client, LlmError> {
-    let plain = endpoint
-        .get(..7)
-        .is_some_and(|s| s.eq_ignore_ascii_case("http://"));
-    let mut builder = reqwest::Client::builder().tls_built_in_root_certs(!plain);
-    if plain {
-        builder = builder.redirect(plain_redirects());
-    }
-    builder
+    hangar_client::http_builder(endpoint, "configure the endpoint's https:// URL directly")
         .build()
         .map_err(|e| LlmError::Transport(format!("building HTTP client: {}", chain(&e))))
-}
-
-/// Redirects for a client without TLS roots: followed (up to 10) while they
-/// stay on plain HTTP; one to HTTPS fails with what to configure instead.
-fn plain_redirects() -> reqwest::redirect::Policy {
-    reqwest::redirect::Policy::custom(|attempt| {
-        if attempt.url().scheme() != "http" {
-            let to = attempt.url().to_string();
-            attempt.error(format!(
-                "the endpoint redirected to {to}: configure its https:// URL directly"
-            ))
-        } else if attempt.previous().len() >= 10 {
-            attempt.error("too many redirects")
-        } else {
-            attempt.follow()
-        }
-    })
 }
 
 /// Sends `request` and waits for the response head, within `timeout`.
