@@ -74,6 +74,29 @@ pub(super) async fn post(
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
+/// The event was answered 200 with `outcome`.
+#[track_caller]
+pub(super) fn assert_outcome(status: u16, answer: &Value, outcome: &str) {
+    assert_eq!(
+        (status, answer["outcome"].as_str()),
+        (200, Some(outcome)),
+        "{answer}"
+    );
+}
+
+/// The event was refused 401 for being stale.
+#[track_caller]
+pub(super) fn assert_refused_as_stale(status: u16, answer: &Value) {
+    assert_eq!(status, 401, "{answer}");
+    assert!(
+        answer["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("stale"),
+        "{answer}"
+    );
+}
+
 /// Waits until `posted()` holds a message of `thread` that contains `needle`.
 pub(super) async fn reply_in(
     posted: impl Fn() -> Vec<Posted>,
@@ -175,11 +198,7 @@ async fn a_run_that_cannot_start_is_explained_in_the_thread() {
         .await;
     let body = slack_mention("Ev9", "UANN", "<@U0HANGAR> deploy", None);
     let (status, answer) = post(&t, url, &slack_headers(&body, now()), &body).await;
-    assert_eq!(
-        (status, answer["outcome"].as_str()),
-        (200, Some("refused")),
-        "{answer}"
-    );
+    assert_outcome(status, &answer, "refused");
     let reply = reply_in(
         || slack.posted(),
         "C0DEV:1765130000.000200",
