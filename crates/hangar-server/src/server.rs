@@ -14,7 +14,7 @@ use crate::{
     sessions, web, webhooks,
 };
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -76,6 +76,16 @@ pub struct Server {
 
 /// Turns framework rejections (plain-text 4xx from extractors, 404/405 from
 /// routing) into problem+json, and records the request path for `instance`.
+/// Holds a response until what its handler read is durable
+/// ([`hangar_store::Store::settled`]): on SQLite a read can see a commit a
+/// moment before its fsync, and no answer may show what a power loss could
+/// take back. Usually nothing is pending and this costs two atomic loads.
+async fn settled_layer(State(store): State<Arc<dyn Store>>, req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    store.settled().await;
+    resp
+}
+
 async fn problem_layer(req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
     let resp = REQUEST_PATH.scope(path.clone(), next.run(req)).await;
@@ -351,6 +361,10 @@ fn router(state: &AppState) -> Router {
             )),
         )
         .fallback(fallback)
+        .layer(axum::middleware::from_fn_with_state(
+            state.store.clone(),
+            settled_layer,
+        ))
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(axum::middleware::from_fn(web::auth::csrf_layer))
         .layer(axum::middleware::from_fn(problem_layer))

@@ -380,6 +380,13 @@ pub trait Store:
     /// probe row): `/readyz` fails while a full disk, an I/O error, a
     /// read-only database or a lost connection would fail users' writes.
     async fn ping(&self) -> StoreResult<()>;
+    /// Returns once everything committed before the call is durable. On
+    /// SQLite a reader may see a commit a moment before its fsync (the group
+    /// writer syncs the log off the write lock); the server calls this
+    /// before what it read leaves the process (a response, a streamed event,
+    /// a delivery), so nothing is shown that a power loss could take back.
+    /// On PostgreSQL a commit is durable before it is visible: a no-op.
+    async fn settled(&self);
     /// Closes connections (flushes the WAL).
     async fn close(&self);
     /// How many writes this store has made durable since it opened, and in

@@ -273,6 +273,10 @@ impl PostgresStore {
         Ok(())
     }
 
+    /// [`Store::settled`]: nothing to wait for, a commit is durable before
+    /// anyone sees it.
+    async fn settle_reads(&self) {}
+
     /// [`Store::close`].
     async fn close_pools(&self) {
         self.pool.close().await;

@@ -4,7 +4,7 @@ crate::sql::shared_store!(SqliteStore);
 mod group_commit;
 
 use crate::*;
-use group_commit::{GroupWriter, SqliteWrite};
+use group_commit::{Durability, GroupWriter, SqliteWrite};
 use hangar_protocol::session::SessionEvent;
 use hangar_protocol::{RunExecutionLocation, RunSourceType, Timestamp};
 use sqlx::Row;
@@ -41,8 +41,21 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5));
-        Self::with_options(options, 8).await
+            .busy_timeout(Duration::from_secs(5))
+            // A batch's savepoints journal every page its writes change (to
+            // roll one write back alone); on disk that journal is a temporary
+            // file created, written and deleted by every batch past 64 KiB.
+            .pragma("temp_store", "memory");
+        // `synchronous=FULL` for every connection but the writer's, whose
+        // commits the group writer syncs itself, off the write lock (see
+        // `group_commit`: as durable as FULL).
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        let writes = (
+            options.clone().synchronous(SqliteSynchronous::Normal),
+            Durability::Synced(group_commit::wal_sync(wal.into())),
+        );
+        Self::with_options(options, writes, 8).await
     }
 
     /// An in-memory database (tests).
@@ -51,23 +64,47 @@ impl SqliteStore {
             .map_err(StoreError::Database)?
             .foreign_keys(true);
         // One connection: every connection to `:memory:` is a separate database.
-        Self::with_options(options, 1).await
+        let writes = (options.clone(), Durability::AtCommit);
+        Self::with_options(options, writes, 1).await
     }
 
-    async fn with_options(options: SqliteConnectOptions, max: u32) -> StoreResult<Self> {
-        let writer = SqlitePoolOptions::new()
+    /// A store whose readers connect with `options` (at most `max`), and
+    /// whose writer connects and makes its commits durable as `writes` says.
+    async fn with_options(
+        options: SqliteConnectOptions,
+        (write_options, durability): (SqliteConnectOptions, Durability),
+        max: u32,
+    ) -> StoreResult<Self> {
+        let writer_pool = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options.clone())
+            .connect_with(write_options)
             .await?;
-        crate::sql::migrations!("sqlite").run(&writer).await?;
+        crate::sql::migrations!("sqlite").run(&writer_pool).await?;
+        if let Durability::Synced(_) = durability {
+            // The writer's own syncs are only enough with a write-ahead log.
+            let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+                .fetch_one(&writer_pool)
+                .await?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                return Err(StoreError::Unavailable(sqlx::Error::Configuration(
+                    format!(
+                        "SQLite could not use a write-ahead log for the database (journal mode \
+                         {mode:?}); put the data directory on a local file system"
+                    )
+                    .into(),
+                )));
+            }
+        }
+        let writer = GroupWriter::new(writer_pool.clone(), durability)
+            .map_err(|e| StoreError::Unavailable(sqlx::Error::Io(e)))?;
         if max <= 1 {
             // In memory: every connection would be a separate database.
             return Ok(SqliteStore {
-                pool: writer.clone(),
-                writer: GroupWriter::new(writer.clone()),
-                writer_pool: writer,
+                pool: writer_pool.clone(),
+                writer,
+                writer_pool,
             });
         }
         let pool = SqlitePoolOptions::new()
@@ -78,8 +115,8 @@ impl SqliteStore {
             .await?;
         Ok(SqliteStore {
             pool,
-            writer: GroupWriter::new(writer.clone()),
-            writer_pool: writer,
+            writer,
+            writer_pool,
         })
     }
 
@@ -153,6 +190,11 @@ impl SqliteStore {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// [`Store::settled`]: waits for the syncs of the batches committed so far.
+    async fn settle_reads(&self) {
+        self.writer.settled().await;
     }
 
     /// [`Store::close`]: commits the open batch, then closes both pools.

@@ -233,6 +233,8 @@ async fn connection(
                 // None: unregistered (a newer connection of the worker took its place).
                 let Some(msg) = msg else { break };
                 let text = msg.to_envelope().to_text();
+                // Nothing read from the store leaves before it is durable.
+                app.store.settled().await;
                 if send(&mut socket, &liveness, Message::Text(text.into())).await.is_err() {
                     break;
                 }

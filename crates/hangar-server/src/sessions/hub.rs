@@ -263,7 +263,7 @@ async fn agent_connection(app: AppState, run: RunId, exec: ExecutionId, socket: 
     // Follow-ups stored while it was away (or before it first connected).
     deliver_followups(&app, &run).await;
 
-    let writer = spawn_writer(sink, rx, app.config.heartbeat_interval);
+    let writer = spawn_writer(app.store.clone(), sink, rx, app.config.heartbeat_interval);
 
     let read_timeout = app.config.read_timeout;
     loop {
@@ -348,8 +348,10 @@ async fn check_in(
 }
 
 /// The session's writer: acks and control messages, and a ping every
-/// heartbeat; it ends with the outbox or when the socket fails.
+/// heartbeat; it ends with the outbox or when the socket fails. Nothing
+/// read from `store` leaves before it is durable.
 fn spawn_writer(
+    store: std::sync::Arc<dyn hangar_store::Store>,
     mut sink: futures::stream::SplitSink<WebSocket, Message>,
     mut rx: mpsc::Receiver<ServerToAgent>,
     heartbeat: std::time::Duration,
@@ -362,6 +364,7 @@ fn spawn_writer(
             tokio::select! {
                 msg = rx.recv() => {
                     let Some(msg) = msg else { break };
+                    store.settled().await;
                     if sink.send(Message::Text(msg.to_envelope().to_text().into())).await.is_err() { break; }
                 }
                 _ = ticker.tick() => {

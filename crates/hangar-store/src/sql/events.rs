@@ -95,6 +95,10 @@ macro_rules! event_store {
                     Ok(())
                 }
 
+                async fn settled(&self) {
+                    self.settle_reads().await;
+                }
+
                 async fn close(&self) {
                     self.close_pools().await;
                 }

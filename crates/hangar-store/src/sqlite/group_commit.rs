@@ -16,6 +16,23 @@
 //!   [`MAX_BATCH`] writes: a lone writer commits at once, as before, and
 //!   under load the fsyncs are shared by whoever arrived meanwhile.
 //!
+//! - **The fsync does not hold the writer.** The writer's connection runs
+//!   with `synchronous=NORMAL`, so SQLite's COMMIT only appends the batch to
+//!   the write-ahead log; a [`Syncer`] thread then `fdatasync`s the log
+//!   while the next batch already runs, and the batch's writes are
+//!   acknowledged only once a sync that began after their COMMIT has
+//!   returned. This is as durable as `synchronous=FULL` (which syncs the same
+//!   file at the same point, but under the write lock): the log is
+//!   append-only, so a sync covers every batch committed before it began, and
+//!   SQLite syncs the log before each checkpoint copies it into the
+//!   database. SQLite's readers may see a batch before it is durable; what
+//!   is read leaves the server only after [`GroupWriter::settled`] (every
+//!   batch whose COMMIT began by then is durable or failed), as with
+//!   `synchronous=FULL`, where a batch becomes visible after its fsync.
+//!   A failed sync fails its batches and every write after it until
+//!   the store is reopened: after a failed `fsync` the kernel may have
+//!   dropped the unwritten pages, so nothing written since can be vouched for.
+//!
 //! Who commits: the writer that finds no other writer queued behind it
 //! commits before it lets go of the lock. Otherwise it lets the next writer
 //! in and waits for the batch's outcome, or for the lock, whichever comes
@@ -27,8 +44,9 @@ use crate::{StoreError, StoreResult, WriteCounters};
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{Sqlite, SqliteConnection, SqlitePool};
 use std::ops::{Deref, DerefMut};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, mpsc};
 use tokio::sync::{Mutex, OwnedMutexGuard, watch};
 
 /// Most writes one batch takes before it commits even with writers queued,
@@ -43,6 +61,135 @@ pub(crate) struct GroupWriter {
     /// and now wait for a commit).
     arriving: Arc<AtomicUsize>,
     counters: Arc<WriteCounters>,
+    /// Why writes are refused, once a sync has failed.
+    broken: Arc<OnceLock<String>>,
+    /// Batches whose COMMIT has begun (numbered from 1), and the highest
+    /// number up to which every batch is durable or failed.
+    settling: Arc<Settling>,
+}
+
+/// See [`GroupWriter::settled`].
+#[derive(Debug)]
+struct Settling {
+    begun: AtomicU64,
+    settled: watch::Sender<u64>,
+}
+
+impl Settling {
+    fn settle(&self, batch: u64) {
+        self.settled.send_if_modified(|settled| {
+            let newer = batch > *settled;
+            *settled = (*settled).max(batch);
+            newer
+        });
+    }
+}
+
+/// Where a batch's outcome is published, and read by its writes.
+type Published = watch::Sender<Option<Outcome>>;
+type Outcomes = watch::Receiver<Option<Outcome>>;
+
+/// Makes what the writer's connection committed durable.
+pub(crate) type SyncFn = Arc<dyn Fn() -> std::io::Result<()> + Send + Sync>;
+
+/// How a committed batch becomes durable.
+#[derive(Clone)]
+pub(crate) enum Durability {
+    /// At its COMMIT (`synchronous=FULL`, or a database in memory).
+    AtCommit,
+    /// By `sync`, on the [`Syncer`]'s thread, after its COMMIT.
+    Synced(SyncFn),
+}
+
+impl std::fmt::Debug for Durability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Durability::AtCommit => "AtCommit",
+            Durability::Synced(_) => "Synced",
+        })
+    }
+}
+
+/// Syncs the write-ahead log `wal` of a database in `dir`: `fdatasync` of the
+/// log, and of the directory too the first time a log file is seen (a log
+/// SQLite has just created is otherwise not certain to have a name after a
+/// power loss).
+pub(crate) fn wal_sync(wal: PathBuf) -> SyncFn {
+    let seen = std::sync::Mutex::new(None::<u64>);
+    Arc::new(move || {
+        use std::os::unix::fs::MetadataExt;
+        let file = std::fs::File::open(&wal)?;
+        file.sync_data()?;
+        let inode = file.metadata()?.ino();
+        let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+        if *seen != Some(inode) {
+            if let Some(dir) = wal.parent() {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            *seen = Some(inode);
+        }
+        Ok(())
+    })
+}
+
+/// The thread that syncs committed batches, several at a time: each sync
+/// covers every batch whose COMMIT returned before it began.
+struct Syncer {
+    /// A batch whose COMMIT returned (its number and where its writes wait),
+    /// or failed (no one waits; its number only has to settle in order).
+    queue: mpsc::Sender<(u64, Option<Published>)>,
+}
+
+impl std::fmt::Debug for Syncer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Syncer")
+    }
+}
+
+impl Syncer {
+    /// Starts the thread; it ends once the writer is dropped.
+    fn start(
+        sync: SyncFn,
+        broken: Arc<OnceLock<String>>,
+        settling: Arc<Settling>,
+    ) -> std::io::Result<Self> {
+        let (queue, committed) = mpsc::channel::<(u64, Option<Published>)>();
+        std::thread::Builder::new()
+            .name("hangar-wal-sync".into())
+            .spawn(move || {
+                while let Ok(first) = committed.recv() {
+                    let batches: Vec<(u64, Option<Published>)> =
+                        std::iter::once(first).chain(committed.try_iter()).collect();
+                    let last = batches.iter().map(|(n, _)| *n).max().unwrap_or(0);
+                    let waiting: Vec<Published> =
+                        batches.into_iter().filter_map(|(_, w)| w).collect();
+                    if waiting.is_empty() {
+                        settling.settle(last);
+                        continue;
+                    }
+                    let outcome = match broken.get() {
+                        Some(why) => Outcome::broken(why),
+                        None => match sync() {
+                            Ok(()) => Outcome::Committed,
+                            Err(e) => {
+                                let why = format!(
+                                    "the database's write-ahead log could not be synced to disk ({e}); \
+                                     writes are refused until the server is restarted, since what was \
+                                     written before the failure may not be on disk"
+                                );
+                                tracing::error!("{why}");
+                                Outcome::broken(broken.get_or_init(|| why))
+                            }
+                        },
+                    };
+                    settling.settle(last);
+                    for batch in waiting {
+                        batch.send_replace(Some(outcome.clone()));
+                    }
+                }
+            })?;
+        Ok(Syncer { queue })
+    }
 }
 
 /// How a batch ended, as every write in it learns.
@@ -58,6 +205,13 @@ enum Outcome {
 }
 
 impl Outcome {
+    fn broken(why: &str) -> Self {
+        Outcome::Failed {
+            message: why.to_owned(),
+            unavailable: true,
+        }
+    }
+
     fn failed(e: &StoreError) -> Self {
         Outcome::Failed {
             message: e.to_string(),
@@ -101,15 +255,32 @@ struct Batch {
     /// anything else runs on the connection.
     abandoned: bool,
     /// Where the outcome of the open batch is published.
-    outcome: watch::Sender<Option<Outcome>>,
+    outcome: Published,
     counters: Arc<WriteCounters>,
+    /// Syncs committed batches; `None` when COMMIT makes them durable.
+    syncer: Option<Syncer>,
+    settling: Arc<Settling>,
+    /// The number of the batch whose COMMIT is under way.
+    committing: Option<u64>,
 }
 
 impl GroupWriter {
-    /// A writer over `pool`, whose connections it borrows one batch at a time.
-    pub(crate) fn new(pool: SqlitePool) -> Self {
+    /// A writer over `pool`, whose connections it borrows one batch at a
+    /// time, and whose commits become durable as `durability` says.
+    pub(crate) fn new(pool: SqlitePool, durability: Durability) -> std::io::Result<Self> {
         let counters = Arc::new(WriteCounters::default());
-        GroupWriter {
+        let broken = Arc::new(OnceLock::new());
+        let settling = Arc::new(Settling {
+            begun: AtomicU64::new(0),
+            settled: watch::channel(0).0,
+        });
+        let syncer = match durability {
+            Durability::AtCommit => None,
+            Durability::Synced(sync) => {
+                Some(Syncer::start(sync, broken.clone(), settling.clone())?)
+            }
+        };
+        Ok(GroupWriter {
             batch: Arc::new(Mutex::new(Batch {
                 pool,
                 tx: None,
@@ -117,10 +288,25 @@ impl GroupWriter {
                 abandoned: false,
                 outcome: watch::channel(None).0,
                 counters: counters.clone(),
+                syncer,
+                settling: settling.clone(),
+                committing: None,
             })),
             arriving: Arc::new(AtomicUsize::new(0)),
             counters,
-        }
+            broken,
+            settling,
+        })
+    }
+
+    /// Returns once every batch whose COMMIT began before the call is
+    /// durable (or failed): anything a reader saw before calling it is on
+    /// disk. Call it before what was read leaves the server.
+    pub(crate) async fn settled(&self) {
+        let begun = self.settling.begun.load(Ordering::SeqCst);
+        let mut settled = self.settling.settled.subscribe();
+        // The sender lives as long as `self`: this cannot fail.
+        let _ = settled.wait_for(|settled| *settled >= begun).await;
     }
 
     /// Writes committed, and the batches that committed them.
@@ -131,6 +317,9 @@ impl GroupWriter {
     /// Begins a write: waits for the writer, joins (or opens) the batch, and
     /// opens this write's savepoint.
     pub(crate) async fn begin(&self) -> StoreResult<SqliteWrite> {
+        if let Some(why) = self.broken.get() {
+            Outcome::broken(why).into_result()?;
+        }
         let mut batch = {
             let _arriving = Arriving::new(&self.arriving);
             self.batch.clone().lock_owned().await
@@ -162,37 +351,29 @@ impl GroupWriter {
     pub(crate) async fn flush(&self) -> StoreResult<()> {
         let mut batch = self.batch.lock().await;
         batch.settle().await;
-        batch.commit().await
+        let committing = batch.commit().await;
+        drop(batch);
+        committing.outcome().await
     }
 
     /// Waits for the outcome of the batch `outcome` reports on; commits that
     /// batch itself if it gets the lock while the batch is still open.
-    async fn outcome_of(&self, mut outcome: watch::Receiver<Option<Outcome>>) -> StoreResult<()> {
-        let peek = outcome.clone();
-        tokio::select! {
+    async fn outcome_of(&self, outcome: Outcomes) -> StoreResult<()> {
+        let committing = tokio::select! {
             biased;
-            // Owned, so that no `watch::Ref` (not `Send`) is held across an await.
-            published = async { outcome.wait_for(Option::is_some).await.map(|o| o.clone()) } => {
-                match published {
-                    Ok(Some(o)) => o.into_result(),
-                    Ok(None) | Err(_) => Outcome::Failed {
-                        message: "the writer closed".to_owned(),
-                        unavailable: true,
-                    }
-                    .into_result(),
-                }
-            }
+            published = published(outcome.clone()) => return published,
             mut batch = self.batch.lock() => {
-                // Batches end only under the lock, publishing first: if ours has
-                // no outcome yet, it is the one open now.
-                let published = peek.borrow().clone();
-                if let Some(o) = published {
-                    return o.into_result();
+                // Batches end (or go to the syncer) only under the lock: if
+                // ours is still the open batch's channel, it is open now.
+                if !outcome.same_channel(&batch.outcome.subscribe()) {
+                    drop(batch);
+                    return published(outcome).await;
                 }
                 batch.settle().await;
                 batch.commit().await
             }
-        }
+        };
+        committing.outcome().await
     }
 }
 
@@ -210,6 +391,32 @@ impl<'a> Arriving<'a> {
 impl Drop for Arriving<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Waits for the outcome published on `outcome`.
+async fn published(mut outcome: Outcomes) -> StoreResult<()> {
+    // Owned, so that no `watch::Ref` (not `Send`) is held across an await.
+    match outcome.wait_for(Option::is_some).await.map(|o| o.clone()) {
+        Ok(Some(o)) => o.into_result(),
+        Ok(None) | Err(_) => Outcome::broken("the writer closed").into_result(),
+    }
+}
+
+/// A batch that has ended, or is being synced: its outcome, awaited once
+/// the writer's lock is let go (so the next batch runs meanwhile).
+#[must_use]
+enum Committing {
+    Ended(StoreResult<()>),
+    Syncing(Outcomes),
+}
+
+impl Committing {
+    async fn outcome(self) -> StoreResult<()> {
+        match self {
+            Committing::Ended(result) => result,
+            Committing::Syncing(outcome) => published(outcome).await,
+        }
     }
 }
 
@@ -243,8 +450,9 @@ impl Batch {
         }
     }
 
-    /// Commits the batch and tells every write in it.
-    async fn commit(&mut self) -> StoreResult<()> {
+    /// Commits the batch; every write in it learns the outcome once the
+    /// batch is durable (at once, or when [`Committing::outcome`] returns).
+    async fn commit(&mut self) -> Committing {
         let Some(tx) = self.tx.take() else {
             if self.writes > 0 {
                 // A commit was interrupted (its future dropped) after it took
@@ -253,11 +461,17 @@ impl Batch {
                     "the commit was interrupted",
                 )));
                 self.publish(Outcome::failed(&e));
-                return Err(e);
+                if let Some(number) = self.committing.take() {
+                    self.settle_unsynced(number);
+                }
+                return Committing::Ended(Err(e));
             }
-            return Ok(());
+            return Committing::Ended(Ok(()));
         };
         let mut conn = tx;
+        // Numbered before it can become visible to readers (see `settled`).
+        let number = self.settling.begun.fetch_add(1, Ordering::SeqCst) + 1;
+        self.committing = Some(number);
         // Writes leave their savepoints open (`SqliteWrite::commit`). Had
         // SQLite rolled the batch's transaction back by itself, a later
         // write's SAVEPOINT would have begun a new one, and a bare COMMIT
@@ -269,19 +483,49 @@ impl Batch {
             .await
         {
             Ok(_) => {
+                self.committing = None;
                 self.counters
                     .add(u64::try_from(self.writes).unwrap_or(u64::MAX), 1);
-                self.publish(Outcome::Committed);
-                Ok(())
+                if self.syncer.is_none() {
+                    self.settling.settle(number);
+                    self.publish(Outcome::Committed);
+                    return Committing::Ended(Ok(()));
+                }
+                let outcome = self.outcome.subscribe();
+                let ended = self.end();
+                let queued = self
+                    .syncer
+                    .as_ref()
+                    .is_some_and(|syncer| syncer.queue.send((number, Some(ended))).is_ok());
+                if !queued {
+                    // The thread is gone (it panicked): nothing can be vouched for.
+                    return Committing::Ended(
+                        Outcome::broken("the write-ahead log's sync thread stopped").into_result(),
+                    );
+                }
+                Committing::Syncing(outcome)
             }
             Err(e) => {
                 // Never the caller's mistake: a full disk, an I/O error, or a
                 // transaction SQLite already rolled back by itself.
                 let e = StoreError::Unavailable(e);
+                self.committing = None;
+                self.settle_unsynced(number);
                 roll_back(conn).await;
                 self.publish(Outcome::failed(&e));
-                Err(e)
+                Committing::Ended(Err(e))
             }
+        }
+    }
+
+    /// Settles batch `number`, which did not commit, once the batches
+    /// before it (which may be syncing) have settled.
+    fn settle_unsynced(&self, number: u64) {
+        match &self.syncer {
+            Some(syncer) => {
+                let _ = syncer.queue.send((number, None));
+            }
+            None => self.settling.settle(number),
         }
     }
 
@@ -296,9 +540,14 @@ impl Batch {
     /// Ends the batch: its writes learn `outcome`, and the next batch starts
     /// with a channel of its own.
     fn publish(&mut self, outcome: Outcome) {
+        self.end().send_replace(Some(outcome));
+    }
+
+    /// Ends the batch: the next one starts with a channel of its own, and
+    /// the ended batch's is returned for its outcome.
+    fn end(&mut self) -> Published {
         self.writes = 0;
-        let ended = std::mem::replace(&mut self.outcome, watch::channel(None).0);
-        ended.send_replace(Some(outcome));
+        std::mem::replace(&mut self.outcome, watch::channel(None).0)
     }
 }
 
@@ -345,9 +594,9 @@ impl SqliteWrite {
         batch.writes += 1;
         let outcome = batch.outcome.subscribe();
         if arriving.load(Ordering::Acquire) == 0 || batch.writes >= MAX_BATCH {
-            let committed = batch.commit().await;
+            let committing = batch.commit().await;
             self.batch = None;
-            return committed;
+            return committing.outcome().await;
         }
         // Let the next writer in; its write joins this batch.
         self.batch = None;
@@ -371,9 +620,13 @@ impl SqliteWrite {
         // Others may wait on the batch, and its transaction holds the
         // connection: commit it now if nobody follows to do it.
         let lone = arriving.load(Ordering::Acquire) == 0;
-        let committed = if lone { batch.commit().await } else { Ok(()) };
+        let committing = if lone {
+            batch.commit().await
+        } else {
+            Committing::Ended(Ok(()))
+        };
         self.batch = None;
-        committed
+        committing.outcome().await
     }
 }
 
@@ -425,11 +678,19 @@ mod tests {
     use super::*;
     use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 
+    /// A writer of a table `t` in `dir`, synced as the store's is.
     async fn writer(dir: &std::path::Path) -> (GroupWriter, SqlitePool) {
+        let sync = wal_sync(dir.join("batch.db-wal"));
+        synced_writer(dir, sync).await
+    }
+
+    /// A writer of a table `t` in `dir` whose commits `sync` makes durable.
+    async fn synced_writer(dir: &std::path::Path, sync: SyncFn) -> (GroupWriter, SqlitePool) {
         let options = SqliteConnectOptions::new()
             .filename(dir.join("batch.db"))
             .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal);
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(sqlx::sqlite::SqliteSynchronous::Normal);
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(options)
@@ -439,7 +700,8 @@ mod tests {
             .execute(&pool)
             .await
             .unwrap();
-        (GroupWriter::new(pool.clone()), pool)
+        let writer = GroupWriter::new(pool.clone(), Durability::Synced(sync)).unwrap();
+        (writer, pool)
     }
 
     /// One write: insert `v` and commit it, or roll it back on error.
@@ -578,5 +840,73 @@ mod tests {
         assert_eq!(rows(&pool).await, ["kept"]);
         insert(&writer, "after").await.unwrap();
         assert_eq!(rows(&pool).await, ["after", "kept"]);
+    }
+
+    #[tokio::test]
+    async fn a_write_is_acknowledged_only_once_a_sync_after_its_commit_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        // A sync that tells when it starts and returns when the test says.
+        let (started, syncing) = std::sync::mpsc::channel::<()>();
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let gate = std::sync::Mutex::new(gate);
+        let sync: SyncFn = Arc::new(move || {
+            started.send(()).ok();
+            gate.lock().unwrap().recv().map_err(std::io::Error::other)
+        });
+        let (writer, pool) = synced_writer(dir.path(), sync).await;
+        let syncing = Arc::new(std::sync::Mutex::new(syncing));
+        let sync_started = || {
+            let syncing = syncing.clone();
+            tokio::task::spawn_blocking(move || syncing.lock().unwrap().recv().unwrap())
+        };
+
+        let a = {
+            let writer = writer.clone();
+            tokio::spawn(async move { insert(&writer, "a").await })
+        };
+        sync_started().await.unwrap();
+        // Committed (readers see it) but not synced: not acknowledged yet,
+        // and a reader that saw it is held until it is durable.
+        assert_eq!(rows(&pool).await, ["a"]);
+        let reader = {
+            let writer = writer.clone();
+            tokio::spawn(async move { writer.settled().await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(!a.is_finished());
+        assert!(!reader.is_finished(), "a read of an unsynced batch settled");
+        // The next write runs while the sync is under way (the sync does not
+        // hold the writer), and waits for a sync of its own.
+        let b = {
+            let writer = writer.clone();
+            tokio::spawn(async move { insert(&writer, "b").await })
+        };
+        while rows(&pool).await.len() < 2 {
+            tokio::task::yield_now().await;
+        }
+        release.send(()).unwrap();
+        a.await.unwrap().unwrap();
+        reader.await.unwrap();
+        sync_started().await.unwrap();
+        assert!(!b.is_finished(), "b committed after a's sync began");
+        release.send(()).unwrap();
+        b.await.unwrap().unwrap();
+        // Nothing pending: settled at once.
+        writer.settled().await;
+    }
+
+    #[tokio::test]
+    async fn a_failed_sync_fails_its_writes_and_every_write_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let sync: SyncFn = Arc::new(|| Err(std::io::Error::other("injected EIO")));
+        let (writer, _pool) = synced_writer(dir.path(), sync).await;
+        let err = insert(&writer, "a").await.unwrap_err();
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+        assert!(err.to_string().contains("injected EIO"), "{err}");
+        // The kernel may have dropped what that sync failed to write: no
+        // later write can be vouched for until the store is reopened.
+        let err = insert(&writer, "b").await.unwrap_err();
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+        assert!(err.to_string().contains("restarted"), "{err}");
     }
 }

@@ -68,7 +68,15 @@ impl ViewerStream {
     }
 
     /// The next frame; `None` after `end` or `revoked` (or at shutdown).
+    /// Only what is durable is sent ([`hangar_store::Store::settled`]).
     pub async fn next(&mut self) -> Option<Frame> {
+        let frame = self.next_read().await;
+        self.state.store.settled().await;
+        frame
+    }
+
+    /// [`ViewerStream::next`], whether durable yet or not.
+    async fn next_read(&mut self) -> Option<Frame> {
         loop {
             if let Some(frame) = self.next_replayed() {
                 return Some(frame);
