@@ -232,9 +232,10 @@ async fn connection(
             msg = rx.recv() => {
                 // None: unregistered (a newer connection of the worker took its place).
                 let Some(msg) = msg else { break };
+                // Assignments and cancellations follow the write that made
+                // them, answered once durable: no `Store::settled` here (it
+                // would hold them for other writers' syncs).
                 let text = msg.to_envelope().to_text();
-                // Nothing read from the store leaves before it is durable.
-                app.store.settled().await;
                 if send(&mut socket, &liveness, Message::Text(text.into())).await.is_err() {
                     break;
                 }
