@@ -303,7 +303,12 @@ impl Publisher {
     /// Reads every stored event after the cursor; publishes them when
     /// `publish` (not at the start, where the [`Item::Sync`] covers them).
     async fn catch_up(&mut self, publish: bool) {
-        let events = match self.state.store.run_events(&self.run.id).await {
+        let read = self.state.store.run_events(&self.run.id).await;
+        // What the feed read from the store reaches viewers only once
+        // durable ([`hangar_store::Store::settled`]); the hub's live events
+        // were committed before it published them.
+        self.state.store.settled().await;
+        let events = match read {
             Ok(e) => e,
             Err(e) => {
                 tracing::warn!(error = %e, run_id = %self.run.id, "cannot read the session; retrying at the next poll");
@@ -398,7 +403,9 @@ impl Publisher {
 
     /// Re-reads the run now (its agent reported a terminal status).
     async fn poll_state(&mut self) -> bool {
-        match self.state.store.run_any_team(&self.run.id).await {
+        let read = self.state.store.run_any_team(&self.run.id).await;
+        self.state.store.settled().await;
+        match read {
             Ok(fresh) => self.on_run(fresh).await,
             Err(e) => {
                 tracing::warn!(error = %e, run_id = %self.run.id, "cannot re-read the run");
@@ -464,7 +471,9 @@ async fn watch_run(state: AppState, runs: watch::Sender<RunRecord>, stop: Cancel
             () = shutdown.cancelled() => return,
             _ = poll.tick() => {}
         }
-        match state.store.run_any_team(&run_id).await {
+        let read = state.store.run_any_team(&run_id).await;
+        state.store.settled().await;
+        match read {
             Ok(fresh) => {
                 runs.send_if_modified(|run| {
                     let changed =

@@ -68,15 +68,7 @@ impl ViewerStream {
     }
 
     /// The next frame; `None` after `end` or `revoked` (or at shutdown).
-    /// Only what is durable is sent ([`hangar_store::Store::settled`]).
     pub async fn next(&mut self) -> Option<Frame> {
-        let frame = self.next_read().await;
-        self.state.store.settled().await;
-        frame
-    }
-
-    /// [`ViewerStream::next`], whether durable yet or not.
-    async fn next_read(&mut self) -> Option<Frame> {
         loop {
             if let Some(frame) = self.next_replayed() {
                 return Some(frame);
@@ -123,7 +115,11 @@ impl ViewerStream {
 
     /// Reads the store; its events after the cursor are delivered next.
     async fn catch_up(&mut self) {
-        match self.state.store.run_events(&self.run.id).await {
+        let read = self.state.store.run_events(&self.run.id).await;
+        // Only what is durable is sent ([`hangar_store::Store::settled`]);
+        // the feed's live events were committed before it had them.
+        self.state.store.settled().await;
+        match read {
             Ok(events) => {
                 // Numbering restarts from the store's order each time.
                 self.numbers.clear();
