@@ -44,10 +44,14 @@ use crate::{StoreError, StoreResult, WriteCounters};
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{Sqlite, SqliteConnection, SqlitePool};
 use std::ops::{Deref, DerefMut};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock, mpsc};
+use std::sync::{Arc, OnceLock};
 use tokio::sync::{Mutex, OwnedMutexGuard, watch};
+
+mod sync;
+
+pub(crate) use sync::{Durability, wal_sync};
+use sync::{Settling, Syncer};
 
 /// Most writes one batch takes before it commits even with writers queued,
 /// so a steady stream of writes cannot hold acknowledgements back for long.
@@ -68,129 +72,9 @@ pub(crate) struct GroupWriter {
     settling: Arc<Settling>,
 }
 
-/// See [`GroupWriter::settled`].
-#[derive(Debug)]
-struct Settling {
-    begun: AtomicU64,
-    settled: watch::Sender<u64>,
-}
-
-impl Settling {
-    fn settle(&self, batch: u64) {
-        self.settled.send_if_modified(|settled| {
-            let newer = batch > *settled;
-            *settled = (*settled).max(batch);
-            newer
-        });
-    }
-}
-
 /// Where a batch's outcome is published, and read by its writes.
 type Published = watch::Sender<Option<Outcome>>;
 type Outcomes = watch::Receiver<Option<Outcome>>;
-
-/// Makes what the writer's connection committed durable.
-pub(crate) type SyncFn = Arc<dyn Fn() -> std::io::Result<()> + Send + Sync>;
-
-/// How a committed batch becomes durable.
-#[derive(Clone)]
-pub(crate) enum Durability {
-    /// At its COMMIT (`synchronous=FULL`, or a database in memory).
-    AtCommit,
-    /// By `sync`, on the [`Syncer`]'s thread, after its COMMIT.
-    Synced(SyncFn),
-}
-
-impl std::fmt::Debug for Durability {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Durability::AtCommit => "AtCommit",
-            Durability::Synced(_) => "Synced",
-        })
-    }
-}
-
-/// Syncs the write-ahead log `wal` of a database in `dir`: `fdatasync` of the
-/// log, and of the directory too the first time a log file is seen (a log
-/// SQLite has just created is otherwise not certain to have a name after a
-/// power loss).
-pub(crate) fn wal_sync(wal: PathBuf) -> SyncFn {
-    let seen = std::sync::Mutex::new(None::<u64>);
-    Arc::new(move || {
-        use std::os::unix::fs::MetadataExt;
-        let file = std::fs::File::open(&wal)?;
-        file.sync_data()?;
-        let inode = file.metadata()?.ino();
-        let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
-        if *seen != Some(inode) {
-            if let Some(dir) = wal.parent() {
-                std::fs::File::open(dir)?.sync_all()?;
-            }
-            *seen = Some(inode);
-        }
-        Ok(())
-    })
-}
-
-/// The thread that syncs committed batches, several at a time: each sync
-/// covers every batch whose COMMIT returned before it began.
-struct Syncer {
-    /// A batch whose COMMIT returned (its number and where its writes wait),
-    /// or failed (no one waits; its number only has to settle in order).
-    queue: mpsc::Sender<(u64, Option<Published>)>,
-}
-
-impl std::fmt::Debug for Syncer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Syncer")
-    }
-}
-
-impl Syncer {
-    /// Starts the thread; it ends once the writer is dropped.
-    fn start(
-        sync: SyncFn,
-        broken: Arc<OnceLock<String>>,
-        settling: Arc<Settling>,
-    ) -> std::io::Result<Self> {
-        let (queue, committed) = mpsc::channel::<(u64, Option<Published>)>();
-        std::thread::Builder::new()
-            .name("hangar-wal-sync".into())
-            .spawn(move || {
-                while let Ok(first) = committed.recv() {
-                    let batches: Vec<(u64, Option<Published>)> =
-                        std::iter::once(first).chain(committed.try_iter()).collect();
-                    let last = batches.iter().map(|(n, _)| *n).max().unwrap_or(0);
-                    let waiting: Vec<Published> =
-                        batches.into_iter().filter_map(|(_, w)| w).collect();
-                    if waiting.is_empty() {
-                        settling.settle(last);
-                        continue;
-                    }
-                    let outcome = match broken.get() {
-                        Some(why) => Outcome::broken(why),
-                        None => match sync() {
-                            Ok(()) => Outcome::Committed,
-                            Err(e) => {
-                                let why = format!(
-                                    "the database's write-ahead log could not be synced to disk ({e}); \
-                                     writes are refused until the server is restarted, since what was \
-                                     written before the failure may not be on disk"
-                                );
-                                tracing::error!("{why}");
-                                Outcome::broken(broken.get_or_init(|| why))
-                            }
-                        },
-                    };
-                    settling.settle(last);
-                    for batch in waiting {
-                        batch.send_replace(Some(outcome.clone()));
-                    }
-                }
-            })?;
-        Ok(Syncer { queue })
-    }
-}
 
 /// How a batch ended, as every write in it learns.
 #[derive(Clone, Debug)]
@@ -675,6 +559,7 @@ impl DerefMut for SqliteWrite {
 // The tests own the tasks they spawn and join them.
 #[allow(clippy::disallowed_methods)]
 mod tests {
+    use super::sync::SyncFn;
     use super::*;
     use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 
