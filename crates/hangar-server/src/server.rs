@@ -74,8 +74,6 @@ pub struct Server {
     bootstrap: Option<Bootstrap>,
 }
 
-/// Turns framework rejections (plain-text 4xx from extractors, 404/405 from
-/// routing) into problem+json, and records the request path for `instance`.
 /// Holds a response until what its handler read is durable
 /// ([`hangar_store::Store::settled`]): on SQLite a read can see a commit a
 /// moment before its fsync, and no answer may show what a power loss could
@@ -86,6 +84,8 @@ async fn settled_layer(State(store): State<Arc<dyn Store>>, req: Request, next: 
     resp
 }
 
+/// Turns framework rejections (plain-text 4xx from extractors, 404/405 from
+/// routing) into problem+json, and records the request path for `instance`.
 async fn problem_layer(req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
     let resp = REQUEST_PATH.scope(path.clone(), next.run(req)).await;
