@@ -334,6 +334,7 @@ impl std::ops::DerefMut for PgAutocommit {
 
 impl crate::sql::Dialect for PostgresStore {
     type Db = sqlx::Postgres;
+    type WriteConn = sqlx::PgConnection;
 
     fn read(&self) -> &PgPool {
         &self.pool

@@ -132,6 +132,12 @@ pub(crate) trait Dialect {
     /// PostgreSQL an autocommit connection and a transaction of the pool.
     fn read(&self) -> &sqlx::Pool<Self::Db>;
 
+    /// What a write guard dereferences to: the executor of the write's
+    /// statements, and what the helpers a write calls take. PostgreSQL's is
+    /// the connection; SQLite's runs the write's savepoint with its first
+    /// statement (`sqlite/group_commit/opening.rs`).
+    type WriteConn;
+
     /// Appended to a `SELECT` that must lock the rows it reads until the
     /// transaction ends. PostgreSQL replicas write concurrently, so a
     /// read-then-write needs ` FOR UPDATE`; SQLite has no row locks (nor the

@@ -51,8 +51,13 @@ impl SqliteStore {
         // `group_commit`: as durable as FULL).
         let mut wal = path.as_os_str().to_owned();
         wal.push("-wal");
+        // Its statement cache holds each write's statements with their
+        // savepoint before them too (`group_commit/opening.rs`).
         let writes = (
-            options.clone().synchronous(SqliteSynchronous::Normal),
+            options
+                .clone()
+                .synchronous(SqliteSynchronous::Normal)
+                .statement_cache_capacity(400),
             Durability::Synced(group_commit::wal_sync(wal.into())),
         );
         Self::with_options(options, writes, 8).await
@@ -140,6 +145,7 @@ impl SqliteStore {
 
 impl crate::sql::Dialect for SqliteStore {
     type Db = sqlx::Sqlite;
+    type WriteConn = group_commit::WriteConn;
 
     fn read(&self) -> &SqlitePool {
         &self.pool

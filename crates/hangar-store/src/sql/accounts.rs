@@ -5,7 +5,7 @@ macro_rules! account_store {
         const _: () = {
             use $crate::sql::Dialect as _;
             type Db = <$store as $crate::sql::Dialect>::Db;
-            type Conn = <Db as sqlx::Database>::Connection;
+            type Conn = <$store as $crate::sql::Dialect>::WriteConn;
             use $crate::accounts::{LAST_ADMIN, USER_COLUMNS, apply_update, is_active_admin, user_write_error};
             use $crate::*;
             use async_trait::async_trait;

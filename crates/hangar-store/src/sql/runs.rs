@@ -17,7 +17,7 @@ macro_rules! run_store {
             /// The team's run `id`, its row locked until the transaction ends
             /// (`Dialect::FOR_UPDATE`); `None` when there is no such run.
             async fn locked_run(
-                tx: &mut <<$store as $crate::sql::Dialect>::Db as sqlx::Database>::Connection,
+                tx: &mut <$store as $crate::sql::Dialect>::WriteConn,
                 team_id: i64,
                 id: &RunId,
             ) -> StoreResult<Option<RunRecord>> {

@@ -46,10 +46,13 @@ use sqlx::sqlite::{Sqlite, SqliteConnection, SqlitePool};
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use tokio::sync::{Mutex, OwnedMutexGuard, watch};
+use tokio::sync::{Mutex, watch};
 
+mod opening;
 mod sync;
 
+use opening::Opening;
+pub(crate) use opening::WriteConn;
 pub(crate) use sync::{Durability, wal_sync};
 use sync::{Settling, Syncer};
 
@@ -134,6 +137,9 @@ struct Batch {
     tx: Option<PoolConnection<Sqlite>>,
     /// Writes released into `tx` that wait for its commit.
     writes: usize,
+    /// What the current write must run before its first statement (see
+    /// `opening.rs`); `None` once it ran.
+    pending: Option<Opening>,
     /// A write's guard was dropped inside its savepoint (an early error
     /// return, or its future dropped): that savepoint is rolled back before
     /// anything else runs on the connection.
@@ -169,6 +175,7 @@ impl GroupWriter {
                 pool,
                 tx: None,
                 writes: 0,
+                pending: None,
                 abandoned: false,
                 outcome: watch::channel(None).0,
                 counters: counters.clone(),
@@ -198,8 +205,9 @@ impl GroupWriter {
         &self.counters
     }
 
-    /// Begins a write: waits for the writer, joins (or opens) the batch, and
-    /// opens this write's savepoint.
+    /// Begins a write: waits for the writer, and joins (or opens) the batch.
+    /// The write's savepoint (and a new batch's transaction) opens with its
+    /// first statement.
     pub(crate) async fn begin(&self) -> StoreResult<SqliteWrite> {
         if let Some(why) = self.broken.get() {
             Outcome::broken(why).into_result()?;
@@ -209,24 +217,16 @@ impl GroupWriter {
             self.batch.clone().lock_owned().await
         };
         batch.settle().await;
+        // The transaction and the savepoint open with the write's first
+        // statement, in the same round trip (`opening.rs`).
         if batch.tx.is_none() {
-            // IMMEDIATE: take the write lock up front, so a writer in another
-            // process on the same file waits (busy timeout) instead of
-            // failing to upgrade a stale read snapshot. The batch's own
-            // savepoint marks the transaction as this batch's (see
-            // `Batch::commit`); the first write's is opened in the same call.
-            let mut conn = batch.pool.acquire().await?;
-            sqlx::query("BEGIN IMMEDIATE; SAVEPOINT hangar_batch; SAVEPOINT hangar_write")
-                .execute(&mut *conn)
-                .await?;
-            batch.tx = Some(conn);
+            batch.tx = Some(batch.pool.acquire().await?);
+            batch.pending = Some(Opening::Batch);
         } else {
-            sqlx::query("SAVEPOINT hangar_write")
-                .execute(batch.conn())
-                .await?;
+            batch.pending = Some(Opening::Write);
         }
         Ok(SqliteWrite {
-            batch: Some(batch),
+            conn: WriteConn { batch: Some(batch) },
             writer: self.clone(),
         })
     }
@@ -321,6 +321,9 @@ impl Batch {
             return;
         }
         self.abandoned = false;
+        if self.unopened() {
+            return;
+        }
         let Some(conn) = self.tx.as_mut() else {
             return;
         };
@@ -331,6 +334,20 @@ impl Batch {
             // SQLite rolled the whole transaction back by itself (a full
             // disk, an I/O error): every write in it fails.
             self.fail(&StoreError::Unavailable(e)).await;
+        }
+    }
+
+    /// Whether the current write ended before it ran a statement, so opened
+    /// nothing: forgets its opening (and a transaction never begun gives its
+    /// connection back).
+    fn unopened(&mut self) -> bool {
+        match self.pending.take() {
+            None => false,
+            Some(Opening::Write) => true,
+            Some(Opening::Batch) => {
+                self.tx = None;
+                true
+            }
         }
     }
 
@@ -449,28 +466,28 @@ async fn roll_back(mut conn: PoolConnection<Sqlite>) {
 }
 
 /// One write in a batch: a savepoint on the writer's connection, which it
-/// dereferences to. [`SqliteWrite::commit`] returns once the write is
-/// durable; dropping the guard (or [`SqliteWrite::rollback`]) undoes it.
+/// dereferences to ([`WriteConn`], an executor). [`SqliteWrite::commit`]
+/// returns once the write is durable; dropping the guard (or
+/// [`SqliteWrite::rollback`]) undoes it.
 #[derive(Debug)]
 pub(crate) struct SqliteWrite {
-    /// `None` once committed or rolled back.
-    batch: Option<OwnedMutexGuard<Batch>>,
+    conn: WriteConn,
     writer: GroupWriter,
 }
 
 impl SqliteWrite {
-    fn batch(&mut self) -> &mut Batch {
-        match self.batch.as_mut() {
-            Some(b) => b,
-            None => unreachable!("a finished write is consumed"),
-        }
-    }
-
     /// Keeps this write and returns once the batch holding it has committed;
     /// fails if the batch does not commit.
     pub(crate) async fn commit(mut self) -> StoreResult<()> {
         let arriving = self.writer.arriving.clone();
-        let batch = self.batch();
+        let batch = self.conn.batch();
+        if batch.pending == Some(Opening::Batch) {
+            // Not a statement run: no transaction to commit.
+            batch.unopened();
+            self.conn.batch = None;
+            return Ok(());
+        }
+        batch.unopened();
         // The savepoint stays open: the next write's nests inside it, and the
         // batch's COMMIT releases them all (a round trip less per write). A
         // transaction SQLite rolled back by itself (a full disk, an I/O
@@ -479,27 +496,29 @@ impl SqliteWrite {
         let outcome = batch.outcome.subscribe();
         if arriving.load(Ordering::Acquire) == 0 || batch.writes >= MAX_BATCH {
             let committing = batch.commit().await;
-            self.batch = None;
+            self.conn.batch = None;
             return committing.outcome().await;
         }
         // Let the next writer in; its write joins this batch.
-        self.batch = None;
+        self.conn.batch = None;
         self.writer.outcome_of(outcome).await
     }
 
     /// Undoes this write; the rest of the batch goes on.
     pub(crate) async fn rollback(mut self) -> StoreResult<()> {
         let arriving = self.writer.arriving.clone();
-        let batch = self.batch();
-        let undone = sqlx::query("ROLLBACK TO hangar_write; RELEASE hangar_write")
-            .execute(batch.conn())
-            .await;
-        if let Err(e) = undone {
-            // As in `commit`: the transaction is gone.
-            let e = StoreError::Unavailable(e);
-            batch.fail(&e).await;
-            self.batch = None;
-            return Err(e);
+        let batch = self.conn.batch();
+        if !batch.unopened() {
+            let undone = sqlx::query("ROLLBACK TO hangar_write; RELEASE hangar_write")
+                .execute(batch.conn())
+                .await;
+            if let Err(e) = undone {
+                // As in `commit`: the transaction is gone.
+                let e = StoreError::Unavailable(e);
+                batch.fail(&e).await;
+                self.conn.batch = None;
+                return Err(e);
+            }
         }
         // Others may wait on the batch, and its transaction holds the
         // connection: commit it now if nobody follows to do it.
@@ -509,14 +528,14 @@ impl SqliteWrite {
         } else {
             Committing::Ended(Ok(()))
         };
-        self.batch = None;
+        self.conn.batch = None;
         committing.outcome().await
     }
 }
 
 impl Drop for SqliteWrite {
     fn drop(&mut self) {
-        let Some(mut batch) = self.batch.take() else {
+        let Some(mut batch) = self.conn.batch.take() else {
             return;
         };
         // Dropped inside its savepoint: whoever takes the lock next undoes it.
@@ -539,19 +558,16 @@ impl Drop for SqliteWrite {
 }
 
 impl Deref for SqliteWrite {
-    type Target = SqliteConnection;
+    type Target = WriteConn;
 
-    fn deref(&self) -> &SqliteConnection {
-        match self.batch.as_ref().and_then(|b| b.tx.as_ref()) {
-            Some(conn) => conn,
-            None => unreachable!("a write runs inside its batch's transaction"),
-        }
+    fn deref(&self) -> &WriteConn {
+        &self.conn
     }
 }
 
 impl DerefMut for SqliteWrite {
-    fn deref_mut(&mut self) -> &mut SqliteConnection {
-        self.batch().conn()
+    fn deref_mut(&mut self) -> &mut WriteConn {
+        &mut self.conn
     }
 }
 
@@ -564,7 +580,7 @@ mod tests {
     use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 
     /// A writer of a table `t` in `dir`, synced as the store's is.
-    async fn writer(dir: &std::path::Path) -> (GroupWriter, SqlitePool) {
+    pub(super) async fn writer(dir: &std::path::Path) -> (GroupWriter, SqlitePool) {
         let sync = wal_sync(dir.join("batch.db-wal"));
         synced_writer(dir, sync).await
     }
@@ -590,7 +606,7 @@ mod tests {
     }
 
     /// One write: insert `v` and commit it, or roll it back on error.
-    async fn insert(writer: &GroupWriter, v: &str) -> StoreResult<()> {
+    pub(super) async fn insert(writer: &GroupWriter, v: &str) -> StoreResult<()> {
         let mut w = writer.begin().await?;
         sqlx::query("INSERT INTO t (v) VALUES ($1)")
             .bind(v)
@@ -599,7 +615,7 @@ mod tests {
         w.commit().await
     }
 
-    async fn rows(pool: &SqlitePool) -> Vec<String> {
+    pub(super) async fn rows(pool: &SqlitePool) -> Vec<String> {
         sqlx::query_scalar("SELECT v FROM t ORDER BY v")
             .fetch_all(pool)
             .await
@@ -607,7 +623,7 @@ mod tests {
     }
 
     /// Waits until `n` writers queue for the lock.
-    async fn queued(writer: &GroupWriter, n: usize) {
+    pub(super) async fn queued(writer: &GroupWriter, n: usize) {
         while writer.arriving.load(Ordering::Acquire) < n {
             tokio::task::yield_now().await;
         }
