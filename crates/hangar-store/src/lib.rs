@@ -387,6 +387,12 @@ pub trait Store:
     /// a delivery), so nothing is shown that a power loss could take back.
     /// On PostgreSQL a commit is durable before it is visible: a no-op.
     async fn settled(&self);
+    /// Why the store refuses every write until the process restarts, if it
+    /// does: on SQLite, after a failed fsync of the write-ahead log (the
+    /// kernel may have dropped the pages it failed to write, so nothing
+    /// written since can be vouched for). `/healthz` fails meanwhile, so a
+    /// supervisor (Kubernetes' liveness probe, systemd) restarts the server.
+    fn broken(&self) -> Option<String>;
     /// Closes connections (flushes the WAL).
     async fn close(&self);
     /// How many writes this store has made durable since it opened, and in

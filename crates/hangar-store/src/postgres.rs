@@ -277,6 +277,12 @@ impl PostgresStore {
     /// anyone sees it.
     async fn settle_reads(&self) {}
 
+    /// [`Store::broken`]: never; a failed commit fails only itself.
+    #[allow(clippy::unused_self)]
+    fn writer_broken(&self) -> Option<String> {
+        None
+    }
+
     /// [`Store::close`].
     async fn close_pools(&self) {
         self.pool.close().await;

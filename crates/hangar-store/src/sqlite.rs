@@ -203,6 +203,11 @@ impl SqliteStore {
         self.writer.settled().await;
     }
 
+    /// [`Store::broken`]: why the group writer refuses writes, once a sync failed.
+    fn writer_broken(&self) -> Option<String> {
+        self.writer.broken()
+    }
+
     /// [`Store::close`]: commits the open batch, then closes both pools.
     async fn close_pools(&self) {
         if let Err(e) = self.writer.flush().await {

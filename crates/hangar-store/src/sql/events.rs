@@ -99,6 +99,10 @@ macro_rules! event_store {
                     self.settle_reads().await;
                 }
 
+                fn broken(&self) -> Option<String> {
+                    self.writer_broken()
+                }
+
                 async fn close(&self) {
                     self.close_pools().await;
                 }

@@ -200,6 +200,11 @@ impl GroupWriter {
         let _ = settled.wait_for(|settled| *settled >= begun).await;
     }
 
+    /// Why writes are refused until the store is reopened, once a sync failed.
+    pub(crate) fn broken(&self) -> Option<String> {
+        self.broken.get().cloned()
+    }
+
     /// Writes committed, and the batches that committed them.
     pub(crate) fn counters(&self) -> &WriteCounters {
         &self.counters
@@ -801,6 +806,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sync: SyncFn = Arc::new(|| Err(std::io::Error::other("injected EIO")));
         let (writer, _pool) = synced_writer(dir.path(), sync).await;
+        assert_eq!(writer.broken(), None);
         let err = insert(&writer, "a").await.unwrap_err();
         assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
         assert!(err.to_string().contains("injected EIO"), "{err}");
@@ -809,5 +815,7 @@ mod tests {
         let err = insert(&writer, "b").await.unwrap_err();
         assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
         assert!(err.to_string().contains("restarted"), "{err}");
+        let why = writer.broken().expect("the writer says why it is broken");
+        assert!(why.contains("injected EIO"), "{why}");
     }
 }
