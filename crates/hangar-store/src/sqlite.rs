@@ -80,9 +80,14 @@ impl SqliteStore {
         (write_options, durability): (SqliteConnectOptions, Durability),
         max: u32,
     ) -> StoreResult<Self> {
+        // No ping as a connection leaves the pool (`test_before_acquire`):
+        // a round trip to its thread for a file on a local disk, which does
+        // not hang up as a network peer can; a broken connection fails its
+        // statement instead.
         let writer_pool = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(write_options)
             .await?;
@@ -102,7 +107,8 @@ impl SqliteStore {
                 )));
             }
         }
-        let writer = GroupWriter::new(writer_pool.clone(), durability)
+        // In memory the readers share the writer's one connection.
+        let writer = GroupWriter::new(writer_pool.clone(), durability, max > 1)
             .map_err(|e| StoreError::Unavailable(sqlx::Error::Io(e)))?;
         if max <= 1 {
             // In memory: every connection would be a separate database.
@@ -115,6 +121,7 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(max)
             .min_connections(1)
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
@@ -210,7 +217,7 @@ impl SqliteStore {
 
     /// [`Store::close`]: commits the open batch, then closes both pools.
     async fn close_pools(&self) {
-        if let Err(e) = self.writer.flush().await {
+        if let Err(e) = self.writer.close().await {
             tracing::warn!(error = %e, "the last writes did not commit at close");
         }
         self.pool.close().await;

@@ -135,6 +135,10 @@ struct Batch {
     /// transaction back by itself on some errors (a full disk), and sqlx's
     /// bookkeeping would then disagree with the connection.
     tx: Option<PoolConnection<Sqlite>>,
+    /// The connection between batches, when the writer keeps it (see
+    /// [`GroupWriter::new`]).
+    idle: Option<PoolConnection<Sqlite>>,
+    keep_connection: bool,
     /// Writes released into `tx` that wait for its commit.
     writes: usize,
     /// What the current write must run before its first statement (see
@@ -155,9 +159,17 @@ struct Batch {
 }
 
 impl GroupWriter {
-    /// A writer over `pool`, whose connections it borrows one batch at a
-    /// time, and whose commits become durable as `durability` says.
-    pub(crate) fn new(pool: SqlitePool, durability: Durability) -> std::io::Result<Self> {
+    /// A writer over `pool`, whose commits become durable as `durability`
+    /// says. With `keep_connection` it keeps the connection it borrows from
+    /// `pool` between batches: sqlx pings a connection as it goes back to its
+    /// pool, and may as it leaves, each a round trip to the connection's
+    /// thread that the next batch would wait for. Without it (a pool the
+    /// readers share: a database in memory) it gives it back after each batch.
+    pub(crate) fn new(
+        pool: SqlitePool,
+        durability: Durability,
+        keep_connection: bool,
+    ) -> std::io::Result<Self> {
         let counters = Arc::new(WriteCounters::default());
         let broken = Arc::new(OnceLock::new());
         let settling = Arc::new(Settling {
@@ -174,6 +186,8 @@ impl GroupWriter {
             batch: Arc::new(Mutex::new(Batch {
                 pool,
                 tx: None,
+                idle: None,
+                keep_connection,
                 writes: 0,
                 pending: None,
                 abandoned: false,
@@ -225,7 +239,11 @@ impl GroupWriter {
         // The transaction and the savepoint open with the write's first
         // statement, in the same round trip (`opening.rs`).
         if batch.tx.is_none() {
-            batch.tx = Some(batch.pool.acquire().await?);
+            let conn = match batch.idle.take() {
+                Some(conn) => conn,
+                None => batch.pool.acquire().await?,
+            };
+            batch.tx = Some(conn);
             batch.pending = Some(Opening::Batch);
         } else {
             batch.pending = Some(Opening::Write);
@@ -236,7 +254,15 @@ impl GroupWriter {
         })
     }
 
-    /// Commits the open batch, if any (at shutdown).
+    /// Commits the open batch, if any, and gives the connection back to its
+    /// pool (at shutdown, before the pool closes).
+    pub(crate) async fn close(&self) -> StoreResult<()> {
+        let flushed = self.flush().await;
+        self.batch.lock().await.idle = None;
+        flushed
+    }
+
+    /// Commits the open batch, if any.
     pub(crate) async fn flush(&self) -> StoreResult<()> {
         let mut batch = self.batch.lock().await;
         batch.settle().await;
@@ -350,7 +376,9 @@ impl Batch {
             None => false,
             Some(Opening::Write) => true,
             Some(Opening::Batch) => {
-                self.tx = None;
+                if let Some(conn) = self.tx.take() {
+                    self.check_in(conn);
+                }
                 true
             }
         }
@@ -389,6 +417,7 @@ impl Batch {
             .await
         {
             Ok(_) => {
+                self.check_in(conn);
                 self.committing = None;
                 self.counters
                     .add(u64::try_from(self.writes).unwrap_or(u64::MAX), 1);
@@ -432,6 +461,14 @@ impl Batch {
                 let _ = syncer.queue.send((number, None));
             }
             None => self.settling.settle(number),
+        }
+    }
+
+    /// Keeps the connection of a batch that ended (or gives it back to the
+    /// pool, as [`GroupWriter::new`] says).
+    fn check_in(&mut self, conn: PoolConnection<Sqlite>) {
+        if self.keep_connection {
+            self.idle = Some(conn);
         }
     }
 
@@ -590,24 +627,26 @@ mod tests {
         synced_writer(dir, sync).await
     }
 
-    /// A writer of a table `t` in `dir` whose commits `sync` makes durable.
+    /// A writer of a table `t` in `dir` whose commits `sync` makes durable
+    /// (keeping its connection, as the store's), and a pool that reads it.
     async fn synced_writer(dir: &std::path::Path, sync: SyncFn) -> (GroupWriter, SqlitePool) {
         let options = SqliteConnectOptions::new()
             .filename(dir.join("batch.db"))
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(sqlx::sqlite::SqliteSynchronous::Normal);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options)
-            .await
-            .unwrap();
+        let pool = || {
+            SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(options.clone())
+        };
+        let (writes, reads) = (pool().await.unwrap(), pool().await.unwrap());
         sqlx::query("CREATE TABLE t (v TEXT PRIMARY KEY)")
-            .execute(&pool)
+            .execute(&writes)
             .await
             .unwrap();
-        let writer = GroupWriter::new(pool.clone(), Durability::Synced(sync)).unwrap();
-        (writer, pool)
+        let writer = GroupWriter::new(writes, Durability::Synced(sync), true).unwrap();
+        (writer, reads)
     }
 
     /// One write: insert `v` and commit it, or roll it back on error.
@@ -648,6 +687,27 @@ mod tests {
             }
         );
         assert_eq!(rows(&pool).await, ["a", "b"]);
+    }
+
+    #[tokio::test]
+    async fn the_writer_keeps_its_connection_between_batches_until_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, _reads) = writer(dir.path()).await;
+        let pool = writer.batch.lock().await.pool.clone();
+        insert(&writer, "a").await.unwrap();
+        insert(&writer, "b").await.unwrap();
+        // Time for a connection given back to come back (see below).
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert_eq!((pool.size(), pool.num_idle()), (1, 0));
+        writer.close().await.unwrap();
+        // sqlx gives it back to the pool in a task of its own.
+        tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            while pool.num_idle() != 1 {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the closed writer gives its connection back");
     }
 
     #[tokio::test]
