@@ -348,6 +348,7 @@ impl crate::sql::Dialect for PostgresStore {
 
     const FOR_UPDATE: &'static str = " FOR UPDATE";
     const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
+    const QUEUED_INDEX: &'static str = "";
     const NEXT_LIFECYCLE_SEQUENCE: &'static str = "hangar_next_lifecycle_sequence(r.team_id)";
     const JSON: crate::records::Dialect = crate::records::Dialect::Postgres;
 }

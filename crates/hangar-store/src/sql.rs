@@ -38,6 +38,16 @@ pub(crate) const RUN_COLUMNS: &str = "id, team_id, creator_user_id, title, promp
     current_execution_id, sandbox_running, prompt_tokens, completion_tokens, inference_cost, \
     schedule_id, schedule_name, schedule_cron";
 
+/// The queue scan: runs QUEUED and not yet assigned, oldest first, at most
+/// `$1`, through the partial index of them (see [`Dialect::QUEUED_INDEX`]).
+pub(crate) fn queued_runs<D: Dialect>() -> String {
+    let (index, skip_locked) = (D::QUEUED_INDEX, D::SKIP_LOCKED);
+    format!(
+        "SELECT {RUN_COLUMNS} FROM runs{index} WHERE state = 'QUEUED' AND current_execution_id IS NULL \
+         ORDER BY created_at, id LIMIT $1{skip_locked}"
+    )
+}
+
 /// The columns a [`crate::ExecutionRecord`] is decoded from.
 pub(crate) const EXECUTION_COLUMNS: &str =
     "id, run_id, worker_id, state, created_at, ended_at, exit_code, failure_reason, message";
@@ -149,6 +159,14 @@ pub(crate) trait Dialect {
     /// passes over runs another replica is assigning at this moment; SQLite
     /// has one writer, so nothing to skip.
     const SKIP_LOCKED: &'static str;
+
+    /// After `FROM runs` in the scans of the queue (runs QUEUED and not yet
+    /// assigned). SQLite's planner, without statistics, prefers the index on
+    /// `state` alone, which holds every QUEUED run, those assigned but not
+    /// yet claimed too: under a backlog each scan read them all to skip
+    /// them. So SQLite is told ` INDEXED BY runs_queued`, the partial index
+    /// of the unassigned ones; PostgreSQL's planner picks it by itself.
+    const QUEUED_INDEX: &'static str;
 
     /// The next lifecycle sequence number of the team of the run row `r`,
     /// gap-free and in commit order. SQLite: `MAX + 1`, which cannot race
@@ -284,6 +302,15 @@ macro_rules! migrations {
                     "../migrations/",
                     $dir,
                     "/0018_integration_threads.sql"
+                )),
+            ),
+            (
+                19,
+                "runs_queued_unassigned",
+                include_str!(concat!(
+                    "../migrations/",
+                    $dir,
+                    "/0019_runs_queued_unassigned.sql"
                 )),
             ),
         ])

@@ -160,6 +160,7 @@ impl crate::sql::Dialect for SqliteStore {
 
     const FOR_UPDATE: &'static str = "";
     const SKIP_LOCKED: &'static str = "";
+    const QUEUED_INDEX: &'static str = " INDEXED BY runs_queued";
     const NEXT_LIFECYCLE_SEQUENCE: &'static str =
         "(SELECT COALESCE(MAX(sequence), 0) + 1 FROM lifecycle_events WHERE team_id = r.team_id)";
     const JSON: crate::records::Dialect = crate::records::Dialect::Sqlite;
@@ -222,5 +223,42 @@ impl SqliteStore {
         }
         self.pool.close().await;
         self.writer_pool.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sql::Dialect;
+
+    /// The queue scans read the partial index of unassigned runs, not every
+    /// QUEUED run (those assigned but not yet claimed pile up under load).
+    #[tokio::test]
+    async fn the_queue_scans_read_only_unassigned_runs_through_their_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("hangar.db"))
+            .await
+            .unwrap();
+        let index = <SqliteStore as Dialect>::QUEUED_INDEX;
+        for sql in [
+            crate::sql::queued_runs::<SqliteStore>(),
+            crate::stats::queue(index),
+        ] {
+            let plan: Vec<(i64, i64, i64, String)> =
+                sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                    .bind(256_i64)
+                    .fetch_all(store.read())
+                    .await
+                    .unwrap();
+            let steps: Vec<&str> = plan.iter().map(|(.., step)| step.as_str()).collect();
+            assert!(
+                steps.iter().any(|s| s.contains("USING INDEX runs_queued")),
+                "{sql}: {steps:?}"
+            );
+            assert!(
+                !steps.iter().any(|s| s.contains("FOR ORDER BY")),
+                "{sql}: {steps:?}"
+            );
+        }
     }
 }

@@ -43,9 +43,14 @@ pub trait StatsStore: Send + Sync {
 
 pub(crate) const RUN_STATES: &str = "SELECT state, COUNT(*) FROM runs GROUP BY state";
 
-pub(crate) const QUEUE: &str = "SELECT worker_host AS host, COUNT(*) AS depth, \
-     MIN(created_at) AS oldest_created_at FROM runs \
-     WHERE state = 'QUEUED' AND current_execution_id IS NULL GROUP BY worker_host";
+/// The queue by host; `index` is [`crate::sql::Dialect::QUEUED_INDEX`].
+pub(crate) fn queue(index: &str) -> String {
+    format!(
+        "SELECT worker_host AS host, COUNT(*) AS depth, MIN(created_at) AS oldest_created_at \
+         FROM runs{index} WHERE state = 'QUEUED' AND current_execution_id IS NULL \
+         GROUP BY worker_host"
+    )
+}
 
 /// `(team_id)`.
 pub(crate) const TEAM_STATES: &str =
@@ -74,10 +79,12 @@ macro_rules! stats_store {
             }
 
             async fn queue_stats(&self) -> crate::StoreResult<Vec<crate::stats::QueueStat>> {
-                use crate::stats::{QUEUE, QueueStat};
-                let rows: Vec<(Option<String>, i64, i64)> = sqlx::query_as(QUEUE)
-                    .fetch_all(crate::sql::Dialect::read(self))
-                    .await?;
+                use crate::stats::{QueueStat, queue};
+                let index = <$store as crate::sql::Dialect>::QUEUED_INDEX;
+                let rows: Vec<(Option<String>, i64, i64)> =
+                    sqlx::query_as(sqlx::AssertSqlSafe(queue(index)))
+                        .fetch_all(crate::sql::Dialect::read(self))
+                        .await?;
                 Ok(rows
                     .into_iter()
                     .map(|(host, depth, oldest_created_at)| QueueStat {

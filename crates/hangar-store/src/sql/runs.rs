@@ -167,11 +167,7 @@ macro_rules! run_store {
                     // PostgreSQL skips runs another replica is assigning at this moment
                     // (`Dialect::SKIP_LOCKED`); the row locks end with this statement, and
                     // `assign` stays the conditional update that decides.
-                    let skip_locked = <$store as $crate::sql::Dialect>::SKIP_LOCKED;
-                    let rows = sqlx::query(AssertSqlSafe(format!(
-                        "SELECT {RUN_COLUMNS} FROM runs WHERE state = 'QUEUED' AND current_execution_id IS NULL \
-                         ORDER BY created_at, id LIMIT $1{skip_locked}"
-                    )))
+                    let rows = sqlx::query(AssertSqlSafe($crate::sql::queued_runs::<$store>()))
                     .bind(limit)
                     .fetch_all(self.read())
                     .await?;
