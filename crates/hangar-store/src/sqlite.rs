@@ -239,10 +239,9 @@ mod tests {
         let store = SqliteStore::open(&dir.path().join("hangar.db"))
             .await
             .unwrap();
-        let index = <SqliteStore as Dialect>::QUEUED_INDEX;
         for sql in [
             crate::sql::queued_runs::<SqliteStore>(),
-            crate::stats::queue(index),
+            crate::stats::queue::<SqliteStore>(),
         ] {
             let plan: Vec<(i64, i64, i64, String)> =
                 sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))

@@ -43,8 +43,9 @@ pub trait StatsStore: Send + Sync {
 
 pub(crate) const RUN_STATES: &str = "SELECT state, COUNT(*) FROM runs GROUP BY state";
 
-/// The queue by host; `index` is [`crate::sql::Dialect::QUEUED_INDEX`].
-pub(crate) fn queue(index: &str) -> String {
+/// The queue by host, through the index of [`crate::sql::queued_runs`].
+pub(crate) fn queue<D: crate::sql::Dialect>() -> String {
+    let index = D::QUEUED_INDEX;
     format!(
         "SELECT worker_host AS host, COUNT(*) AS depth, MIN(created_at) AS oldest_created_at \
          FROM runs{index} WHERE state = 'QUEUED' AND current_execution_id IS NULL \
@@ -80,9 +81,8 @@ macro_rules! stats_store {
 
             async fn queue_stats(&self) -> crate::StoreResult<Vec<crate::stats::QueueStat>> {
                 use crate::stats::{QueueStat, queue};
-                let index = <$store as crate::sql::Dialect>::QUEUED_INDEX;
                 let rows: Vec<(Option<String>, i64, i64)> =
-                    sqlx::query_as(sqlx::AssertSqlSafe(queue(index)))
+                    sqlx::query_as(sqlx::AssertSqlSafe(queue::<$store>()))
                         .fetch_all(crate::sql::Dialect::read(self))
                         .await?;
                 Ok(rows

@@ -523,13 +523,13 @@ impl SqliteWrite {
     pub(crate) async fn commit(mut self) -> StoreResult<()> {
         let arriving = self.writer.arriving.clone();
         let batch = self.conn.batch();
-        if batch.pending == Some(Opening::Batch) {
-            // Not a statement run: no transaction to commit.
-            batch.unopened();
+        batch.unopened();
+        if batch.tx.is_none() {
+            // The batch's first write, and it ran no statement: no
+            // transaction was begun, nothing to commit.
             self.conn.batch = None;
             return Ok(());
         }
-        batch.unopened();
         // The savepoint stays open: the next write's nests inside it, and the
         // batch's COMMIT releases them all (a round trip less per write). A
         // transaction SQLite rolled back by itself (a full disk, an I/O
